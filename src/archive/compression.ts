@@ -1,0 +1,106 @@
+import { PassThrough, type Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import zlib from "node:zlib";
+import { SutureError } from "../errors/errors.ts";
+import type { Compression } from "../oci/media-types.ts";
+
+export type DetectedCompression = Compression | "xz" | "bzip2";
+
+/** Identify a compression format from the first bytes of a stream. */
+export function sniffCompression(head: Uint8Array): DetectedCompression {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd)
+    return "zstd";
+  if (
+    head.length >= 6 &&
+    head[0] === 0xfd &&
+    head[1] === 0x37 &&
+    head[2] === 0x7a &&
+    head[3] === 0x58 &&
+    head[4] === 0x5a &&
+    head[5] === 0x00
+  )
+    return "xz";
+  if (head.length >= 3 && head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) return "bzip2";
+  return "none";
+}
+
+/**
+ * Decompress a stream whose format is found from its magic bytes, so a layer whose media type
+ * lies about its compression (common in docker-archives) still reads correctly.
+ */
+export function decompressAuto(input: Readable): Readable {
+  const out = new PassThrough();
+  let decided = false;
+  let head = Buffer.alloc(0);
+  const sniffer = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (decided) return cb(null, chunk);
+      head = Buffer.concat([head, chunk]);
+      if (head.length < 6) return cb();
+      decided = true;
+      cb(null, head);
+    },
+    flush(cb) {
+      if (!decided) {
+        decided = true;
+        this.push(head);
+      }
+      cb();
+    },
+  });
+  // Buffer the first bytes, pick a decoder, then stream the rest through it.
+  (async () => {
+    const iterator = input.pipe(sniffer)[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    if (first.done) {
+      out.end();
+      return;
+    }
+    const firstChunk = first.value as Buffer;
+    const kind = sniffCompression(firstChunk);
+    const decoder = decoderFor(kind);
+    async function* rest() {
+      yield firstChunk;
+      for (;;) {
+        const n = await iterator.next();
+        if (n.done) return;
+        yield n.value as Buffer;
+      }
+    }
+    if (decoder) await pipeline(rest, decoder, out);
+    else await pipeline(rest, out);
+  })().catch((e) =>
+    out.destroy(
+      e instanceof SutureError
+        ? e
+        : new SutureError("INVALID_ARCHIVE", `cannot decompress stream: ${(e as Error).message}`, {
+            cause: e,
+          }),
+    ),
+  );
+  return out;
+}
+
+function decoderFor(kind: DetectedCompression): Transform | undefined {
+  switch (kind) {
+    case "gzip":
+      return zlib.createGunzip();
+    case "zstd":
+      return zlib.createZstdDecompress();
+    case "none":
+      return undefined;
+    default:
+      throw new SutureError(
+        "INVALID_ARCHIVE",
+        `${kind} compressed layers are not supported: recompress the layer with gzip or zstd`,
+      );
+  }
+}
+
+/** A compressor for new layers. Level 6 gzip is Docker's default and a good size/speed balance. */
+export function compressor(kind: Compression): Transform | undefined {
+  if (kind === "gzip") return zlib.createGzip({ level: 6 });
+  if (kind === "zstd") return zlib.createZstdCompress();
+  return undefined;
+}

@@ -1,0 +1,115 @@
+import { createHash } from "node:crypto";
+import { Transform, type TransformCallback } from "node:stream";
+import { SutureError } from "../errors/errors.ts";
+import type { Descriptor } from "../oci/manifest.ts";
+
+export function sha256Digest(bytes: Uint8Array | string): string {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+/** `sha256:abc…` → `abc…`; refuses anything but sha256 (the only algorithm we compute). */
+export function digestHex(digest: string): string {
+  const m = /^sha256:([a-f0-9]{64})$/.exec(digest);
+  if (!m)
+    throw new SutureError(
+      "DIGEST_MISMATCH",
+      `unsupported or malformed digest "${digest}": only sha256 is supported`,
+    );
+  return m[1]!;
+}
+
+/** Check bytes already in memory against a descriptor (manifests, configs). */
+export function verifyBytes(
+  bytes: Uint8Array,
+  expected: Pick<Descriptor, "digest" | "size">,
+  what: string,
+): void {
+  if (expected.size !== undefined && expected.size >= 0 && bytes.length !== expected.size) {
+    throw new SutureError(
+      "DIGEST_MISMATCH",
+      `${what} is ${bytes.length} bytes, expected ${expected.size}: the source served different content than its manifest names`,
+    );
+  }
+  const actual = sha256Digest(bytes);
+  if (actual !== expected.digest) {
+    throw new SutureError(
+      "DIGEST_MISMATCH",
+      `${what} has digest ${actual}, expected ${expected.digest}: the source served corrupted or tampered content`,
+    );
+  }
+}
+
+/**
+ * A pass-through stream that hashes what flows through and fails at EOF when the digest or size
+ * differ from the descriptor's. Consumers must treat data as untrusted until the stream ends cleanly.
+ */
+export class VerifyingStream extends Transform {
+  readonly #hash = createHash("sha256");
+  readonly #expected: Pick<Descriptor, "digest" | "size">;
+  readonly #what: string;
+  #bytes = 0;
+
+  constructor(expected: Pick<Descriptor, "digest" | "size">, what: string) {
+    super();
+    digestHex(expected.digest);
+    this.#expected = expected;
+    this.#what = what;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.#bytes += chunk.length;
+    if (this.#expected.size >= 0 && this.#bytes > this.#expected.size) {
+      callback(
+        new SutureError(
+          "DIGEST_MISMATCH",
+          `${this.#what} is larger than the ${this.#expected.size} bytes its descriptor names`,
+        ),
+      );
+      return;
+    }
+    this.#hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#expected.size >= 0 && this.#bytes !== this.#expected.size) {
+      callback(
+        new SutureError(
+          "DIGEST_MISMATCH",
+          `${this.#what} is ${this.#bytes} bytes, expected ${this.#expected.size}`,
+        ),
+      );
+      return;
+    }
+    const actual = `sha256:${this.#hash.digest("hex")}`;
+    if (actual !== this.#expected.digest) {
+      callback(
+        new SutureError(
+          "DIGEST_MISMATCH",
+          `${this.#what} has digest ${actual}, expected ${this.#expected.digest}: the source served corrupted or tampered content`,
+        ),
+      );
+      return;
+    }
+    callback();
+  }
+}
+
+/** Hashes and counts a stream without checking it: for content we produce ourselves. */
+export class DigestingStream extends Transform {
+  readonly #hash = createHash("sha256");
+  size = 0;
+  #digest?: string;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.size += chunk.length;
+    this.#hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  /** Available once the stream has ended. */
+  get digest(): string {
+    this.#digest ??= `sha256:${this.#hash.digest("hex")}`;
+    return this.#digest;
+  }
+}

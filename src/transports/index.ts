@@ -1,0 +1,49 @@
+import type { ImageSink, ImageSource } from "../image/source.ts";
+import type { ProgressSink } from "../progress/events.ts";
+import type { TransportReference } from "../ref/transport.ts";
+import { openArchiveSink, openArchiveSource } from "./archive/docker-archive.ts";
+import { openDaemonSink, openDaemonSource } from "./daemon/daemon.ts";
+import { openLayoutSink, openLayoutSource } from "./layout/layout.ts";
+import { openRegistrySink, openRegistrySource } from "./registry/registry.ts";
+
+export interface TransportOptions {
+  /** Allow plain HTTP / unverified TLS for non-loopback registries. */
+  insecure?: boolean;
+  /** Docker config directory (default $DOCKER_CONFIG or ~/.docker). */
+  dockerConfig?: string;
+  /** Docker Engine endpoint (default $DOCKER_HOST or unix:///var/run/docker.sock). */
+  dockerHost?: string;
+  /** Scratch space for transports that spool (archives, daemon). */
+  tmpDir?: string;
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+}
+
+export async function openSource(
+  ref: TransportReference,
+  options: TransportOptions = {},
+): Promise<ImageSource> {
+  switch (ref.transport) {
+    case "registry":
+      return openRegistrySource(ref.ref, options);
+    case "oci":
+      return openLayoutSource(ref.dir, ref.tag, options);
+    case "docker-archive":
+      return openArchiveSource(ref.file, ref.ref, options);
+    case "docker-daemon":
+      return openDaemonSource(ref.ref, options);
+  }
+}
+
+export async function openSink(ref: TransportReference, options: TransportOptions = {}): Promise<ImageSink> {
+  switch (ref.transport) {
+    case "registry":
+      return openRegistrySink(ref.ref, options);
+    case "oci":
+      return openLayoutSink(ref.dir, ref.tag, options);
+    case "docker-archive":
+      return openArchiveSink(ref.file, ref.ref, options);
+    case "docker-daemon":
+      return openDaemonSink(ref.ref, options);
+  }
+}
