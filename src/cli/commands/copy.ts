@@ -1,0 +1,34 @@
+import type { Command } from "commander";
+import { copyImage } from "../../image/copy.ts";
+import { parsePlatform } from "../../oci/platform.ts";
+import { parseTransportReference } from "../../ref/transport.ts";
+import { openSink, openSource } from "../../transports/index.ts";
+import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
+
+export function registerCopy(program: Command): void {
+  addTransportOptions(
+    program
+      .command("copy")
+      .description("copy an image or index between transports; every platform where the destination can hold an index")
+      .argument("<source>", "image to read")
+      .argument("<destination>", "where to write it")
+      .option("--platform <platform>", "for destinations that hold one image (docker-archive, daemon): which platform"),
+  ).action(async (src: string, dst: string, flags: CommonFlags) => {
+    const options = transportOptionsFrom(flags);
+    const srcRef = parseTransportReference(src);
+    const dstRef = parseTransportReference(dst);
+    const source = await openSource(srcRef, options);
+    try {
+      const sink = await openSink(dstRef, options);
+      const root = await copyImage(source, sink, {
+        platform: flags.platform ? parsePlatform(flags.platform) : undefined,
+        progress: options.progress,
+        mountFrom: srcRef.transport === "registry" ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository } : undefined,
+      });
+      options.finish();
+      process.stdout.write(`${root.digest}\n`);
+    } finally {
+      await source.close();
+    }
+  });
+}

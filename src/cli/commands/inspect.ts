@@ -1,0 +1,60 @@
+import type { Command } from "commander";
+import { inspectSource, type InspectResult } from "../../inspect/inspect.ts";
+import { parseTransportReference } from "../../ref/transport.ts";
+import { openSource } from "../../transports/index.ts";
+import { addTransportOptions, type CommonFlags, parsePlatformList, transportOptionsFrom } from "../options.ts";
+
+export function registerInspect(program: Command): void {
+  addTransportOptions(
+    program
+      .command("inspect")
+      .description("show an image's platforms, layers, config, OS and package database")
+      .argument("<image>", "image reference (see suture --help for transports)")
+      .option("--platform <list>", "only these platforms, e.g. linux/arm64 (default: all)")
+      .option("--format <format>", "text | json", "text")
+      .option("--no-layers", "read manifests and configs only (no OS or package detection)"),
+  ).action(async (image: string, flags: CommonFlags & { format: string; layers: boolean }) => {
+    const options = transportOptionsFrom(flags);
+    const source = await openSource(parseTransportReference(image), options);
+    try {
+      const result = await inspectSource(source, { platforms: parsePlatformList(flags.platform), noLayers: !flags.layers });
+      options.finish();
+      process.stdout.write(flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result));
+    } finally {
+      await source.close();
+    }
+  });
+}
+
+export function renderInspect(r: InspectResult): string {
+  const lines: string[] = [];
+  lines.push(`Name:       ${r.name}`);
+  lines.push(`Digest:     ${r.digest}`);
+  lines.push(`MediaType:  ${r.mediaType}`);
+  lines.push(`Platforms:  ${r.platforms.join(", ")}`);
+  for (const img of r.images) {
+    lines.push("");
+    lines.push(`[${img.platform}] ${img.digest}`);
+    if (img.created) lines.push(`  Created:        ${img.created}`);
+    if (img.os) lines.push(`  OS:             ${img.os.prettyName ?? `${img.os.id} ${img.os.version ?? ""}`}`);
+    lines.push(`  Package db:     ${img.packageDb}${img.packageCount !== undefined ? ` (${img.packageCount} packages)` : ""}`);
+    lines.push(`  Package tool:   ${img.packageManager}`);
+    if (img.config.entrypoint?.length) lines.push(`  Entrypoint:     ${JSON.stringify(img.config.entrypoint)}`);
+    if (img.config.cmd?.length) lines.push(`  Cmd:            ${JSON.stringify(img.config.cmd)}`);
+    if (img.config.user) lines.push(`  User:           ${img.config.user}`);
+    const labels = Object.entries(img.config.labels ?? {});
+    if (labels.length) {
+      lines.push("  Labels:");
+      for (const [k, v] of labels) lines.push(`    ${k}=${v}`);
+    }
+    lines.push(`  Layers (${img.layers.length}):`);
+    for (const l of img.layers) lines.push(`    ${l.digest}  ${formatSize(l.size).padStart(10)}  ${l.mediaType}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+function formatSize(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -1,0 +1,63 @@
+import { readFileSync } from "node:fs";
+import { Command, CommanderError } from "commander";
+import { SutureError } from "../errors/errors.ts";
+import { registerCopy } from "./commands/copy.ts";
+import { registerInspect } from "./commands/inspect.ts";
+import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
+
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command("suture")
+    .description("Patch OS-package vulnerabilities in container images, daemonless.")
+    .version(packageVersion(), "-v, --version")
+    .showHelpAfterError("(run suture help <command> for usage)")
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .exitOverride();
+  program.addHelpText(
+    "after",
+    `
+Image references (like skopeo):
+  docker://REF or REF        a registry (REF: [registry/]repo[:tag][@digest]; default docker.io)
+  oci:DIR[:TAG]              an OCI image layout directory
+  docker-archive:FILE[:REF]  a docker save tarball
+  docker-daemon:REF          the local Docker (or Podman) engine, via DOCKER_HOST`,
+  );
+  registerInspect(program);
+  registerCopy(program);
+  return program;
+}
+
+/** Run the CLI; returns the process exit code. Never throws. */
+export async function runCli(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : ExitCode.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return ExitCode.ok;
+      return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    process.stderr.write(`${formatError(e)}\n`);
+    if (process.env.SUTURE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n${causeChain(e)}`);
+    return exitCodeFor(e);
+  }
+}
+
+function causeChain(e: Error): string {
+  let out = "";
+  let c: unknown = e.cause;
+  while (c) {
+    out += `caused by: ${c instanceof Error ? (c.stack ?? c.message) : String(c)}\n`;
+    c = c instanceof Error ? c.cause : undefined;
+  }
+  return out;
+}
+
+export function usageError(message: string): SutureError {
+  return new SutureError("USAGE", message);
+}

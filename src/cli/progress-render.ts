@@ -1,0 +1,82 @@
+import type { ProgressEvent, ProgressSink } from "../progress/events.ts";
+
+export type ProgressMode = "auto" | "plain" | "tty" | "json" | "quiet";
+
+export function parseProgressMode(value: string | undefined): ProgressMode {
+  const v = (value ?? "auto").toLowerCase();
+  if (v === "rawjson") return "json"; // copa's name for it
+  if (v === "auto" || v === "plain" || v === "tty" || v === "json" || v === "quiet") return v;
+  process.stderr.write(`warning: unknown --progress "${value}", using auto\n`);
+  return "auto";
+}
+
+/**
+ * Render library progress events on stderr (stdout stays for results). TTY mode redraws one status
+ * line; plain mode prints a line per step (also when CI=true or stderr is not a terminal).
+ */
+export function createRenderer(mode: ProgressMode, stream: NodeJS.WriteStream = process.stderr): ProgressSink & { finish(): void } {
+  const resolved = mode === "auto" ? (stream.isTTY && process.env.CI !== "true" ? "tty" : "plain") : mode;
+  let statusLine = false;
+  const blobBytes = new Map<string, { bytes: number; total: number }>();
+  const clear = () => {
+    if (statusLine) {
+      stream.write("\r\x1b[K");
+      statusLine = false;
+    }
+  };
+  const line = (text: string) => {
+    clear();
+    stream.write(`${text}\n`);
+  };
+  const sink = (event: ProgressEvent) => {
+    if (resolved === "quiet") return;
+    if (resolved === "json") {
+      stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
+      return;
+    }
+    switch (event.type) {
+      case "step":
+        line(`» ${event.message}`);
+        break;
+      case "step-done":
+        if (resolved === "plain" || event.message) line(`  done ${event.step}${event.message ? `: ${event.message}` : ""} (${(event.elapsedMs / 1000).toFixed(1)}s)`);
+        break;
+      case "warning":
+        line(`warning: ${event.message}`);
+        break;
+      case "info":
+        line(`  ${event.message}`);
+        break;
+      case "package":
+        line(`  ${event.status.padEnd(8)} ${event.name} ${event.from ?? "?"} → ${event.to}${event.detail ? ` (${event.detail})` : ""}`);
+        break;
+      case "blob": {
+        if (resolved === "tty") {
+          blobBytes.set(event.digest, { bytes: event.bytes, total: event.total });
+          let done = 0;
+          let total = 0;
+          for (const b of blobBytes.values()) {
+            done += b.bytes;
+            total += b.total;
+          }
+          stream.write(`\r\x1b[K  ${event.action} ${event.digest.slice(7, 19)} ${mib(done)}/${mib(total)}`);
+          statusLine = true;
+        } else if (event.bytes === event.total || event.action !== "download") {
+          line(`  ${event.action} ${event.digest.slice(0, 19)} ${mib(event.total)}`);
+        }
+        break;
+      }
+      case "command-output":
+        if (resolved === "tty") {
+          stream.write(`\r\x1b[K  │ ${event.line.slice(0, (stream.columns ?? 100) - 6)}`);
+          statusLine = true;
+        } else line(`  │ ${event.line}`);
+        break;
+    }
+  };
+  return Object.assign(sink, { finish: clear });
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -1,0 +1,98 @@
+import { posix } from "node:path";
+import tar from "tar-stream";
+import { decompressAuto } from "../archive/compression.ts";
+import { SutureError } from "../errors/errors.ts";
+import type { Image } from "./image.ts";
+
+export interface ImageFile {
+  path: string;
+  content: Buffer;
+}
+
+export interface ReadFilesOptions {
+  /** Largest file we keep in memory; larger matches are an error (a dpkg status is a few MB). */
+  maxFileBytes?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Read selected files from an image's merged filesystem without unpacking it: streams every layer
+ * bottom-up, applies whiteouts and opaque directories, and follows symlinks among what it saw.
+ * `wanted` receives normalised absolute paths ("/etc/os-release"). Returns the merged view of the
+ * wanted files, keyed by path, with symlinks resolved for the paths asked for.
+ */
+export async function readImageFiles(
+  image: Image,
+  wanted: (path: string) => boolean,
+  options: ReadFilesOptions = {},
+): Promise<Map<string, Buffer>> {
+  const maxBytes = options.maxFileBytes ?? 64 * 1024 * 1024;
+  const files = new Map<string, Buffer>();
+  const links = new Map<string, string>();
+  for (const layer of image.parsed.layers) {
+    options.signal?.throwIfAborted();
+    const extract = tar.extract();
+    const stream = decompressAuto(await image.blobs.blob(layer));
+    stream.on("error", (e) => extract.destroy(e));
+    stream.pipe(extract);
+    for await (const entry of extract) {
+      const path = normalise(entry.header.name);
+      const base = posix.basename(path);
+      const dir = posix.dirname(path);
+      if (base === ".wh..wh..opq") {
+        removeUnder(files, dir, false);
+        removeUnder(links, dir, false);
+      } else if (base.startsWith(".wh.")) {
+        const target = posix.join(dir, base.slice(4));
+        removeUnder(files, target, true);
+        removeUnder(links, target, true);
+      } else {
+        // A new entry at a path replaces whatever lower layers had there.
+        files.delete(path);
+        links.delete(path);
+        if (entry.header.type === "symlink" && entry.header.linkname) {
+          links.set(path, entry.header.linkname);
+        } else if (entry.header.type === "file" && wanted(path)) {
+          if ((entry.header.size ?? 0) > maxBytes) {
+            throw new SutureError("INVALID_ARCHIVE", `${path} in the image is larger than ${maxBytes} bytes`);
+          }
+          const chunks: Buffer[] = [];
+          for await (const c of entry) chunks.push(c as Buffer);
+          files.set(path, Buffer.concat(chunks));
+          continue;
+        }
+      }
+      entry.resume();
+    }
+  }
+  // Symlinked wanted paths (Debian's /etc/os-release → ../usr/lib/os-release).
+  for (const [link] of links) {
+    if (!wanted(link)) continue;
+    const resolved = resolveLink(link, links);
+    const content = resolved && files.get(resolved);
+    if (content) files.set(link, content);
+  }
+  return files;
+}
+
+function normalise(name: string): string {
+  const p = posix.normalize(`/${name}`);
+  return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
+}
+
+function removeUnder<T>(map: Map<string, T>, path: string, includeSelf: boolean): void {
+  const prefix = path === "/" ? "/" : `${path}/`;
+  for (const key of map.keys()) {
+    if ((includeSelf && key === path) || key.startsWith(prefix)) map.delete(key);
+  }
+}
+
+function resolveLink(path: string, links: Map<string, string>): string | undefined {
+  let current = path;
+  for (let hops = 0; hops < 16; hops++) {
+    const target = links.get(current);
+    if (target === undefined) return current;
+    current = normalise(target.startsWith("/") ? target : posix.join(posix.dirname(current), target));
+  }
+  return undefined;
+}

@@ -1,0 +1,108 @@
+import { detectDistro } from "../distro/detect.ts";
+import { type Image, imagePlatform, loadImage, platformDescriptors, resolveRoot } from "../image/image.ts";
+import type { ImageSource } from "../image/source.ts";
+import type { Platform } from "../oci/manifest.ts";
+import { formatPlatform, platformMatches } from "../oci/platform.ts";
+
+export interface LayerSummary {
+  digest: string;
+  size: number;
+  mediaType: string;
+  diffID: string;
+}
+
+export interface ImageSummary {
+  platform: string;
+  digest: string;
+  mediaType: string;
+  created?: string;
+  layers: LayerSummary[];
+  config: {
+    entrypoint?: string[] | null;
+    cmd?: string[] | null;
+    user?: string;
+    env?: string[] | null;
+    labels?: Record<string, string> | null;
+  };
+  os?: { id: string; version?: string; codename?: string; prettyName?: string };
+  packageDb: string;
+  packageManager: string;
+  packageCount?: number;
+}
+
+export interface InspectResult {
+  name: string;
+  digest: string;
+  mediaType: string;
+  /** Every platform the reference offers (one for a plain image). */
+  platforms: string[];
+  annotations?: Record<string, string>;
+  images: ImageSummary[];
+}
+
+export interface InspectOptions {
+  /** Only these platforms get a detailed summary; default: all of them. */
+  platforms?: Platform[];
+  /** Skip reading layers (no OS/package detection): manifests and configs only. */
+  noLayers?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Describe what a source holds: platforms, layers, config, OS and package database. */
+export async function inspectSource(source: ImageSource, options: InspectOptions = {}): Promise<InspectResult> {
+  const root = await resolveRoot(source);
+  const images: Image[] = [];
+  let platforms: string[];
+  let annotations: Record<string, string> | undefined;
+  let manifest = root.kind === "image" ? root.image.manifest : root.index.manifest;
+  if (root.kind === "image") {
+    images.push(root.image);
+    platforms = [formatPlatform(imagePlatform(root.image))];
+    annotations = root.image.parsed.annotations;
+  } else {
+    const descriptors = platformDescriptors(root.index.parsed);
+    platforms = descriptors.map((d) => formatPlatform(d.platform!));
+    annotations = root.index.parsed.annotations;
+    for (const d of descriptors) {
+      if (options.platforms && !options.platforms.some((p) => platformMatches(p, d.platform!))) continue;
+      images.push(await loadImage(source, await source.manifest(d), `${source.name} (${formatPlatform(d.platform!)})`));
+    }
+    manifest = root.index.manifest;
+  }
+  const summaries: ImageSummary[] = [];
+  for (const image of images) summaries.push(await summarise(image, options));
+  return { name: source.name, digest: manifest.digest, mediaType: manifest.mediaType, platforms, annotations, images: summaries };
+}
+
+async function summarise(image: Image, options: InspectOptions): Promise<ImageSummary> {
+  const c = image.config.config ?? {};
+  const summary: ImageSummary = {
+    platform: formatPlatform(imagePlatform(image)),
+    digest: image.manifest.digest,
+    mediaType: image.manifest.mediaType,
+    created: image.config.created,
+    layers: image.parsed.layers.map((l, i) => ({
+      digest: l.digest,
+      size: l.size,
+      mediaType: l.mediaType,
+      diffID: image.config.rootfs.diff_ids[i]!,
+    })),
+    config: { entrypoint: c.Entrypoint, cmd: c.Cmd, user: c.User, env: c.Env, labels: c.Labels },
+    packageDb: "unknown",
+    packageManager: "unknown",
+  };
+  if (options.noLayers) return summary;
+  const distro = await detectDistro(image, { signal: options.signal });
+  if (distro.osRelease) {
+    summary.os = {
+      id: distro.osRelease.id,
+      version: distro.osRelease.versionId,
+      codename: distro.osRelease.versionCodename,
+      prettyName: distro.osRelease.prettyName,
+    };
+  }
+  summary.packageDb = distro.packageDb;
+  summary.packageManager = distro.packageManager;
+  summary.packageCount = distro.installed?.size;
+  return summary;
+}
