@@ -1,5 +1,6 @@
 import type { Image } from "../image/image.ts";
 import { readImageFiles } from "../image/files.ts";
+import { listDirInRoot, readFileInRoot } from "./root-files.ts";
 import { parseDpkgStatus } from "./dpkg/status.ts";
 import { type OsRelease, parseOsRelease } from "./os-release.ts";
 
@@ -41,8 +42,31 @@ export function detectionWants(path: string): boolean {
   );
 }
 
+/** Detect from an image's layers without unpacking (inspect). */
 export async function detectDistro(image: Image, options: { signal?: AbortSignal } = {}): Promise<DistroInfo> {
-  const files = await readImageFiles(image, detectionWants, { signal: options.signal, maxFileBytes: 256 * 1024 * 1024 });
+  return detectFromFiles(await readImageFiles(image, detectionWants, { signal: options.signal, maxFileBytes: 256 * 1024 * 1024 }));
+}
+
+/** Detect from an unpacked or mounted root filesystem (the patch sandbox's merged dir). */
+export async function detectDistroInRoot(root: string): Promise<DistroInfo> {
+  const files = new Map<string, Buffer>();
+  const fixed = ["/etc/os-release", "/usr/lib/os-release", DPKG_STATUS, APK_DB, ...RPM_DBS, ...TOOLS, "/etc/apt/sources.list"];
+  for (const p of fixed) {
+    const content = await readFileInRoot(root, p);
+    if (content) files.set(p, content);
+  }
+  for (const dir of [DPKG_STATUS_D, "/etc/apt/sources.list.d/", "/etc/apt/trusted.gpg.d/"]) {
+    for (const name of await listDirInRoot(root, dir)) {
+      const p = `${dir}${name}`;
+      if (!detectionWants(p)) continue;
+      const content = await readFileInRoot(root, p);
+      if (content) files.set(p, content);
+    }
+  }
+  return detectFromFiles(files);
+}
+
+export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
   const osText = files.get("/etc/os-release") ?? files.get("/usr/lib/os-release");
   const osRelease = osText ? parseOsRelease(osText.toString("utf8")) : undefined;
   const has = (p: string) => files.has(p);

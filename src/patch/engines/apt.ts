@@ -1,0 +1,196 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { compareDebVersions } from "../../distro/dpkg/version.ts";
+import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
+import { SutureError } from "../../errors/errors.ts";
+import type { ProgressSink } from "../../progress/events.ts";
+
+/** What the apt engine needs from a sandbox: a merged root to read and a way to run commands in it. */
+export interface SandboxRunner {
+  readonly mergedDir: string;
+  run(args: string[], options?: { env?: string[]; timeoutMs?: number }): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+}
+
+export interface PackageTarget {
+  name: string;
+  /** The version the report says fixes it; the installed version must reach at least this. */
+  fixedVersion: string;
+  installedVersion?: string;
+}
+
+export interface AptResult {
+  /** name → version after patching, for every package that changed. */
+  changed: Map<string, { from?: string; to: string }>;
+  /** Targets that did not reach their fixed version (only with ignoreErrors; else an error is thrown). */
+  failed: { name: string; reason: string }[];
+  warnings: string[];
+  /** Wall time inside apt-get install / upgrade (the dpkg part), for the benchmark. */
+  installMs: number;
+}
+
+const APT_OPTIONS = [
+  "-o", "Dpkg::Options::=--force-confold",
+  "-o", "Dpkg::Options::=--force-confdef",
+  // Patching happens on a throwaway overlay: a crash just discards it, so fsync buys nothing.
+  "-o", "Dpkg::Options::=--force-unsafe-io",
+  "-o", "APT::Get::Assume-Yes=true",
+  "-o", "Dpkg::Use-Pty=0",
+  "-o", "Acquire::Retries=3",
+];
+
+export const APT_ENV = ["DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIVE_SEEN=true", "LC_ALL=C"];
+
+/**
+ * Update packages with the image's own apt, as copa does, but refusing what copa lets through:
+ * never a new top-level package (--only-upgrade), never a major-version jump the report did not ask
+ * for (copa#1441: when the candidate's upstream major differs from both the installed and the fixed
+ * version, pin the highest available version on the fixed version's major instead).
+ */
+export async function applyWithApt(
+  sandbox: SandboxRunner,
+  targets: PackageTarget[] | "all",
+  options: { ignoreErrors?: boolean; progress?: ProgressSink; timeoutMs?: number },
+): Promise<AptResult> {
+  const progress = options.progress ?? (() => {});
+  const warnings: string[] = [];
+  const before = await readInstalled(sandbox.mergedDir);
+  const run = async (what: string, args: string[]) => {
+    const r = await sandbox.run(args, { env: APT_ENV, timeoutMs: options.timeoutMs });
+    if (r.exitCode !== 0) {
+      const tail = lastLines(r.stderr || r.stdout, 3);
+      throw new SutureError("PATCH_FAILED", `${what} failed in the image (exit ${r.exitCode}): ${tail}`);
+    }
+    return r;
+  };
+
+  await run("apt-get update", ["apt-get", "update", ...APT_OPTIONS]);
+  const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout.split("\n").map((s) => s.trim()).filter(Boolean);
+  for (const h of held) {
+    const w = `package ${h} is held (apt-mark hold): apt will not upgrade it`;
+    warnings.push(w);
+    progress({ type: "warning", message: w });
+  }
+
+  const started = performance.now();
+  let installMs = 0;
+  if (targets === "all") {
+    await run("apt-get upgrade", ["apt-get", "upgrade", ...APT_OPTIONS]);
+    installMs = performance.now() - started;
+  } else {
+    const policy = parseAptPolicy((await run("apt-cache policy", ["apt-cache", "policy", ...targets.map((t) => t.name)])).stdout);
+    const pins: string[] = [];
+    const failed: { name: string; reason: string }[] = [];
+    for (const t of targets) {
+      const p = policy.get(t.name);
+      const choice = p && chooseVersion(t, p);
+      if (!choice) {
+        const best = p?.candidate && p.candidate !== "(none)" ? p.candidate : "none";
+        failed.push({ name: t.name, reason: `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${best})` });
+        continue;
+      }
+      if (choice.note) {
+        warnings.push(choice.note);
+        progress({ type: "warning", message: choice.note });
+      }
+      if (p.installed && compareDebVersions(choice.version, p.installed) <= 0) continue;
+      pins.push(`${t.name}=${choice.version}`);
+    }
+    if (failed.length && !options.ignoreErrors) {
+      throw new SutureError("PATCH_FAILED", `cannot patch ${failed.map((f) => `${f.name} (${f.reason})`).join("; ")}: check the image's apt sources or pass --ignore-errors`);
+    }
+    if (pins.length) {
+      await run("apt-get install", ["apt-get", "install", "--no-install-recommends", "--only-upgrade", ...APT_OPTIONS, ...pins]);
+      installMs = performance.now() - started;
+    }
+    const after = await readInstalled(sandbox.mergedDir);
+    for (const t of targets) {
+      if (failed.some((f) => f.name === t.name)) continue;
+      const v = after.get(t.name);
+      if (!v) {
+        warnings.push(`${t.name} is no longer installed after the update`);
+        continue;
+      }
+      if (compareDebVersions(v, t.fixedVersion) < 0) {
+        failed.push({ name: t.name, reason: `installed ${v} is lower than required ${t.fixedVersion}` });
+      }
+    }
+    if (failed.length && !options.ignoreErrors) {
+      throw new SutureError("PATCH_FAILED", `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`);
+    }
+    return { changed: diffInstalled(before, after), failed, warnings, installMs };
+  }
+  const after = await readInstalled(sandbox.mergedDir);
+  return { changed: diffInstalled(before, after), failed: [], warnings, installMs };
+}
+
+export async function readInstalled(root: string): Promise<Map<string, string>> {
+  const text = await readFile(join(root, "var/lib/dpkg/status"), "utf8");
+  return new Map(parseDpkgStatus(text).map((p) => [p.name, p.version]));
+}
+
+function diffInstalled(before: Map<string, string>, after: Map<string, string>): Map<string, { from?: string; to: string }> {
+  const out = new Map<string, { from?: string; to: string }>();
+  for (const [name, v] of after) if (before.get(name) !== v) out.set(name, { from: before.get(name), to: v });
+  return out;
+}
+
+export interface AptPolicy {
+  installed?: string;
+  candidate?: string;
+  versions: string[];
+}
+
+/** Parse `apt-cache policy a b c` (LC_ALL=C). */
+export function parseAptPolicy(text: string): Map<string, AptPolicy> {
+  const out = new Map<string, AptPolicy>();
+  let current: AptPolicy | undefined;
+  let inTable = false;
+  for (const line of text.split("\n")) {
+    const head = /^(\S+?):(?:[a-z0-9]+)?:?\s*$/.exec(line);
+    if (head && !line.startsWith(" ")) {
+      current = { versions: [] };
+      out.set(head[1]!, current);
+      inTable = false;
+      continue;
+    }
+    if (!current) continue;
+    const inst = /^\s+Installed:\s*(\S+)/.exec(line);
+    if (inst) current.installed = inst[1] === "(none)" ? undefined : inst[1];
+    const cand = /^\s+Candidate:\s*(\S+)/.exec(line);
+    if (cand) current.candidate = cand[1];
+    if (/^\s+Version table:/.test(line)) {
+      inTable = true;
+      continue;
+    }
+    // Version lines are indented 5 (or "*** "), origin lines deeper and start with a priority.
+    const ver = /^ {5}(\S+) \d+$|^ \*\*\* (\S+) \d+$/.exec(line);
+    if (inTable && ver) current.versions.push((ver[1] ?? ver[2])!);
+  }
+  return out;
+}
+
+/** Pick the version to install for a target from what apt offers; undefined when nothing fixes it. */
+export function chooseVersion(t: PackageTarget, p: AptPolicy): { version: string; note?: string } | undefined {
+  const usable = p.versions.filter((v) => compareDebVersions(v, t.fixedVersion) >= 0).sort((a, b) => compareDebVersions(b, a));
+  if (!usable.length) return undefined;
+  const best = usable[0]!;
+  const installedMajor = p.installed ? upstreamMajor(p.installed) : undefined;
+  const fixedMajor = upstreamMajor(t.fixedVersion);
+  if (installedMajor !== undefined && upstreamMajor(best) !== installedMajor && upstreamMajor(best) !== fixedMajor) {
+    const sameMajor = usable.find((v) => upstreamMajor(v) === fixedMajor);
+    if (sameMajor) {
+      return { version: sameMajor, note: `${t.name}: ${best} is a new major version; installing ${sameMajor}, the report's fix line` };
+    }
+    return undefined;
+  }
+  return { version: best };
+}
+
+function upstreamMajor(v: string): string {
+  const noEpoch = v.includes(":") ? v.slice(v.indexOf(":") + 1) : v;
+  return noEpoch.split(/[.+~-]/)[0]!;
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trim().split("\n").slice(-n).join(" | ").slice(0, 500);
+}
