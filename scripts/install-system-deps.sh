@@ -6,9 +6,12 @@ packages=(
   docker.io            # real dockerd for daemon-transport tests
   docker-registry      # real CNCF distribution registry for loopback tests
   apache2-utils        # htpasswd for the registry's basic-auth config
+  openssl              # token-auth lab: self-signed certificate for the registry's token issuer
   skopeo umoci         # independent checkers of our OCI output
   mmdebstrap debian-archive-keyring  # real Debian images from the archive
   gpg                  # test keys for tampered-repository tests
+  rpm                  # rpm.vercmp: the reference the RPM version-order tests compare against
+  zstd libcap2-bin       # layer tests: decompress zstd layers independently; setcap/getcap
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -18,4 +21,31 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Optional, not run by default: emulation for the lab's foreign-architecture images (building
+# bookwormMinbaseArm64 runs mmdebstrap --arch=arm64 under qemu-user). test/lab/images.ts invokes
+# `install-system-deps.sh --arm64-emulation` only when an arm64 image is requested.
+install_arm64_emulation() {
+  local need=()
+  for p in qemu-user-static binfmt-support; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  done
+  if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  # Containers and minimal hosts often lack the binfmt_misc mount that registration needs.
+  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || update-binfmts --enable >/dev/null 2>&1 || true
+  if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+    echo "error: qemu-aarch64 binfmt handler is not enabled; check update-binfmts --display" >&2
+    return 1
+  fi
+}
+if [[ "${1:-}" == "--arm64-emulation" ]]; then
+  install_arm64_emulation
 fi

@@ -51,6 +51,8 @@ export function decompressAuto(input: Readable): Readable {
   });
   // Buffer the first bytes, pick a decoder, then stream the rest through it.
   (async () => {
+    // pipe() would drop the input's errors (e.g. a digest mismatch at EOF); forward them.
+    input.on("error", (e) => sniffer.destroy(e));
     const iterator = input.pipe(sniffer)[Symbol.asyncIterator]();
     const first = await iterator.next();
     if (first.done) {

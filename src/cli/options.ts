@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import { parsePlatform } from "../oci/platform.ts";
 import type { Platform } from "../oci/manifest.ts";
+import { parsePlatform } from "../oci/platform.ts";
 import type { TransportOptions } from "../transports/index.ts";
 import { createRenderer, parseProgressMode } from "./progress-render.ts";
 
@@ -8,7 +8,10 @@ import { createRenderer, parseProgressMode } from "./progress-render.ts";
 export function addTransportOptions(cmd: Command): Command {
   return cmd
     .option("--insecure", "allow plain HTTP and unverified TLS for non-loopback registries")
-    .option("--docker-config <dir>", "directory holding config.json credentials (default $DOCKER_CONFIG or ~/.docker)")
+    .option(
+      "--docker-config <dir>",
+      "directory holding config.json credentials (default $DOCKER_CONFIG or ~/.docker)",
+    )
     .option("--progress <mode>", "auto | plain | tty | json | quiet", "auto");
 }
 

@@ -14,7 +14,10 @@ export function parseProgressMode(value: string | undefined): ProgressMode {
  * Render library progress events on stderr (stdout stays for results). TTY mode redraws one status
  * line; plain mode prints a line per step (also when CI=true or stderr is not a terminal).
  */
-export function createRenderer(mode: ProgressMode, stream: NodeJS.WriteStream = process.stderr): ProgressSink & { finish(): void } {
+export function createRenderer(
+  mode: ProgressMode,
+  stream: NodeJS.WriteStream = process.stderr,
+): ProgressSink & { finish(): void } {
   const resolved = mode === "auto" ? (stream.isTTY && process.env.CI !== "true" ? "tty" : "plain") : mode;
   let statusLine = false;
   const blobBytes = new Map<string, { bytes: number; total: number }>();
@@ -39,7 +42,10 @@ export function createRenderer(mode: ProgressMode, stream: NodeJS.WriteStream = 
         line(`» ${event.message}`);
         break;
       case "step-done":
-        if (resolved === "plain" || event.message) line(`  done ${event.step}${event.message ? `: ${event.message}` : ""} (${(event.elapsedMs / 1000).toFixed(1)}s)`);
+        if (resolved === "plain" || event.message)
+          line(
+            `  done ${event.step}${event.message ? `: ${event.message}` : ""} (${(event.elapsedMs / 1000).toFixed(1)}s)`,
+          );
         break;
       case "warning":
         line(`warning: ${event.message}`);
@@ -48,7 +54,9 @@ export function createRenderer(mode: ProgressMode, stream: NodeJS.WriteStream = 
         line(`  ${event.message}`);
         break;
       case "package":
-        line(`  ${event.status.padEnd(8)} ${event.name} ${event.from ?? "?"} → ${event.to}${event.detail ? ` (${event.detail})` : ""}`);
+        line(
+          `  ${event.status.padEnd(8)} ${event.name} ${event.from ?? "?"} → ${event.to}${event.detail ? ` (${event.detail})` : ""}`,
+        );
         break;
       case "blob": {
         if (resolved === "tty") {

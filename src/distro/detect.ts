@@ -1,8 +1,8 @@
-import type { Image } from "../image/image.ts";
 import { readImageFiles } from "../image/files.ts";
-import { listDirInRoot, readFileInRoot } from "./root-files.ts";
+import type { Image } from "../image/image.ts";
 import { parseDpkgStatus } from "./dpkg/status.ts";
 import { type OsRelease, parseOsRelease } from "./os-release.ts";
+import { listDirInRoot, readFileInRoot } from "./root-files.ts";
 
 export type PackageManagerKind = "apt" | "dpkg" | "apk" | "rpm" | "none";
 
@@ -22,8 +22,23 @@ export interface DistroInfo {
 const DPKG_STATUS = "/var/lib/dpkg/status";
 const DPKG_STATUS_D = "/var/lib/dpkg/status.d/";
 const APK_DB = "/lib/apk/db/installed";
-const RPM_DBS = ["/var/lib/rpm/rpmdb.sqlite", "/var/lib/rpm/Packages", "/var/lib/rpm/Packages.db", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
-const TOOLS = ["/usr/bin/apt-get", "/usr/bin/dpkg", "/sbin/apk", "/usr/bin/rpm", "/usr/bin/dnf", "/usr/bin/yum", "/usr/bin/microdnf", "/usr/bin/tdnf", "/usr/bin/zypper"];
+const RPM_DBS = [
+  "/var/lib/rpm/rpmdb.sqlite",
+  "/var/lib/rpm/Packages",
+  "/var/lib/rpm/Packages.db",
+  "/usr/lib/sysimage/rpm/rpmdb.sqlite",
+];
+const TOOLS = [
+  "/usr/bin/apt-get",
+  "/usr/bin/dpkg",
+  "/sbin/apk",
+  "/usr/bin/rpm",
+  "/usr/bin/dnf",
+  "/usr/bin/yum",
+  "/usr/bin/microdnf",
+  "/usr/bin/tdnf",
+  "/usr/bin/zypper",
+];
 
 /** Paths detection wants, plus apt's configuration so patching can reuse this read. */
 export function detectionWants(path: string): boolean {
@@ -43,14 +58,27 @@ export function detectionWants(path: string): boolean {
 }
 
 /** Detect from an image's layers without unpacking (inspect). */
-export async function detectDistro(image: Image, options: { signal?: AbortSignal } = {}): Promise<DistroInfo> {
-  return detectFromFiles(await readImageFiles(image, detectionWants, { signal: options.signal, maxFileBytes: 256 * 1024 * 1024 }));
+export async function detectDistro(
+  image: Image,
+  options: { signal?: AbortSignal } = {},
+): Promise<DistroInfo> {
+  return detectFromFiles(
+    await readImageFiles(image, detectionWants, { signal: options.signal, maxFileBytes: 256 * 1024 * 1024 }),
+  );
 }
 
 /** Detect from an unpacked or mounted root filesystem (the patch sandbox's merged dir). */
 export async function detectDistroInRoot(root: string): Promise<DistroInfo> {
   const files = new Map<string, Buffer>();
-  const fixed = ["/etc/os-release", "/usr/lib/os-release", DPKG_STATUS, APK_DB, ...RPM_DBS, ...TOOLS, "/etc/apt/sources.list"];
+  const fixed = [
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    DPKG_STATUS,
+    APK_DB,
+    ...RPM_DBS,
+    ...TOOLS,
+    "/etc/apt/sources.list",
+  ];
   for (const p of fixed) {
     const content = await readFileInRoot(root, p);
     if (content) files.set(p, content);
@@ -91,7 +119,17 @@ export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
   if (has("/usr/bin/apt-get") && packageDb === "dpkg") packageManager = "apt";
   else if (has("/usr/bin/dpkg") && packageDb === "dpkg") packageManager = "dpkg";
   else if (has("/sbin/apk")) packageManager = "apk";
-  else if (["/usr/bin/rpm", "/usr/bin/dnf", "/usr/bin/yum", "/usr/bin/microdnf", "/usr/bin/tdnf", "/usr/bin/zypper"].some(has)) packageManager = "rpm";
+  else if (
+    [
+      "/usr/bin/rpm",
+      "/usr/bin/dnf",
+      "/usr/bin/yum",
+      "/usr/bin/microdnf",
+      "/usr/bin/tdnf",
+      "/usr/bin/zypper",
+    ].some(has)
+  )
+    packageManager = "rpm";
 
   return { osRelease, packageDb, packageManager, installed, files };
 }

@@ -25,7 +25,8 @@ export async function resolveInRoot(root: string, path: string): Promise<string 
       return undefined;
     }
     if (st.isSymbolicLink()) {
-      if (++hops > 40) throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
+      if (++hops > 40)
+        throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
       const target = await readlink(candidate);
       if (target.startsWith("/")) resolved = [];
       parts = [...target.split("/").filter(Boolean), ...parts];
@@ -42,7 +43,8 @@ export async function readFileInRoot(root: string, path: string): Promise<Buffer
   try {
     return await readFile(p);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EISDIR" || (e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    if ((e as NodeJS.ErrnoException).code === "EISDIR" || (e as NodeJS.ErrnoException).code === "ENOENT")
+      return undefined;
     throw e;
   }
 }

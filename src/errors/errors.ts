@@ -28,6 +28,8 @@ export type ErrorCode =
   | "INVALID_ARCHIVE"
   /** A vulnerability report is malformed or of an unknown format. */
   | "INVALID_REPORT"
+  /** A package version string is not valid for its package manager (dpkg, apk, rpm). */
+  | "INVALID_VERSION"
   /** The image's OS or package manager is not supported (yet). */
   | "UNSUPPORTED_OS"
   /** A requested platform is absent or not supported. */

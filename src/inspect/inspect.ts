@@ -49,7 +49,10 @@ export interface InspectOptions {
 }
 
 /** Describe what a source holds: platforms, layers, config, OS and package database. */
-export async function inspectSource(source: ImageSource, options: InspectOptions = {}): Promise<InspectResult> {
+export async function inspectSource(
+  source: ImageSource,
+  options: InspectOptions = {},
+): Promise<InspectResult> {
   const root = await resolveRoot(source);
   const images: Image[] = [];
   let platforms: string[];
@@ -65,13 +68,22 @@ export async function inspectSource(source: ImageSource, options: InspectOptions
     annotations = root.index.parsed.annotations;
     for (const d of descriptors) {
       if (options.platforms && !options.platforms.some((p) => platformMatches(p, d.platform!))) continue;
-      images.push(await loadImage(source, await source.manifest(d), `${source.name} (${formatPlatform(d.platform!)})`));
+      images.push(
+        await loadImage(source, await source.manifest(d), `${source.name} (${formatPlatform(d.platform!)})`),
+      );
     }
     manifest = root.index.manifest;
   }
   const summaries: ImageSummary[] = [];
   for (const image of images) summaries.push(await summarise(image, options));
-  return { name: source.name, digest: manifest.digest, mediaType: manifest.mediaType, platforms, annotations, images: summaries };
+  return {
+    name: source.name,
+    digest: manifest.digest,
+    mediaType: manifest.mediaType,
+    platforms,
+    annotations,
+    images: summaries,
+  };
 }
 
 async function summarise(image: Image, options: InspectOptions): Promise<ImageSummary> {

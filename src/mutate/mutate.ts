@@ -23,7 +23,11 @@ class OverlayBlobs implements BlobProvider {
   readonly #files: Map<string, { path: string; descriptor: Descriptor }>;
   readonly #bytes: Map<string, Uint8Array>;
 
-  constructor(base: BlobProvider, files: Map<string, { path: string; descriptor: Descriptor }>, bytes: Map<string, Uint8Array>) {
+  constructor(
+    base: BlobProvider,
+    files: Map<string, { path: string; descriptor: Descriptor }>,
+    bytes: Map<string, Uint8Array>,
+  ) {
     this.#base = base;
     this.#files = files;
     this.#bytes = bytes;
@@ -33,7 +37,8 @@ class OverlayBlobs implements BlobProvider {
     const b = this.#bytes.get(descriptor.digest);
     if (b) return Readable.from([Buffer.from(b)]);
     const f = this.#files.get(descriptor.digest);
-    if (f) return createReadStream(f.path).pipe(new VerifyingStream(f.descriptor, `layer ${descriptor.digest}`));
+    if (f)
+      return createReadStream(f.path).pipe(new VerifyingStream(f.descriptor, `layer ${descriptor.digest}`));
     return this.#base.blob(descriptor);
   }
 
@@ -77,7 +82,10 @@ export function editImage(image: Image, edit: ImageEdit): Image {
   const rawConfig = Buffer.from(JSON.stringify(config));
   manifest.config = { ...manifest.config, digest: sha256Digest(rawConfig), size: rawConfig.length };
   // An image with zstd layers must be an OCI manifest: Docker schema 2 has no zstd media type.
-  if (manifest.mediaType === MediaType.dockerManifest && manifest.layers.some((l) => l.mediaType.endsWith("+zstd"))) {
+  if (
+    manifest.mediaType === MediaType.dockerManifest &&
+    manifest.layers.some((l) => l.mediaType.endsWith("+zstd"))
+  ) {
     manifest.mediaType = MediaType.ociManifest;
     manifest.config.mediaType = MediaType.ociConfig;
     manifest.layers = manifest.layers.map((l) => ({ ...l, mediaType: toOciLayerType(l.mediaType) }));
@@ -106,7 +114,8 @@ function toOciLayerType(mt: string): string {
  */
 export function removeTopLayers(image: Image, count: number): Image {
   if (count <= 0) return image;
-  if (count > image.parsed.layers.length) throw new SutureError("INTERNAL", "cannot remove more layers than the image has");
+  if (count > image.parsed.layers.length)
+    throw new SutureError("INTERNAL", "cannot remove more layers than the image has");
   return editImage(image, {
     config: (c) => {
       c.rootfs.diff_ids.splice(-count);

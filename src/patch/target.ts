@@ -30,7 +30,10 @@ export function sourceImageReference(src: TransportReference): ImageReference | 
  * source repository; `-t repo:tag` names both; no `-t` gives `<source tag>-<suffix>`. A source
  * without a tag (digest only) needs `-t`. The result never equals the source tag.
  */
-export function resolveTarget(src: TransportReference, options: TargetOptions): { ref?: ImageReference; tag: string; sink: TransportReference | "daemon" } {
+export function resolveTarget(
+  src: TransportReference,
+  options: TargetOptions,
+): { ref?: ImageReference; tag: string; sink: TransportReference | "daemon" } {
   const srcRef = sourceImageReference(src);
   const srcTag = src.transport === "oci" ? src.tag : srcRef?.tag;
   const suffix = options.tagSuffix ?? "patched";
@@ -59,7 +62,10 @@ export function resolveTarget(src: TransportReference, options: TargetOptions): 
   if (options.ociDir) return { ref, tag, sink: { transport: "oci", dir: options.ociDir, tag } };
   if (options.archive) return { ref, tag, sink: { transport: "docker-archive", file: options.archive, ref } };
   if (!ref) {
-    throw new SutureError("USAGE", "an OCI-layout source has no repository name: pass -t registry/repo:tag, or use --oci-dir/--archive");
+    throw new SutureError(
+      "USAGE",
+      "an OCI-layout source has no repository name: pass -t registry/repo:tag, or use --oci-dir/--archive",
+    );
   }
   if (options.push) return { ref, tag, sink: { transport: "registry", ref } };
   return { ref, tag, sink: "daemon" };

@@ -9,13 +9,26 @@ const digest = `sha256:${"a".repeat(64)}`;
 test("docker.io normalisation matches docker's", () => {
   assert.equal(formatReference(parseReference("nginx")), "docker.io/library/nginx:latest");
   assert.equal(formatReference(parseReference("bitnami/nginx:1.25")), "docker.io/bitnami/nginx:1.25");
-  assert.equal(formatReference(parseReference("index.docker.io/library/nginx:1")), "docker.io/library/nginx:1");
+  assert.equal(
+    formatReference(parseReference("index.docker.io/library/nginx:1")),
+    "docker.io/library/nginx:1",
+  );
   assert.equal(familiarName(parseReference("nginx")), "nginx");
 });
 
 test("registries with ports, localhost and digests", () => {
-  assert.deepEqual(parseReference("127.0.0.1:5000/a/b:v1"), { registry: "127.0.0.1:5000", repository: "a/b", tag: "v1", digest: undefined });
-  assert.deepEqual(parseReference("localhost/x"), { registry: "localhost", repository: "x", tag: "latest", digest: undefined });
+  assert.deepEqual(parseReference("127.0.0.1:5000/a/b:v1"), {
+    registry: "127.0.0.1:5000",
+    repository: "a/b",
+    tag: "v1",
+    digest: undefined,
+  });
+  assert.deepEqual(parseReference("localhost/x"), {
+    registry: "localhost",
+    repository: "x",
+    tag: "latest",
+    digest: undefined,
+  });
   const r = parseReference(`ghcr.io/o/r@${digest}`);
   assert.equal(r.digest, digest);
   assert.equal(r.tag, undefined);
@@ -26,7 +39,11 @@ test("registries with ports, localhost and digests", () => {
 
 test("malformed references are rejected with the cause", () => {
   for (const bad of ["", "Upper/Case", "a//b", "a:b:c", "repo@sha256:xyz", "repo:-bad", "a b"]) {
-    assert.throws(() => parseReference(bad), (e) => isSutureError(e, "INVALID_REFERENCE") && e.message.includes("invalid image reference"), bad);
+    assert.throws(
+      () => parseReference(bad),
+      (e) => isSutureError(e, "INVALID_REFERENCE") && e.message.includes("invalid image reference"),
+      bad,
+    );
   }
 });
 
@@ -39,8 +56,16 @@ test("loopback detection", () => {
 });
 
 test("transport prefixes", () => {
-  assert.deepEqual(parseTransportReference("oci:/tmp/out:v1"), { transport: "oci", dir: "/tmp/out", tag: "v1" });
-  assert.deepEqual(parseTransportReference("oci:/tmp/out"), { transport: "oci", dir: "/tmp/out", tag: undefined });
+  assert.deepEqual(parseTransportReference("oci:/tmp/out:v1"), {
+    transport: "oci",
+    dir: "/tmp/out",
+    tag: "v1",
+  });
+  assert.deepEqual(parseTransportReference("oci:/tmp/out"), {
+    transport: "oci",
+    dir: "/tmp/out",
+    tag: undefined,
+  });
   const a = parseTransportReference("docker-archive:img.tar:nginx:1");
   assert.equal(a.transport, "docker-archive");
   assert.equal(a.transport === "docker-archive" && a.ref?.tag, "1");

@@ -9,10 +9,15 @@ export function registerCopy(program: Command): void {
   addTransportOptions(
     program
       .command("copy")
-      .description("copy an image or index between transports; every platform where the destination can hold an index")
+      .description(
+        "copy an image or index between transports; every platform where the destination can hold an index",
+      )
       .argument("<source>", "image to read")
       .argument("<destination>", "where to write it")
-      .option("--platform <platform>", "for destinations that hold one image (docker-archive, daemon): which platform"),
+      .option(
+        "--platform <platform>",
+        "for destinations that hold one image (docker-archive, daemon): which platform",
+      ),
   ).action(async (src: string, dst: string, flags: CommonFlags) => {
     const options = transportOptionsFrom(flags);
     const srcRef = parseTransportReference(src);
@@ -23,7 +28,10 @@ export function registerCopy(program: Command): void {
       const root = await copyImage(source, sink, {
         platform: flags.platform ? parsePlatform(flags.platform) : undefined,
         progress: options.progress,
-        mountFrom: srcRef.transport === "registry" ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository } : undefined,
+        mountFrom:
+          srcRef.transport === "registry"
+            ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository }
+            : undefined,
       });
       options.finish();
       process.stdout.write(`${root.digest}\n`);

@@ -1,8 +1,13 @@
 import type { Command } from "commander";
-import { inspectSource, type InspectResult } from "../../inspect/inspect.ts";
+import { type InspectResult, inspectSource } from "../../inspect/inspect.ts";
 import { parseTransportReference } from "../../ref/transport.ts";
 import { openSource } from "../../transports/index.ts";
-import { addTransportOptions, type CommonFlags, parsePlatformList, transportOptionsFrom } from "../options.ts";
+import {
+  addTransportOptions,
+  type CommonFlags,
+  parsePlatformList,
+  transportOptionsFrom,
+} from "../options.ts";
 
 export function registerInspect(program: Command): void {
   addTransportOptions(
@@ -17,9 +22,14 @@ export function registerInspect(program: Command): void {
     const options = transportOptionsFrom(flags);
     const source = await openSource(parseTransportReference(image), options);
     try {
-      const result = await inspectSource(source, { platforms: parsePlatformList(flags.platform), noLayers: !flags.layers });
+      const result = await inspectSource(source, {
+        platforms: parsePlatformList(flags.platform),
+        noLayers: !flags.layers,
+      });
       options.finish();
-      process.stdout.write(flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result));
+      process.stdout.write(
+        flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result),
+      );
     } finally {
       await source.close();
     }
@@ -36,10 +46,14 @@ export function renderInspect(r: InspectResult): string {
     lines.push("");
     lines.push(`[${img.platform}] ${img.digest}`);
     if (img.created) lines.push(`  Created:        ${img.created}`);
-    if (img.os) lines.push(`  OS:             ${img.os.prettyName ?? `${img.os.id} ${img.os.version ?? ""}`}`);
-    lines.push(`  Package db:     ${img.packageDb}${img.packageCount !== undefined ? ` (${img.packageCount} packages)` : ""}`);
+    if (img.os)
+      lines.push(`  OS:             ${img.os.prettyName ?? `${img.os.id} ${img.os.version ?? ""}`}`);
+    lines.push(
+      `  Package db:     ${img.packageDb}${img.packageCount !== undefined ? ` (${img.packageCount} packages)` : ""}`,
+    );
     lines.push(`  Package tool:   ${img.packageManager}`);
-    if (img.config.entrypoint?.length) lines.push(`  Entrypoint:     ${JSON.stringify(img.config.entrypoint)}`);
+    if (img.config.entrypoint?.length)
+      lines.push(`  Entrypoint:     ${JSON.stringify(img.config.entrypoint)}`);
     if (img.config.cmd?.length) lines.push(`  Cmd:            ${JSON.stringify(img.config.cmd)}`);
     if (img.config.user) lines.push(`  User:           ${img.config.user}`);
     const labels = Object.entries(img.config.labels ?? {});
@@ -48,7 +62,8 @@ export function renderInspect(r: InspectResult): string {
       for (const [k, v] of labels) lines.push(`    ${k}=${v}`);
     }
     lines.push(`  Layers (${img.layers.length}):`);
-    for (const l of img.layers) lines.push(`    ${l.digest}  ${formatSize(l.size).padStart(10)}  ${l.mediaType}`);
+    for (const l of img.layers)
+      lines.push(`    ${l.digest}  ${formatSize(l.size).padStart(10)}  ${l.mediaType}`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -6,7 +6,9 @@ import { field, parseControl } from "./control.ts";
 import { parseDpkgStatus } from "./status.ts";
 
 test("control paragraphs with continuation lines", () => {
-  const ps = parseControl("Package: a\nDescription: short\n long line\n .\n more\n\nPackage: b\nversion: 1\n");
+  const ps = parseControl(
+    "Package: a\nDescription: short\n long line\n .\n more\n\nPackage: b\nversion: 1\n",
+  );
   assert.equal(ps.length, 2);
   assert.equal(field(ps[0]!, "description"), "short\nlong line\n.\nmore");
   assert.equal(field(ps[1]!, "Version"), "1");
@@ -18,7 +20,10 @@ test("dpkg status: only installed packages count", () => {
     "Package: gone\nStatus: deinstall ok config-files\nVersion: 2",
   ].join("\n\n");
   const pkgs = parseDpkgStatus(text);
-  assert.deepEqual(pkgs.map((p) => [p.name, p.version, p.source]), [["keep", "1.0-1", "keep-src"]]);
+  assert.deepEqual(
+    pkgs.map((p) => [p.name, p.version, p.source]),
+    [["keep", "1.0-1", "keep-src"]],
+  );
 });
 
 test("the host's real dpkg status parses", () => {
@@ -28,7 +33,9 @@ test("the host's real dpkg status parses", () => {
 });
 
 test("os-release quoting", () => {
-  const r = parseOsRelease('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID_LIKE="rhel fedora"\n');
+  const r = parseOsRelease(
+    'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID_LIKE="rhel fedora"\n',
+  );
   assert.equal(r.id, "debian");
   assert.equal(r.versionId, "12");
   assert.equal(r.versionCodename, "bookworm");

@@ -1,14 +1,17 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { compareDebVersions } from "../../distro/dpkg/version.ts";
 import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
+import { compareDebVersions } from "../../distro/dpkg/version.ts";
 import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 
 /** What the apt engine needs from a sandbox: a merged root to read and a way to run commands in it. */
 export interface SandboxRunner {
   readonly mergedDir: string;
-  run(args: string[], options?: { env?: string[]; timeoutMs?: number }): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+  run(
+    args: string[],
+    options?: { env?: string[]; timeoutMs?: number },
+  ): Promise<{ exitCode: number; stdout: string; stderr: string }>;
 }
 
 export interface PackageTarget {
@@ -29,13 +32,19 @@ export interface AptResult {
 }
 
 const APT_OPTIONS = [
-  "-o", "Dpkg::Options::=--force-confold",
-  "-o", "Dpkg::Options::=--force-confdef",
+  "-o",
+  "Dpkg::Options::=--force-confold",
+  "-o",
+  "Dpkg::Options::=--force-confdef",
   // Patching happens on a throwaway overlay: a crash just discards it, so fsync buys nothing.
-  "-o", "Dpkg::Options::=--force-unsafe-io",
-  "-o", "APT::Get::Assume-Yes=true",
-  "-o", "Dpkg::Use-Pty=0",
-  "-o", "Acquire::Retries=3",
+  "-o",
+  "Dpkg::Options::=--force-unsafe-io",
+  "-o",
+  "APT::Get::Assume-Yes=true",
+  "-o",
+  "Dpkg::Use-Pty=0",
+  "-o",
+  "Acquire::Retries=3",
 ];
 
 export const APT_ENV = ["DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIVE_SEEN=true", "LC_ALL=C"];
@@ -64,7 +73,10 @@ export async function applyWithApt(
   };
 
   await run("apt-get update", ["apt-get", "update", ...APT_OPTIONS]);
-  const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout.split("\n").map((s) => s.trim()).filter(Boolean);
+  const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
+    .split("\n")
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const h of held) {
     const w = `package ${h} is held (apt-mark hold): apt will not upgrade it`;
     warnings.push(w);
@@ -77,7 +89,9 @@ export async function applyWithApt(
     await run("apt-get upgrade", ["apt-get", "upgrade", ...APT_OPTIONS]);
     installMs = performance.now() - started;
   } else {
-    const policy = parseAptPolicy((await run("apt-cache policy", ["apt-cache", "policy", ...targets.map((t) => t.name)])).stdout);
+    const policy = parseAptPolicy(
+      (await run("apt-cache policy", ["apt-cache", "policy", ...targets.map((t) => t.name)])).stdout,
+    );
     const pins: string[] = [];
     const failed: { name: string; reason: string }[] = [];
     for (const t of targets) {
@@ -85,7 +99,10 @@ export async function applyWithApt(
       const choice = p && chooseVersion(t, p);
       if (!choice) {
         const best = p?.candidate && p.candidate !== "(none)" ? p.candidate : "none";
-        failed.push({ name: t.name, reason: `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${best})` });
+        failed.push({
+          name: t.name,
+          reason: `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${best})`,
+        });
         continue;
       }
       if (choice.note) {
@@ -96,10 +113,20 @@ export async function applyWithApt(
       pins.push(`${t.name}=${choice.version}`);
     }
     if (failed.length && !options.ignoreErrors) {
-      throw new SutureError("PATCH_FAILED", `cannot patch ${failed.map((f) => `${f.name} (${f.reason})`).join("; ")}: check the image's apt sources or pass --ignore-errors`);
+      throw new SutureError(
+        "PATCH_FAILED",
+        `cannot patch ${failed.map((f) => `${f.name} (${f.reason})`).join("; ")}: check the image's apt sources or pass --ignore-errors`,
+      );
     }
     if (pins.length) {
-      await run("apt-get install", ["apt-get", "install", "--no-install-recommends", "--only-upgrade", ...APT_OPTIONS, ...pins]);
+      await run("apt-get install", [
+        "apt-get",
+        "install",
+        "--no-install-recommends",
+        "--only-upgrade",
+        ...APT_OPTIONS,
+        ...pins,
+      ]);
       installMs = performance.now() - started;
     }
     const after = await readInstalled(sandbox.mergedDir);
@@ -115,7 +142,10 @@ export async function applyWithApt(
       }
     }
     if (failed.length && !options.ignoreErrors) {
-      throw new SutureError("PATCH_FAILED", `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`);
+      throw new SutureError(
+        "PATCH_FAILED",
+        `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`,
+      );
     }
     return { changed: diffInstalled(before, after), failed, warnings, installMs };
   }
@@ -128,7 +158,10 @@ export async function readInstalled(root: string): Promise<Map<string, string>> 
   return new Map(parseDpkgStatus(text).map((p) => [p.name, p.version]));
 }
 
-function diffInstalled(before: Map<string, string>, after: Map<string, string>): Map<string, { from?: string; to: string }> {
+function diffInstalled(
+  before: Map<string, string>,
+  after: Map<string, string>,
+): Map<string, { from?: string; to: string }> {
   const out = new Map<string, { from?: string; to: string }>();
   for (const [name, v] of after) if (before.get(name) !== v) out.set(name, { from: before.get(name), to: v });
   return out;
@@ -170,16 +203,28 @@ export function parseAptPolicy(text: string): Map<string, AptPolicy> {
 }
 
 /** Pick the version to install for a target from what apt offers; undefined when nothing fixes it. */
-export function chooseVersion(t: PackageTarget, p: AptPolicy): { version: string; note?: string } | undefined {
-  const usable = p.versions.filter((v) => compareDebVersions(v, t.fixedVersion) >= 0).sort((a, b) => compareDebVersions(b, a));
+export function chooseVersion(
+  t: PackageTarget,
+  p: AptPolicy,
+): { version: string; note?: string } | undefined {
+  const usable = p.versions
+    .filter((v) => compareDebVersions(v, t.fixedVersion) >= 0)
+    .sort((a, b) => compareDebVersions(b, a));
   if (!usable.length) return undefined;
   const best = usable[0]!;
   const installedMajor = p.installed ? upstreamMajor(p.installed) : undefined;
   const fixedMajor = upstreamMajor(t.fixedVersion);
-  if (installedMajor !== undefined && upstreamMajor(best) !== installedMajor && upstreamMajor(best) !== fixedMajor) {
+  if (
+    installedMajor !== undefined &&
+    upstreamMajor(best) !== installedMajor &&
+    upstreamMajor(best) !== fixedMajor
+  ) {
     const sameMajor = usable.find((v) => upstreamMajor(v) === fixedMajor);
     if (sameMajor) {
-      return { version: sameMajor, note: `${t.name}: ${best} is a new major version; installing ${sameMajor}, the report's fix line` };
+      return {
+        version: sameMajor,
+        note: `${t.name}: ${best} is a new major version; installing ${sameMajor}, the report's fix line`,
+      };
     }
     return undefined;
   }

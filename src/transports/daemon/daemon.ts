@@ -1,16 +1,239 @@
-import { SutureError } from "../../errors/errors.ts";
-import type { ImageSink, ImageSource } from "../../image/source.ts";
-import type { ImageReference } from "../../ref/reference.ts";
+import { createWriteStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { asSutureError, SutureError } from "../../errors/errors.ts";
+import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
+import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
+import type { ProgressSink } from "../../progress/events.ts";
+import { familiarName, type ImageReference } from "../../ref/reference.ts";
+import { openArchiveFile } from "../archive/archive-source.ts";
+import { ArchiveSpool, archiveStream } from "../archive/archive-writer.ts";
 import type { TransportOptions } from "../index.ts";
+import { EngineClient } from "./engine.ts";
 
-// Placeholder until the transport lands; keeps the dispatcher type-checked.
-export async function openDaemonSource(
-  ref: ImageReference,
-  _options: TransportOptions,
-): Promise<ImageSource> {
-  throw new SutureError("INTERNAL", "not implemented yet");
+export { EngineClient, type EngineEndpoint, resolveEngineEndpoint } from "./engine.ts";
+
+/** How the daemon knows an image: Docker's familiar form, `nginx:1.25`, `localhost:5000/app@sha256:…`. */
+export function daemonImageName(ref: ImageReference): string {
+  let name = familiarName(ref);
+  if (ref.tag) name += `:${ref.tag}`;
+  if (ref.digest) name += `@${ref.digest}`;
+  return name;
 }
 
-export async function openDaemonSink(ref: ImageReference, _options: TransportOptions): Promise<ImageSink> {
-  throw new SutureError("INTERNAL", "not implemented yet");
+/** Whether a Docker (or Podman-compatible) daemon answers at the configured endpoint. Never throws. */
+export async function daemonAvailable(options: TransportOptions = {}): Promise<boolean> {
+  try {
+    await EngineClient.connect(options, 3_000);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Read an image from the local Docker daemon: `GET /images/get` streams a docker-archive, which is
+ * spooled to a temporary file (TransportOptions.tmpDir or the OS temp dir) and read like
+ * `docker-archive:`. The spool is removed on close. The daemon's image is never modified.
+ */
+export async function openDaemonSource(ref: ImageReference, options: TransportOptions): Promise<ImageSource> {
+  const name = `docker-daemon:${daemonImageName(ref)}`;
+  const client = await EngineClient.connect(options);
+  const image = daemonImageName(ref);
+  const inspect = await client.request({
+    method: "GET",
+    path: `/images/${encodeURI(image)}/json`,
+    timeoutMs: 60_000,
+    signal: options.signal,
+  });
+  if (inspect.statusCode !== 200) {
+    throw await client.failure(
+      inspect,
+      `inspecting ${image}`,
+      `image ${image} not found in the local Docker daemon: docker pull it first`,
+    );
+  }
+  inspect.resume();
+  const dir = await mkdtemp(join(options.tmpDir ?? tmpdir(), "suture-daemon-")).catch((e) => {
+    throw asSutureError(e, "IO", "cannot create scratch space for the daemon export");
+  });
+  try {
+    const file = join(dir, "image.tar");
+    const res = await client.request({
+      method: "GET",
+      path: "/images/get",
+      query: { names: image },
+      // No header timeout: the daemon answers only after assembling the export, which for a
+      // large image takes long; cancellation comes from the signal.
+      signal: options.signal,
+    });
+    if (res.statusCode !== 200) {
+      throw await client.failure(
+        res,
+        `exporting ${image}`,
+        `image ${image} not found in the local Docker daemon: docker pull it first`,
+      );
+    }
+    options.progress?.({ type: "info", message: `exporting ${image} from the Docker daemon` });
+    try {
+      await pipeline(res, createWriteStream(file));
+    } catch (e) {
+      throw asSutureError(
+        e,
+        "DAEMON",
+        `the Docker daemon at ${client.endpoint.host} broke off exporting ${image}`,
+      );
+    }
+    // The export names the image as the daemon does; a digest-only reference has no RepoTags.
+    return await openArchiveFile(file, ref, {
+      name,
+      tmpDir: options.tmpDir,
+      removeOnClose: dir,
+      acceptSingle: true,
+    });
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true }).catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Write an image into the local Docker daemon: blobs are spooled (verified, layers uncompressed),
+ * and `commit` streams a docker-archive tagged `ref` to `POST /images/load`, surfacing the daemon's
+ * `error`/`errorDetail`. The daemon is reached at open, so a missing daemon fails before any
+ * download. Cannot hold an index (`acceptsIndex = false`). Before `commit` the daemon is untouched.
+ */
+export async function openDaemonSink(ref: ImageReference, options: TransportOptions): Promise<ImageSink> {
+  if (!ref.tag) {
+    throw new SutureError(
+      "INVALID_REFERENCE",
+      `docker-daemon:${daemonImageName(ref)}: the daemon names loaded images by tag: give a tag, e.g. docker-daemon:${familiarName(ref)}:patched`,
+    );
+  }
+  const client = await EngineClient.connect(options);
+  const name = `docker-daemon:${daemonImageName(ref)}`;
+  return new DaemonSink(client, ref, name, new ArchiveSpool(name, options.tmpDir), options);
+}
+
+class DaemonSink implements ImageSink {
+  readonly name: string;
+  readonly acceptsIndex = false;
+  readonly #client: EngineClient;
+  readonly #ref: ImageReference;
+  readonly #spool: ArchiveSpool;
+  readonly #options: TransportOptions;
+
+  constructor(
+    client: EngineClient,
+    ref: ImageReference,
+    name: string,
+    spool: ArchiveSpool,
+    options: TransportOptions,
+  ) {
+    this.#client = client;
+    this.#ref = ref;
+    this.name = name;
+    this.#spool = spool;
+    this.#options = options;
+  }
+
+  async hasBlob(descriptor: Descriptor): Promise<boolean> {
+    return this.#spool.has(descriptor.digest);
+  }
+
+  async writeBlob(descriptor: Descriptor, open: () => Promise<Readable>, options?: WriteBlobOptions) {
+    await this.#spool.write(descriptor, open, options?.progress ?? this.#options.progress);
+  }
+
+  async writeManifest(_manifest: RawManifest): Promise<void> {
+    // docker load takes a docker-archive; manifests of an index are not needed.
+  }
+
+  async commit(root: RawManifest): Promise<void> {
+    const plan = await this.#spool.plan(root, this.#ref);
+    const body = archiveStream(plan);
+    let bodyError: unknown;
+    body.on("error", (e) => {
+      bodyError = e;
+    });
+    const image = daemonImageName(this.#ref);
+    this.#options.progress?.({ type: "info", message: `loading ${image} into the Docker daemon` });
+    try {
+      const res = await this.#client.request({
+        method: "POST",
+        path: "/images/load",
+        query: { quiet: "1" },
+        headers: { "Content-Type": "application/x-tar" },
+        body,
+        signal: this.#options.signal,
+      });
+      if (res.statusCode !== 200) throw await this.#client.failure(res, `loading ${image}`);
+      await readLoadMessages(res, image, this.#client.endpoint.host, this.#options.progress);
+      if (bodyError) throw bodyError;
+    } catch (e) {
+      throw bodyError instanceof SutureError ? bodyError : e;
+    }
+    await this.#spool.cleanup();
+  }
+
+  async abort(): Promise<void> {
+    await this.#spool.cleanup();
+  }
+}
+
+interface JsonMessage {
+  stream?: string;
+  status?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+}
+
+/**
+ * Parse the JSON-lines answer of `/images/load`: progress lines become info events; an
+ * `error`/`errorDetail` line fails the load (Docker answers 200 and reports errors in the body).
+ */
+async function readLoadMessages(
+  res: Readable,
+  image: string,
+  host: string,
+  progress: ProgressSink | undefined,
+): Promise<void> {
+  let buffered = "";
+  let failure: string | undefined;
+  const handle = (line: string) => {
+    const text = line.trim();
+    if (!text) return;
+    let msg: JsonMessage;
+    try {
+      msg = JSON.parse(text) as JsonMessage;
+    } catch {
+      progress?.({ type: "info", message: text });
+      return;
+    }
+    const error = msg.errorDetail?.message || msg.error;
+    if (error) failure ??= error;
+    const info = (msg.stream ?? msg.status)?.trim();
+    if (info) progress?.({ type: "info", message: info });
+  };
+  try {
+    for await (const chunk of res) {
+      buffered += (chunk as Buffer).toString("utf8");
+      let nl = buffered.indexOf("\n");
+      while (nl >= 0) {
+        handle(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        nl = buffered.indexOf("\n");
+      }
+      if (buffered.length > 1024 * 1024) buffered = buffered.slice(-1024 * 1024);
+    }
+  } catch (e) {
+    throw asSutureError(e, "DAEMON", `the Docker daemon at ${host} broke off loading ${image}`);
+  }
+  handle(buffered);
+  if (failure) {
+    throw new SutureError("DAEMON", `the Docker daemon at ${host} could not load ${image}: ${failure}`);
+  }
 }

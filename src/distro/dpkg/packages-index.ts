@@ -1,0 +1,273 @@
+import { SutureError } from "../../errors/errors.ts";
+import { type ControlParagraph, parseControl } from "./control.ts";
+import { compareDebVersions } from "./version.ts";
+
+/**
+ * One binary package from a verified `Packages` index. Only the fields a resolver and a
+ * downloader need are lifted out; `paragraph` keeps the whole stanza for anything else.
+ * Relationship fields are kept as written (see `parseRelations`).
+ */
+export interface PackageEntry {
+  package: string;
+  version: string;
+  architecture: string;
+  /** Path of the .deb relative to `repoUri` (`pool/main/o/openssl/libssl3_….deb`). */
+  filename: string;
+  size: number;
+  /** Lower-case hex SHA-256 of the .deb, from the verified index. */
+  sha256: string;
+  /** `Source` as written: `openssl` or `openssl (3.0.15-1~deb12u1)`; absent = same as package. */
+  source?: string;
+  depends?: string;
+  preDepends?: string;
+  provides?: string;
+  conflicts?: string;
+  breaks?: string;
+  replaces?: string;
+  essential: boolean;
+  multiArch?: string;
+  /** The stanza's text exactly as in the index. */
+  paragraph: string;
+  /** Repository base URI the .deb is fetched from: `${repoUri}/${filename}`. */
+  repoUri: string;
+}
+
+/** One verified `Packages` index of a repository (one component × architecture). */
+export interface PackagesIndex {
+  uri: string;
+  suite: string;
+  component: string;
+  arch: string;
+  /** URL of the (compressed) index as listed in the signed Release file. */
+  url: string;
+  /** SHA-256 of the index file as downloaded, from the signed Release file. */
+  sha256: string;
+  entries: PackageEntry[];
+  /** Entries by package name, in index order. */
+  byName: ReadonlyMap<string, readonly PackageEntry[]>;
+}
+
+const WANTED: Record<string, keyof PackageEntry | "size" | "essential"> = {
+  package: "package",
+  version: "version",
+  architecture: "architecture",
+  filename: "filename",
+  size: "size",
+  sha256: "sha256",
+  source: "source",
+  depends: "depends",
+  "pre-depends": "preDepends",
+  provides: "provides",
+  conflicts: "conflicts",
+  breaks: "breaks",
+  replaces: "replaces",
+  essential: "essential",
+  "multi-arch": "multiArch",
+};
+
+/**
+ * Parse a decompressed `Packages` index. Stanzas lacking Package, Version, Architecture, Filename,
+ * a numeric Size or a SHA256 are skipped: nothing without a verifiable checksum may be installed.
+ * Throws INVALID_MANIFEST when the text has stanzas but none is usable (not a Packages file).
+ */
+export function parsePackagesIndex(
+  text: string,
+  options: { repoUri: string; what?: string },
+): PackageEntry[] {
+  const out: PackageEntry[] = [];
+  let stanzas = 0;
+  let pos = 0;
+  const n = text.length;
+  while (pos < n) {
+    // Skip blank lines between stanzas.
+    while (pos < n && (text[pos] === "\n" || text[pos] === "\r")) pos++;
+    if (pos >= n) break;
+    let end = text.indexOf("\n\n", pos);
+    if (end < 0) end = n;
+    const stanza = text.slice(pos, end);
+    pos = end + 2;
+    stanzas++;
+    const entry = parseStanza(stanza, options.repoUri);
+    if (entry) out.push(entry);
+  }
+  if (stanzas > 0 && out.length === 0) {
+    throw new SutureError(
+      "INVALID_MANIFEST",
+      `${options.what ?? "Packages index"} has ${stanzas} stanzas but none with Package, Version, Filename, Size and SHA256`,
+    );
+  }
+  return out;
+}
+
+function parseStanza(stanza: string, repoUri: string): PackageEntry | undefined {
+  const fields: Record<string, string> = {};
+  let last: string | undefined;
+  let start = 0;
+  while (start < stanza.length) {
+    let nl = stanza.indexOf("\n", start);
+    if (nl < 0) nl = stanza.length;
+    let line = stanza.slice(start, nl);
+    start = nl + 1;
+    if (line.endsWith("\r")) line = line.slice(0, -1);
+    const first = line.charCodeAt(0);
+    if (first === 32 || first === 9) {
+      if (last) fields[last] += `\n${line.trim()}`;
+      continue;
+    }
+    last = undefined;
+    const colon = line.indexOf(":");
+    if (colon <= 0) continue;
+    const key = WANTED[line.slice(0, colon).toLowerCase()];
+    if (!key) continue;
+    fields[key] = line.slice(colon + 1).trim();
+    last = key;
+  }
+  const size = Number(fields.size);
+  const sha256 = (fields.sha256 ?? "").toLowerCase();
+  if (
+    !fields.package ||
+    !fields.version ||
+    !fields.architecture ||
+    !fields.filename ||
+    !/^\d+$/.test(fields.size ?? "") ||
+    !Number.isSafeInteger(size) ||
+    !/^[0-9a-f]{64}$/.test(sha256)
+  ) {
+    return undefined;
+  }
+  const entry: PackageEntry = {
+    package: fields.package,
+    version: fields.version,
+    architecture: fields.architecture,
+    filename: fields.filename,
+    size,
+    sha256,
+    essential: (fields.essential ?? "").toLowerCase() === "yes",
+    paragraph: stanza,
+    repoUri,
+  };
+  for (const k of [
+    "source",
+    "depends",
+    "preDepends",
+    "provides",
+    "conflicts",
+    "breaks",
+    "replaces",
+    "multiArch",
+  ] as const) {
+    if (fields[k] !== undefined) entry[k] = fields[k];
+  }
+  return entry;
+}
+
+/** The full stanza of an entry as a control paragraph (for fields not lifted into the entry). */
+export function entryParagraph(entry: PackageEntry): ControlParagraph {
+  return parseControl(entry.paragraph)[0] ?? new Map();
+}
+
+/**
+ * Where the entry's .deb is downloaded from. Throws UNTRUSTED for a Filename that is absolute or
+ * climbs with `..`, which no archive produces.
+ */
+export function debUrl(entry: PackageEntry): string {
+  const f = entry.filename;
+  if (
+    f.startsWith("/") ||
+    f.includes("\\") ||
+    f.split("/").some((s) => s === ".." || s === "") ||
+    /^[a-z]+:/i.test(f)
+  ) {
+    throw new SutureError(
+      "UNTRUSTED",
+      `package ${entry.package} ${entry.version} has an unsafe Filename "${f}" in its index: the repository is malformed`,
+    );
+  }
+  return `${entry.repoUri}/${f.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+/** Source package name and version of an entry (`Source: name (version)` or the binary's own). */
+export function sourceOf(entry: PackageEntry): { name: string; version: string } {
+  const m = /^(\S+)(?:\s+\(([^)]+)\))?/.exec(entry.source ?? "");
+  return { name: m?.[1] ?? entry.package, version: m?.[2]?.trim() ?? entry.version };
+}
+
+export function makePackagesIndex(
+  meta: Omit<PackagesIndex, "entries" | "byName">,
+  entries: PackageEntry[],
+): PackagesIndex {
+  const byName = new Map<string, PackageEntry[]>();
+  for (const e of entries) {
+    const list = byName.get(e.package);
+    if (list) list.push(e);
+    else byName.set(e.package, [e]);
+  }
+  return { ...meta, entries, byName };
+}
+
+/**
+ * The highest version of `name` installable on `arch` across all `indexes` (every source and
+ * suite): entries of architecture `arch` or `all`. `name` may carry an architecture qualifier
+ * (`libssl3:arm64`), which then replaces `arch`. Among equal versions the first index wins, as
+ * apt prefers the first source listed. `compare` defaults to dpkg's version order; entries with a
+ * version dpkg would reject are ignored.
+ */
+export function newestCandidate(
+  indexes: Iterable<PackagesIndex | { indexes: readonly PackagesIndex[] }>,
+  name: string,
+  arch: string,
+  compare: (a: string, b: string) => number = compareDebVersions,
+): PackageEntry | undefined {
+  const colon = name.indexOf(":");
+  const pkg = colon >= 0 ? name.slice(0, colon) : name;
+  const wantArch = colon >= 0 ? name.slice(colon + 1) : arch;
+  let best: PackageEntry | undefined;
+  for (const item of indexes) {
+    for (const index of "byName" in item ? [item] : item.indexes) {
+      for (const e of index.byName.get(pkg) ?? []) {
+        if (e.architecture !== wantArch && e.architecture !== "all") continue;
+        try {
+          if (!best || compare(e.version, best.version) > 0) best = e;
+        } catch {
+          // An unparsable version cannot be ordered; apt would not pick it either.
+        }
+      }
+    }
+  }
+  return best;
+}
+
+/** One alternative of a dependency: `name[:arch] [(op version)]`. */
+export interface Relation {
+  name: string;
+  arch?: string;
+  op?: "<<" | "<=" | "=" | ">=" | ">>";
+  version?: string;
+}
+
+/**
+ * Parse a relationship field (Depends, Pre-Depends, Conflicts, Breaks, Replaces, Provides) into
+ * an AND-list of OR-lists. Architecture restrictions (`[amd64]`) and build profiles (`<!nocheck>`)
+ * only appear in source packages' build relations and are dropped. The obsolete `<` and `>`
+ * operators mean `<=` and `>=`, as dpkg reads them.
+ */
+export function parseRelations(text: string | undefined): Relation[][] {
+  if (!text?.trim()) return [];
+  return text.split(",").map((group) =>
+    group
+      .split("|")
+      .map((alt) => alt.replace(/\[[^\]]*\]|<[^<>()]*>/g, "").trim())
+      .filter(Boolean)
+      .map((alt) => {
+        const m = /^([^\s(:]+)(?::(\S+))?\s*(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([^)\s]+)\s*\))?$/.exec(alt);
+        if (!m) throw new SutureError("INVALID_MANIFEST", `malformed package relation "${alt}"`);
+        const r: Relation = { name: m[1]! };
+        if (m[2]) r.arch = m[2];
+        if (m[3]) {
+          r.op = m[3] === "<" ? "<=" : m[3] === ">" ? ">=" : (m[3] as Relation["op"]);
+          r.version = m[4]!;
+        }
+        return r;
+      }),
+  );
+}

@@ -1,0 +1,310 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { isSutureError } from "../../errors/errors.ts";
+import { compareDebVersions, formatDebVersion, isValidDebVersion, parseDebVersion } from "./version.ts";
+
+const run = promisify(execFile);
+const SHARED = join(import.meta.dirname, "../../../../shared/fixtures");
+
+/** Deterministic PRNG so a failure reproduces. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Ask the real dpkg: one shell per batch loops over the pairs (one dpkg exec per comparison
+ * would spend most of the time in process start-up).
+ */
+async function dpkgCompare(pairs: [string, string][]): Promise<number[]> {
+  const dir = mkdtempSync(join(tmpdir(), "suture-dpkg-"));
+  try {
+    const batches: [string, string][][] = [];
+    for (let i = 0; i < pairs.length; i += 800) batches.push(pairs.slice(i, i + 800));
+    const script = [
+      "while IFS=$'\\t' read -r a b; do",
+      '  if dpkg --compare-versions "$a" lt "$b" 2>/dev/null; then echo -1',
+      '  elif dpkg --compare-versions "$a" eq "$b" 2>/dev/null; then echo 0',
+      "  else echo 1; fi",
+      'done < "$1"',
+    ].join("\n");
+    const out: number[][] = [];
+    // Two batches at a time: the machine has two cores shared with others.
+    for (let i = 0; i < batches.length; i += 2) {
+      const results = await Promise.all(
+        batches.slice(i, i + 2).map(async (batch, k) => {
+          const file = join(dir, `pairs-${i + k}.tsv`);
+          writeFileSync(file, batch.map(([a, b]) => `${a}\t${b}\n`).join(""));
+          const { stdout } = await run("bash", ["-c", script, "dpkg-batch", file], { maxBuffer: 1 << 24 });
+          return stdout.trim().split("\n").map(Number);
+        }),
+      );
+      out.push(...results);
+    }
+    return out.flat();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Versions dpkg accepts without a warning (exit 0 and nothing on stderr). */
+async function dpkgValidity(versions: string[]): Promise<boolean[]> {
+  const dir = mkdtempSync(join(tmpdir(), "suture-dpkg-"));
+  try {
+    const file = join(dir, "versions.txt");
+    writeFileSync(file, versions.map((v) => `${v}\n`).join(""));
+    const script = [
+      "while IFS= read -r v; do",
+      '  err=$(dpkg --compare-versions "$v" eq "$v" 2>&1 >/dev/null); rc=$?',
+      '  if [ $rc -eq 0 ] && [ -z "$err" ]; then echo 1; else echo 0; fi',
+      'done < "$1"',
+    ].join("\n");
+    const { stdout } = await run("bash", ["-c", script, "dpkg-valid", file]);
+    return stdout
+      .trim()
+      .split("\n")
+      .map((l) => l === "1");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function statusVersions(): string[] {
+  const text = readFileSync("/var/lib/dpkg/status", "utf8");
+  return [...text.matchAll(/^Version: (.+)$/gm)].map((m) => m[1]!.trim());
+}
+
+function fixtureVersions(): string[] {
+  const out: string[] = [];
+  for (const dir of ["trivy-golden", "copa-reports"]) {
+    const path = join(SHARED, dir);
+    for (const f of readdirSync(path)) {
+      const text = readFileSync(join(path, f), "utf8");
+      for (const m of text.matchAll(
+        /"(?:InstalledVersion|FixedVersion|installedVersion|fixedVersion)": "([^"]*)"/g,
+      )) {
+        for (const v of m[1]!.split(",")) if (v.trim()) out.push(v.trim());
+      }
+    }
+  }
+  return out;
+}
+
+/** Versions built from a small alphabet so that equal, near-equal and tilde cases are frequent. */
+function syntheticVersion(r: () => number): string {
+  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const upstreamParts = [
+    "0",
+    "00",
+    "1",
+    "01",
+    "2",
+    "9",
+    "10",
+    "010",
+    "a",
+    "b",
+    "Z",
+    "~",
+    "~~",
+    "~a",
+    "+",
+    ".",
+    "+b1",
+    "~rc1",
+    ".0",
+    "-",
+  ];
+  const revisionParts = [
+    "0",
+    "1",
+    "00",
+    "a",
+    "~",
+    "+",
+    ".",
+    "deb12u1",
+    "~deb12u2",
+    "ubuntu0.1",
+    "+b2",
+    "~bpo",
+  ];
+  let upstream = pick(["0", "1", "1", "2", "10", "0001"]);
+  const n = Math.floor(r() * 4);
+  for (let i = 0; i < n; i++) upstream += pick(upstreamParts);
+  let v = upstream;
+  if (r() < 0.6) {
+    let rev = pick(["0", "1", "2", "1a", "a", "~", "1~"]);
+    for (let i = 0, m = Math.floor(r() * 3); i < m; i++) rev += pick(revisionParts);
+    v += `-${rev}`;
+  }
+  if (r() < 0.25) v = `${pick(["0", "1", "2", "00", "10"])}:${v}`;
+  return v;
+}
+
+/** Small edits of a real version: the comparisons scanners and apt actually make. */
+function mutate(v: string, r: () => number): string {
+  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!;
+  switch (Math.floor(r() * 7)) {
+    case 0:
+      return `${v}~${pick(["1", "deb12u1", "rc1", "bpo1"])}`;
+    case 1:
+      return `${v}+${pick(["b1", "deb12u1", "1", "0"])}`;
+    case 2:
+      return v.replace(/\d+(?=\D*$)/, (d) => String(Number(d) + pick([-1, 1, 10])).replace("-", ""));
+    case 3:
+      return v.includes(":") ? v.replace(/^\d+:/, "") : `1:${v}`;
+    case 4:
+      return v.replace(/\d+/, (d) => `0${d}`);
+    case 5:
+      return `${v}.${pick(["0", "1", "a"])}`;
+    default:
+      return v.includes("-") ? v.slice(0, v.lastIndexOf("-")) : `${v}-0`;
+  }
+}
+
+test("dpkg ordering basics (Policy §5.6.12 examples)", () => {
+  const lt = (a: string, b: string) => {
+    assert.equal(compareDebVersions(a, b), -1, `${a} < ${b}`);
+    assert.equal(compareDebVersions(b, a), 1, `${b} > ${a}`);
+  };
+  lt("1.0~rc1", "1.0");
+  lt("1.0~~", "1.0~");
+  lt("1.0~", "1.0");
+  lt("1.0", "1.0a");
+  lt("1.0a", "1.0+");
+  lt("1.0", "1.0.1");
+  lt("1.9", "1.10");
+  lt("9.9", "1:0.1");
+  lt("3.0.11-1~deb12u1", "3.0.11-1~deb12u2");
+  lt("3.0.11-1~deb12u2", "3.0.11-1");
+  lt("2.28-10", "2.28-10+deb10u1");
+  assert.equal(compareDebVersions("1.0", "1.0-0"), 0);
+  assert.equal(compareDebVersions("0:1.01", "1.1"), 0);
+  assert.equal(compareDebVersions("1.0-00", "1.0"), 0);
+  // digit runs longer than any machine integer still compare numerically
+  lt("1.99999999999999999999998", "1.99999999999999999999999");
+});
+
+test("parseDebVersion splits epoch, upstream and revision at the right separators", () => {
+  assert.deepEqual(parseDebVersion("1:2.30-4-5"), { epoch: 1, upstream: "2.30-4", revision: "5" });
+  assert.deepEqual(parseDebVersion("2:1:3.0"), { epoch: 2, upstream: "1:3.0", revision: "" });
+  assert.deepEqual(parseDebVersion(" 3.0.11-1~deb12u2 "), {
+    epoch: 0,
+    upstream: "3.0.11",
+    revision: "1~deb12u2",
+  });
+  assert.equal(formatDebVersion(parseDebVersion("0:1.2-3")), "1.2-3");
+  assert.equal(formatDebVersion(parseDebVersion("7:1.2")), "7:1.2");
+});
+
+test("parseDebVersion rejects invalid versions with the reason", () => {
+  const cases: [string, RegExp][] = [
+    ["", /empty/],
+    ["1.0 2", /embedded spaces/],
+    [":1.0", /epoch in version is empty/],
+    ["a:1.0", /epoch in version is not number/],
+    ["99999999999:1.0", /epoch in version is too big/],
+    ["1:", /nothing after colon/],
+    ["1.0-", /revision number is empty/],
+    ["-1", /version number is empty/],
+    ["a1.0", /does not start with digit/],
+    ["1.0_1", /invalid character in version number/],
+    ["1:1.0-1:2", /invalid character in revision number/],
+    ["1.0-1_2", /invalid character in revision number/],
+  ];
+  for (const [v, reason] of cases) {
+    assert.throws(
+      () => parseDebVersion(v),
+      (e) =>
+        isSutureError(e, "INVALID_VERSION") &&
+        reason.test(e.message) &&
+        e.message.includes(JSON.stringify(v)),
+      v,
+    );
+    assert.throws(
+      () => compareDebVersions(v, "1.0"),
+      (e) => isSutureError(e, "INVALID_VERSION"),
+    );
+  }
+});
+
+test("validity agrees with the real dpkg (no warning, no error)", async () => {
+  const r = rng(7);
+  const candidates = [
+    ...statusVersions().slice(0, 60),
+    ...Array.from({ length: 120 }, () => syntheticVersion(r)),
+    "a1.0",
+    "1.0_1",
+    "1.0-1:2",
+    "1:",
+    ":1",
+    "1.0-",
+    "-1",
+    "1..0",
+    "1.0~-~",
+    "0:0",
+    "1:1:1",
+    "1.0-a-b",
+    "1.0-+",
+    "a:1",
+    "1 2",
+    "1.0-1~a+b.c",
+    "1.0é",
+  ];
+  const dpkg = await dpkgValidity(candidates);
+  for (const [i, v] of candidates.entries()) {
+    assert.equal(isValidDebVersion(v), dpkg[i], `validity of ${JSON.stringify(v)}`);
+  }
+});
+
+test("ordering agrees with the real dpkg --compare-versions on thousands of pairs", async () => {
+  const r = rng(20240611);
+  const real = [...new Set([...statusVersions(), ...(existsSync(SHARED) ? fixtureVersions() : [])])].filter(
+    isValidDebVersion,
+  );
+  assert.ok(real.length > 300, `expected many real versions, got ${real.length}`);
+  const pairs: [string, string][] = [];
+  const add = (a: string, b: string) => {
+    if (isValidDebVersion(a) && isValidDebVersion(b)) pairs.push([a, b]);
+  };
+  const pick = () => real[Math.floor(r() * real.length)]!;
+  // Neighbours in a lexical sort share prefixes: the interesting comparisons.
+  const sorted = [...real].sort();
+  for (let i = 1; i < sorted.length; i++) add(sorted[i - 1]!, sorted[i]!);
+  for (let i = 0; i < 700; i++) add(pick(), pick());
+  for (let i = 0; i < 900; i++) {
+    const v = pick();
+    add(v, mutate(v, r));
+  }
+  for (let i = 0; i < 1200; i++) add(syntheticVersion(r), syntheticVersion(r));
+  for (let i = 0; i < 100; i++) {
+    const v = syntheticVersion(r);
+    add(v, v);
+  }
+  assert.ok(pairs.length >= 3000, `generated ${pairs.length} pairs`);
+  const expected = await dpkgCompare(pairs);
+  assert.equal(expected.length, pairs.length);
+  const mismatches = pairs
+    .map(([a, b], i) => ({ a, b, dpkg: expected[i], ours: compareDebVersions(a, b) }))
+    .filter((m) => m.dpkg !== m.ours);
+  assert.deepEqual(
+    mismatches.slice(0, 10),
+    [],
+    `${mismatches.length} of ${pairs.length} pairs disagree with dpkg`,
+  );
+  // Every outcome must have been exercised, or the generator is too narrow to prove anything.
+  for (const outcome of [-1, 0, 1])
+    assert.ok(expected.filter((e) => e === outcome).length > 50, `outcome ${outcome}`);
+});

@@ -1,0 +1,197 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promises as fs } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { type TestContext, test } from "node:test";
+import { promisify } from "node:util";
+import { setAttribute } from "@napi-rs/xattr";
+import tar from "tar-stream";
+import type { ProgressEvent } from "../progress/events.ts";
+import { buildPatchLayer } from "./patch-layer.ts";
+
+// Upper dirs laid out by hand (as overlayfs would leave them), for cases a mount makes awkward.
+// test/integration/layer.test.ts drives the real overlay.
+
+const run = promisify(execFile);
+
+async function tempDir(t: TestContext): Promise<string> {
+  const dir = await fs.mkdtemp(join(tmpdir(), "suture-patch-layer-"));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function write(root: string, rel: string, content: string, mtime = 1_600_000_000): Promise<void> {
+  const path = join(root, rel);
+  await fs.mkdir(dirname(path), { recursive: true });
+  await fs.writeFile(path, content);
+  await fs.utimes(path, mtime, mtime);
+}
+
+async function names(file: string): Promise<string[]> {
+  const extract = tar.extract();
+  Readable.from(await fs.readFile(file)).pipe(extract);
+  const out: string[] = [];
+  for await (const entry of extract) {
+    out.push(
+      entry.header.type === "link" ? `${entry.header.name} -> ${entry.header.linkname}` : entry.header.name,
+    );
+    entry.resume();
+  }
+  return out;
+}
+
+test("a hardlink group equal to the lowers is dropped whole; a changed one is written once", async (t) => {
+  const dir = await tempDir(t);
+  const lower = join(dir, "lower");
+  const upper = join(dir, "upper");
+  await write(lower, "same/a", "x");
+  await write(lower, "same/b", "x");
+  await write(lower, "mixed/a", "y");
+  await write(upper, "same/a", "x");
+  await fs.link(join(upper, "same/a"), join(upper, "same/b"));
+  await write(upper, "mixed/a", "y");
+  await fs.link(join(upper, "mixed/a"), join(upper, "mixed/new"));
+  const out = join(dir, "l.tar");
+  const layer = await buildPatchLayer({
+    upperDir: upper,
+    lowerDirs: [lower],
+    outFile: out,
+    compression: "none",
+  });
+  assert.deepEqual(await names(out), ["mixed/", "mixed/a", "mixed/new -> mixed/a"]);
+  assert.equal(layer.stats.droppedUnchanged, 2);
+});
+
+test("the walk order, not readdir's order, decides the bytes", async (t) => {
+  const dir = await tempDir(t);
+  const lower = join(dir, "lower");
+  await fs.mkdir(lower);
+  const digests: string[] = [];
+  for (const [i, order] of [
+    ["b", "a", "B", "é", "a-b", "a/c"],
+    ["a/c", "é", "a-b", "B", "a", "b"],
+  ].entries()) {
+    const upper = join(dir, `upper${i}`);
+    for (const name of order) {
+      if (name === "a") await fs.mkdir(join(upper, "a"), { recursive: true });
+      else await write(upper, name, name);
+    }
+    await fs.utimes(join(upper, "a"), 1_600_000_000, 1_600_000_000);
+    const out = join(dir, `l${i}.tar`);
+    const layer = await buildPatchLayer({
+      upperDir: upper,
+      lowerDirs: [lower],
+      outFile: out,
+      compression: "gzip",
+    });
+    digests.push(layer.descriptorFields.digest);
+  }
+  assert.equal(digests[0], digests[1]);
+  const out = join(dir, "plain.tar");
+  await buildPatchLayer({
+    upperDir: join(dir, "upper0"),
+    lowerDirs: [lower],
+    outFile: out,
+    compression: "none",
+  });
+  assert.deepEqual(await names(out), ["B", "a/", "a/c", "a-b", "b", "é"]);
+});
+
+test("opaque markers and whiteouts appear only where the lowers have something to hide", async (t) => {
+  const dir = await tempDir(t);
+  const lower = join(dir, "lower");
+  const upper = join(dir, "upper");
+  await write(lower, "was-file", "f");
+  await write(lower, "kept/x", "x");
+  await write(upper, "was-file/inside", "i"); // a directory over a lower file
+  await write(upper, "fresh/y", "y");
+  await setAttribute(join(upper, "fresh"), "trusted.overlay.opaque", "y");
+  await write(upper, "kept/z", "z");
+  await setAttribute(join(upper, "kept"), "trusted.overlay.opaque", "y");
+  await run("mknod", [join(upper, "kept/x"), "c", "0", "0"]); // inside an opaque dir: redundant
+  await run("mknod", [join(upper, "never-existed"), "c", "0", "0"]);
+  const out = join(dir, "l.tar");
+  const layer = await buildPatchLayer({
+    upperDir: upper,
+    lowerDirs: [lower],
+    outFile: out,
+    compression: "none",
+  });
+  assert.deepEqual(await names(out), [
+    "fresh/",
+    "fresh/y",
+    "kept/",
+    "kept/.wh..wh..opq",
+    "kept/z",
+    "was-file/",
+    "was-file/inside",
+  ]);
+  assert.equal(layer.stats.opaqueDirs, 1);
+  assert.equal(layer.stats.whiteouts, 0);
+  assert.equal(layer.stats.droppedUnchanged, 2);
+});
+
+test("a real file named like a whiteout is refused, and the output file is left as it was", async (t) => {
+  const dir = await tempDir(t);
+  const upper = join(dir, "upper");
+  await write(upper, "etc/.wh.sneaky", "x");
+  const out = join(dir, "l.tar");
+  await fs.writeFile(out, "previous");
+  await assert.rejects(
+    buildPatchLayer({ upperDir: upper, lowerDirs: [], outFile: out, compression: "none" }),
+    { code: "UNSAFE_LAYER" },
+  );
+  assert.equal(await fs.readFile(out, "utf8"), "previous");
+  assert.deepEqual((await fs.readdir(dir)).sort(), ["l.tar", "upper"]);
+});
+
+test("sockets are skipped with a warning; a cancelled build leaves nothing behind", async (t) => {
+  const dir = await tempDir(t);
+  const upper = join(dir, "upper");
+  await write(upper, "run-state/file", "x");
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(join(upper, "run-state/sock"), resolve));
+  t.after(() => server.close());
+  const events: ProgressEvent[] = [];
+  const out = join(dir, "l.tar");
+  await buildPatchLayer({
+    upperDir: upper,
+    lowerDirs: [],
+    outFile: out,
+    compression: "none",
+    progress: (e) => events.push(e),
+  });
+  assert.deepEqual(await names(out), ["run-state/", "run-state/file"]);
+  assert.ok(events.some((e) => e.type === "warning" && e.message.includes("/run-state/sock")));
+
+  const controller = new AbortController();
+  controller.abort();
+  const out2 = join(dir, "cancelled.tar");
+  await assert.rejects(
+    buildPatchLayer({
+      upperDir: upper,
+      lowerDirs: [],
+      outFile: out2,
+      compression: "gzip",
+      signal: controller.signal,
+    }),
+    { code: "CANCELLED" },
+  );
+  assert.deepEqual((await fs.readdir(dir)).sort(), ["l.tar", "upper"]);
+});
+
+test("missing input directories are reported as such", async (t) => {
+  const dir = await tempDir(t);
+  await assert.rejects(
+    buildPatchLayer({
+      upperDir: join(dir, "nope"),
+      lowerDirs: [],
+      outFile: join(dir, "x"),
+      compression: "none",
+    }),
+    (e: Error & { code?: string }) => e.code === "IO" && e.message.includes("upper dir"),
+  );
+});

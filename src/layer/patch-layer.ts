@@ -1,0 +1,470 @@
+/**
+ * Turns an overlayfs upper dir into the single, minimal layer that, applied over the image's
+ * layers, gives what the container saw in its merged dir — minus excluded paths, and minus every
+ * change that changes nothing (the bulk of what dpkg leaves: it rewrites every file of each
+ * package it touches, and most come out byte-identical).
+ *
+ * Layer contents, decided per upper-dir entry (walked depth-first, siblings in byte order of
+ * the name they get in the tar, so the same upper dir always gives the same bytes):
+ * - excluded (see excludes.ts): not written, the lowers' version stays visible;
+ * - whiteout (char device 0/0): `.wh.NAME`, but only when the lowers show something at NAME;
+ * - opaque directory: the directory, then `DIR/.wh..wh..opq` first among its entries, but only
+ *   when the lowers show a directory there (otherwise there is nothing to hide);
+ * - a file, symlink or device equal to what the lowers show at that path (see compare.ts: type,
+ *   permission bits, owner, group, size, bytes, symlink target, content xattrs; NOT times):
+ *   dropped;
+ * - a directory equal to the lowers' one: written only as the parent of something written.
+ *   The lowers already show it with the same metadata, so leaving it out would also extract
+ *   correctly; writing it keeps the layer self-describing (scanners and appliers that create
+ *   missing parents with default modes see the real ones) at 512 bytes per directory;
+ * - hardlinked regular files (upper paths sharing an inode): one decision for the whole group.
+ *   If any member differs from the lowers, every member is written, the first in walk order as
+ *   the file and the others as hardlinks to it, so the link survives; otherwise all are dropped;
+ * - the upper dir's root itself is never written (a package update does not change "/").
+ */
+import { randomUUID } from "node:crypto";
+import { type BigIntStats, constants, createWriteStream, promises as fs } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { PassThrough, Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { compressor } from "../archive/compression.ts";
+import { compareBytes, type TarEntry, writeTar } from "../archive/tar-write.ts";
+import { asSutureError, SutureError } from "../errors/errors.ts";
+import { DigestingStream } from "../image/digest.ts";
+import type { Compression } from "../oci/media-types.ts";
+import { type ProgressSink, silentProgress, withStep } from "../progress/events.ts";
+import { sameContent, sameMetadata, sameXattrs } from "./compare.ts";
+import { defaultExclude, type ExcludeInfo, type ExcludePredicate } from "./excludes.ts";
+import { type LowerEntry, LowerView } from "./lower-view.ts";
+import { assertExpressible, type EntryXattrs, isOpaque, isWhiteout, readXattrs } from "./overlay.ts";
+
+export interface BuildPatchLayerOptions {
+  /** The overlay upper dir; it must not change while the layer is built (unmount first, or stop writers). */
+  upperDir: string;
+  /** The overlay lower dirs, bottom first. Whiteouts and opaque dirs in them are honoured. */
+  lowerDirs: readonly string[];
+  /** Where the layer blob goes; written to a temporary file beside it, then renamed into place. */
+  outFile: string;
+  compression: Compression;
+  /** Which upper entries to leave out. Defaults to {@link defaultExclude}; compose to extend it. */
+  exclude?: ExcludePredicate;
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+}
+
+export interface PatchLayerStats {
+  /** Non-directory entries written with content: regular files, hardlinks, symlinks, devices, fifos. */
+  files: number;
+  /** `.wh.NAME` entries written. */
+  whiteouts: number;
+  /** `.wh..wh..opq` entries written. */
+  opaqueDirs: number;
+  /**
+   * Non-directory upper entries left out because the lowers already show the same thing there
+   * (including whiteouts of paths the lowers do not have).
+   */
+  droppedUnchanged: number;
+  /** Bytes of the regular files among them. */
+  droppedUnchangedBytes: number;
+  /** Upper entries the exclude predicate left out; a directory counts once for its whole subtree. */
+  excluded: number;
+}
+
+export interface PatchLayer {
+  /** Digest and size of the blob as written (compressed), for the manifest's layer descriptor. */
+  descriptorFields: { digest: string; size: number };
+  /** Digest of the uncompressed tar, for the config's rootfs.diff_ids. */
+  diffID: string;
+  uncompressedSize: number;
+  /** Tar entries written (PAX headers not counted). */
+  entries: number;
+  stats: PatchLayerStats;
+}
+
+/**
+ * Build the patch layer and write it to `outFile`. Streams end to end (tar → diffID hash →
+ * compressor → digest hash → file); nothing is held in memory but one chunk and the hardlink
+ * groups. The output appears atomically: on any error the temporary file is removed and
+ * `outFile` is untouched. Deterministic: the same directories give the same bytes.
+ *
+ * Throws SANDBOX for upper dirs written with redirect_dir/metacopy on (see overlay.ts), UNSAFE_LAYER
+ * for names a layer cannot carry (a real file named `.wh.*`), IO for unreadable input or output.
+ */
+export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<PatchLayer> {
+  const progress = options.progress ?? silentProgress;
+  await assertDirectory(options.upperDir, "upper dir");
+  for (const dir of options.lowerDirs) await assertDirectory(dir, "lower dir");
+  return withStep(progress, "layer", `building the patch layer from ${options.upperDir}`, async () => {
+    const walker = new UpperWalker(options, progress);
+    const outDir = dirname(options.outFile);
+    const tmp = join(outDir, `.${basename(options.outFile)}.${randomUUID()}.tmp`);
+    const diff = new DigestingStream();
+    const blob = new DigestingStream();
+    try {
+      await walker.collectHardlinks();
+      await pipeline(
+        Readable.from(writeTar(walker.entries()), { objectMode: false }),
+        diff,
+        compressor(options.compression) ?? new PassThrough(),
+        blob,
+        createWriteStream(tmp, { flush: true }),
+        { signal: options.signal },
+      );
+      await fs.rename(tmp, options.outFile);
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      if (options.signal?.aborted)
+        throw new SutureError("CANCELLED", "building the patch layer was cancelled", { cause: e });
+      throw asSutureError(e, "IO", `cannot write the patch layer to ${options.outFile}`);
+    }
+    const result: PatchLayer = {
+      descriptorFields: { digest: blob.digest, size: blob.size },
+      diffID: diff.digest,
+      uncompressedSize: diff.size,
+      entries: walker.entryCount,
+      stats: walker.stats,
+    };
+    const s = result.stats;
+    progress({
+      type: "info",
+      message: `patch layer: ${result.entries} entries, ${s.files} files, ${s.whiteouts} whiteouts, ${s.opaqueDirs} opaque dirs; dropped ${s.droppedUnchanged} unchanged (${s.droppedUnchangedBytes} bytes), excluded ${s.excluded}`,
+    });
+    return result;
+  });
+}
+
+/** Files are opened only after lstat said "regular file"; never follow a symlink swapped in since. */
+const READ_NO_FOLLOW = constants.O_RDONLY | constants.O_NOFOLLOW;
+
+interface UpperChild {
+  name: string;
+  /** Path relative to the upper dir, "/"-separated, no leading "/". */
+  rel: string;
+  abs: string;
+  stat: BigIntStats;
+  whiteout: boolean;
+  /** Base name the entry gets in the tar (".wh.NAME" for whiteouts): the sibling sort key. */
+  tarBase: string;
+}
+
+interface PendingDir {
+  entry: TarEntry;
+  written: boolean;
+}
+
+interface LinkGroup {
+  /** Members in walk order, relative paths. */
+  paths: string[];
+  changed?: Promise<boolean>;
+  /** Tar name of the member written as the file; later members link to it. */
+  firstWritten?: string;
+}
+
+class UpperWalker {
+  readonly stats: PatchLayerStats = {
+    files: 0,
+    whiteouts: 0,
+    opaqueDirs: 0,
+    droppedUnchanged: 0,
+    droppedUnchangedBytes: 0,
+    excluded: 0,
+  };
+  entryCount = 0;
+  readonly #upperDir: string;
+  readonly #lower: LowerView;
+  readonly #exclude: ExcludePredicate;
+  readonly #progress: ProgressSink;
+  readonly #signal: AbortSignal | undefined;
+  readonly #groups = new Map<string, LinkGroup>();
+
+  constructor(options: BuildPatchLayerOptions, progress: ProgressSink) {
+    this.#upperDir = options.upperDir;
+    this.#lower = new LowerView(options.lowerDirs, { upperDir: options.upperDir });
+    this.#exclude = options.exclude ?? defaultExclude;
+    this.#progress = progress;
+    this.#signal = options.signal;
+  }
+
+  /**
+   * First pass: find regular files that share an inode inside the upper dir. The decision for a
+   * hardlink group needs all its members before the first one is written.
+   */
+  async collectHardlinks(): Promise<void> {
+    const visit = async (rel: string, abs: string): Promise<void> => {
+      this.#signal?.throwIfAborted();
+      for (const child of await this.#readChildren(rel, abs)) {
+        if (child.whiteout || this.#exclude(`/${child.rel}`, excludeInfo(child.stat))) continue;
+        if (child.stat.isDirectory()) await visit(child.rel, child.abs);
+        else if (child.stat.isFile() && child.stat.nlink > 1n) {
+          const key = `${child.stat.dev}:${child.stat.ino}`;
+          const group = this.#groups.get(key);
+          if (group) group.paths.push(child.rel);
+          else this.#groups.set(key, { paths: [child.rel] });
+        }
+      }
+    };
+    await visit("", this.#upperDir);
+    for (const [key, group] of this.#groups) if (group.paths.length < 2) this.#groups.delete(key);
+  }
+
+  async *entries(): AsyncGenerator<TarEntry> {
+    for await (const entry of this.#walkDir("", this.#upperDir, [])) {
+      this.entryCount++;
+      yield entry;
+    }
+  }
+
+  async *#walkDir(rel: string, abs: string, pending: PendingDir[]): AsyncGenerator<TarEntry> {
+    this.#signal?.throwIfAborted();
+    for (const child of await this.#readChildren(rel, abs)) {
+      const st = child.stat;
+      const path = `/${child.rel}`;
+      if (child.whiteout) {
+        if (this.#exclude(path, { type: "whiteout", size: 0 })) {
+          this.stats.excluded++;
+        } else if (!(await this.#lower.lookup(child.rel))) {
+          this.stats.droppedUnchanged++; // deleting what the image never had
+        } else {
+          yield* flush(pending);
+          yield marker(rel, child.tarBase, st);
+          this.stats.whiteouts++;
+        }
+        continue;
+      }
+      if (this.#exclude(path, excludeInfo(st))) {
+        this.stats.excluded++;
+        continue;
+      }
+      const xattrs = await readXattrs(child.abs);
+      assertExpressible(xattrs, child.abs);
+      const lower = await this.#lower.lookup(child.rel);
+
+      if (st.isDirectory()) {
+        const lowerIsDir = lower?.stat.isDirectory() === true;
+        const unchanged = lowerIsDir && (await this.#sameAsLower(child.abs, st, xattrs, lower));
+        pending.push({ entry: baseEntry(child, "directory", xattrs), written: false });
+        if (!unchanged) yield* flush(pending);
+        if (isOpaque(xattrs, child.abs) && lowerIsDir) {
+          yield* flush(pending);
+          yield marker(child.rel, ".wh..wh..opq", st);
+          this.stats.opaqueDirs++;
+        }
+        yield* this.#walkDir(child.rel, child.abs, pending);
+        pending.pop();
+        continue;
+      }
+
+      if (st.isFile()) {
+        const size = Number(st.size);
+        const group = st.nlink > 1n ? this.#groups.get(`${st.dev}:${st.ino}`) : undefined;
+        let changed: boolean;
+        if (group) {
+          group.changed ??= this.#groupChanged(group, st, xattrs);
+          changed = await group.changed;
+        } else {
+          changed = !(await this.#sameAsLower(child.abs, st, xattrs, lower));
+        }
+        if (!changed) {
+          this.stats.droppedUnchanged++;
+          this.stats.droppedUnchangedBytes += size;
+          continue;
+        }
+        yield* flush(pending);
+        if (group?.firstWritten !== undefined) {
+          yield { ...baseEntry(child, "hardlink"), linkname: group.firstWritten };
+        } else {
+          if (group) group.firstWritten = child.rel;
+          yield {
+            ...baseEntry(child, "file", xattrs),
+            size,
+            body: () => readNoFollow(child.abs),
+          };
+        }
+        this.stats.files++;
+        continue;
+      }
+
+      if (st.isSocket()) {
+        // A socket is runtime state, and tar has no type for it.
+        this.#progress({ type: "warning", message: `${path} is a socket; sockets are not put in layers` });
+        continue;
+      }
+      if (await this.#sameAsLower(child.abs, st, xattrs, lower)) {
+        this.stats.droppedUnchanged++;
+        continue;
+      }
+      yield* flush(pending);
+      if (st.isSymbolicLink()) {
+        yield { ...baseEntry(child, "symlink", xattrs), linkname: await readLinkText(child.abs) };
+      } else if (st.isFIFO()) {
+        yield baseEntry(child, "fifo", xattrs);
+      } else {
+        const { major, minor } = splitDev(st.rdev);
+        yield {
+          ...baseEntry(child, st.isCharacterDevice() ? "char" : "block", xattrs),
+          devmajor: major,
+          devminor: minor,
+        };
+      }
+      this.stats.files++;
+    }
+  }
+
+  /** Whether the lowers show exactly this at `lower` (ignoring times; see compare.ts). */
+  async #sameAsLower(
+    abs: string,
+    st: BigIntStats,
+    xattrs: EntryXattrs,
+    lower: LowerEntry | undefined,
+  ): Promise<boolean> {
+    if (!lower || !sameMetadata(st, lower.stat)) return false;
+    if (st.isFile() && st.size !== lower.stat.size) return false;
+    if (st.isSymbolicLink()) {
+      const [a, b] = await Promise.all([
+        fs.readlink(abs, { encoding: "buffer" }),
+        fs.readlink(lower.path, { encoding: "buffer" }),
+      ]);
+      if (!a.equals(b)) return false;
+    }
+    if (!sameXattrs(xattrs.content, (await readXattrs(lower.path)).content)) return false;
+    if (st.isFile()) return sameContent(abs, lower.path, Number(st.size));
+    return true;
+  }
+
+  /** A hardlink group is changed when any member differs from what the lowers show at its path. */
+  async #groupChanged(group: LinkGroup, st: BigIntStats, xattrs: EntryXattrs): Promise<boolean> {
+    for (const rel of group.paths) {
+      const lower = await this.#lower.lookup(rel);
+      if (!(await this.#sameAsLower(join(this.#upperDir, rel), st, xattrs, lower))) return true;
+    }
+    return false;
+  }
+
+  /** A directory's entries with their lstat, in tar order (byte order of their tar base names). */
+  async #readChildren(rel: string, abs: string): Promise<UpperChild[]> {
+    let names: Buffer[];
+    try {
+      names = await fs.readdir(abs, { encoding: "buffer" });
+    } catch (e) {
+      throw asSutureError(e, "IO", `cannot list ${abs}`);
+    }
+    const children: UpperChild[] = [];
+    for (const raw of names) {
+      const name = raw.toString("utf8");
+      const childAbs = join(abs, name);
+      if (!Buffer.from(name, "utf8").equals(raw))
+        throw new SutureError(
+          "IO",
+          `${join(abs, raw.toString("latin1"))} has a name that is not valid UTF-8, which an OCI layer cannot carry portably: rename or remove it`,
+        );
+      let stat: BigIntStats;
+      try {
+        stat = await fs.lstat(childAbs, { bigint: true });
+      } catch (e) {
+        throw asSutureError(e, "IO", `cannot inspect ${childAbs}`);
+      }
+      const whiteout = isWhiteout(stat);
+      if (!whiteout && name.startsWith(".wh."))
+        throw new SutureError(
+          "UNSAFE_LAYER",
+          `${childAbs} is named like an OCI whiteout, so a layer cannot carry it: rename it`,
+        );
+      children.push({
+        name,
+        rel: rel === "" ? name : `${rel}/${name}`,
+        abs: childAbs,
+        stat,
+        whiteout,
+        tarBase: whiteout ? `.wh.${name}` : name,
+      });
+    }
+    return children.sort((a, b) => compareBytes(a.tarBase, b.tarBase));
+  }
+}
+
+/** Write the not yet written ancestors, outermost first. */
+function* flush(pending: PendingDir[]): Generator<TarEntry> {
+  for (const dir of pending) {
+    if (dir.written) continue;
+    dir.written = true;
+    yield dir.entry;
+  }
+}
+
+/** An empty regular file named `base` in directory `dirRel`: a whiteout or opaque marker. */
+function marker(dirRel: string, base: string, st: BigIntStats): TarEntry {
+  return {
+    name: dirRel === "" ? base : `${dirRel}/${base}`,
+    type: "file",
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    mtime: seconds(st.mtimeNs),
+    size: 0,
+  };
+}
+
+function baseEntry(child: UpperChild, type: TarEntry["type"], xattrs?: EntryXattrs): TarEntry {
+  const st = child.stat;
+  return {
+    name: child.rel,
+    type,
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtime: seconds(st.mtimeNs),
+    xattrs: xattrs?.content,
+  };
+}
+
+function excludeInfo(st: BigIntStats): ExcludeInfo {
+  if (st.isFile()) return { type: "file", size: Number(st.size) };
+  if (st.isDirectory()) return { type: "directory", size: 0 };
+  if (st.isSymbolicLink()) return { type: "symlink", size: 0 };
+  return { type: "other", size: 0 };
+}
+
+/** Whole seconds, rounding towards the past (as tar does) also before 1970. */
+function seconds(ns: bigint): number {
+  const s = ns / 1_000_000_000n;
+  return Number(ns < 0n && s * 1_000_000_000n !== ns ? s - 1n : s);
+}
+
+/** Linux's dev_t layout (glibc gnu_dev_major/minor). */
+function splitDev(rdev: bigint): { major: number; minor: number } {
+  return {
+    major: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
+    minor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
+  };
+}
+
+async function* readNoFollow(path: string): AsyncGenerator<Buffer> {
+  const handle = await fs.open(path, READ_NO_FOLLOW);
+  try {
+    for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1 << 20 }))
+      yield chunk as Buffer;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readLinkText(path: string): Promise<string> {
+  const raw = await fs.readlink(path, { encoding: "buffer" });
+  const text = raw.toString("utf8");
+  if (!Buffer.from(text, "utf8").equals(raw))
+    throw new SutureError(
+      "IO",
+      `${path} points to a target that is not valid UTF-8, which an OCI layer cannot carry portably`,
+    );
+  return text;
+}
+
+async function assertDirectory(path: string, what: string): Promise<void> {
+  let st: Awaited<ReturnType<typeof fs.stat>>;
+  try {
+    st = await fs.stat(path);
+  } catch (e) {
+    throw asSutureError(e, "IO", `the ${what} ${path} cannot be read`);
+  }
+  if (!st.isDirectory()) throw new SutureError("IO", `the ${what} ${path} is not a directory`);
+}

@@ -1,0 +1,286 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { decompressAuto } from "../archive/compression.ts";
+import { extractTar } from "../archive/tar-extract.ts";
+import { asSutureError, SutureError } from "../errors/errors.ts";
+import { digestHex } from "../image/digest.ts";
+import type { Image } from "../image/image.ts";
+import type { BlobProvider } from "../image/source.ts";
+import type { Descriptor } from "../oci/manifest.ts";
+import type { ProgressSink } from "../progress/events.ts";
+
+/** Bumped when the on-disk form of an extracted layer changes; older entries are re-extracted. */
+const CACHE_FORMAT = 1;
+
+export interface MaterializeOptions {
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+  /** Layers extracted at the same time (default 2: extraction is CPU- and disk-bound). */
+  concurrency?: number;
+}
+
+/** What `<cacheDir>/layers/<hex>/complete` records about an extracted layer. */
+export interface LayerCacheMarker {
+  format: number;
+  diffID: string;
+  /** The compressed blob it was extracted from (any blob with this diff_id gives the same tree). */
+  digest: string;
+  extractedAt: string;
+  entries: number;
+  bytes: number;
+}
+
+/**
+ * Where a layer lives in the cache. Layout, per uncompressed digest (diff_id):
+ *
+ *     <cacheDir>/layers/<hex>/diff/      the extracted tree: an overlayfs lower dir
+ *     <cacheDir>/layers/<hex>/complete   JSON LayerCacheMarker, present once extraction finished
+ *     <cacheDir>/tmp/                    extractions in progress (same filesystem, for rename)
+ *
+ * The tree is built in tmp/ and renamed into place together with its marker, so a reader never
+ * sees a partial layer; the marker is inside the renamed directory, so "directory exists" and
+ * "extraction complete" cannot disagree.
+ */
+export function layerCacheDir(cacheDir: string, diffID: string): string {
+  return join(cacheDir, "layers", digestHex(diffID));
+}
+
+/** The overlay lower dir of a cached layer. */
+export function layerLowerDir(cacheDir: string, diffID: string): string {
+  return join(layerCacheDir(cacheDir, diffID), "diff");
+}
+
+/**
+ * Extract every layer of an image into the content-addressed cache (once per diff_id) and return
+ * the lower dirs, bottom layer first.
+ *
+ * Each layer blob is read through the blob provider (which verifies the compressed digest while
+ * streaming), decompressed by sniffing, hashed uncompressed and compared with the config's
+ * diff_id (DIGEST_MISMATCH on difference), and extracted safely (UNSAFE_LAYER on escapes; see
+ * extractTar). Nothing reaches the cache unless both digests matched.
+ *
+ * Concurrency: safe between callers in this process (shared in-flight work) and between
+ * processes (each extracts into its own temp dir; the first rename wins and the others discard
+ * their copy). Cached layers are read-only by contract: never mount one as an upper dir.
+ *
+ * A diff_id listed twice keeps only its topmost occurrence in the returned list: overlayfs refuses
+ * the same lower dir twice, and the lower copy can never show through the upper one (everything
+ * it contributes the upper copy contributes too, from higher up).
+ */
+export async function materializeLayers(
+  image: Image,
+  cacheDir: string,
+  options: MaterializeOptions = {},
+): Promise<string[]> {
+  const layers = image.parsed.layers.map((descriptor, i) => ({
+    descriptor,
+    diffID: image.config.rootfs.diff_ids[i]!,
+    index: i,
+  }));
+  if (image.config.rootfs.diff_ids.length !== layers.length) {
+    throw new SutureError(
+      "INVALID_MANIFEST",
+      `image has ${layers.length} layers but its config lists ${image.config.rootfs.diff_ids.length} diff_ids`,
+    );
+  }
+  await pruneStaleTemp(cacheDir);
+  const dirs = new Array<string>(layers.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < layers.length) {
+      const l = layers[next++]!;
+      options.signal?.throwIfAborted();
+      dirs[l.index] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
+        ...options,
+        label: `layer ${l.index + 1}/${layers.length}`,
+      });
+    }
+  };
+  const n = Math.max(1, Math.min(options.concurrency ?? 2, layers.length));
+  await Promise.all(Array.from({ length: n }, worker));
+  const seen = new Set<string>();
+  const topFirst: string[] = [];
+  for (const d of [...dirs].reverse()) {
+    if (seen.has(d)) continue;
+    seen.add(d);
+    topFirst.push(d);
+  }
+  return topFirst.reverse();
+}
+
+const inFlight = new Map<string, Promise<string>>();
+
+/** Extractions older than this in tmp/ belong to a process that died; they are removed. */
+const STALE_TEMP_MS = 24 * 60 * 60 * 1000;
+
+async function pruneStaleTemp(cacheDir: string): Promise<void> {
+  const tmpRoot = join(cacheDir, "tmp");
+  const names = await readdir(tmpRoot).catch(() => [] as string[]);
+  const now = Date.now();
+  for (const name of names) {
+    const st = await stat(join(tmpRoot, name)).catch(() => undefined);
+    if (st && now - st.mtimeMs > STALE_TEMP_MS)
+      await rm(join(tmpRoot, name), { recursive: true, force: true });
+  }
+}
+
+/** Materialise one layer (see materializeLayers); returns its lower dir. */
+export function materializeLayer(
+  blobs: BlobProvider,
+  descriptor: Descriptor,
+  diffID: string,
+  cacheDir: string,
+  options: MaterializeOptions & { label?: string } = {},
+): Promise<string> {
+  const dir = layerCacheDir(cacheDir, diffID);
+  const running = inFlight.get(dir);
+  if (running) return running;
+  const p = materializeUncached(blobs, descriptor, diffID, cacheDir, dir, options).finally(() =>
+    inFlight.delete(dir),
+  );
+  inFlight.set(dir, p);
+  return p;
+}
+
+async function readMarker(dir: string): Promise<LayerCacheMarker | undefined> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, "complete"), "utf8")) as LayerCacheMarker;
+    return m.format === CACHE_FORMAT ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function materializeUncached(
+  blobs: BlobProvider,
+  descriptor: Descriptor,
+  diffID: string,
+  cacheDir: string,
+  dir: string,
+  options: MaterializeOptions & { label?: string },
+): Promise<string> {
+  const lower = join(dir, "diff");
+  if (await readMarker(dir)) return lower;
+
+  const progress = options.progress ?? (() => {});
+  const started = performance.now();
+  const label = options.label ?? "layer";
+  const short = descriptor.digest.slice(0, 19);
+  progress({ type: "step", step: "extract-layer", message: `extracting ${label} ${short}` });
+
+  const tmpRoot = join(cacheDir, "tmp");
+  await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
+  await mkdir(join(cacheDir, "layers"), { recursive: true, mode: 0o755 });
+  const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+  try {
+    await mkdir(tmp, { mode: 0o700 });
+    await mkdir(join(tmp, "diff"), { mode: 0o755 });
+    const stats = await extractLayerBlob(blobs, descriptor, diffID, join(tmp, "diff"), options.signal, label);
+    const marker: LayerCacheMarker = {
+      format: CACHE_FORMAT,
+      diffID,
+      digest: descriptor.digest,
+      extractedAt: new Date().toISOString(),
+      entries: stats.entries,
+      bytes: stats.bytes,
+    };
+    await writeFile(join(tmp, "complete"), JSON.stringify(marker));
+    await commit(tmp, dir, tmpRoot);
+    progress({
+      type: "step-done",
+      step: "extract-layer",
+      message: `${label}: ${stats.entries} entries, ${stats.bytes} bytes`,
+      elapsedMs: Math.round(performance.now() - started),
+    });
+    return lower;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Rename the finished extraction into place; if another process got there first, keep theirs. */
+async function commit(tmp: string, dir: string, tmpRoot: string): Promise<void> {
+  try {
+    await rename(tmp, dir);
+    return;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EEXIST" && code !== "ENOTEMPTY")
+      throw asSutureError(e, "IO", `cannot store layer in ${dir}`);
+  }
+  if (await readMarker(dir)) return;
+  // A directory without a current marker: an older cache format or damage. Move it aside (atomic),
+  // then retry; nothing can be mounting it, since nobody uses a layer without its marker.
+  const trash = join(tmpRoot, `stale-${randomBytes(6).toString("hex")}`);
+  await rename(dir, trash).catch(() => {});
+  await rm(trash, { recursive: true, force: true });
+  try {
+    await rename(tmp, dir);
+  } catch (e) {
+    if (await readMarker(dir)) return;
+    throw asSutureError(e, "IO", `cannot store layer in ${dir}`);
+  }
+}
+
+async function extractLayerBlob(
+  blobs: BlobProvider,
+  descriptor: Descriptor,
+  diffID: string,
+  into: string,
+  signal: AbortSignal | undefined,
+  label: string,
+) {
+  digestHex(diffID);
+  signal?.throwIfAborted();
+  const blob = await blobs.blob(descriptor);
+  const plain = decompressAuto(blob);
+  // decompressAuto pipes with .pipe(), which does not forward errors: a digest mismatch at the
+  // end of the blob must fail the extraction, not go unheard.
+  blob.on("error", (e) => plain.destroy(e));
+  const onAbort = () => {
+    const reason = new SutureError("CANCELLED", `extraction of ${label} was cancelled`);
+    blob.destroy(reason);
+    plain.destroy(reason);
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const hash = createHash("sha256");
+  async function* hashed(stream: Readable) {
+    for await (const chunk of stream) {
+      hash.update(chunk as Buffer);
+      yield chunk as Buffer;
+    }
+  }
+  try {
+    const stats = await extractTar(hashed(plain), into, { whiteouts: "overlay", signal });
+    const actual = `sha256:${hash.digest("hex")}`;
+    if (actual !== diffID) {
+      throw new SutureError(
+        "DIGEST_MISMATCH",
+        `${label} (${descriptor.digest}) uncompresses to ${actual}, but the image config says its diff_id is ${diffID}: the image is corrupt or was tampered with`,
+      );
+    }
+    return stats;
+  } catch (e) {
+    if (signal?.aborted)
+      throw new SutureError("CANCELLED", `extraction of ${label} was cancelled`, { cause: e });
+    if (e instanceof SutureError && (e.code === "UNSAFE_LAYER" || e.code === "INVALID_ARCHIVE")) {
+      throw new SutureError(e.code, `${label} (${descriptor.digest}): ${e.message}`, { cause: e });
+    }
+    throw asSutureError(e, "IO", `cannot extract ${label} (${descriptor.digest})`);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    blob.destroy();
+    plain.destroy();
+  }
+}
+
+/** Whether a layer is already in the cache (marker present and current). */
+export async function isLayerCached(cacheDir: string, diffID: string): Promise<boolean> {
+  const dir = layerCacheDir(cacheDir, diffID);
+  return (
+    (await readMarker(dir)) !== undefined &&
+    (await stat(join(dir, "diff")).catch(() => undefined)) !== undefined
+  );
+}

@@ -1,0 +1,259 @@
+import { type ErrorCode, redact, SutureError } from "../../errors/errors.ts";
+
+/** Error bodies are read up to this many bytes: enough for any distribution error document. */
+export const ERROR_BODY_CAP = 64 * 1024;
+
+/**
+ * A registry failure: a SutureError that also carries the HTTP status, the distribution-spec
+ * error codes from the body, and the server's `Retry-After`, so retry loops can decide.
+ */
+export class RegistryError extends SutureError {
+  readonly status?: number;
+  readonly registryCodes: readonly string[];
+  readonly retryAfterMs?: number;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: {
+      cause?: unknown;
+      retryable?: boolean;
+      status?: number;
+      registryCodes?: string[];
+      retryAfterMs?: number;
+    } = {},
+  ) {
+    super(code, message, { cause: options.cause, retryable: options.retryable });
+    this.status = options.status;
+    this.registryCodes = options.registryCodes ?? [];
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
+/** One entry of a distribution-spec error body: `{"errors":[{"code","message","detail"}]}`. */
+export interface DistributionError {
+  code: string;
+  message: string;
+}
+
+/** Parse a distribution error body; anything else yields an empty list (never throws). */
+export function parseErrorBody(text: string): DistributionError[] {
+  try {
+    const doc = JSON.parse(text) as { errors?: unknown; details?: unknown };
+    if (!doc || !Array.isArray(doc.errors)) return [];
+    return doc.errors
+      .filter((e): e is Record<string, unknown> => !!e && typeof e === "object")
+      .map((e) => ({
+        code: typeof e.code === "string" ? e.code : "UNKNOWN",
+        message: typeof e.message === "string" ? e.message : "",
+      }));
+  } catch {
+    return [];
+  }
+}
+
+/** What was being done, for messages: `127.0.0.1:5000 (pull library/x)`. */
+export interface ErrorContext {
+  /** Registry as the user named it (`docker.io`, `127.0.0.1:5000`). */
+  registry: string;
+  /** `pull REPO` / `push REPO` / `mount …` / `list tags of REPO`. */
+  operation: string;
+  /** The object addressed, for 404s: `manifest library/x:latest`, `blob sha256:…`. */
+  object?: string;
+  /** Whether credentials (or a token obtained with them) were sent. */
+  authenticated: boolean;
+  /** Where the credentials came from, to say which ones were rejected. */
+  credentialSource?: string;
+}
+
+const statusText: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Payload Too Large",
+  416: "Range Not Satisfiable",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+};
+
+/** Statuses a repeat of the same request can cure. */
+export function isRetryableStatus(status: number): boolean {
+  return (
+    status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504
+  );
+}
+
+/** Map an HTTP error answer to a RegistryError whose message names the registry, the operation and a fix. */
+export function errorFromResponse(
+  status: number,
+  bodyText: string,
+  ctx: ErrorContext,
+  retryAfterMs?: number,
+): RegistryError {
+  const errors = parseErrorBody(bodyText);
+  const codes = errors.map((e) => e.code);
+  let detail = errors
+    .map((e) => (e.message ? `${e.code} ${e.message}` : e.code))
+    .join("; ")
+    .slice(0, 300);
+  if (!detail && bodyText.trim() && !/^\s*</.test(bodyText))
+    detail = bodyText.trim().split("\n")[0]!.slice(0, 200);
+  const said = detail ? ` [registry: ${redact(detail)}]` : "";
+  const where = `${ctx.registry} (${ctx.operation})`;
+  const base = { status, registryCodes: codes, retryAfterMs };
+
+  if (status === 401) {
+    if (!ctx.authenticated) {
+      return new RegistryError(
+        "UNAUTHORIZED",
+        `${ctx.registry} requires authentication (${ctx.operation}): run docker login ${ctx.registry}${said}`,
+        base,
+      );
+    }
+    const from = ctx.credentialSource ? ` (credentials from ${ctx.credentialSource})` : "";
+    return new RegistryError(
+      "UNAUTHORIZED",
+      `authentication failed for ${where}: check docker login / credentials${from}${said}`,
+      base,
+    );
+  }
+  if (status === 403) {
+    return new RegistryError(
+      "DENIED",
+      `access denied by ${where}: the account is not allowed to do this; check the repository name and its permissions${said}`,
+      base,
+    );
+  }
+  if (status === 404) {
+    const what = ctx.object ?? describeUnknown(codes);
+    return new RegistryError(
+      "NOT_FOUND",
+      `${what} not found on ${where}: check the repository name, tag or digest${said}`,
+      base,
+    );
+  }
+  if (codes.includes("DIGEST_INVALID") || codes.includes("SIZE_INVALID")) {
+    return new RegistryError(
+      "DIGEST_MISMATCH",
+      `${where} rejected ${ctx.object ?? "the upload"}: the bytes sent do not match its digest or size${said}`,
+      base,
+    );
+  }
+  if (codes.includes("MANIFEST_BLOB_UNKNOWN") || codes.includes("BLOB_UNKNOWN")) {
+    return new RegistryError(
+      "REGISTRY",
+      `${where} rejected ${ctx.object ?? "the manifest"}: it references blobs the repository does not have; push the blobs first${said}`,
+      base,
+    );
+  }
+  if (status === 429) {
+    return new RegistryError(
+      "REGISTRY",
+      `${ctx.registry} is rate limiting requests (${ctx.operation}): wait and retry, or log in for a higher limit${said}`,
+      { ...base, retryable: true },
+    );
+  }
+  const text = `HTTP ${status}${statusText[status] ? ` ${statusText[status]}` : ""}`;
+  if (isRetryableStatus(status)) {
+    return new RegistryError(
+      "REGISTRY",
+      `${where} failed with ${text}: the registry is having trouble; retry later${said}`,
+      { ...base, retryable: true },
+    );
+  }
+  if (status === 405 || codes.includes("UNSUPPORTED")) {
+    return new RegistryError(
+      "REGISTRY",
+      `${where} does not support this request (${text}): the registry may be read-only or a mirror${said}`,
+      base,
+    );
+  }
+  return new RegistryError("REGISTRY", `${where} answered ${text}: unexpected registry error${said}`, base);
+}
+
+function describeUnknown(codes: string[]): string {
+  if (codes.includes("MANIFEST_UNKNOWN")) return "manifest";
+  if (codes.includes("BLOB_UNKNOWN")) return "blob";
+  if (codes.includes("NAME_UNKNOWN")) return "repository";
+  return "resource";
+}
+
+const retryableNetworkCodes = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ECONNABORTED",
+  "EAI_AGAIN",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_CLOSED",
+]);
+
+/** The innermost errno-style code of an error chain (undici wraps socket errors). */
+export function networkCode(e: unknown): string | undefined {
+  let cur: unknown = e;
+  let found: string | undefined;
+  for (let depth = 0; cur && typeof cur === "object" && depth < 5; depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === "string") found = code;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return found;
+}
+
+function innermostMessage(e: unknown): string {
+  let cur: unknown = e;
+  let msg = String(e);
+  for (let depth = 0; cur && typeof cur === "object" && depth < 5; depth++) {
+    if (cur instanceof Error && cur.message) msg = cur.message;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return msg;
+}
+
+/** True for TLS-level failures (certificate or protocol), as opposed to an unreachable host. */
+export function isTlsError(e: unknown): boolean {
+  const code = networkCode(e) ?? "";
+  return (
+    code.startsWith("ERR_SSL") ||
+    code.startsWith("ERR_TLS") ||
+    code === "EPROTO" ||
+    /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|DEPTH_ZERO|HOSTNAME/.test(code)
+  );
+}
+
+/** Map a transport failure (no HTTP answer) to a NETWORK RegistryError. */
+export function errorFromNetwork(
+  e: unknown,
+  ctx: Pick<ErrorContext, "registry" | "operation">,
+): RegistryError {
+  const code = networkCode(e);
+  const where = `${ctx.registry} (${ctx.operation})`;
+  const cause = redact(innermostMessage(e));
+  const withCode = code && !cause.includes(code) ? `${code}: ${cause}` : cause;
+  if (code === "ENOTFOUND") {
+    return new RegistryError("NETWORK", `cannot resolve ${where}: ${withCode}: check the registry address`, {
+      cause: e,
+    });
+  }
+  if (isTlsError(e)) {
+    return new RegistryError(
+      "NETWORK",
+      `TLS connection to ${where} failed: ${withCode}: fix the registry's certificate, or allow it as an insecure registry if you trust the network`,
+      { cause: e },
+    );
+  }
+  return new RegistryError(
+    "NETWORK",
+    `cannot reach ${where}: ${withCode}: is the registry running? check the address`,
+    { cause: e, retryable: code !== undefined && retryableNetworkCodes.has(code) },
+  );
+}

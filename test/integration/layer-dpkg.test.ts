@@ -1,0 +1,130 @@
+/**
+ * The realistic cases the minimal layer exists for. dpkg rewrites every file of each package it
+ * installs, most of them byte-identical. Lower dir = this Debian machine's own root (read-only
+ * through overlay); the .debs come from deb.debian.org through apt, which checks them against the
+ * signed indexes; dpkg runs chrooted in the merged dir inside a private mount namespace, so no
+ * mount outlives the test and the host is never written.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promises as fs } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { type TestContext, test } from "node:test";
+import { promisify } from "node:util";
+import tar from "tar-stream";
+import { defaultExclude } from "../../src/layer/excludes.ts";
+import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
+
+const run = promisify(execFile);
+const sh = (script: string) =>
+  run("bash", ["-euo", "pipefail", "-c", script], {
+    maxBuffer: 64 << 20,
+    env: { ...process.env, PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" },
+  });
+
+interface DpkgRun {
+  root: string;
+  upper: string;
+  layer: PatchLayer;
+  /** Tar entries of the layer: name → type. */
+  entries: Map<string, string>;
+  naiveTar: number;
+  naiveGzip: number;
+  upperFiles: number;
+}
+
+/** Download `pkg=version` pairs, `dpkg -i` them in an overlay over "/", and build the layer. */
+async function dpkgInOverlay(t: TestContext, packages: string[]): Promise<DpkgRun> {
+  const root = await fs.mkdtemp(join(tmpdir(), "suture-layer-dpkg-"));
+  t.after(() => fs.rm(root, { recursive: true, force: true }));
+  const dl = join(root, "dl");
+  const upper = join(root, "upper");
+  for (const d of ["dl", "upper", "work", "merged"]) await fs.mkdir(join(root, d));
+  // apt downloads as the _apt user when it can reach the directory.
+  await fs.chmod(root, 0o755);
+  await fs.chmod(dl, 0o777);
+  await sh(`cd "${dl}" && apt-get download -qq ${packages.map((p) => `"${p}"`).join(" ")}`);
+  const debs = (await fs.readdir(dl)).filter((n) => n.endsWith(".deb"));
+  assert.equal(debs.length, packages.length, `apt downloaded ${packages.join(" ")}`);
+
+  await sh(`unshare -m bash -euo pipefail -c '
+    R="${root}"
+    mount -t overlay overlay -o lowerdir=/,upperdir=$R/upper,workdir=$R/work,redirect_dir=off,metacopy=off $R/merged
+    mount --bind /dev $R/merged/dev
+    mount -t proc proc $R/merged/proc
+    mount --bind $R/dl $R/merged/mnt
+    chroot $R/merged dpkg -i --force-all ${debs.map((d) => `/mnt/${d}`).join(" ")} >/dev/null
+  '`);
+
+  const outFile = join(root, "layer.tar.gz");
+  const started = performance.now();
+  const layer = await buildPatchLayer({ upperDir: upper, lowerDirs: ["/"], outFile, compression: "gzip" });
+  const elapsedMs = Math.round(performance.now() - started);
+
+  const entries = new Map<string, string>();
+  const { stdout: plain } = await run("bash", ["-c", `zcat "${outFile}" | base64 -w0`], {
+    maxBuffer: 256 << 20,
+  });
+  const extract = tar.extract();
+  Readable.from(Buffer.from(plain, "base64")).pipe(extract);
+  for await (const entry of extract) {
+    entries.set(entry.header.name, entry.header.type ?? "file");
+    entry.resume();
+  }
+
+  // The naive layer: the whole upper dir, as a plain tar of it (or `docker commit`) would give.
+  const { stdout: naive } = await sh(
+    `cd "${upper}" && echo $(tar -cf - . | wc -c) $(tar -cf - . | gzip -6 | wc -c) $(find . -type f | wc -l)`,
+  );
+  const [naiveTar, naiveGzip, upperFiles] = naive.trim().split(" ").map(Number) as [number, number, number];
+  t.diagnostic(
+    `upper dir: ${upperFiles} files, tar ${naiveTar} B, gzip ${naiveGzip} B; patch layer: ${layer.entries} entries, tar ${layer.uncompressedSize} B, gzip ${layer.descriptorFields.size} B; size ratio ${(layer.uncompressedSize / naiveTar).toFixed(4)} (tar), ${(layer.descriptorFields.size / naiveGzip).toFixed(4)} (gzip); dropped ${layer.stats.droppedUnchanged} entries / ${layer.stats.droppedUnchangedBytes} B; excluded ${layer.stats.excluded}; built in ${elapsedMs} ms`,
+  );
+  return { root, upper, layer, entries, naiveTar, naiveGzip, upperFiles };
+}
+
+test("reinstalling the installed coreutils .deb gives an empty layer", async (t) => {
+  const { stdout: version } = await sh(`dpkg-query -W -f='\${Version}' coreutils`);
+  const r = await dpkgInOverlay(t, [`coreutils=${version}`]);
+  t.diagnostic(`entries: ${[...r.entries.keys()].join(" ")}`);
+  assert.ok(r.upperFiles > 100, `dpkg rewrote the package's files (${r.upperFiles} in the upper dir)`);
+  assert.ok(r.layer.stats.droppedUnchanged > 100);
+  for (const name of r.entries.keys())
+    assert.match(name, /^var\/(lib\/(dpkg\/.*)?)?$/, `${name} is dpkg bookkeeping`);
+  assert.ok(r.layer.descriptorFields.size < r.naiveGzip / 50, "under 2% of the naive layer");
+});
+
+test("upgrading openssl keeps exactly the files whose bytes or metadata changed", async (t) => {
+  const { stdout: candidate } = await sh(`apt-cache policy libssl3 | sed -n 's/^  Candidate: //p'`);
+  const version = candidate.trim();
+  const r = await dpkgInOverlay(t, [`libssl3=${version}`, `openssl=${version}`]);
+
+  // Independently of compare.ts: every non-directory upper entry whose content (cmp), type, mode
+  // or owner (stat) differs from the host's file at the same path.
+  const { stdout } = await sh(`cd "${r.upper}" && find . ! -type d | while IFS= read -r f; do
+      p="\${f#.}"
+      if [ -c "$f" ]; then echo "W $p"; continue; fi
+      if [ ! -e "$p" ] && [ ! -L "$p" ]; then echo "N $p"; continue; fi
+      if [ "$(stat -c '%f %u %g' "$f")" != "$(stat -c '%f %u %g' "$p")" ]; then echo "M $p"; continue; fi
+      if [ -L "$f" ]; then [ "$(readlink "$f")" = "$(readlink "$p")" ] || echo "L $p"; continue; fi
+      cmp -s "$f" "$p" || echo "C $p"
+    done`);
+  const changed = stdout
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => line.slice(2))
+    .filter((path) => !defaultExclude(path, { type: "file", size: 1 }));
+  const written = [...r.entries]
+    .filter(([, type]) => type !== "directory")
+    .map(([name]) => `/${name.replace(/(^|\/)\.wh\./, "$1")}`);
+  assert.deepEqual(written.sort(), changed.sort());
+  assert.ok(
+    written.some((p) => p.includes("libssl.so.3")),
+    "the new library is in the layer",
+  );
+  assert.ok(r.layer.stats.droppedUnchanged > 0, "identical files (docs, unchanged modules) were dropped");
+  assert.ok(r.layer.uncompressedSize < r.naiveTar, "smaller than the whole upper dir");
+});
