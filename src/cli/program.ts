@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { SutureError } from "../errors/errors.ts";
 import { registerCopy } from "./commands/copy.ts";
 import { registerInspect } from "./commands/inspect.ts";
+import { registerReport } from "./commands/report.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
 export function packageVersion(): string {
@@ -30,6 +31,7 @@ Image references (like skopeo):
   );
   registerInspect(program);
   registerCopy(program);
+  registerReport(program);
   return program;
 }
 
