@@ -24,7 +24,9 @@ export function exitCodeFor(e: unknown): number {
 
 /** One line for the user: the message, plus the code so scripts and bug reports can name it. */
 export function formatError(e: unknown): string {
-  const text = isSutureError(e) ? `${e.message} [${e.code}]` : `${e instanceof Error ? e.message : String(e)} [INTERNAL]`;
+  const text = isSutureError(e)
+    ? `${e.message} [${e.code}]`
+    : `${e instanceof Error ? e.message : String(e)} [INTERNAL]`;
   // Messages quote foreign text (JSON parser errors, tool output); keep the promise of one line.
   return `error: ${text.replace(/\s*\n\s*/g, " ")}`;
 }

@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { SutureError } from "../errors/errors.ts";
 import { registerCopy } from "./commands/copy.ts";
 import { registerInspect } from "./commands/inspect.ts";
+import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
@@ -32,6 +33,7 @@ Image references (like skopeo):
   registerInspect(program);
   registerCopy(program);
   registerReport(program);
+  registerPatch(program);
   return program;
 }
 

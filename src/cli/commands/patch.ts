@@ -1,0 +1,130 @@
+import type { Command } from "commander";
+import { SutureError } from "../../errors/errors.ts";
+import type { Compression } from "../../oci/media-types.ts";
+import { parsePlatform } from "../../oci/platform.ts";
+import { patchImage } from "../../patch/patch.ts";
+import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { ExitCode } from "../exit.ts";
+import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
+
+interface PatchFlags extends CommonFlags {
+  image: string;
+  report?: string;
+  tag?: string;
+  tagSuffix: string;
+  scanner: string;
+  push?: boolean;
+  ociDir?: string;
+  archive?: string;
+  format: string;
+  output?: string;
+  ignoreErrors?: boolean;
+  timeout: string;
+  dryRun?: boolean;
+  cacheDir?: string;
+  compression: string;
+}
+
+/** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
+export function parseDuration(text: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of text.matchAll(re)) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+    consumed += m[0].length;
+  }
+  if (consumed !== text.length || total <= 0)
+    throw new SutureError("USAGE", `invalid --timeout "${text}": use e.g. 5m, 90s, 1h`);
+  return total;
+}
+
+export function registerPatch(program: Command): void {
+  addTransportOptions(
+    program
+      .command("patch")
+      .description("patch an image's OS packages with its own apt in a runc sandbox; adds exactly one layer")
+      .requiredOption("-i, --image <image>", "image to patch (any transport)")
+      .option(
+        "-r, --report <file>",
+        "vulnerability report; without one, every package with a newer version is updated",
+      )
+      .option("-t, --tag <tag>", "patched tag, or a full reference repo:tag")
+      .option("--tag-suffix <suffix>", "suffix for the default tag <source tag>-<suffix>", "patched")
+      .option("-s, --scanner <name>", "auto | trivy | grype | native | NAME (copa-NAME plugin)", "auto")
+      .option("-p, --push", "push the patched image to the registry")
+      .option("--oci-dir <dir>", "write the patched image to an OCI layout directory")
+      .option("--archive <file>", "write the patched image as a docker-archive tarball")
+      .option("-f, --format <format>", "VEX format (openvex)", "openvex")
+      .option("-o, --output <file>", "write an OpenVEX document of what was fixed")
+      .option(
+        "--ignore-errors",
+        "finish even if some packages cannot be patched (they are left out of the VEX)",
+      )
+      .option("--timeout <duration>", "give up after this long", "5m")
+      .option("--dry-run", "print the plan and touch nothing")
+      .option("--platform <platform>", "platform to patch when the image is an index (default: the host's)")
+      .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
+      .option("--compression <c>", "gzip | zstd | uncompressed", "gzip"),
+  ).action(async (flags: PatchFlags) => {
+    if (flags.format !== "openvex")
+      throw new SutureError("USAGE", `unsupported VEX format "${flags.format}": only openvex`);
+    const compression = (flags.compression === "uncompressed" ? "none" : flags.compression) as Compression;
+    if (!["gzip", "zstd", "none"].includes(compression))
+      throw new SutureError("USAGE", `unknown --compression "${flags.compression}"`);
+    const options = transportOptionsFrom(flags);
+    const timeoutMs = parseDuration(flags.timeout);
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () =>
+        controller.abort(new SutureError("TIMEOUT", `patching took longer than --timeout ${flags.timeout}`)),
+      timeoutMs,
+    );
+    const onSignal = () => controller.abort(new SutureError("CANCELLED", "interrupted"));
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    try {
+      const result = await patchImage({
+        image: flags.image,
+        report: flags.report,
+        scanner: flags.scanner,
+        tag: flags.tag,
+        tagSuffix: flags.tagSuffix,
+        push: flags.push,
+        ociDir: flags.ociDir,
+        archive: flags.archive,
+        vexFile: flags.output,
+        ignoreErrors: flags.ignoreErrors,
+        timeoutMs,
+        dryRun: flags.dryRun,
+        platform: flags.platform ? parsePlatform(flags.platform) : undefined,
+        cacheDir: flags.cacheDir,
+        compression,
+        transport: options,
+        progress: options.progress,
+        signal: controller.signal,
+      });
+      options.finish();
+      if (result.status === "dry-run") {
+        process.stdout.write(
+          `${JSON.stringify(result.plan?.updates.map((u) => ({ name: u.name, installed: u.installedVersion, fixed: u.fixedVersion, vulnerabilities: u.vulnerabilities })) ?? "update all", null, 2)}\n`,
+        );
+      } else if (result.status === "up-to-date") {
+        process.stdout.write(`${flags.image} is up to date: nothing to patch\n`);
+      } else {
+        for (const c of result.changed)
+          process.stdout.write(`updated ${c.name} ${c.from ?? "(new)"} → ${c.to}\n`);
+        for (const f of result.failed) process.stdout.write(`failed  ${f.name}: ${f.reason}\n`);
+        process.stdout.write(`patched ${result.target} ${result.digest}\n`);
+        if (result.failed.length) process.exitCode = ExitCode.partial;
+      }
+    } catch (e) {
+      throw controller.signal.aborted && controller.signal.reason ? controller.signal.reason : e;
+    } finally {
+      clearTimeout(timer);
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      await runSandboxCleanups();
+    }
+  });
+}

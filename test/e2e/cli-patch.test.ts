@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { validateOpenVex } from "../../src/vex/validate.ts";
+import { labImage, trivyReportFor } from "../lab/images.ts";
+
+const run = promisify(execFile);
+const suture = join(import.meta.dirname, "../../bin/suture");
+const schema = join(import.meta.dirname, "../../../shared/fixtures/openvex/openvex_json_schema.json");
+let work: string;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), "suture-patch-e2e-"));
+});
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+function cli(args: string[]) {
+  return run(suture, [...args, "--progress", "plain", "--cache-dir", join(work, "cache")], {
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, CI: "true" },
+  });
+}
+
+async function inspectJson(ref: string) {
+  const { stdout } = await run(suture, ["inspect", "--format", "json", ref], { maxBuffer: 64 * 1024 * 1024 });
+  return JSON.parse(stdout).images[0];
+}
+
+async function unpack(layout: string, tag: string, dir: string) {
+  await run("umoci", ["raw", "unpack", "--image", `${layout}:${tag}`, dir]);
+  return dir;
+}
+
+test("patch a real old bookworm image from a Trivy report of its pending security fixes", async () => {
+  const lab = await labImage("bookwormNginx");
+  const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
+    only: ["libssl3", "openssl", "libexpat1"],
+    outFile: join(work, "report.json"),
+  });
+  assert.ok(fixes.length >= 1, "the lab image has pending fixes");
+  const srcIndex = await readFile(join(lab.layoutDir, "index.json"));
+  const out = join(work, "out");
+
+  const { stdout } = await cli([
+    "patch",
+    "-i",
+    lab.reference,
+    "-r",
+    report,
+    "-t",
+    "fixed",
+    "--oci-dir",
+    out,
+    "-o",
+    join(work, "vex.json"),
+  ]);
+  assert.match(stdout, /patched oci:.*:fixed sha256:/);
+
+  const before = await inspectJson(lab.reference);
+  const patched = await inspectJson(`oci:${out}:fixed`);
+  assert.equal(patched.layers.length, before.layers.length + 1, "exactly one new layer");
+  assert.deepEqual(
+    patched.layers.slice(0, -1).map((l: { diffID: string }) => l.diffID),
+    before.layers.map((l: { diffID: string }) => l.diffID),
+  );
+  assert.ok(patched.config.labels.BaseImage);
+  // The source is never modified.
+  assert.deepEqual(await readFile(join(lab.layoutDir, "index.json")), srcIndex);
+
+  // Run the patched image's files: versions, conffile edit kept, symlink kept, patched binary runs.
+  const root = await unpack(out, "fixed", join(work, "rootfs"));
+  const { stdout: status } = await run("chroot", [
+    root,
+    "dpkg-query",
+    "-W",
+    "-f",
+    "${Package} ${Version}\\n",
+    ...fixes.map((f) => f.name),
+  ]);
+  for (const f of fixes)
+    assert.ok(status.includes(`${f.name} ${f.fixed}`), `${f.name} at ${f.fixed}: ${status}`);
+  assert.match(
+    await readFile(join(root, "etc/ssl/openssl.cnf"), "utf8"),
+    /suture-lab: local edit to a conffile/,
+  );
+  assert.equal(await readlink(join(root, "usr/local/bin/ssl")), "/usr/bin/openssl");
+  const { stdout: version } = await run("chroot", [root, "/usr/bin/openssl", "version"]);
+  assert.match(version, /OpenSSL 3\.0\.\d+/);
+  assert.equal((await stat(join(root, "srv/app/data.txt"))).uid, 1000);
+
+  if (existsSync(schema)) {
+    const vex = JSON.parse(await readFile(join(work, "vex.json"), "utf8"));
+    assert.ok(vex.statements.length >= 1);
+    const v = validateOpenVex(vex, schema);
+    assert.ok(v.valid, v.errors.join("; "));
+  }
+
+  // Re-patching the patched image starts from the original layers: still one patch layer.
+  await cli(["patch", "-i", `oci:${out}:fixed`, "-r", report, "-t", "again", "--oci-dir", out]);
+  const again = await inspectJson(`oci:${out}:again`);
+  assert.equal(again.layers.length, before.layers.length + 1);
+});
+
+test("dry-run prints the plan and writes nothing; bad report fails in one line", async () => {
+  const lab = await labImage("bookwormNginx");
+  const { path: report } = await trivyReportFor("bookwormNginx", {
+    only: ["libssl3"],
+    outFile: join(work, "r2.json"),
+  });
+  const out = join(work, "dry");
+  const { stdout } = await cli([
+    "patch",
+    "-i",
+    lab.reference,
+    "-r",
+    report,
+    "-t",
+    "x",
+    "--oci-dir",
+    out,
+    "--dry-run",
+  ]);
+  assert.match(stdout, /libssl3/);
+  await assert.rejects(stat(out));
+  await assert.rejects(
+    cli(["patch", "-i", lab.reference, "-r", "/nonexistent.json", "-t", "x", "--oci-dir", out]),
+    (e: { code: number; stderr: string }) => {
+      assert.notEqual(e.code, 0);
+      assert.equal(e.stderr.split("\n").filter((l) => l.startsWith("error:")).length, 1);
+      return true;
+    },
+  );
+  await assert.rejects(stat(out));
+});
