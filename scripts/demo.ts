@@ -1,11 +1,11 @@
 // The README's demo: build (or reuse) a real old Debian bookworm image, move it through a real
 // loopback registry and an OCI layout with suture, and show what suture sees inside it.
-// `suture patch` is not wired yet (issue 3); the demo will grow into a patch when it is.
+// Then patch it registry → registry from a Trivy-format report of its real pending fixes.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { labImage, pendingSecurityFixes } from "../test/lab/images.ts";
+import { labImage, trivyReportFor } from "../test/lab/images.ts";
 import { startRegistry } from "../test/lab/registry.ts";
 
 const suture = join(import.meta.dirname, "../bin/suture");
@@ -25,9 +25,16 @@ try {
   sh(["copy", "--progress", "plain", ref, `oci:${work}/out:bookworm`], env);
   console.log(`» suture inspect ${ref}`);
   sh(["inspect", ref], env);
-  const fixes = await pendingSecurityFixes("bookwormNginx");
-  console.log(`\n${fixes.length} packages in this image have fixes waiting in bookworm-security, e.g.:`);
-  for (const f of fixes.slice(0, 8)) console.log(`  ${f.name.padEnd(20)} ${f.installed} → ${f.fixed}`);
+  const { path: report } = await trivyReportFor("bookwormNginx", {
+    only: ["libssl3", "openssl", "libexpat1"],
+    outFile: join(work, "report.json"),
+  });
+  console.log(`» suture report ${report}`);
+  sh(["report", report]);
+  console.log(`» suture patch -i ${ref} -r report.json --push -o vex.json`);
+  sh(["patch", "-i", ref, "-r", report, "--push", "-o", join(work, "vex.json"), "--progress", "plain"], env);
+  console.log(`» suture inspect ${registry.host}/demo/nginx:bookworm-patched`);
+  sh(["inspect", `${registry.host}/demo/nginx:bookworm-patched`], env);
 } finally {
   await registry.stop();
   rmSync(work, { recursive: true, force: true });
