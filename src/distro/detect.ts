@@ -28,10 +28,8 @@ const RPM_DBS = [
   "/var/lib/rpm/Packages.db",
   "/usr/lib/sysimage/rpm/rpmdb.sqlite",
 ];
-const TOOLS = [
-  "/usr/bin/apt-get",
-  "/usr/bin/dpkg",
-  "/sbin/apk",
+/** Package tools of the rpm family; any of them means an rpm-based image. */
+const RPM_TOOLS = [
   "/usr/bin/rpm",
   "/usr/bin/dnf",
   "/usr/bin/yum",
@@ -39,6 +37,7 @@ const TOOLS = [
   "/usr/bin/tdnf",
   "/usr/bin/zypper",
 ];
+const TOOLS = ["/usr/bin/apt-get", "/usr/bin/dpkg", "/sbin/apk", ...RPM_TOOLS];
 
 /** Paths detection wants, plus apt's configuration so patching can reuse this read. */
 export function detectionWants(path: string): boolean {
@@ -119,17 +118,7 @@ export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
   if (has("/usr/bin/apt-get") && packageDb === "dpkg") packageManager = "apt";
   else if (has("/usr/bin/dpkg") && packageDb === "dpkg") packageManager = "dpkg";
   else if (has("/sbin/apk")) packageManager = "apk";
-  else if (
-    [
-      "/usr/bin/rpm",
-      "/usr/bin/dnf",
-      "/usr/bin/yum",
-      "/usr/bin/microdnf",
-      "/usr/bin/tdnf",
-      "/usr/bin/zypper",
-    ].some(has)
-  )
-    packageManager = "rpm";
+  else if (RPM_TOOLS.some(has)) packageManager = "rpm";
 
   return { osRelease, packageDb, packageManager, installed, files };
 }
