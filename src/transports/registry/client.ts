@@ -154,6 +154,7 @@ export class RegistryClient {
     headers: Record<string, string>,
     body: RequestBody | undefined,
     operation: string,
+    where = `${this.registry} (${url.host})`,
   ): Promise<HttpResponse> {
     try {
       return await send({
@@ -168,7 +169,7 @@ export class RegistryClient {
     } catch (e) {
       this.#throwIfCancelled(e);
       if (isSutureError(e)) throw e;
-      throw errorFromNetwork(e, { registry: `${this.registry} (${url.host})`, operation });
+      throw errorFromNetwork(e, { registry: where, operation });
     }
   }
 
@@ -230,24 +231,9 @@ export class RegistryClient {
           const authorization = await this.#auth.authorization(scopes, req.operation);
           if (authorization) headers.authorization = authorization;
         }
-        let res: HttpResponse;
-        try {
-          res = await send({
-            method: req.method,
-            url: url.href,
-            headers,
-            body,
-            signal: this.signal,
-            direct: isLoopbackRegistry(url.host),
-            insecureTls: this.#relaxed(url),
-          });
-        } catch (e) {
-          this.#throwIfCancelled(e);
-          if (isSutureError(e)) throw e;
-          const where =
-            url.origin === base.origin ? this.registry : `${this.registry} (redirected to ${url.host})`;
-          throw errorFromNetwork(e, { registry: where, operation: req.operation });
-        }
+        const where =
+          url.origin === base.origin ? this.registry : `${this.registry} (redirected to ${url.host})`;
+        const res = await this.#sendAnywhere(req.method, url, headers, body, req.operation, where);
         const location = header(res, "location");
         if (!follow || !redirectStatuses.has(res.status) || !location) return res;
         await discard(res);
