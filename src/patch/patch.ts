@@ -26,7 +26,7 @@ import { withSandbox } from "../sandbox/sandbox.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { buildOpenVex, writeOpenVex } from "../vex/openvex.ts";
 import { applyWithApt } from "./engines/apt.ts";
-import { resolveTarget, type TargetOptions } from "./target.ts";
+import { resolveTarget, sourceImageReference, type TargetOptions } from "./target.ts";
 
 export interface PatchOptions extends TargetOptions {
   image: string;
@@ -91,11 +91,10 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
     const previous = labels[SutureLabel.patchedLayerDiffId];
     // Re-patching starts again from the original layers, so the result still has one patch layer.
     if (previous && image.config.rootfs.diff_ids.at(-1) === previous) image = removeTopLayers(image, 1);
+    const srcImageRef = sourceImageReference(srcRef);
     const baseName =
       labels[BaseImageLabel] ??
-      (srcRef.transport === "oci"
-        ? formatTransportReference(srcRef)
-        : formatReference((srcRef as { ref: Parameters<typeof formatReference>[0] }).ref));
+      (srcImageRef ? formatReference(srcImageRef) : formatTransportReference(srcRef));
 
     const outcome = await withSandbox(
       image,
@@ -129,16 +128,15 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         if (apt.changed.size === 0) return { kind: "up-to-date" as const, plan: filtered, apt };
         const compression = options.compression ?? "gzip";
         const outFile = join(workRoot, "layer.tar");
-        const layer = await withStep(progress, "layer", "building the patch layer", () =>
-          buildPatchLayer({
-            upperDir: sb.upperDir,
-            lowerDirs: sb.lowerDirs,
-            outFile,
-            compression,
-            progress,
-            signal: options.signal,
-          }),
-        );
+        // buildPatchLayer reports its own step events.
+        const layer = await buildPatchLayer({
+          upperDir: sb.upperDir,
+          lowerDirs: sb.lowerDirs,
+          outFile,
+          compression,
+          progress,
+          signal: options.signal,
+        });
         return { kind: "patched" as const, plan: filtered, apt, layer, outFile, compression };
       },
     );
