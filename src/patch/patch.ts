@@ -1,7 +1,9 @@
+import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { detectDistroInRoot } from "../distro/detect.ts";
+import { listDirInRoot, readFileInRoot } from "../distro/root-files.ts";
 import { SutureError } from "../errors/errors.ts";
 import { writeImage } from "../image/copy.ts";
 import { type Image, imagePlatform, openImage } from "../image/image.ts";
@@ -22,10 +24,11 @@ import { formatReference } from "../ref/reference.ts";
 import { formatTransportReference, parseTransportReference } from "../ref/transport.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport } from "../report/read.ts";
+import { withFileLock } from "../sandbox/file-lock.ts";
 import { withSandbox } from "../sandbox/sandbox.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { buildOpenVex, writeOpenVex } from "../vex/openvex.ts";
-import { applyWithApt } from "./engines/apt.ts";
+import { type AptCacheDirs, applyWithApt } from "./engines/apt.ts";
 import { resolveTarget, sourceImageReference, type TargetOptions } from "./target.ts";
 
 export interface PatchOptions extends TargetOptions {
@@ -53,6 +56,33 @@ export interface PatchResult {
   failed: { name: string; reason: string }[];
   layer?: { size: number; uncompressedSize: number; diffID: string; droppedUnchanged: number };
   vexFile?: string;
+}
+
+/**
+ * apt's lists and downloaded .debs for one image flavour, kept across runs. Keyed by the apt
+ * sources and architecture: `apt-get update` deletes list files its sources do not name, so two
+ * differently configured images must not share a lists dir.
+ */
+async function aptCacheFor(
+  cacheDir: string,
+  root: string,
+  arch: string,
+): Promise<AptCacheDirs & { lock: string }> {
+  const hash = createHash("sha256").update(`arch=${arch}\n`);
+  const files = ["/etc/apt/sources.list"];
+  for (const name of (await listDirInRoot(root, "/etc/apt/sources.list.d/")).sort()) {
+    files.push(`/etc/apt/sources.list.d/${name}`);
+  }
+  for (const f of files) {
+    const content = await readFileInRoot(root, f);
+    if (content) hash.update(`${f}\n${content.length}\n`).update(content);
+  }
+  const dir = join(cacheDir, "apt", hash.digest("hex").slice(0, 16));
+  const lists = join(dir, "lists");
+  const archives = join(dir, "archives");
+  await mkdir(join(lists, "partial"), { recursive: true });
+  await mkdir(join(archives, "partial"), { recursive: true });
+  return { lists, archives, lock: join(dir, "lock") };
 }
 
 export function defaultCacheDir(): string {
@@ -118,12 +148,26 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
               installedVersion: u.installedVersion,
             }))
           : "all";
+        const aptCache = await aptCacheFor(cacheDir, sb.mergedDir, imagePlatform(image).architecture);
         const apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
-          applyWithApt(sb, targets, {
-            ignoreErrors: options.ignoreErrors,
-            progress,
-            timeoutMs: options.timeoutMs,
-          }),
+          withFileLock(
+            aptCache.lock,
+            () =>
+              applyWithApt(sb, targets, {
+                ignoreErrors: options.ignoreErrors,
+                progress,
+                timeoutMs: options.timeoutMs,
+                cache: aptCache,
+              }),
+            {
+              signal: options.signal,
+              onWait: (owner) =>
+                progress({
+                  type: "warning",
+                  message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
+                }),
+            },
+          ),
         );
         if (apt.changed.size === 0) return { kind: "up-to-date" as const, plan: filtered, apt };
         const compression = options.compression ?? "gzip";

@@ -4,15 +4,33 @@ import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../distro/dpkg/version.ts";
 import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
+import type { SandboxMount } from "../../sandbox/runtime.ts";
 
 /** What the apt engine needs from a sandbox: a merged root to read and a way to run commands in it. */
 export interface SandboxRunner {
   readonly mergedDir: string;
   run(
     args: string[],
-    options?: { env?: string[]; timeoutMs?: number },
+    options?: { env?: string[]; timeoutMs?: number; mounts?: SandboxMount[] },
   ): Promise<{ exitCode: number; stdout: string; stderr: string }>;
 }
+
+/**
+ * Host directories that keep apt's downloads between runs: `lists` (indexes; apt revalidates them
+ * with conditional requests) and `archives` (.debs; apt checks each against the index's hash
+ * before use). Bind-mounted, so nothing of them enters the overlay's upper dir.
+ */
+export interface AptCacheDirs {
+  lists: string;
+  archives: string;
+}
+
+/**
+ * Where the cache dirs appear in the container. The archives go under a name of our own because
+ * official Debian images' docker-clean hook deletes /var/cache/apt/archives/*.deb after every
+ * dpkg run; both paths are under the layer builder's excludes.
+ */
+const CACHE_MOUNT = { lists: "/var/lib/apt/lists", archives: "/var/cache/apt/suture-archives" } as const;
 
 export interface PackageTarget {
   name: string;
@@ -58,13 +76,22 @@ export const APT_ENV = ["DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIV
 export async function applyWithApt(
   sandbox: SandboxRunner,
   targets: PackageTarget[] | "all",
-  options: { ignoreErrors?: boolean; progress?: ProgressSink; timeoutMs?: number },
+  options: { ignoreErrors?: boolean; progress?: ProgressSink; timeoutMs?: number; cache?: AptCacheDirs },
 ): Promise<AptResult> {
   const progress = options.progress ?? (() => {});
   const warnings: string[] = [];
   const before = await readInstalled(sandbox.mergedDir);
+  const mounts: SandboxMount[] = [];
+  const aptOptions = [...APT_OPTIONS];
+  if (options.cache) {
+    mounts.push(
+      { destination: CACHE_MOUNT.lists, source: options.cache.lists },
+      { destination: CACHE_MOUNT.archives, source: options.cache.archives },
+    );
+    aptOptions.push("-o", `Dir::Cache::Archives=${CACHE_MOUNT.archives}/`);
+  }
   const run = async (what: string, args: string[]) => {
-    const r = await sandbox.run(args, { env: APT_ENV, timeoutMs: options.timeoutMs });
+    const r = await sandbox.run(args, { env: APT_ENV, timeoutMs: options.timeoutMs, mounts });
     if (r.exitCode !== 0) {
       const tail = lastLines(r.stderr || r.stdout, 3);
       throw new SutureError("PATCH_FAILED", `${what} failed in the image (exit ${r.exitCode}): ${tail}`);
@@ -72,13 +99,16 @@ export async function applyWithApt(
     return r;
   };
 
-  await run("apt-get update", ["apt-get", "update", ...APT_OPTIONS]);
+  await run("apt-get update", ["apt-get", "update", ...aptOptions]);
   const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
     .split("\n")
     .map((s) => s.trim())
     .filter(Boolean);
-  for (const h of held) {
-    const w = `package ${h} is held (apt-mark hold): apt will not upgrade it`;
+  const heldTargets = new Set(
+    targets === "all" ? held : targets.filter((t) => held.includes(t.name)).map((t) => t.name),
+  );
+  for (const h of heldTargets) {
+    const w = `package ${h} is held (apt-mark hold) in the image: it is left at its installed version`;
     warnings.push(w);
     progress({ type: "warning", message: w });
   }
@@ -86,22 +116,30 @@ export async function applyWithApt(
   const started = performance.now();
   let installMs = 0;
   if (targets === "all") {
-    await run("apt-get upgrade", ["apt-get", "upgrade", ...APT_OPTIONS]);
+    await run("apt-get upgrade", ["apt-get", "upgrade", ...aptOptions]);
     installMs = performance.now() - started;
   } else {
     const policy = parseAptPolicy(
-      (await run("apt-cache policy", ["apt-cache", "policy", ...targets.map((t) => t.name)])).stdout,
+      (await run("apt-cache policy", ["apt-cache", "policy", ...aptOptions, ...targets.map((t) => t.name)]))
+        .stdout,
     );
     const pins: string[] = [];
     const failed: { name: string; reason: string }[] = [];
     for (const t of targets) {
+      if (heldTargets.has(t.name)) {
+        failed.push({
+          name: t.name,
+          reason: `held with apt-mark hold in the image (run \`apt-mark unhold ${t.name}\` in the image to allow it)`,
+        });
+        continue;
+      }
       const p = policy.get(t.name);
       const choice = p && chooseVersion(t, p);
       if (!choice) {
         const best = p?.candidate && p.candidate !== "(none)" ? p.candidate : "none";
         failed.push({
           name: t.name,
-          reason: `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${best})`,
+          reason: `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${best}); check them`,
         });
         continue;
       }
@@ -115,7 +153,7 @@ export async function applyWithApt(
     if (failed.length && !options.ignoreErrors) {
       throw new SutureError(
         "PATCH_FAILED",
-        `cannot patch ${failed.map((f) => `${f.name} (${f.reason})`).join("; ")}: check the image's apt sources or pass --ignore-errors`,
+        `cannot patch ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}; or pass --ignore-errors to patch the rest`,
       );
     }
     if (pins.length) {
@@ -124,7 +162,7 @@ export async function applyWithApt(
         "install",
         "--no-install-recommends",
         "--only-upgrade",
-        ...APT_OPTIONS,
+        ...aptOptions,
         ...pins,
       ]);
       installMs = performance.now() - started;
