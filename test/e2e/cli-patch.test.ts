@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -31,6 +31,19 @@ function cli(args: string[]) {
 async function inspectJson(ref: string) {
   const { stdout } = await run(suture, ["inspect", "--format", "json", ref], { maxBuffer: 64 * 1024 * 1024 });
   return JSON.parse(stdout).images[0];
+}
+
+/** The .debs in the patch cache with their inode and mtime (a re-download would change both). */
+async function cachedDebs() {
+  const out: { name: string; ino: number; mtimeMs: number }[] = [];
+  for (const key of await readdir(join(work, "cache", "apt"))) {
+    const dir = join(work, "cache", "apt", key, "archives");
+    for (const name of (await readdir(dir)).filter((n) => n.endsWith(".deb")).sort()) {
+      const st = await stat(join(dir, name));
+      out.push({ name, ino: st.ino, mtimeMs: st.mtimeMs });
+    }
+  }
+  return out;
 }
 
 async function unpack(layout: string, tag: string, dir: string) {
@@ -102,10 +115,20 @@ test("patch a real old bookworm image from a Trivy report of its pending securit
     assert.ok(v.valid, v.errors.join("; "));
   }
 
+  // apt's downloads stay in the cache (outside the image) for the next run.
+  const debs = await cachedDebs();
+  for (const f of fixes)
+    assert.ok(
+      debs.some((d) => d.name.startsWith(`${f.name}_`)),
+      `${f.name} cached`,
+    );
+
   // Re-patching the patched image starts from the original layers: still one patch layer.
   await cli(["patch", "-i", `oci:${out}:fixed`, "-r", report, "-t", "again", "--oci-dir", out]);
   const again = await inspectJson(`oci:${out}:again`);
   assert.equal(again.layers.length, before.layers.length + 1);
+  // ... and downloads nothing again: the cached .debs are the same files.
+  assert.deepEqual(await cachedDebs(), debs);
 });
 
 test("dry-run prints the plan and writes nothing; bad report fails in one line", async () => {
