@@ -37,24 +37,26 @@ export function createRenderer(
       stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
       return;
     }
+    // Platforms of an index are patched concurrently: say which one each line is about.
+    const say = (text: string) => line(event.platform ? `[${event.platform}] ${text.trimStart()}` : text);
     switch (event.type) {
       case "step":
-        line(`» ${event.message}`);
+        say(`» ${event.message}`);
         break;
       case "step-done":
         if (resolved === "plain" || event.message)
-          line(
+          say(
             `  done ${event.step}${event.message ? `: ${event.message}` : ""} (${(event.elapsedMs / 1000).toFixed(1)}s)`,
           );
         break;
       case "warning":
-        line(`warning: ${event.message}`);
+        say(`warning: ${event.message}`);
         break;
       case "info":
-        line(`  ${event.message}`);
+        say(`  ${event.message}`);
         break;
       case "package":
-        line(
+        say(
           `  ${event.status.padEnd(8)} ${event.name} ${event.from ?? "?"} → ${event.to}${event.detail ? ` (${event.detail})` : ""}`,
         );
         break;
@@ -70,7 +72,7 @@ export function createRenderer(
           stream.write(`\r\x1b[K  ${event.action} ${event.digest.slice(7, 19)} ${mib(done)}/${mib(total)}`);
           statusLine = true;
         } else if (event.bytes === event.total || event.action !== "download") {
-          line(`  ${event.action} ${event.digest.slice(0, 19)} ${mib(event.total)}`);
+          say(`  ${event.action} ${event.digest.slice(0, 19)} ${mib(event.total)}`);
         }
         break;
       }
@@ -78,7 +80,7 @@ export function createRenderer(
         if (resolved === "tty") {
           stream.write(`\r\x1b[K  │ ${event.line.slice(0, (stream.columns ?? 100) - 6)}`);
           statusLine = true;
-        } else line(`  │ ${event.line}`);
+        } else say(`  │ ${event.line}`);
         break;
     }
   };

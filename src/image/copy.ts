@@ -37,7 +37,7 @@ export async function copyImage(
       root = await source.manifest(d);
     }
     const written = new Set<string>();
-    await copyTree(source, sink, root, options, written);
+    await copyManifestTree(source, sink, root, options, written);
     await sink.commit(root);
     return root;
   } catch (e) {
@@ -46,7 +46,8 @@ export async function copyImage(
   }
 }
 
-async function copyTree(
+/** Write everything a manifest (image or index) references, then child manifests; not the root itself. */
+export async function copyManifestTree(
   source: ImageSource,
   sink: ImageSink,
   m: RawManifest,
@@ -63,7 +64,7 @@ async function copyTree(
         );
       }
       const childManifest = await source.manifest(child);
-      await copyTree(source, sink, childManifest, options, written);
+      await copyManifestTree(source, sink, childManifest, options, written);
       await sink.writeManifest(childManifest);
     }
     return;

@@ -2,7 +2,12 @@
  * Typed progress events. The library emits them through a ProgressSink and never prints;
  * the CLI decides how to render them (TTY, plain lines, JSON).
  */
-export type ProgressEvent =
+export type ProgressEvent = ProgressEventBody & {
+  /** Which platform of a multi-platform image the event is about (`linux/arm64`). */
+  platform?: string;
+};
+
+type ProgressEventBody =
   | { type: "step"; step: string; message: string }
   | { type: "step-done"; step: string; message?: string; elapsedMs: number }
   | {

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { SutureError } from "../../errors/errors.ts";
 import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
-import { patchImage } from "../../patch/patch.ts";
+import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { ExitCode } from "../exit.ts";
 import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
@@ -63,7 +63,10 @@ export function registerPatch(program: Command): void {
       )
       .option("--timeout <duration>", "give up after this long", "5m")
       .option("--dry-run", "print the plan and touch nothing")
-      .option("--platform <platform>", "platform to patch when the image is an index (default: the host's)")
+      .option(
+        "--platform <list>",
+        "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's)",
+      )
       .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
       .option("--compression <c>", "gzip | zstd | uncompressed", "gzip"),
   ).action(async (flags: PatchFlags) => {
@@ -97,7 +100,12 @@ export function registerPatch(program: Command): void {
         ignoreErrors: flags.ignoreErrors,
         timeoutMs,
         dryRun: flags.dryRun,
-        platform: flags.platform ? parsePlatform(flags.platform) : undefined,
+        platforms: flags.platform
+          ? flags.platform
+              .split(",")
+              .filter(Boolean)
+              .map((p) => parsePlatform(p))
+          : undefined,
         cacheDir: flags.cacheDir,
         compression,
         transport: options,
@@ -105,19 +113,39 @@ export function registerPatch(program: Command): void {
         signal: controller.signal,
       });
       options.finish();
+      const multi = result.platforms.length > 1;
       if (result.status === "dry-run") {
-        process.stdout.write(
-          `${JSON.stringify(result.plan?.updates.map((u) => ({ name: u.name, installed: u.installedVersion, fixed: u.fixedVersion, vulnerabilities: u.vulnerabilities })) ?? "update all", null, 2)}\n`,
-        );
-      } else if (result.status === "up-to-date") {
-        process.stdout.write(`${flags.image} is up to date: nothing to patch\n`);
-      } else {
+        const plans = result.platforms
+          .filter((p) => p.status === "dry-run")
+          .map((p) => ({
+            platform: p.platform,
+            updates:
+              p.plan?.updates.map((u) => ({
+                name: u.name,
+                installed: u.installedVersion,
+                fixed: u.fixedVersion,
+                vulnerabilities: u.vulnerabilities,
+              })) ?? "update all",
+          }));
+        process.stdout.write(`${JSON.stringify(multi ? plans : plans[0]?.updates, null, 2)}\n`);
+        return;
+      }
+      if (multi) process.stdout.write(platformTable(result.platforms));
+      else {
         for (const c of result.changed)
           process.stdout.write(`updated ${c.name} ${c.from ?? "(new)"} → ${c.to}\n`);
         for (const f of result.failed) process.stdout.write(`failed  ${f.name}: ${f.reason}\n`);
-        process.stdout.write(`patched ${result.target} ${result.digest}\n`);
-        if (result.failed.length) process.exitCode = ExitCode.partial;
       }
+      for (const d of result.droppedAttestations)
+        process.stdout.write(`dropped attestation ${d}: it describes an image that was patched\n`);
+      if (result.status === "up-to-date") {
+        process.stdout.write(`${flags.image} is up to date: nothing to patch, nothing written\n`);
+      } else {
+        process.stdout.write(`patched ${result.target} ${result.digest}\n`);
+      }
+      // --ignore-errors: packages left out are said above and kept out of the VEX (exit 0, as copa);
+      // a whole platform that failed still makes the exit code say so.
+      if (result.platforms.some((p) => p.status === "failed")) process.exitCode = ExitCode.partial;
     } catch (e) {
       throw controller.signal.aborted && controller.signal.reason ? controller.signal.reason : e;
     } finally {
@@ -127,4 +155,29 @@ export function registerPatch(program: Command): void {
       await runSandboxCleanups();
     }
   });
+}
+
+/** One row per platform: what a user patching an index needs to see at a glance. */
+export function platformTable(platforms: PlatformResult[]): string {
+  const rows = [
+    ["PLATFORM", "STATUS", "PACKAGES", "DIGEST"],
+    ...platforms.map((p) => [
+      p.platform,
+      p.status,
+      p.status === "failed" || p.status === "skipped"
+        ? (p.reason ?? "")
+        : `${p.changed.length} updated${p.failed.length ? `, ${p.failed.length} failed` : ""}`,
+      p.digest ? p.digest.slice(0, 19) : "",
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map(
+      (r) =>
+        `${r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join("  ")
+          .trimEnd()}\n`,
+    )
+    .join("");
 }

@@ -1,0 +1,260 @@
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { detectDistroInRoot } from "../distro/detect.ts";
+import { listDirInRoot, readFileInRoot } from "../distro/root-files.ts";
+import { SutureError } from "../errors/errors.ts";
+import { type Image, imagePlatform } from "../image/image.ts";
+import { buildPatchLayer } from "../layer/patch-layer.ts";
+import { editImage, removeTopLayers } from "../mutate/mutate.ts";
+import type { Platform } from "../oci/manifest.ts";
+import {
+  Annotation,
+  BaseImageLabel,
+  type Compression,
+  layerMediaTypeFor,
+  MediaType,
+  SutureLabel,
+} from "../oci/media-types.ts";
+import { formatPlatform, hostPlatform } from "../oci/platform.ts";
+import { type ProgressSink, withStep } from "../progress/events.ts";
+import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
+import { withFileLock } from "../sandbox/file-lock.ts";
+import { withSandbox } from "../sandbox/sandbox.ts";
+import { type AptCacheDirs, applyWithApt } from "./engines/apt.ts";
+
+/** What happened to one platform of the image. */
+export interface PlatformResult {
+  platform: string;
+  status: "patched" | "up-to-date" | "dry-run" | "skipped" | "failed";
+  /** Why a platform was skipped or failed. */
+  reason?: string;
+  /** The report's plan restricted to what is installed (undefined in update-all mode). */
+  plan?: UpdatePlan;
+  changed: { name: string; from?: string; to: string }[];
+  failed: { name: string; reason: string }[];
+  /** Digest of the patched manifest (patched) or of the untouched one (otherwise). */
+  digest?: string;
+  layer?: { size: number; uncompressedSize: number; diffID: string; droppedUnchanged: number };
+  warnings: string[];
+}
+
+export interface PatchPlatformContext {
+  cacheDir: string;
+  /** Scratch space of this patch run (the layer file lives here until the image is written). */
+  workRoot: string;
+  /** Name recorded as the original image (BaseImage label, base.name annotation). */
+  baseName: string;
+  ignoreErrors?: boolean;
+  dryRun?: boolean;
+  timeoutMs?: number;
+  compression?: Compression;
+  progress: ProgressSink;
+  signal?: AbortSignal;
+}
+
+/**
+ * Patch one platform's image: strip a previous suture patch layer, run the update in a sandbox
+ * over the image's layers, build the one patch layer from what changed, and return the edited
+ * image value (nothing is written here). `plan` undefined means update-all.
+ */
+export async function patchPlatformImage(
+  original: Image,
+  plan: UpdatePlan | undefined,
+  ctx: PatchPlatformContext,
+): Promise<{ result: PlatformResult; image?: Image }> {
+  const platform = imagePlatform(original);
+  const name = formatPlatform(platform);
+  const progress: ProgressSink = (e) => ctx.progress({ ...e, platform: name });
+  let image = original;
+  const labels = image.config.config?.Labels ?? {};
+  const previous = labels[SutureLabel.patchedLayerDiffId];
+  // Re-patching starts again from the original layers, so the result still has one patch layer.
+  if (previous && image.config.rootfs.diff_ids.at(-1) === previous) image = removeTopLayers(image, 1);
+  const result: PlatformResult = {
+    platform: name,
+    status: "up-to-date",
+    changed: [],
+    failed: [],
+    digest: original.manifest.digest,
+    warnings: [],
+  };
+  await assertCanRun(platform);
+  const workDir = await mkdtemp(join(ctx.workRoot, "platform-"));
+  const outcome = await withSandbox(
+    image,
+    { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
+    async (sb) => {
+      const distro = await detectDistroInRoot(sb.mergedDir);
+      if (distro.packageManager !== "apt") {
+        const os = distro.osRelease?.prettyName ?? distro.osRelease?.id ?? "an unknown OS";
+        throw new SutureError(
+          "UNSUPPORTED_OS",
+          `${os} with package db "${distro.packageDb}" is not supported yet: suture patches apt-based images (Debian, Ubuntu)`,
+        );
+      }
+      const filtered = plan ? filterPlanByInstalled(plan, distro.installed ?? new Map()) : undefined;
+      result.plan = filtered;
+      if (ctx.dryRun) return "dry-run" as const;
+      if (filtered && filtered.updates.length === 0) return "up-to-date" as const;
+      const targets = filtered
+        ? filtered.updates.map((u) => ({
+            name: u.name,
+            fixedVersion: u.fixedVersion,
+            installedVersion: u.installedVersion,
+          }))
+        : "all";
+      const aptCache = await aptCacheFor(ctx.cacheDir, sb.mergedDir, platform.architecture);
+      const apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
+        withFileLock(
+          aptCache.lock,
+          () =>
+            applyWithApt(sb, targets, {
+              ignoreErrors: ctx.ignoreErrors,
+              progress,
+              timeoutMs: ctx.timeoutMs,
+              cache: aptCache,
+            }),
+          {
+            signal: ctx.signal,
+            onWait: (owner) =>
+              progress({
+                type: "warning",
+                message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
+              }),
+          },
+        ),
+      );
+      result.changed = [...apt.changed].map(([n, v]) => ({ name: n, ...v }));
+      result.failed = apt.failed;
+      result.warnings.push(...apt.warnings);
+      if (apt.changed.size === 0) return "up-to-date" as const;
+      const compression = ctx.compression ?? "gzip";
+      const outFile = join(workDir, "layer.tar");
+      // buildPatchLayer reports its own step events.
+      const layer = await buildPatchLayer({
+        upperDir: sb.upperDir,
+        lowerDirs: sb.lowerDirs,
+        outFile,
+        compression,
+        progress,
+        signal: ctx.signal,
+      });
+      return { layer, outFile, compression };
+    },
+  );
+  if (typeof outcome === "string") {
+    result.status = outcome;
+    return { result };
+  }
+
+  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  const { layer, outFile, compression } = outcome;
+  const patched: Image = editImage(image, {
+    addLayers: [
+      {
+        descriptor: {
+          mediaType: layerMediaTypeFor(image.manifest.mediaType, compression),
+          digest: layer.descriptorFields.digest,
+          size: layer.descriptorFields.size,
+        },
+        diffID: layer.diffID,
+        path: outFile,
+      },
+    ],
+    config: (c) => {
+      c.created = now;
+      c.history = [
+        ...(c.history ?? []),
+        { created: now, created_by: `suture patch (${result.changed.length} packages)`, comment: "suture" },
+      ];
+      c.config ??= {};
+      c.config.Labels = {
+        ...(c.config.Labels ?? {}),
+        [BaseImageLabel]: ctx.baseName,
+        [SutureLabel.patchedLayerDiffId]: layer.diffID,
+      };
+    },
+    manifest: (m) => {
+      if ((m.mediaType ?? image.manifest.mediaType) !== MediaType.ociManifest) return; // schema 2 has no annotations
+      m.annotations = {
+        ...(m.annotations ?? {}),
+        [Annotation.created]: now,
+        [Annotation.copaPatched]: now,
+        [Annotation.baseName]: ctx.baseName,
+        [Annotation.baseDigest]: image.manifest.digest,
+      };
+    },
+  });
+  result.status = "patched";
+  result.digest = patched.manifest.digest;
+  result.layer = {
+    size: layer.descriptorFields.size,
+    uncompressedSize: layer.uncompressedSize,
+    diffID: layer.diffID,
+    droppedUnchanged: layer.stats.droppedUnchanged,
+  };
+  return { result, image: patched };
+}
+
+/** QEMU's name for an OCI architecture, as binfmt_misc handlers are named. */
+const QEMU_ARCH: Record<string, string> = {
+  amd64: "x86_64",
+  arm64: "aarch64",
+  arm: "arm",
+  "386": "i386",
+  ppc64le: "ppc64le",
+  s390x: "s390x",
+  riscv64: "riscv64",
+};
+
+/**
+ * A foreign-architecture image's programs (apt, maintainer scripts) run under QEMU user emulation.
+ * The handler needs the F (fix-binary) flag: the interpreter is opened at registration, so it works
+ * inside the container's root, where no qemu binary exists.
+ */
+async function assertCanRun(platform: Platform): Promise<void> {
+  if (platform.architecture === hostPlatform().architecture) return;
+  const qemu = QEMU_ARCH[platform.architecture] ?? platform.architecture;
+  const how = `install qemu-user-static and binfmt-support, then run update-binfmts --enable qemu-${qemu}`;
+  const handler = await readFile(`/proc/sys/fs/binfmt_misc/qemu-${qemu}`, "utf8").catch(() => undefined);
+  if (!handler || !/^enabled$/m.test(handler)) {
+    throw new SutureError(
+      "UNSUPPORTED_PLATFORM",
+      `patching ${formatPlatform(platform)} needs QEMU user emulation, which is not enabled here: ${how}`,
+    );
+  }
+  if (!/^flags:.*F/m.test(handler)) {
+    throw new SutureError(
+      "UNSUPPORTED_PLATFORM",
+      `the qemu-${qemu} binfmt handler lacks the F (fix-binary) flag, so it cannot run inside a container: re-register it with qemu-user-static's binfmt-support files (${how})`,
+    );
+  }
+}
+
+/**
+ * apt's lists and downloaded .debs for one image flavour, kept across runs. Keyed by the apt
+ * sources and architecture: `apt-get update` deletes list files its sources do not name, so two
+ * differently configured images must not share a lists dir.
+ */
+async function aptCacheFor(
+  cacheDir: string,
+  root: string,
+  arch: string,
+): Promise<AptCacheDirs & { lock: string }> {
+  const hash = createHash("sha256").update(`arch=${arch}\n`);
+  const files = ["/etc/apt/sources.list"];
+  for (const name of (await listDirInRoot(root, "/etc/apt/sources.list.d/")).sort()) {
+    files.push(`/etc/apt/sources.list.d/${name}`);
+  }
+  for (const f of files) {
+    const content = await readFileInRoot(root, f);
+    if (content) hash.update(`${f}\n${content.length}\n`).update(content);
+  }
+  const dir = join(cacheDir, "apt", hash.digest("hex").slice(0, 16));
+  const lists = join(dir, "lists");
+  const archives = join(dir, "archives");
+  await mkdir(join(lists, "partial"), { recursive: true });
+  await mkdir(join(archives, "partial"), { recursive: true });
+  return { lists, archives, lock: join(dir, "lock") };
+}
