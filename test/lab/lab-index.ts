@@ -1,0 +1,74 @@
+import { createHash } from "node:crypto";
+import { copyFile, link, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type LabRecipeName, labImage } from "./images.ts";
+
+/**
+ * A multi-platform lab image: the `latest` images of several lab recipes (e.g. amd64 and arm64
+ * minbase) behind one OCI image index, written as a new OCI layout at `dir` tagged `latest`.
+ * Blobs are hard-linked from the lab cache (copied across filesystems), so this takes milliseconds
+ * once the recipes are built. The platform of each entry comes from its image config.
+ */
+export async function labIndex(
+  recipes: readonly LabRecipeName[],
+  dir: string,
+): Promise<{ reference: string; digest: string }> {
+  await mkdir(join(dir, "blobs", "sha256"), { recursive: true });
+  const put = async (bytes: Uint8Array) => {
+    const hex = createHash("sha256").update(bytes).digest("hex");
+    await writeFile(join(dir, "blobs", "sha256", hex), bytes);
+    return { digest: `sha256:${hex}`, size: bytes.length };
+  };
+  const manifests: unknown[] = [];
+  for (const name of recipes) {
+    const lab = await labImage(name);
+    const index = JSON.parse(await readFile(join(lab.layoutDir, "index.json"), "utf8"));
+    const entry = index.manifests.find(
+      (m: { annotations?: Record<string, string> }) =>
+        m.annotations?.["org.opencontainers.image.ref.name"] === "latest",
+    );
+    const blob = (digest: string) => join(lab.layoutDir, "blobs", "sha256", digest.slice(7));
+    const manifest = JSON.parse(await readFile(blob(entry.digest), "utf8"));
+    const config = JSON.parse(await readFile(blob(manifest.config.digest), "utf8"));
+    for (const d of [
+      entry.digest,
+      manifest.config.digest,
+      ...manifest.layers.map((l: { digest: string }) => l.digest),
+    ]) {
+      const to = join(dir, "blobs", "sha256", d.slice(7));
+      await link(blob(d), to).catch(async (e: NodeJS.ErrnoException) => {
+        if (e.code === "EEXIST") return;
+        await copyFile(blob(d), to);
+      });
+    }
+    const platform: Record<string, string> = { os: config.os, architecture: config.architecture };
+    if (config.variant) platform.variant = config.variant;
+    manifests.push({ mediaType: entry.mediaType, digest: entry.digest, size: entry.size, platform });
+  }
+  const index = await put(
+    new TextEncoder().encode(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.index.v1+json",
+        manifests,
+        annotations: { "org.opencontainers.image.description": `suture lab index of ${recipes.join(", ")}` },
+      }),
+    ),
+  );
+  await writeFile(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  await writeFile(
+    join(dir, "index.json"),
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [
+        {
+          mediaType: "application/vnd.oci.image.index.v1+json",
+          ...index,
+          annotations: { "org.opencontainers.image.ref.name": "latest" },
+        },
+      ],
+    }),
+  );
+  return { reference: `oci:${dir}:latest`, digest: index.digest };
+}
