@@ -327,7 +327,7 @@ async function patchPlatforms(
  * annotations), untouched ones keep their descriptors byte for byte, and build attestations of
  * patched platforms are dropped because they describe the image that was replaced.
  */
-function patchedIndex(
+export function patchedIndex(
   root: RawManifest,
   patched: ReadonlyMap<string, Image>,
 ): { raw: RawManifest; dropped: string[] } {

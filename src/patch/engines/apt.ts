@@ -65,7 +65,15 @@ const APT_OPTIONS = [
   "Acquire::Retries=3",
 ];
 
-export const APT_ENV = ["DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIVE_SEEN=true", "LC_ALL=C"];
+export const APT_ENV = [
+  "DEBIAN_FRONTEND=noninteractive",
+  "DEBCONF_NONINTERACTIVE_SEEN=true",
+  "LC_ALL=C",
+  // apt in the container uses the host's proxy, as suture's own downloads do.
+  ...["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((k) =>
+    process.env[k] ? [`${k}=${process.env[k]}`] : [],
+  ),
+];
 
 /**
  * Update packages with the image's own apt, as copa does, but refusing what copa lets through:
