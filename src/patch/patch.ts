@@ -49,6 +49,8 @@ export interface PatchOptions extends TargetOptions {
   platforms?: Platform[];
   cacheDir?: string;
   compression?: Compression;
+  /** Repository URI → mirror URI, for the image's apt sources (air-gapped or corporate mirrors). */
+  mirrors?: Readonly<Record<string, string>>;
   transport?: TransportOptions;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -113,6 +115,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       dryRun: options.dryRun,
       timeoutMs: options.timeoutMs,
       compression: options.compression,
+      mirrors: options.mirrors,
       progress,
       signal: options.signal,
     });

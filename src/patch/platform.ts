@@ -1,7 +1,13 @@
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { detectDistroInRoot } from "../distro/detect.ts";
+import {
+  applyMirrors,
+  fileAccessFromRoot,
+  formatDeb822Sources,
+  readAptSources,
+} from "../distro/dpkg/sources.ts";
 import { listDirInRoot, readFileInRoot } from "../distro/root-files.ts";
 import { SutureError } from "../errors/errors.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
@@ -49,6 +55,8 @@ export interface PatchPlatformContext {
   dryRun?: boolean;
   timeoutMs?: number;
   compression?: Compression;
+  /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
+  mirrors?: Readonly<Record<string, string>>;
   progress: ProgressSink;
   signal?: AbortSignal;
 }
@@ -104,7 +112,8 @@ export async function patchPlatformImage(
             installedVersion: u.installedVersion,
           }))
         : "all";
-      const aptCache = await aptCacheFor(ctx.cacheDir, sb.mergedDir, platform.architecture);
+      const sourcesDir = ctx.mirrors && (await mirroredSources(sb.mergedDir, ctx.mirrors, workDir, progress));
+      const aptCache = await aptCacheFor(ctx.cacheDir, sourcesDir ?? sb.mergedDir, platform.architecture);
       const apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
         withFileLock(
           aptCache.lock,
@@ -114,6 +123,7 @@ export async function patchPlatformImage(
               progress,
               timeoutMs: ctx.timeoutMs,
               cache: aptCache,
+              sourcesDir,
             }),
           {
             signal: ctx.signal,
@@ -233,6 +243,31 @@ async function assertCanRun(platform: Platform): Promise<void> {
 }
 
 /**
+ * The image's apt sources with mirrors applied, as a deb822 file in a host dir apt will read instead
+ * of the image's sources. Undefined when no mirror was asked for.
+ */
+async function mirroredSources(
+  root: string,
+  mirrors: Readonly<Record<string, string>>,
+  workDir: string,
+  progress: ProgressSink,
+): Promise<string | undefined> {
+  if (Object.keys(mirrors).length === 0) return undefined;
+  const original = await readAptSources(fileAccessFromRoot(root));
+  const mirrored = applyMirrors(original, mirrors);
+  if (!mirrored.some((s, i) => s.uri !== original[i]!.uri)) {
+    progress({
+      type: "warning",
+      message: `no apt source of the image uses ${Object.keys(mirrors).join(", ")}: --mirror changes nothing (its sources: ${[...new Set(original.map((s) => s.uri))].join(", ")})`,
+    });
+  }
+  const dir = join(workDir, "apt-sources");
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "suture.sources"), formatDeb822Sources(mirrored));
+  return dir;
+}
+
+/**
  * apt's lists and downloaded .debs for one image flavour, kept across runs. Keyed by the apt
  * sources and architecture: `apt-get update` deletes list files its sources do not name, so two
  * differently configured images must not share a lists dir.
@@ -243,7 +278,8 @@ async function aptCacheFor(
   arch: string,
 ): Promise<AptCacheDirs & { lock: string }> {
   const hash = createHash("sha256").update(`arch=${arch}\n`);
-  const files = ["/etc/apt/sources.list"];
+  // `root` is the image's root, or a mirrored-sources dir laid out the same way (see mirroredSources).
+  const files = ["/etc/apt/sources.list", "/suture.sources"];
   for (const name of (await listDirInRoot(root, "/etc/apt/sources.list.d/")).sort()) {
     files.push(`/etc/apt/sources.list.d/${name}`);
   }

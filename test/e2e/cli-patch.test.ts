@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { validateOpenVex } from "../../src/vex/validate.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { startMirror } from "../lab/mirror.ts";
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");
@@ -161,4 +162,89 @@ test("dry-run prints the plan and writes nothing; bad report fails in one line",
     },
   );
   await assert.rejects(stat(out));
+});
+
+test("--mirror sends apt to the mirror; a mirror serving a tampered .deb fails the patch and writes nothing", async () => {
+  const lab = await labImage("bookwormNginx");
+  const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
+    only: ["libexpat1"],
+    outFile: join(work, "r-mirror.json"),
+  });
+  assert.equal(fixes.length, 1);
+  const mirror = await startMirror();
+  const bad = await startMirror({
+    alter: (path, body) => {
+      if (!path.endsWith(".deb")) return undefined;
+      const copy = Buffer.from(body);
+      copy[copy.length - 100]! ^= 0xff;
+      return copy;
+    },
+  });
+  try {
+    const mirrors = (m: { url: string }) => [
+      "--mirror",
+      `http://deb.debian.org/debian=${m.url}/debian`,
+      "--mirror",
+      `http://deb.debian.org/debian-security=${m.url}/debian-security`,
+    ];
+    const out = join(work, "mirrored");
+    // A fresh cache: the .deb must come through the mirror, not from an earlier test's downloads.
+    const cache = ["--cache-dir", join(work, "cache-mirror")];
+    await run(suture, [
+      "patch",
+      "-i",
+      lab.reference,
+      "-r",
+      report,
+      "-t",
+      "m",
+      "--oci-dir",
+      out,
+      ...mirrors(mirror),
+      ...cache,
+    ]);
+    assert.ok(mirror.requests.some((p) => p.startsWith("/debian-security/dists/bookworm-security/")));
+    assert.ok(
+      mirror.requests.some((p) => /\/libexpat1_.*\.deb$/.test(p)),
+      mirror.requests.join("\n"),
+    );
+    // The image keeps its own sources: the mirror was only used for this run.
+    const root = await unpack(out, "m", join(work, "rootfs-m"));
+    assert.doesNotMatch(
+      await readFile(join(root, "etc/apt/sources.list.d/debian.sources"), "utf8"),
+      /127\.0\.0\.1/,
+    );
+
+    const badOut = join(work, "tampered");
+    await assert.rejects(
+      run(
+        suture,
+        [
+          "patch",
+          "-i",
+          lab.reference,
+          "-r",
+          report,
+          "-t",
+          "t",
+          "--oci-dir",
+          badOut,
+          ...mirrors(bad),
+          "--cache-dir",
+          join(work, "cache-bad"),
+        ],
+        { env: { ...process.env, CI: "true" } },
+      ),
+      (e: { code: number; stderr: string }) => {
+        assert.notEqual(e.code, 0);
+        const errors = e.stderr.split("\n").filter((l) => l.startsWith("error:"));
+        assert.equal(errors.length, 1, e.stderr);
+        assert.match(errors[0]!, /hash sum mismatch|size mismatch/i);
+        return true;
+      },
+    );
+    assert.equal(existsSync(badOut), false, "nothing written");
+  } finally {
+    await Promise.all([mirror.stop(), bad.stop()]);
+  }
 });

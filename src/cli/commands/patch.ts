@@ -23,6 +23,7 @@ interface PatchFlags extends CommonFlags {
   dryRun?: boolean;
   cacheDir?: string;
   compression: string;
+  mirror?: string[];
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -37,6 +38,24 @@ export function parseDuration(text: string): number {
   if (consumed !== text.length || total <= 0)
     throw new SutureError("USAGE", `invalid --timeout "${text}": use e.g. 5m, 90s, 1h`);
   return total;
+}
+
+/** `--mirror http://deb.debian.org/debian=http://mirror.local/debian`, repeatable. */
+export function parseMirrors(values: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values) {
+    const eq = v.indexOf("=");
+    const from = v.slice(0, eq).trim();
+    const to = v.slice(eq + 1).trim();
+    if (eq <= 0 || !/^https?:\/\//.test(from) || !/^https?:\/\//.test(to)) {
+      throw new SutureError(
+        "USAGE",
+        `invalid --mirror "${v}": use FROM=TO with http(s) URIs, e.g. http://deb.debian.org/debian=http://mirror.local/debian`,
+      );
+    }
+    out[from] = to;
+  }
+  return out;
 }
 
 export function registerPatch(program: Command): void {
@@ -68,7 +87,12 @@ export function registerPatch(program: Command): void {
         "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's)",
       )
       .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
-      .option("--compression <c>", "gzip | zstd | uncompressed", "gzip"),
+      .option("--compression <c>", "gzip | zstd | uncompressed", "gzip")
+      .option(
+        "--mirror <from=to>",
+        "fetch packages for apt source FROM from mirror TO (repeatable); signatures are still checked",
+        (value: string, previous: string[] = []) => [...previous, value],
+      ),
   ).action(async (flags: PatchFlags) => {
     if (flags.format !== "openvex")
       throw new SutureError("USAGE", `unsupported VEX format "${flags.format}": only openvex`);
@@ -108,6 +132,7 @@ export function registerPatch(program: Command): void {
           : undefined,
         cacheDir: flags.cacheDir,
         compression,
+        mirrors: parseMirrors(flags.mirror ?? []),
         transport: options,
         progress: options.progress,
         signal: controller.signal,

@@ -8,6 +8,7 @@ import {
   applyMirrors,
   defaultSourcesFor,
   fileAccessFromMap,
+  formatDeb822Sources,
   parseDeb822Sources,
   parseSourcesList,
   readAptSources,
@@ -255,4 +256,24 @@ test("applyMirrors swaps matching URIs (trailing slashes ignored) and keeps ever
   );
   assert.deepEqual(mirrored[0]!.signedBy, KEYRING);
   assert.equal(sources[0]!.uri, "http://deb.debian.org/debian", "input not modified");
+});
+
+test("deb822 output reads back as the same sources, inline keys included", () => {
+  const key =
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGRzZXQ=\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----";
+  const sources = [
+    {
+      uri: "http://mirror.example/debian",
+      suite: "bookworm",
+      components: ["main", "contrib"],
+      signedBy: { path: "/usr/share/keyrings/debian-archive-keyring.gpg" },
+    },
+    { uri: "http://mirror.example/flat", suite: "./", components: [], trusted: true, arch: ["amd64"] },
+    { uri: "http://mirror.example/inline", suite: "stable", components: ["main"], signedBy: { inline: key } },
+  ];
+  const back = parseDeb822Sources(formatDeb822Sources(sources), "x");
+  assert.deepEqual(
+    back.map(({ origin: _origin, ...s }) => s),
+    sources,
+  );
 });

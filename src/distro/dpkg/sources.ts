@@ -349,3 +349,26 @@ export function applyMirrors(
     return to ? { ...s, uri: to } : { ...s };
   });
 }
+
+/**
+ * Write sources back in the deb822 format apt reads from `sources.list.d/*.sources` (one stanza per
+ * source), e.g. to hand apt in the sandbox the image's sources with mirrors applied. Inline keys
+ * use deb822's continuation lines, with " ." for empty lines.
+ */
+export function formatDeb822Sources(sources: readonly AptSource[]): string {
+  return sources
+    .map((s) => {
+      const lines = ["Types: deb", `URIs: ${s.uri}`, `Suites: ${s.suite}`];
+      if (s.components.length) lines.push(`Components: ${s.components.join(" ")}`);
+      if (s.arch?.length) lines.push(`Architectures: ${s.arch.join(" ")}`);
+      if (s.trusted !== undefined) lines.push(`Trusted: ${s.trusted ? "yes" : "no"}`);
+      const sb = s.signedBy;
+      if (sb && "path" in sb) lines.push(`Signed-By: ${sb.path}`);
+      else if (sb && "paths" in sb) lines.push(`Signed-By: ${[...sb.paths, ...sb.fingerprints].join(" ")}`);
+      else if (sb && "inline" in sb) {
+        lines.push("Signed-By:", ...sb.inline.split("\n").map((l) => (l.trim() === "" ? " ." : ` ${l}`)));
+      }
+      return `${lines.join("\n")}\n`;
+    })
+    .join("\n");
+}

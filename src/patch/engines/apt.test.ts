@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { chooseVersion, parseAptPolicy } from "./apt.ts";
+import { aptFailure, chooseVersion, parseAptPolicy } from "./apt.ts";
 
 // Real `LC_ALL=C apt-cache policy libssl3 nginx-light` output from a bookworm host (2026-11).
 const POLICY = `libssl3:
@@ -58,4 +58,31 @@ test("an unasked major-version jump is refused in favour of the report's fix lin
   );
   // The report itself asks for the new major: allowed.
   assert.equal(chooseVersion({ name: "libssl", fixedVersion: "3.0.1-1" }, policy)?.version, "3.0.22-1");
+});
+
+test("apt's verification failures become one UNTRUSTED line; other failures keep apt's E: lines", () => {
+  // What apt-get install printed when a mirror served an altered .deb (2026-11, bookworm apt 2.6).
+  const tampered = `Get:1 http://127.0.0.1:40123/debian-security bookworm-security/main amd64 libexpat1 amd64 2.5.0-1+deb12u5 [107 kB]
+Err:1 http://127.0.0.1:40123/debian-security bookworm-security/main amd64 libexpat1 amd64 2.5.0-1+deb12u5
+  Hash Sum mismatch
+  Hashes of expected file:
+   - SHA256:0d5d7c9a0d3c0f8e1c7f1f3e2b0a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b
+   - Filesize:107940 [weak]
+E: Failed to fetch http://127.0.0.1:40123/debian-security/pool/updates/main/e/expat/libexpat1_2.5.0-1+deb12u5_amd64.deb  Hash Sum mismatch
+E: Unable to fetch some archives, maybe run apt-get update or try with --fix-missing?`;
+  const e = aptFailure("apt-get install", 100, tampered);
+  assert.equal(e.code, "UNTRUSTED");
+  assert.match(
+    e.message,
+    /^apt-get install: apt refused .*Failed to fetch .*libexpat1.*Hash Sum mismatch.*use another mirror$/,
+  );
+  assert.doesNotMatch(e.message, /\n/);
+
+  const other = aptFailure(
+    "apt-get update",
+    100,
+    "Reading package lists...\nE: Could not get lock /var/lib/apt/lists/lock",
+  );
+  assert.equal(other.code, "PATCH_FAILED");
+  assert.match(other.message, /exit 100\): E: Could not get lock/);
 });

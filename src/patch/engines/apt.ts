@@ -84,7 +84,14 @@ export const APT_ENV = [
 export async function applyWithApt(
   sandbox: SandboxRunner,
   targets: PackageTarget[] | "all",
-  options: { ignoreErrors?: boolean; progress?: ProgressSink; timeoutMs?: number; cache?: AptCacheDirs },
+  options: {
+    ignoreErrors?: boolean;
+    progress?: ProgressSink;
+    timeoutMs?: number;
+    cache?: AptCacheDirs;
+    /** Host dir holding `*.sources` files apt uses instead of the image's own (e.g. with --mirror). */
+    sourcesDir?: string;
+  },
 ): Promise<AptResult> {
   const progress = options.progress ?? (() => {});
   const warnings: string[] = [];
@@ -98,11 +105,20 @@ export async function applyWithApt(
     );
     aptOptions.push("-o", `Dir::Cache::Archives=${CACHE_MOUNT.archives}/`);
   }
+  if (options.sourcesDir) {
+    // Under /run, which the layer builder excludes; the image's own sources files stay untouched.
+    mounts.push({ destination: "/run/suture-apt-sources", source: options.sourcesDir, options: ["ro"] });
+    aptOptions.push(
+      "-o",
+      "Dir::Etc::SourceList=/run/suture-apt-sources/none.list",
+      "-o",
+      "Dir::Etc::SourceParts=/run/suture-apt-sources/",
+    );
+  }
   const run = async (what: string, args: string[]) => {
     const r = await sandbox.run(args, { env: APT_ENV, timeoutMs: options.timeoutMs, mounts });
     if (r.exitCode !== 0) {
-      const tail = lastLines(r.stderr || r.stdout, 3);
-      throw new SutureError("PATCH_FAILED", `${what} failed in the image (exit ${r.exitCode}): ${tail}`);
+      throw aptFailure(what, r.exitCode, r.stderr || r.stdout);
     }
     return r;
   };
@@ -282,6 +298,23 @@ function upstreamMajor(v: string): string {
   return noEpoch.split(/[.+~-]/)[0]!;
 }
 
-function lastLines(text: string, n: number): string {
-  return text.trim().split("\n").slice(-n).join(" | ").slice(0, 500);
+/**
+ * One line from apt's output: its `E:` lines (else the last lines), with verification failures
+ * turned into UNTRUSTED errors that say what they mean.
+ */
+export function aptFailure(what: string, exitCode: number, output: string): SutureError {
+  const lines = output.trim().split("\n");
+  const errors = lines.filter((l) => l.startsWith("E: "));
+  const summary = (errors.length ? errors : lines.slice(-3)).join(" | ").slice(0, 500);
+  if (
+    /Hash Sum mismatch|File has unexpected size|NO_PUBKEY|is not signed|invalid signature|EXPKEYSIG|is no longer valid|not valid yet/i.test(
+      output,
+    )
+  ) {
+    return new SutureError(
+      "UNTRUSTED",
+      `${what}: apt refused what the repository served (it does not match the signed metadata): ${summary}; the mirror or a proxy is serving altered or stale files, use another mirror`,
+    );
+  }
+  return new SutureError("PATCH_FAILED", `${what} failed in the image (exit ${exitCode}): ${summary}`);
 }
