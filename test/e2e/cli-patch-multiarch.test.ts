@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { validateOpenVex } from "../../src/vex/validate.ts";
 import { trivyReportFor } from "../lab/images.ts";
 import { labIndex } from "../lab/lab-index.ts";
+import { buildRandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 
 // A real amd64 + arm64 bookworm index pushed to a loopback registry; the arm64 platform's apt runs
@@ -174,4 +175,49 @@ test("--platform patches one platform and carries the other over byte for byte",
     },
   );
   assert.equal(existsSync(join(work, "none")), false);
+});
+
+test("a platform that cannot be patched fails the run, or with --ignore-errors is carried over while the rest is patched", async () => {
+  // linux/arm64 here is random files: no OS to detect, so it cannot be patched.
+  const odd = await buildRandomImage({ architecture: "arm64", layers: 1 });
+  const index = await labIndex(["bookwormMinbase"], join(work, "odd-index"), [
+    { image: odd, architecture: "arm64" },
+  ]);
+  // A report that does not say which platform it scanned applies to every selected platform.
+  const anyPlatform = JSON.parse(await readFile(join(reports, "amd64.json"), "utf8"));
+  delete anyPlatform.Metadata.ImageConfig;
+  const report = join(work, "any-platform.json");
+  await writeFile(report, JSON.stringify(anyPlatform));
+  const args = (out: string) => [
+    "patch",
+    "-i",
+    index.reference,
+    "-r",
+    report,
+    "--platform",
+    "linux/amd64,linux/arm64",
+    "-t",
+    "p",
+    "--oci-dir",
+    out,
+    "--cache-dir",
+    join(work, "cache"),
+  ];
+  await assert.rejects(cli(args(join(work, "odd-strict"))), (e: { code: number; stderr: string }) => {
+    assert.notEqual(e.code, 0);
+    assert.match(e.stderr, /^error: .*not supported/m);
+    return true;
+  });
+  assert.equal(existsSync(join(work, "odd-strict")), false, "nothing written");
+
+  const out = join(work, "odd-lenient");
+  const result = await cli([...args(out), "--ignore-errors"]).then(
+    () => assert.fail("a failed platform must show in the exit code"),
+    (e: { code: number; stdout: string }) => e,
+  );
+  assert.equal(result.code, 3, "partial success");
+  assert.match(result.stdout, /linux\/amd64\s+patched/);
+  assert.match(result.stdout, /linux\/arm64\s+failed/);
+  const patched = await inspect(`oci:${out}:p`);
+  assert.equal(patched.images.find((i) => i.platform === "linux/arm64")?.digest, odd.manifest.digest);
 });

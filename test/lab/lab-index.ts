@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { copyFile, link, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type LabRecipeName, labImage } from "./images.ts";
+import type { RandomImage } from "./random-image.ts";
 
 /**
  * A multi-platform lab image: the `latest` images of several lab recipes (e.g. amd64 and arm64
@@ -12,6 +13,8 @@ import { type LabRecipeName, labImage } from "./images.ts";
 export async function labIndex(
   recipes: readonly LabRecipeName[],
   dir: string,
+  /** Generated images to add as further platforms (e.g. one no OS can be detected in). */
+  extra: readonly { image: RandomImage; architecture: string }[] = [],
 ): Promise<{ reference: string; digest: string }> {
   await mkdir(join(dir, "blobs", "sha256"), { recursive: true });
   const put = async (bytes: Uint8Array) => {
@@ -44,6 +47,15 @@ export async function labIndex(
     const platform: Record<string, string> = { os: config.os, architecture: config.architecture };
     if (config.variant) platform.variant = config.variant;
     manifests.push({ mediaType: entry.mediaType, digest: entry.digest, size: entry.size, platform });
+  }
+  for (const { image, architecture } of extra) {
+    for (const bytes of image.blobs.values()) await put(bytes);
+    manifests.push({
+      mediaType: image.manifest.mediaType,
+      digest: image.manifest.digest,
+      size: image.manifest.bytes.length,
+      platform: { os: "linux", architecture },
+    });
   }
   const index = await put(
     new TextEncoder().encode(
