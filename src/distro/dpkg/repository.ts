@@ -156,9 +156,27 @@ export async function openRepositories(
   options: Omit<OpenRepositoryOptions, "keyring"> & { keyringFor: (source: AptSource) => Promise<Keyring> },
 ): Promise<Repository[]> {
   const usable = sources.filter((s) => !s.arch || s.arch.includes(options.arch));
-  return Promise.all(
-    usable.map(async (s) => openRepository(s, { ...options, keyring: await options.keyringFor(s) })),
+  // On the first failure the others are cancelled and awaited: nothing may still be writing into
+  // the cache when the caller hears about the error (and, say, removes its directory).
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const settled = await Promise.allSettled(
+    usable.map(async (s) => {
+      try {
+        return await openRepository(s, { ...options, signal, keyring: await options.keyringFor(s) });
+      } catch (e) {
+        stop.abort(e);
+        throw e;
+      }
+    }),
   );
+  const failed = settled.find(
+    (r) => r.status === "rejected" && !(isSutureError(r.reason) && r.reason.code === "CANCELLED"),
+  );
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  const cancelled = settled.find((r) => r.status === "rejected");
+  if (cancelled) throw (cancelled as PromiseRejectedResult).reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<Repository>).value);
 }
 
 function suiteMatches(release: ReleaseInfo, suite: string): boolean {

@@ -1,0 +1,106 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { openRepositories, type Repository } from "../../../distro/dpkg/repository.ts";
+import {
+  type AptSource,
+  applyMirrors,
+  defaultSourcesFor,
+  fileAccessFromRoot,
+  readAptSources,
+} from "../../../distro/dpkg/sources.ts";
+import type { OsRelease } from "../../../distro/os-release.ts";
+import { SutureError } from "../../../errors/errors.ts";
+import type { ProgressSink } from "../../../progress/events.ts";
+import { imageKeyringProvider, type KeyFileAccess, parseKeyring } from "../../../trust/keyring.ts";
+
+export interface ImageRepositoriesOptions {
+  /** dpkg architecture of the image (`amd64`, `arm64`, `armhf`, …). */
+  arch: string;
+  /** Where verified indexes are cached (shared between runs and images). */
+  cacheDir: string;
+  mirrors?: Readonly<Record<string, string>>;
+  /**
+   * A keyring file to trust for the default sources of images without apt configuration
+   * (distroless). Default: the distribution's archive keyring as installed on this host.
+   */
+  keyringFile?: string;
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+}
+
+/**
+ * The verified apt repositories an image's packages come from: the image's own sources (trusted
+ * keys resolved inside the image, as its apt would), or, when it has none (distroless, chiseled),
+ * the official suites of the release its os-release names, trusted with `keyringFile` or the
+ * host's copy of the distribution's archive keyring. Mirrors replace URIs but never trust.
+ */
+export async function openImageRepositories(
+  root: string,
+  os: OsRelease | undefined,
+  options: ImageRepositoriesOptions,
+): Promise<{ sources: AptSource[]; repositories: Repository[]; imageSources: boolean }> {
+  const files = fileAccessFromRoot(root);
+  let sources = await readAptSources(files);
+  const imageSources = sources.length > 0;
+  if (!imageSources) {
+    if (!os) {
+      throw new SutureError(
+        "UNSUPPORTED_OS",
+        "the image has no apt sources and no os-release, so suture cannot tell where its packages come from: pass --mirror or add /etc/apt/sources.list.d to the image",
+      );
+    }
+    sources = defaultSourcesFor(os, { arch: options.arch });
+  }
+  if (options.mirrors) sources = applyMirrors(sources, options.mirrors);
+  const fallback = await hostKeyFiles(options.keyringFile);
+  const keyringFor = imageKeyringProvider(files, { fallback });
+  const repositories = await openRepositories(sources, {
+    arch: options.arch,
+    cacheDir: join(options.cacheDir, "apt-native"),
+    keyringFor,
+    progress: options.progress,
+    signal: options.signal,
+  });
+  return { sources, repositories, imageSources };
+}
+
+/**
+ * Key files looked up on the host when the image lacks the Signed-By keyring: the user's
+ * `--keyring` file stands in for any path; without one, the host's own keyrings (Debian hosts ship
+ * debian-archive-keyring, which the sandbox's real archive traffic is verified with too).
+ */
+async function hostKeyFiles(keyringFile: string | undefined): Promise<KeyFileAccess> {
+  if (keyringFile) {
+    const bytes = await readFile(keyringFile).catch((e) => {
+      throw new SutureError("USAGE", `cannot read --keyring ${keyringFile}: ${(e as Error).message}`);
+    });
+    await parseKeyring(bytes, keyringFile); // fail early and clearly on a file that is no keyring
+    return { readFile: async () => bytes, listDir: async () => [] };
+  }
+  return {
+    readFile: async (path) => {
+      if (!path.startsWith("/usr/share/keyrings/")) return undefined;
+      return readFile(path).catch(() => undefined);
+    },
+    listDir: async () => [],
+  };
+}
+
+/** dpkg's name for an OCI platform's architecture. */
+export function dpkgArchitecture(architecture: string, variant?: string): string {
+  switch (architecture) {
+    case "amd64":
+    case "arm64":
+    case "s390x":
+    case "riscv64":
+      return architecture;
+    case "386":
+      return "i386";
+    case "ppc64le":
+      return "ppc64el";
+    case "arm":
+      return variant === "v5" || variant === "v6" ? "armel" : "armhf";
+    default:
+      throw new SutureError("UNSUPPORTED_PLATFORM", `no Debian architecture matches ${architecture}`);
+  }
+}
