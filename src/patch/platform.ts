@@ -124,6 +124,7 @@ export async function patchPlatformImage(
               timeoutMs: ctx.timeoutMs,
               cache: aptCache,
               sourcesDir,
+              signal: ctx.signal,
             }),
           {
             signal: ctx.signal,
@@ -292,5 +293,5 @@ async function aptCacheFor(
   const archives = join(dir, "archives");
   await mkdir(join(lists, "partial"), { recursive: true });
   await mkdir(join(archives, "partial"), { recursive: true });
-  return { lists, archives, lock: join(dir, "lock") };
+  return { lists, archives, debStore: join(cacheDir, "apt-native"), lock: join(dir, "lock") };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { aptFailure, chooseVersion, parseAptPolicy } from "./apt.ts";
+import { aptFailure, chooseVersion, parseAptPolicy, parsePrintUris } from "./apt.ts";
 
 // Real `LC_ALL=C apt-cache policy libssl3 nginx-light` output from a bookworm host (2026-11).
 const POLICY = `libssl3:
@@ -85,4 +85,40 @@ E: Unable to fetch some archives, maybe run apt-get update or try with --fix-mis
   );
   assert.equal(other.code, "PATCH_FAILED");
   assert.match(other.message, /exit 100\): E: Could not get lock/);
+});
+
+test("--print-uris lines become verified download entries under apt's file names", () => {
+  const out = `'http://deb.debian.org/debian-security/pool/updates/main/o/openssl/libssl3_3.0.22-1~deb12u2_amd64.deb' libssl3_3.0.22-1~deb12u2_amd64.deb 2032132 SHA256:${"a".repeat(64)}
+'http://deb.debian.org/debian/pool/main/t/tzdata/tzdata_2026f-0%2bdeb12u1_all.deb' tzdata_2026f-0+deb12u1_all.deb 257000 SHA256:${"b".repeat(64)}
+'http://deb.debian.org/debian/pool/main/x/x/x_1%3a2_all.deb' x_1%3a2_all.deb 10 MD5Sum:0123
+'http://evil/../x.deb' ../x.deb 10 SHA256:${"c".repeat(64)}`;
+  const got = parsePrintUris(out);
+  assert.deepEqual(
+    got.map((g) => [
+      g.filename,
+      g.entry.package,
+      g.entry.version,
+      g.entry.size,
+      g.entry.repoUri,
+      g.entry.filename,
+    ]),
+    [
+      [
+        "libssl3_3.0.22-1~deb12u2_amd64.deb",
+        "libssl3",
+        "3.0.22-1~deb12u2",
+        2032132,
+        "http://deb.debian.org/debian-security/pool/updates/main/o/openssl",
+        "libssl3_3.0.22-1~deb12u2_amd64.deb",
+      ],
+      [
+        "tzdata_2026f-0+deb12u1_all.deb",
+        "tzdata",
+        "2026f-0+deb12u1",
+        257000,
+        "http://deb.debian.org/debian/pool/main/t/tzdata",
+        "tzdata_2026f-0+deb12u1_all.deb",
+      ],
+    ],
+  );
 });

@@ -1,5 +1,7 @@
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { copyFile, link, readFile, rm, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { downloadPackages } from "../../distro/dpkg/fetch-debs.ts";
+import type { PackageEntry } from "../../distro/dpkg/packages-index.ts";
 import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../distro/dpkg/version.ts";
 import { SutureError } from "../../errors/errors.ts";
@@ -23,6 +25,11 @@ export interface SandboxRunner {
 export interface AptCacheDirs {
   lists: string;
   archives: string;
+  /**
+   * Cache root of verified .debs by SHA-256 (distro/dpkg/fetch-debs.ts layout), shared with the
+   * native engine: packages apt will need are fetched there in parallel before apt runs.
+   */
+  debStore?: string;
 }
 
 /**
@@ -91,6 +98,7 @@ export async function applyWithApt(
     cache?: AptCacheDirs;
     /** Host dir holding `*.sources` files apt uses instead of the image's own (e.g. with --mirror). */
     sourcesDir?: string;
+    signal?: AbortSignal;
   },
 ): Promise<AptResult> {
   const progress = options.progress ?? (() => {});
@@ -123,6 +131,35 @@ export async function applyWithApt(
     return r;
   };
 
+  /**
+   * apt downloads one file after another; ask it what it will fetch (--print-uris: URI, file name,
+   * size, SHA-256 from its verified indexes), fetch those in parallel with the same checks, and
+   * place them in its archive cache, where it verifies them again before use.
+   */
+  const prefetch = async (args: string[]) => {
+    const cache = options.cache;
+    if (!cache?.debStore) return;
+    const r = await run("apt-get --print-uris", [...args, "--print-uris", "-qq"]);
+    const wanted = parsePrintUris(r.stdout);
+    const missing: typeof wanted = [];
+    for (const w of wanted) {
+      const st = await stat(join(cache.archives, w.filename)).catch(() => undefined);
+      if (st?.size !== w.entry.size) missing.push(w);
+    }
+    if (!missing.length) return;
+    const paths = await downloadPackages(
+      missing.map((m) => m.entry),
+      { cacheDir: cache.debStore, progress, signal: options.signal },
+    );
+    await Promise.all(
+      missing.map(async (m, i) => {
+        const dest = join(cache.archives, m.filename);
+        await rm(dest, { force: true });
+        await link(paths[i]!, dest).catch(() => copyFile(paths[i]!, dest));
+      }),
+    );
+  };
+
   await run("apt-get update", ["apt-get", "update", ...aptOptions]);
   const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
     .split("\n")
@@ -140,6 +177,7 @@ export async function applyWithApt(
   const started = performance.now();
   let installMs = 0;
   if (targets === "all") {
+    await prefetch(["apt-get", "upgrade", ...aptOptions]);
     await run("apt-get upgrade", ["apt-get", "upgrade", ...aptOptions]);
     installMs = performance.now() - started;
   } else {
@@ -181,6 +219,15 @@ export async function applyWithApt(
       );
     }
     if (pins.length) {
+      const installArgs = [
+        "apt-get",
+        "install",
+        "--no-install-recommends",
+        "--only-upgrade",
+        ...aptOptions,
+        ...pins,
+      ];
+      await prefetch(installArgs);
       await run("apt-get install", [
         "apt-get",
         "install",
@@ -317,4 +364,36 @@ export function aptFailure(what: string, exitCode: number, output: string): Sutu
     );
   }
   return new SutureError("PATCH_FAILED", `${what} failed in the image (exit ${exitCode}): ${summary}`);
+}
+
+/**
+ * `apt-get … --print-uris -qq` lines: `'URI' FILE SIZE SHA256:HEX`. Files without a SHA-256 are
+ * left to apt itself. The entries carry just what a verified download needs.
+ */
+export function parsePrintUris(text: string): { filename: string; entry: PackageEntry }[] {
+  const out: { filename: string; entry: PackageEntry }[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^'([^']+)'\s+(\S+)\s+(\d+)\s+SHA256:([0-9a-f]{64})\s*$/.exec(line.trim());
+    if (!m) continue;
+    const [, uri, filename, size, sha256] = m;
+    if (filename!.includes("/") || filename!.startsWith(".")) continue;
+    const cut = uri!.lastIndexOf("/");
+    const name = decodeURIComponent(uri!.slice(cut + 1));
+    const [pkg = name, version = "", arch = ""] = basename(filename!, ".deb").split("_");
+    out.push({
+      filename: filename!,
+      entry: {
+        package: pkg,
+        version: decodeURIComponent(version),
+        architecture: arch,
+        filename: name,
+        size: Number(size),
+        sha256: sha256!,
+        essential: false,
+        paragraph: "",
+        repoUri: uri!.slice(0, cut),
+      },
+    });
+  }
+  return out;
 }

@@ -1,0 +1,610 @@
+import { createHash } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
+import {
+  chmod,
+  chown,
+  type FileHandle,
+  link,
+  lchown,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  rmdir,
+  symlink,
+  unlink,
+  utimes,
+} from "node:fs/promises";
+import { join, posix } from "node:path";
+import { normaliseEntryPath } from "../../../archive/tar-extract.ts";
+import {
+  type ConffileRecord,
+  type DatabasePackage,
+  type DpkgDatabase,
+  fieldValue,
+  formatConffilesField,
+  infoName,
+  orderStatusFields,
+  parseStanzaFields,
+  type StanzaField,
+  withField,
+} from "../../../distro/dpkg/database.ts";
+import { type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
+import { readFileInRoot } from "../../../distro/root-files.ts";
+import { describeCause, SutureError } from "../../../errors/errors.ts";
+import type { ProgressSink } from "../../../progress/events.ts";
+
+export interface UnpackOptions {
+  /**
+   * `unpacked` (default): record the package as `dpkg --unpack` leaves it (`install ok unpacked`,
+   * `Config-Version` = the old version) so `dpkg --configure --pending` in the image finishes the
+   * job. `installed`: record it configured, for images where no maintainer script can run.
+   */
+  state?: "unpacked" | "installed";
+  progress?: ProgressSink;
+}
+
+export interface KeptConffile {
+  path: string;
+  /** Where the package's new version was put (`<path>.dpkg-dist`); undefined when it was not needed. */
+  newVersionAt: string | undefined;
+}
+
+export interface UnpackSummary {
+  package: string;
+  architecture: string;
+  /** The version replaced; undefined for a fresh install. */
+  fromVersion: string | undefined;
+  toVersion: string;
+  /** Regular files, symlinks and hardlinks written. */
+  filesWritten: number;
+  bytesWritten: number;
+  /** Conffiles whose image copy stayed (edited by the image's author, as --force-confold keeps them). */
+  conffilesKept: KeptConffile[];
+  /** Conffiles replaced by the package's new version. */
+  conffilesInstalled: string[];
+  /** Paths the old version had and the new one does not, removed from the tree. */
+  removed: string[];
+  /**
+   * Maintainer script invocations dpkg would make for this step that were not run, in order
+   * (`libfoo prerm upgrade 1.2-2`, …; `postinst configure` included only for `unpacked`).
+   */
+  scripts: string[];
+  /** Triggers this unpack activated (explicit names and file-trigger paths). */
+  triggers: string[];
+}
+
+/** dpkg's name for the placeholder hash of a conffile absent from disk. */
+const NONEXISTENT = "nonexistent";
+const NEWCONFFILE = "newconffile";
+const MAX_SYMLINK_HOPS = 40;
+
+interface PendingConffile {
+  path: string;
+  /** Host path of the installed conffile (symlinks followed inside the root). */
+  target: string;
+  /** Host path of the extracted new version (`<target>.dpkg-new`). */
+  staged: string;
+  hash: string;
+}
+
+/**
+ * Unpack `debPath` into the image tree at `root` and record it in `db` as dpkg does for
+ * `dpkg --unpack --force-confold --force-confdef` of an upgrade or a fresh install, with the
+ * conffile decisions of the following `--configure` taken at once:
+ * - files, symlinks and hardlinks are extracted next to their destination as `<path>.dpkg-new`
+ *   (O_EXCL|O_NOFOLLOW) and renamed into place after the whole archive was read; ownership, mode
+ *   bits and mtimes come from the archive, overridden by `dpkg-statoverride` records;
+ * - missing directories are created; existing ones, and symlinks to directories, are left as they are;
+ * - a path diverted by another package (or locally) goes to its divert-to name;
+ * - conffiles: unchanged by the image → replaced; edited in the image and changed in the package →
+ *   kept, new version beside it as `<path>.dpkg-dist`; edited but unchanged in the package → kept;
+ *   conffiles dropped by the new version stay on disk, recorded `obsolete`;
+ * - paths the old version listed and the new one does not are removed unless another package owns
+ *   them (directories only when empty);
+ * - the info files and the status stanza are rewritten, and explicit and file triggers activated on
+ *   the interested packages (`unpacked` only: nothing processes them in an `installed`-only image).
+ * Every path is resolved inside `root` (symlinks in the image are followed as the image would see
+ * them, never out of it). Maintainer scripts are not run: the summary lists the invocations dpkg
+ * would have made. Errors: INVALID_ARCHIVE (bad .deb), PATCH_FAILED (the tree conflicts with the
+ * package, e.g. a directory where it ships a file), UNSAFE_LAYER (symlink loops), IO.
+ */
+export async function unpackDeb(
+  root: string,
+  debPath: string,
+  db: DpkgDatabase,
+  options: UnpackOptions = {},
+): Promise<UnpackSummary> {
+  const deb = await openDeb(debPath);
+  const state = options.state ?? "unpacked";
+  const old = installedVersionOf(db, deb);
+  const oldInfo = old ? infoName(old) : undefined;
+  const overrides = await statOverrideIds(root, db);
+  const resolver = new RootResolver(root);
+
+  const summary: UnpackSummary = {
+    package: deb.name,
+    architecture: deb.architecture,
+    fromVersion: old?.version,
+    toVersion: deb.version,
+    filesWritten: 0,
+    bytesWritten: 0,
+    conffilesKept: [],
+    conffilesInstalled: [],
+    removed: [],
+    scripts: [],
+    triggers: [],
+  };
+  const hasScript = (kind: string) => deb.controlMembers.has(kind);
+  const oldHasScript = async (kind: string) => (old ? (await db.readInfoFile(old, kind)) !== undefined : false);
+  if (old && (await oldHasScript("prerm"))) summary.scripts.push(`${old.name} prerm upgrade ${deb.version}`);
+  if (hasScript("preinst"))
+    summary.scripts.push(old ? `${deb.name} preinst upgrade ${old.version}` : `${deb.name} preinst install`);
+  if (old && (await oldHasScript("postrm"))) summary.scripts.push(`${old.name} postrm upgrade ${deb.version}`);
+
+  const conffileSet = new Set(deb.conffiles);
+  const listed: string[] = [];
+  const listedSet = new Set<string>();
+  const fileHashes = new Map<string, string>();
+  /** Staged path → final path, renamed in archive order once everything is extracted. */
+  const renames: { staged: string; final: string }[] = [];
+  /** Package path → host path of its staged copy, for hardlinks. */
+  const stagedByPath = new Map<string, string>();
+  const written = new Set<string>();
+  const conffiles: PendingConffile[] = [];
+
+  try {
+    for await (const entry of deb.dataEntries()) {
+      const h = entry.header;
+      const parts = normaliseEntryPath(h.path, `${h.path} in ${debPath}`);
+      const pkgPath = parts.length ? `/${parts.join("/")}` : "/.";
+      if (!listedSet.has(pkgPath)) {
+        listed.push(pkgPath);
+        listedSet.add(pkgPath);
+      }
+      if (!parts.length) continue;
+      const destPath = db.diversionFor(pkgPath, deb.name)?.divertTo ?? pkgPath;
+      const override = overrides.get(pkgPath);
+      const uid = override?.uid ?? h.uid;
+      const gid = override?.gid ?? h.gid;
+      const mode = override?.mode ?? h.mode;
+
+      if (h.type === "directory") {
+        await resolver.ensureDirectory(destPath, { uid, gid, mode, mtime: h.mtime });
+        continue;
+      }
+      if (h.type !== "file" && h.type !== "symlink" && h.type !== "hardlink")
+        throw new SutureError(
+          "INVALID_ARCHIVE",
+          `${debPath} ships ${h.type} device ${pkgPath}: packages with device nodes or fifos cannot be unpacked natively; use the sandbox engine`,
+        );
+
+      const isConffile = h.type === "file" && conffileSet.has(pkgPath);
+      const final = isConffile ? await resolver.resolveFile(destPath) : await resolver.resolveEntry(destPath);
+      const staged = `${final}.dpkg-new`;
+      await rm(staged, { force: true, recursive: false }).catch(() => undefined);
+      if (h.type === "file") {
+        const md5 = createHash("md5");
+        const fh = await open(staged, CREATE_FLAGS, 0o600);
+        try {
+          for await (const chunk of entry.body) {
+            md5.update(chunk);
+            await writeFully(fh, chunk);
+            summary.bytesWritten += chunk.length;
+          }
+          await fh.chown(uid, gid);
+          await fh.chmod(mode & 0o7777);
+          await fh.utimes(h.mtime, h.mtime);
+        } finally {
+          await fh.close();
+        }
+        const hash = md5.digest("hex");
+        fileHashes.set(pkgPath, hash);
+        if (isConffile) {
+          conffiles.push({ path: pkgPath, target: final, staged, hash });
+          continue;
+        }
+      } else if (h.type === "symlink") {
+        if (await isRealDirectory(final)) {
+          // dpkg refuses to turn a directory into a symlink; the image's directory stays.
+          options.progress?.({
+            type: "warning",
+            message: `${deb.name}: ${pkgPath} is a directory in the image; the package's symlink to ${h.linkname} was not installed`,
+          });
+          continue;
+        }
+        await symlink(h.linkname, staged);
+        await lchown(staged, uid, gid);
+        await lutimes(staged, h.mtime, h.mtime);
+      } else {
+        const targetParts = normaliseEntryPath(h.linkname, `hardlink target ${h.linkname} in ${debPath}`);
+        const source = stagedByPath.get(`/${targetParts.join("/")}`);
+        if (!source)
+          throw new SutureError(
+            "INVALID_ARCHIVE",
+            `${debPath} has a hardlink ${pkgPath} to ${h.linkname}, which is not an earlier file of the package`,
+          );
+        await link(source, staged);
+        const hash = fileHashes.get(`/${targetParts.join("/")}`);
+        if (hash) fileHashes.set(pkgPath, hash);
+      }
+      stagedByPath.set(pkgPath, staged);
+      renames.push({ staged, final });
+      written.add(final);
+      summary.filesWritten++;
+    }
+    for (const { staged, final } of renames) {
+      try {
+        await rename(staged, final);
+      } catch (e) {
+        throw new SutureError(
+          "PATCH_FAILED",
+          `cannot install ${final.slice(root.length)} from ${deb.name} ${deb.version}: ${describeCause(e)}; the image has something else at that path`,
+          { cause: e },
+        );
+      }
+    }
+  } catch (e) {
+    await Promise.all(
+      [...renames.map((r) => r.staged), ...conffiles.map((c) => c.staged)].map((p) => rm(p, { force: true })),
+    );
+    throw e;
+  }
+
+  // Conffiles: what `dpkg --configure` decides with --force-confdef --force-confold.
+  const oldConffiles = new Map((old?.conffiles ?? []).map((c) => [c.path, c]));
+  const records: ConffileRecord[] = [];
+  for (const c of conffiles) {
+    const current = await md5OfFile(c.target);
+    const oldHash = oldConffiles.get(c.path)?.hash;
+    const fresh = oldHash === undefined || oldHash === NEWCONFFILE;
+    let action: "install" | "keep" | "keep-dist";
+    if (current === c.hash) action = "keep";
+    else if (fresh) action = current === NONEXISTENT ? "install" : "keep-dist";
+    else {
+      const userEdited = oldHash !== current;
+      const distEdited = oldHash !== c.hash;
+      action = !userEdited ? "install" : distEdited ? "keep-dist" : "keep";
+    }
+    if (action === "install") {
+      await rename(c.staged, c.target);
+      written.add(c.target);
+      summary.conffilesInstalled.push(c.path);
+      summary.filesWritten++;
+    } else if (action === "keep") {
+      await rm(c.staged, { force: true });
+      if (current !== c.hash) summary.conffilesKept.push({ path: c.path, newVersionAt: undefined });
+    } else {
+      const dist = `${c.target}.dpkg-dist`;
+      await copyOwnershipAndMode(c.target, c.staged);
+      await rename(c.staged, dist);
+      summary.conffilesKept.push({ path: c.path, newVersionAt: `${c.path}.dpkg-dist` });
+      summary.filesWritten++;
+    }
+    records.push({ path: c.path, hash: c.hash, obsolete: false, removeOnUpgrade: false });
+  }
+  // Conffiles the new version dropped stay where they are, as dpkg keeps them, unless flagged for removal.
+  const removeOnUpgrade = new Set(deb.removeOnUpgrade);
+  for (const c of old?.conffiles ?? []) {
+    if (conffileSet.has(c.path)) continue;
+    if (removeOnUpgrade.has(c.path)) {
+      const host = await resolver.resolveExisting(c.path);
+      if (host) await rm(host, { force: true });
+      summary.removed.push(c.path);
+      continue;
+    }
+    if ((await db.ownersOf(c.path, oldInfo)).length) continue;
+    records.push({ ...c, obsolete: true });
+  }
+
+  // Paths of the old version the new one does not ship, deepest first.
+  if (old) {
+    const oldConffilePaths = new Set((old.conffiles ?? []).map((c) => c.path));
+    const gone = ((await db.fileList(old)) ?? [])
+      .filter((p) => p !== "/." && !listedSet.has(p) && !oldConffilePaths.has(p))
+      .sort()
+      .reverse();
+    for (const path of gone) {
+      if ((await db.ownersOf(path, oldInfo)).length) continue;
+      const dest = db.diversionFor(path, deb.name)?.divertTo ?? path;
+      const host = await resolver.resolveExisting(dest, { followFinal: false });
+      // Through a usrmerge alias the old path can be a file the new version just wrote.
+      if (!host || written.has(host)) continue;
+      const st = await lstat(host).catch(() => undefined);
+      if (!st) continue;
+      if (st.isDirectory()) {
+        const emptied = await rmdir(host).then(
+          () => true,
+          () => false,
+        );
+        if (emptied) summary.removed.push(path);
+      } else {
+        await unlink(host);
+        summary.removed.push(path);
+      }
+    }
+  }
+
+  // The database, as dpkg leaves it after the unpack.
+  const infoFiles = new Map<string, Buffer>();
+  for (const [kind, data] of deb.controlMembers) if (kind !== "control") infoFiles.set(kind, data);
+  if (!infoFiles.has("md5sums")) {
+    // dpkg records hashes for packages that ship none (conffiles excepted).
+    const lines = [...fileHashes]
+      .filter(([p]) => !conffileSet.has(p))
+      .map(([p, hash]) => `${hash}  ${p.slice(1)}\n`);
+    if (lines.length) infoFiles.set("md5sums", Buffer.from(lines.join("")));
+  }
+  infoFiles.set("list", Buffer.from(listed.map((p) => `${p}\n`).join("")));
+
+  const fields = newStanza(deb, old, db, state, records);
+  const record = db.setPackage(fields);
+  await db.writeInfoFiles(record, infoFiles, old);
+  if (state === "unpacked") {
+    summary.triggers = await activateTriggers(db, deb, [...listed, ...summary.removed]);
+    if (hasScript("postinst"))
+      summary.scripts.push(`${deb.name} postinst configure ${old ? old.version : ""}`.trimEnd());
+  }
+  await db.commit();
+  return summary;
+}
+
+function installedVersionOf(db: DpkgDatabase, deb: DebPackage): DatabasePackage | undefined {
+  const found = db.find(deb.name, deb.architecture);
+  if (!found || found.status === undefined) return found;
+  const state = found.status.split(/\s+/)[2];
+  return state === "not-installed" ? undefined : found;
+}
+
+function newStanza(
+  deb: DebPackage,
+  old: DatabasePackage | undefined,
+  db: DpkgDatabase,
+  state: "unpacked" | "installed",
+  conffiles: ConffileRecord[],
+): StanzaField[] {
+  let fields = parseStanzaFields(deb.controlText);
+  const want = old?.status?.split(/\s+/)[0] ?? "install";
+  if (db.layout === "status.d") {
+    // Distroless stanzas are the control file itself; keep a Status only where the image had one.
+    if (old?.status !== undefined) fields = orderStatusFields(withField(fields, "Status", `${want} ok installed`));
+    return fields;
+  }
+  fields = withField(fields, "Status", `${want} ok ${state}`);
+  if (state === "unpacked" && old) {
+    const oldState = old.status?.split(/\s+/)[2];
+    const configured =
+      oldState === "installed" || oldState === "triggers-pending" || oldState === "triggers-awaited"
+        ? old.version
+        : fieldValue(old.fields, "Config-Version");
+    if (configured) fields = withField(fields, "Config-Version", configured);
+  }
+  fields = withField(fields, "Conffiles", formatConffilesField(conffiles));
+  return orderStatusFields(fields);
+}
+
+/**
+ * Activate the package's explicit triggers (its `triggers` control file) and the file triggers
+ * its paths match, as `Triggers-Pending` on the interested installed packages.
+ */
+async function activateTriggers(db: DpkgDatabase, deb: DebPackage, paths: string[]): Promise<string[]> {
+  if (db.layout !== "classic") return [];
+  const activated = new Map<string, { package: string }[]>();
+  for (const line of (deb.controlMembers.get("triggers")?.toString("utf8") ?? "").split("\n")) {
+    const m = /^\s*(activate|activate-await|activate-noawait)\s+(\S+)\s*$/.exec(line);
+    if (m) activated.set(m[2]!, await db.triggerInterests(m[2]!));
+  }
+  const fileInterests = await db.fileTriggerInterests();
+  for (const { path } of fileInterests) {
+    if (activated.has(path) || !paths.some((p) => p === path || p.startsWith(`${path}/`))) continue;
+    activated.set(
+      path,
+      fileInterests.filter((f) => f.path === path).map((f) => f.interest),
+    );
+  }
+  for (const [trigger, interests] of activated) {
+    for (const interest of interests) {
+      const [name, arch] = interest.package.split(":");
+      const pkg = db.find(name!, arch);
+      if (!pkg?.status) continue;
+      const [want, eflag, pkgState] = pkg.status.split(/\s+/);
+      if (pkgState === "not-installed" || pkgState === "config-files") continue;
+      const pending = (fieldValue(pkg.fields, "Triggers-Pending") ?? "").split(/\s+/).filter(Boolean);
+      if (!pending.includes(trigger)) pending.push(trigger);
+      let fields = withField(pkg.fields, "Triggers-Pending", pending.join(" "));
+      if (pkgState === "installed" || pkgState === "triggers-awaited")
+        fields = withField(fields, "Status", `${want} ${eflag} triggers-pending`);
+      db.setPackage(orderStatusFields(fields));
+    }
+  }
+  return [...activated.keys()];
+}
+
+const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+async function writeFully(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+}
+
+async function isRealDirectory(path: string): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  return st?.isDirectory() ?? false;
+}
+
+async function md5OfFile(path: string): Promise<string> {
+  try {
+    return createHash("md5")
+      .update(await readFile(path))
+      .digest("hex");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return NONEXISTENT;
+    throw new SutureError("IO", `cannot read conffile ${path}: ${describeCause(e)}`, { cause: e });
+  }
+}
+
+async function copyOwnershipAndMode(from: string, to: string): Promise<void> {
+  const st = await lstat(from).catch(() => undefined);
+  if (!st?.isFile()) return;
+  await chown(to, st.uid, st.gid);
+  await chmod(to, st.mode & 0o7777);
+}
+
+/**
+ * Resolves image paths to host paths below `root` the way the image would see them: symlinked
+ * directories (usrmerge's /lib -> usr/lib) are followed, absolute link targets and `..` are taken
+ * relative to `root` and can never climb above it. Resolved directories are cached: during an
+ * unpack only this code changes the tree.
+ */
+class RootResolver {
+  readonly root: string;
+  readonly #dirs = new Map<string, string>();
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  /** Host path of the directory `path`, creating missing components (root-owned, 0755) when `create`. */
+  async directory(path: string, create: boolean): Promise<string | undefined> {
+    const key = posix.normalize(`/${path}`);
+    const cached = this.#dirs.get(key);
+    if (cached) return cached;
+    let parts = key.split("/").filter(Boolean);
+    let resolved: string[] = [];
+    let hops = 0;
+    while (parts.length) {
+      const part = parts.shift()!;
+      if (part === ".") continue;
+      if (part === "..") {
+        resolved.pop();
+        continue;
+      }
+      const candidate = join(this.root, ...resolved, part);
+      const st = await lstat(candidate).catch(() => undefined);
+      if (!st) {
+        if (!create) return undefined;
+        await mkdir(candidate, { mode: 0o755 });
+        resolved.push(part);
+        continue;
+      }
+      if (st.isSymbolicLink()) {
+        if (++hops > MAX_SYMLINK_HOPS)
+          throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
+        const target = await readlink(candidate);
+        if (target.startsWith("/")) resolved = [];
+        parts = [...target.split("/").filter(Boolean), ...parts];
+        continue;
+      }
+      if (!st.isDirectory())
+        throw new SutureError(
+          "PATCH_FAILED",
+          `${posix.join("/", ...resolved, part)} is not a directory in the image, but a package needs ${path} below it`,
+        );
+      resolved.push(part);
+    }
+    const host = join(this.root, ...resolved);
+    this.#dirs.set(key, host);
+    return host;
+  }
+
+  /** Host path for a package entry: parent resolved (and created), last component not followed. */
+  async resolveEntry(path: string): Promise<string> {
+    const dir = await this.directory(posix.dirname(path), true);
+    return join(dir!, posix.basename(path));
+  }
+
+  /** Host path of an existing entry, or undefined; `followFinal` also follows a final symlink. */
+  async resolveExisting(path: string, options: { followFinal?: boolean } = {}): Promise<string | undefined> {
+    const dir = await this.directory(posix.dirname(path), false).catch(() => undefined);
+    if (!dir) return undefined;
+    const host = join(dir, posix.basename(path));
+    return options.followFinal === false ? host : this.#followFinal(path, host, false);
+  }
+
+  /** A conffile's host path, following a final symlink inside the root as dpkg does for conffiles. */
+  async resolveFile(path: string): Promise<string> {
+    return (await this.#followFinal(path, await this.resolveEntry(path), true))!;
+  }
+
+  async #followFinal(path: string, host: string, create: boolean): Promise<string | undefined> {
+    let current = host;
+    for (let hops = 0; ; hops++) {
+      const st = await lstat(current).catch(() => undefined);
+      if (!st?.isSymbolicLink()) return current;
+      if (hops >= MAX_SYMLINK_HOPS)
+        throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
+      const target = await readlink(current);
+      const imageDir = posix.dirname(`/${current.slice(this.root.length)}`);
+      const next = posix.resolve(imageDir, target);
+      const dir = await this.directory(posix.dirname(next), create);
+      if (!dir) return undefined;
+      current = join(dir, posix.basename(next));
+    }
+  }
+
+  /** Make sure `path` is a directory: create it with the archive's metadata, leave an existing one alone. */
+  async ensureDirectory(
+    path: string,
+    meta: { uid: number; gid: number; mode: number; mtime: number },
+  ): Promise<void> {
+    const key = posix.normalize(`/${path}`);
+    if (this.#dirs.has(key)) return;
+    const parent = await this.directory(posix.dirname(key), true);
+    const host = join(parent!, posix.basename(key));
+    const st = await lstat(host).catch(() => undefined);
+    if (!st) {
+      await mkdir(host, { mode: 0o700 });
+      await chown(host, meta.uid, meta.gid);
+      await chmod(host, meta.mode & 0o7777);
+      await utimes(host, meta.mtime, meta.mtime);
+      this.#dirs.set(key, host);
+      return;
+    }
+    if (st.isDirectory()) {
+      this.#dirs.set(key, host);
+      return;
+    }
+    if (st.isSymbolicLink()) {
+      // A symlink to a directory stands in for it (usrmerge); resolving it checks that it is one.
+      await this.directory(key, true);
+      return;
+    }
+    throw new SutureError(
+      "PATCH_FAILED",
+      `${key} is a file in the image but a package ships it as a directory: remove it from the image or use the sandbox engine`,
+    );
+  }
+}
+
+/** dpkg-statoverride records as numeric ids, by package path. */
+async function statOverrideIds(
+  root: string,
+  db: DpkgDatabase,
+): Promise<Map<string, { uid: number; gid: number; mode: number }>> {
+  const out = new Map<string, { uid: number; gid: number; mode: number }>();
+  if (!db.statOverrides.length) return out;
+  const ids = async (file: string) => {
+    const map = new Map<string, number>();
+    const text = (await readFileInRoot(root, file).catch(() => undefined))?.toString("utf8") ?? "";
+    for (const line of text.split("\n")) {
+      const [name, , id] = line.split(":");
+      if (name && id && /^\d+$/.test(id)) map.set(name, Number(id));
+    }
+    return map;
+  };
+  const users = await ids("/etc/passwd");
+  const groups = await ids("/etc/group");
+  const lookup = (spec: string, table: Map<string, number>) =>
+    spec.startsWith("#") ? Number(spec.slice(1)) : table.get(spec);
+  for (const o of db.statOverrides) {
+    const uid = lookup(o.user, users);
+    const gid = lookup(o.group, groups);
+    if (uid === undefined || gid === undefined || Number.isNaN(uid) || Number.isNaN(gid)) continue;
+    out.set(o.path, { uid, gid, mode: o.mode });
+  }
+  return out;
+}
