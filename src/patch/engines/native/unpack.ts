@@ -1,24 +1,26 @@
 import { createHash } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
 import {
-  chmod,
-  chown,
-  type FileHandle,
-  link,
-  lchown,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  rmdir,
-  symlink,
-  unlink,
-  utimes,
-} from "node:fs/promises";
+  chmodSync,
+  chownSync,
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  constants as fsConstants,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
+import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { normaliseEntryPath } from "../../../archive/tar-extract.ts";
 import {
@@ -140,11 +142,13 @@ export async function unpackDeb(
     triggers: [],
   };
   const hasScript = (kind: string) => deb.controlMembers.has(kind);
-  const oldHasScript = async (kind: string) => (old ? (await db.readInfoFile(old, kind)) !== undefined : false);
+  const oldHasScript = async (kind: string) =>
+    old ? (await db.readInfoFile(old, kind)) !== undefined : false;
   if (old && (await oldHasScript("prerm"))) summary.scripts.push(`${old.name} prerm upgrade ${deb.version}`);
   if (hasScript("preinst"))
     summary.scripts.push(old ? `${deb.name} preinst upgrade ${old.version}` : `${deb.name} preinst install`);
-  if (old && (await oldHasScript("postrm"))) summary.scripts.push(`${old.name} postrm upgrade ${deb.version}`);
+  if (old && (await oldHasScript("postrm")))
+    summary.scripts.push(`${old.name} postrm upgrade ${deb.version}`);
 
   const conffileSet = new Set(deb.conffiles);
   const listed: string[] = [];
@@ -186,21 +190,22 @@ export async function unpackDeb(
       const isConffile = h.type === "file" && conffileSet.has(pkgPath);
       const final = isConffile ? await resolver.resolveFile(destPath) : await resolver.resolveEntry(destPath);
       const staged = `${final}.dpkg-new`;
-      await rm(staged, { force: true, recursive: false }).catch(() => undefined);
+      // Sync calls: thousands of small files, where a thread-pool round trip per call dominates.
+      rmSync(staged, { force: true });
       if (h.type === "file") {
         const md5 = createHash("md5");
-        const fh = await open(staged, CREATE_FLAGS, 0o600);
+        const fd = openSync(staged, CREATE_FLAGS, 0o600);
         try {
           for await (const chunk of entry.body) {
             md5.update(chunk);
-            await writeFully(fh, chunk);
+            writeFully(fd, chunk);
             summary.bytesWritten += chunk.length;
           }
-          await fh.chown(uid, gid);
-          await fh.chmod(mode & 0o7777);
-          await fh.utimes(h.mtime, h.mtime);
+          fchownSync(fd, uid, gid);
+          fchmodSync(fd, mode & 0o7777);
+          futimesSync(fd, h.mtime, h.mtime);
         } finally {
-          await fh.close();
+          closeSync(fd);
         }
         const hash = md5.digest("hex");
         fileHashes.set(pkgPath, hash);
@@ -209,7 +214,7 @@ export async function unpackDeb(
           continue;
         }
       } else if (h.type === "symlink") {
-        if (await isRealDirectory(final)) {
+        if (isRealDirectory(final)) {
           // dpkg refuses to turn a directory into a symlink; the image's directory stays.
           options.progress?.({
             type: "warning",
@@ -217,9 +222,9 @@ export async function unpackDeb(
           });
           continue;
         }
-        await symlink(h.linkname, staged);
-        await lchown(staged, uid, gid);
-        await lutimes(staged, h.mtime, h.mtime);
+        symlinkSync(h.linkname, staged);
+        lchownSync(staged, uid, gid);
+        lutimesSync(staged, h.mtime, h.mtime);
       } else {
         const targetParts = normaliseEntryPath(h.linkname, `hardlink target ${h.linkname} in ${debPath}`);
         const source = stagedByPath.get(`/${targetParts.join("/")}`);
@@ -228,7 +233,7 @@ export async function unpackDeb(
             "INVALID_ARCHIVE",
             `${debPath} has a hardlink ${pkgPath} to ${h.linkname}, which is not an earlier file of the package`,
           );
-        await link(source, staged);
+        linkSync(source, staged);
         const hash = fileHashes.get(`/${targetParts.join("/")}`);
         if (hash) fileHashes.set(pkgPath, hash);
       }
@@ -239,7 +244,7 @@ export async function unpackDeb(
     }
     for (const { staged, final } of renames) {
       try {
-        await rename(staged, final);
+        renameSync(staged, final);
       } catch (e) {
         throw new SutureError(
           "PATCH_FAILED",
@@ -371,7 +376,8 @@ function newStanza(
   const want = old?.status?.split(/\s+/)[0] ?? "install";
   if (db.layout === "status.d") {
     // Distroless stanzas are the control file itself; keep a Status only where the image had one.
-    if (old?.status !== undefined) fields = orderStatusFields(withField(fields, "Status", `${want} ok installed`));
+    if (old?.status !== undefined)
+      fields = orderStatusFields(withField(fields, "Status", `${want} ok installed`));
     return fields;
   }
   fields = withField(fields, "Status", `${want} ok ${state}`);
@@ -426,14 +432,13 @@ async function activateTriggers(db: DpkgDatabase, deb: DebPackage, paths: string
 
 const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
-async function writeFully(fh: FileHandle, chunk: Buffer): Promise<void> {
+function writeFully(fd: number, chunk: Buffer): void {
   let off = 0;
-  while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+  while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
 }
 
-async function isRealDirectory(path: string): Promise<boolean> {
-  const st = await lstat(path).catch(() => undefined);
-  return st?.isDirectory() ?? false;
+function isRealDirectory(path: string): boolean {
+  return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
 }
 
 async function md5OfFile(path: string): Promise<string> {
@@ -484,17 +489,17 @@ class RootResolver {
         continue;
       }
       const candidate = join(this.root, ...resolved, part);
-      const st = await lstat(candidate).catch(() => undefined);
+      const st = lstatSync(candidate, { throwIfNoEntry: false });
       if (!st) {
         if (!create) return undefined;
-        await mkdir(candidate, { mode: 0o755 });
+        mkdirSync(candidate, { mode: 0o755 });
         resolved.push(part);
         continue;
       }
       if (st.isSymbolicLink()) {
         if (++hops > MAX_SYMLINK_HOPS)
           throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
-        const target = await readlink(candidate);
+        const target = readlinkSync(candidate);
         if (target.startsWith("/")) resolved = [];
         parts = [...target.split("/").filter(Boolean), ...parts];
         continue;
@@ -533,11 +538,11 @@ class RootResolver {
   async #followFinal(path: string, host: string, create: boolean): Promise<string | undefined> {
     let current = host;
     for (let hops = 0; ; hops++) {
-      const st = await lstat(current).catch(() => undefined);
+      const st = lstatSync(current, { throwIfNoEntry: false });
       if (!st?.isSymbolicLink()) return current;
       if (hops >= MAX_SYMLINK_HOPS)
         throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
-      const target = await readlink(current);
+      const target = readlinkSync(current);
       const imageDir = posix.dirname(`/${current.slice(this.root.length)}`);
       const next = posix.resolve(imageDir, target);
       const dir = await this.directory(posix.dirname(next), create);
@@ -555,12 +560,12 @@ class RootResolver {
     if (this.#dirs.has(key)) return;
     const parent = await this.directory(posix.dirname(key), true);
     const host = join(parent!, posix.basename(key));
-    const st = await lstat(host).catch(() => undefined);
+    const st = lstatSync(host, { throwIfNoEntry: false });
     if (!st) {
-      await mkdir(host, { mode: 0o700 });
-      await chown(host, meta.uid, meta.gid);
-      await chmod(host, meta.mode & 0o7777);
-      await utimes(host, meta.mtime, meta.mtime);
+      mkdirSync(host, { mode: 0o700 });
+      chownSync(host, meta.uid, meta.gid);
+      chmodSync(host, meta.mode & 0o7777);
+      utimesSync(host, meta.mtime, meta.mtime);
       this.#dirs.set(key, host);
       return;
     }

@@ -1,0 +1,256 @@
+import assert from "node:assert/strict";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { isSutureError } from "../../errors/errors.ts";
+import {
+  fieldValue,
+  formatStanza,
+  orderStatusFields,
+  parseDiversions,
+  parseStanzaFields,
+  readDpkgDatabase,
+  withField,
+} from "./database.ts";
+
+const BASE = `Package: base-files
+Essential: yes
+Status: install ok installed
+Priority: required
+Architecture: amd64
+Version: 12.4+deb12u5
+Description: Debian base system miscellaneous files
+ This package contains the basic filesystem hierarchy.
+
+`;
+const LIBFOO = `Package: libfoo1
+Status: hold ok installed
+Architecture: amd64
+Multi-Arch: same
+Version: 1.0-1
+Description: foo library
+
+`;
+const TOOL = `Package: tool
+Status: install ok installed
+Architecture: amd64
+Version: 2.0-1
+Conffiles:
+ /etc/tool.conf 0123456789abcdef0123456789abcdef
+ /etc/tool-old.conf fedcba9876543210fedcba9876543210 obsolete
+Description: a tool
+Homepage: https://example.org
+
+`;
+
+let work: string;
+before(() => {
+  work = mkdtempSync(join(tmpdir(), "suture-dpkgdb-"));
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+function classicRoot(name: string): string {
+  const root = join(work, name);
+  const dpkg = join(root, "var/lib/dpkg");
+  mkdirSync(join(dpkg, "info"), { recursive: true });
+  mkdirSync(join(dpkg, "updates"), { recursive: true });
+  writeFileSync(join(dpkg, "status"), BASE + LIBFOO + TOOL);
+  writeFileSync(join(dpkg, "info/libfoo1:amd64.list"), "/.\n/usr\n/usr/lib\n/usr/lib/libfoo.so.1\n");
+  writeFileSync(join(dpkg, "info/libfoo1:amd64.shlibs"), "libfoo 1 libfoo1\n");
+  writeFileSync(join(dpkg, "info/libfoo1:amd64.triggers"), "activate-noawait ldconfig\n");
+  writeFileSync(join(dpkg, "info/tool.list"), "/.\n/usr\n/usr/bin\n/usr/bin/tool\n/etc/tool.conf\n");
+  writeFileSync(join(dpkg, "info/tool.postinst"), "#!/bin/sh\n");
+  // A package whose name starts with "tool." must not be mistaken for tool's files.
+  writeFileSync(join(dpkg, "info/tool.d-extra.list"), "/usr/share/tool.d\n");
+  writeFileSync(
+    join(dpkg, "diversions"),
+    "/usr/bin/tool\n/usr/bin/tool.real\nother\n/etc/x\n/etc/x.local\n:\n",
+  );
+  writeFileSync(join(dpkg, "statoverride"), "root ssl-cert 710 /etc/ssl/private\n");
+  return root;
+}
+
+test("a classic database reads: stanzas, multi-arch info names, lists, diversions, statoverrides", async () => {
+  const db = await readDpkgDatabase(classicRoot("read"));
+  assert.equal(db.layout, "classic");
+  assert.deepEqual(
+    db.packages.map((p) => `${p.name} ${p.version} ${p.status}`),
+    [
+      "base-files 12.4+deb12u5 install ok installed",
+      "libfoo1 1.0-1 hold ok installed",
+      "tool 2.0-1 install ok installed",
+    ],
+  );
+  const libfoo = db.find("libfoo1", "amd64")!;
+  assert.deepEqual(await db.fileList(libfoo), ["/.", "/usr", "/usr/lib", "/usr/lib/libfoo.so.1"]);
+  assert.equal((await db.readInfoFile(libfoo, "shlibs"))?.toString(), "libfoo 1 libfoo1\n");
+  assert.deepEqual(db.find("tool")!.conffiles, [
+    {
+      path: "/etc/tool.conf",
+      hash: "0123456789abcdef0123456789abcdef",
+      obsolete: false,
+      removeOnUpgrade: false,
+    },
+    {
+      path: "/etc/tool-old.conf",
+      hash: "fedcba9876543210fedcba9876543210",
+      obsolete: true,
+      removeOnUpgrade: false,
+    },
+  ]);
+  assert.deepEqual(db.diversions, [
+    { path: "/usr/bin/tool", divertTo: "/usr/bin/tool.real", package: "other" },
+    { path: "/etc/x", divertTo: "/etc/x.local", package: undefined },
+  ]);
+  assert.equal(db.diversionFor("/usr/bin/tool", "tool")?.divertTo, "/usr/bin/tool.real");
+  assert.equal(
+    db.diversionFor("/usr/bin/tool", "other"),
+    undefined,
+    "a package's own diversion does not apply to it",
+  );
+  assert.equal(db.diversionFor("/etc/x", "tool")?.divertTo, "/etc/x.local");
+  assert.deepEqual(db.statOverrides, [
+    { user: "root", group: "ssl-cert", mode: 0o710, path: "/etc/ssl/private" },
+  ]);
+  assert.deepEqual(await db.ownersOf("/usr"), ["libfoo1:amd64", "tool"]);
+  assert.deepEqual(await db.ownersOf("/usr", "tool"), ["libfoo1:amd64"]);
+});
+
+test("replacing one stanza leaves every other byte of the status file as it was; new packages go in name order", async () => {
+  const root = classicRoot("write");
+  const db = await readDpkgDatabase(root);
+  const old = db.find("libfoo1", "amd64")!;
+  const fields = withField(withField(old.fields, "Version", "1.0-2"), "Status", "hold ok unpacked");
+  db.setPackage(orderStatusFields(withField(fields, "Config-Version", "1.0-1")));
+  db.setPackage(
+    parseStanzaFields("Package: aaa\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n"),
+  );
+  db.setPackage(
+    parseStanzaFields("Package: zzz\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n"),
+  );
+  await db.commit();
+  const text = readFileSync(join(root, "var/lib/dpkg/status"), "utf8");
+  const newLibfoo = LIBFOO.replace("hold ok installed", "hold ok unpacked").replace(
+    "Version: 1.0-1\n",
+    "Version: 1.0-2\nConfig-Version: 1.0-1\n",
+  );
+  assert.equal(
+    text,
+    "Package: aaa\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n\n" +
+      BASE +
+      newLibfoo +
+      TOOL +
+      "Package: zzz\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n\n",
+  );
+  // Read back through the same parser dpkg-style tools use.
+  const again = await readDpkgDatabase(root);
+  assert.equal(again.find("libfoo1", "amd64")?.version, "1.0-2");
+});
+
+test("info files are written under the multi-arch name and stale ones removed, others untouched", async () => {
+  const root = classicRoot("info");
+  const db = await readDpkgDatabase(root);
+  const libfoo = db.find("libfoo1", "amd64")!;
+  const info = join(root, "var/lib/dpkg/info");
+  // A planted symlink is replaced, never written through.
+  const outside = join(work, "outside-target");
+  writeFileSync(outside, "keep me");
+  symlinkSync(outside, join(info, "libfoo1:amd64.md5sums"));
+  await db.writeInfoFiles(
+    libfoo,
+    new Map([
+      ["list", Buffer.from("/.\n/usr\n/usr/lib\n/usr/lib/libfoo.so.1.1\n")],
+      ["md5sums", Buffer.from("d41d8cd98f00b204e9800998ecf8427e  usr/lib/libfoo.so.1.1\n")],
+      ["postinst", Buffer.from("#!/bin/sh\n")],
+    ]),
+    libfoo,
+  );
+  assert.deepEqual(readdirSync(info).sort(), [
+    "libfoo1:amd64.list",
+    "libfoo1:amd64.md5sums",
+    "libfoo1:amd64.postinst",
+    "tool.d-extra.list",
+    "tool.list",
+    "tool.postinst",
+  ]);
+  assert.equal(readFileSync(outside, "utf8"), "keep me");
+  assert.equal(readFileSync(join(info, "libfoo1:amd64.postinst")).length > 0, true);
+  assert.deepEqual(await db.ownersOf("/usr/lib/libfoo.so.1.1"), ["libfoo1:amd64"]);
+});
+
+test("a distroless status.d database reads and writes its stanza and md5sums pair", async () => {
+  const root = join(work, "distroless");
+  const statusD = join(root, "var/lib/dpkg/status.d");
+  mkdirSync(statusD, { recursive: true });
+  writeFileSync(
+    join(statusD, "libssl3"),
+    "Package: libssl3\nVersion: 3.0.1-1\nArchitecture: amd64\nMulti-Arch: same\n",
+  );
+  writeFileSync(join(statusD, "libssl3.md5sums"), "0123456789abcdef0123456789abcdef  usr/lib/libssl.so.3\n");
+  writeFileSync(join(statusD, "tzdata"), "Package: tzdata\nVersion: 2024a-1\nArchitecture: all\n");
+  const db = await readDpkgDatabase(root);
+  assert.equal(db.layout, "status.d");
+  assert.deepEqual(
+    db.packages.map((p) => `${p.name} ${p.version} ${p.statusFile}`),
+    ["libssl3 3.0.1-1 libssl3", "tzdata 2024a-1 tzdata"],
+  );
+  const libssl = db.find("libssl3", "amd64")!;
+  assert.deepEqual(await db.fileList(libssl), ["/usr/lib/libssl.so.3"]);
+  const updated = db.setPackage(withField(libssl.fields, "Version", "3.0.2-1"));
+  await db.writeInfoFiles(
+    updated,
+    new Map([
+      ["md5sums", Buffer.from("ffffffffffffffffffffffffffffffff  usr/lib/libssl.so.3\n")],
+      ["postinst", Buffer.from("x")],
+    ]),
+  );
+  await db.commit();
+  assert.deepEqual(readdirSync(statusD).sort(), ["libssl3", "libssl3.md5sums", "tzdata"]);
+  assert.equal(
+    readFileSync(join(statusD, "libssl3"), "utf8"),
+    "Package: libssl3\nVersion: 3.0.2-1\nArchitecture: amd64\nMulti-Arch: same\n",
+  );
+  assert.match(readFileSync(join(statusD, "libssl3.md5sums"), "utf8"), /^f{32} {2}usr\/lib\/libssl.so.3\n$/);
+  assert.equal(
+    readFileSync(join(statusD, "tzdata"), "utf8"),
+    "Package: tzdata\nVersion: 2024a-1\nArchitecture: all\n",
+  );
+});
+
+test("stanza fields keep spelling and continuation lines; dpkg's field order is applied", () => {
+  const fields = parseStanzaFields(
+    "Package: x\nVersion: 1\nHomepage: h\nStatus: install ok installed\nDescription: d\n long\n .\n more\n",
+  );
+  assert.equal(fieldValue(fields, "description"), "d\n long\n .\n more");
+  assert.equal(
+    formatStanza(orderStatusFields(withField(fields, "Conffiles", "\n /etc/a 0123"))),
+    "Package: x\nStatus: install ok installed\nVersion: 1\nConffiles:\n /etc/a 0123\nDescription: d\n long\n .\n more\nHomepage: h",
+  );
+});
+
+test("damaged databases are refused with the fix", async () => {
+  assert.throws(
+    () => parseDiversions("/a\n/b\n"),
+    (e: unknown) => isSutureError(e) && /multiple of 3/.test(e.message),
+  );
+  const root = classicRoot("journal");
+  writeFileSync(join(root, "var/lib/dpkg/updates/0001"), "Package: tool\n");
+  await assert.rejects(
+    readDpkgDatabase(root),
+    (e: unknown) => isSutureError(e, "PATCH_FAILED") && /updates/.test(e.message),
+  );
+  const empty = join(work, "no-dpkg");
+  mkdirSync(empty);
+  await assert.rejects(readDpkgDatabase(empty), (e: unknown) => isSutureError(e, "UNSUPPORTED_OS"));
+  assert.equal(existsSync(join(empty, "var")), false);
+});

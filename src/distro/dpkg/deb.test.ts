@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { isSutureError } from "../../errors/errors.ts";
+import { field } from "./control.ts";
+import { openDeb } from "./deb.ts";
+
+let work: string;
+
+/** Build a real .deb with dpkg-deb (the reference builder) using `compression` for both members. */
+function buildDeb(compression: "xz" | "gzip" | "zstd" | "none"): string {
+  const tree = join(work, `tree-${compression}`);
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  mkdirSync(join(tree, "etc/demo"), { recursive: true });
+  mkdirSync(join(tree, "usr/bin"), { recursive: true });
+  writeFileSync(
+    join(tree, "DEBIAN/control"),
+    "Package: demo\nVersion: 1.0-1\nArchitecture: amd64\nMulti-Arch: same\nMaintainer: Test <t@example.org>\nDescription: demo\n long text\n",
+  );
+  writeFileSync(
+    join(tree, "DEBIAN/conffiles"),
+    "/etc/demo/demo.conf\nremove-on-upgrade /etc/demo/old.conf\n",
+  );
+  writeFileSync(join(tree, "DEBIAN/postinst"), "#!/bin/sh\nexit 0\n");
+  chmodSync(join(tree, "DEBIAN/postinst"), 0o755);
+  writeFileSync(join(tree, "etc/demo/demo.conf"), "setting=1\n");
+  writeFileSync(join(tree, "usr/bin/demo"), Buffer.from([0, 1, 2, 255]));
+  const out = join(work, `demo-${compression}.deb`);
+  execFileSync("dpkg-deb", ["--root-owner-group", `-Z${compression}`, "-b", tree, out], { stdio: "pipe" });
+  return out;
+}
+
+before(() => {
+  work = mkdtempSync(join(tmpdir(), "suture-deb-"));
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+for (const compression of ["xz", "gzip", "zstd", "none"] as const) {
+  test(`a ${compression} .deb built by dpkg-deb opens: control, control members, data entries`, async () => {
+    const deb = await openDeb(buildDeb(compression));
+    assert.equal(deb.name, "demo");
+    assert.equal(deb.version, "1.0-1");
+    assert.equal(deb.architecture, "amd64");
+    assert.equal(deb.multiArch, "same");
+    assert.equal(field(deb.control, "Description"), "demo\nlong text");
+    assert.deepEqual([...deb.controlMembers.keys()].sort(), ["conffiles", "control", "postinst"]);
+    assert.equal(deb.controlMembers.get("postinst")!.toString(), "#!/bin/sh\nexit 0\n");
+    assert.deepEqual(deb.conffiles, ["/etc/demo/demo.conf"]);
+    assert.deepEqual(deb.removeOnUpgrade, ["/etc/demo/old.conf"]);
+    const entries: string[] = [];
+    let binary: Buffer | undefined;
+    for await (const e of deb.dataEntries()) {
+      entries.push(`${e.header.type} ${e.header.path} ${e.header.uid}:${e.header.gid}`);
+      const chunks: Buffer[] = [];
+      for await (const c of e.body) chunks.push(c);
+      if (e.header.path === "./usr/bin/demo") binary = Buffer.concat(chunks);
+    }
+    assert.ok(entries.includes("file ./etc/demo/demo.conf 0:0"), entries.join("\n"));
+    assert.ok(entries.includes("directory ./usr/bin/ 0:0"), entries.join("\n"));
+    assert.deepEqual(binary, Buffer.from([0, 1, 2, 255]));
+    // Entries can be read again.
+    let again = 0;
+    for await (const _ of deb.dataEntries()) again++;
+    assert.equal(again, entries.length);
+  });
+}
+
+/** An ar archive of the given members, as `ar` writes them (System V names). */
+function ar(members: [string, Buffer][]): Buffer {
+  const parts: Buffer[] = [Buffer.from("!<arch>\n")];
+  for (const [name, data] of members) {
+    const header = `${`${name}/`.padEnd(16)}${"0".padEnd(12)}${"0".padEnd(6)}${"0".padEnd(6)}${"100644".padEnd(8)}${String(data.length).padEnd(10)}\`\n`;
+    parts.push(Buffer.from(header, "latin1"), data);
+    if (data.length % 2) parts.push(Buffer.from("\n"));
+  }
+  return Buffer.concat(parts);
+}
+
+test("malformed packages are refused with INVALID_ARCHIVE naming the file", async () => {
+  const good = readFileSync(buildDeb("gzip"));
+  const cases: [string, Buffer, RegExp][] = [
+    ["not-ar.deb", Buffer.from("hello world\n"), /not a valid ar archive/],
+    ["truncated.deb", good.subarray(0, good.length - 100), /runs past the end|cannot be read/],
+    ["no-binary.deb", ar([["control.tar.gz", Buffer.alloc(10)]]), /first member is not debian-binary/],
+    ["format3.deb", ar([["debian-binary", Buffer.from("3.0\n")]]), /unsupported format version "3.0"/],
+    [
+      "no-data.deb",
+      ar([
+        ["debian-binary", Buffer.from("2.0\n")],
+        ["control.tar.gz", Buffer.alloc(10)],
+      ]),
+      /expected a data.tar member/,
+    ],
+    [
+      "bad-control.deb",
+      ar([
+        ["debian-binary", Buffer.from("2.0\n")],
+        ["control.tar.gz", Buffer.from("not gzip at all")],
+        ["data.tar.gz", Buffer.alloc(10)],
+      ]),
+      /control archive cannot be read|no control file/,
+    ],
+  ];
+  for (const [name, bytes, message] of cases) {
+    const path = join(work, name);
+    writeFileSync(path, bytes);
+    await assert.rejects(openDeb(path), (e: unknown) => {
+      assert.ok(isSutureError(e, "INVALID_ARCHIVE"), `${name}: ${String(e)}`);
+      assert.match(e.message, message, name);
+      assert.ok(e.message.includes(path), `${name}: the message names the file`);
+      return true;
+    });
+  }
+});

@@ -1,0 +1,162 @@
+import { lzma, xz } from "@napi-rs/lzma";
+import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts";
+import { decompressAuto } from "../../archive/compression.ts";
+import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
+import { describeCause, SutureError } from "../../errors/errors.ts";
+import { readAll } from "../../image/image.ts";
+import { type ControlParagraph, field, parseControl } from "./control.ts";
+
+/**
+ * An opened binary package (.deb, deb(5) format 2.0): its control metadata read eagerly (it is
+ * small), its data archive streamed on demand.
+ */
+export interface DebPackage {
+  /** The .deb on disk, for messages. */
+  path: string;
+  /** The `control` file's paragraph (field names looked up case-insensitively via `field`). */
+  control: ControlParagraph;
+  /** The `control` file exactly as shipped: the status stanza is built from it. */
+  controlText: string;
+  name: string;
+  version: string;
+  architecture: string;
+  /** `same`, `foreign`, `allowed` or `no`. */
+  multiArch: string;
+  /**
+   * Every regular file of control.tar by name (`control`, `conffiles`, `md5sums`, `preinst`,
+   * `postinst`, `prerm`, `postrm`, `triggers`, `shlibs`, `symbols`, `templates`, `config`, …).
+   */
+  controlMembers: ReadonlyMap<string, Buffer>;
+  /** Conffiles the package declares (absolute paths), without `remove-on-upgrade` entries. */
+  conffiles: string[];
+  /** Conffiles flagged `remove-on-upgrade` in the conffiles member. */
+  removeOnUpgrade: string[];
+  /**
+   * The data.tar members in archive order. Each call reads the archive afresh; consume each
+   * entry's body before asking for the next (see readTar).
+   */
+  dataEntries(): AsyncGenerator<TarEntry>;
+}
+
+/** Largest control.tar we accept uncompressed (tzdata's, with its templates, is ~400 kB). */
+const MAX_CONTROL_BYTES = 64 * 1024 * 1024;
+/** xz data members are decompressed in memory (the binding has no streaming API): cap them. */
+const MAX_XZ_DATA_BYTES = 2 * 1024 * 1024 * 1024;
+
+const CONTROL_MEMBER = /^control\.tar(\.gz|\.xz|\.zst)?$/;
+const DATA_MEMBER = /^data\.tar(\.gz|\.xz|\.zst|\.bz2|\.lzma)?$/;
+
+/**
+ * Open a .deb: check its ar layout as dpkg-deb does (`debian-binary` first with a 2.x version,
+ * then `control.tar[.gz|.xz|.zst]`, then `data.tar[.gz|.xz|.zst]`; members named `_…` are
+ * ignored), read and parse the control archive, and return a handle whose data entries can be
+ * streamed. Any malformation is INVALID_ARCHIVE naming the file. The file must not change while
+ * the handle is in use (callers open verified, content-addressed files).
+ */
+export async function openDeb(path: string): Promise<DebPackage> {
+  const bad = (why: string, cause?: unknown) =>
+    new SutureError(
+      "INVALID_ARCHIVE",
+      `${path} is not a valid Debian package: ${why}; download it again from a trusted mirror`,
+      cause === undefined ? {} : { cause },
+    );
+  const members = await listArMembers(path);
+  const [first, ...rest] = members;
+  if (first?.name !== "debian-binary") throw bad("its first member is not debian-binary");
+  const formatText = (await readAll(openArMember(path, first), 64)).toString("latin1");
+  if (!/^2\.\d+\n/.test(formatText)) throw bad(`unsupported format version "${formatText.trim()}"`);
+  const meaningful = rest.filter((m) => !m.name.startsWith("_"));
+  const controlMember = meaningful[0];
+  const dataMember = meaningful[1];
+  if (!controlMember || !CONTROL_MEMBER.test(controlMember.name))
+    throw bad(`expected a control.tar member after debian-binary, found ${controlMember?.name ?? "nothing"}`);
+  if (!dataMember || !DATA_MEMBER.test(dataMember.name))
+    throw bad(
+      `expected a data.tar member after ${controlMember.name}, found ${dataMember?.name ?? "nothing"}`,
+    );
+
+  const controlMembers = new Map<string, Buffer>();
+  try {
+    for await (const entry of readTar([await memberBytes(path, controlMember, MAX_CONTROL_BYTES)])) {
+      const name = entry.header.path.replace(/^\.\//, "").replace(/\/$/, "");
+      if (entry.header.type === "directory" && name === ".") continue;
+      if (entry.header.type === "directory" && name === "") continue;
+      if (entry.header.type !== "file" || name.includes("/") || name === "" || name === "..")
+        throw bad(`control archive member "${entry.header.path}" is not a plain top-level file`);
+      const chunks: Buffer[] = [];
+      for await (const c of entry.body) chunks.push(c);
+      controlMembers.set(name, Buffer.concat(chunks));
+    }
+  } catch (e) {
+    if (e instanceof SutureError && e.message.startsWith(path)) throw e;
+    throw bad(`its control archive cannot be read (${describeCause(e)})`, e);
+  }
+  const controlBytes = controlMembers.get("control");
+  if (!controlBytes) throw bad("its control archive has no control file");
+  const controlText = controlBytes.toString("utf8");
+  const paragraphs = parseControl(controlText);
+  if (paragraphs.length !== 1) throw bad(`its control file has ${paragraphs.length} paragraphs, expected 1`);
+  const control = paragraphs[0]!;
+  const name = field(control, "Package");
+  const version = field(control, "Version");
+  const architecture = field(control, "Architecture");
+  if (!name || !/^[a-z0-9][a-z0-9+.-]+$/.test(name)) throw bad(`invalid Package field "${name ?? ""}"`);
+  if (!version) throw bad("its control file has no Version");
+  if (!architecture) throw bad("its control file has no Architecture");
+
+  const conffiles: string[] = [];
+  const removeOnUpgrade: string[] = [];
+  for (const raw of (controlMembers.get("conffiles")?.toString("utf8") ?? "").split("\n")) {
+    const line = raw.trim();
+    if (!line) continue;
+    // deb-conffiles(5): an optional flag word before an absolute path.
+    const m = /^(?:(remove-on-upgrade)\s+)?(\/.*)$/.exec(line);
+    if (!m) throw bad(`conffiles line "${line}" is not an absolute path`);
+    (m[1] ? removeOnUpgrade : conffiles).push(m[2]!);
+  }
+
+  return {
+    path,
+    control,
+    controlText,
+    name,
+    version,
+    architecture,
+    multiArch: field(control, "Multi-Arch") ?? "no",
+    controlMembers,
+    conffiles,
+    removeOnUpgrade,
+    dataEntries: () => readDataEntries(path, dataMember, bad),
+  };
+}
+
+async function* readDataEntries(
+  path: string,
+  member: ArMember,
+  bad: (why: string, cause?: unknown) => SutureError,
+): AsyncGenerator<TarEntry> {
+  try {
+    const source =
+      member.name.endsWith(".xz") || member.name.endsWith(".lzma")
+        ? [await memberBytes(path, member, MAX_XZ_DATA_BYTES)]
+        : member.name.endsWith(".bz2")
+          ? undefined
+          : decompressAuto(openArMember(path, member));
+    if (!source)
+      throw bad("bzip2-compressed data archives are not supported (dpkg-deb no longer builds them)");
+    yield* readTar(source);
+  } catch (e) {
+    if (e instanceof SutureError && e.message.startsWith(path)) throw e;
+    throw bad(`its data archive cannot be read (${describeCause(e)})`, e);
+  }
+}
+
+/** A member's decompressed bytes, for the small control archive and for xz data. */
+async function memberBytes(path: string, member: ArMember, limit: number): Promise<Buffer> {
+  if (member.name.endsWith(".gz") || member.name.endsWith(".zst"))
+    return readAll(decompressAuto(openArMember(path, member)), limit);
+  const raw = await readAll(openArMember(path, member), limit);
+  if (member.name.endsWith(".xz")) return xz.decompress(raw);
+  if (member.name.endsWith(".lzma")) return lzma.decompress(raw);
+  return raw;
+}
