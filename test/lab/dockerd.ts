@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readFile, rm, statfs } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { processAlive } from "../../src/sandbox/file-lock.ts";
 
 /** A private Docker daemon for one test file. */
 export interface LabDockerd {
@@ -153,15 +154,6 @@ function readPid(path: string): number | undefined {
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -213,10 +213,7 @@ export async function applyWithApt(
       pins.push(`${t.name}=${choice.version}`);
     }
     if (failed.length && !options.ignoreErrors) {
-      throw new SutureError(
-        "PATCH_FAILED",
-        `cannot patch ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}; or pass --ignore-errors to patch the rest`,
-      );
+      throw cannotPatch(failed);
     }
     if (pins.length) {
       const installArgs = [
@@ -228,14 +225,7 @@ export async function applyWithApt(
         ...pins,
       ];
       await prefetch(installArgs);
-      await run("apt-get install", [
-        "apt-get",
-        "install",
-        "--no-install-recommends",
-        "--only-upgrade",
-        ...aptOptions,
-        ...pins,
-      ]);
+      await run("apt-get install", installArgs);
       installMs = performance.now() - started;
     }
     const after = await readInstalled(sandbox.mergedDir);
@@ -251,15 +241,28 @@ export async function applyWithApt(
       }
     }
     if (failed.length && !options.ignoreErrors) {
-      throw new SutureError(
-        "PATCH_FAILED",
-        `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`,
-      );
+      throw notReached(failed);
     }
     return { changed: diffInstalled(before, after), failed, warnings, installMs };
   }
   const after = await readInstalled(sandbox.mergedDir);
   return { changed: diffInstalled(before, after), failed: [], warnings, installMs };
+}
+
+/** Packages that cannot be patched before anything was changed; the user may patch the rest. */
+export function cannotPatch(failed: readonly { name: string; reason: string }[]): SutureError {
+  return new SutureError(
+    "PATCH_FAILED",
+    `cannot patch ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}; or pass --ignore-errors to patch the rest`,
+  );
+}
+
+/** Packages that were updated but did not reach the version the report asked for. */
+export function notReached(failed: readonly { name: string; reason: string }[]): SutureError {
+  return new SutureError(
+    "PATCH_FAILED",
+    `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`,
+  );
 }
 
 export async function readInstalled(root: string): Promise<Map<string, string>> {
