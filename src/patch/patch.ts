@@ -27,7 +27,12 @@ import type { UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
-import { type PatchPlatformContext, type PlatformResult, patchPlatformImage } from "./platform.ts";
+import {
+  type EngineChoice,
+  type PatchPlatformContext,
+  type PlatformResult,
+  patchPlatformImage,
+} from "./platform.ts";
 import { resolveTarget, sourceImageReference, type TargetOptions } from "./target.ts";
 
 export type { PlatformResult } from "./platform.ts";
@@ -51,6 +56,10 @@ export interface PatchOptions extends TargetOptions {
   compression?: Compression;
   /** Repository URI → mirror URI, for the image's apt sources (air-gapped or corporate mirrors). */
   mirrors?: Readonly<Record<string, string>>;
+  /** `auto` (default), `native` or `sandbox`: see chooseEngine in platform.ts. */
+  engine?: EngineChoice;
+  /** Keyring trusted for distroless images' default sources (default: the host's archive keyring). */
+  keyringFile?: string;
   transport?: TransportOptions;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -116,6 +125,8 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       timeoutMs: options.timeoutMs,
       compression: options.compression,
       mirrors: options.mirrors,
+      engine: options.engine,
+      keyringFile: options.keyringFile,
       progress,
       signal: options.signal,
     });

@@ -1,14 +1,14 @@
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { detectDistroInRoot } from "../distro/detect.ts";
+import { type DistroInfo, detectDistroInRoot } from "../distro/detect.ts";
 import {
   applyMirrors,
   fileAccessFromRoot,
   formatDeb822Sources,
   readAptSources,
 } from "../distro/dpkg/sources.ts";
-import { listDirInRoot, readFileInRoot } from "../distro/root-files.ts";
+import { listDirInRoot, readFileInRoot, resolveInRoot } from "../distro/root-files.ts";
 import { SutureError } from "../errors/errors.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
 import { buildPatchLayer } from "../layer/patch-layer.ts";
@@ -27,7 +27,9 @@ import { type ProgressSink, withStep } from "../progress/events.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { withFileLock } from "../sandbox/file-lock.ts";
 import { withSandbox } from "../sandbox/sandbox.ts";
-import { type AptCacheDirs, applyWithApt } from "./engines/apt.ts";
+import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
+import { applyNative } from "./engines/native/native.ts";
+import { dpkgArchitecture } from "./engines/native/repositories.ts";
 
 /** What happened to one platform of the image. */
 export interface PlatformResult {
@@ -43,6 +45,10 @@ export interface PlatformResult {
   digest?: string;
   layer?: { size: number; uncompressedSize: number; diffID: string; droppedUnchanged: number };
   warnings: string[];
+  /** The engine that applied the updates. */
+  engine?: "native" | "sandbox";
+  /** Time spent in maintainer scripts and triggers (native engine). */
+  scriptsMs?: number;
 }
 
 export interface PatchPlatformContext {
@@ -55,6 +61,10 @@ export interface PatchPlatformContext {
   dryRun?: boolean;
   timeoutMs?: number;
   compression?: Compression;
+  /** Which engine applies the updates (default auto, see chooseEngine). */
+  engine?: EngineChoice;
+  /** Keyring trusted for images without apt configuration (native engine). */
+  keyringFile?: string;
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
   progress: ProgressSink;
@@ -87,20 +97,14 @@ export async function patchPlatformImage(
     digest: original.manifest.digest,
     warnings: [],
   };
-  await assertCanRun(platform);
   const workDir = await mkdtemp(join(ctx.workRoot, "platform-"));
   const outcome = await withSandbox(
     image,
     { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
     async (sb) => {
       const distro = await detectDistroInRoot(sb.mergedDir);
-      if (distro.packageManager !== "apt") {
-        const os = distro.osRelease?.prettyName ?? distro.osRelease?.id ?? "an unknown OS";
-        throw new SutureError(
-          "UNSUPPORTED_OS",
-          `${os} with package db "${distro.packageDb}" is not supported yet: suture patches apt-based images (Debian, Ubuntu)`,
-        );
-      }
+      const engine = chooseEngine(ctx.engine ?? "auto", distro);
+      result.engine = engine;
       const filtered = plan ? filterPlanByInstalled(plan, distro.installed ?? new Map()) : undefined;
       result.plan = filtered;
       if (ctx.dryRun) return "dry-run" as const;
@@ -112,30 +116,57 @@ export async function patchPlatformImage(
             installedVersion: u.installedVersion,
           }))
         : "all";
-      const sourcesDir = ctx.mirrors && (await mirroredSources(sb.mergedDir, ctx.mirrors, workDir, progress));
-      const aptCache = await aptCacheFor(ctx.cacheDir, sourcesDir ?? sb.mergedDir, platform.architecture);
-      const apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
-        withFileLock(
-          aptCache.lock,
-          () =>
-            applyWithApt(sb, targets, {
-              ignoreErrors: ctx.ignoreErrors,
-              progress,
-              timeoutMs: ctx.timeoutMs,
-              cache: aptCache,
-              sourcesDir,
-              signal: ctx.signal,
-            }),
-          {
+      let apt: AptResult;
+      if (engine === "native") {
+        // Scripts run in the image when it has what they need; a foreign architecture then needs QEMU.
+        const runScripts =
+          (await resolveInRoot(sb.mergedDir, "/bin/sh")) !== undefined &&
+          (await resolveInRoot(sb.mergedDir, "/usr/bin/dpkg")) !== undefined;
+        if (runScripts) await assertCanRun(platform);
+        const native = await withStep(progress, "apply", "updating packages with suture's deb engine", () =>
+          applyNative(sb, targets, {
+            arch: dpkgArchitecture(platform.architecture, platform.variant),
+            os: distro.osRelease,
+            cacheDir: ctx.cacheDir,
+            mirrors: ctx.mirrors,
+            keyringFile: ctx.keyringFile,
+            runScripts,
+            ignoreErrors: ctx.ignoreErrors,
+            timeoutMs: ctx.timeoutMs,
+            progress,
             signal: ctx.signal,
-            onWait: (owner) =>
-              progress({
-                type: "warning",
-                message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
+          }),
+        );
+        result.scriptsMs = Math.round(native.scriptsMs);
+        apt = native;
+      } else {
+        await assertCanRun(platform);
+        const sourcesDir =
+          ctx.mirrors && (await mirroredSources(sb.mergedDir, ctx.mirrors, workDir, progress));
+        const aptCache = await aptCacheFor(ctx.cacheDir, sourcesDir ?? sb.mergedDir, platform.architecture);
+        apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
+          withFileLock(
+            aptCache.lock,
+            () =>
+              applyWithApt(sb, targets, {
+                ignoreErrors: ctx.ignoreErrors,
+                progress,
+                timeoutMs: ctx.timeoutMs,
+                cache: aptCache,
+                sourcesDir,
+                signal: ctx.signal,
               }),
-          },
-        ),
-      );
+            {
+              signal: ctx.signal,
+              onWait: (owner) =>
+                progress({
+                  type: "warning",
+                  message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
+                }),
+            },
+          ),
+        );
+      }
       result.changed = [...apt.changed].map(([n, v]) => ({ name: n, ...v }));
       result.failed = apt.failed;
       result.warnings.push(...apt.warnings);
@@ -206,6 +237,32 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.stats.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+export type EngineChoice = "auto" | "native" | "sandbox";
+
+/**
+ * Which engine patches an image. `auto` is suture's deb engine for every dpkg image: it produced
+ * the same trees and package databases as the image's own apt on the lab images (see
+ * test/e2e/engine-differential.test.ts) and needs no apt in the image. `sandbox` runs the image's
+ * own apt in runc, as copa does.
+ */
+export function chooseEngine(choice: EngineChoice, distro: DistroInfo): "native" | "sandbox" {
+  const os = distro.osRelease?.prettyName ?? distro.osRelease?.id ?? "an unknown OS";
+  const dpkgDb = distro.packageDb === "dpkg" || distro.packageDb === "dpkg-status.d";
+  if (!dpkgDb) {
+    throw new SutureError(
+      "UNSUPPORTED_OS",
+      `${os} with package db "${distro.packageDb}" is not supported yet: suture patches Debian and Ubuntu images (dpkg)`,
+    );
+  }
+  if (choice === "sandbox" && distro.packageManager !== "apt") {
+    throw new SutureError(
+      "USAGE",
+      `--engine sandbox needs apt in the image, and ${os} has none: use --engine native (or leave --engine out)`,
+    );
+  }
+  return choice === "sandbox" ? "sandbox" : "native";
 }
 
 /** QEMU's name for an OCI architecture, as binfmt_misc handlers are named. */

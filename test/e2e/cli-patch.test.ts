@@ -34,15 +34,13 @@ async function inspectJson(ref: string) {
   return JSON.parse(stdout).images[0];
 }
 
-/** The .debs in the patch cache with their inode and mtime (a re-download would change both). */
+/** The verified .debs in the patch cache with their inode and mtime (a re-download would change both). */
 async function cachedDebs() {
+  const dir = join(work, "cache", "apt-native", "debs");
   const out: { name: string; ino: number; mtimeMs: number }[] = [];
-  for (const key of await readdir(join(work, "cache", "apt"))) {
-    const dir = join(work, "cache", "apt", key, "archives");
-    for (const name of (await readdir(dir)).filter((n) => n.endsWith(".deb")).sort()) {
-      const st = await stat(join(dir, name));
-      out.push({ name, ino: st.ino, mtimeMs: st.mtimeMs });
-    }
+  for (const name of (await readdir(dir)).filter((n) => n.endsWith(".deb")).sort()) {
+    const st = await stat(join(dir, name));
+    out.push({ name, ino: st.ino, mtimeMs: st.mtimeMs });
   }
   return out;
 }
@@ -120,7 +118,7 @@ test("patch a real old bookworm image from a Trivy report of its pending securit
   const debs = await cachedDebs();
   for (const f of fixes)
     assert.ok(
-      debs.some((d) => d.name.startsWith(`${f.name}_`)),
+      debs.some((d) => d.name === `${f.sha256}.deb`),
       `${f.name} cached`,
     );
 
@@ -164,59 +162,24 @@ test("dry-run prints the plan and writes nothing; bad report fails in one line",
   await assert.rejects(stat(out));
 });
 
-test("--mirror sends apt to the mirror; a mirror serving a tampered .deb fails the patch and writes nothing", async () => {
-  const lab = await labImage("bookwormNginx");
-  const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
-    only: ["libexpat1"],
-    outFile: join(work, "r-mirror.json"),
-  });
-  assert.equal(fixes.length, 1);
-  const mirror = await startMirror();
-  const bad = await startMirror({
-    alter: (path, body) => {
-      if (!path.endsWith(".deb")) return undefined;
-      const copy = Buffer.from(body);
-      copy[copy.length - 100]! ^= 0xff;
-      return copy;
-    },
-  });
-  try {
-    const mirrors = (m: { url: string }) => [
-      "--mirror",
-      `http://deb.debian.org/debian=${m.url}/debian`,
-      "--mirror",
-      `http://deb.debian.org/debian-security=${m.url}/debian-security`,
-    ];
-    const out = join(work, "mirrored");
-    // A fresh cache: the .deb must come through the mirror, not from an earlier test's downloads.
-    const cache = ["--cache-dir", join(work, "cache-mirror")];
-    await run(suture, [
-      "patch",
-      "-i",
-      lab.reference,
-      "-r",
-      report,
-      "-t",
-      "m",
-      "--oci-dir",
-      out,
-      ...mirrors(mirror),
-      ...cache,
-    ]);
-    assert.ok(mirror.requests.some((p) => p.startsWith("/debian-security/dists/bookworm-security/")));
-    assert.ok(
-      mirror.requests.some((p) => /\/libexpat1_.*\.deb$/.test(p)),
-      mirror.requests.join("\n"),
-    );
-    // The image keeps its own sources: the mirror was only used for this run.
-    const root = await unpack(out, "m", join(work, "rootfs-m"));
-    assert.doesNotMatch(
-      await readFile(join(root, "etc/apt/sources.list.d/debian.sources"), "utf8"),
-      /127\.0\.0\.1/,
-    );
-
-    const badOut = join(work, "tampered");
-    await assert.rejects(
+for (const engine of ["native", "sandbox"]) {
+  test(`--mirror (${engine} engine) fetches through the mirror; a mirror serving a tampered .deb fails and writes nothing`, async () => {
+    const lab = await labImage("bookwormNginx");
+    const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
+      only: ["libexpat1"],
+      outFile: join(work, `r-mirror-${engine}.json`),
+    });
+    assert.equal(fixes.length, 1);
+    const mirror = await startMirror();
+    const bad = await startMirror({
+      alter: (path, body) => {
+        if (!path.endsWith(".deb")) return undefined;
+        const copy = Buffer.from(body);
+        copy[copy.length - 100]! ^= 0xff;
+        return copy;
+      },
+    });
+    const patch = (m: { url: string }, tag: string, out: string) =>
       run(
         suture,
         [
@@ -226,25 +189,48 @@ test("--mirror sends apt to the mirror; a mirror serving a tampered .deb fails t
           "-r",
           report,
           "-t",
-          "t",
+          tag,
           "--oci-dir",
-          badOut,
-          ...mirrors(bad),
+          out,
+          "--engine",
+          engine,
+          "--mirror",
+          `http://deb.debian.org/debian=${m.url}/debian`,
+          "--mirror",
+          `http://deb.debian.org/debian-security=${m.url}/debian-security`,
+          // A fresh cache: the .deb must come through this mirror, not from an earlier download.
           "--cache-dir",
-          join(work, "cache-bad"),
+          join(work, `cache-${tag}-${engine}`),
         ],
         { env: { ...process.env, CI: "true" } },
-      ),
-      (e: { code: number; stderr: string }) => {
+      );
+    try {
+      const out = join(work, `mirrored-${engine}`);
+      await patch(mirror, "m", out);
+      assert.ok(mirror.requests.some((p) => p.startsWith("/debian-security/dists/bookworm-security/")));
+      assert.ok(
+        mirror.requests.some((p) => /\/libexpat1_.*\.deb$/.test(p)),
+        mirror.requests.join("\n"),
+      );
+      // The image keeps its own sources: the mirror was only used for this run.
+      const root = await unpack(out, "m", join(work, `rootfs-m-${engine}`));
+      assert.doesNotMatch(
+        await readFile(join(root, "etc/apt/sources.list.d/debian.sources"), "utf8"),
+        /127\.0\.0\.1/,
+      );
+
+      const badOut = join(work, `tampered-${engine}`);
+      await assert.rejects(patch(bad, "t", badOut), (e: { code: number; stderr: string }) => {
         assert.notEqual(e.code, 0);
         const errors = e.stderr.split("\n").filter((l) => l.startsWith("error:"));
         assert.equal(errors.length, 1, e.stderr);
-        assert.match(errors[0]!, /hash sum mismatch|size mismatch/i);
+        assert.match(errors[0]!, /does not match (its signed index|the signed metadata)/);
+        assert.match(errors[0]!, /\[UNTRUSTED\]$/);
         return true;
-      },
-    );
-    assert.equal(existsSync(badOut), false, "nothing written");
-  } finally {
-    await Promise.all([mirror.stop(), bad.stop()]);
-  }
-});
+      });
+      assert.equal(existsSync(badOut), false, "nothing written");
+    } finally {
+      await Promise.all([mirror.stop(), bad.stop()]);
+    }
+  });
+}

@@ -3,6 +3,7 @@ import { SutureError } from "../../errors/errors.ts";
 import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
 import { type PlatformResult, patchImage } from "../../patch/patch.ts";
+import type { EngineChoice } from "../../patch/platform.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { ExitCode } from "../exit.ts";
 import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
@@ -24,6 +25,8 @@ interface PatchFlags extends CommonFlags {
   cacheDir?: string;
   compression: string;
   mirror?: string[];
+  engine: string;
+  keyring?: string;
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -38,6 +41,11 @@ export function parseDuration(text: string): number {
   if (consumed !== text.length || total <= 0)
     throw new SutureError("USAGE", `invalid --timeout "${text}": use e.g. 5m, 90s, 1h`);
   return total;
+}
+
+function parseEngine(value: string): EngineChoice {
+  if (value === "auto" || value === "native" || value === "sandbox") return value;
+  throw new SutureError("USAGE", `unknown --engine "${value}": use auto, native or sandbox`);
 }
 
 /** `--mirror http://deb.debian.org/debian=http://mirror.local/debian`, repeatable. */
@@ -92,6 +100,15 @@ export function registerPatch(program: Command): void {
         "--mirror <from=to>",
         "fetch packages for apt source FROM from mirror TO (repeatable); signatures are still checked",
         (value: string, previous: string[] = []) => [...previous, value],
+      )
+      .option(
+        "--engine <engine>",
+        "auto | native | sandbox: suture's own deb engine, or the image's apt in runc (auto: apt when the image has it)",
+        "auto",
+      )
+      .option(
+        "--keyring <file>",
+        "OpenPGP keyring to trust for images without apt sources (default: the host's /usr/share/keyrings)",
       ),
   ).action(async (flags: PatchFlags) => {
     if (flags.format !== "openvex")
@@ -133,6 +150,8 @@ export function registerPatch(program: Command): void {
         cacheDir: flags.cacheDir,
         compression,
         mirrors: parseMirrors(flags.mirror ?? []),
+        engine: parseEngine(flags.engine),
+        keyringFile: flags.keyring,
         transport: options,
         progress: options.progress,
         signal: controller.signal,

@@ -1,0 +1,284 @@
+import type { PackageEntry, PackagesIndex, Relation } from "../../../distro/dpkg/packages-index.ts";
+import { parseRelations } from "../../../distro/dpkg/packages-index.ts";
+import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
+import { compareDebVersions } from "../../../distro/dpkg/version.ts";
+import { chooseVersion, type PackageTarget } from "../apt.ts";
+
+export interface InstallItem {
+  entry: PackageEntry;
+  /** The installed version it replaces; undefined for a new package. */
+  from?: string;
+  /** Why it is installed: asked for, needed by something installed with it, or needed to keep an installed package working. */
+  reason: "target" | "dependency" | "reverse-dependency" | "new-dependency";
+}
+
+export interface InstallSet {
+  /** In installation order: dependencies before the packages that need them. */
+  install: InstallItem[];
+  failed: { name: string; reason: string }[];
+  warnings: string[];
+}
+
+export interface InstallSetInput {
+  installed: readonly InstalledPackage[];
+  indexes: readonly PackagesIndex[];
+  /** dpkg architecture of the image. */
+  arch: string;
+  targets: readonly PackageTarget[] | "all";
+}
+
+/** What the post-install system has under a name: its version and what it provides. */
+interface Present {
+  version: string;
+  provides: Relation[];
+  depends: Relation[][];
+  breaks: Relation[];
+  held: boolean;
+  installed: boolean;
+}
+
+/**
+ * Decide what to install, as `apt-get install --only-upgrade PKG=VER…` (report) or `apt-get upgrade`
+ * (update-all) would, with suture's rules: never a new top-level package, never an unasked major
+ * version (chooseVersion), held packages left alone, no removals. Dependencies of what is installed
+ * must hold afterwards: an installed alternative is upgraded when its version no longer satisfies
+ * (`Depends`, `Pre-Depends`), an installed package another one `Breaks` is upgraded past the break,
+ * and installed packages whose own dependencies the upgrade breaks (exact `=` pins between binaries
+ * of one source) are upgraded too. A missing dependency is installed only when it is not Essential.
+ * Whatever cannot be satisfied is a failure naming the package and the relation.
+ */
+export function resolveInstallSet(input: InstallSetInput): InstallSet {
+  const { arch } = input;
+  const present = new Map<string, Present>();
+  for (const p of input.installed) {
+    if (p.architecture !== arch && p.architecture !== "all") continue;
+    present.set(p.name, {
+      version: p.version,
+      provides: parseRelations(p.paragraph.get("provides")).flat(),
+      depends: [
+        ...parseRelations(p.paragraph.get("pre-depends")),
+        ...parseRelations(p.paragraph.get("depends")),
+      ],
+      breaks: [
+        ...parseRelations(p.paragraph.get("breaks")).flat(),
+        ...parseRelations(p.paragraph.get("conflicts")).flat(),
+      ],
+      held: /^hold /.test(p.status),
+      installed: true,
+    });
+  }
+  const original = new Map([...present].map(([n, p]) => [n, p.version]));
+  const candidates = (name: string): PackageEntry[] => {
+    const out: PackageEntry[] = [];
+    for (const index of input.indexes) {
+      for (const e of index.byName.get(name) ?? [])
+        if (e.architecture === arch || e.architecture === "all") out.push(e);
+    }
+    return out.sort((a, b) => compareDebVersions(b.version, a.version));
+  };
+
+  const picked = new Map<string, InstallItem>();
+  const failed: InstallSet["failed"] = [];
+  const warnings: string[] = [];
+  const queue: PackageEntry[] = [];
+  const pick = (entry: PackageEntry, reason: InstallItem["reason"]) => {
+    const current = picked.get(entry.package);
+    if (current && compareDebVersions(current.entry.version, entry.version) >= 0) return;
+    picked.set(entry.package, {
+      entry,
+      from: original.get(entry.package),
+      reason: current?.reason ?? reason,
+    });
+    present.set(entry.package, {
+      version: entry.version,
+      provides: parseRelations(entry.provides).flat(),
+      depends: [...parseRelations(entry.preDepends), ...parseRelations(entry.depends)],
+      breaks: [...parseRelations(entry.breaks).flat(), ...parseRelations(entry.conflicts).flat()],
+      held: false,
+      installed: true,
+    });
+    queue.push(entry);
+  };
+  const fail = (name: string, reason: string) => {
+    if (!failed.some((f) => f.name === name && f.reason === reason)) failed.push({ name, reason });
+  };
+
+  if (input.targets === "all") {
+    for (const [name, p] of present) {
+      const best = candidates(name)[0];
+      if (!best || compareDebVersions(best.version, p.version) <= 0) continue;
+      if (p.held) {
+        warnings.push(
+          `${name} is held (apt-mark hold): left at ${p.version} although ${best.version} is available`,
+        );
+        continue;
+      }
+      pick(best, "target");
+    }
+  } else {
+    for (const t of input.targets) {
+      const p = present.get(t.name);
+      if (!p) {
+        fail(t.name, "not installed in the image (suture never adds a new top-level package)");
+        continue;
+      }
+      if (p.held) {
+        fail(
+          t.name,
+          `held with apt-mark hold in the image (run \`apt-mark unhold ${t.name}\` in the image to allow it)`,
+        );
+        continue;
+      }
+      const all = candidates(t.name);
+      const choice = chooseVersion(t, { installed: p.version, versions: all.map((e) => e.version) });
+      if (!choice) {
+        fail(
+          t.name,
+          `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${all[0]?.version ?? "none"})`,
+        );
+        continue;
+      }
+      if (choice.note) warnings.push(choice.note);
+      if (compareDebVersions(choice.version, p.version) <= 0) continue;
+      pick(all.find((e) => e.version === choice.version)!, "target");
+    }
+  }
+
+  const satisfies = (r: Relation): boolean => {
+    if (r.arch && r.arch !== "any" && r.arch !== "native" && r.arch !== arch) return false;
+    const p = present.get(r.name);
+    if (p && versionMatches(p.version, r)) return true;
+    for (const q of present.values()) {
+      for (const prov of q.provides) {
+        if (prov.name !== r.name) continue;
+        if (!r.op) return true;
+        if (prov.version && versionMatches(prov.version, r)) return true;
+      }
+    }
+    return false;
+  };
+  const upgradeSatisfying = (name: string, ok: (e: PackageEntry) => boolean): PackageEntry | undefined =>
+    candidates(name).find(
+      (e) => ok(e) && compareDebVersions(e.version, present.get(name)?.version ?? "0") > 0,
+    );
+
+  for (let guard = 0; queue.length; guard++) {
+    if (guard > 10_000) throw new Error("dependency resolution did not converge");
+    const entry = queue.shift()!;
+    const mine = present.get(entry.package)!;
+    // What the new version needs.
+    for (const group of mine.depends) {
+      if (group.some(satisfies)) continue;
+      let done = false;
+      for (const alt of group) {
+        if (!present.has(alt.name)) continue;
+        const up = upgradeSatisfying(alt.name, (e) => versionMatches(e.version, alt));
+        if (up && !present.get(alt.name)!.held) {
+          pick(up, "dependency");
+          done = true;
+          break;
+        }
+      }
+      if (done) continue;
+      const fresh = group
+        .map((alt) => candidates(alt.name).find((e) => versionMatches(e.version, alt)))
+        .find((e): e is PackageEntry => e !== undefined);
+      if (fresh && !fresh.essential) {
+        pick(fresh, "new-dependency");
+        warnings.push(
+          `${entry.package} ${entry.version} needs ${fresh.package}, which is not installed: installing it`,
+        );
+        continue;
+      }
+      fail(
+        entry.package,
+        fresh
+          ? `needs ${fresh.package}, a new Essential package suture will not add`
+          : `needs ${formatGroup(group)}, which no installed package or apt source satisfies`,
+      );
+    }
+    // What the new version breaks, and who breaks it.
+    for (const [name, p] of present) {
+      if (name === entry.package) continue;
+      const brokenByNew = mine.breaks.find((r) => r.name === name && versionMatches(p.version, r));
+      const breaksNew = p.breaks.find((r) => r.name === entry.package && versionMatches(entry.version, r));
+      const depBroken = p.depends.find(
+        (group) => group.some((r) => r.name === entry.package) && !group.some(satisfies),
+      );
+      if (!brokenByNew && !breaksNew && !depBroken) continue;
+      const up = upgradeSatisfying(name, (e) => {
+        const eBreaks = [...parseRelations(e.breaks).flat(), ...parseRelations(e.conflicts).flat()];
+        const eDeps = [...parseRelations(e.preDepends), ...parseRelations(e.depends)];
+        return (
+          !(brokenByNew && versionMatches(e.version, brokenByNew)) &&
+          !eBreaks.some((r) => r.name === entry.package && versionMatches(entry.version, r)) &&
+          eDeps.every(
+            (group) =>
+              !group.some((r) => r.name === entry.package) ||
+              group.some((r) => (r.name !== entry.package ? satisfies(r) : versionMatches(entry.version, r))),
+          )
+        );
+      });
+      if (up && !p.held) pick(up, "reverse-dependency");
+      else {
+        const rel = brokenByNew ?? breaksNew ?? depBroken?.[0];
+        fail(
+          entry.package,
+          `${entry.version} conflicts with the installed ${name} ${p.version} (${rel ? formatRelation(rel) : "relation"}) and no version of ${name} fixes that${p.held ? " (it is held)" : ""}`,
+        );
+      }
+    }
+  }
+
+  return { install: installOrder([...picked.values()]), failed, warnings };
+}
+
+function versionMatches(version: string, r: Relation): boolean {
+  if (!r.op || !r.version) return true;
+  const c = compareDebVersions(version, r.version);
+  switch (r.op) {
+    case "<<":
+      return c < 0;
+    case "<=":
+      return c <= 0;
+    case "=":
+      return c === 0;
+    case ">=":
+      return c >= 0;
+    case ">>":
+      return c > 0;
+  }
+}
+
+function formatRelation(r: Relation): string {
+  return `${r.name}${r.arch ? `:${r.arch}` : ""}${r.op ? ` (${r.op} ${r.version})` : ""}`;
+}
+
+function formatGroup(group: Relation[]): string {
+  return group.map(formatRelation).join(" | ");
+}
+
+/** Dependencies first (Pre-Depends and Depends within the set), ties and cycles by name. */
+function installOrder(items: InstallItem[]): InstallItem[] {
+  const byName = new Map(items.map((i) => [i.entry.package, i]));
+  const needs = new Map<string, Set<string>>();
+  for (const i of items) {
+    const deps = [...parseRelations(i.entry.preDepends), ...parseRelations(i.entry.depends)]
+      .flat()
+      .map((r) => r.name)
+      .filter((n) => n !== i.entry.package && byName.has(n));
+    needs.set(i.entry.package, new Set(deps));
+  }
+  const out: InstallItem[] = [];
+  const remaining = new Set(byName.keys());
+  while (remaining.size) {
+    const ready = [...remaining].filter((n) => [...needs.get(n)!].every((d) => !remaining.has(d))).sort();
+    // A cycle (libc6 ↔ libgcc-s1): take the first by name and go on, as dpkg's ordering does.
+    const next = ready.length ? ready : [[...remaining].sort()[0]!];
+    for (const n of next) {
+      out.push(byName.get(n)!);
+      remaining.delete(n);
+    }
+  }
+  return out;
+}
