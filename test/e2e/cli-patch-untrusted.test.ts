@@ -1,0 +1,106 @@
+/**
+ * A mirror that serves altered repository files: each alteration is refused with its own one-line
+ * UNTRUSTED error naming the file, exit non-zero, and nothing is written. The mirror proxies the
+ * real Debian archive, so everything it does not alter is genuine and correctly signed.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { labImage, trivyReportFor } from "../lab/images.ts";
+import { type LabMirrorOptions, startMirror } from "../lab/mirror.ts";
+
+const run = promisify(execFile);
+const suture = join(import.meta.dirname, "../../bin/suture");
+let work: string;
+let report: string;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), "suture-untrusted-"));
+  ({ path: report } = await trivyReportFor("bookwormNginx", {
+    only: ["libexpat1"],
+    outFile: join(work, "r.json"),
+  }));
+});
+after(() => rm(work, { recursive: true, force: true }));
+
+const flip = (body: Buffer, at: number) => {
+  const copy = Buffer.from(body);
+  copy[at]! ^= 0x01;
+  return copy;
+};
+
+const cases: { name: string; alter: LabMirrorOptions["alter"]; error: RegExp }[] = [
+  {
+    name: "an InRelease whose signed text was changed",
+    alter: (path, body) =>
+      path.endsWith("/bookworm-security/InRelease")
+        ? Buffer.from(
+            body.toString("utf8").replace(/^Codename: bookworm-security$/m, "Codename: bookworm-securitz"),
+          )
+        : undefined,
+    error: /bookworm-security.*(signature|signed)/i,
+  },
+  {
+    name: "a Packages index that does not match the signed Release",
+    alter: (path, body) =>
+      /\/binary-amd64\/(by-hash\/SHA256\/[0-9a-f]+|Packages\.xz)$/.test(path) ? flip(body, 200) : undefined,
+    error: /Packages.*(SHA256|size|does not match)/i,
+  },
+];
+
+for (const c of cases) {
+  test(`patch refuses ${c.name}; nothing is written`, async () => {
+    const lab = await labImage("bookwormNginx");
+    const altered = new Set<string>();
+    const mirror = await startMirror({
+      alter: (path, body) => {
+        const out = c.alter?.(path, body);
+        if (out && !out.equals(body)) altered.add(path);
+        return out;
+      },
+    });
+    const out = join(work, `out-${cases.indexOf(c)}`);
+    try {
+      await assert.rejects(
+        run(
+          suture,
+          [
+            "patch",
+            "-i",
+            lab.reference,
+            "-r",
+            report,
+            "-t",
+            "x",
+            "--oci-dir",
+            out,
+            "--mirror",
+            `http://deb.debian.org/debian=${mirror.url}/debian`,
+            "--mirror",
+            `http://deb.debian.org/debian-security=${mirror.url}/debian-security`,
+            "--cache-dir",
+            join(work, `cache-${cases.indexOf(c)}`),
+          ],
+          { env: { ...process.env, CI: "true" } },
+        ),
+        (e: { code: number; stderr: string }) => {
+          assert.notEqual(e.code, 0);
+          const errors = e.stderr.split("\n").filter((l) => l.startsWith("error:"));
+          assert.equal(errors.length, 1, e.stderr);
+          assert.match(errors[0]!, /\[UNTRUSTED\]$/);
+          assert.match(errors[0]!, c.error);
+          return true;
+        },
+      );
+      assert.equal(existsSync(out), false, "nothing written");
+      assert.ok(altered.size > 0, "the mirror altered a file");
+    } finally {
+      await mirror.stop();
+    }
+  });
+}
