@@ -32,6 +32,12 @@ export interface PackageEntry {
   repoUri: string;
 }
 
+/** Lookup of an index's entries by package name. */
+export interface PackagesByName {
+  get(name: string): readonly PackageEntry[] | undefined;
+  has(name: string): boolean;
+}
+
 /** One verified `Packages` index of a repository (one component × architecture). */
 export interface PackagesIndex {
   uri: string;
@@ -42,9 +48,10 @@ export interface PackagesIndex {
   url: string;
   /** SHA-256 of the index file as downloaded, from the signed Release file. */
   sha256: string;
-  entries: PackageEntry[];
+  /** Every usable entry (for a lazy index: parsed when first asked for, so avoid it in hot paths). */
+  readonly entries: PackageEntry[];
   /** Entries by package name, in index order. */
-  byName: ReadonlyMap<string, readonly PackageEntry[]>;
+  byName: PackagesByName;
 }
 
 const WANTED: Record<string, keyof PackageEntry | "size" | "essential"> = {
@@ -270,4 +277,85 @@ export function parseRelations(text: string | undefined): Relation[][] {
         return r;
       }),
   );
+}
+
+/**
+ * A Packages index kept as its decompressed bytes, parsed per package on first use. A Debian
+ * `main` index is ~47 MB with ~63,000 stanzas, and a patch needs the few hundred the image has
+ * installed: scanning only the `Package:` line of each stanza keeps memory at the size of the
+ * bytes (no 2-byte JS string of the whole file, no 63,000 objects) and parsing to milliseconds.
+ * Throws INVALID_MANIFEST when the bytes hold stanzas but none names a package.
+ */
+export function lazyPackagesIndex(
+  meta: Omit<PackagesIndex, "entries" | "byName">,
+  bytes: Buffer,
+  options: { repoUri: string; what?: string },
+): PackagesIndex {
+  const spans = new Map<string, number[]>();
+  let stanzas = 0;
+  let pos = 0;
+  const n = bytes.length;
+  while (pos < n) {
+    while (pos < n && (bytes[pos] === 0x0a || bytes[pos] === 0x0d)) pos++;
+    if (pos >= n) break;
+    let end = bytes.indexOf("\n\n", pos);
+    if (end < 0) end = n;
+    stanzas++;
+    const name = packageName(bytes, pos, end);
+    if (name) {
+      const list = spans.get(name);
+      if (list) list.push(pos, end);
+      else spans.set(name, [pos, end]);
+    }
+    pos = end + 2;
+  }
+  if (stanzas > 0 && spans.size === 0) {
+    throw new SutureError(
+      "INVALID_MANIFEST",
+      `${options.what ?? "Packages index"} has ${stanzas} stanzas but none with a Package field`,
+    );
+  }
+  const parsed = new Map<string, readonly PackageEntry[]>();
+  const get = (name: string): readonly PackageEntry[] | undefined => {
+    let out = parsed.get(name);
+    if (out) return out;
+    const s = spans.get(name);
+    if (!s) return undefined;
+    const list: PackageEntry[] = [];
+    for (let i = 0; i < s.length; i += 2) {
+      const e = parseStanza(bytes.toString("utf8", s[i], s[i + 1]), options.repoUri);
+      if (e && e.package === name) list.push(e);
+    }
+    out = list;
+    parsed.set(name, out);
+    return out.length ? out : undefined;
+  };
+  const byName: PackagesByName = { get, has: (name) => get(name) !== undefined };
+  return {
+    ...meta,
+    byName,
+    // Rarely wanted (whole-index listings): parsed on demand.
+    get entries() {
+      return [...spans.keys()].flatMap((k) => get(k) ?? []);
+    },
+  };
+}
+
+/** The `Package:` value of the stanza at bytes[start, end) (normally its first line). */
+function packageName(bytes: Buffer, start: number, end: number): string | undefined {
+  let lineStart = start;
+  while (lineStart < end) {
+    let nl = bytes.indexOf(0x0a, lineStart);
+    if (nl < 0 || nl > end) nl = end;
+    // "Package:" case-insensitively (P/p), as control fields are.
+    if (
+      nl - lineStart > 8 &&
+      (bytes[lineStart] | 0x20) === 0x70 &&
+      bytes.toString("latin1", lineStart, lineStart + 8).toLowerCase() === "package:"
+    ) {
+      return bytes.toString("utf8", lineStart + 8, nl).trim();
+    }
+    lineStart = nl + 1;
+  }
+  return undefined;
 }

@@ -16,7 +16,7 @@ import {
 } from "../../trust/signature.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
 import { defaultHttpFetch, fetchBytes, fetchToFile, type HttpFetch } from "./fetch.ts";
-import { makePackagesIndex, type PackagesIndex, parsePackagesIndex } from "./packages-index.ts";
+import { lazyPackagesIndex, type PackagesIndex } from "./packages-index.ts";
 import type { AptSource } from "./sources.ts";
 
 /** The signed `Release` metadata of one suite. */
@@ -446,22 +446,32 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
     }
     t.stage.add(file, finalPath);
   }
-  const compressed = await readFile(file);
-  const plain = await decompress(compressed, name, what);
+  // The decompressed index is cached under its own signed hash: decompressing Debian's main
+  // index (xz, 47 MB) costs more time and memory than everything else a patch does with it.
   const plainExpected = t.release.files.get(`${dir}Packages`);
-  if (plainExpected && name !== "Packages") {
-    const err = checksumError(
-      bytesChecksum(plain),
-      plainExpected,
-      `decompressed ${what}`,
-      "the index is corrupt",
-    );
-    if (err) throw err;
+  const plainPath = plainExpected && join(t.options.cacheDir, "indexes", `${plainExpected.sha256}.plain`);
+  let plain: Buffer;
+  if (plainPath && plainExpected && name !== "Packages" && (await matchesFile(plainPath, plainExpected))) {
+    plain = await readFile(plainPath);
+  } else {
+    plain = await decompress(await readFile(file), name, what);
+    if (plainExpected && name !== "Packages") {
+      const err = checksumError(
+        bytesChecksum(plain),
+        plainExpected,
+        `decompressed ${what}`,
+        "the index is corrupt",
+      );
+      if (err) throw err;
+      const tmp = await t.stage.temp(`plain-${plainExpected.sha256}`);
+      await writeFile(tmp, plain);
+      t.stage.add(tmp, plainPath!);
+    }
   }
-  const entries = parsePackagesIndex(plain.toString("utf8"), { repoUri: t.repoUri, what });
-  return makePackagesIndex(
+  return lazyPackagesIndex(
     { uri: t.source.uri, suite: t.suite, component: t.component, arch: t.arch, url, sha256: expected.sha256 },
-    entries,
+    plain,
+    { repoUri: t.repoUri, what },
   );
 }
 
