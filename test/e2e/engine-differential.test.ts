@@ -29,12 +29,19 @@ after(() => rm(work, { recursive: true, force: true }));
  */
 const JUSTIFIED: { pattern: RegExp; why: string }[] = [
   {
-    pattern: /^\/var\/lib\/dpkg\/(status-old|available|available-old|diversions-old|statoverride-old|lock.*)$/,
+    pattern:
+      /^\/var\/lib\/dpkg\/(status-old|available|available-old|diversions-old|statoverride-old|lock.*)$/,
     why: "dpkg's backups and locks of its own run",
   },
-  { pattern: /^\/var\/lib\/dpkg\/triggers\/(Lock|Unincorp)$/, why: "dpkg's trigger bookkeeping of its own run" },
+  {
+    pattern: /^\/var\/lib\/dpkg\/triggers\/(Lock|Unincorp)$/,
+    why: "dpkg's trigger bookkeeping of its own run",
+  },
   { pattern: /^\/var\/cache\/debconf\/.*$/, why: "debconf caches rewritten by apt's frontend run" },
-  { pattern: /^\/var\/lib\/apt\/extended_states$/, why: "apt's auto-installed marks, written only when apt runs" },
+  {
+    pattern: /^\/var\/lib\/apt\/extended_states$/,
+    why: "apt's auto-installed marks, written only when apt runs",
+  },
   {
     pattern: /^\/var\/cache\/ldconfig\/aux-cache$/,
     why: "ldconfig's auxiliary cache keys libraries by inode and ctime, which differ on every run (two apt runs differ too)",
@@ -65,7 +72,9 @@ async function tree(root: string): Promise<Map<string, Entry>> {
         e.target = await readlink(join(root, p));
       } else if (st.isFile()) {
         e.type = "file";
-        e.digest = createHash("sha256").update(await readFile(join(root, p))).digest("hex");
+        e.digest = createHash("sha256")
+          .update(await readFile(join(root, p)))
+          .digest("hex");
       }
       out.set(p, e);
     }
@@ -88,7 +97,9 @@ async function patchWith(engine: string, report: string, reference: string): Pro
 
 test("the native engine and the image's own apt produce the same tree and package database", async () => {
   const lab = await labImage("bookwormNginx");
-  const { path: report, fixes } = await trivyReportFor("bookwormNginx", { outFile: join(work, "report.json") });
+  const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
+    outFile: join(work, "report.json"),
+  });
   assert.ok(fixes.length > 5, "a real multi-package report");
   const sandbox = await patchWith("sandbox", report, lab.reference);
   const native = await patchWith("native", report, lab.reference);
