@@ -106,7 +106,7 @@ export async function applyNative(
       ),
   );
   const scriptsNotRun: string[] = [];
-  await withStep(progress, "unpack", `unpacking ${paths.length} packages`, async () => {
+  await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
     for (const [i, path] of paths.entries()) {
       options.signal?.throwIfAborted();
       const summary = await unpackDeb(root, path, db, {

@@ -1,0 +1,331 @@
+/**
+ * suture vs the apt-in-runc baseline (what copa does, minus BuildKit), measured in one run on this
+ * machine. See bench/README.md for what each number means.
+ *
+ *   npm run bench [-- --only full,lib,multi] [--json FILE]
+ */
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { gunzipSync } from "node:zlib";
+import { openImage } from "../src/image/image.ts";
+import { defaultExclude } from "../src/layer/excludes.ts";
+import { hostPlatform } from "../src/oci/platform.ts";
+import { parseTransportReference } from "../src/ref/transport.ts";
+import { withSandbox } from "../src/sandbox/sandbox.ts";
+import { openSource } from "../src/transports/index.ts";
+import { labImage, trivyReportFor } from "../test/lab/images.ts";
+import { labIndex } from "../test/lab/lab-index.ts";
+
+const LIB_PACKAGES = [
+  "libssl3",
+  "openssl",
+  "libexpat1",
+  "unzip",
+  "liblzma5",
+  "libbrotli1",
+  "libssh2-1",
+  "libpcre2-8-0",
+  "libsasl2-2",
+  "libsasl2-modules-db",
+];
+
+const { values: args } = parseArgs({
+  options: { only: { type: "string", default: "full,lib,multi" }, json: { type: "string" } },
+});
+const only = new Set(args.only!.split(","));
+const suture = join(import.meta.dirname, "../bin/suture");
+const work = await mkdtemp(join(tmpdir(), "suture-bench-"));
+
+interface Run {
+  name: string;
+  wallMs: number;
+  phases: Record<string, number>;
+  layerBytes?: number;
+  layerGzipBytes?: number;
+  peakRssMb?: number;
+}
+const results: { workload: string; packages: number; changedBytes?: number; runs: Run[] }[] = [];
+
+/** The baseline: fresh unpack, overlay + runc, copa's apt commands, tar+gzip of the whole upper dir. */
+async function baseline(reference: string, packages: string[]): Promise<{ run: Run; changedBytes: number }> {
+  const cacheDir = join(work, `baseline-cache-${Math.random().toString(36).slice(2)}`);
+  const started = performance.now();
+  const phases: Record<string, number> = {};
+  const source = await openSource(parseTransportReference(reference), {});
+  const image = await openImage(source, hostPlatform());
+  let t = performance.now();
+  let changedBytes = 0;
+  let layerGzipBytes = 0;
+  let layerBytes = 0;
+  await withSandbox(image, { cacheDir, workRoot: join(work, "baseline-work") }, async (sb) => {
+    phases.unpack = performance.now() - t;
+    const env = ["DEBIAN_FRONTEND=noninteractive"];
+    const step = async (name: string, argv: string[]) => {
+      t = performance.now();
+      const r = await sb.run(argv, { env });
+      if (r.exitCode !== 0) throw new Error(`${name} failed: ${r.stderr.slice(-500)}`);
+      phases[name] = performance.now() - t;
+    };
+    await step("apt-get update", ["apt-get", "update"]);
+    await step("apt-get install", [
+      "apt-get",
+      "install",
+      "--no-install-recommends",
+      "-y",
+      "-o",
+      "Dpkg::Options::=--force-confold",
+      ...packages,
+    ]);
+    t = performance.now();
+    const tarball = join(work, "baseline-layer.tar.gz");
+    await exec("tar", ["-C", sb.upperDir, "-czf", tarball, "."]);
+    phases["tar+gzip"] = performance.now() - t;
+    layerGzipBytes = (await stat(tarball)).size;
+    layerBytes = gunzipSync(await readFile(tarball)).length;
+    changedBytes = await reallyChangedBytes(sb.upperDir, sb.lowerDirs);
+  });
+  await source.close();
+  await rm(cacheDir, { recursive: true, force: true });
+  return {
+    run: {
+      name: "baseline (apt in runc)",
+      wallMs: performance.now() - started,
+      phases,
+      layerBytes,
+      layerGzipBytes,
+    },
+    changedBytes,
+  };
+}
+
+/**
+ * Bytes that really changed: regular files in the upper dir whose content or metadata differ from
+ * the top-most lower layer holding the path (or that are new), outside suture's excludes (apt
+ * lists, caches, logs, dpkg backups: the same definition the layer builder uses).
+ */
+async function reallyChangedBytes(upper: string, lowers: readonly string[]): Promise<number> {
+  let total = 0;
+  const walk = async (rel: string) => {
+    for (const name of await readdir(join(upper, rel))) {
+      const path = `${rel}/${name}`;
+      const st = await lstat(join(upper, path));
+      const type = st.isDirectory()
+        ? "directory"
+        : st.isFile()
+          ? "file"
+          : st.isSymbolicLink()
+            ? "symlink"
+            : "other";
+      if (defaultExclude(path, { type, size: st.isFile() ? st.size : 0 })) continue;
+      if (st.isDirectory()) {
+        await walk(path);
+        continue;
+      }
+      if (!st.isFile()) continue;
+      let lower: import("node:fs").Stats | undefined;
+      let lowerPath = "";
+      for (const dir of [...lowers].reverse()) {
+        lower = await lstat(join(dir, path)).catch(() => undefined);
+        if (lower) {
+          lowerPath = join(dir, path);
+          break;
+        }
+      }
+      const same =
+        lower?.isFile() &&
+        lower.size === st.size &&
+        lower.mode === st.mode &&
+        lower.uid === st.uid &&
+        lower.gid === st.gid &&
+        Math.floor(lower.mtimeMs / 1000) === Math.floor(st.mtimeMs / 1000) &&
+        sha(await readFile(lowerPath)) === sha(await readFile(join(upper, path)));
+      if (!same) total += st.size;
+    }
+  };
+  await walk("");
+  return total;
+}
+
+/** suture as a user runs it: the CLI, json progress for phase times, peak RSS polled from /proc. */
+async function sutureRun(name: string, argv: string[]): Promise<Run> {
+  const started = performance.now();
+  const child = spawn(suture, [...argv, "--progress", "json"], { stdio: ["ignore", "pipe", "pipe"] });
+  let peakKb = 0;
+  const poll = setInterval(async () => {
+    const s = await readFile(`/proc/${child.pid}/status`, "utf8").catch(() => "");
+    const kb = Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0);
+    if (kb > peakKb) peakKb = kb;
+  }, 50);
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  child.stdout.resume();
+  const code = await new Promise<number>((r) => child.on("exit", (c) => r(c ?? 1)));
+  clearInterval(poll);
+  if (code !== 0) throw new Error(`${name}: suture exited ${code}: ${stderr.slice(-800)}`);
+  const phases: Record<string, number> = {};
+  for (const line of stderr.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const e = JSON.parse(line);
+    if (e.type === "step-done" && !e.step.startsWith("extract-layer"))
+      phases[e.step] = (phases[e.step] ?? 0) + e.elapsedMs;
+    if (e.type === "step-done" && e.step.startsWith("extract-layer"))
+      phases.unpack = (phases.unpack ?? 0) + e.elapsedMs;
+  }
+  return { name, wallMs: performance.now() - started, phases, peakRssMb: Math.round(peakKb / 1024) };
+}
+
+/** Size of the last layer of a patched OCI layout: compressed and uncompressed. */
+async function lastLayer(layout: string, tag: string): Promise<{ gz: number; raw: number }> {
+  const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8"));
+  const entry = index.manifests.find(
+    (m: { annotations?: Record<string, string> }) =>
+      m.annotations?.["org.opencontainers.image.ref.name"] === tag,
+  );
+  const blob = (d: string) => readFile(join(layout, "blobs", "sha256", d.slice(7)));
+  let manifest = JSON.parse((await blob(entry.digest)).toString());
+  if (manifest.manifests) manifest = JSON.parse((await blob(manifest.manifests[0].digest)).toString());
+  const layer = manifest.layers.at(-1);
+  const bytes = await blob(layer.digest);
+  return { gz: bytes.length, raw: gunzipSync(bytes).length };
+}
+
+async function workload(name: string, reference: string, report: string, packages: string[]) {
+  console.error(`» ${name}: ${packages.length} packages`);
+  const { run: base, changedBytes } = await baseline(reference, packages);
+  const runs: Run[] = [base];
+  for (const engine of ["native", "sandbox"]) {
+    const cache = join(work, `cache-${name}-${engine}`);
+    for (const temp of ["cold", "warm"]) {
+      const out = join(work, `out-${name}-${engine}-${temp}`);
+      const r = await sutureRun(`suture ${engine} (${temp} cache)`, [
+        "patch",
+        "-i",
+        reference,
+        "-r",
+        report,
+        "-t",
+        "bench",
+        "--oci-dir",
+        out,
+        "--engine",
+        engine,
+        "--cache-dir",
+        cache,
+      ]);
+      const layer = await lastLayer(out, "bench");
+      r.layerBytes = layer.raw;
+      r.layerGzipBytes = layer.gz;
+      runs.push(r);
+    }
+  }
+  results.push({ workload: name, packages: packages.length, changedBytes, runs });
+}
+
+try {
+  const nginx = await labImage("bookwormNginx");
+  if (only.has("full")) {
+    const r = await trivyReportFor("bookwormNginx", { outFile: join(work, "full.json") });
+    await workload(
+      "full report",
+      nginx.reference,
+      r.path,
+      r.fixes.map((f) => f.name),
+    );
+  }
+  if (only.has("lib")) {
+    const r = await trivyReportFor("bookwormNginx", { only: LIB_PACKAGES, outFile: join(work, "lib.json") });
+    await workload(
+      "library-only report",
+      nginx.reference,
+      r.path,
+      r.fixes.map((f) => f.name),
+    );
+  }
+  if (only.has("multi")) {
+    const reports = join(work, "reports");
+    await mkdir(reports);
+    await trivyReportFor("bookwormMinbase", { only: ["liblzma5"], outFile: join(reports, "amd64.json") });
+    await trivyReportFor("bookwormMinbaseArm64", {
+      only: ["liblzma5"],
+      outFile: join(reports, "arm64.json"),
+    });
+    const index = await labIndex(["bookwormMinbase", "bookwormMinbaseArm64"], join(work, "index"));
+    const single = await labImage("bookwormMinbase");
+    const runs: Run[] = [];
+    for (const [label, ref, rep] of [
+      ["one platform (amd64)", single.reference, join(reports, "amd64.json")],
+      ["two-platform index (amd64 + arm64 under QEMU)", index.reference, reports],
+    ] as const) {
+      const cache = join(work, `cache-multi-${runs.length}`);
+      for (const temp of ["cold", "warm"]) {
+        const out = join(work, `out-multi-${runs.length}`);
+        runs.push(
+          await sutureRun(`suture ${label} (${temp} cache)`, [
+            "patch",
+            "-i",
+            ref,
+            "-r",
+            rep,
+            "-t",
+            "bench",
+            "--oci-dir",
+            out,
+            "--cache-dir",
+            cache,
+          ]),
+        );
+      }
+    }
+    results.push({ workload: "multi-platform (liblzma5 per platform)", packages: 1, runs });
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
+
+print();
+if (args.json) {
+  const { writeFile } = await import("node:fs/promises");
+  await writeFile(args.json, JSON.stringify({ date: new Date().toISOString(), results }, null, 2));
+}
+
+function print() {
+  const s = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
+  const mb = (b?: number) => (b === undefined ? "" : `${(b / 1024 / 1024).toFixed(1)}MB`);
+  for (const w of results) {
+    console.log(
+      `\n## ${w.workload} (${w.packages} packages)${w.changedBytes ? `, really changed: ${mb(w.changedBytes)}` : ""}`,
+    );
+    const base = w.runs.find((r) => r.name.startsWith("baseline"));
+    console.log(
+      "| run | wall | speed-up vs baseline | layer (tar) | layer / changed | layer gz | peak RSS | phases |",
+    );
+    console.log("|---|---|---|---|---|---|---|---|");
+    for (const r of w.runs) {
+      const speed = base && r !== base ? `${(base.wallMs / r.wallMs).toFixed(2)}×` : "";
+      const ratio = w.changedBytes && r.layerBytes ? `${(r.layerBytes / w.changedBytes).toFixed(2)}×` : "";
+      const phases = Object.entries(r.phases)
+        .map(([k, v]) => `${k} ${s(v)}`)
+        .join(", ");
+      console.log(
+        `| ${r.name} | ${s(r.wallMs)} | ${speed} | ${mb(r.layerBytes)} | ${ratio} | ${mb(r.layerGzipBytes)} | ${r.peakRssMb ? `${r.peakRssMb}MB` : ""} | ${phases} |`,
+      );
+    }
+  }
+}
+
+function sha(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+function exec(cmd: string, argv: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, argv, { stdio: "inherit" });
+    c.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} exited ${code}`))));
+  });
+}
