@@ -103,12 +103,14 @@ async function baseline(reference: string, packages: string[]): Promise<{ run: R
 }
 
 /**
- * Bytes that really changed: regular files in the upper dir whose content or metadata differ from
- * the top-most lower layer holding the path (or that are new), outside suture's excludes (apt
- * lists, caches, logs, dpkg backups: the same definition the layer builder uses).
+ * Bytes that really changed: regular files in the upper dir whose content, mode or owner differ
+ * from the top-most lower layer holding the path (or that are new), outside suture's excludes
+ * (apt lists, caches, logs, dpkg backups: the layer builder's definition). A file dpkg rewrote with
+ * the same bytes and only a new mtime did not change; hardlinked names count once.
  */
 async function reallyChangedBytes(upper: string, lowers: readonly string[]): Promise<number> {
   let total = 0;
+  const seen = new Set<number>();
   const walk = async (rel: string) => {
     for (const name of await readdir(join(upper, rel))) {
       const path = `${rel}/${name}`;
@@ -125,7 +127,8 @@ async function reallyChangedBytes(upper: string, lowers: readonly string[]): Pro
         await walk(path);
         continue;
       }
-      if (!st.isFile()) continue;
+      if (!st.isFile() || seen.has(st.ino)) continue;
+      seen.add(st.ino);
       let lower: import("node:fs").Stats | undefined;
       let lowerPath = "";
       for (const dir of [...lowers].reverse()) {
@@ -141,7 +144,6 @@ async function reallyChangedBytes(upper: string, lowers: readonly string[]): Pro
         lower.mode === st.mode &&
         lower.uid === st.uid &&
         lower.gid === st.gid &&
-        Math.floor(lower.mtimeMs / 1000) === Math.floor(st.mtimeMs / 1000) &&
         sha(await readFile(lowerPath)) === sha(await readFile(join(upper, path)));
       if (!same) total += st.size;
     }
