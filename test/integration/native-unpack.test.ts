@@ -124,7 +124,9 @@ function describe(host: string): string {
   const meta = `${(st.mode & 0o177777).toString(8)} ${st.uid}:${st.gid}`;
   if (st.isSymbolicLink()) return `${meta} -> ${readlinkSync(host)}`;
   if (st.isDirectory()) return `${meta} dir`;
-  return `${meta} ${Math.floor(st.mtimeMs / 1000)} ${sha(readFileSync(host))}`;
+  // No mtime: files the upgrade did not change are left untouched by the native engine (dpkg gives
+  // them the new package's mtime); the patch layer drops such files either way.
+  return `${meta} ${sha(readFileSync(host))}`;
 }
 
 function lstatIs(p: string): boolean {

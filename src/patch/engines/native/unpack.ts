@@ -14,6 +14,7 @@ import {
   mkdirSync,
   openSync,
   readlinkSync,
+  readSync,
   renameSync,
   rmSync,
   symlinkSync,
@@ -64,6 +65,8 @@ export interface UnpackSummary {
   toVersion: string;
   /** Regular files, symlinks and hardlinks written. */
   filesWritten: number;
+  /** Regular files left as they were because the image already had them byte for byte. */
+  filesUnchanged: number;
   bytesWritten: number;
   /** Conffiles whose image copy stayed (edited by the image's author, as --force-confold keeps them). */
   conffilesKept: KeptConffile[];
@@ -134,6 +137,7 @@ export async function unpackDeb(
     fromVersion: old?.version,
     toVersion: deb.version,
     filesWritten: 0,
+    filesUnchanged: 0,
     bytesWritten: 0,
     conffilesKept: [],
     conffilesInstalled: [],
@@ -194,21 +198,51 @@ export async function unpackDeb(
       rmSync(staged, { force: true });
       if (h.type === "file") {
         const md5 = createHash("md5");
-        const fd = openSync(staged, CREATE_FLAGS, 0o600);
+        // Most files of an upgraded package are byte-identical to the installed ones: read along
+        // the installed copy and only start writing at the first difference. An identical file is
+        // left as it is (only its mtime would differ, which the patch layer ignores anyway), so
+        // it costs no write, no overlay copy-up and no comparison in the layer builder.
+        const same = isConffile ? undefined : sameFileReader(final, h.size, uid, gid, mode);
+        const pending: Buffer[] = [];
+        let fd: number | undefined;
+        const startWriting = () => {
+          fd = openSync(staged, CREATE_FLAGS, 0o600);
+          for (const p of pending.splice(0)) {
+            writeFully(fd, p);
+            summary.bytesWritten += p.length;
+          }
+        };
         try {
-          for await (const chunk of entry.body) {
+          if (!same) startWriting();
+          for await (const chunk of entry.body as AsyncIterable<Buffer>) {
             md5.update(chunk);
-            writeFully(fd, chunk);
+            if (fd === undefined && same?.matches(chunk)) {
+              pending.push(chunk);
+              continue;
+            }
+            if (fd === undefined) startWriting();
+            writeFully(fd!, chunk);
             summary.bytesWritten += chunk.length;
           }
-          fchownSync(fd, uid, gid);
-          fchmodSync(fd, mode & 0o7777);
-          futimesSync(fd, h.mtime, h.mtime);
+          if (fd === undefined && !same?.atEnd()) startWriting();
+          if (fd !== undefined) {
+            fchownSync(fd, uid, gid);
+            fchmodSync(fd, mode & 0o7777);
+            futimesSync(fd, h.mtime, h.mtime);
+          }
         } finally {
-          closeSync(fd);
+          if (fd !== undefined) closeSync(fd);
+          same?.close();
         }
         const hash = md5.digest("hex");
         fileHashes.set(pkgPath, hash);
+        if (fd === undefined) {
+          // Identical: later hardlinks of the package link to the installed file.
+          stagedByPath.set(pkgPath, final);
+          written.add(final);
+          summary.filesUnchanged++;
+          continue;
+        }
         if (isConffile) {
           conffiles.push({ path: pkgPath, target: final, staged, hash });
           continue;
@@ -431,6 +465,47 @@ async function activateTriggers(db: DpkgDatabase, deb: DebPackage, paths: string
 }
 
 const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+/**
+ * Compares a stream of chunks with the file at `path`, when that file could be left as it is: a
+ * regular file (not a symlink) of the same size, mode and owner. Undefined otherwise.
+ */
+function sameFileReader(path: string, size: number, uid: number, gid: number, mode: number) {
+  let st: ReturnType<typeof lstatSync> | undefined;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return undefined;
+  }
+  if (
+    !st?.isFile() ||
+    st.size !== size ||
+    st.uid !== uid ||
+    st.gid !== gid ||
+    (st.mode & 0o7777) !== (mode & 0o7777)
+  )
+    return undefined;
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  let offset = 0;
+  let equal = true;
+  return {
+    matches(chunk: Buffer): boolean {
+      if (!equal) return false;
+      const theirs = Buffer.allocUnsafe(chunk.length);
+      let got = 0;
+      while (got < chunk.length) {
+        const n = readSync(fd, theirs, got, chunk.length - got, offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      equal = got === chunk.length && theirs.equals(chunk);
+      offset += chunk.length;
+      return equal;
+    },
+    atEnd: () => equal && offset === size,
+    close: () => closeSync(fd),
+  };
+}
 
 function writeFully(fd: number, chunk: Buffer): void {
   let off = 0;
