@@ -68,6 +68,8 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
     });
   }
   const original = new Map([...present].map(([n, p]) => [n, p.version]));
+  const originalDepends = new Map([...present].map(([n, p]) => [n, p.depends]));
+  const omitted = new Set<string>();
   const candidates = (name: string): PackageEntry[] => {
     const out: PackageEntry[] = [];
     for (const index of input.indexes) {
@@ -180,6 +182,21 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
         }
       }
       if (done) continue;
+      // A dependency the installed version already lacked was left out by the image's author
+      // (distroless images carry no debconf, no perl): the upgrade does not add it either.
+      const before = originalDepends.get(entry.package);
+      if (
+        !group.some((alt) => present.has(alt.name)) &&
+        before?.some((g) => g.some((r) => group.some((alt) => alt.name === r.name)))
+      ) {
+        if (!omitted.has(`${entry.package}>${formatGroup(group)}`)) {
+          omitted.add(`${entry.package}>${formatGroup(group)}`);
+          warnings.push(
+            `${entry.package} depends on ${formatGroup(group)}, which the image never had: left out, as before`,
+          );
+        }
+        continue;
+      }
       const fresh = group
         .map((alt) => candidates(alt.name).find((e) => versionMatches(e.version, alt)))
         .find((e): e is PackageEntry => e !== undefined);
