@@ -25,6 +25,7 @@ import {
 } from "../ref/transport.ts";
 import type { UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
+import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
 import {
@@ -105,6 +106,13 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
     throw new SutureError(
       "USAGE",
       `the patched image would replace the source ${targetName}: choose another -t`,
+    );
+  }
+  if (target.sink === "daemon" && !options.dryRun && !(await daemonAvailable(transport))) {
+    // Checked before any work: patching for minutes and then having nowhere to put it helps nobody.
+    throw new SutureError(
+      "DAEMON",
+      `no output given and no Docker daemon is reachable${options.transport?.dockerHost ? ` at ${options.transport.dockerHost}` : ""}: pass --push, --oci-dir DIR or --archive FILE, or start dockerd (DOCKER_HOST)`,
     );
   }
   const reports = await readReports(options);

@@ -1,0 +1,287 @@
+/**
+ * `suture patch` end to end for what a user notices beyond the OCI-layout path: docker-archive and
+ * daemon outputs, update-all on an apt image, held packages, and that --timeout and Ctrl-C leave
+ * nothing behind (no mount, no temp dir, no target).
+ */
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { copyFile, link, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
+import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
+import { labImage, pendingSecurityFixes, trivyReportFor } from "../lab/images.ts";
+
+const run = promisify(execFile);
+const suture = join(import.meta.dirname, "../../bin/suture");
+let work: string;
+let dockerd: LabDockerd;
+let report: string;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), "suture-sinks-"));
+  dockerd = await startDockerd();
+  ({ path: report } = await trivyReportFor("bookwormNginx", {
+    only: ["libexpat1"],
+    outFile: join(work, "r.json"),
+  }));
+});
+after(async () => {
+  await Promise.all([dockerd?.stop(), rm(work, { recursive: true, force: true })]);
+});
+
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  run(suture, args, { env: { ...process.env, CI: "true", ...env }, maxBuffer: 64 * 1024 * 1024 });
+
+async function versionIn(layout: string, tag: string, pkg: string): Promise<string> {
+  const root = join(work, `root-${Math.random().toString(36).slice(2)}`);
+  await run("umoci", ["raw", "unpack", "--image", `${layout}:${tag}`, root]);
+  return (await run("chroot", [root, "dpkg-query", "-W", "-f", "$" + "{Version}", pkg])).stdout;
+}
+
+test("--archive writes a docker-archive that skopeo reads, with the fixed version inside", async () => {
+  const lab = await labImage("bookwormNginx");
+  const file = join(work, "patched.tar");
+  await cli([
+    "patch",
+    "-i",
+    lab.reference,
+    "-r",
+    report,
+    "-t",
+    "lab/nginx:fixed",
+    "--archive",
+    file,
+    "--cache-dir",
+    join(work, "cache"),
+  ]);
+  await run("skopeo", ["inspect", `docker-archive:${file}`]);
+  await run("skopeo", ["copy", `docker-archive:${file}`, `oci:${join(work, "from-archive")}:x`]);
+  const fixed = (await pendingSecurityFixes("bookwormNginx")).find((f) => f.name === "libexpat1")!.fixed;
+  assert.equal(await versionIn(join(work, "from-archive"), "x", "libexpat1"), fixed);
+});
+
+test("with no output flag the image is loaded into the daemon and runs there; no daemon is a clear error", async () => {
+  const lab = await labImage("bookwormNginx");
+  await cli(["copy", lab.reference, "docker-daemon:lab/nginx:src"], { DOCKER_HOST: dockerd.host });
+  await cli(
+    ["patch", "-i", "docker-daemon:lab/nginx:src", "-r", report, "--cache-dir", join(work, "cache")],
+    {
+      DOCKER_HOST: dockerd.host,
+    },
+  );
+  const fixed = (await pendingSecurityFixes("bookwormNginx")).find((f) => f.name === "libexpat1")!.fixed;
+  const { stdout } = await run(
+    "docker",
+    [
+      "run",
+      "--rm",
+      "--network",
+      "none",
+      "lab/nginx:src-patched",
+      "dpkg-query",
+      "-W",
+      "-f",
+      "$" + "{Version}",
+      "libexpat1",
+    ],
+    { env: { ...process.env, ...dockerd.env } },
+  );
+  assert.equal(stdout, fixed);
+
+  await assert.rejects(
+    cli(["patch", "-i", lab.reference, "-r", report, "-t", "lab/x:y", "--cache-dir", join(work, "cache")], {
+      DOCKER_HOST: "unix:///nonexistent/docker.sock",
+    }),
+    (e: { code: number; stderr: string }) => {
+      assert.notEqual(e.code, 0);
+      const errors = e.stderr.split("\n").filter((l) => l.startsWith("error:"));
+      assert.equal(errors.length, 1, e.stderr);
+      assert.match(errors[0]!, /--push|--oci-dir|--archive/);
+      return true;
+    },
+  );
+});
+
+test("update-all (no report) on an apt image brings every package to bookworm-security's version", async () => {
+  const lab = await labImage("bookwormMinbase");
+  const out = join(work, "all");
+  const { stdout } = await cli([
+    "patch",
+    "-i",
+    lab.reference,
+    "-t",
+    "all",
+    "--oci-dir",
+    out,
+    "--cache-dir",
+    join(work, "cache"),
+  ]);
+  const pending = await pendingSecurityFixes("bookwormMinbase");
+  assert.ok(pending.length > 0);
+  for (const f of pending) {
+    assert.match(stdout, new RegExp(`updated ${f.name.replaceAll("+", "\\+")} `));
+    assert.equal(await versionIn(out, "all", f.name), f.fixed, f.name);
+  }
+});
+
+/** The nginx lab image plus one layer marking libexpat1 held (as `apt-mark hold` does). */
+async function heldImage(): Promise<string> {
+  const lab = await labImage("bookwormNginx");
+  const dir = join(work, "held");
+  if (existsSync(dir)) return `oci:${dir}:latest`;
+  const blob = (d: string) => join(lab.layoutDir, "blobs/sha256", d.slice(7));
+  const index = JSON.parse(await readFile(join(lab.layoutDir, "index.json"), "utf8"));
+  const manifest = JSON.parse(await readFile(blob(index.manifests[0].digest), "utf8"));
+  const config = JSON.parse(await readFile(blob(manifest.config.digest), "utf8"));
+  const status = lab.packages.has("libexpat1")
+    ? (
+        await run(
+          "bash",
+          [
+            "-c",
+            `umoci raw unpack --image ${lab.layoutDir}:latest ${join(work, "held-src")} >/dev/null && cat ${join(work, "held-src/var/lib/dpkg/status")}`,
+          ],
+          { maxBuffer: 64 << 20 },
+        )
+      ).stdout
+    : "";
+  const edited = status.replace(/(Package: libexpat1\nStatus: )install ok installed/, "$1hold ok installed");
+  assert.notEqual(edited, status, "libexpat1 marked held");
+  const stage = join(work, "held-layer");
+  await mkdir(join(stage, "var/lib/dpkg"), { recursive: true });
+  await writeFile(join(stage, "var/lib/dpkg/status"), edited);
+  await run("tar", [
+    "--numeric-owner",
+    "--owner=0",
+    "--group=0",
+    "-C",
+    stage,
+    "-cf",
+    join(work, "held.tar"),
+    "var",
+  ]);
+  const raw = await readFile(join(work, "held.tar"));
+  const gz = gzipSync(raw);
+  await mkdir(join(dir, "blobs/sha256"), { recursive: true });
+  const put = async (bytes: Buffer) => {
+    const hex = createHash("sha256").update(bytes).digest("hex");
+    await writeFile(join(dir, "blobs/sha256", hex), bytes);
+    return { digest: `sha256:${hex}`, size: bytes.length };
+  };
+  for (const d of [...manifest.layers.map((l: { digest: string }) => l.digest)]) {
+    await link(blob(d), join(dir, "blobs/sha256", d.slice(7))).catch(() =>
+      copyFile(blob(d), join(dir, "blobs/sha256", d.slice(7))),
+    );
+  }
+  const layer = await put(gz);
+  config.rootfs.diff_ids.push(`sha256:${createHash("sha256").update(raw).digest("hex")}`);
+  config.history.push({ created: config.created, created_by: "apt-mark hold libexpat1" });
+  const cfg = await put(Buffer.from(JSON.stringify(config)));
+  manifest.config = { ...manifest.config, ...cfg };
+  manifest.layers.push({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer });
+  const m = await put(Buffer.from(JSON.stringify(manifest)));
+  await writeFile(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  await writeFile(
+    join(dir, "index.json"),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: index.manifests[0].mediaType,
+          ...m,
+          annotations: { "org.opencontainers.image.ref.name": "latest" },
+        },
+      ],
+    }),
+  );
+  return `oci:${dir}:latest`;
+}
+
+for (const engine of ["native", "sandbox"]) {
+  test(`a held package is left alone (${engine} engine): an error naming apt-mark unhold, or with --ignore-errors no VEX claim`, async () => {
+    const image = await heldImage();
+    const out = join(work, `held-out-${engine}`);
+    const args = [
+      "patch",
+      "-i",
+      image,
+      "-r",
+      report,
+      "-t",
+      "h",
+      "--oci-dir",
+      out,
+      "--engine",
+      engine,
+      "--cache-dir",
+      join(work, "cache"),
+    ];
+    await assert.rejects(cli(args), (e: { code: number; stderr: string }) => {
+      assert.notEqual(e.code, 0);
+      assert.match(e.stderr, /^error: .*held.*apt-mark unhold libexpat1/m);
+      return true;
+    });
+    assert.equal(existsSync(out), false);
+    const { stdout } = await cli([...args, "--ignore-errors", "-o", join(work, `held-${engine}.vex.json`)]);
+    assert.match(stdout, /failed\s+libexpat1: held/);
+    assert.equal(
+      existsSync(join(work, `held-${engine}.vex.json`)),
+      false,
+      "nothing fixed, so nothing claimed",
+    );
+  });
+}
+
+/** Mounts and patch work dirs left behind under `dir`. */
+async function leftovers(dir: string): Promise<string[]> {
+  const mounts = (await readFile("/proc/self/mountinfo", "utf8")).split("\n").filter((l) => l.includes(dir));
+  const temps = existsSync(dir) ? (await readdir(dir)).filter((n) => n.startsWith("patch-")) : [];
+  return [...mounts, ...temps];
+}
+
+test("--timeout and Ctrl-C stop the run, exit 124 / 130, and leave no mount, temp dir or target", async () => {
+  const lab = await labImage("bookwormNginx");
+  const cache = join(work, "cache-stop");
+  const out = join(work, "stopped");
+  const args = [
+    "patch",
+    "-i",
+    lab.reference,
+    "-r",
+    report,
+    "-t",
+    "s",
+    "--oci-dir",
+    out,
+    "--cache-dir",
+    cache,
+    "--engine",
+    "sandbox",
+  ];
+  await assert.rejects(cli([...args, "--timeout", "3s"]), (e: { code: number; stderr: string }) => {
+    assert.equal(e.code, 124, e.stderr);
+    assert.match(e.stderr, /^error: .*--timeout 3s/m);
+    return true;
+  });
+  assert.deepEqual(await leftovers(cache), []);
+  assert.equal(existsSync(out), false);
+
+  const child = spawn(suture, [...args, "--progress", "plain"], { env: { ...process.env, CI: "true" } });
+  let stderr = "";
+  const code = await new Promise<number | null>((resolve) => {
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d;
+      // Interrupt while apt runs in the container: the worst moment to stop.
+      if (/updating packages/.test(stderr) && !child.killed) setTimeout(() => child.kill("SIGINT"), 300);
+    });
+    child.on("exit", (c) => resolve(c));
+  });
+  assert.equal(code, 130, stderr);
+  assert.deepEqual(await leftovers(cache), []);
+  assert.equal(existsSync(out), false);
+});
