@@ -12,6 +12,7 @@ import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { regenerateCaBundle } from "../../src/patch/engines/native/script-effects.ts";
 import { parseKeyring } from "../../src/trust/keyring.ts";
 import { labCacheDir } from "./images.ts";
+import { layoutWriter } from "./oci-layout.ts";
 
 const run = promisify(execFile);
 
@@ -117,12 +118,8 @@ async function build(entry: string): Promise<void> {
     const raw = await readFile(tar);
     const gz = gzipSync(raw, { level: 9 });
     const layout = join(work, "oci");
-    await mkdir(join(layout, "blobs/sha256"), { recursive: true });
-    const put = async (bytes: Buffer) => {
-      const hex = createHash("sha256").update(bytes).digest("hex");
-      await writeFile(join(layout, "blobs/sha256", hex), bytes);
-      return { digest: `sha256:${hex}`, size: bytes.length };
-    };
+    const writer = await layoutWriter(layout);
+    const put = (bytes: Buffer) => writer.put(bytes);
     const created = new Date(EPOCH * 1000).toISOString();
     const layer = await put(gz);
     const diffID = `sha256:${createHash("sha256").update(raw).digest("hex")}`;
@@ -160,20 +157,7 @@ async function build(entry: string): Promise<void> {
         }),
       ),
     );
-    await writeFile(join(layout, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-    await writeFile(
-      join(layout, "index.json"),
-      JSON.stringify({
-        schemaVersion: 2,
-        manifests: [
-          {
-            mediaType: "application/vnd.oci.image.manifest.v1+json",
-            ...manifest,
-            annotations: { "org.opencontainers.image.ref.name": "latest" },
-          },
-        ],
-      }),
-    );
+    await writer.tag("application/vnd.oci.image.manifest.v1+json", manifest);
     await mkdir(entry, { recursive: true });
     await rm(join(entry, "oci"), { recursive: true, force: true });
     await rename(layout, join(entry, "oci"));

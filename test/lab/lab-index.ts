@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto";
-import { copyFile, link, mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type LabRecipeName, labImage } from "./images.ts";
+import { layoutWriter } from "./oci-layout.ts";
 import type { RandomImage } from "./random-image.ts";
 
 /**
@@ -16,12 +16,8 @@ export async function labIndex(
   /** Generated images to add as further platforms (e.g. one no OS can be detected in). */
   extra: readonly { image: RandomImage; architecture: string }[] = [],
 ): Promise<{ reference: string; digest: string }> {
-  await mkdir(join(dir, "blobs", "sha256"), { recursive: true });
-  const put = async (bytes: Uint8Array) => {
-    const hex = createHash("sha256").update(bytes).digest("hex");
-    await writeFile(join(dir, "blobs", "sha256", hex), bytes);
-    return { digest: `sha256:${hex}`, size: bytes.length };
-  };
+  const layout = await layoutWriter(dir);
+  const put = layout.put;
   const manifests: unknown[] = [];
   for (const name of recipes) {
     const lab = await labImage(name);
@@ -37,13 +33,8 @@ export async function labIndex(
       entry.digest,
       manifest.config.digest,
       ...manifest.layers.map((l: { digest: string }) => l.digest),
-    ]) {
-      const to = join(dir, "blobs", "sha256", d.slice(7));
-      await link(blob(d), to).catch(async (e: NodeJS.ErrnoException) => {
-        if (e.code === "EEXIST") return;
-        await copyFile(blob(d), to);
-      });
-    }
+    ])
+      await layout.reuse(lab.layoutDir, d);
     const platform: Record<string, string> = { os: config.os, architecture: config.architecture };
     if (config.variant) platform.variant = config.variant;
     manifests.push({ mediaType: entry.mediaType, digest: entry.digest, size: entry.size, platform });
@@ -67,20 +58,6 @@ export async function labIndex(
       }),
     ),
   );
-  await writeFile(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-  await writeFile(
-    join(dir, "index.json"),
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.index.v1+json",
-      manifests: [
-        {
-          mediaType: "application/vnd.oci.image.index.v1+json",
-          ...index,
-          annotations: { "org.opencontainers.image.ref.name": "latest" },
-        },
-      ],
-    }),
-  );
+  await layout.tag("application/vnd.oci.image.index.v1+json", index);
   return { reference: `oci:${dir}:latest`, digest: index.digest };
 }
