@@ -12,6 +12,7 @@ packages=(
   gpg                  # test keys for tampered-repository tests
   rpm                  # rpm.vercmp: the reference the RPM version-order tests compare against
   zstd libcap2-bin       # layer tests: decompress zstd layers independently; setcap/getcap
+  ca-certificates      # the CA-bundle test compares with the host's update-ca-certificates output
 )
 missing=()
 for p in "${packages[@]}"; do
