@@ -248,11 +248,17 @@ test("--timeout and Ctrl-C stop the run, exit 124 / 130, and leave no mount, tem
 
   const child = spawn(suture, [...args, "--progress", "plain"], { env: { ...process.env, CI: "true" } });
   let stderr = "";
+  let interrupted = false;
   const code = await new Promise<number | null>((resolve) => {
     child.stderr.on("data", (d: Buffer) => {
       stderr += d;
-      // Interrupt while apt runs in the container: the worst moment to stop.
-      if (/updating packages/.test(stderr) && !child.killed) setTimeout(() => child.kill("SIGINT"), 300);
+      // Interrupt while apt runs in the container, the worst moment to stop; then once more, as
+      // impatient users do: the second one must not cut the cleanup short.
+      if (/updating packages/.test(stderr) && !interrupted) {
+        interrupted = true;
+        setTimeout(() => child.kill("SIGINT"), 300);
+        setTimeout(() => child.kill("SIGINT"), 500);
+      }
     });
     child.on("exit", (c) => resolve(c));
   });

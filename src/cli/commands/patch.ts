@@ -124,9 +124,20 @@ export function registerPatch(program: Command): void {
         controller.abort(new SutureError("TIMEOUT", `patching took longer than --timeout ${flags.timeout}`)),
       timeoutMs,
     );
-    const onSignal = () => controller.abort(new SutureError("CANCELLED", "interrupted"));
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    // The first signal cancels and cleans up (container, overlay mounts, temp dirs). A second one
+    // must not kill us half-way through that: it only says what is happening; a third quits at once.
+    let signals = 0;
+    const onSignal = () => {
+      signals++;
+      if (signals === 1) controller.abort(new SutureError("CANCELLED", "interrupted"));
+      else if (signals === 2)
+        process.stderr.write(
+          "still cleaning up (container, mounts, temp dirs); interrupt again to quit at once and leave them\n",
+        );
+      else process.exit(ExitCode.interrupted);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
     try {
       const result = await patchImage({
         image: flags.image,
