@@ -30,6 +30,7 @@ import { withSandbox } from "../sandbox/sandbox.ts";
 import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
 import { applyNative } from "./engines/native/native.ts";
 import { dpkgArchitecture } from "./engines/native/repositories.ts";
+import { loadCachedPatch, patchResultKey, storeCachedPatch } from "./result-cache.ts";
 
 /** What happened to one platform of the image. */
 export interface PlatformResult {
@@ -117,6 +118,9 @@ export async function patchPlatformImage(
           }))
         : "all";
       let apt: AptResult;
+      const compression = ctx.compression ?? "gzip";
+      let reuseKey: string | undefined;
+      let reused: Awaited<ReturnType<typeof loadCachedPatch>>;
       if (engine === "native") {
         // Scripts run in the image when it has what they need; a foreign architecture then needs QEMU.
         const runScripts =
@@ -125,6 +129,16 @@ export async function patchPlatformImage(
         if (runScripts) await assertCanRun(platform);
         const native = await withStep(progress, "apply", "updating packages with suture's deb engine", () =>
           applyNative(sb, targets, {
+            reuse: async (install) => {
+              reuseKey = await patchResultKey([
+                image.manifest.digest,
+                compression,
+                String(runScripts),
+                ...install.map((i) => `${i.entry.package} ${i.entry.version} ${i.entry.sha256}`),
+              ]);
+              reused = await loadCachedPatch(ctx.cacheDir, reuseKey);
+              return reused !== undefined;
+            },
             arch: dpkgArchitecture(platform.architecture, platform.variant),
             os: distro.osRelease,
             cacheDir: ctx.cacheDir,
@@ -139,6 +153,23 @@ export async function patchPlatformImage(
         );
         result.scriptsMs = Math.round(native.scriptsMs);
         apt = native;
+        if (reused) {
+          const { meta, file } = reused;
+          progress({
+            type: "info",
+            message: "reusing the patch layer built earlier for this image and these packages",
+          });
+          result.changed = meta.changed;
+          result.failed = meta.failed;
+          result.warnings.push(...native.warnings, ...meta.warnings);
+          const layer = {
+            descriptorFields: { digest: meta.layer.digest, size: meta.layer.size },
+            diffID: meta.layer.diffID,
+            uncompressedSize: meta.layer.uncompressedSize,
+            stats: { droppedUnchanged: meta.layer.droppedUnchanged },
+          };
+          return { layer, outFile: file, compression };
+        }
       } else {
         await assertCanRun(platform);
         const sourcesDir =
@@ -171,7 +202,6 @@ export async function patchPlatformImage(
       result.failed = apt.failed;
       result.warnings.push(...apt.warnings);
       if (apt.changed.size === 0) return "up-to-date" as const;
-      const compression = ctx.compression ?? "gzip";
       const outFile = join(workDir, "layer.tar");
       // buildPatchLayer reports its own step events.
       const layer = await buildPatchLayer({
@@ -182,6 +212,20 @@ export async function patchPlatformImage(
         progress,
         signal: ctx.signal,
       });
+      if (reuseKey) {
+        await storeCachedPatch(ctx.cacheDir, reuseKey, outFile, {
+          layer: {
+            digest: layer.descriptorFields.digest,
+            size: layer.descriptorFields.size,
+            diffID: layer.diffID,
+            uncompressedSize: layer.uncompressedSize,
+            droppedUnchanged: layer.stats.droppedUnchanged,
+          },
+          changed: result.changed,
+          failed: result.failed,
+          warnings: result.warnings,
+        });
+      }
       return { layer, outFile, compression };
     },
   );

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -234,3 +234,51 @@ for (const engine of ["native", "sandbox"]) {
     }
   });
 }
+
+test("a second patch of the same image with the same packages reuses the layer; a damaged cache entry is rebuilt", async () => {
+  const lab = await labImage("bookwormNginx");
+  const { path: report } = await trivyReportFor("bookwormNginx", {
+    only: ["libexpat1"],
+    outFile: join(work, "r-reuse.json"),
+  });
+  const cache = join(work, "cache-reuse");
+  const patch = (tag: string) =>
+    run(
+      suture,
+      [
+        "patch",
+        "-i",
+        lab.reference,
+        "-r",
+        report,
+        "-t",
+        tag,
+        "--oci-dir",
+        join(work, "reuse"),
+        "--cache-dir",
+        cache,
+        "--progress",
+        "plain",
+      ],
+      {
+        env: { ...process.env, CI: "true" },
+      },
+    );
+  const lastLayer = async (tag: string) =>
+    (await inspectJson(`oci:${join(work, "reuse")}:${tag}`)).layers.at(-1).digest;
+  const first = await patch("one");
+  assert.doesNotMatch(first.stderr, /reusing/);
+  const second = await patch("two");
+  assert.match(second.stderr, /reusing the patch layer/);
+  assert.equal(await lastLayer("two"), await lastLayer("one"));
+
+  // Damage the cached layer: it is not trusted, the patch is done again, and the result is the same.
+  const [entry] = await readdir(join(cache, "results"));
+  await writeFile(join(cache, "results", entry!, "layer"), "damaged");
+  const third = await patch("three");
+  assert.doesNotMatch(third.stderr, /reusing/);
+  // Rebuilt (maintainer scripts stamp files with the time they ran, so the bytes may differ) and
+  // cached again in place of the damaged entry.
+  const meta = JSON.parse(await readFile(join(cache, "results", entry!, "meta.json"), "utf8"));
+  assert.equal(meta.layer.digest, await lastLayer("three"));
+});

@@ -87,7 +87,22 @@ async function patchWith(engine: string, report: string, reference: string): Pro
   const out = join(work, engine);
   await run(
     suture,
-    ["patch", "-i", reference, "-r", report, "-t", engine, "--oci-dir", out, "--engine", engine],
+    // A fresh cache: the native run must really install, not reuse an earlier result.
+    [
+      "patch",
+      "-i",
+      reference,
+      "-r",
+      report,
+      "-t",
+      engine,
+      "--oci-dir",
+      out,
+      "--engine",
+      engine,
+      "--cache-dir",
+      join(work, "cache"),
+    ],
     { env: { ...process.env, CI: "true" }, maxBuffer: 64 * 1024 * 1024 },
   );
   const rootfs = join(work, `${engine}-rootfs`);

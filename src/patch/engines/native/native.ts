@@ -14,7 +14,7 @@ import {
   type PackageTarget,
   type SandboxRunner,
 } from "../apt.ts";
-import { resolveInstallSet } from "./install-set.ts";
+import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
 import { unpackDeb } from "./unpack.ts";
@@ -35,6 +35,8 @@ export interface NativeOptions {
   timeoutMs?: number;
   progress?: ProgressSink;
   signal?: AbortSignal;
+  /** Called with the resolved packages before anything is downloaded; true = a cached result is used instead. */
+  reuse?: (install: readonly InstallItem[]) => Promise<boolean>;
 }
 
 export interface NativeResult extends AptResult {
@@ -42,6 +44,8 @@ export interface NativeResult extends AptResult {
   scriptsMs: number;
   /** Maintainer script invocations that did not run (images without a shell). */
   scriptsNotRun: string[];
+  /** `reuse` said an earlier result stands for this one: nothing was installed. */
+  reused?: boolean;
 }
 
 /**
@@ -92,6 +96,18 @@ export async function applyNative(
   }
   if (resolution.install.length === 0) {
     return { changed: new Map(), failed, warnings, installMs: 0, scriptsMs: 0, scriptsNotRun: [] };
+  }
+
+  if (await options.reuse?.(resolution.install)) {
+    return {
+      changed: new Map(),
+      failed,
+      warnings,
+      installMs: 0,
+      scriptsMs: 0,
+      scriptsNotRun: [],
+      reused: true,
+    };
   }
 
   const started = performance.now();
