@@ -165,15 +165,34 @@ export function encodePaxRecords(records: ReadonlyMap<string, Uint8Array>): Buff
   return Buffer.concat(parts);
 }
 
+/** writeTar yields its output in pieces of about this size (see writeTar). */
+const OUTPUT_BATCH = 512 * 1024;
+
 /**
  * Serialise entries into a tar stream. Backpressure is the consumer's: wrap it in
  * `Readable.from()` and pipe it. Bodies are opened one at a time, only when reached.
+ *
+ * Headers, padding and small bodies are gathered into pieces of about 512 KiB: a layer of
+ * thousands of small files would otherwise reach the hash, the compressor and the file as
+ * thousands of tiny writes, each a round trip to the threadpool.
  */
 export async function* writeTar(
   entries: AsyncIterable<TarEntry> | Iterable<TarEntry>,
 ): AsyncGenerator<Buffer> {
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const add = (buf: Buffer): Buffer | undefined => {
+    batch.push(buf);
+    batched += buf.length;
+    if (batched < OUTPUT_BATCH) return undefined;
+    const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    return out;
+  };
   for await (const entry of entries) {
-    yield encodeTarHeader(entry);
+    let out = add(encodeTarHeader(entry));
+    if (out) yield out;
     if (entry.type !== "file") continue;
     const size = entry.size ?? 0;
     let written = 0;
@@ -182,7 +201,8 @@ export async function* writeTar(
         const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
         written += buf.length;
         if (written > size) break;
-        yield buf;
+        out = add(buf);
+        if (out) yield out;
       }
     }
     if (written !== size)
@@ -191,9 +211,13 @@ export async function* writeTar(
         `${entry.name} was ${size} bytes when listed but ${written > size ? "grew" : `gave ${written} bytes`} while it was archived: nothing may write to the directory while a layer is built`,
       );
     const pad = tarPadding(size);
-    if (pad.length > 0) yield pad;
+    if (pad.length > 0) {
+      out = add(pad);
+      if (out) yield out;
+    }
   }
-  yield TAR_END;
+  batch.push(TAR_END);
+  yield Buffer.concat(batch);
 }
 
 interface UstarFields {

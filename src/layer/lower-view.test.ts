@@ -47,19 +47,19 @@ test("lookups honour whiteouts, opaque dirs and files hiding lower dirs, top lay
   await layout(upper, { "c/": "opq/" });
 
   const view = new LowerView([l0, l1]);
-  assert.equal(await view.lookup("a/file1"), undefined);
-  assert.equal(await view.lookup("a/dir1/x"), undefined);
-  assert.equal((await view.lookup("a/dir1/y"))?.path, join(l1, "a/dir1/y"));
-  assert.equal((await view.lookup("a/dir1"))?.path, join(l1, "a/dir1"));
-  assert.equal((await view.lookup("b"))?.path, join(l1, "b"));
-  assert.equal((await view.lookup("b/inner"))?.path, join(l1, "b/inner"));
-  assert.equal((await view.lookup("f"))?.stat.isFile(), true);
-  assert.equal(await view.lookup("f/g"), undefined, "a file in l1 hides l0's directory");
-  assert.equal((await view.lookup("keep/k"))?.path, join(l0, "keep/k"), "plain dirs merge");
-  assert.equal((await view.lookup("c/d/e"))?.path, join(l0, "c/d/e"));
-  assert.equal(await view.lookup("nothing/here"), undefined);
+  assert.equal(view.lookup("a/file1"), undefined);
+  assert.equal(view.lookup("a/dir1/x"), undefined);
+  assert.equal(view.lookup("a/dir1/y")?.path, join(l1, "a/dir1/y"));
+  assert.equal(view.lookup("a/dir1")?.path, join(l1, "a/dir1"));
+  assert.equal(view.lookup("b")?.path, join(l1, "b"));
+  assert.equal(view.lookup("b/inner")?.path, join(l1, "b/inner"));
+  assert.equal(view.lookup("f")?.stat.isFile(), true);
+  assert.equal(view.lookup("f/g"), undefined, "a file in l1 hides l0's directory");
+  assert.equal(view.lookup("keep/k")?.path, join(l0, "keep/k"), "plain dirs merge");
+  assert.equal(view.lookup("c/d/e")?.path, join(l0, "c/d/e"));
+  assert.equal(view.lookup("nothing/here"), undefined);
 
   const withUpper = new LowerView([l0, l1], { upperDir: upper });
-  assert.equal(await withUpper.lookup("c/d/e"), undefined, "the upper's opaque dir hides the lowers");
-  assert.equal((await withUpper.lookup("c"))?.path, join(l0, "c"), "but not the path itself");
+  assert.equal(withUpper.lookup("c/d/e"), undefined, "the upper's opaque dir hides the lowers");
+  assert.equal(withUpper.lookup("c")?.path, join(l0, "c"), "but not the path itself");
 });

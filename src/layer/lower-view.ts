@@ -1,4 +1,4 @@
-import { type BigIntStats, promises as fs } from "node:fs";
+import { type BigIntStats, lstatSync } from "node:fs";
 import { join } from "node:path";
 import { SutureError } from "../errors/errors.ts";
 import { isWhiteout, readOpaque } from "./overlay.ts";
@@ -19,12 +19,13 @@ export interface LowerEntry {
  *
  * Paths are relative to the layer roots, "/"-separated, without leading "/" ("etc/passwd"; ""
  * is the root). Results of directory resolution are cached; the lower dirs must not change while
- * a view is in use.
+ * a view is in use. Lookups are synchronous: they are a few lstat calls each, made once per entry
+ * of a layer walk, where a threadpool round trip per call dominated the time.
  */
 export class LowerView {
   readonly #topFirst: readonly string[];
   readonly #upperDir: string | undefined;
-  readonly #dirs = new Map<string, Promise<string[]>>();
+  readonly #dirs = new Map<string, string[]>();
 
   /** `lowerDirs` bottom first, as overlayfs' lowerdir= lists them reversed. */
   constructor(lowerDirs: readonly string[], options: { upperDir?: string } = {}) {
@@ -33,14 +34,14 @@ export class LowerView {
   }
 
   /** The topmost visible lower entry at `rel`, or undefined when the lowers show nothing there. */
-  async lookup(rel: string): Promise<LowerEntry | undefined> {
+  lookup(rel: string): LowerEntry | undefined {
     if (rel === "") return undefined;
     const slash = rel.lastIndexOf("/");
     const parent = slash === -1 ? "" : rel.slice(0, slash);
     const name = rel.slice(slash + 1);
-    for (const dir of await this.#contributors(parent)) {
+    for (const dir of this.#contributors(parent)) {
       const path = join(dir, name);
-      const stat = await lstatOrUndefined(path);
+      const stat = lstatOrUndefined(path);
       if (!stat) continue;
       if (isWhiteout(stat)) return undefined;
       return { path, stat };
@@ -49,7 +50,7 @@ export class LowerView {
   }
 
   /** The on-disk directories, top first, whose contents merge into directory `rel`. */
-  #contributors(rel: string): Promise<string[]> {
+  #contributors(rel: string): string[] {
     let cached = this.#dirs.get(rel);
     if (!cached) {
       cached = this.#resolveContributors(rel);
@@ -58,33 +59,30 @@ export class LowerView {
     return cached;
   }
 
-  async #resolveContributors(rel: string): Promise<string[]> {
-    if (this.#upperDir !== undefined && rel !== "" && (await upperIsOpaque(join(this.#upperDir, rel))))
-      return [];
+  #resolveContributors(rel: string): string[] {
+    if (this.#upperDir !== undefined && rel !== "" && upperIsOpaque(join(this.#upperDir, rel))) return [];
     const candidates =
-      rel === ""
-        ? this.#topFirst
-        : (await this.#contributors(parentOf(rel))).map((d) => join(d, baseOf(rel)));
+      rel === "" ? this.#topFirst : this.#contributors(parentOf(rel)).map((d) => join(d, baseOf(rel)));
     const merged: string[] = [];
     for (const path of candidates) {
-      const stat = await lstatOrUndefined(path);
+      const stat = lstatOrUndefined(path);
       if (!stat) continue;
       if (!stat.isDirectory()) break; // a whiteout or a file hides the layers below
       merged.push(path);
-      if (await readOpaque(path)) break;
+      if (readOpaque(path)) break;
     }
     return merged;
   }
 }
 
-async function upperIsOpaque(path: string): Promise<boolean> {
-  const stat = await lstatOrUndefined(path);
-  return stat?.isDirectory() === true && (await readOpaque(path));
+function upperIsOpaque(path: string): boolean {
+  const stat = lstatOrUndefined(path);
+  return stat?.isDirectory() === true && readOpaque(path);
 }
 
-async function lstatOrUndefined(path: string): Promise<BigIntStats | undefined> {
+function lstatOrUndefined(path: string): BigIntStats | undefined {
   try {
-    return await fs.lstat(path, { bigint: true });
+    return lstatSync(path, { bigint: true });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;

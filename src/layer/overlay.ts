@@ -16,7 +16,7 @@
  */
 
 import type { BigIntStats } from "node:fs";
-import { getAttribute, listAttributes } from "@napi-rs/xattr";
+import { getAttributeSync, listAttributesSync } from "@napi-rs/xattr";
 import { compareBytes } from "../archive/tar-write.ts";
 import { SutureError } from "../errors/errors.ts";
 
@@ -42,13 +42,17 @@ export interface EntryXattrs {
   overlay: Map<string, Buffer>;
 }
 
-/** Read an entry's xattrs without following symlinks. A filesystem without xattrs gives none. */
-export async function readXattrs(path: string): Promise<EntryXattrs> {
+/**
+ * Read an entry's xattrs without following symlinks. A filesystem without xattrs gives none.
+ * Synchronous, like the other per-entry calls of the layer walk: a threadpool round trip per tiny
+ * syscall cost about a millisecond per entry there.
+ */
+export function readXattrs(path: string): EntryXattrs {
   const content = new Map<string, Buffer>();
   const overlay = new Map<string, Buffer>();
   let names: string[];
   try {
-    names = await listAttributes(path);
+    names = listAttributesSync(path);
   } catch (e) {
     if (isUnsupported(e)) return { content, overlay };
     throw new SutureError("IO", `cannot list the extended attributes of ${path}: ${(e as Error).message}`, {
@@ -58,7 +62,7 @@ export async function readXattrs(path: string): Promise<EntryXattrs> {
   for (const name of names.sort(compareBytes)) {
     let value: Buffer | null;
     try {
-      value = await getAttribute(path, name);
+      value = getAttributeSync(path, name);
     } catch (e) {
       throw new SutureError("IO", `cannot read xattr ${name} of ${path}: ${(e as Error).message}`, {
         cause: e,
@@ -97,11 +101,11 @@ export function assertExpressible(xattrs: EntryXattrs, path: string): void {
 }
 
 /** Reads the opaque flag of a directory alone (cheaper than all its xattrs). */
-export async function readOpaque(dirPath: string): Promise<boolean> {
+export function readOpaque(dirPath: string): boolean {
   for (const prefix of PRIVATE_PREFIXES) {
     let v: Buffer | null;
     try {
-      v = await getAttribute(dirPath, `${prefix}opaque`);
+      v = getAttributeSync(dirPath, `${prefix}opaque`);
     } catch (e) {
       if (isUnsupported(e) || isMissing(e)) continue;
       throw new SutureError("IO", `cannot read the xattrs of ${dirPath}: ${(e as Error).message}`, {

@@ -23,7 +23,18 @@
  * - the upper dir's root itself is never written (a package update does not change "/").
  */
 import { randomUUID } from "node:crypto";
-import { type BigIntStats, constants, createWriteStream, promises as fs } from "node:fs";
+import {
+  type BigIntStats,
+  closeSync,
+  constants,
+  createWriteStream,
+  promises as fs,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -101,13 +112,13 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
     const diff = new DigestingStream();
     const blob = new DigestingStream();
     try {
-      await walker.collectHardlinks();
+      walker.collectHardlinks();
       await pipeline(
         Readable.from(writeTar(walker.entries()), { objectMode: false }),
         diff,
         compressor(options.compression) ?? new PassThrough(),
         blob,
-        createWriteStream(tmp, { flush: true }),
+        createWriteStream(tmp),
         { signal: options.signal },
       );
       await fs.rename(tmp, options.outFile);
@@ -155,7 +166,7 @@ interface PendingDir {
 interface LinkGroup {
   /** Members in walk order, relative paths. */
   paths: string[];
-  changed?: Promise<boolean>;
+  changed?: boolean;
   /** Tar name of the member written as the file; later members link to it. */
   firstWritten?: string;
 }
@@ -189,12 +200,12 @@ class UpperWalker {
    * First pass: find regular files that share an inode inside the upper dir. The decision for a
    * hardlink group needs all its members before the first one is written.
    */
-  async collectHardlinks(): Promise<void> {
-    const visit = async (rel: string, abs: string): Promise<void> => {
+  collectHardlinks(): void {
+    const visit = (rel: string, abs: string): void => {
       this.#signal?.throwIfAborted();
-      for (const child of await this.#readChildren(rel, abs)) {
+      for (const child of this.#readChildren(rel, abs)) {
         if (child.whiteout || this.#exclude(`/${child.rel}`, excludeInfo(child.stat))) continue;
-        if (child.stat.isDirectory()) await visit(child.rel, child.abs);
+        if (child.stat.isDirectory()) visit(child.rel, child.abs);
         else if (child.stat.isFile() && child.stat.nlink > 1n) {
           const key = `${child.stat.dev}:${child.stat.ino}`;
           const group = this.#groups.get(key);
@@ -203,7 +214,7 @@ class UpperWalker {
         }
       }
     };
-    await visit("", this.#upperDir);
+    visit("", this.#upperDir);
     for (const [key, group] of this.#groups) if (group.paths.length < 2) this.#groups.delete(key);
   }
 
@@ -216,13 +227,13 @@ class UpperWalker {
 
   async *#walkDir(rel: string, abs: string, pending: PendingDir[]): AsyncGenerator<TarEntry> {
     this.#signal?.throwIfAborted();
-    for (const child of await this.#readChildren(rel, abs)) {
+    for (const child of this.#readChildren(rel, abs)) {
       const st = child.stat;
       const path = `/${child.rel}`;
       if (child.whiteout) {
         if (this.#exclude(path, { type: "whiteout", size: 0 })) {
           this.stats.excluded++;
-        } else if (!(await this.#lower.lookup(child.rel))) {
+        } else if (!this.#lower.lookup(child.rel)) {
           this.stats.droppedUnchanged++; // deleting what the image never had
         } else {
           yield* flush(pending);
@@ -235,13 +246,13 @@ class UpperWalker {
         this.stats.excluded++;
         continue;
       }
-      const xattrs = await readXattrs(child.abs);
+      const xattrs = readXattrs(child.abs);
       assertExpressible(xattrs, child.abs);
-      const lower = await this.#lower.lookup(child.rel);
+      const lower = this.#lower.lookup(child.rel);
 
       if (st.isDirectory()) {
         const lowerIsDir = lower?.stat.isDirectory() === true;
-        const unchanged = lowerIsDir && (await this.#sameAsLower(child.abs, st, xattrs, lower));
+        const unchanged = lowerIsDir && this.#sameAsLower(child.abs, st, xattrs, lower);
         pending.push({ entry: baseEntry(child, "directory", xattrs), written: false });
         if (!unchanged) yield* flush(pending);
         if (isOpaque(xattrs, child.abs) && lowerIsDir) {
@@ -260,9 +271,9 @@ class UpperWalker {
         let changed: boolean;
         if (group) {
           group.changed ??= this.#groupChanged(group, st, xattrs);
-          changed = await group.changed;
+          changed = group.changed;
         } else {
-          changed = !(await this.#sameAsLower(child.abs, st, xattrs, lower));
+          changed = !this.#sameAsLower(child.abs, st, xattrs, lower);
         }
         if (!changed) {
           this.stats.droppedUnchanged++;
@@ -277,7 +288,7 @@ class UpperWalker {
           yield {
             ...baseEntry(child, "file", xattrs),
             size,
-            body: () => readNoFollow(child.abs),
+            body: () => readNoFollow(child.abs, size),
           };
         }
         this.stats.files++;
@@ -289,13 +300,13 @@ class UpperWalker {
         this.#progress({ type: "warning", message: `${path} is a socket; sockets are not put in layers` });
         continue;
       }
-      if (await this.#sameAsLower(child.abs, st, xattrs, lower)) {
+      if (this.#sameAsLower(child.abs, st, xattrs, lower)) {
         this.stats.droppedUnchanged++;
         continue;
       }
       yield* flush(pending);
       if (st.isSymbolicLink()) {
-        yield { ...baseEntry(child, "symlink", xattrs), linkname: await readLinkText(child.abs) };
+        yield { ...baseEntry(child, "symlink", xattrs), linkname: readLinkText(child.abs) };
       } else if (st.isFIFO()) {
         yield baseEntry(child, "fifo", xattrs);
       } else {
@@ -311,40 +322,32 @@ class UpperWalker {
   }
 
   /** Whether the lowers show exactly this at `lower` (ignoring times; see compare.ts). */
-  async #sameAsLower(
-    abs: string,
-    st: BigIntStats,
-    xattrs: EntryXattrs,
-    lower: LowerEntry | undefined,
-  ): Promise<boolean> {
+  #sameAsLower(abs: string, st: BigIntStats, xattrs: EntryXattrs, lower: LowerEntry | undefined): boolean {
     if (!lower || !sameMetadata(st, lower.stat)) return false;
     if (st.isFile() && st.size !== lower.stat.size) return false;
     if (st.isSymbolicLink()) {
-      const [a, b] = await Promise.all([
-        fs.readlink(abs, { encoding: "buffer" }),
-        fs.readlink(lower.path, { encoding: "buffer" }),
-      ]);
-      if (!a.equals(b)) return false;
+      const a = readlinkSync(abs, { encoding: "buffer" });
+      if (!a.equals(readlinkSync(lower.path, { encoding: "buffer" }))) return false;
     }
-    if (!sameXattrs(xattrs.content, (await readXattrs(lower.path)).content)) return false;
+    if (!sameXattrs(xattrs.content, readXattrs(lower.path).content)) return false;
     if (st.isFile()) return sameContent(abs, lower.path, Number(st.size));
     return true;
   }
 
   /** A hardlink group is changed when any member differs from what the lowers show at its path. */
-  async #groupChanged(group: LinkGroup, st: BigIntStats, xattrs: EntryXattrs): Promise<boolean> {
+  #groupChanged(group: LinkGroup, st: BigIntStats, xattrs: EntryXattrs): boolean {
     for (const rel of group.paths) {
-      const lower = await this.#lower.lookup(rel);
-      if (!(await this.#sameAsLower(join(this.#upperDir, rel), st, xattrs, lower))) return true;
+      const lower = this.#lower.lookup(rel);
+      if (!this.#sameAsLower(join(this.#upperDir, rel), st, xattrs, lower)) return true;
     }
     return false;
   }
 
   /** A directory's entries with their lstat, in tar order (byte order of their tar base names). */
-  async #readChildren(rel: string, abs: string): Promise<UpperChild[]> {
+  #readChildren(rel: string, abs: string): UpperChild[] {
     let names: Buffer[];
     try {
-      names = await fs.readdir(abs, { encoding: "buffer" });
+      names = readdirSync(abs, { encoding: "buffer" });
     } catch (e) {
       throw asSutureError(e, "IO", `cannot list ${abs}`);
     }
@@ -359,7 +362,7 @@ class UpperWalker {
         );
       let stat: BigIntStats;
       try {
-        stat = await fs.lstat(childAbs, { bigint: true });
+        stat = lstatSync(childAbs, { bigint: true });
       } catch (e) {
         throw asSutureError(e, "IO", `cannot inspect ${childAbs}`);
       }
@@ -438,7 +441,23 @@ function splitDev(rdev: bigint): { major: number; minor: number } {
   };
 }
 
-async function* readNoFollow(path: string): AsyncGenerator<Buffer> {
+/** Files up to this size are read in one synchronous call (most files of a package are small). */
+const SMALL_FILE = 1024 * 1024;
+
+async function* readNoFollow(path: string, size: number): AsyncGenerator<Buffer> {
+  if (size <= SMALL_FILE) {
+    const fd = openSync(path, READ_NO_FOLLOW);
+    try {
+      // One byte more than expected, so a file that grew is noticed by writeTar's size check.
+      const buf = Buffer.allocUnsafe(size + 1);
+      let got = 0;
+      for (let n = 1; n > 0 && got < buf.length; got += n) n = readSync(fd, buf, got, buf.length - got, got);
+      yield buf.subarray(0, got);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
   const handle = await fs.open(path, READ_NO_FOLLOW);
   try {
     for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1 << 20 }))
@@ -448,8 +467,8 @@ async function* readNoFollow(path: string): AsyncGenerator<Buffer> {
   }
 }
 
-async function readLinkText(path: string): Promise<string> {
-  const raw = await fs.readlink(path, { encoding: "buffer" });
+function readLinkText(path: string): string {
+  const raw = readlinkSync(path, { encoding: "buffer" });
   const text = raw.toString("utf8");
   if (!Buffer.from(text, "utf8").equals(raw))
     throw new SutureError(
