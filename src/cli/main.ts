@@ -1,4 +1,10 @@
 #!/usr/bin/env node
-import { runCli } from "./program.ts";
+import module from "node:module";
+
+// Node caches the compiled (type-stripped) modules on disk, in its default directory under the
+// OS temp dir: each run then starts about 0.15 s sooner. The program is imported only after the
+// cache is on, since static imports would be compiled before this line runs.
+module.enableCompileCache?.();
+const { runCli } = await import("./program.ts");
 
 process.exitCode = await runCli(process.argv.slice(2));

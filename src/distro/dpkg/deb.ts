@@ -1,9 +1,6 @@
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import type { Readable } from "node:stream";
 import { lzma, xz } from "@napi-rs/lzma";
 import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts";
-import { decompressAuto } from "../../archive/compression.ts";
+import { decompressAuto, HOST_XZ, hostXzStream } from "../../archive/compression.ts";
 import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
 import { describeCause, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
@@ -140,8 +137,10 @@ async function* readDataEntries(
 ): AsyncGenerator<TarEntry> {
   try {
     const xzLike = member.name.endsWith(".xz") || member.name.endsWith(".lzma");
-    if (xzLike && XZ_TOOL) {
-      yield* readTar(xzStream(openArMember(path, member)));
+    if (xzLike && HOST_XZ) {
+      // The host's xz streams, where the binding decompresses a whole member in memory
+      // (perl-modules' data.tar is tens of MB, and patches unpack several such packages).
+      yield* readTar(hostXzStream(openArMember(path, member)));
       return;
     }
     const source = xzLike
@@ -155,35 +154,6 @@ async function* readDataEntries(
   } catch (e) {
     if (e instanceof SutureError && e.message.startsWith(path)) throw e;
     throw bad(`its data archive cannot be read (${describeCause(e)})`, e);
-  }
-}
-
-/**
- * The host's `xz`, when it has one: it streams, where the binding decompresses a whole member in
- * memory (perl-modules' data.tar is tens of MB, and patches unpack several such packages).
- */
-const XZ_TOOL = ["/usr/bin/xz", "/bin/xz"].find((p) => existsSync(p));
-
-/** Decompress an xz (or lzma) stream with the host's xz; the process ends with the iteration. */
-async function* xzStream(input: Readable): AsyncGenerator<Buffer> {
-  const child = spawn(XZ_TOOL!, ["--decompress", "--stdout", "--format=auto", "--quiet"], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-  input.on("error", (e) => child.stdin.destroy(e));
-  child.stdin.on("error", () => {}); // xz stopping early (corrupt input) closes its stdin: reported via its exit code
-  input.pipe(child.stdin);
-  try {
-    for await (const chunk of child.stdout) yield chunk as Buffer;
-    const code = await exited;
-    if (code !== 0) throw new Error(`xz: ${stderr.trim() || `exit ${code}`}`);
-  } finally {
-    input.destroy();
-    if (child.exitCode === null) child.kill();
   }
 }
 

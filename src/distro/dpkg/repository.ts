@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { xz } from "@napi-rs/lzma";
+import { HOST_XZ, hostXzStream } from "../../archive/compression.ts";
 import { describeCause, isSutureError, redact, SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
@@ -454,7 +456,7 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
   if (plainPath && plainExpected && name !== "Packages" && (await matchesFile(plainPath, plainExpected))) {
     plain = await readFile(plainPath);
   } else {
-    plain = await decompress(await readFile(file), name, what);
+    plain = await decompress(file, name, what);
     if (plainExpected && name !== "Packages") {
       const err = checksumError(
         bytesChecksum(plain),
@@ -477,8 +479,15 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
 
 const gunzipAsync = promisify(gunzip);
 
-async function decompress(bytes: Buffer, name: string, what: string): Promise<Buffer> {
+/** A verified index file's decompressed bytes. */
+async function decompress(file: string, name: string, what: string): Promise<Buffer> {
   try {
+    if (name.endsWith(".xz") && HOST_XZ) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of hostXzStream(createReadStream(file))) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    }
+    const bytes = await readFile(file);
     if (name.endsWith(".xz")) return await xz.decompress(bytes);
     if (name.endsWith(".gz")) return await gunzipAsync(bytes);
     return bytes;
