@@ -2,11 +2,11 @@
  * suture vs the apt-in-runc baseline (what copa does, minus BuildKit), measured in one run on this
  * machine. See bench/README.md for what each number means.
  *
- *   npm run bench [-- --only full,lib,multi] [--json FILE]
+ *   npm run bench [-- --only full,lib,multi] [--reps 3] [--json FILE]
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -34,8 +34,13 @@ const LIB_PACKAGES = [
 ];
 
 const { values: args } = parseArgs({
-  options: { only: { type: "string", default: "full,lib,multi" }, json: { type: "string" } },
+  options: {
+    only: { type: "string", default: "full,lib,multi" },
+    json: { type: "string" },
+    reps: { type: "string", default: "3" },
+  },
 });
+const reps = Math.max(1, Number(args.reps));
 const only = new Set(args.only!.split(","));
 const suture = join(import.meta.dirname, "../bin/suture");
 const work = await mkdtemp(join(tmpdir(), "suture-bench-"));
@@ -50,9 +55,42 @@ interface Run {
 }
 const results: { workload: string; packages: number; changedBytes?: number; runs: Run[] }[] = [];
 
+/**
+ * Start every run from the same state: flush dirty pages, drop the kernel's caches, then wait until no block device
+ * completes any more writes or discards (ext4 mounted with `discard`, as here, trims the blocks
+ * of deleted files for seconds after the delete). Without it, the run after the baseline (which
+ * writes and deletes hundreds of MB) pays for the baseline's I/O, and the first run looks faster
+ * than it is.
+ */
+async function settle(): Promise<void> {
+  spawnSync("sync");
+  // Same page, dentry and inode caches for every run (root only; elsewhere the runs just share them).
+  await writeFile("/proc/sys/vm/drop_caches", "3").catch(() => {});
+  const sample = async () => {
+    let text = "";
+    for (const dev of await readdir("/sys/block").catch(() => [] as string[]))
+      text += await readFile(`/sys/block/${dev}/stat`, "utf8").catch(() => "");
+    // Writes completed, in flight, discards completed (fields 5, 9 and 12), per device.
+    return text
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/))
+      .map((f) => `${f[4]} ${f[8]} ${f[11]}`)
+      .join(";");
+  };
+  let last = await sample();
+  let quiet = 0;
+  for (let waited = 0; quiet < 4 && waited < 60_000; waited += 250) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = await sample();
+    quiet = now === last ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
 /** The baseline: fresh unpack, overlay + runc, copa's apt commands, tar+gzip of the whole upper dir. */
 async function baseline(reference: string, packages: string[]): Promise<{ run: Run; changedBytes: number }> {
   const cacheDir = join(work, `baseline-cache-${Math.random().toString(36).slice(2)}`);
+  await settle();
   const started = performance.now();
   const phases: Record<string, number> = {};
   const source = await openSource(parseTransportReference(reference), {});
@@ -154,6 +192,7 @@ async function reallyChangedBytes(upper: string, lowers: readonly string[]): Pro
 
 /** suture as a user runs it: the CLI, json progress for phase times, peak RSS polled from /proc. */
 async function sutureRun(name: string, argv: string[]): Promise<Run> {
+  await settle();
   const started = performance.now();
   const child = spawn(suture, [...argv, "--progress", "json"], { stdio: ["ignore", "pipe", "pipe"] });
   let peakKb = 0;
@@ -197,36 +236,71 @@ async function lastLayer(layout: string, tag: string): Promise<{ gz: number; raw
   return { gz: bytes.length, raw: gunzipSync(bytes).length };
 }
 
+/**
+ * One workload. The baseline and the cold runs are repeated `--reps` times, interleaved
+ * (baseline, native cold, sandbox cold, baseline, …), and the median of each is reported: on this
+ * machine the speed of creating files moves by 2-3× with what the disk did before (ext4 with
+ * online discard), so a single run in a fixed order favours whichever goes first. Warm runs follow,
+ * on the caches of the last cold runs.
+ */
 async function workload(name: string, reference: string, report: string, packages: string[]) {
   console.error(`» ${name}: ${packages.length} packages`);
-  const { run: base, changedBytes } = await baseline(reference, packages);
-  const runs: Run[] = [base];
+  let changedBytes = 0;
+  const baselines: Run[] = [];
+  const colds: Record<string, Run[]> = { native: [], sandbox: [] };
+  let outputs = 0;
+  const patch = async (engine: string, temp: string, cache: string) => {
+    const out = join(work, `out-${name}-${outputs++}`);
+    const r = await sutureRun(`suture ${engine} (${temp} cache)`, [
+      "patch",
+      "-i",
+      reference,
+      "-r",
+      report,
+      "-t",
+      "bench",
+      "--oci-dir",
+      out,
+      "--engine",
+      engine,
+      "--cache-dir",
+      cache,
+    ]);
+    const layer = await lastLayer(out, "bench");
+    r.layerBytes = layer.raw;
+    r.layerGzipBytes = layer.gz;
+    await rm(out, { recursive: true, force: true });
+    return r;
+  };
+  const caches: Record<string, string> = {};
+  for (let rep = 0; rep < reps; rep++) {
+    const b = await baseline(reference, packages);
+    changedBytes = b.changedBytes;
+    baselines.push(b.run);
+    for (const engine of ["native", "sandbox"]) {
+      caches[engine] = join(work, `cache-${name}-${engine}-${rep}`);
+      colds[engine]!.push(await patch(engine, "cold", caches[engine]!));
+    }
+  }
+  const runs: Run[] = [median(baselines)];
   for (const engine of ["native", "sandbox"]) {
-    const cache = join(work, `cache-${name}-${engine}`);
-    for (const temp of ["cold", "warm"]) {
-      const out = join(work, `out-${name}-${engine}-${temp}`);
-      const r = await sutureRun(`suture ${engine} (${temp} cache)`, [
-        "patch",
-        "-i",
-        reference,
-        "-r",
-        report,
-        "-t",
-        "bench",
-        "--oci-dir",
-        out,
-        "--engine",
-        engine,
-        "--cache-dir",
-        cache,
-      ]);
-      const layer = await lastLayer(out, "bench");
-      r.layerBytes = layer.raw;
-      r.layerGzipBytes = layer.gz;
-      runs.push(r);
+    runs.push(median(colds[engine]!));
+    runs.push(await patch(engine, "warm", caches[engine]!));
+    if (engine === "native") {
+      // The warm run reused the layer built before; without that result, a second patch rebuilds
+      // it with everything else cached (layers, indexes, packages).
+      await rm(join(caches[engine]!, "results"), { recursive: true, force: true });
+      runs.push(await patch(engine, "warm, layer rebuilt", caches[engine]!));
     }
   }
   results.push({ workload: name, packages: packages.length, changedBytes, runs });
+}
+
+/** The run with the median wall time (the upper one of an even count); its name says of how many. */
+function median(runs: Run[]): Run {
+  const sorted = [...runs].sort((a, b) => a.wallMs - b.wallMs);
+  const m = sorted[Math.floor(sorted.length / 2)]!;
+  return runs.length > 1 ? { ...m, name: `${m.name}, median of ${runs.length}` } : m;
 }
 
 try {
@@ -292,7 +366,6 @@ try {
 
 print();
 if (args.json) {
-  const { writeFile } = await import("node:fs/promises");
   await writeFile(args.json, JSON.stringify({ date: new Date().toISOString(), results }, null, 2));
 }
 

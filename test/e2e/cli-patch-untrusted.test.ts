@@ -2,16 +2,22 @@
  * A mirror that serves altered repository files: each alteration is refused with its own one-line
  * UNTRUSTED error naming the file, exit non-zero, and nothing is written. The mirror proxies the
  * real Debian archive, so everything it does not alter is genuine and correctly signed.
+ *
+ * Expired metadata needs a signature the test controls: the distroless image (no apt sources of
+ * its own) is patched with `--keyring` naming a key made here, and the mirror re-signs every
+ * InRelease with it, moving one suite's Valid-Until into the past.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { createCleartextMessage, generateKey, readCleartextMessage, readPrivateKey, sign } from "openpgp";
 import { oneLineError } from "../lab/cli.ts";
+import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { type LabMirrorOptions, startMirror } from "../lab/mirror.ts";
 
@@ -59,8 +65,8 @@ for (const c of cases) {
     const lab = await labImage("bookwormNginx");
     const altered = new Set<string>();
     const mirror = await startMirror({
-      alter: (path, body) => {
-        const out = c.alter?.(path, body);
+      alter: async (path, body) => {
+        const out = await c.alter?.(path, body);
         if (out && !out.equals(body)) altered.add(path);
         return out;
       },
@@ -98,3 +104,66 @@ for (const c of cases) {
     }
   });
 }
+
+test("patch refuses a suite whose signed Valid-Until has passed; nothing is written", async () => {
+  const lab = await distrolessLabImage();
+  const key = await generateKey({ userIDs: [{ name: "suture test archive" }], format: "armored" });
+  const signingKey = await readPrivateKey({ armoredKey: key.privateKey });
+  const keyring = join(work, "test-archive.asc");
+  await writeFile(keyring, key.publicKey);
+  const day = 24 * 60 * 60 * 1000;
+  const rfc2822 = (t: number) => new Date(t).toUTCString().replace("GMT", "UTC");
+  const resigned = new Set<string>();
+  const mirror = await startMirror({
+    alter: async (path, body) => {
+      if (!path.endsWith("/InRelease")) return undefined;
+      let text = (await readCleartextMessage({ cleartextMessage: body.toString("utf8") })).getText();
+      if (path.endsWith("/bookworm-security/InRelease")) {
+        text = text
+          .replace(/^Date: .*$/m, `Date: ${rfc2822(Date.now() - 9 * day)}`)
+          .replace(/^Valid-Until: .*$/m, `Valid-Until: ${rfc2822(Date.now() - 2 * day)}`);
+        assert.match(text, /^Valid-Until: /m, "bookworm-security's InRelease has a Valid-Until to move");
+      }
+      resigned.add(path);
+      const signed = await sign({
+        message: await createCleartextMessage({ text }),
+        signingKeys: signingKey,
+      });
+      return Buffer.from(signed);
+    },
+  });
+  const out = join(work, "out-expired");
+  try {
+    await assert.rejects(
+      run(
+        suture,
+        [
+          "patch",
+          "-i",
+          lab.reference,
+          "-t",
+          "x",
+          "--oci-dir",
+          out,
+          "--keyring",
+          keyring,
+          "--mirror",
+          `http://deb.debian.org/debian=${mirror.url}/debian`,
+          "--mirror",
+          `http://deb.debian.org/debian-security=${mirror.url}/debian-security`,
+          "--cache-dir",
+          join(work, "cache-expired"),
+        ],
+        { env: { ...process.env, CI: "true" } },
+      ),
+      oneLineError(/bookworm-security.*expired on .*Valid-Until.*up-to-date mirror.*\[UNTRUSTED\]$/),
+    );
+    assert.equal(existsSync(out), false, "nothing written");
+    assert.ok(
+      [...resigned].some((p) => p.endsWith("/bookworm-security/InRelease")),
+      "the mirror re-signed the security suite's InRelease",
+    );
+  } finally {
+    await mirror.stop();
+  }
+});

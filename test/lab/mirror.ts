@@ -21,7 +21,7 @@ export interface LabMirrorOptions {
    * Called for every successful upstream response; return new bytes to serve instead, or undefined
    * to pass the original through.
    */
-  alter?: (path: string, body: Buffer) => Buffer | undefined;
+  alter?: (path: string, body: Buffer) => Buffer | undefined | Promise<Buffer | undefined>;
   /** Paths to answer with this status instead of proxying (e.g. 404 for InRelease). */
   status?: (path: string) => number | undefined;
 }
@@ -39,7 +39,7 @@ export async function startMirror(options: LabMirrorOptions = {}): Promise<LabMi
     }
     const up = await fetch(`${upstream}${path}`, { method: req.method === "HEAD" ? "HEAD" : "GET" });
     const body = Buffer.from(await up.arrayBuffer());
-    const out = (up.ok && options.alter?.(path, body)) || body;
+    const out = (up.ok && (await options.alter?.(path, body))) || body;
     const headers: Record<string, string> = { "content-length": String(out.length) };
     for (const h of ["content-type", "last-modified", "etag"]) {
       const v = up.headers.get(h);

@@ -1,6 +1,7 @@
 import { lzma, xz } from "@napi-rs/lzma";
 import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts";
 import { decompressAuto, HOST_XZ, hostXzStream } from "../../archive/compression.ts";
+import { ReadAhead } from "../../archive/read-ahead.ts";
 import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
 import { describeCause, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
@@ -33,9 +34,20 @@ export interface DebPackage {
   removeOnUpgrade: string[];
   /**
    * The data.tar members in archive order. Each call reads the archive afresh; consume each
-   * entry's body before asking for the next (see readTar).
+   * entry's body before asking for the next (see readTar). With `readAhead`, the first call
+   * reads what was decompressed ahead.
    */
   dataEntries(): AsyncGenerator<TarEntry>;
+  /** Stop a read-ahead that will not be consumed (see OpenDebOptions); harmless otherwise. */
+  close(): Promise<void>;
+}
+
+export interface OpenDebOptions {
+  /**
+   * Start decompressing the data archive at once, holding up to this many bytes, so that it
+   * overlaps with unpacking the package before this one.
+   */
+  readAhead?: number;
 }
 
 /** Largest control.tar we accept uncompressed (tzdata's, with its templates, is ~400 kB). */
@@ -53,7 +65,7 @@ const DATA_MEMBER = /^data\.tar(\.gz|\.xz|\.zst|\.bz2|\.lzma)?$/;
  * streamed. Any malformation is INVALID_ARCHIVE naming the file. The file must not change while
  * the handle is in use (callers open verified, content-addressed files).
  */
-export async function openDeb(path: string): Promise<DebPackage> {
+export async function openDeb(path: string, options: OpenDebOptions = {}): Promise<DebPackage> {
   const bad = (why: string, cause?: unknown) =>
     new SutureError(
       "INVALID_ARCHIVE",
@@ -115,6 +127,9 @@ export async function openDeb(path: string): Promise<DebPackage> {
     (m[1] ? removeOnUpgrade : conffiles).push(m[2]!);
   }
 
+  let ahead = options.readAhead
+    ? new ReadAhead(dataBytes(path, dataMember, bad), options.readAhead)
+    : undefined;
   return {
     path,
     control,
@@ -126,30 +141,46 @@ export async function openDeb(path: string): Promise<DebPackage> {
     controlMembers,
     conffiles,
     removeOnUpgrade,
-    dataEntries: () => readDataEntries(path, dataMember, bad),
+    dataEntries: () => {
+      const source = ahead ?? dataBytes(path, dataMember, bad);
+      ahead = undefined;
+      return readDataEntries(path, source, bad);
+    },
+    close: async () => {
+      await ahead?.close();
+      ahead = undefined;
+    },
   };
+}
+
+/** The data archive's tar bytes, decompressed. */
+async function* dataBytes(
+  path: string,
+  member: ArMember,
+  bad: (why: string, cause?: unknown) => SutureError,
+): AsyncGenerator<Buffer> {
+  const xzLike = member.name.endsWith(".xz") || member.name.endsWith(".lzma");
+  if (xzLike && HOST_XZ) {
+    // The host's xz streams, where the binding decompresses a whole member in memory
+    // (perl-modules' data.tar is tens of MB, and patches unpack several such packages).
+    yield* hostXzStream(openArMember(path, member));
+    return;
+  }
+  if (xzLike) {
+    yield await memberBytes(path, member, MAX_XZ_DATA_BYTES);
+    return;
+  }
+  if (member.name.endsWith(".bz2"))
+    throw bad("bzip2-compressed data archives are not supported (dpkg-deb no longer builds them)");
+  yield* decompressAuto(openArMember(path, member));
 }
 
 async function* readDataEntries(
   path: string,
-  member: ArMember,
+  source: AsyncIterable<Buffer>,
   bad: (why: string, cause?: unknown) => SutureError,
 ): AsyncGenerator<TarEntry> {
   try {
-    const xzLike = member.name.endsWith(".xz") || member.name.endsWith(".lzma");
-    if (xzLike && HOST_XZ) {
-      // The host's xz streams, where the binding decompresses a whole member in memory
-      // (perl-modules' data.tar is tens of MB, and patches unpack several such packages).
-      yield* readTar(hostXzStream(openArMember(path, member)));
-      return;
-    }
-    const source = xzLike
-      ? [await memberBytes(path, member, MAX_XZ_DATA_BYTES)]
-      : member.name.endsWith(".bz2")
-        ? undefined
-        : decompressAuto(openArMember(path, member));
-    if (!source)
-      throw bad("bzip2-compressed data archives are not supported (dpkg-deb no longer builds them)");
     yield* readTar(source);
   } catch (e) {
     if (e instanceof SutureError && e.message.startsWith(path)) throw e;

@@ -98,7 +98,7 @@ interface PendingConffile {
 }
 
 /**
- * Unpack `debPath` into the image tree at `root` and record it in `db` as dpkg does for
+ * Unpack a .deb (a path, or one opened with openDeb) into the image tree at `root` and record it in `db` as dpkg does for
  * `dpkg --unpack --force-confold --force-confdef` of an upgrade or a fresh install, with the
  * conffile decisions of the following `--configure` taken at once:
  * - files, symlinks and hardlinks are extracted next to their destination as `<path>.dpkg-new`
@@ -120,11 +120,12 @@ interface PendingConffile {
  */
 export async function unpackDeb(
   root: string,
-  debPath: string,
+  debOrPath: string | DebPackage,
   db: DpkgDatabase,
   options: UnpackOptions = {},
 ): Promise<UnpackSummary> {
-  const deb = await openDeb(debPath);
+  const deb = typeof debOrPath === "string" ? await openDeb(debOrPath) : debOrPath;
+  const debPath = deb.path;
   const state = options.state ?? "unpacked";
   const old = installedVersionOf(db, deb);
   const oldInfo = old ? infoName(old) : undefined;
