@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
-import { openImage } from "../src/image/image.ts";
+import { openImage, readAll } from "../src/image/image.ts";
 import { defaultExclude } from "../src/layer/excludes.ts";
 import { hostPlatform } from "../src/oci/platform.ts";
 import { parseTransportReference } from "../src/ref/transport.ts";
@@ -19,6 +19,7 @@ import { withSandbox } from "../src/sandbox/sandbox.ts";
 import { openSource } from "../src/transports/index.ts";
 import { labImage, trivyReportFor } from "../test/lab/images.ts";
 import { labIndex } from "../test/lab/lab-index.ts";
+import { startRegistry } from "../test/lab/registry.ts";
 
 const LIB_PACKAGES = [
   "libssl3",
@@ -221,18 +222,10 @@ async function sutureRun(name: string, argv: string[]): Promise<Run> {
   return { name, wallMs: performance.now() - started, phases, peakRssMb: Math.round(peakKb / 1024) };
 }
 
-/** Size of the last layer of a patched OCI layout: compressed and uncompressed. */
-async function lastLayer(layout: string, tag: string): Promise<{ gz: number; raw: number }> {
-  const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8"));
-  const entry = index.manifests.find(
-    (m: { annotations?: Record<string, string> }) =>
-      m.annotations?.["org.opencontainers.image.ref.name"] === tag,
-  );
-  const blob = (d: string) => readFile(join(layout, "blobs", "sha256", d.slice(7)));
-  let manifest = JSON.parse((await blob(entry.digest)).toString());
-  if (manifest.manifests) manifest = JSON.parse((await blob(manifest.manifests[0].digest)).toString());
-  const layer = manifest.layers.at(-1);
-  const bytes = await blob(layer.digest);
+/** Size of the last layer of a patched image: compressed and uncompressed. */
+async function lastLayer(reference: string): Promise<{ gz: number; raw: number }> {
+  const image = await openImage(await openSource(parseTransportReference(reference), {}), hostPlatform());
+  const bytes = await readAll(await image.blobs.blob(image.parsed.layers.at(-1)!), 1 << 30);
   return { gz: bytes.length, raw: gunzipSync(bytes).length };
 }
 
@@ -250,7 +243,8 @@ async function workload(name: string, reference: string, report: string, package
   const colds: Record<string, Run[]> = { native: [], sandbox: [] };
   let outputs = 0;
   const patch = async (engine: string, temp: string, cache: string) => {
-    const out = join(work, `out-${name}-${outputs++}`);
+    // Registry to registry, as users run it: the patched image is pushed beside the source.
+    const target = `${reference.replace(/:[^:/]+$/, "")}:bench-${outputs++}`;
     const r = await sutureRun(`suture ${engine} (${temp} cache)`, [
       "patch",
       "-i",
@@ -258,18 +252,16 @@ async function workload(name: string, reference: string, report: string, package
       "-r",
       report,
       "-t",
-      "bench",
-      "--oci-dir",
-      out,
+      target,
+      "--push",
       "--engine",
       engine,
       "--cache-dir",
       cache,
     ]);
-    const layer = await lastLayer(out, "bench");
+    const layer = await lastLayer(target);
     r.layerBytes = layer.raw;
     r.layerGzipBytes = layer.gz;
-    await rm(out, { recursive: true, force: true });
     return r;
   };
   const caches: Record<string, string> = {};
@@ -303,8 +295,13 @@ function median(runs: Run[]): Run {
   return runs.length > 1 ? { ...m, name: `${m.name}, median of ${runs.length}` } : m;
 }
 
+// The full and library-only workloads read the image from a loopback registry (Debian's
+// docker-registry) and push the result there; the baseline pulls from it too.
+const registry = await startRegistry({ auth: "none" });
 try {
-  const nginx = await labImage("bookwormNginx");
+  const lab = await labImage("bookwormNginx");
+  const nginx = { reference: `${registry.host}/lab/nginx:base` };
+  if (only.has("full") || only.has("lib")) await copyImageTo(lab.reference, nginx.reference);
   if (only.has("full")) {
     const r = await trivyReportFor("bookwormNginx", { outFile: join(work, "full.json") });
     await workload(
@@ -361,7 +358,13 @@ try {
     results.push({ workload: "multi-platform (liblzma5 per platform)", packages: 1, runs });
   }
 } finally {
+  await registry.stop();
   await rm(work, { recursive: true, force: true });
+}
+
+async function copyImageTo(from: string, to: string): Promise<void> {
+  const r = spawnSync(suture, ["copy", from, `docker://${to}`], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`suture copy failed: ${r.stderr}`);
 }
 
 print();
