@@ -456,7 +456,7 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
   if (plainPath && plainExpected && name !== "Packages" && (await matchesFile(plainPath, plainExpected))) {
     plain = await readFile(plainPath);
   } else {
-    plain = await decompress(file, name, what);
+    plain = await decompress(file, name, what, plainExpected?.size);
     if (plainExpected && name !== "Packages") {
       const err = checksumError(
         bytesChecksum(plain),
@@ -480,12 +480,22 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
 const gunzipAsync = promisify(gunzip);
 
 /** A verified index file's decompressed bytes. */
-async function decompress(file: string, name: string, what: string): Promise<Buffer> {
+async function decompress(file: string, name: string, what: string, size?: number): Promise<Buffer> {
   try {
     if (name.endsWith(".xz") && HOST_XZ) {
+      // Straight into one buffer of the signed size: collecting chunks and concatenating them held
+      // Debian's 50 MB main index twice, the peak of a whole patch.
+      const out = size !== undefined ? Buffer.allocUnsafe(size) : undefined;
       const chunks: Buffer[] = [];
-      for await (const chunk of hostXzStream(createReadStream(file))) chunks.push(chunk);
-      return Buffer.concat(chunks);
+      let got = 0;
+      for await (const chunk of hostXzStream(createReadStream(file))) {
+        if (out) {
+          if (got + chunk.length > out.length) throw new Error(`it is larger than the ${size} bytes signed`);
+          chunk.copy(out, got);
+        } else chunks.push(chunk);
+        got += chunk.length;
+      }
+      return out ? out.subarray(0, got) : Buffer.concat(chunks);
     }
     const bytes = await readFile(file);
     if (name.endsWith(".xz")) return await xz.decompress(bytes);

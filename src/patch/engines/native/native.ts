@@ -21,7 +21,7 @@ import { regenerateCaBundle } from "./script-effects.ts";
 import { unpackDeb } from "./unpack.ts";
 
 /** How much of the next package's decompressed data is held while the current one unpacks. */
-const DEB_READ_AHEAD_BYTES = 64 * 1024 * 1024;
+const DEB_READ_AHEAD_BYTES = 16 * 1024 * 1024;
 
 export interface NativeOptions {
   /** dpkg architecture of the image. */
