@@ -19,7 +19,7 @@ import { createCleartextMessage, generateKey, readCleartextMessage, readPrivateK
 import { oneLineError } from "../lab/cli.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
-import { type LabMirrorOptions, startMirror } from "../lab/mirror.ts";
+import { type LabMirror, type LabMirrorOptions, startMirror } from "../lab/mirror.ts";
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");
@@ -34,6 +34,33 @@ before(async () => {
   }));
 });
 after(() => rm(work, { recursive: true, force: true }));
+
+/** `suture patch` with Debian's archive behind `mirror` must fail with `error` and write nothing. */
+async function refusedThroughMirror(mirror: LabMirror, args: string[], name: string, error: RegExp) {
+  const out = join(work, `out-${name}`);
+  await assert.rejects(
+    run(
+      suture,
+      [
+        "patch",
+        ...args,
+        "-t",
+        "x",
+        "--oci-dir",
+        out,
+        "--mirror",
+        `http://deb.debian.org/debian=${mirror.url}/debian`,
+        "--mirror",
+        `http://deb.debian.org/debian-security=${mirror.url}/debian-security`,
+        "--cache-dir",
+        join(work, `cache-${name}`),
+      ],
+      { env: { ...process.env, CI: "true" } },
+    ),
+    oneLineError(error),
+  );
+  assert.equal(existsSync(out), false, "nothing written");
+}
 
 const flip = (body: Buffer, at: number) => {
   const copy = Buffer.from(body);
@@ -71,33 +98,13 @@ for (const c of cases) {
         return out;
       },
     });
-    const out = join(work, `out-${cases.indexOf(c)}`);
     try {
-      await assert.rejects(
-        run(
-          suture,
-          [
-            "patch",
-            "-i",
-            lab.reference,
-            "-r",
-            report,
-            "-t",
-            "x",
-            "--oci-dir",
-            out,
-            "--mirror",
-            `http://deb.debian.org/debian=${mirror.url}/debian`,
-            "--mirror",
-            `http://deb.debian.org/debian-security=${mirror.url}/debian-security`,
-            "--cache-dir",
-            join(work, `cache-${cases.indexOf(c)}`),
-          ],
-          { env: { ...process.env, CI: "true" } },
-        ),
-        oneLineError(new RegExp(`${c.error.source}.*\\[UNTRUSTED\\]$`, "i")),
+      await refusedThroughMirror(
+        mirror,
+        ["-i", lab.reference, "-r", report],
+        `case-${cases.indexOf(c)}`,
+        new RegExp(`${c.error.source}.*\\[UNTRUSTED\\]$`, "i"),
       );
-      assert.equal(existsSync(out), false, "nothing written");
       assert.ok(altered.size > 0, "the mirror altered a file");
     } finally {
       await mirror.stop();
@@ -132,33 +139,13 @@ test("patch refuses a suite whose signed Valid-Until has passed; nothing is writ
       return Buffer.from(signed);
     },
   });
-  const out = join(work, "out-expired");
   try {
-    await assert.rejects(
-      run(
-        suture,
-        [
-          "patch",
-          "-i",
-          lab.reference,
-          "-t",
-          "x",
-          "--oci-dir",
-          out,
-          "--keyring",
-          keyring,
-          "--mirror",
-          `http://deb.debian.org/debian=${mirror.url}/debian`,
-          "--mirror",
-          `http://deb.debian.org/debian-security=${mirror.url}/debian-security`,
-          "--cache-dir",
-          join(work, "cache-expired"),
-        ],
-        { env: { ...process.env, CI: "true" } },
-      ),
-      oneLineError(/bookworm-security.*expired on .*Valid-Until.*up-to-date mirror.*\[UNTRUSTED\]$/),
+    await refusedThroughMirror(
+      mirror,
+      ["-i", lab.reference, "--keyring", keyring],
+      "expired",
+      /bookworm-security.*expired on .*Valid-Until.*up-to-date mirror.*\[UNTRUSTED\]$/,
     );
-    assert.equal(existsSync(out), false, "nothing written");
     assert.ok(
       [...resigned].some((p) => p.endsWith("/bookworm-security/InRelease")),
       "the mirror re-signed the security suite's InRelease",
