@@ -73,26 +73,7 @@ export async function applyNative(
   };
   const db = await readDpkgDatabase(root);
   const before = versions(db);
-  const { repositories } = await withStep(
-    progress,
-    "repositories",
-    "verifying the image's apt repositories",
-    () =>
-      openImageRepositories(root, options.os, {
-        arch: options.arch,
-        cacheDir: options.cacheDir,
-        mirrors: options.mirrors,
-        keyringFile: options.keyringFile,
-        progress,
-        signal: options.signal,
-      }),
-  );
-  const resolution = resolveInstallSet({
-    installed: installedPackages(db),
-    indexes: repositories.flatMap((r) => r.indexes),
-    arch: options.arch,
-    targets,
-  });
+  const resolution = await resolveFromRepositories(root, db, targets, options, progress);
   for (const w of resolution.warnings) warn(w);
   const failed = [...resolution.failed];
   if (failed.length && !options.ignoreErrors) {
@@ -208,6 +189,40 @@ export async function applyNative(
   for (const [name, v] of after)
     if (before.get(name) !== v) changed.set(name, { from: before.get(name), to: v });
   return { changed, failed, warnings, installMs, scriptsMs, scriptsNotRun };
+}
+
+/**
+ * Open the image's verified repositories and resolve the targets against them. A function of its
+ * own so the indexes (Debian's main one is 50 MB) can be collected as soon as the resolution is
+ * made, not held through unpacking and the layer build.
+ */
+async function resolveFromRepositories(
+  root: string,
+  db: DpkgDatabase,
+  targets: PackageTarget[] | "all",
+  options: NativeOptions,
+  progress: ProgressSink,
+) {
+  const { repositories } = await withStep(
+    progress,
+    "repositories",
+    "verifying the image's apt repositories",
+    () =>
+      openImageRepositories(root, options.os, {
+        arch: options.arch,
+        cacheDir: options.cacheDir,
+        mirrors: options.mirrors,
+        keyringFile: options.keyringFile,
+        progress,
+        signal: options.signal,
+      }),
+  );
+  return resolveInstallSet({
+    installed: installedPackages(db),
+    indexes: repositories.flatMap((r) => r.indexes),
+    arch: options.arch,
+    targets,
+  });
 }
 
 function versions(db: DpkgDatabase): Map<string, string> {
