@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../distro/dpkg/database.ts";
-import { openDeb } from "../../../distro/dpkg/deb.ts";
+import { type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
 import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
 import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
@@ -20,8 +20,10 @@ import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
 import { unpackDeb } from "./unpack.ts";
 
-/** How much of the next package's decompressed data is held while the current one unpacks. */
+/** How much of a coming package's decompressed data is held while the current one unpacks. */
 const DEB_READ_AHEAD_BYTES = 16 * 1024 * 1024;
+/** Packages whose data is decompressed ahead of the one being unpacked. */
+const DEBS_DECOMPRESSED_AHEAD = 2;
 
 export interface NativeOptions {
   /** dpkg architecture of the image. */
@@ -108,16 +110,22 @@ export async function applyNative(
   );
   const scriptsNotRun: string[] = [];
   await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
-    // While one package is unpacked, the next one's data archive is decompressed (xz, in its own
-    // process): the two together take about the time of the slower.
-    const open = (i: number) =>
-      i < paths.length ? openDeb(paths[i]!, { readAhead: DEB_READ_AHEAD_BYTES }) : undefined;
-    let next = open(0);
+    // While one package is unpacked, the data archives of the next ones are decompressed (xz, each
+    // in its own process): unpacking mostly waits for xz, and two of them use both cores.
+    const opened: Promise<DebPackage>[] = [];
+    const openUpTo = (end: number) => {
+      for (let j = opened.length; j < Math.min(end, paths.length); j++) {
+        const deb = openDeb(paths[j]!, { readAhead: DEB_READ_AHEAD_BYTES });
+        deb.catch(() => {}); // reported when its turn comes, not as an unhandled rejection now
+        opened.push(deb);
+      }
+    };
+    let i = 0;
     try {
-      for (let i = 0; i < paths.length; i++) {
+      for (; i < paths.length; i++) {
         options.signal?.throwIfAborted();
-        const deb = await next!;
-        next = open(i + 1);
+        openUpTo(i + 1 + DEBS_DECOMPRESSED_AHEAD);
+        const deb = await opened[i]!;
         const summary = await unpackDeb(root, deb, db, {
           state: options.runScripts ? "unpacked" : "installed",
           progress,
@@ -134,11 +142,12 @@ export async function applyNative(
         });
       }
     } finally {
-      // A failed unpack leaves the next package's read-ahead running: stop it (and its xz).
-      void next?.then(
-        (d) => d.close(),
-        () => {},
-      );
+      // A failed unpack leaves the following packages' read-ahead running: stop it (and their xz).
+      for (const later of opened.slice(i + 1))
+        void later.then(
+          (d) => d.close(),
+          () => {},
+        );
     }
   });
   const installMs = performance.now() - started;
