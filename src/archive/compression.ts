@@ -124,7 +124,7 @@ export const HOST_XZ: string | undefined = ["/usr/bin/xz", "/bin/xz"].find((p) =
 /** Decompress an xz (or lzma) stream with the host's xz; the process ends with the iteration. */
 export async function* hostXzStream(input: Readable): AsyncGenerator<Buffer> {
   if (!HOST_XZ) throw new SutureError("INVALID_ARCHIVE", "no xz program on this host");
-  const child = spawn(HOST_XZ, ["--decompress", "--stdout", "--format=auto", "--quiet"], {
+  const child = spawn(HOST_XZ, ["--decompress", "--stdout", "--format=auto", "--quiet", "--threads=0"], {
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stderr = "";

@@ -452,14 +452,16 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
   // index (xz, 47 MB) costs more time and memory than everything else a patch does with it.
   const plainExpected = t.release.files.get(`${dir}Packages`);
   const plainPath = plainExpected && join(t.options.cacheDir, "indexes", `${plainExpected.sha256}.plain`);
-  let plain: Buffer;
-  if (plainPath && plainExpected && name !== "Packages" && (await matchesFile(plainPath, plainExpected))) {
-    plain = await readFile(plainPath);
-  } else {
-    plain = await decompress(file, name, what, plainExpected?.size);
+  let plain: Buffer | undefined =
+    plainPath && plainExpected && name !== "Packages"
+      ? await readVerifiedFile(plainPath, plainExpected)
+      : undefined;
+  if (!plain) {
+    const decompressed = await decompress(file, name, what, plainExpected?.size);
+    plain = decompressed.bytes;
     if (plainExpected && name !== "Packages") {
       const err = checksumError(
-        bytesChecksum(plain),
+        decompressed.checksum,
         plainExpected,
         `decompressed ${what}`,
         "the index is corrupt",
@@ -479,30 +481,56 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
 
 const gunzipAsync = promisify(gunzip);
 
-/** A verified index file's decompressed bytes. */
-async function decompress(file: string, name: string, what: string, size?: number): Promise<Buffer> {
+/**
+ * A verified index file's decompressed bytes, and their checksum (hashed as xz delivers them, so
+ * the hashing overlaps the decompression).
+ */
+async function decompress(
+  file: string,
+  name: string,
+  what: string,
+  size?: number,
+): Promise<{ bytes: Buffer; checksum: ExpectedChecksum }> {
   try {
     if (name.endsWith(".xz") && HOST_XZ) {
       // Straight into one buffer of the signed size: collecting chunks and concatenating them held
       // Debian's 50 MB main index twice, the peak of a whole patch.
       const out = size !== undefined ? Buffer.allocUnsafe(size) : undefined;
       const chunks: Buffer[] = [];
+      const hash = createHash("sha256");
       let got = 0;
       for await (const chunk of hostXzStream(createReadStream(file))) {
         if (out) {
           if (got + chunk.length > out.length) throw new Error(`it is larger than the ${size} bytes signed`);
           chunk.copy(out, got);
         } else chunks.push(chunk);
+        hash.update(chunk);
         got += chunk.length;
       }
-      return out ? out.subarray(0, got) : Buffer.concat(chunks);
+      const bytes = out ? out.subarray(0, got) : Buffer.concat(chunks);
+      return { bytes, checksum: { size: got, sha256: hash.digest("hex") } };
     }
-    const bytes = await readFile(file);
-    if (name.endsWith(".xz")) return await xz.decompress(bytes);
-    if (name.endsWith(".gz")) return await gunzipAsync(bytes);
-    return bytes;
+    const raw = await readFile(file);
+    const bytes = name.endsWith(".xz")
+      ? await xz.decompress(raw)
+      : name.endsWith(".gz")
+        ? await gunzipAsync(raw)
+        : raw;
+    return { bytes, checksum: bytesChecksum(bytes) };
   } catch (e) {
     throw new SutureError("INVALID_ARCHIVE", `cannot decompress ${what}: ${describeCause(e)}`, { cause: e });
+  }
+}
+
+/** A cached file's bytes when it is exactly the signed one (re-hashed: damage on disk must not pass). */
+async function readVerifiedFile(path: string, expected: ExpectedChecksum): Promise<Buffer | undefined> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile() || st.size !== expected.size) return undefined;
+    const bytes = await readFile(path);
+    return bytesChecksum(bytes).sha256 === expected.sha256 ? bytes : undefined;
+  } catch {
+    return undefined;
   }
 }
 
