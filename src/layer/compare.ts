@@ -70,7 +70,8 @@ function open(path: string): number {
   }
 }
 
-function readFully(fd: number, buf: Buffer, want: number, position: number): number {
+/** Read `want` bytes at `position` into `buf`, fewer only at the end of the file; returns the count. */
+export function readFully(fd: number, buf: Buffer, want: number, position: number): number {
   let got = 0;
   while (got < want) {
     const n = readSync(fd, buf, got, want - got, position + got);

@@ -33,7 +33,6 @@ import {
   openSync,
   readdirSync,
   readlinkSync,
-  readSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
@@ -44,7 +43,7 @@ import { asSutureError, SutureError } from "../errors/errors.ts";
 import { DigestingStream } from "../image/digest.ts";
 import type { Compression } from "../oci/media-types.ts";
 import { type ProgressSink, silentProgress, withStep } from "../progress/events.ts";
-import { sameContent, sameMetadata, sameXattrs } from "./compare.ts";
+import { readFully, sameContent, sameMetadata, sameXattrs } from "./compare.ts";
 import { defaultExclude, type ExcludeInfo, type ExcludePredicate } from "./excludes.ts";
 import { type LowerEntry, LowerView } from "./lower-view.ts";
 import { assertExpressible, type EntryXattrs, isOpaque, isWhiteout, readXattrs } from "./overlay.ts";
@@ -450,9 +449,7 @@ async function* readNoFollow(path: string, size: number): AsyncGenerator<Buffer>
     try {
       // One byte more than expected, so a file that grew is noticed by writeTar's size check.
       const buf = Buffer.allocUnsafe(size + 1);
-      let got = 0;
-      for (let n = 1; n > 0 && got < buf.length; got += n) n = readSync(fd, buf, got, buf.length - got, got);
-      yield buf.subarray(0, got);
+      yield buf.subarray(0, readFully(fd, buf, buf.length, 0));
     } finally {
       closeSync(fd);
     }

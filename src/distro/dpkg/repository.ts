@@ -461,7 +461,7 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
     plain = decompressed.bytes;
     if (plainExpected && name !== "Packages") {
       const err = checksumError(
-        decompressed.checksum,
+        decompressed.checksum ?? bytesChecksum(plain),
         plainExpected,
         `decompressed ${what}`,
         "the index is corrupt",
@@ -482,15 +482,15 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
 const gunzipAsync = promisify(gunzip);
 
 /**
- * A verified index file's decompressed bytes, and their checksum (hashed as xz delivers them, so
- * the hashing overlaps the decompression).
+ * A verified index file's decompressed bytes, and, when the host's xz produced them, their
+ * checksum (hashed as xz delivers them, so the hashing overlaps the decompression).
  */
 async function decompress(
   file: string,
   name: string,
   what: string,
   size?: number,
-): Promise<{ bytes: Buffer; checksum: ExpectedChecksum }> {
+): Promise<{ bytes: Buffer; checksum?: ExpectedChecksum }> {
   try {
     if (name.endsWith(".xz") && HOST_XZ) {
       // Straight into one buffer of the signed size: collecting chunks and concatenating them held
@@ -511,12 +511,9 @@ async function decompress(
       return { bytes, checksum: { size: got, sha256: hash.digest("hex") } };
     }
     const raw = await readFile(file);
-    const bytes = name.endsWith(".xz")
-      ? await xz.decompress(raw)
-      : name.endsWith(".gz")
-        ? await gunzipAsync(raw)
-        : raw;
-    return { bytes, checksum: bytesChecksum(bytes) };
+    if (name.endsWith(".xz")) return { bytes: await xz.decompress(raw) };
+    if (name.endsWith(".gz")) return { bytes: await gunzipAsync(raw) };
+    return { bytes: raw };
   } catch (e) {
     throw new SutureError("INVALID_ARCHIVE", `cannot decompress ${what}: ${describeCause(e)}`, { cause: e });
   }

@@ -142,8 +142,9 @@ export async function applyNative(
         });
       }
     } finally {
-      // A failed unpack leaves the following packages' read-ahead running: stop it (and their xz).
-      for (const later of opened.slice(i + 1))
+      // A failed unpack leaves read-aheads running (its own, when it failed before reading the
+      // data, and the following packages'): stop them and their xz. A consumed one ignores this.
+      for (const later of opened.slice(i))
         void later.then(
           (d) => d.close(),
           () => {},
