@@ -57,9 +57,9 @@ interface Run {
 const results: { workload: string; packages: number; changedBytes?: number; runs: Run[] }[] = [];
 
 /**
- * Start every run from the same state: flush dirty pages, drop the kernel's caches, then wait until no block device
- * completes any more writes or discards (ext4 mounted with `discard`, as here, trims the blocks
- * of deleted files for seconds after the delete). Without it, the run after the baseline (which
+ * Start every run from the same state: flush dirty pages, drop the kernel's caches, then wait
+ * until no block device completes any more writes or discards (ext4 mounted with `discard`, as
+ * here, trims the blocks of deleted files for seconds after the delete). Without it, the run after the baseline (which
  * writes and deletes hundreds of MB) pays for the baseline's I/O, and the first run looks faster
  * than it is.
  */
@@ -232,7 +232,7 @@ async function lastLayer(reference: string): Promise<{ gz: number; raw: number }
 /**
  * One workload. The baseline and the cold runs are repeated `--reps` times, interleaved
  * (baseline, native cold, sandbox cold, baseline, …), and the median of each is reported: on this
- * machine the speed of creating files moves by 2-3× with what the disk did before (ext4 with
+ * machine the speed of creating files moves by 2-5× with what the disk did before (ext4 with
  * online discard), so a single run in a fixed order favours whichever goes first. Warm runs follow,
  * on the caches of the last cold runs.
  */
