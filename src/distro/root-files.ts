@@ -58,3 +58,18 @@ export async function listDirInRoot(root: string, path: string): Promise<string[
     return [];
   }
 }
+
+/**
+ * `dir/name` for a name that must stay one entry of `dir` (a database file named after a package,
+ * a cache entry named after a digest). A name with a `/`, a NUL, or that is `.`/`..`/empty would
+ * reach outside `dir`; it is refused (UNSAFE_LAYER) rather than cleaned, since a hostile image or
+ * package is the only source of such names.
+ */
+export function childPath(dir: string, name: string, what: string): string {
+  if (name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0"))
+    throw new SutureError(
+      "UNSAFE_LAYER",
+      `${what} ${JSON.stringify(name.slice(0, 80))} is not a plain file name; the image or package is malformed or hostile, so nothing was written`,
+    );
+  return join(dir, name);
+}

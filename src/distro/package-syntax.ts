@@ -1,0 +1,91 @@
+import { SutureError } from "../errors/errors.ts";
+import { isValidApkVersion } from "../report/apk-version.ts";
+import { isValidRpmVersion } from "../report/rpm-version.ts";
+import { isValidDebVersion } from "./dpkg/version.ts";
+
+/**
+ * What a package name, version and architecture may look like for each package manager. Names,
+ * versions and architectures come from reports, package indexes, package control files and image
+ * databases — all untrusted — and end up in file names (`info/<name>:<arch>.list`), command lines
+ * and tables. Anything outside the format's own syntax is refused before it is used, so no later
+ * code has to think about `/`, `..`, newlines or a leading `-`.
+ */
+export type PackageFormat = "deb" | "apk" | "rpm";
+
+/** No package format allows names or versions this long; a longer one is hostile or broken. */
+const MAX_FIELD_LENGTH = 256;
+
+interface FormatSyntax {
+  name: RegExp;
+  version: (v: string) => boolean;
+  architecture: RegExp;
+  /** How the format's own documentation names the rules, for messages. */
+  rules: string;
+}
+
+const SYNTAX: Record<PackageFormat, FormatSyntax> = {
+  // Debian Policy §5.6.1 (Package: lower-case alphanumerics and + - ., at least two characters,
+  // starting with an alphanumeric), §5.6.12 (Version), §11.1 / dpkg-architecture (Architecture:
+  // lower-case alphanumerics and -, e.g. amd64, arm64, all, linux-any).
+  deb: {
+    name: /^[a-z0-9][a-z0-9+.-]+$/,
+    version: (v) => isValidDebVersion(v) && /^[A-Za-z0-9.+~:-]+$/.test(v),
+    architecture: /^[a-z0-9][a-z0-9-]*$/,
+    rules: "Debian Policy §5.6",
+  },
+  // apk-tools (package names: alphanumerics and _ - + .; versions as apk_version_validate).
+  apk: {
+    name: /^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/,
+    version: (v) => isValidApkVersion(v),
+    architecture: /^[a-z0-9_]+$/,
+    rules: "apk-tools' package syntax",
+  },
+  // rpm (Name: no whitespace, no leading '-'; EVR without whitespace or '/'; arch like x86_64).
+  rpm: {
+    name: /^[A-Za-z0-9_+][A-Za-z0-9_.+-]*$/,
+    version: (v) => isValidRpmVersion(v) && /^[A-Za-z0-9._+~^:-]+$/.test(v),
+    architecture: /^[A-Za-z0-9_]+$/,
+    rules: "rpm's package syntax",
+  },
+};
+
+export function isValidPackageName(format: PackageFormat, name: string): boolean {
+  return name.length <= MAX_FIELD_LENGTH && SYNTAX[format].name.test(name);
+}
+
+export function isValidPackageVersion(format: PackageFormat, version: string): boolean {
+  return version.length <= MAX_FIELD_LENGTH && SYNTAX[format].version(version);
+}
+
+export function isValidPackageArchitecture(format: PackageFormat, arch: string): boolean {
+  return arch.length <= 64 && SYNTAX[format].architecture.test(arch);
+}
+
+/** JSON-quoted and cut short, so a hostile value can neither break the line nor flood it. */
+export function quoteUntrusted(value: string): string {
+  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+}
+
+/**
+ * Check the identity fields of one package as read from `where` (an index, a package file, a
+ * report, an image's database). Throws `code` (default INVALID_ARCHIVE) naming the field, the
+ * value and the rule; `fix` says what the user can do.
+ */
+export function checkPackageFields(
+  format: PackageFormat,
+  fields: { name: string; version?: string; architecture?: string },
+  where: string,
+  fix: string,
+  code: "INVALID_ARCHIVE" | "INVALID_REPORT" | "UNTRUSTED" = "INVALID_ARCHIVE",
+): void {
+  const bad = (field: string, value: string) =>
+    new SutureError(
+      code,
+      `${where} has a package ${field} ${quoteUntrusted(value)} that breaks ${SYNTAX[format].rules}; ${fix}`,
+    );
+  if (!isValidPackageName(format, fields.name)) throw bad("name", fields.name);
+  if (fields.version !== undefined && !isValidPackageVersion(format, fields.version))
+    throw bad("version", fields.version);
+  if (fields.architecture !== undefined && !isValidPackageArchitecture(format, fields.architecture))
+    throw bad("architecture", fields.architecture);
+}
