@@ -29,7 +29,9 @@ fi
 # `install-system-deps.sh --arm64-emulation` only when an arm64 image is requested.
 install_arm64_emulation() {
   local need=()
-  for p in qemu-user-static binfmt-support; do
+  # arch-test: mmdebstrap refuses foreign architectures without it ("install arch-test for foreign
+  # architecture support").
+  for p in qemu-user-static binfmt-support arch-test; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if ((${#need[@]})); then
