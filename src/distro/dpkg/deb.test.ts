@@ -182,3 +182,32 @@ test("a package that is not the one its index entry names is UNTRUSTED, naming b
     (e: unknown) => isSutureError(e, "UNTRUSTED") && /Architecture "amd64"/.test(e.message),
   );
 });
+
+test("a control member whose name is not a dpkg info-file name is refused when the package is opened", async () => {
+  const tree = join(work, "tree-member");
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  writeFileSync(
+    join(tree, "DEBIAN/control"),
+    "Package: demo\nVersion: 1\nArchitecture: all\nDescription: d\n",
+  );
+  writeFileSync(join(tree, "DEBIAN/Post.inst"), "#!/bin/sh\n");
+  const control = join(work, "control.tar.gz");
+  execFileSync("tar", ["-czf", control, "-C", join(tree, "DEBIAN"), "./control", "./Post.inst"]);
+  const data = join(work, "data.tar.gz");
+  execFileSync("tar", ["-czf", data, "-T", "/dev/null"]);
+  const path = join(work, "member.deb");
+  writeFileSync(
+    path,
+    ar([
+      ["debian-binary", Buffer.from("2.0\n")],
+      ["control.tar.gz", readFileSync(control)],
+      ["data.tar.gz", readFileSync(data)],
+    ]),
+  );
+  await assert.rejects(
+    openDeb(path),
+    (e: unknown) =>
+      isSutureError(e, "INVALID_ARCHIVE") &&
+      /control archive member "Post\.inst" is not a dpkg control file name/.test(e.message),
+  );
+});

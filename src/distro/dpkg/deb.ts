@@ -59,6 +59,7 @@ const MAX_XZ_DATA_BYTES = 2 * 1024 * 1024 * 1024;
 /** deb-control(5): the values Multi-Arch may take. */
 const MULTI_ARCH_VALUES = new Set(["same", "foreign", "allowed", "no"]);
 
+const CONTROL_MEMBER_NAME = /^[a-z0-9_-]+$/;
 const CONTROL_MEMBER = /^control\.tar(\.gz|\.xz|\.zst)?$/;
 const DATA_MEMBER = /^data\.tar(\.gz|\.xz|\.zst|\.bz2|\.lzma)?$/;
 
@@ -99,6 +100,11 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
       if (entry.header.type === "directory" && name === "") continue;
       if (entry.header.type !== "file" || name.includes("/") || name === "" || name === "..")
         throw bad(`control archive member "${entry.header.path}" is not a plain top-level file`);
+      // Each member becomes `info/<package>.<member>` in the database: only dpkg's info-file names.
+      if (!CONTROL_MEMBER_NAME.test(name))
+        throw bad(
+          `control archive member ${quoteUntrusted(name)} is not a dpkg control file name (a-z, 0-9, _ and -)`,
+        );
       const chunks: Buffer[] = [];
       for await (const c of entry.body) chunks.push(c);
       controlMembers.set(name, Buffer.concat(chunks));
