@@ -113,6 +113,37 @@ test("a trigger name that climbs out of triggers/ is the package's error, raised
   assert.equal(existsSync(join(root, "usr/bin/demo")), false);
 });
 
+test("a data.tar member with a newline in its name cannot claim another path in the file list", async () => {
+  const { root } = imageRoot("newline");
+  const deb = demoDeb("newline");
+  // dpkg-deb refuses such a name; rebuild the data member with tar's own transform.
+  const dir = join(work, "newline-ar");
+  mkdirSync(join(dir, "tree/usr/bin"), { recursive: true });
+  writeFileSync(join(dir, "tree/usr/bin/x"), "x");
+  execFileSync("ar", ["x", deb], { cwd: dir });
+  rmSync(join(dir, "data.tar.gz"));
+  execFileSync("tar", [
+    "-cf",
+    join(dir, "data.tar"),
+    "-C",
+    join(dir, "tree"),
+    "--transform",
+    "s,x$,x\\n/etc/passwd,",
+    "./usr/bin/x",
+  ]);
+  rmSync(deb);
+  execFileSync("ar", ["rc", deb, "debian-binary", "control.tar.gz", "data.tar"], { cwd: dir });
+  await assert.rejects(
+    unpackDeb(root, deb, await readDpkgDatabase(root)),
+    (e: unknown) =>
+      isSutureError(e, "INVALID_ARCHIVE") &&
+      /^package demo 2 .* has a data\.tar member "\.\/usr\/bin\/x\\n\/etc\/passwd" with a newline/.test(
+        e.message,
+      ),
+  );
+  assert.equal(existsSync(join(root, "usr/bin")), false, "nothing unpacked");
+});
+
 test("a .deb that is not the package it was resolved as is UNTRUSTED before anything is written", async () => {
   const { root } = imageRoot("identity");
   await assert.rejects(

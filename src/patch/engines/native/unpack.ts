@@ -501,6 +501,13 @@ function packageTriggers(deb: DebPackage): string[] {
  * INVALID_ARCHIVE naming the package (the shared tar code calls it UNSAFE_LAYER).
  */
 function packageMemberPath(deb: DebPackage, raw: string, what: string): string[] {
+  // One line per path in `info/<pkg>.list` and md5sums: a newline would let a package claim (and a
+  // later upgrade remove) a path it never shipped. dpkg refuses such names as well.
+  if (/[\n\0]/.test(raw))
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `package ${deb.name} ${deb.version} (${deb.path}) has a data.tar ${what} ${quoteUntrusted(raw)} with a newline or NUL in it; the package is malformed or hostile, so it is not installed`,
+    );
   try {
     return normaliseEntryPath(raw);
   } catch (e) {
