@@ -607,7 +607,7 @@ export class DpkgDatabase {
         if (!file.startsWith(`${base}.`)) continue;
         const kind = file.slice(base.length + 1);
         // A dot in the rest means another package whose name merely starts with `base.`.
-        if (!/^[a-z0-9_-]+$/.test(kind) || (base === newBase && files.has(kind))) continue;
+        if (!INFO_KIND.test(kind) || (base === newBase && files.has(kind))) continue;
         await rm(childPath(dir, file, "dpkg info file"), { force: true });
         infoFiles.delete(file);
       }
