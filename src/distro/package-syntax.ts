@@ -76,7 +76,7 @@ export function checkPackageFields(
   fields: { name: string; version?: string; architecture?: string },
   where: string,
   fix: string,
-  code: "INVALID_ARCHIVE" | "INVALID_REPORT" | "UNTRUSTED" = "INVALID_ARCHIVE",
+  code: "INVALID_ARCHIVE" | "INVALID_REPORT" | "UNTRUSTED" | "UNSAFE_LAYER" = "INVALID_ARCHIVE",
 ): void {
   const bad = (field: string, value: string) =>
     new SutureError(

@@ -254,3 +254,93 @@ test("damaged databases are refused with the fix", async () => {
   await assert.rejects(readDpkgDatabase(empty), (e: unknown) => isSutureError(e, "UNSUPPORTED_OS"));
   assert.equal(existsSync(join(empty, "var")), false);
 });
+
+/**
+ * A stanza whose Architecture climbs out of info/: `info/<name>:<arch>.<kind>` would name
+ * `<work>/escaped.<kind>`, beside the image root. Every path built from it is refused instead.
+ */
+const HOSTILE_ARCH = `amd64/${"../".repeat(6)}escaped`;
+
+test("a hostile stanza in the image's status file names no path: reads, ownership and writes are refused", async () => {
+  const root = classicRoot("hostile");
+  const dpkg = join(root, "var/lib/dpkg");
+  writeFileSync(
+    join(dpkg, "status"),
+    `${BASE}Package: evil\nStatus: install ok installed\nArchitecture: ${HOSTILE_ARCH}\nMulti-Arch: same\nVersion: 1\n\n${TOOL}`,
+  );
+  // What the hostile name would reach, so a read through it would succeed without the check.
+  writeFileSync(join(work, "escaped.list"), "/etc/passwd\n");
+  const db = await readDpkgDatabase(root);
+  const evil = db.find("evil")!;
+  const refused = (e: unknown) =>
+    isSutureError(e, "UNSAFE_LAYER") &&
+    /status has a package architecture "amd64\/\.\.\/.*Debian Policy.*rebuild the image/.test(e.message);
+  await assert.rejects(db.fileList(evil), refused);
+  await assert.rejects(db.readInfoFile(evil, "postinst"), refused);
+  await assert.rejects(db.ownersOf("/etc/passwd"), refused, "ownership reads every installed package's list");
+  const infoBefore = readdirSync(join(dpkg, "info")).sort();
+  await assert.rejects(
+    db.writeInfoFiles(evil, new Map([["postinst", Buffer.from("#!/bin/sh\ntouch /pwned\n")]])),
+    refused,
+  );
+  assert.throws(
+    () => db.setPackage(withField(evil.fields, "Version", "2")),
+    (e: unknown) => isSutureError(e, "UNSAFE_LAYER"),
+  );
+  assert.equal(existsSync(join(work, "escaped.postinst")), false, "nothing written beside the root");
+  assert.deepEqual(readdirSync(join(dpkg, "info")).sort(), infoBefore, "info/ unchanged");
+  // The good stanzas are still usable.
+  assert.deepEqual(await db.fileList(db.find("tool")!), [
+    "/.",
+    "/usr",
+    "/usr/bin",
+    "/usr/bin/tool",
+    "/etc/tool.conf",
+  ]);
+});
+
+test("status.d: a stanza or info kind that is not a plain name writes nothing; trigger names stay in triggers/", async () => {
+  const root = join(work, "hostile-statusd");
+  const statusD = join(root, "var/lib/dpkg/status.d");
+  mkdirSync(statusD, { recursive: true });
+  writeFileSync(join(statusD, "tzdata"), "Package: tzdata\nVersion: 2024a-1\nArchitecture: all\n");
+  const db = await readDpkgDatabase(root);
+  assert.throws(
+    () => db.setPackage(parseStanzaFields(`Package: ../../../../escaped\nVersion: 1\nArchitecture: amd64\n`)),
+    (e: unknown) =>
+      isSutureError(e, "UNSAFE_LAYER") && /package name "\.\.\/\.\.\/\.\.\/\.\.\/escaped"/.test(e.message),
+  );
+  assert.throws(
+    () => db.setPackage(parseStanzaFields(`Package: tzdata\nVersion: 1\nArchitecture: ${HOSTILE_ARCH}\n`)),
+    (e: unknown) => isSutureError(e, "UNSAFE_LAYER") && /architecture/.test(e.message),
+  );
+  await db.commit();
+  assert.deepEqual(readdirSync(statusD), ["tzdata"], "nothing added to status.d");
+
+  const classic = await readDpkgDatabase(classicRoot("hostile-kind"));
+  const tool = classic.find("tool")!;
+  await assert.rejects(
+    classic.writeInfoFiles(
+      tool,
+      new Map([
+        ["list", Buffer.from("/.\n")],
+        ["../../../../../../escaped", Buffer.from("x")],
+      ]),
+    ),
+    (e: unknown) =>
+      isSutureError(e, "INVALID_ARCHIVE") && /package tool has a control file named/.test(e.message),
+  );
+  assert.equal(
+    readFileSync(join(work, "hostile-kind/var/lib/dpkg/info/tool.list"), "utf8"),
+    "/.\n/usr\n/usr/bin\n/usr/bin/tool\n/etc/tool.conf\n",
+    "no info file was written before the bad name was found",
+  );
+  await assert.rejects(classic.triggerInterests("../../../../etc"), (e: unknown) =>
+    isSutureError(e, "UNSAFE_LAYER"),
+  );
+  assert.deepEqual(
+    await classic.triggerInterests("/usr/lib/x"),
+    [],
+    "a file trigger is no file of triggers/",
+  );
+});

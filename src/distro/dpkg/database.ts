@@ -3,7 +3,8 @@ import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeCause, SutureError } from "../../errors/errors.ts";
-import { resolveInRoot } from "../root-files.ts";
+import { checkPackageFields } from "../package-syntax.ts";
+import { childPath, resolveInRoot } from "../root-files.ts";
 
 /**
  * An image's dpkg database, read into memory and written back the way dpkg writes it. Two layouts:
@@ -74,6 +75,10 @@ export interface TriggerInterest {
 }
 
 const DPKG_DIR = "/var/lib/dpkg";
+const IMAGE_DATABASE_FIX =
+  "the image's dpkg database is malformed or hostile, so nothing was written; rebuild the image from a trusted base";
+/** dpkg's info-file kinds (`list`, `md5sums`, `postinst`, `shlibs`, …): the suffix of an info file name. */
+const INFO_KIND = /^[a-z0-9_-]+$/;
 
 /**
  * The field order dpkg writes status stanzas in (lib/dpkg/parse.c's table); fields it does not
@@ -227,6 +232,28 @@ export function parseStatOverrides(text: string): StatOverride[] {
 /** `<pkg>:<arch>` for Multi-Arch: same packages (dpkg's multiarch info layout), else `<pkg>`. */
 export function infoName(pkg: { name: string; architecture: string; multiArch: string }): string {
   return pkg.multiArch === "same" ? `${pkg.name}:${pkg.architecture}` : pkg.name;
+}
+
+/**
+ * A stanza's Package and Architecture name database files (`info/<name>:<arch>.list`,
+ * `status.d/<name>`): refuse (UNSAFE_LAYER) any that breaks the policy syntax before it becomes a
+ * path. Stanzas come from the image (untrusted) or from an opened package (already checked).
+ */
+function checkRecordIdentity(pkg: { name: string; architecture: string }, where: string): void {
+  checkPackageFields(
+    "deb",
+    { name: pkg.name, architecture: pkg.architecture },
+    where,
+    IMAGE_DATABASE_FIX,
+    "UNSAFE_LAYER",
+  );
+}
+
+/** Where a stanza lives, for messages. */
+function stanzaWhere(pkg: { statusFile?: string }): string {
+  return pkg.statusFile === undefined
+    ? `the image's ${DPKG_DIR}/status`
+    : `the image's ${DPKG_DIR}/status.d/${JSON.stringify(pkg.statusFile.slice(0, 80))}`;
 }
 
 function toPackage(fields: StanzaField[], statusFile?: string): DatabasePackage | undefined {
@@ -389,15 +416,27 @@ export class DpkgDatabase {
     return d && d.package !== pkg ? d : undefined;
   }
 
+  /** `<infoName>.<kind>`, once the stanza's identity and the kind are known to be plain names. */
+  #infoFileName(pkg: DatabasePackage, kind: string): string {
+    checkRecordIdentity(pkg, stanzaWhere(pkg));
+    if (!INFO_KIND.test(kind))
+      throw new SutureError(
+        "INVALID_ARCHIVE",
+        `package ${pkg.name} has a control file named ${JSON.stringify(kind.slice(0, 80))}, which is not a dpkg info file name; the package is malformed or hostile`,
+      );
+    return `${infoName(pkg)}.${kind}`;
+  }
+
   /** A control/info file of an installed package (`list`, `md5sums`, `postinst`, …). */
   async readInfoFile(pkg: DatabasePackage, kind: string): Promise<Buffer | undefined> {
     const path =
       this.layout === "classic"
-        ? `${DPKG_DIR}/info/${infoName(pkg)}.${kind}`
+        ? childPath(`${DPKG_DIR}/info`, this.#infoFileName(pkg, kind), "dpkg info file")
         : kind === "md5sums" && pkg.statusFile
-          ? `${DPKG_DIR}/status.d/${pkg.statusFile}.md5sums`
+          ? childPath(`${DPKG_DIR}/status.d`, `${pkg.statusFile}.md5sums`, "dpkg status.d file")
           : undefined;
     if (!path) return undefined;
+    // In-root resolution: a symlink planted at the info file is followed inside the image only.
     const host = await resolveInRoot(this.root, path);
     if (!host) return undefined;
     try {
@@ -449,8 +488,9 @@ export class DpkgDatabase {
 
   /** Packages interested in trigger `name` (`/var/lib/dpkg/triggers/<name>`). */
   async triggerInterests(name: string): Promise<TriggerInterest[]> {
-    if (this.layout !== "classic" || name.includes("/")) return [];
-    const host = await resolveInRoot(this.root, `${DPKG_DIR}/triggers/${name}`);
+    // A name starting with `/` is a file trigger (triggers/File); any other is one file of triggers/.
+    if (this.layout !== "classic" || name.startsWith("/")) return [];
+    const host = await resolveInRoot(this.root, childPath(`${DPKG_DIR}/triggers`, name, "trigger name"));
     const text = host ? await readFile(host, "utf8").catch(() => "") : "";
     return text
       .split("\n")
@@ -486,6 +526,10 @@ export class DpkgDatabase {
     const name = fieldValue(fields, "Package");
     if (!name) throw new SutureError("INTERNAL", "setPackage: stanza without a Package field");
     const arch = fieldValue(fields, "Architecture") ?? "all";
+    checkRecordIdentity(
+      { name, architecture: arch },
+      `the dpkg status stanza of ${JSON.stringify(name.slice(0, 80))}`,
+    );
     const sameSlot = (p: DatabasePackage | undefined) =>
       p !== undefined && p.name === name && (p.architecture === arch || p.multiArch !== "same");
     if (this.#classic) {
@@ -533,20 +577,28 @@ export class DpkgDatabase {
   ): Promise<void> {
     if (this.layout === "status.d") {
       const sums = files.get("md5sums");
+      if (pkg.statusFile === undefined)
+        throw new SutureError("INTERNAL", `writeInfoFiles: ${pkg.name} has no status.d file`);
       const dir = await this.#dbDir("status.d");
-      if (sums) await writeFileReplacing(join(dir, `${pkg.statusFile}.md5sums`), sums, 0o644);
+      if (sums)
+        await writeFileReplacing(
+          childPath(dir, `${pkg.statusFile}.md5sums`, "dpkg status.d file"),
+          sums,
+          0o644,
+        );
       this.#ownershipChanged();
       return;
     }
     const infoFiles = this.#classic!.infoFiles;
     const dir = await this.#dbDir("info");
     const newBase = infoName(pkg);
-    for (const [kind, data] of files) {
-      if (!/^[a-z0-9_-]+$/.test(kind))
-        throw new SutureError("INVALID_ARCHIVE", `control file name "${kind}" of ${pkg.name} is not valid`);
+    // Every name is checked before the first file is written: a bad one leaves the directory as it was.
+    const named = [...files].map(([kind, data]) => ({ kind, data, file: this.#infoFileName(pkg, kind) }));
+    if (previous) checkRecordIdentity(previous, stanzaWhere(previous));
+    for (const { kind, data, file } of named) {
       const mode = ["preinst", "postinst", "prerm", "postrm", "config"].includes(kind) ? 0o755 : 0o644;
-      await writeFileReplacing(join(dir, `${newBase}.${kind}`), data, mode);
-      infoFiles.add(`${newBase}.${kind}`);
+      await writeFileReplacing(childPath(dir, file, "dpkg info file"), data, mode);
+      infoFiles.add(file);
     }
     // A Multi-Arch change renames the package's info files: remove the old name's too.
     const bases = new Set([newBase, ...(previous ? [infoName(previous)] : [])]);
@@ -555,8 +607,8 @@ export class DpkgDatabase {
         if (!file.startsWith(`${base}.`)) continue;
         const kind = file.slice(base.length + 1);
         // A dot in the rest means another package whose name merely starts with `base.`.
-        if (!/^[a-z0-9_-]+$/.test(kind) || (base === newBase && files.has(kind))) continue;
-        await rm(join(dir, file), { force: true });
+        if (!INFO_KIND.test(kind) || (base === newBase && files.has(kind))) continue;
+        await rm(childPath(dir, file, "dpkg info file"), { force: true });
         infoFiles.delete(file);
       }
     }
@@ -577,7 +629,7 @@ export class DpkgDatabase {
       for (const file of this.#dirtyStatusD) {
         const pkg = this.#statusD.statusD.get(file)!;
         await writeFileReplacing(
-          join(dir, file),
+          childPath(dir, file, "dpkg status.d file"),
           Buffer.from(`${formatStanza(pkg.fields)}\n`, "utf8"),
           0o644,
         );

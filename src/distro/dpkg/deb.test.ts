@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { isSutureError } from "../../errors/errors.ts";
 import { field } from "./control.ts";
-import { openDeb } from "./deb.ts";
+import { checkDebIdentity, openDeb } from "./deb.ts";
 
 let work: string;
 
@@ -114,4 +114,100 @@ test("malformed packages are refused with INVALID_ARCHIVE naming the file", asyn
       return true;
     });
   }
+});
+
+/** A .deb whose control file says what dpkg-deb's own checks would refuse (built with --nocheck). */
+function hostileDeb(name: string, control: string): string {
+  const tree = join(work, `tree-${name}`);
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  mkdirSync(join(tree, "usr/lib"), { recursive: true });
+  writeFileSync(join(tree, "DEBIAN/control"), `${control}Maintainer: T <t@example.org>\nDescription: x\n`);
+  writeFileSync(join(tree, "usr/lib/x"), "x");
+  const out = join(work, `${name}.deb`);
+  execFileSync("dpkg-deb", ["--nocheck", "--root-owner-group", "-Zgzip", "-b", tree, out], { stdio: "pipe" });
+  return out;
+}
+
+test("control fields that would name a path outside the database are refused before the package is used", async () => {
+  const cases: [string, string, RegExp][] = [
+    [
+      "arch-escape",
+      `Package: libfoo1\nVersion: 1.0-1\nArchitecture: amd64/${"../".repeat(8)}tmp/x\nMulti-Arch: same\n`,
+      /^package "libfoo1" \(.*arch-escape\.deb\) has a package architecture "amd64\/\.\.\/.*" that breaks Debian Policy/,
+    ],
+    [
+      "name-escape",
+      "Package: ../../x\nVersion: 1.0-1\nArchitecture: amd64\n",
+      /package name "\.\.\/\.\.\/x"/,
+    ],
+    [
+      "version-escape",
+      "Package: libfoo1\nVersion: 1.0/../../x\nArchitecture: amd64\n",
+      /package version "1\.0\/\.\.\/\.\.\/x"/,
+    ],
+    [
+      "multi-arch",
+      "Package: libfoo1\nVersion: 1.0-1\nArchitecture: amd64\nMulti-Arch: same/../x\n",
+      /Multi-Arch field "same\/\.\.\/x"/,
+    ],
+  ];
+  for (const [name, control, message] of cases) {
+    await assert.rejects(openDeb(hostileDeb(name, control)), (e: unknown) => {
+      assert.ok(isSutureError(e, "INVALID_ARCHIVE"), `${name}: ${String(e)}`);
+      assert.match(e.message, message, name);
+      return true;
+    });
+  }
+});
+
+test("a package that is not the one its index entry names is UNTRUSTED, naming both values", async () => {
+  const deb = await openDeb(buildDeb("gzip"));
+  assert.doesNotThrow(() => checkDebIdentity(deb, { name: "demo", version: "1.0-1", architecture: "amd64" }));
+  assert.throws(
+    () => checkDebIdentity(deb, { name: "demo", version: "1.0-2", architecture: "amd64" }),
+    (e: unknown) =>
+      isSutureError(e, "UNTRUSTED") &&
+      /^package "demo" "1\.0-2" downloaded from the repository says Version "1\.0-1" where its signed index says "1\.0-2": the repository serves a package that is not the one its signed index describes; /.test(
+        e.message,
+      ),
+  );
+  assert.throws(
+    () => checkDebIdentity(deb, { name: "libssl3", version: "1.0-1", architecture: "amd64" }),
+    (e: unknown) =>
+      isSutureError(e, "UNTRUSTED") &&
+      /says Package "demo" where its signed index says "libssl3"/.test(e.message),
+  );
+  assert.throws(
+    () => checkDebIdentity(deb, { name: "demo", version: "1.0-1", architecture: "all" }),
+    (e: unknown) => isSutureError(e, "UNTRUSTED") && /Architecture "amd64"/.test(e.message),
+  );
+});
+
+test("a control member whose name is not a dpkg info-file name is refused when the package is opened", async () => {
+  const tree = join(work, "tree-member");
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  writeFileSync(
+    join(tree, "DEBIAN/control"),
+    "Package: demo\nVersion: 1\nArchitecture: all\nDescription: d\n",
+  );
+  writeFileSync(join(tree, "DEBIAN/Post.inst"), "#!/bin/sh\n");
+  const control = join(work, "control.tar.gz");
+  execFileSync("tar", ["-czf", control, "-C", join(tree, "DEBIAN"), "./control", "./Post.inst"]);
+  const data = join(work, "data.tar.gz");
+  execFileSync("tar", ["-czf", data, "-T", "/dev/null"]);
+  const path = join(work, "member.deb");
+  writeFileSync(
+    path,
+    ar([
+      ["debian-binary", Buffer.from("2.0\n")],
+      ["control.tar.gz", readFileSync(control)],
+      ["data.tar.gz", readFileSync(data)],
+    ]),
+  );
+  await assert.rejects(
+    openDeb(path),
+    (e: unknown) =>
+      isSutureError(e, "INVALID_ARCHIVE") &&
+      /control archive member "Post\.inst" is not a dpkg control file name/.test(e.message),
+  );
 });

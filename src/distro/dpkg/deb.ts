@@ -5,6 +5,7 @@ import { ReadAhead } from "../../archive/read-ahead.ts";
 import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
 import { describeCause, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
+import { checkPackageFields, quoteUntrusted } from "../package-syntax.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
 
 /**
@@ -55,6 +56,10 @@ const MAX_CONTROL_BYTES = 64 * 1024 * 1024;
 /** xz data members are decompressed in memory (the binding has no streaming API): cap them. */
 const MAX_XZ_DATA_BYTES = 2 * 1024 * 1024 * 1024;
 
+/** deb-control(5): the values Multi-Arch may take. */
+const MULTI_ARCH_VALUES = new Set(["same", "foreign", "allowed", "no"]);
+
+const CONTROL_MEMBER_NAME = /^[a-z0-9_-]+$/;
 const CONTROL_MEMBER = /^control\.tar(\.gz|\.xz|\.zst)?$/;
 const DATA_MEMBER = /^data\.tar(\.gz|\.xz|\.zst|\.bz2|\.lzma)?$/;
 
@@ -95,6 +100,11 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
       if (entry.header.type === "directory" && name === "") continue;
       if (entry.header.type !== "file" || name.includes("/") || name === "" || name === "..")
         throw bad(`control archive member "${entry.header.path}" is not a plain top-level file`);
+      // Each member becomes `info/<package>.<member>` in the database: only dpkg's info-file names.
+      if (!CONTROL_MEMBER_NAME.test(name))
+        throw bad(
+          `control archive member ${quoteUntrusted(name)} is not a dpkg control file name (a-z, 0-9, _ and -)`,
+        );
       const chunks: Buffer[] = [];
       for await (const c of entry.body) chunks.push(c);
       controlMembers.set(name, Buffer.concat(chunks));
@@ -112,9 +122,21 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
   const name = field(control, "Package");
   const version = field(control, "Version");
   const architecture = field(control, "Architecture");
-  if (!name || !/^[a-z0-9][a-z0-9+.-]+$/.test(name)) throw bad(`invalid Package field "${name ?? ""}"`);
+  if (!name) throw bad("its control file has no Package");
   if (!version) throw bad("its control file has no Version");
   if (!architecture) throw bad("its control file has no Architecture");
+  // Name, version and architecture become dpkg database file names (`info/<name>:<arch>.list`,
+  // `status.d/<name>`) and words of maintainer-script command lines: nothing outside the policy
+  // syntax (a `/`, `..`, a newline) may get that far.
+  checkPackageFields(
+    "deb",
+    { name, version, architecture },
+    `package ${quoteUntrusted(name)} (${path})`,
+    "it is not a valid Debian package (malformed or hostile); remove it from the repository or use another mirror",
+  );
+  const multiArch = field(control, "Multi-Arch") ?? "no";
+  if (!MULTI_ARCH_VALUES.has(multiArch))
+    throw bad(`its Multi-Arch field ${quoteUntrusted(multiArch)} is not one of same, foreign, allowed, no`);
 
   const conffiles: string[] = [];
   const removeOnUpgrade: string[] = [];
@@ -137,7 +159,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
     name,
     version,
     architecture,
-    multiArch: field(control, "Multi-Arch") ?? "no",
+    multiArch,
     controlMembers,
     conffiles,
     removeOnUpgrade,
@@ -151,6 +173,33 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
       ahead = undefined;
     },
   };
+}
+
+/** What a downloaded package must be: the index entry it was resolved from. */
+export interface DebIdentity {
+  name: string;
+  version: string;
+  architecture: string;
+}
+
+/**
+ * Refuse a package that is not the one its signed index entry describes (UNTRUSTED). The
+ * download was checked against the entry's SHA-256, so a mismatch means the repository signed an
+ * index whose entry points at a different package: installing it would record (and name database
+ * files after) an identity nobody resolved or verified.
+ */
+export function checkDebIdentity(deb: DebPackage, expected: DebIdentity): void {
+  for (const [field, got, want] of [
+    ["Package", deb.name, expected.name],
+    ["Version", deb.version, expected.version],
+    ["Architecture", deb.architecture, expected.architecture],
+  ] as const) {
+    if (got === want) continue;
+    throw new SutureError(
+      "UNTRUSTED",
+      `package ${quoteUntrusted(expected.name)} ${quoteUntrusted(expected.version)} downloaded from the repository says ${field} ${quoteUntrusted(got)} where its signed index says ${quoteUntrusted(want)}: the repository serves a package that is not the one its signed index describes; remove that repository or use another mirror`,
+    );
+  }
 }
 
 /** The data archive's tar bytes, decompressed. */

@@ -164,3 +164,25 @@ test("parseRelations reads alternatives, versions, arch qualifiers and old opera
   assert.deepEqual(parseRelations(undefined), []);
   assert.deepEqual(parseRelations("a (= 1:2.3-4)")[0], [{ name: "a", op: "=", version: "1:2.3-4" }]);
 });
+
+test("an index entry whose identity could name a path is refused as UNTRUSTED, naming the index and package", () => {
+  for (const [field, value] of [
+    ["Architecture", `amd64/${"../".repeat(8)}tmp/x`],
+    ["Version", "1.0/../../x"],
+  ] as const) {
+    const stanza = `Package: libfoo1\nVersion: ${field === "Version" ? value : "1.0-1"}\nArchitecture: ${field === "Architecture" ? value : "amd64"}\nFilename: pool/x.deb\nSize: 1\nSHA256: ${H("a")}\n`;
+    assert.throws(
+      () =>
+        parsePackagesIndex(stanza, {
+          repoUri: "http://r",
+          what: "http://r/dists/s/main/binary-amd64/Packages",
+        }),
+      (e: unknown) =>
+        isSutureError(e, "UNTRUSTED") &&
+        e.message.startsWith(
+          `the signed index http://r/dists/s/main/binary-amd64/Packages (package "libfoo1") has a package ${field.toLowerCase()} `,
+        ),
+      field,
+    );
+  }
+});

@@ -1,4 +1,5 @@
 import { SutureError } from "../../errors/errors.ts";
+import { checkPackageFields, quoteUntrusted } from "../package-syntax.ts";
 import { type ControlParagraph, parseControl } from "./control.ts";
 import { compareDebVersions } from "./version.ts";
 
@@ -94,7 +95,7 @@ export function parsePackagesIndex(
     const stanza = text.slice(pos, end);
     pos = end + 2;
     stanzas++;
-    const entry = parseStanza(stanza, options.repoUri);
+    const entry = parseStanza(stanza, options.repoUri, options.what);
     if (entry) out.push(entry);
   }
   if (stanzas > 0 && out.length === 0) {
@@ -106,7 +107,7 @@ export function parsePackagesIndex(
   return out;
 }
 
-function parseStanza(stanza: string, repoUri: string): PackageEntry | undefined {
+function parseStanza(stanza: string, repoUri: string, what = "Packages index"): PackageEntry | undefined {
   const fields: Record<string, string> = {};
   let last: string | undefined;
   let start = 0;
@@ -142,6 +143,15 @@ function parseStanza(stanza: string, repoUri: string): PackageEntry | undefined 
   ) {
     return undefined;
   }
+  // The entry's identity names the .deb that is installed and recorded; a signed index that
+  // describes a package no dpkg could build (a `/` in its architecture, …) is refused, not skipped.
+  checkPackageFields(
+    "deb",
+    { name: fields.package, version: fields.version, architecture: fields.architecture },
+    `the signed index ${what} (package ${quoteUntrusted(fields.package)})`,
+    "the repository is malformed or hostile; remove it from the image's apt sources or use another mirror",
+    "UNTRUSTED",
+  );
   const entry: PackageEntry = {
     package: fields.package,
     version: fields.version,
@@ -323,7 +333,7 @@ export function lazyPackagesIndex(
     if (!s) return undefined;
     const list: PackageEntry[] = [];
     for (let i = 0; i < s.length; i += 2) {
-      const e = parseStanza(bytes.toString("utf8", s[i], s[i + 1]), options.repoUri);
+      const e = parseStanza(bytes.toString("utf8", s[i], s[i + 1]), options.repoUri, options.what);
       if (e && e.package === name) list.push(e);
     }
     out = list;

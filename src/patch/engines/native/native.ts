@@ -126,12 +126,19 @@ export async function applyNative(
         options.signal?.throwIfAborted();
         openUpTo(i + 1 + DEBS_DECOMPRESSED_AHEAD);
         const deb = await opened[i]!;
+        const item = resolution.install[i]!;
         const summary = await unpackDeb(root, deb, db, {
           state: options.runScripts ? "unpacked" : "installed",
           progress,
+          // The .deb matched the entry's SHA-256; its own control must name the same package,
+          // or the signed index vouched for something other than what gets installed.
+          expected: {
+            name: item.entry.package,
+            version: item.entry.version,
+            architecture: item.entry.architecture,
+          },
         });
         if (!options.runScripts) scriptsNotRun.push(...summary.scripts);
-        const item = resolution.install[i]!;
         progress({
           type: "package",
           name: item.entry.package,

@@ -36,9 +36,10 @@ import {
   type StanzaField,
   withField,
 } from "../../../distro/dpkg/database.ts";
-import { type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
-import { readFileInRoot } from "../../../distro/root-files.ts";
-import { describeCause, SutureError } from "../../../errors/errors.ts";
+import { checkDebIdentity, type DebIdentity, type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
+import { quoteUntrusted } from "../../../distro/package-syntax.ts";
+import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
+import { describeCause, isSutureError, SutureError } from "../../../errors/errors.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 
 export interface UnpackOptions {
@@ -49,6 +50,11 @@ export interface UnpackOptions {
    */
   state?: "unpacked" | "installed";
   progress?: ProgressSink;
+  /**
+   * The identity the package was resolved as (its index entry): a .deb that says otherwise is
+   * refused (UNTRUSTED) before anything is written.
+   */
+  expected?: DebIdentity;
 }
 
 export interface KeptConffile {
@@ -125,8 +131,10 @@ export async function unpackDeb(
   options: UnpackOptions = {},
 ): Promise<UnpackSummary> {
   const deb = typeof debOrPath === "string" ? await openDeb(debOrPath) : debOrPath;
+  if (options.expected) checkDebIdentity(deb, options.expected);
   const debPath = deb.path;
   const state = options.state ?? "unpacked";
+  const explicitTriggers = packageTriggers(deb);
   const old = installedVersionOf(db, deb);
   const oldInfo = old ? infoName(old) : undefined;
   const overrides = await statOverrideIds(root, db);
@@ -169,7 +177,7 @@ export async function unpackDeb(
   try {
     for await (const entry of deb.dataEntries()) {
       const h = entry.header;
-      const parts = normaliseEntryPath(h.path, `${h.path} in ${debPath}`);
+      const parts = packageMemberPath(deb, h.path, "member");
       const pkgPath = parts.length ? `/${parts.join("/")}` : "/.";
       if (!listedSet.has(pkgPath)) {
         listed.push(pkgPath);
@@ -261,7 +269,7 @@ export async function unpackDeb(
         lchownSync(staged, uid, gid);
         lutimesSync(staged, h.mtime, h.mtime);
       } else {
-        const targetParts = normaliseEntryPath(h.linkname, `hardlink target ${h.linkname} in ${debPath}`);
+        const targetParts = packageMemberPath(deb, h.linkname, `hardlink ${pkgPath} target`);
         const source = stagedByPath.get(`/${targetParts.join("/")}`);
         if (!source)
           throw new SutureError(
@@ -385,7 +393,7 @@ export async function unpackDeb(
   const record = db.setPackage(fields);
   await db.writeInfoFiles(record, infoFiles, old);
   if (state === "unpacked") {
-    summary.triggers = await activateTriggers(db, deb, [...listed, ...summary.removed]);
+    summary.triggers = await activateTriggers(db, explicitTriggers, [...listed, ...summary.removed]);
     if (hasScript("postinst"))
       summary.scripts.push(`${deb.name} postinst configure ${old ? old.version : ""}`.trimEnd());
   }
@@ -432,13 +440,14 @@ function newStanza(
  * Activate the package's explicit triggers (its `triggers` control file) and the file triggers
  * its paths match, as `Triggers-Pending` on the interested installed packages.
  */
-async function activateTriggers(db: DpkgDatabase, deb: DebPackage, paths: string[]): Promise<string[]> {
+async function activateTriggers(
+  db: DpkgDatabase,
+  explicit: readonly string[],
+  paths: string[],
+): Promise<string[]> {
   if (db.layout !== "classic") return [];
   const activated = new Map<string, { package: string }[]>();
-  for (const line of (deb.controlMembers.get("triggers")?.toString("utf8") ?? "").split("\n")) {
-    const m = /^\s*(activate|activate-await|activate-noawait)\s+(\S+)\s*$/.exec(line);
-    if (m) activated.set(m[2]!, await db.triggerInterests(m[2]!));
-  }
+  for (const name of explicit) activated.set(name, await db.triggerInterests(name));
   const fileInterests = await db.fileTriggerInterests();
   for (const { path } of fileInterests) {
     if (activated.has(path) || !paths.some((p) => p === path || p.startsWith(`${path}/`))) continue;
@@ -463,6 +472,52 @@ async function activateTriggers(db: DpkgDatabase, deb: DebPackage, paths: string
     }
   }
   return [...activated.keys()];
+}
+
+/**
+ * The triggers a package's `triggers` control file activates. A name is a file path (file
+ * trigger) or one file of `/var/lib/dpkg/triggers/`; anything else (`../x`, `a/b`) is refused
+ * before the package is unpacked, since it would name a path outside that directory.
+ */
+function packageTriggers(deb: DebPackage): string[] {
+  const out: string[] = [];
+  for (const line of (deb.controlMembers.get("triggers")?.toString("utf8") ?? "").split("\n")) {
+    const m = /^\s*(activate|activate-await|activate-noawait)\s+(\S+)\s*$/.exec(line);
+    if (!m) continue;
+    const name = m[2]!;
+    if (!name.startsWith("/") && (name === "." || name === ".." || name.includes("/")))
+      throw new SutureError(
+        "INVALID_ARCHIVE",
+        `package ${deb.name} ${deb.version} (${deb.path}) activates trigger ${quoteUntrusted(name)}, which is neither a file path nor a plain trigger name; the package is malformed or hostile, so it is not installed`,
+      );
+    out.push(name);
+  }
+  return out;
+}
+
+/**
+ * A data.tar member name (or hardlink target) as path components inside the image. An absolute
+ * name or one that climbs with `..` is the package's fault, not a layer's: it is reported as
+ * INVALID_ARCHIVE naming the package (the shared tar code calls it UNSAFE_LAYER).
+ */
+function packageMemberPath(deb: DebPackage, raw: string, what: string): string[] {
+  // One line per path in `info/<pkg>.list` and md5sums: a newline would let a package claim (and a
+  // later upgrade remove) a path it never shipped. dpkg refuses such names as well.
+  if (/[\n\0]/.test(raw))
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `package ${deb.name} ${deb.version} (${deb.path}) has a data.tar ${what} ${quoteUntrusted(raw)} with a newline or NUL in it; the package is malformed or hostile, so it is not installed`,
+    );
+  try {
+    return normaliseEntryPath(raw);
+  } catch (e) {
+    if (!isSutureError(e, "UNSAFE_LAYER")) throw e;
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `package ${deb.name} ${deb.version} (${deb.path}) has a data.tar ${what} ${quoteUntrusted(raw)} that is absolute or climbs out of the root with '..'; the package is malformed or hostile, so it is not installed`,
+      { cause: e },
+    );
+  }
 }
 
 const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
@@ -594,15 +649,25 @@ class RootResolver {
 
   /** Host path for a package entry: parent resolved (and created), last component not followed. */
   async resolveEntry(path: string): Promise<string> {
-    const dir = await this.directory(posix.dirname(path), true);
-    return join(dir!, posix.basename(path));
+    const entry = parentAndName(path);
+    if (!entry)
+      throw new SutureError(
+        "UNSAFE_LAYER",
+        `the image's path ${quoteUntrusted(path)} names its root directory where a file is to be written; the image is malformed or hostile`,
+      );
+    const dir = await this.directory(entry.dir, true);
+    return childPath(dir!, entry.name, "image path");
   }
 
   /** Host path of an existing entry, or undefined; `followFinal` also follows a final symlink. */
   async resolveExisting(path: string, options: { followFinal?: boolean } = {}): Promise<string | undefined> {
-    const dir = await this.directory(posix.dirname(path), false).catch(() => undefined);
+    // Paths come from the image's own records (file lists, conffiles, diversions): `..` in them is
+    // resolved here, and the root itself is never an entry to remove.
+    const entry = parentAndName(path);
+    if (!entry) return undefined;
+    const dir = await this.directory(entry.dir, false).catch(() => undefined);
     if (!dir) return undefined;
-    const host = join(dir, posix.basename(path));
+    const host = childPath(dir, entry.name, "image path");
     return options.followFinal === false ? host : this.#followFinal(path, host, false);
   }
 
@@ -620,10 +685,16 @@ class RootResolver {
         throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
       const target = readlinkSync(current);
       const imageDir = posix.dirname(`/${current.slice(this.root.length)}`);
-      const next = posix.resolve(imageDir, target);
-      const dir = await this.directory(posix.dirname(next), create);
+      const next = parentAndName(posix.resolve(imageDir, target));
+      // A file written "through" a link to / would land beside the root (`<root>.dpkg-new`).
+      if (!next)
+        throw new SutureError(
+          "UNSAFE_LAYER",
+          `${path} is a symlink to the image's root directory; the image is malformed or hostile`,
+        );
+      const dir = await this.directory(next.dir, create);
       if (!dir) return undefined;
-      current = join(dir, posix.basename(next));
+      current = childPath(dir, next.name, "image path");
     }
   }
 
@@ -633,9 +704,10 @@ class RootResolver {
     meta: { uid: number; gid: number; mode: number; mtime: number },
   ): Promise<void> {
     const key = posix.normalize(`/${path}`);
-    if (this.#dirs.has(key)) return;
-    const parent = await this.directory(posix.dirname(key), true);
-    const host = join(parent!, posix.basename(key));
+    const entry = parentAndName(key);
+    if (!entry || this.#dirs.has(key)) return;
+    const parent = await this.directory(entry.dir, true);
+    const host = childPath(parent!, entry.name, "image path");
     const st = lstatSync(host, { throwIfNoEntry: false });
     if (!st) {
       mkdirSync(host, { mode: 0o700 });
@@ -659,6 +731,16 @@ class RootResolver {
       `${key} is a file in the image but a package ships it as a directory: remove it from the image or use the sandbox engine`,
     );
   }
+}
+
+/**
+ * An image path as its parent directory and final name, `.` and `..` resolved (never above `/`);
+ * undefined for the root itself, which is no entry.
+ */
+function parentAndName(path: string): { dir: string; name: string } | undefined {
+  const normal = posix.normalize(`/${path}`);
+  if (normal === "/") return undefined;
+  return { dir: posix.dirname(normal), name: posix.basename(normal) };
 }
 
 /** dpkg-statoverride records as numeric ids, by package path. */
