@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../distro/dpkg/database.ts";
 import { type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
+import { readDpkgConfig } from "../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
 import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
@@ -108,6 +109,13 @@ export async function applyNative(
         { cacheDir: join(options.cacheDir, "apt-native"), progress, signal: options.signal },
       ),
   );
+  // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
+  // drop docs, man pages and locales this way); read them once for all packages.
+  const dpkgConfig = await readDpkgConfig(root);
+  if (dpkgConfig.unhonoured.length)
+    warn(
+      `the image's dpkg configuration sets ${dpkgConfig.unhonoured.join(", ")}, which the native engine does not apply (it unpacks as --force-confold --force-confdef into /); use --engine sandbox for the image's dpkg to apply them`,
+    );
   const scriptsNotRun: string[] = [];
   await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
     // While one package is unpacked, the data archives of the next ones are decompressed (xz, each
@@ -129,6 +137,7 @@ export async function applyNative(
         const summary = await unpackDeb(root, deb, db, {
           state: options.runScripts ? "unpacked" : "installed",
           progress,
+          pathFilter: dpkgConfig.pathFilter,
         });
         if (!options.runScripts) scriptsNotRun.push(...summary.scripts);
         const item = resolution.install[i]!;
