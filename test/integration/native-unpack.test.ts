@@ -26,7 +26,7 @@ import { copyFile, mkdir, readFile, symlink, writeFile } from "node:fs/promises"
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { readDpkgDatabase } from "../../src/distro/dpkg/database.ts";
-import { readDpkgConfig } from "../../src/distro/dpkg/dpkg-config.ts";
+import { parseDpkgConfig, readDpkgConfig } from "../../src/distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
@@ -520,3 +520,89 @@ test("upgrading a fixture package: edited conffiles, dropped files, hardlinks, d
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+/** Version 1 or 2 of a package with two conffiles and a doc, for upgrades under path-exclude. */
+function buildConfDemo(version: 1 | 2): string {
+  const tree = join(work, `conf-demo-${version}`);
+  const files: Record<string, string> = {
+    "etc/excluded.conf": `e=${version}\n`,
+    "etc/kept.conf": `k=${version}\n`,
+    "usr/share/doc/conf-demo/README": `readme ${version}\n`,
+    "usr/bin/conf-demo": `v${version}\n`,
+  };
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(join(tree, path, ".."), { recursive: true });
+    writeFileSync(join(tree, path), content);
+  }
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  writeFileSync(
+    join(tree, "DEBIAN/control"),
+    `Package: conf-demo\nVersion: ${version}\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: demo\n`,
+  );
+  writeFileSync(join(tree, "DEBIAN/conffiles"), "/etc/excluded.conf\n/etc/kept.conf\n");
+  const out = join(work, `conf-demo_${version}.deb`);
+  execFileSync("dpkg-deb", ["--root-owner-group", "-b", tree, out], { stdio: "pipe" });
+  return out;
+}
+
+test("an upgrade under path-exclude: old copies of excluded files go, an excluded conffile keeps its old hash, as with dpkg", async () => {
+  const v1 = buildConfDemo(1);
+  const v2 = buildConfDemo(2);
+  const rules = ["/etc/excluded.conf", "/usr/share/doc/*"];
+  const fresh = (name: string) => {
+    const root = join(work, name);
+    mkdirSync(join(root, "var/lib/dpkg/info"), { recursive: true });
+    mkdirSync(join(root, "var/lib/dpkg/updates"), { recursive: true });
+    writeFileSync(
+      join(root, "var/lib/dpkg/status"),
+      "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n\n",
+    );
+    return root;
+  };
+  // Version 1 installed without exclusions (its docs on disk), version 2 with them: real dpkg on
+  // the host against a scratch root, and the native unpack with the same rules from a dpkg.cfg.d file.
+  const viaDpkg = fresh("conf-demo-dpkg");
+  const dpkg = (...args: string[]) =>
+    execFileSync("dpkg", [`--root=${viaDpkg}`, "--force-script-chrootless", "--force-not-root", ...args], {
+      stdio: "pipe",
+    });
+  dpkg("-i", v1);
+  dpkg(...rules.map((r) => `--path-exclude=${r}`), "-i", v2);
+
+  const native = fresh("conf-demo-native");
+  await unpackDeb(native, v1, await readDpkgDatabase(native), { state: "installed" });
+  const { pathFilter } = parseDpkgConfig([
+    { name: "/etc/dpkg/dpkg.cfg.d/nodoc", text: rules.map((r) => `path-exclude=${r}\n`).join("") },
+  ]);
+  const summary = await unpackDeb(native, v2, await readDpkgDatabase(native), {
+    state: "installed",
+    pathFilter,
+  });
+
+  const view = (root: string) => ({
+    conffiles: /^Conffiles:\n((?: .*\n)+)/m.exec(
+      readFileSync(join(root, "var/lib/dpkg/status"), "utf8"),
+    )?.[1],
+    list: readFileSync(join(root, "var/lib/dpkg/info/conf-demo.list"), "utf8"),
+    files: [
+      "etc/excluded.conf",
+      "etc/kept.conf",
+      "usr/bin/conf-demo",
+      "usr/share/doc/conf-demo/README",
+      "usr/share/doc/conf-demo",
+    ].map((p) => `${p}: ${existsSync(join(root, p)) ? describe(join(root, p)) : "absent"}`),
+  });
+  assert.equal(
+    readFileSync(join(native, "etc/excluded.conf"), "utf8"),
+    "e=1\n",
+    "the excluded conffile is not replaced",
+  );
+  assert.equal(readFileSync(join(native, "etc/kept.conf"), "utf8"), "k=2\n");
+  assert.equal(
+    existsSync(join(native, "usr/share/doc/conf-demo")),
+    false,
+    "the old docs and their directory went",
+  );
+  assert.ok(summary.removed.includes("/usr/share/doc/conf-demo/README"));
+  assert.deepEqual(view(native), view(viaDpkg));
+});
