@@ -157,10 +157,12 @@ test("line syntax as dpkg's loader reads it: separators, quotes, comments, trail
         "force-unsafe-io",
         "force-confnew",
         "no-force-unsafe-io",
-        "force confmiss,overwrite",
+        "force confmiss,overwrite,confask",
+        "refuse-confask",
         "no-debsig",
         "log /var/log/dpkg.log",
         "some-future-option",
+        "admindir /srv/dpkg",
       ].join("\n"),
     },
   ]);
@@ -170,6 +172,7 @@ test("line syntax as dpkg's loader reads it: separators, quotes, comments, trail
   );
   assert.deepEqual([...config.force].sort(), ["confmiss", "confnew", "overwrite"]);
   assert.deepEqual(config.unhonoured, [
+    "/etc/dpkg/dpkg.cfg:17 admindir",
     "/etc/dpkg/dpkg.cfg:10 force-confnew",
     "/etc/dpkg/dpkg.cfg:12 force-confmiss",
   ]);

@@ -72,7 +72,8 @@ export async function readDpkgConfig(root: string): Promise<DpkgConfig> {
  */
 export function parseDpkgConfig(files: readonly { name: string; text: string }[]): DpkgConfig {
   const rules: PathRule[] = [];
-  const force = new Set<string>();
+  /** Forced things in effect, with the line that last set them. */
+  const force = new Map<string, string>();
   const unhonoured: string[] = [];
   for (const file of files) {
     const lines = file.text.split("\n");
@@ -95,8 +96,7 @@ export function parseDpkgConfig(files: readonly { name: string; text: string }[]
         if (rest.startsWith("=")) rest = rest.slice(1);
         rest = rest.replace(/^[ \t\n\v\f\r]+/, "");
         if (rest.startsWith('"') || rest.startsWith("'")) {
-          if (rest.length < 2 || rest.at(-1) !== rest[0])
-            throw fail(`unbalanced quotes in ${JSON.stringify(line)}`);
+          if (rest.at(-1) !== rest[0]) throw fail(`unbalanced quotes in ${JSON.stringify(line)}`);
           rest = rest.slice(1, -1);
         }
         value = rest;
@@ -110,23 +110,24 @@ export function parseDpkgConfig(files: readonly { name: string; text: string }[]
       if (forceMatch && value === undefined) {
         // `force-confold` is `force` with its value glued on by `-`; dpkg only takes that form
         // without a separate value (`force-confold,confdef` stops at the comma and is an error).
-        applyForce(force, forceMatch[1] === "force", forceMatch[2]!, where, unhonoured);
+        applyForce(force, forceMatch[1] === "force", forceMatch[2]!, where);
         continue;
       }
       if ((name === "force" || name === "refuse" || name === "no-force") && value !== undefined)
-        applyForce(force, name === "force", value, where, unhonoured);
+        applyForce(force, name === "force", value, where);
       else if (UNHONOURED_OPTIONS.has(name)) unhonoured.push(`${where} ${name}`);
     }
   }
-  return { pathFilter: new PathFilter(rules), force, unhonoured };
+  for (const [thing, where] of force)
+    if (UNHONOURED_FORCE.has(thing)) unhonoured.push(`${where} force-${thing}`);
+  return { pathFilter: new PathFilter(rules), force: new Set(force.keys()), unhonoured };
 }
 
-function applyForce(force: Set<string>, set: boolean, list: string, where: string, unhonoured: string[]) {
+/** `force-a,b` adds a and b (from `where`); `refuse-`/`no-force-` takes them away again. */
+function applyForce(force: Map<string, string>, set: boolean, list: string, where: string): void {
   for (const thing of list.split(",")) {
-    if (set) {
-      force.add(thing);
-      if (UNHONOURED_FORCE.has(thing)) unhonoured.push(`${where} force-${thing}`);
-    } else force.delete(thing);
+    force.delete(thing);
+    if (set) force.set(thing, where);
   }
 }
 

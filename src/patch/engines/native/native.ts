@@ -98,6 +98,14 @@ export async function applyNative(
     };
   }
 
+  // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
+  // drop docs, man pages and locales this way); read them once, before anything is downloaded.
+  const dpkgConfig = await readDpkgConfig(root);
+  if (dpkgConfig.unhonoured.length)
+    warn(
+      `the image's dpkg configuration sets ${dpkgConfig.unhonoured.join(", ")}, which the native engine does not apply (it unpacks as --force-confold --force-confdef into /); use --engine sandbox for the image's dpkg to apply them`,
+    );
+
   const started = performance.now();
   const paths = await withStep(
     progress,
@@ -109,13 +117,6 @@ export async function applyNative(
         { cacheDir: join(options.cacheDir, "apt-native"), progress, signal: options.signal },
       ),
   );
-  // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
-  // drop docs, man pages and locales this way); read them once for all packages.
-  const dpkgConfig = await readDpkgConfig(root);
-  if (dpkgConfig.unhonoured.length)
-    warn(
-      `the image's dpkg configuration sets ${dpkgConfig.unhonoured.join(", ")}, which the native engine does not apply (it unpacks as --force-confold --force-confdef into /); use --engine sandbox for the image's dpkg to apply them`,
-    );
   const scriptsNotRun: string[] = [];
   await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
     // While one package is unpacked, the data archives of the next ones are decompressed (xz, each
