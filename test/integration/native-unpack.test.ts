@@ -19,12 +19,14 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { copyFile, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { readDpkgDatabase } from "../../src/distro/dpkg/database.ts";
+import { parseDpkgConfig, readDpkgConfig } from "../../src/distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
@@ -93,16 +95,16 @@ interface InstallSnapshot {
   files: Map<string, string>;
 }
 
-function snapshotInstall(root: string): InstallSnapshot {
+function snapshotInstall(root: string, packages: readonly string[] = PACKAGES): InstallSnapshot {
   const status = readFileSync(join(root, "var/lib/dpkg/status"), "utf8");
   const stanzas = new Map<string, string>();
   for (const stanza of status.split("\n\n")) {
     const name = /^Package: (.+)$/m.exec(stanza)?.[1];
-    if (name && [...PACKAGES, "libc-bin"].includes(name)) stanzas.set(name, stanza.trim());
+    if (name && [...packages, "libc-bin"].includes(name)) stanzas.set(name, stanza.trim());
   }
   const infoFiles = new Map<string, string>();
   for (const f of readdirSync(join(root, "var/lib/dpkg/info"))) {
-    if (PACKAGES.some((p) => f.startsWith(`${p}.`) || f.startsWith(`${p}:`)))
+    if (packages.some((p) => f.startsWith(`${p}.`) || f.startsWith(`${p}:`)))
       infoFiles.set(f, sha(readFileSync(join(root, "var/lib/dpkg/info", f))));
   }
   const files = new Map<string, string>();
@@ -232,6 +234,140 @@ test("dpkg --unpack of the same debs in the image gives the same files and datab
   assert.deepEqual(native.stanzas, viaDpkg.stanzas);
   assert.deepEqual(native.infoFiles, viaDpkg.infoFiles);
   assert.deepEqual(native.files, viaDpkg.files);
+});
+
+/** The rules of Docker's debian:*-slim /etc/dpkg/dpkg.cfg.d/docker (debuerreotype writes the includes last). */
+const SLIM_DPKG_CFG = `# This is the "slim" variant of the Debian base image.
+path-exclude /usr/share/doc/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+
+path-include /usr/share/doc/*/copyright
+path-include /usr/share/locale/locale.alias
+`;
+
+/** A package with files on both sides of the slim rules and no md5sums (dpkg generates them). */
+function buildDocsDemo(): string {
+  const tree = join(work, "docs-demo");
+  const files: Record<string, string> = {
+    "usr/bin/docs-demo": "binary\n",
+    "usr/share/doc/docs-demo/README": "readme\n",
+    "usr/share/doc/docs-demo/copyright": "copyright\n",
+    "usr/share/doc/docs-demo/examples/sample.conf": "sample\n",
+    "usr/share/man/man1/docs-demo.1": ".TH docs-demo\n",
+    "usr/share/locale/de/LC_MESSAGES/docs-demo.mo": "mo\n",
+    "usr/share/lintian/overrides/docs-demo": "docs-demo: some-tag\n",
+    "usr/share/info/docs-demo.info": "info\n",
+  };
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(join(tree, path, ".."), { recursive: true });
+    writeFileSync(join(tree, path), content);
+  }
+  // Symlinks below an excluded tree: dpkg keeps every symlink there that an include's prefix covers.
+  symlinkSync("README", join(tree, "usr/share/doc/docs-demo/README.link"));
+  symlinkSync("docs-demo.1", join(tree, "usr/share/man/man1/docs-demo-alias.1"));
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  writeFileSync(
+    join(tree, "DEBIAN/control"),
+    "Package: docs-demo\nVersion: 1\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: docs demo\n",
+  );
+  const out = join(work, "docs-demo_1.deb");
+  execFileSync("dpkg-deb", ["--root-owner-group", "-b", tree, out], { stdio: "pipe" });
+  return out;
+}
+
+/** Every entry below the trees the slim rules exclude, described as `describe` does. */
+function slimTrees(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (rel: string) => {
+    const host = join(root, rel);
+    out.set(rel, describe(host));
+    if (lstatSync(host).isDirectory()) for (const name of readdirSync(host).sort()) walk(`${rel}/${name}`);
+  };
+  for (const top of [
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/info",
+  ])
+    if (lstatIs(join(root, top))) walk(top);
+  return out;
+}
+
+test("path-exclude/path-include in dpkg.cfg.d: the native unpack leaves the files and database dpkg leaves", async () => {
+  const docsDeb = buildDocsDemo();
+  const packages = [...PACKAGES, "docs-demo"];
+  const install = (how: "native" | "dpkg") =>
+    withSandbox(image, sandboxOptions(), async (sb) => {
+      assert.ok(
+        existsSync(join(sb.mergedDir, "usr/share/doc/libssl3/changelog.Debian.gz")),
+        "the lab image has the old version's docs",
+      );
+      await mkdir(join(sb.mergedDir, "etc/dpkg/dpkg.cfg.d"), { recursive: true });
+      await writeFile(join(sb.mergedDir, "etc/dpkg/dpkg.cfg.d/docker"), SLIM_DPKG_CFG);
+      const all = [...debs.map((d) => d.path), docsDeb];
+      if (how === "native") {
+        const db = await readDpkgDatabase(sb.mergedDir);
+        const { pathFilter } = await readDpkgConfig(sb.mergedDir);
+        for (const deb of all) await unpackDeb(sb.mergedDir, deb, db, { pathFilter });
+      } else {
+        await mkdir(join(sb.mergedDir, "srv/suture-debs"), { recursive: true });
+        const inImage: string[] = [];
+        for (const [i, deb] of all.entries()) {
+          inImage.push(`/srv/suture-debs/${i}.deb`);
+          await copyFile(deb, join(sb.mergedDir, inImage.at(-1)!));
+        }
+        await run(sb, ["dpkg", "--unpack", "--force-confold", "--force-confdef", ...inImage]);
+      }
+      await run(sb, ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef"]);
+      const infoText = (name: string) => readFileSync(join(sb.mergedDir, "var/lib/dpkg/info", name), "utf8");
+      return {
+        snapshot: snapshotInstall(sb.mergedDir, packages),
+        trees: slimTrees(sb.mergedDir),
+        list: infoText("docs-demo.list"),
+        md5sums: infoText("docs-demo.md5sums"),
+      };
+    });
+  const native = await install("native");
+  const viaDpkg = await install("dpkg");
+
+  // What a user of a slim image sees: no docs, man pages or translations came back; copyrights did.
+  const { files } = native.snapshot;
+  assert.equal(files.get("/usr/share/doc/docs-demo/README"), "absent");
+  assert.equal(files.get("/usr/share/doc/docs-demo/examples/sample.conf"), "absent");
+  assert.notEqual(files.get("/usr/share/doc/docs-demo/copyright"), "absent");
+  assert.match(files.get("/usr/share/doc/docs-demo/README.link")!, / -> README$/);
+  assert.equal(files.get("/usr/share/man/man1/docs-demo.1"), "absent");
+  assert.equal(files.get("/usr/share/locale/de/LC_MESSAGES/docs-demo.mo"), "absent");
+  assert.equal(files.get("/usr/share/lintian/overrides/docs-demo"), "absent");
+  assert.equal(files.get("/usr/share/info/docs-demo.info"), "absent");
+  // The upgraded packages' old docs and man pages are gone, their copyright stays.
+  assert.equal(files.get("/usr/share/doc/libssl3/changelog.Debian.gz"), "absent");
+  assert.equal(files.get("/usr/share/man/man1/openssl.1ssl.gz"), "absent");
+  assert.notEqual(files.get("/usr/share/doc/libssl3/copyright"), "absent");
+
+  // dpkg still lists excluded paths, and generates md5sums only for what it extracted.
+  assert.match(native.list, /^\/usr\/share\/doc\/docs-demo\/README$/m);
+  assert.match(native.list, /^\/usr\/share\/man\/man1\/docs-demo\.1$/m);
+  assert.deepEqual(
+    native.md5sums
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.split("  ")[1])
+      .sort(),
+    ["usr/bin/docs-demo", "usr/share/doc/docs-demo/copyright"],
+  );
+  assert.equal(native.list, viaDpkg.list);
+  assert.equal(native.md5sums, viaDpkg.md5sums);
+  assert.deepEqual(native.snapshot.stanzas, viaDpkg.snapshot.stanzas);
+  assert.deepEqual(native.snapshot.infoFiles, viaDpkg.snapshot.infoFiles);
+  assert.deepEqual(native.snapshot.files, viaDpkg.snapshot.files);
+  assert.deepEqual(native.trees, viaDpkg.trees);
 });
 
 test("symlinks in a hostile image cannot make the unpack write outside the root", async () => {
@@ -384,3 +520,89 @@ test("upgrading a fixture package: edited conffiles, dropped files, hardlinks, d
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+/** Version 1 or 2 of a package with two conffiles and a doc, for upgrades under path-exclude. */
+function buildConfDemo(version: 1 | 2): string {
+  const tree = join(work, `conf-demo-${version}`);
+  const files: Record<string, string> = {
+    "etc/excluded.conf": `e=${version}\n`,
+    "etc/kept.conf": `k=${version}\n`,
+    "usr/share/doc/conf-demo/README": `readme ${version}\n`,
+    "usr/bin/conf-demo": `v${version}\n`,
+  };
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(join(tree, path, ".."), { recursive: true });
+    writeFileSync(join(tree, path), content);
+  }
+  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
+  writeFileSync(
+    join(tree, "DEBIAN/control"),
+    `Package: conf-demo\nVersion: ${version}\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: demo\n`,
+  );
+  writeFileSync(join(tree, "DEBIAN/conffiles"), "/etc/excluded.conf\n/etc/kept.conf\n");
+  const out = join(work, `conf-demo_${version}.deb`);
+  execFileSync("dpkg-deb", ["--root-owner-group", "-b", tree, out], { stdio: "pipe" });
+  return out;
+}
+
+test("an upgrade under path-exclude: old copies of excluded files go, an excluded conffile keeps its old hash, as with dpkg", async () => {
+  const v1 = buildConfDemo(1);
+  const v2 = buildConfDemo(2);
+  const rules = ["/etc/excluded.conf", "/usr/share/doc/*"];
+  const fresh = (name: string) => {
+    const root = join(work, name);
+    mkdirSync(join(root, "var/lib/dpkg/info"), { recursive: true });
+    mkdirSync(join(root, "var/lib/dpkg/updates"), { recursive: true });
+    writeFileSync(
+      join(root, "var/lib/dpkg/status"),
+      "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n\n",
+    );
+    return root;
+  };
+  // Version 1 installed without exclusions (its docs on disk), version 2 with them: real dpkg on
+  // the host against a scratch root, and the native unpack with the same rules from a dpkg.cfg.d file.
+  const viaDpkg = fresh("conf-demo-dpkg");
+  const dpkg = (...args: string[]) =>
+    execFileSync("dpkg", [`--root=${viaDpkg}`, "--force-script-chrootless", "--force-not-root", ...args], {
+      stdio: "pipe",
+    });
+  dpkg("-i", v1);
+  dpkg(...rules.map((r) => `--path-exclude=${r}`), "-i", v2);
+
+  const native = fresh("conf-demo-native");
+  await unpackDeb(native, v1, await readDpkgDatabase(native), { state: "installed" });
+  const { pathFilter } = parseDpkgConfig([
+    { name: "/etc/dpkg/dpkg.cfg.d/nodoc", text: rules.map((r) => `path-exclude=${r}\n`).join("") },
+  ]);
+  const summary = await unpackDeb(native, v2, await readDpkgDatabase(native), {
+    state: "installed",
+    pathFilter,
+  });
+
+  const view = (root: string) => ({
+    conffiles: /^Conffiles:\n((?: .*\n)+)/m.exec(
+      readFileSync(join(root, "var/lib/dpkg/status"), "utf8"),
+    )?.[1],
+    list: readFileSync(join(root, "var/lib/dpkg/info/conf-demo.list"), "utf8"),
+    files: [
+      "etc/excluded.conf",
+      "etc/kept.conf",
+      "usr/bin/conf-demo",
+      "usr/share/doc/conf-demo/README",
+      "usr/share/doc/conf-demo",
+    ].map((p) => `${p}: ${existsSync(join(root, p)) ? describe(join(root, p)) : "absent"}`),
+  });
+  assert.equal(
+    readFileSync(join(native, "etc/excluded.conf"), "utf8"),
+    "e=1\n",
+    "the excluded conffile is not replaced",
+  );
+  assert.equal(readFileSync(join(native, "etc/kept.conf"), "utf8"), "k=2\n");
+  assert.equal(
+    existsSync(join(native, "usr/share/doc/conf-demo")),
+    false,
+    "the old docs and their directory went",
+  );
+  assert.ok(summary.removed.includes("/usr/share/doc/conf-demo/README"));
+  assert.deepEqual(view(native), view(viaDpkg));
+});

@@ -165,11 +165,32 @@ export const bookwormMinbaseMarked: LabRecipe = {
   ],
 };
 
+/**
+ * bookwormMinbase made "slim" as Docker's official debian:*-slim images are: the
+ * /etc/dpkg/dpkg.cfg.d/docker path-exclude/path-include rules, and the docs (all but copyright
+ * files), man pages, info pages, translations and lintian overrides they exclude removed (as
+ * whiteouts in the second layer). A patch must not bring any of them back.
+ */
+export const bookwormSlim: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormSlim",
+  parent: bookwormMinbase,
+  steps: [
+    {
+      kind: "script",
+      script: "slim.sh",
+      createdBy:
+        "/bin/sh -c write /etc/dpkg/dpkg.cfg.d/docker (slim path-exclude rules) and remove what it excludes",
+    },
+  ],
+};
+
 export const labRecipes = {
   bookwormMinbase,
   bookwormNginx,
   bookwormMinbaseArm64,
   bookwormMinbaseMarked,
+  bookwormSlim,
 } as const;
 export type LabRecipeName = keyof typeof labRecipes;
 

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../distro/dpkg/database.ts";
 import { type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
+import { readDpkgConfig } from "../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
 import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
@@ -97,6 +98,14 @@ export async function applyNative(
     };
   }
 
+  // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
+  // drop docs, man pages and locales this way); read them once, before anything is downloaded.
+  const dpkgConfig = await readDpkgConfig(root);
+  if (dpkgConfig.unhonoured.length)
+    warn(
+      `the image's dpkg configuration sets ${dpkgConfig.unhonoured.join(", ")}, which the native engine does not apply (it unpacks as --force-confold --force-confdef into /); use --engine sandbox for the image's dpkg to apply them`,
+    );
+
   const started = performance.now();
   const paths = await withStep(
     progress,
@@ -137,6 +146,7 @@ export async function applyNative(
             version: item.entry.version,
             architecture: item.entry.architecture,
           },
+          pathFilter: dpkgConfig.pathFilter,
         });
         if (!options.runScripts) scriptsNotRun.push(...summary.scripts);
         progress({

@@ -37,6 +37,7 @@ import {
   withField,
 } from "../../../distro/dpkg/database.ts";
 import { checkDebIdentity, type DebIdentity, type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
+import type { FilteredEntryType, PathFilter } from "../../../distro/dpkg/dpkg-config.ts";
 import { quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
 import { describeCause, isSutureError, SutureError } from "../../../errors/errors.ts";
@@ -55,6 +56,12 @@ export interface UnpackOptions {
    * refused (UNTRUSTED) before anything is written.
    */
   expected?: DebIdentity;
+  /**
+   * The image's `path-exclude`/`path-include` rules (distro/dpkg/dpkg-config.ts), read once per
+   * patch. Skipped paths are handled as dpkg handles them: not written, still in the `.list` file,
+   * absent from generated md5sums, and an old copy on disk is removed like a dropped file.
+   */
+  pathFilter?: PathFilter;
 }
 
 export interface KeptConffile {
@@ -101,6 +108,8 @@ interface PendingConffile {
   /** Host path of the extracted new version (`<target>.dpkg-new`). */
   staged: string;
   hash: string;
+  /** Excluded by the image's dpkg configuration: nothing was extracted. */
+  filtered?: boolean;
 }
 
 /**
@@ -173,6 +182,8 @@ export async function unpackDeb(
   const stagedByPath = new Map<string, string>();
   const written = new Set<string>();
   const conffiles: PendingConffile[] = [];
+  /** Package paths the path filter skipped. */
+  const filtered = new Set<string>();
 
   try {
     for await (const entry of deb.dataEntries()) {
@@ -184,6 +195,13 @@ export async function unpackDeb(
         listedSet.add(pkgPath);
       }
       if (!parts.length) continue;
+      if (options.pathFilter?.skips(pkgPath, filterType(h.type))) {
+        filtered.add(pkgPath);
+        // dpkg keeps an excluded conffile in the Conffiles field but never has a new version of it.
+        if (h.type === "file" && conffileSet.has(pkgPath))
+          conffiles.push({ path: pkgPath, target: "", staged: "", hash: "", filtered: true });
+        continue;
+      }
       const destPath = db.diversionFor(pkgPath, deb.name)?.divertTo ?? pkgPath;
       const override = overrides.get(pkgPath);
       const uid = override?.uid ?? h.uid;
@@ -271,6 +289,11 @@ export async function unpackDeb(
       } else {
         const targetParts = packageMemberPath(deb, h.linkname, `hardlink ${pkgPath} target`);
         const source = stagedByPath.get(`/${targetParts.join("/")}`);
+        if (!source && filtered.has(`/${targetParts.join("/")}`))
+          throw new SutureError(
+            "PATCH_FAILED",
+            `${deb.name} ${deb.version} has a hardlink ${pkgPath} to ${h.linkname}, which the image's dpkg configuration excludes (dpkg fails on it too): add a path-include for ${h.linkname} in the image's /etc/dpkg/dpkg.cfg.d`,
+          );
         if (!source)
           throw new SutureError(
             "INVALID_ARCHIVE",
@@ -298,7 +321,9 @@ export async function unpackDeb(
     }
   } catch (e) {
     await Promise.all(
-      [...renames.map((r) => r.staged), ...conffiles.map((c) => c.staged)].map((p) => rm(p, { force: true })),
+      [...renames.map((r) => r.staged), ...conffiles.filter((c) => !c.filtered).map((c) => c.staged)].map(
+        (p) => rm(p, { force: true }),
+      ),
     );
     throw e;
   }
@@ -307,6 +332,12 @@ export async function unpackDeb(
   const oldConffiles = new Map((old?.conffiles ?? []).map((c) => [c.path, c]));
   const records: ConffileRecord[] = [];
   for (const c of conffiles) {
+    if (c.filtered) {
+      // What dpkg's configure leaves for a conffile with no new version: the hash it had.
+      const kept = oldConffiles.get(c.path)?.hash ?? NEWCONFFILE;
+      records.push({ path: c.path, hash: kept, obsolete: false, removeOnUpgrade: false });
+      continue;
+    }
     const current = await md5OfFile(c.target);
     const oldHash = oldConffiles.get(c.path)?.hash;
     const fresh = oldHash === undefined || oldHash === NEWCONFFILE;
@@ -349,11 +380,19 @@ export async function unpackDeb(
     records.push({ ...c, obsolete: true });
   }
 
-  // Paths of the old version the new one does not ship, deepest first.
+  // Paths of the old version the new one does not ship, deepest first. A path the new version
+  // ships but the filter excluded counts as not shipped (dpkg drops it from the archive's set),
+  // so an old copy of an excluded doc goes; conffiles stay either way.
   if (old) {
     const oldConffilePaths = new Set((old.conffiles ?? []).map((c) => c.path));
     const gone = ((await db.fileList(old)) ?? [])
-      .filter((p) => p !== "/." && !listedSet.has(p) && !oldConffilePaths.has(p))
+      .filter(
+        (p) =>
+          p !== "/." &&
+          (!listedSet.has(p) || filtered.has(p)) &&
+          !oldConffilePaths.has(p) &&
+          !conffileSet.has(p),
+      )
       .sort()
       .reverse();
     for (const path of gone) {
@@ -399,6 +438,10 @@ export async function unpackDeb(
   }
   await db.commit();
   return summary;
+}
+
+function filterType(type: string): FilteredEntryType {
+  return type === "directory" ? "directory" : type === "symlink" ? "symlink" : "other";
 }
 
 function installedVersionOf(db: DpkgDatabase, deb: DebPackage): DatabasePackage | undefined {
