@@ -277,7 +277,8 @@ export async function getBlob(
   });
   const announced = header(res, "content-length");
   if (announced !== undefined && d.size >= 0 && Number(announced) !== d.size) {
-    res.body.destroy();
+    // Hang up rather than read a body we already know is wrong (undici reports that as an error).
+    res.body.on("error", () => {}).destroy();
     throw new SutureError(
       "DIGEST_MISMATCH",
       `${client.registry} answered blob ${d.digest} of ${repository} with ${announced} bytes, but its descriptor names ${d.size}: the registry serves different content than the manifest names`,
