@@ -10,6 +10,8 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { oneLineError } from "../lab/cli.ts";
+import { startCountingProxy } from "../lab/counting-proxy.ts";
+import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 
 /**
  * A registry that lies, for what a real one cannot do: announce a 100 GB layer, stream more bytes
@@ -83,11 +85,13 @@ let server: http.Server;
 let host: string;
 let work: string;
 let served: Served;
+let registry: LabRegistry;
 const events = new EventTarget();
 const images = new Map<string, ReturnType<typeof image>>();
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), "suture-hostile-"));
+  registry = await startRegistry({ auth: "none" });
   served = { requests: new Map(), sentBeforeClose: new Map() };
 
   // 100 GB claimed: the ceiling must refuse it before a byte is fetched.
@@ -212,6 +216,7 @@ before(async () => {
 after(async () => {
   server?.closeAllConnections();
   server?.close();
+  await registry?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -348,6 +353,51 @@ test("SIGINT during a slow copy exits 130 and leaves nothing at the destination 
       [],
       "no temporary archive beside the destination",
     );
+  }
+});
+
+test("SIGINT during a copy to a registry stops the upload, asks to drop its session, tags nothing", async () => {
+  const tmp = await scratch("push");
+  const layer = images.get("slow")!.blobs[1]!;
+  const proxy = await startCountingProxy(registry.host);
+  try {
+    const uploads = join(registry.storageDir, "docker/registry/v2/repositories/pushed/img/_uploads");
+    const requested = waitFor("request", layer.digest);
+    const child = spawn(
+      suture,
+      ["copy", `docker://${host}/slow/img:1`, `docker://${proxy.host}/pushed/img:1`],
+      {
+        env: env(tmp),
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    const stderr = collect(child);
+    await requested;
+    // The registry keeps what an upload received under _uploads/<session>: wait until it has some.
+    await untilPartialFile(uploads);
+    child.kill("SIGINT");
+    const [code] = (await once(child, "exit")) as [number | null];
+    assert.equal(code, 130, await stderr);
+    assert.deepEqual(await leftovers(tmp), []);
+    // Every session suture opened and did not finish, it asked the registry to drop. (distribution
+    // refuses that for the one whose body was broken off, and keeps its partial data until its
+    // upload purging: that part is the registry's.)
+    const sessions = (method: string) =>
+      proxy.requests
+        .filter((r) => r.method === method && /\/blobs\/uploads\/[^/?]+/.test(r.path))
+        .map((r) => /\/uploads\/([^/?]+)/.exec(r.path)![1]);
+    const completed = proxy.requests
+      .filter((r) => r.method === "PUT" && r.path.includes(images.get("slow")!.blobs[0]!.digest.slice(7)))
+      .map((r) => /\/uploads\/([^/?]+)/.exec(r.path)![1]);
+    const layerSession = sessions("PUT").find((s) => !completed.includes(s));
+    assert.ok(layerSession, "the layer's upload had started");
+    assert.ok(sessions("DELETE").includes(layerSession), "suture asked to drop the interrupted session");
+    // Nothing was tagged.
+    const res = await fetch(`http://${registry.host}/v2/pushed/img/manifests/1`);
+    assert.equal(res.status, 404);
+    await res.body?.cancel();
+  } finally {
+    await proxy.stop();
   }
 });
 

@@ -1,16 +1,14 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { once } from "node:events";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import tar from "tar-stream";
+import { type CountingProxy, startCountingProxy } from "../lab/counting-proxy.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 
@@ -28,12 +26,9 @@ const REPEATS = 500;
 const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 let registry: LabRegistry;
-let proxy: http.Server;
-let proxyHost: string;
+let proxy: CountingProxy;
 let work: string;
 let layerDigest: string;
-/** GET requests for blobs through the proxy, by digest. */
-const blobGets = new Map<string, number>();
 
 /** A tiny Debian root: os-release and a dpkg status with one package, enough to be detected. */
 async function debianLayer(): Promise<Buffer> {
@@ -92,31 +87,11 @@ before(async () => {
     env: { ...process.env, CI: "true" },
   });
 
-  // The counting proxy: GET and HEAD only (reads), passed through unchanged.
-  proxy = http.createServer((req, res) => {
-    const blob = /^\/v2\/.+\/blobs\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? "")?.[1];
-    if (blob && req.method === "GET") blobGets.set(blob, (blobGets.get(blob) ?? 0) + 1);
-    const upstream = http.request(
-      `http://${registry.host}${req.url}`,
-      { method: req.method, headers: { ...req.headers, host: registry.host } },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    upstream.on("error", () => res.destroy());
-    req.pipe(upstream);
-  });
-  // The TLS attempt of suture's ping is not HTTP: hang up at once so it falls back to plain HTTP.
-  proxy.on("clientError", (_e, socket) => socket.destroy());
-  proxy.listen(0, "127.0.0.1");
-  await once(proxy, "listening");
-  proxyHost = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  proxy = await startCountingProxy(registry.host);
 });
 
 after(async () => {
-  proxy?.closeAllConnections();
-  proxy?.close();
+  await proxy?.stop();
   await registry?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -127,12 +102,13 @@ function cli(args: string[]) {
 
 /** Blob GETs of the repeated layer during `fn`. */
 async function layerFetches(fn: () => Promise<unknown>): Promise<number> {
-  const before = blobGets.get(layerDigest) ?? 0;
+  const blob = new RegExp(`/blobs/${layerDigest}$`);
+  const before = proxy.count("GET", blob);
   await fn();
-  return (blobGets.get(layerDigest) ?? 0) - before;
+  return proxy.count("GET", blob) - before;
 }
 
-const image = () => `docker://${proxyHost}/repeated/img:1`;
+const image = () => `docker://${proxy.host}/repeated/img:1`;
 
 test("inspect reads a layer listed 500 times once", async () => {
   let result: {

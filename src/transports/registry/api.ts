@@ -555,7 +555,9 @@ const CANCEL_UPLOAD_TIMEOUT_MS = 10_000;
 
 /**
  * Best effort: drop a failed or interrupted upload session so its partial data does not linger
- * until the registry's purge. It goes out even when the operation's signal was aborted.
+ * until the registry's purge. It goes out even when the operation's signal was aborted. (CNCF
+ * distribution refuses it for a session whose request was broken off mid-body: its state token
+ * no longer matches what it stored, and only its upload purging removes that data.)
  */
 async function cancelUpload(client: RegistryClient, location: string, call: CallOptions): Promise<void> {
   try {
