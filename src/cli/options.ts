@@ -1,4 +1,6 @@
 import type { Command } from "commander";
+import { SutureError } from "../errors/errors.ts";
+import { DEFAULT_MAX_BLOB_SIZE, formatBytes, parseByteSize } from "../image/limits.ts";
 import type { Platform } from "../oci/manifest.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import type { TransportOptions } from "../transports/index.ts";
@@ -12,24 +14,43 @@ export function addTransportOptions(cmd: Command): Command {
       "--docker-config <dir>",
       "directory holding config.json credentials (default $DOCKER_CONFIG or ~/.docker)",
     )
+    .option(
+      "--max-blob-size <size>",
+      `refuse layers whose manifest claims more than this, e.g. 32G or 500MiB (default ${formatBytes(DEFAULT_MAX_BLOB_SIZE).replace(" ", "")})`,
+    )
     .option("--progress <mode>", "auto | plain | tty | json | quiet", "auto");
 }
 
 export interface CommonFlags {
   insecure?: boolean;
   dockerConfig?: string;
+  maxBlobSize?: string;
   progress?: string;
   platform?: string;
 }
 
 export function transportOptionsFrom(flags: CommonFlags): TransportOptions & { finish(): void } {
+  const maxBlobSize = flags.maxBlobSize === undefined ? undefined : parseMaxBlobSize(flags.maxBlobSize);
   const renderer = createRenderer(parseProgressMode(flags.progress));
   return {
     insecure: flags.insecure,
     dockerConfig: flags.dockerConfig,
+    maxBlobSize,
     progress: renderer,
     finish: renderer.finish,
   };
+}
+
+/** `--max-blob-size 32G` → bytes; units are binary (k, m, g, t; `GiB` and `GB` mean the same). */
+export function parseMaxBlobSize(value: string): number {
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) {
+    throw new SutureError(
+      "USAGE",
+      `invalid --max-blob-size "${value}": give a size such as 32G, 500MiB or a number of bytes`,
+    );
+  }
+  return bytes;
 }
 
 /** `linux/amd64,linux/arm64` → platforms. */

@@ -43,6 +43,8 @@ export type ErrorCode =
   /** The operation ran past --timeout or was interrupted. */
   | "TIMEOUT"
   | "CANCELLED"
+  /** A blob, manifest or image is larger than suture accepts (--max-blob-size, layer count). */
+  | "TOO_LARGE"
   /** Command-line usage error. */
   | "USAGE"
   /** A local file or directory could not be read or written. */

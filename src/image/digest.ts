@@ -40,8 +40,10 @@ export function verifyBytes(
 }
 
 /**
- * A pass-through stream that hashes what flows through and fails at EOF when the digest or size
- * differ from the descriptor's. Consumers must treat data as untrusted until the stream ends cleanly.
+ * A pass-through stream that hashes what flows through. It fails as soon as more bytes arrive than
+ * the descriptor names (none of the excess is passed on, so a source streaming without end cannot
+ * fill a disk), and at EOF when the digest or size differ. Consumers must treat data as untrusted
+ * until the stream ends cleanly.
  */
 export class VerifyingStream extends Transform {
   readonly #hash = createHash("sha256");
@@ -62,7 +64,7 @@ export class VerifyingStream extends Transform {
       callback(
         new SutureError(
           "DIGEST_MISMATCH",
-          `${this.#what} is larger than the ${this.#expected.size} bytes its descriptor names`,
+          `${this.#what} is larger than the ${this.#expected.size} bytes its descriptor names: the source sent more than its manifest says, so suture stopped reading it`,
         ),
       );
       return;

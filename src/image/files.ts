@@ -29,7 +29,13 @@ export async function readImageFiles(
   const maxBytes = options.maxFileBytes ?? 64 * 1024 * 1024;
   const files = new Map<string, Buffer>();
   const links = new Map<string, string>();
-  for (const layer of image.parsed.layers) {
+  // A layer listed again higher up is read only there: replaying it on top redoes everything the
+  // lower occurrence did (its files, whiteouts and opaque dirs), so skipping that one changes
+  // nothing, and an image repeating one layer hundreds of times is read once.
+  const layers = image.parsed.layers;
+  const last = new Map(layers.map((l, i) => [l.digest, i]));
+  for (const [i, layer] of layers.entries()) {
+    if (last.get(layer.digest) !== i) continue;
     options.signal?.throwIfAborted();
     const extract = tar.extract();
     const stream = decompressAuto(await image.blobs.blob(layer));

@@ -15,6 +15,7 @@ import {
 import { isImageManifestMediaType, isIndexMediaType } from "../oci/media-types.ts";
 import { formatPlatform, normalizePlatform, platformMatches } from "../oci/platform.ts";
 import { verifyBytes } from "./digest.ts";
+import { checkConfigSize, checkLayerCount, MAX_CONFIG_SIZE } from "./limits.ts";
 import type { BlobProvider, ImageSource } from "./source.ts";
 
 /**
@@ -38,8 +39,11 @@ export function parseIndex(raw: RawManifest, what = "index"): Index {
   return parseJson(IndexSchema, raw.bytes, what);
 }
 
+/** Parse an image manifest; one listing more than MAX_LAYERS layers is refused (TOO_LARGE). */
 export function parseImageManifest(raw: RawManifest, what = "manifest"): ImageManifest {
-  return parseJson(ImageManifestSchema, raw.bytes, what);
+  const parsed = parseJson(ImageManifestSchema, raw.bytes, what);
+  checkLayerCount(parsed.layers.length, what);
+  return parsed;
 }
 
 export async function readAll(stream: Readable, limit = 64 * 1024 * 1024): Promise<Buffer> {
@@ -62,7 +66,8 @@ export async function loadImage(blobs: BlobProvider, manifest: RawManifest, what
     throw new SutureError("INVALID_MANIFEST", `${what} is a ${manifest.mediaType}, not an image manifest`);
   }
   const parsed = parseImageManifest(manifest, `${what} manifest`);
-  const rawConfig = await readAll(await blobs.blob(parsed.config));
+  checkConfigSize(parsed.config, what);
+  const rawConfig = await readAll(await blobs.blob(parsed.config), MAX_CONFIG_SIZE);
   verifyBytes(rawConfig, parsed.config, `${what} config`);
   const config = parseJson(ImageConfigSchema, rawConfig, `${what} config`);
   if (config.rootfs.diff_ids.length !== parsed.layers.length) {

@@ -7,8 +7,11 @@ import type { ProgressSink } from "../progress/events.ts";
  * - `rootManifest()` returns the manifest the reference names: an index or an image manifest,
  *   with its exact bytes; when the reference pins a digest the bytes are verified against it.
  * - `manifest(d)` and `blob(d)` are addressed by descriptor and verified: `manifest` before it
- *   returns, `blob` while streaming (the stream errors at EOF on a digest or size mismatch, so a
- *   consumer must not commit anything until the stream has ended cleanly).
+ *   returns (never reading more than a manifest may hold), `blob` while streaming (the stream
+ *   errors as soon as more bytes arrive than the descriptor names, and at EOF on a digest or size
+ *   mismatch, so a consumer must not commit anything until the stream has ended cleanly).
+ * - `blob(d)` refuses (TOO_LARGE) a descriptor claiming more than TransportOptions.maxBlobSize,
+ *   before reading anything.
  * - Reads are idempotent and may be repeated; each `blob` call returns a fresh stream that the
  *   caller must consume or destroy.
  * - `close()` releases connections and temporary files; it is safe to call twice.
@@ -30,8 +33,11 @@ export interface BlobProvider {
 /**
  * Writes an image (or index) to one place. Contract:
  * - Nothing becomes visible under the destination's name until `commit(root)` succeeds; before
- *   that, `abort()` leaves the destination as it was (blobs already uploaded to a registry may
- *   remain, unreferenced, as with every registry client).
+ *   that, `abort()` leaves the destination as it was and removes partial data (temporary files,
+ *   spooled blobs; a registry's failed upload sessions are deleted as they fail). Blobs already
+ *   uploaded whole to a registry may remain, unreferenced, as with every registry client.
+ * - TransportOptions.signal breaks off a `commit` in progress (a docker-archive being written, a
+ *   daemon load); writes are stopped by destroying the stream `open` returned.
  * - `writeBlob` is idempotent: writing a blob the sink already has is cheap. `open` is called only
  *   when the bytes are really needed, and may be called again on retry.
  * - `writeManifest` stores a child manifest (a platform manifest of an index) by digest.

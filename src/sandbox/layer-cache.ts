@@ -65,50 +65,61 @@ export function layerLowerDir(cacheDir: string, diffID: string): string {
  * processes (each extracts into its own temp dir; the first rename wins and the others discard
  * their copy). Cached layers are read-only by contract: never mount one as an upper dir.
  *
- * A diff_id listed twice keeps only its topmost occurrence in the returned list: overlayfs refuses
- * the same lower dir twice, and the lower copy can never show through the upper one (everything
- * it contributes the upper copy contributes too, from higher up).
+ * A diff_id listed twice is fetched and extracted once, and keeps only its topmost occurrence in
+ * the returned list: overlayfs refuses the same lower dir twice, and the lower copy can never show
+ * through the upper one (everything it contributes the upper copy contributes too, from higher
+ * up). More than MAX_LOWER_DIRS distinct layers are refused before anything is fetched.
  */
 export async function materializeLayers(
   image: Image,
   cacheDir: string,
   options: MaterializeOptions = {},
 ): Promise<string[]> {
-  const layers = image.parsed.layers.map((descriptor, i) => ({
-    descriptor,
-    diffID: image.config.rootfs.diff_ids[i]!,
-    index: i,
-  }));
-  if (image.config.rootfs.diff_ids.length !== layers.length) {
+  const diffIDs = image.config.rootfs.diff_ids;
+  if (diffIDs.length !== image.parsed.layers.length) {
     throw new SutureError(
       "INVALID_MANIFEST",
-      `image has ${layers.length} layers but its config lists ${image.config.rootfs.diff_ids.length} diff_ids`,
+      `image has ${image.parsed.layers.length} layers but its config lists ${diffIDs.length} diff_ids`,
     );
   }
+  // Topmost occurrence of each diff_id, bottom first.
+  const topmost = new Map<string, number>();
+  diffIDs.forEach((diffID, i) => {
+    topmost.delete(diffID);
+    topmost.set(diffID, i);
+  });
+  if (topmost.size > MAX_LOWER_DIRS) {
+    throw new SutureError(
+      "TOO_LARGE",
+      `image has ${topmost.size} distinct layers; overlayfs stacks at most ${MAX_LOWER_DIRS}: squash the image`,
+    );
+  }
+  const layers = [...topmost.values()].map((i) => ({
+    descriptor: image.parsed.layers[i]!,
+    diffID: diffIDs[i]!,
+    index: i,
+  }));
   await pruneStaleTemp(cacheDir);
   const dirs = new Array<string>(layers.length);
   let next = 0;
   const worker = async () => {
     while (next < layers.length) {
-      const l = layers[next++]!;
+      const slot = next++;
+      const l = layers[slot]!;
       options.signal?.throwIfAborted();
-      dirs[l.index] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
+      dirs[slot] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
         ...options,
-        label: `layer ${l.index + 1}/${layers.length}`,
+        label: `layer ${l.index + 1}/${diffIDs.length}`,
       });
     }
   };
   const n = Math.max(1, Math.min(options.concurrency ?? 2, layers.length));
   await Promise.all(Array.from({ length: n }, worker));
-  const seen = new Set<string>();
-  const topFirst: string[] = [];
-  for (const d of [...dirs].reverse()) {
-    if (seen.has(d)) continue;
-    seen.add(d);
-    topFirst.push(d);
-  }
-  return topFirst.reverse();
+  return dirs;
 }
+
+/** The kernel's overlayfs stacks at most this many lower dirs (OVL_MAX_STACK). */
+const MAX_LOWER_DIRS = 500;
 
 const inFlight = new Map<string, Promise<string>>();
 

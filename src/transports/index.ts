@@ -16,7 +16,10 @@ export interface TransportOptions {
   /** Scratch space for transports that spool (archives, daemon). */
   tmpDir?: string;
   progress?: ProgressSink;
+  /** Aborting stops transfers in flight; sinks then remove what they wrote (see ImageSink.abort). */
   signal?: AbortSignal;
+  /** Sources refuse a blob whose descriptor claims more bytes (default DEFAULT_MAX_BLOB_SIZE). */
+  maxBlobSize?: number;
 }
 
 export async function openSource(

@@ -3,6 +3,7 @@ import { copyImage } from "../../image/copy.ts";
 import { parsePlatform } from "../../oci/platform.ts";
 import { parseTransportReference } from "../../ref/transport.ts";
 import { openSink, openSource } from "../../transports/index.ts";
+import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
 
 export function registerCopy(program: Command): void {
@@ -19,24 +20,37 @@ export function registerCopy(program: Command): void {
         "for destinations that hold one image (docker-archive, daemon): which platform",
       ),
   ).action(async (src: string, dst: string, flags: CommonFlags) => {
-    const options = transportOptionsFrom(flags);
     const srcRef = parseTransportReference(src);
     const dstRef = parseTransportReference(dst);
-    const source = await openSource(srcRef, options);
+    const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
+    // Interrupted, the copy stops its transfers and the destination removes what it wrote
+    // (partial blobs, temp files, upload sessions) before we exit 130.
+    const controller = new AbortController();
+    const releaseSignals = cancelOnSignals(controller, "partial blobs and temp files");
+    const options = { ...transportOptionsFrom(flags), signal: controller.signal };
     try {
-      const sink = await openSink(dstRef, options);
-      const root = await copyImage(source, sink, {
-        platform: flags.platform ? parsePlatform(flags.platform) : undefined,
-        progress: options.progress,
-        mountFrom:
-          srcRef.transport === "registry"
-            ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository }
-            : undefined,
-      });
-      options.finish();
-      process.stdout.write(`${root.digest}\n`);
+      const source = await openSource(srcRef, options);
+      try {
+        const sink = await openSink(dstRef, options);
+        const root = await copyImage(source, sink, {
+          platform,
+          progress: options.progress,
+          signal: controller.signal,
+          maxBlobSize: options.maxBlobSize,
+          mountFrom:
+            srcRef.transport === "registry"
+              ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository }
+              : undefined,
+        });
+        options.finish();
+        process.stdout.write(`${root.digest}\n`);
+      } finally {
+        await source.close();
+      }
+    } catch (e) {
+      throw abortReasonOr(controller.signal, e);
     } finally {
-      await source.close();
+      releaseSignals();
     }
   });
 }

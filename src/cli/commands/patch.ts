@@ -5,6 +5,7 @@ import { parsePlatform } from "../../oci/platform.ts";
 import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import type { EngineChoice } from "../../patch/platform.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
 import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
 
@@ -124,20 +125,7 @@ export function registerPatch(program: Command): void {
         controller.abort(new SutureError("TIMEOUT", `patching took longer than --timeout ${flags.timeout}`)),
       timeoutMs,
     );
-    // The first signal cancels and cleans up (container, overlay mounts, temp dirs). A second one
-    // must not kill us half-way through that: it only says what is happening; a third quits at once.
-    let signals = 0;
-    const onSignal = () => {
-      signals++;
-      if (signals === 1) controller.abort(new SutureError("CANCELLED", "interrupted"));
-      else if (signals === 2)
-        process.stderr.write(
-          "still cleaning up (container, mounts, temp dirs); interrupt again to quit at once and leave them\n",
-        );
-      else process.exit(ExitCode.interrupted);
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    const releaseSignals = cancelOnSignals(controller, "container, mounts, temp dirs");
     try {
       const result = await patchImage({
         image: flags.image,
@@ -202,11 +190,10 @@ export function registerPatch(program: Command): void {
       // a whole platform that failed still makes the exit code say so.
       if (result.platforms.some((p) => p.status === "failed")) process.exitCode = ExitCode.partial;
     } catch (e) {
-      throw controller.signal.aborted && controller.signal.reason ? controller.signal.reason : e;
+      throw abortReasonOr(controller.signal, e);
     } finally {
       clearTimeout(timer);
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      releaseSignals();
       await runSandboxCleanups();
     }
   });

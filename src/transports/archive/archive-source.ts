@@ -11,6 +11,7 @@ import { sniffCompression } from "../../archive/compression.ts";
 import { type TarEntry, TarIndex } from "../../archive/tar-index.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSource } from "../../image/source.ts";
 import {
   type Descriptor,
@@ -46,6 +47,10 @@ export interface ArchiveSourceOptions {
   removeOnClose?: string;
   /** A reference that matches nothing still selects the archive's only image (daemon exports). */
   acceptSingle?: boolean;
+  /** Refuse blobs whose descriptor claims more (default DEFAULT_MAX_BLOB_SIZE). */
+  maxBlobSize?: number;
+  /** Stops decompressing a compressed archive. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -65,9 +70,9 @@ export async function openArchiveFile(
   const cleanup: string[] = options.removeOnClose ? [options.removeOnClose] : [];
   let tar: TarIndex | undefined;
   try {
-    const plain = await decompressedCopy(file, name, options.tmpDir, cleanup);
+    const plain = await decompressedCopy(file, name, options.tmpDir, cleanup, options.signal);
     tar = await TarIndex.open(plain, name);
-    const source = new ArchiveSource(name, tar, cleanup);
+    const source = new ArchiveSource(name, tar, cleanup, options.maxBlobSize ?? DEFAULT_MAX_BLOB_SIZE);
     if (tar.entries.has("manifest.json")) await source.loadDockerArchive(ref, options.acceptSingle ?? false);
     else if (tar.entries.has("index.json")) await source.loadOciArchive(ref);
     else {
@@ -85,7 +90,13 @@ export async function openArchiveFile(
 }
 
 /** A gzip/zstd-compressed archive (`docker save | gzip`) is decompressed once into scratch space. */
-async function decompressedCopy(file: string, name: string, tmp: string | undefined, cleanup: string[]) {
+async function decompressedCopy(
+  file: string,
+  name: string,
+  tmp: string | undefined,
+  cleanup: string[],
+  signal: AbortSignal | undefined,
+) {
   const head = Buffer.alloc(8);
   try {
     const handle = await open(file, "r");
@@ -113,8 +124,10 @@ async function decompressedCopy(file: string, name: string, tmp: string | undefi
       createReadStream(file),
       kind === "gzip" ? zlib.createGunzip() : zlib.createZstdDecompress(),
       createWriteStream(out),
+      { signal },
     );
   } catch (e) {
+    if (signal?.aborted) throw signal.reason;
     throw asSutureError(e, "INVALID_ARCHIVE", `cannot decompress ${name}`);
   }
   return out;
@@ -124,15 +137,17 @@ class ArchiveSource implements ImageSource {
   readonly name: string;
   readonly #tar: TarIndex;
   readonly #cleanup: string[];
+  readonly #maxBlobSize: number;
   /** Blobs by digest (configs and layers named by manifest.json). */
   readonly #blobs = new Map<string, TarEntry>();
   #root?: RawManifest;
   #closed = false;
 
-  constructor(name: string, tar: TarIndex, cleanup: string[]) {
+  constructor(name: string, tar: TarIndex, cleanup: string[], maxBlobSize: number) {
     this.name = name;
     this.#tar = tar;
     this.#cleanup = cleanup;
+    this.#maxBlobSize = maxBlobSize;
   }
 
   #member(path: string, what: string): TarEntry {
@@ -361,6 +376,7 @@ class ArchiveSource implements ImageSource {
   }
 
   async blob(descriptor: Descriptor): Promise<Readable> {
+    checkBlobSize(descriptor, this.#maxBlobSize, this.name);
     const entry = this.#blobs.get(descriptor.digest) ?? this.#layoutBlob(descriptor.digest);
     if (!entry) {
       throw new SutureError(

@@ -102,14 +102,21 @@ export class ArchiveSpool {
         [new VerifyingStream(d, `${this.#name} blob ${d.digest}`)],
         raw,
       );
-      if (layerCompression(d.mediaType) !== undefined) await this.#toLayer(d.digest, raw);
+      if (layerCompression(d.mediaType) !== undefined) await this.#toLayer(d.digest, raw, track);
       else this.#raw.set(d.digest, raw);
     });
     progress?.({ type: "blob", action: "upload", digest: d.digest, bytes: d.size, total: d.size });
   }
 
-  /** Turn a verified blob into an uncompressed layer tar, learning its diff_id. */
-  async #toLayer(digest: string, raw: string): Promise<SpooledLayer> {
+  /**
+   * Turn a verified blob into an uncompressed layer tar, learning its diff_id. `track` registers
+   * the read with the write tracker, so an abort breaks off a long decompression too.
+   */
+  async #toLayer(
+    digest: string,
+    raw: string,
+    track: (s: Readable) => Readable = (s) => s,
+  ): Promise<SpooledLayer> {
     const existing = this.#layers.get(digest);
     if (existing) return existing;
     const head = Buffer.alloc(8);
@@ -139,7 +146,7 @@ export class ArchiveSpool {
       const path = `${raw}.tar`;
       const digester = new DigestingStream();
       try {
-        await streamToFile(createReadStream(raw), [decoder, digester], path);
+        await streamToFile(track(createReadStream(raw)), [decoder, digester], path);
       } catch (e) {
         throw asSutureError(e, "INVALID_ARCHIVE", `${this.#name}: layer ${digest} does not decompress`);
       } finally {
@@ -274,6 +281,7 @@ export class ArchiveFileSink implements ImageSink {
   readonly #ref: ImageReference | undefined;
   readonly #spool: ArchiveSpool;
   readonly #progress?: ProgressSink;
+  readonly #signal?: AbortSignal;
 
   constructor(
     file: string,
@@ -281,12 +289,14 @@ export class ArchiveFileSink implements ImageSink {
     name: string,
     spool: ArchiveSpool,
     progress?: ProgressSink,
+    signal?: AbortSignal,
   ) {
     this.#file = file;
     this.#ref = ref;
     this.name = name;
     this.#spool = spool;
     this.#progress = progress;
+    this.#signal = signal;
   }
 
   async hasBlob(descriptor: RawDescriptor): Promise<boolean> {
@@ -303,8 +313,19 @@ export class ArchiveFileSink implements ImageSink {
 
   async commit(root: RawManifest): Promise<void> {
     const plan = await this.#spool.plan(root, this.#ref);
+    this.#signal?.throwIfAborted();
     const tmp = tempPathBeside(this.#file);
-    await streamToFile(archiveStream(plan), [], tmp);
+    // Writing gigabytes takes a while: an abort breaks it off, and streamToFile removes the
+    // temporary file; the destination is untouched.
+    const archive = archiveStream(plan);
+    const signal = this.#signal;
+    const onAbort = () => archive.destroy(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await streamToFile(archive, [], tmp);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
     try {
       await rename(tmp, this.#file);
     } catch (e) {

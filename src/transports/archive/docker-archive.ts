@@ -24,7 +24,12 @@ export async function openArchiveSource(
   options: TransportOptions,
 ): Promise<ImageSource> {
   options.signal?.throwIfAborted();
-  return openArchiveFile(file, ref, { name: archiveName(file, ref), tmpDir: options.tmpDir });
+  return openArchiveFile(file, ref, {
+    name: archiveName(file, ref),
+    tmpDir: options.tmpDir,
+    maxBlobSize: options.maxBlobSize,
+    signal: options.signal,
+  });
 }
 
 /**
@@ -43,5 +48,12 @@ export async function openArchiveSink(
     );
   }
   const name = archiveName(file, ref);
-  return new ArchiveFileSink(file, ref, name, new ArchiveSpool(name, options.tmpDir), options.progress);
+  return new ArchiveFileSink(
+    file,
+    ref,
+    name,
+    new ArchiveSpool(name, options.tmpDir),
+    options.progress,
+    options.signal,
+  );
 }

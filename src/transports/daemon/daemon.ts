@@ -93,6 +93,8 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
       tmpDir: options.tmpDir,
       removeOnClose: dir,
       acceptSingle: true,
+      maxBlobSize: options.maxBlobSize,
+      signal: options.signal,
     });
   } catch (e) {
     await rm(dir, { recursive: true, force: true }).catch(() => {});

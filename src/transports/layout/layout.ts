@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { PassThrough, pipeline, type Readable } from "node:stream";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
 import {
   type Descriptor,
@@ -43,7 +44,7 @@ export function layoutBlobPath(dir: string, digest: string): string {
 export async function openLayoutSource(
   dir: string,
   tag: string | undefined,
-  _options: TransportOptions,
+  options: TransportOptions,
 ): Promise<ImageSource> {
   const name = layoutName(dir, tag);
   const index = await readLayoutIndex(dir, name);
@@ -53,7 +54,7 @@ export async function openLayoutSource(
       `${dir} is not an OCI image layout (no oci-layout or index.json): check the path`,
     );
   }
-  const source = new LayoutSource(dir, name);
+  const source = new LayoutSource(dir, name, options.maxBlobSize ?? DEFAULT_MAX_BLOB_SIZE);
   const selection = await selectFromLayoutIndex(
     index.parsed,
     tag,
@@ -83,7 +84,7 @@ interface LayoutIndexFile {
 async function readLayoutIndex(dir: string, name: string): Promise<LayoutIndexFile | undefined> {
   let layoutBytes: Buffer;
   try {
-    layoutBytes = await readFile(join(dir, LAYOUT_FILE));
+    layoutBytes = await readFileCapped(join(dir, LAYOUT_FILE), 64 * 1024, `${name} oci-layout`);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;
@@ -104,7 +105,7 @@ async function readLayoutIndex(dir: string, name: string): Promise<LayoutIndexFi
   }
   let bytes: Buffer;
   try {
-    bytes = await readFile(join(dir, INDEX_FILE));
+    bytes = await readFileCapped(join(dir, INDEX_FILE), MAX_MANIFEST_BYTES, `${name} index.json`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
       // A layout whose first write never committed: it holds no image yet.
@@ -121,11 +122,13 @@ async function readLayoutIndex(dir: string, name: string): Promise<LayoutIndexFi
 class LayoutSource implements ImageSource {
   readonly name: string;
   readonly #dir: string;
+  readonly #maxBlobSize: number;
   root?: RawManifest;
 
-  constructor(dir: string, name: string) {
+  constructor(dir: string, name: string, maxBlobSize: number) {
     this.#dir = dir;
     this.name = name;
+    this.#maxBlobSize = maxBlobSize;
   }
 
   async rootManifest(): Promise<RawManifest> {
@@ -143,7 +146,8 @@ class LayoutSource implements ImageSource {
     const path = layoutBlobPath(this.#dir, descriptor.digest);
     let bytes: Buffer;
     try {
-      bytes = await readFile(path);
+      // Never more than the descriptor names: a larger file fails verification anyway.
+      bytes = await readFileCapped(path, descriptor.size, `${this.name} manifest ${descriptor.digest}`, true);
     } catch (e) {
       throw missingOrIo(e, this.name, descriptor.digest, path);
     }
@@ -156,6 +160,7 @@ class LayoutSource implements ImageSource {
   }
 
   async blob(descriptor: Descriptor): Promise<Readable> {
+    checkBlobSize(descriptor, this.#maxBlobSize, this.name);
     const path = layoutBlobPath(this.#dir, descriptor.digest);
     let handle: Awaited<ReturnType<typeof open>>;
     try {
@@ -171,7 +176,31 @@ class LayoutSource implements ImageSource {
   async close(): Promise<void> {}
 }
 
+/**
+ * Read a whole file that must not exceed `cap` bytes, checking its size before reading: a layout
+ * is untrusted input, and a "manifest" of gigabytes must not be pulled into memory. A larger file
+ * is a DIGEST_MISMATCH when `cap` is the size a descriptor names, else INVALID_MANIFEST.
+ */
+async function readFileCapped(path: string, cap: number, what: string, named = false): Promise<Buffer> {
+  const handle = await open(path, "r");
+  try {
+    const { size } = await handle.stat();
+    if (size > cap) {
+      throw named
+        ? new SutureError(
+            "DIGEST_MISMATCH",
+            `${what} is ${size} bytes, expected ${cap}: the layout holds different content than its index names`,
+          )
+        : new SutureError("INVALID_MANIFEST", `${what} is ${size} bytes, more than the ${cap} it may have`);
+    }
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
 function missingOrIo(e: unknown, name: string, digest: string, path: string): SutureError {
+  if (e instanceof SutureError) return e;
   if ((e as NodeJS.ErrnoException).code === "ENOENT") {
     return new SutureError(
       "NOT_FOUND",
@@ -415,7 +444,7 @@ type IndexDocument = Record<string, unknown> & { mediaType?: string; manifests: 
 async function readIndexDocument(dir: string, name: string): Promise<IndexDocument> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(join(dir, INDEX_FILE));
+    bytes = await readFileCapped(join(dir, INDEX_FILE), MAX_MANIFEST_BYTES, `${name} index.json`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return { schemaVersion: 2, manifests: [] };
     throw asSutureError(e, "IO", `cannot read ${join(dir, INDEX_FILE)}`);
@@ -436,7 +465,7 @@ async function referencedBlobs(dir: string, name: string): Promise<Set<string>> 
     let bytes: Buffer;
     try {
       if (d.size > MAX_MANIFEST_BYTES) continue;
-      bytes = await readFile(layoutBlobPath(dir, d.digest));
+      bytes = await readFileCapped(layoutBlobPath(dir, d.digest), d.size, d.digest, true);
     } catch {
       continue;
     }

@@ -1,6 +1,7 @@
 import { Readable, type TransformCallback } from "node:stream";
 import { describeCause, isSutureError, SutureError } from "../../errors/errors.ts";
 import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
 import { MediaType } from "../../oci/media-types.ts";
 import type { ProgressSink } from "../../progress/events.ts";
@@ -102,6 +103,12 @@ export async function getManifest(
   if (byDigest) digestHex(reference);
   const name = manifestName(repository, reference);
   const what = `manifest ${name} from ${client.registry}`;
+  if ((options.descriptor?.size ?? 0) > MANIFEST_CAP) {
+    throw new SutureError(
+      "TOO_LARGE",
+      `${what} claims ${options.descriptor!.size} bytes, more than the ${MANIFEST_CAP} a registry accepts for a manifest: the index naming it is broken or hostile`,
+    );
+  }
   const res = await client.request({
     method: "GET",
     path: manifestPath(repository, reference),
@@ -246,16 +253,20 @@ function meter(
 }
 
 /**
- * GET a blob as a stream verified against the descriptor (the stream errors at EOF on a digest or
- * size mismatch). Redirects to storage are followed without our credentials.
+ * GET a blob as a stream verified against the descriptor: it errors as soon as more bytes arrive
+ * than the descriptor names (the connection is dropped then), and at EOF on a digest or size
+ * mismatch. A descriptor claiming more than `maxBlobSize` is refused before the request, and an
+ * answer whose Content-Length differs from the descriptor before its body is read. Redirects to
+ * storage are followed without our credentials.
  */
 export async function getBlob(
   client: RegistryClient,
   repository: string,
   d: Descriptor,
-  options: CallOptions & { progress?: ProgressSink },
+  options: CallOptions & { progress?: ProgressSink; maxBlobSize?: number },
 ): Promise<Readable> {
   digestHex(d.digest);
+  checkBlobSize(d, options.maxBlobSize ?? DEFAULT_MAX_BLOB_SIZE, `${client.registry}/${repository}`);
   const res = await client.request({
     method: "GET",
     path: `/v2/${repository}/blobs/${d.digest}`,
@@ -264,6 +275,15 @@ export async function getBlob(
     object: `blob ${d.digest}`,
     ok: [200],
   });
+  const announced = header(res, "content-length");
+  if (announced !== undefined && d.size >= 0 && Number(announced) !== d.size) {
+    // Hang up rather than read a body we already know is wrong (undici reports that as an error).
+    res.body.on("error", () => {}).destroy();
+    throw new SutureError(
+      "DIGEST_MISMATCH",
+      `${client.registry} answered blob ${d.digest} of ${repository} with ${announced} bytes, but its descriptor names ${d.size}: the registry serves different content than the manifest names`,
+    );
+  }
   const verifier = new MeteredVerifyingStream(
     d,
     `blob ${d.digest} from ${client.registry}/${repository}`,
@@ -530,7 +550,15 @@ function checkStoredDigest(res: HttpResponse, d: Descriptor, registry: string): 
   }
 }
 
-/** Best effort: drop a failed upload session so it does not linger until the registry's purge. */
+/** How long dropping an upload session may take; it also runs after an interrupt. */
+const CANCEL_UPLOAD_TIMEOUT_MS = 10_000;
+
+/**
+ * Best effort: drop a failed or interrupted upload session so its partial data does not linger
+ * until the registry's purge. It goes out even when the operation's signal was aborted. (CNCF
+ * distribution refuses it for a session whose request was broken off mid-body: its state token
+ * no longer matches what it stored, and only its upload purging removes that data.)
+ */
 async function cancelUpload(client: RegistryClient, location: string, call: CallOptions): Promise<void> {
   try {
     const res = await client.request({
@@ -539,6 +567,7 @@ async function cancelUpload(client: RegistryClient, location: string, call: Call
       ...call,
       ok: [200, 202, 204, 404],
       retry: false,
+      signal: AbortSignal.timeout(CANCEL_UPLOAD_TIMEOUT_MS),
     });
     await discard(res);
   } catch {

@@ -53,6 +53,11 @@ export interface RegistryRequest {
    * False for a streamed upload: its bytes are gone once sent.
    */
   replayable?: boolean;
+  /**
+   * Cancels this request instead of the client's signal: a clean-up request (dropping an upload
+   * session) must still go out after the operation was aborted, bounded by its own timeout.
+   */
+  signal?: AbortSignal;
 }
 
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
@@ -141,8 +146,8 @@ export class RegistryClient {
     throw errorFromNetwork(lastError, { registry: this.registry, operation });
   }
 
-  #throwIfCancelled(e: unknown): void {
-    if (this.signal?.aborted) {
+  #throwIfCancelled(e: unknown, signal = this.signal): void {
+    if (signal?.aborted) {
       throw new SutureError("CANCELLED", `${this.registry}: operation cancelled`, { cause: e });
     }
   }
@@ -155,6 +160,7 @@ export class RegistryClient {
     body: RequestBody | undefined,
     operation: string,
     where = `${this.registry} (${url.host})`,
+    signal = this.signal,
   ): Promise<HttpResponse> {
     try {
       return await send({
@@ -162,12 +168,12 @@ export class RegistryClient {
         url: url.href,
         headers,
         body,
-        signal: this.signal,
+        signal,
         direct: isLoopbackRegistry(url.host),
         insecureTls: this.#relaxed(url),
       });
     } catch (e) {
-      this.#throwIfCancelled(e);
+      this.#throwIfCancelled(e, signal);
       if (isSutureError(e)) throw e;
       throw errorFromNetwork(e, { registry: where, operation });
     }
@@ -198,7 +204,7 @@ export class RegistryClient {
       throw await this.#errorFor(res, req);
     };
     if (req.retry === false) return run();
-    return withRetries(run, this.policy, { signal: this.signal });
+    return withRetries(run, this.policy, { signal: req.signal ?? this.signal });
   }
 
   async #errorFor(res: HttpResponse, req: RegistryRequest): Promise<Error> {
@@ -233,7 +239,15 @@ export class RegistryClient {
         }
         const where =
           url.origin === base.origin ? this.registry : `${this.registry} (redirected to ${url.host})`;
-        const res = await this.#sendAnywhere(req.method, url, headers, body, req.operation, where);
+        const res = await this.#sendAnywhere(
+          req.method,
+          url,
+          headers,
+          body,
+          req.operation,
+          where,
+          req.signal ?? this.signal,
+        );
         const location = header(res, "location");
         if (!follow || !redirectStatuses.has(res.status) || !location) return res;
         await discard(res);

@@ -58,7 +58,8 @@ export async function openRegistrySource(
     name: `docker://${formatReference(ref)}`,
     rootManifest: () => getManifest(client, repo, manifestIdentifier(ref), call),
     manifest: (d: Descriptor) => getManifest(client, repo, d.digest, { ...call, descriptor: d }),
-    blob: (d: Descriptor) => getBlob(client, repo, d, { ...call, progress: options.progress }),
+    blob: (d: Descriptor) =>
+      getBlob(client, repo, d, { ...call, progress: options.progress, maxBlobSize: options.maxBlobSize }),
     close: async () => {},
   };
 }
@@ -66,8 +67,10 @@ export async function openRegistrySource(
 /**
  * Write an image or index to a registry. Blobs and child manifests go up as they are written;
  * `commit(root)` PUTs the root manifest under the reference's tag (or by digest when the
- * reference has only a digest), which is the moment the image becomes visible. `abort()` does
- * nothing: blobs already uploaded stay unreferenced until the registry's garbage collection.
+ * reference has only a digest), which is the moment the image becomes visible. An upload that
+ * fails or is interrupted (TransportOptions.signal) deletes its upload session, so its partial
+ * data does not linger; `abort()` has nothing left to do: blobs already uploaded whole stay,
+ * unreferenced, until the registry's garbage collection.
  */
 export async function openRegistrySink(
   ref: ImageReference,
