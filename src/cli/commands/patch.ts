@@ -251,7 +251,8 @@ export function dryRunTable(image: string, platforms: PlatformResult[]): string 
       out.push(formatPlanTable(p.plan));
       continue;
     }
-    const planned = p.planned ?? [];
+    // Sorted by name to read like `suture report` (the engine's order is the installation order).
+    const planned = [...(p.planned ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const lines = [
       `${image} (${p.platform}): every package with a newer version in its verified repositories`,
       "",
