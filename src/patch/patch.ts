@@ -180,7 +180,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       result.digest = committedLayoutManifest(sink)?.digest ?? patched.manifest.digest;
       result.vexFile = await writeVex(options.vexFile, [
         vexSubject(one, [
-          { digest: patched.manifest.digest, repository, architecture: imagePlatform(patched).architecture },
+          { digest: result.digest, repository, architecture: imagePlatform(patched).architecture },
         ]),
       ]);
       return result;
@@ -247,7 +247,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         return [
           vexSubject(r, [
             { digest: img.manifest.digest, repository, architecture: imagePlatform(img).architecture },
-            { digest: raw.digest, repository },
+            { digest: result.digest ?? raw.digest, repository },
           ]),
         ];
       }),

@@ -103,7 +103,7 @@ export function registerPatch(program: Command): void {
       )
       .option(
         "--platform <list>",
-        "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's)",
+        "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's); a single-platform image must be the one named",
       )
       .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
       .option("--compression <c>", "gzip | zstd | uncompressed", "gzip")
