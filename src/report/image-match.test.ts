@@ -89,6 +89,8 @@ test("releases match at the granularity scanners write them; no OS in the report
     () => checkReportMatchesImage(plan({ family: "alpine", version: "3.9.4" }), alpine),
     refused(/alpine 3\.9\.4, image .* is alpine 3\.10\.9/),
   );
+  const centos = { ...bookworm, osRelease: parseOsRelease('ID="centos"\nVERSION_ID="7"\n') };
+  assert.deepEqual(checkReportMatchesImage(plan({ family: "centos", version: "7.9.2009" }), centos), []);
   const ubuntu = { ...bookworm, osRelease: parseOsRelease("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=22.04\n") };
   assert.throws(
     () => checkReportMatchesImage(plan({ family: "ubuntu", version: "20.04" }), ubuntu),

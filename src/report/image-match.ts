@@ -74,7 +74,8 @@ export function checkReportMatchesImage(plan: UpdatePlan, image: ImageIdentity):
  * version than os-release's VERSION_ID (Trivy reads /etc/debian_version: "10.1" for Debian 10,
  * Alpine's "3.10.2" for VERSION_ID 3.10.2, "trixie/sid" on testing), so releases are compared at
  * the granularity the distribution numbers them: Debian by its major number, the others by
- * major.minor; a release given by codename matches the image's codename. An empty side matches.
+ * major.minor (or fewer, when one side has fewer); a release given by codename matches the image's
+ * codename. An empty side matches.
  */
 function sameRelease(family: string, reportVersion: string, os: OsRelease): boolean {
   const report = reportVersion.trim().toLowerCase();
@@ -82,11 +83,15 @@ function sameRelease(family: string, reportVersion: string, os: OsRelease): bool
   const codename = (os.versionCodename ?? "").trim().toLowerCase();
   if (report === "" || (imageVersion === "" && codename === "")) return true;
   if (report === imageVersion) return true;
-  const parts = family === "debian" ? 1 : 2;
-  const release = (v: string) => /^\d+(?:\.\d+)*/.exec(v)?.[0].split(".").slice(0, parts).join(".");
-  const reportRelease = release(report);
-  const imageRelease = release(imageVersion);
-  if (reportRelease !== undefined && imageRelease !== undefined) return reportRelease === imageRelease;
+  const numbers = (v: string) => /^\d+(?:\.\d+)*/.exec(v)?.[0].split(".");
+  const reportRelease = numbers(report);
+  const imageRelease = numbers(imageVersion);
+  if (reportRelease && imageRelease) {
+    // As many components as both sides have, at most the release's own (CentOS's VERSION_ID is "7"
+    // where Trivy writes "7.9.2009").
+    const parts = Math.min(family === "debian" ? 1 : 2, reportRelease.length, imageRelease.length);
+    return reportRelease.slice(0, parts).join(".") === imageRelease.slice(0, parts).join(".");
+  }
   // A codename on either side ("bookworm", "trixie/sid") against the image's codename.
   if (codename !== "") return report.split(/[/\s]+/).includes(codename);
   return false;
