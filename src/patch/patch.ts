@@ -16,7 +16,6 @@ import {
   isImageManifestMediaType,
   isIndexMediaType,
   MediaType,
-  SutureLabel,
 } from "../oci/media-types.ts";
 import { formatPlatform, hostPlatform, normalizePlatform, platformMatches } from "../oci/platform.ts";
 import { type ProgressSink, withStep } from "../progress/events.ts";
@@ -35,6 +34,7 @@ import { committedLayoutManifest, openLayoutSink } from "../transports/layout/la
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
 import {
   type EngineChoice,
+  hasSuturePatchLayer,
   type PatchPlatformContext,
   type PlatformResult,
   patchPlatformImage,
@@ -264,12 +264,6 @@ interface PlatformOutcome {
   image?: Image;
   /** The image's previous suture patch layer was dropped (re-patch from the original layers). */
   replaced?: boolean;
-}
-
-/** Whether the image's top layer is a patch layer suture added (re-patching replaces it). */
-function hasSuturePatchLayer(image: Image): boolean {
-  const previous = image.config.config?.Labels?.[SutureLabel.patchedLayerDiffId];
-  return previous !== undefined && image.config.rootfs.diff_ids.at(-1) === previous;
 }
 
 /**

@@ -91,10 +91,8 @@ export async function patchPlatformImage(
   const name = formatPlatform(platform);
   const progress: ProgressSink = (e) => ctx.progress({ ...e, platform: name });
   let image = original;
-  const labels = image.config.config?.Labels ?? {};
-  const previous = labels[SutureLabel.patchedLayerDiffId];
   // Re-patching starts again from the original layers, so the result still has one patch layer.
-  if (previous && image.config.rootfs.diff_ids.at(-1) === previous) image = removeTopLayers(image, 1);
+  if (hasSuturePatchLayer(image)) image = removeTopLayers(image, 1);
   const result: PlatformResult = {
     platform: name,
     status: "up-to-date",
@@ -331,6 +329,12 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.stats.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/** Whether the image's top layer is a patch layer suture added (re-patching replaces it). */
+export function hasSuturePatchLayer(image: Image): boolean {
+  const previous = image.config.config?.Labels?.[SutureLabel.patchedLayerDiffId];
+  return previous !== undefined && image.config.rootfs.diff_ids.at(-1) === previous;
 }
 
 export type EngineChoice = "auto" | "native" | "sandbox";
