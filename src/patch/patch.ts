@@ -275,10 +275,11 @@ async function patchOne(
   image: Image,
   plan: UpdatePlan | undefined,
   ctx: PatchPlatformContext,
-  progress: ProgressSink = () => {},
+  sink: ProgressSink = () => {},
 ): Promise<PlatformOutcome> {
   if (!hasSuturePatchLayer(image)) return patchPlatformImage(image, plan, ctx);
   const platform = formatPlatform(imagePlatform(image));
+  const progress: ProgressSink = (e) => sink({ ...e, platform });
   if (plan) {
     const distro = await withStep(progress, "detect", "reading the patched image's package versions", () =>
       detectDistro(image, { signal: ctx.signal }),
@@ -293,7 +294,6 @@ async function patchOne(
     if (remaining.updates.length === 0) {
       progress({
         type: "info",
-        platform,
         message: "the image's suture patch layer already has every fix the report asks for",
       });
       return {
@@ -311,7 +311,6 @@ async function patchOne(
   }
   progress({
     type: "info",
-    platform,
     message: `the image has a suture patch layer already: it is dropped and a new one is built on the original image's layers (${ctx.baseName}), so versions below are relative to the original`,
   });
   return { ...(await patchPlatformImage(image, plan, ctx)), replaced: true };
