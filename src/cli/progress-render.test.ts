@@ -79,3 +79,17 @@ test("CI=true or a pipe gets plain lines; json mode one event per line", () => {
   );
   assert.ok(lines.every((l) => typeof l.time === "string"));
 });
+
+test("without a terminal each upload is said once, and nothing is rendered after finish", () => {
+  const out = stream(false);
+  const r = createRenderer("auto", out.s);
+  const digest = `sha256:${"c".repeat(64)}`;
+  for (const bytes of [0, 1024 * 1024, 2 * 1024 * 1024, 2 * 1024 * 1024])
+    r({ type: "blob", action: "upload", digest, bytes, total: 2 * 1024 * 1024 });
+  r({ type: "blob", action: "exists", digest: `sha256:${"d".repeat(64)}`, bytes: 0, total: 10 });
+  r({ type: "blob", action: "exists", digest: `sha256:${"d".repeat(64)}`, bytes: 0, total: 10 });
+  r.finish();
+  r({ type: "blob", action: "upload", digest: `sha256:${"e".repeat(64)}`, bytes: 5, total: 5 });
+  r({ type: "step", step: "cleanup", message: "removing the sandbox" });
+  assert.equal(out.text(), `  upload sha256:cccccccccccc 2.0 MiB\n  exists sha256:dddddddddddd 0.0 MiB\n`);
+});

@@ -20,7 +20,10 @@ export function createRenderer(
 ): ProgressSink & { finish(): void } {
   const resolved = mode === "auto" ? (stream.isTTY && process.env.CI !== "true" ? "tty" : "plain") : mode;
   let statusLine = false;
+  let finished = false;
   const blobBytes = new Map<string, { bytes: number; total: number }>();
+  /** Plain mode: blobs already said done, by action and digest (uploads report progress as they go). */
+  const blobsSaid = new Set<string>();
   const clear = () => {
     if (statusLine) {
       stream.write("\r\x1b[K");
@@ -32,7 +35,9 @@ export function createRenderer(
     stream.write(`${text}\n`);
   };
   const sink = (event: ProgressEvent) => {
-    if (resolved === "quiet") return;
+    // After finish the command prints its result: late events (a retried upload's last bytes, a
+    // cleanup) must not come after it.
+    if (resolved === "quiet" || finished) return;
     if (resolved === "json") {
       stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
       return;
@@ -71,7 +76,13 @@ export function createRenderer(
           }
           stream.write(`\r\x1b[K  ${event.action} ${event.digest.slice(7, 19)} ${mib(done)}/${mib(total)}`);
           statusLine = true;
-        } else if (event.bytes === event.total || event.action !== "download") {
+        } else if (
+          event.bytes === event.total ||
+          (event.action !== "download" && event.action !== "upload")
+        ) {
+          const key = `${event.action} ${event.digest}`;
+          if (blobsSaid.has(key)) break;
+          blobsSaid.add(key);
           say(`  ${event.action} ${event.digest.slice(0, 19)} ${mib(event.total)}`);
         }
         break;
@@ -84,7 +95,12 @@ export function createRenderer(
         break;
     }
   };
-  return Object.assign(sink, { finish: clear });
+  return Object.assign(sink, {
+    finish: () => {
+      clear();
+      finished = true;
+    },
+  });
 }
 
 function mib(bytes: number): string {

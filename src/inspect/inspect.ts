@@ -22,6 +22,9 @@ export interface ImageSummary {
     cmd?: string[] | null;
     user?: string;
     env?: string[] | null;
+    workingDir?: string;
+    /** `80/tcp`, … (the keys of the config's ExposedPorts). */
+    exposedPorts?: string[];
     labels?: Record<string, string> | null;
   };
   os?: { id: string; version?: string; codename?: string; prettyName?: string };
@@ -99,7 +102,15 @@ async function summarise(image: Image, options: InspectOptions): Promise<ImageSu
       mediaType: l.mediaType,
       diffID: image.config.rootfs.diff_ids[i]!,
     })),
-    config: { entrypoint: c.Entrypoint, cmd: c.Cmd, user: c.User, env: c.Env, labels: c.Labels },
+    config: {
+      entrypoint: c.Entrypoint,
+      cmd: c.Cmd,
+      user: c.User,
+      env: c.Env,
+      workingDir: c.WorkingDir || undefined,
+      exposedPorts: exposedPorts(c.ExposedPorts),
+      labels: c.Labels,
+    },
     packageDb: "unknown",
     packageManager: "unknown",
   };
@@ -117,4 +128,11 @@ async function summarise(image: Image, options: InspectOptions): Promise<ImageSu
   summary.packageManager = distro.packageManager;
   summary.packageCount = distro.installed?.size;
   return summary;
+}
+
+/** The ports of a config's ExposedPorts (`{"80/tcp": {}}`), sorted; undefined when it names none. */
+function exposedPorts(value: unknown): string[] | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  const ports = Object.keys(value).sort();
+  return ports.length ? ports : undefined;
 }

@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { detectDistro } from "../distro/detect.ts";
 import { SutureError } from "../errors/errors.ts";
 import { copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
 import { type Image, imagePlatform, loadImage, openImage, parseIndex } from "../image/image.ts";
@@ -23,13 +25,16 @@ import {
   parseTransportReference,
   type TransportReference,
 } from "../ref/transport.ts";
-import type { UpdatePlan } from "../report/plan.ts";
+import { checkReportMatchesImage } from "../report/image-match.ts";
+import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
+import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
 import {
   type EngineChoice,
+  hasSuturePatchLayer,
   type PatchPlatformContext,
   type PlatformResult,
   patchPlatformImage,
@@ -77,6 +82,11 @@ export interface PatchResult {
   platforms: PlatformResult[];
   /** Attestation manifests left out because they describe an image that was patched. */
   droppedAttestations: string[];
+  /**
+   * Platforms whose previous suture patch layer was dropped: their new layer is built on the
+   * original layers, so `changed` says what moved relative to the original image.
+   */
+  replacedPatchLayers: string[];
   vexFile?: string;
   // The single-platform view (the first platform), kept for callers patching one image.
   plan?: UpdatePlan;
@@ -108,6 +118,10 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       `the patched image would replace the source ${targetName}: choose another -t`,
     );
   }
+  assertRoot();
+  // Outputs are checked before any work: patching for minutes and then failing to write helps nobody.
+  await assertWritableOutput(sinkRef, targetName, transport);
+  if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
   if (target.sink === "daemon" && !options.dryRun && !(await daemonAvailable(transport))) {
     // Checked before any work: patching for minutes and then having nowhere to put it helps nobody.
     throw new SutureError(
@@ -128,6 +142,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       cacheDir,
       workRoot,
       baseName: image.config.config?.Labels?.[BaseImageLabel] ?? defaultBase,
+      imageName: source.name,
       ignoreErrors: options.ignoreErrors,
       dryRun: options.dryRun,
       timeoutMs: options.timeoutMs,
@@ -151,18 +166,21 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         );
       }
       const image = await openImage(source, wanted);
+      if (!isIndexMediaType(root.mediaType)) assertSinglePlatform(source.name, image, options.platforms);
       const plan = reports.planFor(imagePlatform(image));
-      const { result: one, image: patched } = await patchPlatformImage(image, plan, ctx(image));
+      const { result: one, image: patched, replaced } = await patchOne(image, plan, ctx(image), progress);
       const result = summarise(targetName, [one]);
+      if (replaced) result.replacedPatchLayers.push(one.platform);
       if (!patched) return result;
       const sink = await openSink(sinkRef, transport);
       await withStep(progress, "write", `writing ${targetName}`, () =>
         writeImage(patched, sink, { progress }),
       );
-      result.digest = patched.manifest.digest;
+      // An OCI layout stores Docker schema 2 manifests in OCI form: say the digest really written.
+      result.digest = committedLayoutManifest(sink)?.digest ?? patched.manifest.digest;
       result.vexFile = await writeVex(options.vexFile, [
         vexSubject(one, [
-          { digest: patched.manifest.digest, repository, architecture: imagePlatform(patched).architecture },
+          { digest: result.digest, repository, architecture: imagePlatform(patched).architecture },
         ]),
       ]);
       return result;
@@ -186,6 +204,9 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       }
     }
     const outcomes = await patchPlatforms(source, selected, reports, ctx, options);
+    const replacedPatchLayers = [...outcomes.values()]
+      .filter((o) => o.replaced)
+      .map((o) => o.result.platform);
     const results: PlatformResult[] = candidates.map(
       (d) =>
         outcomes.get(d.digest)?.result ?? {
@@ -199,6 +220,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         },
     );
     const result = summarise(targetName, results);
+    result.replacedPatchLayers = replacedPatchLayers;
     const patchedByDigest = new Map(
       [...outcomes].flatMap(([digest, o]) => (o.image ? [[digest, o.image] as const] : [])),
     );
@@ -213,7 +235,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       `writing ${targetName} (${patchedByDigest.size} patched platforms)`,
       () => writeIndex(source, sink, raw, patchedByDigest, progress),
     );
-    result.digest = raw.digest;
+    result.digest = committedLayoutManifest(sink)?.digest ?? raw.digest;
     result.vexFile = await writeVex(
       options.vexFile,
       results.flatMap((r) => {
@@ -225,7 +247,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         return [
           vexSubject(r, [
             { digest: img.manifest.digest, repository, architecture: imagePlatform(img).architecture },
-            { digest: raw.digest, repository },
+            { digest: result.digest ?? raw.digest, repository },
           ]),
         ];
       }),
@@ -234,6 +256,151 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   } finally {
     await source.close();
     await rm(workRoot, { recursive: true, force: true });
+  }
+}
+
+interface PlatformOutcome {
+  result: PlatformResult;
+  image?: Image;
+  /** The image's previous suture patch layer was dropped (re-patch from the original layers). */
+  replaced?: boolean;
+}
+
+/**
+ * Patch one platform. An image suture patched before is re-patched from its original layers; but
+ * a report that the existing patch layer already satisfies (typically the report of the original
+ * image, scanned before the first patch) leaves it as it is: nothing to patch, nothing written.
+ */
+async function patchOne(
+  image: Image,
+  plan: UpdatePlan | undefined,
+  ctx: PatchPlatformContext,
+  sink: ProgressSink = () => {},
+): Promise<PlatformOutcome> {
+  if (!hasSuturePatchLayer(image)) return patchPlatformImage(image, plan, ctx);
+  const platform = formatPlatform(imagePlatform(image));
+  const progress: ProgressSink = (e) => sink({ ...e, platform });
+  if (plan) {
+    const distro = await withStep(progress, "detect", "reading the patched image's package versions", () =>
+      detectDistro(image, { signal: ctx.signal }),
+    );
+    checkReportMatchesImage(plan, {
+      name: ctx.imageName ?? ctx.baseName,
+      osRelease: distro.osRelease,
+      architecture: imagePlatform(image).architecture,
+      variant: imagePlatform(image).variant,
+    });
+    const remaining = filterPlanByInstalled(plan, distro.installed ?? new Map());
+    if (remaining.updates.length === 0) {
+      progress({
+        type: "info",
+        message: "the image's suture patch layer already has every fix the report asks for",
+      });
+      return {
+        result: {
+          platform,
+          status: "up-to-date",
+          plan: remaining,
+          changed: [],
+          failed: [],
+          digest: image.manifest.digest,
+          warnings: [],
+        },
+      };
+    }
+  }
+  progress({
+    type: "info",
+    message: `the image has a suture patch layer already: it is dropped and a new one is built on the original image's layers (${ctx.baseName}), so versions below are relative to the original`,
+  });
+  return { ...(await patchPlatformImage(image, plan, ctx)), replaced: true };
+}
+
+/**
+ * A single-platform image is that platform only: a --platform naming another one must not be
+ * ignored (patching and pushing an amd64 image the user asked an arm64 one of).
+ */
+function assertSinglePlatform(name: string, image: Image, wanted: Platform[] | undefined): void {
+  if (!wanted?.length) return;
+  const has = imagePlatform(image);
+  const missing = wanted.filter((p) => !platformMatches(p, has));
+  if (missing.length === 0) return;
+  throw new SutureError(
+    "UNSUPPORTED_PLATFORM",
+    `${name} has no ${missing.map(formatPlatform).join(", ")} image (it is a single-platform ${formatPlatform(has)} image): pass --platform ${formatPlatform(has)} or leave --platform out`,
+  );
+}
+
+/**
+ * Patching extracts layers with their owners, mounts overlayfs and runs runc: all root-only. Say
+ * so before any work rather than failing later on the first chown.
+ */
+function assertRoot(): void {
+  const uid = process.getuid?.();
+  if (uid === undefined || uid === 0) return;
+  throw new SutureError(
+    "SANDBOX",
+    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo)`,
+  );
+}
+
+/** Refuse an output that cannot be written, before reading any layer. */
+async function assertWritableOutput(
+  sinkRef: TransportReference,
+  targetName: string,
+  transport: TransportOptions,
+): Promise<void> {
+  if (sinkRef.transport === "oci") {
+    // The layout sink checks what is there (a file, a non-layout directory) and creates nothing yet.
+    await openLayoutSink(sinkRef.dir, sinkRef.tag, transport);
+    await assertCreatable(sinkRef.dir, "--oci-dir", targetName);
+  } else if (sinkRef.transport === "docker-archive") {
+    await assertWritableFile(sinkRef.file, "--archive");
+  }
+}
+
+/** A file can be written at `file`: its directory exists and is writable, and it is not a directory. */
+async function assertWritableFile(file: string, flag: string): Promise<void> {
+  const existing = await stat(file).catch(() => undefined);
+  if (existing?.isDirectory()) {
+    throw new SutureError("IO", `${flag} ${file} is a directory: give a file name`);
+  }
+  const dir = dirname(resolve(file));
+  const parent = await stat(dir).catch(() => undefined);
+  if (!parent?.isDirectory()) {
+    throw new SutureError(
+      "IO",
+      `cannot write ${flag} ${file}: ${dir} ${parent ? "is not a directory" : "does not exist"}; create it or choose another path`,
+    );
+  }
+  await access(dir, constants.W_OK).catch((e) => {
+    throw new SutureError(
+      "IO",
+      `cannot write ${flag} ${file}: ${dir} is not writable (${(e as Error).message})`,
+    );
+  });
+}
+
+/** A directory can be created at `dir` (or is there): its nearest existing ancestor is a writable directory. */
+async function assertCreatable(dir: string, flag: string, targetName: string): Promise<void> {
+  let current = resolve(dir);
+  for (;;) {
+    const s = await stat(current).catch(() => undefined);
+    if (s) {
+      if (!s.isDirectory()) {
+        throw new SutureError(
+          "IO",
+          `cannot create ${flag} ${dir} for ${targetName}: ${current} is not a directory`,
+        );
+      }
+      await access(current, constants.W_OK).catch(() => {
+        throw new SutureError("IO", `cannot write ${flag} ${dir}: ${current} is not writable`);
+      });
+      return;
+    }
+    const up = dirname(current);
+    if (up === current) return;
+    current = up;
   }
 }
 
@@ -302,8 +469,8 @@ async function patchPlatforms(
   reports: Reports,
   ctx: (image: Image) => PatchPlatformContext,
   options: PatchOptions,
-): Promise<Map<string, { result: PlatformResult; image?: Image }>> {
-  const out = new Map<string, { result: PlatformResult; image?: Image }>();
+): Promise<Map<string, PlatformOutcome>> {
+  const out = new Map<string, PlatformOutcome>();
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
   let next = 0;
@@ -315,7 +482,7 @@ async function patchPlatforms(
       try {
         const image = await loadImage(source, await source.manifest(d), `${source.name} (${name})`);
         const plan = reports.planFor(imagePlatform(image));
-        out.set(d.digest, await patchPlatformImage(image, plan, { ...ctx(image), signal }));
+        out.set(d.digest, await patchOne(image, plan, { ...ctx(image), signal }, options.progress));
       } catch (e) {
         if (!options.ignoreErrors) {
           firstError ??= e;
@@ -446,6 +613,7 @@ function summarise(target: string, platforms: PlatformResult[]): PatchResult {
     target,
     platforms,
     droppedAttestations: [],
+    replacedPatchLayers: [],
     plan: first.plan,
     changed: first.changed,
     failed: first.failed,

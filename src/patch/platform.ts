@@ -24,11 +24,12 @@ import {
 } from "../oci/media-types.ts";
 import { formatPlatform, hostPlatform } from "../oci/platform.ts";
 import { type ProgressSink, withStep } from "../progress/events.ts";
+import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { withFileLock } from "../sandbox/file-lock.ts";
 import { withSandbox } from "../sandbox/sandbox.ts";
 import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
-import { applyNative } from "./engines/native/native.ts";
+import { applyNative, planNative } from "./engines/native/native.ts";
 import { dpkgArchitecture } from "./engines/native/repositories.ts";
 import { loadCachedPatch, patchResultKey, storeCachedPatch } from "./result-cache.ts";
 
@@ -50,6 +51,8 @@ export interface PlatformResult {
   engine?: "native" | "sandbox";
   /** Time spent in maintainer scripts and triggers (native engine). */
   scriptsMs?: number;
+  /** Dry run without a report: what updating every package would install, from the verified repositories. */
+  planned?: { name: string; from?: string; to: string; reason: string }[];
 }
 
 export interface PatchPlatformContext {
@@ -58,6 +61,8 @@ export interface PatchPlatformContext {
   workRoot: string;
   /** Name recorded as the original image (BaseImage label, base.name annotation). */
   baseName: string;
+  /** How to name the image being patched in messages (default baseName). */
+  imageName?: string;
   ignoreErrors?: boolean;
   dryRun?: boolean;
   timeoutMs?: number;
@@ -86,10 +91,8 @@ export async function patchPlatformImage(
   const name = formatPlatform(platform);
   const progress: ProgressSink = (e) => ctx.progress({ ...e, platform: name });
   let image = original;
-  const labels = image.config.config?.Labels ?? {};
-  const previous = labels[SutureLabel.patchedLayerDiffId];
   // Re-patching starts again from the original layers, so the result still has one patch layer.
-  if (previous && image.config.rootfs.diff_ids.at(-1) === previous) image = removeTopLayers(image, 1);
+  if (hasSuturePatchLayer(image)) image = removeTopLayers(image, 1);
   const result: PlatformResult = {
     platform: name,
     status: "up-to-date",
@@ -106,9 +109,22 @@ export async function patchPlatformImage(
       const distro = await detectDistroInRoot(sb.mergedDir);
       const engine = chooseEngine(ctx.engine ?? "auto", distro);
       result.engine = engine;
+      if (plan) {
+        const identity = {
+          name: ctx.imageName ?? ctx.baseName,
+          osRelease: distro.osRelease,
+          installed: distro.installed,
+          architecture: platform.architecture,
+          variant: platform.variant,
+        };
+        for (const message of checkReportMatchesImage(plan, identity)) {
+          result.warnings.push(message);
+          progress({ type: "warning", message });
+        }
+      }
       const filtered = plan ? filterPlanByInstalled(plan, distro.installed ?? new Map()) : undefined;
       result.plan = filtered;
-      if (ctx.dryRun) return "dry-run" as const;
+      if (ctx.dryRun && filtered) return "dry-run" as const;
       if (filtered && filtered.updates.length === 0) return "up-to-date" as const;
       const targets = filtered
         ? filtered.updates.map((u) => ({
@@ -117,6 +133,38 @@ export async function patchPlatformImage(
             installedVersion: u.installedVersion,
           }))
         : "all";
+      if (ctx.dryRun) {
+        // Update-all has no list to show until it is resolved: resolve it as the native engine
+        // would (whichever engine was chosen), downloading and unpacking nothing.
+        const planned = await withStep(
+          progress,
+          "plan",
+          "resolving updates against the verified repositories",
+          () =>
+            planNative(sb.mergedDir, targets, {
+              arch: dpkgArchitecture(platform.architecture, platform.variant),
+              os: distro.osRelease,
+              cacheDir: ctx.cacheDir,
+              mirrors: ctx.mirrors,
+              keyringFile: ctx.keyringFile,
+              runScripts: false,
+              progress,
+              signal: ctx.signal,
+            }),
+        );
+        for (const message of planned.warnings) {
+          result.warnings.push(message);
+          progress({ type: "warning", message });
+        }
+        result.failed = planned.failed;
+        result.planned = planned.install.map((i) => ({
+          name: i.entry.package,
+          ...(i.from ? { from: i.from } : {}),
+          to: i.entry.version,
+          reason: i.reason,
+        }));
+        return "dry-run" as const;
+      }
       let apt: AptResult;
       const compression = ctx.compression ?? "gzip";
       let reuseKey: string | undefined;
@@ -281,6 +329,12 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.stats.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/** Whether the image's top layer is a patch layer suture added (re-patching replaces it). */
+export function hasSuturePatchLayer(image: Image): boolean {
+  const previous = image.config.config?.Labels?.[SutureLabel.patchedLayerDiffId];
+  return previous !== undefined && image.config.rootfs.diff_ids.at(-1) === previous;
 }
 
 export type EngineChoice = "auto" | "native" | "sandbox";

@@ -72,7 +72,8 @@ export function formatPlanJson(plan: UpdatePlan): string {
   return `${JSON.stringify(plan, null, 2)}\n`;
 }
 
-function table(header: string[], rows: string[][]): string[] {
+/** Left-aligned columns two spaces apart (the last one unpadded), header first: one string a line. */
+export function table(header: string[], rows: string[][]): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => [...(r[i] ?? "")].length)));
   const line = (cells: string[]) =>
     cells

@@ -56,6 +56,13 @@ export function renderInspect(r: InspectResult): string {
       lines.push(`  Entrypoint:     ${JSON.stringify(img.config.entrypoint)}`);
     if (img.config.cmd?.length) lines.push(`  Cmd:            ${JSON.stringify(img.config.cmd)}`);
     if (img.config.user) lines.push(`  User:           ${img.config.user}`);
+    if (img.config.workingDir) lines.push(`  WorkingDir:     ${img.config.workingDir}`);
+    if (img.config.exposedPorts?.length)
+      lines.push(`  ExposedPorts:   ${img.config.exposedPorts.join(", ")}`);
+    if (img.config.env?.length) {
+      lines.push("  Env:");
+      for (const e of img.config.env) lines.push(`    ${e}`);
+    }
     const labels = Object.entries(img.config.labels ?? {});
     if (labels.length) {
       lines.push("  Labels:");

@@ -4,6 +4,7 @@ import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
 import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import type { EngineChoice } from "../../patch/platform.ts";
+import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
@@ -28,6 +29,9 @@ interface PatchFlags extends CommonFlags {
   mirror?: string[];
   engine: string;
   keyring?: string;
+  planFormat: string;
+  addr?: string;
+  loglevel?: string;
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -71,7 +75,9 @@ export function registerPatch(program: Command): void {
   addTransportOptions(
     program
       .command("patch")
-      .description("patch an image's OS packages with its own apt in a runc sandbox; adds exactly one layer")
+      .description(
+        "patch an image's OS packages with suture's own deb engine (or the image's apt in runc); adds exactly one layer",
+      )
       .requiredOption("-i, --image <image>", "image to patch (any transport)")
       .option(
         "-r, --report <file>",
@@ -90,10 +96,15 @@ export function registerPatch(program: Command): void {
         "finish even if some packages cannot be patched (they are left out of the VEX)",
       )
       .option("--timeout <duration>", "give up after this long", "5m")
-      .option("--dry-run", "print the plan and touch nothing")
+      .option("--dry-run", "print the packages that would be updated and write nothing")
+      .option(
+        "--plan-format <format>",
+        "how --dry-run prints its plan: table | json (-f/--format is copa's VEX format)",
+        "table",
+      )
       .option(
         "--platform <list>",
-        "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's)",
+        "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's); a single-platform image must be the one named",
       )
       .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
       .option("--compression <c>", "gzip | zstd | uncompressed", "gzip")
@@ -104,20 +115,38 @@ export function registerPatch(program: Command): void {
       )
       .option(
         "--engine <engine>",
-        "auto | native | sandbox: suture's own deb engine, or the image's apt in runc (auto: apt when the image has it)",
+        "auto | native | sandbox: suture's own deb engine, or the image's apt in runc (auto: native)",
         "auto",
       )
       .option(
         "--keyring <file>",
         "OpenPGP keyring to trust for images without apt sources (default: the host's /usr/share/keyrings)",
-      ),
+      )
+      .option(
+        "-a, --addr <address>",
+        "copa's BuildKit address: accepted and ignored (suture needs no BuildKit)",
+      )
+      .option("--loglevel <level>", "copa's log level: accepted and ignored (see --progress)"),
   ).action(async (flags: PatchFlags) => {
     if (flags.format !== "openvex")
       throw new SutureError("USAGE", `unsupported VEX format "${flags.format}": only openvex`);
+    if (flags.planFormat !== "table" && flags.planFormat !== "json")
+      throw new SutureError("USAGE", `unknown --plan-format "${flags.planFormat}": use table or json`);
     const compression = (flags.compression === "uncompressed" ? "none" : flags.compression) as Compression;
     if (!["gzip", "zstd", "none"].includes(compression))
       throw new SutureError("USAGE", `unknown --compression "${flags.compression}"`);
     const options = transportOptionsFrom(flags);
+    // copa scripts pass BuildKit and logging flags; they keep working, with a note that they do nothing.
+    for (const [flag, value] of [
+      ["--addr", flags.addr],
+      ["--loglevel", flags.loglevel],
+    ] as const) {
+      if (value !== undefined)
+        options.progress?.({
+          type: "info",
+          message: `${flag} ${value} is ignored: suture runs without BuildKit${flag === "--loglevel" ? " (use --progress for detail)" : ""}`,
+        });
+    }
     const timeoutMs = parseDuration(flags.timeout);
     const controller = new AbortController();
     const timer = setTimeout(
@@ -158,21 +187,17 @@ export function registerPatch(program: Command): void {
       options.finish();
       const multi = result.platforms.length > 1;
       if (result.status === "dry-run") {
-        const plans = result.platforms
-          .filter((p) => p.status === "dry-run")
-          .map((p) => ({
-            platform: p.platform,
-            updates:
-              p.plan?.updates.map((u) => ({
-                name: u.name,
-                installed: u.installedVersion,
-                fixed: u.fixedVersion,
-                vulnerabilities: u.vulnerabilities,
-              })) ?? "update all",
-          }));
-        process.stdout.write(`${JSON.stringify(multi ? plans : plans[0]?.updates, null, 2)}\n`);
+        process.stdout.write(
+          flags.planFormat === "json"
+            ? dryRunJson(result.platforms)
+            : dryRunTable(flags.image, result.platforms),
+        );
         return;
       }
+      for (const p of result.replacedPatchLayers)
+        process.stdout.write(
+          `replaced the previous suture patch layer${multi ? ` of ${p}` : ""}: versions below are relative to the original image\n`,
+        );
       if (multi) process.stdout.write(platformTable(result.platforms));
       else {
         for (const c of result.changed)
@@ -197,6 +222,70 @@ export function registerPatch(program: Command): void {
       await runSandboxCleanups();
     }
   });
+}
+
+/**
+ * `--dry-run` as text: with a report, its plan restricted to what the image has, as `suture report`
+ * prints it; without one, what updating every package would install, resolved against the image's
+ * verified repositories.
+ */
+export function dryRunTable(image: string, platforms: PlatformResult[]): string {
+  const out: string[] = [];
+  const considered = platforms.filter((p) => p.status === "dry-run");
+  for (const p of considered) {
+    if (considered.length > 1) out.push(`[${p.platform}]`);
+    if (p.plan) {
+      out.push(formatPlanTable(p.plan));
+      continue;
+    }
+    // Sorted by name to read like `suture report` (the engine's order is the installation order).
+    const planned = [...(p.planned ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const lines = [
+      `${image} (${p.platform}): every package with a newer version in its verified repositories`,
+      "",
+    ];
+    if (planned.length)
+      lines.push(
+        ...table(
+          ["PACKAGE", "INSTALLED", "", "CANDIDATE", "WHY"],
+          planned.map((u) => [u.name, u.from ?? "(new)", "→", u.to, u.reason === "target" ? "" : u.reason]),
+        ),
+      );
+    else lines.push("No OS package updates to make.");
+    for (const f of p.failed) lines.push(`cannot update ${f.name}: ${f.reason}`);
+    lines.push("", `${planned.length} ${planned.length === 1 ? "package" : "packages"} to update`);
+    out.push(`${lines.join("\n")}\n`);
+  }
+  return out.join("\n");
+}
+
+/**
+ * `--dry-run --plan-format json`: one object per platform considered, `mode` saying whether a
+ * report drove the plan; `updates` lists name, installed, fixed and (with a report) vulnerabilities.
+ */
+export function dryRunJson(platforms: PlatformResult[]): string {
+  const plans = platforms
+    .filter((p) => p.status === "dry-run")
+    .map((p) => ({
+      platform: p.platform,
+      mode: p.plan ? "report" : "update-all",
+      updates: p.plan
+        ? p.plan.updates.map((u) => ({
+            name: u.name,
+            installed: u.installedVersion,
+            fixed: u.fixedVersion,
+            vulnerabilities: u.vulnerabilities,
+          }))
+        : (p.planned ?? []).map((u) => ({
+            name: u.name,
+            installed: u.from ?? null,
+            fixed: u.to,
+            reason: u.reason,
+          })),
+      ...(p.plan ? { skipped: p.plan.skipped } : {}),
+      failed: p.failed,
+    }));
+  return `${JSON.stringify({ platforms: plans }, null, 2)}\n`;
 }
 
 /** One row per platform: what a user patching an index needs to see at a glance. */

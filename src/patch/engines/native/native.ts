@@ -219,6 +219,19 @@ export async function applyNative(
 }
 
 /**
+ * What applyNative would install, resolved against the image's verified repositories, without
+ * downloading or unpacking anything (`--dry-run`).
+ */
+export async function planNative(
+  root: string,
+  targets: PackageTarget[] | "all",
+  options: NativeOptions,
+): Promise<{ install: InstallItem[]; failed: { name: string; reason: string }[]; warnings: string[] }> {
+  const db = await readDpkgDatabase(root);
+  return resolveFromRepositories(root, db, targets, options, options.progress ?? (() => {}));
+}
+
+/**
  * Open the image's verified repositories and resolve the targets against them. A function of its
  * own so the indexes (Debian's main one is 50 MB) can be collected as soon as the resolution is
  * made, not held through unpacking and the layer build.
