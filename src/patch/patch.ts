@@ -174,7 +174,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       if (!patched) return result;
       const sink = await openSink(sinkRef, transport);
       await withStep(progress, "write", `writing ${targetName}`, () =>
-        writeImage(patched, sink, { progress }),
+        writeImage(patched, sink, { progress, signal: options.signal }),
       );
       // An OCI layout stores Docker schema 2 manifests in OCI form: say the digest really written.
       result.digest = committedLayoutManifest(sink)?.digest ?? patched.manifest.digest;
@@ -233,7 +233,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       progress,
       "write",
       `writing ${targetName} (${patchedByDigest.size} patched platforms)`,
-      () => writeIndex(source, sink, raw, patchedByDigest, progress),
+      () => writeIndex(source, sink, raw, patchedByDigest, { progress, signal: options.signal }),
     );
     result.digest = committedLayoutManifest(sink)?.digest ?? raw.digest;
     result.vexFile = await writeVex(
@@ -571,7 +571,7 @@ async function writeIndex(
   sink: ImageSink,
   raw: RawManifest,
   patched: ReadonlyMap<string, Image>,
-  progress: ProgressSink,
+  copyOptions: { progress: ProgressSink; signal?: AbortSignal },
 ): Promise<void> {
   try {
     const written = new Set<string>();
@@ -584,13 +584,13 @@ async function writeIndex(
           image.blobs,
           sink,
           [image.parsed.config, ...image.parsed.layers],
-          { progress },
+          copyOptions,
           written,
         );
         await sink.writeManifest(image.manifest);
       } else {
         const child = await source.manifest(d);
-        await copyManifestTree(source, sink, child, { progress }, written);
+        await copyManifestTree(source, sink, child, copyOptions, written);
         await sink.writeManifest(child);
       }
     }
