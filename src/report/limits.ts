@@ -61,7 +61,7 @@ export function formatByteSize(bytes: number): string {
     n /= 1024;
     i++;
   }
-  if (i === 0) return `${bytes} bytes`;
+  if (i === 0) return bytes === 1 ? "1 byte" : `${bytes} bytes`;
   return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
 }
 
