@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { SutureError } from "../../errors/errors.ts";
 import { DEFAULT_MAX_REPORT_BYTES, formatByteSize, parseByteSize } from "../../report/limits.ts";
-import { readReport } from "../../report/read.ts";
+import { BUILTIN_SCANNERS, readReport } from "../../report/read.ts";
 import { formatPlanJson, formatPlanTable } from "../../report/render.ts";
 
 /** Help text of `--max-report-size`, shared by `report` and `patch`. */
@@ -30,11 +30,15 @@ export function registerReport(program: Command): void {
       ) => {
         const maxReportBytes = flags.maxReportSize ? parseByteSize(flags.maxReportSize) : undefined;
         // A plugin runs in its own process group (so it can be stopped with what it started), which
-        // a terminal's ^C does not reach: pass the interrupt on.
+        // a terminal's ^C does not reach: pass the interrupt on. A built-in reader keeps ^C's
+        // default effect.
         const controller = new AbortController();
         const onSignal = () => controller.abort();
-        process.once("SIGINT", onSignal);
-        process.once("SIGTERM", onSignal);
+        const plugin = !(BUILTIN_SCANNERS as readonly string[]).includes(flags.scanner);
+        if (plugin) {
+          process.once("SIGINT", onSignal);
+          process.once("SIGTERM", onSignal);
+        }
         try {
           const plan = await readReport(file, {
             scanner: flags.scanner,
