@@ -21,6 +21,14 @@ interface FormatSyntax {
   architecture: RegExp;
   /** How the format's own documentation names the rules, for messages. */
   rules: string;
+  /**
+   * The alphabet of the format's versions, whatever their grammar: what a version may contain to
+   * be shown or compared at all. Starts with a letter or digit, so never reads as an option.
+   */
+  versionText: RegExp;
+  /** The name and version alphabets in words, for messages. */
+  nameAlphabet: string;
+  versionAlphabet: string;
 }
 
 const SYNTAX: Record<PackageFormat, FormatSyntax> = {
@@ -32,6 +40,9 @@ const SYNTAX: Record<PackageFormat, FormatSyntax> = {
     version: (v) => isValidDebVersion(v) && /^[A-Za-z0-9.+~:-]+$/.test(v),
     architecture: /^[a-z0-9][a-z0-9-]*$/,
     rules: "Debian Policy §5.6",
+    versionText: /^[A-Za-z0-9][A-Za-z0-9.+~:-]*$/,
+    nameAlphabet: "a-z 0-9 + - . only, starting with a-z or 0-9",
+    versionAlphabet: "A-Z a-z 0-9 . + ~ : - only, starting with a letter or digit",
   },
   // apk-tools (package names: alphanumerics and _ - + .; versions as apk_version_validate).
   apk: {
@@ -39,6 +50,9 @@ const SYNTAX: Record<PackageFormat, FormatSyntax> = {
     version: (v) => isValidApkVersion(v),
     architecture: /^[a-z0-9_]+$/,
     rules: "apk-tools' package syntax",
+    versionText: /^[A-Za-z0-9][A-Za-z0-9._~+-]*$/,
+    nameAlphabet: "A-Z a-z 0-9 _ . + - only, starting with a letter, digit or _",
+    versionAlphabet: "A-Z a-z 0-9 . _ ~ + - only, starting with a letter or digit",
   },
   // rpm (Name: no whitespace, no leading '-'; EVR without whitespace or '/'; arch like x86_64).
   rpm: {
@@ -46,7 +60,22 @@ const SYNTAX: Record<PackageFormat, FormatSyntax> = {
     version: (v) => isValidRpmVersion(v) && /^[A-Za-z0-9._+~^:-]+$/.test(v),
     architecture: /^[A-Za-z0-9_]+$/,
     rules: "rpm's package syntax",
+    versionText: /^[A-Za-z0-9][A-Za-z0-9._+~^:-]*$/,
+    nameAlphabet: "A-Z a-z 0-9 _ . + - only, starting with a letter, digit, _ or +",
+    versionAlphabet: "A-Z a-z 0-9 . _ + ~ ^ : - only, starting with a letter or digit",
   },
+};
+
+/**
+ * For a package of a format suture does not know (a report about an OS it cannot patch): what
+ * at least one of the formats would accept, so such entries can still be listed safely.
+ */
+const ANY_FORMAT = {
+  name: /^[A-Za-z0-9_+][A-Za-z0-9_.+-]*$/,
+  versionText: /^[A-Za-z0-9][A-Za-z0-9._+~^:-]*$/,
+  rules: "the package syntax of deb, apk and rpm",
+  nameAlphabet: "A-Z a-z 0-9 _ . + - only, starting with a letter, digit, _ or +",
+  versionAlphabet: "A-Z a-z 0-9 . _ + ~ ^ : - only, starting with a letter or digit",
 };
 
 export function isValidPackageName(format: PackageFormat, name: string): boolean {
@@ -88,4 +117,33 @@ export function checkPackageFields(
     throw bad("version", fields.version);
   if (fields.architecture !== undefined && !isValidPackageArchitecture(format, fields.architecture))
     throw bad("architecture", fields.architecture);
+}
+
+/**
+ * Check a package as a scanner report lists it: its name and every version the report gives for
+ * it (installed, fix candidates). Throws INVALID_REPORT naming `where`, the field, the value and
+ * the rule; `fix` says what the user can do. The name must be valid for the format. A version
+ * need only be harmless text in the format's alphabet: reports do name versions a format cannot
+ * order (those findings are skipped as invalid-version, not refused), but nothing that could
+ * break a table line, a file name or a command line gets further than here. `format` undefined
+ * (an OS suture cannot patch): whatever one of the formats would accept.
+ */
+export function checkReportedPackage(
+  format: PackageFormat | undefined,
+  fields: { name: string; versions: readonly string[] },
+  where: string,
+  fix: string,
+): void {
+  const syntax = format ? SYNTAX[format] : ANY_FORMAT;
+  const bad = (field: string, value: string, alphabet: string) =>
+    new SutureError(
+      "INVALID_REPORT",
+      `${where} has a package ${field} ${quoteUntrusted(value)} that breaks ${syntax.rules} (${alphabet}, at most ${MAX_FIELD_LENGTH} characters); ${fix}`,
+    );
+  const name = fields.name;
+  if (name.length > MAX_FIELD_LENGTH || !syntax.name.test(name)) throw bad("name", name, syntax.nameAlphabet);
+  for (const v of fields.versions) {
+    if (v.length > MAX_FIELD_LENGTH || !syntax.versionText.test(v))
+      throw bad("version", v, syntax.versionAlphabet);
+  }
 }

@@ -48,6 +48,8 @@ export interface PatchOptions extends TargetOptions {
   /** A report file, or a directory of per-platform reports (multi-platform images). */
   report?: string;
   scanner?: string;
+  /** The largest report (or plugin output) read; default DEFAULT_MAX_REPORT_BYTES (report/limits.ts). */
+  maxReportBytes?: number;
   vexFile?: string;
   ignoreErrors?: boolean;
   timeoutMs?: number;
@@ -412,7 +414,11 @@ interface Reports {
 }
 
 async function readReports(options: PatchOptions): Promise<Reports> {
-  const readOpts = { scanner: options.scanner, signal: options.signal };
+  const readOpts = {
+    scanner: options.scanner,
+    signal: options.signal,
+    maxReportBytes: options.maxReportBytes,
+  };
   if (!options.report) return { planFor: () => undefined, restricts: () => true };
   const isDir = await stat(options.report).then(
     (s) => s.isDirectory(),

@@ -89,6 +89,7 @@ export function parseUpdateManifest(doc: unknown, file: string, origin?: `plugin
       m.metadata?.os,
       m.metadata?.config?.arch,
       undefined,
+      "updates",
       (m.updates ?? []).map((u) => ({ ...u, type: family, class: "os-pkgs" })),
       [],
     );
@@ -100,6 +101,7 @@ export function parseUpdateManifest(doc: unknown, file: string, origin?: `plugin
     m.metadata?.os,
     m.metadata?.config?.arch,
     m.metadata?.config?.variant,
+    "osupdates",
     m.osupdates ?? [],
     m.langupdates ?? [],
   );
@@ -113,14 +115,17 @@ function build(
   os: { type: string; version: string } | undefined,
   arch: string | undefined,
   variant: string | undefined,
+  /** The manifest's key for its OS updates (`updates` in v1alpha1), for messages. */
+  osKey: string,
   osUpdates: Entry[],
   langUpdates: Entry[],
 ): UpdatePlan {
   const family = os?.type ? canonicalOsFamily(os.type) : undefined;
-  const osFindings: OsFinding[] = osUpdates.map((u) => {
+  const osFindings: OsFinding[] = osUpdates.map((u, i) => {
     const type = u.type || family || "";
     const packageType = packageTypeForFamily(family) ?? packageTypeForFamily(canonicalOsFamily(type));
     return {
+      entry: `$.${osKey}[${i}]`,
       name: u.name,
       installedVersion: u.installedVersion,
       fixedVersions: splitFixedVersions(u.fixedVersion),

@@ -26,7 +26,12 @@ export function sniffReportFormat(doc: unknown): SniffedFormat {
   if ("apiVersion" in doc || ("metadata" in doc && ("updates" in doc || "osupdates" in doc)))
     return "copa-manifest";
   if ("matches" in doc && ("descriptor" in doc || "source" in doc || "distro" in doc)) return "grype";
-  if ("runs" in doc && (String(doc.$schema ?? "").includes("sarif") || "version" in doc)) return "sarif";
+  // Only a string $schema is looked at: String() of a nested array would recurse through it.
+  if (
+    "runs" in doc &&
+    ((typeof doc.$schema === "string" && doc.$schema.includes("sarif")) || "version" in doc)
+  )
+    return "sarif";
   if (doc.bomFormat === "CycloneDX") return "cyclonedx";
   if ("spdxVersion" in doc) return "spdx";
   return "unknown";

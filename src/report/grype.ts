@@ -64,7 +64,7 @@ export function parseGrypeReport(doc: unknown, file: string): UpdatePlan {
   const seen = new Set<string>();
   const osFindings: OsFinding[] = [];
   const skipped: SkippedFinding[] = [];
-  for (const m of report.matches ?? []) {
+  for (const [i, m] of (report.matches ?? []).entries()) {
     const { artifact, vulnerability } = m;
     const key = [artifact.type, artifact.name, artifact.version, vulnerability.id].join("\0");
     if (seen.has(key)) continue;
@@ -73,6 +73,7 @@ export function parseGrypeReport(doc: unknown, file: string): UpdatePlan {
     const packageType = OS_ARTIFACT_TYPES[artifact.type];
     if (packageType) {
       osFindings.push({
+        entry: `$.matches[${i}]`,
         name: artifact.name,
         installedVersion: artifact.version,
         fixedVersions: fixed.map((v) => v.trim()).filter((v) => v !== ""),

@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { SutureError } from "../errors/errors.ts";
+import { checkJsonNesting } from "./limits.ts";
 
 /** `$.Results[0].Vulnerabilities[3].PkgName`: where in a JSON document a value sits. */
 export function jsonPath(path: readonly PropertyKey[]): string {
@@ -53,6 +54,7 @@ export function parseReportJson(bytes: Buffer, file: string): unknown {
   const text = bytes.toString("utf8").replace(/^\uFEFF/, "");
   if (text.trim() === "")
     throw new SutureError("INVALID_REPORT", `${file} is empty; pass a scanner's JSON report`);
+  checkJsonNesting(bytes, file);
   try {
     return JSON.parse(text);
   } catch (e) {

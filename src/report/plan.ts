@@ -1,3 +1,5 @@
+import { checkReportedPackage } from "../distro/package-syntax.ts";
+import { SutureError } from "../errors/errors.ts";
 import { type PackageType, versionSchemeFor } from "./versions.ts";
 
 /** Where a plan came from: the report's format and the file it was read from. */
@@ -80,6 +82,11 @@ export interface OsFinding {
   type: string;
   packageType?: PackageType;
   purl?: string;
+  /**
+   * Where the finding sits in the report, as a JSON path (`$.Results[0].Vulnerabilities[3]`), for
+   * messages; without it a message counts findings from 1.
+   */
+  entry?: string;
 }
 
 /** Split a fixed-version field such as Trivy's "1.2.3-1, 1.2.4-1" into trimmed candidates. */
@@ -115,15 +122,56 @@ export function chooseFixedVersion(
   return above === undefined ? { skip: "already-fixed" } : { version: above };
 }
 
+/** OCI architecture and variant values (amd64, arm64, 386, ppc64le; v7, v8). */
+const ARCHITECTURE = /^[a-z0-9_]{1,32}$/;
+const VARIANT = /^[a-z0-9]{1,16}$/;
+
 /**
- * Turn extracted findings into a plan: choose each finding's fix, then merge per package name
- * keeping the highest fix and the lowest installed version.
+ * Refuse a report whose OS-package entries or platform could smuggle anything into a command
+ * line, a file name or a table: every OS finding's name and versions must follow its format's
+ * syntax (distro/package-syntax.ts), the architecture and variant OCI's. One bad entry refuses
+ * the whole report: a report that lies about one package cannot be trusted about the others.
+ * Language packages are only listed as skipped, never acted on, so they are not checked here.
+ */
+function checkReportEntries(
+  header: Pick<UpdatePlan, "source" | "arch" | "variant">,
+  osFindings: readonly OsFinding[],
+): void {
+  const { format, file } = header.source;
+  const plugin = format.startsWith("plugin:") ? `copa-${format.slice("plugin:".length)}` : undefined;
+  const report = plugin ? `the UpdateManifest ${plugin} made of ${file}` : file;
+  const fix = plugin
+    ? `the plugin ${plugin} wrote a damaged UpdateManifest; fix the plugin`
+    : "the report is damaged or was not written by a scanner; scan the image again";
+  for (const [field, value, rule] of [
+    ["architecture", header.arch, ARCHITECTURE],
+    ["variant", header.variant, VARIANT],
+  ] as const) {
+    if (value !== undefined && !rule.test(value)) {
+      throw new SutureError(
+        "INVALID_REPORT",
+        `${report} names the image ${field} ${JSON.stringify(value.slice(0, 40))}, which is not an OCI ${field} (${rule.source}); ${fix}`,
+      );
+    }
+  }
+  osFindings.forEach((f, i) => {
+    const versions = f.installedVersion === "" ? f.fixedVersions : [f.installedVersion, ...f.fixedVersions];
+    const where = `${report}: ${f.entry ?? `finding ${i + 1}`}`;
+    checkReportedPackage(f.packageType, { name: f.name, versions }, where, fix);
+  });
+}
+
+/**
+ * Turn extracted findings into a plan: check every entry (checkReportEntries), choose each
+ * finding's fix, then merge per package name keeping the highest fix and the lowest installed
+ * version.
  */
 export function assemblePlan(
   header: Pick<UpdatePlan, "source" | "os" | "arch" | "variant">,
   osFindings: readonly OsFinding[],
   otherSkipped: readonly SkippedFinding[],
 ): UpdatePlan {
+  checkReportEntries(header, osFindings);
   const skipped: SkippedFinding[] = [...otherSkipped];
   const byName = new Map<string, PlannedUpdate & { ids: Set<string> }>();
   for (const f of osFindings) {

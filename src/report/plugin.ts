@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { SutureError } from "../errors/errors.ts";
 import { parseUpdateManifest } from "./copa-manifest.ts";
+import { checkJsonNesting, DEFAULT_MAX_REPORT_BYTES, reportTooLargeError } from "./limits.ts";
 import type { UpdatePlan } from "./plan.ts";
 
 /** copa's rule for `--scanner NAME`: the plugin binary is `copa-NAME`. */
@@ -12,15 +13,19 @@ export interface RunPluginOptions {
   signal?: AbortSignal;
   /** Kill the plugin after this long (default 5 minutes). */
   timeoutMs?: number;
-  /** Refuse output larger than this (default 64 MiB): a manifest is small. */
-  maxOutputBytes?: number;
+  /**
+   * The largest report suture reads (default DEFAULT_MAX_REPORT_BYTES, `--max-report-size`): a
+   * report file, or a plugin's output, where the plugin is killed once it prints more.
+   */
+  maxReportBytes?: number;
 }
 
 const STDERR_TAIL_BYTES = 2048;
 
 /**
  * Run copa's scanner-plugin protocol: execute `copa-NAME REPORT` from PATH (the report path is
- * the only argument, no shell) and read its stdout as a copa UpdateManifest (v1alpha1/v1alpha2).
+ * the only argument, no shell; one starting with `-` is passed as `./-…` so the plugin cannot
+ * take it for an option) and read its stdout as a copa UpdateManifest (v1alpha1/v1alpha2).
  * Unlike copa, stderr is not mixed into the JSON (a plugin may log there); it is quoted, last
  * lines first, in every error. Errors: USAGE for a bad name or a plugin that is not on PATH or
  * not executable; INVALID_REPORT for a non-zero exit, output that is not JSON or not a manifest;
@@ -44,8 +49,10 @@ export async function runScannerPlugin(
   let doc: unknown;
   try {
     if (text === "") throw new Error("no output");
+    checkJsonNesting(stdout, `the output of ${command}`);
     doc = JSON.parse(text);
   } catch (e) {
+    if (e instanceof SutureError) throw new SutureError(e.code, `${e.message}${tail}`, { cause: e });
     const start = text.slice(0, 80).replace(/\s+/g, " ");
     throw new SutureError(
       "INVALID_REPORT",
@@ -74,15 +81,20 @@ function execPlugin(
   options: RunPluginOptions,
 ): Promise<{ stdout: Buffer; stderr: Buffer }> {
   const timeoutMs = options.timeoutMs ?? 5 * 60_000;
-  const maxOutput = options.maxOutputBytes ?? 64 * 1024 * 1024;
+  const maxOutput = options.maxReportBytes ?? DEFAULT_MAX_REPORT_BYTES;
+  // copa's protocol fixes argv to exactly the report path, so there is no room for `--`; a path
+  // that starts with `-` is made relative-explicit instead, which names the same file.
+  const operand = reportFile.startsWith("-") ? `./${reportFile}` : reportFile;
   return new Promise((resolve, reject) => {
     if (options.signal?.aborted) {
       reject(new SutureError("CANCELLED", `${command} was not started: the operation was cancelled`));
       return;
     }
-    const child = spawn(command, [reportFile], {
+    const child = spawn(command, [operand], {
       env: options.env ?? process.env,
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so stopping it also stops whatever it started (a scanner it runs).
+      detached: true,
     });
     const out: Buffer[] = [];
     let outBytes = 0;
@@ -90,7 +102,11 @@ function execPlugin(
     let failure: SutureError | undefined;
     const stop = (e: SutureError) => {
       failure ??= e;
-      child.kill("SIGKILL");
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        child.kill("SIGKILL"); // the group is gone already; make sure the plugin itself is
+      }
     };
     const timer = setTimeout(
       () =>
@@ -107,12 +123,8 @@ function execPlugin(
     child.stdout.on("data", (chunk: Buffer) => {
       outBytes += chunk.length;
       if (outBytes > maxOutput) {
-        stop(
-          new SutureError(
-            "INVALID_REPORT",
-            `${command} printed more than ${maxOutput} bytes; that is not an UpdateManifest`,
-          ),
-        );
+        stop(reportTooLargeError(`the output of ${command}`, undefined, maxOutput));
+        child.stdout.destroy(); // read nothing more
         return;
       }
       out.push(chunk);

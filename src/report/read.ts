@@ -1,10 +1,11 @@
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { parseUpdateManifest } from "./copa-manifest.ts";
 import { sniffReportFormat, unsupportedFormatError } from "./detect.ts";
 import { parseGrypeReport } from "./grype.ts";
 import { parseReportJson } from "./json.ts";
+import { DEFAULT_MAX_REPORT_BYTES, readReportFile } from "./limits.ts";
 import type { UpdatePlan } from "./plan.ts";
 import { PLUGIN_NAME_PATTERN, type RunPluginOptions, runScannerPlugin } from "./plugin.ts";
 import { parseTrivyReport } from "./trivy.ts";
@@ -41,12 +42,7 @@ export async function readReport(file: string, options: ReadReportOptions = {}):
     return runScannerPlugin(scanner, file, options);
   }
   await assertReadableFile(file);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (e) {
-    throw asSutureError(e, "IO", `cannot read report ${file}`);
-  }
+  const bytes = await readReportFile(file, options.maxReportBytes ?? DEFAULT_MAX_REPORT_BYTES);
   return parseReportDocument(parseReportJson(bytes, file), file, scanner);
 }
 

@@ -15,7 +15,9 @@ export function formatPlanTable(plan: UpdatePlan, options: FormatPlanOptions = {
   const os = plan.os ? `${plan.os.family} ${plan.os.version}`.trim() : "OS unknown";
   const platform = [plan.arch, plan.variant].filter(Boolean).join("/");
   lines.push(
-    `${plan.source.file} (${plan.source.format}): ${os}${platform ? `, ${platform}` : ""}${plan.os?.eosl ? ", end of support" : ""}`,
+    printable(
+      `${plan.source.file} (${plan.source.format}): ${os}${platform ? `, ${platform}` : ""}${plan.os?.eosl ? ", end of support" : ""}`,
+    ),
   );
   lines.push("");
   if (plan.updates.length) {
@@ -72,13 +74,30 @@ export function formatPlanJson(plan: UpdatePlan): string {
   return `${JSON.stringify(plan, null, 2)}\n`;
 }
 
+/**
+ * Control characters (newlines, escapes, NUL), line and paragraph separators and bidirectional
+ * overrides: text a report carries unchecked (language packages, vulnerability IDs, the OS name)
+ * must not be able to add lines to the table or rearrange how it reads on a terminal.
+ */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+/** `text`, or JSON-quoted (escapes visible) when it holds anything UNPRINTABLE. */
+function printable(text: string): string {
+  return UNPRINTABLE.test(text) ? JSON.stringify(text) : text;
+}
+
 /** Left-aligned columns two spaces apart (the last one unpadded), header first: one string a line. */
 export function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => [...(r[i] ?? "")].length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c + " ".repeat(widths[i]! - [...c].length)))
+  const cells = rows.map((r) => r.map(printable));
+  // A loop, not Math.max(...column): a report may list more rows than a call takes arguments.
+  const widths = header.map((h) => h.length);
+  for (const r of cells) {
+    for (const [i, c] of r.entries()) widths[i] = Math.max(widths[i] ?? 0, [...c].length);
+  }
+  const line = (row: string[]) =>
+    row
+      .map((c, i) => (i === row.length - 1 ? c : c + " ".repeat(widths[i]! - [...c].length)))
       .join("  ")
       .trimEnd();
-  return [line(header), ...rows.map(line)];
+  return [line(header), ...cells.map(line)];
 }

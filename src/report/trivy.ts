@@ -74,13 +74,14 @@ export function parseTrivyReport(doc: unknown, file: string): UpdatePlan {
 
   const osFindings: OsFinding[] = [];
   const skipped: SkippedFinding[] = [];
-  for (const result of results) {
+  for (const [r, result] of results.entries()) {
     const vulns = result.Vulnerabilities ?? [];
     if (isOsResult(result)) {
       const type = result.Type ?? os?.family ?? "";
       const packageType = packageTypeForFamily(canonicalOsFamily(type)) ?? packageTypeForFamily(os?.family);
-      for (const v of vulns) {
+      for (const [i, v] of vulns.entries()) {
         osFindings.push({
+          entry: `$.Results[${r}].Vulnerabilities[${i}]`,
           name: v.PkgName,
           installedVersion: v.InstalledVersion ?? "",
           fixedVersions: splitFixedVersions(v.FixedVersion),

@@ -141,7 +141,8 @@ async function mountOnce(spec: OverlaySpec, volatile: boolean): Promise<void> {
     }
   }
   try {
-    const r = await execTool("mount", ["-t", "overlay", "overlay", "-o", opts, spec.mergedDir], {
+    // `--`: the paths come from --cache-dir, which may be relative and start with `-`.
+    const r = await execTool("mount", ["-t", "overlay", "-o", opts, "--", "overlay", spec.mergedDir], {
       cwd,
     }).catch((e) => {
       throw new SutureError("SANDBOX", `cannot run mount(8): ${describeCause(e)}: apt-get install mount`, {
@@ -186,10 +187,10 @@ export async function isMountPoint(dir: string): Promise<boolean> {
  */
 export async function unmount(dir: string): Promise<void> {
   for (let i = 0; i < 8 && (await isMountPoint(dir)); i++) {
-    const r = await execTool("umount", [dir]);
+    const r = await execTool("umount", ["--", dir]);
     if (r.code === 0) continue;
     if (!(await isMountPoint(dir))) return;
-    const lazy = await execTool("umount", ["-l", dir]);
+    const lazy = await execTool("umount", ["-l", "--", dir]);
     if (lazy.code !== 0 && (await isMountPoint(dir))) {
       throw new SutureError("SANDBOX", `cannot unmount ${dir}: ${firstLine(lazy.stderr || r.stderr)}`);
     }

@@ -4,11 +4,13 @@ import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
 import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import type { EngineChoice } from "../../patch/platform.ts";
+import { parseByteSize } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
 import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
+import { MAX_REPORT_SIZE_HELP } from "./report.ts";
 
 interface PatchFlags extends CommonFlags {
   image: string;
@@ -32,6 +34,7 @@ interface PatchFlags extends CommonFlags {
   planFormat: string;
   addr?: string;
   loglevel?: string;
+  maxReportSize?: string;
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -53,6 +56,19 @@ function parseEngine(value: string): EngineChoice {
   throw new SutureError("USAGE", `unknown --engine "${value}": use auto, native or sandbox`);
 }
 
+/**
+ * An http(s) URL with a host and nothing that could end a line of an apt sources file: the
+ * mirror is written into one (`URIs: …`), where a newline would add fields such as `Trusted: yes`.
+ */
+function isPlainHttpUrl(text: string): boolean {
+  if (!/^https?:\/\/[^\s\x00-\x1f\x7f]+$/.test(text)) return false;
+  try {
+    return new URL(text).hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
 /** `--mirror http://deb.debian.org/debian=http://mirror.local/debian`, repeatable. */
 export function parseMirrors(values: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -60,10 +76,10 @@ export function parseMirrors(values: string[]): Record<string, string> {
     const eq = v.indexOf("=");
     const from = v.slice(0, eq).trim();
     const to = v.slice(eq + 1).trim();
-    if (eq <= 0 || !/^https?:\/\//.test(from) || !/^https?:\/\//.test(to)) {
+    if (eq <= 0 || !isPlainHttpUrl(from) || !isPlainHttpUrl(to)) {
       throw new SutureError(
         "USAGE",
-        `invalid --mirror "${v}": use FROM=TO with http(s) URIs, e.g. http://deb.debian.org/debian=http://mirror.local/debian`,
+        `invalid --mirror ${JSON.stringify(v)}: use FROM=TO with http(s) URIs, e.g. http://deb.debian.org/debian=http://mirror.local/debian`,
       );
     }
     out[from] = to;
@@ -86,6 +102,7 @@ export function registerPatch(program: Command): void {
       .option("-t, --tag <tag>", "patched tag, or a full reference repo:tag")
       .option("--tag-suffix <suffix>", "suffix for the default tag <source tag>-<suffix>", "patched")
       .option("-s, --scanner <name>", "auto | trivy | grype | native | NAME (copa-NAME plugin)", "auto")
+      .option("--max-report-size <size>", MAX_REPORT_SIZE_HELP)
       .option("-p, --push", "push the patched image to the registry")
       .option("--oci-dir <dir>", "write the patched image to an OCI layout directory")
       .option("--archive <file>", "write the patched image as a docker-archive tarball")
@@ -160,6 +177,7 @@ export function registerPatch(program: Command): void {
         image: flags.image,
         report: flags.report,
         scanner: flags.scanner,
+        maxReportBytes: flags.maxReportSize ? parseByteSize(flags.maxReportSize) : undefined,
         tag: flags.tag,
         tagSuffix: flags.tagSuffix,
         push: flags.push,

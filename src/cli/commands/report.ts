@@ -1,12 +1,20 @@
 import type { Command } from "commander";
-import { readReport } from "../../report/read.ts";
+import { SutureError } from "../../errors/errors.ts";
+import { DEFAULT_MAX_REPORT_BYTES, formatByteSize, parseByteSize } from "../../report/limits.ts";
+import { BUILTIN_SCANNERS, readReport } from "../../report/read.ts";
 import { formatPlanJson, formatPlanTable } from "../../report/render.ts";
+
+/** Help text of `--max-report-size`, shared by `report` and `patch`. */
+export const MAX_REPORT_SIZE_HELP = `refuse reports (and plugin output) larger than this, e.g. 128MiB (default ${formatByteSize(DEFAULT_MAX_REPORT_BYTES)})`;
 
 export function registerReport(program: Command): void {
   program
     .command("report")
     .description("show the update plan suture derives from a scanner report (for debugging a report)")
-    .argument("<file>", "Trivy JSON, Grype JSON or a copa UpdateManifest")
+    .argument(
+      "<file>",
+      "Trivy JSON, Grype JSON or a copa UpdateManifest (a name starting with - goes after --)",
+    )
     .option(
       "-s, --scanner <name>",
       "auto | trivy | grype | native | NAME (runs the copa-NAME plugin)",
@@ -14,12 +22,40 @@ export function registerReport(program: Command): void {
     )
     .option("--format <format>", "table | json", "table")
     .option("--show-skipped", "list every skipped finding, not only counts")
-    .action(async (file: string, flags: { scanner: string; format: string; showSkipped?: boolean }) => {
-      const plan = await readReport(file, { scanner: flags.scanner });
-      process.stdout.write(
-        flags.format === "json"
-          ? formatPlanJson(plan)
-          : formatPlanTable(plan, { showSkipped: flags.showSkipped }),
-      );
-    });
+    .option("--max-report-size <size>", MAX_REPORT_SIZE_HELP)
+    .action(
+      async (
+        file: string,
+        flags: { scanner: string; format: string; showSkipped?: boolean; maxReportSize?: string },
+      ) => {
+        const maxReportBytes = flags.maxReportSize ? parseByteSize(flags.maxReportSize) : undefined;
+        // A plugin runs in its own process group (so it can be stopped with what it started), which
+        // a terminal's ^C does not reach: pass the interrupt on. A built-in reader keeps ^C's
+        // default effect.
+        const controller = new AbortController();
+        const onSignal = () => controller.abort();
+        const plugin = !(BUILTIN_SCANNERS as readonly string[]).includes(flags.scanner);
+        if (plugin) {
+          process.once("SIGINT", onSignal);
+          process.once("SIGTERM", onSignal);
+        }
+        try {
+          const plan = await readReport(file, {
+            scanner: flags.scanner,
+            signal: controller.signal,
+            ...(maxReportBytes ? { maxReportBytes } : {}),
+          });
+          process.stdout.write(
+            flags.format === "json"
+              ? formatPlanJson(plan)
+              : formatPlanTable(plan, { showSkipped: flags.showSkipped }),
+          );
+        } catch (e) {
+          throw controller.signal.aborted ? new SutureError("CANCELLED", "interrupted") : e;
+        } finally {
+          process.off("SIGINT", onSignal);
+          process.off("SIGTERM", onSignal);
+        }
+      },
+    );
 }

@@ -139,7 +139,13 @@ export async function applyWithApt(
   const prefetch = async (args: string[]) => {
     const cache = options.cache;
     if (!cache?.debStore) return;
-    const r = await run("apt-get --print-uris", [...args, "--print-uris", "-qq"]);
+    // Right after the subcommand: an install's package list follows a `--` that ends apt's options.
+    const r = await run("apt-get --print-uris", [
+      ...args.slice(0, 2),
+      "--print-uris",
+      "-qq",
+      ...args.slice(2),
+    ]);
     const wanted = parsePrintUris(r.stdout);
     const missing: typeof wanted = [];
     for (const w of wanted) {
@@ -182,8 +188,16 @@ export async function applyWithApt(
     installMs = performance.now() - started;
   } else {
     const policy = parseAptPolicy(
-      (await run("apt-cache policy", ["apt-cache", "policy", ...aptOptions, ...targets.map((t) => t.name)]))
-        .stdout,
+      // `--`: apt's command line ends options there, so no package name can ever be read as one.
+      (
+        await run("apt-cache policy", [
+          "apt-cache",
+          "policy",
+          ...aptOptions,
+          "--",
+          ...targets.map((t) => t.name),
+        ])
+      ).stdout,
     );
     const pins: string[] = [];
     const failed: { name: string; reason: string }[] = [];
@@ -222,6 +236,7 @@ export async function applyWithApt(
         "--no-install-recommends",
         "--only-upgrade",
         ...aptOptions,
+        "--", // as for apt-cache: a `-o…` package name would otherwise be an apt option
         ...pins,
       ];
       await prefetch(installArgs);

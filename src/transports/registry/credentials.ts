@@ -219,6 +219,13 @@ export async function runCredentialHelper(
   options: { required: boolean; configPath: string },
 ): Promise<Credentials | undefined> {
   const program = `docker-credential-${name}`;
+  // The protocol fixes argv (`get`, the server on stdin), but the name comes from a config file:
+  // it must name a program on PATH, never a path (`../../tmp/x`) or an option.
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name))
+    throw new SutureError(
+      "UNAUTHORIZED",
+      `credential helper name ${JSON.stringify(name)} in ${options.configPath} is not a plain program name: fix credsStore/credHelpers`,
+    );
   const server = helperServerUrl(registry);
   let result: { code: number | null; stdout: string; stderr: string };
   try {

@@ -1,0 +1,149 @@
+import { open } from "node:fs/promises";
+import { asSutureError, SutureError } from "../errors/errors.ts";
+
+/**
+ * How large a report may be unless the user says otherwise (`--max-report-size`). Trivy's report
+ * of a large image with language packages is a few MiB; 64 MiB leaves room for the largest real
+ * ones while a wrong file (an image tarball, /dev/zero, a log) is refused before it is read.
+ */
+export const DEFAULT_MAX_REPORT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The largest limit `--max-report-size` takes: V8 cannot hold a string of more than about 2^29
+ * characters, so a larger report could not be parsed anyway.
+ */
+export const MAX_REPORT_BYTES_CEILING = 500 * 1024 * 1024;
+
+/**
+ * No scanner nests its JSON anywhere near this deep (Grype's image source is the deepest seen,
+ * about ten levels). A document nested deeper is refused before JSON.parse, which would take
+ * seconds per million levels, and before anything walks it recursively.
+ */
+export const MAX_REPORT_NESTING = 64;
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1024,
+  kib: 1024,
+  kb: 1000,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  mb: 1000 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  gb: 1000 ** 3,
+};
+
+/** `64MiB`, `100M` (binary), `100MB` (decimal), `1G`, `1048576` → bytes, for `--max-report-size`. */
+export function parseByteSize(text: string, flag = "--max-report-size"): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) {
+    throw new SutureError("USAGE", `invalid ${flag} "${text}": use a size such as 64MiB, 100MB or 1G`);
+  }
+  const bytes = Math.floor(Number(m[1]) * unit);
+  if (bytes < 1 || bytes > MAX_REPORT_BYTES_CEILING) {
+    throw new SutureError(
+      "USAGE",
+      `invalid ${flag} "${text}": use a size from 1 byte to ${formatByteSize(MAX_REPORT_BYTES_CEILING)}`,
+    );
+  }
+  return bytes;
+}
+
+/** 67108864 → `64 MiB`, 1536 → `1.5 KiB`, 100 → `100 bytes`. */
+export function formatByteSize(bytes: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let n = bytes;
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  if (i === 0) return bytes === 1 ? "1 byte" : `${bytes} bytes`;
+  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/** The next power-of-two MiB at least twice `bytes`: a limit worth suggesting in an error. */
+function suggestedLimit(bytes: number): string {
+  let mib = 128;
+  while (mib * 1024 * 1024 < bytes * 2 && mib < MAX_REPORT_BYTES_CEILING / 1024 / 1024) mib *= 2;
+  return `${Math.min(mib, MAX_REPORT_BYTES_CEILING / 1024 / 1024)}MiB`;
+}
+
+/** The one-line error for a report (or plugin output) over the limit. */
+export function reportTooLargeError(what: string, size: number | undefined, limit: number): SutureError {
+  const actual = size === undefined ? "more than" : `${formatByteSize(size)}, more than`;
+  return new SutureError(
+    "INVALID_REPORT",
+    `${what} is ${actual} the ${formatByteSize(limit)} a report may be; if it really is one scanner report, raise the limit with --max-report-size ${suggestedLimit(size ?? limit)}`,
+  );
+}
+
+/**
+ * Read a report file, refusing it before it is read whole when it is over `limit`: a regular
+ * file by its size, anything else (a FIFO, /dev/zero) by stopping at `limit + 1` bytes.
+ */
+export async function readReportFile(file: string, limit: number): Promise<Buffer> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(file, "r");
+  } catch (e) {
+    throw asSutureError(e, "IO", `cannot read report ${file}`);
+  }
+  try {
+    const st = await handle.stat();
+    if (st.isFile() && st.size > limit) throw reportTooLargeError(`report ${file}`, st.size, limit);
+    // A regular file's size is known; anything else is read in pieces until EOF or the limit.
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const piece = st.isFile() && st.size > 0 ? st.size + 1 : 1024 * 1024;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(Math.min(piece, limit + 1 - total));
+      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      chunks.push(buf.subarray(0, bytesRead));
+      total += bytesRead;
+      // A file that grew since the stat, or a stream, past the limit.
+      if (total > limit) throw reportTooLargeError(`report ${file}`, undefined, limit);
+    }
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+  } catch (e) {
+    throw asSutureError(e, "IO", `cannot read report ${file}`);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Refuse JSON nested deeper than `limit` levels, in one pass over the bytes (strings skipped, so
+ * brackets inside them do not count). Throws INVALID_REPORT naming `what` and the byte offset.
+ */
+export function checkJsonNesting(bytes: Uint8Array, what: string, limit = MAX_REPORT_NESTING): void {
+  let depth = 0;
+  const n = bytes.length;
+  for (let i = 0; i < n; i++) {
+    const c = bytes[i]!;
+    if (c === 0x22) {
+      // Jump to the closing quote: the next one not escaped by an odd run of backslashes.
+      for (;;) {
+        const q = bytes.indexOf(0x22, i + 1);
+        if (q < 0) return; // unterminated string: JSON.parse will say so
+        let backslashes = 0;
+        while (bytes[q - 1 - backslashes] === 0x5c) backslashes++;
+        i = q;
+        if (backslashes % 2 === 0) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) {
+        throw new SutureError(
+          "INVALID_REPORT",
+          `${what} nests JSON deeper than ${limit} levels (at byte ${i}); no scanner writes that, so it is not a report: pass the JSON the scanner wrote`,
+        );
+      }
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+}
