@@ -47,6 +47,9 @@ plugin(
   `#!/bin/sh\necho '{"apiVersion":"v1alpha1","updates":[{"name":"x","fixedVersion":["1"]}]}'\necho "partial db" >&2\n`,
 );
 plugin("slow", `#!/bin/sh\nexec sleep 30\n`);
+// Says it has started (a file appears) before it hangs, so the test cancels it while it runs.
+const slowStarted = join(root, "slow-started");
+plugin("slowmark", `#!/bin/sh\n: > "${slowStarted}"\nexec sleep 30\n`);
 plugin("noexec", `#!/bin/sh\necho '{}'\n`, 0o644);
 
 const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? "/usr/bin:/bin"}` };
@@ -170,10 +173,11 @@ test("plugin lookup, names, timeouts and cancellation", async () => {
   );
   assert.ok(Date.now() - started < 5000, "the plugin was killed, not waited for");
   const controller = new AbortController();
-  setTimeout(() => controller.abort(), 100);
-  await rejects(
-    readReport(customReport, { scanner: "slow", env, signal: controller.signal }),
-    "CANCELLED",
-    /copa-slow was cancelled/,
-  );
+  const running = readReport(customReport, { scanner: "slowmark", env, signal: controller.signal });
+  let settled = false;
+  running.catch(() => {}).finally(() => (settled = true));
+  // Cancel once the plugin runs (a fixed delay could fire before it is even started).
+  while (!existsSync(slowStarted) && !settled) await new Promise((r) => setTimeout(r, 10));
+  controller.abort();
+  await rejects(running, "CANCELLED", /copa-slowmark was cancelled/);
 });

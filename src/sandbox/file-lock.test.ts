@@ -11,22 +11,31 @@ test("a second holder waits for the first and then runs", async () => {
   try {
     const lock = join(dir, "lock");
     const order: string[] = [];
-    let waited = false;
     let release!: () => void;
+    let holding!: () => void;
+    const held = new Promise<void>((r) => {
+      holding = r;
+    });
     const first = withFileLock(lock, async () => {
       order.push("first-start");
+      holding();
       await new Promise<void>((r) => {
         release = r;
       });
       order.push("first-end");
     });
-    await new Promise((r) => setTimeout(r, 50));
-    const second = withFileLock(lock, async () => order.push("second"), { onWait: () => (waited = true) });
-    await new Promise((r) => setTimeout(r, 300));
+    // Each step waits for the event it needs, not for a time a loaded machine may overrun.
+    await held;
+    let waiting!: () => void;
+    const waited = new Promise<void>((r) => {
+      waiting = r;
+    });
+    const second = withFileLock(lock, async () => order.push("second"), { onWait: () => waiting() });
+    // The waiter is told why it waits: the first holder still holds the lock.
+    await waited;
     release();
     await Promise.all([first, second]);
     assert.deepEqual(order, ["first-start", "first-end", "second"]);
-    assert.ok(waited, "the waiter was told why it waits");
     await assert.rejects(stat(lock), /ENOENT/);
   } finally {
     await rm(dir, { recursive: true, force: true });

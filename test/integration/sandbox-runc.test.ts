@@ -156,23 +156,35 @@ describe("runInSandbox with runc over the lab's Debian image", () => {
   test("aborting, or a signal handler running the cleanups, kills the command (CANCELLED)", async () => {
     await withSandbox(image, sandboxOptions(), async (s) => {
       const ac = new AbortController();
-      setTimeout(() => ac.abort(), 300);
+      // Abort once the command runs and ignores TERM and INT (it says so), not after a fixed delay
+      // that may end before runc has even started it.
       await assert.rejects(
-        s.run(["sh", "-c", "trap '' TERM INT; sleep 100"], { signal: ac.signal }),
+        s.run(["sh", "-c", "trap '' TERM INT; echo ready; sleep 100"], {
+          signal: ac.signal,
+          onOutput: (line) => line === "ready" && ac.abort(),
+        }),
         (e: unknown) => isSutureError(e, "CANCELLED"),
       );
+      assert.ok(ac.signal.aborted, "the command ran until it was aborted");
       assert.deepEqual(ourContainers(), []);
     });
     let merged = "";
     await assert.rejects(
       withSandbox(image, sandboxOptions(), async (s) => {
         merged = s.mergedDir;
-        const running = s.run(["sleep", "100"]);
+        let started!: () => void;
+        const ready = new Promise<void>((r) => {
+          started = r;
+        });
+        const running = s.run(["sh", "-c", "echo ready; exec sleep 100"], {
+          onOutput: (line) => line === "ready" && started(),
+        });
         const outcome = running.then(
           () => undefined,
           (e: unknown) => e,
         );
-        await new Promise((r) => setTimeout(r, 500));
+        // The container runs (it has printed), so it is registered; a fixed delay could end first.
+        await Promise.race([ready, outcome]);
         assert.equal(pendingSandboxCleanups().length, 2, "the sandbox and its container are registered");
         // What a CLI's SIGINT handler does.
         assert.deepEqual(await runSandboxCleanups(), []);
