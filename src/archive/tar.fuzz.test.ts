@@ -187,7 +187,7 @@ function looksLikeHeader(block: Buffer): boolean {
 }
 
 function mutateTar(seed: Buffer, mutations: TarMutation[]): Buffer {
-  let out = Buffer.from(seed);
+  let out: Buffer = Buffer.from(seed);
   for (const m of mutations) {
     if (m.kind === "bytes") out = applyMutation(out, m.mutation);
     else if (m.kind === "field") {
@@ -339,7 +339,7 @@ test("compression: sniffing is total, and corrupt gzip/zstd streams fail with on
       fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
       fc.integer({ min: 1, max: 700 }),
       async (seed, ms, chunk) => {
-        const bytes = ms.reduce((acc, m) => applyMutation(acc, m), seed);
+        const bytes = ms.reduce<Buffer>((acc, m) => applyMutation(acc, m), seed);
         const pieces: Buffer[] = [];
         for (let i = 0; i < bytes.length; i += chunk) pieces.push(bytes.subarray(i, i + chunk));
         await parsesOrFailsCleanlyAsync(["INVALID_ARCHIVE"], () =>

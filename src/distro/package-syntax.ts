@@ -1,4 +1,4 @@
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 import { isValidApkVersion } from "../report/apk-version.ts";
 import { isValidRpmVersion } from "../report/rpm-version.ts";
 import { isValidDebVersion } from "./dpkg/version.ts";
@@ -62,7 +62,7 @@ export function isValidPackageArchitecture(format: PackageFormat, arch: string):
 }
 
 // One quoting helper for every message (archive, distro and report code all need it).
-export { quoteUntrusted } from "../errors/errors.ts";
+export { quoteUntrusted };
 
 /**
  * Check the identity fields of one package as read from `where` (an index, a package file, a

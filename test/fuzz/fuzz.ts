@@ -160,6 +160,10 @@ export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
 );
 
 export function applyMutation(input: Buffer, m: Mutation): Buffer {
+  return mutate(input, m) as Buffer;
+}
+
+function mutate(input: Buffer, m: Mutation): Buffer {
   const n = input.length;
   const at = n === 0 ? 0 : m.at % (n + 1);
   switch (m.kind) {
@@ -256,7 +260,7 @@ type JsonPath = readonly (string | number)[];
 function jsonPaths(value: unknown, prefix: JsonPath = [], out: JsonPath[] = []): JsonPath[] {
   out.push(prefix);
   if (out.length > 5000) return out;
-  if (Array.isArray(value)) value.forEach((v, i) => jsonPaths(v, [...prefix, i], out));
+  if (Array.isArray(value)) for (const [i, v] of value.entries()) jsonPaths(v, [...prefix, i], out);
   else if (value && typeof value === "object")
     for (const [k, v] of Object.entries(value)) jsonPaths(v, [...prefix, k], out);
   return out;
