@@ -227,7 +227,7 @@ export const hostileJsonValue: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 4, arbitrary: fc.jsonValue({ maxDepth: 4 }) },
   {
     weight: 1,
-    arbitrary: fc.integer({ min: 1000, max: 20000 }).map((depth) => {
+    arbitrary: fc.integer({ min: 500, max: 3000 }).map((depth) => {
       let v: unknown = "x";
       for (let i = 0; i < depth; i++) v = i % 2 ? [v] : { a: v };
       return v;
@@ -268,9 +268,10 @@ function jsonPaths(value: unknown, prefix: JsonPath = [], out: JsonPath[] = []):
 
 function replaceAt(doc: unknown, path: JsonPath, value: unknown): unknown {
   if (path.length === 0) return value;
+  if (!doc || typeof doc !== "object") return doc; // an earlier edit replaced the whole document
   let parent = doc as Record<string | number, unknown>;
   for (const key of path.slice(0, -1)) {
-    const next = parent?.[key];
+    const next = parent[key];
     if (!next || typeof next !== "object") return doc; // an earlier edit changed the shape
     parent = next as Record<string | number, unknown>;
   }
