@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 import { parseUpdateManifest } from "./copa-manifest.ts";
 import type { UpdatePlan } from "./plan.ts";
 
@@ -49,7 +49,7 @@ export async function runScannerPlugin(
     const start = text.slice(0, 80).replace(/\s+/g, " ");
     throw new SutureError(
       "INVALID_REPORT",
-      `${command} did not print a JSON UpdateManifest (${(e as Error).message}${start ? `; output starts ${JSON.stringify(start)}` : ""})${tail}`,
+      `${command} did not print a JSON UpdateManifest (${describeCause(e)}${start ? `; output starts ${JSON.stringify(start)}` : ""})${tail}`,
       { cause: e },
     );
   }
