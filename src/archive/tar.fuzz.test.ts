@@ -13,6 +13,7 @@ import {
   mutationArb,
   parsesOrFailsCleanlyAsync,
 } from "../../test/fuzz/fuzz.ts";
+import { SutureError } from "../errors/errors.ts";
 import { readAll } from "../image/image.ts";
 import { decompressAuto, sniffCompression } from "./compression.ts";
 import { extractTar, readTar } from "./tar-extract.ts";
@@ -262,13 +263,13 @@ test("readTar: mutated and random archives yield entries or fail with one-line I
   await fc.assert(
     fc.asyncProperty(
       hostileTar,
-      fc.oneof(fc.integer({ min: 1, max: 600 }), fc.constant(65536)),
+      fc.oneof(fc.integer({ min: 7, max: 600 }), fc.constant(65536)),
       async (bytes, chunk) => {
         await parsesOrFailsCleanlyAsync(["INVALID_ARCHIVE"], () => readEverything(bytes, chunk));
         await assertNoUnhandledRejections();
       },
     ),
-    fuzzParameters(400),
+    fuzzParameters(200),
   );
 });
 
@@ -295,7 +296,7 @@ test("TarIndex: mutated archives on disk index or fail cleanly, and never index 
       }
       rmSync(path);
     }),
-    fuzzParameters(300),
+    fuzzParameters(200),
   );
 });
 
@@ -320,7 +321,7 @@ test("extractTar: mutated layers extract or fail cleanly, and nothing lands outs
         await assertNoUnhandledRejections();
       },
     ),
-    fuzzParameters(150),
+    fuzzParameters(100),
   );
 });
 
@@ -348,6 +349,60 @@ test("compression: sniffing is total, and corrupt gzip/zstd streams fail with on
         await assertNoUnhandledRejections();
       },
     ),
-    fuzzParameters(300),
+    fuzzParameters(150),
   );
+});
+
+// Regressions: cases the properties above found, kept as plain tests.
+
+async function failure(run: () => Promise<unknown>): Promise<SutureError> {
+  try {
+    await run();
+  } catch (e) {
+    if (e instanceof SutureError) return e;
+    throw e;
+  }
+  assert.fail("expected a SutureError");
+}
+
+test("regression: a LIBARCHIVE.xattr name with a malformed %-escape is INVALID_ARCHIVE, not a URIError", async () => {
+  const tar = Buffer.concat([
+    paxHeader("x", [["LIBARCHIVE.xattr.user.%zz", "eA=="]]),
+    rawHeader("f", "0", 0),
+    TAR_END,
+  ]);
+  const e = await failure(() => readEverything(tar, 512));
+  assert.equal(e.code, "INVALID_ARCHIVE");
+  assert.match(e.message, /malformed percent-encoded xattr name/);
+});
+
+test("regression: a header field holding a newline gives a one-line error", async () => {
+  const header = rawHeader("f", "0", 0);
+  header.fill(0, 100, 108).write("a\nb", 100, "latin1"); // the mode field
+  fixChecksum(header);
+  const e = await failure(() => readEverything(Buffer.concat([header, TAR_END]), 512));
+  assert.equal(e.message, 'tar header has a malformed mode "a\\nb"');
+  const path = join(work, "newline.tar");
+  const sized = rawHeader("f", "0", 0);
+  sized.fill(0, 124, 136).write("0\n\n12652", 124, "latin1"); // the size field
+  writeFileSync(path, Buffer.concat([fixChecksum(sized), TAR_END]));
+  const indexed = await failure(() => TarIndex.open(path, "newline.tar"));
+  assert.equal(indexed.message, 'newline.tar is not a tar archive (bad number field "0\\n\\n12652")');
+});
+
+test("regression: a symlink with an empty target is INVALID_ARCHIVE, not a bare ENOENT", async () => {
+  const root = join(work, "empty-link");
+  mkdirSync(root);
+  const tar = Buffer.concat([rawHeader("sym", "2", 0), TAR_END]);
+  const e = await failure(() => extractTar([tar], root, { whiteouts: "keep" }));
+  assert.equal(e.code, "INVALID_ARCHIVE");
+  assert.match(e.message, /symlink "sym" has an empty target/);
+});
+
+test("regression: a corrupt gzip stream fails with INVALID_ARCHIVE, not zlib's own error", async () => {
+  const gz = gzipSync(SEEDS[0]!);
+  const corrupt = Buffer.concat([gz.subarray(0, 200), Buffer.from("999999999999"), gz.subarray(212)]);
+  const e = await failure(() => readAll(decompressAuto(Readable.from([corrupt])), 1 << 24));
+  assert.equal(e.code, "INVALID_ARCHIVE");
+  assert.match(e.message, /^cannot decompress stream: /);
 });

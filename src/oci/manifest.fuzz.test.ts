@@ -12,6 +12,7 @@ import {
   parsesOrFailsCleanlyAsync,
   withinBudget,
 } from "../../test/fuzz/fuzz.ts";
+import { SutureError } from "../errors/errors.ts";
 import { parseReference } from "../ref/reference.ts";
 import { parseTransportReference } from "../ref/transport.ts";
 import { ArchiveManifestSchema, selectArchiveItem } from "../transports/archive/archive-manifest.ts";
@@ -102,7 +103,7 @@ test("manifests, indexes, configs: parsed or one-line INVALID_MANIFEST", () => {
           parsesOrFailsCleanly(["INVALID_MANIFEST"], () => sniffManifestMediaType(Buffer.from(text)));
         });
       }),
-      fuzzParameters(300),
+      fuzzParameters(200),
     );
   }
 });
@@ -198,5 +199,46 @@ test("Docker config.json: credentials found, none, or one-line error (helpers ne
       },
     ),
     fuzzParameters(60),
+  );
+});
+
+// Regressions: cases the properties above found, kept as plain tests.
+
+test("regression: JSON that is not an object is INVALID_MANIFEST, not a TypeError", () => {
+  for (const text of ["null", "1", '"x"']) {
+    assert.throws(
+      () => sniffManifestMediaType(Buffer.from(text)),
+      (e: Error) => e instanceof SutureError && e.code === "INVALID_MANIFEST",
+    );
+  }
+});
+
+test("regression: broken JSON and odd references give one-line errors", () => {
+  assert.throws(
+    () => parseJson(ArchiveManifestSchema, "\0\n", "img.tar manifest.json"),
+    (e: Error) =>
+      e.message ===
+      `img.tar manifest.json is not valid JSON: Unexpected token '\0', "\0\\n" is not valid JSON`,
+  );
+  assert.throws(
+    () => parseJson(IndexSchema, '{"schemaVersion":2,"manifests":[],"annotations":{"a\\nb":1}}', "index"),
+    (e: Error) => e.message.startsWith('index is malformed at "annotations.a\\nb": '),
+  );
+  assert.throws(
+    () => parseReference("\r\n"),
+    (e: Error) => e.message === 'invalid image reference "\\r\\n": it is empty',
+  );
+});
+
+test("regression: a config.json that is not JSON is named without quoting its (secret) text", async () => {
+  const dir = mkdtempSync(join(home, "leak-"));
+  writeFileSync(join(dir, "config.json"), '\r\n../{"auths":{"x":{"auth":"c2VjcmV0"}}}');
+  await assert.rejects(
+    findCredentials("docker.io", undefined, { dockerConfig: dir, homeDir: dir, env: {} }),
+    (e: Error) => {
+      assert.ok(e instanceof SutureError && e.code === "IO");
+      assert.ok(!/[\r\n]/.test(e.message) && !e.message.includes("auth"), e.message);
+      return true;
+    },
   );
 });

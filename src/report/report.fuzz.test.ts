@@ -10,6 +10,7 @@ import {
   parsesOrFailsCleanly,
   withinBudget,
 } from "../../test/fuzz/fuzz.ts";
+import { SutureError } from "../errors/errors.ts";
 import { parseReportJson } from "./json.ts";
 import { parseReportDocument } from "./read.ts";
 
@@ -80,5 +81,17 @@ test("report bytes: JSON or one-line INVALID_REPORT (tar, gzip, garbage, broken 
       },
     ),
     fuzzParameters(500),
+  );
+});
+
+// Regression: a case the properties above found, kept as a plain test.
+test("regression: broken report JSON is one line of INVALID_REPORT", () => {
+  assert.throws(
+    () => parseReportJson(Buffer.from('\0\n  "apiVersion"'), "r.json"),
+    (e: Error) =>
+      e instanceof SutureError &&
+      e.code === "INVALID_REPORT" &&
+      !/[\r\n]/.test(e.message) &&
+      e.message.includes('\\n  "apiVersion"'),
   );
 });

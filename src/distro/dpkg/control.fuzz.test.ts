@@ -261,6 +261,19 @@ test("dpkg database of an image: read or one-line error, from mutated status and
         rmSync(root, { recursive: true, force: true });
       },
     ),
-    fuzzParameters(60),
+    fuzzParameters(40),
+  );
+});
+
+// Regressions: cases the properties above found, kept as plain tests.
+test("regression: a Release Date and an apt source line with line breaks give one-line errors", () => {
+  assert.throws(
+    () => parseRelease(`Date: \0 Sun\n x\nSHA256:\n ${"a".repeat(64)} 1 main/Packages\n`),
+    (e: Error) =>
+      e.message === 'Release has an unreadable Date "\\u0000 Sun\\nx": the repository metadata is broken',
+  );
+  assert.throws(
+    () => parseSourcesList("\0\r See sources.list(5)\n", "/etc/apt/sources.list"),
+    (e: Error) => !/[\r\n]/.test(e.message) && e.message.includes('"\\u0000\\r See sources.list(5)"'),
   );
 });

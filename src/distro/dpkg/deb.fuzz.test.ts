@@ -160,7 +160,7 @@ test("openDeb: mutated packages open or fail with one-line INVALID_ARCHIVE", asy
       rmSync(path);
       await assertNoUnhandledRejections();
     }),
-    fuzzParameters(250),
+    fuzzParameters(200),
   );
 });
 
@@ -188,6 +188,16 @@ test("listArMembers: mutated and random files list members inside the file or fa
         rmSync(path);
       },
     ),
-    fuzzParameters(200),
+    fuzzParameters(150),
   );
+});
+
+// Regression: a case the properties above found, kept as a plain test.
+test("regression: a member name with a newline gives a one-line error", async () => {
+  const path = join(work, "newline.deb");
+  writeFileSync(path, arOf([seedMembers[0]!, { name: "a\nb", data: seedMembers[1]!.data }, seedMembers[2]!]));
+  await assert.rejects(openDeb(path), (e: Error) => {
+    assert.match(e.message, /found "a\\nb"; download it again/);
+    return true;
+  });
 });
