@@ -296,7 +296,7 @@ test("TarIndex: mutated archives on disk index or fail cleanly, and never index 
       }
       rmSync(path);
     }),
-    fuzzParameters(200),
+    fuzzParameters(120),
   );
 });
 
@@ -321,7 +321,7 @@ test("extractTar: mutated layers extract or fail cleanly, and nothing lands outs
         await assertNoUnhandledRejections();
       },
     ),
-    fuzzParameters(100),
+    fuzzParameters(80),
   );
 });
 

@@ -76,7 +76,7 @@ test("readImageFiles: mutated plain and gzip layers yield files or one-line INVA
       await parsesOrFailsCleanlyAsync(["INVALID_ARCHIVE"], () => readImageFiles(imageOf(bytes), wanted));
       await assertNoUnhandledRejections();
     }),
-    fuzzParameters(200),
+    fuzzParameters(120),
   );
 });
 

@@ -8,6 +8,7 @@ import {
   fuzzParameters,
   hostileText,
   mutatedJson,
+  PARSE_BUDGET_MS,
   parsesOrFailsCleanly,
   parsesOrFailsCleanlyAsync,
   withinBudget,
@@ -96,7 +97,7 @@ test("manifests, indexes, configs: parsed or one-line INVALID_MANIFEST", () => {
   for (const [schema, seed] of cases) {
     fc.assert(
       fc.property(jsonDocument(seed), (text) => {
-        withinBudget(250, () => {
+        withinBudget(PARSE_BUDGET_MS, () => {
           parsesOrFailsCleanly(["INVALID_MANIFEST"], () =>
             parseJson(schema as never, text, "manifest sha256:x"),
           );
@@ -120,7 +121,7 @@ test("references, transport references and platforms: parsed or one-line INVALID
   ];
   fc.assert(
     fc.property(hostileText(seeds, 3), (text) => {
-      withinBudget(250, () => {
+      withinBudget(PARSE_BUDGET_MS, () => {
         const ref = parsesOrFailsCleanly(["INVALID_REFERENCE"], () => parseReference(text));
         if (ref) assert.ok(ref.registry && ref.repository && (ref.tag || ref.digest));
         parsesOrFailsCleanly(["INVALID_REFERENCE"], () => parseTransportReference(text));
@@ -140,7 +141,7 @@ test("WWW-Authenticate: any header parses to challenges, in linear time", () => 
   ];
   fc.assert(
     fc.property(fc.oneof(hostileText(seeds), fc.array(hostileText(seeds), { maxLength: 3 })), (header) => {
-      const challenges = withinBudget(250, () => parseChallenges(header));
+      const challenges = withinBudget(PARSE_BUDGET_MS, () => parseChallenges(header));
       for (const c of challenges) assert.equal(c.scheme, c.scheme.toLowerCase());
       pickChallenge(challenges);
     }),
@@ -198,7 +199,7 @@ test("Docker config.json: credentials found, none, or one-line error (helpers ne
         rmSync(dir, { recursive: true, force: true });
       },
     ),
-    fuzzParameters(60),
+    fuzzParameters(40),
   );
 });
 

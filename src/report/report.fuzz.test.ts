@@ -7,6 +7,7 @@ import {
   fuzzParameters,
   hostileText,
   mutatedJson,
+  PARSE_BUDGET_MS,
   parsesOrFailsCleanly,
   withinBudget,
 } from "../../test/fuzz/fuzz.ts";
@@ -55,7 +56,7 @@ test("mutated reports: a plan or one-line INVALID_REPORT, for every --scanner", 
       fc.constantFrom(TRIVY, TRIVY_ALPINE, TRIVY_RPM, GRYPE, COPA).chain((seed) => mutatedJson(seed)),
       fc.constantFrom(...SCANNERS),
       (doc, scanner) => {
-        const plan = withinBudget(500, () =>
+        const plan = withinBudget(PARSE_BUDGET_MS, () =>
           parsesOrFailsCleanly(CODES, () => parseReportDocument(doc, "report.json", scanner)),
         );
         if (plan) assert.ok(Array.isArray(plan.updates));
@@ -74,7 +75,7 @@ test("report bytes: JSON or one-line INVALID_REPORT (tar, gzip, garbage, broken 
         fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b)),
       ),
       (bytes) => {
-        const doc = withinBudget(500, () =>
+        const doc = withinBudget(PARSE_BUDGET_MS, () =>
           parsesOrFailsCleanly(CODES, () => parseReportJson(bytes, "r.json")),
         );
         if (doc !== undefined) parsesOrFailsCleanly(CODES, () => parseReportDocument(doc, "r.json"));

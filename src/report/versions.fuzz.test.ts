@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { fuzzParameters, parsesOrFailsCleanly, withinBudget } from "../../test/fuzz/fuzz.ts";
+import { fuzzParameters, PARSE_BUDGET_MS, parsesOrFailsCleanly, withinBudget } from "../../test/fuzz/fuzz.ts";
 import { compareDebVersions, isValidDebVersion, parseDebVersion } from "../distro/dpkg/version.ts";
 import { compareApkVersions, isValidApkVersion } from "./apk-version.ts";
 import { compareRpmVersions, isValidRpmVersion, rpmvercmp } from "./rpm-version.ts";
@@ -93,7 +93,7 @@ test("validity checks and the apk/rpm comparators are total on arbitrary strings
   );
   fc.assert(
     fc.property(anyVersion, anyVersion, (a, b) => {
-      withinBudget(250, () => {
+      withinBudget(PARSE_BUDGET_MS, () => {
         isValidDebVersion(a);
         isValidApkVersion(a);
         isValidRpmVersion(a);

@@ -64,7 +64,7 @@ test("verifyClearsigned: mutated InRelease is refused in one line, or verifies t
       await parsesOrFailsCleanlyAsync(["UNTRUSTED"], () => unverifiedClearsignedText(text));
       await assertNoUnhandledRejections();
     }),
-    fuzzParameters(300, 5000),
+    fuzzParameters(200),
   );
 });
 
@@ -84,6 +84,6 @@ test("verifyDetached: mutated signatures and data are refused in one line", asyn
         await assertNoUnhandledRejections();
       },
     ),
-    fuzzParameters(300, 5000),
+    fuzzParameters(200),
   );
 });

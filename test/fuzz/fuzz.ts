@@ -30,9 +30,15 @@ function numberFromEnv(name: string): number | undefined {
  * fixed seed, and `perRunMs` as the budget of one run of an async property (a run that takes
  * longer fails as a hang). Synchronous properties check their budget with `withinBudget`.
  */
-export function fuzzParameters<T>(runs: number, perRunMs = 2000): fc.Parameters<T> {
+export function fuzzParameters<T>(runs: number, perRunMs = 10_000): fc.Parameters<T> {
   return { numRuns: RUNS_OVERRIDE ?? runs, seed: FUZZ_SEED, timeout: perRunMs };
 }
+
+/**
+ * Budget of one synchronous parse of a fuzzed document (at most ~100 kB). Generous, because CI
+ * cores are shared and busy; a quadratic or exponential parser on such input takes far longer.
+ */
+export const PARSE_BUDGET_MS = 2000;
 
 /** Run a synchronous parse and fail when it takes longer than `budgetMs` (super-linear blow-up). */
 export function withinBudget<T>(budgetMs: number, run: () => T): T {
@@ -140,7 +146,8 @@ export type Mutation =
   | { kind: "delete"; at: number; length: number }
   | { kind: "insert"; at: number; bytes: Uint8Array }
   | { kind: "overwrite"; at: number; bytes: Uint8Array }
-  | { kind: "duplicate"; at: number; length: number };
+  | { kind: "duplicate"; at: number; length: number }
+  | { kind: "repeat"; at: number; length: number; times: number };
 
 const tokenBytes = fc.constantFrom(...HOSTILE_TOKENS).map((t) => new Uint8Array(Buffer.from(t, "utf8")));
 const someBytes = fc.oneof(tokenBytes, fc.uint8Array({ minLength: 1, maxLength: 16 }));
@@ -156,6 +163,13 @@ export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
     kind: fc.constant("duplicate" as const),
     at: fc.nat(),
     length: fc.integer({ min: 1, max: 4096 }),
+  }),
+  // Inflates a small piece (a size limit, a record count, a line length) far past its usual size.
+  fc.record({
+    kind: fc.constant("repeat" as const),
+    at: fc.nat(),
+    length: fc.integer({ min: 1, max: 16 }),
+    times: fc.integer({ min: 2, max: 3000 }),
   }),
 );
 
@@ -188,6 +202,10 @@ function mutate(input: Buffer, m: Mutation): Buffer {
     }
     case "duplicate":
       return Buffer.concat([input.subarray(0, at + m.length), input.subarray(at)]);
+    case "repeat": {
+      const piece = input.subarray(at, at + m.length);
+      return Buffer.concat([input.subarray(0, at), ...Array(m.times).fill(piece), input.subarray(at)]);
+    }
   }
 }
 

@@ -15,6 +15,7 @@ import {
   parsesOrFailsCleanlyAsync,
 } from "../../../test/fuzz/fuzz.ts";
 import { listArMembers } from "../../archive/ar.ts";
+import { isSutureError } from "../../errors/errors.ts";
 import { openDeb } from "./deb.ts";
 
 // Property: a .deb from a mirror (verified or not) either opens or fails with one line of
@@ -160,7 +161,7 @@ test("openDeb: mutated packages open or fail with one-line INVALID_ARCHIVE", asy
       rmSync(path);
       await assertNoUnhandledRejections();
     }),
-    fuzzParameters(200),
+    fuzzParameters(120),
   );
 });
 
@@ -188,7 +189,7 @@ test("listArMembers: mutated and random files list members inside the file or fa
         rmSync(path);
       },
     ),
-    fuzzParameters(150),
+    fuzzParameters(100),
   );
 });
 
@@ -198,6 +199,25 @@ test("regression: a member name with a newline gives a one-line error", async ()
   writeFileSync(path, arOf([seedMembers[0]!, { name: "a\nb", data: seedMembers[1]!.data }, seedMembers[2]!]));
   await assert.rejects(openDeb(path), (e: Error) => {
     assert.match(e.message, /found "a\\nb"; download it again/);
+    return true;
+  });
+});
+
+test("regression: an oversized debian-binary is INVALID_ARCHIVE naming the package", async () => {
+  const path = join(work, "big-format.deb");
+  writeFileSync(
+    path,
+    arOf([
+      { name: "debian-binary", data: Buffer.from(`2.0\n${"0".repeat(100)}\n`) },
+      ...seedMembers.slice(1),
+    ]),
+  );
+  await assert.rejects(openDeb(path), (e: Error) => {
+    assert.ok(isSutureError(e, "INVALID_ARCHIVE"));
+    assert.match(
+      e.message,
+      /big-format\.deb is not a valid Debian package: its debian-binary member is 105 bytes/,
+    );
     return true;
   });
 });

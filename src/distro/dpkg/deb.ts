@@ -75,6 +75,8 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
   const members = await listArMembers(path);
   const [first, ...rest] = members;
   if (first?.name !== "debian-binary") throw bad("its first member is not debian-binary");
+  // Checked here: readAll's own limit error names no file and carries INVALID_MANIFEST.
+  if (first.size > 64) throw bad(`its debian-binary member is ${first.size} bytes, not a format version`);
   const formatText = (await readAll(openArMember(path, first), 64)).toString("latin1");
   if (!/^2\.\d+\n/.test(formatText))
     throw bad(`unsupported format version ${quoteUntrusted(formatText.trim())}`);
