@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { PassThrough, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 import type { Compression } from "../oci/media-types.ts";
 
 export type DetectedCompression = Compression | "xz" | "bzip2";
@@ -85,7 +85,7 @@ export function decompressAuto(input: Readable): Readable {
 }
 
 function decompressError(e: unknown): SutureError {
-  return new SutureError("INVALID_ARCHIVE", `cannot decompress stream: ${(e as Error).message}`, {
+  return new SutureError("INVALID_ARCHIVE", `cannot decompress stream: ${describeCause(e)}`, {
     cause: e,
   });
 }

@@ -261,7 +261,7 @@ function applyPax(header: TarHeader, pax: Map<string, Buffer>): void {
       } catch {
         throw new SutureError(
           "INVALID_ARCHIVE",
-          `PAX record ${JSON.stringify(key)} has a malformed percent-encoded xattr name`,
+          `PAX record ${quoteUntrusted(key)} has a malformed percent-encoded xattr name`,
         );
       }
       header.xattrs.set(name, Buffer.from(text(), "base64"));

@@ -29,7 +29,7 @@ import { parseDpkgStatus } from "./status.ts";
 
 // Property: the deb822 family (control files, Packages, Release, dpkg status, apt sources,
 // os-release) comes from images and mirrors; every parser returns a value or throws a one-line
-// SutureError, in time linear enough for a 1 ms budget per small document.
+// SutureError, within PARSE_BUDGET_MS (which catches super-linear blow-ups).
 
 /** A real bookworm Packages stanza (libssl3), with the fields the resolver reads. */
 const PACKAGES = `Package: libssl3
