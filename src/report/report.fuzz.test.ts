@@ -96,3 +96,15 @@ test("regression: broken report JSON is one line of INVALID_REPORT", () => {
       e.message.includes('\\n  "apiVersion"'),
   );
 });
+
+test("regression: names of Object.prototype members in a report are plain unknown values", () => {
+  const doc = structuredClone(GRYPE) as {
+    matches: { artifact: { type: string } }[];
+    distro?: { name: string };
+  };
+  doc.matches[0]!.artifact.type = "__proto__";
+  doc.distro = { name: "constructor" };
+  const plan = parseReportDocument(doc, "grype.json", "grype");
+  assert.equal(plan.os?.family, "constructor");
+  assert.ok(plan.skipped.some((s) => s.type === "__proto__"));
+});

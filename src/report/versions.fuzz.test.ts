@@ -82,7 +82,26 @@ test("validity checks and the apk/rpm comparators are total on arbitrary strings
     fc.string({ unit: "binary", maxLength: 40 }),
     fc
       .array(
-        fc.constantFrom("1", "9", "0", ".", "-", ":", "~", "^", "_", "+", "a", "r", "p", "rc", "\n", " "),
+        fc.constantFrom(
+          "1",
+          "9",
+          "0",
+          ".",
+          "-",
+          ":",
+          "~",
+          "^",
+          "_",
+          "+",
+          "a",
+          "r",
+          "p",
+          "rc",
+          "\n",
+          " ",
+          "_constructor",
+          "_tostring",
+        ),
         {
           maxLength: 30,
         },
@@ -108,4 +127,10 @@ test("validity checks and the apk/rpm comparators are total on arbitrary strings
     }),
     fuzzParameters(1500),
   );
+});
+
+// Regression: a case the properties above found, kept as a plain test.
+test("regression: apk suffixes named like Object.prototype members are invalid, and ordering stays antisymmetric", () => {
+  assert.equal(isValidApkVersion("1_constructor"), false);
+  assert.equal(compareApkVersions("1_constructor", "1_p"), -compareApkVersions("1_p", "1_constructor"));
 });

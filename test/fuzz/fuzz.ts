@@ -134,8 +134,11 @@ export const HOSTILE_TOKENS: readonly string[] = [
   "\u0080",
   "\uffff",
   "\ud800",
+  // Keys of Object.prototype: a lookup table indexed by untrusted text must not find them.
   "__proto__",
   "constructor",
+  "toString",
+  "hasOwnProperty",
 ];
 
 /** One edit of a byte string; positions are taken modulo its length when applied. */

@@ -12,6 +12,7 @@ import {
   parsesOrFailsCleanlyAsync,
   withinBudget,
 } from "../../../test/fuzz/fuzz.ts";
+import { SutureError } from "../../errors/errors.ts";
 import { parseOsRelease } from "../os-release.ts";
 import { field, parseControl } from "./control.ts";
 import {
@@ -24,7 +25,7 @@ import {
 } from "./database.ts";
 import { debUrl, parsePackagesIndex, sourceOf } from "./packages-index.ts";
 import { parseRelease } from "./repository.ts";
-import { parseDeb822Sources, parseSourcesList } from "./sources.ts";
+import { defaultSourcesFor, parseDeb822Sources, parseSourcesList } from "./sources.ts";
 import { parseDpkgStatus } from "./status.ts";
 
 // Property: the deb822 family (control files, Packages, Release, dpkg status, apt sources,
@@ -234,6 +235,11 @@ test("os-release: always a value with an id", () => {
       const os = withinBudget(PARSE_BUDGET_MS, () => parseOsRelease(text));
       assert.equal(typeof os.id, "string");
       assert.ok(Array.isArray(os.idLike));
+      // A distroless image's sources come from its os-release alone.
+      for (const source of parsesOrFailsCleanly(["UNSUPPORTED_OS"], () => defaultSourcesFor(os)) ?? []) {
+        assert.equal(typeof source.suite, "string");
+        assert.ok(source.suite.length > 0 && !/\s/.test(source.suite), source.suite);
+      }
     }),
     fuzzParameters(400),
   );
@@ -274,5 +280,12 @@ test("regression: a Release Date and an apt source line with line breaks give on
   assert.throws(
     () => parseSourcesList("\0\r See sources.list(5)\n", "/etc/apt/sources.list"),
     (e: Error) => !/[\r\n]/.test(e.message) && e.message.includes('"\\u0000\\r See sources.list(5)"'),
+  );
+});
+
+test("regression: a VERSION_ID named like an Object.prototype member is an unknown release", () => {
+  assert.throws(
+    () => defaultSourcesFor(parseOsRelease("ID=debian\nVERSION_ID=constructor\n")),
+    (e: Error) => e instanceof SutureError && e.code === "UNSUPPORTED_OS",
   );
 });

@@ -252,6 +252,11 @@ const DEBIAN_CODENAMES: Record<string, string> = {
   "14": "forky",
 };
 
+/** Own keys only: a VERSION_ID of "constructor" must not find Object.prototype's members. */
+function debianCodename(major: string): string | undefined {
+  return Object.hasOwn(DEBIAN_CODENAMES, major) ? DEBIAN_CODENAMES[major] : undefined;
+}
+
 /** Releases whose packages have moved from deb.debian.org to archive.debian.org. */
 const DEBIAN_ARCHIVED = new Set(["jessie", "stretch", "buster"]);
 
@@ -273,7 +278,7 @@ export function defaultSourcesFor(os: OsRelease, options: { arch?: string } = {}
     os.id === "debian" || (!isUbuntu && os.idLike.includes("debian") && !os.idLike.includes("ubuntu"));
   if (isDebian) {
     const codename =
-      os.versionCodename || DEBIAN_CODENAMES[(os.versionId ?? "").split(".")[0]!] || codenameFromPretty(os);
+      os.versionCodename || debianCodename((os.versionId ?? "").split(".")[0]!) || codenameFromPretty(os);
     if (!codename) {
       throw new SutureError(
         "UNSUPPORTED_OS",
