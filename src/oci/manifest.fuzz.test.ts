@@ -243,3 +243,17 @@ test("regression: a config.json that is not JSON is named without quoting its (s
     },
   );
 });
+
+test("regression: docker-archive RepoTags with line breaks are quoted in the one-line error", async () => {
+  await assert.rejects(
+    selectArchiveItem(
+      [
+        { Config: "a.json", RepoTags: ["\n"], Layers: [] },
+        { Config: "b.json", RepoTags: ["x:1"], Layers: [] },
+      ],
+      undefined,
+      { name: "img.tar", configDigest: async () => DIGEST },
+    ),
+    (e: Error) => e.message === 'img.tar holds 2 images ("\\n", x:1): name one, e.g. img.tar:"\\n"',
+  );
+});

@@ -114,6 +114,7 @@ export const HOSTILE_TOKENS: readonly string[] = [
   "\n",
   "\r\n",
   "\n\n",
+  "\n x", // a deb822 continuation line: the value now spans two lines
   " ",
   "\t",
   ":",

@@ -23,7 +23,7 @@ import {
   parseStatOverrides,
   readDpkgDatabase,
 } from "./database.ts";
-import { debUrl, parsePackagesIndex, sourceOf } from "./packages-index.ts";
+import { debUrl, parsePackagesIndex, parseRelations, sourceOf } from "./packages-index.ts";
 import { parseRelease } from "./repository.ts";
 import { defaultSourcesFor, parseDeb822Sources, parseSourcesList } from "./sources.ts";
 import { parseDpkgStatus } from "./status.ts";
@@ -186,6 +186,8 @@ test("Packages index: entries or one-line INVALID_MANIFEST; an entry's URL never
         assert.match(e.sha256, /^[0-9a-f]{64}$/);
         assert.ok(Number.isSafeInteger(e.size) && e.size >= 0);
         sourceOf(e);
+        for (const relations of [e.depends, e.preDepends, e.provides, e.conflicts, e.breaks, e.replaces])
+          parsesOrFailsCleanly(["INVALID_MANIFEST"], () => parseRelations(relations));
         const url = parsesOrFailsCleanly(["UNTRUSTED"], () => debUrl(e));
         if (url) {
           assert.ok(url.startsWith("http://mirror/debian/"), url);
@@ -287,5 +289,23 @@ test("regression: a VERSION_ID named like an Object.prototype member is an unkno
   assert.throws(
     () => defaultSourcesFor(parseOsRelease("ID=debian\nVERSION_ID=constructor\n")),
     (e: Error) => e instanceof SutureError && e.code === "UNSUPPORTED_OS",
+  );
+});
+
+test("regression: a relation or Filename continued onto a second line gives a one-line error", () => {
+  const [entry] = parsePackagesIndex(
+    PACKAGES.replace("Depends: libc6 (>= 2.34)", "Depends: libc6 (>= 2.34)\n x y").replace(
+      "Filename: pool/",
+      "Filename: /pool\n ",
+    ),
+    { repoUri: "http://mirror/debian" },
+  );
+  assert.throws(
+    () => parseRelations(entry!.depends),
+    (e: Error) => e.message === 'malformed package relation "libc6 (>= 2.34)\\nx y"',
+  );
+  assert.throws(
+    () => debUrl(entry!),
+    (e: Error) => e instanceof SutureError && e.code === "UNTRUSTED" && !/[\r\n]/.test(e.message),
   );
 });

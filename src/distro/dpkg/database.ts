@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { describeCause, SutureError } from "../../errors/errors.ts";
+import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { resolveInRoot } from "../root-files.ts";
 
 /**
@@ -543,7 +543,10 @@ export class DpkgDatabase {
     const newBase = infoName(pkg);
     for (const [kind, data] of files) {
       if (!/^[a-z0-9_-]+$/.test(kind))
-        throw new SutureError("INVALID_ARCHIVE", `control file name "${kind}" of ${pkg.name} is not valid`);
+        throw new SutureError(
+          "INVALID_ARCHIVE",
+          `control file name ${quoteUntrusted(kind)} of ${pkg.name} is not valid`,
+        );
       const mode = ["preinst", "postinst", "prerm", "postrm", "config"].includes(kind) ? 0o755 : 0o644;
       await writeFileReplacing(join(dir, `${newBase}.${kind}`), data, mode);
       infoFiles.add(`${newBase}.${kind}`);
