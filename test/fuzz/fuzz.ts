@@ -9,6 +9,7 @@
  * fast-check prints the seed and the path of a failing run; pass both back to replay it.
  */
 import assert from "node:assert/strict";
+import { after } from "node:test";
 import fc from "fast-check";
 import { type ErrorCode, SutureError } from "../../src/errors/errors.ts";
 
@@ -100,6 +101,9 @@ export async function assertNoUnhandledRejections(): Promise<void> {
   const seen = unhandled.splice(0);
   assert.equal(seen.length, 0, `unhandled rejection: ${seen.map((r) => String(r)).join("; ")}`);
 }
+
+// The listener above replaces Node's own report, so check once more when the file's tests end.
+after(() => assertNoUnhandledRejections());
 
 // ---------------------------------------------------------------------------------------------
 // Mutators
