@@ -9,7 +9,7 @@ import {
   mutatedBytes,
   parsesOrFailsCleanlyAsync,
 } from "../../test/fuzz/fuzz.ts";
-import { type Keyring, keyringOf } from "./keyring.ts";
+import { type Keyring, keyringOf, parseKeyring } from "./keyring.ts";
 import { unverifiedClearsignedText, verifyClearsigned, verifyDetached } from "./signature.ts";
 
 // Property: an InRelease (or Release + Release.gpg) from a mirror is either verified — and then
@@ -25,6 +25,8 @@ SHA256:
 `;
 
 let ring: Keyring;
+let armoredKey: string;
+let binaryKey: Buffer;
 let inRelease: string;
 let detached: Buffer;
 let armoredDetached: string;
@@ -35,6 +37,8 @@ before(async () => {
     format: "object",
   });
   ring = keyringOf([publicKey], ["test"]);
+  armoredKey = publicKey.armor();
+  binaryKey = Buffer.from(publicKey.write());
   const signer = privateKey as PrivateKey;
   inRelease = await sign({ message: await createCleartextMessage({ text: RELEASE }), signingKeys: signer });
   const message = await createMessage({ binary: Buffer.from(RELEASE) });
@@ -81,6 +85,22 @@ test("verifyDetached: mutated signatures and data are refused in one line", asyn
           verifyDetached(data, sig, ring, { what: "Release", now: NOW }),
         );
         if (signers) assert.equal(data.toString(), RELEASE, "altered data verified");
+        await assertNoUnhandledRejections();
+      },
+    ),
+    fuzzParameters(200),
+  );
+});
+
+test("parseKeyring: an image's mutated keyring file is read or refused with one-line UNTRUSTED", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(mutatedBytes(Buffer.from(armoredKey), 3), mutatedBytes(binaryKey, 3)),
+      async (bytes) => {
+        const parsed = await parsesOrFailsCleanlyAsync(["UNTRUSTED"], () =>
+          parseKeyring(bytes, "/usr/share/keyrings/debian-archive-keyring.gpg"),
+        );
+        for (const key of parsed?.keys ?? []) assert.equal(key.isPrivate(), false);
         await assertNoUnhandledRejections();
       },
     ),
