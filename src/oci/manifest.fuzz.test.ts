@@ -257,3 +257,19 @@ test("regression: docker-archive RepoTags with line breaks are quoted in the one
     (e: Error) => e.message === 'img.tar holds 2 images ("\\n", x:1): name one, e.g. img.tar:"\\n"',
   );
 });
+
+test("regression: a credential helper name with a line break is quoted in the one-line error", async () => {
+  const dir = mkdtempSync(join(home, "helper-"));
+  writeFileSync(join(dir, "config.json"), JSON.stringify({ credHelpers: { "gcr.io": "\n" } }));
+  await assert.rejects(
+    findCredentials("gcr.io", undefined, {
+      dockerConfig: dir,
+      homeDir: dir,
+      env: { PATH: join(home, "no-bin") },
+    }),
+    (e: Error) =>
+      e instanceof SutureError &&
+      e.code === "UNAUTHORIZED" &&
+      e.message.startsWith('credential helper "docker-credential-\\n" (named for gcr.io'),
+  );
+});

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { describeCause, redact, SutureError } from "../../errors/errors.ts";
+import { describeCause, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
 import { DOCKER_HUB } from "../../ref/reference.ts";
 
 /** Credentials for one registry, as found in a config file or returned by a credential helper. */
@@ -220,6 +220,8 @@ export async function runCredentialHelper(
   options: { required: boolean; configPath: string },
 ): Promise<Credentials | undefined> {
   const program = `docker-credential-${name}`;
+  // The name comes from config.json: quoted in messages when it could break their line.
+  const shown = /^[\w.+-]+$/.test(name) ? program : quoteUntrusted(program);
   const server = helperServerUrl(registry);
   let result: { code: number | null; stdout: string; stderr: string };
   try {
@@ -229,13 +231,13 @@ export async function runCredentialHelper(
       if (!options.required) return undefined;
       throw new SutureError(
         "UNAUTHORIZED",
-        `credential helper ${program} (named for ${registry} in ${options.configPath}) is not installed: install it or remove the credHelpers entry`,
+        `credential helper ${shown} (named for ${registry} in ${options.configPath}) is not installed: install it or remove the credHelpers entry`,
         { cause: e },
       );
     }
     throw new SutureError(
       "UNAUTHORIZED",
-      `credential helper ${program} failed for ${registry}: ${describeCause(e)}: check the helper works (${program} list)`,
+      `credential helper ${shown} failed for ${registry}: ${describeCause(e)}: check the helper works (${shown} list)`,
       { cause: e },
     );
   }
@@ -245,7 +247,7 @@ export async function runCredentialHelper(
     const detail = redact(output.trim().split("\n")[0] ?? "").slice(0, 200);
     throw new SutureError(
       "UNAUTHORIZED",
-      `credential helper ${program} failed for ${registry} (exit ${result.code}${detail ? `: ${detail}` : ""}): log in again with docker login ${registry}`,
+      `credential helper ${shown} failed for ${registry} (exit ${result.code}${detail ? `: ${detail}` : ""}): log in again with docker login ${registry}`,
     );
   }
   let answer: { Username?: unknown; Secret?: unknown };
@@ -254,7 +256,7 @@ export async function runCredentialHelper(
   } catch (e) {
     throw new SutureError(
       "UNAUTHORIZED",
-      `credential helper ${program} answered something that is not JSON for ${registry}: check the helper`,
+      `credential helper ${shown} answered something that is not JSON for ${registry}: check the helper`,
       { cause: e },
     );
   }
