@@ -17,6 +17,7 @@ import { SutureError } from "../errors/errors.ts";
 import { parseReference } from "../ref/reference.ts";
 import { parseTransportReference } from "../ref/transport.ts";
 import { ArchiveManifestSchema, selectArchiveItem } from "../transports/archive/archive-manifest.ts";
+import { selectFromLayoutIndex } from "../transports/layout/select.ts";
 import { parseChallenges, pickChallenge } from "../transports/registry/challenge.ts";
 import { findCredentials } from "../transports/registry/credentials.ts";
 import {
@@ -169,6 +170,24 @@ test("docker-archive manifest.json: parsed and an image chosen, or one-line erro
   );
 });
 
+test("OCI layout index.json: a tag selects an entry, or one-line NOT_FOUND / INVALID_REFERENCE", async () => {
+  const tagged = structuredClone(INDEX) as { manifests: { annotations?: Record<string, string> }[] };
+  tagged.manifests[0]!.annotations = { "org.opencontainers.image.ref.name": "v1" };
+  tagged.manifests[1]!.annotations = { "org.opencontainers.image.ref.name": "latest" };
+  await fc.assert(
+    fc.asyncProperty(jsonDocument(tagged), fc.constantFrom(undefined, "v1", "v2"), async (text, tag) => {
+      const index = parsesOrFailsCleanly(["INVALID_MANIFEST"], () =>
+        parseJson(IndexSchema, text, "index.json"),
+      );
+      if (!index) return;
+      await parsesOrFailsCleanlyAsync(["NOT_FOUND", "INVALID_REFERENCE"], () =>
+        selectFromLayoutIndex(index, tag, async () => undefined, "oci:./out"),
+      );
+    }),
+    fuzzParameters(300),
+  );
+});
+
 let home: string;
 before(() => {
   home = mkdtempSync(join(tmpdir(), "suture-creds-fuzz-"));
@@ -271,5 +290,24 @@ test("regression: a credential helper name with a line break is quoted in the on
       e instanceof SutureError &&
       e.code === "UNAUTHORIZED" &&
       e.message.startsWith('credential helper "docker-credential-\\n" (named for gcr.io'),
+  );
+});
+
+test("regression: OCI layout tags with line breaks are quoted in the one-line error", async () => {
+  const index = parseJson(
+    IndexSchema,
+    JSON.stringify({
+      ...INDEX,
+      manifests: INDEX.manifests.map((m) => ({
+        ...m,
+        annotations: { "org.opencontainers.image.ref.name": "a\nb" },
+      })),
+    }),
+    "index.json",
+  );
+  await assert.rejects(
+    selectFromLayoutIndex(index, undefined, async () => undefined, "oci:./out"),
+    (e: Error) =>
+      e.message === 'oci:./out holds 2 images ("a\\nb"): name one with :TAG, e.g. oci:./out:"a\\nb"',
   );
 });
