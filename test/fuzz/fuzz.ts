@@ -6,7 +6,8 @@
  * Runs are fixed by default so CI is reproducible. Locally:
  *   SUTURE_FUZZ_RUNS=5000 node --test src/archive/tar.fuzz.test.ts   (more runs per property)
  *   SUTURE_FUZZ_SEED=12345 node --test ...                            (another seed)
- * fast-check prints the seed and the path of a failing run; pass both back to replay it.
+ * A failure prints fast-check's seed (and the shrunk counterexample): SUTURE_FUZZ_SEED=<seed> with
+ * the same SUTURE_FUZZ_RUNS replays it exactly.
  */
 import assert from "node:assert/strict";
 import { after } from "node:test";
