@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
 import { Readable } from "node:stream";
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 
 /** One member of an ar archive (the container format of a .deb). */
 export interface ArMember {
@@ -48,7 +48,7 @@ export async function listArMembers(path: string): Promise<ArMember[]> {
       let size = Number.parseInt(text(48, 10), 10);
       if (!Number.isSafeInteger(size) || size < 0) throw bad(`bad member size at byte ${pos}`);
       let offset = pos + HEADER;
-      if (offset + size > total) throw bad(`member "${name}" runs past the end of the file`);
+      if (offset + size > total) throw bad(`member ${quoteUntrusted(name)} runs past the end of the file`);
       const bsd = /^#1\/(\d+)$/.exec(name);
       if (bsd) {
         const len = Number(bsd[1]);

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { PassThrough, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 import type { Compression } from "../oci/media-types.ts";
 
 export type DetectedCompression = Compression | "xz" | "bzip2";
@@ -32,7 +32,13 @@ export function sniffCompression(head: Uint8Array): DetectedCompression {
  * lies about its compression (common in docker-archives) still reads correctly.
  */
 export function decompressAuto(input: Readable): Readable {
-  const out = new PassThrough();
+  // pipeline() below destroys `out` with the decoder's own error (zlib's "invalid distance too
+  // far back") before our catch can; converting here makes every error a reader sees a SutureError.
+  const out = new PassThrough({
+    destroy(error, callback) {
+      callback(error === null || error instanceof SutureError ? error : decompressError(error));
+    },
+  });
   let decided = false;
   let head = Buffer.alloc(0);
   const sniffer = new Transform({
@@ -74,16 +80,14 @@ export function decompressAuto(input: Readable): Readable {
     }
     if (decoder) await pipeline(rest, decoder, out);
     else await pipeline(rest, out);
-  })().catch((e) =>
-    out.destroy(
-      e instanceof SutureError
-        ? e
-        : new SutureError("INVALID_ARCHIVE", `cannot decompress stream: ${(e as Error).message}`, {
-            cause: e,
-          }),
-    ),
-  );
+  })().catch((e) => out.destroy(e));
   return out;
+}
+
+function decompressError(e: unknown): SutureError {
+  return new SutureError("INVALID_ARCHIVE", `cannot decompress stream: ${describeCause(e)}`, {
+    cause: e,
+  });
 }
 
 /**

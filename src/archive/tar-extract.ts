@@ -19,7 +19,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { setAttributeSync } from "@napi-rs/xattr";
-import { describeCause, SutureError } from "../errors/errors.ts";
+import { asSutureError, describeCause, quoteUntrusted, SutureError } from "../errors/errors.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Reading
@@ -157,7 +157,7 @@ function tarNumber(block: Buffer, start: number, length: number, what: string): 
     .replace(/^[\0 ]+/, "");
   if (text === "") return 0;
   if (!/^[0-7]+$/.test(text))
-    throw new SutureError("INVALID_ARCHIVE", `tar header has a malformed ${what} "${text}"`);
+    throw new SutureError("INVALID_ARCHIVE", `tar header has a malformed ${what} ${quoteUntrusted(text)}`);
   return Number.parseInt(text, 8);
 }
 
@@ -226,12 +226,12 @@ function typeFromFlag(
     case "S":
       throw new SutureError(
         "INVALID_ARCHIVE",
-        `tar member "${name}" is a GNU sparse file, which layers must not contain: rebuild the layer without --sparse`,
+        `tar member ${quoteUntrusted(name)} is a GNU sparse file, which layers must not contain: rebuild the layer without --sparse`,
       );
     default:
       throw new SutureError(
         "INVALID_ARCHIVE",
-        `tar member "${name}" has unsupported type flag "${flag}": the layer was not written by a standard tar tool`,
+        `tar member ${quoteUntrusted(name)} has unsupported type flag ${quoteUntrusted(flag)}: the layer was not written by a standard tar tool`,
       );
   }
 }
@@ -242,7 +242,7 @@ function applyPax(header: TarHeader, pax: Map<string, Buffer>): void {
     const num = (what: string) => {
       const n = Number(text());
       if (!Number.isFinite(n) || n < 0)
-        throw new SutureError("INVALID_ARCHIVE", `PAX ${what} "${text()}" is not a number`);
+        throw new SutureError("INVALID_ARCHIVE", `PAX ${what} ${quoteUntrusted(text())} is not a number`);
       return n;
     };
     if (key === "path") header.path = text();
@@ -253,19 +253,27 @@ function applyPax(header: TarHeader, pax: Map<string, Buffer>): void {
     else if (key === "mtime") header.mtime = num("mtime");
     else if (key.startsWith("SCHILY.xattr.")) header.xattrs.set(key.slice("SCHILY.xattr.".length), raw);
     else if (key.startsWith("LIBARCHIVE.xattr.")) {
-      header.xattrs.set(
-        decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length)),
-        Buffer.from(text(), "base64"),
-      );
+      // The name is percent-encoded; a malformed escape (`%zz`) makes decodeURIComponent throw a
+      // URIError, which must surface as the archive's defect, not as a crash.
+      let name: string;
+      try {
+        name = decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length));
+      } catch {
+        throw new SutureError(
+          "INVALID_ARCHIVE",
+          `PAX record ${quoteUntrusted(key)} has a malformed percent-encoded xattr name`,
+        );
+      }
+      header.xattrs.set(name, Buffer.from(text(), "base64"));
     } else if (key.startsWith("GNU.sparse.")) {
       throw new SutureError(
         "INVALID_ARCHIVE",
-        `tar member "${header.path}" is a PAX sparse file, which layers must not contain: rebuild the layer without --sparse`,
+        `tar member ${quoteUntrusted(header.path)} is a PAX sparse file, which layers must not contain: rebuild the layer without --sparse`,
       );
     }
   }
   if (!Number.isSafeInteger(header.size)) {
-    throw new SutureError("INVALID_ARCHIVE", `tar member "${header.path}" has an invalid size`);
+    throw new SutureError("INVALID_ARCHIVE", `tar member ${quoteUntrusted(header.path)} has an invalid size`);
   }
 }
 
@@ -398,7 +406,7 @@ interface PendingNode {
 function unsafe(entry: string, why: string): SutureError {
   return new SutureError(
     "UNSAFE_LAYER",
-    `layer entry "${entry}" ${why}: refusing to extract a layer that could write outside its root`,
+    `layer entry ${quoteUntrusted(entry)} ${why}: refusing to extract a layer that could write outside its root`,
   );
 }
 
@@ -450,7 +458,13 @@ export async function extractTar(
   const ex = new Extractor(root, options);
   for await (const entry of readTar(source)) {
     options.signal?.throwIfAborted();
-    await ex.entry(entry);
+    try {
+      await ex.entry(entry);
+    } catch (e) {
+      // What the archive asks for may be refused by the kernel (a uid past 2^32, a malformed
+      // capability): still one clear error naming the entry, never a bare fs exception.
+      throw asSutureError(e, "IO", `cannot extract layer entry ${quoteUntrusted(entry.header.path)}`);
+    }
   }
   await ex.finish();
   return ex.stats;
@@ -497,14 +511,15 @@ class Extractor {
     for (const part of parts) {
       rel = rel === "" ? part : `${rel}/${part}`;
       if (this.#knownDirs.has(rel)) continue;
-      if (this.#pending.has(rel)) throw unsafe(entryName, `has parent "${rel}" that is a device node`);
+      if (this.#pending.has(rel))
+        throw unsafe(entryName, `has parent ${quoteUntrusted(rel)} that is a device node`);
       const st = this.#created.has(rel) ? lstatSync(this.#abs(rel), { throwIfNoEntry: false }) : undefined;
       if (st === undefined) {
         mkdirSync(this.#abs(rel), { mode: 0o755 });
       } else if (st.isSymbolicLink()) {
-        throw unsafe(entryName, `would be written through the symlink "${rel}"`);
+        throw unsafe(entryName, `would be written through the symlink ${quoteUntrusted(rel)}`);
       } else if (!st.isDirectory()) {
-        throw unsafe(entryName, `has parent "${rel}" that is not a directory`);
+        throw unsafe(entryName, `has parent ${quoteUntrusted(rel)} that is not a directory`);
       }
       this.#knownDirs.add(rel);
     }
@@ -520,11 +535,12 @@ class Extractor {
       if (!st)
         throw new SutureError(
           "INVALID_ARCHIVE",
-          `layer entry "${entryName}" refers below "${rel}", which does not exist`,
+          `layer entry ${quoteUntrusted(entryName)} refers below ${quoteUntrusted(rel)}, which does not exist`,
         );
-      if (st.isSymbolicLink()) throw unsafe(entryName, `refers to a path through the symlink "${rel}"`);
+      if (st.isSymbolicLink())
+        throw unsafe(entryName, `refers to a path through the symlink ${quoteUntrusted(rel)}`);
       if (!st.isDirectory())
-        throw unsafe(entryName, `refers to a path below "${rel}", which is not a directory`);
+        throw unsafe(entryName, `refers to a path below ${quoteUntrusted(rel)}, which is not a directory`);
       this.#knownDirs.add(rel);
     }
   }
@@ -601,6 +617,9 @@ class Extractor {
         return;
       }
       case "symlink": {
+        // symlink(2) refuses an empty target (ENOENT); it is the archive that is broken.
+        if (header.linkname === "")
+          throw new SutureError("INVALID_ARCHIVE", `symlink ${quoteUntrusted(name)} has an empty target`);
         this.#clear(rel, false);
         symlinkSync(header.linkname, path);
         this.#created.add(rel);
@@ -620,7 +639,7 @@ class Extractor {
         if (!st) {
           throw new SutureError(
             "INVALID_ARCHIVE",
-            `hardlink "${name}" points to "${header.linkname}", which the layer does not contain before it`,
+            `hardlink ${quoteUntrusted(name)} points to ${quoteUntrusted(header.linkname)}, which the layer does not contain before it`,
           );
         }
         if (st.isDirectory()) throw unsafe(name, "is a hardlink to a directory");
@@ -705,9 +724,13 @@ class Extractor {
       try {
         setAttributeSync(path, key, value);
       } catch (e) {
-        throw new SutureError("IO", `cannot set xattr ${key} on layer entry "${rel}": ${describeCause(e)}`, {
-          cause: e,
-        });
+        throw new SutureError(
+          "IO",
+          `cannot set xattr ${quoteUntrusted(key)} on layer entry ${quoteUntrusted(rel)}: ${describeCause(e)}`,
+          {
+            cause: e,
+          },
+        );
       }
     }
   }

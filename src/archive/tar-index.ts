@@ -1,7 +1,7 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { posix } from "node:path";
 import { Readable } from "node:stream";
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 
 /** One member of an indexed tar file: where its data lies in the file. */
 export interface TarEntry {
@@ -82,14 +82,14 @@ export class TarIndex {
         if (target.startsWith("/")) {
           throw new SutureError(
             "INVALID_ARCHIVE",
-            `${this.what}: ${entry.name} is a symlink to the absolute path ${target}: refusing to follow it out of the archive`,
+            `${this.what}: ${quoteUntrusted(entry.name)} is a symlink to the absolute path ${quoteUntrusted(target)}: refusing to follow it out of the archive`,
           );
         }
         const joined = posix.normalize(posix.join(posix.dirname(entry.name), target));
         if (joined === ".." || joined.startsWith("../")) {
           throw new SutureError(
             "INVALID_ARCHIVE",
-            `${this.what}: ${entry.name} is a symlink to ${target}, outside the archive`,
+            `${this.what}: ${quoteUntrusted(entry.name)} is a symlink to ${quoteUntrusted(target)}, outside the archive`,
           );
         }
         current = joined;
@@ -97,7 +97,10 @@ export class TarIndex {
         return entry;
       }
     }
-    throw new SutureError("INVALID_ARCHIVE", `${this.what}: too many links resolving ${name}`);
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${this.what}: too many links resolving ${quoteUntrusted(name)}`,
+    );
   }
 
   /** Read a whole (small) member into memory; refuses members larger than `limit`. */
@@ -105,7 +108,7 @@ export class TarIndex {
     if (entry.size > limit) {
       throw new SutureError(
         "INVALID_ARCHIVE",
-        `${this.what}: ${entry.name} is ${entry.size} bytes, more than the ${limit} expected`,
+        `${this.what}: ${quoteUntrusted(entry.name)} is ${entry.size} bytes, more than the ${limit} expected`,
       );
     }
     return this.readRange(entry.offset, entry.size);
@@ -137,7 +140,7 @@ export class TarIndex {
         const buf = Buffer.allocUnsafe(want);
         const { bytesRead } = await handle.read(buf, 0, want, position);
         if (bytesRead === 0) {
-          throw new SutureError("INVALID_ARCHIVE", `${path} is truncated in ${entry.name}`);
+          throw new SutureError("INVALID_ARCHIVE", `${path} is truncated in ${quoteUntrusted(entry.name)}`);
         }
         position += bytesRead;
         yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
@@ -161,14 +164,14 @@ export function normaliseMemberName(raw: string, archive: string): string {
   if (raw.startsWith("/")) {
     throw new SutureError(
       "INVALID_ARCHIVE",
-      `${archive} has an entry with the absolute path "${raw}": refusing an unsafe archive`,
+      `${archive} has an entry with the absolute path ${quoteUntrusted(raw)}: refusing an unsafe archive`,
     );
   }
   const parts = raw.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.includes("..")) {
     throw new SutureError(
       "INVALID_ARCHIVE",
-      `${archive} has an entry "${raw}" that climbs out of the archive with "..": refusing an unsafe archive`,
+      `${archive} has an entry ${quoteUntrusted(raw)} that climbs out of the archive with "..": refusing an unsafe archive`,
     );
   }
   return parts.join("/");
@@ -295,7 +298,10 @@ function parseNumber(field: Buffer, what: string): number {
   const text = field.toString("latin1").replace(/\0.*$/s, "").trim();
   if (text === "") return 0;
   if (!/^[0-7]+$/.test(text)) {
-    throw new SutureError("INVALID_ARCHIVE", `${what} is not a tar archive (bad number field "${text}")`);
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${what} is not a tar archive (bad number field ${quoteUntrusted(text)})`,
+    );
   }
   return Number.parseInt(text, 8);
 }

@@ -1,4 +1,4 @@
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 import { isValidApkVersion } from "../report/apk-version.ts";
 import { isValidRpmVersion } from "../report/rpm-version.ts";
 import { isValidDebVersion } from "./dpkg/version.ts";
@@ -90,10 +90,8 @@ export function isValidPackageArchitecture(format: PackageFormat, arch: string):
   return arch.length <= 64 && SYNTAX[format].architecture.test(arch);
 }
 
-/** JSON-quoted and cut short, so a hostile value can neither break the line nor flood it. */
-export function quoteUntrusted(value: string): string {
-  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
-}
+// One quoting helper for every message (archive, distro and report code all need it).
+export { quoteUntrusted };
 
 /**
  * Check the identity fields of one package as read from `where` (an index, a package file, a

@@ -80,13 +80,27 @@ export function asSutureError(e: unknown, code: ErrorCode, message: string): Sut
   return new SutureError(code, `${message}: ${describeCause(e)}`, { cause: e });
 }
 
-/** The shortest useful description of an unknown thrown value. */
+/**
+ * The shortest useful description of an unknown thrown value, on one line: foreign messages
+ * quote their input (an fs error names a path from an archive, JSON.parse shows the text around
+ * its error), and a line break there would break the one-line message it is embedded in.
+ */
 export function describeCause(e: unknown): string {
+  let text = String(e);
   if (e instanceof Error) {
     const code = (e as NodeJS.ErrnoException).code;
-    return code && !e.message.includes(code) ? `${code}: ${e.message}` : e.message;
+    text = code && !e.message.includes(code) ? `${code}: ${e.message}` : e.message;
   }
-  return String(e);
+  return text.replace(/\r?\n|\r/g, "\\n");
+}
+
+/**
+ * A value from an image, archive, report or server, JSON-quoted (so a newline or control
+ * character cannot break the one-line message or forge a second line) and cut short (so it
+ * cannot flood it).
+ */
+export function quoteUntrusted(value: string, max = 200): string {
+  return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
 }
 
 /** Remove credentials from URLs and header-like text before it reaches an error or a log. */

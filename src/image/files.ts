@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import tar from "tar-stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 import type { Image } from "./image.ts";
 
 export interface ImageFile {
@@ -25,6 +25,27 @@ export async function readImageFiles(
   image: Image,
   wanted: (path: string) => boolean,
   options: ReadFilesOptions = {},
+): Promise<Map<string, Buffer>> {
+  try {
+    return await readMergedFiles(image, wanted, options);
+  } catch (e) {
+    // tar-stream and zlib throw their own errors for a corrupt or truncated layer ("Unexpected
+    // end of data"): the image is at fault, so say so with a code.
+    if (e instanceof SutureError || options.signal?.aborted) throw e;
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `a layer of the image is not a readable tar archive: ${describeCause(e)}`,
+      {
+        cause: e,
+      },
+    );
+  }
+}
+
+async function readMergedFiles(
+  image: Image,
+  wanted: (path: string) => boolean,
+  options: ReadFilesOptions,
 ): Promise<Map<string, Buffer>> {
   const maxBytes = options.maxFileBytes ?? 64 * 1024 * 1024;
   const files = new Map<string, Buffer>();

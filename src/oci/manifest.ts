@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, quoteUntrusted, SutureError } from "../errors/errors.ts";
 
 const digestPattern = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
@@ -83,14 +83,17 @@ export function parseJson<T>(schema: z.ZodType<T>, bytes: Uint8Array | string, w
   try {
     value = JSON.parse(typeof bytes === "string" ? bytes : Buffer.from(bytes).toString("utf8"));
   } catch (e) {
-    throw new SutureError("INVALID_MANIFEST", `${what} is not valid JSON: ${(e as Error).message}`, {
+    // describeCause: V8's message quotes the text around the error, line breaks included.
+    throw new SutureError("INVALID_MANIFEST", `${what} is not valid JSON: ${describeCause(e)}`, {
       cause: e,
     });
   }
   const result = schema.safeParse(value);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    const path = issue.path.length ? issue.path.join(".") : "(root)";
+    // Keys come from the document: quote any that could break the line.
+    const joined = issue.path.join(".");
+    const path = !issue.path.length ? "(root)" : /^[\w.$@-]+$/.test(joined) ? joined : quoteUntrusted(joined);
     throw new SutureError("INVALID_MANIFEST", `${what} is malformed at ${path}: ${issue.message}`, {
       cause: result.error,
     });
@@ -112,6 +115,10 @@ export function sniffManifestMediaType(bytes: Uint8Array): string {
     doc = JSON.parse(Buffer.from(bytes).toString("utf8"));
   } catch (e) {
     throw new SutureError("INVALID_MANIFEST", "manifest is not valid JSON", { cause: e });
+  }
+  // `null`, a number or a string is valid JSON but no manifest: reading fields off it would crash.
+  if (!doc || typeof doc !== "object") {
+    throw new SutureError("INVALID_MANIFEST", "manifest is not a JSON object");
   }
   if (typeof doc.mediaType === "string") return doc.mediaType;
   if (Array.isArray(doc.manifests)) return "application/vnd.oci.image.index.v1+json";

@@ -1,4 +1,4 @@
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 import type { Platform } from "./manifest.ts";
 
 /** Parse `os/arch[/variant]` (e.g. `linux/arm64/v8`), normalising aliases the way containerd does. */
@@ -7,7 +7,7 @@ export function parsePlatform(text: string): Platform {
   if (parts.length < 2 || parts.length > 3 || parts.some((p) => p === "")) {
     throw new SutureError(
       "INVALID_REFERENCE",
-      `invalid platform "${text}": use os/arch[/variant], e.g. linux/amd64`,
+      `invalid platform ${quoteUntrusted(text)}: use os/arch[/variant], e.g. linux/amd64`,
     );
   }
   return normalizePlatform({ os: parts[0]!, architecture: parts[1]!, variant: parts[2] });

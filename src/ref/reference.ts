@@ -1,4 +1,4 @@
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 
 /**
  * A registry image reference, normalised the way Docker does it:
@@ -23,7 +23,7 @@ const digestPattern = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
 const sha256Pattern = /^sha256:[a-f0-9]{64}$/;
 
 function invalid(text: string, why: string): SutureError {
-  return new SutureError("INVALID_REFERENCE", `invalid image reference "${text}": ${why}`);
+  return new SutureError("INVALID_REFERENCE", `invalid image reference ${quoteUntrusted(text)}: ${why}`);
 }
 
 /** Parse a Docker-style reference: `[registry/]repo[:tag][@digest]`. A bare name gets `:latest`. */
@@ -38,9 +38,9 @@ export function parseReference(text: string, options: { defaultTag?: boolean } =
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
     if (!digestPattern.test(digest))
-      throw invalid(text, `"${digest}" is not a digest (want sha256:<64 hex>)`);
+      throw invalid(text, `${quoteUntrusted(digest)} is not a digest (want sha256:<64 hex>)`);
     if (digest.startsWith("sha256:") && !sha256Pattern.test(digest)) {
-      throw invalid(text, `"${digest}" is not a sha256 digest (want 64 lowercase hex digits)`);
+      throw invalid(text, `${quoteUntrusted(digest)} is not a sha256 digest (want 64 lowercase hex digits)`);
     }
   }
   let tag: string | undefined;
@@ -49,7 +49,7 @@ export function parseReference(text: string, options: { defaultTag?: boolean } =
   if (colon > lastSlash) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!tagPattern.test(tag)) throw invalid(text, `"${tag}" is not a valid tag`);
+    if (!tagPattern.test(tag)) throw invalid(text, `${quoteUntrusted(tag)} is not a valid tag`);
   }
   const parts = rest.split("/");
   let registry = DOCKER_HUB;
@@ -62,7 +62,10 @@ export function parseReference(text: string, options: { defaultTag?: boolean } =
   if (parts.length === 0 || parts.some((p) => p === "")) throw invalid(text, "the repository name is empty");
   for (const p of parts) {
     if (!repoComponent.test(p)) {
-      throw invalid(text, `"${p}" is not a valid repository component (lowercase letters, digits, . _ -)`);
+      throw invalid(
+        text,
+        `${quoteUntrusted(p)} is not a valid repository component (lowercase letters, digits, . _ -)`,
+      );
     }
   }
   if (registry === DOCKER_HUB && parts.length === 1) parts.unshift("library");
@@ -93,7 +96,7 @@ export function manifestIdentifier(ref: ImageReference): string {
 }
 
 export function withTag(ref: ImageReference, tag: string): ImageReference {
-  if (!tagPattern.test(tag)) throw invalid(tag, `"${tag}" is not a valid tag`);
+  if (!tagPattern.test(tag)) throw invalid(tag, `${quoteUntrusted(tag)} is not a valid tag`);
   return { registry: ref.registry, repository: ref.repository, tag };
 }
 

@@ -1,4 +1,4 @@
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 import { formatReference, type ImageReference, parseReference } from "./reference.ts";
 
 /**
@@ -18,7 +18,7 @@ export function parseTransportReference(text: string): TransportReference {
     if (!path)
       throw new SutureError(
         "INVALID_REFERENCE",
-        `invalid "${text}": oci: needs a directory, e.g. oci:./out:v1`,
+        `invalid ${quoteUntrusted(text)}: oci: needs a directory, e.g. oci:./out:v1`,
       );
     return { transport: "oci", dir: path, tag: suffix };
   }
@@ -27,7 +27,7 @@ export function parseTransportReference(text: string): TransportReference {
     if (!path)
       throw new SutureError(
         "INVALID_REFERENCE",
-        `invalid "${text}": docker-archive: needs a file, e.g. docker-archive:img.tar`,
+        `invalid ${quoteUntrusted(text)}: docker-archive: needs a file, e.g. docker-archive:img.tar`,
       );
     return { transport: "docker-archive", file: path, ref: suffix ? parseReference(suffix) : undefined };
   }
@@ -37,7 +37,7 @@ export function parseTransportReference(text: string): TransportReference {
   if (scheme) {
     throw new SutureError(
       "INVALID_REFERENCE",
-      `unknown transport "${scheme[1]}://" in "${text}": use docker://, oci:, docker-archive: or docker-daemon:`,
+      `unknown transport "${scheme[1]}://" in ${quoteUntrusted(text)}: use docker://, oci:, docker-archive: or docker-daemon:`,
     );
   }
   return { transport: "registry", ref: parseReference(text) };

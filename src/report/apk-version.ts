@@ -90,7 +90,8 @@ class Tokenizer {
       if (prev > SUFFIX_NO) return INVALID;
       this.pos++;
       t.text = this.span((x) => x >= "a" && x <= "z");
-      const value = SUFFIXES[t.text];
+      // Own keys only: "_constructor" must not find Object.prototype's members.
+      const value = Object.hasOwn(SUFFIXES, t.text) ? SUFFIXES[t.text] : undefined;
       if (value === undefined) return INVALID;
       t.suffix = value;
       return SUFFIX;

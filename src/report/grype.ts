@@ -70,7 +70,10 @@ export function parseGrypeReport(doc: unknown, file: string): UpdatePlan {
     if (seen.has(key)) continue;
     seen.add(key);
     const fixed = vulnerability.fix?.state === "fixed" ? (vulnerability.fix.versions ?? []) : [];
-    const packageType = OS_ARTIFACT_TYPES[artifact.type];
+    // Own keys only: an artifact type "__proto__" must not find Object.prototype.
+    const packageType = Object.hasOwn(OS_ARTIFACT_TYPES, artifact.type)
+      ? OS_ARTIFACT_TYPES[artifact.type]
+      : undefined;
     if (packageType) {
       osFindings.push({
         entry: `$.matches[${i}]`,

@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 import { checkJsonNesting } from "./limits.ts";
 
 /** `$.Results[0].Vulnerabilities[3].PkgName`: where in a JSON document a value sits. */
@@ -58,9 +58,10 @@ export function parseReportJson(bytes: Buffer, file: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
+    // describeCause keeps it one line: V8 quotes the text around the error, newlines included.
     throw new SutureError(
       "INVALID_REPORT",
-      `${file} is not JSON (${(e as Error).message}); pass a scanner's JSON report (trivy --format json, grype -o json, or a copa UpdateManifest)`,
+      `${file} is not JSON (${describeCause(e)}); pass a scanner's JSON report (trivy --format json, grype -o json, or a copa UpdateManifest)`,
       { cause: e },
     );
   }

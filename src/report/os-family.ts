@@ -41,7 +41,8 @@ const ALIASES: Record<string, string> = {
  */
 export function canonicalOsFamily(raw: string): string {
   const s = raw.trim().toLowerCase();
-  if (ALIASES[s]) return ALIASES[s];
+  // Own keys only: a family spelled "constructor" must not find Object.prototype's members.
+  if (Object.hasOwn(ALIASES, s)) return ALIASES[s]!;
   // Same precedence as copa: the first family whose name occurs in the string wins.
   const rules: [string, string[]][] = [
     ["alpine", ["alpine"]],

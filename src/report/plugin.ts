@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 import { parseUpdateManifest } from "./copa-manifest.ts";
 import { checkJsonNesting, DEFAULT_MAX_REPORT_BYTES, reportTooLargeError } from "./limits.ts";
 import type { UpdatePlan } from "./plan.ts";
@@ -56,7 +56,7 @@ export async function runScannerPlugin(
     const start = text.slice(0, 80).replace(/\s+/g, " ");
     throw new SutureError(
       "INVALID_REPORT",
-      `${command} did not print a JSON UpdateManifest (${(e as Error).message}${start ? `; output starts ${JSON.stringify(start)}` : ""})${tail}`,
+      `${command} did not print a JSON UpdateManifest (${describeCause(e)}${start ? `; output starts ${JSON.stringify(start)}` : ""})${tail}`,
       { cause: e },
     );
   }

@@ -7,7 +7,7 @@ import {
   type VerifyMessageResult,
   verify,
 } from "openpgp";
-import { describeCause, SutureError } from "../errors/errors.ts";
+import { describeCause, quoteUntrusted, SutureError } from "../errors/errors.ts";
 import type { Keyring } from "./keyring.ts";
 
 /** A key whose signature was accepted. */
@@ -234,7 +234,7 @@ async function expiryOf(key: PublicKey): Promise<Date | undefined> {
 
 function describeKey(key: PublicKey, keyId: string): string {
   const uid = key.getUserIDs()[0];
-  return `${key.getFingerprint().toUpperCase()}${keyId !== key.getKeyID().toHex() ? ` (subkey ${keyId})` : ""}${uid ? ` "${uid}"` : ""}`;
+  return `${key.getFingerprint().toUpperCase()}${keyId !== key.getKeyID().toHex() ? ` (subkey ${keyId})` : ""}${uid ? ` ${quoteUntrusted(uid)}` : ""}`;
 }
 
 function untrusted(message: string, cause?: unknown): SutureError {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { describeCause, SutureError } from "../../errors/errors.ts";
+import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 import { childPath, resolveInRoot } from "../root-files.ts";
 

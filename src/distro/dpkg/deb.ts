@@ -3,9 +3,9 @@ import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts"
 import { decompressAuto, HOST_XZ, hostXzStream } from "../../archive/compression.ts";
 import { ReadAhead } from "../../archive/read-ahead.ts";
 import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
-import { describeCause, SutureError } from "../../errors/errors.ts";
+import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
-import { checkPackageFields, quoteUntrusted } from "../package-syntax.ts";
+import { checkPackageFields } from "../package-syntax.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
 
 /**
@@ -80,16 +80,21 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
   const members = await listArMembers(path);
   const [first, ...rest] = members;
   if (first?.name !== "debian-binary") throw bad("its first member is not debian-binary");
+  // Checked here: readAll's own limit error names no file and carries INVALID_MANIFEST.
+  if (first.size > 64) throw bad(`its debian-binary member is ${first.size} bytes, not a format version`);
   const formatText = (await readAll(openArMember(path, first), 64)).toString("latin1");
-  if (!/^2\.\d+\n/.test(formatText)) throw bad(`unsupported format version "${formatText.trim()}"`);
+  if (!/^2\.\d+\n/.test(formatText))
+    throw bad(`unsupported format version ${quoteUntrusted(formatText.trim())}`);
   const meaningful = rest.filter((m) => !m.name.startsWith("_"));
   const controlMember = meaningful[0];
   const dataMember = meaningful[1];
   if (!controlMember || !CONTROL_MEMBER.test(controlMember.name))
-    throw bad(`expected a control.tar member after debian-binary, found ${controlMember?.name ?? "nothing"}`);
+    throw bad(
+      `expected a control.tar member after debian-binary, found ${controlMember ? quoteUntrusted(controlMember.name) : "nothing"}`,
+    );
   if (!dataMember || !DATA_MEMBER.test(dataMember.name))
     throw bad(
-      `expected a data.tar member after ${controlMember.name}, found ${dataMember?.name ?? "nothing"}`,
+      `expected a data.tar member after ${controlMember.name}, found ${dataMember ? quoteUntrusted(dataMember.name) : "nothing"}`,
     );
 
   const controlMembers = new Map<string, Buffer>();
@@ -99,7 +104,9 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
       if (entry.header.type === "directory" && name === ".") continue;
       if (entry.header.type === "directory" && name === "") continue;
       if (entry.header.type !== "file" || name.includes("/") || name === "" || name === "..")
-        throw bad(`control archive member "${entry.header.path}" is not a plain top-level file`);
+        throw bad(
+          `control archive member ${quoteUntrusted(entry.header.path)} is not a plain top-level file`,
+        );
       // Each member becomes `info/<package>.<member>` in the database: only dpkg's info-file names.
       if (!CONTROL_MEMBER_NAME.test(name))
         throw bad(
@@ -145,7 +152,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
     if (!line) continue;
     // deb-conffiles(5): an optional flag word before an absolute path.
     const m = /^(?:(remove-on-upgrade)\s+)?(\/.*)$/.exec(line);
-    if (!m) throw bad(`conffiles line "${line}" is not an absolute path`);
+    if (!m) throw bad(`conffiles line ${quoteUntrusted(line)} is not an absolute path`);
     (m[1] ? removeOnUpgrade : conffiles).push(m[2]!);
   }
 

@@ -1,5 +1,5 @@
-import { SutureError } from "../../errors/errors.ts";
-import { checkPackageFields, quoteUntrusted } from "../package-syntax.ts";
+import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { checkPackageFields } from "../package-syntax.ts";
 import { type ControlParagraph, parseControl } from "./control.ts";
 import { compareDebVersions } from "./version.ts";
 
@@ -197,7 +197,7 @@ export function debUrl(entry: PackageEntry): string {
   ) {
     throw new SutureError(
       "UNTRUSTED",
-      `package ${entry.package} ${entry.version} has an unsafe Filename "${f}" in its index: the repository is malformed`,
+      `package ${entry.package} ${entry.version} has an unsafe Filename ${quoteUntrusted(f)} in its index: the repository is malformed`,
     );
   }
   return `${entry.repoUri}/${f.split("/").map(encodeURIComponent).join("/")}`;
@@ -277,7 +277,8 @@ export function parseRelations(text: string | undefined): Relation[][] {
       .filter(Boolean)
       .map((alt) => {
         const m = /^([^\s(:]+)(?::(\S+))?\s*(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([^)\s]+)\s*\))?$/.exec(alt);
-        if (!m) throw new SutureError("INVALID_MANIFEST", `malformed package relation "${alt}"`);
+        if (!m)
+          throw new SutureError("INVALID_MANIFEST", `malformed package relation ${quoteUntrusted(alt)}`);
         const r: Relation = { name: m[1]! };
         if (m[2]) r.arch = m[2];
         if (m[3]) {

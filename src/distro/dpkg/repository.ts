@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { xz } from "@napi-rs/lzma";
 import { HOST_XZ, hostXzStream } from "../../archive/compression.ts";
-import { describeCause, isSutureError, redact, SutureError } from "../../errors/errors.ts";
+import { describeCause, isSutureError, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
 import type { Keyring } from "../../trust/keyring.ts";
@@ -335,7 +335,7 @@ function parseDate(value: string | undefined, name: string, what: string): Date 
   if (!d) {
     throw new SutureError(
       "UNTRUSTED",
-      `${what} has an unreadable ${name} "${value}": the repository metadata is broken`,
+      `${what} has an unreadable ${name} ${quoteUntrusted(value)}: the repository metadata is broken`,
     );
   }
   return d;

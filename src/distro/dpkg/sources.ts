@@ -1,5 +1,5 @@
 import { posix } from "node:path";
-import { SutureError } from "../../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import type { OsRelease } from "../os-release.ts";
 import { listDirInRoot, readFileInRoot } from "../root-files.ts";
 import { field, parseControl } from "./control.ts";
@@ -102,13 +102,16 @@ export function parseSourcesList(text: string, origin = "sources.list"): AptSour
     if (!m || (type !== "deb" && type !== "deb-src")) {
       throw new SutureError(
         "INVALID_MANIFEST",
-        `${where}: malformed apt source line "${line}": expected "deb [options] URI SUITE COMPONENT..."`,
+        `${where}: malformed apt source line ${quoteUntrusted(line)}: expected "deb [options] URI SUITE COMPONENT..."`,
       );
     }
     const options = parseOneLineOptions(m[2] ?? "", where);
     const rest = m[3]!.split(/\s+/).filter(Boolean);
     if (rest.length < 2) {
-      throw new SutureError("INVALID_MANIFEST", `${where}: apt source line "${line}" lacks a URI or suite`);
+      throw new SutureError(
+        "INVALID_MANIFEST",
+        `${where}: apt source line ${quoteUntrusted(line)} lacks a URI or suite`,
+      );
     }
     if (type !== "deb") continue;
     out.push(
@@ -126,7 +129,8 @@ function parseOneLineOptions(text: string, where: string): Map<string, string> {
   const options = new Map<string, string>();
   for (const item of text.trim().split(/\s+/).filter(Boolean)) {
     const eq = item.indexOf("=");
-    if (eq <= 0) throw new SutureError("INVALID_MANIFEST", `${where}: malformed source option "${item}"`);
+    if (eq <= 0)
+      throw new SutureError("INVALID_MANIFEST", `${where}: malformed source option ${quoteUntrusted(item)}`);
     // `arch+=`/`arch-=` adjust a default set; with no default set here they are ignored.
     const key = item.slice(0, eq).toLowerCase();
     if (key.endsWith("+") || key.endsWith("-")) continue;
@@ -189,17 +193,17 @@ function makeSource(
   if (flat && components.length) {
     throw new SutureError(
       "INVALID_MANIFEST",
-      `${where}: suite "${suite}" is a flat repository path and cannot have components`,
+      `${where}: suite ${quoteUntrusted(suite)} is a flat repository path and cannot have components`,
     );
   }
   if (!flat && !components.length) {
     throw new SutureError(
       "INVALID_MANIFEST",
-      `${where}: suite "${suite}" has no components (add e.g. "main")`,
+      `${where}: suite ${quoteUntrusted(suite)} has no components (add e.g. "main")`,
     );
   }
   if (!/^[a-z][a-z0-9+.-]*:/i.test(uri)) {
-    throw new SutureError("INVALID_MANIFEST", `${where}: "${uri}" is not a URI`);
+    throw new SutureError("INVALID_MANIFEST", `${where}: ${quoteUntrusted(uri)} is not a URI`);
   }
   const source: AptSource = { uri: normaliseUri(uri), suite, components, origin: where };
   const signedBy = raw.signedBy?.trim() ? parseSignedBy(raw.signedBy) : undefined;
@@ -248,6 +252,11 @@ const DEBIAN_CODENAMES: Record<string, string> = {
   "14": "forky",
 };
 
+/** Own keys only: a VERSION_ID of "constructor" must not find Object.prototype's members. */
+function debianCodename(major: string): string | undefined {
+  return Object.hasOwn(DEBIAN_CODENAMES, major) ? DEBIAN_CODENAMES[major] : undefined;
+}
+
 /** Releases whose packages have moved from deb.debian.org to archive.debian.org. */
 const DEBIAN_ARCHIVED = new Set(["jessie", "stretch", "buster"]);
 
@@ -269,7 +278,7 @@ export function defaultSourcesFor(os: OsRelease, options: { arch?: string } = {}
     os.id === "debian" || (!isUbuntu && os.idLike.includes("debian") && !os.idLike.includes("ubuntu"));
   if (isDebian) {
     const codename =
-      os.versionCodename || DEBIAN_CODENAMES[(os.versionId ?? "").split(".")[0]!] || codenameFromPretty(os);
+      os.versionCodename || debianCodename((os.versionId ?? "").split(".")[0]!) || codenameFromPretty(os);
     if (!codename) {
       throw new SutureError(
         "UNSUPPORTED_OS",

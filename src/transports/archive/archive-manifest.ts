@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { SutureError } from "../../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { familiarName, type ImageReference, parseReference } from "../../ref/reference.ts";
 
 /**
@@ -54,7 +54,10 @@ export async function selectArchiveItem(
   ref: ImageReference | undefined,
   options: SelectItemOptions,
 ): Promise<ArchiveItem> {
-  const tags = items.flatMap((i) => i.RepoTags ?? []);
+  // RepoTags come from the archive: show odd ones quoted, so they cannot break the message's line.
+  const tags = items
+    .flatMap((i) => i.RepoTags ?? [])
+    .map((t) => (/^[\x21-\x7e]+$/.test(t) ? t : quoteUntrusted(t)));
   const listed = tags.length ? tags.join(", ") : `${items.length} untagged`;
   if (items.length === 0) {
     throw new SutureError("NOT_FOUND", `${options.name} holds no images (its manifest.json is empty)`);

@@ -1,4 +1,4 @@
-import { SutureError } from "../../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import type { Descriptor, Index } from "../../oci/manifest.ts";
 import { Annotation, isImageManifestMediaType, isIndexMediaType } from "../../oci/media-types.ts";
 
@@ -29,7 +29,8 @@ export async function selectFromLayoutIndex(
   loadIndex: (d: Descriptor) => Promise<Index | undefined>,
   name: string,
 ): Promise<LayoutSelection> {
-  const tags = layoutTags(index);
+  // Tags come from index.json: show odd ones quoted, so they cannot break the message's line.
+  const tags = layoutTags(index).map((t) => (/^[\x21-\x7e]+$/.test(t) ? t : quoteUntrusted(t)));
   const listed = tags.length ? tags.join(", ") : "no tags";
   if (tag === undefined) {
     if (index.manifests.length === 1) return { kind: "descriptor", descriptor: index.manifests[0]! };
@@ -64,6 +65,6 @@ export async function selectFromLayoutIndex(
   }
   throw new SutureError(
     "NOT_FOUND",
-    `${name} has no image tagged "${tag}" (it has: ${listed}): use one of those tags`,
+    `${name} has no image tagged ${quoteUntrusted(tag)} (it has: ${listed}): use one of those tags`,
   );
 }

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { describeCause, redact, SutureError } from "../../errors/errors.ts";
+import { describeCause, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
 import { DOCKER_HUB } from "../../ref/reference.ts";
 
 /** Credentials for one registry, as found in a config file or returned by a credential helper. */
@@ -107,10 +107,11 @@ async function readAuthFile(path: string): Promise<AuthFile | undefined> {
     if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not a JSON object");
     return parsed as AuthFile;
   } catch (e) {
-    // The message must not quote the file: it holds secrets.
+    // The message must not quote the file: it holds secrets. V8 quotes the text after a `"`, and
+    // that text may span lines, so cut from the first quote to the very end ([\s\S], not `.`).
     throw new SutureError(
       "IO",
-      `${path} is not valid JSON (${(e as Error).message.replace(/".*$/, "").trim()}): fix or remove it, or run docker login again`,
+      `${path} is not valid JSON (${(e as Error).message.replace(/"[\s\S]*$/, "").trim()}): fix or remove it, or run docker login again`,
       { cause: e },
     );
   }

@@ -104,6 +104,9 @@ export function errorFromResponse(
     .slice(0, 300);
   if (!detail && bodyText.trim() && !/^\s*</.test(bodyText))
     detail = bodyText.trim().split("\n")[0]!.slice(0, 200);
+  // The registry's own words may span lines (a JSON message with "\n", a body ending in "\r"):
+  // fold them onto the one line of our message.
+  detail = detail.replace(/\s+/g, " ").trim();
   const said = detail ? ` [registry: ${redact(detail)}]` : "";
   const where = `${ctx.registry} (${ctx.operation})`;
   const base = { status, registryCodes: codes, retryAfterMs };
