@@ -97,7 +97,8 @@ async function hostileImage(base: { layoutDir: string; manifestDigest: string })
     ...manifest.layers,
     { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer },
   ];
-  await writer.tag(manifest.mediaType, await writer.put(Buffer.from(JSON.stringify(manifest))));
+  const mediaType = "application/vnd.oci.image.manifest.v1+json";
+  await writer.tag(mediaType, await writer.put(Buffer.from(JSON.stringify({ mediaType, ...manifest }))));
   return `oci:${layoutDir}:latest`;
 }
 

@@ -38,6 +38,8 @@ export interface ListsTrust {
 export interface ListsGroup {
   /** apt's list-file name prefix of the suite, e.g. `deb.debian.org_debian_dists_bookworm_`. */
   prefix: string;
+  /** Base URI the suite's Packages `Filename:`s are relative to (`http://deb.debian.org/debian`). */
+  repoUri: string;
   keyring: Keyring;
 }
 
@@ -45,6 +47,10 @@ export interface ListsGroup {
 export interface VerifiedList {
   bytes: Buffer;
   date: Date;
+  /** For a Packages index: its uncompressed text (the bytes themselves unless apt stored it compressed). */
+  packages?: Buffer;
+  /** The group (release) the file belongs to. */
+  group: ListsGroup;
 }
 
 /**
@@ -68,22 +74,24 @@ export async function listsTrustFor(
   }
   if (mirrors) sources = applyMirrors(sources, mirrors);
   const keyringFor = imageKeyringProvider(files);
-  const byPrefix = new Map<string, { keyring: Keyring; keysHash: string } | "conflict">();
+  const byPrefix = new Map<string, { keyring: Keyring; keysHash: string; repoUri: string } | "conflict">();
   for (const source of sources) {
     if (source.trusted) continue;
     const keyring = await keyringFor(source).catch(() => undefined);
     if (!keyring?.keys.length) continue;
     const keysHash = hashKeys(keyring);
-    const prefix = aptListName(`${suiteUrl(source, arch)}/`);
+    const url = suiteUrl(source, arch);
+    const prefix = aptListName(`${url}/`);
+    const repoUri = source.suite.endsWith("/") ? url : source.uri;
     const seen = byPrefix.get(prefix);
-    if (seen === undefined) byPrefix.set(prefix, { keyring, keysHash });
+    if (seen === undefined) byPrefix.set(prefix, { keyring, keysHash, repoUri });
     else if (seen !== "conflict" && seen.keysHash !== keysHash) byPrefix.set(prefix, "conflict");
   }
   const fingerprint = createHash("sha256");
   const groups: ListsGroup[] = [];
   for (const [prefix, g] of [...byPrefix].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (g === "conflict") continue;
-    groups.push({ prefix, keyring: g.keyring });
+    groups.push({ prefix, repoUri: g.repoUri, keyring: g.keyring });
     fingerprint.update(`${prefix}\n${g.keysHash}\n`);
   }
   return { groups, fingerprint: fingerprint.digest("hex") };
@@ -150,13 +158,13 @@ export async function verifiedLists(
     if (!signed) continue;
     const { release, files } = signed;
     const date = release.date ?? new Date(0);
-    for (const [name, bytes] of files) out.set(name, { bytes, date });
+    for (const [name, bytes] of files) out.set(name, { bytes, date, group });
     const expected = new Map<string, ExpectedChecksum>();
     for (const [path, sum] of release.files) expected.set(group.prefix + aptListName(path), sum);
     for (const name of names) {
       if (!name.startsWith(group.prefix) || out.has(name)) continue;
-      const bytes = await verifiedIndex(dir, name, expected);
-      if (bytes) out.set(name, { bytes, date });
+      const index = await verifiedIndex(dir, name, expected);
+      if (index) out.set(name, { ...index, date, group });
     }
   }
   return out;
@@ -210,24 +218,62 @@ const DECODERS: Record<string, (bytes: Buffer, max: number) => Promise<Buffer | 
 /**
  * A list file's bytes when they are what the verified release lists under its name; for a file
  * apt stored recompressed (`…_Packages.lz4`), when its decompressed bytes are the listed `Packages`.
+ * A Packages index comes with its uncompressed text.
  */
 async function verifiedIndex(
   dir: string,
   name: string,
   expected: ReadonlyMap<string, ExpectedChecksum>,
-): Promise<Buffer | undefined> {
+): Promise<{ bytes: Buffer; packages?: Buffer } | undefined> {
+  const ext = Object.keys(DECODERS).find((e) => name.endsWith(e));
+  const isPackages = /(^|_)Packages$/.test(ext ? name.slice(0, -ext.length) : name);
   const direct = expected.get(name);
   if (direct) {
     const bytes = await readRegularFile(join(dir, name), direct.size);
-    return bytes && matches(bytes, direct) ? bytes : undefined;
+    if (!bytes || !matches(bytes, direct)) return undefined;
+    if (!isPackages) return { bytes };
+    // Verified as it is: its text, if it cannot be decoded here, just is not used for look-ups.
+    return { bytes, packages: ext ? await DECODERS[ext]!(bytes, MAX_LIST_BYTES) : bytes };
   }
-  const ext = Object.keys(DECODERS).find((e) => name.endsWith(e));
   const plain = ext && expected.get(name.slice(0, -ext.length));
   if (!ext || !plain) return undefined;
   const bytes = await readRegularFile(join(dir, name), MAX_LIST_BYTES);
   if (!bytes) return undefined;
   const decoded = await DECODERS[ext]!(bytes, plain.size);
-  return decoded && matches(decoded, plain) ? bytes : undefined;
+  if (!decoded || !matches(decoded, plain)) return undefined;
+  return isPackages ? { bytes, packages: decoded } : { bytes };
+}
+
+/**
+ * The size and SHA-256 a verified Packages index gives for the .deb at `uri` (as apt-get
+ * --print-uris names it), or undefined when no verified index of a suite under that URI lists it.
+ */
+export function packageFileChecksum(
+  lists: ReadonlyMap<string, VerifiedList>,
+  uri: string,
+): ExpectedChecksum | undefined {
+  for (const { packages, group } of lists.values()) {
+    if (!packages || !uri.startsWith(`${group.repoUri}/`)) continue;
+    let path: string;
+    try {
+      path = decodeURIComponent(uri.slice(group.repoUri.length + 1));
+    } catch {
+      return undefined;
+    }
+    const line = `Filename: ${path}\n`;
+    let at = packages.indexOf(`\n${line}`);
+    if (at >= 0) at += 1;
+    else if (packages.subarray(0, line.length).toString("utf8") === line) at = 0;
+    else continue;
+    const previous = packages.lastIndexOf("\n\n", at);
+    const start = previous < 0 ? 0 : previous + 2;
+    const end = packages.indexOf("\n\n", at);
+    const paragraph = packages.subarray(start, end < 0 ? packages.length : end).toString("utf8");
+    const sha256 = /^SHA256: ([0-9a-f]{64})$/m.exec(paragraph)?.[1];
+    const size = /^Size: (\d+)$/m.exec(paragraph)?.[1];
+    if (sha256 && size) return { sha256, size: Number(size) };
+  }
+  return undefined;
 }
 
 function matches(bytes: Buffer, expected: ExpectedChecksum): boolean {
@@ -289,12 +335,11 @@ export async function seedLists(cacheDir: string, privateDir: string, trust: Lis
 }
 
 /**
- * Replace the shared lists cache with what verifies in the private dir apt just updated (the
- * caller holds the cache's lock). Written into a new directory, then swapped in with renames, so a
- * reader sees the old set, nothing, or the new set. Nothing verified: the cache is left as it was.
+ * Replace the shared lists cache with `lists` (verified with verifiedLists; the caller holds the
+ * cache's lock). Written into a new directory, then swapped in with renames, so a reader sees the
+ * old set, nothing, or the new set. Nothing verified: the cache is left as it was.
  */
-export async function saveLists(privateDir: string, cacheDir: string, trust: ListsTrust): Promise<number> {
-  const lists = await verifiedLists(privateDir, trust);
+export async function saveLists(lists: ReadonlyMap<string, VerifiedList>, cacheDir: string): Promise<number> {
   if (!lists.size) return 0;
   const suffix = randomBytes(6).toString("hex");
   const fresh = `${cacheDir}.new-${suffix}`;

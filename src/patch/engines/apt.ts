@@ -9,7 +9,14 @@ import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { withFileLock } from "../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../sandbox/runtime.ts";
-import { type ListsTrust, saveLists, seedLists } from "./apt-lists.ts";
+import {
+  type ListsTrust,
+  packageFileChecksum,
+  saveLists,
+  seedLists,
+  type VerifiedList,
+  verifiedLists,
+} from "./apt-lists.ts";
 
 /** What the apt engine needs from a sandbox: a merged root to read and a way to run commands in it. */
 export interface SandboxRunner {
@@ -193,10 +200,16 @@ async function aptRun(
    * against that SHA-256), and put copies in the run's archives dir, where apt verifies them again
    * before use. Copies, not links: the image's code may write to that dir.
    */
+  /** The Packages indexes that verified after `apt-get update`, held for prefetch look-ups. */
+  let verified: Map<string, VerifiedList> | undefined;
   const prefetch = async (args: string[]) => {
-    if (!cache?.debStore || !own) return;
+    if (!cache?.debStore || !own || !verified?.size) return;
     const r = await run("apt-get --print-uris", [...args, "--print-uris", "-qq"]);
-    const wanted = parsePrintUris(r.stdout);
+    const lists = verified;
+    const wanted = parsePrintUris(r.stdout).flatMap((w) => {
+      const entry = verifiedDebEntry(w, lists);
+      return entry ? [{ filename: w.filename, entry }] : [];
+    });
     if (!wanted.length) return;
     const paths = await downloadPackages(
       wanted.map((m) => m.entry),
@@ -213,9 +226,12 @@ async function aptRun(
 
   await run("apt-get update", ["apt-get", "update", ...aptOptions]);
   if (cache && own) {
-    // Saved right after the update, before any package's scripts ran; and only what verifies.
-    const lists = own.lists;
-    await withCacheLock(cache, progress, options.signal, () => saveLists(lists, cache.lists, cache.trust));
+    // Verified right after the update, before any package's scripts ran, and kept in memory: what
+    // the image's code does to the files from here on changes neither the cache nor the look-ups.
+    const lists = await verifiedLists(own.lists, cache.trust);
+    await withCacheLock(cache, progress, options.signal, () => saveLists(lists, cache.lists));
+    for (const [name, v] of lists) if (!v.packages) lists.delete(name);
+    verified = lists;
   }
   const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
     .split("\n")
@@ -443,33 +459,52 @@ export function aptFailure(what: string, exitCode: number, output: string): Sutu
 }
 
 /**
- * `apt-get … --print-uris -qq` lines: `'URI' FILE SIZE SHA256:HEX`. Files without a SHA-256 are
- * left to apt itself. The entries carry just what a verified download needs.
+ * `apt-get … --print-uris -qq` lines: `'URI' FILE SIZE [HASH]`. apt 2.6 prints no hash there, and
+ * whatever it prints comes from lists the image's code could have rewritten, so only the URI, file
+ * name and size are taken: the SHA-256 comes from suture's own verified indexes.
  */
-export function parsePrintUris(text: string): { filename: string; entry: PackageEntry }[] {
-  const out: { filename: string; entry: PackageEntry }[] = [];
+export function parsePrintUris(text: string): { uri: string; filename: string; size: number }[] {
+  const out: { uri: string; filename: string; size: number }[] = [];
   for (const line of text.split("\n")) {
-    const m = /^'([^']+)'\s+(\S+)\s+(\d+)\s+SHA256:([0-9a-f]{64})\s*$/.exec(line.trim());
+    const m = /^'([^']+)'\s+(\S+)\s+(\d+)(?:\s+\S+)?\s*$/.exec(line.trim());
     if (!m) continue;
-    const [, uri, filename, size, sha256] = m;
-    if (filename!.includes("/") || filename!.startsWith(".")) continue;
-    const cut = uri!.lastIndexOf("/");
-    const name = decodeURIComponent(uri!.slice(cut + 1));
-    const [pkg = name, version = "", arch = ""] = basename(filename!, ".deb").split("_");
-    out.push({
-      filename: filename!,
-      entry: {
-        package: pkg,
-        version: decodeURIComponent(version),
-        architecture: arch,
-        filename: name,
-        size: Number(size),
-        sha256: sha256!,
-        essential: false,
-        paragraph: "",
-        repoUri: uri!.slice(0, cut),
-      },
-    });
+    const [, uri, filename, size] = m;
+    if (filename!.includes("/") || filename!.startsWith(".") || !filename!.endsWith(".deb")) continue;
+    out.push({ uri: uri!, filename: filename!, size: Number(size) });
   }
   return out;
+}
+
+/**
+ * A download entry for a .deb apt will fetch, with the size and SHA-256 that suture's verified
+ * Packages indexes list for its URI; undefined when none does (apt then fetches it itself, into
+ * the run's own archives only).
+ */
+export function verifiedDebEntry(
+  wanted: { uri: string; filename: string; size: number },
+  lists: ReadonlyMap<string, VerifiedList>,
+): PackageEntry | undefined {
+  const sum = packageFileChecksum(lists, wanted.uri);
+  if (!sum || sum.size !== wanted.size) return undefined;
+  const cut = wanted.uri.lastIndexOf("/");
+  let name: string;
+  let version: string;
+  try {
+    name = decodeURIComponent(wanted.uri.slice(cut + 1));
+    version = decodeURIComponent(basename(wanted.filename, ".deb").split("_")[1] ?? "");
+  } catch {
+    return undefined;
+  }
+  const [pkg = name, , arch = ""] = basename(wanted.filename, ".deb").split("_");
+  return {
+    package: pkg,
+    version,
+    architecture: arch,
+    filename: name,
+    size: sum.size,
+    sha256: sum.sha256,
+    essential: false,
+    paragraph: "",
+    repoUri: wanted.uri.slice(0, cut),
+  };
 }
