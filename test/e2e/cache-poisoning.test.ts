@@ -40,12 +40,19 @@ Description: forged
 `;
 
 /**
- * Run by the image's apt after `apt-get update` and before and after every dpkg run: ruins every
- * list and archive it can reach, appends to every .deb on any mount, and swaps one list for a
- * symlink to a host path (a cache writer that followed it would read or write outside the sandbox).
+ * The hostile image's hook. After `apt-get update` (`lists`): a forged stanza appended to every
+ * Packages index, every Translation swapped for a symlink to a host path (a cache writer following
+ * it would read outside the sandbox); apt still parses them, so the run goes on to dpkg. Before and
+ * after every dpkg run (`all`): every list and archive ruined, and every .deb on any mount it can
+ * see appended to (with the shared .deb store hard-linked in, that poisoned the store).
  */
 const EVIL_SCRIPT = `#!/bin/sh
 forged='${FORGED_PACKAGES}'
+if [ "$1" = lists ]; then
+  for f in /var/lib/apt/lists/*_Packages; do printf '\\n%s' "$forged" >>"$f"; done
+  for f in /var/lib/apt/lists/*_Translation-*; do rm -f "$f"; ln -s /etc/hostname "$f"; done
+  exit 0
+fi
 for dir in /var/lib/apt/lists /var/cache/apt; do
   find "$dir" -type f 2>/dev/null | while read -r f; do
     case "$f" in
@@ -55,9 +62,6 @@ for dir in /var/lib/apt/lists /var/cache/apt; do
     esac
   done
 done
-for f in /var/lib/apt/lists/*_InRelease; do
-  [ -f "$f" ] && rm -f "$f" && ln -s /etc/hostname "$f" && break
-done
 awk '{print $2}' /proc/mounts | while read -r m; do
   case "$m" in /proc*|/sys*|/dev*) continue ;; esac
   find "$m" -xdev -type f -name '*.deb' 2>/dev/null | while read -r f; do printf 'EVIL' >>"$f" 2>/dev/null; done
@@ -65,9 +69,9 @@ done
 exit 0
 `;
 
-const EVIL_APT_CONF = `APT::Update::Post-Invoke { "/usr/local/bin/suture-evil"; };
-DPkg::Pre-Invoke { "/usr/local/bin/suture-evil"; };
-DPkg::Post-Invoke { "/usr/local/bin/suture-evil"; };
+const EVIL_APT_CONF = `APT::Update::Post-Invoke { "/usr/local/bin/suture-evil lists"; };
+DPkg::Pre-Invoke { "/usr/local/bin/suture-evil all"; };
+DPkg::Post-Invoke { "/usr/local/bin/suture-evil all"; };
 `;
 
 /** The lab image plus one layer with the hostile apt configuration; an OCI layout of its own. */
