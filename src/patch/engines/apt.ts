@@ -5,6 +5,12 @@ import { downloadPackages } from "../../distro/dpkg/fetch-debs.ts";
 import type { PackageEntry } from "../../distro/dpkg/packages-index.ts";
 import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../distro/dpkg/version.ts";
+import {
+  isValidPackageArchitecture,
+  isValidPackageName,
+  isValidPackageVersion,
+} from "../../distro/package-syntax.ts";
+import { childPath } from "../../distro/root-files.ts";
 import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { withFileLock } from "../../sandbox/file-lock.ts";
@@ -194,14 +200,14 @@ async function aptRun(
     return r;
   };
 
-  /**
-   * apt downloads one file after another; ask it what it will fetch (--print-uris: URI, file name,
-   * size, SHA-256 from its indexes), fetch those in parallel into the verified store (each checked
-   * against that SHA-256), and put copies in the run's archives dir, where apt verifies them again
-   * before use. Copies, not links: the image's code may write to that dir.
-   */
   /** The Packages indexes that verified after `apt-get update`, held for prefetch look-ups. */
   let verified: Map<string, VerifiedList> | undefined;
+  /**
+   * apt downloads one file after another; ask it what it will fetch (--print-uris: URI, file name,
+   * size), fetch those in parallel into the verified store, each checked against the SHA-256 that
+   * suture's verified indexes list for it, and put copies in the run's archives dir, where apt
+   * verifies them again before use. Copies, not links: the image's code may write to that dir.
+   */
   const prefetch = async (args: string[]) => {
     if (!cache?.debStore || !own || !verified?.size) return;
     const r = await run("apt-get --print-uris", [...args, "--print-uris", "-qq"]);
@@ -217,7 +223,7 @@ async function aptRun(
     );
     await Promise.all(
       wanted.map(async (m, i) => {
-        const dest = join(own.archives, m.filename);
+        const dest = childPath(own.archives, m.filename, "apt's archive file name");
         await rm(dest, { force: true });
         await copyFile(paths[i]!, dest, constants.COPYFILE_EXCL);
       }),
@@ -496,6 +502,13 @@ export function verifiedDebEntry(
     return undefined;
   }
   const [pkg = name, , arch = ""] = basename(wanted.filename, ".deb").split("_");
+  // apt's file name is the image's word: a name that is no package identity is not prefetched.
+  if (
+    !isValidPackageName("deb", pkg) ||
+    !isValidPackageVersion("deb", version) ||
+    !isValidPackageArchitecture("deb", arch)
+  )
+    return undefined;
   return {
     package: pkg,
     version,
