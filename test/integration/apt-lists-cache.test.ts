@@ -14,6 +14,7 @@ import {
   aptListName,
   type ListsTrust,
   listsTrustFor,
+  packageFileChecksum,
   saveLists,
   seedLists,
   verifiedLists,
@@ -96,6 +97,16 @@ test("genuine lists verify; a forged index, a symlink and unknown files are left
   assert.deepEqual([...got.keys()].sort(), [IN_RELEASE, PACKAGES]);
   assert.equal(got.get(PACKAGES)!.date.getTime(), releaseDate.getTime());
   assert.ok(got.get(PACKAGES)!.bytes.equals(packages));
+
+  // What apt-get --print-uris names is looked up in the verified index: its SHA-256 and size.
+  const stanza =
+    /^Filename: (pool\/updates\/main\/e\/expat\/libexpat1_\S+_amd64\.deb)\nSize: (\d+)\n(?:.+\n)*?SHA256: ([0-9a-f]{64})$/m.exec(
+      packages.toString("utf8"),
+    );
+  assert.ok(stanza, "bookworm-security carries libexpat1");
+  const uri = `http://deb.debian.org/debian-security/${stanza[1]!.replaceAll("+", "%2b")}`;
+  assert.deepEqual(packageFileChecksum(got, uri), { sha256: stanza[3], size: Number(stanza[2]) });
+  assert.equal(packageFileChecksum(got, uri.replace("debian-security", "debian")), undefined);
 });
 
 test("an index apt stored recompressed (Acquire::GzipIndexes, .lz4) verifies by its decompressed hash", async (t) => {
