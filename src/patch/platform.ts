@@ -26,9 +26,9 @@ import { formatPlatform, hostPlatform } from "../oci/platform.ts";
 import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
-import { withFileLock } from "../sandbox/file-lock.ts";
 import { withSandbox } from "../sandbox/sandbox.ts";
 import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
+import { type ListsTrust, listsTrustFor } from "./engines/apt-lists.ts";
 import { applyNative, planNative } from "./engines/native/native.ts";
 import { dpkgArchitecture } from "./engines/native/repositories.ts";
 import { loadCachedPatch, patchResultKey, storeCachedPatch } from "./result-cache.ts";
@@ -222,28 +222,26 @@ export async function patchPlatformImage(
         await assertCanRun(platform);
         const sourcesDir =
           ctx.mirrors && (await mirroredSources(sb.mergedDir, ctx.mirrors, workDir, progress));
-        const aptCache = await aptCacheFor(ctx.cacheDir, sourcesDir ?? sb.mergedDir, platform.architecture);
-        apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
-          withFileLock(
-            aptCache.lock,
-            () =>
-              applyWithApt(sb, targets, {
-                ignoreErrors: ctx.ignoreErrors,
-                progress,
-                timeoutMs: ctx.timeoutMs,
-                cache: aptCache,
-                sourcesDir,
-                signal: ctx.signal,
-              }),
-            {
-              signal: ctx.signal,
-              onWait: (owner) =>
-                progress({
-                  type: "warning",
-                  message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
-                }),
-            },
+        // Keys and sources are read before the image's apt runs: its hooks may change both.
+        const aptCache = await aptCacheFor(
+          ctx.cacheDir,
+          sourcesDir ?? sb.mergedDir,
+          platform.architecture,
+          await listsTrustFor(
+            sb.mergedDir,
+            dpkgArchitecture(platform.architecture, platform.variant),
+            ctx.mirrors,
           ),
+        );
+        apt = await withStep(progress, "apply", "updating packages with the image's apt (runc)", () =>
+          applyWithApt(sb, targets, {
+            ignoreErrors: ctx.ignoreErrors,
+            progress,
+            timeoutMs: ctx.timeoutMs,
+            cache: aptCache,
+            sourcesDir,
+            signal: ctx.signal,
+          }),
         );
       }
       result.changed = [...apt.changed].map(([n, v]) => ({ name: n, ...v }));
@@ -424,16 +422,18 @@ async function mirroredSources(
 }
 
 /**
- * apt's lists and downloaded .debs for one image flavour, kept across runs. Keyed by the apt
- * sources and architecture: `apt-get update` deletes list files its sources do not name, so two
- * differently configured images must not share a lists dir.
+ * Where apt's verified lists for one image flavour are kept across runs. Keyed by the apt sources,
+ * the architecture and the keys the image trusts for them (`trust.fingerprint`): lists verified
+ * with one image's keys are never handed to an image trusting other keys. The .debs are shared
+ * with the native engine by SHA-256.
  */
 async function aptCacheFor(
   cacheDir: string,
   root: string,
   arch: string,
-): Promise<AptCacheDirs & { lock: string }> {
-  const hash = createHash("sha256").update(`arch=${arch}\n`);
+  trust: ListsTrust,
+): Promise<AptCacheDirs> {
+  const hash = createHash("sha256").update(`arch=${arch}\nkeys=${trust.fingerprint}\n`);
   // `root` is the image's root, or a mirrored-sources dir laid out the same way (see mirroredSources).
   const files = ["/etc/apt/sources.list", "/suture.sources"];
   for (const name of (await listDirInRoot(root, "/etc/apt/sources.list.d/")).sort()) {
@@ -443,10 +443,13 @@ async function aptCacheFor(
     const content = await readFileInRoot(root, f);
     if (content) hash.update(`${f}\n${content.length}\n`).update(content);
   }
-  const dir = join(cacheDir, "apt", hash.digest("hex").slice(0, 16));
-  const lists = join(dir, "lists");
-  const archives = join(dir, "archives");
-  await mkdir(join(lists, "partial"), { recursive: true });
-  await mkdir(join(archives, "partial"), { recursive: true });
-  return { lists, archives, debStore: join(cacheDir, "apt-native"), lock: join(dir, "lock") };
+  // "apt-lists", not the former "apt": entries written before lists were verified are never read.
+  const dir = join(cacheDir, "apt-lists", hash.digest("hex").slice(0, 16));
+  await mkdir(dir, { recursive: true });
+  return {
+    lists: join(dir, "lists"),
+    lock: join(dir, "lock"),
+    trust,
+    debStore: join(cacheDir, "apt-native"),
+  };
 }

@@ -46,6 +46,11 @@ export interface Sandbox {
   readonly lowerDirs: readonly string[];
   /** Environment every command starts with (image Env + sandbox env). */
   readonly env: readonly string[];
+  /**
+   * A private, empty host dir of this sandbox (outside the image's root), removed with it: where
+   * per-run copies of caches are kept for mounting into commands.
+   */
+  readonly scratchDir: string;
   run(args: string[], options?: SandboxRunOptions): Promise<RunResult>;
 }
 
@@ -71,6 +76,7 @@ export async function withSandbox<T>(
   const upperDir = join(dir, "upper");
   const workDir = join(dir, "work");
   const mergedDir = join(dir, "merged");
+  const scratchDir = join(dir, "scratch");
   let mounted = false;
   const cleanup = once(async () => {
     if (mounted) await unmount(mergedDir);
@@ -78,7 +84,12 @@ export async function withSandbox<T>(
   });
   const unregister = registerCleanup(`sandbox ${dir}`, cleanup);
   try {
-    await Promise.all([mkdir(upperDir), mkdir(workDir), mkdir(mergedDir)]);
+    await Promise.all([
+      mkdir(upperDir),
+      mkdir(workDir),
+      mkdir(mergedDir),
+      mkdir(scratchDir, { mode: 0o700 }),
+    ]);
     const lowers = lowerDirs.length > 0 ? lowerDirs : [await emptyLower(dir)];
     // overlayfs shows the upper dir's own inode as the merged root: give it the image's root metadata.
     const top = await stat(lowers.at(-1)!);
@@ -92,6 +103,7 @@ export async function withSandbox<T>(
       upperDir,
       lowerDirs,
       env,
+      scratchDir,
       async run(args, runOptions = {}) {
         if (!mounted) throw new SutureError("INTERNAL", "sandbox used after withSandbox returned");
         const signals = [options.signal, runOptions.signal].filter((s): s is AbortSignal => s !== undefined);

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { text } from "node:stream/consumers";
@@ -127,6 +127,19 @@ test("bookworm-security: signed InRelease verified, libssl3 found and its .deb d
   await downloadPackages([libssl], { cacheDir, fetch, progress: (e) => cachedEvents.push(e) });
   assert.deepEqual(urls.length, 1, "cached .deb not downloaded again");
   assert.equal(cachedEvents[0]?.type === "blob" && cachedEvents[0].action, "exists");
+
+  // A stored .deb altered on disk (same size) is re-hashed on reuse: not used, downloaded again.
+  const damaged = Buffer.from(bytes);
+  damaged[damaged.length - 100]! ^= 0xff;
+  await writeFile(path!, damaged);
+  await downloadPackages([libssl], { cacheDir, fetch });
+  assert.equal(urls.length, 2, "the damaged .deb is downloaded again");
+  assert.equal(
+    createHash("sha256")
+      .update(await readFile(path!))
+      .digest("hex"),
+    libssl.sha256,
+  );
 });
 
 test("the newest libssl3 across bookworm and bookworm-security comes from security", async (t) => {

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
+import { type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
 import { defaultHttpFetch, fetchToFile, type HttpFetch } from "./fetch.ts";
 import { debUrl, type PackageEntry } from "./packages-index.ts";
 
@@ -21,8 +22,10 @@ export interface DownloadPackagesOptions {
 /**
  * Download the .debs of `entries` (taken from verified Packages indexes) in parallel. Each file
  * is streamed to `cacheDir/tmp`, checked against the index's Size and SHA256 while it flows, and
- * only then renamed to `cacheDir/debs/<sha256>.deb`; a file already there with the right size is
- * not downloaded again (it was verified when it was written). Returns the paths in the order of
+ * only then renamed to `cacheDir/debs/<sha256>.deb`. A file already there is used only when it
+ * still has the index's size and SHA-256 (re-hashed: the store is shared by every run, and damage
+ * on disk must not pass for a verified package); one that does not is removed and downloaded
+ * again. Returns the paths in the order of
  * `entries`. Emits `blob` progress events (`download` with bytes so far, `exists` for cached ones).
  *
  * On the first failure the other transfers are cancelled and the error is thrown: UNTRUSTED for a
@@ -61,7 +64,7 @@ export async function downloadPackages(
   const one = async (e: PackageEntry): Promise<void> => {
     const final = pathOf(e.sha256);
     const digest = `sha256:${e.sha256}`;
-    if (await hasSize(final, e.size)) {
+    if (await isIntact(final, e)) {
       options.progress?.({ type: "blob", action: "exists", digest, bytes: e.size, total: e.size });
       return;
     }
@@ -114,11 +117,22 @@ export async function downloadPackages(
   return entries.map((e) => pathOf(e.sha256));
 }
 
-async function hasSize(path: string, size: number): Promise<boolean> {
+/**
+ * Whether the stored file is exactly the package the index names. A file that exists but is not
+ * is removed, so the download that follows replaces it (rename over it would do as well, but a
+ * failed download must not leave it behind for the next run to re-hash again).
+ */
+async function isIntact(path: string, expected: ExpectedChecksum): Promise<boolean> {
+  let st: Awaited<ReturnType<typeof lstat>>;
   try {
-    const st = await stat(path);
-    return st.isFile() && st.size === size;
+    st = await lstat(path);
   } catch {
     return false;
   }
+  if (st.isFile() && st.size === expected.size) {
+    const actual = await fileChecksum(path).catch(() => undefined);
+    if (actual?.sha256 === expected.sha256) return true;
+  }
+  await rm(path, { force: true, recursive: st.isDirectory() });
+  return false;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { aptFailure, chooseVersion, parseAptPolicy, parsePrintUris } from "./apt.ts";
+import { aptFailure, chooseVersion, parseAptPolicy, parsePrintUris, verifiedDebEntry } from "./apt.ts";
 
 // Real `LC_ALL=C apt-cache policy libssl3 nginx-light` output from a bookworm host (2026-11).
 const POLICY = `libssl3:
@@ -87,38 +87,80 @@ E: Unable to fetch some archives, maybe run apt-get update or try with --fix-mis
   assert.match(other.message, /exit 100\): E: Could not get lock/);
 });
 
-test("--print-uris lines become verified download entries under apt's file names", () => {
-  const out = `'http://deb.debian.org/debian-security/pool/updates/main/o/openssl/libssl3_3.0.22-1~deb12u2_amd64.deb' libssl3_3.0.22-1~deb12u2_amd64.deb 2032132 SHA256:${"a".repeat(64)}
+test("--print-uris lines give URI, file name and size; a hash apt prints is not taken", () => {
+  // apt 2.6 prints no hash (the real bookworm output); older apts print one, which is ignored.
+  const out = `'http://deb.debian.org/debian-security/pool/updates/main/e/expat/libexpat1_2.5.0-1%2bdeb12u5_amd64.deb' libexpat1_2.5.0-1+deb12u5_amd64.deb 107940 
 'http://deb.debian.org/debian/pool/main/t/tzdata/tzdata_2026f-0%2bdeb12u1_all.deb' tzdata_2026f-0+deb12u1_all.deb 257000 SHA256:${"b".repeat(64)}
-'http://deb.debian.org/debian/pool/main/x/x/x_1%3a2_all.deb' x_1%3a2_all.deb 10 MD5Sum:0123
 'http://evil/../x.deb' ../x.deb 10 SHA256:${"c".repeat(64)}`;
-  const got = parsePrintUris(out);
+  assert.deepEqual(parsePrintUris(out), [
+    {
+      uri: "http://deb.debian.org/debian-security/pool/updates/main/e/expat/libexpat1_2.5.0-1%2bdeb12u5_amd64.deb",
+      filename: "libexpat1_2.5.0-1+deb12u5_amd64.deb",
+      size: 107940,
+    },
+    {
+      uri: "http://deb.debian.org/debian/pool/main/t/tzdata/tzdata_2026f-0%2bdeb12u1_all.deb",
+      filename: "tzdata_2026f-0+deb12u1_all.deb",
+      size: 257000,
+    },
+  ]);
+});
+
+test("a .deb apt will fetch gets its SHA-256 from the verified Packages index of its repository only", () => {
+  const group = {
+    prefix: "deb.debian.org_debian-security_dists_bookworm-security_",
+    repoUri: "http://deb.debian.org/debian-security",
+    keyring: { keys: [], sources: [] },
+  };
+  const sha = "cae5ded666d8573dd33060bc66fbac21eea8b101a6b56e2af8bd590fcfa65d79";
+  const packages = Buffer.from(`Package: libexpat-dev
+Filename: pool/updates/main/e/expat/libexpat1-dev_2.5.0-1+deb12u5_amd64.deb
+Size: 150000
+SHA256: ${"d".repeat(64)}
+
+Package: libexpat1
+Source: expat
+Version: 2.5.0-1+deb12u5
+Architecture: amd64
+Filename: pool/updates/main/e/expat/libexpat1_2.5.0-1+deb12u5_amd64.deb
+Size: 107940
+SHA256: ${sha}
+`);
+  const lists = new Map([
+    [`${group.prefix}main_binary-amd64_Packages`, { bytes: packages, packages, date: new Date(0), group }],
+  ]);
+  const wanted = parsePrintUris(
+    "'http://deb.debian.org/debian-security/pool/updates/main/e/expat/libexpat1_2.5.0-1%2bdeb12u5_amd64.deb' libexpat1_2.5.0-1+deb12u5_amd64.deb 107940 ",
+  )[0]!;
+  const entry = verifiedDebEntry(wanted, lists);
   assert.deepEqual(
-    got.map((g) => [
-      g.filename,
-      g.entry.package,
-      g.entry.version,
-      g.entry.size,
-      g.entry.repoUri,
-      g.entry.filename,
-    ]),
-    [
-      [
-        "libssl3_3.0.22-1~deb12u2_amd64.deb",
-        "libssl3",
-        "3.0.22-1~deb12u2",
-        2032132,
-        "http://deb.debian.org/debian-security/pool/updates/main/o/openssl",
-        "libssl3_3.0.22-1~deb12u2_amd64.deb",
-      ],
-      [
-        "tzdata_2026f-0+deb12u1_all.deb",
-        "tzdata",
-        "2026f-0+deb12u1",
-        257000,
-        "http://deb.debian.org/debian/pool/main/t/tzdata",
-        "tzdata_2026f-0+deb12u1_all.deb",
-      ],
+    entry && [
+      entry.package,
+      entry.version,
+      entry.architecture,
+      entry.size,
+      entry.sha256,
+      entry.repoUri,
+      entry.filename,
     ],
+    [
+      "libexpat1",
+      "2.5.0-1+deb12u5",
+      "amd64",
+      107940,
+      sha,
+      "http://deb.debian.org/debian-security/pool/updates/main/e/expat",
+      "libexpat1_2.5.0-1+deb12u5_amd64.deb",
+    ],
+  );
+  // Another size than the index's, another repository, or a file the index does not list: none.
+  assert.equal(verifiedDebEntry({ ...wanted, size: 107941 }, lists), undefined);
+  assert.equal(
+    verifiedDebEntry({ ...wanted, uri: wanted.uri.replace("deb.debian.org", "evil.example") }, lists),
+    undefined,
+  );
+  assert.equal(
+    verifiedDebEntry({ ...wanted, uri: wanted.uri.replace("deb12u5", "deb12u6") }, lists),
+    undefined,
   );
 });

@@ -1,16 +1,37 @@
-import { copyFile, link, readFile, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { downloadPackages } from "../../distro/dpkg/fetch-debs.ts";
 import type { PackageEntry } from "../../distro/dpkg/packages-index.ts";
 import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../distro/dpkg/version.ts";
+import {
+  isValidPackageArchitecture,
+  isValidPackageName,
+  isValidPackageVersion,
+} from "../../distro/package-syntax.ts";
+import { childPath } from "../../distro/root-files.ts";
 import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
+import { withFileLock } from "../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../sandbox/runtime.ts";
+import {
+  type ListsTrust,
+  packageFileChecksum,
+  saveLists,
+  seedLists,
+  type VerifiedList,
+  verifiedLists,
+} from "./apt-lists.ts";
 
 /** What the apt engine needs from a sandbox: a merged root to read and a way to run commands in it. */
 export interface SandboxRunner {
   readonly mergedDir: string;
+  /**
+   * A private host dir of this sandbox, removed with it; the apt engine keeps the run's own copies
+   * of apt's lists and archives there (needed when a cache is given).
+   */
+  readonly scratchDir?: string;
   run(
     args: string[],
     options?: { env?: string[]; timeoutMs?: number; mounts?: SandboxMount[] },
@@ -18,24 +39,32 @@ export interface SandboxRunner {
 }
 
 /**
- * Host directories that keep apt's downloads between runs: `lists` (indexes; apt revalidates them
- * with conditional requests) and `archives` (.debs; apt checks each against the index's hash
- * before use). Bind-mounted, so nothing of them enters the overlay's upper dir.
+ * What the apt engine keeps between runs. The image's apt, its hooks and the maintainer scripts are
+ * the image's code, so none of this is ever mounted into the container: each run gets private
+ * copies of the lists and .debs, and suture itself writes back only what it verified.
  */
 export interface AptCacheDirs {
+  /**
+   * Shared apt lists of images with the same sources and trusted keys: only files suture verified
+   * against those keys are written here (see apt-lists.ts), and they are verified again on reuse.
+   */
   lists: string;
-  archives: string;
+  /** Guards `lists` against two suture processes writing it at once (sandbox/file-lock.ts). */
+  lock: string;
+  /** Which list files may be cached, with their keys (from the image, before it ran). */
+  trust: ListsTrust;
   /**
    * Cache root of verified .debs by SHA-256 (distro/dpkg/fetch-debs.ts layout), shared with the
-   * native engine: packages apt will need are fetched there in parallel before apt runs.
+   * native engine: packages apt will need are fetched there in parallel before apt runs, and the
+   * run's archives dir gets copies of them.
    */
   debStore?: string;
 }
 
 /**
- * Where the cache dirs appear in the container. The archives go under a name of our own because
- * official Debian images' docker-clean hook deletes /var/cache/apt/archives/*.deb after every
- * dpkg run; both paths are under the layer builder's excludes.
+ * Where the run's private lists and archives appear in the container. The archives go under a name
+ * of our own because official Debian images' docker-clean hook deletes /var/cache/apt/archives/*.deb
+ * after every dpkg run; both paths are under the layer builder's excludes.
  */
 const CACHE_MOUNT = { lists: "/var/lib/apt/lists", archives: "/var/cache/apt/suture-archives" } as const;
 
@@ -106,13 +135,53 @@ export async function applyWithApt(
   const before = await readInstalled(sandbox.mergedDir);
   const mounts: SandboxMount[] = [];
   const aptOptions = [...APT_OPTIONS];
-  if (options.cache) {
+  const cache = options.cache;
+  let own: { lists: string; archives: string } | undefined;
+  if (cache) {
+    if (!sandbox.scratchDir) {
+      throw new SutureError("INTERNAL", "the apt engine's cache needs a sandbox with a scratch dir");
+    }
+    // The run's own lists and archives: whatever the image's code does to them stays in this run.
+    own = {
+      lists: join(sandbox.scratchDir, "apt-lists"),
+      archives: join(sandbox.scratchDir, "apt-archives"),
+    };
+    await mkdir(join(own.archives, "partial"), { recursive: true });
+    await mkdir(join(own.lists, "partial"), { recursive: true });
+    const lists = own.lists;
+    await withCacheLock(cache, progress, options.signal, () => seedLists(cache.lists, lists, cache.trust));
     mounts.push(
-      { destination: CACHE_MOUNT.lists, source: options.cache.lists },
-      { destination: CACHE_MOUNT.archives, source: options.cache.archives },
+      { destination: CACHE_MOUNT.lists, source: own.lists },
+      { destination: CACHE_MOUNT.archives, source: own.archives },
     );
     aptOptions.push("-o", `Dir::Cache::Archives=${CACHE_MOUNT.archives}/`);
   }
+  try {
+    return await aptRun(sandbox, targets, options, { progress, warnings, before, mounts, aptOptions, own });
+  } finally {
+    if (own)
+      await Promise.all([
+        rm(own.lists, { recursive: true, force: true }),
+        rm(own.archives, { recursive: true, force: true }),
+      ]);
+  }
+}
+
+async function aptRun(
+  sandbox: SandboxRunner,
+  targets: PackageTarget[] | "all",
+  options: Parameters<typeof applyWithApt>[2],
+  state: {
+    progress: ProgressSink;
+    warnings: string[];
+    before: Map<string, string>;
+    mounts: SandboxMount[];
+    aptOptions: string[];
+    own: { lists: string; archives: string } | undefined;
+  },
+): Promise<AptResult> {
+  const { progress, warnings, before, mounts, aptOptions, own } = state;
+  const cache = options.cache;
   if (options.sourcesDir) {
     // Under /run, which the layer builder excludes; the image's own sources files stay untouched.
     mounts.push({ destination: "/run/suture-apt-sources", source: options.sourcesDir, options: ["ro"] });
@@ -131,14 +200,16 @@ export async function applyWithApt(
     return r;
   };
 
+  /** The Packages indexes that verified after `apt-get update`, held for prefetch look-ups. */
+  let verified: Map<string, VerifiedList> | undefined;
   /**
    * apt downloads one file after another; ask it what it will fetch (--print-uris: URI, file name,
-   * size, SHA-256 from its verified indexes), fetch those in parallel with the same checks, and
-   * place them in its archive cache, where it verifies them again before use.
+   * size), fetch those in parallel into the verified store, each checked against the SHA-256 that
+   * suture's verified indexes list for it, and put copies in the run's archives dir, where apt
+   * verifies them again before use. Copies, not links: the image's code may write to that dir.
    */
   const prefetch = async (args: string[]) => {
-    const cache = options.cache;
-    if (!cache?.debStore) return;
+    if (!cache?.debStore || !own || !verified?.size) return;
     // Right after the subcommand: an install's package list follows a `--` that ends apt's options.
     const r = await run("apt-get --print-uris", [
       ...args.slice(0, 2),
@@ -146,27 +217,34 @@ export async function applyWithApt(
       "-qq",
       ...args.slice(2),
     ]);
-    const wanted = parsePrintUris(r.stdout);
-    const missing: typeof wanted = [];
-    for (const w of wanted) {
-      const st = await stat(join(cache.archives, w.filename)).catch(() => undefined);
-      if (st?.size !== w.entry.size) missing.push(w);
-    }
-    if (!missing.length) return;
+    const lists = verified;
+    const wanted = parsePrintUris(r.stdout).flatMap((w) => {
+      const entry = verifiedDebEntry(w, lists);
+      return entry ? [{ filename: w.filename, entry }] : [];
+    });
+    if (!wanted.length) return;
     const paths = await downloadPackages(
-      missing.map((m) => m.entry),
+      wanted.map((m) => m.entry),
       { cacheDir: cache.debStore, progress, signal: options.signal },
     );
     await Promise.all(
-      missing.map(async (m, i) => {
-        const dest = join(cache.archives, m.filename);
+      wanted.map(async (m, i) => {
+        const dest = childPath(own.archives, m.filename, "apt's archive file name");
         await rm(dest, { force: true });
-        await link(paths[i]!, dest).catch(() => copyFile(paths[i]!, dest));
+        await copyFile(paths[i]!, dest, constants.COPYFILE_EXCL);
       }),
     );
   };
 
   await run("apt-get update", ["apt-get", "update", ...aptOptions]);
+  if (cache && own) {
+    // Verified right after the update, before any package's scripts ran, and kept in memory: what
+    // the image's code does to the files from here on changes neither the cache nor the look-ups.
+    const lists = await verifiedLists(own.lists, cache.trust);
+    await withCacheLock(cache, progress, options.signal, () => saveLists(lists, cache.lists));
+    for (const [name, v] of lists) if (!v.packages) lists.delete(name);
+    verified = lists;
+  }
   const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
     .split("\n")
     .map((s) => s.trim())
@@ -262,6 +340,23 @@ export async function applyWithApt(
   }
   const after = await readInstalled(sandbox.mergedDir);
   return { changed: diffInstalled(before, after), failed: [], warnings, installMs };
+}
+
+/** Run `fn` holding the shared cache's lock, saying why when another suture holds it. */
+function withCacheLock<T>(
+  cache: AptCacheDirs,
+  progress: ProgressSink,
+  signal: AbortSignal | undefined,
+  fn: () => Promise<T>,
+): Promise<T> {
+  return withFileLock(cache.lock, fn, {
+    signal,
+    onWait: (owner) =>
+      progress({
+        type: "warning",
+        message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
+      }),
+  });
 }
 
 /** Packages that cannot be patched before anything was changed; the user may patch the rest. */
@@ -385,33 +480,59 @@ export function aptFailure(what: string, exitCode: number, output: string): Sutu
 }
 
 /**
- * `apt-get … --print-uris -qq` lines: `'URI' FILE SIZE SHA256:HEX`. Files without a SHA-256 are
- * left to apt itself. The entries carry just what a verified download needs.
+ * `apt-get … --print-uris -qq` lines: `'URI' FILE SIZE [HASH]`. apt 2.6 prints no hash there, and
+ * whatever it prints comes from lists the image's code could have rewritten, so only the URI, file
+ * name and size are taken: the SHA-256 comes from suture's own verified indexes.
  */
-export function parsePrintUris(text: string): { filename: string; entry: PackageEntry }[] {
-  const out: { filename: string; entry: PackageEntry }[] = [];
+export function parsePrintUris(text: string): { uri: string; filename: string; size: number }[] {
+  const out: { uri: string; filename: string; size: number }[] = [];
   for (const line of text.split("\n")) {
-    const m = /^'([^']+)'\s+(\S+)\s+(\d+)\s+SHA256:([0-9a-f]{64})\s*$/.exec(line.trim());
+    const m = /^'([^']+)'\s+(\S+)\s+(\d+)(?:\s+\S+)?\s*$/.exec(line.trim());
     if (!m) continue;
-    const [, uri, filename, size, sha256] = m;
-    if (filename!.includes("/") || filename!.startsWith(".")) continue;
-    const cut = uri!.lastIndexOf("/");
-    const name = decodeURIComponent(uri!.slice(cut + 1));
-    const [pkg = name, version = "", arch = ""] = basename(filename!, ".deb").split("_");
-    out.push({
-      filename: filename!,
-      entry: {
-        package: pkg,
-        version: decodeURIComponent(version),
-        architecture: arch,
-        filename: name,
-        size: Number(size),
-        sha256: sha256!,
-        essential: false,
-        paragraph: "",
-        repoUri: uri!.slice(0, cut),
-      },
-    });
+    const [, uri, filename, size] = m;
+    if (filename!.includes("/") || filename!.startsWith(".") || !filename!.endsWith(".deb")) continue;
+    out.push({ uri: uri!, filename: filename!, size: Number(size) });
   }
   return out;
+}
+
+/**
+ * A download entry for a .deb apt will fetch, with the size and SHA-256 that suture's verified
+ * Packages indexes list for its URI; undefined when none does (apt then fetches it itself, into
+ * the run's own archives only).
+ */
+export function verifiedDebEntry(
+  wanted: { uri: string; filename: string; size: number },
+  lists: ReadonlyMap<string, VerifiedList>,
+): PackageEntry | undefined {
+  const sum = packageFileChecksum(lists, wanted.uri);
+  if (!sum || sum.size !== wanted.size) return undefined;
+  const cut = wanted.uri.lastIndexOf("/");
+  let name: string;
+  let version: string;
+  try {
+    name = decodeURIComponent(wanted.uri.slice(cut + 1));
+    version = decodeURIComponent(basename(wanted.filename, ".deb").split("_")[1] ?? "");
+  } catch {
+    return undefined;
+  }
+  const [pkg = name, , arch = ""] = basename(wanted.filename, ".deb").split("_");
+  // apt's file name is the image's word: a name that is no package identity is not prefetched.
+  if (
+    !isValidPackageName("deb", pkg) ||
+    !isValidPackageVersion("deb", version) ||
+    !isValidPackageArchitecture("deb", arch)
+  )
+    return undefined;
+  return {
+    package: pkg,
+    version,
+    architecture: arch,
+    filename: name,
+    size: sum.size,
+    sha256: sum.sha256,
+    essential: false,
+    paragraph: "",
+    repoUri: wanted.uri.slice(0, cut),
+  };
 }
