@@ -29,7 +29,7 @@ export const MAX_CONFIG_SIZE = 64 * 1024 ** 2;
  */
 export const MAX_LAYERS = 1000;
 
-/** `17179869184` → `16 GiB`, for messages. */
+/** 17179869184 → `16 GiB`, 1536 → `1.5 KiB`, 100 → `100 bytes`: sizes in one-line messages. */
 export function formatBytes(n: number): string {
   const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = n;
@@ -38,7 +38,7 @@ export function formatBytes(n: number): string {
     value /= 1024;
     unit++;
   }
-  if (unit === 0) return `${n} bytes`;
+  if (unit === 0) return n === 1 ? "1 byte" : `${n} bytes`;
   return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
@@ -76,8 +76,10 @@ export function checkLayerCount(count: number, where: string): void {
 }
 
 /**
- * `16G`, `512MiB`, `1024k`, `2000000000` → bytes. Units are binary and case-insensitive (k, m,
- * g, t, optionally followed by `i` and/or `b`), as Docker reads `--shm-size`.
+ * `16G`, `512MiB`, `1024k`, `2000000000` → bytes, for the size flags (`--max-blob-size`,
+ * `--max-report-size`). Units are binary and case-insensitive (k, m, g, t, p, optionally followed
+ * by `i` and/or `b`), as Docker reads `--shm-size`: one reading for every flag, so `1G` means the
+ * same wherever it is written. Undefined when the text is no such size.
  */
 export function parseByteSize(text: string): number | undefined {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])i?b?|b)?\s*$/i.exec(text);

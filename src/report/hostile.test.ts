@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { isSutureError } from "../errors/errors.ts";
-import { DEFAULT_MAX_REPORT_BYTES, formatByteSize, parseByteSize } from "./limits.ts";
+import { formatBytes } from "../image/limits.ts";
+import { DEFAULT_MAX_REPORT_BYTES, parseReportSizeLimit } from "./limits.ts";
 import { runScannerPlugin } from "./plugin.ts";
 import { readReport } from "./read.ts";
 import { formatPlanTable } from "./render.ts";
@@ -55,7 +56,7 @@ test("hostile package names in a Trivy report are refused, naming the report, th
     ["..", /"\.\."/],
     ["lib/ssl", /"lib\/ssl"/],
     ["libc6\0", /"libc6\\u0000"/],
-    ["a".repeat(300), /"a{80}…"/],
+    ["a".repeat(300), /"a{200}…"/],
     ["LibSSL", /"LibSSL"/], // Debian names are lower-case
     ["", /""/],
   ];
@@ -81,7 +82,7 @@ test("hostile versions are refused; a harmless version that is not valid for the
     ["1.0-1\n", "1.0-2", /version "1\.0-1\\n"/],
     ["-1.0", "1.0-2", /version "-1\.0"/],
     ["1.0-1", "1.0-2, 1.0-3;rm", /version "1\.0-3;rm"/],
-    ["1.0-1", `1.${"9".repeat(300)}`, /version "1\.9{78}…"/],
+    ["1.0-1", `1.${"9".repeat(300)}`, /version "1\.9{198}…"/],
   ] as const) {
     await rejects(
       readReport(writeReport(trivy("debian", [vuln("libfoo", installed, fixed)]))),
@@ -267,7 +268,7 @@ test("a report over the size limit is refused before it is read; --max-report-si
     readReport(small, { maxReportBytes: size - 1 }),
     "INVALID_REPORT",
     new RegExp(
-      `is ${formatByteSize(size).replace(".", "\\.")}, more than the ${size - 1} bytes a report may be`,
+      `is ${formatBytes(size).replace(".", "\\.")}, more than the ${size - 1} bytes a report may be`,
     ),
   );
   assert.equal((await readReport(small, { maxReportBytes: size })).updates.length, 1);
@@ -280,21 +281,21 @@ test("a report over the size limit is refused before it is read; --max-report-si
 });
 
 test("--max-report-size values", () => {
-  assert.equal(parseByteSize("64MiB"), DEFAULT_MAX_REPORT_BYTES);
-  assert.equal(parseByteSize("64m"), DEFAULT_MAX_REPORT_BYTES);
-  assert.equal(parseByteSize("100MB"), 100_000_000);
-  assert.equal(parseByteSize("1.5K"), 1536);
-  assert.equal(parseByteSize("4096"), 4096);
+  assert.equal(parseReportSizeLimit("64MiB"), DEFAULT_MAX_REPORT_BYTES);
+  assert.equal(parseReportSizeLimit("64m"), DEFAULT_MAX_REPORT_BYTES);
+  assert.equal(parseReportSizeLimit("100MB"), 100 * 1024 * 1024);
+  assert.equal(parseReportSizeLimit("1.5K"), 1536);
+  assert.equal(parseReportSizeLimit("4096"), 4096);
   for (const bad of ["", "-1", "0", "12 parsecs", "1e9", "600MiB", "1T"]) {
     assert.throws(
-      () => parseByteSize(bad),
+      () => parseReportSizeLimit(bad),
       (e) => isSutureError(e) && e.code === "USAGE" && /invalid --max-report-size/.test(e.message),
       bad,
     );
   }
-  assert.equal(formatByteSize(DEFAULT_MAX_REPORT_BYTES), "64 MiB");
-  assert.equal(formatByteSize(1536), "1.5 KiB");
-  assert.equal(formatByteSize(100), "100 bytes");
+  assert.equal(formatBytes(DEFAULT_MAX_REPORT_BYTES), "64 MiB");
+  assert.equal(formatBytes(1536), "1.5 KiB");
+  assert.equal(formatBytes(100), "100 bytes");
 });
 
 test("a report with a hundred thousand findings is read and shown in linear time", async () => {

@@ -1,5 +1,6 @@
 import { open } from "node:fs/promises";
 import { asSutureError, SutureError } from "../errors/errors.ts";
+import { formatBytes, parseByteSize } from "../image/limits.ts";
 
 /**
  * How large a report may be unless the user says otherwise (`--max-report-size`). Trivy's report
@@ -21,48 +22,19 @@ export const MAX_REPORT_BYTES_CEILING = 500 * 1024 * 1024;
  */
 export const MAX_REPORT_NESTING = 64;
 
-const UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  k: 1024,
-  kib: 1024,
-  kb: 1000,
-  m: 1024 ** 2,
-  mib: 1024 ** 2,
-  mb: 1000 ** 2,
-  g: 1024 ** 3,
-  gib: 1024 ** 3,
-  gb: 1000 ** 3,
-};
-
-/** `64MiB`, `100M` (binary), `100MB` (decimal), `1G`, `1048576` → bytes, for `--max-report-size`. */
-export function parseByteSize(text: string, flag = "--max-report-size"): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
-  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) {
-    throw new SutureError("USAGE", `invalid ${flag} "${text}": use a size such as 64MiB, 100MB or 1G`);
+/** `--max-report-size` text → bytes (parseByteSize's units), within 1 byte … MAX_REPORT_BYTES_CEILING. */
+export function parseReportSizeLimit(text: string, flag = "--max-report-size"): number {
+  const bytes = parseByteSize(text);
+  if (bytes === undefined) {
+    throw new SutureError("USAGE", `invalid ${flag} "${text}": use a size such as 64MiB, 100M or 1G`);
   }
-  const bytes = Math.floor(Number(m[1]) * unit);
-  if (bytes < 1 || bytes > MAX_REPORT_BYTES_CEILING) {
+  if (bytes > MAX_REPORT_BYTES_CEILING) {
     throw new SutureError(
       "USAGE",
-      `invalid ${flag} "${text}": use a size from 1 byte to ${formatByteSize(MAX_REPORT_BYTES_CEILING)}`,
+      `invalid ${flag} "${text}": use a size from 1 byte to ${formatBytes(MAX_REPORT_BYTES_CEILING)}`,
     );
   }
   return bytes;
-}
-
-/** 67108864 → `64 MiB`, 1536 → `1.5 KiB`, 100 → `100 bytes`. */
-export function formatByteSize(bytes: number): string {
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-  let n = bytes;
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  if (i === 0) return bytes === 1 ? "1 byte" : `${bytes} bytes`;
-  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
 }
 
 /** The next power-of-two MiB at least twice `bytes`: a limit worth suggesting in an error. */
@@ -74,10 +46,10 @@ function suggestedLimit(bytes: number): string {
 
 /** The one-line error for a report (or plugin output) over the limit. */
 export function reportTooLargeError(what: string, size: number | undefined, limit: number): SutureError {
-  const actual = size === undefined ? "more than" : `${formatByteSize(size)}, more than`;
+  const actual = size === undefined ? "more than" : `${formatBytes(size)}, more than`;
   return new SutureError(
     "INVALID_REPORT",
-    `${what} is ${actual} the ${formatByteSize(limit)} a report may be; if it really is one scanner report, raise the limit with --max-report-size ${suggestedLimit(size ?? limit)}`,
+    `${what} is ${actual} the ${formatBytes(limit)} a report may be; if it really is one scanner report, raise the limit with --max-report-size ${suggestedLimit(size ?? limit)}`,
   );
 }
 

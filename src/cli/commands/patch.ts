@@ -4,7 +4,7 @@ import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
 import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import type { EngineChoice } from "../../patch/platform.ts";
-import { parseByteSize } from "../../report/limits.ts";
+import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
@@ -177,7 +177,7 @@ export function registerPatch(program: Command): void {
         image: flags.image,
         report: flags.report,
         scanner: flags.scanner,
-        maxReportBytes: flags.maxReportSize ? parseByteSize(flags.maxReportSize) : undefined,
+        maxReportBytes: flags.maxReportSize ? parseReportSizeLimit(flags.maxReportSize) : undefined,
         tag: flags.tag,
         tagSuffix: flags.tagSuffix,
         push: flags.push,

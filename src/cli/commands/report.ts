@@ -1,11 +1,12 @@
 import type { Command } from "commander";
 import { SutureError } from "../../errors/errors.ts";
-import { DEFAULT_MAX_REPORT_BYTES, formatByteSize, parseByteSize } from "../../report/limits.ts";
+import { formatBytes } from "../../image/limits.ts";
+import { DEFAULT_MAX_REPORT_BYTES, parseReportSizeLimit } from "../../report/limits.ts";
 import { BUILTIN_SCANNERS, readReport } from "../../report/read.ts";
 import { formatPlanJson, formatPlanTable } from "../../report/render.ts";
 
 /** Help text of `--max-report-size`, shared by `report` and `patch`. */
-export const MAX_REPORT_SIZE_HELP = `refuse reports (and plugin output) larger than this, e.g. 128MiB (default ${formatByteSize(DEFAULT_MAX_REPORT_BYTES)})`;
+export const MAX_REPORT_SIZE_HELP = `refuse reports (and plugin output) larger than this, e.g. 128MiB (default ${formatBytes(DEFAULT_MAX_REPORT_BYTES)})`;
 
 export function registerReport(program: Command): void {
   program
@@ -28,7 +29,7 @@ export function registerReport(program: Command): void {
         file: string,
         flags: { scanner: string; format: string; showSkipped?: boolean; maxReportSize?: string },
       ) => {
-        const maxReportBytes = flags.maxReportSize ? parseByteSize(flags.maxReportSize) : undefined;
+        const maxReportBytes = flags.maxReportSize ? parseReportSizeLimit(flags.maxReportSize) : undefined;
         // A plugin runs in its own process group (so it can be stopped with what it started), which
         // a terminal's ^C does not reach: pass the interrupt on. A built-in reader keeps ^C's
         // default effect.
