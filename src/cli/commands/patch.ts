@@ -27,6 +27,7 @@ interface PatchFlags extends CommonFlags {
   mirror?: string[];
   engine: string;
   keyring?: string;
+  allowInsecureRepositories?: boolean;
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -109,6 +110,10 @@ export function registerPatch(program: Command): void {
       .option(
         "--keyring <file>",
         "OpenPGP keyring to trust for images without apt sources (default: the host's /usr/share/keyrings)",
+      )
+      .option(
+        "--allow-insecure-repositories",
+        "accept unsigned repositories when the image's apt.conf allows them (Acquire::AllowInsecureRepositories); refused otherwise",
       ),
   ).action(async (flags: PatchFlags) => {
     if (flags.format !== "openvex")
@@ -163,6 +168,7 @@ export function registerPatch(program: Command): void {
         mirrors: parseMirrors(flags.mirror ?? []),
         engine: parseEngine(flags.engine),
         keyringFile: flags.keyring,
+        allowInsecureRepositories: flags.allowInsecureRepositories,
         transport: options,
         progress: options.progress,
         signal: controller.signal,
