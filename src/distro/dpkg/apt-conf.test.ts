@@ -111,7 +111,10 @@ test("apt.conf.d is read in name order before apt.conf; backups and odd names ar
       ["/etc/apt/apt.conf.d/20second.conf", enc('X "from-20";')],
       ["/etc/apt/apt.conf.d/30third.conf.dpkg-old", enc('X "from-backup";')],
       ["/etc/apt/apt.conf.d/40fourth.disabled", enc('X "from-disabled";')],
-      ["/etc/apt/apt.conf", enc('Y "main";\nDir::Etc::Preferences "prefs";\nDir::Etc::TrustedParts "/keys/";')],
+      [
+        "/etc/apt/apt.conf",
+        enc('Y "main";\nDir::Etc::Preferences "prefs";\nDir::Etc::TrustedParts "/keys/";'),
+      ],
     ]),
   );
   const c = await readAptConfig(files);
