@@ -15,7 +15,7 @@ import { AptConfig, parseAptConf } from "../../../distro/dpkg/apt-conf.ts";
 import { parseAptPreferences } from "../../../distro/dpkg/apt-preferences.ts";
 import { makePackagesIndex, parsePackagesIndex } from "../../../distro/dpkg/packages-index.ts";
 import { parseRelease } from "../../../distro/dpkg/repository.ts";
-import { parseAptPolicy } from "../apt.ts";
+import { type AptPolicy, parseAptPolicy } from "../apt.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
 interface Repo {
@@ -341,9 +341,9 @@ for (const [title, scenario] of Object.entries(SCENARIOS)) {
       return;
     }
     for (const name of names) {
-      const a = apt.get(name);
+      const a: AptPolicy | undefined = apt.get(name);
       assert.ok(a, `apt-cache policy shows ${name}`);
-      const candidate = a.candidate === "(none)" ? undefined : a.candidate;
+      const candidate: string | undefined = a.candidate === "(none)" ? undefined : a.candidate;
       assert.equal(ours.get(name)!.candidate, candidate, `candidate of ${name}: suture vs apt`);
       assert.deepEqual(
         Object.fromEntries(ours.get(name)!.priorities),
