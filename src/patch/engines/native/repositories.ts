@@ -13,7 +13,12 @@ import {
 import type { OsRelease } from "../../../distro/os-release.ts";
 import { SutureError } from "../../../errors/errors.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
-import { imageKeyringProvider, type KeyFileAccess, parseKeyring } from "../../../trust/keyring.ts";
+import {
+  imageKeyringProvider,
+  type KeyFileAccess,
+  keyringOf,
+  parseKeyring,
+} from "../../../trust/keyring.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
 export interface ImageRepositoriesOptions {
@@ -99,10 +104,15 @@ export async function openImageRepositories(
   }
   if (options.mirrors) sources = applyMirrors(sources, options.mirrors);
   const fallback = await hostKeyFiles(options.keyringFile);
-  const keyringFor = imageKeyringProvider(files, {
+  const imageKeyring = imageKeyringProvider(files, {
     fallback,
     trusted: { file: locations.trusted, parts: locations.trustedParts },
   });
+  const allowUnsigned = insecure.length > 0 && options.allowInsecureRepositories === true;
+  // A repository apt may use unsigned needs no key; one that is signed still needs the right one.
+  const keyringFor: typeof imageKeyring = allowUnsigned
+    ? (source) => imageKeyring(source).catch(() => keyringOf([], []))
+    : imageKeyring;
   const repositories = await openRepositories(sources, {
     arch: options.arch,
     cacheDir: join(options.cacheDir, "apt-native"),
@@ -110,7 +120,7 @@ export async function openImageRepositories(
     progress: options.progress,
     signal: options.signal,
     checkValidUntil: config.getBool("Acquire::Check-Valid-Until", true),
-    allowUnsigned: insecure.length > 0 && options.allowInsecureRepositories === true,
+    allowUnsigned,
   });
   const policy = new CandidatePolicy({
     indexes: repositories.flatMap((r) =>
