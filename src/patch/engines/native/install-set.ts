@@ -1,5 +1,5 @@
 import type { PackageEntry, PackagesIndex, Relation } from "../../../distro/dpkg/packages-index.ts";
-import { parseRelations } from "../../../distro/dpkg/packages-index.ts";
+import { entryParagraph, parseRelations } from "../../../distro/dpkg/packages-index.ts";
 import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
 import { chooseVersion, type PackageTarget } from "../apt.ts";
@@ -33,6 +33,11 @@ export interface InstallSetInput {
   policy?: CandidatePolicy;
   /** apt.conf's `APT::Get::Upgrade-Allow-New`: update-all may install new packages (`upgrade --with-new-pkgs`). */
   upgradeAllowsNew?: boolean;
+  /**
+   * apt.conf's `APT::Install-Recommends` (default true): apt-get upgrade then keeps back an upgrade
+   * whose Recommends would no longer be met (libapt-pkg6.0 recommending a newer apt that is held).
+   */
+  recommendsMatter?: boolean;
 }
 
 /** What the post-install system has under a name: its version and what it provides. */
@@ -312,6 +317,42 @@ function resolveOnce(
     }
   }
 
+  // apt-get upgrade's "policy" check: an upgrade must not leave a Recommends unmet that the
+  // installed version had met (apt keeps such a package back rather than install the recommended).
+  if (upgradeAll && !keepBack && input.recommendsMatter !== false) {
+    const before = new Map(
+      input.installed
+        .filter((p) => p.architecture === arch || p.architecture === "all")
+        .map((p) => [p.name, p] as const),
+    );
+    const metBefore = (r: Relation): boolean => {
+      const p = before.get(r.name);
+      if (p && versionMatches(p.version, r)) return true;
+      for (const q of before.values()) {
+        for (const prov of parseRelations(q.paragraph.get("provides")).flat()) {
+          if (prov.name === r.name && (!r.op || (prov.version && versionMatches(prov.version, r))))
+            return true;
+        }
+      }
+      return false;
+    };
+    for (const item of picked.values()) {
+      const old = before.get(item.entry.package);
+      if (!old) continue;
+      const oldRecommends = parseRelations(old.paragraph.get("recommends"));
+      if (!oldRecommends.every((g) => g.some(metBefore))) continue; // already unmet before: apt lets it be
+      const unmet = parseRelations(entryParagraph(item.entry).get("recommends")).find(
+        (g) => !g.some(satisfies),
+      );
+      if (unmet) {
+        fail(
+          item.entry.package,
+          `${item.entry.version} recommends ${formatGroup(unmet)}, which the upgrade would leave unmet${unmet.some((r) => frozen(r.name)) ? " (held or kept back)" : ""}`,
+        );
+        break;
+      }
+    }
+  }
   if (keepBack) return { result: { install: [], failed: [], warnings: [] }, keepBack };
   return { result: { install: installOrder([...picked.values()]), failed, warnings } };
 }

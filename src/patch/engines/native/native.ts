@@ -237,6 +237,7 @@ async function resolveFromRepositories(
     targets,
     policy,
     upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
+    recommendsMatter: config.getBool("APT::Install-Recommends", true),
   });
 }
 

@@ -13,12 +13,7 @@ import {
 import type { OsRelease } from "../../../distro/os-release.ts";
 import { SutureError } from "../../../errors/errors.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
-import {
-  imageKeyringProvider,
-  type KeyFileAccess,
-  keyringOf,
-  parseKeyring,
-} from "../../../trust/keyring.ts";
+import { imageKeyringProvider, type KeyFileAccess, keyringOf, parseKeyring } from "../../../trust/keyring.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
 export interface ImageRepositoriesOptions {
