@@ -186,3 +186,42 @@ test("backports and pins: targets and their dependencies take apt's candidates, 
   assert.match(all.warnings.join("\n"), /perl is kept back/);
   assert.ok(!all.install.some((i) => /~bpo/.test(i.entry.version)), "update-all takes no backport");
 });
+
+test("update-all keeps back an upgrade whose Recommends would go unmet, as apt-get upgrade does (libapt-pkg6.0 with apt held)", () => {
+  const installed = parseDpkgStatus(
+    [
+      status({
+        Package: "apt",
+        Version: "2.6.1",
+        Status: "hold ok installed",
+        Depends: "libapt-pkg6.0 (>= 2.6.1)",
+      }),
+      status({ Package: "libapt-pkg6.0", Version: "2.6.1", Recommends: "apt (>= 2.6.1)" }),
+    ].join("\n"),
+  );
+  const index = makePackagesIndex(
+    { ...INDEX, suite: "bookworm" },
+    parsePackagesIndex(
+      [
+        stanza({ Package: "apt", Version: "2.6.2", Depends: "libapt-pkg6.0 (>= 2.6.2)" }),
+        stanza({ Package: "libapt-pkg6.0", Version: "2.6.2", Recommends: "apt (>= 2.6.2)" }),
+      ].join("\n"),
+      { repoUri: "http://deb.debian.org/debian" },
+    ),
+  );
+  const held = resolveInstallSet({ installed, indexes: [index], arch: "amd64", targets: "all" });
+  assert.deepEqual(held.install, []);
+  assert.match(held.warnings.join("\n"), /libapt-pkg6\.0 is kept back .*recommends apt \(>= 2\.6\.2\)/);
+  // With APT::Install-Recommends "false" apt does not look at Recommends.
+  const noRecommends = resolveInstallSet({
+    installed,
+    indexes: [index],
+    arch: "amd64",
+    targets: "all",
+    recommendsMatter: false,
+  });
+  assert.deepEqual(
+    noRecommends.install.map((i) => i.entry.package),
+    ["libapt-pkg6.0"],
+  );
+});
