@@ -61,6 +61,7 @@ export class CandidatePolicy {
   readonly #statusPriority: number;
   readonly #specific: { pin: AptPin; matcher: PinMatcher }[];
   readonly #arch: string;
+  readonly #memo = new Map<string, RankedVersion[]>();
 
   constructor(input: PolicyInput) {
     this.#arch = input.arch;
@@ -124,6 +125,17 @@ export class CandidatePolicy {
    * `installed` adds the installed version (the status file) when given.
    */
   versions(name: string, installed?: { version: string; source?: string }): RankedVersion[] {
+    // The resolver asks for the same packages again and again while it walks relations.
+    const key = `${name}\0${installed?.version ?? ""}\0${installed?.source ?? ""}`;
+    let out = this.#memo.get(key);
+    if (!out) {
+      out = this.#rank(name, installed);
+      this.#memo.set(key, out);
+    }
+    return out;
+  }
+
+  #rank(name: string, installed?: { version: string; source?: string }): RankedVersion[] {
     const byVersion = new Map<
       string,
       { entries: { entry: PackageEntry; priority: number }[]; files: PolicyFile[]; filePriorities: number[] }
