@@ -68,6 +68,8 @@ export interface PatchOptions extends TargetOptions {
   engine?: EngineChoice;
   /** Keyring trusted for distroless images' default sources (default: the host's archive keyring). */
   keyringFile?: string;
+  /** Accept unsigned repositories an image's apt.conf allows (Acquire::AllowInsecureRepositories). */
+  allowInsecureRepositories?: boolean;
   transport?: TransportOptions;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -152,6 +154,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       mirrors: options.mirrors,
       engine: options.engine,
       keyringFile: options.keyringFile,
+      allowInsecureRepositories: options.allowInsecureRepositories,
       progress,
       signal: options.signal,
     });

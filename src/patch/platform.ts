@@ -71,6 +71,8 @@ export interface PatchPlatformContext {
   engine?: EngineChoice;
   /** Keyring trusted for images without apt configuration (native engine). */
   keyringFile?: string;
+  /** Accept unsigned repositories an image's apt.conf allows (native engine). */
+  allowInsecureRepositories?: boolean;
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
   progress: ProgressSink;
@@ -192,6 +194,7 @@ export async function patchPlatformImage(
             cacheDir: ctx.cacheDir,
             mirrors: ctx.mirrors,
             keyringFile: ctx.keyringFile,
+            allowInsecureRepositories: ctx.allowInsecureRepositories,
             runScripts,
             ignoreErrors: ctx.ignoreErrors,
             timeoutMs: ctx.timeoutMs,

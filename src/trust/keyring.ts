@@ -72,6 +72,8 @@ export interface KeyringProviderOptions {
    * and no keyring). Never consulted for the default trusted.gpg(.d) set.
    */
   fallback?: KeyFileAccess;
+  /** apt.conf's `Dir::Etc::Trusted` and `Dir::Etc::TrustedParts` (default /etc/apt/trusted.gpg(.d)). */
+  trusted?: { file: string; parts: string };
 }
 
 /**
@@ -105,11 +107,15 @@ export function imageKeyringProvider(
   };
   const defaultRing = async (): Promise<Keyring> => {
     const rings: Keyring[] = [];
-    const legacy = await readRing("/etc/apt/trusted.gpg", false);
+    const { file, parts } = options.trusted ?? {
+      file: "/etc/apt/trusted.gpg",
+      parts: "/etc/apt/trusted.gpg.d",
+    };
+    const legacy = await readRing(file, false);
     if (legacy) rings.push(legacy);
-    for (const name of await files.listDir("/etc/apt/trusted.gpg.d")) {
+    for (const name of await files.listDir(parts)) {
       if (!/\.(gpg|asc)$/.test(name)) continue;
-      const ring = await readRing(`/etc/apt/trusted.gpg.d/${name}`, false);
+      const ring = await readRing(`${parts.replace(/\/+$/, "")}/${name}`, false);
       if (ring) rings.push(ring);
     }
     return mergeKeyrings(rings);

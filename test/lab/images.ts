@@ -185,12 +185,57 @@ export const bookwormSlim: LabRecipe = {
   ],
 };
 
+/** bookwormMinbase with bookworm-backports enabled (recipes/apt-config-backports.sh). */
+export const bookwormBackports: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormBackports",
+  parent: bookwormMinbase,
+  steps: [
+    {
+      kind: "script",
+      script: "apt-config-backports.sh",
+      createdBy: "/bin/sh -c enable bookworm-backports in /etc/apt/sources.list.d/backports.sources",
+    },
+  ],
+};
+
+/** bookwormMinbase with apt pins (tzdata 1001, liblzma5 -1 in bookworm-security) and apt held (recipes/apt-config-pins.sh). */
+export const bookwormPinned: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormPinned",
+  parent: bookwormMinbase,
+  steps: [
+    {
+      kind: "script",
+      script: "apt-config-pins.sh",
+      createdBy: "/bin/sh -c write /etc/apt/preferences.d/suture-lab.pref; apt-mark hold apt",
+    },
+  ],
+};
+
+/** bookwormMinbase with `Acquire::Check-Valid-Until "false"` (recipes/apt-config-no-valid-until.sh). */
+export const bookwormNoValidUntil: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormNoValidUntil",
+  parent: bookwormMinbase,
+  steps: [
+    {
+      kind: "script",
+      script: "apt-config-no-valid-until.sh",
+      createdBy: "/bin/sh -c write /etc/apt/apt.conf.d/99no-check-valid-until",
+    },
+  ],
+};
+
 export const labRecipes = {
   bookwormMinbase,
   bookwormNginx,
   bookwormMinbaseArm64,
   bookwormMinbaseMarked,
   bookwormSlim,
+  bookwormBackports,
+  bookwormPinned,
+  bookwormNoValidUntil,
 } as const;
 export type LabRecipeName = keyof typeof labRecipes;
 

@@ -35,6 +35,7 @@ interface PatchFlags extends CommonFlags {
   addr?: string;
   loglevel?: string;
   maxReportSize?: string;
+  allowInsecureRepositories?: boolean;
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -143,7 +144,11 @@ export function registerPatch(program: Command): void {
         "-a, --addr <address>",
         "copa's BuildKit address: accepted and ignored (suture needs no BuildKit)",
       )
-      .option("--loglevel <level>", "copa's log level: accepted and ignored (see --progress)"),
+      .option("--loglevel <level>", "copa's log level: accepted and ignored (see --progress)")
+      .option(
+        "--allow-insecure-repositories",
+        "accept unsigned repositories when the image's apt.conf allows them (Acquire::AllowInsecureRepositories); refused otherwise",
+      ),
   ).action(async (flags: PatchFlags) => {
     if (flags.format !== "openvex")
       throw new SutureError("USAGE", `unsupported VEX format "${flags.format}": only openvex`);
@@ -198,6 +203,7 @@ export function registerPatch(program: Command): void {
         mirrors: parseMirrors(flags.mirror ?? []),
         engine: parseEngine(flags.engine),
         keyringFile: flags.keyring,
+        allowInsecureRepositories: flags.allowInsecureRepositories,
         transport: options,
         progress: options.progress,
         signal: controller.signal,

@@ -174,11 +174,12 @@ test("control, status, stanza and dpkg-database text parsers never throw", () =>
   );
 });
 
-test("Packages index: entries or one-line INVALID_MANIFEST; an entry's URL never leaves the repository", () => {
+test("Packages index: entries or one-line INVALID_MANIFEST / UNTRUSTED; an entry's URL never leaves the repository", () => {
   fc.assert(
     fc.property(hostileText([PACKAGES]), (text) => {
+      // UNTRUSTED: a signed index whose entry names a package outside Debian Policy's syntax.
       const entries = withinBudget(PARSE_BUDGET_MS, () =>
-        parsesOrFailsCleanly(["INVALID_MANIFEST"], () =>
+        parsesOrFailsCleanly(["INVALID_MANIFEST", "UNTRUSTED"], () =>
           parsePackagesIndex(text, { repoUri: "http://mirror/debian" }),
         ),
       );

@@ -67,6 +67,10 @@ export interface OpenRepositoryOptions {
   retries?: number;
   signal?: AbortSignal;
   progress?: ProgressSink;
+  /** apt.conf's `Acquire::Check-Valid-Until` (default true); a source's own `check-valid-until` wins. */
+  checkValidUntil?: boolean;
+  /** Accept a suite with no signature at all (apt's AllowInsecureRepositories; the user must ask for it). */
+  allowUnsigned?: boolean;
 }
 
 /** Largest InRelease/Release we accept (Debian's main suite InRelease is ~150 kB). */
@@ -116,7 +120,9 @@ export async function openRepository(source: AptSource, options: OpenRepositoryO
   try {
     const meta = await fetchSignedRelease(fetch, distUrl, source, stage, { ...options, now, ...common });
     const release = parseRelease(meta.text, meta.url);
-    checkValidity(release, meta.url, now, options.maxClockSkewMs ?? 10 * 60_000);
+    checkValidity(release, meta.url, now, options.maxClockSkewMs ?? 10 * 60_000, {
+      validUntil: source.checkValidUntil ?? options.checkValidUntil ?? true,
+    });
     if (!flat && !suiteMatches(release, suite)) {
       options.progress?.({
         type: "warning",
@@ -275,6 +281,13 @@ async function fetchSignedRelease(
     if (!isSutureError(e, "NOT_FOUND")) throw e;
   }
   const what = redact(releaseUrl);
+  if (!signature && options.allowUnsigned) {
+    options.progress?.({
+      type: "warning",
+      message: `${what} is not signed: accepted because --allow-insecure-repositories was given`,
+    });
+    return { url: releaseUrl, text: release.toString("utf8"), signers: [] };
+  }
   try {
     if (!signature) {
       throw new SutureError(
@@ -361,8 +374,14 @@ function parseRfc2822(value: string): Date | undefined {
   return Number.isNaN(ms) ? undefined : new Date(ms);
 }
 
-function checkValidity(release: ReleaseInfo, what: string, now: Date, skewMs: number): void {
-  if (release.validUntil && now.getTime() > release.validUntil.getTime()) {
+function checkValidity(
+  release: ReleaseInfo,
+  what: string,
+  now: Date,
+  skewMs: number,
+  check: { validUntil: boolean },
+): void {
+  if (check.validUntil && release.validUntil && now.getTime() > release.validUntil.getTime()) {
     throw new SutureError(
       "UNTRUSTED",
       `${redact(what)} expired on ${release.validUntil.toISOString()} (Valid-Until): the mirror is stale or replaying old metadata; use an up-to-date mirror or check the system clock`,

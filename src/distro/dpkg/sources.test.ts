@@ -277,3 +277,52 @@ test("deb822 output reads back as the same sources, inline keys included", () =>
     sources,
   );
 });
+
+test("check-valid-until per source, in both formats, survives the deb822 round trip; Dir::Etc locations are honoured", async () => {
+  const [listed] = parseSourcesList(
+    "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/20240101T000000Z bookworm main\n",
+  );
+  assert.equal(listed!.checkValidUntil, false);
+  const [deb822, strict] = parseDeb822Sources(
+    `Types: deb
+URIs: http://archive.debian.org/debian
+Suites: buster
+Components: main
+Check-Valid-Until: no
+
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Check-Valid-Until: yes
+`,
+  );
+  assert.equal(deb822!.checkValidUntil, false);
+  assert.equal(strict!.checkValidUntil, true);
+  const back = parseDeb822Sources(formatDeb822Sources([deb822!, strict!]));
+  assert.deepEqual(
+    back.map((s) => s.checkValidUntil),
+    [false, true],
+  );
+  const files = fileAccessFromMap(
+    new Map([
+      [
+        "/etc/apt/sources.list",
+        new TextEncoder().encode("deb http://ignored.example/debian bookworm main\n"),
+      ],
+      ["/srv/apt/main.list", new TextEncoder().encode("deb http://moved.example/debian bookworm main\n")],
+      [
+        "/srv/apt/parts/extra.list",
+        new TextEncoder().encode("deb http://parts.example/debian bookworm main\n"),
+      ],
+    ]),
+  );
+  const moved = await readAptSources(files, {
+    sourceList: "/srv/apt/main.list",
+    sourceParts: "/srv/apt/parts/",
+  });
+  assert.deepEqual(
+    moved.map((s) => s.uri),
+    ["http://moved.example/debian", "http://parts.example/debian"],
+  );
+});

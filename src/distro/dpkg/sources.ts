@@ -27,6 +27,8 @@ export interface AptSource {
   arch?: string[];
   /** `trusted=yes`: apt accepts the repository unsigned. */
   trusted?: boolean;
+  /** `check-valid-until=` / `Check-Valid-Until:`; absent: apt.conf's Acquire::Check-Valid-Until decides. */
+  checkValidUntil?: boolean;
   /** The file (in the image) the entry came from, for messages. */
   origin?: string;
 }
@@ -64,18 +66,26 @@ export function fileAccessFromMap(files: ReadonlyMap<string, Uint8Array>): Image
 
 /**
  * The image's apt sources, in apt's reading order: `/etc/apt/sources.list`, then
- * `/etc/apt/sources.list.d/*.list` and `*.sources` sorted by name. Disabled (`Enabled: no`) and
+ * `/etc/apt/sources.list.d/*.list` and `*.sources` sorted by name (or where the image's apt.conf
+ * moves them: `Dir::Etc::SourceList`, `Dir::Etc::SourceParts`). Disabled (`Enabled: no`) and
  * `deb-src` entries are dropped; files with other extensions are ignored, as apt does.
  * Throws SutureError INVALID_MANIFEST naming the file and line for an entry apt would refuse.
  */
-export async function readAptSources(files: ImageFileAccess): Promise<AptSource[]> {
+export async function readAptSources(
+  files: ImageFileAccess,
+  locations: { sourceList: string; sourceParts: string } = {
+    sourceList: "/etc/apt/sources.list",
+    sourceParts: "/etc/apt/sources.list.d",
+  },
+): Promise<AptSource[]> {
   const out: AptSource[] = [];
-  const main = await files.readFile("/etc/apt/sources.list");
-  if (main) out.push(...parseSourcesList(Buffer.from(main).toString("utf8"), "/etc/apt/sources.list"));
-  for (const name of await files.listDir("/etc/apt/sources.list.d")) {
+  const main = await files.readFile(locations.sourceList);
+  if (main) out.push(...parseSourcesList(Buffer.from(main).toString("utf8"), locations.sourceList));
+  const partsDir = locations.sourceParts.replace(/\/+$/, "");
+  for (const name of await files.listDir(partsDir)) {
     // apt ignores names with characters outside [A-Za-z0-9_.-] (backup files, editor droppings).
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) continue;
-    const path = `/etc/apt/sources.list.d/${name}`;
+    const path = `${partsDir}/${name}`;
     if (!name.endsWith(".list") && !name.endsWith(".sources")) continue;
     const bytes = await files.readFile(path);
     if (!bytes) continue;
@@ -87,7 +97,7 @@ export async function readAptSources(files: ImageFileAccess): Promise<AptSource[
 
 /**
  * Parse the one-line format: `deb [opt=value ...] URI SUITE [COMPONENT...]`. Options understood:
- * `arch=`, `signed-by=`, `trusted=`; others (`lang=`, `target=`, `pdiffs=`, `by-hash=`, ...) are
+ * `arch=`, `signed-by=`, `trusted=`, `check-valid-until=`; others (`lang=`, `target=`, `pdiffs=`, `by-hash=`, ...) are
  * accepted and ignored because they do not change which packages apt can install.
  */
 export function parseSourcesList(text: string, origin = "sources.list"): AptSource[] {
@@ -119,6 +129,7 @@ export function parseSourcesList(text: string, origin = "sources.list"): AptSour
         signedBy: options.get("signed-by"),
         arch: options.get("arch"),
         trusted: options.get("trusted"),
+        checkValidUntil: options.get("check-valid-until"),
       }),
     );
   }
@@ -170,6 +181,7 @@ export function parseDeb822Sources(text: string, origin = "deb822 sources"): Apt
             signedBy: field(p, "Signed-By"),
             arch: field(p, "Architectures"),
             trusted: field(p, "Trusted"),
+            checkValidUntil: field(p, "Check-Valid-Until"),
           }),
         );
       }
@@ -187,7 +199,7 @@ function makeSource(
   suite: string,
   components: string[],
   where: string,
-  raw: { signedBy?: string; arch?: string; trusted?: string },
+  raw: { signedBy?: string; arch?: string; trusted?: string; checkValidUntil?: string },
 ): AptSource {
   const flat = suite.endsWith("/");
   if (flat && components.length) {
@@ -214,6 +226,9 @@ function makeSource(
     .filter(Boolean);
   if (arch?.length) source.arch = arch;
   if (raw.trusted !== undefined) source.trusted = /^(yes|true|1)$/i.test(raw.trusted.trim());
+  if (raw.checkValidUntil !== undefined) {
+    source.checkValidUntil = !/^(no|false|0|off|without|disable)$/i.test(raw.checkValidUntil.trim());
+  }
   return source;
 }
 
@@ -371,6 +386,8 @@ export function formatDeb822Sources(sources: readonly AptSource[]): string {
       if (s.components.length) lines.push(`Components: ${s.components.join(" ")}`);
       if (s.arch?.length) lines.push(`Architectures: ${s.arch.join(" ")}`);
       if (s.trusted !== undefined) lines.push(`Trusted: ${s.trusted ? "yes" : "no"}`);
+      if (s.checkValidUntil !== undefined)
+        lines.push(`Check-Valid-Until: ${s.checkValidUntil ? "yes" : "no"}`);
       const sb = s.signedBy;
       if (sb && "path" in sb) lines.push(`Signed-By: ${sb.path}`);
       else if (sb && "paths" in sb) lines.push(`Signed-By: ${[...sb.paths, ...sb.fingerprints].join(" ")}`);

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { aptFailure, chooseVersion, parseAptPolicy, parsePrintUris, verifiedDebEntry } from "./apt.ts";
+import {
+  aptFailure,
+  chooseVersion,
+  eligibleVersions,
+  parseAptPolicy,
+  parsePrintUris,
+  verifiedDebEntry,
+} from "./apt.ts";
 
 // Real `LC_ALL=C apt-cache policy libssl3 nginx-light` output from a bookworm host (2026-11).
 const POLICY = `libssl3:
@@ -27,8 +34,37 @@ test("apt-cache policy: installed, candidate and every version apt offers", () =
     installed: "3.0.19-1~deb12u2",
     candidate: "3.0.22-1~deb12u2",
     versions: ["3.0.22-1~deb12u2", "3.0.20-1~deb12u2", "3.0.19-1~deb12u2", "3.0.17-1~deb12u2"],
+    priorities: new Map([
+      ["3.0.22-1~deb12u2", 500],
+      ["3.0.20-1~deb12u2", 500],
+      ["3.0.19-1~deb12u2", 100],
+      ["3.0.17-1~deb12u2", 500],
+    ]),
   });
   assert.deepEqual(p.get("nginx-light"), { installed: undefined, candidate: "(none)", versions: [] });
+});
+
+test("a target takes only versions apt ranks as high as its candidate: a backport or a version pinned lower is not installed", () => {
+  // Shaped like apt-cache policy on bookworm with bookworm-backports enabled (NotAutomatic +
+  // ButAutomaticUpgrades: priority 100) and a negative pin on one version.
+  const p = parseAptPolicy(`curl:
+  Installed: 7.88.1-10+deb12u5
+  Candidate: 7.88.1-10+deb12u14
+  Version table:
+     8.14.1-2~bpo12+1 100
+        100 http://deb.debian.org/debian bookworm-backports/main amd64 Packages
+     7.88.1-10+deb12u15 -1
+        -1 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages
+     7.88.1-10+deb12u14 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+ *** 7.88.1-10+deb12u5 100
+        100 /var/lib/dpkg/status
+`).get("curl")!;
+  assert.deepEqual(eligibleVersions(p), ["7.88.1-10+deb12u14"]);
+  const choose = (fixedVersion: string) =>
+    chooseVersion({ name: "curl", fixedVersion }, { ...p, versions: eligibleVersions(p) });
+  assert.deepEqual(choose("7.88.1-10+deb12u12"), { version: "7.88.1-10+deb12u14" });
+  assert.equal(choose("7.88.1-10+deb12u15"), undefined);
 });
 
 test("the newest version at or above the fix is chosen", () => {

@@ -288,7 +288,7 @@ async function aptRun(
         continue;
       }
       const p = policy.get(t.name);
-      const choice = p && chooseVersion(t, p);
+      const choice = p && chooseVersion(t, { ...p, versions: eligibleVersions(p) });
       if (!choice) {
         const best = p?.candidate && p.candidate !== "(none)" ? p.candidate : "none";
         failed.push({
@@ -393,6 +393,18 @@ export interface AptPolicy {
   installed?: string;
   candidate?: string;
   versions: string[];
+  /** Each version's priority, as the version table shows it. */
+  priorities?: Map<string, number>;
+}
+
+/**
+ * The versions `apt-get install --only-upgrade` may take for a target: those apt ranks as high as
+ * its candidate (a backport or a version pinned lower is not installed behind the image's back).
+ */
+export function eligibleVersions(p: AptPolicy): string[] {
+  const floor = p.candidate ? p.priorities?.get(p.candidate) : undefined;
+  if (floor === undefined) return p.versions;
+  return p.versions.filter((v) => (p.priorities?.get(v) ?? floor) >= floor);
 }
 
 /** Parse `apt-cache policy a b c` (LC_ALL=C). */
@@ -418,8 +430,13 @@ export function parseAptPolicy(text: string): Map<string, AptPolicy> {
       continue;
     }
     // Version lines are indented 5 (or "*** "), origin lines deeper and start with a priority.
-    const ver = /^ {5}(\S+) \d+$|^ \*\*\* (\S+) \d+$/.exec(line);
-    if (inTable && ver) current.versions.push((ver[1] ?? ver[2])!);
+    const ver = /^ {5}(\S+) (-?\d+)$|^ \*\*\* (\S+) (-?\d+)$/.exec(line);
+    if (inTable && ver) {
+      const version = (ver[1] ?? ver[3])!;
+      current.versions.push(version);
+      current.priorities ??= new Map();
+      current.priorities.set(version, Number(ver[2] ?? ver[4]));
+    }
   }
   return out;
 }

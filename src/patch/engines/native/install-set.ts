@@ -1,8 +1,9 @@
 import type { PackageEntry, PackagesIndex, Relation } from "../../../distro/dpkg/packages-index.ts";
-import { parseRelations } from "../../../distro/dpkg/packages-index.ts";
+import { entryParagraph, parseRelations } from "../../../distro/dpkg/packages-index.ts";
 import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
 import { chooseVersion, type PackageTarget } from "../apt.ts";
+import { CandidatePolicy, describeVersion, pickCandidate } from "./policy.ts";
 
 export interface InstallItem {
   entry: PackageEntry;
@@ -25,6 +26,18 @@ export interface InstallSetInput {
   /** dpkg architecture of the image. */
   arch: string;
   targets: readonly PackageTarget[] | "all";
+  /**
+   * apt's candidate rule for the image (Release flags, apt preferences, APT::Default-Release).
+   * Default: every index an ordinary source of priority 500, no pins.
+   */
+  policy?: CandidatePolicy;
+  /** apt.conf's `APT::Get::Upgrade-Allow-New`: update-all may install new packages (`upgrade --with-new-pkgs`). */
+  upgradeAllowsNew?: boolean;
+  /**
+   * apt.conf's `APT::Install-Recommends` (default true): apt-get upgrade then keeps back an upgrade
+   * whose Recommends would no longer be met (libapt-pkg6.0 recommending a newer apt that is held).
+   */
+  recommendsMatter?: boolean;
 }
 
 /** What the post-install system has under a name: its version and what it provides. */
@@ -40,7 +53,12 @@ interface Present {
 /**
  * Decide what to install, as `apt-get install --only-upgrade PKG=VER…` (report) or `apt-get upgrade`
  * (update-all) would, with suture's rules: never a new top-level package, never an unasked major
- * version (chooseVersion), held packages left alone, no removals. Dependencies of what is installed
+ * version (chooseVersion), held packages left alone, no removals, no downgrades. Versions are the
+ * image's apt's candidates (policy.ts: backports and pins as its apt ranks them), for targets and
+ * dependencies alike; a target may take a lower version of the candidate's priority when the
+ * candidate is an unasked major version. Update-all keeps back, with a warning, an upgrade that
+ * needs a package not installed yet or that cannot be made without breaking another, as
+ * `apt-get upgrade` does, and everything whose upgrade needs a kept-back one. Dependencies of what is installed
  * must hold afterwards: an installed alternative is upgraded when its version no longer satisfies
  * (`Depends`, `Pre-Depends`), an installed package another one `Breaks` is upgraded past the break,
  * and installed packages whose own dependencies the upgrade breaks (exact `=` pins between binaries
@@ -48,7 +66,28 @@ interface Present {
  * Whatever cannot be satisfied is a failure naming the package and the relation.
  */
 export function resolveInstallSet(input: InstallSetInput): InstallSet {
+  const policy = input.policy ?? new CandidatePolicy({ indexes: input.indexes, arch: input.arch });
+  const keptBack = new Map<string, string>();
+  for (;;) {
+    const attempt = resolveOnce(input, policy, keptBack);
+    if (!attempt.keepBack) {
+      const warnings = [...keptBack].map(
+        ([name, why]) => `${name} is kept back at its installed version, as apt-get upgrade keeps it: ${why}`,
+      );
+      return { ...attempt.result, warnings: [...attempt.result.warnings, ...warnings] };
+    }
+    keptBack.set(attempt.keepBack.name, attempt.keepBack.reason);
+  }
+}
+
+function resolveOnce(
+  input: InstallSetInput,
+  policy: CandidatePolicy,
+  keptBack: ReadonlyMap<string, string>,
+): { result: InstallSet; keepBack?: { name: string; reason: string } } {
   const { arch } = input;
+  const upgradeAll = input.targets === "all";
+  const sourceOf = new Map(input.installed.map((p) => [p.name, p.source]));
   const present = new Map<string, Present>();
   for (const p of input.installed) {
     if (p.architecture !== arch && p.architecture !== "all") continue;
@@ -70,14 +109,13 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
   const original = new Map([...present].map(([n, p]) => [n, p.version]));
   const originalDepends = new Map([...present].map(([n, p]) => [n, p.depends]));
   const omitted = new Set<string>();
-  const candidates = (name: string): PackageEntry[] => {
-    const out: PackageEntry[] = [];
-    for (const index of input.indexes) {
-      for (const e of index.byName.get(name) ?? [])
-        if (e.architecture === arch || e.architecture === "all") out.push(e);
-    }
-    return out.sort((a, b) => compareDebVersions(b.version, a.version));
+  const installedRef = (name: string) => {
+    const version = original.get(name);
+    return version === undefined ? undefined : { version, source: sourceOf.get(name) };
   };
+  /** apt's candidate of a package, when it is a version an index offers. */
+  const candidate = (name: string): PackageEntry | undefined =>
+    policy.candidate(name, installedRef(name))?.entries[0];
 
   const picked = new Map<string, InstallItem>();
   const failed: InstallSet["failed"] = [];
@@ -101,21 +139,33 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
     });
     queue.push(entry);
   };
+  let keepBack: { name: string; reason: string } | undefined;
   const fail = (name: string, reason: string) => {
+    // apt-get upgrade does not fail on an upgrade it cannot make: it keeps the package back.
+    if (upgradeAll && !keepBack && !keptBack.has(name)) keepBack = { name, reason };
     if (!failed.some((f) => f.name === name && f.reason === reason)) failed.push({ name, reason });
   };
+  const frozen = (name: string) => present.get(name)?.held || keptBack.has(name);
 
   if (input.targets === "all") {
     for (const [name, p] of present) {
-      const best = candidates(name)[0];
-      if (!best || compareDebVersions(best.version, p.version) <= 0) continue;
+      if (keptBack.has(name)) continue;
+      const best = policy.candidate(name, installedRef(name));
+      if (!best || best.version === p.version) continue;
+      if (compareDebVersions(best.version, p.version) < 0) {
+        warnings.push(
+          `${name} is pinned to ${describeVersion(best)}, older than the installed ${p.version}: apt would downgrade it, suture never downgrades; left at ${p.version}`,
+        );
+        continue;
+      }
+      if (!best.entries[0]) continue;
       if (p.held) {
         warnings.push(
           `${name} is held (apt-mark hold): left at ${p.version} although ${best.version} is available`,
         );
         continue;
       }
-      pick(best, "target");
+      pick(best.entries[0], "target");
     }
   } else {
     for (const t of input.targets) {
@@ -131,18 +181,25 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
         );
         continue;
       }
-      const all = candidates(t.name);
-      const choice = chooseVersion(t, { installed: p.version, versions: all.map((e) => e.version) });
+      // As `apt-get install --only-upgrade`: the candidate, or (for an unasked major version) a
+      // lower version apt ranks as high; never one its pins or Release flags rank lower.
+      const all = policy.versions(t.name, installedRef(t.name));
+      const best = pickCandidate(all, p.version);
+      const eligible = all.filter((v) => v.entries.length && best && v.priority >= best.priority);
+      const choice = chooseVersion(t, { installed: p.version, versions: eligible.map((v) => v.version) });
       if (!choice) {
+        const lower = all.find((v) => v.entries.length && compareDebVersions(v.version, t.fixedVersion) >= 0);
         fail(
           t.name,
-          `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${all[0]?.version ?? "none"})`,
+          lower
+            ? `no version ≥ ${t.fixedVersion} that the image's apt would install (its candidate: ${best ? describeVersion(best) : "none"}); ${describeVersion(lower)} ranks lower by the image's apt preferences or Release flags: pin it in the image's /etc/apt/preferences.d to use it`
+            : `no version ≥ ${t.fixedVersion} in the image's apt sources (best: ${best?.version ?? "none"})`,
         );
         continue;
       }
       if (choice.note) warnings.push(choice.note);
       if (compareDebVersions(choice.version, p.version) <= 0) continue;
-      pick(all.find((e) => e.version === choice.version)!, "target");
+      pick(eligible.find((v) => v.version === choice.version)!.entries[0]!, "target");
     }
   }
 
@@ -159,12 +216,13 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
     }
     return false;
   };
-  const upgradeSatisfying = (name: string, ok: (e: PackageEntry) => boolean): PackageEntry | undefined =>
-    candidates(name).find(
-      (e) => ok(e) && compareDebVersions(e.version, present.get(name)?.version ?? "0") > 0,
-    );
+  /** The candidate of an installed package, when it is newer than what is present and `ok` with it. */
+  const upgradeSatisfying = (name: string, ok: (e: PackageEntry) => boolean): PackageEntry | undefined => {
+    const e = candidate(name);
+    return e && ok(e) && compareDebVersions(e.version, present.get(name)?.version ?? "0") > 0 ? e : undefined;
+  };
 
-  for (let guard = 0; queue.length; guard++) {
+  for (let guard = 0; queue.length && !keepBack; guard++) {
     if (guard > 10_000) throw new Error("dependency resolution did not converge");
     const entry = queue.shift()!;
     const mine = present.get(entry.package)!;
@@ -175,7 +233,7 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
       for (const alt of group) {
         if (!present.has(alt.name)) continue;
         const up = upgradeSatisfying(alt.name, (e) => versionMatches(e.version, alt));
-        if (up && !present.get(alt.name)!.held) {
+        if (up && !frozen(alt.name)) {
           pick(up, "dependency");
           done = true;
           break;
@@ -197,9 +255,21 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
         }
         continue;
       }
+      // Only a package not installed yet is new; a held or kept-back one is not upgraded here.
       const fresh = group
-        .map((alt) => candidates(alt.name).find((e) => versionMatches(e.version, alt)))
+        .filter((alt) => !present.has(alt.name))
+        .map((alt) => {
+          const e = candidate(alt.name);
+          return e && versionMatches(e.version, alt) ? e : undefined;
+        })
         .find((e): e is PackageEntry => e !== undefined);
+      if (fresh && upgradeAll && !input.upgradeAllowsNew) {
+        fail(
+          entry.package,
+          `${entry.version} needs ${fresh.package}, which is not installed (apt-get upgrade installs no new packages)`,
+        );
+        continue;
+      }
       if (fresh && !fresh.essential) {
         pick(fresh, "new-dependency");
         warnings.push(
@@ -236,18 +306,55 @@ export function resolveInstallSet(input: InstallSetInput): InstallSet {
           )
         );
       });
-      if (up && !p.held) pick(up, "reverse-dependency");
+      if (up && !frozen(name)) pick(up, "reverse-dependency");
       else {
         const rel = brokenByNew ?? breaksNew ?? depBroken?.[0];
         fail(
           entry.package,
-          `${entry.version} conflicts with the installed ${name} ${p.version} (${rel ? formatRelation(rel) : "relation"}) and no version of ${name} fixes that${p.held ? " (it is held)" : ""}`,
+          `${entry.version} conflicts with the installed ${name} ${p.version} (${rel ? formatRelation(rel) : "relation"}) and no version of ${name} fixes that${p.held ? " (it is held)" : keptBack.has(name) ? " (it is kept back)" : ""}`,
         );
       }
     }
   }
 
-  return { install: installOrder([...picked.values()]), failed, warnings };
+  // apt-get upgrade's "policy" check: an upgrade must not leave a Recommends unmet that the
+  // installed version had met (apt keeps such a package back rather than install the recommended).
+  if (upgradeAll && !keepBack && input.recommendsMatter !== false) {
+    const before = new Map(
+      input.installed
+        .filter((p) => p.architecture === arch || p.architecture === "all")
+        .map((p) => [p.name, p] as const),
+    );
+    const metBefore = (r: Relation): boolean => {
+      const p = before.get(r.name);
+      if (p && versionMatches(p.version, r)) return true;
+      for (const q of before.values()) {
+        for (const prov of parseRelations(q.paragraph.get("provides")).flat()) {
+          if (prov.name === r.name && (!r.op || (prov.version && versionMatches(prov.version, r))))
+            return true;
+        }
+      }
+      return false;
+    };
+    for (const item of picked.values()) {
+      const old = before.get(item.entry.package);
+      if (!old) continue;
+      const oldRecommends = parseRelations(old.paragraph.get("recommends"));
+      if (!oldRecommends.every((g) => g.some(metBefore))) continue; // already unmet before: apt lets it be
+      const unmet = parseRelations(entryParagraph(item.entry).get("recommends")).find(
+        (g) => !g.some(satisfies),
+      );
+      if (unmet) {
+        fail(
+          item.entry.package,
+          `${item.entry.version} recommends ${formatGroup(unmet)}, which the upgrade would leave unmet${unmet.some((r) => frozen(r.name)) ? " (held or kept back)" : ""}`,
+        );
+        break;
+      }
+    }
+  }
+  if (keepBack) return { result: { install: [], failed: [], warnings: [] }, keepBack };
+  return { result: { install: installOrder([...picked.values()]), failed, warnings } };
 }
 
 function versionMatches(version: string, r: Relation): boolean {

@@ -33,6 +33,8 @@ export interface NativeOptions {
   cacheDir: string;
   mirrors?: Readonly<Record<string, string>>;
   keyringFile?: string;
+  /** Accept unsigned repositories when the image's apt.conf allows them (see repositories.ts). */
+  allowInsecureRepositories?: boolean;
   /**
    * Whether maintainer scripts and triggers can run in the image (it has a shell and dpkg, and its
    * architecture runs here); otherwise packages are recorded configured and the scripts listed.
@@ -243,7 +245,7 @@ async function resolveFromRepositories(
   options: NativeOptions,
   progress: ProgressSink,
 ) {
-  const { repositories } = await withStep(
+  const { repositories, policy, config } = await withStep(
     progress,
     "repositories",
     "verifying the image's apt repositories",
@@ -253,6 +255,7 @@ async function resolveFromRepositories(
         cacheDir: options.cacheDir,
         mirrors: options.mirrors,
         keyringFile: options.keyringFile,
+        allowInsecureRepositories: options.allowInsecureRepositories,
         progress,
         signal: options.signal,
       }),
@@ -262,6 +265,9 @@ async function resolveFromRepositories(
     indexes: repositories.flatMap((r) => r.indexes),
     arch: options.arch,
     targets,
+    policy,
+    upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
+    recommendsMatter: config.getBool("APT::Install-Recommends", true),
   });
 }
 

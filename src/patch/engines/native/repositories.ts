@@ -1,5 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { type AptConfig, aptLocations, readAptConfig } from "../../../distro/dpkg/apt-conf.ts";
+import { readAptPreferences } from "../../../distro/dpkg/apt-preferences.ts";
 import { openRepositories, type Repository } from "../../../distro/dpkg/repository.ts";
 import {
   type AptSource,
@@ -11,7 +13,8 @@ import {
 import type { OsRelease } from "../../../distro/os-release.ts";
 import { SutureError } from "../../../errors/errors.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
-import { imageKeyringProvider, type KeyFileAccess, parseKeyring } from "../../../trust/keyring.ts";
+import { imageKeyringProvider, type KeyFileAccess, keyringOf, parseKeyring } from "../../../trust/keyring.ts";
+import { CandidatePolicy, policyFile } from "./policy.ts";
 
 export interface ImageRepositoriesOptions {
   /** dpkg architecture of the image (`amd64`, `arm64`, `armhf`, …). */
@@ -26,21 +29,64 @@ export interface ImageRepositoriesOptions {
   keyringFile?: string;
   progress?: ProgressSink;
   signal?: AbortSignal;
+  /**
+   * The user accepts what an image's `Acquire::AllowInsecureRepositories` allows (unsigned suites);
+   * without it such an image is refused.
+   */
+  allowInsecureRepositories?: boolean;
 }
+
+/** apt.conf settings that let apt use repositories it cannot verify. */
+const INSECURE_SETTINGS = [
+  "Acquire::AllowInsecureRepositories",
+  "Acquire::AllowDowngradeToInsecureRepositories",
+  "APT::Get::AllowUnauthenticated",
+];
 
 /**
  * The verified apt repositories an image's packages come from: the image's own sources (trusted
  * keys resolved inside the image, as its apt would), or, when it has none (distroless, chiseled),
  * the official suites of the release its os-release names, trusted with `keyringFile` or the
  * host's copy of the distribution's archive keyring. Mirrors replace URIs but never trust.
+ *
+ * The image's apt configuration is honoured where it changes what is fetched, trusted or chosen:
+ * `Dir::Etc::*` locations, `Acquire::Check-Valid-Until`, `APT::Default-Release`, its apt
+ * preferences (the returned `policy`); settings that allow unsigned repositories are refused
+ * (UNTRUSTED) unless `allowInsecureRepositories`.
  */
 export async function openImageRepositories(
   root: string,
   os: OsRelease | undefined,
   options: ImageRepositoriesOptions,
-): Promise<{ sources: AptSource[]; repositories: Repository[]; imageSources: boolean }> {
+): Promise<{
+  sources: AptSource[];
+  repositories: Repository[];
+  imageSources: boolean;
+  policy: CandidatePolicy;
+  config: AptConfig;
+}> {
   const files = fileAccessFromRoot(root);
-  let sources = await readAptSources(files);
+  const warn = (message: string) => options.progress?.({ type: "warning", message });
+  const config = await readAptConfig(files, { warn });
+  const insecure = INSECURE_SETTINGS.filter((k) => config.getBool(k, false));
+  if (insecure.length && !options.allowInsecureRepositories) {
+    throw new SutureError(
+      "UNTRUSTED",
+      `the image's apt configuration sets ${insecure.map((k) => `${k} "true"`).join(", ")}, which lets apt install from repositories it cannot verify: remove it from the image, or pass --allow-insecure-repositories to accept unsigned repositories as the image's apt would`,
+    );
+  }
+  for (const scheme of ["http", "https"]) {
+    const proxy = config.get(`Acquire::${scheme}::Proxy`);
+    if (proxy) {
+      warn(
+        `the image's apt configuration sets Acquire::${scheme}::Proxy "${proxy}": not used, suture fetches through the host's proxy settings (${scheme}_proxy)`,
+      );
+    }
+  }
+  const locations = aptLocations(config);
+  // Read before any download: a broken preferences file fails the patch at once, as it fails apt.
+  const pins = await readAptPreferences(files, locations, warn);
+  let sources = await readAptSources(files, locations);
   const imageSources = sources.length > 0;
   if (!imageSources) {
     if (!os) {
@@ -53,15 +99,33 @@ export async function openImageRepositories(
   }
   if (options.mirrors) sources = applyMirrors(sources, options.mirrors);
   const fallback = await hostKeyFiles(options.keyringFile);
-  const keyringFor = imageKeyringProvider(files, { fallback });
+  const imageKeyring = imageKeyringProvider(files, {
+    fallback,
+    trusted: { file: locations.trusted, parts: locations.trustedParts },
+  });
+  const allowUnsigned = insecure.length > 0 && options.allowInsecureRepositories === true;
+  // A repository apt may use unsigned needs no key; one that is signed still needs the right one.
+  const keyringFor: typeof imageKeyring = allowUnsigned
+    ? (source) => imageKeyring(source).catch(() => keyringOf([], []))
+    : imageKeyring;
   const repositories = await openRepositories(sources, {
     arch: options.arch,
     cacheDir: join(options.cacheDir, "apt-native"),
     keyringFor,
     progress: options.progress,
     signal: options.signal,
+    checkValidUntil: config.getBool("Acquire::Check-Valid-Until", true),
+    allowUnsigned,
   });
-  return { sources, repositories, imageSources };
+  const policy = new CandidatePolicy({
+    indexes: repositories.flatMap((r) =>
+      r.indexes.map((index) => ({ index, file: policyFile(r.release, index) })),
+    ),
+    pins,
+    defaultRelease: config.get("APT::Default-Release") || undefined,
+    arch: options.arch,
+  });
+  return { sources, repositories, imageSources, policy, config };
 }
 
 /**
