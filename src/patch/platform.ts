@@ -244,6 +244,7 @@ export async function patchPlatformImage(
             cache: aptCache,
             sourcesDir,
             signal: ctx.signal,
+            allowInsecureRepositories: ctx.allowInsecureRepositories,
           }),
         );
       }

@@ -125,3 +125,16 @@ test("preferences are read from the file, then preferences.d in name order, skip
     [1, 2, 3],
   );
 });
+
+test("a regex pin that could backtrack for hours is refused in one line, not evaluated", () => {
+  for (const pattern of ["/(a+)+$/", "/^(.*a){2,}x/", "/(x)\\1/", `/${"a".repeat(300)}/`]) {
+    assert.throws(
+      () => aptExpressionMatches(pattern, `${"a".repeat(40)}!`),
+      (e) =>
+        isSutureError(e, "UNSUPPORTED_OS") && !e.message.includes("\n") && /--engine sandbox/.test(e.message),
+      pattern,
+    );
+  }
+  assert.equal(aptExpressionMatches("/^lib(ssl|crypto)[0-9]+$/", "libssl3"), true);
+  assert.equal(aptExpressionMatches("/^python3\\.[0-9]+-.*/", "python3.11-minimal"), true);
+});

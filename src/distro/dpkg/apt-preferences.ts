@@ -1,4 +1,4 @@
-import { SutureError } from "../../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { type AptLocations, aptReadsPart } from "./apt-conf.ts";
 import { field, parseControl } from "./control.ts";
 import type { ImageFileAccess } from "./sources.ts";
@@ -110,13 +110,29 @@ export async function readAptPreferences(
 export function aptExpressionMatches(pattern: string, value: string | undefined): boolean {
   if (value === undefined) return false;
   if (pattern.length >= 2 && pattern.startsWith("/") && pattern.endsWith("/")) {
+    const source = pattern.slice(1, -1);
+    checkRegexCost(source, pattern);
     try {
-      return new RegExp(pattern.slice(1, -1), "i").test(value);
+      return new RegExp(source, "i").test(value);
     } catch {
       return false;
     }
   }
   return globToRegExp(pattern).test(value);
+}
+
+/**
+ * The image writes these patterns, and JavaScript's regex engine backtracks: a nested repetition
+ * (`(a+)+`), a backreference or a very long pattern can make one match take hours. apt's POSIX
+ * engine does not have that problem, so rather than hang, such a pin is refused in one line.
+ */
+function checkRegexCost(source: string, pattern: string): void {
+  const nestedRepetition = /\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{?]/;
+  if (source.length > 256 || nestedRepetition.test(source) || /\\[1-9]/.test(source))
+    throw new SutureError(
+      "UNSUPPORTED_OS",
+      `the image's apt preferences use the pattern ${quoteUntrusted(pattern)}, which suture does not evaluate (nested repetition, a backreference or over 256 characters can take exponential time): simplify the pin, or patch with --engine sandbox`,
+    );
 }
 
 const globCache = new Map<string, RegExp>();

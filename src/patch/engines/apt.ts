@@ -101,6 +101,16 @@ const APT_OPTIONS = [
   "Acquire::Retries=3",
 ];
 
+/** What keeps the image's apt from using repositories it cannot verify, whatever its apt.conf says. */
+const SECURE_APT_OPTIONS = [
+  "-o",
+  "Acquire::AllowInsecureRepositories=false",
+  "-o",
+  "Acquire::AllowDowngradeToInsecureRepositories=false",
+  "-o",
+  "APT::Get::AllowUnauthenticated=false",
+];
+
 export const APT_ENV = [
   "DEBIAN_FRONTEND=noninteractive",
   "DEBCONF_NONINTERACTIVE_SEEN=true",
@@ -128,13 +138,17 @@ export async function applyWithApt(
     /** Host dir holding `*.sources` files apt uses instead of the image's own (e.g. with --mirror). */
     sourcesDir?: string;
     signal?: AbortSignal;
+    /** The user accepts what the image's apt.conf allows of unsigned repositories (--allow-insecure-repositories). */
+    allowInsecureRepositories?: boolean;
   },
 ): Promise<AptResult> {
   const progress = options.progress ?? (() => {});
   const warnings: string[] = [];
   const before = await readInstalled(sandbox.mergedDir);
   const mounts: SandboxMount[] = [];
-  const aptOptions = [...APT_OPTIONS];
+  // apt applies -o after its configuration files: an image's apt.conf cannot turn verification off
+  // behind the user's back, as the native engine refuses it too.
+  const aptOptions = [...APT_OPTIONS, ...(options.allowInsecureRepositories ? [] : SECURE_APT_OPTIONS)];
   const cache = options.cache;
   let own: { lists: string; archives: string } | undefined;
   if (cache) {
