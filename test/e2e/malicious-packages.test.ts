@@ -23,9 +23,10 @@ import { gzipSync } from "node:zlib";
 import { generateKey, type PrivateKey, readPrivateKey } from "openpgp";
 import { type TarEntry, writeTar } from "../../src/archive/tar-write.ts";
 import { oneLineError } from "../lab/cli.ts";
+import { buildDeb, withDataEntries } from "../lab/deb.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
 import { labImage } from "../lab/images.ts";
-import { buildDeb, type LocalDeb, startLocalAptRepo, withDataEntries } from "../lab/local-apt-repo.ts";
+import { type LocalDeb, startLocalAptRepo } from "../lab/local-apt-repo.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
 
 const run = promisify(execFile);

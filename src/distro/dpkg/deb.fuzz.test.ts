@@ -14,6 +14,7 @@ import {
   mutationArb,
   parsesOrFailsCleanlyAsync,
 } from "../../../test/fuzz/fuzz.ts";
+import { buildDeb } from "../../../test/lab/deb.ts";
 import { listArMembers } from "../../archive/ar.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { openDeb } from "./deb.ts";
@@ -50,22 +51,20 @@ function arOf(members: { name: string; data: Buffer }[]): Buffer {
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), "suture-deb-fuzz-"));
-  const tree = join(work, "tree");
-  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
-  mkdirSync(join(tree, "etc/demo"), { recursive: true });
-  writeFileSync(
-    join(tree, "DEBIAN/control"),
+  const out = await buildDeb(
+    join(work, "seed.deb"),
     "Package: demo\nVersion: 1:1.0-1\nArchitecture: amd64\nMulti-Arch: same\nMaintainer: T <t@example.org>\nDescription: demo\n long text\n",
+    [{ path: "etc/demo/demo.conf", content: "setting=1\n" }],
+    [
+      {
+        path: "conffiles",
+        content: "/etc/demo/demo.conf\nremove-on-upgrade /etc/demo/old.conf\n",
+        mode: 0o644,
+      },
+      { path: "postinst", content: "#!/bin/sh\nexit 0\n" },
+    ],
+    "none",
   );
-  writeFileSync(
-    join(tree, "DEBIAN/conffiles"),
-    "/etc/demo/demo.conf\nremove-on-upgrade /etc/demo/old.conf\n",
-  );
-  writeFileSync(join(tree, "DEBIAN/postinst"), "#!/bin/sh\nexit 0\n");
-  chmodSync(join(tree, "DEBIAN/postinst"), 0o755);
-  writeFileSync(join(tree, "etc/demo/demo.conf"), "setting=1\n");
-  const out = join(work, "seed.deb");
-  execFileSync("dpkg-deb", ["--root-owner-group", "-Znone", "-b", tree, out], { stdio: "pipe" });
   seedDeb = readFileSync(out);
   const members = await listArMembers(out);
   seedMembers = members.map((m) => ({ name: m.name, data: seedDeb.subarray(m.offset, m.offset + m.size) }));

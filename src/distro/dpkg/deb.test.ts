@@ -4,33 +4,32 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { buildDeb } from "../../../test/lab/deb.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { field } from "./control.ts";
 import { checkDebIdentity, openDeb } from "./deb.ts";
 
 let work: string;
 
-/** Build a real .deb with dpkg-deb (the reference builder) using `compression` for both members. */
-function buildDeb(compression: "xz" | "gzip" | "zstd" | "none"): string {
-  const tree = join(work, `tree-${compression}`);
-  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
-  mkdirSync(join(tree, "etc/demo"), { recursive: true });
-  mkdirSync(join(tree, "usr/bin"), { recursive: true });
-  writeFileSync(
-    join(tree, "DEBIAN/control"),
+/** The demo package (conffile, postinst, a binary file), built by dpkg-deb with `compression`. */
+function buildDemo(compression: "xz" | "gzip" | "zstd" | "none"): Promise<string> {
+  return buildDeb(
+    join(work, `demo-${compression}.deb`),
     "Package: demo\nVersion: 1.0-1\nArchitecture: amd64\nMulti-Arch: same\nMaintainer: Test <t@example.org>\nDescription: demo\n long text\n",
+    [
+      { path: "etc/demo/demo.conf", content: "setting=1\n" },
+      { path: "usr/bin/demo", content: Buffer.from([0, 1, 2, 255]) },
+    ],
+    [
+      {
+        path: "conffiles",
+        content: "/etc/demo/demo.conf\nremove-on-upgrade /etc/demo/old.conf\n",
+        mode: 0o644,
+      },
+      { path: "postinst", content: "#!/bin/sh\nexit 0\n" },
+    ],
+    compression,
   );
-  writeFileSync(
-    join(tree, "DEBIAN/conffiles"),
-    "/etc/demo/demo.conf\nremove-on-upgrade /etc/demo/old.conf\n",
-  );
-  writeFileSync(join(tree, "DEBIAN/postinst"), "#!/bin/sh\nexit 0\n");
-  chmodSync(join(tree, "DEBIAN/postinst"), 0o755);
-  writeFileSync(join(tree, "etc/demo/demo.conf"), "setting=1\n");
-  writeFileSync(join(tree, "usr/bin/demo"), Buffer.from([0, 1, 2, 255]));
-  const out = join(work, `demo-${compression}.deb`);
-  execFileSync("dpkg-deb", ["--root-owner-group", `-Z${compression}`, "-b", tree, out], { stdio: "pipe" });
-  return out;
 }
 
 before(() => {
@@ -40,7 +39,7 @@ after(() => rmSync(work, { recursive: true, force: true }));
 
 for (const compression of ["xz", "gzip", "zstd", "none"] as const) {
   test(`a ${compression} .deb built by dpkg-deb opens: control, control members, data entries`, async () => {
-    const deb = await openDeb(buildDeb(compression));
+    const deb = await openDeb(await buildDemo(compression));
     assert.equal(deb.name, "demo");
     assert.equal(deb.version, "1.0-1");
     assert.equal(deb.architecture, "amd64");
@@ -80,7 +79,7 @@ function ar(members: [string, Buffer][]): Buffer {
 }
 
 test("malformed packages are refused with INVALID_ARCHIVE naming the file", async () => {
-  const good = readFileSync(buildDeb("gzip"));
+  const good = readFileSync(await buildDemo("gzip"));
   const cases: [string, Buffer, RegExp][] = [
     ["not-ar.deb", Buffer.from("hello world\n"), /not a valid ar archive/],
     ["truncated.deb", good.subarray(0, good.length - 100), /runs past the end|cannot be read/],
@@ -117,15 +116,10 @@ test("malformed packages are refused with INVALID_ARCHIVE naming the file", asyn
 });
 
 /** A .deb whose control file says what dpkg-deb's own checks would refuse (built with --nocheck). */
-function hostileDeb(name: string, control: string): string {
-  const tree = join(work, `tree-${name}`);
-  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
-  mkdirSync(join(tree, "usr/lib"), { recursive: true });
-  writeFileSync(join(tree, "DEBIAN/control"), `${control}Maintainer: T <t@example.org>\nDescription: x\n`);
-  writeFileSync(join(tree, "usr/lib/x"), "x");
-  const out = join(work, `${name}.deb`);
-  execFileSync("dpkg-deb", ["--nocheck", "--root-owner-group", "-Zgzip", "-b", tree, out], { stdio: "pipe" });
-  return out;
+function hostileDeb(name: string, control: string): Promise<string> {
+  return buildDeb(join(work, `${name}.deb`), `${control}Maintainer: T <t@example.org>\nDescription: x\n`, [
+    { path: "usr/lib/x", content: "x" },
+  ]);
 }
 
 test("control fields that would name a path outside the database are refused before the package is used", async () => {
@@ -152,7 +146,7 @@ test("control fields that would name a path outside the database are refused bef
     ],
   ];
   for (const [name, control, message] of cases) {
-    await assert.rejects(openDeb(hostileDeb(name, control)), (e: unknown) => {
+    await assert.rejects(openDeb(await hostileDeb(name, control)), (e: unknown) => {
       assert.ok(isSutureError(e, "INVALID_ARCHIVE"), `${name}: ${String(e)}`);
       assert.match(e.message, message, name);
       return true;
@@ -161,7 +155,7 @@ test("control fields that would name a path outside the database are refused bef
 });
 
 test("a package that is not the one its index entry names is UNTRUSTED, naming both values", async () => {
-  const deb = await openDeb(buildDeb("gzip"));
+  const deb = await openDeb(await buildDemo("gzip"));
   assert.doesNotThrow(() => checkDebIdentity(deb, { name: "demo", version: "1.0-1", architecture: "amd64" }));
   assert.throws(
     () => checkDebIdentity(deb, { name: "demo", version: "1.0-2", architecture: "amd64" }),

@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { buildDeb, withDataEntries } from "../../../../test/lab/deb.ts";
 import { readDpkgDatabase } from "../../../distro/dpkg/database.ts";
 import { isSutureError } from "../../../errors/errors.ts";
 import { unpackDeb } from "./unpack.ts";
@@ -21,22 +22,19 @@ before(() => {
 after(() => rmSync(work, { recursive: true, force: true }));
 
 /** A real .deb (dpkg-deb) shipping /usr/bin/demo and the conffile /etc/demo.conf. */
-function demoDeb(name: string, controlFiles: Record<string, string> = {}): string {
-  const tree = join(work, `tree-${name}`);
-  mkdirSync(join(tree, "DEBIAN"), { recursive: true });
-  mkdirSync(join(tree, "usr/bin"), { recursive: true });
-  mkdirSync(join(tree, "etc"), { recursive: true });
-  writeFileSync(
-    join(tree, "DEBIAN/control"),
+function demoDeb(name: string, controlFiles: Record<string, string> = {}): Promise<string> {
+  return buildDeb(
+    join(work, `${name}.deb`),
     "Package: demo\nVersion: 2\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: demo\n",
+    [
+      { path: "usr/bin/demo", content: "v2\n" },
+      { path: "etc/demo.conf", content: "a=2\n" },
+    ],
+    [
+      { path: "conffiles", content: "/etc/demo.conf\n", mode: 0o644 },
+      ...Object.entries(controlFiles).map(([path, content]) => ({ path, content, mode: 0o644 })),
+    ],
   );
-  writeFileSync(join(tree, "DEBIAN/conffiles"), "/etc/demo.conf\n");
-  for (const [file, text] of Object.entries(controlFiles)) writeFileSync(join(tree, "DEBIAN", file), text);
-  writeFileSync(join(tree, "usr/bin/demo"), "v2\n");
-  writeFileSync(join(tree, "etc/demo.conf"), "a=2\n");
-  const out = join(work, `${name}.deb`);
-  execFileSync("dpkg-deb", ["--root-owner-group", "-Zgzip", "-b", tree, out], { stdio: "pipe" });
-  return out;
 }
 
 /** `<work>/<name>/root`, a classic database with demo 1 installed; the parent holds only root. */
@@ -58,7 +56,7 @@ function imageRoot(name: string, diversions = ""): { root: string; parent: strin
 test("a diversion to the image's root directory is refused; nothing is written beside the root", async () => {
   const { root, parent } = imageRoot("divert-root", "/usr/bin/demo\n/..\n:\n");
   await assert.rejects(
-    unpackDeb(root, demoDeb("divert"), await readDpkgDatabase(root)),
+    unpackDeb(root, await demoDeb("divert"), await readDpkgDatabase(root)),
     (e: unknown) => isSutureError(e, "UNSAFE_LAYER") && /"\/\.\." names its root directory/.test(e.message),
   );
   assert.deepEqual(readdirSync(parent), ["root"]);
@@ -72,7 +70,7 @@ test("a conffile that is a symlink to / in the image is refused; nothing is writ
   const { root, parent } = imageRoot("conffile-root");
   symlinkSync("/", join(root, "etc/demo.conf"));
   await assert.rejects(
-    unpackDeb(root, demoDeb("conffile"), await readDpkgDatabase(root)),
+    unpackDeb(root, await demoDeb("conffile"), await readDpkgDatabase(root)),
     (e: unknown) =>
       isSutureError(e, "UNSAFE_LAYER") &&
       /\/etc\/demo\.conf is a symlink to the image's root/.test(e.message),
@@ -88,7 +86,7 @@ test("paths in the image's file list that climb with '..' stay inside the root w
     join(root, "var/lib/dpkg/info/demo.list"),
     "/.\n/usr\n/usr/bin\n/usr/bin/demo\n/..\n/../sentinel\n/usr/../../sentinel\n",
   );
-  const summary = await unpackDeb(root, demoDeb("list"), await readDpkgDatabase(root), {
+  const summary = await unpackDeb(root, await demoDeb("list"), await readDpkgDatabase(root), {
     state: "installed",
   });
   assert.equal(existsSync(join(parent, "sentinel")), true, "the file beside the root is untouched");
@@ -101,7 +99,7 @@ test("a trigger name that climbs out of triggers/ is the package's error, raised
   await assert.rejects(
     unpackDeb(
       root,
-      demoDeb("trigger", { triggers: "activate-noawait ../../../../etc\n" }),
+      await demoDeb("trigger", { triggers: "activate-noawait ../../../../etc\n" }),
       await readDpkgDatabase(root),
     ),
     (e: unknown) =>
@@ -115,24 +113,10 @@ test("a trigger name that climbs out of triggers/ is the package's error, raised
 
 test("a data.tar member with a newline in its name cannot claim another path in the file list", async () => {
   const { root } = imageRoot("newline");
-  const deb = demoDeb("newline");
-  // dpkg-deb refuses such a name; rebuild the data member with tar's own transform.
-  const dir = join(work, "newline-ar");
-  mkdirSync(join(dir, "tree/usr/bin"), { recursive: true });
-  writeFileSync(join(dir, "tree/usr/bin/x"), "x");
-  execFileSync("ar", ["x", deb], { cwd: dir });
-  rmSync(join(dir, "data.tar.gz"));
-  execFileSync("tar", [
-    "-cf",
-    join(dir, "data.tar"),
-    "-C",
-    join(dir, "tree"),
-    "--transform",
-    "s,x$,x\\n/etc/passwd,",
-    "./usr/bin/x",
+  // dpkg-deb refuses such a name; the data member is replaced by one no honest builder writes.
+  const deb = await withDataEntries(await demoDeb("newline"), [
+    { name: "./usr/bin/x\n/etc/passwd", type: "file", content: "x" },
   ]);
-  rmSync(deb);
-  execFileSync("ar", ["rc", deb, "debian-binary", "control.tar.gz", "data.tar"], { cwd: dir });
   await assert.rejects(
     unpackDeb(root, deb, await readDpkgDatabase(root)),
     (e: unknown) =>
@@ -147,7 +131,7 @@ test("a data.tar member with a newline in its name cannot claim another path in 
 test("a .deb that is not the package it was resolved as is UNTRUSTED before anything is written", async () => {
   const { root } = imageRoot("identity");
   await assert.rejects(
-    unpackDeb(root, demoDeb("identity"), await readDpkgDatabase(root), {
+    unpackDeb(root, await demoDeb("identity"), await readDpkgDatabase(root), {
       expected: { name: "demo", version: "3", architecture: "all" },
     }),
     (e: unknown) =>
