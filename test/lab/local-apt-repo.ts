@@ -1,17 +1,10 @@
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
-import { Readable } from "node:stream";
-import { promisify } from "node:util";
+import { basename } from "node:path";
 import { gzipSync } from "node:zlib";
 import { createCleartextMessage, type PrivateKey, sign } from "openpgp";
-import { type TarEntry, writeTar } from "../../src/archive/tar-write.ts";
-
-const run = promisify(execFile);
 
 /**
  * A small signed apt repository on 127.0.0.1, built at test time from given .debs: real
