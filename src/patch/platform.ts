@@ -30,7 +30,7 @@ import { withSandbox } from "../sandbox/sandbox.ts";
 import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
 import { type ListsTrust, listsTrustFor } from "./engines/apt-lists.ts";
 import { applyNative, planNative } from "./engines/native/native.ts";
-import { dpkgArchitecture } from "./engines/native/repositories.ts";
+import { dpkgArchitecture, refuseSourcesMarkedTrusted } from "./engines/native/repositories.ts";
 import { loadCachedPatch, patchResultKey, storeCachedPatch } from "./result-cache.ts";
 
 /** What happened to one platform of the image. */
@@ -223,6 +223,9 @@ export async function patchPlatformImage(
         }
       } else {
         await assertCanRun(platform);
+        // The image's apt would honour trusted=yes; suture asks the user first, as the native engine does.
+        if (!ctx.allowInsecureRepositories)
+          refuseSourcesMarkedTrusted(await readAptSources(fileAccessFromRoot(sb.mergedDir)).catch(() => []));
         const sourcesDir =
           ctx.mirrors && (await mirroredSources(sb.mergedDir, ctx.mirrors, workDir, progress));
         // Keys and sources are read before the image's apt runs: its hooks may change both.

@@ -11,7 +11,7 @@ import {
   readAptSources,
 } from "../../../distro/dpkg/sources.ts";
 import type { OsRelease } from "../../../distro/os-release.ts";
-import { SutureError } from "../../../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../../../errors/errors.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { imageKeyringProvider, type KeyFileAccess, keyringOf, parseKeyring } from "../../../trust/keyring.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
@@ -42,6 +42,19 @@ const INSECURE_SETTINGS = [
   "Acquire::AllowDowngradeToInsecureRepositories",
   "APT::Get::AllowUnauthenticated",
 ];
+
+/**
+ * Refuse sources marked `trusted=yes` (apt then installs from them without checking signatures),
+ * unless the user passed --allow-insecure-repositories: both engines call it before any download.
+ */
+export function refuseSourcesMarkedTrusted(sources: readonly AptSource[]): void {
+  const marked = sources.filter((s) => s.trusted);
+  if (marked.length)
+    throw new SutureError(
+      "UNTRUSTED",
+      `the image's apt sources mark ${marked.map((s) => quoteUntrusted(s.uri)).join(", ")} trusted=yes, which lets apt install from them without checking signatures: remove the option from the image, or pass --allow-insecure-repositories to accept them as the image's apt would`,
+    );
+}
 
 /**
  * The verified apt repositories an image's packages come from: the image's own sources (trusted
@@ -87,6 +100,7 @@ export async function openImageRepositories(
   // Read before any download: a broken preferences file fails the patch at once, as it fails apt.
   const pins = await readAptPreferences(files, locations, warn);
   let sources = await readAptSources(files, locations);
+  if (!options.allowInsecureRepositories) refuseSourcesMarkedTrusted(sources);
   const imageSources = sources.length > 0;
   if (!imageSources) {
     if (!os) {
