@@ -142,12 +142,31 @@ test("patch --dry-run extracts a layer listed 500 times once", async () => {
   let plan: unknown;
   const fetches = await layerFetches(async () => {
     plan = JSON.parse(
-      (await cli(["patch", "-i", image(), "--dry-run", "--cache-dir", cacheDir, "--engine", "native"]))
-        .stdout,
+      (
+        await cli([
+          "patch",
+          "-i",
+          image(),
+          "--dry-run",
+          "--plan-format",
+          "json",
+          "--cache-dir",
+          cacheDir,
+          "--engine",
+          "native",
+        ])
+      ).stdout,
     );
   });
   assert.equal(fetches, 1);
-  assert.equal(plan, "update all");
+  // Update-all: the plan is resolved against the verified repositories (base-files has newer builds).
+  const { platforms } = plan as { platforms: { mode: string; updates: { name: string }[] }[] };
+  assert.equal(platforms.length, 1);
+  assert.equal(platforms[0]!.mode, "update-all");
+  assert.ok(
+    platforms[0]!.updates.some((u) => u.name === "base-files"),
+    JSON.stringify(plan),
+  );
   // The content-addressed cache holds the layer once.
   assert.equal((await readdir(join(cacheDir, "layers"))).length, 1);
 });
