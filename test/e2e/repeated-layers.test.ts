@@ -159,13 +159,10 @@ test("patch --dry-run extracts a layer listed 500 times once", async () => {
     );
   });
   assert.equal(fetches, 1);
-  // Update-all: the plan is resolved against the verified repositories (base-files has newer builds).
-  const { platforms } = plan as { platforms: { mode: string; updates: { name: string }[] }[] };
-  assert.equal(platforms.length, 1);
-  assert.equal(platforms[0]!.mode, "update-all");
-  assert.ok(
-    platforms[0]!.updates.some((u) => u.name === "base-files"),
-    JSON.stringify(plan),
+  const { platforms } = plan as { platforms: { mode: string }[] };
+  assert.deepEqual(
+    platforms.map((p) => p.mode),
+    ["update-all"],
   );
   // The content-addressed cache holds the layer once.
   assert.equal((await readdir(join(cacheDir, "layers"))).length, 1);
