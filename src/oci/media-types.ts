@@ -62,4 +62,9 @@ export const BaseImageLabel = "BaseImage";
 export const SutureLabel = {
   patchedLayerDiffId: "dev.suture.patch.layer",
   baseLayers: "dev.suture.base.layers",
+  /**
+   * The config digest of the image before suture first patched it: the image a scanner's report
+   * of the unpatched image names (Trivy ImageID), so a re-patch with that report can be checked.
+   */
+  baseConfig: "dev.suture.base.config",
 } as const;

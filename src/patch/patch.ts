@@ -35,6 +35,7 @@ import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
 import {
   type EngineChoice,
   hasSuturePatchLayer,
+  imageDigests,
   type PatchPlatformContext,
   type PlatformResult,
   patchPlatformImage,
@@ -70,6 +71,8 @@ export interface PatchOptions extends TargetOptions {
   keyringFile?: string;
   /** Accept unsigned repositories an image's apt.conf allows (Acquire::AllowInsecureRepositories). */
   allowInsecureRepositories?: boolean;
+  /** Use a report that names another image than the one patched (`--ignore-report-image`). */
+  ignoreReportImage?: boolean;
   transport?: TransportOptions;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -155,6 +158,8 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       engine: options.engine,
       keyringFile: options.keyringFile,
       allowInsecureRepositories: options.allowInsecureRepositories,
+      ignoreReportImage: options.ignoreReportImage,
+      repository: srcImageRef?.repository,
       progress,
       signal: options.signal,
     });
@@ -289,14 +294,23 @@ async function patchOne(
     const distro = await withStep(progress, "detect", "reading the patched image's package versions", () =>
       detectDistro(image, { signal: ctx.signal }),
     );
-    checkReportMatchesImage(plan, {
-      name: ctx.imageName ?? ctx.baseName,
-      osRelease: distro.osRelease,
-      architecture: imagePlatform(image).architecture,
-      variant: imagePlatform(image).variant,
-    });
+    // Its warnings are said below only when the patch stops here: otherwise patchPlatformImage
+    // checks again and says them.
+    const warnings = checkReportMatchesImage(
+      plan,
+      {
+        name: ctx.imageName ?? ctx.baseName,
+        osRelease: distro.osRelease,
+        architecture: imagePlatform(image).architecture,
+        variant: imagePlatform(image).variant,
+        digests: imageDigests(image),
+        repository: ctx.repository,
+      },
+      { ignoreReportImage: ctx.ignoreReportImage },
+    );
     const remaining = filterPlanByInstalled(plan, distro.installed ?? new Map());
     if (remaining.updates.length === 0) {
+      for (const message of warnings) progress({ type: "warning", message });
       progress({
         type: "info",
         message: "the image's suture patch layer already has every fix the report asks for",
@@ -309,7 +323,7 @@ async function patchOne(
           changed: [],
           failed: [],
           digest: image.manifest.digest,
-          warnings: [],
+          warnings,
         },
       };
     }

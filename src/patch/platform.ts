@@ -24,7 +24,7 @@ import {
 } from "../oci/media-types.ts";
 import { formatPlatform, hostPlatform } from "../oci/platform.ts";
 import { type ProgressSink, withStep } from "../progress/events.ts";
-import { checkReportMatchesImage } from "../report/image-match.ts";
+import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { withSandbox } from "../sandbox/sandbox.ts";
 import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
@@ -73,6 +73,10 @@ export interface PatchPlatformContext {
   keyringFile?: string;
   /** Accept unsigned repositories an image's apt.conf allows (native engine). */
   allowInsecureRepositories?: boolean;
+  /** `--ignore-report-image`: use a report that names another image (see checkReportMatchesImage). */
+  ignoreReportImage?: boolean;
+  /** The registry repository the image was read from, when it was (compared with a report's image name). */
+  repository?: string;
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
   progress: ProgressSink;
@@ -118,8 +122,11 @@ export async function patchPlatformImage(
           installed: distro.installed,
           architecture: platform.architecture,
           variant: platform.variant,
+          digests: imageDigests(original),
+          repository: ctx.repository,
         };
-        for (const message of checkReportMatchesImage(plan, identity)) {
+        const checkOptions = { ignoreReportImage: ctx.ignoreReportImage };
+        for (const message of checkReportMatchesImage(plan, identity, checkOptions)) {
           result.warnings.push(message);
           progress({ type: "warning", message });
         }
@@ -313,6 +320,10 @@ export async function patchPlatformImage(
         [BaseImageLabel]: ctx.baseName,
         [SutureLabel.patchedLayerDiffId]: layer.diffID,
       };
+      // What a report of the unpatched image names: kept across re-patches; left out when an older
+      // suture made the first patch without recording it (this image's config is not that one).
+      const { original: before } = imageDigests(original);
+      if (before !== null) c.config.Labels[SutureLabel.baseConfig] = before ?? original.parsed.config.digest;
     },
     manifest: (m) => {
       if ((m.mediaType ?? image.manifest.mediaType) !== MediaType.ociManifest) return; // schema 2 has no annotations
@@ -334,6 +345,19 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.stats.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/**
+ * The digests a report naming its image is compared with: the config and manifest as read and, for
+ * an image suture patched, the config it had before (recorded at the first patch; null when an
+ * older suture patched it without recording it). A recorded value that is not a digest counts as
+ * not recorded.
+ */
+export function imageDigests(image: Image): ImageDigests {
+  const digests = { config: image.parsed.config.digest, manifest: image.manifest.digest };
+  if (!hasSuturePatchLayer(image)) return digests;
+  const recorded = image.config.config?.Labels?.[SutureLabel.baseConfig];
+  return { ...digests, original: recorded && /^sha256:[0-9a-f]{64}$/.test(recorded) ? recorded : null };
 }
 
 /** Whether the image's top layer is a patch layer suture added (re-patching replaces it). */

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { sniffReportFormat, unsupportedFormatError } from "./detect.ts";
 import { parseWith } from "./json.ts";
 import { canonicalOsFamily } from "./os-family.ts";
-import { assemblePlan, type OsFinding, type SkippedFinding, type UpdatePlan } from "./plan.ts";
+import { assemblePlan, type OsFinding, reportedImage, type SkippedFinding, type UpdatePlan } from "./plan.ts";
 import type { PackageType } from "./versions.ts";
 
 const MatchSchema = z.object({
@@ -27,6 +27,7 @@ const GrypeReportSchema = z.object({
   matches: z.array(MatchSchema).nullable(),
   source: z
     .object({
+      type: z.string().optional(),
       target: z.unknown().optional(),
     })
     .nullish(),
@@ -100,14 +101,27 @@ export function parseGrypeReport(doc: unknown, file: string): UpdatePlan {
   }
 
   const target = report.source?.target;
-  const arch =
-    typeof target === "object" &&
-    target !== null &&
-    typeof (target as { architecture?: unknown }).architecture === "string"
-      ? (target as { architecture: string }).architecture
-      : "";
+  const fields = (typeof target === "object" && target !== null ? target : {}) as Record<string, unknown>;
+  const arch = typeof fields.architecture === "string" ? fields.architecture : "";
+  // Only an image source names an image (a directory or SBOM source's target is something else).
+  const image =
+    report.source?.type === "image"
+      ? reportedImage({
+          configDigest: fields.imageID,
+          manifestDigests: [
+            fields.manifestDigest,
+            ...(Array.isArray(fields.repoDigests) ? fields.repoDigests : []),
+          ],
+          name: fields.userInput,
+        })
+      : undefined;
   return assemblePlan(
-    { source: { format: "grype", file }, ...(os ? { os } : {}), ...(arch ? { arch } : {}) },
+    {
+      source: { format: "grype", file },
+      ...(image ? { image } : {}),
+      ...(os ? { os } : {}),
+      ...(arch ? { arch } : {}),
+    },
     osFindings,
     skipped,
   );

@@ -1,5 +1,6 @@
 import type { OsRelease } from "../distro/os-release.ts";
-import { SutureError } from "../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
+import { parseReference } from "../ref/reference.ts";
 import { canonicalOsFamily } from "./os-family.ts";
 import type { UpdatePlan } from "./plan.ts";
 
@@ -12,6 +13,28 @@ export interface ImageIdentity {
   installed?: ReadonlyMap<string, string>;
   architecture: string;
   variant?: string;
+  /** What identifies the image itself, for reports that name the image they were made for. */
+  digests?: ImageDigests;
+  /** The registry repository the image was read from (`library/nginx`); absent for files and layouts. */
+  repository?: string;
+}
+
+/** The digests a report naming its image is compared with. */
+export interface ImageDigests {
+  /** The digest of the image's config as read (the same through every transport). */
+  config: string;
+  /** The digest of its manifest as read. */
+  manifest: string;
+  /**
+   * Set for an image carrying a suture patch layer: the config digest of the image before suture
+   * first patched it, or null when that was not recorded (images patched by older versions).
+   */
+  original?: string | null;
+}
+
+export interface ReportMatchOptions {
+  /** `--ignore-report-image`: a report naming another image is used anyway (with a warning). */
+  ignoreReportImage?: boolean;
 }
 
 /**
@@ -21,7 +44,11 @@ export interface ImageIdentity {
  * Installed versions that differ from the image's only make the report stale, not wrong: they
  * come back as one warning (the image's own versions are what the patch goes by).
  */
-export function checkReportMatchesImage(plan: UpdatePlan, image: ImageIdentity): string[] {
+export function checkReportMatchesImage(
+  plan: UpdatePlan,
+  image: ImageIdentity,
+  options: ReportMatchOptions = {},
+): string[] {
   const file = plan.source.file;
   const fix = `scan ${image.name} and pass that report`;
   const os = image.osRelease;
@@ -48,7 +75,7 @@ export function checkReportMatchesImage(plan: UpdatePlan, image: ImageIdentity):
       `report ${file} is for linux/${reportPlatform}, image ${image.name} is linux/${imagePlatform}: ${fix}`,
     );
   }
-  const warnings: string[] = [];
+  const warnings = checkReportImage(plan, image, options);
   if (image.installed) {
     const differ = plan.updates.filter((u) => {
       const have = image.installed!.get(u.name);
@@ -67,6 +94,73 @@ export function checkReportMatchesImage(plan: UpdatePlan, image: ImageIdentity):
     }
   }
   return warnings;
+}
+
+/**
+ * The report's own account of which image it scanned, against the image. The config digest is the
+ * reliable identity: a report naming another config was made for another image (or another build
+ * of it) and is refused, unless the user says to use it anyway. A patched image also answers to the
+ * config it had before suture patched it (the usual report is of the unpatched image); when that
+ * was not recorded, the check cannot be made and says so. A manifest digest only ever confirms:
+ * conversion to OCI and registries change it. Names differ for many good reasons (mirrors, tags,
+ * digests, file paths), so a clearly different repository is only a warning.
+ */
+function checkReportImage(plan: UpdatePlan, image: ImageIdentity, options: ReportMatchOptions): string[] {
+  const reported = plan.image;
+  const digests = image.digests;
+  if (!reported || !digests) return [];
+  const file = plan.source.file;
+  const wanted = reported.configDigest;
+  const confirmed =
+    (wanted !== undefined && (wanted === digests.config || wanted === digests.original)) ||
+    (reported.manifestDigests ?? []).includes(digests.manifest);
+  if (confirmed) return [];
+  if (wanted !== undefined) {
+    const ours =
+      typeof digests.original === "string"
+        ? `config ${digests.config}, before suture patched it ${digests.original}`
+        : `config ${digests.config}`;
+    if (digests.original === null) {
+      return [
+        `report ${file} was made for image ${wanted} (config), not for ${image.name} as it is now (${ours}): it may be the report of the image before suture patched it, whose config this image does not record, so which image it was made for is not checked`,
+      ];
+    }
+    const message = `report ${file} was made for image ${wanted} (config), not for ${image.name} (${ours})`;
+    if (options.ignoreReportImage) return [`${message}: used anyway (--ignore-report-image)`];
+    throw new SutureError(
+      "INVALID_REPORT",
+      `${message}: scan ${image.name} and pass that report, or pass --ignore-report-image to use it anyway`,
+    );
+  }
+  const theirs = reported.name === undefined ? undefined : repositoryName(reported.name);
+  const ours = image.repository === undefined ? undefined : lastComponent(image.repository);
+  if (theirs !== undefined && ours !== undefined && theirs !== ours) {
+    return [
+      `report ${file} names the image ${quoteUntrusted(reported.name!)}, and ${image.name} is another repository (${ours}): check that the report is of this image`,
+    ];
+  }
+  return [];
+}
+
+/**
+ * The last component of the repository a scanner's image name names (`nginx` of
+ * `mirror.example/library/nginx:1.25@sha256:…`), or undefined when the name is not a registry
+ * reference (a file path or an archive the scanner read).
+ */
+function repositoryName(name: string): string | undefined {
+  const ref = name.replace(/^(?:docker|registry):(?:\/\/)?/, "");
+  if (/^[./~]|\.(?:tar|tgz|gz|zst)$/i.test(ref)) return undefined;
+  if (/^(?:oci|oci-archive|docker-archive|docker-daemon|dir|containers-storage|podman|file|sbom):/.test(ref))
+    return undefined;
+  try {
+    return lastComponent(parseReference(ref).repository);
+  } catch {
+    return undefined;
+  }
+}
+
+function lastComponent(repository: string): string {
+  return repository.slice(repository.lastIndexOf("/") + 1);
 }
 
 /**

@@ -60,6 +60,8 @@ export interface SkippedFinding {
  */
 export interface UpdatePlan {
   source: { format: ReportFormat; file: string };
+  /** The image the scanner says it scanned, when the report names it (see ReportedImage). */
+  image?: ReportedImage;
   /** copa's canonical family name (see canonicalOsFamily) and the report's version string. */
   os?: { family: string; version: string; eosl?: boolean };
   /** OCI architecture of the scanned image (amd64, arm64, arm, …). */
@@ -70,6 +72,49 @@ export interface UpdatePlan {
   /** Sorted by package name, then vulnerability ID. */
   skipped: SkippedFinding[];
   findings: number;
+}
+
+/**
+ * What a report says about the image it was made for. `configDigest` (Trivy `Metadata.ImageID`,
+ * Grype `source.target.imageID`) is the digest of the image config: it stays the same whichever
+ * transport the image is read from. Manifest digests change with conversion (schema 2 → OCI) and
+ * re-pushes; the name is what the user typed to the scanner. Only well-formed digests are kept.
+ */
+export interface ReportedImage {
+  configDigest?: string;
+  manifestDigests?: string[];
+  name?: string;
+}
+
+const DIGEST = /^(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
+
+/**
+ * The ReportedImage of a report's raw fields, or undefined when it names nothing usable. Digests
+ * that are not `sha256:<64 hex>` (or sha512) are dropped rather than refused: they are only ever
+ * compared, and a scanner writing something else there (an SBOM input's ID) is not a damaged report.
+ * A manifest digest may come as `repo@sha256:…` (Trivy RepoDigests).
+ */
+export function reportedImage(fields: {
+  configDigest?: unknown;
+  manifestDigests?: readonly unknown[];
+  name?: unknown;
+}): ReportedImage | undefined {
+  const digest = (v: unknown) => {
+    if (typeof v !== "string") return undefined;
+    const d = v.slice(v.lastIndexOf("@") + 1).toLowerCase();
+    return DIGEST.test(d) ? d : undefined;
+  };
+  const configDigest = digest(fields.configDigest);
+  const manifestDigests = [
+    ...new Set((fields.manifestDigests ?? []).map(digest).filter((d) => d !== undefined)),
+  ];
+  const name = typeof fields.name === "string" && fields.name.trim() !== "" ? fields.name.trim() : undefined;
+  if (!configDigest && manifestDigests.length === 0 && !name) return undefined;
+  return {
+    ...(configDigest ? { configDigest } : {}),
+    ...(manifestDigests.length ? { manifestDigests } : {}),
+    ...(name ? { name } : {}),
+  };
 }
 
 /** One OS-package finding as a parser extracted it, before fix selection. */
@@ -167,7 +212,7 @@ function checkReportEntries(
  * version.
  */
 export function assemblePlan(
-  header: Pick<UpdatePlan, "source" | "os" | "arch" | "variant">,
+  header: Pick<UpdatePlan, "source" | "image" | "os" | "arch" | "variant">,
   osFindings: readonly OsFinding[],
   otherSkipped: readonly SkippedFinding[],
 ): UpdatePlan {

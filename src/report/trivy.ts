@@ -5,6 +5,7 @@ import { canonicalOsFamily, packageTypeForFamily } from "./os-family.ts";
 import {
   assemblePlan,
   type OsFinding,
+  reportedImage,
   type SkippedFinding,
   splitFixedVersions,
   type UpdatePlan,
@@ -32,6 +33,8 @@ const TrivyReportSchema = z.object({
   ArtifactName: z.string().optional(),
   Metadata: z
     .object({
+      ImageID: z.string().optional(),
+      RepoDigests: z.array(z.string()).nullish(),
       OS: z
         .object({ Family: z.string(), Name: z.string().optional(), EOSL: z.boolean().optional() })
         .nullish(),
@@ -108,9 +111,15 @@ export function parseTrivyReport(doc: unknown, file: string): UpdatePlan {
   }
 
   const config = report.Metadata?.ImageConfig;
+  const image = reportedImage({
+    configDigest: report.Metadata?.ImageID,
+    manifestDigests: report.Metadata?.RepoDigests ?? [],
+    name: report.ArtifactName,
+  });
   return assemblePlan(
     {
       source: { format: "trivy", file },
+      ...(image ? { image } : {}),
       ...(os ? { os } : {}),
       ...(config?.architecture ? { arch: config.architecture } : {}),
       ...(config?.variant ? { variant: config.variant } : {}),

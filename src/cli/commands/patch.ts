@@ -36,6 +36,7 @@ interface PatchFlags extends CommonFlags {
   loglevel?: string;
   maxReportSize?: string;
   allowInsecureRepositories?: boolean;
+  ignoreReportImage?: boolean;
 }
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -112,6 +113,10 @@ export function registerPatch(program: Command): void {
       .option(
         "--ignore-errors",
         "finish even if some packages cannot be patched (they are left out of the VEX)",
+      )
+      .option(
+        "--ignore-report-image",
+        "use a report that names another image (by its config digest) than the one patched",
       )
       .option("--timeout <duration>", "give up after this long", "5m")
       .option("--dry-run", "print the packages that would be updated and write nothing")
@@ -190,6 +195,7 @@ export function registerPatch(program: Command): void {
         archive: flags.archive,
         vexFile: flags.output,
         ignoreErrors: flags.ignoreErrors,
+        ignoreReportImage: flags.ignoreReportImage,
         timeoutMs,
         dryRun: flags.dryRun,
         platforms: flags.platform
