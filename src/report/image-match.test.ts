@@ -106,3 +106,128 @@ test("installed versions that differ from the image's give one warning naming th
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!, /libssl3 3\.0\.9-1 in the report, 3\.0\.11-1~deb12u2 installed/);
 });
+
+const grypeFixture = new URL("../../../shared/fixtures/grype/json-image.json", import.meta.url).pathname;
+// The config digest Trivy's golden alpine-310 report names (Metadata.ImageID).
+const ALPINE_310_CONFIG = "sha256:961769676411f082461f9ef46626dd7a2d1e2b2a38e6a44364bcbecf51e66dd4";
+const OTHER_CONFIG = `sha256:${"ab".repeat(32)}`;
+const OTHER_MANIFEST = `sha256:${"cd".repeat(32)}`;
+
+const alpine310 = (digests: ImageIdentity["digests"], repository?: string): ImageIdentity => ({
+  name: "oci:alpine:3.10",
+  osRelease: parseOsRelease("ID=alpine\nVERSION_ID=3.10.2\n"),
+  architecture: "amd64",
+  digests,
+  ...(repository ? { repository } : {}),
+});
+
+test("reports name the image they were made for: Trivy's ImageID and RepoDigests, Grype's imageID and manifestDigest", async () => {
+  const trivy = await readReport(golden("alpine-310"));
+  assert.deepEqual(trivy.image, {
+    configDigest: ALPINE_310_CONFIG,
+    name: "testdata/fixtures/images/alpine-310.tar.gz",
+  });
+  const grype = await readReport(grypeFixture);
+  assert.deepEqual(grype.image, {
+    configDigest: "sha256:ab5608d634db2716a297adbfa6a5dd5d8f8f5a7d0cab73649ea7fbb8c8da544f",
+    manifestDigests: ["sha256:ca738abb87a8d58f112d3400ebb079b61ceae7dc290beb34bda735be4b1941d5"],
+    name: "user-input",
+  });
+});
+
+test("a report naming another image's config is refused in one line naming both and the escape flag", async () => {
+  const report = await readReport(golden("alpine-310"));
+  // The image it was made for, however it was read (a conversion to OCI changes only the manifest digest).
+  assert.deepEqual(
+    checkReportMatchesImage(report, alpine310({ config: ALPINE_310_CONFIG, manifest: OTHER_MANIFEST })),
+    [],
+  );
+  const other = alpine310({ config: OTHER_CONFIG, manifest: OTHER_MANIFEST });
+  assert.throws(
+    () => checkReportMatchesImage(report, other),
+    refused(
+      new RegExp(
+        `^report .*alpine-310\\.json was made for image ${ALPINE_310_CONFIG} \\(config\\), not for oci:alpine:3\\.10 \\(config ${OTHER_CONFIG}\\): scan oci:alpine:3\\.10 and pass that report, or pass --ignore-report-image to use it anyway$`,
+      ),
+    ),
+  );
+  const [warning, ...rest] = checkReportMatchesImage(report, other, { ignoreReportImage: true });
+  assert.deepEqual(rest, []);
+  assert.match(
+    warning!,
+    /was made for image sha256:9617.* \(config\).*: used anyway \(--ignore-report-image\)$/,
+  );
+  // A manifest digest confirms (the report was made from this very manifest), it never refuses.
+  const grype = await readReport(grypeFixture);
+  const centos = {
+    name: "docker://registry.example/app:1",
+    osRelease: parseOsRelease('ID="centos"\nVERSION_ID="8"\n'),
+    architecture: "amd64",
+  };
+  const grypeManifest = grype.image!.manifestDigests![0]!;
+  assert.deepEqual(
+    checkReportMatchesImage(grype, { ...centos, digests: { config: OTHER_CONFIG, manifest: grypeManifest } }),
+    [],
+  );
+  assert.throws(
+    () =>
+      checkReportMatchesImage(grype, {
+        ...centos,
+        digests: { config: OTHER_CONFIG, manifest: OTHER_MANIFEST },
+      }),
+    refused(/was made for image sha256:ab5608d6.* \(config\), not for docker:\/\/registry\.example\/app:1/),
+  );
+});
+
+test("a patched image answers to the config it had before suture patched it, when that was recorded", async () => {
+  const report = await readReport(golden("alpine-310"));
+  const patched = { config: OTHER_CONFIG, manifest: OTHER_MANIFEST };
+  assert.deepEqual(
+    checkReportMatchesImage(report, alpine310({ ...patched, original: ALPINE_310_CONFIG })),
+    [],
+  );
+  // The report of the patched image itself.
+  assert.deepEqual(
+    checkReportMatchesImage(
+      report,
+      alpine310({ config: ALPINE_310_CONFIG, manifest: OTHER_MANIFEST, original: OTHER_CONFIG }),
+    ),
+    [],
+  );
+  assert.throws(
+    () => checkReportMatchesImage(report, alpine310({ ...patched, original: `sha256:${"ef".repeat(32)}` })),
+    refused(/\(config sha256:abab.*, before suture patched it sha256:efef.*\): scan/),
+  );
+  // Patched by a suture that did not record it: the report may be of the unpatched image; not checked.
+  const unknown = checkReportMatchesImage(report, alpine310({ ...patched, original: null }));
+  assert.equal(unknown.length, 1);
+  assert.match(unknown[0]!, /may be the report of the image before suture patched it.*not checked$/);
+});
+
+test("names only warn, and only when the repositories clearly differ; no digest or name, no check", async () => {
+  const trivy = await readReport(golden("alpine-310"));
+  const byName = (name: string) => ({ ...trivy, image: { name } });
+  const image = alpine310({ config: OTHER_CONFIG, manifest: OTHER_MANIFEST }, "library/alpine");
+  for (const name of [
+    "alpine:3.10",
+    "mirror.example:5000/dockerhub/library/alpine@sha256:" + "12".repeat(32),
+    "docker://alpine",
+    "testdata/fixtures/images/alpine-310.tar.gz",
+    "oci:/var/cache/layout:latest",
+    "./alpine",
+  ]) {
+    assert.deepEqual(checkReportMatchesImage(byName(name), image), [], name);
+  }
+  const [warning] = checkReportMatchesImage(byName("ghcr.io/acme/redis:7\n"), image);
+  assert.match(
+    warning!,
+    /names the image "ghcr\.io\/acme\/redis:7\\n", and oci:alpine:3\.10 is another repository \(alpine\): check/,
+  );
+  // A layout or archive source has no repository to compare with.
+  assert.deepEqual(
+    checkReportMatchesImage(byName("redis"), alpine310({ config: OTHER_CONFIG, manifest: OTHER_MANIFEST })),
+    [],
+  );
+  // Reports that name no image (copa manifests, hand-made reports) are not checked.
+  assert.deepEqual(checkReportMatchesImage({ ...trivy, image: undefined }, image), []);
+});
