@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -50,6 +50,41 @@ test("a report of another distribution or release is refused naming both, and no
       oneLineError(new RegExp(`${says.source}.*\\[INVALID_REPORT\\]$`)),
     );
   }
+  assert.equal(existsSync(out), false);
+});
+
+test("a report made for another image (by its config digest) is refused, unless --ignore-report-image", async () => {
+  const lab = await labImage("bookwormNginx");
+  // As Trivy writes it: Metadata.ImageID is the digest of the scanned image's config.
+  const { path: own, report } = await trivyReportFor("bookwormNginx", {
+    only: ["libexpat1"],
+    outFile: join(work, "own.json"),
+  });
+  const out = join(work, "other-image");
+  const args = (file: string) => ["patch", "-i", lab.reference, "-r", file, "-t", "x", "--oci-dir", out];
+  const { stdout } = await cli([...args(own), "--dry-run"]);
+  assert.match(stdout, /^libexpat1 /m, "the image's own report plans its fix");
+
+  // The same report of another build: another config digest.
+  const otherConfig = `sha256:${"0f".repeat(32)}`;
+  const other = join(work, "other.json");
+  await writeFile(
+    other,
+    JSON.stringify({ ...report, Metadata: { ...report.Metadata, ImageID: otherConfig } }),
+  );
+  const says = new RegExp(
+    `report ${other} was made for image ${otherConfig} \\(config\\), not for oci:.* \\(config ${report.Metadata.ImageID}\\): scan oci:.* and pass that report, or pass --ignore-report-image to use it anyway.*\\[INVALID_REPORT\\]$`,
+  );
+  await assert.rejects(cli([...args(other), "--dry-run"]), oneLineError(says));
+  await assert.rejects(cli(args(other)), oneLineError(says));
+  assert.equal(existsSync(out), false, "nothing written");
+
+  const used = await cli([...args(other), "--dry-run", "--ignore-report-image"]);
+  assert.match(used.stdout, /^libexpat1 /m);
+  assert.match(
+    used.stderr,
+    /was made for image sha256:(0f){32} \(config\).*: used anyway \(--ignore-report-image\)/,
+  );
   assert.equal(existsSync(out), false);
 });
 
@@ -154,6 +189,8 @@ test("--oci-dir prints the digest it wrote; a stale report against the patched i
   // The report of the original image, against the patched one: its fixes are in already.
   const again = await cli(["patch", "-i", `oci:${out}:fixed`, "-r", report, "-t", "again", "--oci-dir", out]);
   assert.match(again.stdout, /is up to date: nothing to patch, nothing written/);
+  // The patched image records the config the report names (its ImageID): no warning, no refusal.
+  assert.doesNotMatch(again.stderr, /was made for image/);
   assert.equal(
     (await index()).manifests.some((m) => m.annotations?.["org.opencontainers.image.ref.name"] === "again"),
     false,
