@@ -19,6 +19,12 @@ import type { ProgressSink } from "../progress/events.ts";
 export interface ImageSource {
   /** How to name this source in messages: `docker://…`, `oci:DIR:TAG`, … */
   readonly name: string;
+  /**
+   * Digests the place the image is read from knows it by besides its config and manifest: the
+   * Docker daemon's image ID, which with the containerd image store is the index or manifest
+   * digest, not the config's (scanners reading the daemon report it as the image ID).
+   */
+  readonly imageIds?: readonly string[];
   rootManifest(): Promise<RawManifest>;
   manifest(descriptor: Descriptor): Promise<RawManifest>;
   blob(descriptor: Descriptor): Promise<Readable>;

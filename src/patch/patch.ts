@@ -145,6 +145,8 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   try {
     const srcImageRef = sourceImageReference(srcRef);
     const defaultBase = srcImageRef ? formatReference(srcImageRef) : formatTransportReference(srcRef);
+    // Filled in once the root manifest is read: a report may name the index as the image.
+    const imageAliases: string[] = [...(source.imageIds ?? [])];
     const ctx = (image: Image) => ({
       cacheDir,
       workRoot,
@@ -160,11 +162,13 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       allowInsecureRepositories: options.allowInsecureRepositories,
       ignoreReportImage: options.ignoreReportImage,
       repository: srcImageRef?.repository,
+      imageAliases,
       progress,
       signal: options.signal,
     });
     const repository = target.ref ? `${target.ref.registry}/${target.ref.repository}` : target.tag;
     const root = await source.rootManifest();
+    imageAliases.push(root.digest);
     const holdsIndex = sinkRef.transport === "registry" || sinkRef.transport === "oci";
 
     if (!isIndexMediaType(root.mediaType) || !holdsIndex) {
@@ -303,7 +307,7 @@ async function patchOne(
         osRelease: distro.osRelease,
         architecture: imagePlatform(image).architecture,
         variant: imagePlatform(image).variant,
-        digests: imageDigests(image),
+        digests: { ...imageDigests(image), aliases: ctx.imageAliases },
         repository: ctx.repository,
       },
       { ignoreReportImage: ctx.ignoreReportImage },

@@ -77,6 +77,8 @@ export interface PatchPlatformContext {
   ignoreReportImage?: boolean;
   /** The registry repository the image was read from, when it was (compared with a report's image name). */
   repository?: string;
+  /** Other digests naming the image where it was read (ImageDigests.aliases). */
+  imageAliases?: readonly string[];
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
   progress: ProgressSink;
@@ -122,7 +124,7 @@ export async function patchPlatformImage(
           installed: distro.installed,
           architecture: platform.architecture,
           variant: platform.variant,
-          digests: imageDigests(original),
+          digests: { ...imageDigests(original), aliases: ctx.imageAliases },
           repository: ctx.repository,
         };
         const checkOptions = { ignoreReportImage: ctx.ignoreReportImage };

@@ -157,6 +157,15 @@ test("a report naming another image's config is refused in one line naming both 
     warning!,
     /was made for image sha256:9617.* \(config\).*: used anyway \(--ignore-report-image\)$/,
   );
+  // The Docker daemon's image ID (the index digest with the containerd image store), which Trivy
+  // reports as ImageID when it read the daemon, names the image too.
+  assert.deepEqual(
+    checkReportMatchesImage(
+      report,
+      alpine310({ config: OTHER_CONFIG, manifest: OTHER_MANIFEST, aliases: [ALPINE_310_CONFIG] }),
+    ),
+    [],
+  );
   // A manifest digest confirms (the report was made from this very manifest), it never refuses.
   const grype = await readReport(grypeFixture);
   const centos = {

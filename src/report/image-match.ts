@@ -26,6 +26,11 @@ export interface ImageDigests {
   /** The digest of its manifest as read. */
   manifest: string;
   /**
+   * Other digests that name this image where it was read: the index it was selected from, the
+   * Docker daemon's image ID (with the containerd image store, what Trivy reports as ImageID).
+   */
+  aliases?: readonly string[];
+  /**
    * Set for an image carrying a suture patch layer: the config digest of the image before suture
    * first patched it, or null when that was not recorded (images patched by older versions).
    */
@@ -112,7 +117,11 @@ function checkReportImage(plan: UpdatePlan, image: ImageIdentity, options: Repor
   const file = plan.source.file;
   const wanted = reported.configDigest;
   const confirmed =
-    (wanted !== undefined && (wanted === digests.config || wanted === digests.original)) ||
+    (wanted !== undefined &&
+      (wanted === digests.config ||
+        wanted === digests.original ||
+        wanted === digests.manifest ||
+        (digests.aliases ?? []).includes(wanted))) ||
     (reported.manifestDigests ?? []).includes(digests.manifest);
   if (confirmed) return [];
   if (wanted !== undefined) {

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
+import { readAll } from "../../image/image.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
 import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
 import type { ProgressSink } from "../../progress/events.ts";
@@ -56,7 +57,7 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
       `image ${image} not found in the local Docker daemon: docker pull it first`,
     );
   }
-  inspect.resume();
+  const imageId = await readImageId(inspect);
   const dir = await mkdtemp(join(options.tmpDir ?? tmpdir(), "suture-daemon-")).catch((e) => {
     throw asSutureError(e, "IO", "cannot create scratch space for the daemon export");
   });
@@ -88,7 +89,7 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
       );
     }
     // The export names the image as the daemon does; a digest-only reference has no RepoTags.
-    return await openArchiveFile(file, ref, {
+    const source = await openArchiveFile(file, ref, {
       name,
       tmpDir: options.tmpDir,
       removeOnClose: dir,
@@ -96,9 +97,24 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
       maxBlobSize: options.maxBlobSize,
       signal: options.signal,
     });
+    return imageId ? Object.assign(source, { imageIds: [imageId] }) : source;
   } catch (e) {
     await rm(dir, { recursive: true, force: true }).catch(() => {});
     throw e;
+  }
+}
+
+/**
+ * The image ID of a `GET /images/NAME/json` answer (its `Id`), when it is a sha256 digest. Only a
+ * report's image check uses it, so an answer that cannot be read just yields none.
+ */
+async function readImageId(inspect: Readable): Promise<string | undefined> {
+  try {
+    const body = await readAll(inspect, 4 * 1024 * 1024);
+    const id = (JSON.parse(body.toString("utf8")) as { Id?: unknown }).Id;
+    return typeof id === "string" && /^sha256:[0-9a-f]{64}$/.test(id) ? id : undefined;
+  } catch {
+    return undefined;
   }
 }
 
