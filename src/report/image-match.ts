@@ -46,6 +46,7 @@ export interface ReportMatchOptions {
  * Check that a report describes this image before its plan is used. A report of another OS or
  * release filters down to "nothing installed needs this", which would read as "up to date": so a
  * different OS family, release or architecture is refused (INVALID_REPORT, naming both sides).
+ * A report naming the image it scanned by config digest must name this one (see checkReportImage).
  * Installed versions that differ from the image's only make the report stale, not wrong: they
  * come back as one warning (the image's own versions are what the patch goes by).
  */
@@ -106,8 +107,9 @@ export function checkReportMatchesImage(
  * reliable identity: a report naming another config was made for another image (or another build
  * of it) and is refused, unless the user says to use it anyway. A patched image also answers to the
  * config it had before suture patched it (the usual report is of the unpatched image); when that
- * was not recorded, the check cannot be made and says so. A manifest digest only ever confirms:
- * conversion to OCI and registries change it. Names differ for many good reasons (mirrors, tags,
+ * was not recorded, the check cannot be made and says so. Digests that name the image where it was
+ * read (its manifest, the index, the daemon's image ID) confirm too. A manifest digest the report
+ * names only ever confirms: conversion to OCI and registries change it. Names differ for many good reasons (mirrors, tags,
  * digests, file paths), so a clearly different repository is only a warning.
  */
 function checkReportImage(plan: UpdatePlan, image: ImageIdentity, options: ReportMatchOptions): string[] {
