@@ -49,7 +49,6 @@ const INSTALL_SYSTEM_DEPS = fileURLToPath(new URL("../../scripts/install-system-
 const OFFICIAL_ROOTFS_HOOK = "official-rootfs.sh";
 const DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const SECURITY_MIRROR = "https://deb.debian.org/debian-security";
-const SECURITY_SUITE = "bookworm-security";
 const IMAGE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** How long a process waits for another process's build of the same recipe. */
 const LOCK_WAIT_MS = 45 * 60_000;
@@ -67,7 +66,12 @@ export type LabLayerStep =
 
 export interface LabRecipe {
   readonly name: string;
-  readonly suite: "bookworm";
+  readonly suite: "bookworm" | "trixie";
+  /**
+   * The customize hook (in test/lab/recipes/) giving the rootfs the official image's sources for
+   * the suite; default official-rootfs.sh (bookworm's). Only parentless recipes run it.
+   */
+  readonly officialRootfsHook?: string;
   readonly arch: LabArch;
   readonly mirror: string;
   readonly components: readonly string[];
@@ -227,6 +231,56 @@ export const bookwormNoValidUntil: LabRecipe = {
   ],
 };
 
+/**
+ * debian:trixie-like minbase, one layer, amd64: mmdebstrap of trixie main only, then the sources
+ * debian:trixie ships (recipes/official-rootfs-trixie.sh), so trixie-security's fixes are pending.
+ */
+export const trixieMinbase: LabRecipe = {
+  name: "trixieMinbase",
+  suite: "trixie",
+  arch: "amd64",
+  mirror: "http://deb.debian.org/debian",
+  components: ["main"],
+  sourceDateEpoch: LAB_EPOCH,
+  officialRootfsHook: "official-rootfs-trixie.sh",
+  steps: [{ kind: "bootstrap", variant: "minbase" }],
+};
+
+/**
+ * bookwormMinbase with trixie and trixie-security listed beside bookworm and
+ * `APT::Default-Release "bookworm"` (recipes/apt-config-default-release.sh).
+ */
+export const bookwormDefaultRelease: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormDefaultRelease",
+  parent: bookwormMinbase,
+  steps: [
+    {
+      kind: "script",
+      script: "apt-config-default-release.sh",
+      createdBy:
+        '/bin/sh -c add trixie sources in /etc/apt/sources.list.d/trixie.sources; APT::Default-Release "bookworm"',
+    },
+  ],
+};
+
+/**
+ * bookwormDefaultRelease with `APT::Default-Release "bookworm*"`, which also covers
+ * bookworm-security and bookworm-updates (recipes/apt-config-default-release-glob.sh).
+ */
+export const bookwormDefaultReleaseGlob: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormDefaultReleaseGlob",
+  parent: bookwormDefaultRelease,
+  steps: [
+    {
+      kind: "script",
+      script: "apt-config-default-release-glob.sh",
+      createdBy: '/bin/sh -c write APT::Default-Release "bookworm*" to /etc/apt/apt.conf.d/99default-release',
+    },
+  ],
+};
+
 export const labRecipes = {
   bookwormMinbase,
   bookwormNginx,
@@ -236,6 +290,9 @@ export const labRecipes = {
   bookwormBackports,
   bookwormPinned,
   bookwormNoValidUntil,
+  trixieMinbase,
+  bookwormDefaultRelease,
+  bookwormDefaultReleaseGlob,
 } as const;
 export type LabRecipeName = keyof typeof labRecipes;
 
@@ -298,7 +355,7 @@ async function computeRecipeHash(r: LabRecipe): Promise<string> {
     mirror: r.mirror,
     components: r.components,
     sourceDateEpoch: r.sourceDateEpoch,
-    officialRootfsHook: await fileSha(OFFICIAL_ROOTFS_HOOK),
+    officialRootfsHook: await fileSha(officialHookOf(r)),
     parent: r.parent ? await labRecipeHash(r.parent) : null,
     steps: await Promise.all(
       r.steps.map(async (s) => (s.kind === "script" ? { ...s, sha256: await fileSha(s.script) } : s)),
@@ -554,9 +611,14 @@ async function buildEntry(r: LabRecipe, hash: string, entry: string): Promise<bo
   }
 }
 
+/** The recipe's official-image hook script, inherited from its base recipe. */
+function officialHookOf(r: LabRecipe): string {
+  return r.officialRootfsHook ?? (r.parent ? officialHookOf(r.parent) : OFFICIAL_ROOTFS_HOOK);
+}
+
 /** `sh -c` hook running the official-image customisation on mmdebstrap's rootfs ("$1"). */
-function officialHook(): string {
-  return `sh '${path.join(RECIPES_DIR, OFFICIAL_ROOTFS_HOOK)}' "$1"`;
+function officialHook(r: LabRecipe): string {
+  return `sh '${path.join(RECIPES_DIR, officialHookOf(r))}' "$1"`;
 }
 
 function mirrorLine(r: LabRecipe): string {
@@ -583,7 +645,7 @@ async function bootstrapLayer(ctx: BuildContext, variant: "minbase"): Promise<vo
     [
       `--variant=${variant}`,
       ...mmdebstrapCommon(r),
-      `--customize-hook=${officialHook()}`,
+      `--customize-hook=${officialHook(r)}`,
       r.suite,
       rootfsTar,
       mirrorLine(r),
@@ -630,7 +692,7 @@ async function aptInstallLayer(ctx: BuildContext, packages: readonly string[]): 
       "--skip=check/empty",
       `--setup-hook=rm -f "$1"/etc/apt/sources.list.d/*; cat /etc/resolv.conf > "$1/etc/resolv.conf"`,
       `--customize-hook=chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${packages.join(" ")}`,
-      `--customize-hook=${officialHook()}`,
+      `--customize-hook=${officialHook(r)}`,
       r.suite,
       rootfs,
       mirrorLine(r),
@@ -958,7 +1020,8 @@ interface SecurityPackage {
 const securityIndexMemo = new Map<string, Promise<SecurityPackage[]>>();
 
 /**
- * Every package of the recipe's image for which bookworm-security currently has a newer version,
+ * Every package of the recipe's image for which its release's security suite (bookworm-security,
+ * trixie-security) currently has a newer version,
  * sorted by name. Reads the live security archive (InRelease verified with gpgv against the
  * Debian archive keyring, Packages.xz against InRelease's SHA256), so the answer follows the
  * archive; it is never empty for bookwormNginx while bookworm is supported.
@@ -969,7 +1032,7 @@ export async function pendingSecurityFixes(recipe: LabRecipeName | LabRecipe): P
   const installed = parseDpkgStatus(
     await fs.readFile(path.join(path.dirname(img.layoutDir), "dpkg-status"), "utf8"),
   );
-  const index = await securityIndex(r.arch);
+  const index = await securityIndex(securitySuiteOf(r), r.arch);
   const byName = new Map<string, SecurityPackage[]>();
   for (const p of index) byName.set(p.name, [...(byName.get(p.name) ?? []), p]);
   const fixes: PendingFix[] = [];
@@ -994,26 +1057,32 @@ export async function pendingSecurityFixes(recipe: LabRecipeName | LabRecipe): P
   return fixes.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-function securityIndex(arch: string): Promise<SecurityPackage[]> {
-  let p = securityIndexMemo.get(arch);
+/** The security suite of the recipe's release (`bookworm-security`, `trixie-security`). */
+function securitySuiteOf(r: LabRecipe): string {
+  return `${r.suite}-security`;
+}
+
+function securityIndex(suite: string, arch: string): Promise<SecurityPackage[]> {
+  const key = `${suite}\0${arch}`;
+  let p = securityIndexMemo.get(key);
   if (!p) {
-    p = fetchSecurityIndex(arch);
-    securityIndexMemo.set(arch, p);
-    p.catch(() => securityIndexMemo.delete(arch));
+    p = fetchSecurityIndex(suite, arch);
+    securityIndexMemo.set(key, p);
+    p.catch(() => securityIndexMemo.delete(key));
   }
   return p;
 }
 
-async function fetchSecurityIndex(arch: string): Promise<SecurityPackage[]> {
-  const release = await verifiedRelease();
+async function fetchSecurityIndex(securitySuite: string, arch: string): Promise<SecurityPackage[]> {
+  const release = await verifiedRelease(securitySuite);
   const rel = `main/binary-${arch}/Packages.xz`;
   const entry = release.sha256.get(rel);
   if (!entry)
     throw new SutureError(
       "NOT_FOUND",
-      `${SECURITY_SUITE} InRelease lists no ${rel}; is ${arch} still supported?`,
+      `${securitySuite} InRelease lists no ${rel}; is ${arch} still supported?`,
     );
-  const xzBytes = await fetchBytes(`${SECURITY_MIRROR}/dists/${SECURITY_SUITE}/${rel}`);
+  const xzBytes = await fetchBytes(`${SECURITY_MIRROR}/dists/${securitySuite}/${rel}`);
   if (xzBytes.length !== entry.size || sha256Hex(xzBytes) !== entry.sha256) {
     throw new SutureError(
       "DIGEST_MISMATCH",
@@ -1046,8 +1115,8 @@ interface VerifiedRelease {
 }
 
 /** bookworm-security's InRelease, signature-checked with gpgv and checked for freshness. */
-async function verifiedRelease(): Promise<VerifiedRelease> {
-  const raw = await fetchBytes(`${SECURITY_MIRROR}/dists/${SECURITY_SUITE}/InRelease`);
+async function verifiedRelease(securitySuite: string): Promise<VerifiedRelease> {
+  const raw = await fetchBytes(`${SECURITY_MIRROR}/dists/${securitySuite}/InRelease`);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "suture-lab-release-"));
   try {
     const signed = path.join(dir, "InRelease");
@@ -1059,22 +1128,22 @@ async function verifiedRelease(): Promise<VerifiedRelease> {
     if (res.status !== 0) {
       throw new SutureError(
         "UNTRUSTED",
-        `${SECURITY_SUITE} InRelease failed gpgv against ${DEBIAN_KEYRING}: ${lastLine(res.stderr)}`,
+        `${securitySuite} InRelease failed gpgv against ${DEBIAN_KEYRING}: ${lastLine(res.stderr)}`,
       );
     }
     // Only the signed text counts: gpgv writes exactly that, without armour or unsigned trailers.
     const [fields] = parseStanzas(await fs.readFile(content, "utf8"));
-    if (fields?.get("Codename") !== SECURITY_SUITE) {
+    if (fields?.get("Codename") !== securitySuite) {
       throw new SutureError(
         "UNTRUSTED",
-        `signed Release names codename ${fields?.get("Codename")}, not ${SECURITY_SUITE}`,
+        `signed Release names codename ${fields?.get("Codename")}, not ${securitySuite}`,
       );
     }
     const validUntil = Date.parse(fields.get("Valid-Until") ?? "");
     if (!(validUntil > Date.now())) {
       throw new SutureError(
         "UNTRUSTED",
-        `${SECURITY_SUITE} InRelease expired (Valid-Until ${fields.get("Valid-Until")}); a stale mirror?`,
+        `${securitySuite} InRelease expired (Valid-Until ${fields.get("Valid-Until")}); a stale mirror?`,
       );
     }
     const sha256 = new Map<string, { sha256: string; size: number }>();
@@ -1220,7 +1289,7 @@ export async function trivyReportFor(
   for (const f of fixes) {
     const key = `${f.source}\0${f.installedSource}\0${f.fixedSource}`;
     if (idsBySource.has(key)) continue;
-    const found = options.cveIds === false ? [] : await cveIdsBetween(f, r.arch);
+    const found = options.cveIds === false ? [] : await cveIdsBetween(f, securitySuiteOf(r), r.arch);
     idsBySource.set(key, found.length ? found : [`DEBIAN-FIX-${f.source}-${f.fixedSource}`]);
   }
   const distro = `debian-${img.debianVersion}`;
@@ -1247,8 +1316,8 @@ export async function trivyReportFor(
           Name: "Debian Security Tracker",
           URL: "https://salsa.debian.org/security-tracker-team/security-tracker",
         },
-        Title: `${f.source}: fixed in ${SECURITY_SUITE} ${f.fixedSource}`,
-        Description: `suture lab: derived from the ${SECURITY_SUITE} archive (Packages and changelog), not from a scanner.`,
+        Title: `${f.source}: fixed in ${securitySuiteOf(r)} ${f.fixedSource}`,
+        Description: `suture lab: derived from the ${securitySuiteOf(r)} archive (Packages and changelog), not from a scanner.`,
         Severity: "UNKNOWN",
       });
     }
@@ -1301,8 +1370,8 @@ async function readBlob(layoutDir: string, digest: string): Promise<string> {
  * not newer than the fixed one, read from a fixed .deb of that source (the smallest one that carries
  * a changelog; docs of some binaries are symlinks to another package's).
  */
-async function cveIdsBetween(fix: PendingFix, arch: string): Promise<string[]> {
-  const index = await securityIndex(arch);
+async function cveIdsBetween(fix: PendingFix, suite: string, arch: string): Promise<string[]> {
+  const index = await securityIndex(suite, arch);
   const debs = index
     .filter((p) => p.source === fix.source && p.sourceVersion === fix.fixedSource)
     .sort((a, b) => a.size - b.size)
