@@ -16,6 +16,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey, readPrivateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
+import { patchIntoOciDir } from "../lab/cli.ts";
 import { buildDeb } from "../lab/deb.ts";
 import { type LabRecipeName, labImage, pendingSecurityFixes } from "../lab/images.ts";
 import { type LocalAptRepo, startLocalAptRepo } from "../lab/local-apt-repo.ts";
@@ -51,25 +52,14 @@ async function labSubject(recipe: LabRecipeName): Promise<Subject> {
 
 async function patchWith(subject: Subject, engine: "native" | "sandbox"): Promise<Patched> {
   const out = join(work, `${subject.label}-${engine}`);
-  const { stderr } = await run(
-    suture,
-    [
-      "patch",
-      "-i",
-      subject.reference,
-      "-t",
-      engine,
-      "--oci-dir",
-      out,
-      "--engine",
-      engine,
-      // Shared by both engines of all images: indexes and .debs are fetched once.
-      "--cache-dir",
-      join(work, "cache"),
-      ...(subject.extraArgs ?? []),
-    ],
-    { env: { ...process.env, CI: "true" }, maxBuffer: 64 * 1024 * 1024 },
-  );
+  const { stderr } = await patchIntoOciDir({
+    reference: subject.reference,
+    engine,
+    out,
+    // Shared by both engines of all images: indexes and .debs are fetched once.
+    cacheDir: join(work, "cache"),
+    extraArgs: subject.extraArgs,
+  });
   const rootfs = join(work, `${subject.label}-${engine}-rootfs`);
   await run("umoci", ["raw", "unpack", "--image", `${out}:${engine}`, rootfs]);
   const status = parseDpkgStatus(await readFile(join(rootfs, "var/lib/dpkg/status"), "utf8"));

@@ -12,10 +12,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { patchIntoOciDir } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 
 const run = promisify(execFile);
-const suture = join(import.meta.dirname, "../../bin/suture");
 let work: string;
 
 before(async () => {
@@ -83,28 +83,13 @@ async function tree(root: string): Promise<Map<string, Entry>> {
   return out;
 }
 
-async function patchWith(engine: string, report: string, reference: string): Promise<Map<string, Entry>> {
+async function patchWith(
+  engine: "native" | "sandbox",
+  report: string,
+  reference: string,
+): Promise<Map<string, Entry>> {
   const out = join(work, engine);
-  await run(
-    suture,
-    // A fresh cache: the native run must really install, not reuse an earlier result.
-    [
-      "patch",
-      "-i",
-      reference,
-      "-r",
-      report,
-      "-t",
-      engine,
-      "--oci-dir",
-      out,
-      "--engine",
-      engine,
-      "--cache-dir",
-      join(work, "cache"),
-    ],
-    { env: { ...process.env, CI: "true" }, maxBuffer: 64 * 1024 * 1024 },
-  );
+  await patchIntoOciDir({ reference, engine, out, cacheDir: join(work, "cache"), report });
   const rootfs = join(work, `${engine}-rootfs`);
   await run("umoci", ["raw", "unpack", "--image", `${out}:${engine}`, rootfs]);
   return tree(rootfs);

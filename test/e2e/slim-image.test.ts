@@ -6,19 +6,16 @@
  * Needs root, runc, umoci and the Debian archive. About 2-3 minutes.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { createReadStream } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { promisify } from "node:util";
 import { decompressAuto } from "../../src/archive/compression.ts";
 import { readTar } from "../../src/archive/tar-extract.ts";
+import { patchIntoOciDir } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 
-const run = promisify(execFile);
-const suture = join(import.meta.dirname, "../../bin/suture");
 let work: string;
 
 before(async () => {
@@ -61,25 +58,7 @@ async function patchLayerEntries(layout: string, tag: string): Promise<string[]>
 
 async function patchWith(engine: "native" | "sandbox", reference: string, report: string): Promise<string[]> {
   const out = join(work, engine);
-  await run(
-    suture,
-    [
-      "patch",
-      "-i",
-      reference,
-      "-r",
-      report,
-      "-t",
-      engine,
-      "--oci-dir",
-      out,
-      "--engine",
-      engine,
-      "--cache-dir",
-      join(work, "cache"),
-    ],
-    { env: { ...process.env, CI: "true" }, maxBuffer: 64 * 1024 * 1024 },
-  );
+  await patchIntoOciDir({ reference, engine, out, cacheDir: join(work, "cache"), report });
   return patchLayerEntries(out, engine);
 }
 
