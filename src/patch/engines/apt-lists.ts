@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { HOST_XZ } from "../../archive/compression.ts";
+import { field, parseControl } from "../../distro/dpkg/control.ts";
 import { parseRelease, type ReleaseInfo } from "../../distro/dpkg/repository.ts";
 import {
   type AptSource,
@@ -268,10 +269,14 @@ export function packageFileChecksum(
     const previous = packages.lastIndexOf("\n\n", at);
     const start = previous < 0 ? 0 : previous + 2;
     const end = packages.indexOf("\n\n", at);
-    const paragraph = packages.subarray(start, end < 0 ? packages.length : end).toString("utf8");
-    const sha256 = /^SHA256: ([0-9a-f]{64})$/m.exec(paragraph)?.[1];
-    const size = /^Size: (\d+)$/m.exec(paragraph)?.[1];
-    if (sha256 && size) return { sha256, size: Number(size) };
+    // Found by a byte search (the index is tens of MB); the one paragraph is read as deb822.
+    const [paragraph] = parseControl(
+      packages.subarray(start, end < 0 ? packages.length : end).toString("utf8"),
+    );
+    const sha256 = paragraph && field(paragraph, "SHA256");
+    const size = paragraph && field(paragraph, "Size");
+    if (sha256 && /^[0-9a-f]{64}$/.test(sha256) && size && /^\d+$/.test(size))
+      return { sha256, size: Number(size) };
   }
   return undefined;
 }
