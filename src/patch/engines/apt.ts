@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { downloadPackages } from "../../distro/dpkg/fetch-debs.ts";
 import type { PackageEntry } from "../../distro/dpkg/packages-index.ts";
@@ -10,7 +10,7 @@ import {
   isValidPackageName,
   isValidPackageVersion,
 } from "../../distro/package-syntax.ts";
-import { childPath } from "../../distro/root-files.ts";
+import { childPath, readFileInRoot } from "../../distro/root-files.ts";
 import { SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { withFileLock } from "../../sandbox/file-lock.ts";
@@ -390,8 +390,15 @@ export function notReached(failed: readonly { name: string; reason: string }[]):
 }
 
 export async function readInstalled(root: string): Promise<Map<string, string>> {
-  const text = await readFile(join(root, "var/lib/dpkg/status"), "utf8");
-  return new Map(parseDpkgStatus(text).map((p) => [p.name, p.version]));
+  // Resolved inside the image: after the image's apt and scripts ran, /var/lib/dpkg may be a
+  // symlink they planted to a host path.
+  const bytes = await readFileInRoot(root, "/var/lib/dpkg/status");
+  if (!bytes)
+    throw new SutureError(
+      "PATCH_FAILED",
+      "the image has no /var/lib/dpkg/status after apt ran: its package database is gone",
+    );
+  return new Map(parseDpkgStatus(bytes.toString("utf8")).map((p) => [p.name, p.version]));
 }
 
 function diffInstalled(
