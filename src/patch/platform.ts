@@ -27,10 +27,10 @@ import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { withSandbox } from "../sandbox/sandbox.ts";
-import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/apt.ts";
-import { type ListsTrust, listsTrustFor } from "./engines/apt-lists.ts";
-import { applyNative, planNative } from "./engines/native/native.ts";
-import { dpkgArchitecture, refuseSourcesMarkedTrusted } from "./engines/native/repositories.ts";
+import { type ListsTrust, listsTrustFor } from "./engines/dpkg/apt-lists.ts";
+import { applyNative, planNative } from "./engines/dpkg/native/native.ts";
+import { dpkgArchitecture, refuseSourcesMarkedTrusted } from "./engines/dpkg/native/repositories.ts";
+import { type AptCacheDirs, type AptResult, applyWithApt } from "./engines/dpkg/sandbox.ts";
 import { loadCachedPatch, patchResultKey, storeCachedPatch } from "./result-cache.ts";
 
 /** What happened to one platform of the image. */

@@ -36,7 +36,7 @@ let fingerprint: Promise<string> | undefined;
 function codeFingerprint(): Promise<string> {
   fingerprint ??= (async () => {
     const hash = createHash("sha256");
-    for (const dir of ["engines/native", "../layer", "../distro/dpkg", "../archive"]) {
+    for (const dir of ["engines/dpkg/native", "../layer", "../distro/dpkg", "../archive"]) {
       const abs = fileURLToPath(new URL(`./${dir}/`, import.meta.url));
       const names = (await readdir(abs).catch(() => [] as string[])).filter((n) => n.endsWith(".ts")).sort();
       for (const n of names) hash.update(n).update(await readFile(join(abs, n)));

@@ -12,7 +12,7 @@ import { test } from "node:test";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { fileAccessFromRoot, parseDeb822Sources } from "../../src/distro/dpkg/sources.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
-import { openImageRepositories } from "../../src/patch/engines/native/repositories.ts";
+import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { imageKeyringProvider } from "../../src/trust/keyring.ts";
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }, prefix: string): Promise<string> {

@@ -18,7 +18,7 @@ import {
   saveLists,
   seedLists,
   verifiedLists,
-} from "../../src/patch/engines/apt-lists.ts";
+} from "../../src/patch/engines/dpkg/apt-lists.ts";
 
 const run = promisify(execFile);
 const SUITE_URL = "http://deb.debian.org/debian-security/dists/bookworm-security";

@@ -17,7 +17,7 @@ import tar from "tar-stream";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
-import { parseAptPolicy } from "../../src/patch/engines/apt.ts";
+import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
 
 const run = promisify(execFile);
 const sh = (script: string) =>

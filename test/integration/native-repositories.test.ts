@@ -12,7 +12,7 @@ import { generateKey } from "openpgp";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
-import { openImageRepositories } from "../../src/patch/engines/native/repositories.ts";
+import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { startMirror } from "../lab/mirror.ts";
 
 const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"

@@ -32,7 +32,7 @@ import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { type Image, openImage } from "../../src/image/image.ts";
 import type { ImageSource } from "../../src/image/source.ts";
-import { type UnpackSummary, unpackDeb } from "../../src/patch/engines/native/unpack.ts";
+import { type UnpackSummary, unpackDeb } from "../../src/patch/engines/dpkg/native/unpack.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
 import { openLayoutSource } from "../../src/transports/layout/layout.ts";
 import { parseKeyring } from "../../src/trust/keyring.ts";

@@ -15,7 +15,7 @@ import { type Image, openImage } from "../../src/image/image.ts";
 import type { ImageSource } from "../../src/image/source.ts";
 import { editImage } from "../../src/mutate/mutate.ts";
 import { MediaType } from "../../src/oci/media-types.ts";
-import type { SandboxRunner } from "../../src/patch/engines/apt.ts";
+import type { SandboxRunner } from "../../src/patch/engines/dpkg/sandbox.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { pendingSandboxCleanups, runSandboxCleanups } from "../../src/sandbox/cleanup.ts";
 import { isMountPoint } from "../../src/sandbox/overlay.ts";

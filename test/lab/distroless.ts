@@ -9,7 +9,7 @@ import { openDeb } from "../../src/distro/dpkg/deb.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
-import { regenerateCaBundle } from "../../src/patch/engines/native/script-effects.ts";
+import { regenerateCaBundle } from "../../src/patch/engines/dpkg/native/script-effects.ts";
 import { parseKeyring } from "../../src/trust/keyring.ts";
 import { labCacheDir } from "./images.ts";
 import { layoutWriter } from "./oci-layout.ts";

@@ -23,7 +23,7 @@ import {
 } from "node:fs";
 import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { normaliseEntryPath } from "../../../archive/tar-extract.ts";
+import { normaliseEntryPath } from "../../../../archive/tar-extract.ts";
 import {
   type ConffileRecord,
   type DatabasePackage,
@@ -35,13 +35,13 @@ import {
   parseStanzaFields,
   type StanzaField,
   withField,
-} from "../../../distro/dpkg/database.ts";
-import { checkDebIdentity, type DebIdentity, type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
-import type { FilteredEntryType, PathFilter } from "../../../distro/dpkg/dpkg-config.ts";
-import { quoteUntrusted } from "../../../distro/package-syntax.ts";
-import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
-import { describeCause, isSutureError, SutureError } from "../../../errors/errors.ts";
-import type { ProgressSink } from "../../../progress/events.ts";
+} from "../../../../distro/dpkg/database.ts";
+import { checkDebIdentity, type DebIdentity, type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
+import type { FilteredEntryType, PathFilter } from "../../../../distro/dpkg/dpkg-config.ts";
+import { quoteUntrusted } from "../../../../distro/package-syntax.ts";
+import { childPath, readFileInRoot } from "../../../../distro/root-files.ts";
+import { describeCause, isSutureError, SutureError } from "../../../../errors/errors.ts";
+import type { ProgressSink } from "../../../../progress/events.ts";
 
 export interface UnpackOptions {
   /**

@@ -7,7 +7,7 @@ import {
   parseAptPolicy,
   parsePrintUris,
   verifiedDebEntry,
-} from "./apt.ts";
+} from "./sandbox.ts";
 
 // Real `LC_ALL=C apt-cache policy libssl3 nginx-light` output from a bookworm host (2026-11).
 const POLICY = `libssl3:

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { parseAptPreferences } from "../../../distro/dpkg/apt-preferences.ts";
-import { makePackagesIndex, parsePackagesIndex } from "../../../distro/dpkg/packages-index.ts";
-import { parseRelease } from "../../../distro/dpkg/repository.ts";
-import { parseDpkgStatus } from "../../../distro/dpkg/status.ts";
+import { parseAptPreferences } from "../../../../distro/dpkg/apt-preferences.ts";
+import { makePackagesIndex, parsePackagesIndex } from "../../../../distro/dpkg/packages-index.ts";
+import { parseRelease } from "../../../../distro/dpkg/repository.ts";
+import { parseDpkgStatus } from "../../../../distro/dpkg/status.ts";
 import { resolveInstallSet } from "./install-set.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 

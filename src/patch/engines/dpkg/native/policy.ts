@@ -4,11 +4,11 @@ import {
   PinMatcher,
   type PinnableFile,
   pinNamesPackage,
-} from "../../../distro/dpkg/apt-preferences.ts";
-import { type PackageEntry, type PackagesIndex, sourceOf } from "../../../distro/dpkg/packages-index.ts";
-import type { ReleaseInfo } from "../../../distro/dpkg/repository.ts";
-import { compareDebVersions } from "../../../distro/dpkg/version.ts";
-import { SutureError } from "../../../errors/errors.ts";
+} from "../../../../distro/dpkg/apt-preferences.ts";
+import { type PackageEntry, type PackagesIndex, sourceOf } from "../../../../distro/dpkg/packages-index.ts";
+import type { ReleaseInfo } from "../../../../distro/dpkg/repository.ts";
+import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
+import { SutureError } from "../../../../errors/errors.ts";
 
 /** One package file (a `Packages` index) as the policy sees it: what pins match and its Release flags. */
 export interface PolicyFile extends PinnableFile {

@@ -1,19 +1,24 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AptConfig, aptLocations, readAptConfig } from "../../../distro/dpkg/apt-conf.ts";
-import { readAptPreferences } from "../../../distro/dpkg/apt-preferences.ts";
-import { openRepositories, type Repository } from "../../../distro/dpkg/repository.ts";
+import { type AptConfig, aptLocations, readAptConfig } from "../../../../distro/dpkg/apt-conf.ts";
+import { readAptPreferences } from "../../../../distro/dpkg/apt-preferences.ts";
+import { openRepositories, type Repository } from "../../../../distro/dpkg/repository.ts";
 import {
   type AptSource,
   applyMirrors,
   defaultSourcesFor,
   fileAccessFromRoot,
   readAptSources,
-} from "../../../distro/dpkg/sources.ts";
-import type { OsRelease } from "../../../distro/os-release.ts";
-import { quoteUntrusted, SutureError } from "../../../errors/errors.ts";
-import type { ProgressSink } from "../../../progress/events.ts";
-import { imageKeyringProvider, type KeyFileAccess, keyringOf, parseKeyring } from "../../../trust/keyring.ts";
+} from "../../../../distro/dpkg/sources.ts";
+import type { OsRelease } from "../../../../distro/os-release.ts";
+import { quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
+import type { ProgressSink } from "../../../../progress/events.ts";
+import {
+  imageKeyringProvider,
+  type KeyFileAccess,
+  keyringOf,
+  parseKeyring,
+} from "../../../../trust/keyring.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
 export interface ImageRepositoriesOptions {

@@ -9,9 +9,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { buildDeb, withDataEntries } from "../../../../test/lab/deb.ts";
-import { readDpkgDatabase } from "../../../distro/dpkg/database.ts";
-import { isSutureError } from "../../../errors/errors.ts";
+import { buildDeb, withDataEntries } from "../../../../../test/lab/deb.ts";
+import { readDpkgDatabase } from "../../../../distro/dpkg/database.ts";
+import { isSutureError } from "../../../../errors/errors.ts";
 import { unpackDeb } from "./unpack.ts";
 
 let work: string;

@@ -11,11 +11,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { AptConfig, parseAptConf } from "../../../distro/dpkg/apt-conf.ts";
-import { parseAptPreferences } from "../../../distro/dpkg/apt-preferences.ts";
-import { makePackagesIndex, parsePackagesIndex } from "../../../distro/dpkg/packages-index.ts";
-import { parseRelease } from "../../../distro/dpkg/repository.ts";
-import { type AptPolicy, parseAptPolicy } from "../apt.ts";
+import { AptConfig, parseAptConf } from "../../../../distro/dpkg/apt-conf.ts";
+import { parseAptPreferences } from "../../../../distro/dpkg/apt-preferences.ts";
+import { makePackagesIndex, parsePackagesIndex } from "../../../../distro/dpkg/packages-index.ts";
+import { parseRelease } from "../../../../distro/dpkg/repository.ts";
+import { type AptPolicy, parseAptPolicy } from "../sandbox.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
 interface Repo {

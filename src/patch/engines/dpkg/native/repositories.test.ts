@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { parseSourcesList } from "../../../distro/dpkg/sources.ts";
-import { isSutureError } from "../../../errors/errors.ts";
+import { parseSourcesList } from "../../../../distro/dpkg/sources.ts";
+import { isSutureError } from "../../../../errors/errors.ts";
 import { refuseSourcesMarkedTrusted } from "./repositories.ts";
 
 test("a source marked trusted=yes is refused in one line naming it; signed sources pass", () => {

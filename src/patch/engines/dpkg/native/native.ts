@@ -1,12 +1,12 @@
 import { join } from "node:path";
-import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../distro/dpkg/database.ts";
-import { type DebPackage, openDeb } from "../../../distro/dpkg/deb.ts";
-import { readDpkgConfig } from "../../../distro/dpkg/dpkg-config.ts";
-import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
-import type { InstalledPackage } from "../../../distro/dpkg/status.ts";
-import { compareDebVersions } from "../../../distro/dpkg/version.ts";
-import type { OsRelease } from "../../../distro/os-release.ts";
-import { type ProgressSink, withStep } from "../../../progress/events.ts";
+import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../../distro/dpkg/database.ts";
+import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
+import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
+import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
+import type { InstalledPackage } from "../../../../distro/dpkg/status.ts";
+import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
+import type { OsRelease } from "../../../../distro/os-release.ts";
+import { type ProgressSink, withStep } from "../../../../progress/events.ts";
 import {
   APT_ENV,
   type AptResult,
@@ -15,7 +15,7 @@ import {
   notReached,
   type PackageTarget,
   type SandboxRunner,
-} from "../apt.ts";
+} from "../sandbox.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";

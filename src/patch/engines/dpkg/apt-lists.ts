@@ -5,18 +5,18 @@ import { mkdir, open, readdir, rename, rm, utimes, writeFile } from "node:fs/pro
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
-import { HOST_XZ } from "../../archive/compression.ts";
-import { field, parseControl } from "../../distro/dpkg/control.ts";
-import { parseRelease, type ReleaseInfo } from "../../distro/dpkg/repository.ts";
+import { HOST_XZ } from "../../../archive/compression.ts";
+import { field, parseControl } from "../../../distro/dpkg/control.ts";
+import { parseRelease, type ReleaseInfo } from "../../../distro/dpkg/repository.ts";
 import {
   type AptSource,
   applyMirrors,
   fileAccessFromRoot,
   readAptSources,
-} from "../../distro/dpkg/sources.ts";
-import { bytesChecksum, type ExpectedChecksum } from "../../trust/checksum.ts";
-import { imageKeyringProvider, type Keyring } from "../../trust/keyring.ts";
-import { verifyClearsigned, verifyDetached } from "../../trust/signature.ts";
+} from "../../../distro/dpkg/sources.ts";
+import { bytesChecksum, type ExpectedChecksum } from "../../../trust/checksum.ts";
+import { imageKeyringProvider, type Keyring } from "../../../trust/keyring.ts";
+import { verifyClearsigned, verifyDetached } from "../../../trust/signature.ts";
 
 /**
  * Which of apt's list files suture may keep between sandbox runs, decided before the image's code

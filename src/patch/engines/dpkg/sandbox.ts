@@ -1,20 +1,20 @@
 import { constants } from "node:fs";
 import { copyFile, mkdir, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { downloadPackages } from "../../distro/dpkg/fetch-debs.ts";
-import type { PackageEntry } from "../../distro/dpkg/packages-index.ts";
-import { parseDpkgStatus } from "../../distro/dpkg/status.ts";
-import { compareDebVersions } from "../../distro/dpkg/version.ts";
+import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
+import type { PackageEntry } from "../../../distro/dpkg/packages-index.ts";
+import { parseDpkgStatus } from "../../../distro/dpkg/status.ts";
+import { compareDebVersions } from "../../../distro/dpkg/version.ts";
 import {
   isValidPackageArchitecture,
   isValidPackageName,
   isValidPackageVersion,
-} from "../../distro/package-syntax.ts";
-import { childPath, readFileInRoot } from "../../distro/root-files.ts";
-import { SutureError } from "../../errors/errors.ts";
-import type { ProgressSink } from "../../progress/events.ts";
-import { withFileLock } from "../../sandbox/file-lock.ts";
-import type { SandboxMount } from "../../sandbox/runtime.ts";
+} from "../../../distro/package-syntax.ts";
+import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
+import { SutureError } from "../../../errors/errors.ts";
+import type { ProgressSink } from "../../../progress/events.ts";
+import { withFileLock } from "../../../sandbox/file-lock.ts";
+import type { SandboxMount } from "../../../sandbox/runtime.ts";
 import {
   type ListsTrust,
   packageFileChecksum,
