@@ -1,7 +1,7 @@
 import { quoteUntrusted, SutureError } from "../errors/errors.ts";
-import { isValidApkVersion } from "../report/apk-version.ts";
-import { isValidRpmVersion } from "../report/rpm-version.ts";
+import { isValidApkVersion } from "./apk/version.ts";
 import { isValidDebVersion } from "./dpkg/version.ts";
+import { isValidRpmVersion } from "./rpm/version.ts";
 
 /**
  * What a package name, version and architecture may look like for each package manager. Names,

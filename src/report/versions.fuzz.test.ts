@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { fuzzParameters, PARSE_BUDGET_MS, parsesOrFailsCleanly, withinBudget } from "../../test/fuzz/fuzz.ts";
+import { compareApkVersions, isValidApkVersion } from "../distro/apk/version.ts";
 import { compareDebVersions, isValidDebVersion, parseDebVersion } from "../distro/dpkg/version.ts";
-import { compareApkVersions, isValidApkVersion } from "./apk-version.ts";
-import { compareRpmVersions, isValidRpmVersion, rpmvercmp } from "./rpm-version.ts";
+import { compareRpmVersions, isValidRpmVersion, rpmvercmp } from "../distro/rpm/version.ts";
 
 // Property: version comparators decide which package is "fixed"; on valid versions they must be a
 // total order (reflexive, antisymmetric, transitive) and never throw; validity checks are total on

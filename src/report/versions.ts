@@ -1,6 +1,6 @@
+import { compareApkVersions, isValidApkVersion } from "../distro/apk/version.ts";
 import { compareDebVersions, isValidDebVersion } from "../distro/dpkg/version.ts";
-import { compareApkVersions, isValidApkVersion } from "./apk-version.ts";
-import { compareRpmVersions, isValidRpmVersion, rpmvercmp } from "./rpm-version.ts";
+import { compareRpmVersions, isValidRpmVersion, rpmvercmp } from "../distro/rpm/version.ts";
 
 /** The package formats suture can order versions of; also the purl type of such a package. */
 export type PackageType = "deb" | "apk" | "rpm";
