@@ -1,8 +1,10 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { PassThrough, type Readable, Transform } from "node:stream";
+import { basename } from "node:path";
+import { PassThrough, Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
+import { lzma, xz } from "@napi-rs/lzma";
 import { describeCause, SutureError } from "../errors/errors.ts";
 import type { Compression } from "../oci/media-types.ts";
 
@@ -112,6 +114,11 @@ function decoderFor(kind: DetectedCompression): Transform | undefined {
   }
 }
 
+/** A streaming gzip or zstd decoder (the one the layer reader and `decompress` use). */
+export function decompressor(kind: Exclude<Compression, "none">): Transform {
+  return decoderFor(kind)!;
+}
+
 /** A compressor for new layers. Level 6 gzip is Docker's default and a good size/speed balance. */
 export function compressor(kind: Compression): Transform | undefined {
   if (kind === "gzip") return zlib.createGzip({ level: 6 });
@@ -119,30 +126,163 @@ export function compressor(kind: Compression): Transform | undefined {
   return undefined;
 }
 
+/** The formats `decompress` and `decompressAll` read, named by what the file or member says it is. */
+export type DecodeFormat = "gzip" | "zstd" | "xz" | "lzma" | "lz4" | "none";
+
+export interface DecodeOptions {
+  /** What is decompressed, for messages (`index main/binary-amd64/Packages.xz`, `…'s data.tar.xz member`). */
+  what: string;
+  /** Most decompressed bytes accepted; more is TOO_LARGE. */
+  maxBytes?: number;
+  /** The remedy a TOO_LARGE message ends with. */
+  fix?: string;
+  signal?: AbortSignal;
+  /** false: the in-process decoders even when the host has xz (tests hold the two to the same results). */
+  hostTools?: boolean;
+}
+
 /**
  * The host's `xz`, when it has one. It streams and runs beside us on the other core, where the
  * in-process binding decompresses a whole input in memory, about 1.7 times slower.
  */
 export const HOST_XZ: string | undefined = ["/usr/bin/xz", "/bin/xz"].find((p) => existsSync(p));
+/** The host's `lz4` (apt stores its lists lz4-compressed with Acquire::GzipIndexes and lz4 compression). */
+const HOST_LZ4: string | undefined = ["/usr/bin/lz4", "/bin/lz4"].find((p) => existsSync(p));
 
-/** Decompress an xz (or lzma) stream with the host's xz; the process ends with the iteration. */
-export async function* hostXzStream(input: Readable): AsyncGenerator<Buffer> {
-  if (!HOST_XZ) throw new SutureError("INVALID_ARCHIVE", "no xz program on this host");
-  const child = spawn(HOST_XZ, ["--decompress", "--stdout", "--format=auto", "--quiet", "--threads=0"], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
+/**
+ * Without a host xz, xz and lzma inputs are decompressed in memory by the binding (it has no
+ * streaming API): inputs larger than this are refused rather than read whole.
+ */
+export const MAX_IN_MEMORY_XZ_INPUT = 2 * 1024 * 1024 * 1024;
+
+/**
+ * Decompress `input` of a known format as a stream of pieces: gzip and zstd with zlib, xz and lzma
+ * with the host's xz when there is one (else the in-process binding, whole input in memory), lz4
+ * with the host's lz4. A malformed stream is INVALID_ARCHIVE, more than `maxBytes` out is
+ * TOO_LARGE; either names `what`. The input is destroyed when the iteration ends.
+ */
+export async function* decompress(
+  input: Readable | Uint8Array,
+  format: DecodeFormat,
+  options: DecodeOptions,
+): AsyncGenerator<Buffer> {
+  const max = options.maxBytes ?? Number.POSITIVE_INFINITY;
+  let total = 0;
+  const stream = input instanceof Uint8Array ? undefined : input;
+  try {
+    for await (const piece of decodedPieces(input, format, options)) {
+      total += piece.length;
+      if (total > max) {
+        throw new SutureError(
+          "TOO_LARGE",
+          `${options.what} decompresses to more than ${max} bytes, the most accepted: ${options.fix ?? "it is corrupt or a decompression bomb"}`,
+        );
+      }
+      yield piece;
+    }
+  } catch (e) {
+    if (e instanceof SutureError) throw e;
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw new SutureError("INVALID_ARCHIVE", `cannot decompress ${options.what}: ${describeCause(e)}`, {
+      cause: e,
+    });
+  } finally {
+    stream?.destroy();
+  }
+}
+
+/** `decompress` into one buffer (same decoders, same limits and errors). */
+export async function decompressAll(
+  input: Readable | Uint8Array,
+  format: DecodeFormat,
+  options: DecodeOptions,
+): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  for await (const piece of decompress(input, format, options)) pieces.push(piece);
+  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+}
+
+async function* decodedPieces(
+  input: Readable | Uint8Array,
+  format: DecodeFormat,
+  options: DecodeOptions,
+): AsyncGenerator<Buffer> {
+  const asStream = () => (input instanceof Uint8Array ? Readable.from([Buffer.from(input)]) : input);
+  switch (format) {
+    case "none":
+      if (input instanceof Uint8Array) yield Buffer.from(input);
+      else for await (const piece of input) yield piece as Buffer;
+      return;
+    case "gzip":
+    case "zstd": {
+      const source = asStream();
+      const decoder = decoderFor(format)!;
+      // pipe() does not forward the input's errors (a digest mismatch at EOF): pass them on.
+      source.on("error", (e) => decoder.destroy(e));
+      yield* source.pipe(decoder) as AsyncIterable<Buffer>;
+      return;
+    }
+    case "lz4":
+      if (!HOST_LZ4) throw new Error("no lz4 program on this host");
+      yield* hostDecoderStream(HOST_LZ4, ["-dc"], asStream());
+      return;
+    case "xz":
+    case "lzma":
+      if (HOST_XZ && options.hostTools !== false) {
+        yield* hostDecoderStream(
+          HOST_XZ,
+          ["--decompress", "--stdout", "--format=auto", "--quiet", "--threads=0"],
+          asStream(),
+        );
+        return;
+      }
+      yield await (format === "xz" ? xz : lzma).decompress(
+        input instanceof Uint8Array ? input : await readWhole(input, options.what),
+        options.signal,
+      );
+  }
+}
+
+async function readWhole(input: Readable, what: string): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  let total = 0;
+  for await (const piece of input) {
+    total += (piece as Buffer).length;
+    if (total > MAX_IN_MEMORY_XZ_INPUT)
+      throw new SutureError(
+        "TOO_LARGE",
+        `${what} is larger than the ${MAX_IN_MEMORY_XZ_INPUT} bytes decompressed in memory without a host xz: install xz-utils`,
+      );
+    pieces.push(piece as Buffer);
+  }
+  return Buffer.concat(pieces);
+}
+
+/** Decompress with a host program reading stdin and writing stdout; the process ends with the iteration. */
+async function* hostDecoderStream(program: string, args: string[], input: Readable): AsyncGenerator<Buffer> {
+  const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => {
     stderr += d.toString();
   });
-  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-  input.on("error", (e) => child.stdin.destroy(e));
-  child.stdin.on("error", () => {}); // xz stopping early (corrupt input) closes its stdin: reported via its exit code
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => resolve(code));
+  });
+  exited.catch(() => {}); // awaited below; a spawn failure also ends stdout
+  let inputError: unknown;
+  input.on("error", (e) => {
+    inputError = e;
+    child.stdin.destroy(e);
+  });
+  child.stdin.on("error", () => {}); // the decoder stopping early (corrupt input) closes its stdin: reported via its exit code
   input.pipe(child.stdin);
   try {
     for await (const chunk of child.stdout) yield chunk as Buffer;
     const code = await exited;
-    if (code !== 0) throw new Error(`xz: ${stderr.trim() || `exit ${code}`}`);
+    // The input's own failure (a digest mismatch, a read error) is the cause, not the decoder's exit.
+    if (inputError !== undefined) throw inputError;
+    if (code !== 0) throw new Error(`${basename(program)}: ${stderr.trim() || `exit ${code}`}`);
   } finally {
     input.destroy();
     if (child.exitCode === null) child.kill();

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { gzipSync, zstdCompressSync } from "node:zlib";
 import { buildDeb } from "../../../test/lab/deb.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { field } from "./control.ts";
@@ -204,4 +205,31 @@ test("a control member whose name is not a dpkg info-file name is refused when t
       isSutureError(e, "INVALID_ARCHIVE") &&
       /control archive member "Post\.inst" is not a dpkg control file name/.test(e.message),
   );
+});
+
+test("a control archive that decompresses past 64 MiB is TOO_LARGE naming the package and the limit, gzip or zstd", async () => {
+  // A small member that expands into more than any real control archive (a decompression bomb).
+  const zeros = Buffer.alloc(64 * 1024 * 1024 + 1);
+  // xz goes through the same limit (src/archive/compression.test.ts), only slower to build here.
+  const compressed: [string, Buffer][] = [
+    ["control.tar.gz", gzipSync(zeros, { level: 1 })],
+    ["control.tar.zst", zstdCompressSync(zeros)],
+  ];
+  for (const [member, bytes] of compressed) {
+    const path = join(work, `bomb-${member}.deb`);
+    writeFileSync(
+      path,
+      ar([
+        ["debian-binary", Buffer.from("2.0\n")],
+        [member, bytes],
+        ["data.tar.gz", gzipSync(Buffer.alloc(1024))],
+      ]),
+    );
+    await assert.rejects(openDeb(path), (e: unknown) => {
+      assert.ok(isSutureError(e, "TOO_LARGE"), `${member}: ${String(e)}`);
+      assert.ok(e.message.includes(path) && e.message.includes(member), e.message);
+      assert.match(e.message, /more than 67108864 bytes/);
+      return true;
+    });
+  }
 });

@@ -1,9 +1,8 @@
-import { lzma, xz } from "@napi-rs/lzma";
 import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts";
-import { decompressAuto, HOST_XZ, hostXzStream } from "../../archive/compression.ts";
+import { type DecodeFormat, decompress } from "../../archive/compression.ts";
 import { ReadAhead } from "../../archive/read-ahead.ts";
 import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
-import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
@@ -53,8 +52,14 @@ export interface OpenDebOptions {
 
 /** Largest control.tar we accept uncompressed (tzdata's, with its templates, is ~400 kB). */
 const MAX_CONTROL_BYTES = 64 * 1024 * 1024;
-/** xz data members are decompressed in memory (the binding has no streaming API): cap them. */
-const MAX_XZ_DATA_BYTES = 2 * 1024 * 1024 * 1024;
+/** The remedy for a .deb that is malformed, oversized or hostile. */
+const DEB_FIX = "the package is malformed or hostile; remove it from the repository or use another mirror";
+
+/**
+ * openDeb's own refusals: they already name the file, so the catch-alls that wrap a reader's
+ * error with the file name let them through (decided by type, never by the message).
+ */
+class InvalidDebError extends SutureError {}
 
 /** deb-control(5): the values Multi-Arch may take. */
 const MULTI_ARCH_VALUES = new Set(["same", "foreign", "allowed", "no"]);
@@ -72,7 +77,7 @@ const DATA_MEMBER = /^data\.tar(\.gz|\.xz|\.zst|\.bz2|\.lzma)?$/;
  */
 export async function openDeb(path: string, options: OpenDebOptions = {}): Promise<DebPackage> {
   const bad = (why: string, cause?: unknown) =>
-    new SutureError(
+    new InvalidDebError(
       "INVALID_ARCHIVE",
       `${path} is not a valid Debian package: ${why}; download it again from a trusted mirror`,
       cause === undefined ? {} : { cause },
@@ -99,7 +104,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
 
   const controlMembers = new Map<string, Buffer>();
   try {
-    for await (const entry of readTar([await memberBytes(path, controlMember, MAX_CONTROL_BYTES)])) {
+    for await (const entry of readTar([await controlArchiveBytes(path, controlMember)])) {
       const name = entry.header.path.replace(/^\.\//, "").replace(/\/$/, "");
       if (entry.header.type === "directory" && name === ".") continue;
       if (entry.header.type === "directory" && name === "") continue;
@@ -117,7 +122,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
       controlMembers.set(name, Buffer.concat(chunks));
     }
   } catch (e) {
-    if (e instanceof SutureError && e.message.startsWith(path)) throw e;
+    if (namesTheFile(e)) throw e;
     throw bad(`its control archive cannot be read (${describeCause(e)})`, e);
   }
   const controlBytes = controlMembers.get("control");
@@ -215,20 +220,42 @@ async function* dataBytes(
   member: ArMember,
   bad: (why: string, cause?: unknown) => SutureError,
 ): AsyncGenerator<Buffer> {
-  const xzLike = member.name.endsWith(".xz") || member.name.endsWith(".lzma");
-  if (xzLike && HOST_XZ) {
-    // The host's xz streams, where the binding decompresses a whole member in memory
-    // (perl-modules' data.tar is tens of MB, and patches unpack several such packages).
-    yield* hostXzStream(openArMember(path, member));
-    return;
-  }
-  if (xzLike) {
-    yield await memberBytes(path, member, MAX_XZ_DATA_BYTES);
-    return;
-  }
   if (member.name.endsWith(".bz2"))
     throw bad("bzip2-compressed data archives are not supported (dpkg-deb no longer builds them)");
-  yield* decompressAuto(openArMember(path, member));
+  // xz streams through the host's xz where there is one (perl-modules' data.tar is tens of MB,
+  // and patches unpack several such packages).
+  yield* memberPieces(path, member);
+}
+
+/** A member's compression, by its name as dpkg-deb decides it (checked against CONTROL_MEMBER/DATA_MEMBER). */
+const MEMBER_FORMATS: Record<string, DecodeFormat> = {
+  gz: "gzip",
+  zst: "zstd",
+  xz: "xz",
+  lzma: "lzma",
+  tar: "none",
+};
+
+/** A member's decompressed pieces. */
+function memberPieces(path: string, member: ArMember, maxBytes?: number): AsyncGenerator<Buffer> {
+  const format = MEMBER_FORMATS[member.name.slice(member.name.lastIndexOf(".") + 1)] ?? "none";
+  return decompress(openArMember(path, member), format, {
+    what: `the ${member.name} member of ${path}`,
+    fix: DEB_FIX,
+    ...(maxBytes === undefined ? {} : { maxBytes }),
+  });
+}
+
+/** The small control archive, decompressed whole (at most MAX_CONTROL_BYTES: more is TOO_LARGE). */
+async function controlArchiveBytes(path: string, member: ArMember): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  for await (const piece of memberPieces(path, member, MAX_CONTROL_BYTES)) pieces.push(piece);
+  return Buffer.concat(pieces);
+}
+
+/** Errors that already name the .deb: its own refusals, and a member over its size limit. */
+function namesTheFile(e: unknown): boolean {
+  return e instanceof InvalidDebError || isSutureError(e, "TOO_LARGE");
 }
 
 async function* readDataEntries(
@@ -239,17 +266,7 @@ async function* readDataEntries(
   try {
     yield* readTar(source);
   } catch (e) {
-    if (e instanceof SutureError && e.message.startsWith(path)) throw e;
+    if (namesTheFile(e)) throw e;
     throw bad(`its data archive cannot be read (${describeCause(e)})`, e);
   }
-}
-
-/** A member's decompressed bytes, for the small control archive and for xz data. */
-async function memberBytes(path: string, member: ArMember, limit: number): Promise<Buffer> {
-  if (member.name.endsWith(".gz") || member.name.endsWith(".zst"))
-    return readAll(decompressAuto(openArMember(path, member)), limit);
-  const raw = await readAll(openArMember(path, member), limit);
-  if (member.name.endsWith(".xz")) return xz.decompress(raw);
-  if (member.name.endsWith(".lzma")) return lzma.decompress(raw);
-  return raw;
 }

@@ -2,10 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { gunzip } from "node:zlib";
-import { xz } from "@napi-rs/lzma";
-import { HOST_XZ, hostXzStream } from "../../archive/compression.ts";
+import { type DecodeFormat, decompress } from "../../archive/compression.ts";
 import { describeCause, isSutureError, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
@@ -476,11 +473,11 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
       ? await readVerifiedFile(plainPath, plainExpected)
       : undefined;
   if (!plain) {
-    const decompressed = await decompress(file, name, what, plainExpected?.size);
+    const decompressed = await decompressIndex(file, name, what, plainExpected?.size);
     plain = decompressed.bytes;
     if (plainExpected && name !== "Packages") {
       const err = checksumError(
-        decompressed.checksum ?? bytesChecksum(plain),
+        decompressed.checksum,
         plainExpected,
         `decompressed ${what}`,
         "the index is corrupt",
@@ -498,44 +495,43 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
   );
 }
 
-const gunzipAsync = promisify(gunzip);
+/** An index's compression, by the name the signed Release lists it under. */
+function indexFormat(name: string): DecodeFormat {
+  if (name.endsWith(".xz")) return "xz";
+  if (name.endsWith(".gz")) return "gzip";
+  return "none";
+}
 
 /**
- * A verified index file's decompressed bytes, and, when the host's xz produced them, their
- * checksum (hashed as xz delivers them, so the hashing overlaps the decompression).
+ * A verified index file's decompressed bytes and their checksum, hashed as the decoder delivers
+ * them (with the host's xz, the hashing overlaps the decompression).
  */
-async function decompress(
+async function decompressIndex(
   file: string,
   name: string,
   what: string,
   size?: number,
-): Promise<{ bytes: Buffer; checksum?: ExpectedChecksum }> {
-  try {
-    if (name.endsWith(".xz") && HOST_XZ) {
-      // Straight into one buffer of the signed size: collecting chunks and concatenating them held
-      // Debian's 50 MB main index twice, the peak of a whole patch.
-      const out = size !== undefined ? Buffer.allocUnsafe(size) : undefined;
-      const chunks: Buffer[] = [];
-      const hash = createHash("sha256");
-      let got = 0;
-      for await (const chunk of hostXzStream(createReadStream(file))) {
-        if (out) {
-          if (got + chunk.length > out.length) throw new Error(`it is larger than the ${size} bytes signed`);
-          chunk.copy(out, got);
-        } else chunks.push(chunk);
-        hash.update(chunk);
-        got += chunk.length;
-      }
-      const bytes = out ? out.subarray(0, got) : Buffer.concat(chunks);
-      return { bytes, checksum: { size: got, sha256: hash.digest("hex") } };
-    }
-    const raw = await readFile(file);
-    if (name.endsWith(".xz")) return { bytes: await xz.decompress(raw) };
-    if (name.endsWith(".gz")) return { bytes: await gunzipAsync(raw) };
-    return { bytes: raw };
-  } catch (e) {
-    throw new SutureError("INVALID_ARCHIVE", `cannot decompress ${what}: ${describeCause(e)}`, { cause: e });
+): Promise<{ bytes: Buffer; checksum: ExpectedChecksum }> {
+  // Straight into one buffer of the signed size: collecting chunks and concatenating them held
+  // Debian's 50 MB main index twice, the peak of a whole patch.
+  const out = size !== undefined ? Buffer.allocUnsafe(size) : undefined;
+  const chunks: Buffer[] = [];
+  const hash = createHash("sha256");
+  let got = 0;
+  for await (const chunk of decompress(createReadStream(file), indexFormat(name), { what })) {
+    if (out) {
+      if (got + chunk.length > out.length)
+        throw new SutureError(
+          "INVALID_ARCHIVE",
+          `cannot decompress ${what}: it is larger than the ${size} bytes signed`,
+        );
+      chunk.copy(out, got);
+    } else chunks.push(chunk);
+    hash.update(chunk);
+    got += chunk.length;
   }
+  const bytes = out ? out.subarray(0, got) : Buffer.concat(chunks);
+  return { bytes, checksum: { size: got, sha256: hash.digest("hex") } };
 }
 
 /** A cached file's bytes when it is exactly the signed one (re-hashed: damage on disk must not pass). */

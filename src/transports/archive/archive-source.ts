@@ -6,8 +6,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline as pipelineCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import zlib from "node:zlib";
-import { sniffCompression } from "../../archive/compression.ts";
+import { decompressor, sniffCompression } from "../../archive/compression.ts";
 import { type TarEntry, TarIndex } from "../../archive/tar-index.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
@@ -120,12 +119,7 @@ async function decompressedCopy(
   cleanup.push(dir);
   const out = join(dir, "archive.tar");
   try {
-    await pipeline(
-      createReadStream(file),
-      kind === "gzip" ? zlib.createGunzip() : zlib.createZstdDecompress(),
-      createWriteStream(out),
-      { signal },
-    );
+    await pipeline(createReadStream(file), decompressor(kind), createWriteStream(out), { signal });
   } catch (e) {
     if (signal?.aborted) throw signal.reason;
     throw asSutureError(e, "INVALID_ARCHIVE", `cannot decompress ${name}`);

@@ -5,9 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, type Readable, type Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import zlib from "node:zlib";
 import tar from "tar-stream";
-import { sniffCompression } from "../../archive/compression.ts";
+import { decompressor, sniffCompression } from "../../archive/compression.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { DigestingStream, digestHex, VerifyingStream, verifyBytes } from "../../image/digest.ts";
 import type { ImageSink, WriteBlobOptions } from "../../image/source.ts";
@@ -134,8 +133,7 @@ export class ArchiveSpool {
       layer = { path, size: (await stat(path)).size, diffId: digest };
     } else {
       let decoder: Transform;
-      if (kind === "gzip") decoder = zlib.createGunzip();
-      else if (kind === "zstd") decoder = zlib.createZstdDecompress();
+      if (kind === "gzip" || kind === "zstd") decoder = decompressor(kind);
       else {
         await rm(raw, { force: true });
         throw new SutureError(

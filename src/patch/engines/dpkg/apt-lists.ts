@@ -1,11 +1,8 @@
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { mkdir, open, readdir, rename, rm, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { gunzip } from "node:zlib";
-import { HOST_XZ } from "../../../archive/compression.ts";
+import { type DecodeFormat, decompressAll } from "../../../archive/compression.ts";
 import { field, parseControl } from "../../../distro/dpkg/control.ts";
 import { parseRelease, type ReleaseInfo } from "../../../distro/dpkg/repository.ts";
 import {
@@ -208,13 +205,18 @@ async function verifiedRelease(
   }
 }
 
-/** Extensions apt gives indexes it stores compressed (Acquire::GzipIndexes), with their decoders. */
-const DECODERS: Record<string, (bytes: Buffer, max: number) => Promise<Buffer | undefined>> = {
-  ".gz": async (bytes) => promisify(gunzip)(bytes).catch(() => undefined),
-  ".xz": (bytes, max) => (HOST_XZ ? hostDecode("xz", bytes, max) : Promise.resolve(undefined)),
-  ".lz4": (bytes, max) => hostDecode("lz4", bytes, max),
-  ".zst": (bytes, max) => hostDecode("zstd", bytes, max),
+/** Extensions apt gives indexes it stores compressed (Acquire::GzipIndexes), with their formats. */
+const LIST_FORMATS: Record<string, DecodeFormat> = {
+  ".gz": "gzip",
+  ".xz": "xz",
+  ".lz4": "lz4",
+  ".zst": "zstd",
 };
+
+/** A list file decompressed (at most `max` bytes); undefined on any failure: it is then simply not kept. */
+function decodeList(name: string, ext: string, bytes: Buffer, max: number): Promise<Buffer | undefined> {
+  return decompressAll(bytes, LIST_FORMATS[ext]!, { what: name, maxBytes: max }).catch(() => undefined);
+}
 
 /**
  * A list file's bytes when they are what the verified release lists under its name; for a file
@@ -226,7 +228,7 @@ async function verifiedIndex(
   name: string,
   expected: ReadonlyMap<string, ExpectedChecksum>,
 ): Promise<{ bytes: Buffer; packages?: Buffer } | undefined> {
-  const ext = Object.keys(DECODERS).find((e) => name.endsWith(e));
+  const ext = Object.keys(LIST_FORMATS).find((e) => name.endsWith(e));
   const isPackages = /(^|_)Packages$/.test(ext ? name.slice(0, -ext.length) : name);
   const direct = expected.get(name);
   if (direct) {
@@ -234,13 +236,13 @@ async function verifiedIndex(
     if (!bytes || !matches(bytes, direct)) return undefined;
     if (!isPackages) return { bytes };
     // Verified as it is: its text, if it cannot be decoded here, just is not used for look-ups.
-    return { bytes, packages: ext ? await DECODERS[ext]!(bytes, MAX_LIST_BYTES) : bytes };
+    return { bytes, packages: ext ? await decodeList(name, ext, bytes, MAX_LIST_BYTES) : bytes };
   }
   const plain = ext && expected.get(name.slice(0, -ext.length));
   if (!ext || !plain) return undefined;
   const bytes = await readRegularFile(join(dir, name), MAX_LIST_BYTES);
   if (!bytes) return undefined;
-  const decoded = await DECODERS[ext]!(bytes, plain.size);
+  const decoded = await decodeList(name, ext, bytes, plain.size);
   if (!decoded || !matches(decoded, plain)) return undefined;
   return isPackages ? { bytes, packages: decoded } : { bytes };
 }
@@ -303,24 +305,6 @@ async function readRegularFile(path: string, max: number): Promise<Buffer | unde
   } finally {
     await fh?.close();
   }
-}
-
-/** Decompress with a host tool (`xz`, `lz4`, `zstd`), keeping at most `max` + 1 bytes; undefined on any failure. */
-function hostDecode(tool: string, input: Buffer, max: number): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    const child = spawn(tool, ["-dc"], { stdio: ["pipe", "pipe", "ignore"] });
-    const chunks: Buffer[] = [];
-    let size = 0;
-    child.on("error", () => resolve(undefined));
-    child.stdout.on("data", (c: Buffer) => {
-      size += c.length;
-      if (size > max) child.kill();
-      else chunks.push(c);
-    });
-    child.on("close", (code) => resolve(code === 0 && size <= max ? Buffer.concat(chunks) : undefined));
-    child.stdin.on("error", () => {});
-    child.stdin.end(input);
-  });
 }
 
 /**
