@@ -16,6 +16,7 @@
  */
 
 import type { BigIntStats } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { getAttributeSync, listAttributesSync } from "@napi-rs/xattr";
 import { compareBytes } from "../archive/tar-write.ts";
 import { SutureError } from "../errors/errors.ts";
@@ -117,10 +118,20 @@ export function readOpaque(dirPath: string): boolean {
   return false;
 }
 
-// @napi-rs/xattr reports errno only in its message ("… (os error 95)").
+/**
+ * The errno of a failed @napi-rs/xattr call. The binding carries it nowhere but its message
+ * ("No such file or directory (os error 2)"), so it is read from there once, here, and callers
+ * decide by the number.
+ */
+function xattrErrno(e: unknown): number | undefined {
+  const m = e instanceof Error ? /\(os error (\d+)\)/.exec(e.message) : null;
+  return m ? Number(m[1]) : undefined;
+}
 function isUnsupported(e: unknown): boolean {
-  return /\(os error (95|61)\)/.test((e as Error)?.message ?? "");
+  const errno = xattrErrno(e);
+  return errno === osConstants.errno.ENOTSUP || errno === osConstants.errno.ENODATA;
 }
 function isMissing(e: unknown): boolean {
-  return /\(os error (2|20)\)/.test((e as Error)?.message ?? "");
+  const errno = xattrErrno(e);
+  return errno === osConstants.errno.ENOENT || errno === osConstants.errno.ENOTDIR;
 }

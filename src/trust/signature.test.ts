@@ -6,6 +6,7 @@ import {
   generateKey,
   type PrivateKey,
   revokeKey,
+  type SecretKeyPacket,
   sign,
 } from "openpgp";
 import { isSutureError } from "../errors/errors.ts";
@@ -165,5 +166,50 @@ test("keyrings: binary concatenated keys, armored keys, fingerprint selection, g
   await assert.rejects(
     parseKeyring(new TextEncoder().encode("not a key"), "junk.gpg"),
     untrusted(/junk\.gpg is not a readable OpenPGP keyring/),
+  );
+});
+
+test("a signature dated after this machine's clock is a clock problem, not a bad signature", async () => {
+  const archive = await newKey("Archive", { date: new Date(Date.now() - 86400_000) });
+  const tomorrow = new Date(Date.now() + 86400_000);
+  const signed = await clearsign(RELEASE, [archive.privateKey], tomorrow);
+  await assert.rejects(
+    verifyClearsigned(signed, keyringOf([archive.publicKey], ["t"]), { what: "InRelease" }),
+    untrusted(/InRelease is signed at a time after this machine's clock .*check the system clock/),
+  );
+  // Within the allowed skew it verifies.
+  assert.equal(
+    (await verifyClearsigned(signed, keyringOf([archive.publicKey], ["t"]), { what: "x", now: tomorrow }))
+      .text,
+    RELEASE,
+  );
+});
+
+test("a signing subkey that expired, or was revoked, is named as such (read from the key, not openpgp's wording)", async () => {
+  const past = new Date(Date.now() - 10 * 86400_000);
+  const expiring = await generateKey({
+    userIDs: [{ name: "Sub" }],
+    format: "object",
+    date: past,
+    subkeys: [{ sign: true, keyExpirationTime: 86400 }],
+  });
+  const subkeyId = expiring.publicKey.subkeys[0]!.getKeyID().toHex();
+  const signed = await clearsign(RELEASE, [expiring.privateKey], new Date(past.getTime() + 3600_000));
+  await assert.rejects(
+    verifyClearsigned(signed, keyringOf([expiring.publicKey], ["t"]), { what: "InRelease" }),
+    untrusted(new RegExp(`signed only by expired key .*\\(subkey ${subkeyId}\\)`)),
+  );
+
+  const archive = await generateKey({
+    userIDs: [{ name: "Sub2" }],
+    format: "object",
+    subkeys: [{ sign: true }],
+  });
+  const good = await clearsign(RELEASE, [archive.privateKey]);
+  const key = archive.privateKey;
+  key.subkeys[0] = await key.subkeys[0]!.revoke(key.keyPacket as SecretKeyPacket);
+  await assert.rejects(
+    verifyClearsigned(good, keyringOf([key.toPublic()], ["t"]), { what: "InRelease" }),
+    untrusted(/signed only by revoked key .*\(subkey /),
   );
 });

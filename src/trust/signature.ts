@@ -1,5 +1,6 @@
 import {
   createMessage,
+  type KeyID,
   type PublicKey,
   readCleartextMessage,
   readSignature,
@@ -163,17 +164,20 @@ async function checkSignatures(
       verdicts.push({ kind: "unknown", keyId });
       continue;
     }
+    const sig = await s.signature.catch(() => undefined);
+    const created = sig?.packets[0]?.created ?? undefined;
     try {
       await s.verified;
     } catch (e) {
       const reason = describeCause(e);
-      if (/in the future/i.test(reason)) {
+      // Why it failed is decided from the signature's and the key's own data, not openpgp's wording.
+      if (created && created.getTime() > now.getTime() + (options.clockSkewMs ?? 10 * 60_000)) {
         throw untrusted(
           `${what} is signed at a time after this machine's clock (${reason}): check the system clock`,
           e,
         );
       }
-      verdicts.push({ kind: keyState(reason) ?? "bad", keyId, key, reason });
+      verdicts.push({ kind: (await keyStateAt(key, s.keyID, created ?? now)) ?? "bad", keyId, key, reason });
       continue;
     }
     try {
@@ -182,17 +186,16 @@ async function checkSignatures(
       await key.getSigningKey(s.keyID, now);
     } catch (e) {
       const reason = describeCause(e);
-      verdicts.push({ kind: keyState(reason) ?? "expired", keyId, key, reason });
+      verdicts.push({ kind: (await keyStateAt(key, s.keyID, now)) ?? "expired", keyId, key, reason });
       continue;
     }
-    const sig = await s.signature;
     verdicts.push({
       kind: "good",
       signer: {
         fingerprint: key.getFingerprint().toLowerCase(),
         keyId,
         userIds: key.getUserIDs(),
-        created: sig.packets[0]?.created ?? undefined,
+        created,
       },
     });
   }
@@ -217,9 +220,24 @@ async function checkSignatures(
   );
 }
 
-function keyState(reason: string): "expired" | "revoked" | undefined {
-  if (/revoked/i.test(reason)) return "revoked";
-  if (/expired/i.test(reason)) return "expired";
+/**
+ * Whether `key`, or its subkey `keyID`, is revoked or expired at `date`: read from the key's own
+ * revocation signatures and expiration times.
+ */
+async function keyStateAt(
+  key: PublicKey,
+  keyID: KeyID,
+  date: Date,
+): Promise<"expired" | "revoked" | undefined> {
+  const subkey = key.getSubkeys(keyID)[0];
+  // openpgp's types want a signature and key here; without them it asks about any revocation.
+  const anyRevocation = undefined as never;
+  if (await key.isRevoked(undefined, undefined, date)) return "revoked";
+  if (subkey && (await subkey.isRevoked(anyRevocation, anyRevocation, date))) return "revoked";
+  const expired = (t: Date | number | null) => t instanceof Date && t.getTime() <= date.getTime();
+  if (expired(await key.getExpirationTime().catch(() => null))) return "expired";
+  // A null date: the subkey's binding as signed, whenever it was made (its own expiry is the question).
+  if (subkey && expired(await subkey.getExpirationTime(null as never).catch(() => null))) return "expired";
   return undefined;
 }
 
