@@ -14,12 +14,11 @@ import {
 } from "../../../test/fuzz/fuzz.ts";
 import { SutureError } from "../../errors/errors.ts";
 import { parseOsRelease } from "../os-release.ts";
-import { field, parseControl } from "./control.ts";
+import { field, parseControl, parseFields } from "./control.ts";
 import {
   md5sumsPaths,
   parseConffilesField,
   parseDiversions,
-  parseStanzaFields,
   parseStatOverrides,
   readDpkgDatabase,
 } from "./database.ts";
@@ -163,7 +162,7 @@ test("control, status, stanza and dpkg-database text parsers never throw", () =>
           }
         }
         for (const pkg of parseDpkgStatus(text)) assert.ok(pkg.name && pkg.version);
-        const fields = parseStanzaFields(text);
+        const fields = parseFields(text);
         for (const f of fields) if (f.name.toLowerCase() === "conffiles") parseConffilesField(f.value);
         parseStatOverrides(text);
         md5sumsPaths(text);

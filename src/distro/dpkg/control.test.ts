@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { parseOsRelease } from "../os-release.ts";
-import { field, parseControl } from "./control.ts";
+import { field, paragraphOf, parseControl, parseFields } from "./control.ts";
 import { parseDpkgStatus } from "./status.ts";
 
 test("control paragraphs with continuation lines", () => {
@@ -12,6 +12,24 @@ test("control paragraphs with continuation lines", () => {
   assert.equal(ps.length, 2);
   assert.equal(field(ps[0]!, "description"), "short\nlong line\n.\nmore");
   assert.equal(field(ps[1]!, "Version"), "1");
+});
+
+test("one reader, two views: fields as written for rewriting, a trimmed lookup for reading", () => {
+  const stanza =
+    "Package: libfoo\n# a comment\nconffiles:\n /etc/foo.conf 0123\n /etc/bar.conf 4567\nVersion:  1.0-1  \nversion: 2.0\n";
+  const fields = parseFields(stanza);
+  assert.deepEqual(fields, [
+    { name: "Package", value: "libfoo" },
+    { name: "conffiles", value: "\n /etc/foo.conf 0123\n /etc/bar.conf 4567" },
+    { name: "Version", value: "1.0-1  " },
+    { name: "version", value: "2.0" },
+  ]);
+  // The lookup: names case-insensitive (a later duplicate wins), values trimmed, continuations
+  // without their leading blank; the same whether read from the fields or from the text.
+  const lookup = paragraphOf(fields);
+  assert.equal(field(lookup, "Conffiles"), "\n/etc/foo.conf 0123\n/etc/bar.conf 4567");
+  assert.equal(field(lookup, "VERSION"), "2.0");
+  assert.deepEqual(parseControl(stanza.replaceAll("\n", "\r\n")), [lookup]);
 });
 
 test("dpkg status: only installed packages count", () => {

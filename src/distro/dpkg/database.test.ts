@@ -13,12 +13,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { isSutureError } from "../../errors/errors.ts";
+import { parseFields } from "./control.ts";
 import {
   fieldValue,
   formatStanza,
   orderStatusFields,
   parseDiversions,
-  parseStanzaFields,
   readDpkgDatabase,
   withField,
 } from "./database.ts";
@@ -132,12 +132,8 @@ test("replacing one stanza leaves every other byte of the status file as it was;
   const old = db.find("libfoo1", "amd64")!;
   const fields = withField(withField(old.fields, "Version", "1.0-2"), "Status", "hold ok unpacked");
   db.setPackage(orderStatusFields(withField(fields, "Config-Version", "1.0-1")));
-  db.setPackage(
-    parseStanzaFields("Package: aaa\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n"),
-  );
-  db.setPackage(
-    parseStanzaFields("Package: zzz\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n"),
-  );
+  db.setPackage(parseFields("Package: aaa\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n"));
+  db.setPackage(parseFields("Package: zzz\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1\n"));
   await db.commit();
   const text = readFileSync(join(root, "var/lib/dpkg/status"), "utf8");
   const newLibfoo = LIBFOO.replace("hold ok installed", "hold ok unpacked").replace(
@@ -228,7 +224,7 @@ test("a distroless status.d database reads and writes its stanza and md5sums pai
 });
 
 test("stanza fields keep spelling and continuation lines; dpkg's field order is applied", () => {
-  const fields = parseStanzaFields(
+  const fields = parseFields(
     "Package: x\nVersion: 1\nHomepage: h\nStatus: install ok installed\nDescription: d\n long\n .\n more\n",
   );
   assert.equal(fieldValue(fields, "description"), "d\n long\n .\n more");
@@ -306,12 +302,12 @@ test("status.d: a stanza or info kind that is not a plain name writes nothing; t
   writeFileSync(join(statusD, "tzdata"), "Package: tzdata\nVersion: 2024a-1\nArchitecture: all\n");
   const db = await readDpkgDatabase(root);
   assert.throws(
-    () => db.setPackage(parseStanzaFields(`Package: ../../../../escaped\nVersion: 1\nArchitecture: amd64\n`)),
+    () => db.setPackage(parseFields(`Package: ../../../../escaped\nVersion: 1\nArchitecture: amd64\n`)),
     (e: unknown) =>
       isSutureError(e, "UNSAFE_LAYER") && /package name "\.\.\/\.\.\/\.\.\/\.\.\/escaped"/.test(e.message),
   );
   assert.throws(
-    () => db.setPackage(parseStanzaFields(`Package: tzdata\nVersion: 1\nArchitecture: ${HOSTILE_ARCH}\n`)),
+    () => db.setPackage(parseFields(`Package: tzdata\nVersion: 1\nArchitecture: ${HOSTILE_ARCH}\n`)),
     (e: unknown) => isSutureError(e, "UNSAFE_LAYER") && /architecture/.test(e.message),
   );
   await db.commit();

@@ -2,9 +2,10 @@ import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { describeCause, SutureError } from "../../errors/errors.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 import { childPath, resolveInRoot } from "../root-files.ts";
+import { type ControlField, parseFields } from "./control.ts";
 
 /**
  * An image's dpkg database, read into memory and written back the way dpkg writes it. Two layouts:
@@ -19,15 +20,8 @@ import { childPath, resolveInRoot } from "../root-files.ts";
 
 export type DatabaseLayout = "classic" | "status.d";
 
-/** One `Field: value` of a stanza, spelled as written. */
-export interface StanzaField {
-  name: string;
-  /**
-   * Everything after the colon with the first line's leading blanks removed; continuation lines
-   * keep their leading space (`Conffiles` starts with a newline).
-   */
-  value: string;
-}
+/** One `Field: value` of a stanza, spelled as written (control.ts's field view). */
+export type StanzaField = ControlField;
 
 export interface ConffileRecord {
   /** Absolute path as the package names it. */
@@ -120,22 +114,6 @@ const DPKG_FIELD_ORDER = [
   "Triggers-Awaited",
 ];
 const FIELD_RANK = new Map(DPKG_FIELD_ORDER.map((f, i) => [f.toLowerCase(), i]));
-
-/** Parse one stanza keeping field spelling, order and continuation lines exactly. */
-export function parseStanzaFields(text: string): StanzaField[] {
-  const fields: StanzaField[] = [];
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    if ((line.startsWith(" ") || line.startsWith("\t")) && fields.length) {
-      fields[fields.length - 1]!.value += `\n${line}`;
-      continue;
-    }
-    const colon = line.indexOf(":");
-    if (colon <= 0) continue;
-    fields.push({ name: line.slice(0, colon).trim(), value: line.slice(colon + 1).replace(/^[ \t]+/, "") });
-  }
-  return fields;
-}
 
 /** Render fields as a stanza (no trailing blank line). */
 export function formatStanza(fields: readonly StanzaField[]): string {
@@ -328,7 +306,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
         else leading += raw + after;
         continue;
       }
-      slots.push({ raw, pkg: toPackage(parseStanzaFields(raw)), after });
+      slots.push({ raw, pkg: toPackage(parseFields(raw)), after });
     }
     const infoFiles = new Set(await listNames(root, `${DPKG_DIR}/info`));
     return new DpkgDatabase(root, "classic", { slots, leading, infoFiles, diversions, statOverrides });
@@ -339,7 +317,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
       if (name.includes(".") && /\.(md5sums|list|conffiles)$/.test(name)) continue;
       const text = await read(`status.d/${name}`);
       if (text === undefined) continue;
-      const pkg = toPackage(parseStanzaFields(text), name);
+      const pkg = toPackage(parseFields(text), name);
       if (pkg) statusD.set(name, pkg);
     }
     return new DpkgDatabase(root, "status.d", {

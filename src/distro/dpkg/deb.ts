@@ -178,7 +178,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
     dataEntries: () => {
       const source = ahead ?? dataBytes(path, dataMember, bad);
       ahead = undefined;
-      return readDataEntries(path, source, bad);
+      return readDataEntries(source, bad);
     },
     close: async () => {
       await ahead?.close();
@@ -259,7 +259,6 @@ function namesTheFile(e: unknown): boolean {
 }
 
 async function* readDataEntries(
-  path: string,
   source: AsyncIterable<Buffer>,
   bad: (why: string, cause?: unknown) => SutureError,
 ): AsyncGenerator<TarEntry> {

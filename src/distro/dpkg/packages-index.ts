@@ -1,6 +1,6 @@
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { checkPackageFields } from "../package-syntax.ts";
-import { type ControlParagraph, parseControl } from "./control.ts";
+import { type ControlParagraph, paragraphOf, parseControl, parseFields } from "./control.ts";
 import { compareDebVersions } from "./version.ts";
 
 /**
@@ -109,26 +109,9 @@ export function parsePackagesIndex(
 
 function parseStanza(stanza: string, repoUri: string, what = "Packages index"): PackageEntry | undefined {
   const fields: Record<string, string> = {};
-  let last: string | undefined;
-  let start = 0;
-  while (start < stanza.length) {
-    let nl = stanza.indexOf("\n", start);
-    if (nl < 0) nl = stanza.length;
-    let line = stanza.slice(start, nl);
-    start = nl + 1;
-    if (line.endsWith("\r")) line = line.slice(0, -1);
-    const first = line.charCodeAt(0);
-    if (first === 32 || first === 9) {
-      if (last) fields[last] += `\n${line.trim()}`;
-      continue;
-    }
-    last = undefined;
-    const colon = line.indexOf(":");
-    if (colon <= 0) continue;
-    const key = WANTED[line.slice(0, colon).toLowerCase()];
-    if (!key) continue;
-    fields[key] = line.slice(colon + 1).trim();
-    last = key;
+  for (const [name, value] of paragraphOf(parseFields(stanza))) {
+    // Own keys only: a field named `constructor` is not one of them.
+    if (Object.hasOwn(WANTED, name)) fields[WANTED[name]!] = value;
   }
   const size = Number(fields.size);
   const sha256 = (fields.sha256 ?? "").toLowerCase();

@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type DecodeFormat, decompress } from "../../archive/compression.ts";
-import { describeCause, isSutureError, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
+import { isSutureError, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
 import type { Keyring } from "../../trust/keyring.ts";

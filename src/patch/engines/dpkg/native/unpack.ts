@@ -24,6 +24,7 @@ import {
 import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { normaliseEntryPath } from "../../../../archive/tar-extract.ts";
+import { parseFields } from "../../../../distro/dpkg/control.ts";
 import {
   type ConffileRecord,
   type DatabasePackage,
@@ -32,7 +33,6 @@ import {
   formatConffilesField,
   infoName,
   orderStatusFields,
-  parseStanzaFields,
   type StanzaField,
   withField,
 } from "../../../../distro/dpkg/database.ts";
@@ -458,7 +458,7 @@ function newStanza(
   state: "unpacked" | "installed",
   conffiles: ConffileRecord[],
 ): StanzaField[] {
-  let fields = parseStanzaFields(deb.controlText);
+  let fields = parseFields(deb.controlText);
   const want = old?.status?.split(/\s+/)[0] ?? "install";
   if (db.layout === "status.d") {
     // Distroless stanzas are the control file itself; keep a Status only where the image had one.
