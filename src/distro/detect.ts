@@ -1,6 +1,6 @@
 import { readImageFiles } from "../image/files.ts";
 import type { Image } from "../image/image.ts";
-import { parseDpkgStatus } from "./dpkg/status.ts";
+import { installedFromFiles, installedVersions } from "./dpkg/database.ts";
 import { type OsRelease, parseOsRelease } from "./os-release.ts";
 import { listDirInRoot, readFileInRoot } from "./root-files.ts";
 
@@ -101,12 +101,14 @@ export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
 
   let packageDb: DistroInfo["packageDb"] = "none";
   let installed: Map<string, string> | undefined;
-  if (has(DPKG_STATUS) && files.get(DPKG_STATUS)!.length > 0) {
-    packageDb = "dpkg";
-    installed = toMap(parseDpkgStatus(files.get(DPKG_STATUS)!.toString("utf8")));
-  } else if (statusD.length) {
-    packageDb = "dpkg-status.d";
-    installed = toMap(parseDpkgStatus(statusD.map((p) => files.get(p)!.toString("utf8")).join("\n\n")));
+  // The dpkg database is read by the one reader the engines use (distro/dpkg/database.ts).
+  const dpkg = installedFromFiles(
+    files.get(DPKG_STATUS)?.toString("utf8"),
+    new Map(statusD.map((p) => [p.slice(DPKG_STATUS_D.length), files.get(p)!.toString("utf8")])),
+  );
+  if (dpkg) {
+    packageDb = dpkg.layout === "classic" ? "dpkg" : "dpkg-status.d";
+    installed = installedVersions(dpkg.packages);
   } else if (has(APK_DB)) {
     packageDb = "apk";
     installed = parseApkInstalled(files.get(APK_DB)!.toString("utf8"));
@@ -121,12 +123,6 @@ export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
   else if (RPM_TOOLS.some(has)) packageManager = "rpm";
 
   return { osRelease, packageDb, packageManager, installed, files };
-}
-
-function toMap(pkgs: { name: string; version: string; architecture: string }[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const p of pkgs) m.set(p.name, p.version);
-  return m;
 }
 
 /** apk's installed db: `P:` name and `V:` version lines per package block. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { parseDpkgStatus } from "../distro/dpkg/status.ts";
+import { installedFromStatus } from "../distro/dpkg/database.ts";
 import { canonicalOsFamily, packageTypeForFamily } from "./os-family.ts";
 import {
   assemblePlan,
@@ -80,7 +80,7 @@ test("filterPlanByInstalled: not installed, already fixed, and the image's own i
 });
 
 test("filterPlanByInstalled against this machine's real dpkg status", () => {
-  const status = parseDpkgStatus(readFileSync("/var/lib/dpkg/status", "utf8"));
+  const status = installedFromStatus(readFileSync("/var/lib/dpkg/status", "utf8"));
   const installed = new Map(status.map((p) => [p.name, p.version]));
   const dpkg = installed.get("dpkg")!;
   const plan = assemblePlan(

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey } from "openpgp";
-import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
+import { installedFromStatus } from "../../src/distro/dpkg/database.ts";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { validateOpenVex } from "../../src/vex/validate.ts";
 import { oneLineError } from "../lab/cli.ts";
@@ -47,7 +47,7 @@ async function statusD(root: string): Promise<Map<string, string>> {
   const stanzas: string[] = [];
   for (const name of await readdir(dir))
     if (!name.endsWith(".md5sums")) stanzas.push(await readFile(join(dir, name), "utf8"));
-  return new Map(parseDpkgStatus(stanzas.join("\n")).map((p) => [p.name, p.version]));
+  return new Map(installedFromStatus(stanzas.join("\n")).map((p) => [p.name, p.version]));
 }
 
 test("update-all patches a distroless image natively: status.d updated, CA bundle rebuilt, nothing added", async () => {

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey, readPrivateKey } from "openpgp";
-import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
+import { installedFromStatus } from "../../src/distro/dpkg/database.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { buildDeb } from "../lab/deb.ts";
 import { type LabRecipeName, labImage, pendingSecurityFixes } from "../lab/images.ts";
@@ -62,7 +62,7 @@ async function patchWith(subject: Subject, engine: "native" | "sandbox"): Promis
   });
   const rootfs = join(work, `${subject.label}-${engine}-rootfs`);
   await run("umoci", ["raw", "unpack", "--image", `${out}:${engine}`, rootfs]);
-  const status = parseDpkgStatus(await readFile(join(rootfs, "var/lib/dpkg/status"), "utf8"));
+  const status = installedFromStatus(await readFile(join(rootfs, "var/lib/dpkg/status"), "utf8"));
   await rm(rootfs, { recursive: true, force: true });
   return { packages: new Map(status.map((p) => [p.name, `${p.version} ${p.status}`])), stderr };
 }
@@ -194,7 +194,7 @@ async function thirdPartyImage(publicKey: string, demo10: string): Promise<Subje
   await copyFile(demo10, join(rootfs, "suture-demo.deb"));
   await run("chroot", [rootfs, "dpkg", "-i", "/suture-demo.deb"]);
   await rm(join(rootfs, "suture-demo.deb"));
-  const status = parseDpkgStatus(await readFile(join(rootfs, "var/lib/dpkg/status"), "utf8"));
+  const status = installedFromStatus(await readFile(join(rootfs, "var/lib/dpkg/status"), "utf8"));
   await run("umoci", [
     "repack",
     "--image",

@@ -16,6 +16,7 @@ import { SutureError } from "../../errors/errors.ts";
 import { parseOsRelease } from "../os-release.ts";
 import { field, parseControl, parseFields } from "./control.ts";
 import {
+  installedFromStatus,
   md5sumsPaths,
   parseConffilesField,
   parseDiversions,
@@ -25,7 +26,6 @@ import {
 import { debUrl, parsePackagesIndex, parseRelations, sourceOf } from "./packages-index.ts";
 import { parseRelease } from "./repository.ts";
 import { defaultSourcesFor, parseDeb822Sources, parseSourcesList } from "./sources.ts";
-import { parseDpkgStatus } from "./status.ts";
 
 // Property: the deb822 family (control files, Packages, Release, dpkg status, apt sources,
 // os-release) comes from images and mirrors; every parser returns a value or throws a one-line
@@ -145,7 +145,7 @@ HOME_URL="https://www.debian.org/"
 test("seeds parse (so mutations start from real documents)", () => {
   assert.equal(parsePackagesIndex(PACKAGES, { repoUri: "http://x/debian" }).length, 2);
   assert.equal(parseRelease(RELEASE).files.size, 3);
-  assert.equal(parseDpkgStatus(STATUS).length, 2);
+  assert.equal(installedFromStatus(STATUS).length, 2);
   assert.equal(parseSourcesList(SOURCES_LIST).length, 3);
   assert.equal(parseDeb822Sources(DEB822_SOURCES).length, 3);
   assert.equal(parseOsRelease(OS_RELEASE).versionCodename, "bookworm");
@@ -161,7 +161,7 @@ test("control, status, stanza and dpkg-database text parsers never throw", () =>
             assert.equal(field(p, k), v);
           }
         }
-        for (const pkg of parseDpkgStatus(text)) assert.ok(pkg.name && pkg.version);
+        for (const pkg of installedFromStatus(text)) assert.ok(pkg.name && pkg.version);
         const fields = parseFields(text);
         for (const f of fields) if (f.name.toLowerCase() === "conffiles") parseConffilesField(f.value);
         parseStatOverrides(text);

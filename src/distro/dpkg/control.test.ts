@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { parseOsRelease } from "../os-release.ts";
 import { field, paragraphOf, parseControl, parseFields } from "./control.ts";
-import { parseDpkgStatus } from "./status.ts";
+import { installedFromStatus } from "./database.ts";
 
 test("control paragraphs with continuation lines", () => {
   const ps = parseControl(
@@ -37,7 +37,7 @@ test("dpkg status: only installed packages count", () => {
     "Package: keep\nStatus: install ok installed\nVersion: 1.0-1\nArchitecture: amd64\nSource: keep-src (1.0-0)",
     "Package: gone\nStatus: deinstall ok config-files\nVersion: 2",
   ].join("\n\n");
-  const pkgs = parseDpkgStatus(text);
+  const pkgs = installedFromStatus(text);
   assert.deepEqual(
     pkgs.map((p) => [p.name, p.version, p.source]),
     [["keep", "1.0-1", "keep-src"]],
@@ -45,7 +45,7 @@ test("dpkg status: only installed packages count", () => {
 });
 
 test("the host's real dpkg status parses", () => {
-  const pkgs = parseDpkgStatus(readFileSync("/var/lib/dpkg/status", "utf8"));
+  const pkgs = installedFromStatus(readFileSync("/var/lib/dpkg/status", "utf8"));
   assert.ok(pkgs.length > 50);
   assert.ok(pkgs.some((p) => p.name === "dpkg"));
 });

@@ -17,9 +17,12 @@ import { parseFields } from "./control.ts";
 import {
   fieldValue,
   formatStanza,
+  installedFromFiles,
+  installedPackages,
   orderStatusFields,
   parseDiversions,
   readDpkgDatabase,
+  readInstalledPackages,
   withField,
 } from "./database.ts";
 
@@ -339,4 +342,64 @@ test("status.d: a stanza or info kind that is not a plain name writes nothing; t
     [],
     "a file trigger is no file of triggers/",
   );
+});
+
+test("the installed view: detection (files), the sandbox engine (root) and the native engine (database) read the same packages", async () => {
+  const states = [
+    "Package: configured\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0-1\nSource: src-a (0.9)\n",
+    "Package: unpacked\nStatus: install ok unpacked\nArchitecture: amd64\nVersion: 2.0-1\n",
+    "Package: pending\nStatus: install ok triggers-pending\nArchitecture: all\nVersion: 3\n",
+    "Package: removed\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 4\n",
+    "Package: purged\nStatus: purge ok not-installed\nArchitecture: amd64\n",
+  ];
+  const expected = [
+    // Files on disk count, as dpkg counts them; removed and purged packages do not.
+    ["configured", "1.0-1", "amd64", "src-a"],
+    ["unpacked", "2.0-1", "amd64", "unpacked"],
+    ["pending", "3", "all", "pending"],
+  ];
+  const view = (
+    pkgs: { name: string; version: string; architecture: string; source: string }[] | undefined,
+  ) => pkgs?.map((p) => [p.name, p.version, p.architecture, p.source]);
+
+  const classic = join(work, "installed-classic");
+  mkdirSync(join(classic, "var/lib/dpkg"), { recursive: true });
+  writeFileSync(join(classic, "var/lib/dpkg/status"), states.join("\n"));
+  assert.deepEqual(view(await readInstalledPackages(classic)), expected);
+  assert.deepEqual(view(installedPackages((await readDpkgDatabase(classic)).packages)), expected);
+  const fromFiles = installedFromFiles(states.join("\n"), new Map());
+  assert.equal(fromFiles?.layout, "classic");
+  assert.deepEqual(view(fromFiles?.packages), expected);
+
+  // status.d (distroless): one stanza a file, md5sums beside them, usually no Status field.
+  const distroless = join(work, "installed-status.d");
+  const statusD = new Map([
+    ["base-files", "Package: base-files\nArchitecture: amd64\nVersion: 12.4\n"],
+    ["base-files.md5sums", "0123456789abcdef0123456789abcdef  etc/debian_version\n"],
+    ["libssl3", "Package: libssl3\nArchitecture: amd64\nVersion: 3.0.11-1~deb12u2\nSource: openssl\n"],
+  ]);
+  mkdirSync(join(distroless, "var/lib/dpkg/status.d"), { recursive: true });
+  for (const [name, text] of statusD) writeFileSync(join(distroless, "var/lib/dpkg/status.d", name), text);
+  const distrolessExpected = [
+    ["base-files", "12.4", "amd64", "base-files"],
+    ["libssl3", "3.0.11-1~deb12u2", "amd64", "openssl"],
+  ];
+  assert.deepEqual(view(await readInstalledPackages(distroless)), distrolessExpected);
+  assert.deepEqual(
+    view(installedPackages((await readDpkgDatabase(distroless)).packages)),
+    distrolessExpected,
+  );
+  const distrolessFiles = installedFromFiles(undefined, statusD);
+  assert.equal(distrolessFiles?.layout, "status.d");
+  assert.deepEqual(view(distrolessFiles?.packages), distrolessExpected);
+
+  // No database at all; and a status planted as a symlink to a host file is read inside the root.
+  assert.equal(await readInstalledPackages(join(work, "no-such-root")), undefined);
+  assert.equal(installedFromFiles(undefined, new Map()), undefined);
+  const planted = join(work, "installed-planted");
+  mkdirSync(join(planted, "var/lib/dpkg"), { recursive: true });
+  mkdirSync(join(planted, "host"), { recursive: true });
+  writeFileSync(join(planted, "host/status"), "Package: inside\nStatus: install ok installed\nVersion: 1\n");
+  symlinkSync("/host/status", join(planted, "var/lib/dpkg/status"));
+  assert.deepEqual(view(await readInstalledPackages(planted)), [["inside", "1", "all", "inside"]]);
 });

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describeCause, SutureError } from "../../errors/errors.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 import { childPath, resolveInRoot } from "../root-files.ts";
-import { type ControlField, parseFields } from "./control.ts";
+import { type ControlField, type ControlParagraph, paragraphOf, parseFields } from "./control.ts";
 
 /**
  * An image's dpkg database, read into memory and written back the way dpkg writes it. Two layouts:
@@ -264,6 +264,68 @@ interface StatusSlot {
   after: string;
 }
 
+/** A classic status file cut into stanzas, each kept byte for byte with the blank lines after it. */
+function statusSlots(text: string): { slots: StatusSlot[]; leading: string } {
+  const tokens = text.split(/(\n(?:[ \t]*\n)+)/);
+  const slots: StatusSlot[] = [];
+  let leading = "";
+  for (let i = 0; i < tokens.length; i += 2) {
+    const raw = tokens[i]!;
+    const after = tokens[i + 1] ?? "";
+    if (raw.trim() === "") {
+      if (slots.length) slots[slots.length - 1]!.after += raw + after;
+      else leading += raw + after;
+      continue;
+    }
+    slots.push({ raw, pkg: toPackage(parseFields(raw)), after });
+  }
+  return { slots, leading };
+}
+
+/** A status.d file that holds a package's stanza (not the md5sums, list or conffiles beside it). */
+function isStatusDStanza(name: string): boolean {
+  return !(name.includes(".") && /\.(md5sums|list|conffiles)$/.test(name));
+}
+
+/**
+ * Which layout a database is in, from its status file's text and status.d's file names: the
+ * classic status file when it has any content, else status.d when it has files.
+ */
+function layoutOf(
+  statusText: string | undefined,
+  statusDNames: readonly string[],
+): DatabaseLayout | undefined {
+  if (statusText !== undefined && statusText.trim() !== "") return "classic";
+  return statusDNames.length ? "status.d" : undefined;
+}
+
+/** A file of the image's dpkg directory, read inside the root; undefined when it is not a file there. */
+async function readDatabaseFile(root: string, name: string): Promise<string | undefined> {
+  try {
+    const p = await resolveInRoot(root, `${DPKG_DIR}/${name}`);
+    return p ? await readFile(p, "utf8") : undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "EISDIR" || code === "ENOTDIR") return undefined;
+    throw new SutureError("IO", `cannot read the image's ${DPKG_DIR}/${name}: ${describeCause(e)}`, {
+      cause: e,
+    });
+  }
+}
+
+/** The stanzas of status.d's files, by file name (files that are not stanzas, or unreadable, left out). */
+async function readStatusD(root: string, names: readonly string[]): Promise<Map<string, DatabasePackage>> {
+  const statusD = new Map<string, DatabasePackage>();
+  for (const name of names) {
+    if (!isStatusDStanza(name)) continue;
+    const text = await readDatabaseFile(root, `status.d/${name}`);
+    if (text === undefined) continue;
+    const pkg = toPackage(parseFields(text), name);
+    if (pkg) statusD.set(name, pkg);
+  }
+  return statusD;
+}
+
 /**
  * Read the dpkg database under `root`. Throws UNSUPPORTED_OS when there is none, and PATCH_FAILED
  * when dpkg left journal entries in `updates/` (the status file alone would be stale).
@@ -272,56 +334,25 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
   const dir = await resolveInRoot(root, DPKG_DIR);
   if (!dir)
     throw new SutureError("UNSUPPORTED_OS", `the image has no ${DPKG_DIR}: it is not a dpkg-based image`);
-  const read = async (name: string) => {
-    try {
-      const p = await resolveInRoot(root, `${DPKG_DIR}/${name}`);
-      return p ? await readFile(p, "utf8") : undefined;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOENT" || code === "EISDIR" || code === "ENOTDIR") return undefined;
-      throw new SutureError("IO", `cannot read the image's ${DPKG_DIR}/${name}: ${describeCause(e)}`, {
-        cause: e,
-      });
-    }
-  };
   const updates = await listNames(root, `${DPKG_DIR}/updates`);
   if (updates.some((n) => /^\d+$/.test(n)))
     throw new SutureError(
       "PATCH_FAILED",
       `the image's dpkg journal (${DPKG_DIR}/updates) has unapplied entries: run any dpkg command in the image (e.g. dpkg --configure -a) and rebuild it`,
     );
-  const diversions = parseDiversions((await read("diversions")) ?? "");
-  const statOverrides = parseStatOverrides((await read("statoverride")) ?? "");
-  const statusText = await read("status");
+  const diversions = parseDiversions((await readDatabaseFile(root, "diversions")) ?? "");
+  const statOverrides = parseStatOverrides((await readDatabaseFile(root, "statoverride")) ?? "");
+  const statusText = await readDatabaseFile(root, "status");
   const statusDNames = await listNames(root, `${DPKG_DIR}/status.d`);
-  if (statusText !== undefined && statusText.trim() !== "") {
-    const tokens = statusText.split(/(\n(?:[ \t]*\n)+)/);
-    const slots: StatusSlot[] = [];
-    let leading = "";
-    for (let i = 0; i < tokens.length; i += 2) {
-      const raw = tokens[i]!;
-      const after = tokens[i + 1] ?? "";
-      if (raw.trim() === "") {
-        if (slots.length) slots[slots.length - 1]!.after += raw + after;
-        else leading += raw + after;
-        continue;
-      }
-      slots.push({ raw, pkg: toPackage(parseFields(raw)), after });
-    }
+  const layout = layoutOf(statusText, statusDNames);
+  if (layout === "classic") {
+    const { slots, leading } = statusSlots(statusText!);
     const infoFiles = new Set(await listNames(root, `${DPKG_DIR}/info`));
     return new DpkgDatabase(root, "classic", { slots, leading, infoFiles, diversions, statOverrides });
   }
-  if (statusDNames.length) {
-    const statusD = new Map<string, DatabasePackage>();
-    for (const name of statusDNames) {
-      if (name.includes(".") && /\.(md5sums|list|conffiles)$/.test(name)) continue;
-      const text = await read(`status.d/${name}`);
-      if (text === undefined) continue;
-      const pkg = toPackage(parseFields(text), name);
-      if (pkg) statusD.set(name, pkg);
-    }
+  if (layout === "status.d") {
     return new DpkgDatabase(root, "status.d", {
-      statusD,
+      statusD: await readStatusD(root, statusDNames),
       statusDNames: new Set(statusDNames),
       diversions,
       statOverrides,
@@ -331,6 +362,85 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
     "UNSUPPORTED_OS",
     `the image has neither ${DPKG_DIR}/status nor ${DPKG_DIR}/status.d: no dpkg database to update`,
   );
+}
+
+/**
+ * An installed package as resolvers, plans and version checks read it: its identity (values
+ * trimmed), its source package, and its whole stanza as a lookup.
+ */
+export interface InstalledPackage {
+  name: string;
+  version: string;
+  architecture: string;
+  /** Source package name (defaults to the binary name). */
+  source: string;
+  /** `want eflag state`; `install ok installed` for status.d stanzas that carry none. */
+  status: string;
+  paragraph: ControlParagraph;
+}
+
+/** The installed view (isInstalled, with a version) of database stanzas. */
+export function installedPackages(packages: Iterable<DatabasePackage>): InstalledPackage[] {
+  const out: InstalledPackage[] = [];
+  for (const pkg of packages) {
+    if (!isInstalled(pkg)) continue;
+    const paragraph = paragraphOf(pkg.fields);
+    const name = paragraph.get("package");
+    const version = paragraph.get("version");
+    if (!name || !version) continue;
+    const source = paragraph.get("source");
+    out.push({
+      name,
+      version,
+      architecture: paragraph.get("architecture") ?? "all",
+      source: source ? source.split(" ")[0]! : name,
+      status: paragraph.get("status") ?? "install ok installed",
+      paragraph,
+    });
+  }
+  return out;
+}
+
+/** Installed packages by name → version (the last stanza of a name wins). */
+export function installedVersions(packages: readonly InstalledPackage[]): Map<string, string> {
+  return new Map(packages.map((p) => [p.name, p.version]));
+}
+
+/** The installed packages of a classic status file's text. */
+export function installedFromStatus(text: string): InstalledPackage[] {
+  return installedPackages(statusSlots(text).slots.flatMap((s) => (s.pkg ? [s.pkg] : [])));
+}
+
+/**
+ * The installed packages of a database given as file contents (detection reads them from the
+ * image's layers): `status`'s text and status.d's files by name. Undefined when there is no database.
+ */
+export function installedFromFiles(
+  statusText: string | undefined,
+  statusD: ReadonlyMap<string, string>,
+): { layout: DatabaseLayout; packages: InstalledPackage[] } | undefined {
+  const layout = layoutOf(statusText, [...statusD.keys()]);
+  if (layout === "classic") return { layout, packages: installedFromStatus(statusText!) };
+  if (layout === undefined) return undefined;
+  const stanzas = [...statusD]
+    .filter(([name]) => isStatusDStanza(name))
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .flatMap(([name, text]) => toPackage(parseFields(text), name) ?? []);
+  return { layout, packages: installedPackages(stanzas) };
+}
+
+/**
+ * The installed packages under `root`, read as readDpkgDatabase reads them (inside the root,
+ * classic or status.d) but without the rest of the database: the cheap view for version checks.
+ * Undefined when the root has no dpkg database.
+ */
+export async function readInstalledPackages(root: string): Promise<InstalledPackage[] | undefined> {
+  const statusText = await readDatabaseFile(root, "status");
+  const statusDNames = await listNames(root, `${DPKG_DIR}/status.d`);
+  const layout = layoutOf(statusText, statusDNames);
+  if (layout === "classic") return installedFromStatus(statusText!);
+  if (layout === "status.d") return installedPackages((await readStatusD(root, statusDNames)).values());
+  return undefined;
 }
 
 interface ClassicState {

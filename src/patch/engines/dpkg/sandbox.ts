@@ -1,16 +1,16 @@
 import { constants } from "node:fs";
 import { copyFile, mkdir, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { installedVersions, readInstalledPackages } from "../../../distro/dpkg/database.ts";
 import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
 import type { PackageEntry } from "../../../distro/dpkg/packages-index.ts";
-import { parseDpkgStatus } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
 import {
   isValidPackageArchitecture,
   isValidPackageName,
   isValidPackageVersion,
 } from "../../../distro/package-syntax.ts";
-import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
+import { childPath } from "../../../distro/root-files.ts";
 import { SutureError } from "../../../errors/errors.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { withFileLock } from "../../../sandbox/file-lock.ts";
@@ -392,13 +392,13 @@ export function notReached(failed: readonly { name: string; reason: string }[]):
 export async function readInstalled(root: string): Promise<Map<string, string>> {
   // Resolved inside the image: after the image's apt and scripts ran, /var/lib/dpkg may be a
   // symlink they planted to a host path.
-  const bytes = await readFileInRoot(root, "/var/lib/dpkg/status");
-  if (!bytes)
+  const installed = await readInstalledPackages(root);
+  if (!installed)
     throw new SutureError(
       "PATCH_FAILED",
       "the image has no /var/lib/dpkg/status after apt ran: its package database is gone",
     );
-  return new Map(parseDpkgStatus(bytes.toString("utf8")).map((p) => [p.name, p.version]));
+  return installedVersions(installed);
 }
 
 function diffInstalled(

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parseAptPreferences } from "../../../../distro/dpkg/apt-preferences.ts";
+import { installedFromStatus } from "../../../../distro/dpkg/database.ts";
 import { makePackagesIndex, parsePackagesIndex } from "../../../../distro/dpkg/packages-index.ts";
 import { parseRelease } from "../../../../distro/dpkg/repository.ts";
-import { parseDpkgStatus } from "../../../../distro/dpkg/status.ts";
 import { resolveInstallSet } from "./install-set.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
@@ -24,7 +24,7 @@ const status = (fields: Record<string, string>) =>
     .join("\n")}\n`;
 
 // A miniature of bookworm: perl's binaries pin each other exactly; libssl3 is depended on with >=.
-const INSTALLED = parseDpkgStatus(
+const INSTALLED = installedFromStatus(
   [
     status({ Package: "perl-base", Version: "5.36.0-7+deb12u3", Essential: "yes" }),
     status({
@@ -113,7 +113,7 @@ test("held and missing targets fail with the fix; update-all skips held packages
 test("an installed package whose dependency the upgrade breaks, with no version that fixes it, fails the patch naming it", () => {
   const installed = [
     ...INSTALLED,
-    ...parseDpkgStatus(status({ Package: "needs-old", Version: "1", Depends: "libssl3 (<< 3.0.21)" })),
+    ...installedFromStatus(status({ Package: "needs-old", Version: "1", Depends: "libssl3 (<< 3.0.21)" })),
   ];
   const r = resolveInstallSet({
     installed,
@@ -188,7 +188,7 @@ test("backports and pins: targets and their dependencies take apt's candidates, 
 });
 
 test("update-all keeps back an upgrade whose Recommends would go unmet, as apt-get upgrade does (libapt-pkg6.0 with apt held)", () => {
-  const installed = parseDpkgStatus(
+  const installed = installedFromStatus(
     [
       status({
         Package: "apt",

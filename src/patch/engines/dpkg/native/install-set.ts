@@ -1,6 +1,6 @@
+import type { InstalledPackage } from "../../../../distro/dpkg/database.ts";
 import type { PackageEntry, PackagesIndex, Relation } from "../../../../distro/dpkg/packages-index.ts";
 import { entryParagraph, parseRelations } from "../../../../distro/dpkg/packages-index.ts";
-import type { InstalledPackage } from "../../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
 import { chooseVersion, type PackageTarget } from "../sandbox.ts";
 import { CandidatePolicy, describeVersion, pickCandidate } from "./policy.ts";

@@ -1,9 +1,13 @@
 import { join } from "node:path";
-import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../../distro/dpkg/database.ts";
+import {
+  type DpkgDatabase,
+  installedPackages,
+  installedVersions,
+  readDpkgDatabase,
+} from "../../../../distro/dpkg/database.ts";
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
-import type { InstalledPackage } from "../../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
 import type { OsRelease } from "../../../../distro/os-release.ts";
 import { type ProgressSink, withStep } from "../../../../progress/events.ts";
@@ -261,7 +265,7 @@ async function resolveFromRepositories(
       }),
   );
   return resolveInstallSet({
-    installed: installedPackages(db),
+    installed: installedPackages(db.packages),
     indexes: repositories.flatMap((r) => r.indexes),
     arch: options.arch,
     targets,
@@ -272,23 +276,7 @@ async function resolveFromRepositories(
 }
 
 function versions(db: DpkgDatabase): Map<string, string> {
-  return new Map(db.packages.filter(isInstalled).map((p) => [p.name, p.version]));
-}
-
-/** The resolver reads installed packages in status-file form. */
-function installedPackages(db: DpkgDatabase): InstalledPackage[] {
-  return db.packages.filter(isInstalled).map((p) => {
-    const paragraph = new Map(p.fields.map((f) => [f.name.toLowerCase(), f.value.trim()]));
-    const source = paragraph.get("source");
-    return {
-      name: p.name,
-      version: p.version,
-      architecture: p.architecture,
-      source: source ? source.split(" ")[0]! : p.name,
-      status: p.status ?? "install ok installed",
-      paragraph,
-    };
-  });
+  return installedVersions(installedPackages(db.packages));
 }
 
 /** `libssl3 postinst configure`, … → "postinst of libssl3, tzdata; …" (one line). */
