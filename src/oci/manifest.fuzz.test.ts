@@ -17,9 +17,9 @@ import { SutureError } from "../errors/errors.ts";
 import { parseReference } from "../ref/reference.ts";
 import { parseTransportReference } from "../ref/transport.ts";
 import { ArchiveManifestSchema, selectArchiveItem } from "../transports/archive/archive-manifest.ts";
-import { selectFromLayoutIndex } from "../transports/layout/select.ts";
 import { parseChallenges, pickChallenge } from "../transports/registry/challenge.ts";
 import { findCredentials } from "../transports/registry/credentials.ts";
+import { selectFromLayoutIndex } from "./layout-index.ts";
 import {
   ImageConfigSchema,
   ImageManifestSchema,

@@ -12,6 +12,7 @@ import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSource } from "../../image/source.ts";
+import { selectFromLayoutIndex } from "../../oci/layout-index.ts";
 import {
   type Descriptor,
   ImageConfigSchema,
@@ -25,7 +26,6 @@ import {
 } from "../../oci/manifest.ts";
 import { Annotation, isImageManifestMediaType, isIndexMediaType, MediaType } from "../../oci/media-types.ts";
 import type { ImageReference } from "../../ref/reference.ts";
-import { selectFromLayoutIndex } from "../layout/select.ts";
 import {
   type ArchiveItem,
   ArchiveManifestSchema,

@@ -6,6 +6,7 @@ import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
+import { selectFromLayoutIndex } from "../../oci/layout-index.ts";
 import {
   type Descriptor,
   type Index,
@@ -18,7 +19,6 @@ import { Annotation, isIndexMediaType, MediaType } from "../../oci/media-types.t
 import type { TransportOptions } from "../index.ts";
 import { streamToFile, WriteTracker, writeFileAtomic } from "./fs-atomic.ts";
 import { ociFormOf } from "./oci-convert.ts";
-import { selectFromLayoutIndex } from "./select.ts";
 
 /** Manifests and indexes are small; anything bigger than this is not one. */
 const MAX_MANIFEST_BYTES = 8 * 1024 * 1024;

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { isSutureError } from "../../errors/errors.ts";
-import type { Descriptor, Index } from "../../oci/manifest.ts";
-import { MediaType } from "../../oci/media-types.ts";
-import { layoutTags, selectFromLayoutIndex } from "./select.ts";
+import { isSutureError } from "../errors/errors.ts";
+import { layoutTags, selectFromLayoutIndex } from "./layout-index.ts";
+import type { Descriptor, Index } from "./manifest.ts";
+import { MediaType } from "./media-types.ts";
 
 const d = (n: string, tag?: string, extra: Partial<Descriptor> = {}): Descriptor => ({
   mediaType: MediaType.ociManifest,

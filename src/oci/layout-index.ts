@@ -1,6 +1,6 @@
-import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
-import type { Descriptor, Index } from "../../oci/manifest.ts";
-import { Annotation, isImageManifestMediaType, isIndexMediaType } from "../../oci/media-types.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
+import type { Descriptor, Index } from "./manifest.ts";
+import { Annotation, isImageManifestMediaType, isIndexMediaType } from "./media-types.ts";
 
 /** What an OCI layout's index.json names for a tag: one descriptor, or the index.json itself. */
 export type LayoutSelection = { kind: "descriptor"; descriptor: Descriptor } | { kind: "index" };
