@@ -309,3 +309,15 @@ function replaceAt(doc: unknown, path: JsonPath, value: unknown): unknown {
   } else parent[last] = value;
   return doc;
 }
+
+/** A deterministic PRNG (mulberry32) for tests that draw many cases: a failure reproduces. */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

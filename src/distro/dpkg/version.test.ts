@@ -5,23 +5,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
+import { seededRandom as rng } from "../../../test/fuzz/fuzz.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { compareDebVersions, formatDebVersion, isValidDebVersion, parseDebVersion } from "./version.ts";
 
 const run = promisify(execFile);
 const SHARED = join(import.meta.dirname, "../../../../shared/fixtures");
-
-/** Deterministic PRNG so a failure reproduces. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Ask the real dpkg: one shell per batch loops over the pairs (one dpkg exec per comparison
