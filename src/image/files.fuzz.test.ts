@@ -9,7 +9,7 @@ import {
   mutatedBytes,
   parsesOrFailsCleanlyAsync,
 } from "../../test/fuzz/fuzz.ts";
-import { encodeTarHeader, TAR_END, tarPadding } from "../archive/tar-write.ts";
+import { encodeTarHeader, TAR_END, tarPadding } from "../archive/tar/write.ts";
 import { SutureError } from "../errors/errors.ts";
 import { readImageFiles } from "./files.ts";
 import type { Image } from "./image.ts";
@@ -21,7 +21,7 @@ import type { Image } from "./image.ts";
 function file(name: string, content: string): Buffer {
   const body = Buffer.from(content);
   const header = encodeTarHeader({
-    name,
+    path: name,
     type: "file",
     mode: 0o644,
     uid: 0,
@@ -33,9 +33,9 @@ function file(name: string, content: string): Buffer {
 }
 
 const LAYER = Buffer.concat([
-  encodeTarHeader({ name: "etc", type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: 0 }),
+  encodeTarHeader({ path: "etc", type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: 0 }),
   encodeTarHeader({
-    name: "etc/os-release",
+    path: "etc/os-release",
     type: "symlink",
     linkname: "../usr/lib/os-release",
     mode: 0o777,

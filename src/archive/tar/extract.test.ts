@@ -12,11 +12,14 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { getAttributeSync } from "@napi-rs/xattr";
-import tar from "tar-stream";
-import { isSutureError } from "../errors/errors.ts";
-import { extractTar, normaliseEntryPath, readTar } from "./tar-extract.ts";
+import { isSutureError } from "../../errors/errors.ts";
+import { extractTar } from "./extract.ts";
+import { normaliseEntryPath } from "./member-path.ts";
+import { readTar } from "./read.ts";
+import { type TarWriteEntry, writeTar } from "./write.ts";
 
 // These tests create device nodes, set ownership and trusted.* xattrs: they need root, as suture does.
 
@@ -34,36 +37,42 @@ type Spec = {
   pax?: Record<string, string>;
 };
 
+const TYPES = {
+  file: "file",
+  directory: "directory",
+  symlink: "symlink",
+  link: "hardlink",
+  "character-device": "char",
+  "block-device": "block",
+  fifo: "fifo",
+} as const;
+
+/** An archive of `entries` from our writer; names are written exactly as given. */
 async function tarOf(entries: Spec[]): Promise<Buffer> {
-  const pack = tar.pack();
   const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? "file";
+  const written: TarWriteEntry[] = entries.map((e) => {
+    const type = TYPES[e.type ?? "file"];
     const content = Buffer.from(e.content ?? "");
-    const header = {
-      name: e.name,
+    const xattrs = new Map<string, Buffer>();
+    for (const [key, value] of Object.entries(e.pax ?? {}))
+      xattrs.set(key.replace(/^SCHILY\.xattr\./, ""), Buffer.from(value));
+    return {
+      // The writer adds a directory's trailing slash itself.
+      path: type === "directory" ? e.name.replace(/\/$/, "") : e.name,
       type,
       mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
       uid: e.uid ?? 0,
       gid: e.gid ?? 0,
-      mtime: new Date((e.mtime ?? 1_700_000_000) * 1000),
+      mtime: e.mtime ?? 1_700_000_000,
       linkname: e.linkname,
       devmajor: e.devmajor,
       devminor: e.devminor,
-      pax: e.pax,
-      size: type === "file" ? content.length : 0,
+      xattrs,
+      size: content.length,
+      body: () => Readable.from([content]),
     };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === "file") pack.entry(header, content, cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
+  });
+  for await (const c of writeTar(written)) chunks.push(c);
   return Buffer.concat(chunks);
 }
 
