@@ -16,7 +16,7 @@ import type { Image } from "./image.ts";
 
 // Property: OS detection reads /etc/os-release and the dpkg status straight out of the image's
 // layers; a corrupt or hostile layer yields the files it holds or one line of INVALID_ARCHIVE,
-// never tar-stream's or zlib's own exception.
+// never a tar library's or zlib's own exception.
 
 function file(name: string, content: string): Buffer {
   const body = Buffer.from(content);
@@ -80,7 +80,7 @@ test("readImageFiles: mutated plain and gzip layers yield files or one-line INVA
   );
 });
 
-test("regression: a layer with a corrupt tar header is INVALID_ARCHIVE, not tar-stream's error", async () => {
+test("regression: a layer with a corrupt tar header is INVALID_ARCHIVE, not a bare decoder error", async () => {
   const corrupt = Buffer.from(LAYER);
   corrupt.write("x", 148, "latin1"); // the checksum field
   await assert.rejects(

@@ -31,7 +31,7 @@ export interface TarWriteEntry
    * The body of a regular file, opened only when the writer reaches it. It must yield exactly
    * `size` bytes: more or fewer is an error (the file changed while it was archived).
    */
-  body?: () => Readable | AsyncIterable<Uint8Array>;
+  body?: () => Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 }
 
 const TYPEFLAG: Record<TarEntry["type"] | "pax", number> = {
