@@ -5,7 +5,7 @@
  */
 import { execFile } from "node:child_process";
 import type { TarEntryType } from "../../src/archive/tar/entry.ts";
-import { type TarWriteEntry, writeTar } from "../../src/archive/tar/write.ts";
+import { type TarWriteEntry, tarPadding, writeTar } from "../../src/archive/tar/write.ts";
 
 export interface EntrySpec {
   /** Written exactly as given (a directory's trailing `/` is optional). */
@@ -50,6 +50,39 @@ export async function tarOf(entries: EntrySpec[]): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of writeTar(written)) chunks.push(c);
   return Buffer.concat(chunks);
+}
+
+const BLOCK = 512;
+
+/**
+ * A raw ustar header block with a correct checksum, for header kinds our writer never emits (GNU
+ * long names `L`/`K`, global PAX `g`, volume labels); `gnu` writes GNU tar's magic.
+ */
+export function rawHeader(name: string, flag: string, size: number, gnu = false): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  b.write(name, 0, 100, "utf8");
+  b.write("0000644\0", 100, "latin1");
+  b.write("0000000\0", 108, "latin1");
+  b.write("0000000\0", 116, "latin1");
+  b.write(`${size.toString(8).padStart(11, "0")}\0`, 124, "latin1");
+  b.write("00000000000\0", 136, "latin1");
+  b.write(flag, 156, "latin1");
+  b.write(gnu ? "ustar  \0" : "ustar\x0000", 257, "latin1");
+  return fixChecksum(b);
+}
+
+/** Recompute a header block's checksum in place (after a test edited its fields). */
+export function fixChecksum(block: Buffer): Buffer {
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += block[i]!;
+  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+  return block;
+}
+
+/** A header followed by its data, padded to whole blocks. */
+export function withData(header: Buffer, data: Buffer): Buffer {
+  return Buffer.concat([header, data, tarPadding(data.length)]);
 }
 
 /** A member as Python's tarfile reads it. */

@@ -13,6 +13,7 @@ import {
   mutationArb,
   parsesOrFailsCleanlyAsync,
 } from "../../../test/fuzz/fuzz.ts";
+import { fixChecksum, rawHeader, withData } from "../../../test/lab/tar.ts";
 import { SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
 import { decompressAuto, sniffCompression } from "../compression.ts";
@@ -26,32 +27,6 @@ import { encodePaxRecords, encodeTarHeader, TAR_END, type TarWriteEntry, tarPadd
 // their root. Seeds are real archives from our writer plus hand-made GNU and PAX headers.
 
 const BLOCK = 512;
-
-/** A raw ustar header block with a correct checksum, for header kinds our writer never emits. */
-function rawHeader(name: string, flag: string, size: number, gnu = false): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  b.write(name, 0, 100, "utf8");
-  b.write("0000644\0", 100, "latin1");
-  b.write("0000000\0", 108, "latin1");
-  b.write("0000000\0", 116, "latin1");
-  b.write(`${size.toString(8).padStart(11, "0")}\0`, 124, "latin1");
-  b.write("00000000000\0", 136, "latin1");
-  b.write(flag, 156, "latin1");
-  b.write(gnu ? "ustar  \0" : "ustar\x0000", 257, "latin1");
-  return fixChecksum(b);
-}
-
-function fixChecksum(block: Buffer): Buffer {
-  block.fill(0x20, 148, 156);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += block[i]!;
-  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
-  return block;
-}
-
-function withData(header: Buffer, data: Buffer): Buffer {
-  return Buffer.concat([header, data, tarPadding(data.length)]);
-}
 
 function entry(e: Omit<TarWriteEntry, "uid" | "gid" | "mtime" | "mode"> & { content?: string }): Buffer {
   const content = Buffer.from(e.content ?? "");
