@@ -1,7 +1,7 @@
 import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts";
 import { type DecodeFormat, decompress } from "../../archive/compression.ts";
 import { ReadAhead } from "../../archive/read-ahead.ts";
-import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
+import { readTar, type TarMember } from "../../archive/tar/read.ts";
 import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
 import { checkPackageFields } from "../package-syntax.ts";
@@ -37,7 +37,7 @@ export interface DebPackage {
    * entry's body before asking for the next (see readTar). With `readAhead`, the first call
    * reads what was decompressed ahead.
    */
-  dataEntries(): AsyncGenerator<TarEntry>;
+  dataEntries(): AsyncGenerator<TarMember>;
   /** Stop a read-ahead that will not be consumed (see OpenDebOptions); harmless otherwise. */
   close(): Promise<void>;
 }
@@ -261,7 +261,7 @@ function namesTheFile(e: unknown): boolean {
 async function* readDataEntries(
   source: AsyncIterable<Buffer>,
   bad: (why: string, cause?: unknown) => SutureError,
-): AsyncGenerator<TarEntry> {
+): AsyncGenerator<TarMember> {
   try {
     yield* readTar(source);
   } catch (e) {
