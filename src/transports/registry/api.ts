@@ -1,5 +1,7 @@
 import { Readable, type TransformCallback } from "node:stream";
 import { describeCause, isSutureError, SutureError } from "../../errors/errors.ts";
+import { discard, type HttpResponse, header, headerValues, readCapped } from "../../http/request.ts";
+import { withRetries } from "../../http/retry.ts";
 import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
@@ -7,9 +9,7 @@ import { MediaType } from "../../oci/media-types.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { pullScope, pushScope } from "./auth.ts";
 import type { RegistryClient } from "./client.ts";
-import { discard, type HttpResponse, header, headerValues, readCapped } from "./http.ts";
-import { errorFromNetwork } from "./registry-errors.ts";
-import { withRetries } from "./retry.ts";
+import { answerTooLarge, errorFromNetwork } from "./registry-errors.ts";
 
 /** Every manifest type we can use, so the registry never down-converts to schema 1. */
 export const MANIFEST_ACCEPT = [
@@ -118,7 +118,7 @@ export async function getManifest(
     object: `manifest ${name}`,
     ok: [200],
   });
-  const bytes = await readCapped(res, MANIFEST_CAP, what);
+  const bytes = await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP));
   const mediaType = manifestMediaType(bytes, header(res, "content-type"), what);
   const digest = sha256Digest(bytes);
   if (byDigest) {
@@ -606,7 +606,11 @@ export async function listTags(
       object: `repository ${repository}`,
       ok: [200],
     });
-    const body = await readCapped(res, TAG_LIST_CAP, `tag list of ${repository}`);
+    const body = await readCapped(
+      res,
+      TAG_LIST_CAP,
+      answerTooLarge(`tag list of ${repository}`, TAG_LIST_CAP),
+    );
     let doc: { tags?: unknown };
     try {
       doc = JSON.parse(body.toString("utf8")) as typeof doc;
