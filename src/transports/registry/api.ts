@@ -109,16 +109,33 @@ export async function getManifest(
       `${what} claims ${options.descriptor!.size} bytes, more than the ${MANIFEST_CAP} a registry accepts for a manifest: the index naming it is broken or hostile`,
     );
   }
-  const res = await client.request({
-    method: "GET",
-    path: manifestPath(repository, reference),
-    headers: { accept: MANIFEST_ACCEPT },
-    scopes: options.scopes,
-    operation: options.operation,
-    object: `manifest ${name}`,
-    ok: [200],
-  });
-  const bytes = await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP));
+  // The body is read inside the retry loop: a connection that drops mid-manifest is retried like
+  // one that drops before the answer.
+  const { res, bytes } = await withRetries(
+    async () => {
+      const res = await client.request({
+        method: "GET",
+        path: manifestPath(repository, reference),
+        headers: { accept: MANIFEST_ACCEPT },
+        scopes: options.scopes,
+        operation: options.operation,
+        object: `manifest ${name}`,
+        ok: [200],
+        retry: false,
+      });
+      try {
+        return { res, bytes: await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP)) };
+      } catch (e) {
+        if (client.signal?.aborted)
+          throw new SutureError("CANCELLED", `${client.registry}: operation cancelled`);
+        throw isSutureError(e)
+          ? e
+          : errorFromNetwork(e, { registry: client.registry, operation: options.operation });
+      }
+    },
+    client.policy,
+    { signal: client.signal },
+  );
   const mediaType = manifestMediaType(bytes, header(res, "content-type"), what);
   const digest = sha256Digest(bytes);
   if (byDigest) {
