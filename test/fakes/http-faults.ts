@@ -4,13 +4,44 @@
  * truncating dispatcher in front of it drops a connection mid-body, which MockAgent cannot.
  * The real loopback servers (test/lab) stay the integration tier's.
  */
-import { Dispatcher, errors, MockAgent } from "undici";
+import { Dispatcher, errors, type Interceptable, MockAgent } from "undici";
 
 /** A MockAgent that refuses anything it has no interceptor for (never the network). */
 export function mockAgent(): MockAgent {
   const agent = new MockAgent();
   agent.disableNetConnect();
   return agent;
+}
+
+/** Answer every request for `path` with `statusCode`, counting them (a server that never recovers). */
+export function alwaysFail(pool: Interceptable, path: string, statusCode: number): { attempts: number } {
+  const count = { attempts: 0 };
+  pool
+    .intercept({ path })
+    .reply(() => {
+      count.attempts++;
+      return { statusCode, data: "" };
+    })
+    .persist();
+  return count;
+}
+
+/**
+ * A busy server: 429 with `Retry-After: 1` (seconds), then 503 with a Retry-After HTTP date 3 s
+ * from now (1-2 s after the second answer, as the date has whole seconds), then `body`. A client
+ * that honours both waits at least 2 s.
+ */
+export function busyThenOk(
+  pool: Interceptable,
+  path: string,
+  body: Buffer | string,
+  headers: Record<string, string> = {},
+): void {
+  pool.intercept({ path }).reply(429, "slow down", { headers: { "retry-after": "1" } });
+  pool
+    .intercept({ path })
+    .reply(503, "busy", { headers: { "retry-after": new Date(Date.now() + 3000).toUTCString() } });
+  pool.intercept({ path }).reply(200, body, { headers });
 }
 
 /** A connection reset as Node reports it (what a retry may cure). */

@@ -9,7 +9,13 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { connectionReset, mockAgent, TruncatingDispatcher } from "../../../test/fakes/http-faults.ts";
+import {
+  alwaysFail,
+  busyThenOk,
+  connectionReset,
+  mockAgent,
+  TruncatingDispatcher,
+} from "../../../test/fakes/http-faults.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { createHttpFetch, fetchBytes } from "./fetch.ts";
 import { downloadPackages } from "./fetch-debs.ts";
@@ -25,13 +31,9 @@ function setup() {
   return { agent, pool: agent.get(MIRROR), fetch: createHttpFetch({ dispatcher: agent }) };
 }
 
-test("503 and 429 with Retry-After (seconds, then an HTTP date) are waited out and retried", async () => {
+test("429 and 503 with Retry-After (seconds, then an HTTP date) are waited out and retried", async () => {
   const { pool, fetch } = setup();
-  pool.intercept({ path: IN_RELEASE }).reply(503, "busy", { headers: { "retry-after": "1" } });
-  pool
-    .intercept({ path: IN_RELEASE })
-    .reply(429, "slow down", { headers: { "retry-after": new Date(Date.now() + 3000).toUTCString() } });
-  pool.intercept({ path: IN_RELEASE }).reply(200, "signed release");
+  busyThenOk(pool, IN_RELEASE, "signed release");
   const started = Date.now();
   const got = await fetchBytes(fetch, url, fast);
   assert.equal(got.bytes.toString(), "signed release");
@@ -41,20 +43,13 @@ test("503 and 429 with Retry-After (seconds, then an HTTP date) are waited out a
 
 test("a retry budget used up on 503s fails with NETWORK naming the status, after exactly that many attempts", async () => {
   const { pool, fetch } = setup();
-  let attempts = 0;
-  pool
-    .intercept({ path: IN_RELEASE })
-    .reply(() => {
-      attempts++;
-      return { statusCode: 503, data: "" };
-    })
-    .persist();
+  const server = alwaysFail(pool, IN_RELEASE, 503);
   await assert.rejects(fetchBytes(fetch, url, { ...fast, retries: 2 }), (e: unknown) => {
     assert.ok(isSutureError(e, "NETWORK"), String(e));
     assert.match(e.message, /failed with HTTP 503: the server is having trouble/);
     return true;
   });
-  assert.equal(attempts, 3, "first attempt + 2 retries");
+  assert.equal(server.attempts, 3, "first attempt + 2 retries");
 });
 
 test("a connection reset is retried; a mirror that keeps resetting is a NETWORK error naming the cause", async () => {

@@ -8,7 +8,13 @@ import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { test } from "node:test";
 import type { Dispatcher } from "undici";
-import { connectionReset, mockAgent, TruncatingDispatcher } from "../../../test/fakes/http-faults.ts";
+import {
+  alwaysFail,
+  busyThenOk,
+  connectionReset,
+  mockAgent,
+  TruncatingDispatcher,
+} from "../../../test/fakes/http-faults.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { MediaType } from "../../oci/media-types.ts";
 import { getBlob, getManifest, MANIFEST_CAP } from "./api.ts";
@@ -48,11 +54,7 @@ function setup(options: { signal?: AbortSignal; dispatcher?: (agent: Dispatcher)
 
 test("429 and 503 with Retry-After (seconds, then an HTTP date) are waited out, then the manifest is read", async () => {
   const { pool, client } = setup();
-  pool.intercept({ path: MANIFEST_PATH }).reply(429, "", { headers: { "retry-after": "1" } });
-  pool
-    .intercept({ path: MANIFEST_PATH })
-    .reply(503, "", { headers: { "retry-after": new Date(Date.now() + 3000).toUTCString() } });
-  pool.intercept({ path: MANIFEST_PATH }).reply(200, manifest, { headers: manifestHeaders });
+  busyThenOk(pool, MANIFEST_PATH, manifest, manifestHeaders);
   const started = Date.now();
   const got = await getManifest(client, REPO, "v1", call);
   assert.deepEqual(got.bytes, manifest);
@@ -63,21 +65,14 @@ test("429 and 503 with Retry-After (seconds, then an HTTP date) are waited out, 
 
 test("a retry budget used up on 503s is a retryable REGISTRY error, after exactly the policy's attempts", async () => {
   const { pool, client } = setup();
-  let attempts = 0;
-  pool
-    .intercept({ path: MANIFEST_PATH })
-    .reply(() => {
-      attempts++;
-      return { statusCode: 503, data: "" };
-    })
-    .persist();
+  const server = alwaysFail(pool, MANIFEST_PATH, 503);
   await assert.rejects(getManifest(client, REPO, "v1", call), (e: unknown) => {
     assert.ok(isSutureError(e, "REGISTRY"), String(e));
     assert.match(e.message, /HTTP 503 Service Unavailable: the registry is having trouble; retry later/);
     assert.equal(e.retryable, true);
     return true;
   });
-  assert.equal(attempts, 3);
+  assert.equal(server.attempts, 3);
 });
 
 test("a Retry-After beyond what the policy waits for fails at once", async () => {
