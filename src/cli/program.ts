@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError } from "@commander-js/extra-typings";
 import { SutureError } from "../errors/errors.ts";
 import { registerCopy } from "./commands/copy.ts";
 import { registerInspect } from "./commands/inspect.ts";

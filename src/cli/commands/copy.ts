@@ -1,10 +1,10 @@
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import { copyImage } from "../../image/copy.ts";
 import { parsePlatform } from "../../oci/platform.ts";
 import { parseTransportReference } from "../../ref/transport.ts";
 import { openSink, openSource } from "../../transports/index.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
-import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
+import { addTransportOptions, transportOptionsFrom } from "../options.ts";
 
 export function registerCopy(program: Command): void {
   addTransportOptions(
@@ -19,7 +19,7 @@ export function registerCopy(program: Command): void {
         "--platform <platform>",
         "for destinations that hold one image (docker-archive, daemon): which platform",
       ),
-  ).action(async (src: string, dst: string, flags: CommonFlags) => {
+  ).action(async (src, dst, flags) => {
     const srcRef = parseTransportReference(src);
     const dstRef = parseTransportReference(dst);
     const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
