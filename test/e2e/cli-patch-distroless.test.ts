@@ -14,9 +14,9 @@ import { promisify } from "node:util";
 import { generateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
-import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
+import { validateOpenVex } from "../lab/openvex-schema.ts";
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

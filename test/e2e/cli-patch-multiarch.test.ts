@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { trivyReportFor } from "../lab/images.ts";
 import { labIndex } from "../lab/lab-index.ts";
+import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { buildRandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 
