@@ -11,9 +11,12 @@ function helpOf(command: string): string {
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = { stdout: "", stderr: "" };
   const saved = { stdout: process.stdout.write, stderr: process.stderr.write };
+  // The test runner's own messages to its parent pass through stdout too, as serialized binary:
+  // they go on to where they were going, only text is the CLI's.
   const capture = (stream: "stdout" | "stderr") =>
-    ((s: string) => {
-      out[stream] += s;
+    ((chunk: unknown, ...rest: unknown[]) => {
+      if (typeof chunk === "string") out[stream] += chunk;
+      else return (saved[stream] as (...a: unknown[]) => boolean).call(process[stream], chunk, ...rest);
       return true;
     }) as typeof process.stdout.write;
   process.stdout.write = capture("stdout");

@@ -1,7 +1,5 @@
 import { type Command, Option } from "@commander-js/extra-typings";
-import { type InspectResult, inspectSource } from "../../inspect/inspect.ts";
-import { parseTransportReference } from "../../ref/transport.ts";
-import { openSource } from "../../transports/index.ts";
+import { type InspectResult, inspectImage } from "../../index.ts";
 import { addTransportOptions, parsePlatformList, transportOptionsFrom } from "../options.ts";
 
 export function registerInspect(program: Command): void {
@@ -14,20 +12,16 @@ export function registerInspect(program: Command): void {
       .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
       .option("--no-layers", "read manifests and configs only (no OS or package detection)"),
   ).action(async (image, flags) => {
-    const options = transportOptionsFrom(flags);
-    const source = await openSource(parseTransportReference(image), options);
-    try {
-      const result = await inspectSource(source, {
-        platforms: parsePlatformList(flags.platform),
-        noLayers: !flags.layers,
-      });
-      options.finish();
-      process.stdout.write(
-        flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result),
-      );
-    } finally {
-      await source.close();
-    }
+    const { finish, ...transport } = transportOptionsFrom(flags);
+    const result = await inspectImage(image, {
+      ...transport,
+      platforms: parsePlatformList(flags.platform),
+      noLayers: !flags.layers,
+    });
+    finish();
+    process.stdout.write(
+      flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result),
+    );
   });
 }
 
