@@ -57,7 +57,7 @@ export function parseMirrors(values: string[]): Record<string, string> {
   return out;
 }
 
-/** `--engine`: chooseEngine (patch/platform.ts) decides what `auto` means per package manager. */
+/** `--engine`: what `auto` means, per package manager, is decided where the patch picks its engine. */
 const ENGINE_CHOICES = ["auto", "native", "sandbox"] as const satisfies readonly EngineChoice[];
 
 export function registerPatch(program: Command): void {
