@@ -2,12 +2,12 @@ import type { ProgressEvent, ProgressSink } from "../progress/events.ts";
 
 export type ProgressMode = "auto" | "plain" | "tty" | "json" | "quiet";
 
-export function parseProgressMode(value: string | undefined): ProgressMode {
-  const v = (value ?? "auto").toLowerCase();
-  if (v === "rawjson") return "json"; // copa's name for it
-  if (v === "auto" || v === "plain" || v === "tty" || v === "json" || v === "quiet") return v;
-  process.stderr.write(`warning: unknown --progress "${value}", using auto\n`);
-  return "auto";
+/** What `--progress` accepts: the modes, and copa's `rawjson` for json. */
+export const PROGRESS_CHOICES = ["auto", "plain", "tty", "json", "quiet", "rawjson"] as const;
+export type ProgressChoice = (typeof PROGRESS_CHOICES)[number];
+
+export function progressMode(choice: ProgressChoice): ProgressMode {
+  return choice === "rawjson" ? "json" : choice;
 }
 
 /**

@@ -3,7 +3,7 @@ import { chmod, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import type { PlannedUpdate, UpdatePlan } from "../report/plan.ts";
-import { formatPurl, nativeArch, ociPurl } from "./purl.ts";
+import { formatPurl, isPurlOfType, nativeArch, ociPurl } from "./purl.ts";
 import { type OpenVexDocument, OpenVexDocumentSchema, type OpenVexStatement } from "./schema.ts";
 
 export type { OpenVexDocument, OpenVexStatement } from "./schema.ts";
@@ -135,7 +135,7 @@ export function vulnerabilityIri(id: string): string | undefined {
  */
 export function subcomponentPurl(plan: UpdatePlan, u: PlannedUpdate): string {
   const type = u.packageType ?? "generic";
-  if (u.purl?.startsWith(`pkg:${type}/`) && !/\s/.test(u.purl)) return u.purl;
+  if (u.purl && !/\s/.test(u.purl) && isPurlOfType(u.purl, type)) return u.purl;
   const family = plan.os?.family || u.type || undefined;
   return formatPurl({
     type,

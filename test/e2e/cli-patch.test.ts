@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { validateOpenVex } from "../../src/vex/validate.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { startMirror } from "../lab/mirror.ts";
+import { validateOpenVex } from "../lab/openvex-schema.ts";
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");
