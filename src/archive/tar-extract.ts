@@ -48,6 +48,11 @@ export interface TarHeader {
   devminor: number;
   /** Extended attributes from `SCHILY.xattr.*` / `LIBARCHIVE.xattr.*` records, values as raw bytes. */
   xattrs: Map<string, Buffer>;
+  /**
+   * PAX records this reader does not interpret (e.g. apk's `APK-TOOLS.checksum.SHA1`), raw
+   * bytes by key; absent when there are none.
+   */
+  otherPax?: Map<string, Buffer>;
 }
 
 export interface TarEntry {
@@ -270,6 +275,9 @@ function applyPax(header: TarHeader, pax: Map<string, Buffer>): void {
         "INVALID_ARCHIVE",
         `tar member ${quoteUntrusted(header.path)} is a PAX sparse file, which layers must not contain: rebuild the layer without --sparse`,
       );
+    } else {
+      header.otherPax ??= new Map();
+      header.otherPax.set(key, raw);
     }
   }
   if (!Number.isSafeInteger(header.size)) {
