@@ -35,7 +35,15 @@ export interface SegmentFile {
 /** A PAX extended header block (typeflag `x`) with `records`. */
 function paxHeader(records: Record<string, string>): Buffer {
   const body = encodePaxRecords(new Map(Object.entries(records).map(([k, v]) => [k, Buffer.from(v)])));
-  const header = encodeTarHeader({ name: "PaxHeader", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 0, size: body.length });
+  const header = encodeTarHeader({
+    name: "PaxHeader",
+    type: "file",
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: 0,
+    size: body.length,
+  });
   header[156] = 0x78; // 'x'
   header.fill(0x20, 148, 156);
   let sum = 0;
@@ -77,7 +85,11 @@ export function gzip(bytes: Buffer): Buffer {
 }
 
 /** The gzip'd signature segment over `signed` (raw bytes), as abuild-sign writes it. */
-export function signatureMember(signed: Buffer, key: ApkTestKey, algorithm: "sha1" | "sha256" = "sha1"): Buffer {
+export function signatureMember(
+  signed: Buffer,
+  key: ApkTestKey,
+  algorithm: "sha1" | "sha256" = "sha1",
+): Buffer {
   const signature = sign(algorithm, signed, key.privateKey);
   const name = `.SIGN.${algorithm === "sha1" ? "RSA" : "RSA256"}.${key.name}`;
   return gzip(tarSegment([{ name, data: signature }], false));
@@ -128,7 +140,11 @@ export function buildApk(parts: ApkParts): BuiltApk {
     (f.type ?? "file") === "file" && !f.pax
       ? {
           ...f,
-          pax: { "APK-TOOLS.checksum.SHA1": createHash("sha1").update(Buffer.from(f.data ?? "")).digest("hex") },
+          pax: {
+            "APK-TOOLS.checksum.SHA1": createHash("sha1")
+              .update(Buffer.from(f.data ?? ""))
+              .digest("hex"),
+          },
         }
       : f,
   );

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, test } from "node:test";
-import { apkTestKey, buildApkIndex } from "../../../test/lab/apk.ts";
 import { minirootfs, readRootfsFiles } from "../../../test/lab/alpine-rootfs.ts";
+import { apkTestKey, buildApkIndex } from "../../../test/lab/apk.ts";
 import { isSutureError, type SutureError } from "../../errors/errors.ts";
 import { openApkIndex, parseApkIndex } from "./apkindex.ts";
 import { type ApkKeyring, apkKeyring } from "./signature.ts";
@@ -22,7 +22,10 @@ before(async () => {
     /^usr\/share\/apk\/keys\/[^/]+\.rsa\.pub$/.test(p),
   );
   const entries = [...files].map(([path, pem]) => ({ name: path.split("/").pop()!, pem }));
-  assert.ok(entries.some((e) => e.name === REAL_KEY), "the minirootfs ships the key that signed v3.16");
+  assert.ok(
+    entries.some((e) => e.name === REAL_KEY),
+    "the minirootfs ships the key that signed v3.16",
+  );
   alpineKeys = apkKeyring(entries, "alpine-minirootfs-3.20.3-aarch64");
   otherKeys = apkKeyring(
     entries.filter((e) => e.name !== REAL_KEY),
@@ -93,7 +96,10 @@ test("a tampered byte anywhere in the signed part of the real index is refused",
     tampered[at]! ^= 0x01;
     await assert.rejects(
       openApkIndex(tampered, alpineKeys, "v3.16/main/APKINDEX.tar.gz"),
-      rejects("UNTRUSTED", /v3\.16\/main\/APKINDEX\.tar\.gz has a signature by key "alpine-devel@lists\.alpinelinux\.org-6165ee59\.rsa\.pub" that does not verify/),
+      rejects(
+        "UNTRUSTED",
+        /v3\.16\/main\/APKINDEX\.tar\.gz has a signature by key "alpine-devel@lists\.alpinelinux\.org-6165ee59\.rsa\.pub" that does not verify/,
+      ),
     );
   }
   // Bytes appended after the signed part are signed content too (apk hashes to the end).
@@ -124,7 +130,8 @@ test("an unsigned index (the real one without its signature member) is refused",
 test("RSA256 (SHA-256) signatures verify; the same bytes under another key's name do not", async () => {
   const key = apkTestKey("suture-test-61a1.rsa.pub");
   const impostor = apkTestKey("suture-test-61a1.rsa.pub");
-  const text = "C:Q1iZ+C2JJdBlm2KKtAOkSkM7zZegY=\nP:demo\nV:1.0-r0\nA:x86_64\nS:10\nI:20\nD:!old-demo so:libc.musl-x86_64.so.1 musl>=1.2\n\n";
+  const text =
+    "C:Q1iZ+C2JJdBlm2KKtAOkSkM7zZegY=\nP:demo\nV:1.0-r0\nA:x86_64\nS:10\nI:20\nD:!old-demo so:libc.musl-x86_64.so.1 musl>=1.2\n\n";
   const ring = apkKeyring([{ name: key.name, pem: key.publicPem }], "test");
   const index = await openApkIndex(buildApkIndex(text, key, "sha256"), ring, "idx");
   assert.equal(index.signedBy, key.name);

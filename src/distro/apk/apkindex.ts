@@ -88,9 +88,13 @@ export async function openApkIndex(
         "TOO_LARGE",
         `${what} decompresses to more than ${formatBytes(maxIndexBytes)}, more than any apk repository's index`,
       );
-    throw new SutureError("INVALID_ARCHIVE", `${what}: its index cannot be decompressed (${describeCause(e)})`, {
-      cause: e,
-    });
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${what}: its index cannot be decompressed (${describeCause(e)})`,
+      {
+        cause: e,
+      },
+    );
   }
   let description: string | undefined;
   let text: string | undefined;
@@ -103,12 +107,19 @@ export async function openApkIndex(
       else if (entry.header.path === "APKINDEX") text = Buffer.concat(chunks).toString("utf8");
     }
   } catch (e) {
-    throw new SutureError("INVALID_ARCHIVE", `${what}: its index archive cannot be read (${describeCause(e)})`, {
-      cause: e,
-    });
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${what}: its index archive cannot be read (${describeCause(e)})`,
+      {
+        cause: e,
+      },
+    );
   }
   if (text === undefined)
-    throw new SutureError("INVALID_ARCHIVE", `${what} has no APKINDEX member: it is not an apk repository index`);
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${what} has no APKINDEX member: it is not an apk repository index`,
+    );
   const index: ApkIndex = { packages: parseApkIndex(text, what), signedBy };
   if (description !== undefined) index.description = description.slice(0, 200);
   return index;

@@ -157,7 +157,11 @@ function apkNumber(value: string, where: string, field: string): number {
  * package-syntax's apk rules; a missing name or version, a malformed number, checksum or
  * dependency is INVALID_ARCHIVE naming `where` and the package. `fix` ends identity errors.
  */
-export function packageInfoFromFields(fields: readonly ApkField[], where: string, fix: string): ApkPackageInfo {
+export function packageInfoFromFields(
+  fields: readonly ApkField[],
+  where: string,
+  fix: string,
+): ApkPackageInfo {
   const get = (letter: string) => {
     const values = fields.filter(([l]) => l === letter);
     // apk keeps the last of repeated lines; a record that names two identities is not one
@@ -171,12 +175,21 @@ export function packageInfoFromFields(fields: readonly ApkField[], where: string
   };
   const name = get("P");
   const version = get("V");
-  if (name === undefined) throw new SutureError("INVALID_ARCHIVE", `${where} has a package without P: (name)`);
+  if (name === undefined)
+    throw new SutureError("INVALID_ARCHIVE", `${where} has a package without P: (name)`);
   if (version === undefined)
-    throw new SutureError("INVALID_ARCHIVE", `${where} has package ${quoteUntrusted(name)} without V: (version)`);
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${where} has package ${quoteUntrusted(name)} without V: (version)`,
+    );
   const arch = get("A");
   get("C");
-  checkPackageFields("apk", { name, versionText: version, ...(arch === undefined ? {} : { architecture: arch }) }, where, fix);
+  checkPackageFields(
+    "apk",
+    { name, versionText: version, ...(arch === undefined ? {} : { architecture: arch }) },
+    where,
+    fix,
+  );
   const what = `${where} package ${name} ${version}`;
   const info: ApkPackageInfo = { name, version, depends: [], provides: [], installIf: [], replaces: [] };
   if (arch !== undefined) info.arch = arch;
@@ -184,7 +197,10 @@ export function packageInfoFromFields(fields: readonly ApkField[], where: string
     switch (letter) {
       case "C":
         if (!APK_CHECKSUM.test(value))
-          throw new SutureError("INVALID_ARCHIVE", `${what} has a malformed C: checksum ${quoteUntrusted(value)}`);
+          throw new SutureError(
+            "INVALID_ARCHIVE",
+            `${what} has a malformed C: checksum ${quoteUntrusted(value)}`,
+          );
         info.checksum = value;
         break;
       case "S":

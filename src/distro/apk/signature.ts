@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject, constants as cryptoConstants, verify } from "node:crypto";
+import { createPublicKey, constants as cryptoConstants, type KeyObject, verify } from "node:crypto";
 import { readTar } from "../../archive/tar-extract.ts";
 import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 
@@ -34,7 +34,10 @@ export function isValidApkKeyName(name: string): boolean {
  * A keyring from apk public key files (`NAME.rsa.pub`, PEM). Throws UNTRUSTED naming the file
  * when one is not an RSA public key. `source` says where the files came from, for messages.
  */
-export function apkKeyring(files: Iterable<{ name: string; pem: Uint8Array | string }>, source: string): ApkKeyring {
+export function apkKeyring(
+  files: Iterable<{ name: string; pem: Uint8Array | string }>,
+  source: string,
+): ApkKeyring {
   const keys = new Map<string, KeyObject>();
   for (const { name, pem } of files) {
     if (!isValidApkKeyName(name))
@@ -95,13 +98,21 @@ export async function readApkSignatures(segment: Buffer, what: string): Promise<
           "INVALID_ARCHIVE",
           `${what}: signature ${quoteUntrusted(entry.header.path)} names no valid key file`,
         );
-      out.push({ keyName: m[2]!, algorithm: m[1] === "RSA" ? "sha1" : "sha256", signature: Buffer.concat(chunks) });
+      out.push({
+        keyName: m[2]!,
+        algorithm: m[1] === "RSA" ? "sha1" : "sha256",
+        signature: Buffer.concat(chunks),
+      });
     }
   } catch (e) {
     if (e instanceof SutureError && e.message.startsWith(what)) throw e;
-    throw new SutureError("INVALID_ARCHIVE", `${what}: its signature segment cannot be read (${describeCause(e)})`, {
-      cause: e,
-    });
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${what}: its signature segment cannot be read (${describeCause(e)})`,
+      {
+        cause: e,
+      },
+    );
   }
   return out;
 }
