@@ -302,7 +302,11 @@ export async function openApk(path: string, options: OpenApkOptions = {}): Promi
       try {
         for await (const entry of readTar(tarBytes)) yield withChecksum(entry, bad);
       } catch (e) {
-        if (isSutureError(e) && (e.code === "TOO_LARGE" || e.message.startsWith(path))) throw e;
+        if (isSutureError(e, "TOO_LARGE")) throw e;
+        // Data that does not decompress or untar is most likely data that was changed: say so
+        // when its hash shows it, rather than blame the format.
+        await pkg.checkData();
+        if (isSutureError(e) && e.message.startsWith(path)) throw e;
         throw bad(`its data archive cannot be read (${describeCause(e)})`, e);
       } finally {
         raw.destroy();
