@@ -287,27 +287,55 @@ export async function openApk(path: string, options: OpenApkOptions = {}): Promi
       const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
       raw.on("error", (e) => gunzip.destroy(e));
       raw.pipe(gunzip);
+      // Data that does not decompress or untar is most likely data that was changed: say so when
+      // its hash shows it, rather than blame the format. Errors surface while headers are read
+      // and while the consumer reads a body, so both paths go through here.
+      let explained: SutureError | undefined;
+      const explain = async (e: unknown): Promise<SutureError> => {
+        if (explained) return explained;
+        if (isSutureError(e, "TOO_LARGE")) return (explained = e);
+        try {
+          await pkg.checkData();
+        } catch (mismatch) {
+          return (explained = mismatch as SutureError);
+        }
+        return (explained = bad(`its data archive cannot be read (${describeCause(e)})`, e));
+      };
       let unpacked = 0;
       const tarBytes = (async function* () {
-        for await (const c of gunzip as Readable) {
-          unpacked += (c as Buffer).length;
-          if (unpacked > maxUnpackedBytes)
-            throw new SutureError(
-              "TOO_LARGE",
-              `${path}: its data archive unpacks to more than the ${formatBytes(maxUnpackedBytes)} accepted`,
-            );
-          yield c as Buffer;
+        try {
+          for await (const c of gunzip as Readable) {
+            unpacked += (c as Buffer).length;
+            if (unpacked > maxUnpackedBytes)
+              throw new SutureError(
+                "TOO_LARGE",
+                `${path}: its data archive unpacks to more than the ${formatBytes(maxUnpackedBytes)} accepted`,
+              );
+            yield c as Buffer;
+          }
+        } catch (e) {
+          throw await explain(e);
         }
       })();
       try {
-        for await (const entry of readTar(tarBytes)) yield withChecksum(entry, bad);
+        for await (const entry of readTar(tarBytes)) {
+          const body = entry.body;
+          yield withChecksum(
+            {
+              header: entry.header,
+              body: (async function* () {
+                try {
+                  yield* body;
+                } catch (e) {
+                  throw await explain(e);
+                }
+              })(),
+            },
+            bad,
+          );
+        }
       } catch (e) {
-        if (isSutureError(e, "TOO_LARGE")) throw e;
-        // Data that does not decompress or untar is most likely data that was changed: say so
-        // when its hash shows it, rather than blame the format.
-        await pkg.checkData();
-        if (isSutureError(e) && e.message.startsWith(path)) throw e;
-        throw bad(`its data archive cannot be read (${describeCause(e)})`, e);
+        throw await explain(e);
       } finally {
         raw.destroy();
         gunzip.destroy();
