@@ -155,7 +155,7 @@ test("index entries with hostile identity fields, no checksum or bad dependencie
     [entry("P:demo\nD:foo=1/../x"), /dependency "foo=1\/..\/x" that has an invalid version/],
     ["C:Q1iZ+C2JJdBlm2KKtAOkSkM7zZegY=\nP:demo\nV:1;rm\n", /package version "1;rm"/],
     [entry("P:demo\nS:-1"), /S: "-1", which is not a non-negative integer/],
-    [entry("P:demo\nC:not-a-checksum"), /malformed C: checksum/],
+    ["C:not-a-checksum\nP:demo\nV:1.0-r0\n", /malformed C: checksum "not-a-checksum"/],
     ["P:demo\nV:1.0-r0\n", /without a C: checksum/],
     ["P:demo\nV 1.0\n", /line 2 "V 1.0" is not an apk field/],
   ];

@@ -292,14 +292,17 @@ export async function openApk(path: string, options: OpenApkOptions = {}): Promi
       // and while the consumer reads a body, so both paths go through here.
       let explained: SutureError | undefined;
       const explain = async (e: unknown): Promise<SutureError> => {
-        if (explained) return explained;
-        if (isSutureError(e, "TOO_LARGE")) return (explained = e);
+        if (!explained) explained = await explanation(e);
+        return explained;
+      };
+      const explanation = async (e: unknown): Promise<SutureError> => {
+        if (isSutureError(e, "TOO_LARGE")) return e;
         try {
           await pkg.checkData();
         } catch (mismatch) {
-          return (explained = mismatch as SutureError);
+          return mismatch as SutureError;
         }
-        return (explained = bad(`its data archive cannot be read (${describeCause(e)})`, e));
+        return bad(`its data archive cannot be read (${describeCause(e)})`, e);
       };
       let unpacked = 0;
       const tarBytes = (async function* () {
