@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, test } from "node:test";
+import { cleanFailure } from "../../../test/fuzz/fuzz.ts";
 import { minirootfs, readRootfsFiles } from "../../../test/lab/alpine-rootfs.ts";
-import { isSutureError, type SutureError } from "../../errors/errors.ts";
 import {
   type InstalledPackage,
   installedPackage,
@@ -26,16 +26,6 @@ before(async () => {
 
 function versions(pkgs: InstalledPackage[]): Record<string, string> {
   return Object.fromEntries(pkgs.map((p) => [p.info.name, p.info.version]));
-}
-
-function rejects(pattern: RegExp) {
-  return (e: unknown) => {
-    assert.ok(isSutureError(e), String(e));
-    assert.equal((e as SutureError).code, "INVALID_ARCHIVE", (e as Error).message);
-    assert.match((e as Error).message, pattern);
-    assert.doesNotMatch((e as Error).message, /\n/);
-    return true;
-  };
 }
 
 test("real installed databases round-trip byte for byte (apk-real, 3.20.3 and edge minirootfs)", () => {
@@ -137,7 +127,8 @@ test("hostile or damaged databases are refused with one line naming the line and
     ],
     [`${head}garbage\n`, /line 5 "garbage" is not an apk field/],
   ];
-  for (const [text, pattern] of cases) assert.throws(() => parseInstalledDb(text), rejects(pattern), text);
+  for (const [text, pattern] of cases)
+    assert.throws(() => parseInstalledDb(text), cleanFailure("INVALID_ARCHIVE", pattern), text);
 });
 
 test("M:/a: with an xattr checksum and root-dir files parse and write back", () => {
