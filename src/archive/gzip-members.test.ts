@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -69,4 +70,14 @@ test("corrupt, truncated, oversized and non-gzip members fail with one line", ()
   ];
   for (const [bytes, code, pattern] of cases)
     assert.throws(() => readGzipMember(bytes, 0, 1024, "what"), fails(code, pattern));
+});
+
+test("a member that runs past the end of a prefix read is TOO_LARGE, of a whole input truncated", () => {
+  const big = zlib.gzipSync(randomBytes(20_000));
+  const prefix = big.subarray(0, 1000);
+  assert.throws(
+    () => readGzipMember(prefix, 0, 1 << 20, "w", true),
+    fails("TOO_LARGE", /does not end within the first 1000 bytes/),
+  );
+  assert.throws(() => readGzipMember(prefix, 0, 1 << 20, "w"), fails("INVALID_ARCHIVE", /is truncated/));
 });

@@ -26,20 +26,34 @@ const RESERVED_FLAGS = 0xe0;
 /**
  * Read the gzip member starting at `start` in `bytes` (RFC 1952: header, one deflate stream,
  * CRC32 and size trailer). Its decompressed size may not exceed `maxOutput` (TOO_LARGE); a
- * malformed, truncated or corrupt member is INVALID_ARCHIVE. Messages start with `what`.
+ * malformed, truncated or corrupt member is INVALID_ARCHIVE. `bytesArePrefix`: `bytes` is only
+ * the beginning of the input, so a member running past its end is TOO_LARGE (longer than the
+ * caller reads), not truncated. Messages start with `what`.
  */
-export function readGzipMember(bytes: Buffer, start: number, maxOutput: number, what: string): GzipMember {
+export function readGzipMember(
+  bytes: Buffer,
+  start: number,
+  maxOutput: number,
+  what: string,
+  bytesArePrefix = false,
+): GzipMember {
   const bad = (why: string, cause?: unknown) =>
     new SutureError("INVALID_ARCHIVE", `${what}: ${why}`, cause === undefined ? {} : { cause });
-  if (bytes.length - start < 18) throw bad(`gzip member at byte ${start} is truncated`);
-  if (bytes[start] !== 0x1f || bytes[start + 1] !== 0x8b)
-    throw bad(`no gzip member starts at byte ${start}`);
+  const truncated = (cause?: unknown) =>
+    bytesArePrefix
+      ? new SutureError(
+          "TOO_LARGE",
+          `${what}: gzip member at byte ${start} does not end within the first ${formatBytes(bytes.length)}, more than such a member ever takes`,
+        )
+      : bad(`gzip member at byte ${start} is truncated`, cause);
+  if (bytes.length - start < 18) throw truncated();
+  if (bytes[start] !== 0x1f || bytes[start + 1] !== 0x8b) throw bad(`no gzip member starts at byte ${start}`);
   if (bytes[start + 2] !== 8) throw bad(`gzip member at byte ${start} is not deflate-compressed`);
   const flags = bytes[start + 3]!;
   if (flags & RESERVED_FLAGS) throw bad(`gzip member at byte ${start} has reserved header flags set`);
   let pos = start + 10;
   const need = (n: number) => {
-    if (pos + n > bytes.length) throw bad(`gzip member at byte ${start} has a truncated header`);
+    if (pos + n > bytes.length) throw truncated();
   };
   if (flags & FEXTRA) {
     need(2);
@@ -68,10 +82,12 @@ export function readGzipMember(bytes: Buffer, start: number, maxOutput: number, 
         "TOO_LARGE",
         `${what}: gzip member at byte ${start} decompresses to more than ${formatBytes(maxOutput)}, more than such a member ever holds`,
       );
+    // zlib's code for a deflate stream that stops before its end.
+    if ((e as NodeJS.ErrnoException).code === "Z_BUF_ERROR") throw truncated(e);
     throw bad(`gzip member at byte ${start} cannot be decompressed (${describeCause(e)})`, e);
   }
   const trailer = pos + inflated.engine.bytesWritten;
-  if (trailer + 8 > bytes.length) throw bad(`gzip member at byte ${start} is truncated`);
+  if (trailer + 8 > bytes.length) throw truncated();
   const data = inflated.buffer;
   if (bytes.readUInt32LE(trailer) !== zlib.crc32(data))
     throw bad(`gzip member at byte ${start} fails its CRC32 check`);

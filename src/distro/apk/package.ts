@@ -188,17 +188,12 @@ export async function openApk(path: string, options: OpenApkOptions = {}): Promi
   }
   const headIsWhole = head.length === fileSize;
   const member = (start: number, max: number, what: string): GzipMember => {
+    const prefix = `${path} ${what}`;
     try {
-      return readGzipMember(head, start, max, `${path} ${what}`);
+      return readGzipMember(head, start, max, prefix, !headIsWhole);
     } catch (e) {
-      if (isSutureError(e, "INVALID_ARCHIVE") && !headIsWhole && /truncated|unexpected end/.test(e.message))
-        throw new SutureError(
-          "TOO_LARGE",
-          `${path}: its ${what} does not end within the first ${formatBytes(MAX_HEAD_BYTES)}, more than any real package's: ${FIX}`,
-        );
-      if (isSutureError(e, "INVALID_ARCHIVE"))
-        throw bad(`its ${what} is not a gzip member (${e.message.slice(path.length + what.length + 3)})`, e);
-      throw e;
+      if (!isSutureError(e, "INVALID_ARCHIVE")) throw e;
+      throw bad(`its ${what} is not a gzip member (${e.message.slice(prefix.length + 2)})`, e);
     }
   };
 
