@@ -221,23 +221,24 @@ export async function openApk(path: string, options: OpenApkOptions = {}): Promi
       `${path}: its data archive is ${formatBytes(dataSize)}, more than the ${formatBytes(maxDataBytes)} accepted`,
     );
 
-  let pkginfoText: string | undefined;
-  const scripts = new Map<ApkScriptName, Buffer>();
+  const members: { path: string; type: string; data: Buffer }[] = [];
   try {
     for await (const entry of readTar([control.data])) {
-      const name = entry.header.path;
       const chunks: Buffer[] = [];
       for await (const c of entry.body) chunks.push(c);
-      if (entry.header.type !== "file" || !name.startsWith(".") || name.includes("/"))
-        throw bad(`control segment member ${quoteUntrusted(name)} is not a top-level control file`);
-      if (name === ".PKGINFO") pkginfoText = Buffer.concat(chunks).toString("utf8");
-      else if ((APK_SCRIPT_NAMES as readonly string[]).includes(name))
-        scripts.set(name as ApkScriptName, Buffer.concat(chunks));
-      // Other dot-files (.SIGN.* in a control segment, future additions) are ignored, as by apk.
+      members.push({ path: entry.header.path, type: entry.header.type, data: Buffer.concat(chunks) });
     }
   } catch (e) {
-    if (isSutureError(e) && e.message.startsWith(path)) throw e;
     throw bad(`its control segment cannot be read (${describeCause(e)})`, e);
+  }
+  let pkginfoText: string | undefined;
+  const scripts = new Map<ApkScriptName, Buffer>();
+  for (const { path: name, type, data } of members) {
+    if (type !== "file" || !name.startsWith(".") || name.includes("/"))
+      throw bad(`control segment member ${quoteUntrusted(name)} is not a top-level control file`);
+    if (name === ".PKGINFO") pkginfoText = data.toString("utf8");
+    else if ((APK_SCRIPT_NAMES as readonly string[]).includes(name)) scripts.set(name as ApkScriptName, data);
+    // Other dot-files (.SIGN.* in a control segment, future additions) are ignored, as by apk.
   }
   if (pkginfoText === undefined) throw bad("its control segment has no .PKGINFO");
   const { info, datahash, triggers } = parsePkginfo(pkginfoText, path);

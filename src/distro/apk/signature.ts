@@ -76,36 +76,21 @@ export function mergeApkKeyrings(rings: readonly ApkKeyring[]): ApkKeyring {
  * signature members are INVALID_ARCHIVE, messages starting with `what`.
  */
 export async function readApkSignatures(segment: Buffer, what: string): Promise<ApkSignature[]> {
-  const out: ApkSignature[] = [];
+  const files: { path: string; type: string; data: Buffer }[] = [];
+  let oversized: string | undefined;
   try {
     for await (const entry of readTar([segment])) {
-      const m = /^\.SIGN\.(RSA|RSA256|DSA)\.(.*)$/s.exec(entry.header.path);
-      if (!m) break;
+      if (!entry.header.path.startsWith(".SIGN.")) break;
       const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const c of entry.body) {
-        size += c.length;
-        if (size > MAX_SIGNATURE_BYTES)
-          throw new SutureError(
-            "INVALID_ARCHIVE",
-            `${what}: signature ${quoteUntrusted(entry.header.path)} is larger than any RSA signature`,
-          );
-        chunks.push(c);
+      for await (const c of entry.body) chunks.push(c);
+      const data = Buffer.concat(chunks);
+      if (data.length > MAX_SIGNATURE_BYTES) {
+        oversized = entry.header.path;
+        break;
       }
-      if (entry.header.type !== "file" || m[1] === "DSA") continue; // apk-tools 2 ignores what it cannot check
-      if (!isValidApkKeyName(m[2]!))
-        throw new SutureError(
-          "INVALID_ARCHIVE",
-          `${what}: signature ${quoteUntrusted(entry.header.path)} names no valid key file`,
-        );
-      out.push({
-        keyName: m[2]!,
-        algorithm: m[1] === "RSA" ? "sha1" : "sha256",
-        signature: Buffer.concat(chunks),
-      });
+      files.push({ path: entry.header.path, type: entry.header.type, data });
     }
   } catch (e) {
-    if (e instanceof SutureError && e.message.startsWith(what)) throw e;
     throw new SutureError(
       "INVALID_ARCHIVE",
       `${what}: its signature segment cannot be read (${describeCause(e)})`,
@@ -113,6 +98,22 @@ export async function readApkSignatures(segment: Buffer, what: string): Promise<
         cause: e,
       },
     );
+  }
+  if (oversized !== undefined)
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `${what}: signature ${quoteUntrusted(oversized)} is larger than any RSA signature`,
+    );
+  const out: ApkSignature[] = [];
+  for (const { path, type, data } of files) {
+    const m = /^\.SIGN\.(RSA|RSA256|DSA)\.(.*)$/s.exec(path);
+    if (!m || type !== "file" || m[1] === "DSA") continue; // apk-tools 2 skips what it cannot check
+    if (!isValidApkKeyName(m[2]!))
+      throw new SutureError(
+        "INVALID_ARCHIVE",
+        `${what}: signature ${quoteUntrusted(path)} names no valid key file`,
+      );
+    out.push({ keyName: m[2]!, algorithm: m[1] === "RSA" ? "sha1" : "sha256", signature: data });
   }
   return out;
 }
