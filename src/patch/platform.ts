@@ -8,8 +8,8 @@ import {
   formatDeb822Sources,
   readAptSources,
 } from "../distro/dpkg/sources.ts";
-import { listDirInRoot, readFileInRoot, resolveInRoot } from "../distro/root-files.ts";
 import { SutureError } from "../errors/errors.ts";
+import { listDirInRoot, readFileInRoot, resolveInRoot } from "../fs/in-root.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
 import { buildPatchLayer } from "../layer/patch-layer.ts";
 import { editImage, removeTopLayers } from "../mutate/mutate.ts";

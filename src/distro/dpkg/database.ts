@@ -3,8 +3,8 @@ import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { childPath, resolveInRoot } from "../../fs/in-root.ts";
 import { checkPackageFields } from "../package-syntax.ts";
-import { childPath, resolveInRoot } from "../root-files.ts";
 
 /**
  * An image's dpkg database, read into memory and written back the way dpkg writes it. Two layouts:

@@ -10,8 +10,8 @@ import {
   isValidPackageName,
   isValidPackageVersion,
 } from "../../../distro/package-syntax.ts";
-import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
 import { SutureError } from "../../../errors/errors.ts";
+import { childPath, readFileInRoot } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { withFileLock } from "../../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../../sandbox/runtime.ts";
