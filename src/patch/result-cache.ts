@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { placeDirectory } from "../fs/atomic.ts";
 
 /**
  * Patch layers kept for a second patch of the same base: the native engine's result is a function
@@ -89,8 +90,7 @@ export async function storeCachedPatch(
   try {
     await link(layerFile, join(tmp, "layer")).catch(() => copyFile(layerFile, join(tmp, "layer")));
     await writeFile(join(tmp, "meta.json"), JSON.stringify(meta));
-    await rm(final, { recursive: true, force: true });
-    await rename(tmp, final);
+    await placeDirectory(tmp, final);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

@@ -1,8 +1,7 @@
-import { randomBytes } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { describeCause, SutureError } from "../../errors/errors.ts";
+import { writeFileAtomic } from "../../fs/atomic.ts";
 import { childPath, resolveInRoot } from "../../fs/in-root.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 
@@ -675,22 +674,10 @@ async function listNames(root: string, path: string): Promise<string[]> {
  * so an existing symlink at `path` is replaced rather than followed.
  */
 export async function writeFileReplacing(path: string, data: Buffer, mode: number): Promise<void> {
-  const tmp = `${path}.suture-${randomBytes(4).toString("hex")}`;
-  const fh = await open(
-    tmp,
-    fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW,
+  await writeFileAtomic(path, data, {
     mode,
-  );
-  try {
-    await fh.writeFile(data);
-    await fh.chmod(mode);
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw new SutureError("IO", `cannot replace ${path}: ${describeCause(e)}`, { cause: e });
-  }
+    exactMode: true,
+    fsync: false,
+    failure: `cannot replace ${path}`,
+  });
 }

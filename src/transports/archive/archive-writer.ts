@@ -9,8 +9,10 @@ import zlib from "node:zlib";
 import tar from "tar-stream";
 import { sniffCompression } from "../../archive/compression.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
+import { placeFile, streamToFile, tempPathBeside } from "../../fs/atomic.ts";
 import { DigestingStream, digestHex, VerifyingStream, verifyBytes } from "../../image/digest.ts";
 import type { ImageSink, WriteBlobOptions } from "../../image/source.ts";
+import { WriteTracker } from "../../image/write-tracker.ts";
 import {
   ImageConfigSchema,
   type ImageManifest,
@@ -21,7 +23,6 @@ import {
 import { isImageManifestMediaType, layerCompression } from "../../oci/media-types.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { familiarName, type ImageReference } from "../../ref/reference.ts";
-import { streamToFile, tempPathBeside, WriteTracker } from "../layout/fs-atomic.ts";
 import { repoTagFor } from "./archive-manifest.ts";
 
 interface SpooledLayer {
@@ -326,12 +327,7 @@ export class ArchiveFileSink implements ImageSink {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
-    try {
-      await rename(tmp, this.#file);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => {});
-      throw asSutureError(e, "IO", `cannot write ${this.#file}`);
-    }
+    await placeFile(tmp, this.#file);
     await this.#spool.cleanup();
   }
 

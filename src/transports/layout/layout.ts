@@ -1,11 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readdir, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rm, rmdir, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { PassThrough, pipeline, type Readable } from "node:stream";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
+import { placeFile, streamToFile, writeFileAtomic } from "../../fs/atomic.ts";
 import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
+import { WriteTracker } from "../../image/write-tracker.ts";
 import {
   type Descriptor,
   type Index,
@@ -16,7 +18,6 @@ import {
 } from "../../oci/manifest.ts";
 import { Annotation, isIndexMediaType, MediaType } from "../../oci/media-types.ts";
 import type { TransportOptions } from "../index.ts";
-import { streamToFile, WriteTracker, writeFileAtomic } from "./fs-atomic.ts";
 import { ociFormOf } from "./oci-convert.ts";
 import { selectFromLayoutIndex } from "./select.ts";
 
@@ -357,13 +358,7 @@ class LayoutSink implements ImageSink {
   }
 
   async #place(tmp: string, digest: string): Promise<void> {
-    const path = layoutBlobPath(this.#dir, digest);
-    try {
-      await rename(tmp, path);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => {});
-      throw asSutureError(e, "IO", `cannot write ${path}`);
-    }
+    await placeFile(tmp, layoutBlobPath(this.#dir, digest));
     this.#added.add(digest);
   }
 

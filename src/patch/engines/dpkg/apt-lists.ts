@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { mkdir, open, readdir, rename, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
@@ -14,6 +14,7 @@ import {
   fileAccessFromRoot,
   readAptSources,
 } from "../../../distro/dpkg/sources.ts";
+import { placeDirectory } from "../../../fs/atomic.ts";
 import { bytesChecksum, type ExpectedChecksum } from "../../../trust/checksum.ts";
 import { imageKeyringProvider, type Keyring } from "../../../trust/keyring.ts";
 import { verifyClearsigned, verifyDetached } from "../../../trust/signature.ts";
@@ -346,21 +347,11 @@ export async function seedLists(cacheDir: string, privateDir: string, trust: Lis
  */
 export async function saveLists(lists: ReadonlyMap<string, VerifiedList>, cacheDir: string): Promise<number> {
   if (!lists.size) return 0;
-  const suffix = randomBytes(6).toString("hex");
-  const fresh = `${cacheDir}.new-${suffix}`;
-  const old = `${cacheDir}.old-${suffix}`;
+  const fresh = `${cacheDir}.new-${randomBytes(6).toString("hex")}`;
   try {
     await mkdir(fresh, { recursive: true });
     for (const [name, { bytes }] of lists) await writeFile(join(fresh, name), bytes);
-    const hadOld = await rename(cacheDir, old).then(
-      () => true,
-      (e: NodeJS.ErrnoException) => {
-        if (e.code === "ENOENT") return false;
-        throw e;
-      },
-    );
-    await rename(fresh, cacheDir);
-    if (hadOld) await rm(old, { recursive: true, force: true });
+    await placeDirectory(fresh, cacheDir);
   } finally {
     await rm(fresh, { recursive: true, force: true });
   }
