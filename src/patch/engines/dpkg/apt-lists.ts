@@ -1,7 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { mkdir, open, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
@@ -15,6 +14,7 @@ import {
   readAptSources,
 } from "../../../distro/dpkg/sources.ts";
 import { placeDirectory } from "../../../fs/atomic.ts";
+import { readFileCapped } from "../../../fs/read-capped.ts";
 import { bytesChecksum, type ExpectedChecksum } from "../../../trust/checksum.ts";
 import { imageKeyringProvider, type Keyring } from "../../../trust/keyring.ts";
 import { verifyClearsigned, verifyDetached } from "../../../trust/signature.ts";
@@ -292,18 +292,9 @@ function matches(bytes: Buffer, expected: ExpectedChecksum): boolean {
  * image may have put in its place; undefined when it is anything else or larger than `max`.
  */
 async function readRegularFile(path: string, max: number): Promise<Buffer | undefined> {
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
-  try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    const st = await fh.stat();
-    if (!st.isFile() || st.size > max) return undefined;
-    const bytes = await fh.readFile();
-    return bytes.length > max ? undefined : bytes;
-  } catch {
-    return undefined;
-  } finally {
-    await fh?.close();
-  }
+  return readFileCapped(path, { limit: max, what: path, noFollow: true, regularOnly: true }).catch(
+    () => undefined,
+  );
 }
 
 /** Decompress with a host tool (`xz`, `lz4`, `zstd`), keeping at most `max` + 1 bytes; undefined on any failure. */
