@@ -10,7 +10,7 @@ import tar from "tar-stream";
 import { sniffCompression } from "../../archive/compression.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { placeFile, streamToFile, tempPathBeside } from "../../fs/atomic.ts";
-import { DigestingStream, digestHex, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { DescriptorVerifyingStream, DigestingStream, digestHex, verifyBytes } from "../../image/digest.ts";
 import type { ImageSink, WriteBlobOptions } from "../../image/source.ts";
 import { WriteTracker } from "../../image/write-tracker.ts";
 import {
@@ -100,7 +100,7 @@ export class ArchiveSpool {
       const raw = join(dir, `${digestHex(d.digest)}.${randomBytes(4).toString("hex")}.blob`);
       await streamToFile(
         track(await openBlob()),
-        [new VerifyingStream(d, `${this.#name} blob ${d.digest}`)],
+        [new DescriptorVerifyingStream(d, `${this.#name} blob ${d.digest}`)],
         raw,
       );
       if (layerCompression(d.mediaType) !== undefined) await this.#toLayer(d.digest, raw, track);

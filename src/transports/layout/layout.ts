@@ -5,7 +5,7 @@ import { PassThrough, pipeline, type Readable } from "node:stream";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { placeFile, streamToFile, writeFileAtomic } from "../../fs/atomic.ts";
 import { readFileCapped } from "../../fs/read-capped.ts";
-import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { DescriptorVerifyingStream, digestHex, sha256Digest, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
 import { WriteTracker } from "../../image/write-tracker.ts";
@@ -170,7 +170,7 @@ class LayoutSource implements ImageSource {
     } catch (e) {
       throw missingOrIo(e, this.name, descriptor.digest, path);
     }
-    const verifier = new VerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
+    const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
     pipeline(handle.createReadStream(), verifier, () => {});
     return verifier;
   }
@@ -313,7 +313,7 @@ class LayoutSink implements ImageSink {
     await this.#writes.run(`${this.name} blob ${descriptor.digest}`, async (track) => {
       await this.#prepare();
       const tmp = join(this.#tmpDir!, randomBytes(8).toString("hex"));
-      const verifier = new VerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
+      const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
       await streamToFile(track(await openBlob()), [verifier], tmp);
       await this.#place(tmp, descriptor.digest);
     });
