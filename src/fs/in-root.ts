@@ -1,7 +1,7 @@
 import { lstatSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { SutureError } from "../errors/errors.ts";
+import { describeCause, SutureError } from "../errors/errors.ts";
 
 /**
  * Paths of an image's root filesystem resolved the way the image itself would see them, on the
@@ -210,7 +210,7 @@ export async function readFileInRoot(root: string, path: string): Promise<Buffer
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EISDIR" || (e as NodeJS.ErrnoException).code === "ENOENT")
       return undefined;
-    throw e;
+    throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
   }
 }
 

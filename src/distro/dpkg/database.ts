@@ -1,8 +1,8 @@
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeCause, SutureError } from "../../errors/errors.ts";
 import { writeFileAtomic } from "../../fs/atomic.ts";
-import { childPath, resolveInRoot } from "../../fs/in-root.ts";
+import { childPath, listDirInRoot, readFileInRoot, resolveInRoot } from "../../fs/in-root.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 
 /**
@@ -305,7 +305,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
       });
     }
   };
-  const updates = await listNames(root, `${DPKG_DIR}/updates`);
+  const updates = await listDirInRoot(root, `${DPKG_DIR}/updates`);
   if (updates.some((n) => /^\d+$/.test(n)))
     throw new SutureError(
       "PATCH_FAILED",
@@ -314,7 +314,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
   const diversions = parseDiversions((await read("diversions")) ?? "");
   const statOverrides = parseStatOverrides((await read("statoverride")) ?? "");
   const statusText = await read("status");
-  const statusDNames = await listNames(root, `${DPKG_DIR}/status.d`);
+  const statusDNames = await listDirInRoot(root, `${DPKG_DIR}/status.d`);
   if (statusText !== undefined && statusText.trim() !== "") {
     const tokens = statusText.split(/(\n(?:[ \t]*\n)+)/);
     const slots: StatusSlot[] = [];
@@ -329,7 +329,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
       }
       slots.push({ raw, pkg: toPackage(parseStanzaFields(raw)), after });
     }
-    const infoFiles = new Set(await listNames(root, `${DPKG_DIR}/info`));
+    const infoFiles = new Set(await listDirInRoot(root, `${DPKG_DIR}/info`));
     return new DpkgDatabase(root, "classic", { slots, leading, infoFiles, diversions, statOverrides });
   }
   if (statusDNames.length) {
@@ -436,15 +436,7 @@ export class DpkgDatabase {
           : undefined;
     if (!path) return undefined;
     // In-root resolution: a symlink planted at the info file is followed inside the image only.
-    const host = await resolveInRoot(this.root, path);
-    if (!host) return undefined;
-    try {
-      return await readFile(host);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "EISDIR")
-        return undefined;
-      throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
-    }
+    return readFileInRoot(this.root, path);
   }
 
   /**
@@ -657,16 +649,6 @@ export function md5sumsPaths(text: string): string[] {
     const m = /^[0-9a-f]{32} [ *]?(.+)$/.exec(line);
     return m ? [`/${m[1]!.replace(/^\/+/, "")}`] : [];
   });
-}
-
-async function listNames(root: string, path: string): Promise<string[]> {
-  const host = await resolveInRoot(root, path);
-  if (!host) return [];
-  try {
-    return (await readdir(host)).sort();
-  } catch {
-    return [];
-  }
 }
 
 /**
