@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { placeDirectory } from "../fs/atomic.ts";
+import { fileChecksum } from "../trust/checksum.ts";
 
 /**
  * Patch layers kept for a second patch of the same base: the native engine's result is a function
@@ -64,13 +64,9 @@ export async function loadCachedPatch(
     return undefined;
   }
   const file = join(dir, "layer");
-  const hash = createHash("sha256");
-  try {
-    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  } catch {
-    return undefined;
-  }
-  if (`sha256:${hash.digest("hex")}` !== meta.layer.digest) {
+  const actual = await fileChecksum(file).catch(() => undefined);
+  if (!actual) return undefined;
+  if (`sha256:${actual.sha256}` !== meta.layer.digest) {
     await rm(dir, { recursive: true, force: true });
     return undefined;
   }
