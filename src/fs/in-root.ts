@@ -34,9 +34,9 @@ export interface InRootPolicy {
 }
 
 /** Reading a file or directory as the image sees it: every symlink followed; it must exist. */
-export const READ_POLICY: InRootPolicy = { followFinal: true, mustExist: true };
+export const READ_POLICY: Readonly<InRootPolicy> = Object.freeze({ followFinal: true, mustExist: true });
 /** Where a mount destination lands (what runc does): every symlink followed; it need not exist. */
-export const MOUNT_POLICY: InRootPolicy = { followFinal: true, mustExist: false };
+export const MOUNT_POLICY: Readonly<InRootPolicy> = Object.freeze({ followFinal: true, mustExist: false });
 
 /** One lookup of a tree being walked, by absolute image path whose parents are resolved. */
 export interface PathTree<E> {
