@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { extractTar } from "../archive/tar-extract.ts";
+import { extractTar } from "../archive/tar/extract.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { placeDirectory } from "../fs/atomic.ts";
 import { digestHex } from "../image/digest.ts";

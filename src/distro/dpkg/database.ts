@@ -11,7 +11,7 @@ import { checkPackageFields } from "../package-syntax.ts";
  *   (`list`, `md5sums`, `conffiles`, maintainer scripts, `triggers`, `shlibs`, …);
  * - status.d (distroless): `/var/lib/dpkg/status.d/<name>` holding one package's control stanza
  *   (often without a Status field) and `status.d/<name>.md5sums`; no info directory.
- * The root is an untrusted image tree: every path is resolved inside it (root-files.ts) and files
+ * The root is an untrusted image tree: every path is resolved inside it (fs/in-root.ts) and files
  * are replaced by writing a fresh temporary file and renaming it, so a symlink planted in the
  * image is replaced, never written through.
  */
