@@ -45,95 +45,35 @@ const KEEP_DIRLINKS: InRootPolicy = { followFinal: false, keepDirlinks: true, mu
 const policies = { read: READ_POLICY, mount: MOUNT_POLICY, entry: ENTRY, keepDirlinks: KEEP_DIRLINKS };
 
 type Expect = string | undefined | "loop";
-/** Per path: where each policy lands (an image path below the root), undefined, or a loop error. */
-const table: { path: string; why: string; expect: Record<keyof typeof policies, Expect> }[] = [
-  {
-    path: "/abs-etc/passwd",
-    why: "an absolute link is taken from the image's root, not the host's",
-    expect: { read: "/etc/passwd", mount: "/etc/passwd", entry: "/etc/passwd", keepDirlinks: "/etc/passwd" },
-  },
-  {
-    path: "/etc/dotdot",
-    why: "a `..` chain stops at the root",
-    expect: { read: "/etc/passwd", mount: "/etc/passwd", entry: "/etc/dotdot", keepDirlinks: "/etc/dotdot" },
-  },
-  {
-    path: "/../../../etc/passwd",
-    why: "`..` in the asked path stops at the root",
-    expect: { read: "/etc/passwd", mount: "/etc/passwd", entry: "/etc/passwd", keepDirlinks: "/etc/passwd" },
-  },
-  {
-    path: "/up/etc/passwd",
-    why: "a link to /../../.. is the root",
-    expect: { read: "/etc/passwd", mount: "/etc/passwd", entry: "/etc/passwd", keepDirlinks: "/etc/passwd" },
-  },
-  {
-    path: "/loop-a",
-    why: "a loop ends in an error, not a hang (unless the final link is kept as it is)",
-    expect: { read: "loop", mount: "loop", entry: "/loop-a", keepDirlinks: "loop" },
-  },
-  {
-    path: "/loop-a/x",
-    why: "a loop in a parent always ends in an error",
-    expect: { read: "loop", mount: "loop", entry: "loop", keepDirlinks: "loop" },
-  },
-  {
-    path: "/lib/os-release",
-    why: "a symlinked directory is followed for what lies below it",
-    expect: {
-      read: "/usr/lib/os-release",
-      mount: "/usr/lib/os-release",
-      entry: "/usr/lib/os-release",
-      keepDirlinks: "/usr/lib/os-release",
-    },
-  },
-  {
-    path: "/lib",
-    why: "a final link to a directory: kept with keepDirlinks, the link itself for an entry",
-    expect: { read: "/usr/lib", mount: "/usr/lib", entry: "/lib", keepDirlinks: "/usr/lib" },
-  },
-  {
-    path: "/file-link",
-    why: "keepDirlinks follows a final link only to a directory",
-    expect: { read: "/etc/passwd", mount: "/etc/passwd", entry: "/file-link", keepDirlinks: "/file-link" },
-  },
-  {
-    path: "/file-link/x",
-    why: "a link to a file used as a directory leads nowhere",
-    expect: { read: undefined, mount: undefined, entry: undefined, keepDirlinks: undefined },
-  },
-  {
-    path: "/etc/passwd/x",
-    why: "a file used as a directory leads nowhere",
-    expect: { read: undefined, mount: undefined, entry: undefined, keepDirlinks: undefined },
-  },
-  {
-    path: "/dangling",
-    why: "a dangling absolute link points inside the root, where it would be created",
-    expect: { read: undefined, mount: "/nowhere/at/all", entry: "/dangling", keepDirlinks: "/dangling" },
-  },
-  {
-    path: "/to-root",
-    why: "a link to / is the root",
-    expect: { read: "/", mount: "/", entry: "/to-root", keepDirlinks: "/" },
-  },
-  {
-    path: "/hop-1",
-    why: `${MAX_SYMLINK_HOPS} links in a row are followed (Linux's limit)`,
-    expect: { read: "/etc/passwd", mount: "/etc/passwd", entry: "/hop-1", keepDirlinks: "/hop-1" },
-  },
-  {
-    path: "/hop-0",
-    why: `${MAX_SYMLINK_HOPS + 1} links in a row are too many`,
-    expect: { read: "loop", mount: "loop", entry: "/hop-0", keepDirlinks: "loop" },
-  },
+/**
+ * Per path: where each policy lands (an image path below the root), undefined, or a loop error,
+ * in the order read, mount, entry, keepDirlinks; then why.
+ */
+// biome-ignore format: a table reads best one row a line
+const table: [path: string, read: Expect, mount: Expect, entry: Expect, keepDirlinks: Expect, why: string][] = [
+  ["/abs-etc/passwd", "/etc/passwd", "/etc/passwd", "/etc/passwd", "/etc/passwd", "an absolute link is taken from the image's root, not the host's"],
+  ["/etc/dotdot", "/etc/passwd", "/etc/passwd", "/etc/dotdot", "/etc/dotdot", "a `..` chain stops at the root"],
+  ["/../../../etc/passwd", "/etc/passwd", "/etc/passwd", "/etc/passwd", "/etc/passwd", "`..` in the asked path stops at the root"],
+  ["/up/etc/passwd", "/etc/passwd", "/etc/passwd", "/etc/passwd", "/etc/passwd", "a link to /../../.. is the root"],
+  ["/loop-a", "loop", "loop", "/loop-a", "loop", "a loop ends in an error, not a hang (unless the final link is kept as it is)"],
+  ["/loop-a/x", "loop", "loop", "loop", "loop", "a loop in a parent always ends in an error"],
+  ["/lib/os-release", "/usr/lib/os-release", "/usr/lib/os-release", "/usr/lib/os-release", "/usr/lib/os-release", "a symlinked directory is followed for what lies below it"],
+  ["/lib", "/usr/lib", "/usr/lib", "/lib", "/usr/lib", "a final link to a directory: kept with keepDirlinks, the link itself for an entry"],
+  ["/file-link", "/etc/passwd", "/etc/passwd", "/file-link", "/file-link", "keepDirlinks follows a final link only to a directory"],
+  ["/file-link/x", undefined, undefined, undefined, undefined, "a link to a file used as a directory leads nowhere"],
+  ["/etc/passwd/x", undefined, undefined, undefined, undefined, "a file used as a directory leads nowhere"],
+  ["/dangling", undefined, "/nowhere/at/all", "/dangling", "/dangling", "a dangling absolute link points inside the root, where it would be created"],
+  ["/to-root", "/", "/", "/to-root", "/", "a link to / is the root"],
+  ["/hop-1", "/etc/passwd", "/etc/passwd", "/hop-1", "/hop-1", `${MAX_SYMLINK_HOPS} links in a row are followed (Linux's limit)`],
+  ["/hop-0", "loop", "loop", "/hop-0", "loop", `${MAX_SYMLINK_HOPS + 1} links in a row are too many`],
 ];
 
-for (const row of table) {
-  test(`in-root resolution of ${row.path}: ${row.why}`, async () => {
-    for (const [name, policy] of Object.entries(policies)) {
-      const want = row.expect[name as keyof typeof policies];
-      const got = resolveInRoot(root, row.path, policy);
+for (const [path, ...row] of table) {
+  const why = row[4];
+  test(`in-root resolution of ${path}: ${why}`, async () => {
+    for (const [i, [name, policy]] of Object.entries(policies).entries()) {
+      const want = row[i] as Expect;
+      const got = resolveInRoot(root, path, policy);
       if (want === "loop") {
         await assert.rejects(
           got,
