@@ -4,7 +4,13 @@ import { DEFAULT_MAX_BLOB_SIZE, formatBytes, parseByteSize } from "../image/limi
 import type { Platform } from "../oci/manifest.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import type { TransportOptions } from "../transports/index.ts";
-import { createRenderer, PROGRESS_CHOICES, type ProgressChoice, progressMode } from "./progress-render.ts";
+import {
+  createRenderer,
+  PROGRESS_CHOICES,
+  type ProgressChoice,
+  parseProgressChoice,
+  progressMode,
+} from "./progress-render.ts";
 
 /** Options every command that touches images shares (typed: the action sees their values). */
 export function addTransportOptions<
@@ -23,9 +29,12 @@ export function addTransportOptions<
       `refuse layers whose manifest claims more than this, e.g. 32G or 500MiB (default ${formatBytes(DEFAULT_MAX_BLOB_SIZE).replace(" ", "")})`,
     )
     .addOption(
-      new Option("--progress <mode>", "how progress is shown on stderr (rawjson: copa's name for json)")
-        .choices(PROGRESS_CHOICES)
-        .default("auto" as const),
+      new Option(
+        "--progress <mode>",
+        `how progress is shown on stderr: ${PROGRESS_CHOICES.join(", ")} (rawjson: copa's name for json; unknown: auto, as copa)`,
+      )
+        .argParser(parseProgressChoice)
+        .default("auto" as ProgressChoice),
     );
 }
 

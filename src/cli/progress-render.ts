@@ -6,6 +6,17 @@ export type ProgressMode = "auto" | "plain" | "tty" | "json" | "quiet";
 export const PROGRESS_CHOICES = ["auto", "plain", "tty", "json", "quiet", "rawjson"] as const;
 export type ProgressChoice = (typeof PROGRESS_CHOICES)[number];
 
+/**
+ * The `--progress` value: copa's names (rawjson is its json) and ours, case-insensitive. An
+ * unknown value is a warning and `auto`, as copa treats it, not a usage error.
+ */
+export function parseProgressChoice(value: string): ProgressChoice {
+  const v = value.toLowerCase();
+  if ((PROGRESS_CHOICES as readonly string[]).includes(v)) return v as ProgressChoice;
+  process.stderr.write(`warning: unknown --progress ${JSON.stringify(value)}, using auto\n`);
+  return "auto";
+}
+
 export function progressMode(choice: ProgressChoice): ProgressMode {
   return choice === "rawjson" ? "json" : choice;
 }

@@ -1,7 +1,8 @@
 import { posix } from "node:path";
 import { decompressAuto } from "../archive/compression.ts";
 import { readTar } from "../archive/tar/read.ts";
-import { describeCause, SutureError } from "../errors/errors.ts";
+import { describeCause, isSutureError, SutureError } from "../errors/errors.ts";
+import { type PathTree, READ_POLICY, walkPath } from "../fs/in-root.ts";
 import type { Image } from "./image.ts";
 
 export interface ImageFile {
@@ -118,12 +119,20 @@ function removeUnder<T>(map: Map<string, T>, path: string, includeSelf: boolean)
   }
 }
 
+/**
+ * Where `path` leads among the symlinks seen in the layers (the in-root resolver over that map: a
+ * path no symlink is recorded at counts as a plain entry); undefined for a symlink loop.
+ */
 function resolveLink(path: string, links: Map<string, string>): string | undefined {
-  let current = path;
-  for (let hops = 0; hops < 16; hops++) {
-    const target = links.get(current);
-    if (target === undefined) return current;
-    current = normalise(target.startsWith("/") ? target : posix.join(posix.dirname(current), target));
+  const tree: PathTree<string | null> = {
+    lookup: (p) => links.get(p) ?? null,
+    isDirectory: () => true,
+    linkTarget: (_p, target) => target ?? undefined,
+  };
+  try {
+    return walkPath(tree, path, READ_POLICY).path;
+  } catch (e) {
+    if (isSutureError(e, "UNSAFE_LAYER")) return undefined;
+    throw e;
   }
-  return undefined;
 }

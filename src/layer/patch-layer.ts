@@ -22,7 +22,6 @@
  *   the file and the others as hardlinks to it, so the link survives; otherwise all are dropped;
  * - the upper dir's root itself is never written (a package update does not change "/").
  */
-import { randomUUID } from "node:crypto";
 import {
   type BigIntStats,
   closeSync,
@@ -34,12 +33,13 @@ import {
   readdirSync,
   readlinkSync,
 } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { compressor } from "../archive/compression.ts";
 import { compareBytes, type TarWriteEntry, writeTar } from "../archive/tar/write.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
+import { placeFile, tempPathBeside } from "../fs/atomic.ts";
 import { DigestingStream } from "../image/digest.ts";
 import type { Compression } from "../oci/media-types.ts";
 import { type ProgressSink, silentProgress, withStep } from "../progress/events.ts";
@@ -106,8 +106,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
   for (const dir of options.lowerDirs) await assertDirectory(dir, "lower dir");
   return withStep(progress, "layer", `building the patch layer from ${options.upperDir}`, async () => {
     const walker = new UpperWalker(options, progress);
-    const outDir = dirname(options.outFile);
-    const tmp = join(outDir, `.${basename(options.outFile)}.${randomUUID()}.tmp`);
+    const tmp = tempPathBeside(options.outFile);
     const diff = new DigestingStream();
     const blob = new DigestingStream();
     try {
@@ -120,7 +119,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
         createWriteStream(tmp),
         { signal: options.signal },
       );
-      await fs.rename(tmp, options.outFile);
+      await placeFile(tmp, options.outFile, `cannot write the patch layer to ${options.outFile}`);
     } catch (e) {
       await fs.rm(tmp, { force: true });
       if (options.signal?.aborted)

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { placeDirectory } from "../fs/atomic.ts";
+import { fileChecksum } from "../trust/checksum.ts";
 import { installedChanges, type PatchEngine } from "./engines/engine.ts";
 
 /**
@@ -67,13 +68,9 @@ async function loadCachedPatch(
     return undefined;
   }
   const file = join(dir, "layer");
-  const hash = createHash("sha256");
-  try {
-    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  } catch {
-    return undefined;
-  }
-  if (`sha256:${hash.digest("hex")}` !== meta.layer.digest) {
+  const actual = await fileChecksum(file).catch(() => undefined);
+  if (!actual) return undefined;
+  if (`sha256:${actual.sha256}` !== meta.layer.digest) {
     await rm(dir, { recursive: true, force: true });
     return undefined;
   }
@@ -93,8 +90,7 @@ async function storeCachedPatch(
   try {
     await link(layerFile, join(tmp, "layer")).catch(() => copyFile(layerFile, join(tmp, "layer")));
     await writeFile(join(tmp, "meta.json"), JSON.stringify(meta));
-    await rm(final, { recursive: true, force: true });
-    await rename(tmp, final);
+    await placeDirectory(tmp, final);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

@@ -1,7 +1,6 @@
-import { createHash, randomBytes } from "node:crypto";
-import { chmod, rename, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
-import { asSutureError, SutureError } from "../errors/errors.ts";
+import { createHash } from "node:crypto";
+import { SutureError } from "../errors/errors.ts";
+import { writeFileAtomic } from "../fs/atomic.ts";
 import type { PlannedUpdate, UpdatePlan } from "../report/plan.ts";
 import { formatPurl, isPurlOfType, nativeArch, ociPurl } from "./purl.ts";
 import { type OpenVexDocument, OpenVexDocumentSchema, type OpenVexStatement } from "./schema.ts";
@@ -166,14 +165,11 @@ export function canonicalJson(value: unknown): string {
  * `path` (readers never see a partial document; an existing file is replaced).
  */
 export async function writeOpenVex(path: string, doc: OpenVexDocument): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    await writeFile(tmp, `${JSON.stringify(doc, null, 2)}\n`, { mode: 0o644, flag: "wx" });
-    // The umask may have narrowed the mode; the document is meant to be world-readable.
-    await chmod(tmp, 0o644);
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw asSutureError(e, "IO", `cannot write VEX document ${path}`);
-  }
+  // exactMode: the umask may narrow the mode; the document is meant to be world-readable.
+  await writeFileAtomic(path, `${JSON.stringify(doc, null, 2)}\n`, {
+    mode: 0o644,
+    exactMode: true,
+    fsync: false,
+    failure: `cannot write VEX document ${path}`,
+  });
 }

@@ -67,6 +67,18 @@ export function assertCleanFailure(e: unknown, codes: readonly ErrorCode[]): voi
   assert.ok(e.message.length > 0, "error message is empty");
 }
 
+/**
+ * For `assert.throws`/`assert.rejects`: the error is a clean failure (see assertCleanFailure)
+ * with `code` whose message matches `pattern`.
+ */
+export function cleanFailure(code: ErrorCode, pattern: RegExp): (e: unknown) => true {
+  return (e) => {
+    assertCleanFailure(e, [code]);
+    assert.match((e as Error).message, pattern);
+    return true;
+  };
+}
+
 /** Either the parse succeeds (its result is returned) or it fails cleanly (undefined). */
 export function parsesOrFailsCleanly<T>(codes: readonly ErrorCode[], run: () => T): T | undefined {
   try {

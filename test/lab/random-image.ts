@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { PassThrough, type Readable } from "node:stream";
 import zlib from "node:zlib";
 import { SutureError } from "../../src/errors/errors.ts";
-import { sha256Digest, VerifyingStream } from "../../src/image/digest.ts";
+import { DescriptorVerifyingStream, sha256Digest } from "../../src/image/digest.ts";
 import type { ImageSource } from "../../src/image/source.ts";
 import type { Descriptor, RawManifest } from "../../src/oci/manifest.ts";
 import { MediaType } from "../../src/oci/media-types.ts";
@@ -152,7 +152,7 @@ export function memorySource(name: string, root: RawManifest, blobs: Map<string,
     blob: async (d): Promise<Readable> => {
       const s = new PassThrough();
       s.end(get(d));
-      return s.pipe(new VerifyingStream(d, `${name} blob ${d.digest}`));
+      return s.pipe(new DescriptorVerifyingStream(d, `${name} blob ${d.digest}`));
     },
     close: async () => {},
   };

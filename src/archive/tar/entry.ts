@@ -28,4 +28,9 @@ export interface TarEntry {
   devminor: number;
   /** Extended attributes from `SCHILY.xattr.*` / `LIBARCHIVE.xattr.*` records, values as raw bytes. */
   xattrs: Map<string, Buffer>;
+  /**
+   * PAX records the decoder does not interpret (e.g. apk's `APK-TOOLS.checksum.SHA1`), raw bytes
+   * by key; absent when there are none.
+   */
+  otherPax?: Map<string, Buffer>;
 }

@@ -249,6 +249,9 @@ function applyPax(entry: TarEntry, pax: Map<string, Buffer>): void {
         "INVALID_ARCHIVE",
         `tar member ${quoteUntrusted(entry.path)} is a PAX sparse file, which layers must not contain: rebuild the layer without --sparse`,
       );
+    } else {
+      entry.otherPax ??= new Map();
+      entry.otherPax.set(key, raw);
     }
   }
   if (!Number.isSafeInteger(entry.size)) {

@@ -1,10 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeCause, SutureError } from "../../errors/errors.ts";
+import { writeFileAtomic } from "../../fs/atomic.ts";
+import { childPath, listDirInRoot, readFileInRoot, resolveInRoot } from "../../fs/in-root.ts";
 import { checkPackageFields } from "../package-syntax.ts";
-import { childPath, resolveInRoot } from "../root-files.ts";
 import { type ControlField, type ControlParagraph, paragraphOf, parseFields } from "./control.ts";
 
 /**
@@ -13,7 +12,7 @@ import { type ControlField, type ControlParagraph, paragraphOf, parseFields } fr
  *   (`list`, `md5sums`, `conffiles`, maintainer scripts, `triggers`, `shlibs`, …);
  * - status.d (distroless): `/var/lib/dpkg/status.d/<name>` holding one package's control stanza
  *   (often without a Status field) and `status.d/<name>.md5sums`; no info directory.
- * The root is an untrusted image tree: every path is resolved inside it (root-files.ts) and files
+ * The root is an untrusted image tree: every path is resolved inside it (fs/in-root.ts) and files
  * are replaced by writing a fresh temporary file and renaming it, so a symlink planted in the
  * image is replaced, never written through.
  */
@@ -334,7 +333,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
   const dir = await resolveInRoot(root, DPKG_DIR);
   if (!dir)
     throw new SutureError("UNSUPPORTED_OS", `the image has no ${DPKG_DIR}: it is not a dpkg-based image`);
-  const updates = await listNames(root, `${DPKG_DIR}/updates`);
+  const updates = await listDirInRoot(root, `${DPKG_DIR}/updates`);
   if (updates.some((n) => /^\d+$/.test(n)))
     throw new SutureError(
       "PATCH_FAILED",
@@ -343,11 +342,11 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
   const diversions = parseDiversions((await readDatabaseFile(root, "diversions")) ?? "");
   const statOverrides = parseStatOverrides((await readDatabaseFile(root, "statoverride")) ?? "");
   const statusText = await readDatabaseFile(root, "status");
-  const statusDNames = await listNames(root, `${DPKG_DIR}/status.d`);
+  const statusDNames = await listDirInRoot(root, `${DPKG_DIR}/status.d`);
   const layout = layoutOf(statusText, statusDNames);
   if (layout === "classic") {
     const { slots, leading } = statusSlots(statusText!);
-    const infoFiles = new Set(await listNames(root, `${DPKG_DIR}/info`));
+    const infoFiles = new Set(await listDirInRoot(root, `${DPKG_DIR}/info`));
     return new DpkgDatabase(root, "classic", { slots, leading, infoFiles, diversions, statOverrides });
   }
   if (layout === "status.d") {
@@ -436,7 +435,7 @@ export function installedFromFiles(
  */
 export async function readInstalledPackages(root: string): Promise<InstalledPackage[] | undefined> {
   const statusText = await readDatabaseFile(root, "status");
-  const statusDNames = await listNames(root, `${DPKG_DIR}/status.d`);
+  const statusDNames = await listDirInRoot(root, `${DPKG_DIR}/status.d`);
   const layout = layoutOf(statusText, statusDNames);
   if (layout === "classic") return installedFromStatus(statusText!);
   if (layout === "status.d") return installedPackages((await readStatusD(root, statusDNames)).values());
@@ -525,15 +524,7 @@ export class DpkgDatabase {
           : undefined;
     if (!path) return undefined;
     // In-root resolution: a symlink planted at the info file is followed inside the image only.
-    const host = await resolveInRoot(this.root, path);
-    if (!host) return undefined;
-    try {
-      return await readFile(host);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "EISDIR")
-        return undefined;
-      throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
-    }
+    return readFileInRoot(this.root, path);
   }
 
   /**
@@ -748,37 +739,15 @@ export function md5sumsPaths(text: string): string[] {
   });
 }
 
-async function listNames(root: string, path: string): Promise<string[]> {
-  const host = await resolveInRoot(root, path);
-  if (!host) return [];
-  try {
-    return (await readdir(host)).sort();
-  } catch {
-    return [];
-  }
-}
-
 /**
  * Replace `path` with `data`: written to a fresh sibling (O_EXCL|O_NOFOLLOW) and renamed over it,
  * so an existing symlink at `path` is replaced rather than followed.
  */
 export async function writeFileReplacing(path: string, data: Buffer, mode: number): Promise<void> {
-  const tmp = `${path}.suture-${randomBytes(4).toString("hex")}`;
-  const fh = await open(
-    tmp,
-    fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW,
+  await writeFileAtomic(path, data, {
     mode,
-  );
-  try {
-    await fh.writeFile(data);
-    await fh.chmod(mode);
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw new SutureError("IO", `cannot replace ${path}: ${describeCause(e)}`, { cause: e });
-  }
+    exactMode: true,
+    fsync: false,
+    failure: `cannot replace ${path}`,
+  });
 }

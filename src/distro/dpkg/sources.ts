@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
 import type { OsRelease } from "../os-release.ts";
-import { listDirInRoot, readFileInRoot } from "../root-files.ts";
 import { field, parseControl } from "./control.ts";
 
 /**

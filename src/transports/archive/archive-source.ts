@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { decompressor, sniffCompression } from "../../archive/compression.ts";
 import { type IndexedEntry, TarIndex } from "../../archive/tar/random-access.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import { sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { DescriptorVerifyingStream, sha256Digest, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSource } from "../../image/source.ts";
 import { selectFromLayoutIndex } from "../../oci/layout-index.ts";
@@ -378,7 +378,7 @@ class ArchiveSource implements ImageSource {
         `${this.name} does not contain blob ${descriptor.digest}: the archive is incomplete`,
       );
     }
-    const verifier = new VerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
+    const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
     pipelineCallback(this.#tar.stream(entry), verifier, () => {});
     return verifier;
   }

@@ -7,8 +7,10 @@ import { Readable, type Transform } from "node:stream";
 import { decompressor, sniffCompression } from "../../archive/compression.ts";
 import { type TarWriteEntry, writeTar } from "../../archive/tar/write.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import { DigestingStream, digestHex, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { placeFile, streamToFile, tempPathBeside } from "../../fs/atomic.ts";
+import { DescriptorVerifyingStream, DigestingStream, digestHex, verifyBytes } from "../../image/digest.ts";
 import type { ImageSink, WriteBlobOptions } from "../../image/source.ts";
+import { WriteTracker } from "../../image/write-tracker.ts";
 import {
   ImageConfigSchema,
   type ImageManifest,
@@ -19,7 +21,6 @@ import {
 import { isImageManifestMediaType, layerCompression } from "../../oci/media-types.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { familiarName, type ImageReference } from "../../ref/reference.ts";
-import { streamToFile, tempPathBeside, WriteTracker } from "../layout/fs-atomic.ts";
 import { repoTagFor } from "./archive-manifest.ts";
 
 interface SpooledLayer {
@@ -97,7 +98,7 @@ export class ArchiveSpool {
       const raw = join(dir, `${digestHex(d.digest)}.${randomBytes(4).toString("hex")}.blob`);
       await streamToFile(
         track(await openBlob()),
-        [new VerifyingStream(d, `${this.#name} blob ${d.digest}`)],
+        [new DescriptorVerifyingStream(d, `${this.#name} blob ${d.digest}`)],
         raw,
       );
       if (layerCompression(d.mediaType) !== undefined) await this.#toLayer(d.digest, raw, track);
@@ -327,12 +328,7 @@ export class ArchiveFileSink implements ImageSink {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
-    try {
-      await rename(tmp, this.#file);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => {});
-      throw asSutureError(e, "IO", `cannot write ${this.#file}`);
-    }
+    await placeFile(tmp, this.#file);
     await this.#spool.cleanup();
   }
 

@@ -2,7 +2,7 @@ import { Readable, type TransformCallback } from "node:stream";
 import { describeCause, isSutureError, SutureError } from "../../errors/errors.ts";
 import { discard, type HttpResponse, header, headerValues, readCapped } from "../../http/request.ts";
 import { withRetries } from "../../http/retry.ts";
-import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { DescriptorVerifyingStream, digestHex, sha256Digest, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
 import { MediaType } from "../../oci/media-types.ts";
@@ -231,8 +231,8 @@ export async function blobExists(
   return res.status === 200;
 }
 
-/** A VerifyingStream that also reports progress: at the start, every MiB, and at a clean end. */
-class MeteredVerifyingStream extends VerifyingStream {
+/** A DescriptorVerifyingStream that also reports progress: at the start, every MiB, and at a clean end. */
+class MeteredVerifyingStream extends DescriptorVerifyingStream {
   readonly #emit?: (bytes: number) => void;
   #count = 0;
   #next = PROGRESS_STEP;

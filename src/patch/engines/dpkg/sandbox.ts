@@ -19,8 +19,8 @@ import {
   isValidPackageName,
   isValidPackageVersion,
 } from "../../../distro/package-syntax.ts";
-import { childPath, listDirInRoot, readFileInRoot } from "../../../distro/root-files.ts";
 import { SutureError } from "../../../errors/errors.ts";
+import { childPath, listDirInRoot, readFileInRoot } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withFileLock } from "../../../sandbox/file-lock.ts";

@@ -9,7 +9,7 @@ import {
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
-import { resolveInRoot } from "../../../../distro/root-files.ts";
+import { resolveInRoot } from "../../../../fs/in-root.ts";
 import { type ProgressSink, withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
