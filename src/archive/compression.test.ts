@@ -5,7 +5,7 @@ import { Readable } from "node:stream";
 import { test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import { lzma, xz } from "@napi-rs/lzma";
-import { isSutureError, SutureError } from "../errors/errors.ts";
+import { formatBytes, isSutureError, SutureError } from "../errors/errors.ts";
 import { type DecodeFormat, decompress, decompressAll, HOST_XZ } from "./compression.ts";
 
 /** Text with repeats (compresses) and random bytes (does not): 1 MiB, several decoder pieces. */
@@ -76,7 +76,7 @@ test("more output than maxBytes is TOO_LARGE naming the input and the limit, wit
           assert.ok(isSutureError(e, "TOO_LARGE"), `${format} (${hostTools}): ${String(e)}`);
           assert.equal(
             e.message,
-            `${what} decompresses to more than ${PLAIN.length - 1} bytes, the most accepted: use another mirror`,
+            `${what} decompresses to more than ${formatBytes(PLAIN.length - 1)} (${PLAIN.length - 1} bytes), the most accepted: use another mirror`,
           );
           return true;
         },

@@ -5,7 +5,7 @@ import { PassThrough, Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { lzma, xz } from "@napi-rs/lzma";
-import { describeCause, SutureError } from "../errors/errors.ts";
+import { describeCause, formatBytes, SutureError } from "../errors/errors.ts";
 import type { Compression } from "../oci/media-types.ts";
 
 export type DetectedCompression = Compression | "xz" | "bzip2";
@@ -175,7 +175,7 @@ export async function* decompress(
       if (total > max) {
         throw new SutureError(
           "TOO_LARGE",
-          `${options.what} decompresses to more than ${max} bytes, the most accepted: ${options.fix ?? "it is corrupt or a decompression bomb"}`,
+          `${options.what} decompresses to more than ${formatBytes(max)} (${max} bytes), the most accepted: ${options.fix ?? "it is corrupt or a decompression bomb"}`,
         );
       }
       yield piece;
@@ -251,7 +251,7 @@ async function readWhole(input: Readable, what: string): Promise<Buffer> {
     if (total > MAX_IN_MEMORY_XZ_INPUT)
       throw new SutureError(
         "TOO_LARGE",
-        `${what} is larger than the ${MAX_IN_MEMORY_XZ_INPUT} bytes decompressed in memory without a host xz: install xz-utils`,
+        `${what} is larger than the ${formatBytes(MAX_IN_MEMORY_XZ_INPUT)} decompressed in memory without a host xz: install xz-utils`,
       );
     pieces.push(piece as Buffer);
   }

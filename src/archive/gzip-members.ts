@@ -1,6 +1,5 @@
 import zlib from "node:zlib";
-import { describeCause, SutureError } from "../errors/errors.ts";
-import { formatBytes } from "../image/limits.ts";
+import { describeCause, formatBytes, SutureError } from "../errors/errors.ts";
 
 /**
  * Concatenated gzip members read one at a time, with their raw byte ranges. apk's formats are

@@ -1,6 +1,6 @@
 import { type Command, Option, type OptionValues } from "@commander-js/extra-typings";
-import { SutureError } from "../errors/errors.ts";
-import { DEFAULT_MAX_BLOB_SIZE, formatBytes, parseByteSize } from "../image/limits.ts";
+import { formatBytes, SutureError } from "../errors/errors.ts";
+import { DEFAULT_MAX_BLOB_SIZE, parseByteSize } from "../image/limits.ts";
 import type { Platform } from "../oci/manifest.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import type { TransportOptions } from "../transports/index.ts";

@@ -103,6 +103,19 @@ export function quoteUntrusted(value: string, max = 200): string {
   return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
 }
 
+/** 17179869184 → `16 GiB`, 1536 → `1.5 KiB`, 100 → `100 bytes`: sizes in one-line messages. */
+export function formatBytes(n: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  if (unit === 0) return n === 1 ? "1 byte" : `${n} bytes`;
+  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
 /** Remove credentials from URLs and header-like text before it reaches an error or a log. */
 export function redact(text: string): string {
   return text

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { isSutureError } from "../errors/errors.ts";
-import { checkBlobSize, checkLayerCount, formatBytes, parseByteSize } from "./limits.ts";
+import { formatBytes, isSutureError } from "../errors/errors.ts";
+import { checkBlobSize, checkLayerCount, parseByteSize } from "./limits.ts";
 
 test("--max-blob-size takes Docker's binary units", () => {
   assert.equal(parseByteSize("16G"), 16 * 1024 ** 3);

@@ -1,4 +1,4 @@
-import { SutureError } from "../errors/errors.ts";
+import { formatBytes, SutureError } from "../errors/errors.ts";
 import type { Descriptor } from "../oci/manifest.ts";
 
 /**
@@ -28,19 +28,6 @@ export const MAX_CONFIG_SIZE = 64 * 1024 ** 2;
  * before any of them is fetched.
  */
 export const MAX_LAYERS = 1000;
-
-/** 17179869184 → `16 GiB`, 1536 → `1.5 KiB`, 100 → `100 bytes`: sizes in one-line messages. */
-export function formatBytes(n: number): string {
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  if (unit === 0) return n === 1 ? "1 byte" : `${n} bytes`;
-  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
-}
 
 /**
  * Refuse a blob whose descriptor claims more than `limit` bytes (the caller passes the configured

@@ -4,8 +4,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { isSutureError } from "../errors/errors.ts";
-import { formatBytes } from "../image/limits.ts";
+import { formatBytes, isSutureError } from "../errors/errors.ts";
 import { DEFAULT_MAX_REPORT_BYTES, parseReportSizeLimit } from "./limits.ts";
 import { runScannerPlugin } from "./plugin.ts";
 import { readReport } from "./read.ts";

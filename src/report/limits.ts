@@ -1,6 +1,6 @@
-import { asSutureError, SutureError } from "../errors/errors.ts";
+import { asSutureError, formatBytes, SutureError } from "../errors/errors.ts";
 import { readFileCapped } from "../fs/read-capped.ts";
-import { formatBytes, parseByteSize } from "../image/limits.ts";
+import { parseByteSize } from "../image/limits.ts";
 
 /**
  * How large a report may be unless the user says otherwise (`--max-report-size`). Trivy's report

@@ -1,6 +1,5 @@
 import { type Command, Option } from "@commander-js/extra-typings";
-import { SutureError } from "../../errors/errors.ts";
-import { formatBytes } from "../../image/limits.ts";
+import { formatBytes, SutureError } from "../../errors/errors.ts";
 import { DEFAULT_MAX_REPORT_BYTES, parseReportSizeLimit } from "../../report/limits.ts";
 import { BUILTIN_SCANNERS, readReport } from "../../report/read.ts";
 import { formatPlanJson, formatPlanTable } from "../../report/render.ts";

@@ -2,8 +2,7 @@ import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { readGzipMember } from "../../archive/gzip-members.ts";
 import { readTar } from "../../archive/tar/read.ts";
-import { describeCause, isSutureError, SutureError } from "../../errors/errors.ts";
-import { formatBytes } from "../../image/limits.ts";
+import { describeCause, formatBytes, isSutureError, SutureError } from "../../errors/errors.ts";
 import { type ApkPackageInfo, packageInfoFromFields, parseApkRecords } from "./records.ts";
 import { type ApkKeyring, type ApkSignature, readApkSignatures, verifyApkSignature } from "./signature.ts";
 

@@ -5,8 +5,13 @@ import type { Readable } from "node:stream";
 import zlib from "node:zlib";
 import { type GzipMember, readGzipMember } from "../../archive/gzip-members.ts";
 import { readTar, type TarMember } from "../../archive/tar/read.ts";
-import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../errors/errors.ts";
-import { formatBytes } from "../../image/limits.ts";
+import {
+  describeCause,
+  formatBytes,
+  isSutureError,
+  quoteUntrusted,
+  SutureError,
+} from "../../errors/errors.ts";
 import { type ApkField, type ApkPackageInfo, packageInfoFromFields } from "./records.ts";
 import { type ApkKeyring, type ApkSignature, readApkSignatures, verifyApkSignature } from "./signature.ts";
 
