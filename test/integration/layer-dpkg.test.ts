@@ -11,13 +11,16 @@ import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { type TestContext, test } from "node:test";
+import type { TestContext } from "node:test";
 import { promisify } from "node:util";
 import tar from "tar-stream";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
 import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { test } = await requiring("root", "network");
 
 const run = promisify(execFile);
 const sh = (script: string) =>

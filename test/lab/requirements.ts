@@ -9,12 +9,20 @@
  * machine is expected to have everything (CI runs the whole suite as root): a missing requirement
  * there throws, which fails the file, so a skip can never hide a broken CI machine.
  *
+ * A file whose every test needs the same things takes node:test's functions from `requiring`:
+ *
+ *   const { test, before, after } = await requiring("root", "loopback", "tool:skopeo");
+ *
+ * Its tests then skip with the reason, and its hooks (which would start the registry, the daemon…)
+ * do not run, when something is missing.
+ *
  * The unit tier (`npm run test:unit`, src/**\/*.test.ts) must pass as an unprivileged user with
  * the network off (`unshare -rn npm run test:unit`): anything a unit test needs beyond that is
  * named here.
  */
 import { readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
+import * as nodeTest from "node:test";
 import { findOnPath } from "../../src/sandbox/exec.ts";
 
 export type Requirement =
@@ -40,7 +48,7 @@ export async function needs(...requirements: Requirement[]): Promise<Requirement
   if (missing.length === 0) return {};
   const reason = missing.join("; ");
   if (process.env.CI) {
-    throw new Error(`CI is set, so this machine must run every test, but it lacks what a test ${reason}`);
+    throw new Error(`CI is set, so every test must run here, but a test ${reason}`);
   }
   return { skip: reason };
 }
@@ -86,4 +94,39 @@ function hasInterface(internal: boolean): boolean {
   return Object.values(networkInterfaces()).some((addresses) =>
     (addresses ?? []).some((a) => a.internal === internal),
   );
+}
+
+type Hook = typeof nodeTest.before;
+
+/** node:test's functions for a file whose tests all need `requirements` (see the top of this file). */
+export async function requiring(...requirements: Requirement[]): Promise<{
+  test: typeof nodeTest.test;
+  describe: typeof nodeTest.describe;
+  before: Hook;
+  after: Hook;
+  beforeEach: Hook;
+  afterEach: Hook;
+}> {
+  const { skip } = await needs(...requirements);
+  if (skip === undefined) return nodeTest;
+  const nothing: Hook = () => {};
+  return {
+    test: skipping(nodeTest.test, skip),
+    describe: skipping(nodeTest.describe, skip),
+    before: nothing,
+    after: nothing,
+    beforeEach: nothing,
+    afterEach: nothing,
+  };
+}
+
+/** `define` (test or describe) with `skip` added to the options of every call. */
+function skipping<F extends typeof nodeTest.test | typeof nodeTest.describe>(define: F, skip: string): F {
+  const call = define as (...args: unknown[]) => unknown;
+  return ((...args: unknown[]) => {
+    const at = args.findIndex((a) => typeof a === "function");
+    const options = at > 0 && typeof args[at - 1] === "object" ? (args[at - 1] as object) : undefined;
+    const name = typeof args[0] === "string" ? [args[0]] : [];
+    return call(...name, { ...options, skip }, ...(at >= 0 ? args.slice(at) : []));
+  }) as F;
 }
