@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/p
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { extractTar } from "../archive/tar-extract.ts";
+import { extractTar } from "../archive/tar/extract.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { digestHex } from "../image/digest.ts";
 import type { Image } from "../image/image.ts";

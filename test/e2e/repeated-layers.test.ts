@@ -6,11 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
-import tar from "tar-stream";
 import { type CountingProxy, startCountingProxy } from "../lab/counting-proxy.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
+import { type EntrySpec, tarOf } from "../lab/tar.ts";
 
 const { after, before, test } = await requiring("loopback", "tool:docker-registry");
 
@@ -34,12 +34,14 @@ let layerDigest: string;
 
 /** A tiny Debian root: os-release and a dpkg status with one package, enough to be detected. */
 async function debianLayer(): Promise<Buffer> {
-  const pack = tar.pack();
-  const mtime = new Date(1_700_000_000_000);
-  const file = (name: string, text: string) =>
-    pack.entry({ name, mode: 0o644, mtime, size: Buffer.byteLength(text) }, text);
-  for (const dir of ["etc/", "var/", "var/lib/", "var/lib/dpkg/"])
-    pack.entry({ name: dir, type: "directory", mode: 0o755, mtime });
+  const mtime = 1_700_000_000;
+  const entries: EntrySpec[] = ["etc/", "var/", "var/lib/", "var/lib/dpkg/"].map((name) => ({
+    name,
+    type: "directory",
+    mode: 0o755,
+    mtime,
+  }));
+  const file = (name: string, content: string) => entries.push({ name, content, mode: 0o644, mtime });
   file(
     "etc/os-release",
     'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n',
@@ -48,10 +50,7 @@ async function debianLayer(): Promise<Buffer> {
     "var/lib/dpkg/status",
     "Package: base-files\nStatus: install ok installed\nPriority: required\nSection: admin\nMaintainer: Santiago Vila <sanvila@debian.org>\nArchitecture: amd64\nVersion: 12.4+deb12u1\nDescription: Debian base system miscellaneous files\n\n",
   );
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  return tarOf(entries);
 }
 
 before(async () => {

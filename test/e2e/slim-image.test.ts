@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decompressAuto } from "../../src/archive/compression.ts";
-import { readTar } from "../../src/archive/tar-extract.ts";
+import { readTar } from "../../src/archive/tar/read.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { requiring } from "../lab/requirements.ts";

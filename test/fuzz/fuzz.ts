@@ -4,7 +4,7 @@
  * mutators that turn real seed documents into hostile variants.
  *
  * Runs are fixed by default so CI is reproducible. Locally:
- *   SUTURE_FUZZ_RUNS=5000 node --test src/archive/tar.fuzz.test.ts   (more runs per property)
+ *   SUTURE_FUZZ_RUNS=5000 node --test src/archive/tar/tar.fuzz.test.ts   (more runs per property)
  *   SUTURE_FUZZ_SEED=12345 node --test ...                            (another seed)
  * A failure prints fast-check's seed (and the shrunk counterexample): SUTURE_FUZZ_SEED=<seed> with
  * the same SUTURE_FUZZ_RUNS replays it exactly.

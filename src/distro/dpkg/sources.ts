@@ -398,3 +398,16 @@ export function formatDeb822Sources(sources: readonly AptSource[]): string {
     })
     .join("\n");
 }
+
+/**
+ * Refuse sources marked `trusted=yes` (apt then installs from them without checking signatures),
+ * unless the user passed --allow-insecure-repositories: both engines call it before any download.
+ */
+export function refuseSourcesMarkedTrusted(sources: readonly AptSource[]): void {
+  const marked = sources.filter((s) => s.trusted);
+  if (marked.length)
+    throw new SutureError(
+      "UNTRUSTED",
+      `the image's apt sources mark ${marked.map((s) => quoteUntrusted(s.uri)).join(", ")} trusted=yes, which lets apt install from them without checking signatures: remove the option from the image, or pass --allow-insecure-repositories to accept them as the image's apt would`,
+    );
+}

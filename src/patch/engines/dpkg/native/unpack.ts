@@ -23,7 +23,7 @@ import {
 } from "node:fs";
 import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { normaliseEntryPath } from "../../../../archive/tar-extract.ts";
+import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
 import {
   type ConffileRecord,
   type DatabasePackage,
