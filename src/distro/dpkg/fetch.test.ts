@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import {
   alwaysFail,
+  busyThenAbort,
   busyThenOk,
   connectionReset,
   mockAgent,
@@ -82,15 +83,7 @@ test("an index larger than the cap is refused (announced or not) without being r
 test("abort during a Retry-After wait ends the fetch at once with CANCELLED", async () => {
   const { pool, fetch } = setup();
   const controller = new AbortController();
-  // Abort once the 503 has been served: the client is then in (or entering) its 25 s wait.
-  pool.intercept({ path: IN_RELEASE }).reply(
-    503,
-    () => {
-      setImmediate(() => controller.abort());
-      return "";
-    },
-    { headers: { "retry-after": "25" } },
-  );
+  busyThenAbort(pool, IN_RELEASE, controller);
   const started = Date.now();
   await assert.rejects(fetchBytes(fetch, url, { ...fast, signal: controller.signal }), (e: unknown) =>
     isSutureError(e, "CANCELLED"),
