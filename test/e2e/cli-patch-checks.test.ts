@@ -9,10 +9,12 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { oneLineError } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "tool:mmdebstrap");
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

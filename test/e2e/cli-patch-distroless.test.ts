@@ -9,7 +9,6 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
@@ -17,6 +16,9 @@ import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "tool:umoci");
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

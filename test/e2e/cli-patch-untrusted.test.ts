@@ -13,13 +13,15 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { createCleartextMessage, generateKey, readCleartextMessage, readPrivateKey, sign } from "openpgp";
 import { oneLineError } from "../lab/cli.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { type LabMirror, type LabMirrorOptions, startMirror } from "../lab/mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "loopback", "tool:mmdebstrap");
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

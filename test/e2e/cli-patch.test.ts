@@ -4,11 +4,13 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { startMirror } from "../lab/mirror.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "loopback", "tool:mmdebstrap", "tool:umoci");
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

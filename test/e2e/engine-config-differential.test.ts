@@ -12,7 +12,6 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey, readPrivateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
@@ -20,6 +19,9 @@ import { patchIntoOciDir } from "../lab/cli.ts";
 import { buildDeb } from "../lab/deb.ts";
 import { type LabRecipeName, labImage, pendingSecurityFixes } from "../lab/images.ts";
 import { type LocalAptRepo, startLocalAptRepo } from "../lab/local-apt-repo.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "runc", "loopback", "tool:mmdebstrap", "tool:umoci");
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

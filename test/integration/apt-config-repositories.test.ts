@@ -8,12 +8,14 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { fileAccessFromRoot, parseDeb822Sources } from "../../src/distro/dpkg/sources.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { imageKeyringProvider } from "../../src/trust/keyring.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { test } = await requiring("loopback");
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));

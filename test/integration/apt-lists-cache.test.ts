@@ -8,7 +8,6 @@ import { execFile } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import {
   aptListName,
@@ -19,6 +18,9 @@ import {
   seedLists,
   verifiedLists,
 } from "../../src/patch/engines/dpkg/apt-lists.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("network");
 
 const run = promisify(execFile);
 const SUITE_URL = "http://deb.debian.org/debian-security/dists/bookworm-security";

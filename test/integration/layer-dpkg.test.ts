@@ -10,13 +10,16 @@ import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type TestContext, test } from "node:test";
+import type { TestContext } from "node:test";
 import { promisify } from "node:util";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
 import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
+import { requiring } from "../lab/requirements.ts";
 import { listTar } from "../lab/tar.ts";
+
+const { test } = await requiring("root", "network");
 
 const run = promisify(execFile);
 const sh = (script: string) =>

@@ -7,13 +7,15 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { generateKey } from "openpgp";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { startMirror } from "../lab/mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("loopback");
 
 const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"

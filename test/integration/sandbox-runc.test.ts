@@ -7,7 +7,6 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
 import zlib from "node:zlib";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { sha256Digest } from "../../src/image/digest.ts";
@@ -22,7 +21,10 @@ import { isMountPoint } from "../../src/sandbox/overlay.ts";
 import { withSandbox } from "../../src/sandbox/sandbox.ts";
 import { openLayoutSource } from "../../src/transports/layout/layout.ts";
 import { type LabImage, labImage } from "../lab/images.ts";
+import { requiring } from "../lab/requirements.ts";
 import { listTree, snapshot, tarOf } from "./sandbox-fixtures.ts";
+
+const { after, before, describe, test } = await requiring("root", "runc", "network", "tool:mmdebstrap");
 
 let lab: LabImage;
 let source: ImageSource;
