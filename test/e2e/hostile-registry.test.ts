@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { startCountingProxy } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
-import { startCountingProxy } from "../lab/counting-proxy.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 
 /**

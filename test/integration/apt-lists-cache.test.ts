@@ -19,6 +19,7 @@ import {
   seedLists,
   verifiedLists,
 } from "../../src/patch/engines/dpkg/apt-lists.ts";
+import { archiveMirror } from "../lab/archive-mirror.ts";
 
 const run = promisify(execFile);
 const SUITE_URL = "http://deb.debian.org/debian-security/dists/bookworm-security";
@@ -31,8 +32,10 @@ let inRelease: Buffer;
 let packages: Buffer;
 let releaseDate: Date;
 
+/** GET from the Debian archive, through the lab's recording mirror. */
 async function get(url: string): Promise<Buffer> {
-  const res = await fetch(url);
+  const mirror = await archiveMirror();
+  const res = await fetch(url.replace(/^http:\/\/deb\.debian\.org\//, `${mirror.url}/`));
   assert.equal(res.status, 200, `GET ${url}`);
   return Buffer.from(await res.arrayBuffer());
 }

@@ -11,15 +11,21 @@ import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { type TestContext, test } from "node:test";
+import { before, type TestContext, test } from "node:test";
 import { promisify } from "node:util";
 import tar from "tar-stream";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
 import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
+import { archiveMirror } from "../lab/archive-mirror.ts";
 
 const run = promisify(execFile);
+
+// apt-get download reaches the archive through the lab's recording mirror (its http_proxy).
+before(async () => {
+  await archiveMirror();
+});
 const sh = (script: string) =>
   run("bash", ["-euo", "pipefail", "-c", script], {
     maxBuffer: 64 << 20,

@@ -13,7 +13,7 @@ import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
-import { startMirror } from "../lab/mirror.ts";
+import { archiveMirror, startArchiveMirror } from "../lab/archive-mirror.ts";
 
 const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -26,6 +26,8 @@ ID=debian
 let work: string;
 let root: string;
 before(async () => {
+  // The official suites through the lab's recording mirror (as a proxy; --mirror cases start their own).
+  await archiveMirror();
   work = await mkdtemp(join(tmpdir(), "suture-native-repos-"));
   root = join(work, "root");
   await mkdir(join(root, "etc"), { recursive: true });
@@ -70,7 +72,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
     (e: unknown) => isSutureError(e) && e.code === "UNTRUSTED",
   );
 
-  const mirror = await startMirror({
+  const mirror = await startArchiveMirror({
     // A mirror that serves a rewritten InRelease: the signature no longer matches.
     alter: (path, body) =>
       path.endsWith("/bookworm-updates/InRelease")
@@ -94,7 +96,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
         return true;
       },
     );
-    assert.ok(mirror.requests.some((p) => p.startsWith("/debian-security/dists/bookworm-security/")));
+    assert.ok(mirror.requests.some((r) => r.path.startsWith("/debian-security/dists/bookworm-security/")));
   } finally {
     await mirror.stop();
   }

@@ -11,6 +11,7 @@ import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { regenerateCaBundle } from "../../src/patch/engines/dpkg/native/script-effects.ts";
 import { parseKeyring } from "../../src/trust/keyring.ts";
+import { archiveMirror } from "./archive-mirror.ts";
 import { labCacheDir } from "./images.ts";
 import { layoutWriter } from "./oci-layout.ts";
 
@@ -44,6 +45,8 @@ export interface DistrolessLab {
 }
 
 export async function distrolessLabImage(): Promise<DistrolessLab> {
+  // As labImage: the build and the patches that follow reach the archive through the recording mirror.
+  await archiveMirror();
   const key = createHash("sha256")
     .update(`${BUILDER}\n${DISTROLESS_PACKAGES.join(",")}`)
     .digest("hex")

@@ -111,15 +111,18 @@ const SECURE_APT_OPTIONS = [
   "APT::Get::AllowUnauthenticated=false",
 ];
 
-export const APT_ENV = [
-  "DEBIAN_FRONTEND=noninteractive",
-  "DEBCONF_NONINTERACTIVE_SEEN=true",
-  "LC_ALL=C",
-  // apt in the container uses the host's proxy, as suture's own downloads do.
-  ...["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((k) =>
-    process.env[k] ? [`${k}=${process.env[k]}`] : [],
-  ),
-];
+/** The environment of the image's apt and dpkg, read when they run (the proxy may be set after load). */
+export function aptEnv(): string[] {
+  return [
+    "DEBIAN_FRONTEND=noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN=true",
+    "LC_ALL=C",
+    // apt in the container uses the host's proxy, as suture's own downloads do.
+    ...["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((k) =>
+      process.env[k] ? [`${k}=${process.env[k]}`] : [],
+    ),
+  ];
+}
 
 /**
  * Update packages with the image's own apt, as copa does, but refusing what copa lets through:
@@ -207,7 +210,7 @@ async function aptRun(
     );
   }
   const run = async (what: string, args: string[]) => {
-    const r = await sandbox.run(args, { env: APT_ENV, timeoutMs: options.timeoutMs, mounts });
+    const r = await sandbox.run(args, { env: aptEnv(), timeoutMs: options.timeoutMs, mounts });
     if (r.exitCode !== 0) {
       throw aptFailure(what, r.exitCode, r.stderr || r.stdout);
     }
@@ -259,7 +262,7 @@ async function aptRun(
     for (const [name, v] of lists) if (!v.packages) lists.delete(name);
     verified = lists;
   }
-  const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
+  const held = (await sandbox.run(["apt-mark", "showhold"], { env: aptEnv() })).stdout
     .split("\n")
     .map((s) => s.trim())
     .filter(Boolean);

@@ -8,8 +8,8 @@ import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
 import type { OsRelease } from "../../../../distro/os-release.ts";
 import { type ProgressSink, withStep } from "../../../../progress/events.ts";
 import {
-  APT_ENV,
   type AptResult,
+  aptEnv,
   aptFailure,
   cannotPatch,
   notReached,
@@ -182,7 +182,7 @@ export async function applyNative(
       async () => {
         const r = await sandbox.run(
           ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
-          { env: APT_ENV, timeoutMs: options.timeoutMs },
+          { env: aptEnv(), timeoutMs: options.timeoutMs },
         );
         if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
       },
