@@ -16,6 +16,7 @@ import { type ArchiveMirror, startArchiveMirror } from "../lab/archive-mirror.ts
 /** A small pool file (immutable) and a small suite file (mutable) of bookworm. */
 const DEB = "/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
 const RELEASE = "/debian/dists/bookworm/Release";
+const NO_SUITE = "/debian/dists/suture-no-such-suite/InRelease";
 
 interface Got {
   status: number;
@@ -73,6 +74,8 @@ test("what the mirror fetched is served again when upstream refuses connections"
   // Recorded under the archive host and path, whichever form the request came in.
   assert.ok((await readFile(join(dir, "deb.debian.org", DEB))).equals(deb.body));
   assert.ok((await readFile(join(dir, "deb.debian.org", RELEASE))).equals(release.body));
+  // What the archive does not have is not there offline either (not a gateway error).
+  assert.equal((await get(online, NO_SUITE)).status, 404);
 
   const gone = await refusingOrigin();
   const offline = await mirrorFor(t, { recordDir: dir, upstream: gone });
@@ -89,6 +92,7 @@ test("what the mirror fetched is served again when upstream refuses connections"
   assert.ok(again.body.equals(release.body));
   assert.equal(offline.upstreamFetches.length, 1);
 
+  assert.equal((await get(offline, NO_SUITE)).status, 404);
   const missing = await get(offline, "/debian/dists/bookworm/InRelease");
   assert.equal(missing.status, 504, "never recorded, upstream gone");
   assert.match(missing.body.toString("utf8"), /never recorded/);

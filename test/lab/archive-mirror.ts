@@ -11,7 +11,8 @@
  *     when `http_proxy=http://127.0.0.1:PORT` is set. Only Debian's archive hosts are served.
  *
  * Recording: every 200 from upstream is written (atomically) to
- * `<lab cache>/archive/<host>/<path>`. Immutable paths (`pool/`, `by-hash/`, `.deb`) are served
+ * `<lab cache>/archive/<host>/<path>`, and a 404 as `<path>.missing` (a client probing for a file
+ * the archive lacks gets the same answer offline). Immutable paths (`pool/`, `by-hash/`, `.deb`) are served
  * from the recording first and fetched once across all test processes (under the lab cache's
  * lock discipline, cache.ts). Mutable paths (InRelease, Release, indexes by name) come from
  * upstream while it answers, and from the recording when it does not (connection refused, DNS
@@ -297,31 +298,30 @@ class ArchiveRecording {
     }
     const segments = decoded.split("/").slice(1);
     const unsafe = (s: string) =>
-      s === "" || s === "." || s === ".." || s.includes("\0") || s.endsWith(".lock");
+      s === "" ||
+      s === "." ||
+      s === ".." ||
+      s.includes("\0") ||
+      [".lock", ".tmp", MISSING].some((suffix) => s.endsWith(suffix));
     if (segments.length === 0 || segments.some(unsafe)) return undefined;
     return path.join(this.dir, host, ...segments);
   }
 
   async #immutable(host: string, requestPath: string, file: string): Promise<Answer> {
-    const recorded = await readRecording(file);
-    if (recorded || this.offline) return recorded ?? notRecorded(requestPath);
+    const recorded = await replay(file);
+    if (recorded?.status === 200 || this.offline) return recorded ?? notRecorded(requestPath);
     await mkdir(path.dirname(file), { recursive: true });
     const lock = `${file}.lock`;
-    if (
-      !(await acquireLock(
-        lock,
-        async () => (await stat(file).catch(() => undefined)) !== undefined,
-        FETCH_LOCK_WAIT_MS,
-      ))
-    ) {
-      return (await readRecording(file)) ?? notRecorded(requestPath);
+    const fetchedByOther = async () => (await stat(file).catch(() => undefined)) !== undefined;
+    if (!(await acquireLock(lock, fetchedByOther, FETCH_LOCK_WAIT_MS))) {
+      return (await replay(file)) ?? notRecorded(requestPath);
     }
     try {
-      const again = await readRecording(file);
-      if (again) return again;
+      const again = await replay(file);
+      if (again?.status === 200) return again;
       const got = await this.#fetch(host, requestPath);
-      if (!got) return notReachable(requestPath);
-      if (got.status === 200) await record(file, got.body);
+      if (!got) return again ?? notReachable(requestPath);
+      await record(file, got);
       return got;
     } finally {
       await releaseLock(lock);
@@ -329,19 +329,18 @@ class ArchiveRecording {
   }
 
   async #mutable(host: string, requestPath: string, file: string | undefined): Promise<Answer> {
-    const replay = async () => (file ? await readRecording(file) : undefined);
-    if (this.offline || Date.now() < this.#downUntil) return (await replay()) ?? notRecorded(requestPath);
+    const recorded = async () => (file ? await replay(file) : undefined);
+    if (this.offline || Date.now() < this.#downUntil) return (await recorded()) ?? notRecorded(requestPath);
     const got = await this.#fetch(host, requestPath);
-    if (got?.status === 200) {
-      if (file) await record(file, got.body);
+    if (got && got.status < 500) {
+      // A 404 for a file we hold means the suite moved away (to archive.debian.org): keep serving it.
+      const kept = got.status === 404 || got.status === 410 ? await recorded() : undefined;
+      if (kept?.status === 200) return kept;
+      if (file) await record(file, got);
       return got;
     }
-    // Upstream unreachable, failing, or no longer serving a suite we recorded (moved to archive).
-    if (!got || got.status >= 500 || got.status === 404 || got.status === 410) {
-      const recorded = await replay();
-      if (recorded) return recorded;
-    }
-    return got ?? notReachable(requestPath);
+    // Upstream unreachable or failing.
+    return (await recorded()) ?? got ?? notReachable(requestPath);
   }
 
   /** GET from upstream; undefined when it cannot be reached (then it counts as down for a while). */
@@ -361,21 +360,33 @@ class ArchiveRecording {
   }
 }
 
-async function readRecording(file: string): Promise<Answer | undefined> {
+/** Beside a path's recording: upstream answered 404 for it (replayed as 404 when offline). */
+const MISSING = ".missing";
+
+/** A path's recording: its bytes, a 404 if upstream said it does not exist, or undefined. */
+async function replay(file: string): Promise<Answer | undefined> {
   try {
     return { status: 200, body: await readFile(file), contentType: "application/octet-stream" };
   } catch {
-    return undefined;
+    const missing = await stat(`${file}${MISSING}`).catch(() => undefined);
+    return missing ? { status: 404, body: Buffer.alloc(0) } : undefined;
   }
 }
 
-/** Writes a recording atomically: a reader sees the whole previous file or the whole new one. */
-async function record(file: string, body: Buffer): Promise<void> {
+/**
+ * Records what upstream answered for a path: a 200's bytes, or that it was a 404 (other answers
+ * are not kept). Written atomically (temporary name, then rename): a reader in another process
+ * sees the whole previous recording or the whole new one.
+ */
+async function record(file: string, got: Answer): Promise<void> {
+  if (got.status !== 200 && got.status !== 404) return;
+  const target = got.status === 200 ? file : `${file}${MISSING}`;
   const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   try {
     await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(tmp, body, { mode: 0o644 });
-    await rename(tmp, file);
+    await writeFile(tmp, got.status === 200 ? got.body : "", { mode: 0o644 });
+    await rename(tmp, target);
+    if (got.status === 200) await rm(`${file}${MISSING}`, { force: true });
   } catch {
     // A path that clashes with a recorded directory (or a full disk) is served, not recorded.
     await rm(tmp, { force: true });
