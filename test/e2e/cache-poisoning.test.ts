@@ -15,8 +15,12 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

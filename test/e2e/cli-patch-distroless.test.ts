@@ -15,8 +15,12 @@ import { generateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { validateOpenVex } from "../../src/vex/validate.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

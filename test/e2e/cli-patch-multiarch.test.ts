@@ -7,10 +7,14 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { validateOpenVex } from "../../src/vex/validate.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { trivyReportFor } from "../lab/images.ts";
 import { labIndex } from "../lab/lab-index.ts";
 import { buildRandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 // A real amd64 + arm64 bookworm index pushed to a loopback registry; the arm64 platform's apt runs
 // under QEMU user emulation (scripts/install-system-deps.sh --arm64-emulation, done by the lab).

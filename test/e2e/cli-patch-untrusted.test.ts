@@ -16,10 +16,18 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { createCleartextMessage, generateKey, readCleartextMessage, readPrivateKey, sign } from "openpgp";
-import { type ArchiveMirror, type ArchiveMirrorOptions, startArchiveMirror } from "../lab/archive-mirror.ts";
+import {
+  type ArchiveMirror,
+  type ArchiveMirrorOptions,
+  startArchiveMirror,
+  useArchiveMirror,
+} from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

@@ -7,8 +7,11 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { validateOpenVex } from "../../src/vex/validate.ts";
-import { startArchiveMirror } from "../lab/archive-mirror.ts";
+import { startArchiveMirror, useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

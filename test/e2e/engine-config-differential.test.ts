@@ -16,10 +16,14 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey, readPrivateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { buildDeb } from "../lab/deb.ts";
 import { type LabRecipeName, labImage, pendingSecurityFixes } from "../lab/images.ts";
 import { type LocalAptRepo, startLocalAptRepo } from "../lab/local-apt-repo.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

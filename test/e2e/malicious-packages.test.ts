@@ -22,12 +22,16 @@ import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { generateKey, type PrivateKey, readPrivateKey } from "openpgp";
 import { type TarEntry, writeTar } from "../../src/archive/tar-write.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { buildDeb, withDataEntries } from "../lab/deb.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
 import { labImage } from "../lab/images.ts";
 import { type LocalDeb, startLocalAptRepo } from "../lab/local-apt-repo.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

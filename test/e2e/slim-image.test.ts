@@ -13,8 +13,12 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { decompressAuto } from "../../src/archive/compression.ts";
 import { readTar } from "../../src/archive/tar-extract.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 let work: string;
 

@@ -14,7 +14,7 @@ import { fileAccessFromRoot, parseDeb822Sources } from "../../src/distro/dpkg/so
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { imageKeyringProvider } from "../../src/trust/keyring.ts";
-import { archiveMirror } from "../lab/archive-mirror.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
@@ -23,9 +23,7 @@ async function tempDir(t: { after(fn: () => Promise<void>): void }, prefix: stri
 }
 
 // The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
-before(async () => {
-  await archiveMirror();
-});
+before(useArchiveMirror);
 
 const security = (extra = "") =>
   parseDeb822Sources(

@@ -21,7 +21,7 @@ import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { imageKeyringProvider, keyringOf } from "../../src/trust/keyring.ts";
-import { archiveMirror } from "../lab/archive-mirror.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 
 // What the official debian:bookworm image ships as /etc/apt/sources.list.d/debian.sources.
 const DEBIAN_SOURCES = `Types: deb
@@ -38,9 +38,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
 
 // The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
-before(async () => {
-  await archiveMirror();
-});
+before(useArchiveMirror);
 
 function countingFetch(): { fetch: HttpFetch; urls: string[] } {
   const base = createHttpFetch();

@@ -18,14 +18,12 @@ import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
 import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
-import { archiveMirror } from "../lab/archive-mirror.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 
 const run = promisify(execFile);
 
-// apt-get download reaches the archive through the lab's recording mirror (its http_proxy).
-before(async () => {
-  await archiveMirror();
-});
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 const sh = (script: string) =>
   run("bash", ["-euo", "pipefail", "-c", script], {
     maxBuffer: 64 << 20,

@@ -13,7 +13,7 @@ import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
-import { archiveMirror, startArchiveMirror } from "../lab/archive-mirror.ts";
+import { startArchiveMirror, useArchiveMirror } from "../lab/archive-mirror.ts";
 
 const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -27,7 +27,7 @@ let work: string;
 let root: string;
 before(async () => {
   // The official suites through the lab's recording mirror (as a proxy; --mirror cases start their own).
-  await archiveMirror();
+  await useArchiveMirror();
   work = await mkdtemp(join(tmpdir(), "suture-native-repos-"));
   root = join(work, "root");
   await mkdir(join(root, "etc"), { recursive: true });

@@ -20,8 +20,9 @@
  * With SUTURE_LAB_MIRROR_LOG=FILE every upstream request is appended to FILE, so a run can show it
  * made none.
  *
- * `archiveMirror()` is the process's shared instance: started on first use and routing the
- * process and its children through it (proxy environment); it never keeps the process alive.
+ * `archiveMirror()` is the process's shared instance, started on first use; `useArchiveMirror()`
+ * also routes the process and its children through it (proxy environment). It never keeps the
+ * process alive.
  * A test that alters or refuses responses (`alter`, `status`) starts its own instance with
  * `startArchiveMirror`, over the same recording.
  *
@@ -97,18 +98,25 @@ export function archiveRecordDir(): string {
 let shared: Promise<ArchiveMirror> | undefined;
 
 /**
- * The process's shared archive mirror, started on first call. From then on this process's own
- * HTTP clients (suture's, created after this call) and every child it starts with its environment
- * (suture, apt, mmdebstrap) reach the archive through it: `http_proxy`/`HTTP_PROXY` name it and
- * `no_proxy`/`NO_PROXY` keep loopback servers (lab registries, test mirrors) direct. The server
- * does not keep the process alive, so it ends with the process.
+ * The process's shared archive mirror, started on first call. The server holds no reference on
+ * the event loop, so it ends with the process.
  */
 export function archiveMirror(): Promise<ArchiveMirror> {
-  shared ??= startArchiveMirror().then((mirror) => {
-    Object.assign(process.env, archiveProxyEnv(mirror));
-    return mirror;
-  });
+  shared ??= startArchiveMirror();
   return shared;
+}
+
+/**
+ * Routes this test process through the shared archive mirror and returns it: from now on its own
+ * HTTP clients (suture's, created after this call) and every child it starts with its environment
+ * (suture, apt, mmdebstrap) reach the archive through it: `http_proxy`/`HTTP_PROXY` name it and
+ * `no_proxy`/`NO_PROXY` keep loopback servers (lab registries, test mirrors) direct. Every test
+ * file that uses the Debian archive calls it in its `before`.
+ */
+export async function useArchiveMirror(): Promise<ArchiveMirror> {
+  const mirror = await archiveMirror();
+  Object.assign(process.env, archiveProxyEnv(mirror));
+  return mirror;
 }
 
 /** The environment that sends a process's plain-http archive traffic through `mirror`. */

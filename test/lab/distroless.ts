@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { openDeb } from "../../src/distro/dpkg/deb.ts";
+import { createHttpFetch, type HttpFetch } from "../../src/distro/dpkg/fetch.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
@@ -45,8 +46,6 @@ export interface DistrolessLab {
 }
 
 export async function distrolessLabImage(): Promise<DistrolessLab> {
-  // As labImage: the build and the patches that follow reach the archive through the recording mirror.
-  await archiveMirror();
   const key = createHash("sha256")
     .update(`${BUILDER}\n${DISTROLESS_PACKAGES.join(",")}`)
     .digest("hex")
@@ -68,16 +67,21 @@ async function build(entry: string): Promise<void> {
       await readFile("/usr/share/keyrings/debian-archive-keyring.gpg"),
       "debian-archive-keyring.gpg",
     );
+    // Through the lab's recording mirror (as a reverse mirror: the process's environment stays as it is).
+    const mirror = await archiveMirror();
+    const direct = createHttpFetch();
+    const fetch: HttpFetch = (url, init) =>
+      direct(url.replace(/^http:\/\/deb\.debian\.org\//, `${mirror.url}/`), init);
     const repo = await openRepository(
       { uri: "http://deb.debian.org/debian", suite: "bookworm", components: ["main"] },
-      { arch: "amd64", cacheDir: join(labCacheDir(), "apt-cache"), keyring },
+      { arch: "amd64", cacheDir: join(labCacheDir(), "apt-cache"), keyring, fetch },
     );
     const entries = DISTROLESS_PACKAGES.map((name) => {
       const e = newestCandidate([repo], name, "amd64");
       if (!e) throw new Error(`bookworm main has no ${name}`);
       return e;
     });
-    const debs = await downloadPackages(entries, { cacheDir: join(labCacheDir(), "apt-cache") });
+    const debs = await downloadPackages(entries, { cacheDir: join(labCacheDir(), "apt-cache"), fetch });
     const root = join(work, "rootfs");
     const statusD = join(root, "var/lib/dpkg/status.d");
     await mkdir(statusD, { recursive: true });

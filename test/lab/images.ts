@@ -377,9 +377,6 @@ const imageMemo = new Map<string, Promise<LabImage>>();
  */
 export async function labImage(recipe: LabRecipeName | LabRecipe): Promise<LabImage> {
   const r = resolveRecipe(recipe);
-  // Whoever asks for a lab image patches it against the archive next: from here on this process
-  // and the suture, apt and mmdebstrap it starts reach the archive through the recording mirror.
-  await archiveMirror();
   const hash = await labRecipeHash(r);
   const key = `${labCacheDir()}\0${hash}`;
   let p = imageMemo.get(key);
