@@ -1,8 +1,9 @@
 /**
  * The lab's recording archive mirror (test/lab/archive-mirror.ts) against the real Debian archive:
  * what it fetched once it serves again with the network gone, immutable files are fetched once,
- * and it answers both as a reverse mirror and as an HTTP proxy. Each test records into its own
- * directory, not the shared lab cache. Needs network to deb.debian.org.
+ * and it answers both as a reverse mirror and as an HTTP proxy. Each instance here records into
+ * its own directory and has the process's shared mirror as its upstream: genuine archive bytes,
+ * fetched from deb.debian.org once and replayed from the lab cache in an offline run.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -11,7 +12,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { type ArchiveMirror, startArchiveMirror } from "../lab/archive-mirror.ts";
+import { type ArchiveMirror, archiveMirror, startArchiveMirror } from "../lab/archive-mirror.ts";
 
 /** A small pool file (immutable) and a small suite file (mutable) of bookworm. */
 const DEB = "/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
@@ -53,6 +54,11 @@ async function recordDir(t: { after(fn: () => Promise<void>): void }): Promise<s
   return dir;
 }
 
+/** An instance that records into `dir` what the real archive (via the shared mirror) serves. */
+async function onlineMirror(t: { after(fn: () => Promise<void>): void }, dir: string) {
+  return mirrorFor(t, { recordDir: dir, upstream: (await archiveMirror()).url, offline: false });
+}
+
 async function mirrorFor(
   t: { after(fn: () => Promise<void>): void },
   options: Parameters<typeof startArchiveMirror>[0],
@@ -64,7 +70,7 @@ async function mirrorFor(
 
 test("what the mirror fetched is served again when upstream refuses connections", async (t) => {
   const dir = await recordDir(t);
-  const online = await mirrorFor(t, { recordDir: dir });
+  const online = await onlineMirror(t, dir);
   const deb = await get(online, DEB);
   const release = await get(online, `http://deb.debian.org${RELEASE}`);
   assert.equal(deb.status, 200);
@@ -78,7 +84,7 @@ test("what the mirror fetched is served again when upstream refuses connections"
   assert.equal((await get(online, NO_SUITE)).status, 404);
 
   const gone = await refusingOrigin();
-  const offline = await mirrorFor(t, { recordDir: dir, upstream: gone });
+  const offline = await mirrorFor(t, { recordDir: dir, upstream: gone, offline: false });
   const deb2 = await get(offline, `http://deb.debian.org${DEB}`);
   const release2 = await get(offline, RELEASE);
   assert.equal(deb2.status, 200);
@@ -100,11 +106,11 @@ test("what the mirror fetched is served again when upstream refuses connections"
 
 test("an immutable path is fetched from upstream once; a mutable one each time upstream answers", async (t) => {
   const dir = await recordDir(t);
-  const mirror = await mirrorFor(t, { recordDir: dir });
+  const mirror = await onlineMirror(t, dir);
   const [a, b] = await Promise.all([get(mirror, DEB), get(mirror, `http://deb.debian.org${DEB}`)]);
   const c = await get(mirror, DEB);
   assert.ok(a.body.equals(b.body) && a.body.equals(c.body));
-  assert.deepEqual(mirror.upstreamFetches, [`http://deb.debian.org${DEB}`]);
+  assert.deepEqual(mirror.upstreamFetches, [`${(await archiveMirror()).url}${DEB}`]);
   assert.equal(mirror.count("GET", /hello_2\.10-3_amd64\.deb$/), 3, "every request is logged");
 
   await get(mirror, RELEASE);
@@ -119,7 +125,7 @@ test("an immutable path is fetched from upstream once; a mutable one each time u
 
 test("alter and status hooks change what one instance serves; the recording keeps the genuine bytes", async (t) => {
   const dir = await recordDir(t);
-  const genuine = await get(await mirrorFor(t, { recordDir: dir }), DEB);
+  const genuine = await get(await onlineMirror(t, dir), DEB);
   const tampering = await mirrorFor(t, {
     recordDir: dir,
     offline: true,
