@@ -12,19 +12,18 @@
  *
  * Recording: every 200 from upstream is written (atomically) to
  * `<lab cache>/archive/<host>/<path>`, and a 404 as `<path>.missing` (a client probing for a file
- * the archive lacks gets the same answer offline). Immutable paths (`pool/`, `by-hash/`, `.deb`) are served
- * from the recording first and fetched once across all test processes (under the lab cache's
- * lock discipline, cache.ts). Mutable paths (InRelease, Release, indexes by name) come from
- * upstream while it answers, and from the recording when it does not (connection refused, DNS
- * failure, 5xx, or a 404 once a suite has moved away), or always with SUTURE_LAB_ARCHIVE_OFFLINE=1.
- * With SUTURE_LAB_MIRROR_LOG=FILE every upstream request is appended to FILE, so a run can show it
- * made none.
+ * the archive lacks gets the same answer offline). Immutable paths (`pool/`, `by-hash/`, `.deb`)
+ * are served from the recording first and fetched once across all test processes (under the lab
+ * cache's lock discipline, cache.ts). Mutable paths (InRelease, Release, indexes by name) come
+ * from upstream while it answers, and from the recording when it does not (connection refused,
+ * DNS failure, 5xx, or a 404 once a suite has moved away), or always with
+ * SUTURE_LAB_ARCHIVE_OFFLINE=1. With SUTURE_LAB_MIRROR_LOG=FILE every upstream request is appended
+ * to FILE, so a run can show it made none.
  *
  * `archiveMirror()` is the process's shared instance, started on first use; `useArchiveMirror()`
  * also routes the process and its children through it (proxy environment). It never keeps the
- * process alive.
- * A test that alters or refuses responses (`alter`, `status`) starts its own instance with
- * `startArchiveMirror`, over the same recording.
+ * process alive. A test that alters or refuses responses (`alter`, `status`) starts its own
+ * instance with `startArchiveMirror`, over the same recording.
  *
  * `startCountingProxy` is the same server in front of a lab registry: it passes every request
  * through unchanged and only logs and counts them.
