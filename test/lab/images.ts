@@ -733,7 +733,11 @@ function hostDebianArch(): LabArch | string {
 async function enableForeignArch(arch: LabArch): Promise<void> {
   if (arch !== "arm64")
     throw new SutureError("UNSUPPORTED_PLATFORM", `the lab cannot emulate ${arch}; only arm64 on amd64`);
-  const res = spawnSync("bash", [INSTALL_SYSTEM_DEPS, "--arm64-emulation"], { encoding: "utf8" });
+  // The host's own packages, from the host's sources: not the lab's archive use, and this process
+  // (blocked in spawnSync) could not answer a proxy it serves itself, so no archive mirror here.
+  const env = { ...process.env };
+  for (const k of ["http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"]) delete env[k];
+  const res = spawnSync("bash", [INSTALL_SYSTEM_DEPS, "--arm64-emulation"], { encoding: "utf8", env });
   if (res.status !== 0) {
     throw new SutureError(
       "SANDBOX",
