@@ -736,7 +736,8 @@ async function enableForeignArch(arch: LabArch): Promise<void> {
   // The host's own packages, from the host's sources: not the lab's archive use, and this process
   // (blocked in spawnSync) could not answer a proxy it serves itself, so no archive mirror here.
   const env = { ...process.env };
-  for (const k of ["http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"]) delete env[k];
+  for (const [k, v] of Object.entries(archiveProxyEnv(await archiveMirror())))
+    if (env[k] === v) delete env[k];
   const res = spawnSync("bash", [INSTALL_SYSTEM_DEPS, "--arm64-emulation"], { encoding: "utf8", env });
   if (res.status !== 0) {
     throw new SutureError(
