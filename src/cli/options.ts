@@ -1,13 +1,23 @@
-import type { Command } from "commander";
+import { type Command, Option, type OptionValues } from "@commander-js/extra-typings";
 import { SutureError } from "../errors/errors.ts";
 import { DEFAULT_MAX_BLOB_SIZE, formatBytes, parseByteSize } from "../image/limits.ts";
 import type { Platform } from "../oci/manifest.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import type { TransportOptions } from "../transports/index.ts";
-import { createRenderer, parseProgressMode } from "./progress-render.ts";
+import {
+  createRenderer,
+  PROGRESS_CHOICES,
+  type ProgressChoice,
+  parseProgressChoice,
+  progressMode,
+} from "./progress-render.ts";
 
-/** Options every command that touches images shares. */
-export function addTransportOptions(cmd: Command): Command {
+/** Options every command that touches images shares (typed: the action sees their values). */
+export function addTransportOptions<
+  Args extends unknown[],
+  Opts extends OptionValues,
+  Globals extends OptionValues,
+>(cmd: Command<Args, Opts, Globals>) {
   return cmd
     .option("--insecure", "allow plain HTTP and unverified TLS for non-loopback registries")
     .option(
@@ -18,20 +28,27 @@ export function addTransportOptions(cmd: Command): Command {
       "--max-blob-size <size>",
       `refuse layers whose manifest claims more than this, e.g. 32G or 500MiB (default ${formatBytes(DEFAULT_MAX_BLOB_SIZE).replace(" ", "")})`,
     )
-    .option("--progress <mode>", "auto | plain | tty | json | quiet", "auto");
+    .addOption(
+      new Option(
+        "--progress <mode>",
+        `how progress is shown on stderr: ${PROGRESS_CHOICES.join(", ")} (rawjson: copa's name for json; unknown: auto, as copa)`,
+      )
+        .argParser(parseProgressChoice)
+        .default("auto" as ProgressChoice),
+    );
 }
 
 export interface CommonFlags {
   insecure?: boolean;
   dockerConfig?: string;
   maxBlobSize?: string;
-  progress?: string;
+  progress: ProgressChoice;
   platform?: string;
 }
 
 export function transportOptionsFrom(flags: CommonFlags): TransportOptions & { finish(): void } {
   const maxBlobSize = flags.maxBlobSize === undefined ? undefined : parseMaxBlobSize(flags.maxBlobSize);
-  const renderer = createRenderer(parseProgressMode(flags.progress));
+  const renderer = createRenderer(progressMode(flags.progress));
   return {
     insecure: flags.insecure,
     dockerConfig: flags.dockerConfig,

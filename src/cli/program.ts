@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError } from "@commander-js/extra-typings";
+import packageJson from "../../package.json" with { type: "json" };
 import { SutureError } from "../errors/errors.ts";
 import { registerCopy } from "./commands/copy.ts";
 import { registerInspect } from "./commands/inspect.ts";
@@ -7,17 +7,10 @@ import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
-export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
-    version: string;
-  };
-  return pkg.version;
-}
-
 export function buildProgram(): Command {
   const program = new Command("suture")
     .description("Patch OS-package vulnerabilities in container images, daemonless.")
-    .version(packageVersion(), "-v, --version")
+    .version(packageJson.version, "-v, --version")
     .showHelpAfterError("(run suture help <command> for usage)")
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .exitOverride();

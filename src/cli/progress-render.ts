@@ -2,12 +2,23 @@ import type { ProgressEvent, ProgressSink } from "../progress/events.ts";
 
 export type ProgressMode = "auto" | "plain" | "tty" | "json" | "quiet";
 
-export function parseProgressMode(value: string | undefined): ProgressMode {
-  const v = (value ?? "auto").toLowerCase();
-  if (v === "rawjson") return "json"; // copa's name for it
-  if (v === "auto" || v === "plain" || v === "tty" || v === "json" || v === "quiet") return v;
-  process.stderr.write(`warning: unknown --progress "${value}", using auto\n`);
+/** What `--progress` accepts: the modes, and copa's `rawjson` for json. */
+export const PROGRESS_CHOICES = ["auto", "plain", "tty", "json", "quiet", "rawjson"] as const;
+export type ProgressChoice = (typeof PROGRESS_CHOICES)[number];
+
+/**
+ * The `--progress` value: copa's names (rawjson is its json) and ours, case-insensitive. An
+ * unknown value is a warning and `auto`, as copa treats it, not a usage error.
+ */
+export function parseProgressChoice(value: string): ProgressChoice {
+  const v = value.toLowerCase();
+  if ((PROGRESS_CHOICES as readonly string[]).includes(v)) return v as ProgressChoice;
+  process.stderr.write(`warning: unknown --progress ${JSON.stringify(value)}, using auto\n`);
   return "auto";
+}
+
+export function progressMode(choice: ProgressChoice): ProgressMode {
+  return choice === "rawjson" ? "json" : choice;
 }
 
 /**

@@ -1,8 +1,8 @@
+import { listDirInRoot, readFileInRoot } from "../fs/in-root.ts";
 import { readImageFiles } from "../image/files.ts";
 import type { Image } from "../image/image.ts";
 import { parseDpkgStatus } from "./dpkg/status.ts";
 import { type OsRelease, parseOsRelease } from "./os-release.ts";
-import { listDirInRoot, readFileInRoot } from "./root-files.ts";
 
 export type PackageManagerKind = "apt" | "dpkg" | "apk" | "rpm" | "none";
 

@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { test } from "node:test";
 import fc from "fast-check";
 import { isSutureError } from "../errors/errors.ts";
+import { childPath } from "../fs/in-root.ts";
 import {
   checkPackageFields,
   isValidPackageArchitecture,
@@ -10,7 +11,6 @@ import {
   isValidPackageVersion,
   quoteUntrusted,
 } from "./package-syntax.ts";
-import { childPath } from "./root-files.ts";
 
 test("deb: names, versions and architectures of the real archive pass; path and line tricks do not", () => {
   for (const name of ["libssl3", "g++-12", "libstdc++6", "perl-modules-5.36", "0ad", "xz-utils"])

@@ -86,6 +86,14 @@ export function isValidPackageVersion(format: PackageFormat, version: string): b
   return version.length <= MAX_FIELD_LENGTH && SYNTAX[format].version(version);
 }
 
+/**
+ * A version in the format's alphabet, whatever its grammar: repositories publish versions their
+ * own grammar rejects (Alpine's `aspell-ru` 0.99f7-r0), which apk keeps and orders as best it can.
+ */
+export function isValidPackageVersionText(format: PackageFormat, version: string): boolean {
+  return version.length <= MAX_FIELD_LENGTH && SYNTAX[format].versionText.test(version);
+}
+
 export function isValidPackageArchitecture(format: PackageFormat, arch: string): boolean {
   return arch.length <= 64 && SYNTAX[format].architecture.test(arch);
 }
@@ -100,7 +108,13 @@ export { quoteUntrusted };
  */
 export function checkPackageFields(
   format: PackageFormat,
-  fields: { name: string; version?: string; architecture?: string },
+  fields: {
+    name: string;
+    version?: string;
+    /** A version checked only against the format's alphabet (see isValidPackageVersionText). */
+    versionText?: string;
+    architecture?: string;
+  },
   where: string,
   fix: string,
   code: "INVALID_ARCHIVE" | "INVALID_REPORT" | "UNTRUSTED" | "UNSAFE_LAYER" = "INVALID_ARCHIVE",
@@ -113,6 +127,8 @@ export function checkPackageFields(
   if (!isValidPackageName(format, fields.name)) throw bad("name", fields.name);
   if (fields.version !== undefined && !isValidPackageVersion(format, fields.version))
     throw bad("version", fields.version);
+  if (fields.versionText !== undefined && !isValidPackageVersionText(format, fields.versionText))
+    throw bad("version", fields.versionText);
   if (fields.architecture !== undefined && !isValidPackageArchitecture(format, fields.architecture))
     throw bad("architecture", fields.architecture);
 }

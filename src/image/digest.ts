@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 import { SutureError } from "../errors/errors.ts";
 import type { Descriptor } from "../oci/manifest.ts";
+import { VerifyingStream } from "../stream/verifying-stream.ts";
 
 export function sha256Digest(bytes: Uint8Array | string): string {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
@@ -40,60 +41,28 @@ export function verifyBytes(
 }
 
 /**
- * A pass-through stream that hashes what flows through. It fails as soon as more bytes arrive than
- * the descriptor names (none of the excess is passed on, so a source streaming without end cannot
- * fill a disk), and at EOF when the digest or size differ. Consumers must treat data as untrusted
- * until the stream ends cleanly.
+ * The verifying stream for content a descriptor names: DIGEST_MISMATCH as soon as more bytes
+ * arrive than it names, and at EOF when the digest or size differ.
  */
-export class VerifyingStream extends Transform {
-  readonly #hash = createHash("sha256");
-  readonly #expected: Pick<Descriptor, "digest" | "size">;
-  readonly #what: string;
-  #bytes = 0;
-
+export class DescriptorVerifyingStream extends VerifyingStream {
   constructor(expected: Pick<Descriptor, "digest" | "size">, what: string) {
-    super();
-    digestHex(expected.digest);
-    this.#expected = expected;
-    this.#what = what;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.#bytes += chunk.length;
-    if (this.#expected.size >= 0 && this.#bytes > this.#expected.size) {
-      callback(
-        new SutureError(
-          "DIGEST_MISMATCH",
-          `${this.#what} is larger than the ${this.#expected.size} bytes its descriptor names: the source sent more than its manifest says, so suture stopped reading it`,
-        ),
-      );
-      return;
-    }
-    this.#hash.update(chunk);
-    callback(null, chunk);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.#expected.size >= 0 && this.#bytes !== this.#expected.size) {
-      callback(
-        new SutureError(
-          "DIGEST_MISMATCH",
-          `${this.#what} is ${this.#bytes} bytes, expected ${this.#expected.size}`,
-        ),
-      );
-      return;
-    }
-    const actual = `sha256:${this.#hash.digest("hex")}`;
-    if (actual !== this.#expected.digest) {
-      callback(
-        new SutureError(
-          "DIGEST_MISMATCH",
-          `${this.#what} has digest ${actual}, expected ${this.#expected.digest}: the source served corrupted or tampered content`,
-        ),
-      );
-      return;
-    }
-    callback();
+    super(
+      { sha256: digestHex(expected.digest), size: expected.size },
+      {
+        tooLarge: (size) =>
+          new SutureError(
+            "DIGEST_MISMATCH",
+            `${what} is larger than the ${size} bytes its descriptor names: the source sent more than its manifest says, so suture stopped reading it`,
+          ),
+        sizeMismatch: (actual, size) =>
+          new SutureError("DIGEST_MISMATCH", `${what} is ${actual} bytes, expected ${size}`),
+        digestMismatch: (actual) =>
+          new SutureError(
+            "DIGEST_MISMATCH",
+            `${what} has digest sha256:${actual}, expected ${expected.digest}: the source served corrupted or tampered content`,
+          ),
+      },
+    );
   }
 }
 

@@ -9,19 +9,19 @@ import {
   mutatedBytes,
   parsesOrFailsCleanlyAsync,
 } from "../../test/fuzz/fuzz.ts";
-import { encodeTarHeader, TAR_END, tarPadding } from "../archive/tar-write.ts";
+import { encodeTarHeader, TAR_END, tarPadding } from "../archive/tar/write.ts";
 import { SutureError } from "../errors/errors.ts";
 import { readImageFiles } from "./files.ts";
 import type { Image } from "./image.ts";
 
 // Property: OS detection reads /etc/os-release and the dpkg status straight out of the image's
 // layers; a corrupt or hostile layer yields the files it holds or one line of INVALID_ARCHIVE,
-// never tar-stream's or zlib's own exception.
+// never a tar library's or zlib's own exception.
 
 function file(name: string, content: string): Buffer {
   const body = Buffer.from(content);
   const header = encodeTarHeader({
-    name,
+    path: name,
     type: "file",
     mode: 0o644,
     uid: 0,
@@ -33,9 +33,9 @@ function file(name: string, content: string): Buffer {
 }
 
 const LAYER = Buffer.concat([
-  encodeTarHeader({ name: "etc", type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: 0 }),
+  encodeTarHeader({ path: "etc", type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: 0 }),
   encodeTarHeader({
-    name: "etc/os-release",
+    path: "etc/os-release",
     type: "symlink",
     linkname: "../usr/lib/os-release",
     mode: 0o777,
@@ -80,7 +80,7 @@ test("readImageFiles: mutated plain and gzip layers yield files or one-line INVA
   );
 });
 
-test("regression: a layer with a corrupt tar header is INVALID_ARCHIVE, not tar-stream's error", async () => {
+test("regression: a layer with a corrupt tar header is INVALID_ARCHIVE, not a bare decoder error", async () => {
   const corrupt = Buffer.from(LAYER);
   corrupt.write("x", 148, "latin1"); // the checksum field
   await assert.rejects(

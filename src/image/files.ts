@@ -1,7 +1,8 @@
 import { posix } from "node:path";
-import tar from "tar-stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { describeCause, SutureError } from "../errors/errors.ts";
+import { readTar } from "../archive/tar/read.ts";
+import { describeCause, isSutureError, SutureError } from "../errors/errors.ts";
+import { type PathTree, READ_POLICY, walkPath } from "../fs/in-root.ts";
 import type { Image } from "./image.ts";
 
 export interface ImageFile {
@@ -29,8 +30,8 @@ export async function readImageFiles(
   try {
     return await readMergedFiles(image, wanted, options);
   } catch (e) {
-    // tar-stream and zlib throw their own errors for a corrupt or truncated layer ("Unexpected
-    // end of data"): the image is at fault, so say so with a code.
+    // zlib throws its own errors for a corrupt or truncated layer ("unexpected end of file"): the
+    // image is at fault, so say so with a code.
     if (e instanceof SutureError || options.signal?.aborted) throw e;
     throw new SutureError(
       "INVALID_ARCHIVE",
@@ -58,38 +59,42 @@ async function readMergedFiles(
   for (const [i, layer] of layers.entries()) {
     if (last.get(layer.digest) !== i) continue;
     options.signal?.throwIfAborted();
-    const extract = tar.extract();
     const stream = decompressAuto(await image.blobs.blob(layer));
-    stream.on("error", (e) => extract.destroy(e));
-    stream.pipe(extract);
-    for await (const entry of extract) {
-      const path = normalise(entry.header.name);
-      const base = posix.basename(path);
-      const dir = posix.dirname(path);
-      if (base === ".wh..wh..opq") {
-        removeUnder(files, dir, false);
-        removeUnder(links, dir, false);
-      } else if (base.startsWith(".wh.")) {
-        const target = posix.join(dir, base.slice(4));
-        removeUnder(files, target, true);
-        removeUnder(links, target, true);
-      } else {
-        // A new entry at a path replaces whatever lower layers had there.
-        files.delete(path);
-        links.delete(path);
-        if (entry.header.type === "symlink" && entry.header.linkname) {
-          links.set(path, entry.header.linkname);
-        } else if (entry.header.type === "file" && wanted(path)) {
-          if ((entry.header.size ?? 0) > maxBytes) {
-            throw new SutureError("INVALID_ARCHIVE", `${path} in the image is larger than ${maxBytes} bytes`);
+    try {
+      for await (const { header, body } of readTar(stream)) {
+        const path = normalise(header.path);
+        const base = posix.basename(path);
+        const dir = posix.dirname(path);
+        if (base === ".wh..wh..opq") {
+          removeUnder(files, dir, false);
+          removeUnder(links, dir, false);
+        } else if (base.startsWith(".wh.")) {
+          const target = posix.join(dir, base.slice(4));
+          removeUnder(files, target, true);
+          removeUnder(links, target, true);
+        } else {
+          // A new entry at a path replaces whatever lower layers had there.
+          files.delete(path);
+          links.delete(path);
+          if (header.type === "symlink" && header.linkname) {
+            links.set(path, header.linkname);
+          } else if (header.type === "file" && wanted(path)) {
+            if (header.size > maxBytes) {
+              throw new SutureError(
+                "INVALID_ARCHIVE",
+                `${path} in the image is larger than ${maxBytes} bytes`,
+              );
+            }
+            const chunks: Buffer[] = [];
+            for await (const c of body) chunks.push(c);
+            files.set(path, Buffer.concat(chunks));
           }
-          const chunks: Buffer[] = [];
-          for await (const c of entry) chunks.push(c as Buffer);
-          files.set(path, Buffer.concat(chunks));
-          continue;
         }
+        // Whatever body is left unread, readTar skips.
       }
-      entry.resume();
+    } finally {
+      // On an early error the decompressor and the blob stream behind it must not stay open.
+      stream.destroy();
     }
   }
   // Symlinked wanted paths (Debian's /etc/os-release → ../usr/lib/os-release).
@@ -114,12 +119,20 @@ function removeUnder<T>(map: Map<string, T>, path: string, includeSelf: boolean)
   }
 }
 
+/**
+ * Where `path` leads among the symlinks seen in the layers (the in-root resolver over that map: a
+ * path no symlink is recorded at counts as a plain entry); undefined for a symlink loop.
+ */
 function resolveLink(path: string, links: Map<string, string>): string | undefined {
-  let current = path;
-  for (let hops = 0; hops < 16; hops++) {
-    const target = links.get(current);
-    if (target === undefined) return current;
-    current = normalise(target.startsWith("/") ? target : posix.join(posix.dirname(current), target));
+  const tree: PathTree<string | null> = {
+    lookup: (p) => links.get(p) ?? null,
+    isDirectory: () => true,
+    linkTarget: (_p, target) => target ?? undefined,
+  };
+  try {
+    return walkPath(tree, path, READ_POLICY).path;
+  } catch (e) {
+    if (isSutureError(e, "UNSAFE_LAYER")) return undefined;
+    throw e;
   }
-  return undefined;
 }

@@ -17,7 +17,7 @@
 
 import type { BigIntStats } from "node:fs";
 import { getAttributeSync, listAttributesSync } from "@napi-rs/xattr";
-import { compareBytes } from "../archive/tar-write.ts";
+import { compareBytes } from "../archive/tar/write.ts";
 import { SutureError } from "../errors/errors.ts";
 
 /** Mount options the sandbox must pass so that every upper dir is expressible as a layer. */

@@ -4,11 +4,10 @@ import { promises as fs } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { Readable } from "node:stream";
 import { type TestContext, test } from "node:test";
 import { promisify } from "node:util";
 import { setAttribute } from "@napi-rs/xattr";
-import tar from "tar-stream";
+import { listTar } from "../../test/lab/tar.ts";
 import type { ProgressEvent } from "../progress/events.ts";
 import { buildPatchLayer } from "./patch-layer.ts";
 
@@ -30,17 +29,11 @@ async function write(root: string, rel: string, content: string, mtime = 1_600_0
   await fs.utimes(path, mtime, mtime);
 }
 
+/** The layer's members as Python's tarfile (an independent reader) lists them; hardlinks with their target. */
 async function names(file: string): Promise<string[]> {
-  const extract = tar.extract();
-  Readable.from(await fs.readFile(file)).pipe(extract);
-  const out: string[] = [];
-  for await (const entry of extract) {
-    out.push(
-      entry.header.type === "link" ? `${entry.header.name} -> ${entry.header.linkname}` : entry.header.name,
-    );
-    entry.resume();
-  }
-  return out;
+  return (await listTar(await fs.readFile(file))).map((m) =>
+    m.type === "hardlink" ? `${m.name} -> ${m.linkname}` : m.name,
+  );
 }
 
 test("a hardlink group equal to the lowers is dropped whole; a changed one is written once", async (t) => {

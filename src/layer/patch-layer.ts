@@ -22,7 +22,6 @@
  *   the file and the others as hardlinks to it, so the link survives; otherwise all are dropped;
  * - the upper dir's root itself is never written (a package update does not change "/").
  */
-import { randomUUID } from "node:crypto";
 import {
   type BigIntStats,
   closeSync,
@@ -34,12 +33,13 @@ import {
   readdirSync,
   readlinkSync,
 } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { compressor } from "../archive/compression.ts";
-import { compareBytes, type TarEntry, writeTar } from "../archive/tar-write.ts";
+import { compareBytes, type TarWriteEntry, writeTar } from "../archive/tar/write.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
+import { placeFile, tempPathBeside } from "../fs/atomic.ts";
 import { DigestingStream } from "../image/digest.ts";
 import type { Compression } from "../oci/media-types.ts";
 import { type ProgressSink, silentProgress, withStep } from "../progress/events.ts";
@@ -106,8 +106,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
   for (const dir of options.lowerDirs) await assertDirectory(dir, "lower dir");
   return withStep(progress, "layer", `building the patch layer from ${options.upperDir}`, async () => {
     const walker = new UpperWalker(options, progress);
-    const outDir = dirname(options.outFile);
-    const tmp = join(outDir, `.${basename(options.outFile)}.${randomUUID()}.tmp`);
+    const tmp = tempPathBeside(options.outFile);
     const diff = new DigestingStream();
     const blob = new DigestingStream();
     try {
@@ -120,7 +119,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
         createWriteStream(tmp),
         { signal: options.signal },
       );
-      await fs.rename(tmp, options.outFile);
+      await placeFile(tmp, options.outFile, `cannot write the patch layer to ${options.outFile}`);
     } catch (e) {
       await fs.rm(tmp, { force: true });
       if (options.signal?.aborted)
@@ -158,7 +157,7 @@ interface UpperChild {
 }
 
 interface PendingDir {
-  entry: TarEntry;
+  entry: TarWriteEntry;
   written: boolean;
 }
 
@@ -217,14 +216,14 @@ class UpperWalker {
     for (const [key, group] of this.#groups) if (group.paths.length < 2) this.#groups.delete(key);
   }
 
-  async *entries(): AsyncGenerator<TarEntry> {
+  async *entries(): AsyncGenerator<TarWriteEntry> {
     for await (const entry of this.#walkDir("", this.#upperDir, [])) {
       this.entryCount++;
       yield entry;
     }
   }
 
-  async *#walkDir(rel: string, abs: string, pending: PendingDir[]): AsyncGenerator<TarEntry> {
+  async *#walkDir(rel: string, abs: string, pending: PendingDir[]): AsyncGenerator<TarWriteEntry> {
     this.#signal?.throwIfAborted();
     for (const child of this.#readChildren(rel, abs)) {
       const st = child.stat;
@@ -385,7 +384,7 @@ class UpperWalker {
 }
 
 /** Write the not yet written ancestors, outermost first. */
-function* flush(pending: PendingDir[]): Generator<TarEntry> {
+function* flush(pending: PendingDir[]): Generator<TarWriteEntry> {
   for (const dir of pending) {
     if (dir.written) continue;
     dir.written = true;
@@ -394,9 +393,9 @@ function* flush(pending: PendingDir[]): Generator<TarEntry> {
 }
 
 /** An empty regular file named `base` in directory `dirRel`: a whiteout or opaque marker. */
-function marker(dirRel: string, base: string, st: BigIntStats): TarEntry {
+function marker(dirRel: string, base: string, st: BigIntStats): TarWriteEntry {
   return {
-    name: dirRel === "" ? base : `${dirRel}/${base}`,
+    path: dirRel === "" ? base : `${dirRel}/${base}`,
     type: "file",
     mode: 0,
     uid: 0,
@@ -406,10 +405,10 @@ function marker(dirRel: string, base: string, st: BigIntStats): TarEntry {
   };
 }
 
-function baseEntry(child: UpperChild, type: TarEntry["type"], xattrs?: EntryXattrs): TarEntry {
+function baseEntry(child: UpperChild, type: TarWriteEntry["type"], xattrs?: EntryXattrs): TarWriteEntry {
   const st = child.stat;
   return {
-    name: child.rel,
+    path: child.rel,
     type,
     mode: Number(st.mode & 0o7777n),
     uid: Number(st.uid),

@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { SutureError } from "../errors/errors.ts";
-import { sha256Digest, VerifyingStream } from "../image/digest.ts";
+import { DescriptorVerifyingStream, sha256Digest } from "../image/digest.ts";
 import type { Image } from "../image/image.ts";
 import type { BlobProvider } from "../image/source.ts";
 import type { Descriptor, History, ImageConfig, ImageManifest } from "../oci/manifest.ts";
@@ -38,7 +38,9 @@ class OverlayBlobs implements BlobProvider {
     if (b) return Readable.from([Buffer.from(b)]);
     const f = this.#files.get(descriptor.digest);
     if (f)
-      return createReadStream(f.path).pipe(new VerifyingStream(f.descriptor, `layer ${descriptor.digest}`));
+      return createReadStream(f.path).pipe(
+        new DescriptorVerifyingStream(f.descriptor, `layer ${descriptor.digest}`),
+      );
     return this.#base.blob(descriptor);
   }
 

@@ -77,6 +77,19 @@ export const ImageConfigSchema = z.looseObject({
 });
 export type ImageConfig = z.infer<typeof ImageConfigSchema>;
 
+/**
+ * Where the first problem a schema found is and what it is, for a one-line message:
+ * `annotations.x: Invalid input: expected string, received number`. Keys come from the document,
+ * so any that could break the line is quoted; zod's messages name the expected type, never the
+ * value (which may be a secret, as in a Docker config.json).
+ */
+export function describeFirstIssue(error: z.ZodError): string {
+  const issue = error.issues[0]!;
+  const joined = issue.path.join(".");
+  const path = !issue.path.length ? "(root)" : /^[\w.$@-]+$/.test(joined) ? joined : quoteUntrusted(joined);
+  return `${path}: ${issue.message}`;
+}
+
 /** Parse and validate JSON bytes against a schema; errors name the document and the bad field. */
 export function parseJson<T>(schema: z.ZodType<T>, bytes: Uint8Array | string, what: string): T {
   let value: unknown;
@@ -90,11 +103,7 @@ export function parseJson<T>(schema: z.ZodType<T>, bytes: Uint8Array | string, w
   }
   const result = schema.safeParse(value);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
-    // Keys come from the document: quote any that could break the line.
-    const joined = issue.path.join(".");
-    const path = !issue.path.length ? "(root)" : /^[\w.$@-]+$/.test(joined) ? joined : quoteUntrusted(joined);
-    throw new SutureError("INVALID_MANIFEST", `${what} is malformed at ${path}: ${issue.message}`, {
+    throw new SutureError("INVALID_MANIFEST", `${what} is malformed at ${describeFirstIssue(result.error)}`, {
       cause: result.error,
     });
   }

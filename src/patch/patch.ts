@@ -8,6 +8,7 @@ import { SutureError } from "../errors/errors.ts";
 import { copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
 import { type Image, imagePlatform, loadImage, openImage, parseIndex } from "../image/image.ts";
 import type { ImageSink, ImageSource } from "../image/source.ts";
+import { hasSuturePatchLayer } from "../mutate/suture-patch.ts";
 import type { Descriptor, Platform, RawManifest } from "../oci/manifest.ts";
 import {
   Annotation,
@@ -32,9 +33,8 @@ import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
+import type { EngineChoice } from "./engines/engine.ts";
 import {
-  type EngineChoice,
-  hasSuturePatchLayer,
   imageDigests,
   type PatchPlatformContext,
   type PlatformResult,
@@ -65,7 +65,7 @@ export interface PatchOptions extends TargetOptions {
   compression?: Compression;
   /** Repository URI → mirror URI, for the image's apt sources (air-gapped or corporate mirrors). */
   mirrors?: Readonly<Record<string, string>>;
-  /** `auto` (default), `native` or `sandbox`: see chooseEngine in platform.ts. */
+  /** `auto` (default), `native` or `sandbox`: see selectEngine in engines/engine.ts. */
   engine?: EngineChoice;
   /** Keyring trusted for distroless images' default sources (default: the host's archive keyring). */
   keyringFile?: string;

@@ -1,16 +1,19 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { placeDirectory } from "../fs/atomic.ts";
+import { fileChecksum } from "../trust/checksum.ts";
+import { installedChanges, type PatchEngine } from "./engines/engine.ts";
 
 /**
- * Patch layers kept for a second patch of the same base: the native engine's result is a function
- * of the image (manifest digest: layers and config), the exact packages installed (by SHA-256),
- * whether scripts ran, and the layer compression, so the same inputs may reuse the layer built
- * before instead of unpacking and configuring again. The file is re-hashed before reuse.
+ * Patch layers kept for a second patch of the same base: a native engine's result is a function
+ * of the image (manifest digest: layers and config), the exact packages installed (by digest),
+ * what else its plan says shapes it (whether scripts ran), and the layer compression, so the same
+ * inputs may reuse the layer built before instead of unpacking and configuring again. The file is
+ * re-hashed before reuse.
  */
-export interface CachedPatch {
+interface CachedPatch {
   layer: { digest: string; size: number; diffID: string; uncompressedSize: number; droppedUnchanged: number };
   changed: { name: string; from?: string; to: string }[];
   failed: { name: string; reason: string }[];
@@ -20,7 +23,7 @@ export interface CachedPatch {
 /** Bump when anything that shapes the layer changes (unpacker, excludes, tar writer). */
 const FORMAT = "suture-native-result-1";
 
-export async function patchResultKey(parts: readonly string[]): Promise<string> {
+async function patchResultKey(parts: readonly string[]): Promise<string> {
   return createHash("sha256")
     .update([FORMAT, await codeFingerprint(), ...parts].join("\n"))
     .digest("hex");
@@ -29,16 +32,18 @@ export async function patchResultKey(parts: readonly string[]): Promise<string> 
 let fingerprint: Promise<string> | undefined;
 
 /**
- * A hash of the code that shapes a native patch layer (unpacker, dpkg database, tar, layer builder),
- * so a changed suture never reuses a layer an older one built. suture runs from its sources; when
- * they cannot be read the FORMAT constant alone stands in.
+ * A hash of the code that shapes a patch layer (the engines, package databases, tar, the layer
+ * builder), so a changed suture never reuses a layer an older one built. suture runs from its
+ * sources; when they cannot be read the FORMAT constant alone stands in.
  */
 function codeFingerprint(): Promise<string> {
   fingerprint ??= (async () => {
     const hash = createHash("sha256");
-    for (const dir of ["engines/dpkg/native", "../layer", "../distro/dpkg", "../archive"]) {
+    for (const dir of ["engines", "../layer", "../distro", "../archive"]) {
       const abs = fileURLToPath(new URL(`./${dir}/`, import.meta.url));
-      const names = (await readdir(abs).catch(() => [] as string[])).filter((n) => n.endsWith(".ts")).sort();
+      const names = (await readdir(abs, { recursive: true }).catch(() => [] as string[]))
+        .filter((n) => n.endsWith(".ts") && !n.endsWith(".test.ts"))
+        .sort();
       for (const n of names) hash.update(n).update(await readFile(join(abs, n)));
     }
     return hash.digest("hex");
@@ -51,7 +56,7 @@ function entryDir(cacheDir: string, key: string): string {
 }
 
 /** The cached result and its layer file, when present and intact. */
-export async function loadCachedPatch(
+async function loadCachedPatch(
   cacheDir: string,
   key: string,
 ): Promise<{ meta: CachedPatch; file: string } | undefined> {
@@ -63,13 +68,9 @@ export async function loadCachedPatch(
     return undefined;
   }
   const file = join(dir, "layer");
-  const hash = createHash("sha256");
-  try {
-    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  } catch {
-    return undefined;
-  }
-  if (`sha256:${hash.digest("hex")}` !== meta.layer.digest) {
+  const actual = await fileChecksum(file).catch(() => undefined);
+  if (!actual) return undefined;
+  if (`sha256:${actual.sha256}` !== meta.layer.digest) {
     await rm(dir, { recursive: true, force: true });
     return undefined;
   }
@@ -77,7 +78,7 @@ export async function loadCachedPatch(
 }
 
 /** Keep a freshly built layer for next time (written aside, then renamed into place). */
-export async function storeCachedPatch(
+async function storeCachedPatch(
   cacheDir: string,
   key: string,
   layerFile: string,
@@ -89,9 +90,72 @@ export async function storeCachedPatch(
   try {
     await link(layerFile, join(tmp, "layer")).catch(() => copyFile(layerFile, join(tmp, "layer")));
     await writeFile(join(tmp, "meta.json"), JSON.stringify(meta));
-    await rm(final, { recursive: true, force: true });
-    await rename(tmp, final);
+    await placeDirectory(tmp, final);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * An engine whose results are kept and reused: when the engine's plan for this image is one it
+ * carried out before (same packages by digest, same reuse key, same compression and code), apply
+ * returns the layer built then instead of installing anything; otherwise it applies and keeps the
+ * layer the pipeline builds from the result. Engines without a plan or a reuse key pass through.
+ */
+export function withResultCache(
+  engine: PatchEngine,
+  options: { cacheDir: string; imageDigest: string; compression: string },
+): PatchEngine {
+  const plan = engine.plan?.bind(engine);
+  if (!plan) return engine;
+  return {
+    kind: engine.kind,
+    description: engine.description,
+    plan,
+    async apply(sandbox, targets, ctx, given) {
+      const planned = given ?? (await plan(sandbox, targets, ctx));
+      if (!planned.reuseKey || planned.install.length === 0)
+        return engine.apply(sandbox, targets, ctx, planned);
+      const key = await patchResultKey([
+        options.imageDigest,
+        options.compression,
+        ...planned.reuseKey,
+        ...planned.install.map((p) => `${p.name} ${p.to} ${p.digest}`),
+      ]);
+      const cached = await loadCachedPatch(options.cacheDir, key);
+      if (cached) {
+        const { meta, file } = cached;
+        for (const message of planned.warnings) ctx.progress({ type: "warning", message });
+        ctx.progress({
+          type: "info",
+          message: "reusing the patch layer built earlier for this image and these packages",
+        });
+        return {
+          before: new Map(meta.changed.flatMap((c) => (c.from ? [[c.name, c.from] as const] : []))),
+          after: new Map(meta.changed.map((c) => [c.name, c.to] as const)),
+          failed: meta.failed,
+          warnings: meta.warnings,
+          installMs: 0,
+          reusedLayer: { file, ...meta.layer },
+        };
+      }
+      const result = await engine.apply(sandbox, targets, ctx, planned);
+      return {
+        ...result,
+        keepLayer: (layer) =>
+          storeCachedPatch(options.cacheDir, key, layer.file, {
+            layer: {
+              digest: layer.digest,
+              size: layer.size,
+              diffID: layer.diffID,
+              uncompressedSize: layer.uncompressedSize,
+              droppedUnchanged: layer.droppedUnchanged,
+            },
+            changed: [...installedChanges(result.before, result.after)].map(([name, v]) => ({ name, ...v })),
+            failed: layer.failed ?? result.failed,
+            warnings: layer.warnings ?? result.warnings,
+          }),
+      };
+    },
+  };
 }

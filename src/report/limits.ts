@@ -1,5 +1,5 @@
-import { open } from "node:fs/promises";
 import { asSutureError, SutureError } from "../errors/errors.ts";
+import { readFileCapped } from "../fs/read-capped.ts";
 import { formatBytes, parseByteSize } from "../image/limits.ts";
 
 /**
@@ -58,33 +58,14 @@ export function reportTooLargeError(what: string, size: number | undefined, limi
  * file by its size, anything else (a FIFO, /dev/zero) by stopping at `limit + 1` bytes.
  */
 export async function readReportFile(file: string, limit: number): Promise<Buffer> {
-  let handle: Awaited<ReturnType<typeof open>>;
   try {
-    handle = await open(file, "r");
+    return await readFileCapped(file, {
+      limit,
+      what: `report ${file}`,
+      tooLarge: (size) => reportTooLargeError(`report ${file}`, size, limit),
+    });
   } catch (e) {
     throw asSutureError(e, "IO", `cannot read report ${file}`);
-  }
-  try {
-    const st = await handle.stat();
-    if (st.isFile() && st.size > limit) throw reportTooLargeError(`report ${file}`, st.size, limit);
-    // A regular file's size is known; anything else is read in pieces until EOF or the limit.
-    const chunks: Buffer[] = [];
-    let total = 0;
-    const piece = st.isFile() && st.size > 0 ? st.size + 1 : 1024 * 1024;
-    for (;;) {
-      const buf = Buffer.allocUnsafe(Math.min(piece, limit + 1 - total));
-      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      chunks.push(buf.subarray(0, bytesRead));
-      total += bytesRead;
-      // A file that grew since the stat, or a stream, past the limit.
-      if (total > limit) throw reportTooLargeError(`report ${file}`, undefined, limit);
-    }
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
-  } catch (e) {
-    throw asSutureError(e, "IO", `cannot read report ${file}`);
-  } finally {
-    await handle.close();
   }
 }
 

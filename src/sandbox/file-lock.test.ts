@@ -64,3 +64,25 @@ test("a lock left by a dead process is broken; a live holder times out the waite
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a lock file that does not name one process is never broken: the waiter times out, no TypeError", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "suture-lock-"));
+  try {
+    const lock = join(dir, "lock");
+    // A fractional pid would have reached process.kill (a TypeError); -1 asks about every process.
+    for (const owner of [{ pid: 1.5 }, { pid: -1 }, { pid: 0 }, null]) {
+      const text = JSON.stringify(owner === null ? null : { ...owner, host: hostname(), started: "x" });
+      await writeFile(lock, text);
+      await assert.rejects(
+        withFileLock(lock, async () => "never", { waitMs: 100 }),
+        (e: Error) => {
+          assert.match(e.message, /held by process \? on \?: wait for it to finish, or remove the file/);
+          return true;
+        },
+      );
+      assert.equal(await readFile(lock, "utf8"), text, "left as it was");
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,13 +1,15 @@
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
 import { SutureError } from "../errors/errors.ts";
 
-interface LockOwner {
-  pid: number;
-  host: string;
-  started: string;
-}
+/**
+ * What a lock file holds. Read back, it is checked: a pid of 0 or below would make the liveness
+ * check (`kill(pid, 0)`) ask about a process group or every process instead of one process.
+ */
+const LockOwnerSchema = z.object({ pid: z.int().positive(), host: z.string(), started: z.string() });
+type LockOwner = z.infer<typeof LockOwnerSchema>;
 
 export interface FileLockOptions {
   signal?: AbortSignal;
@@ -73,7 +75,7 @@ export async function withFileLock<T>(
 
 async function readOwner(path: string): Promise<LockOwner | undefined> {
   try {
-    return JSON.parse(await readFile(path, "utf8")) as LockOwner;
+    return LockOwnerSchema.parse(JSON.parse(await readFile(path, "utf8")));
   } catch {
     return undefined;
   }

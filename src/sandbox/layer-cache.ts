@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { extractTar } from "../archive/tar-extract.ts";
+import { extractTar } from "../archive/tar/extract.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
+import { placeDirectory } from "../fs/atomic.ts";
 import { digestHex } from "../image/digest.ts";
 import type { Image } from "../image/image.ts";
 import type { BlobProvider } from "../image/source.ts";
@@ -211,28 +212,17 @@ async function materializeUncached(
   }
 }
 
-/** Rename the finished extraction into place; if another process got there first, keep theirs. */
+/**
+ * Rename the finished extraction into place; if another process got there first, keep theirs. A
+ * directory without a current marker (an older cache format or damage) is replaced: nothing can be
+ * mounting it, since nobody uses a layer without its marker.
+ */
 async function commit(tmp: string, dir: string, tmpRoot: string): Promise<void> {
-  try {
-    await rename(tmp, dir);
-    return;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== "EEXIST" && code !== "ENOTEMPTY")
-      throw asSutureError(e, "IO", `cannot store layer in ${dir}`);
-  }
-  if (await readMarker(dir)) return;
-  // A directory without a current marker: an older cache format or damage. Move it aside (atomic),
-  // then retry; nothing can be mounting it, since nobody uses a layer without its marker.
-  const trash = join(tmpRoot, `stale-${randomBytes(6).toString("hex")}`);
-  await rename(dir, trash).catch(() => {});
-  await rm(trash, { recursive: true, force: true });
-  try {
-    await rename(tmp, dir);
-  } catch (e) {
-    if (await readMarker(dir)) return;
-    throw asSutureError(e, "IO", `cannot store layer in ${dir}`);
-  }
+  await placeDirectory(tmp, dir, {
+    keepExisting: async (existing) => (await readMarker(existing)) !== undefined,
+    asideDir: tmpRoot,
+    failure: `cannot store layer in ${dir}`,
+  });
 }
 
 async function extractLayerBlob(

@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, rmdir, unlink, writeFile } from "node:fs/promises";
+import { lstat, mkdtemp, readdir, readFile, rm, rmdir, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
 import { StringDecoder } from "node:string_decoder";
-import { describeCause, SutureError } from "../errors/errors.ts";
+import { describeCause, isSutureError, SutureError } from "../errors/errors.ts";
+import { hostPathOf, MOUNT_POLICY, walkInRoot } from "../fs/in-root.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import { registerCleanup } from "./cleanup.ts";
 import { execTool, findOnPath, firstLine } from "./exec.ts";
@@ -236,32 +237,15 @@ export async function missingMountPoints(rootfs: string, destinations: string[])
   for (const [i, dest] of destinations.entries()) {
     // Below an earlier mount (/dev/pts in the /dev tmpfs): created there, not in the rootfs.
     if (destinations.slice(0, i).some((d) => dest.startsWith(d.endsWith("/") ? d : `${d}/`))) continue;
-    let parts = dest.split("/").filter((p) => p && p !== ".");
-    let cur: string[] = [];
-    let links = 0;
-    while (parts.length > 0) {
-      const part = parts.shift()!;
-      if (part === "..") {
-        cur.pop();
-        continue;
-      }
-      const path = join(rootfs, ...cur, part);
-      const st = await lstat(path).catch(() => undefined);
-      if (!st) {
-        created.push(path);
-        for (const rest of parts) if (rest !== "..") created.push(join(created.at(-1)!, rest));
-        break;
-      }
-      if (st.isSymbolicLink()) {
-        if (++links > 40) break;
-        const target = await readlink(path);
-        const targetParts = target.split("/").filter((p) => p && p !== ".");
-        if (target.startsWith("/")) cur = [];
-        parts = [...targetParts, ...parts];
-        continue;
-      }
-      cur.push(part);
+    let walk: ReturnType<typeof walkInRoot>;
+    try {
+      walk = walkInRoot(rootfs, dest, MOUNT_POLICY);
+    } catch (e) {
+      // A symlink loop: the runtime refuses that destination itself, creating nothing.
+      if (isSutureError(e, "UNSAFE_LAYER")) continue;
+      throw e;
     }
+    if (walk.kind === "missing") for (const path of walk.missing) created.push(hostPathOf(rootfs, path));
   }
   return [...new Set(created)];
 }

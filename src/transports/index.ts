@@ -1,3 +1,4 @@
+import type { Dispatcher } from "undici";
 import type { ImageSink, ImageSource } from "../image/source.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import type { TransportReference } from "../ref/transport.ts";
@@ -20,6 +21,11 @@ export interface TransportOptions {
   signal?: AbortSignal;
   /** Sources refuse a blob whose descriptor claims more bytes (default DEFAULT_MAX_BLOB_SIZE). */
   maxBlobSize?: number;
+  /**
+   * Send the registry's and the Docker Engine API's requests through this undici dispatcher
+   * instead of suture's connection pools (`src/http/dispatchers.ts`); tests pass an in-process fake.
+   */
+  dispatcher?: Dispatcher;
 }
 
 export async function openSource(

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { Transform, type TransformCallback } from "node:stream";
 import { SutureError } from "../errors/errors.ts";
+import { VerifyingStream } from "../stream/verifying-stream.ts";
 
 /** A size and SHA-256 (lower-case hex) taken from signed metadata. */
 export interface ExpectedChecksum {
@@ -10,51 +10,25 @@ export interface ExpectedChecksum {
 }
 
 /**
- * Pass-through that fails as soon as more than `expected.size` bytes arrive, and at EOF when the
- * size or SHA-256 differ. Data that flowed through is untrusted until the stream ends cleanly.
- * Errors are SutureError UNTRUSTED (not retryable) naming `what` and `fix`.
+ * The verifying stream for content a signed index lists: fails as soon as more than
+ * `expected.size` bytes arrive, and at EOF when the size or SHA-256 differ. Errors are
+ * SutureError UNTRUSTED (not retryable) naming `what` and `fix`.
  */
-export class ChecksumStream extends Transform {
-  readonly #hash = createHash("sha256");
-  readonly #expected: ExpectedChecksum;
-  readonly #what: string;
-  readonly #fix: string;
-  bytes = 0;
-
+export class ChecksumStream extends VerifyingStream {
   constructor(expected: ExpectedChecksum, what: string, fix: string) {
-    super();
     if (!/^[0-9a-f]{64}$/.test(expected.sha256)) {
       throw new SutureError("UNTRUSTED", `no valid SHA256 is known for ${what}: ${fix}`);
     }
-    this.#expected = expected;
-    this.#what = what;
-    this.#fix = fix;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.#expected.size) {
-      callback(
+    super(expected, {
+      tooLarge: (size) =>
         new SutureError(
           "UNTRUSTED",
-          `${this.#what} is larger than the ${this.#expected.size} bytes the signed index lists: ${this.#fix}`,
+          `${what} is larger than the ${size} bytes the signed index lists: ${fix}`,
         ),
-      );
-      return;
-    }
-    this.#hash.update(chunk);
-    callback(null, chunk);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    callback(
-      checksumError(
-        { size: this.bytes, sha256: this.#hash.digest("hex") },
-        this.#expected,
-        this.#what,
-        this.#fix,
-      ),
-    );
+      sizeMismatch: (actual) => checksumError({ size: actual, sha256: "" }, expected, what, fix)!,
+      digestMismatch: (actual) =>
+        checksumError({ size: expected.size, sha256: actual }, expected, what, fix)!,
+    });
   }
 }
 

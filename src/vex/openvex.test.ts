@@ -4,13 +4,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { PackageURL } from "packageurl-js";
+import { validateOpenVex } from "../../test/lab/openvex-schema.ts";
 import { isSutureError } from "../errors/errors.ts";
 import { assemblePlan, filterPlanByInstalled, splitFixedVersions, type UpdatePlan } from "../report/plan.ts";
 import { readReport } from "../report/read.ts";
-import { buildOpenVex, canonicalJson, type VexSubject, writeOpenVex } from "./openvex.ts";
+import { buildOpenVex, canonicalJson, subcomponentPurl, type VexSubject, writeOpenVex } from "./openvex.ts";
 import { formatPurl, ociPurl } from "./purl.ts";
 import { OpenVexDocumentSchema } from "./schema.ts";
-import { validateOpenVex } from "./validate.ts";
 
 const FIXTURES = join(import.meta.dirname, "../../../shared/fixtures");
 const SCHEMA = join(FIXTURES, "openvex/openvex_json_schema.json");
@@ -88,7 +89,7 @@ test("an OpenVEX 0.2.0 document with one fixed statement per vulnerability", (t)
     ],
   );
   assert.ok(doc.statements.every((s) => s.status === "fixed"));
-  const product = "pkg:oci/nginx@sha256%3A" + "a1".repeat(32) + "?repository_url=docker.io/library/nginx";
+  const product = "pkg:oci/nginx@sha256:" + "a1".repeat(32) + "?repository_url=docker.io%2Flibrary%2Fnginx";
   assert.deepEqual(doc.statements[0]!.products, [
     {
       "@id": product,
@@ -98,9 +99,9 @@ test("an OpenVEX 0.2.0 document with one fixed statement per vulnerability", (t)
       ],
     },
   ]);
-  // Epochs are part of the version and percent-encoded in the purl.
+  // Epochs are part of the version; a colon is never percent-encoded in a purl (ECMA-427).
   assert.deepEqual(doc.statements[3]!.products[0]!.subcomponents, [
-    { "@id": "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64&distro=debian-12" },
+    { "@id": "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&distro=debian-12" },
   ]);
   assert.deepEqual(OpenVexDocumentSchema.parse(doc), doc);
   if (!haveShared) return t.skip(NO_SHARED);
@@ -176,19 +177,19 @@ test("multi-platform: per-platform products plus the index, with native arch nam
     cve.products.map((p) => [p["@id"], p.subcomponents!.map((s) => s["@id"])]),
     [
       [
-        `pkg:oci/web@sha256%3A${"a1".repeat(32)}?arch=amd64&repository_url=ghcr.io/acme/web`,
-        ["pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64&distro=debian-12"],
+        `pkg:oci/web@sha256:${"a1".repeat(32)}?arch=amd64&repository_url=ghcr.io%2Facme%2Fweb`,
+        ["pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&distro=debian-12"],
       ],
       [
-        `pkg:oci/web@sha256%3A${"c3".repeat(32)}?repository_url=ghcr.io/acme/web`,
+        `pkg:oci/web@sha256:${"c3".repeat(32)}?repository_url=ghcr.io%2Facme%2Fweb`,
         [
-          "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64&distro=debian-12",
-          "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=armhf&distro=debian-12",
+          "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&distro=debian-12",
+          "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=armhf&distro=debian-12",
         ],
       ],
       [
-        `pkg:oci/web@sha256%3A${"b2".repeat(32)}?arch=arm&repository_url=ghcr.io/acme/web`,
-        ["pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=armhf&distro=debian-12"],
+        `pkg:oci/web@sha256:${"b2".repeat(32)}?arch=arm&repository_url=ghcr.io%2Facme%2Fweb`,
+        ["pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=armhf&distro=debian-12"],
       ],
     ],
   );
@@ -233,7 +234,7 @@ test("real reports (deb, apk, rpm, Grype) give schema-valid documents with the s
     assert.ok(ids.includes(subcomponent), `${file}: ${subcomponent} not in ${ids.join(" ")}`);
     assert.equal(
       doc.statements[0]!.products[0]!["@id"],
-      `pkg:oci/app@sha256%3A${"a1".repeat(32)}?repository_url=registry.example.com%3A5000/team/app`,
+      `pkg:oci/app@sha256:${"a1".repeat(32)}?repository_url=registry.example.com:5000%2Fteam%2Fapp`,
     );
     assertSchemaValid(doc);
   }
@@ -296,7 +297,7 @@ test("purls follow the purl spec's canonical form", () => {
       digest: "sha256:244fd47e07d10",
       architecture: "amd64",
     }),
-    "pkg:oci/debian@sha256%3A244fd47e07d10?arch=amd64&repository_url=docker.io/library/Debian",
+    "pkg:oci/debian@sha256:244fd47e07d10?arch=amd64&repository_url=docker.io%2Flibrary%2FDebian",
   );
   assert.equal(
     formatPurl({
@@ -311,6 +312,62 @@ test("purls follow the purl spec's canonical form", () => {
   assert.equal(
     formatPurl({ type: "rpm", namespace: "fedora", name: "c++ lib", version: "1.0+git" }),
     "pkg:rpm/fedora/c%2B%2B%20lib@1.0%2Bgit",
+  );
+  // The purl specification's own test vectors (purl-spec tests/types/deb-test.json, oci-test.json):
+  // a colon is never encoded, `+` always is, and `/` inside a qualifier value is data.
+  assert.equal(
+    formatPurl({
+      type: "deb",
+      namespace: "debian",
+      name: "attr",
+      version: "1:2.4.47-2+b1",
+      qualifiers: { arch: "amd64" },
+    }),
+    "pkg:deb/debian/attr@1:2.4.47-2%2Bb1?arch=amd64",
+  );
+  assert.equal(
+    formatPurl({
+      type: "oci",
+      name: "static",
+      version: "sha256:244fd47e07d10",
+      qualifiers: { repository_url: "gcr.io/distroless/static", tag: "latest" },
+    }),
+    "pkg:oci/static@sha256:244fd47e07d10?repository_url=gcr.io%2Fdistroless%2Fstatic&tag=latest",
+  );
+  // Everything outside letters, digits and `.-_~` is percent-encoded, `%` included; deb names
+  // are lower-cased (the deb type is case-insensitive); the result parses back to the same parts.
+  const odd = formatPurl({
+    type: "deb",
+    namespace: "debian",
+    name: "Odd!(pkg)*'",
+    version: "1.0%7E",
+    qualifiers: { distro: "debian-12 (local)", repository_url: "mirror.example:8080/debian" },
+  });
+  assert.equal(
+    odd,
+    "pkg:deb/debian/odd%21%28pkg%29%2A%27@1.0%257E?distro=debian-12%20%28local%29&repository_url=mirror.example:8080%2Fdebian",
+  );
+  const parsed = PackageURL.fromString(odd);
+  assert.deepEqual(
+    [parsed.name, parsed.version, { ...parsed.qualifiers }],
+    ["odd!(pkg)*'", "1.0%7E", { distro: "debian-12 (local)", repository_url: "mirror.example:8080/debian" }],
+  );
+  // A scanner's purl is used as it is only when it parses and is of the package's type.
+  const plan = debianPlan();
+  const openssl = plan.updates.find((u) => u.name === "openssl")!;
+  const built = "pkg:deb/debian/openssl@3.0.11-1~deb12u2?arch=amd64&distro=debian-12";
+  assert.equal(subcomponentPurl(plan, openssl), built);
+  for (const [purl, expected] of [
+    ["pkg:deb/debian/openssl@3.0.11-1~deb12u2?arch=amd64&distro=debian-12.4", undefined],
+    ["pkg:npm/openssl@3.0.11", built],
+    ["pkg:deb", built],
+    ["deb:debian/openssl@3.0.11", built],
+    ["pkg:deb/debian/openssl@3.0.11 1", built],
+  ] as const)
+    assert.equal(subcomponentPurl(plan, { ...openssl, purl }), expected ?? purl, purl);
+  assert.throws(
+    () => formatPurl({ type: "deb", namespace: "debian", name: "" }),
+    (e) => isSutureError(e, "INTERNAL"),
   );
   assert.throws(
     () => ociPurl({ repository: "x/y", digest: "latest" }),

@@ -1,9 +1,8 @@
-import { createHash, randomBytes } from "node:crypto";
-import { chmod, rename, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
-import { asSutureError, SutureError } from "../errors/errors.ts";
+import { createHash } from "node:crypto";
+import { SutureError } from "../errors/errors.ts";
+import { writeFileAtomic } from "../fs/atomic.ts";
 import type { PlannedUpdate, UpdatePlan } from "../report/plan.ts";
-import { formatPurl, nativeArch, ociPurl } from "./purl.ts";
+import { formatPurl, isPurlOfType, nativeArch, ociPurl } from "./purl.ts";
 import { type OpenVexDocument, OpenVexDocumentSchema, type OpenVexStatement } from "./schema.ts";
 
 export type { OpenVexDocument, OpenVexStatement } from "./schema.ts";
@@ -135,7 +134,7 @@ export function vulnerabilityIri(id: string): string | undefined {
  */
 export function subcomponentPurl(plan: UpdatePlan, u: PlannedUpdate): string {
   const type = u.packageType ?? "generic";
-  if (u.purl?.startsWith(`pkg:${type}/`) && !/\s/.test(u.purl)) return u.purl;
+  if (u.purl && !/\s/.test(u.purl) && isPurlOfType(u.purl, type)) return u.purl;
   const family = plan.os?.family || u.type || undefined;
   return formatPurl({
     type,
@@ -166,14 +165,11 @@ export function canonicalJson(value: unknown): string {
  * `path` (readers never see a partial document; an existing file is replaced).
  */
 export async function writeOpenVex(path: string, doc: OpenVexDocument): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    await writeFile(tmp, `${JSON.stringify(doc, null, 2)}\n`, { mode: 0o644, flag: "wx" });
-    // The umask may have narrowed the mode; the document is meant to be world-readable.
-    await chmod(tmp, 0o644);
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw asSutureError(e, "IO", `cannot write VEX document ${path}`);
-  }
+  // exactMode: the umask may narrow the mode; the document is meant to be world-readable.
+  await writeFileAtomic(path, `${JSON.stringify(doc, null, 2)}\n`, {
+    mode: 0o644,
+    exactMode: true,
+    fsync: false,
+    failure: `cannot write VEX document ${path}`,
+  });
 }

@@ -1,21 +1,28 @@
+import { PackageURL } from "packageurl-js";
 import { SutureError } from "../errors/errors.ts";
 import type { PackageType } from "../report/versions.ts";
 
 /**
- * Package URL (purl) construction in the canonical form of the purl specification: components
- * percent-encoded except for unreserved characters (`A-Z a-z 0-9 . - _ ~`), qualifiers with
- * lower-case keys sorted by key, empty qualifiers dropped.
+ * Package URLs (purls) for VEX documents, built with packageurl-js (the purl project's own
+ * JavaScript implementation: per-type normalisation such as lower-cased deb and apk names,
+ * component validation, qualifiers sorted by key and empty ones dropped).
+ *
+ * Its encoder departs from the purl specification (ECMA-427, "Character encoding") in two ways,
+ * corrected here so the strings are the canonical ones the specification's own test suite expects
+ * (`pkg:deb/debian/attr@1:2.4.47-2%2Bb1?arch=amd64`,
+ * `pkg:oci/debian@sha256:244f…?repository_url=docker.io%2Flibrary%2Fdebian`):
+ * - a colon is never percent-encoded, whatever component it is in (packageurl-js encodes it in
+ *   names and qualifier values);
+ * - only letters, digits, `.-_~` and separators used as separators stay literal, so `+` and
+ *   `!'()*` are percent-encoded (packageurl-js keeps them in versions and names).
+ * Both corrections are safe on the whole string: packageurl-js encodes a literal `%` as `%25`,
+ * so `%3A` only ever stands for an encoded colon, and none of `+!'()*` is a purl separator.
  */
-
-function encode(s: string, keep = ""): string {
-  let out = "";
-  for (const ch of s) {
-    if (/[A-Za-z0-9._~-]/.test(ch) || keep.includes(ch)) out += ch;
-    else
-      for (const byte of Buffer.from(ch, "utf8"))
-        out += `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
+function canonical(purl: PackageURL): string {
+  return purl
+    .toString()
+    .replaceAll("%3A", ":")
+    .replace(/[+!'()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 export interface PurlParts {
@@ -26,22 +33,46 @@ export interface PurlParts {
   qualifiers?: Record<string, string | undefined>;
 }
 
-/** Build `pkg:type/namespace/name@version?k=v&…`. Qualifier values keep `/` (as in the spec's examples). */
+/**
+ * Build `pkg:type/namespace/name@version?k=v&…` in canonical form. Qualifiers without a value are
+ * left out. A part the purl specification forbids (no name, a bad type or qualifier key) is a bug
+ * in the caller: INTERNAL.
+ */
 export function formatPurl(p: PurlParts): string {
-  let s = `pkg:${p.type.toLowerCase()}/`;
-  if (p.namespace)
-    s += `${p.namespace
-      .split("/")
-      .map((seg) => encode(seg))
-      .join("/")}/`;
-  s += encode(p.name);
-  if (p.version) s += `@${encode(p.version)}`;
-  const qualifiers = Object.entries(p.qualifiers ?? {})
-    .filter((e): e is [string, string] => e[1] !== undefined && e[1] !== "")
-    .map(([k, v]) => [k.toLowerCase(), v] as const)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  if (qualifiers.length) s += `?${qualifiers.map(([k, v]) => `${k}=${encode(v, "/")}`).join("&")}`;
-  return s;
+  const qualifiers = Object.fromEntries(
+    Object.entries(p.qualifiers ?? {}).filter(
+      (e): e is [string, string] => e[1] !== undefined && e[1] !== "",
+    ),
+  );
+  let purl: PackageURL;
+  try {
+    purl = new PackageURL(
+      p.type,
+      p.namespace || undefined,
+      p.name,
+      p.version || undefined,
+      Object.keys(qualifiers).length ? qualifiers : undefined,
+    );
+  } catch (e) {
+    throw new SutureError(
+      "INTERNAL",
+      `cannot build a package URL for ${JSON.stringify(p.name)}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
+  }
+  return canonical(purl);
+}
+
+/**
+ * Whether `text` is a purl of the given type that packageurl-js can parse: a scanner's own purl
+ * is used in VEX only then (never one of another type, or one a consumer could not read).
+ */
+export function isPurlOfType(text: string, type: string): boolean {
+  try {
+    return PackageURL.fromString(text).type === type;
+  } catch {
+    return false;
+  }
 }
 
 const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;

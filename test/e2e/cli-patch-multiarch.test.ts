@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { validateOpenVex } from "../../src/vex/validate.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { trivyReportFor } from "../lab/images.ts";
 import { labIndex } from "../lab/lab-index.ts";
+import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { buildRandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 
@@ -127,7 +127,7 @@ test("an amd64 + arm64 index is patched per platform from a report directory and
     );
     for (const digest of [patched.digest, ...patched.images.map((i) => i.digest)])
       assert.ok(
-        ids.some((id: string) => id.includes(digest.replace(":", "%3A"))),
+        ids.some((id: string) => id.includes(`@${digest}?`)),
         `VEX names ${digest}`,
       );
   }

@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { validateOpenVex } from "../../src/vex/validate.ts";
 import { startArchiveMirror, useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { validateOpenVex } from "../lab/openvex-schema.ts";
 
 // The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
 before(useArchiveMirror);

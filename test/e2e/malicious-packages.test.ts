@@ -21,7 +21,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { generateKey, type PrivateKey, readPrivateKey } from "openpgp";
-import { type TarEntry, writeTar } from "../../src/archive/tar-write.ts";
+import { type TarWriteEntry, writeTar } from "../../src/archive/tar/write.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { buildDeb, withDataEntries } from "../lab/deb.ts";
@@ -89,11 +89,18 @@ async function imageTrustingKey(labLayout: string, publicKey: string, dir: strin
     "",
   ].join("\n");
   const meta = { uid: 0, gid: 0, mtime: 1767225600 };
-  const file = (name: string, text: string): TarEntry => {
+  const file = (name: string, text: string): TarWriteEntry => {
     const body = Buffer.from(text);
-    return { name, type: "file", mode: 0o644, ...meta, size: body.length, body: () => Readable.from([body]) };
+    return {
+      path: name,
+      type: "file",
+      mode: 0o644,
+      ...meta,
+      size: body.length,
+      body: () => Readable.from([body]),
+    };
   };
-  const dirEntry = (name: string): TarEntry => ({ name, type: "directory", mode: 0o755, ...meta });
+  const dirEntry = (name: string): TarWriteEntry => ({ path: name, type: "directory", mode: 0o755, ...meta });
   const chunks: Buffer[] = [];
   for await (const c of writeTar([
     dirEntry("etc"),
@@ -279,10 +286,10 @@ test("a data.tar member that climbs out with '..' is the package's error, and no
       [{ path: "usr/lib/x86_64-linux-gnu/libgomp.so.1", content: "not a library" }],
     ),
     [
-      { name: "usr", type: "directory" },
-      { name: "usr/lib", type: "directory" },
-      { name: "usr/lib/ok", type: "file", content: "fine\n" },
-      { name: climb, type: "file", content: "escaped\n" },
+      { path: "usr", type: "directory" },
+      { path: "usr/lib", type: "directory" },
+      { path: "usr/lib/ok", type: "file", content: "fine\n" },
+      { path: climb, type: "file", content: "escaped\n" },
     ],
   );
   await refused(
@@ -301,9 +308,9 @@ test("an absolute hardlink target in data.tar is the package's error", async () 
       [{ path: "usr/lib/x86_64-linux-gnu/libgomp.so.1", content: "not a library" }],
     ),
     [
-      { name: "usr", type: "directory" },
-      { name: "usr/lib", type: "directory" },
-      { name: "usr/lib/link", type: "hardlink", linkname: `${escapeTo}-hardlink` },
+      { path: "usr", type: "directory" },
+      { path: "usr/lib", type: "directory" },
+      { path: "usr/lib/link", type: "hardlink", linkname: `${escapeTo}-hardlink` },
     ],
   );
   await refused(
@@ -328,9 +335,9 @@ test("an absolute symlink from one package is followed inside the image by the n
       [],
     ),
     [
-      { name: "usr", type: "directory" },
-      { name: "usr/share", type: "directory" },
-      { name: "usr/share/suture-link", type: "symlink", linkname: hostDir },
+      { path: "usr", type: "directory" },
+      { path: "usr/share", type: "directory" },
+      { path: "usr/share/suture-link", type: "symlink", linkname: hostDir },
     ],
   );
   const through = await withDataEntries(
@@ -340,9 +347,9 @@ test("an absolute symlink from one package is followed inside the image by the n
       [],
     ),
     [
-      { name: "usr", type: "directory" },
-      { name: "usr/share", type: "directory" },
-      { name: "usr/share/suture-link/pwned", type: "file", content: "inside the image\n" },
+      { path: "usr", type: "directory" },
+      { path: "usr/share", type: "directory" },
+      { path: "usr/share/suture-link/pwned", type: "file", content: "inside the image\n" },
     ],
   );
   const { result, out, repo } = await patchFrom(

@@ -7,10 +7,10 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
-import tar from "tar-stream";
 import { type LoopbackProxy, startCountingProxy } from "../lab/archive-mirror.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+import { type EntrySpec, tarOf } from "../lab/tar.ts";
 
 /**
  * An image whose manifest lists the same layer 500 times (what a careless generator or a hostile
@@ -32,12 +32,14 @@ let layerDigest: string;
 
 /** A tiny Debian root: os-release and a dpkg status with one package, enough to be detected. */
 async function debianLayer(): Promise<Buffer> {
-  const pack = tar.pack();
-  const mtime = new Date(1_700_000_000_000);
-  const file = (name: string, text: string) =>
-    pack.entry({ name, mode: 0o644, mtime, size: Buffer.byteLength(text) }, text);
-  for (const dir of ["etc/", "var/", "var/lib/", "var/lib/dpkg/"])
-    pack.entry({ name: dir, type: "directory", mode: 0o755, mtime });
+  const mtime = 1_700_000_000;
+  const entries: EntrySpec[] = ["etc/", "var/", "var/lib/", "var/lib/dpkg/"].map((name) => ({
+    name,
+    type: "directory",
+    mode: 0o755,
+    mtime,
+  }));
+  const file = (name: string, content: string) => entries.push({ name, content, mode: 0o644, mtime });
   file(
     "etc/os-release",
     'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n',
@@ -46,10 +48,7 @@ async function debianLayer(): Promise<Buffer> {
     "var/lib/dpkg/status",
     "Package: base-files\nStatus: install ok installed\nPriority: required\nSection: admin\nMaintainer: Santiago Vila <sanvila@debian.org>\nArchitecture: amd64\nVersion: 12.4+deb12u1\nDescription: Debian base system miscellaneous files\n\n",
   );
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  return tarOf(entries);
 }
 
 before(async () => {

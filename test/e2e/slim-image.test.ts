@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { decompressAuto } from "../../src/archive/compression.ts";
-import { readTar } from "../../src/archive/tar-extract.ts";
+import { readTar } from "../../src/archive/tar/read.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";

@@ -4,7 +4,7 @@
  * mutators that turn real seed documents into hostile variants.
  *
  * Runs are fixed by default so CI is reproducible. Locally:
- *   SUTURE_FUZZ_RUNS=5000 node --test src/archive/tar.fuzz.test.ts   (more runs per property)
+ *   SUTURE_FUZZ_RUNS=5000 node --test src/archive/tar/tar.fuzz.test.ts   (more runs per property)
  *   SUTURE_FUZZ_SEED=12345 node --test ...                            (another seed)
  * A failure prints fast-check's seed (and the shrunk counterexample): SUTURE_FUZZ_SEED=<seed> with
  * the same SUTURE_FUZZ_RUNS replays it exactly.
@@ -65,6 +65,18 @@ export function assertCleanFailure(e: unknown, codes: readonly ErrorCode[]): voi
   assert.ok(codes.includes(e.code), `unexpected code ${e.code} (want ${codes.join("|")}): ${e.message}`);
   assert.ok(!/[\r\n]/.test(e.message), `error message is not one line: ${JSON.stringify(e.message)}`);
   assert.ok(e.message.length > 0, "error message is empty");
+}
+
+/**
+ * For `assert.throws`/`assert.rejects`: the error is a clean failure (see assertCleanFailure)
+ * with `code` whose message matches `pattern`.
+ */
+export function cleanFailure(code: ErrorCode, pattern: RegExp): (e: unknown) => true {
+  return (e) => {
+    assertCleanFailure(e, [code]);
+    assert.match((e as Error).message, pattern);
+    return true;
+  };
 }
 
 /** Either the parse succeeds (its result is returned) or it fails cleanly (undefined). */

@@ -8,7 +8,6 @@ import { pipeline } from "node:stream/promises";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
-import tar from "tar-stream";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { copyImage } from "../../src/image/copy.ts";
 import { sha256Digest } from "../../src/image/digest.ts";
@@ -17,6 +16,7 @@ import { parseReference } from "../../src/ref/reference.ts";
 import { openArchiveSink, openArchiveSource } from "../../src/transports/archive/docker-archive.ts";
 import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
 import { buildRandomImage, memorySource, type RandomImage } from "../lab/random-image.ts";
+import { tarOf } from "../lab/tar.ts";
 
 const run = promisify(execFile);
 const amd64 = { os: "linux", architecture: "amd64" };
@@ -28,14 +28,14 @@ async function writeArchive(image: RandomImage, file: string, ref?: string): Pro
 
 /** Pack files (name → content) into a tar, in order, exactly as named. */
 async function packTar(file: string, entries: [string, Buffer | { symlink: string }][]): Promise<void> {
-  const pack = tar.pack();
-  const done = pipeline(pack, createWriteStream(file));
-  for (const [name, content] of entries) {
-    if (Buffer.isBuffer(content)) pack.entry({ name, size: content.length }, content);
-    else pack.entry({ name, type: "symlink", linkname: content.symlink });
-  }
-  pack.finalize();
-  await done;
+  await writeFile(
+    file,
+    await tarOf(
+      entries.map(([name, content]) =>
+        Buffer.isBuffer(content) ? { name, content } : { name, type: "symlink", linkname: content.symlink },
+      ),
+    ),
+  );
 }
 
 /**

@@ -10,15 +10,14 @@ import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { before, type TestContext, test } from "node:test";
 import { promisify } from "node:util";
-import tar from "tar-stream";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
 import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
+import { listTar } from "../lab/tar.ts";
 
 const run = promisify(execFile);
 
@@ -73,12 +72,7 @@ async function dpkgInOverlay(t: TestContext, packages: string[]): Promise<DpkgRu
   const { stdout: plain } = await run("bash", ["-c", `zcat "${outFile}" | base64 -w0`], {
     maxBuffer: 256 << 20,
   });
-  const extract = tar.extract();
-  Readable.from(Buffer.from(plain, "base64")).pipe(extract);
-  for await (const entry of extract) {
-    entries.set(entry.header.name, entry.header.type ?? "file");
-    entry.resume();
-  }
+  for (const member of await listTar(Buffer.from(plain, "base64"))) entries.set(member.name, member.type);
 
   // The naive layer: the whole upper dir, as a plain tar of it (or `docker commit`) would give.
   const { stdout: naive } = await sh(

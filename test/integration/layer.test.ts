@@ -9,14 +9,13 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
-import tar from "tar-stream";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { isOverlayPrivateXattr } from "../../src/layer/overlay.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
+import { type ListedMember, listTar, tarOf } from "../lab/tar.ts";
 
 const run = promisify(execFile);
 const sh = (script: string, env: Record<string, string> = {}) =>
@@ -135,40 +134,10 @@ async function mountLab(t: import("node:test").TestContext, mountOptions = ""): 
   return lab;
 }
 
-interface ParsedEntry {
-  name: string;
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  linkname?: string;
-  size: number;
-  pax?: Record<string, string>;
-  body: Buffer;
-}
-
-async function readLayer(file: string): Promise<ParsedEntry[]> {
+/** The layer as Python's tarfile (an independent reader) sees it, bodies included. */
+async function readLayer(file: string): Promise<ListedMember[]> {
   const { stdout } = await run("bash", ["-c", `zcat -f "${file}" | base64 -w0`], { maxBuffer: 256 << 20 });
-  const extract = tar.extract();
-  Readable.from(Buffer.from(stdout, "base64")).pipe(extract);
-  const out: ParsedEntry[] = [];
-  for await (const entry of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of entry) chunks.push(c as Buffer);
-    const h = entry.header;
-    out.push({
-      name: h.name,
-      type: h.type ?? "file",
-      mode: h.mode ?? 0,
-      uid: h.uid ?? 0,
-      gid: h.gid ?? 0,
-      linkname: h.linkname ?? undefined,
-      size: h.size ?? 0,
-      pax: (h as { pax?: Record<string, string> }).pax,
-      body: Buffer.concat(chunks),
-    });
-  }
-  return out;
+  return listTar(Buffer.from(stdout, "base64"), { bodies: true });
 }
 
 test("a layer from a real overlay upper dir holds exactly the changes, and umoci applies it to the merged tree", async (t) => {
@@ -202,7 +171,7 @@ test("a layer from a real overlay upper dir holds exactly the changes, and umoci
       `directory ${longDir}/`,
       `file ${longName}`,
       "file new/hl1",
-      "link new/hl2",
+      "hardlink new/hl2",
       "symlink new/long-link",
       "directory opt/",
       "directory opt/l1-opaque/",
@@ -213,7 +182,7 @@ test("a layer from a real overlay upper dir holds exactly the changes, and umoci
       "file opt/replaced-dir/c",
       "directory share/",
       "file share/hl-lower-a",
-      "link share/hl-new-b",
+      "hardlink share/hl-new-b",
       "directory srv/",
       "directory srv/owned/",
       "file srv/owned/file",
@@ -240,16 +209,13 @@ test("a layer from a real overlay upper dir holds exactly the changes, and umoci
   );
   assert.equal(byName.get("share/hl-lower-a")!.body.toString(), "hl\n");
   assert.equal(byName.get("usr/bin/suid2")!.mode, 0o755);
-  assert.equal(byName.get("usr/bin/capped")!.pax?.["SCHILY.xattr.security.capability"], undefined);
+  assert.equal(byName.get("usr/bin/capped")!.pax.get("SCHILY.xattr.security.capability"), undefined);
   assert.equal(byName.get("srv/owned/")!.uid, 1000, "an unchanged parent keeps its owner and mode");
   assert.equal(byName.get("srv/owned/")!.mode, 0o750);
   assert.equal(byName.get("etc/dirmode/")!.mode, 0o700);
   for (const e of entries) {
-    assert.ok(
-      !Object.keys(e.pax ?? {}).some((k) => k.includes("overlay")),
-      `${e.name} carries no overlay xattrs`,
-    );
-    assert.ok(!Object.keys(e.pax ?? {}).some((k) => /atime|ctime/.test(k)), `${e.name} has no atime/ctime`);
+    assert.ok(![...e.pax.keys()].some((k) => k.includes("overlay")), `${e.name} carries no overlay xattrs`);
+    assert.ok(![...e.pax.keys()].some((k) => /atime|ctime/.test(k)), `${e.name} has no atime/ctime`);
   }
   assert.deepEqual(layer.stats, {
     files: 18,
@@ -442,18 +408,15 @@ async function unpackWithUmoci(
 
 /** lower1 as an image layer: the OCI spelling of its whiteout and opaque directory. */
 async function packLower1(): Promise<Buffer> {
-  const pack = tar.pack();
-  const base = { uid: 0, gid: 0, mtime: new Date(1577836800000) };
-  pack.entry({ ...base, name: "etc/", type: "directory", mode: 0o755 });
-  pack.entry({ ...base, name: "etc/.wh.gone-in-l1", mode: 0o644 }, "");
-  pack.entry({ ...base, name: "opt/", type: "directory", mode: 0o755 });
-  pack.entry({ ...base, name: "opt/l1-opaque/", type: "directory", mode: 0o755 });
-  pack.entry({ ...base, name: "opt/l1-opaque/.wh..wh..opq", mode: 0o644 }, "");
-  pack.entry({ ...base, name: "opt/l1-opaque/y", mode: 0o644 }, "l1 y\n");
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  const base = { uid: 0, gid: 0, mtime: 1577836800 };
+  return tarOf([
+    { ...base, name: "etc/", type: "directory", mode: 0o755 },
+    { ...base, name: "etc/.wh.gone-in-l1", mode: 0o644 },
+    { ...base, name: "opt/", type: "directory", mode: 0o755 },
+    { ...base, name: "opt/l1-opaque/", type: "directory", mode: 0o755 },
+    { ...base, name: "opt/l1-opaque/.wh..wh..opq", mode: 0o644 },
+    { ...base, name: "opt/l1-opaque/y", mode: 0o644, content: "l1 y\n" },
+  ]);
 }
 
 /**

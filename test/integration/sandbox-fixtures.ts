@@ -1,69 +1,19 @@
 /**
- * Test-only helpers for the sandbox tests: layer tars written with tar-stream (and GNU tar where
- * binary xattrs are needed), images built over them in memory, and filesystem snapshots.
+ * Test-only helpers for the sandbox tests: layer tars written with our writer (test/lab/tar.ts) and
+ * GNU tar where binary xattrs are needed, images built over them in memory, and filesystem snapshots.
  */
 import { execFileSync } from "node:child_process";
 import { lstatSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import zlib from "node:zlib";
 import { getAttributeSync, listAttributesSync } from "@napi-rs/xattr";
-import tar from "tar-stream";
 import { sha256Digest } from "../../src/image/digest.ts";
 import { type Image, loadImage } from "../../src/image/image.ts";
 import type { RawManifest } from "../../src/oci/manifest.ts";
 import { MediaType } from "../../src/oci/media-types.ts";
 import { memorySource } from "../lab/random-image.ts";
 
-export interface EntrySpec {
-  name: string;
-  type?: "file" | "directory" | "symlink" | "link" | "character-device" | "block-device" | "fifo";
-  content?: string | Buffer;
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
-  /** Seconds since the epoch (default 1_700_000_000). */
-  mtime?: number;
-  pax?: Record<string, string>;
-}
-
-export const MTIME = 1_700_000_000;
-
-/** An uncompressed layer tar with exactly these entries, in this order. */
-export async function tarOf(entries: EntrySpec[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? "file";
-    const content = e.content === undefined ? undefined : Buffer.from(e.content);
-    const header = {
-      name: e.name,
-      type,
-      mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
-      uid: e.uid ?? 0,
-      gid: e.gid ?? 0,
-      mtime: new Date((e.mtime ?? MTIME) * 1000),
-      linkname: e.linkname,
-      devmajor: e.devmajor,
-      devminor: e.devminor,
-      pax: e.pax,
-      size: type === "file" ? (content?.length ?? 0) : 0,
-    };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === "file") pack.entry(header, content ?? Buffer.alloc(0), cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
+export { type EntrySpec, MTIME, tarOf } from "../lab/tar.ts";
 
 /** A layer tar of a real directory written by GNU tar with every xattr (binary-safe PAX records). */
 export function gnuTarOf(dir: string): Buffer {

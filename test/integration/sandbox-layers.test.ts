@@ -1,5 +1,5 @@
 /**
- * Layer cache + overlay, for real: layers written with tar-stream and GNU tar, extracted by
+ * Layer cache + overlay, for real: layers written with our tar writer and GNU tar, extracted by
  * materializeLayers, stacked with overlayfs, and the merged view checked. Needs root.
  */
 import assert from "node:assert/strict";
@@ -87,12 +87,12 @@ describe("materializeLayers + mountOverlay", () => {
       { name: "usr/bin/", type: "directory", mtime: MTIME - 100 },
       { name: "usr/bin/tool", content: "#!/bin/sh\necho tool\n", mode: 0o755 },
       { name: "usr/bin/su", content: "setuid", mode: 0o4755 },
-      { name: "usr/bin/hard", type: "link", linkname: "usr/bin/tool" },
+      { name: "usr/bin/hard", type: "hardlink", linkname: "usr/bin/tool" },
       { name: "usr/bin/link", type: "symlink", linkname: "tool" },
       { name: "home/app/data", content: "owned", uid: 1000, gid: 1000, mode: 0o640 },
-      { name: "dev/null", type: "character-device", devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: "dev/null", type: "char", devmajor: 1, devminor: 3, mode: 0o666 },
       { name: "run/fifo", type: "fifo", mode: 0o600 },
-      { name: "srv/tagged", content: "t", pax: { "SCHILY.xattr.user.mime": "text/plain" } },
+      { name: "srv/tagged", content: "t", xattrs: { "user.mime": "text/plain" } },
     ]);
     const caps = capabilityLayer();
     const layer3 = await tarOf([
@@ -341,13 +341,13 @@ describe("materializeLayers refuses bad layers", () => {
   test("hardlink to /etc/passwd outside the layer", async () => {
     const before = statSync("/etc/passwd").nlink;
     await expectRejected(
-      async () => [await tarOf([{ name: "passwd", type: "link", linkname: "/etc/passwd" }])],
+      async () => [await tarOf([{ name: "passwd", type: "hardlink", linkname: "/etc/passwd" }])],
       "UNSAFE_LAYER",
       "passwd",
     );
     await expectRejected(
       async () => [
-        await tarOf([{ name: "passwd", type: "link", linkname: "../../../../../../../../etc/passwd" }]),
+        await tarOf([{ name: "passwd", type: "hardlink", linkname: "../../../../../../../../etc/passwd" }]),
       ],
       "UNSAFE_LAYER",
       "passwd",

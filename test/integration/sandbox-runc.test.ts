@@ -16,7 +16,7 @@ import { type Image, openImage } from "../../src/image/image.ts";
 import type { ImageSource } from "../../src/image/source.ts";
 import { editImage } from "../../src/mutate/mutate.ts";
 import { MediaType } from "../../src/oci/media-types.ts";
-import type { SandboxRunner } from "../../src/patch/engines/dpkg/sandbox.ts";
+import type { EngineSandbox } from "../../src/patch/engines/engine.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { pendingSandboxCleanups, runSandboxCleanups } from "../../src/sandbox/cleanup.ts";
 import { isMountPoint } from "../../src/sandbox/overlay.ts";
@@ -66,7 +66,7 @@ describe("runInSandbox with runc over the lab's Debian image", () => {
     const events: ProgressEvent[] = [];
     const lines: string[] = [];
     await withSandbox(image, sandboxOptions({ progress: (e) => events.push(e) }), async (s) => {
-      const forApt: SandboxRunner = s; // what the apt engine drives
+      const forApt: EngineSandbox = s; // what the apt engine drives
       assert.equal(forApt.mergedDir, s.mergedDir);
       const r = await s.run(["sh", "-c", "echo hi; id -u; cat /etc/debian_version"], {
         onOutput: (line, stream) => lines.push(`${stream}:${line}`),

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
-import { type TarEntry, writeTar } from "../../src/archive/tar-write.ts";
+import { type TarWriteEntry, writeTar } from "../../src/archive/tar/write.ts";
 
 const run = promisify(execFile);
 
@@ -55,7 +55,7 @@ export async function buildDeb(
  */
 export async function withDataEntries(
   deb: string,
-  entries: (Omit<TarEntry, "uid" | "gid" | "mtime" | "mode"> & { content?: string; mode?: number })[],
+  entries: (Omit<TarWriteEntry, "uid" | "gid" | "mtime" | "mode"> & { content?: string; mode?: number })[],
 ): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "suture-deb-ar-"));
   try {
@@ -65,7 +65,7 @@ export async function withDataEntries(
     if (!control || !members.includes("debian-binary")) throw new Error(`${deb} is not a .deb`);
     for (const m of members) if (m.startsWith("data.tar")) await rm(join(dir, m));
     const chunks: Buffer[] = [];
-    const tarEntries: TarEntry[] = entries.map((e) => {
+    const tarEntries: TarWriteEntry[] = entries.map((e) => {
       const body = e.content === undefined ? undefined : Buffer.from(e.content);
       return {
         ...e,

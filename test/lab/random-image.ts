@@ -1,12 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { PassThrough, type Readable } from "node:stream";
 import zlib from "node:zlib";
-import tar from "tar-stream";
 import { SutureError } from "../../src/errors/errors.ts";
-import { sha256Digest, VerifyingStream } from "../../src/image/digest.ts";
+import { DescriptorVerifyingStream, sha256Digest } from "../../src/image/digest.ts";
 import type { ImageSource } from "../../src/image/source.ts";
 import type { Descriptor, RawManifest } from "../../src/oci/manifest.ts";
 import { MediaType } from "../../src/oci/media-types.ts";
+import { type EntrySpec, tarOf } from "./tar.ts";
 
 /** A generated image held in memory: every blob by digest, plus what tests compare against. */
 export interface RandomImage {
@@ -39,20 +39,16 @@ export async function randomLayerTar(
   index: number,
   fileBytes: number,
 ): Promise<{ tar: Buffer; files: Map<string, Buffer> }> {
-  const pack = tar.pack();
   const files = new Map<string, Buffer>();
-  const mtime = new Date(1_700_000_000_000);
-  pack.entry({ name: `layer${index}/`, type: "directory", mode: 0o755, mtime });
+  const mtime = 1_700_000_000;
+  const entries: EntrySpec[] = [{ name: `layer${index}/`, type: "directory", mode: 0o755, mtime }];
   for (const n of [0, 1]) {
     const content = randomBytes(fileBytes);
     const name = `layer${index}/file${n}.bin`;
     files.set(name, content);
-    pack.entry({ name, size: content.length, mode: 0o644, mtime }, content);
+    entries.push({ name, content, mode: 0o644, mtime });
   }
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return { tar: Buffer.concat(chunks), files };
+  return { tar: await tarOf(entries), files };
 }
 
 /** Build a small random image (random layers, real tar/gzip, consistent config and manifest). */
@@ -156,7 +152,7 @@ export function memorySource(name: string, root: RawManifest, blobs: Map<string,
     blob: async (d): Promise<Readable> => {
       const s = new PassThrough();
       s.end(get(d));
-      return s.pipe(new VerifyingStream(d, `${name} blob ${d.digest}`));
+      return s.pipe(new DescriptorVerifyingStream(d, `${name} blob ${d.digest}`));
     },
     close: async () => {},
   };

@@ -1,10 +1,7 @@
-import type { Command } from "commander";
-import { copyImage } from "../../image/copy.ts";
-import { parsePlatform } from "../../oci/platform.ts";
-import { parseTransportReference } from "../../ref/transport.ts";
-import { openSink, openSource } from "../../transports/index.ts";
+import type { Command } from "@commander-js/extra-typings";
+import { copyImage } from "../../index.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
-import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
+import { addTransportOptions, transportOptionsFrom } from "../options.ts";
 
 export function registerCopy(program: Command): void {
   addTransportOptions(
@@ -19,34 +16,20 @@ export function registerCopy(program: Command): void {
         "--platform <platform>",
         "for destinations that hold one image (docker-archive, daemon): which platform",
       ),
-  ).action(async (src: string, dst: string, flags: CommonFlags) => {
-    const srcRef = parseTransportReference(src);
-    const dstRef = parseTransportReference(dst);
-    const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
+  ).action(async (source, destination, flags) => {
     // Interrupted, the copy stops its transfers and the destination removes what it wrote
     // (partial blobs, temp files, upload sessions) before we exit 130.
     const controller = new AbortController();
     const releaseSignals = cancelOnSignals(controller, "partial blobs and temp files");
-    const options = { ...transportOptionsFrom(flags), signal: controller.signal };
+    const { finish, ...transport } = transportOptionsFrom(flags);
     try {
-      const source = await openSource(srcRef, options);
-      try {
-        const sink = await openSink(dstRef, options);
-        const root = await copyImage(source, sink, {
-          platform,
-          progress: options.progress,
-          signal: controller.signal,
-          maxBlobSize: options.maxBlobSize,
-          mountFrom:
-            srcRef.transport === "registry"
-              ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository }
-              : undefined,
-        });
-        options.finish();
-        process.stdout.write(`${root.digest}\n`);
-      } finally {
-        await source.close();
-      }
+      const { digest } = await copyImage(source, destination, {
+        ...transport,
+        platform: flags.platform,
+        signal: controller.signal,
+      });
+      finish();
+      process.stdout.write(`${digest}\n`);
     } catch (e) {
       throw abortReasonOr(controller.signal, e);
     } finally {

@@ -1,13 +1,6 @@
-import type { Command } from "commander";
-import { type InspectResult, inspectSource } from "../../inspect/inspect.ts";
-import { parseTransportReference } from "../../ref/transport.ts";
-import { openSource } from "../../transports/index.ts";
-import {
-  addTransportOptions,
-  type CommonFlags,
-  parsePlatformList,
-  transportOptionsFrom,
-} from "../options.ts";
+import { type Command, Option } from "@commander-js/extra-typings";
+import { type InspectResult, inspectImage } from "../../index.ts";
+import { addTransportOptions, parsePlatformList, transportOptionsFrom } from "../options.ts";
 
 export function registerInspect(program: Command): void {
   addTransportOptions(
@@ -16,23 +9,19 @@ export function registerInspect(program: Command): void {
       .description("show an image's platforms, layers, config, OS and package database")
       .argument("<image>", "image reference (see suture --help for transports)")
       .option("--platform <list>", "only these platforms, e.g. linux/arm64 (default: all)")
-      .option("--format <format>", "text | json", "text")
+      .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
       .option("--no-layers", "read manifests and configs only (no OS or package detection)"),
-  ).action(async (image: string, flags: CommonFlags & { format: string; layers: boolean }) => {
-    const options = transportOptionsFrom(flags);
-    const source = await openSource(parseTransportReference(image), options);
-    try {
-      const result = await inspectSource(source, {
-        platforms: parsePlatformList(flags.platform),
-        noLayers: !flags.layers,
-      });
-      options.finish();
-      process.stdout.write(
-        flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result),
-      );
-    } finally {
-      await source.close();
-    }
+  ).action(async (image, flags) => {
+    const { finish, ...transport } = transportOptionsFrom(flags);
+    const result = await inspectImage(image, {
+      ...transport,
+      platforms: parsePlatformList(flags.platform),
+      noLayers: !flags.layers,
+    });
+    finish();
+    process.stdout.write(
+      flags.format === "json" ? `${JSON.stringify(result, null, 2)}\n` : renderInspect(result),
+    );
   });
 }
 

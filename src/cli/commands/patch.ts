@@ -1,43 +1,16 @@
-import type { Command } from "commander";
+import { type Command, Option } from "@commander-js/extra-typings";
 import { SutureError } from "../../errors/errors.ts";
 import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
+import type { EngineChoice } from "../../patch/engines/engine.ts";
 import { type PlatformResult, patchImage } from "../../patch/patch.ts";
-import type { EngineChoice } from "../../patch/platform.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
-import { addTransportOptions, type CommonFlags, transportOptionsFrom } from "../options.ts";
+import { addTransportOptions, transportOptionsFrom } from "../options.ts";
 import { MAX_REPORT_SIZE_HELP } from "./report.ts";
-
-interface PatchFlags extends CommonFlags {
-  image: string;
-  report?: string;
-  tag?: string;
-  tagSuffix: string;
-  scanner: string;
-  push?: boolean;
-  ociDir?: string;
-  archive?: string;
-  format: string;
-  output?: string;
-  ignoreErrors?: boolean;
-  timeout: string;
-  dryRun?: boolean;
-  cacheDir?: string;
-  compression: string;
-  mirror?: string[];
-  engine: string;
-  keyring?: string;
-  planFormat: string;
-  addr?: string;
-  loglevel?: string;
-  maxReportSize?: string;
-  allowInsecureRepositories?: boolean;
-  ignoreReportImage?: boolean;
-}
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
 export function parseDuration(text: string): number {
@@ -51,11 +24,6 @@ export function parseDuration(text: string): number {
   if (consumed !== text.length || total <= 0)
     throw new SutureError("USAGE", `invalid --timeout "${text}": use e.g. 5m, 90s, 1h`);
   return total;
-}
-
-function parseEngine(value: string): EngineChoice {
-  if (value === "auto" || value === "native" || value === "sandbox") return value;
-  throw new SutureError("USAGE", `unknown --engine "${value}": use auto, native or sandbox`);
 }
 
 /**
@@ -89,12 +57,15 @@ export function parseMirrors(values: string[]): Record<string, string> {
   return out;
 }
 
+/** `--engine`: what `auto` means, per package manager, is decided where the patch picks its engine. */
+const ENGINE_CHOICES = ["auto", "native", "sandbox"] as const satisfies readonly EngineChoice[];
+
 export function registerPatch(program: Command): void {
   addTransportOptions(
     program
       .command("patch")
       .description(
-        "patch an image's OS packages with suture's own deb engine (or the image's apt in runc); adds exactly one layer",
+        "patch an image's OS packages and add exactly one layer: suture's native engine where it can serve the image's package manager (today: every dpkg image), else the image's own package manager in runc",
       )
       .requiredOption("-i, --image <image>", "image to patch (any transport)")
       .option(
@@ -108,7 +79,7 @@ export function registerPatch(program: Command): void {
       .option("-p, --push", "push the patched image to the registry")
       .option("--oci-dir <dir>", "write the patched image to an OCI layout directory")
       .option("--archive <file>", "write the patched image as a docker-archive tarball")
-      .option("-f, --format <format>", "VEX format (openvex)", "openvex")
+      .addOption(new Option("-f, --format <format>", "VEX format").choices(["openvex"]).default("openvex"))
       .option("-o, --output <file>", "write an OpenVEX document of what was fixed")
       .option(
         "--ignore-errors",
@@ -120,26 +91,36 @@ export function registerPatch(program: Command): void {
       )
       .option("--timeout <duration>", "give up after this long", "5m")
       .option("--dry-run", "print the packages that would be updated and write nothing")
-      .option(
-        "--plan-format <format>",
-        "how --dry-run prints its plan: table | json (-f/--format is copa's VEX format)",
-        "table",
+      .addOption(
+        new Option(
+          "--plan-format <format>",
+          "how --dry-run prints its plan (-f/--format is copa's VEX format)",
+        )
+          .choices(["table", "json"])
+          .default("table"),
       )
       .option(
         "--platform <list>",
         "platforms of an index to patch, comma-separated (default: every linux platform; the daemon and docker-archive get the host's); a single-platform image must be the one named",
       )
       .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
-      .option("--compression <c>", "gzip | zstd | uncompressed", "gzip")
+      .addOption(
+        new Option("--compression <c>", "compression of the patch layer")
+          .choices(["gzip", "zstd", "uncompressed"])
+          .default("gzip"),
+      )
       .option(
         "--mirror <from=to>",
         "fetch packages for apt source FROM from mirror TO (repeatable); signatures are still checked",
         (value: string, previous: string[] = []) => [...previous, value],
       )
-      .option(
-        "--engine <engine>",
-        "auto | native | sandbox: suture's own deb engine, or the image's apt in runc (auto: native)",
-        "auto",
+      .addOption(
+        new Option(
+          "--engine <engine>",
+          "what applies the updates. auto: per package manager, suture's native engine where it can serve (today: every dpkg image), else the sandbox engine (the image's own package manager in runc); native or sandbox: that one",
+        )
+          .choices(ENGINE_CHOICES)
+          .default("auto"),
       )
       .option(
         "--keyring <file>",
@@ -154,14 +135,8 @@ export function registerPatch(program: Command): void {
         "--allow-insecure-repositories",
         "accept unsigned repositories when the image's apt.conf allows them (Acquire::AllowInsecureRepositories); refused otherwise",
       ),
-  ).action(async (flags: PatchFlags) => {
-    if (flags.format !== "openvex")
-      throw new SutureError("USAGE", `unsupported VEX format "${flags.format}": only openvex`);
-    if (flags.planFormat !== "table" && flags.planFormat !== "json")
-      throw new SutureError("USAGE", `unknown --plan-format "${flags.planFormat}": use table or json`);
-    const compression = (flags.compression === "uncompressed" ? "none" : flags.compression) as Compression;
-    if (!["gzip", "zstd", "none"].includes(compression))
-      throw new SutureError("USAGE", `unknown --compression "${flags.compression}"`);
+  ).action(async (flags) => {
+    const compression: Compression = flags.compression === "uncompressed" ? "none" : flags.compression;
     const options = transportOptionsFrom(flags);
     // copa scripts pass BuildKit and logging flags; they keep working, with a note that they do nothing.
     for (const [flag, value] of [
@@ -207,7 +182,7 @@ export function registerPatch(program: Command): void {
         cacheDir: flags.cacheDir,
         compression,
         mirrors: parseMirrors(flags.mirror ?? []),
-        engine: parseEngine(flags.engine),
+        engine: flags.engine,
         keyringFile: flags.keyring,
         allowInsecureRepositories: flags.allowInsecureRepositories,
         transport: options,

@@ -1,10 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { describeCause, SutureError } from "../../errors/errors.ts";
+import { writeFileAtomic } from "../../fs/atomic.ts";
+import { childPath, listDirInRoot, readFileInRoot, resolveInRoot } from "../../fs/in-root.ts";
 import { checkPackageFields } from "../package-syntax.ts";
-import { childPath, resolveInRoot } from "../root-files.ts";
 
 /**
  * An image's dpkg database, read into memory and written back the way dpkg writes it. Two layouts:
@@ -12,7 +11,7 @@ import { childPath, resolveInRoot } from "../root-files.ts";
  *   (`list`, `md5sums`, `conffiles`, maintainer scripts, `triggers`, `shlibs`, …);
  * - status.d (distroless): `/var/lib/dpkg/status.d/<name>` holding one package's control stanza
  *   (often without a Status field) and `status.d/<name>.md5sums`; no info directory.
- * The root is an untrusted image tree: every path is resolved inside it (root-files.ts) and files
+ * The root is an untrusted image tree: every path is resolved inside it (fs/in-root.ts) and files
  * are replaced by writing a fresh temporary file and renaming it, so a symlink planted in the
  * image is replaced, never written through.
  */
@@ -306,7 +305,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
       });
     }
   };
-  const updates = await listNames(root, `${DPKG_DIR}/updates`);
+  const updates = await listDirInRoot(root, `${DPKG_DIR}/updates`);
   if (updates.some((n) => /^\d+$/.test(n)))
     throw new SutureError(
       "PATCH_FAILED",
@@ -315,7 +314,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
   const diversions = parseDiversions((await read("diversions")) ?? "");
   const statOverrides = parseStatOverrides((await read("statoverride")) ?? "");
   const statusText = await read("status");
-  const statusDNames = await listNames(root, `${DPKG_DIR}/status.d`);
+  const statusDNames = await listDirInRoot(root, `${DPKG_DIR}/status.d`);
   if (statusText !== undefined && statusText.trim() !== "") {
     const tokens = statusText.split(/(\n(?:[ \t]*\n)+)/);
     const slots: StatusSlot[] = [];
@@ -330,7 +329,7 @@ export async function readDpkgDatabase(root: string): Promise<DpkgDatabase> {
       }
       slots.push({ raw, pkg: toPackage(parseStanzaFields(raw)), after });
     }
-    const infoFiles = new Set(await listNames(root, `${DPKG_DIR}/info`));
+    const infoFiles = new Set(await listDirInRoot(root, `${DPKG_DIR}/info`));
     return new DpkgDatabase(root, "classic", { slots, leading, infoFiles, diversions, statOverrides });
   }
   if (statusDNames.length) {
@@ -437,15 +436,7 @@ export class DpkgDatabase {
           : undefined;
     if (!path) return undefined;
     // In-root resolution: a symlink planted at the info file is followed inside the image only.
-    const host = await resolveInRoot(this.root, path);
-    if (!host) return undefined;
-    try {
-      return await readFile(host);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "EISDIR")
-        return undefined;
-      throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
-    }
+    return readFileInRoot(this.root, path);
   }
 
   /**
@@ -660,37 +651,15 @@ export function md5sumsPaths(text: string): string[] {
   });
 }
 
-async function listNames(root: string, path: string): Promise<string[]> {
-  const host = await resolveInRoot(root, path);
-  if (!host) return [];
-  try {
-    return (await readdir(host)).sort();
-  } catch {
-    return [];
-  }
-}
-
 /**
  * Replace `path` with `data`: written to a fresh sibling (O_EXCL|O_NOFOLLOW) and renamed over it,
  * so an existing symlink at `path` is replaced rather than followed.
  */
 export async function writeFileReplacing(path: string, data: Buffer, mode: number): Promise<void> {
-  const tmp = `${path}.suture-${randomBytes(4).toString("hex")}`;
-  const fh = await open(
-    tmp,
-    fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW,
+  await writeFileAtomic(path, data, {
     mode,
-  );
-  try {
-    await fh.writeFile(data);
-    await fh.chmod(mode);
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw new SutureError("IO", `cannot replace ${path}: ${describeCause(e)}`, { cause: e });
-  }
+    exactMode: true,
+    fsync: false,
+    failure: `cannot replace ${path}`,
+  });
 }

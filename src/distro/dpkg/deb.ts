@@ -2,7 +2,7 @@ import { lzma, xz } from "@napi-rs/lzma";
 import { type ArMember, listArMembers, openArMember } from "../../archive/ar.ts";
 import { decompressAuto, HOST_XZ, hostXzStream } from "../../archive/compression.ts";
 import { ReadAhead } from "../../archive/read-ahead.ts";
-import { readTar, type TarEntry } from "../../archive/tar-extract.ts";
+import { readTar, type TarMember } from "../../archive/tar/read.ts";
 import { describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { readAll } from "../../image/image.ts";
 import { checkPackageFields } from "../package-syntax.ts";
@@ -38,7 +38,7 @@ export interface DebPackage {
    * entry's body before asking for the next (see readTar). With `readAhead`, the first call
    * reads what was decompressed ahead.
    */
-  dataEntries(): AsyncGenerator<TarEntry>;
+  dataEntries(): AsyncGenerator<TarMember>;
   /** Stop a read-ahead that will not be consumed (see OpenDebOptions); harmless otherwise. */
   close(): Promise<void>;
 }
@@ -235,7 +235,7 @@ async function* readDataEntries(
   path: string,
   source: AsyncIterable<Buffer>,
   bad: (why: string, cause?: unknown) => SutureError,
-): AsyncGenerator<TarEntry> {
+): AsyncGenerator<TarMember> {
   try {
     yield* readTar(source);
   } catch (e) {

@@ -1,6 +1,6 @@
 import { posix } from "node:path";
 import { SutureError } from "../../errors/errors.ts";
-import { listDirInRoot, readFileInRoot } from "../root-files.ts";
+import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
 
 /**
  * The image's dpkg configuration (`/etc/dpkg/dpkg.cfg.d/*`, then `/etc/dpkg/dpkg.cfg`), as far as

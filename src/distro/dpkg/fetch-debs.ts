@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, rename, rm } from "node:fs/promises";
+import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { SutureError } from "../../errors/errors.ts";
+import { placeFile } from "../../fs/atomic.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
 import { defaultHttpFetch, fetchToFile, type HttpFetch } from "./fetch.ts";
@@ -85,7 +86,7 @@ export async function downloadPackages(
           }
         },
       });
-      await rename(tmp, final);
+      await placeFile(tmp, final);
     } finally {
       await rm(tmp, { force: true });
     }

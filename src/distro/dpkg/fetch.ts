@@ -1,17 +1,16 @@
 import { createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
-import { Readable, Transform } from "node:stream";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { EnvHttpProxyAgent, fetch as undiciFetch } from "undici";
+import type { Dispatcher } from "undici";
 import { describeCause, isSutureError, redact, SutureError } from "../../errors/errors.ts";
+import { createDispatcher } from "../../http/dispatchers.ts";
+import { HttpError, networkError as toSutureNetworkError } from "../../http/errors.ts";
+import { discard, type HttpResponse, header, readCapped, send } from "../../http/request.ts";
+import { defaultRetryPolicy, parseRetryAfter, type RetryPolicy, withRetries } from "../../http/retry.ts";
 import { ChecksumStream, type ExpectedChecksum } from "../../trust/checksum.ts";
 
-/** The part of a fetch Response the apt client uses (global fetch and undici's both fit). */
-export interface HttpResponse {
-  status: number;
-  headers: { get(name: string): string | null };
-  body: ReadableStream<Uint8Array> | null;
-}
+export type { HttpResponse } from "../../http/request.ts";
 
 export interface HttpRequestInit {
   headers?: Record<string, string>;
@@ -28,45 +27,51 @@ export interface HttpFetchOptions {
   headersTimeoutMs?: number;
   /** Longest pause between two body chunks (default 60 s); a large download may take longer overall. */
   bodyTimeoutMs?: number;
+  /** Send requests through this dispatcher (tests: an in-process fake) instead of a new proxy-aware pool. */
+  dispatcher?: Dispatcher;
 }
 
 const USER_AGENT = "suture (apt repository client)";
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+/** As many redirects as a browser's fetch follows. */
+const MAX_REDIRECTS = 20;
 
 /**
- * HTTP GET over undici with HTTP_PROXY/HTTPS_PROXY/NO_PROXY honoured (EnvHttpProxyAgent, which
- * connects directly when no proxy is configured), redirects followed, and the given timeouts.
+ * HTTP GET with HTTP_PROXY/HTTPS_PROXY/NO_PROXY honoured (read now: the pool connects directly
+ * when no proxy is configured), redirects followed, and the given timeouts.
  */
 export function createHttpFetch(options: HttpFetchOptions = {}): HttpFetch {
-  const dispatcher = new EnvHttpProxyAgent({
+  const timeouts = {
+    connectMs: options.connectTimeoutMs ?? 30_000,
+    headersMs: options.headersTimeoutMs ?? 60_000,
+    bodyMs: options.bodyTimeoutMs ?? 60_000,
+  };
+  const dispatcher =
+    options.dispatcher ??
     // Plain-http archives go through an HTTP proxy as absolute-form requests, as apt and curl
-    // send them: many proxies refuse CONNECT to port 80. https still tunnels with CONNECT.
-    proxyTunnel: false,
-    connectTimeout: options.connectTimeoutMs ?? 30_000,
-    headersTimeout: options.headersTimeoutMs ?? 60_000,
-    bodyTimeout: options.bodyTimeoutMs ?? 60_000,
-  });
-  const headersDeadline = (options.connectTimeoutMs ?? 30_000) + (options.headersTimeoutMs ?? 60_000);
+    // send them; https still tunnels with CONNECT.
+    createDispatcher({ route: { kind: "env-proxy", tunnelPlainHttp: false }, timeouts });
   return async (url, init) => {
-    // Our own deadline until the headers arrive: undici can leave a request pending with no
-    // timer alive (e.g. a proxy that drops CONNECT), which would silently end the process.
-    const deadline = new AbortController();
-    const timer = setTimeout(
-      () => deadline.abort(new Error(`no response within ${Math.round(headersDeadline / 1000)} s`)),
-      headersDeadline,
-    );
-    try {
-      const res = await undiciFetch(url, {
+    let current = url;
+    for (let hop = 0; ; hop++) {
+      const res = await send({
+        method: "GET",
+        url: current,
         headers: { "user-agent": USER_AGENT, ...init.headers },
-        signal: init.signal ? AbortSignal.any([init.signal, deadline.signal]) : deadline.signal,
-        redirect: "follow",
+        signal: init.signal,
         dispatcher,
+        headersDeadlineMs: timeouts.connectMs + timeouts.headersMs,
       });
-      return res as unknown as HttpResponse;
-    } catch (e) {
-      if (deadline.signal.aborted && !init.signal?.aborted) throw deadline.signal.reason;
-      throw e;
-    } finally {
-      clearTimeout(timer);
+      const location = header(res, "location");
+      if (!redirectStatuses.has(res.status) || !location) return res;
+      await discard(res);
+      if (hop >= MAX_REDIRECTS) {
+        throw new SutureError(
+          "NETWORK",
+          `${redact(url)} redirected more than ${MAX_REDIRECTS} times: check the mirror URI`,
+        );
+      }
+      current = new URL(location, current).href;
     }
   };
 }
@@ -82,44 +87,21 @@ export function defaultHttpFetch(): HttpFetch {
 export interface RetryOptions {
   /** Further attempts after the first for retryable failures (default 3). */
   retries?: number;
-  /** First back-off delay; each next one is three times longer (default 300 ms). */
+  /** First back-off delay; doubling, with jitter (default 300 ms). */
   baseDelayMs?: number;
   signal?: AbortSignal;
 }
 
-/** Run `fn` again while it throws a retryable SutureError, with bounded exponential back-off. */
-export async function withRetries<T>(
-  fn: (attempt: number) => Promise<T>,
-  options: RetryOptions = {},
-): Promise<T> {
-  const retries = options.retries ?? 3;
-  const base = options.baseDelayMs ?? 300;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (e) {
-      if (!isSutureError(e) || !e.retryable || attempt >= retries || options.signal?.aborted) throw e;
-      await sleep(base * 3 ** attempt, options.signal);
-    }
-  }
-}
+const CANCELLED = "download cancelled";
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(cancelled());
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function cancelled(): SutureError {
-  return new SutureError("CANCELLED", "download cancelled");
+/** Run `fn` again while it throws a retryable SutureError, per the one retry policy (`http/retry.ts`). */
+function retrying<T>(fn: () => Promise<T>, options: RetryOptions): Promise<T> {
+  const policy: RetryPolicy = {
+    ...defaultRetryPolicy,
+    attempts: (options.retries ?? 3) + 1,
+    baseDelayMs: options.baseDelayMs ?? 300,
+  };
+  return withRetries(fn, policy, { signal: options.signal, cancelled: CANCELLED });
 }
 
 export interface GetOptions {
@@ -146,29 +128,33 @@ export async function httpGet(
   } catch (e) {
     throw networkError(e, shown, options.signal);
   }
-  if ((res.status >= 200 && res.status < 300) || (res.status === 304 && options.allowNotModified)) return res;
-  await res.body?.cancel().catch(() => {});
-  if (res.status === 404 || res.status === 410) {
-    throw new SutureError("NOT_FOUND", `${shown} does not exist (HTTP ${res.status})`);
+  const { status } = res;
+  if ((status >= 200 && status < 300) || (status === 304 && options.allowNotModified)) return res;
+  const retryAfterMs = parseRetryAfter(header(res, "retry-after"));
+  await discard(res);
+  if (status === 404 || status === 410) {
+    throw new HttpError("NOT_FOUND", `${shown} does not exist (HTTP ${status})`, { status });
   }
-  const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
-  throw new SutureError(
+  const retryable = status >= 500 || status === 408 || status === 429;
+  throw new HttpError(
     "NETWORK",
-    `GET ${shown} failed with HTTP ${res.status}${retryable ? ": the server is having trouble, try again later" : ": check the URI and any proxy settings"}`,
-    { retryable },
+    `GET ${shown} failed with HTTP ${status}${retryable ? ": the server is having trouble, try again later" : ": check the URI and any proxy settings"}`,
+    { retryable, status, retryAfterMs },
   );
 }
 
-/** Map a thrown fetch/stream failure to CANCELLED or a retryable NETWORK error. */
+/**
+ * Map a thrown transport or stream failure to CANCELLED or a retryable NETWORK error (an archive
+ * mirror that refused or failed once may well answer the next time, as apt's retries assume).
+ */
 export function networkError(e: unknown, shownUrl: string, signal?: AbortSignal): SutureError {
-  if (signal?.aborted) return cancelled();
-  if (isSutureError(e)) return e;
-  const cause = (e as { cause?: unknown }).cause ?? e;
-  return new SutureError(
-    "NETWORK",
-    `cannot fetch ${shownUrl}: ${describeCause(cause)}; check the network, the mirror URI and HTTP(S)_PROXY`,
-    { cause: e, retryable: true },
-  );
+  return toSutureNetworkError(e, {
+    signal,
+    cancelled: CANCELLED,
+    message: (f) =>
+      `cannot fetch ${shownUrl}: ${f.detail}; check the network, the mirror URI and HTTP(S)_PROXY`,
+    retryable: () => true,
+  });
 }
 
 /**
@@ -181,23 +167,15 @@ export async function readBody(
   maxBytes: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  if (!res.body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let total = 0;
   try {
-    for await (const chunk of Readable.fromWeb(
-      res.body as import("node:stream/web").ReadableStream<Uint8Array>,
-    )) {
-      total += (chunk as Buffer).length;
-      if (total > maxBytes) {
-        throw new SutureError("UNTRUSTED", `${redact(url)} is larger than ${maxBytes} bytes: refusing it`);
-      }
-      chunks.push(chunk as Buffer);
-    }
+    return await readCapped(
+      res,
+      maxBytes,
+      () => new SutureError("UNTRUSTED", `${redact(url)} is larger than ${maxBytes} bytes: refusing it`),
+    );
   } catch (e) {
     throw networkError(e, redact(url), signal);
   }
-  return Buffer.concat(chunks);
 }
 
 export interface FetchBytesResult {
@@ -213,15 +191,16 @@ export async function fetchBytes(
   url: string,
   options: GetOptions & RetryOptions & { maxBytes: number },
 ): Promise<FetchBytesResult> {
-  return withRetries(async () => {
+  return retrying(async () => {
     const res = await httpGet(fetch, url, options);
-    const bytes =
-      res.status === 304 ? Buffer.alloc(0) : await readBody(res, url, options.maxBytes, options.signal);
+    let bytes: Buffer = Buffer.alloc(0);
+    if (res.status === 304) await discard(res);
+    else bytes = await readBody(res, url, options.maxBytes, options.signal);
     return {
       status: res.status,
       bytes,
-      etag: res.headers.get("etag") ?? undefined,
-      lastModified: res.headers.get("last-modified") ?? undefined,
+      etag: header(res, "etag"),
+      lastModified: header(res, "last-modified"),
     };
   }, options);
 }
@@ -249,10 +228,8 @@ export async function fetchToFile(
   options: FetchToFileOptions,
 ): Promise<void> {
   try {
-    await withRetries(async () => {
+    await retrying(async () => {
       const res = await httpGet(fetch, url, { signal: options.signal });
-      if (!res.body)
-        throw new SutureError("NETWORK", `${redact(url)} answered without a body`, { retryable: true });
       let seen = 0;
       const tap = new Transform({
         transform(chunk: Buffer, _enc, cb) {
@@ -263,7 +240,7 @@ export async function fetchToFile(
       });
       try {
         await pipeline(
-          Readable.fromWeb(res.body as import("node:stream/web").ReadableStream<Uint8Array>),
+          res.body,
           new ChecksumStream(expected, `${options.what} from ${redact(url)}`, options.fix),
           tap,
           createWriteStream(dest),

@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { xz } from "@napi-rs/lzma";
 import { HOST_XZ, hostXzStream } from "../../archive/compression.ts";
 import { describeCause, isSutureError, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
+import { placeFile } from "../../fs/atomic.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
 import type { Keyring } from "../../trust/keyring.ts";
@@ -607,7 +608,7 @@ export class Stage {
   async commit(): Promise<void> {
     for (const { from, to } of this.#moves) {
       await mkdir(join(to, ".."), { recursive: true });
-      await rename(from, to);
+      await placeFile(from, to);
       this.#temps.delete(from);
     }
     this.#moves.length = 0;

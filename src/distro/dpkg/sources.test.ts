@@ -12,6 +12,7 @@ import {
   parseDeb822Sources,
   parseSourcesList,
   readAptSources,
+  refuseSourcesMarkedTrusted,
 } from "./sources.ts";
 
 // /etc/apt/sources.list.d/debian.sources exactly as the official debian:bookworm image ships it.
@@ -324,5 +325,22 @@ Check-Valid-Until: yes
   assert.deepEqual(
     moved.map((s) => s.uri),
     ["http://moved.example/debian", "http://parts.example/debian"],
+  );
+});
+
+test("a source marked trusted=yes is refused in one line naming it; signed sources pass", () => {
+  const signed = parseSourcesList("deb http://deb.debian.org/debian bookworm main\n", "sources.list");
+  refuseSourcesMarkedTrusted(signed);
+  const marked = parseSourcesList(
+    "deb http://deb.debian.org/debian bookworm main\ndeb [trusted=yes] http://repo.example/debian stable main\n",
+    "sources.list",
+  );
+  assert.throws(
+    () => refuseSourcesMarkedTrusted(marked),
+    (e) =>
+      isSutureError(e, "UNTRUSTED") &&
+      !e.message.includes("\n") &&
+      e.message.includes('"http://repo.example/debian"') &&
+      e.message.includes("--allow-insecure-repositories"),
   );
 });

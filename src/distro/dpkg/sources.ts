@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
 import type { OsRelease } from "../os-release.ts";
-import { listDirInRoot, readFileInRoot } from "../root-files.ts";
 import { field, parseControl } from "./control.ts";
 
 /**
@@ -397,4 +397,17 @@ export function formatDeb822Sources(sources: readonly AptSource[]): string {
       return `${lines.join("\n")}\n`;
     })
     .join("\n");
+}
+
+/**
+ * Refuse sources marked `trusted=yes` (apt then installs from them without checking signatures),
+ * unless the user passed --allow-insecure-repositories: both engines call it before any download.
+ */
+export function refuseSourcesMarkedTrusted(sources: readonly AptSource[]): void {
+  const marked = sources.filter((s) => s.trusted);
+  if (marked.length)
+    throw new SutureError(
+      "UNTRUSTED",
+      `the image's apt sources mark ${marked.map((s) => quoteUntrusted(s.uri)).join(", ")} trusted=yes, which lets apt install from them without checking signatures: remove the option from the image, or pass --allow-insecure-repositories to accept them as the image's apt would`,
+    );
 }

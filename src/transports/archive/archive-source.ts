@@ -8,9 +8,9 @@ import { pipeline as pipelineCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { sniffCompression } from "../../archive/compression.ts";
-import { type TarEntry, TarIndex } from "../../archive/tar-index.ts";
+import { type IndexedEntry, TarIndex } from "../../archive/tar/random-access.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import { sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { DescriptorVerifyingStream, sha256Digest, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSource } from "../../image/source.ts";
 import {
@@ -139,7 +139,7 @@ class ArchiveSource implements ImageSource {
   readonly #cleanup: string[];
   readonly #maxBlobSize: number;
   /** Blobs by digest (configs and layers named by manifest.json). */
-  readonly #blobs = new Map<string, TarEntry>();
+  readonly #blobs = new Map<string, IndexedEntry>();
   #root?: RawManifest;
   #closed = false;
 
@@ -150,7 +150,7 @@ class ArchiveSource implements ImageSource {
     this.#maxBlobSize = maxBlobSize;
   }
 
-  #member(path: string, what: string): TarEntry {
+  #member(path: string, what: string): IndexedEntry {
     const entry = this.#tar.resolve(path);
     if (entry?.type !== "file") {
       throw new SutureError(
@@ -162,14 +162,14 @@ class ArchiveSource implements ImageSource {
   }
 
   /** A blob of an OCI layout inside the archive, or undefined. */
-  #layoutBlob(digest: string): TarEntry | undefined {
+  #layoutBlob(digest: string): IndexedEntry | undefined {
     const m = /^([a-z0-9]+)[+._-]?[a-z0-9]*:([a-zA-Z0-9=_-]+)$/.exec(digest);
     if (!m) return undefined;
     const entry = this.#tar.resolve(`blobs/${m[1]}/${m[2]}`);
     return entry?.type === "file" ? entry : undefined;
   }
 
-  async #readVerified(entry: TarEntry, d: Descriptor, what: string): Promise<Buffer> {
+  async #readVerified(entry: IndexedEntry, d: Descriptor, what: string): Promise<Buffer> {
     if (d.size > MAX_MANIFEST_BYTES) {
       throw new SutureError("INVALID_MANIFEST", `${this.name}: ${what} is ${d.size} bytes, too large`);
     }
@@ -237,7 +237,7 @@ class ArchiveSource implements ImageSource {
       }
       // An uncompressed layer's digest is its diff_id (checked while streaming); a blobs/ path names
       // its digest; anything else is hashed once now.
-      const named = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(entry.name)?.[1];
+      const named = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(entry.path)?.[1];
       let digest: string;
       if (kind === "none") digest = diffIds[i]!;
       else if (named) digest = `sha256:${named}`;
@@ -270,7 +270,7 @@ class ArchiveSource implements ImageSource {
    * config, one present layer per manifest.json layer). Docker 25.0.0 wrote manifests missing
    * their layers; those are ignored and the manifest is synthesised instead.
    */
-  async #findOwnManifest(configDigest: string, layers: TarEntry[]): Promise<RawManifest | undefined> {
+  async #findOwnManifest(configDigest: string, layers: IndexedEntry[]): Promise<RawManifest | undefined> {
     const indexEntry = this.#member("index.json", "file");
     const index = parseJson(
       IndexSchema,
@@ -350,7 +350,7 @@ class ArchiveSource implements ImageSource {
     this.#root = await this.manifest(descriptor);
   }
 
-  async #hashEntry(entry: TarEntry): Promise<string> {
+  async #hashEntry(entry: IndexedEntry): Promise<string> {
     const hash = createHash("sha256");
     for await (const chunk of this.#tar.stream(entry)) hash.update(chunk as Buffer);
     return `sha256:${hash.digest("hex")}`;
@@ -384,7 +384,7 @@ class ArchiveSource implements ImageSource {
         `${this.name} does not contain blob ${descriptor.digest}: the archive is incomplete`,
       );
     }
-    const verifier = new VerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
+    const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
     pipelineCallback(this.#tar.stream(entry), verifier, () => {});
     return verifier;
   }

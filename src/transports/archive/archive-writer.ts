@@ -3,14 +3,15 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough, type Readable, type Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { Readable, type Transform } from "node:stream";
 import zlib from "node:zlib";
-import tar from "tar-stream";
 import { sniffCompression } from "../../archive/compression.ts";
+import { type TarWriteEntry, writeTar } from "../../archive/tar/write.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import { DigestingStream, digestHex, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { placeFile, streamToFile, tempPathBeside } from "../../fs/atomic.ts";
+import { DescriptorVerifyingStream, DigestingStream, digestHex, verifyBytes } from "../../image/digest.ts";
 import type { ImageSink, WriteBlobOptions } from "../../image/source.ts";
+import { WriteTracker } from "../../image/write-tracker.ts";
 import {
   ImageConfigSchema,
   type ImageManifest,
@@ -21,7 +22,6 @@ import {
 import { isImageManifestMediaType, layerCompression } from "../../oci/media-types.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { familiarName, type ImageReference } from "../../ref/reference.ts";
-import { streamToFile, tempPathBeside, WriteTracker } from "../layout/fs-atomic.ts";
 import { repoTagFor } from "./archive-manifest.ts";
 
 interface SpooledLayer {
@@ -99,7 +99,7 @@ export class ArchiveSpool {
       const raw = join(dir, `${digestHex(d.digest)}.${randomBytes(4).toString("hex")}.blob`);
       await streamToFile(
         track(await openBlob()),
-        [new VerifyingStream(d, `${this.#name} blob ${d.digest}`)],
+        [new DescriptorVerifyingStream(d, `${this.#name} blob ${d.digest}`)],
         raw,
       );
       if (layerCompression(d.mediaType) !== undefined) await this.#toLayer(d.digest, raw, track);
@@ -232,39 +232,43 @@ type RawDescriptor = Parameters<ImageSink["writeBlob"]>[0];
  * are zero so the same image always gives the same bytes.
  */
 export function archiveStream(plan: ArchivePlan): Readable {
-  const pack = tar.pack();
-  const out = new PassThrough();
-  const mtime = new Date(0);
-  const addBuffer = (name: string, data: Buffer) =>
-    new Promise<void>((resolve, reject) =>
-      pack.entry({ name, size: data.length, mode: 0o644, mtime }, data, (e) => (e ? reject(e) : resolve())),
-    );
-  (async () => {
-    await addBuffer("manifest.json", plan.manifestJson);
-    await addBuffer(plan.configMember, plan.config);
+  const meta = { uid: 0, gid: 0, mtime: 0 };
+  const buffer = (path: string, data: Buffer): TarWriteEntry => ({
+    path,
+    type: "file",
+    mode: 0o644,
+    ...meta,
+    size: data.length,
+    body: () => [data],
+  });
+  function* members(): Generator<TarWriteEntry> {
+    yield buffer("manifest.json", plan.manifestJson);
+    yield buffer(plan.configMember, plan.config);
     const done = new Set<string>();
     for (const layer of plan.layers) {
       if (done.has(layer.member)) continue;
       done.add(layer.member);
       const dir = layer.member.slice(0, layer.member.indexOf("/"));
-      await new Promise<void>((resolve, reject) =>
-        pack.entry({ name: `${dir}/`, type: "directory", mode: 0o755, mtime }, (e) =>
-          e ? reject(e) : resolve(),
-        ),
-      );
-      const entry = pack.entry({ name: layer.member, size: layer.size, mode: 0o644, mtime });
-      await pipeline(createReadStream(layer.path), entry);
+      yield { path: dir, type: "directory", mode: 0o755, ...meta };
+      yield {
+        path: layer.member,
+        type: "file",
+        mode: 0o644,
+        ...meta,
+        size: layer.size,
+        body: () => createReadStream(layer.path),
+      };
     }
-    if (plan.repositories) await addBuffer("repositories", plan.repositories);
-    pack.finalize();
-  })().catch((e) => {
-    const err = asSutureError(e, "IO", "cannot assemble the docker archive");
-    pack.destroy(err);
-    out.destroy(err);
-  });
-  pack.on("error", (e) => out.destroy(e));
-  pack.pipe(out);
-  return out;
+    if (plan.repositories) yield buffer("repositories", plan.repositories);
+  }
+  async function* bytes(): AsyncGenerator<Buffer> {
+    try {
+      yield* writeTar(members());
+    } catch (e) {
+      throw asSutureError(e, "IO", "cannot assemble the docker archive");
+    }
+  }
+  return Readable.from(bytes(), { objectMode: false });
 }
 
 /**
@@ -326,12 +330,7 @@ export class ArchiveFileSink implements ImageSink {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
-    try {
-      await rename(tmp, this.#file);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => {});
-      throw asSutureError(e, "IO", `cannot write ${this.#file}`);
-    }
+    await placeFile(tmp, this.#file);
     await this.#spool.cleanup();
   }
 

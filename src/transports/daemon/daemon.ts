@@ -50,14 +50,14 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
     timeoutMs: 60_000,
     signal: options.signal,
   });
-  if (inspect.statusCode !== 200) {
+  if (inspect.status !== 200) {
     throw await client.failure(
       inspect,
       `inspecting ${image}`,
       `image ${image} not found in the local Docker daemon: docker pull it first`,
     );
   }
-  const imageId = await readImageId(inspect);
+  const imageId = await readImageId(inspect.body);
   const dir = await mkdtemp(join(options.tmpDir ?? tmpdir(), "suture-daemon-")).catch((e) => {
     throw asSutureError(e, "IO", "cannot create scratch space for the daemon export");
   });
@@ -71,7 +71,7 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
       // large image takes long; cancellation comes from the signal.
       signal: options.signal,
     });
-    if (res.statusCode !== 200) {
+    if (res.status !== 200) {
       throw await client.failure(
         res,
         `exporting ${image}`,
@@ -80,8 +80,12 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
     }
     options.progress?.({ type: "info", message: `exporting ${image} from the Docker daemon` });
     try {
-      await pipeline(res, createWriteStream(file));
+      await pipeline(res.body, createWriteStream(file));
     } catch (e) {
+      // The signal also ends the response body: that is the user's interrupt, not the daemon's fault.
+      if (options.signal?.aborted) {
+        throw new SutureError("CANCELLED", "request to the Docker daemon was cancelled", { cause: e });
+      }
       throw asSutureError(
         e,
         "DAEMON",
@@ -188,11 +192,16 @@ class DaemonSink implements ImageSink {
         body,
         signal: this.#options.signal,
       });
-      if (res.statusCode !== 200) throw await this.#client.failure(res, `loading ${image}`);
-      await readLoadMessages(res, image, this.#client.endpoint.host, this.#options.progress);
+      if (res.status !== 200) throw await this.#client.failure(res, `loading ${image}`);
+      await readLoadMessages(res.body, image, this.#client.endpoint.host, this.#options.progress);
       if (bodyError) throw bodyError;
     } catch (e) {
-      throw bodyError instanceof SutureError ? bodyError : e;
+      if (bodyError instanceof SutureError) throw bodyError;
+      // The signal also ends the response body: that is the user's interrupt, not the daemon's fault.
+      if (this.#options.signal?.aborted) {
+        throw new SutureError("CANCELLED", "request to the Docker daemon was cancelled", { cause: e });
+      }
+      throw e;
     }
     await this.#spool.cleanup();
   }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { mockAgent } from "../../../test/fakes/http-faults.ts";
 import { isSutureError } from "../../errors/errors.ts";
-import { compareApiVersions, DEFAULT_DOCKER_HOST, resolveEngineEndpoint } from "./engine.ts";
+import { compareApiVersions, DEFAULT_DOCKER_HOST, EngineClient, resolveEngineEndpoint } from "./engine.ts";
 
 describe("Docker Engine endpoint", () => {
   test("resolves unix and tcp hosts, option before DOCKER_HOST before the default", (t) => {
@@ -41,5 +42,35 @@ describe("Docker Engine endpoint", () => {
     assert.ok(compareApiVersions("1.41", "1.9") > 0);
     assert.ok(compareApiVersions("1.41", "1.47") < 0);
     assert.equal(compareApiVersions("1.24", "1.24"), 0);
+  });
+});
+
+describe("Docker Engine client over an injected dispatcher", () => {
+  test("negotiates the daemon's API version and sends versioned requests", async () => {
+    const agent = mockAgent();
+    const pool = agent.get("http://docker");
+    pool.intercept({ path: "/_ping" }).reply(200, "OK", { headers: { "api-version": "1.41" } });
+    pool.intercept({ path: "/v1.41/images/x/json" }).reply(200, { Id: "sha256:00" });
+    const client = await EngineClient.connect({ dockerHost: "unix:///nowhere.sock", dispatcher: agent });
+    assert.equal(client.apiVersion, "1.41");
+    const res = await client.request({ method: "GET", path: "/images/x/json" });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.body.json(), { Id: "sha256:00" });
+  });
+
+  test("a refused connection is a DAEMON error naming the socket and the fix", async () => {
+    const agent = mockAgent();
+    agent
+      .get("http://docker")
+      .intercept({ path: "/_ping" })
+      .replyWithError(Object.assign(new Error("connect ECONNREFUSED /run/x.sock"), { code: "ECONNREFUSED" }));
+    await assert.rejects(
+      EngineClient.connect({ dockerHost: "unix:///run/x.sock", dispatcher: agent }),
+      (e: unknown) =>
+        isSutureError(e, "DAEMON") &&
+        /cannot reach the Docker daemon at unix:\/\/\/run\/x\.sock .*ECONNREFUSED.*is dockerd running\?/.test(
+          e.message,
+        ),
+    );
   });
 });

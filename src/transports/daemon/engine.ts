@@ -1,10 +1,12 @@
 import { readFileSync } from "node:fs";
-import http from "node:http";
-import https from "node:https";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { describeCause, SutureError } from "../../errors/errors.ts";
+import type { Dispatcher } from "undici";
+import { SutureError } from "../../errors/errors.ts";
+import { sharedDispatcher } from "../../http/dispatchers.ts";
+import { networkError } from "../../http/errors.ts";
+import { discard, type HttpResponse, header, NoResponseError, readPrefix, send } from "../../http/request.ts";
 import type { TransportOptions } from "../index.ts";
 
 export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
@@ -102,41 +104,69 @@ export function compareApiVersions(a: string, b: string): number {
 }
 
 /**
+ * The connection pool for an endpoint: its unix socket, or TCP (with the DOCKER_CERT_PATH
+ * certificates for TLS), never through a proxy. No pool-wide header or body timeout: the daemon
+ * answers an image export only once it is assembled, and a load only once it is read; a request
+ * that wants a bound says so (EngineRequest.timeoutMs), and cancellation comes from the signal.
+ */
+function dispatcherFor(endpoint: EngineEndpoint): Dispatcher {
+  return sharedDispatcher({
+    route: endpoint.socketPath ? { kind: "socket", path: endpoint.socketPath } : { kind: "direct" },
+    tls: endpoint.tls,
+    timeouts: { connectMs: 30_000, headersMs: 0, bodyMs: 0 },
+  });
+}
+
+/** The URL of an API path at the endpoint (a socket's host name is only a name). */
+function endpointUrl(endpoint: EngineEndpoint, pathAndQuery: string): string {
+  if (endpoint.socketPath) return `http://docker${pathAndQuery}`;
+  return `${endpoint.tls ? "https" : "http"}://${endpoint.hostname}:${endpoint.port}${pathAndQuery}`;
+}
+
+/**
  * A client of one Docker Engine API endpoint, speaking the server's API version capped at
  * MAX_API_VERSION (found from `/_ping`'s API-Version header, or `/version`).
  */
 export class EngineClient {
   readonly endpoint: EngineEndpoint;
   readonly apiVersion: string;
+  readonly #dispatcher: Dispatcher;
 
-  private constructor(endpoint: EngineEndpoint, apiVersion: string) {
+  private constructor(endpoint: EngineEndpoint, apiVersion: string, dispatcher: Dispatcher) {
     this.endpoint = endpoint;
     this.apiVersion = apiVersion;
+    this.#dispatcher = dispatcher;
   }
 
   /** Reach the daemon and agree on an API version; DAEMON error naming the socket when unreachable. */
   static async connect(
-    options: Pick<TransportOptions, "dockerHost" | "signal"> = {},
+    options: Pick<TransportOptions, "dockerHost" | "signal" | "dispatcher"> = {},
     timeoutMs = 10_000,
   ): Promise<EngineClient> {
     const endpoint = resolveEngineEndpoint(options);
-    const ping = await send(endpoint, { method: "GET", path: "/_ping", timeoutMs, signal: options.signal });
-    let server = headerValue(ping.headers["api-version"]);
-    await drain(ping);
-    if (ping.statusCode !== 200) {
+    const dispatcher = options.dispatcher ?? dispatcherFor(endpoint);
+    const ping = await sendTo(endpoint, dispatcher, {
+      method: "GET",
+      path: "/_ping",
+      timeoutMs,
+      signal: options.signal,
+    });
+    let server = header(ping, "api-version");
+    await discard(ping);
+    if (ping.status !== 200) {
       throw new SutureError(
         "DAEMON",
-        `the Docker daemon at ${endpoint.host} answered /_ping with HTTP ${ping.statusCode}: check DOCKER_HOST points at a Docker or Podman API socket`,
+        `the Docker daemon at ${endpoint.host} answered /_ping with HTTP ${ping.status}: check DOCKER_HOST points at a Docker or Podman API socket`,
       );
     }
     if (!server) {
-      const res = await send(endpoint, {
+      const res = await sendTo(endpoint, dispatcher, {
         method: "GET",
         path: "/version",
         timeoutMs,
         signal: options.signal,
       });
-      const body = await readBody(res, ERROR_BODY_LIMIT);
+      const body = await readPrefix(res, ERROR_BODY_LIMIT);
       try {
         server = (JSON.parse(body.toString("utf8")) as { ApiVersion?: string }).ApiVersion;
       } catch {
@@ -153,20 +183,20 @@ export class EngineClient {
       );
     }
     const version = compareApiVersions(server, MAX_API_VERSION) > 0 ? MAX_API_VERSION : server;
-    return new EngineClient(endpoint, version);
+    return new EngineClient(endpoint, version, dispatcher);
   }
 
-  /** Send a versioned request; the caller reads or drains the response. */
-  request(req: EngineRequest): Promise<http.IncomingMessage> {
-    return send(this.endpoint, { ...req, path: `/v${this.apiVersion}${req.path}` });
+  /** Send a versioned request; the caller reads or discards the response's body. */
+  request(req: EngineRequest): Promise<HttpResponse> {
+    return sendTo(this.endpoint, this.#dispatcher, { ...req, path: `/v${this.apiVersion}${req.path}` });
   }
 
   /**
    * Turn a non-2xx response into a SutureError carrying the daemon's message (`{"message": …}`),
    * read up to a cap. 404 becomes NOT_FOUND with `notFound` as the message when given.
    */
-  async failure(res: http.IncomingMessage, what: string, notFound?: string): Promise<SutureError> {
-    const body = await readBody(res, ERROR_BODY_LIMIT).catch(() => Buffer.alloc(0));
+  async failure(res: HttpResponse, what: string, notFound?: string): Promise<SutureError> {
+    const body = await readPrefix(res, ERROR_BODY_LIMIT);
     let message = body.toString("utf8").trim();
     try {
       const parsed = JSON.parse(message) as { message?: string };
@@ -174,108 +204,52 @@ export class EngineClient {
     } catch {
       // Not JSON: keep the text.
     }
-    if (res.statusCode === 404 && notFound) return new SutureError("NOT_FOUND", notFound);
+    if (res.status === 404 && notFound) return new SutureError("NOT_FOUND", notFound);
     return new SutureError(
-      res.statusCode === 404 ? "NOT_FOUND" : "DAEMON",
-      `${what} failed: the Docker daemon at ${this.endpoint.host} answered HTTP ${res.statusCode}: ${message.split("\n")[0] || "(no message)"}`,
+      res.status === 404 ? "NOT_FOUND" : "DAEMON",
+      `${what} failed: the Docker daemon at ${this.endpoint.host} answered HTTP ${res.status}: ${message.split("\n")[0] || "(no message)"}`,
     );
   }
 }
 
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function unreachable(endpoint: EngineEndpoint, e: unknown): SutureError {
-  const code = (e as NodeJS.ErrnoException).code;
-  const fix =
-    code === "EACCES"
-      ? "run as root or as a member of the docker group, or set DOCKER_HOST to a socket you may use"
-      : "is dockerd running? start it, or set DOCKER_HOST to its socket (unix:///path or tcp://host:port)";
-  return new SutureError(
-    "DAEMON",
-    `cannot reach the Docker daemon at ${endpoint.host} (${describeCause(e)}): ${fix}`,
-    { cause: e, retryable: code === "ECONNREFUSED" || code === "ECONNRESET" },
-  );
-}
-
-/** One HTTP request to the endpoint; resolves with the response once its headers arrived. */
-function send(endpoint: EngineEndpoint, req: EngineRequest): Promise<http.IncomingMessage> {
+/** One request to the endpoint; resolves with the response once its headers arrived. */
+async function sendTo(
+  endpoint: EngineEndpoint,
+  dispatcher: Dispatcher,
+  req: EngineRequest,
+): Promise<HttpResponse> {
   const query = req.query ? `?${new URLSearchParams(req.query).toString()}` : "";
-  const headers: Record<string, string> = { ...req.headers };
-  if (req.body) headers["Transfer-Encoding"] = "chunked";
-  const common = { method: req.method, path: `${req.path}${query}`, headers };
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const fail = (e: unknown) => {
-      if (settled) return;
-      settled = true;
-      reject(e instanceof SutureError ? e : unreachable(endpoint, e));
-    };
-    let request: http.ClientRequest;
-    if (endpoint.socketPath) {
-      request = http.request({ ...common, socketPath: endpoint.socketPath, host: "docker" });
-    } else if (endpoint.tls) {
-      request = https.request({
-        ...common,
-        hostname: endpoint.hostname,
-        port: endpoint.port,
-        ca: endpoint.tls.ca,
-        cert: endpoint.tls.cert,
-        key: endpoint.tls.key,
-        rejectUnauthorized: endpoint.tls.verify,
-      });
-    } else {
-      request = http.request({ ...common, hostname: endpoint.hostname, port: endpoint.port });
-    }
-    const timer = req.timeoutMs
-      ? setTimeout(() => {
-          request.destroy(
-            new SutureError(
-              "DAEMON",
-              `the Docker daemon at ${endpoint.host} did not answer ${req.path} within ${Math.round(req.timeoutMs! / 1000)}s: is it running and healthy?`,
-              { retryable: true },
-            ),
-          );
-        }, req.timeoutMs)
-      : undefined;
-    const onAbort = () =>
-      request.destroy(new SutureError("CANCELLED", `request to the Docker daemon was cancelled`));
-    req.signal?.addEventListener("abort", onAbort, { once: true });
-    request.on("response", (res) => {
-      if (timer) clearTimeout(timer);
-      req.signal?.removeEventListener("abort", onAbort);
-      settled = true;
-      resolve(res);
+  try {
+    return await send({
+      method: req.method,
+      url: endpointUrl(endpoint, `${req.path}${query}`),
+      headers: req.headers,
+      // A stream goes chunked: an image archive's size is not known before it is written.
+      body: req.body,
+      signal: req.signal,
+      dispatcher,
+      headersDeadlineMs: req.timeoutMs,
     });
-    request.on("error", (e) => {
-      if (timer) clearTimeout(timer);
-      req.signal?.removeEventListener("abort", onAbort);
-      fail(e);
-    });
-    if (req.body) {
-      req.body.on("error", (e) => request.destroy(e));
-      req.body.pipe(request);
-    } else {
-      request.end();
+  } catch (e) {
+    if (e instanceof NoResponseError && !req.signal?.aborted) {
+      throw new SutureError(
+        "DAEMON",
+        `the Docker daemon at ${endpoint.host} did not answer ${req.path} within ${Math.round(e.deadlineMs / 1000)}s: is it running and healthy?`,
+        { cause: e, retryable: true },
+      );
     }
-  });
-}
-
-/** Read a response body up to `limit` bytes (the rest is discarded). */
-export async function readBody(res: Readable, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of res) {
-    const c = chunk as Buffer;
-    if (total < limit) chunks.push(c.subarray(0, limit - total));
-    total += c.length;
-  }
-  return Buffer.concat(chunks);
-}
-
-export async function drain(res: Readable): Promise<void> {
-  for await (const _ of res) {
-    // discard
+    throw networkError(e, {
+      signal: req.signal,
+      cancelled: "request to the Docker daemon was cancelled",
+      code: "DAEMON",
+      message: (f) => {
+        const fix =
+          f.code === "EACCES"
+            ? "run as root or as a member of the docker group, or set DOCKER_HOST to a socket you may use"
+            : "is dockerd running? start it, or set DOCKER_HOST to its socket (unix:///path or tcp://host:port)";
+        return `cannot reach the Docker daemon at ${endpoint.host} (${f.detail}): ${fix}`;
+      },
+      retryable: (f) => f.code === "ECONNREFUSED" || f.code === "ECONNRESET",
+    });
   }
 }

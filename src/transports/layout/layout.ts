@@ -1,11 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readdir, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rm, rmdir, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { PassThrough, pipeline, type Readable } from "node:stream";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { placeFile, streamToFile, writeFileAtomic } from "../../fs/atomic.ts";
+import { readFileCapped } from "../../fs/read-capped.ts";
+import { DescriptorVerifyingStream, digestHex, sha256Digest, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
+import { WriteTracker } from "../../image/write-tracker.ts";
 import {
   type Descriptor,
   type Index,
@@ -16,7 +19,6 @@ import {
 } from "../../oci/manifest.ts";
 import { Annotation, isIndexMediaType, MediaType } from "../../oci/media-types.ts";
 import type { TransportOptions } from "../index.ts";
-import { streamToFile, WriteTracker, writeFileAtomic } from "./fs-atomic.ts";
 import { ociFormOf } from "./oci-convert.ts";
 import { selectFromLayoutIndex } from "./select.ts";
 
@@ -84,7 +86,7 @@ interface LayoutIndexFile {
 async function readLayoutIndex(dir: string, name: string): Promise<LayoutIndexFile | undefined> {
   let layoutBytes: Buffer;
   try {
-    layoutBytes = await readFileCapped(join(dir, LAYOUT_FILE), 64 * 1024, `${name} oci-layout`);
+    layoutBytes = await readLayoutFile(join(dir, LAYOUT_FILE), 64 * 1024, `${name} oci-layout`);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;
@@ -105,7 +107,7 @@ async function readLayoutIndex(dir: string, name: string): Promise<LayoutIndexFi
   }
   let bytes: Buffer;
   try {
-    bytes = await readFileCapped(join(dir, INDEX_FILE), MAX_MANIFEST_BYTES, `${name} index.json`);
+    bytes = await readLayoutFile(join(dir, INDEX_FILE), MAX_MANIFEST_BYTES, `${name} index.json`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
       // A layout whose first write never committed: it holds no image yet.
@@ -147,7 +149,7 @@ class LayoutSource implements ImageSource {
     let bytes: Buffer;
     try {
       // Never more than the descriptor names: a larger file fails verification anyway.
-      bytes = await readFileCapped(path, descriptor.size, `${this.name} manifest ${descriptor.digest}`, true);
+      bytes = await readLayoutFile(path, descriptor.size, `${this.name} manifest ${descriptor.digest}`, true);
     } catch (e) {
       throw missingOrIo(e, this.name, descriptor.digest, path);
     }
@@ -168,7 +170,7 @@ class LayoutSource implements ImageSource {
     } catch (e) {
       throw missingOrIo(e, this.name, descriptor.digest, path);
     }
-    const verifier = new VerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
+    const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
     pipeline(handle.createReadStream(), verifier, () => {});
     return verifier;
   }
@@ -181,22 +183,20 @@ class LayoutSource implements ImageSource {
  * is untrusted input, and a "manifest" of gigabytes must not be pulled into memory. A larger file
  * is a DIGEST_MISMATCH when `cap` is the size a descriptor names, else INVALID_MANIFEST.
  */
-async function readFileCapped(path: string, cap: number, what: string, named = false): Promise<Buffer> {
-  const handle = await open(path, "r");
-  try {
-    const { size } = await handle.stat();
-    if (size > cap) {
-      throw named
+function readLayoutFile(path: string, cap: number, what: string, named = false): Promise<Buffer> {
+  return readFileCapped(path, {
+    limit: cap,
+    what,
+    tooLarge: (size) => {
+      const actual = size === undefined ? `more than ${cap}` : `${size}`;
+      return named
         ? new SutureError(
             "DIGEST_MISMATCH",
-            `${what} is ${size} bytes, expected ${cap}: the layout holds different content than its index names`,
+            `${what} is ${actual} bytes, expected ${cap}: the layout holds different content than its index names`,
           )
-        : new SutureError("INVALID_MANIFEST", `${what} is ${size} bytes, more than the ${cap} it may have`);
-    }
-    return await handle.readFile();
-  } finally {
-    await handle.close();
-  }
+        : new SutureError("INVALID_MANIFEST", `${what} is ${actual} bytes, more than the ${cap} it may have`);
+    },
+  });
 }
 
 function missingOrIo(e: unknown, name: string, digest: string, path: string): SutureError {
@@ -313,7 +313,7 @@ class LayoutSink implements ImageSink {
     await this.#writes.run(`${this.name} blob ${descriptor.digest}`, async (track) => {
       await this.#prepare();
       const tmp = join(this.#tmpDir!, randomBytes(8).toString("hex"));
-      const verifier = new VerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
+      const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
       await streamToFile(track(await openBlob()), [verifier], tmp);
       await this.#place(tmp, descriptor.digest);
     });
@@ -357,13 +357,7 @@ class LayoutSink implements ImageSink {
   }
 
   async #place(tmp: string, digest: string): Promise<void> {
-    const path = layoutBlobPath(this.#dir, digest);
-    try {
-      await rename(tmp, path);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => {});
-      throw asSutureError(e, "IO", `cannot write ${path}`);
-    }
+    await placeFile(tmp, layoutBlobPath(this.#dir, digest));
     this.#added.add(digest);
   }
 
@@ -444,7 +438,7 @@ type IndexDocument = Record<string, unknown> & { mediaType?: string; manifests: 
 async function readIndexDocument(dir: string, name: string): Promise<IndexDocument> {
   let bytes: Buffer;
   try {
-    bytes = await readFileCapped(join(dir, INDEX_FILE), MAX_MANIFEST_BYTES, `${name} index.json`);
+    bytes = await readLayoutFile(join(dir, INDEX_FILE), MAX_MANIFEST_BYTES, `${name} index.json`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return { schemaVersion: 2, manifests: [] };
     throw asSutureError(e, "IO", `cannot read ${join(dir, INDEX_FILE)}`);
@@ -465,7 +459,7 @@ async function referencedBlobs(dir: string, name: string): Promise<Set<string>> 
     let bytes: Buffer;
     try {
       if (d.size > MAX_MANIFEST_BYTES) continue;
-      bytes = await readFileCapped(layoutBlobPath(dir, d.digest), d.size, d.digest, true);
+      bytes = await readLayoutFile(layoutBlobPath(dir, d.digest), d.size, d.digest, true);
     } catch {
       continue;
     }

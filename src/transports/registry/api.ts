@@ -1,15 +1,15 @@
 import { Readable, type TransformCallback } from "node:stream";
 import { describeCause, isSutureError, SutureError } from "../../errors/errors.ts";
-import { digestHex, sha256Digest, VerifyingStream, verifyBytes } from "../../image/digest.ts";
+import { discard, type HttpResponse, header, headerValues, readCapped } from "../../http/request.ts";
+import { withRetries } from "../../http/retry.ts";
+import { DescriptorVerifyingStream, digestHex, sha256Digest, verifyBytes } from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
 import { MediaType } from "../../oci/media-types.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import { pullScope, pushScope } from "./auth.ts";
 import type { RegistryClient } from "./client.ts";
-import { discard, type HttpResponse, header, headerValues, readCapped } from "./http.ts";
-import { errorFromNetwork } from "./registry-errors.ts";
-import { withRetries } from "./retry.ts";
+import { answerTooLarge, errorFromNetwork } from "./registry-errors.ts";
 
 /** Every manifest type we can use, so the registry never down-converts to schema 1. */
 export const MANIFEST_ACCEPT = [
@@ -109,16 +109,33 @@ export async function getManifest(
       `${what} claims ${options.descriptor!.size} bytes, more than the ${MANIFEST_CAP} a registry accepts for a manifest: the index naming it is broken or hostile`,
     );
   }
-  const res = await client.request({
-    method: "GET",
-    path: manifestPath(repository, reference),
-    headers: { accept: MANIFEST_ACCEPT },
-    scopes: options.scopes,
-    operation: options.operation,
-    object: `manifest ${name}`,
-    ok: [200],
-  });
-  const bytes = await readCapped(res, MANIFEST_CAP, what);
+  // The body is read inside the retry loop: a connection that drops mid-manifest is retried like
+  // one that drops before the answer.
+  const { res, bytes } = await withRetries(
+    async () => {
+      const res = await client.request({
+        method: "GET",
+        path: manifestPath(repository, reference),
+        headers: { accept: MANIFEST_ACCEPT },
+        scopes: options.scopes,
+        operation: options.operation,
+        object: `manifest ${name}`,
+        ok: [200],
+        retry: false,
+      });
+      try {
+        return { res, bytes: await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP)) };
+      } catch (e) {
+        if (client.signal?.aborted)
+          throw new SutureError("CANCELLED", `${client.registry}: operation cancelled`);
+        throw isSutureError(e)
+          ? e
+          : errorFromNetwork(e, { registry: client.registry, operation: options.operation });
+      }
+    },
+    client.policy,
+    { signal: client.signal },
+  );
   const mediaType = manifestMediaType(bytes, header(res, "content-type"), what);
   const digest = sha256Digest(bytes);
   if (byDigest) {
@@ -214,8 +231,8 @@ export async function blobExists(
   return res.status === 200;
 }
 
-/** A VerifyingStream that also reports progress: at the start, every MiB, and at a clean end. */
-class MeteredVerifyingStream extends VerifyingStream {
+/** A DescriptorVerifyingStream that also reports progress: at the start, every MiB, and at a clean end. */
+class MeteredVerifyingStream extends DescriptorVerifyingStream {
   readonly #emit?: (bytes: number) => void;
   #count = 0;
   #next = PROGRESS_STEP;
@@ -606,7 +623,11 @@ export async function listTags(
       object: `repository ${repository}`,
       ok: [200],
     });
-    const body = await readCapped(res, TAG_LIST_CAP, `tag list of ${repository}`);
+    const body = await readCapped(
+      res,
+      TAG_LIST_CAP,
+      answerTooLarge(`tag list of ${repository}`, TAG_LIST_CAP),
+    );
     let doc: { tags?: unknown };
     try {
       doc = JSON.parse(body.toString("utf8")) as typeof doc;

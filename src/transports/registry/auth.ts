@@ -1,9 +1,9 @@
 import { SutureError } from "../../errors/errors.ts";
+import { discard, type HttpResponse, type RequestBody, readCapped, readPrefix } from "../../http/request.ts";
 import { isLoopbackRegistry } from "../../ref/reference.ts";
 import type { Challenge } from "./challenge.ts";
 import type { Credentials } from "./credentials.ts";
-import { discard, type HttpResponse, type RequestBody, readCapped, readErrorText } from "./http.ts";
-import { ERROR_BODY_CAP, errorFromResponse } from "./registry-errors.ts";
+import { answerTooLarge, ERROR_BODY_CAP, errorFromResponse } from "./registry-errors.ts";
 
 /** Token answers larger than this are refused: a token is a few KiB at most. */
 const TOKEN_BODY_CAP = 1024 * 1024;
@@ -173,7 +173,7 @@ export class Authenticator {
     }
     this.#usedCredentials = authenticated;
     if (res.status !== 200) {
-      const text = await readErrorText(res, ERROR_BODY_CAP);
+      const text = (await readPrefix(res, ERROR_BODY_CAP)).toString("utf8");
       throw errorFromResponse(res.status, text, {
         registry: this.#registry,
         operation,
@@ -181,7 +181,11 @@ export class Authenticator {
         credentialSource: creds?.source,
       });
     }
-    const body = await readCapped(res, TOKEN_BODY_CAP, `token answer from ${realm.origin}`);
+    const body = await readCapped(
+      res,
+      TOKEN_BODY_CAP,
+      answerTooLarge(`token answer from ${realm.origin}`, TOKEN_BODY_CAP),
+    );
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown; refresh_token?: unknown };
     try {
       doc = JSON.parse(body.toString("utf8")) as typeof doc;

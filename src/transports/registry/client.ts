@@ -1,20 +1,22 @@
 import { Readable } from "node:stream";
+import type { Dispatcher } from "undici";
 import { isSutureError, SutureError } from "../../errors/errors.ts";
-import { DOCKER_HUB, DOCKER_HUB_API, isLoopbackRegistry } from "../../ref/reference.ts";
-import { Authenticator } from "./auth.ts";
-import { parseChallenges, pickChallenge } from "./challenge.ts";
-import { type Credentials, findCredentials } from "./credentials.ts";
+import { sharedDispatcher } from "../../http/dispatchers.ts";
 import {
   discard,
   type HttpResponse,
   header,
   headerValues,
   type RequestBody,
-  readErrorText,
+  readPrefix,
   send,
-} from "./http.ts";
+} from "../../http/request.ts";
+import { defaultRetryPolicy, parseRetryAfter, type RetryPolicy, withRetries } from "../../http/retry.ts";
+import { DOCKER_HUB, DOCKER_HUB_API, isLoopbackRegistry } from "../../ref/reference.ts";
+import { Authenticator } from "./auth.ts";
+import { parseChallenges, pickChallenge } from "./challenge.ts";
+import { type Credentials, findCredentials } from "./credentials.ts";
 import { ERROR_BODY_CAP, errorFromNetwork, errorFromResponse } from "./registry-errors.ts";
-import { defaultRetryPolicy, parseRetryAfter, type RetryPolicy, withRetries } from "./retry.ts";
 
 export interface RegistryClientOptions {
   /** Allow plain HTTP and unverified TLS for a registry that is not on loopback. */
@@ -27,6 +29,8 @@ export interface RegistryClientOptions {
   retry?: Partial<RetryPolicy>;
   /** Use these credentials instead of looking them up; `null` forces anonymous access. */
   credentials?: Credentials | null;
+  /** Send every request through this dispatcher (tests: an in-process fake) instead of suture's pools. */
+  dispatcher?: Dispatcher;
 }
 
 export type HttpMethod = "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
@@ -61,6 +65,7 @@ export interface RegistryRequest {
 }
 
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+const USER_AGENT = "suture (registry client)";
 const MAX_REDIRECTS = 5;
 
 /** The host a registry's API is served at: Docker Hub's lives on registry-1.docker.io. */
@@ -81,6 +86,7 @@ export class RegistryClient {
   readonly policy: RetryPolicy;
   readonly signal?: AbortSignal;
   readonly #insecure: boolean;
+  readonly #dispatcher?: Dispatcher;
   readonly #auth: Authenticator;
   #base: Promise<URL> | undefined;
 
@@ -90,6 +96,7 @@ export class RegistryClient {
     this.policy = { ...defaultRetryPolicy, ...options.retry };
     this.signal = options.signal;
     this.#insecure = options.insecure === true;
+    this.#dispatcher = options.dispatcher;
     const explicit = options.credentials;
     this.#auth = new Authenticator({
       registry,
@@ -106,6 +113,23 @@ export class RegistryClient {
   /** Whether plain HTTP / unverified TLS is acceptable for this URL's host. */
   #relaxed(url: URL): boolean {
     return this.#insecure || isLoopbackRegistry(url.host);
+  }
+
+  /**
+   * The pool for a URL: loopback registries are reached directly (Docker never proxies those
+   * either), others through the environment's proxies; TLS unverified only where `#relaxed` allows.
+   */
+  #dispatcherFor(url: URL): Dispatcher {
+    return (
+      this.#dispatcher ??
+      sharedDispatcher({
+        route: isLoopbackRegistry(url.host)
+          ? { kind: "direct" }
+          : { kind: "env-proxy", tunnelPlainHttp: true },
+        tls: { verify: !this.#relaxed(url) },
+        timeouts: { connectMs: 30_000, headersMs: 120_000, bodyMs: 120_000 },
+      })
+    );
   }
 
   /** The registry's base URL (`https://host/` or `http://host/`), pinging on first use. */
@@ -127,10 +151,9 @@ export class RegistryClient {
         res = await send({
           method: "GET",
           url: url.href,
-          headers: {},
+          headers: { "user-agent": USER_AGENT },
           signal: this.signal,
-          direct: isLoopbackRegistry(url.host),
-          insecureTls: this.#relaxed(url),
+          dispatcher: this.#dispatcherFor(url),
         });
       } catch (e) {
         this.#throwIfCancelled(e);
@@ -166,11 +189,10 @@ export class RegistryClient {
       return await send({
         method,
         url: url.href,
-        headers,
+        headers: { "user-agent": USER_AGENT, ...headers },
         body,
         signal,
-        direct: isLoopbackRegistry(url.host),
-        insecureTls: this.#relaxed(url),
+        dispatcher: this.#dispatcherFor(url),
       });
     } catch (e) {
       this.#throwIfCancelled(e, signal);
@@ -209,7 +231,7 @@ export class RegistryClient {
 
   async #errorFor(res: HttpResponse, req: RegistryRequest): Promise<Error> {
     const retryAfter = parseRetryAfter(header(res, "retry-after"));
-    const text = await readErrorText(res, ERROR_BODY_CAP);
+    const text = (await readPrefix(res, ERROR_BODY_CAP)).toString("utf8");
     return errorFromResponse(
       res.status,
       text,

@@ -175,4 +175,43 @@ describe("registry credentials", () => {
     await writeFile(join(docker, "config.json"), JSON.stringify({ auths: { r: { auth: b64("nocolon") } } }));
     await assert.rejects(findCredentials("r", "x", opts), /not base64 of user:password/);
   });
+
+  test("a config whose credential fields have the wrong type names the field, not its value; null means unset", async () => {
+    const { opts, docker } = await setup();
+    const wrong: [unknown, RegExp][] = [
+      [{ auths: { r: { auth: 42, password: "s3cret-pass" } } }, /at auths\.r\.auth: .*expected string/],
+      [{ auths: { r: "s3cret-pass" } }, /at auths\.r: .*expected object/],
+      [{ credHelpers: { r: ["s3cret-pass"] } }, /at credHelpers\.r: .*expected string/],
+      [["s3cret-pass"], /at \(root\): .*expected object/],
+    ];
+    for (const [config, where] of wrong) {
+      await writeFile(join(docker, "config.json"), JSON.stringify(config));
+      await assert.rejects(findCredentials("r", "x", opts), (e) => {
+        assert.ok(isSutureError(e, "IO"), String(e));
+        assert.match(e.message, where);
+        assert.match(
+          e.message,
+          /config\.json is malformed at .*: fix or remove it, or run docker login again$/,
+        );
+        assert.doesNotMatch(e.message, /s3cret|\n/);
+        return true;
+      });
+    }
+    // As Docker reads it: null is an unset field, and fields suture does not use are not read.
+    await writeFile(
+      join(docker, "config.json"),
+      JSON.stringify({
+        auths: { r: { auth: b64("u:p"), email: null, identitytoken: null }, other: null },
+        credsStore: null,
+        credHelpers: null,
+        psFormat: 7,
+      }),
+    );
+    assert.deepEqual(await findCredentials("r", "x", opts), {
+      username: "u",
+      password: "p",
+      identityToken: undefined,
+      source: join(docker, "config.json"),
+    });
+  });
 });

@@ -2,7 +2,9 @@ import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { describeCause, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
+import { z } from "zod";
+import { describeCause, redact, SutureError } from "../../errors/errors.ts";
+import { describeFirstIssue } from "../../oci/manifest.ts";
 import { DOCKER_HUB } from "../../ref/reference.ts";
 
 /** Credentials for one registry, as found in a config file or returned by a credential helper. */
@@ -29,18 +31,26 @@ export const DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/";
 const HELPER_TIMEOUT_MS = 30_000;
 const HELPER_OUTPUT_CAP = 1024 * 1024;
 
-interface AuthEntry {
-  auth?: string;
-  username?: string;
-  password?: string;
-  identitytoken?: string;
-}
+/**
+ * The fields of a Docker config.json (or a containers auth.json) that hold credentials; the file's
+ * other fields pass unread. `null` stands for "not set", as Docker's own (Go) reader takes it.
+ */
+const AuthEntrySchema = z.looseObject({
+  auth: z.string().nullish(),
+  username: z.string().nullish(),
+  password: z.string().nullish(),
+  identitytoken: z.string().nullish(),
+});
+const AuthFileSchema = z.looseObject({
+  auths: z.record(z.string(), AuthEntrySchema.nullable()).nullish(),
+  credsStore: z.string().nullish(),
+  credHelpers: z.record(z.string(), z.string()).nullish(),
+});
+type AuthEntry = z.infer<typeof AuthEntrySchema>;
+type AuthFile = z.infer<typeof AuthFileSchema>;
 
-interface AuthFile {
-  auths?: Record<string, AuthEntry>;
-  credsStore?: string;
-  credHelpers?: Record<string, string>;
-}
+/** What `docker-credential-NAME get` answers. */
+const HelperAnswerSchema = z.looseObject({ Username: z.string().nullish(), Secret: z.string().nullish() });
 
 /**
  * Find credentials for `registry` (a reference's registry, e.g. `docker.io`, `127.0.0.1:5000`).
@@ -102,10 +112,9 @@ async function readAuthFile(path: string): Promise<AuthFile | undefined> {
     });
   }
   if (!text.trim()) return undefined;
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(text) as unknown;
-    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not a JSON object");
-    return parsed as AuthFile;
+    parsed = JSON.parse(text);
   } catch (e) {
     // The message must not quote the file: it holds secrets. V8 quotes the text after a `"`, and
     // that text may span lines, so cut from the first quote to the very end ([\s\S], not `.`).
@@ -115,6 +124,15 @@ async function readAuthFile(path: string): Promise<AuthFile | undefined> {
       { cause: e },
     );
   }
+  const checked = AuthFileSchema.safeParse(parsed);
+  if (!checked.success) {
+    throw new SutureError(
+      "IO",
+      `${path} is malformed at ${describeFirstIssue(checked.error)}: fix or remove it, or run docker login again`,
+      { cause: checked.error },
+    );
+  }
+  return checked.data;
 }
 
 /**
@@ -142,11 +160,11 @@ function normalizeKey(key: string, namespaced: boolean): string {
 }
 
 function findEntry<T>(
-  map: Record<string, T> | undefined,
+  map: Record<string, T> | null | undefined,
   keys: string[],
   namespaced: boolean,
 ): T | undefined {
-  if (!map || typeof map !== "object") return undefined;
+  if (!map) return undefined;
   const normalized = new Map<string, T>();
   for (const [k, v] of Object.entries(map)) {
     const nk = normalizeKey(k, namespaced);
@@ -170,10 +188,10 @@ async function lookupInFile(
 ): Promise<Credentials | undefined> {
   const keys = candidateKeys(host, repository, namespaced);
   const helper = findEntry(config.credHelpers, keys, namespaced);
-  if (typeof helper === "string" && helper) {
+  if (helper) {
     return runCredentialHelper(helper, host, env, { required: true, configPath: path });
   }
-  if (typeof config.credsStore === "string" && config.credsStore) {
+  if (config.credsStore) {
     // A store that is not installed here (a config copied from another machine) falls back to
     // the file's own entries rather than failing every registry.
     const stored = await runCredentialHelper(config.credsStore, host, env, {
@@ -183,14 +201,14 @@ async function lookupInFile(
     if (stored) return stored;
   }
   const entry = findEntry(config.auths, keys, namespaced);
-  if (!entry || typeof entry !== "object") return undefined;
+  if (!entry) return undefined;
   return decodeEntry(entry, host, path);
 }
 
 function decodeEntry(entry: AuthEntry, host: string, path: string): Credentials | undefined {
-  let username = typeof entry.username === "string" ? entry.username : undefined;
-  let password = typeof entry.password === "string" ? entry.password : undefined;
-  if (typeof entry.auth === "string" && entry.auth) {
+  let username = entry.username ?? undefined;
+  let password = entry.password ?? undefined;
+  if (entry.auth) {
     const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
     const colon = decoded.indexOf(":");
     if (colon < 0) {
@@ -202,8 +220,7 @@ function decodeEntry(entry: AuthEntry, host: string, path: string): Credentials 
     username = decoded.slice(0, colon);
     password = decoded.slice(colon + 1);
   }
-  const identityToken =
-    typeof entry.identitytoken === "string" && entry.identitytoken ? entry.identitytoken : undefined;
+  const identityToken = entry.identitytoken || undefined;
   if (!identityToken && !username && !password) return undefined;
   return { username, password: identityToken ? undefined : password, identityToken, source: path };
 }
@@ -255,18 +272,18 @@ export async function runCredentialHelper(
       `credential helper ${program} failed for ${registry} (exit ${result.code}${detail ? `: ${detail}` : ""}): log in again with docker login ${registry}`,
     );
   }
-  let answer: { Username?: unknown; Secret?: unknown };
+  let answer: z.infer<typeof HelperAnswerSchema>;
   try {
-    answer = JSON.parse(result.stdout) as typeof answer;
+    answer = HelperAnswerSchema.parse(JSON.parse(result.stdout));
   } catch (e) {
     throw new SutureError(
       "UNAUTHORIZED",
-      `credential helper ${program} answered something that is not JSON for ${registry}: check the helper`,
+      `credential helper ${program} answered something other than its JSON object of Username and Secret for ${registry}: check the helper`,
       { cause: e },
     );
   }
-  const username = typeof answer.Username === "string" ? answer.Username : "";
-  const secret = typeof answer.Secret === "string" ? answer.Secret : "";
+  const username = answer.Username ?? "";
+  const secret = answer.Secret ?? "";
   if (!secret) return undefined;
   // Docker's convention: a helper returns an identity (refresh) token with Username "<token>".
   if (username === "<token>") return { identityToken: secret, source: program };

@@ -1,16 +1,15 @@
-import { type ErrorCode, redact, SutureError } from "../../errors/errors.ts";
+import { type ErrorCode, redact } from "../../errors/errors.ts";
+import { describeNetworkFailure, HttpError } from "../../http/errors.ts";
 
 /** Error bodies are read up to this many bytes: enough for any distribution error document. */
 export const ERROR_BODY_CAP = 64 * 1024;
 
 /**
- * A registry failure: a SutureError that also carries the HTTP status, the distribution-spec
- * error codes from the body, and the server's `Retry-After`, so retry loops can decide.
+ * A registry failure: an HttpError (status, the server's `Retry-After`) that also carries the
+ * distribution-spec error codes from the body.
  */
-export class RegistryError extends SutureError {
-  readonly status?: number;
+export class RegistryError extends HttpError {
   readonly registryCodes: readonly string[];
-  readonly retryAfterMs?: number;
 
   constructor(
     code: ErrorCode,
@@ -23,10 +22,8 @@ export class RegistryError extends SutureError {
       retryAfterMs?: number;
     } = {},
   ) {
-    super(code, message, { cause: options.cause, retryable: options.retryable });
-    this.status = options.status;
+    super(code, message, options);
     this.registryCodes = options.registryCodes ?? [];
-    this.retryAfterMs = options.retryAfterMs;
   }
 }
 
@@ -187,50 +184,15 @@ function describeUnknown(codes: string[]): string {
   return "resource";
 }
 
-const retryableNetworkCodes = new Set([
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "ECONNABORTED",
-  "EAI_AGAIN",
-  "UND_ERR_SOCKET",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_HEADERS_TIMEOUT",
-  "UND_ERR_BODY_TIMEOUT",
-  "UND_ERR_CLOSED",
-]);
-
-/** The innermost errno-style code of an error chain (undici wraps socket errors). */
-export function networkCode(e: unknown): string | undefined {
-  let cur: unknown = e;
-  let found: string | undefined;
-  for (let depth = 0; cur && typeof cur === "object" && depth < 5; depth++) {
-    const code = (cur as { code?: unknown }).code;
-    if (typeof code === "string") found = code;
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  return found;
-}
-
-function innermostMessage(e: unknown): string {
-  let cur: unknown = e;
-  let msg = String(e);
-  for (let depth = 0; cur && typeof cur === "object" && depth < 5; depth++) {
-    if (cur instanceof Error && cur.message) msg = cur.message;
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  return msg;
-}
-
-/** True for TLS-level failures (certificate or protocol), as opposed to an unreachable host. */
-export function isTlsError(e: unknown): boolean {
-  const code = networkCode(e) ?? "";
-  return (
-    code.startsWith("ERR_SSL") ||
-    code.startsWith("ERR_TLS") ||
-    code === "EPROTO" ||
-    /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|DEPTH_ZERO|HOSTNAME/.test(code)
-  );
+/** The error of a capped read (`readCapped`) of a registry answer that is larger than allowed. */
+export function answerTooLarge(what: string, cap: number): (announced?: number) => RegistryError {
+  return (announced) =>
+    new RegistryError(
+      "REGISTRY",
+      announced !== undefined
+        ? `${what} is ${announced} bytes, more than the ${cap} allowed`
+        : `${what} is more than the ${cap} bytes allowed`,
+    );
 }
 
 /** Map a transport failure (no HTTP answer) to a NETWORK RegistryError. */
@@ -238,25 +200,25 @@ export function errorFromNetwork(
   e: unknown,
   ctx: Pick<ErrorContext, "registry" | "operation">,
 ): RegistryError {
-  const code = networkCode(e);
+  const failure = describeNetworkFailure(e);
   const where = `${ctx.registry} (${ctx.operation})`;
-  const cause = redact(innermostMessage(e));
-  const withCode = code && !cause.includes(code) ? `${code}: ${cause}` : cause;
-  if (code === "ENOTFOUND") {
-    return new RegistryError("NETWORK", `cannot resolve ${where}: ${withCode}: check the registry address`, {
-      cause: e,
-    });
-  }
-  if (isTlsError(e)) {
+  if (failure.dns) {
     return new RegistryError(
       "NETWORK",
-      `TLS connection to ${where} failed: ${withCode}: fix the registry's certificate, or allow it as an insecure registry if you trust the network`,
+      `cannot resolve ${where}: ${failure.detail}: check the registry address`,
+      { cause: e },
+    );
+  }
+  if (failure.tls) {
+    return new RegistryError(
+      "NETWORK",
+      `TLS connection to ${where} failed: ${failure.detail}: fix the registry's certificate, or allow it as an insecure registry if you trust the network`,
       { cause: e },
     );
   }
   return new RegistryError(
     "NETWORK",
-    `cannot reach ${where}: ${withCode}: is the registry running? check the address`,
-    { cause: e, retryable: code !== undefined && retryableNetworkCodes.has(code) },
+    `cannot reach ${where}: ${failure.detail}: is the registry running? check the address`,
+    { cause: e, retryable: failure.transient },
   );
 }

@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import { SutureError } from "../../errors/errors.ts";
+import type { RetryPolicy } from "../../http/retry.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
 import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
 import { formatReference, type ImageReference, manifestIdentifier } from "../../ref/reference.ts";
@@ -17,7 +18,6 @@ import {
 import { pullScope, pushScope } from "./auth.ts";
 import { RegistryClient } from "./client.ts";
 import { type Credentials, normalizeRegistryHost } from "./credentials.ts";
-import type { RetryPolicy } from "./retry.ts";
 
 /** Transport options plus knobs of the registry transport that only tests and tuning need. */
 export interface RegistryOptions extends TransportOptions {
@@ -38,6 +38,7 @@ function clientFor(ref: ImageReference, options: RegistryOptions): RegistryClien
     signal: options.signal,
     retry: options.retry,
     credentials: options.credentials,
+    dispatcher: options.dispatcher,
   });
 }
 

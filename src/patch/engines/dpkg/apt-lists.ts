@@ -1,7 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { mkdir, open, readdir, rename, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
@@ -14,6 +13,8 @@ import {
   fileAccessFromRoot,
   readAptSources,
 } from "../../../distro/dpkg/sources.ts";
+import { placeDirectory } from "../../../fs/atomic.ts";
+import { readFileCapped } from "../../../fs/read-capped.ts";
 import { bytesChecksum, type ExpectedChecksum } from "../../../trust/checksum.ts";
 import { imageKeyringProvider, type Keyring } from "../../../trust/keyring.ts";
 import { verifyClearsigned, verifyDetached } from "../../../trust/signature.ts";
@@ -291,18 +292,9 @@ function matches(bytes: Buffer, expected: ExpectedChecksum): boolean {
  * image may have put in its place; undefined when it is anything else or larger than `max`.
  */
 async function readRegularFile(path: string, max: number): Promise<Buffer | undefined> {
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
-  try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    const st = await fh.stat();
-    if (!st.isFile() || st.size > max) return undefined;
-    const bytes = await fh.readFile();
-    return bytes.length > max ? undefined : bytes;
-  } catch {
-    return undefined;
-  } finally {
-    await fh?.close();
-  }
+  return readFileCapped(path, { limit: max, what: path, noFollow: true, regularOnly: true }).catch(
+    () => undefined,
+  );
 }
 
 /** Decompress with a host tool (`xz`, `lz4`, `zstd`), keeping at most `max` + 1 bytes; undefined on any failure. */
@@ -346,21 +338,11 @@ export async function seedLists(cacheDir: string, privateDir: string, trust: Lis
  */
 export async function saveLists(lists: ReadonlyMap<string, VerifiedList>, cacheDir: string): Promise<number> {
   if (!lists.size) return 0;
-  const suffix = randomBytes(6).toString("hex");
-  const fresh = `${cacheDir}.new-${suffix}`;
-  const old = `${cacheDir}.old-${suffix}`;
+  const fresh = `${cacheDir}.new-${randomBytes(6).toString("hex")}`;
   try {
     await mkdir(fresh, { recursive: true });
     for (const [name, { bytes }] of lists) await writeFile(join(fresh, name), bytes);
-    const hadOld = await rename(cacheDir, old).then(
-      () => true,
-      (e: NodeJS.ErrnoException) => {
-        if (e.code === "ENOENT") return false;
-        throw e;
-      },
-    );
-    await rename(fresh, cacheDir);
-    if (hadOld) await rm(old, { recursive: true, force: true });
+    await placeDirectory(fresh, cacheDir);
   } finally {
     await rm(fresh, { recursive: true, force: true });
   }

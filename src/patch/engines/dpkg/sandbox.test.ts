@@ -1,13 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import {
-  aptFailure,
-  chooseVersion,
-  eligibleVersions,
-  parseAptPolicy,
-  parsePrintUris,
-  verifiedDebEntry,
-} from "./sandbox.ts";
+import { chooseVersion } from "./fix-version.ts";
+import { aptFailure } from "./run-apt.ts";
+import { eligibleVersions, parseAptPolicy, parsePrintUris, verifiedDebEntry } from "./sandbox.ts";
 
 // Real `LC_ALL=C apt-cache policy libssl3 nginx-light` output from a bookworm host (2026-11).
 const POLICY = `libssl3:

@@ -1,8 +1,17 @@
+import { createHash } from "node:crypto";
 import { constants } from "node:fs";
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { dpkgArchitecture } from "../../../distro/dpkg/architecture.ts";
 import { downloadPackages } from "../../../distro/dpkg/fetch-debs.ts";
 import type { PackageEntry } from "../../../distro/dpkg/packages-index.ts";
+import {
+  applyMirrors,
+  fileAccessFromRoot,
+  formatDeb822Sources,
+  readAptSources,
+  refuseSourcesMarkedTrusted,
+} from "../../../distro/dpkg/sources.ts";
 import { parseDpkgStatus } from "../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
 import {
@@ -10,33 +19,31 @@ import {
   isValidPackageName,
   isValidPackageVersion,
 } from "../../../distro/package-syntax.ts";
-import { childPath, readFileInRoot } from "../../../distro/root-files.ts";
 import { SutureError } from "../../../errors/errors.ts";
+import { childPath, listDirInRoot, readFileInRoot } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
+import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withFileLock } from "../../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../../sandbox/runtime.ts";
 import {
+  cannotPatch,
+  type EngineContext,
+  type EngineResult,
+  type EngineSandbox,
+  type PatchEngine,
+  type Targets,
+} from "../engine.ts";
+import {
   type ListsTrust,
+  listsTrustFor,
   packageFileChecksum,
   saveLists,
   seedLists,
   type VerifiedList,
   verifiedLists,
 } from "./apt-lists.ts";
-
-/** What the apt engine needs from a sandbox: a merged root to read and a way to run commands in it. */
-export interface SandboxRunner {
-  readonly mergedDir: string;
-  /**
-   * A private host dir of this sandbox, removed with it; the apt engine keeps the run's own copies
-   * of apt's lists and archives there (needed when a cache is given).
-   */
-  readonly scratchDir?: string;
-  run(
-    args: string[],
-    options?: { env?: string[]; timeoutMs?: number; mounts?: SandboxMount[] },
-  ): Promise<{ exitCode: number; stdout: string; stderr: string }>;
-}
+import { chooseVersion } from "./fix-version.ts";
+import { aptEnv, aptFailure } from "./run-apt.ts";
 
 /**
  * What the apt engine keeps between runs. The image's apt, its hooks and the maintainer scripts are
@@ -68,23 +75,6 @@ export interface AptCacheDirs {
  */
 const CACHE_MOUNT = { lists: "/var/lib/apt/lists", archives: "/var/cache/apt/suture-archives" } as const;
 
-export interface PackageTarget {
-  name: string;
-  /** The version the report says fixes it; the installed version must reach at least this. */
-  fixedVersion: string;
-  installedVersion?: string;
-}
-
-export interface AptResult {
-  /** name → version after patching, for every package that changed. */
-  changed: Map<string, { from?: string; to: string }>;
-  /** Targets that did not reach their fixed version (only with ignoreErrors; else an error is thrown). */
-  failed: { name: string; reason: string }[];
-  warnings: string[];
-  /** Wall time inside apt-get install / upgrade (the dpkg part), for the benchmark. */
-  installMs: number;
-}
-
 const APT_OPTIONS = [
   "-o",
   "Dpkg::Options::=--force-confold",
@@ -111,19 +101,6 @@ const SECURE_APT_OPTIONS = [
   "APT::Get::AllowUnauthenticated=false",
 ];
 
-/** The environment of the image's apt and dpkg, read when they run (the proxy may be set after load). */
-export function aptEnv(): string[] {
-  return [
-    "DEBIAN_FRONTEND=noninteractive",
-    "DEBCONF_NONINTERACTIVE_SEEN=true",
-    "LC_ALL=C",
-    // apt in the container uses the host's proxy, as suture's own downloads do.
-    ...["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((k) =>
-      process.env[k] ? [`${k}=${process.env[k]}`] : [],
-    ),
-  ];
-}
-
 /**
  * Update packages with the image's own apt, as copa does, but refusing what copa lets through:
  * never a new top-level package (--only-upgrade), never a major-version jump the report did not ask
@@ -131,8 +108,8 @@ export function aptEnv(): string[] {
  * version, pin the highest available version on the fixed version's major instead).
  */
 export async function applyWithApt(
-  sandbox: SandboxRunner,
-  targets: PackageTarget[] | "all",
+  sandbox: EngineSandbox,
+  targets: Targets,
   options: {
     ignoreErrors?: boolean;
     progress?: ProgressSink;
@@ -144,7 +121,7 @@ export async function applyWithApt(
     /** The user accepts what the image's apt.conf allows of unsigned repositories (--allow-insecure-repositories). */
     allowInsecureRepositories?: boolean;
   },
-): Promise<AptResult> {
+): Promise<EngineResult> {
   const progress = options.progress ?? (() => {});
   const warnings: string[] = [];
   const before = await readInstalled(sandbox.mergedDir);
@@ -185,8 +162,8 @@ export async function applyWithApt(
 }
 
 async function aptRun(
-  sandbox: SandboxRunner,
-  targets: PackageTarget[] | "all",
+  sandbox: EngineSandbox,
+  targets: Targets,
   options: Parameters<typeof applyWithApt>[2],
   state: {
     progress: ProgressSink;
@@ -196,7 +173,7 @@ async function aptRun(
     aptOptions: string[];
     own: { lists: string; archives: string } | undefined;
   },
-): Promise<AptResult> {
+): Promise<EngineResult> {
   const { progress, warnings, before, mounts, aptOptions, own } = state;
   const cache = options.cache;
   if (options.sourcesDir) {
@@ -338,25 +315,10 @@ async function aptRun(
       await run("apt-get install", installArgs);
       installMs = performance.now() - started;
     }
-    const after = await readInstalled(sandbox.mergedDir);
-    for (const t of targets) {
-      if (failed.some((f) => f.name === t.name)) continue;
-      const v = after.get(t.name);
-      if (!v) {
-        warnings.push(`${t.name} is no longer installed after the update`);
-        continue;
-      }
-      if (compareDebVersions(v, t.fixedVersion) < 0) {
-        failed.push({ name: t.name, reason: `installed ${v} is lower than required ${t.fixedVersion}` });
-      }
-    }
-    if (failed.length && !options.ignoreErrors) {
-      throw notReached(failed);
-    }
-    return { changed: diffInstalled(before, after), failed, warnings, installMs };
+    // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
+    return { before, after: await readInstalled(sandbox.mergedDir), failed, warnings, installMs };
   }
-  const after = await readInstalled(sandbox.mergedDir);
-  return { changed: diffInstalled(before, after), failed: [], warnings, installMs };
+  return { before, after: await readInstalled(sandbox.mergedDir), failed: [], warnings, installMs };
 }
 
 /** Run `fn` holding the shared cache's lock, saying why when another suture holds it. */
@@ -376,22 +338,6 @@ function withCacheLock<T>(
   });
 }
 
-/** Packages that cannot be patched before anything was changed; the user may patch the rest. */
-export function cannotPatch(failed: readonly { name: string; reason: string }[]): SutureError {
-  return new SutureError(
-    "PATCH_FAILED",
-    `cannot patch ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}; or pass --ignore-errors to patch the rest`,
-  );
-}
-
-/** Packages that were updated but did not reach the version the report asked for. */
-export function notReached(failed: readonly { name: string; reason: string }[]): SutureError {
-  return new SutureError(
-    "PATCH_FAILED",
-    `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`,
-  );
-}
-
 export async function readInstalled(root: string): Promise<Map<string, string>> {
   // Resolved inside the image: after the image's apt and scripts ran, /var/lib/dpkg may be a
   // symlink they planted to a host path.
@@ -402,15 +348,6 @@ export async function readInstalled(root: string): Promise<Map<string, string>> 
       "the image has no /var/lib/dpkg/status after apt ran: its package database is gone",
     );
   return new Map(parseDpkgStatus(bytes.toString("utf8")).map((p) => [p.name, p.version]));
-}
-
-function diffInstalled(
-  before: Map<string, string>,
-  after: Map<string, string>,
-): Map<string, { from?: string; to: string }> {
-  const out = new Map<string, { from?: string; to: string }>();
-  for (const [name, v] of after) if (before.get(name) !== v) out.set(name, { from: before.get(name), to: v });
-  return out;
 }
 
 export interface AptPolicy {
@@ -463,61 +400,6 @@ export function parseAptPolicy(text: string): Map<string, AptPolicy> {
     }
   }
   return out;
-}
-
-/** Pick the version to install for a target from what apt offers; undefined when nothing fixes it. */
-export function chooseVersion(
-  t: PackageTarget,
-  p: AptPolicy,
-): { version: string; note?: string } | undefined {
-  const usable = p.versions
-    .filter((v) => compareDebVersions(v, t.fixedVersion) >= 0)
-    .sort((a, b) => compareDebVersions(b, a));
-  if (!usable.length) return undefined;
-  const best = usable[0]!;
-  const installedMajor = p.installed ? upstreamMajor(p.installed) : undefined;
-  const fixedMajor = upstreamMajor(t.fixedVersion);
-  if (
-    installedMajor !== undefined &&
-    upstreamMajor(best) !== installedMajor &&
-    upstreamMajor(best) !== fixedMajor
-  ) {
-    const sameMajor = usable.find((v) => upstreamMajor(v) === fixedMajor);
-    if (sameMajor) {
-      return {
-        version: sameMajor,
-        note: `${t.name}: ${best} is a new major version; installing ${sameMajor}, the report's fix line`,
-      };
-    }
-    return undefined;
-  }
-  return { version: best };
-}
-
-function upstreamMajor(v: string): string {
-  const noEpoch = v.includes(":") ? v.slice(v.indexOf(":") + 1) : v;
-  return noEpoch.split(/[.+~-]/)[0]!;
-}
-
-/**
- * One line from apt's output: its `E:` lines (else the last lines), with verification failures
- * turned into UNTRUSTED errors that say what they mean.
- */
-export function aptFailure(what: string, exitCode: number, output: string): SutureError {
-  const lines = output.trim().split("\n");
-  const errors = lines.filter((l) => l.startsWith("E: "));
-  const summary = (errors.length ? errors : lines.slice(-3)).join(" | ").slice(0, 500);
-  if (
-    /Hash Sum mismatch|File has unexpected size|NO_PUBKEY|is not signed|invalid signature|EXPKEYSIG|is no longer valid|not valid yet/i.test(
-      output,
-    )
-  ) {
-    return new SutureError(
-      "UNTRUSTED",
-      `${what}: apt refused what the repository served (it does not match the signed metadata): ${summary}; the mirror or a proxy is serving altered or stale files, use another mirror`,
-    );
-  }
-  return new SutureError("PATCH_FAILED", `${what} failed in the image (exit ${exitCode}): ${summary}`);
 }
 
 /**
@@ -575,5 +457,98 @@ export function verifiedDebEntry(
     essential: false,
     paragraph: "",
     repoUri: wanted.uri.slice(0, cut),
+  };
+}
+
+/**
+ * The image's own apt in runc, as copa patches: keys and sources are read before it runs (its
+ * hooks may change both), `trusted=yes` sources are refused unless the user accepts them, and
+ * `--mirror` hands it rewritten sources.
+ */
+export const aptSandboxEngine: PatchEngine = {
+  kind: "sandbox",
+  description: "updating packages with the image's apt (runc)",
+  async apply(sandbox: EngineSandbox, targets: Targets, ctx: EngineContext): Promise<EngineResult> {
+    const { platform } = ctx;
+    await assertCanRun(platform);
+    const root = sandbox.mergedDir;
+    // The image's apt would honour trusted=yes; suture asks the user first, as the native engine does.
+    if (!ctx.allowInsecureRepositories)
+      refuseSourcesMarkedTrusted(await readAptSources(fileAccessFromRoot(root)).catch(() => []));
+    const sourcesDir = ctx.mirrors && (await mirroredSources(root, ctx.mirrors, ctx.workDir, ctx.progress));
+    const arch = dpkgArchitecture(platform.architecture, platform.variant);
+    const cache = await aptCacheFor(
+      ctx.cacheDir,
+      sourcesDir ?? root,
+      platform.architecture,
+      await listsTrustFor(root, arch, ctx.mirrors),
+    );
+    return applyWithApt(sandbox, targets, {
+      ignoreErrors: ctx.ignoreErrors,
+      progress: ctx.progress,
+      timeoutMs: ctx.timeoutMs,
+      cache,
+      sourcesDir,
+      signal: ctx.signal,
+      allowInsecureRepositories: ctx.allowInsecureRepositories,
+    });
+  },
+};
+
+/**
+ * The image's apt sources with mirrors applied, as a deb822 file in a host dir apt will read instead
+ * of the image's sources. Undefined when no mirror was asked for.
+ */
+async function mirroredSources(
+  root: string,
+  mirrors: Readonly<Record<string, string>>,
+  workDir: string,
+  progress: ProgressSink,
+): Promise<string | undefined> {
+  if (Object.keys(mirrors).length === 0) return undefined;
+  const original = await readAptSources(fileAccessFromRoot(root));
+  const mirrored = applyMirrors(original, mirrors);
+  if (!mirrored.some((s, i) => s.uri !== original[i]!.uri)) {
+    progress({
+      type: "warning",
+      message: `no apt source of the image uses ${Object.keys(mirrors).join(", ")}: --mirror changes nothing (its sources: ${[...new Set(original.map((s) => s.uri))].join(", ")})`,
+    });
+  }
+  const dir = join(workDir, "apt-sources");
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "suture.sources"), formatDeb822Sources(mirrored));
+  return dir;
+}
+
+/**
+ * Where apt's verified lists for one image flavour are kept across runs. Keyed by the apt sources,
+ * the architecture and the keys the image trusts for them (`trust.fingerprint`): lists verified
+ * with one image's keys are never handed to an image trusting other keys. The .debs are shared
+ * with the native engine by SHA-256.
+ */
+async function aptCacheFor(
+  cacheDir: string,
+  root: string,
+  arch: string,
+  trust: ListsTrust,
+): Promise<AptCacheDirs> {
+  const hash = createHash("sha256").update(`arch=${arch}\nkeys=${trust.fingerprint}\n`);
+  // `root` is the image's root, or a mirrored-sources dir laid out the same way (see mirroredSources).
+  const files = ["/etc/apt/sources.list", "/suture.sources"];
+  for (const name of (await listDirInRoot(root, "/etc/apt/sources.list.d/")).sort()) {
+    files.push(`/etc/apt/sources.list.d/${name}`);
+  }
+  for (const f of files) {
+    const content = await readFileInRoot(root, f);
+    if (content) hash.update(`${f}\n${content.length}\n`).update(content);
+  }
+  // "apt-lists", not the former "apt": entries written before lists were verified are never read.
+  const dir = join(cacheDir, "apt-lists", hash.digest("hex").slice(0, 16));
+  await mkdir(dir, { recursive: true });
+  return {
+    lists: join(dir, "lists"),
+    lock: join(dir, "lock"),
+    trust,
+    debStore: join(cacheDir, "apt-native"),
   };
 }

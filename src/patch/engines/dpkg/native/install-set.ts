@@ -2,7 +2,8 @@ import type { PackageEntry, PackagesIndex, Relation } from "../../../../distro/d
 import { entryParagraph, parseRelations } from "../../../../distro/dpkg/packages-index.ts";
 import type { InstalledPackage } from "../../../../distro/dpkg/status.ts";
 import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
-import { chooseVersion, type PackageTarget } from "../sandbox.ts";
+import type { PackageTarget } from "../../engine.ts";
+import { chooseVersion } from "../fix-version.ts";
 import { CandidatePolicy, describeVersion, pickCandidate } from "./policy.ts";
 
 export interface InstallItem {

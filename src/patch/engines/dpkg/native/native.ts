@@ -1,21 +1,23 @@
 import { join } from "node:path";
+import { dpkgArchitecture } from "../../../../distro/dpkg/architecture.ts";
 import { type DpkgDatabase, isInstalled, readDpkgDatabase } from "../../../../distro/dpkg/database.ts";
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
 import type { InstalledPackage } from "../../../../distro/dpkg/status.ts";
-import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
-import type { OsRelease } from "../../../../distro/os-release.ts";
+import { resolveInRoot } from "../../../../fs/in-root.ts";
 import { type ProgressSink, withStep } from "../../../../progress/events.ts";
+import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
-  type AptResult,
-  aptEnv,
-  aptFailure,
   cannotPatch,
-  notReached,
-  type PackageTarget,
-  type SandboxRunner,
-} from "../sandbox.ts";
+  type EngineContext,
+  type EnginePlan,
+  type EngineResult,
+  type EngineSandbox,
+  type PatchEngine,
+  type Targets,
+} from "../../engine.ts";
+import { aptEnv, aptFailure } from "../run-apt.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
@@ -26,79 +28,85 @@ const DEB_READ_AHEAD_BYTES = 16 * 1024 * 1024;
 /** Packages whose data is decompressed ahead of the one being unpacked. */
 const DEBS_DECOMPRESSED_AHEAD = 2;
 
-export interface NativeOptions {
-  /** dpkg architecture of the image. */
-  arch: string;
-  os?: OsRelease;
-  cacheDir: string;
-  mirrors?: Readonly<Record<string, string>>;
-  keyringFile?: string;
-  /** Accept unsigned repositories when the image's apt.conf allows them (see repositories.ts). */
-  allowInsecureRepositories?: boolean;
+/** The native engine's plan: the resolved packages with their verified index entries. */
+interface DebPlan extends EnginePlan {
+  items: InstallItem[];
   /**
-   * Whether maintainer scripts and triggers can run in the image (it has a shell and dpkg, and its
-   * architecture runs here); otherwise packages are recorded configured and the scripts listed.
+   * Whether maintainer scripts and triggers run in the image (it has a shell and dpkg); otherwise
+   * packages are recorded configured and the scripts listed.
    */
   runScripts: boolean;
-  ignoreErrors?: boolean;
-  timeoutMs?: number;
-  progress?: ProgressSink;
-  signal?: AbortSignal;
-  /** Called with the resolved packages before anything is downloaded; true = a cached result is used instead. */
-  reuse?: (install: readonly InstallItem[]) => Promise<boolean>;
-}
-
-export interface NativeResult extends AptResult {
-  /** Time spent in `dpkg --configure` (maintainer scripts and triggers). */
-  scriptsMs: number;
-  /** Maintainer script invocations that did not run (images without a shell). */
-  scriptsNotRun: string[];
-  /** `reuse` said an earlier result stands for this one: nothing was installed. */
-  reused?: boolean;
 }
 
 /**
- * Patch with suture's own deb engine: resolve the targets against the image's verified
- * repositories, download the .debs in parallel (each checked against the signed index), unpack
- * them into the sandbox's overlay and update the dpkg database as dpkg would; then, when the image
- * can run them, let its own dpkg run the maintainer scripts and triggers (`dpkg --configure
- * --pending`), which is the only part that needs the image's programs.
+ * suture's own deb engine: resolve the targets against the image's verified repositories,
+ * download the .debs in parallel (each checked against the signed index), unpack them into the
+ * sandbox's overlay and update the dpkg database as dpkg would; then, when the image can run them,
+ * let its own dpkg run the maintainer scripts and triggers (`dpkg --configure --pending`), which is
+ * the only part that needs the image's programs.
  */
-export async function applyNative(
-  sandbox: SandboxRunner,
-  targets: PackageTarget[] | "all",
-  options: NativeOptions,
-): Promise<NativeResult> {
-  const progress = options.progress ?? (() => {});
+export const nativeDebEngine: PatchEngine = {
+  kind: "native",
+  description: "updating packages with suture's deb engine",
+  plan: planNative,
+  apply: (sandbox, targets, ctx, plan) => applyNative(sandbox, targets, ctx, plan),
+};
+
+/**
+ * What the engine would install, resolved against the image's verified repositories, without
+ * downloading or unpacking anything (`--dry-run`, and the result cache's key).
+ */
+async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineContext): Promise<DebPlan> {
+  const root = sandbox.mergedDir;
+  // Scripts run in the image when it has what they need; a foreign architecture then needs QEMU.
+  const runScripts =
+    (await resolveInRoot(root, "/bin/sh")) !== undefined &&
+    (await resolveInRoot(root, "/usr/bin/dpkg")) !== undefined;
+  const db = await readDpkgDatabase(root);
+  const resolution = await resolveFromRepositories(root, db, targets, ctx);
+  return {
+    items: resolution.install,
+    install: resolution.install.map((i) => ({
+      name: i.entry.package,
+      ...(i.from ? { from: i.from } : {}),
+      to: i.entry.version,
+      reason: i.reason,
+      digest: `sha256:${i.entry.sha256}`,
+    })),
+    failed: resolution.failed,
+    warnings: resolution.warnings,
+    runScripts,
+    reuseKey: [`scripts=${runScripts}`],
+  };
+}
+
+function isDebPlan(plan: EnginePlan | undefined): plan is DebPlan {
+  return plan !== undefined && "items" in plan && "runScripts" in plan;
+}
+
+async function applyNative(
+  sandbox: EngineSandbox,
+  targets: Targets,
+  ctx: EngineContext,
+  given: EnginePlan | undefined,
+): Promise<EngineResult> {
+  const plan = isDebPlan(given) ? given : await planNative(sandbox, targets, ctx);
+  const { progress } = ctx;
   const root = sandbox.mergedDir;
   const warnings: string[] = [];
   const warn = (message: string) => {
     warnings.push(message);
     progress({ type: "warning", message });
   };
+  for (const w of plan.warnings) warn(w);
+  const failed = [...plan.failed];
+  if (failed.length && !ctx.ignoreErrors) throw cannotPatch(failed);
   const db = await readDpkgDatabase(root);
   const before = versions(db);
-  const resolution = await resolveFromRepositories(root, db, targets, options, progress);
-  for (const w of resolution.warnings) warn(w);
-  const failed = [...resolution.failed];
-  if (failed.length && !options.ignoreErrors) {
-    throw cannotPatch(failed);
-  }
-  if (resolution.install.length === 0) {
-    return { changed: new Map(), failed, warnings, installMs: 0, scriptsMs: 0, scriptsNotRun: [] };
-  }
-
-  if (await options.reuse?.(resolution.install)) {
-    return {
-      changed: new Map(),
-      failed,
-      warnings,
-      installMs: 0,
-      scriptsMs: 0,
-      scriptsNotRun: [],
-      reused: true,
-    };
-  }
+  const install = plan.items;
+  if (install.length === 0) return { before, after: before, failed, warnings, installMs: 0, scriptsMs: 0 };
+  const { runScripts } = plan;
+  if (runScripts) await assertCanRun(ctx.platform);
 
   // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
   // drop docs, man pages and locales this way); read them once, before anything is downloaded.
@@ -109,15 +117,11 @@ export async function applyNative(
     );
 
   const started = performance.now();
-  const paths = await withStep(
-    progress,
-    "download",
-    `downloading ${resolution.install.length} packages`,
-    () =>
-      downloadPackages(
-        resolution.install.map((i) => i.entry),
-        { cacheDir: join(options.cacheDir, "apt-native"), progress, signal: options.signal },
-      ),
+  const paths = await withStep(progress, "download", `downloading ${install.length} packages`, () =>
+    downloadPackages(
+      install.map((i) => i.entry),
+      { cacheDir: join(ctx.cacheDir, "apt-native"), progress, signal: ctx.signal },
+    ),
   );
   const scriptsNotRun: string[] = [];
   await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
@@ -134,12 +138,12 @@ export async function applyNative(
     let i = 0;
     try {
       for (; i < paths.length; i++) {
-        options.signal?.throwIfAborted();
+        ctx.signal?.throwIfAborted();
         openUpTo(i + 1 + DEBS_DECOMPRESSED_AHEAD);
         const deb = await opened[i]!;
-        const item = resolution.install[i]!;
+        const item = install[i]!;
         const summary = await unpackDeb(root, deb, db, {
-          state: options.runScripts ? "unpacked" : "installed",
+          state: runScripts ? "unpacked" : "installed",
           progress,
           // The .deb matched the entry's SHA-256; its own control must name the same package,
           // or the signed index vouched for something other than what gets installed.
@@ -150,7 +154,7 @@ export async function applyNative(
           },
           pathFilter: dpkgConfig.pathFilter,
         });
-        if (!options.runScripts) scriptsNotRun.push(...summary.scripts);
+        if (!runScripts) scriptsNotRun.push(...summary.scripts);
         progress({
           type: "package",
           name: item.entry.package,
@@ -173,7 +177,7 @@ export async function applyNative(
   const installMs = performance.now() - started;
 
   let scriptsMs = 0;
-  if (options.runScripts) {
+  if (runScripts) {
     const t = performance.now();
     await withStep(
       progress,
@@ -182,7 +186,7 @@ export async function applyNative(
       async () => {
         const r = await sandbox.run(
           ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
-          { env: aptEnv(), timeoutMs: options.timeoutMs },
+          { env: aptEnv(), timeoutMs: ctx.timeoutMs },
         );
         if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
       },
@@ -190,10 +194,7 @@ export async function applyNative(
     scriptsMs = performance.now() - t;
   } else if (scriptsNotRun.length) {
     const done: string[] = [];
-    if (
-      resolution.install.some((i) => i.entry.package === "ca-certificates") &&
-      (await regenerateCaBundle(root))
-    ) {
+    if (install.some((i) => i.entry.package === "ca-certificates") && (await regenerateCaBundle(root))) {
       done.push("ca-certificates' update-ca-certificates (bundle rebuilt natively)");
     }
     warn(
@@ -202,35 +203,8 @@ export async function applyNative(
   }
 
   const after = versions(await readDpkgDatabase(root));
-  if (targets !== "all") {
-    for (const t of targets) {
-      if (failed.some((f) => f.name === t.name)) continue;
-      const v = after.get(t.name);
-      if (v && compareDebVersions(v, t.fixedVersion) < 0) {
-        failed.push({ name: t.name, reason: `installed ${v} is lower than required ${t.fixedVersion}` });
-      }
-    }
-    if (failed.length && !options.ignoreErrors) {
-      throw notReached(failed);
-    }
-  }
-  const changed = new Map<string, { from?: string; to: string }>();
-  for (const [name, v] of after)
-    if (before.get(name) !== v) changed.set(name, { from: before.get(name), to: v });
-  return { changed, failed, warnings, installMs, scriptsMs, scriptsNotRun };
-}
-
-/**
- * What applyNative would install, resolved against the image's verified repositories, without
- * downloading or unpacking anything (`--dry-run`).
- */
-export async function planNative(
-  root: string,
-  targets: PackageTarget[] | "all",
-  options: NativeOptions,
-): Promise<{ install: InstallItem[]; failed: { name: string; reason: string }[]; warnings: string[] }> {
-  const db = await readDpkgDatabase(root);
-  return resolveFromRepositories(root, db, targets, options, options.progress ?? (() => {}));
+  // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
+  return { before, after, failed, warnings, installMs, scriptsMs };
 }
 
 /**
@@ -238,32 +212,28 @@ export async function planNative(
  * own so the indexes (Debian's main one is 50 MB) can be collected as soon as the resolution is
  * made, not held through unpacking and the layer build.
  */
-async function resolveFromRepositories(
-  root: string,
-  db: DpkgDatabase,
-  targets: PackageTarget[] | "all",
-  options: NativeOptions,
-  progress: ProgressSink,
-) {
+async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: Targets, ctx: EngineContext) {
+  const { progress, platform } = ctx;
+  const arch = dpkgArchitecture(platform.architecture, platform.variant);
   const { repositories, policy, config } = await withStep(
     progress,
     "repositories",
     "verifying the image's apt repositories",
     () =>
-      openImageRepositories(root, options.os, {
-        arch: options.arch,
-        cacheDir: options.cacheDir,
-        mirrors: options.mirrors,
-        keyringFile: options.keyringFile,
-        allowInsecureRepositories: options.allowInsecureRepositories,
+      openImageRepositories(root, ctx.distro.osRelease, {
+        arch,
+        cacheDir: ctx.cacheDir,
+        mirrors: ctx.mirrors,
+        keyringFile: ctx.keyringFile,
+        allowInsecureRepositories: ctx.allowInsecureRepositories,
         progress,
-        signal: options.signal,
+        signal: ctx.signal,
       }),
   );
   return resolveInstallSet({
     installed: installedPackages(db),
     indexes: repositories.flatMap((r) => r.indexes),
-    arch: options.arch,
+    arch,
     targets,
     policy,
     upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),

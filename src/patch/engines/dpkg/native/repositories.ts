@@ -9,6 +9,7 @@ import {
   defaultSourcesFor,
   fileAccessFromRoot,
   readAptSources,
+  refuseSourcesMarkedTrusted,
 } from "../../../../distro/dpkg/sources.ts";
 import type { OsRelease } from "../../../../distro/os-release.ts";
 import { quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
@@ -47,19 +48,6 @@ const INSECURE_SETTINGS = [
   "Acquire::AllowDowngradeToInsecureRepositories",
   "APT::Get::AllowUnauthenticated",
 ];
-
-/**
- * Refuse sources marked `trusted=yes` (apt then installs from them without checking signatures),
- * unless the user passed --allow-insecure-repositories: both engines call it before any download.
- */
-export function refuseSourcesMarkedTrusted(sources: readonly AptSource[]): void {
-  const marked = sources.filter((s) => s.trusted);
-  if (marked.length)
-    throw new SutureError(
-      "UNTRUSTED",
-      `the image's apt sources mark ${marked.map((s) => quoteUntrusted(s.uri)).join(", ")} trusted=yes, which lets apt install from them without checking signatures: remove the option from the image, or pass --allow-insecure-repositories to accept them as the image's apt would`,
-    );
-}
 
 /**
  * The verified apt repositories an image's packages come from: the image's own sources (trusted
@@ -167,23 +155,4 @@ async function hostKeyFiles(keyringFile: string | undefined): Promise<KeyFileAcc
     },
     listDir: async () => [],
   };
-}
-
-/** dpkg's name for an OCI platform's architecture. */
-export function dpkgArchitecture(architecture: string, variant?: string): string {
-  switch (architecture) {
-    case "amd64":
-    case "arm64":
-    case "s390x":
-    case "riscv64":
-      return architecture;
-    case "386":
-      return "i386";
-    case "ppc64le":
-      return "ppc64el";
-    case "arm":
-      return variant === "v5" || variant === "v6" ? "armel" : "armhf";
-    default:
-      throw new SutureError("UNSUPPORTED_PLATFORM", `no Debian architecture matches ${architecture}`);
-  }
 }

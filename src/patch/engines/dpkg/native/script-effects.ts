@@ -1,7 +1,7 @@
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileReplacing } from "../../../../distro/dpkg/database.ts";
-import { readFileInRoot, resolveInRoot } from "../../../../distro/root-files.ts";
+import { readFileInRoot, resolveInRoot } from "../../../../fs/in-root.ts";
 
 /**
  * What some maintainer scripts do, done natively for images that cannot run them (no shell).

@@ -114,7 +114,7 @@ test("a data.tar member with a newline in its name cannot claim another path in 
   const { root } = imageRoot("newline");
   // dpkg-deb refuses such a name; the data member is replaced by one no honest builder writes.
   const deb = await withDataEntries(await demoDeb("newline"), [
-    { name: "./usr/bin/x\n/etc/passwd", type: "file", content: "x" },
+    { path: "./usr/bin/x\n/etc/passwd", type: "file", content: "x" },
   ]);
   await assert.rejects(
     unpackDeb(root, deb, await readDpkgDatabase(root)),

@@ -13,7 +13,6 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
-  readlinkSync,
   readSync,
   renameSync,
   rmSync,
@@ -22,8 +21,8 @@ import {
   writeSync,
 } from "node:fs";
 import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
-import { join, posix } from "node:path";
-import { normaliseEntryPath } from "../../../../archive/tar-extract.ts";
+import { posix } from "node:path";
+import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
 import {
   type ConffileRecord,
   type DatabasePackage,
@@ -39,8 +38,8 @@ import {
 import { checkDebIdentity, type DebIdentity, type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import type { FilteredEntryType, PathFilter } from "../../../../distro/dpkg/dpkg-config.ts";
 import { quoteUntrusted } from "../../../../distro/package-syntax.ts";
-import { childPath, readFileInRoot } from "../../../../distro/root-files.ts";
 import { describeCause, isSutureError, SutureError } from "../../../../errors/errors.ts";
+import { childPath, readFileInRoot, walkInRoot } from "../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 
 export interface UnpackOptions {
@@ -99,7 +98,6 @@ export interface UnpackSummary {
 /** dpkg's name for the placeholder hash of a conffile absent from disk. */
 const NONEXISTENT = "nonexistent";
 const NEWCONFFILE = "newconffile";
-const MAX_SYMLINK_HOPS = 40;
 
 interface PendingConffile {
   path: string;
@@ -652,42 +650,15 @@ class RootResolver {
     const key = posix.normalize(`/${path}`);
     const cached = this.#dirs.get(key);
     if (cached) return cached;
-    let parts = key.split("/").filter(Boolean);
-    let resolved: string[] = [];
-    let hops = 0;
-    while (parts.length) {
-      const part = parts.shift()!;
-      if (part === ".") continue;
-      if (part === "..") {
-        resolved.pop();
-        continue;
-      }
-      const candidate = join(this.root, ...resolved, part);
-      const st = lstatSync(candidate, { throwIfNoEntry: false });
-      if (!st) {
-        if (!create) return undefined;
-        mkdirSync(candidate, { mode: 0o755 });
-        resolved.push(part);
-        continue;
-      }
-      if (st.isSymbolicLink()) {
-        if (++hops > MAX_SYMLINK_HOPS)
-          throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
-        const target = readlinkSync(candidate);
-        if (target.startsWith("/")) resolved = [];
-        parts = [...target.split("/").filter(Boolean), ...parts];
-        continue;
-      }
-      if (!st.isDirectory())
-        throw new SutureError(
-          "PATCH_FAILED",
-          `${posix.join("/", ...resolved, part)} is not a directory in the image, but a package needs ${path} below it`,
-        );
-      resolved.push(part);
-    }
-    const host = join(this.root, ...resolved);
-    this.#dirs.set(key, host);
-    return host;
+    const walk = walkInRoot(this.root, key, { followFinal: true, create: create ? "all" : undefined });
+    if (walk.kind === "missing") return undefined;
+    if (!walk.stat.isDirectory())
+      throw new SutureError(
+        "PATCH_FAILED",
+        `${walk.path} is not a directory in the image, but a package needs ${path} below it`,
+      );
+    this.#dirs.set(key, walk.host);
+    return walk.host;
   }
 
   /** Host path for a package entry: parent resolved (and created), last component not followed. */
@@ -720,25 +691,26 @@ class RootResolver {
   }
 
   async #followFinal(path: string, host: string, create: boolean): Promise<string | undefined> {
-    let current = host;
-    for (let hops = 0; ; hops++) {
-      const st = lstatSync(current, { throwIfNoEntry: false });
-      if (!st?.isSymbolicLink()) return current;
-      if (hops >= MAX_SYMLINK_HOPS)
-        throw new SutureError("UNSAFE_LAYER", `too many symlinks resolving ${path} in the image`);
-      const target = readlinkSync(current);
-      const imageDir = posix.dirname(`/${current.slice(this.root.length)}`);
-      const next = parentAndName(posix.resolve(imageDir, target));
-      // A file written "through" a link to / would land beside the root (`<root>.dpkg-new`).
-      if (!next)
-        throw new SutureError(
-          "UNSAFE_LAYER",
-          `${path} is a symlink to the image's root directory; the image is malformed or hostile`,
-        );
-      const dir = await this.directory(next.dir, create);
-      if (!dir) return undefined;
-      current = childPath(dir, next.name, "image path");
-    }
+    // Most entries are no symlink: one lstat, and the cached parent stands.
+    if (!lstatSync(host, { throwIfNoEntry: false })?.isSymbolicLink()) return host;
+    const walk = walkInRoot(this.root, host.slice(this.root.length), {
+      followFinal: true,
+      create: create ? "parents" : undefined,
+    });
+    // A file written "through" a link to / would land beside the root (`<root>.dpkg-new`).
+    if (walk.path === "/")
+      throw new SutureError(
+        "UNSAFE_LAYER",
+        `${path} is a symlink to the image's root directory; the image is malformed or hostile`,
+      );
+    if (walk.kind === "not-directory")
+      throw new SutureError(
+        "PATCH_FAILED",
+        `${walk.path} is not a directory in the image, but a package needs ${path} below it`,
+      );
+    // The link's target need not exist (it is what gets written), but its directory must.
+    if (walk.kind === "missing" && walk.missing.length > 1) return undefined;
+    return walk.host;
   }
 
   /** Make sure `path` is a directory: create it with the archive's metadata, leave an existing one alone. */

@@ -14,40 +14,27 @@
  *   Go's archive/tar, containerd and umoci read and write).
  */
 import type { Readable } from "node:stream";
-import { SutureError } from "../errors/errors.ts";
+import { SutureError } from "../../errors/errors.ts";
+import type { TarEntry } from "./entry.ts";
+import { BLOCK } from "./header.ts";
 
-export type TarEntryType = "file" | "hardlink" | "symlink" | "char" | "block" | "directory" | "fifo";
-
-export interface TarEntry {
-  /**
-   * Path inside the archive: relative, "/"-separated, no leading "/" or "./", no trailing "/"
-   * (the writer adds it to directories). UTF-8; names over 100 bytes or not ASCII go into PAX.
-   */
-  name: string;
-  type: TarEntryType;
-  /** Permission bits plus setuid/setgid/sticky (`& 0o7777` is kept; file-type bits are ignored). */
-  mode: number;
-  uid: number;
-  gid: number;
-  /** Seconds since the epoch (integer; fractions are dropped). */
-  mtime: number;
-  /** Byte length of a regular file's body; ignored for every other type. */
-  size?: number;
-  /** Symlink target, or the archive name of a hardlink's first entry. */
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
+/**
+ * What the writer takes: a TarEntry's fields, of which `size` (files only), `linkname`, device
+ * numbers and xattrs may be left out, plus the body of a regular file.
+ */
+export interface TarWriteEntry
+  extends Pick<TarEntry, "path" | "type" | "mode" | "uid" | "gid" | "mtime">,
+    Partial<Pick<TarEntry, "size" | "linkname" | "devmajor" | "devminor">> {
   /** Extended attributes, written as `SCHILY.xattr.<name>` PAX records (values are raw bytes). */
   xattrs?: ReadonlyMap<string, Uint8Array>;
   /**
    * The body of a regular file, opened only when the writer reaches it. It must yield exactly
    * `size` bytes: more or fewer is an error (the file changed while it was archived).
    */
-  body?: () => Readable | AsyncIterable<Uint8Array>;
+  body?: () => Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 }
 
-const BLOCK = 512;
-const TYPEFLAG: Record<TarEntryType | "pax", number> = {
+const TYPEFLAG: Record<TarEntry["type"] | "pax", number> = {
   file: 0x30, // '0'
   hardlink: 0x31,
   symlink: 0x32,
@@ -78,9 +65,9 @@ export const TAR_END: Buffer = Buffer.alloc(2 * BLOCK);
  * The header blocks for one entry: an optional PAX header and its padded records, then the ustar
  * header. Throws INVALID_ARCHIVE for values no tar header can hold (a device number over 2^21).
  */
-export function encodeTarHeader(entry: TarEntry): Buffer {
+export function encodeTarHeader(entry: TarWriteEntry): Buffer {
   const isDir = entry.type === "directory";
-  const name = isDir ? `${entry.name}/` : entry.name;
+  const name = isDir ? `${entry.path}/` : entry.path;
   const size = entry.type === "file" ? (entry.size ?? 0) : 0;
   const mtime = Math.trunc(entry.mtime);
   const pax = new Map<string, Uint8Array>();
@@ -97,7 +84,7 @@ export function encodeTarHeader(entry: TarEntry): Buffer {
     if (key.includes("=") || key.length === 0)
       throw new SutureError(
         "INVALID_ARCHIVE",
-        `${entry.name} has an xattr named "${key}", which tar cannot hold`,
+        `${entry.path} has an xattr named "${key}", which tar cannot hold`,
       );
     pax.set(`SCHILY.xattr.${key}`, value);
   }
@@ -108,7 +95,7 @@ export function encodeTarHeader(entry: TarEntry): Buffer {
     if (!fitsOctal(value, 8))
       throw new SutureError(
         "INVALID_ARCHIVE",
-        `${entry.name} has ${field} ${value}, larger than a tar header holds: such devices cannot be put in a layer`,
+        `${entry.path} has ${field} ${value}, larger than a tar header holds: such devices cannot be put in a layer`,
       );
   }
 
@@ -129,7 +116,7 @@ export function encodeTarHeader(entry: TarEntry): Buffer {
   const records = encodePaxRecords(pax);
   const paxHeader = ustarHeader({
     // Readers ignore this name; a fixed prefix plus the base name keeps it deterministic.
-    name: asciiFallback(Buffer.from(`PaxHeaders/${baseName(entry.name)}`, "utf8")),
+    name: asciiFallback(Buffer.from(`PaxHeaders/${baseName(entry.path)}`, "utf8")),
     mode: 0o644,
     uid: 0,
     gid: 0,
@@ -177,7 +164,7 @@ const OUTPUT_BATCH = 512 * 1024;
  * thousands of tiny writes, each a round trip to the threadpool.
  */
 export async function* writeTar(
-  entries: AsyncIterable<TarEntry> | Iterable<TarEntry>,
+  entries: AsyncIterable<TarWriteEntry> | Iterable<TarWriteEntry>,
 ): AsyncGenerator<Buffer> {
   let batch: Buffer[] = [];
   let batched = 0;
@@ -208,7 +195,7 @@ export async function* writeTar(
     if (written !== size)
       throw new SutureError(
         "IO",
-        `${entry.name} was ${size} bytes when listed but ${written > size ? "grew" : `gave ${written} bytes`} while it was archived: nothing may write to the directory while a layer is built`,
+        `${entry.path} was ${size} bytes when listed but ${written > size ? "grew" : `gave ${written} bytes`} while it was archived: nothing may write to the directory while a layer is built`,
       );
     const pad = tarPadding(size);
     if (pad.length > 0) {

@@ -12,13 +12,15 @@ import {
   fuzzParameters,
   mutationArb,
   parsesOrFailsCleanlyAsync,
-} from "../../test/fuzz/fuzz.ts";
-import { SutureError } from "../errors/errors.ts";
-import { readAll } from "../image/image.ts";
-import { decompressAuto, sniffCompression } from "./compression.ts";
-import { extractTar, readTar } from "./tar-extract.ts";
-import { TarIndex } from "./tar-index.ts";
-import { encodePaxRecords, encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "./tar-write.ts";
+} from "../../../test/fuzz/fuzz.ts";
+import { fixChecksum, rawHeader, withData } from "../../../test/lab/tar.ts";
+import { SutureError } from "../../errors/errors.ts";
+import { readAll } from "../../image/image.ts";
+import { decompressAuto, sniffCompression } from "../compression.ts";
+import { extractTar } from "./extract.ts";
+import { TarIndex } from "./random-access.ts";
+import { readTar } from "./read.ts";
+import { encodePaxRecords, encodeTarHeader, TAR_END, type TarWriteEntry, tarPadding } from "./write.ts";
 
 // Property: whatever bytes a layer or .deb member holds, the tar readers either yield entries or
 // fail with INVALID_ARCHIVE / UNSAFE_LAYER in one line; they never crash, hang or write outside
@@ -26,33 +28,7 @@ import { encodePaxRecords, encodeTarHeader, TAR_END, type TarEntry, tarPadding }
 
 const BLOCK = 512;
 
-/** A raw ustar header block with a correct checksum, for header kinds our writer never emits. */
-function rawHeader(name: string, flag: string, size: number, gnu = false): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  b.write(name, 0, 100, "utf8");
-  b.write("0000644\0", 100, "latin1");
-  b.write("0000000\0", 108, "latin1");
-  b.write("0000000\0", 116, "latin1");
-  b.write(`${size.toString(8).padStart(11, "0")}\0`, 124, "latin1");
-  b.write("00000000000\0", 136, "latin1");
-  b.write(flag, 156, "latin1");
-  b.write(gnu ? "ustar  \0" : "ustar\x0000", 257, "latin1");
-  return fixChecksum(b);
-}
-
-function fixChecksum(block: Buffer): Buffer {
-  block.fill(0x20, 148, 156);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += block[i]!;
-  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
-  return block;
-}
-
-function withData(header: Buffer, data: Buffer): Buffer {
-  return Buffer.concat([header, data, tarPadding(data.length)]);
-}
-
-function entry(e: Omit<TarEntry, "uid" | "gid" | "mtime" | "mode"> & { content?: string }): Buffer {
+function entry(e: Omit<TarWriteEntry, "uid" | "gid" | "mtime" | "mode"> & { content?: string }): Buffer {
   const content = Buffer.from(e.content ?? "");
   const header = encodeTarHeader({
     uid: 0,
@@ -73,20 +49,20 @@ function paxHeader(flag: "x" | "g", records: [string, string][]): Buffer {
 const longName = `usr/share/doc/${"very-long-directory-name/".repeat(6)}copyright`;
 const SEEDS: Buffer[] = [
   Buffer.concat([
-    entry({ name: "etc", type: "directory" }),
-    entry({ name: "etc/os-release", type: "file", content: "ID=debian\nVERSION_ID=12\n" }),
-    entry({ name: "etc/link", type: "symlink", linkname: "os-release" }),
-    entry({ name: "etc/hard", type: "hardlink", linkname: "etc/os-release" }),
-    entry({ name: longName, type: "file", content: "long\n" }),
+    entry({ path: "etc", type: "directory" }),
+    entry({ path: "etc/os-release", type: "file", content: "ID=debian\nVERSION_ID=12\n" }),
+    entry({ path: "etc/link", type: "symlink", linkname: "os-release" }),
+    entry({ path: "etc/hard", type: "hardlink", linkname: "etc/os-release" }),
+    entry({ path: longName, type: "file", content: "long\n" }),
     entry({
-      name: "usr/bin/ping",
+      path: "usr/bin/ping",
       type: "file",
       content: "\x7fELF",
       xattrs: new Map([["security.capability", Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0])]]),
     }),
-    entry({ name: "dev/null", type: "char", devmajor: 1, devminor: 3 }),
-    entry({ name: "etc/.wh.removed", type: "file" }),
-    entry({ name: "var/.wh..wh..opq", type: "file" }),
+    entry({ path: "dev/null", type: "char", devmajor: 1, devminor: 3 }),
+    entry({ path: "etc/.wh.removed", type: "file" }),
+    entry({ path: "var/.wh..wh..opq", type: "file" }),
     TAR_END,
   ]),
   Buffer.concat([
@@ -148,7 +124,7 @@ const FIELD_VALUES = [
 ].map((s) => Buffer.from(s, "latin1"));
 
 type TarMutation =
-  | { kind: "bytes"; mutation: import("../../test/fuzz/fuzz.ts").Mutation; fixChecksums: boolean }
+  | { kind: "bytes"; mutation: import("../../../test/fuzz/fuzz.ts").Mutation; fixChecksums: boolean }
   | { kind: "field"; block: number; field: number; value: number; fixChecksums: boolean }
   | { kind: "pax"; record: string };
 
@@ -387,7 +363,7 @@ test("regression: a header field holding a newline gives a one-line error", asyn
   sized.fill(0, 124, 136).write("0\n\n12652", 124, "latin1"); // the size field
   writeFileSync(path, Buffer.concat([fixChecksum(sized), TAR_END]));
   const indexed = await failure(() => TarIndex.open(path, "newline.tar"));
-  assert.equal(indexed.message, 'newline.tar is not a tar archive (bad number field "0\\n\\n12652")');
+  assert.equal(indexed.message, 'newline.tar: tar header has a malformed size "0\\n\\n12652"');
 });
 
 test("regression: a symlink with an empty target is INVALID_ARCHIVE, not a bare ENOENT", async () => {

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import * as ajvFormats from "ajv-formats";
-import { IRI_PATTERN } from "./schema.ts";
+import { IRI_PATTERN } from "../../src/vex/schema.ts";
 
 export interface VexValidation {
   valid: boolean;
@@ -10,9 +10,10 @@ export interface VexValidation {
 }
 
 /**
- * Validate a document against an OpenVEX JSON schema file (draft 2020-12) with ajv and all
- * formats enforced. ajv-formats has no "iri" format, so it is supplied from RFC 3987's grammar
- * (absolute IRI). For tests and diagnostics: the schema file is not shipped with suture.
+ * Validate a document against the official OpenVEX JSON schema file (draft 2020-12) with ajv and
+ * all formats enforced. ajv-formats has no "iri" format, so it is supplied from RFC 3987's grammar
+ * (absolute IRI). Tests only: the schema file is not shipped with suture and ajv is a dev
+ * dependency; at run time suture checks its documents with zod (OpenVexDocumentSchema).
  */
 export function validateOpenVex(doc: unknown, schemaPath: string): VexValidation {
   const schema = JSON.parse(readFileSync(schemaPath, "utf8")) as object;

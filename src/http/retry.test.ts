@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { SutureError } from "../../errors/errors.ts";
+import { SutureError } from "../errors/errors.ts";
+import { HttpError } from "./errors.ts";
 import { backoffDelay, defaultRetryPolicy, parseRetryAfter, withRetries } from "./retry.ts";
 
 const fast = { ...defaultRetryPolicy, baseDelayMs: 1, maxDelayMs: 4 };
@@ -78,9 +79,7 @@ test("attempts are bounded, and a Retry-After beyond the limit ends the loop imm
   await assert.rejects(
     withRetries(async () => {
       calls++;
-      throw Object.assign(new SutureError("REGISTRY", "429", { retryable: true }), {
-        retryAfterMs: 3_600_000,
-      });
+      throw new HttpError("REGISTRY", "429", { retryable: true, retryAfterMs: 3_600_000 });
     }, fast),
   );
   assert.equal(calls, 1);
@@ -91,8 +90,7 @@ test("a server's short Retry-After is waited for instead of the backoff", async 
   let calls = 0;
   const started = Date.now();
   await withRetries(async () => {
-    if (calls++ === 0)
-      throw Object.assign(new SutureError("REGISTRY", "429", { retryable: true }), { retryAfterMs: 300 });
+    if (calls++ === 0) throw new HttpError("REGISTRY", "429", { retryable: true, retryAfterMs: 300 });
   }, fast);
   assert.ok(Date.now() - started >= 290, "waited the Retry-After");
 });

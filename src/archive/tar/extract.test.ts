@@ -14,58 +14,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { getAttributeSync } from "@napi-rs/xattr";
-import tar from "tar-stream";
-import { isSutureError } from "../errors/errors.ts";
-import { extractTar, normaliseEntryPath, readTar } from "./tar-extract.ts";
+import { tarOf } from "../../../test/lab/tar.ts";
+import { isSutureError } from "../../errors/errors.ts";
+import { extractTar } from "./extract.ts";
+import { normaliseEntryPath } from "./member-path.ts";
+import { readTar } from "./read.ts";
 
 // These tests create device nodes, set ownership and trusted.* xattrs: they need root, as suture does.
-
-type Spec = {
-  name: string;
-  type?: "file" | "directory" | "symlink" | "link" | "character-device" | "block-device" | "fifo";
-  content?: string;
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
-  mtime?: number;
-  pax?: Record<string, string>;
-};
-
-async function tarOf(entries: Spec[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? "file";
-    const content = Buffer.from(e.content ?? "");
-    const header = {
-      name: e.name,
-      type,
-      mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
-      uid: e.uid ?? 0,
-      gid: e.gid ?? 0,
-      mtime: new Date((e.mtime ?? 1_700_000_000) * 1000),
-      linkname: e.linkname,
-      devmajor: e.devmajor,
-      devminor: e.devminor,
-      pax: e.pax,
-      size: type === "file" ? content.length : 0,
-    };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === "file") pack.entry(header, content, cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 let work: string;
 let n = 0;
@@ -181,14 +136,14 @@ describe("extractTar", () => {
       { name: "usr/bin/tool", content: "#!/bin/sh\n", mode: 0o755 },
       { name: "usr/bin/su", content: "su", mode: 0o4755 },
       { name: "usr/bin/wall", content: "wall", mode: 0o2755, gid: 5 },
-      { name: "usr/bin/hard", type: "link", linkname: "usr/bin/tool" },
+      { name: "usr/bin/hard", type: "hardlink", linkname: "usr/bin/tool" },
       { name: "usr/bin/sym", type: "symlink", linkname: "tool", mtime: 1_500_000_000 },
       { name: "tmp/", type: "directory", mode: 0o1777 },
       { name: "home/user/notes", content: "hi", uid: 1000, gid: 1000, mode: 0o600 },
-      { name: "dev/null", type: "character-device", devmajor: 1, devminor: 3, mode: 0o666 },
-      { name: "dev/loop0", type: "block-device", devmajor: 7, devminor: 0, mode: 0o660, gid: 6 },
+      { name: "dev/null", type: "char", devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: "dev/loop0", type: "block", devmajor: 7, devminor: 0, mode: 0o660, gid: 6 },
       { name: "run/initctl", type: "fifo", mode: 0o600 },
-      { name: "etc/tagged", content: "x", pax: { "SCHILY.xattr.user.origin": "test" } },
+      { name: "etc/tagged", content: "x", xattrs: { "user.origin": "test" } },
     ]);
     const stats = await extract(bytes, root);
     assert.equal(stats.files, 5);
@@ -255,7 +210,7 @@ describe("extractTar", () => {
   test("ignores trusted.overlay.* xattrs from the archive", async () => {
     const { root } = freshRoot();
     const bytes = await tarOf([
-      { name: "dir/", type: "directory", pax: { "SCHILY.xattr.trusted.overlay.opaque": "y" } },
+      { name: "dir/", type: "directory", xattrs: { "trusted.overlay.opaque": "y" } },
     ]);
     const stats = await extract(bytes, root);
     assert.equal(getAttributeSync(join(root, "dir"), "trusted.overlay.opaque"), null);
@@ -302,7 +257,7 @@ describe("extractTar", () => {
       for (const entry of [
         { name: "evil/.wh.victim", content: "" },
         { name: "evil/.wh..wh..opq", content: "" },
-        { name: "evil/null", type: "character-device" as const, devmajor: 1, devminor: 3 },
+        { name: "evil/null", type: "char" as const, devmajor: 1, devminor: 3 },
       ]) {
         const { root, outside } = freshRoot();
         writeFileSync(join(outside, "victim"), "keep");
@@ -320,13 +275,13 @@ describe("extractTar", () => {
       const before = statSync("/etc/passwd").nlink;
       for (const linkname of ["/etc/passwd", "../../../../../../etc/passwd"]) {
         const { root } = freshRoot();
-        await rejectsUnsafe(await tarOf([{ name: "pw", type: "link", linkname }]), root, "pw");
+        await rejectsUnsafe(await tarOf([{ name: "pw", type: "hardlink", linkname }]), root, "pw");
       }
       const { root } = freshRoot();
       await rejectsUnsafe(
         await tarOf([
           { name: "etc", type: "symlink", linkname: "/etc" },
-          { name: "pw", type: "link", linkname: "etc/passwd" },
+          { name: "pw", type: "hardlink", linkname: "etc/passwd" },
         ]),
         root,
         "pw",

@@ -1,0 +1,125 @@
+import { SutureError } from "../../errors/errors.ts";
+import type { TarEntry } from "./entry.ts";
+import { BLOCK, paddedSize, TarHeaderDecoder } from "./header.ts";
+
+/** One member as the streaming reader yields it. */
+export interface TarMember {
+  header: TarEntry;
+  /**
+   * The member's data (empty for everything but files). Consume it before asking for the next
+   * member; whatever is left unread is skipped.
+   */
+  body: AsyncIterable<Buffer>;
+}
+
+/** Chunks of a byte stream: a Readable, an async generator, or an array of buffers. */
+export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+/** Pulls exact byte counts out of a chunk source. */
+class ByteReader {
+  readonly #it: AsyncIterator<Uint8Array>;
+  #buf: Buffer = Buffer.alloc(0);
+  #done = false;
+
+  constructor(source: ByteSource) {
+    this.#it =
+      Symbol.asyncIterator in source
+        ? source[Symbol.asyncIterator]()
+        : (async function* () {
+            yield* source;
+          })();
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#done) return false;
+    const n = await this.#it.next();
+    if (n.done) {
+      this.#done = true;
+      return false;
+    }
+    const chunk = Buffer.isBuffer(n.value) ? n.value : Buffer.from(n.value);
+    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk;
+    return true;
+  }
+
+  /** Exactly `n` bytes, or null at a clean end of input; a short read is a truncated archive. */
+  async read(n: number): Promise<Buffer | null> {
+    while (this.#buf.length < n) {
+      if (!(await this.#fill())) {
+        if (this.#buf.length === 0) return null;
+        throw new SutureError("INVALID_ARCHIVE", "tar archive is truncated: the layer blob is incomplete");
+      }
+    }
+    const out = this.#buf.subarray(0, n);
+    this.#buf = this.#buf.subarray(n);
+    return out;
+  }
+
+  /** Stream `n` bytes in whatever chunks arrive (the decoders' 256 KiB pieces pass through whole). */
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      if (this.#buf.length === 0 && !(await this.#fill())) {
+        throw new SutureError("INVALID_ARCHIVE", "tar archive is truncated inside a file's data");
+      }
+      const take = Math.min(left, this.#buf.length);
+      const out = this.#buf.subarray(0, take);
+      this.#buf = this.#buf.subarray(take);
+      left -= take;
+      yield out;
+    }
+  }
+
+  async skip(n: number): Promise<void> {
+    for await (const _ of this.chunks(n)) {
+      // discard
+    }
+  }
+
+  /** Read and discard everything left, so upstream digests cover the whole stream. */
+  async drain(): Promise<void> {
+    this.#buf = Buffer.alloc(0);
+    while (await this.#fill()) this.#buf = Buffer.alloc(0);
+  }
+}
+
+/**
+ * Read a tar stream (ustar, PAX, GNU long names, base-256 numbers; header.ts decodes) member by
+ * member. Checksums are verified; after the end-of-archive marker the rest of the input is read
+ * and discarded, so a digest computed upstream covers every byte.
+ */
+export async function* readTar(source: ByteSource): AsyncGenerator<TarMember> {
+  const reader = new ByteReader(source);
+  const decoder = new TarHeaderDecoder();
+  for (;;) {
+    const block = await reader.read(BLOCK);
+    if (block === null) return; // no end-of-archive blocks: tolerated, as GNU tar does
+    const step = decoder.decode(block);
+    if (step.kind === "end") {
+      await reader.drain();
+      return;
+    }
+    if (step.kind === "extension") {
+      const data = step.size > 0 ? await reader.read(paddedSize(step.size)) : Buffer.alloc(0);
+      if (data === null)
+        throw new SutureError("INVALID_ARCHIVE", "tar archive is truncated inside a metadata record");
+      decoder.extension(data.subarray(0, step.size));
+      continue;
+    }
+    if (step.kind === "skip") {
+      await reader.skip(paddedSize(step.size));
+      continue;
+    }
+    const header = step.entry;
+    let delivered = 0;
+    const body = (async function* () {
+      for await (const chunk of reader.chunks(header.size)) {
+        delivered += chunk.length;
+        yield chunk;
+      }
+    })();
+    yield { header, body };
+    await body.return(undefined); // the consumer may have stopped early, or never started
+    await reader.skip(paddedSize(header.size) - delivered);
+  }
+}

@@ -1,0 +1,256 @@
+import type { DistroInfo } from "../../distro/detect.ts";
+import { SutureError } from "../../errors/errors.ts";
+import type { Platform } from "../../oci/manifest.ts";
+import type { ProgressSink } from "../../progress/events.ts";
+import type { SandboxMount } from "../../sandbox/runtime.ts";
+
+/**
+ * The contract every package manager's engines share. A package manager (dpkg today; apk and rpm
+ * next) has up to two engines: a native one, suture's own code working from verified repositories,
+ * and a sandbox one, the image's own package manager run in runc. The patch pipeline
+ * (`src/patch/platform.ts`) knows only this file and the list of package managers
+ * (`./package-managers.ts`); engines import this file and their own package manager's folder,
+ * never another engine.
+ */
+
+/** One package the report asks to raise: after the patch it must be installed at `fixedVersion` or later. */
+export interface PackageTarget {
+  name: string;
+  fixedVersion: string;
+  installedVersion?: string;
+}
+
+/** The report's packages, or every package with an update (`update-all`, no report). */
+export type Targets = readonly PackageTarget[] | "all";
+
+/** A package that was not patched, and why in words a user can act on. */
+export interface PackageFailure {
+  name: string;
+  reason: string;
+}
+
+/** Installed package name → version, as the image's package database says. */
+export type InstalledVersions = ReadonlyMap<string, string>;
+
+/** What an engine needs of the sandbox: the merged root to read and write, and a way to run the image's programs. */
+export interface EngineSandbox {
+  readonly mergedDir: string;
+  /** A private host dir of this sandbox, removed with it (per-run copies of shared caches live here). */
+  readonly scratchDir?: string;
+  run(
+    args: string[],
+    options?: { env?: string[]; timeoutMs?: number; mounts?: SandboxMount[] },
+  ): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+}
+
+/** What an engine is told about the run; everything but the sandbox and the targets. */
+export interface EngineContext {
+  platform: Platform;
+  distro: DistroInfo;
+  /** suture's cache root (`--cache-dir`). */
+  cacheDir: string;
+  /** Scratch space of this platform's patch, removed after it. */
+  workDir: string;
+  /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
+  mirrors?: Readonly<Record<string, string>>;
+  /** Extra trusted keys (`--keyring`). */
+  keyringFile?: string;
+  /** `--allow-insecure-repositories`: accept unsigned repositories the image's own configuration allows. */
+  allowInsecureRepositories?: boolean;
+  /** `--ignore-errors`: patch what can be patched and report the rest as failures. */
+  ignoreErrors?: boolean;
+  timeoutMs?: number;
+  progress: ProgressSink;
+  signal?: AbortSignal;
+}
+
+/** One package an engine resolved to install, before anything is downloaded. */
+export interface PlannedPackage {
+  name: string;
+  /** Installed version, when it is installed. */
+  from?: string;
+  to: string;
+  /** Why it is installed: `target`, or the dependency/upgrade that pulls it. */
+  reason: string;
+  /** The exact package file, by its content digest in the verified repository (e.g. `sha256:…`). */
+  digest: string;
+}
+
+/** What an engine would do, resolved against the verified repositories; nothing changed yet. */
+export interface EnginePlan {
+  install: PlannedPackage[];
+  failed: PackageFailure[];
+  warnings: string[];
+  /**
+   * Everything besides the image and the packages' digests that shapes the result (for the result
+   * cache: e.g. whether maintainer scripts run). Undefined: the result cannot be reused.
+   */
+  reuseKey?: readonly string[];
+}
+
+/** What an engine did. The pipeline derives the changes and validates targets from `before`/`after`. */
+export interface EngineResult {
+  before: InstalledVersions;
+  after: InstalledVersions;
+  /** Targets left out before anything was changed (only with ignoreErrors; otherwise thrown). */
+  failed: PackageFailure[];
+  warnings: string[];
+  /** Wall time installing packages (download + unpack, or the package manager's install). */
+  installMs: number;
+  /** Wall time in maintainer scripts and triggers, when the engine ran them separately. */
+  scriptsMs?: number;
+  /** A patch layer built earlier for exactly this plan (see result-cache.ts); the upper dir is untouched. */
+  reusedLayer?: ReusedLayer;
+  /** Called by the pipeline with the layer it built from this result (the result cache keeps it). */
+  keepLayer?: (layer: ReusedLayer) => Promise<void>;
+}
+
+/** A patch layer file and what describes it. */
+export interface ReusedLayer {
+  file: string;
+  digest: string;
+  size: number;
+  diffID: string;
+  uncompressedSize: number;
+  droppedUnchanged: number;
+  /** What the run that built it reported, after validation (kept with the layer for reuse). */
+  warnings?: string[];
+  failed?: PackageFailure[];
+}
+
+export type EngineKind = "native" | "sandbox";
+
+export interface PatchEngine {
+  readonly kind: EngineKind;
+  /** The `apply` step's progress text, e.g. "updating packages with the image's apt (runc)". */
+  readonly description: string;
+  /**
+   * Resolve the targets against the verified repositories without changing anything (`--dry-run`,
+   * the result cache). Engines whose resolution happens inside the image's own tool have none.
+   */
+  plan?(sandbox: EngineSandbox, targets: Targets, ctx: EngineContext): Promise<EnginePlan>;
+  /** Apply the targets to the sandbox's root; `plan`, when given, is this engine's own plan for them. */
+  apply(
+    sandbox: EngineSandbox,
+    targets: Targets,
+    ctx: EngineContext,
+    plan?: EnginePlan,
+  ): Promise<EngineResult>;
+}
+
+/** A package manager suture can patch with, and its engines. */
+export interface PackageManager {
+  /** `dpkg`, `apk`, `rpm`: the package database family. */
+  readonly name: string;
+  /** What users call the distributions it serves, for messages ("Debian and Ubuntu images"). */
+  readonly serves: string;
+  /** Whether an image (its detected package database) is this package manager's. */
+  handles(distro: DistroInfo): boolean;
+  /** This package format's version order. */
+  compareVersions(a: string, b: string): number;
+  /** suture's own engine; the default where it exists. */
+  readonly native?: PatchEngine;
+  readonly sandbox?: PatchEngine;
+  /**
+   * Why the sandbox engine cannot run in this image, completing "--engine sandbox …" (e.g. "needs
+   * apt in the image, and Debian 12 has none"); undefined when it can. `os` names the image's OS.
+   */
+  sandboxUnavailable?(distro: DistroInfo, os: string): string | undefined;
+}
+
+export type EngineChoice = "auto" | EngineKind;
+
+/**
+ * Which engine patches an image: `auto` is the package manager's native engine where it has one
+ * (it needs nothing in the image) and its sandbox engine otherwise; `native` and `sandbox` force
+ * one and fail with the reason when it cannot serve the image.
+ */
+export function selectEngine(
+  choice: EngineChoice,
+  distro: DistroInfo,
+  managers: readonly PackageManager[],
+): { manager: PackageManager; engine: PatchEngine } {
+  const os = distro.osRelease?.prettyName ?? distro.osRelease?.id ?? "an unknown OS";
+  const manager = managers.find((m) => m.handles(distro));
+  if (!manager) {
+    throw new SutureError(
+      "UNSUPPORTED_OS",
+      `${os} with package db "${distro.packageDb}" is not supported yet: suture patches ${managers.map((m) => m.serves).join(", ")}`,
+    );
+  }
+  if (choice === "sandbox" || (choice === "auto" && !manager.native)) {
+    const why = manager.sandbox
+      ? manager.sandboxUnavailable?.(distro, os)
+      : `has no ${manager.name} implementation in suture yet`;
+    if (why || !manager.sandbox) {
+      throw new SutureError(
+        "USAGE",
+        `--engine sandbox ${why}${manager.native ? ": use --engine native (or leave --engine out)" : ""}`,
+      );
+    }
+    return { manager, engine: manager.sandbox };
+  }
+  if (!manager.native) {
+    throw new SutureError(
+      "USAGE",
+      `suture has no native engine for ${manager.name} images: use --engine sandbox`,
+    );
+  }
+  return { manager, engine: manager.native };
+}
+
+/** Packages that cannot be patched, found before anything was changed; the user may patch the rest. */
+export function cannotPatch(failed: readonly PackageFailure[]): SutureError {
+  return new SutureError(
+    "PATCH_FAILED",
+    `cannot patch ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}; or pass --ignore-errors to patch the rest`,
+  );
+}
+
+/** Packages that were updated but did not reach the version the report asked for. */
+export function notReached(failed: readonly PackageFailure[]): SutureError {
+  return new SutureError(
+    "PATCH_FAILED",
+    `packages did not reach their fixed versions: ${failed.map((f) => `${f.name}: ${f.reason}`).join("; ")}`,
+  );
+}
+
+/** Name → {from, to} for every package whose installed version differs after the patch. */
+export function installedChanges(
+  before: InstalledVersions,
+  after: InstalledVersions,
+): Map<string, { from?: string; to: string }> {
+  const out = new Map<string, { from?: string; to: string }>();
+  for (const [name, v] of after) if (before.get(name) !== v) out.set(name, { from: before.get(name), to: v });
+  return out;
+}
+
+/**
+ * Check an engine's result against the targets, the same way for every engine: each target not
+ * already left out must be installed at its fixed version or later. A target that is no longer
+ * installed is a warning (the package manager removed it as part of the update). Throws
+ * `notReached` unless `ignoreErrors`; returns every failure and the warnings it added.
+ */
+export function validateTargets(
+  targets: Targets,
+  result: Pick<EngineResult, "after" | "failed">,
+  compareVersions: (a: string, b: string) => number,
+  ignoreErrors: boolean | undefined,
+): { failed: PackageFailure[]; warnings: string[] } {
+  const failed = [...result.failed];
+  const warnings: string[] = [];
+  if (targets === "all") return { failed, warnings };
+  for (const t of targets) {
+    if (failed.some((f) => f.name === t.name)) continue;
+    const v = result.after.get(t.name);
+    if (!v) {
+      warnings.push(`${t.name} is no longer installed after the update`);
+      continue;
+    }
+    if (compareVersions(v, t.fixedVersion) < 0) {
+      failed.push({ name: t.name, reason: `installed ${v} is lower than required ${t.fixedVersion}` });
+    }
+  }
+  if (failed.length > result.failed.length && !ignoreErrors) throw notReached(failed);
+  return { failed, warnings };
+}

@@ -1,0 +1,30 @@
+import { createReadStream } from "node:fs";
+import { join } from "node:path";
+import zlib from "node:zlib";
+import { readTar } from "../../src/archive/tar/read.ts";
+
+/** Alpine's minirootfs tarballs in the shared fixtures (see its README). */
+export const ALPINE_FIXTURES = join(import.meta.dirname, "../../../shared/fixtures/alpine");
+
+export function minirootfs(release: "3.20.3" | "20240923", arch: "x86_64" | "aarch64"): string {
+  return join(ALPINE_FIXTURES, `alpine-minirootfs-${release}-${arch}.tar.gz`);
+}
+
+/**
+ * The regular files of a rootfs tarball whose paths (without the leading `./`) `wanted` accepts,
+ * read with suture's own tar reader (no host tar).
+ */
+export async function readRootfsFiles(
+  tarball: string,
+  wanted: (path: string) => boolean,
+): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for await (const entry of readTar(createReadStream(tarball).pipe(zlib.createGunzip()))) {
+    const path = entry.header.path.replace(/^\.\//, "");
+    if (entry.header.type !== "file" || !wanted(path)) continue;
+    const chunks: Buffer[] = [];
+    for await (const c of entry.body) chunks.push(c);
+    out.set(path, Buffer.concat(chunks));
+  }
+  return out;
+}

@@ -1,0 +1,162 @@
+import { createHash, generateKeyPairSync, type KeyObject, sign } from "node:crypto";
+import zlib from "node:zlib";
+import { encodePaxRecords, encodeTarHeader, TAR_END, tarPadding } from "../../src/archive/tar/write.ts";
+
+/**
+ * Builders of apk v2 artefacts for tests (signed indexes and packages, laid out as abuild and
+ * `apk index` lay them out): gzip members of tar segments, the signature segment signing the raw
+ * compressed bytes after it.
+ */
+
+export interface ApkTestKey {
+  /** The key's file name, as apk matches it. */
+  name: string;
+  privateKey: KeyObject;
+  publicPem: string;
+}
+
+export function apkTestKey(name = "suture-test.rsa.pub", bits = 2048): ApkTestKey {
+  const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: bits });
+  return { name, privateKey, publicPem: publicKey.export({ type: "spki", format: "pem" }).toString() };
+}
+
+export interface SegmentFile {
+  name: string;
+  data?: Buffer | string;
+  type?: "file" | "directory" | "symlink";
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  linkname?: string;
+  /** Extra PAX records (`APK-TOOLS.checksum.SHA1`). */
+  pax?: Record<string, string>;
+}
+
+/** A PAX extended header block (typeflag `x`) with `records`. */
+function paxHeader(records: Record<string, string>): Buffer {
+  const body = encodePaxRecords(new Map(Object.entries(records).map(([k, v]) => [k, Buffer.from(v)])));
+  const header = encodeTarHeader({
+    path: "PaxHeader",
+    type: "file",
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: 0,
+    size: body.length,
+  });
+  header[156] = 0x78; // 'x'
+  header.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of header) sum += b;
+  header.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+  return Buffer.concat([header, body, tarPadding(body.length)]);
+}
+
+/**
+ * A tar segment of `files`. abuild cuts the end-of-archive blocks off the signature and control
+ * segments (`end` false) so that the three concatenate into one tar stream.
+ */
+export function tarSegment(files: readonly SegmentFile[], end: boolean): Buffer {
+  const parts: Buffer[] = [];
+  for (const f of files) {
+    const data = Buffer.from(f.data ?? "");
+    const type = f.type ?? "file";
+    if (f.pax) parts.push(paxHeader(f.pax));
+    parts.push(
+      encodeTarHeader({
+        path: f.name,
+        type,
+        mode: f.mode ?? (type === "directory" ? 0o755 : 0o644),
+        uid: f.uid ?? 0,
+        gid: f.gid ?? 0,
+        mtime: 0,
+        size: type === "file" ? data.length : 0,
+        ...(f.linkname === undefined ? {} : { linkname: f.linkname }),
+      }),
+    );
+    if (type === "file") parts.push(data, tarPadding(data.length));
+  }
+  if (end) parts.push(TAR_END);
+  return Buffer.concat(parts);
+}
+
+export function gzip(bytes: Buffer): Buffer {
+  return zlib.gzipSync(bytes);
+}
+
+/** The gzip'd signature segment over `signed` (raw bytes), as abuild-sign writes it. */
+export function signatureMember(
+  signed: Buffer,
+  key: ApkTestKey,
+  algorithm: "sha1" | "sha256" = "sha1",
+): Buffer {
+  const signature = sign(algorithm, signed, key.privateKey);
+  const name = `.SIGN.${algorithm === "sha1" ? "RSA" : "RSA256"}.${key.name}`;
+  return gzip(tarSegment([{ name, data: signature }], false));
+}
+
+/** An `APKINDEX.tar.gz` of `text`, signed by `key` (unsigned without one). */
+export function buildApkIndex(
+  text: string,
+  key?: ApkTestKey,
+  algorithm: "sha1" | "sha256" = "sha1",
+  description = "suture test repository",
+): Buffer {
+  const index = gzip(
+    tarSegment(
+      [
+        { name: "DESCRIPTION", data: description },
+        { name: "APKINDEX", data: text },
+      ],
+      true,
+    ),
+  );
+  return key ? Buffer.concat([signatureMember(index, key, algorithm), index]) : index;
+}
+
+export interface ApkParts {
+  /** `.PKGINFO` text; `datahash = …` is appended unless `datahash` is false. */
+  pkginfo: string;
+  /** Install scripts and other control files (`.post-upgrade`, `.trigger`). */
+  scripts?: readonly SegmentFile[];
+  files: readonly SegmentFile[];
+  key?: ApkTestKey;
+  algorithm?: "sha1" | "sha256";
+  /** Write this datahash instead of the data member's real SHA-256; false: none. */
+  datahash?: string | false;
+}
+
+export interface BuiltApk {
+  bytes: Buffer;
+  control: Buffer;
+  data: Buffer;
+  /** The index's `C:` for it: Q1 + base64 SHA-1 of the control member. */
+  checksum: string;
+}
+
+/** An apk v2 package: [signature,] control (.PKGINFO and scripts), data; as abuild builds it. */
+export function buildApk(parts: ApkParts): BuiltApk {
+  const files = parts.files.map((f) =>
+    (f.type ?? "file") === "file" && !f.pax
+      ? {
+          ...f,
+          pax: {
+            "APK-TOOLS.checksum.SHA1": createHash("sha1")
+              .update(Buffer.from(f.data ?? ""))
+              .digest("hex"),
+          },
+        }
+      : f,
+  );
+  const data = gzip(tarSegment(files, true));
+  const datahash = parts.datahash ?? createHash("sha256").update(data).digest("hex");
+  const pkginfo = datahash === false ? parts.pkginfo : `${parts.pkginfo}datahash = ${datahash}\n`;
+  const control = gzip(tarSegment([{ name: ".PKGINFO", data: pkginfo }, ...(parts.scripts ?? [])], false));
+  const signature = parts.key ? signatureMember(control, parts.key, parts.algorithm) : Buffer.alloc(0);
+  return {
+    bytes: Buffer.concat([signature, control, data]),
+    control,
+    data,
+    checksum: `Q1${createHash("sha1").update(control).digest("base64")}`,
+  };
+}
