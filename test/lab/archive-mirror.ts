@@ -28,11 +28,13 @@
  * `startCountingProxy` is the same server in front of a lab registry: it passes every request
  * through unchanged and only logs and counts them.
  */
-import { appendFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile, rm, stat } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { Agent, fetch as undiciFetch } from "undici";
+import { fetch as undiciFetch } from "undici";
+import { writeFileAtomic } from "../../src/fs/atomic.ts";
+import { createDispatcher } from "../../src/http/dispatchers.ts";
 import { acquireLock, labCacheDir, releaseLock } from "./cache.ts";
 
 /** The archive hosts the mirror records; a reverse-mirror path is deb.debian.org's. */
@@ -266,7 +268,11 @@ class ArchiveRecording {
   #downUntil = 0;
   /** In-process fetches of immutable files, so one process asks the lock once per file. */
   readonly #inflight = new Map<string, Promise<Answer>>();
-  readonly #agent = new Agent({ connect: { timeout: 10_000 }, headersTimeout: 60_000, bodyTimeout: 60_000 });
+  /** Straight to upstream: this process's own proxy environment may name this very mirror. */
+  readonly #dispatcher = createDispatcher({
+    route: { kind: "direct" },
+    timeouts: { connectMs: 10_000, headersMs: 60_000, bodyMs: 60_000 },
+  });
 
   readonly dir: string;
   readonly upstream: string | undefined;
@@ -355,7 +361,7 @@ class ArchiveRecording {
     const url = `${this.upstream ?? `http://${host}`}${requestPath}`;
     this.upstreamFetches.push(url);
     try {
-      const res = await undiciFetch(url, { dispatcher: this.#agent, redirect: "follow" });
+      const res = await undiciFetch(url, { dispatcher: this.#dispatcher, redirect: "follow" });
       const body = Buffer.from(await res.arrayBuffer());
       await logUpstream(`GET ${url} ${res.status} ${body.length}`);
       return { status: res.status, body, contentType: res.headers.get("content-type") ?? undefined };
@@ -382,21 +388,21 @@ async function replay(file: string): Promise<Answer | undefined> {
 
 /**
  * Records what upstream answered for a path: a 200's bytes, or that it was a 404 (other answers
- * are not kept). Written atomically (temporary name, then rename): a reader in another process
- * sees the whole previous recording or the whole new one.
+ * are not kept). Written atomically (src/fs/atomic.ts): a reader in another process sees the
+ * whole previous recording or the whole new one.
  */
 async function record(file: string, got: Answer): Promise<void> {
   if (got.status !== 200 && got.status !== 404) return;
-  const target = got.status === 200 ? file : `${file}${MISSING}`;
-  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   try {
     await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(tmp, got.status === 200 ? got.body : "", { mode: 0o644 });
-    await rename(tmp, target);
-    if (got.status === 200) await rm(`${file}${MISSING}`, { force: true });
+    if (got.status === 200) {
+      await writeFileAtomic(file, got.body);
+      await rm(`${file}${MISSING}`, { force: true });
+    } else {
+      await writeFileAtomic(`${file}${MISSING}`, "");
+    }
   } catch {
     // A path that clashes with a recorded directory (or a full disk) is served, not recorded.
-    await rm(tmp, { force: true });
   }
 }
 
