@@ -13,12 +13,16 @@ import { promisify } from "node:util";
 import { generateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { requiring } from "../lab/requirements.ts";
 
 const { after, before, test } = await requiring("root", "tool:umoci");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

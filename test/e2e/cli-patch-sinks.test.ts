@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import type { ProgressEvent } from "../../src/progress/events.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
 import { labImage, type PendingFix, pendingSecurityFixes, trivyReportFor } from "../lab/images.ts";
@@ -26,6 +27,9 @@ const { after, before, test } = await requiring(
   "tool:skopeo",
   "tool:umoci",
 );
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { generateKey, readPrivateKey } from "openpgp";
 import { parseDpkgStatus } from "../../src/distro/dpkg/status.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { buildDeb } from "../lab/deb.ts";
 import { type LabRecipeName, labImage, pendingSecurityFixes } from "../lab/images.ts";
@@ -22,6 +23,9 @@ import { type LocalAptRepo, startLocalAptRepo } from "../lab/local-apt-repo.ts";
 import { requiring } from "../lab/requirements.ts";
 
 const { after, before, test } = await requiring("root", "runc", "loopback", "tool:mmdebstrap", "tool:umoci");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

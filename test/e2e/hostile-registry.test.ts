@@ -8,8 +8,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { startCountingProxy } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
-import { startCountingProxy } from "../lab/counting-proxy.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
 

@@ -13,15 +13,19 @@ import { fileAccessFromRoot, parseDeb822Sources } from "../../src/distro/dpkg/so
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { imageKeyringProvider } from "../../src/trust/keyring.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { requiring } from "../lab/requirements.ts";
 
-const { test } = await requiring("loopback");
+const { before, test } = await requiring("loopback");
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   t.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const security = (extra = "") =>
   parseDeb822Sources(

@@ -18,9 +18,10 @@ import {
   seedLists,
   verifiedLists,
 } from "../../src/patch/engines/dpkg/apt-lists.ts";
+import { archiveMirror } from "../lab/archive-mirror.ts";
 import { requiring } from "../lab/requirements.ts";
 
-const { after, before, test } = await requiring("network");
+const { after, before, test } = await requiring("loopback");
 
 const run = promisify(execFile);
 const SUITE_URL = "http://deb.debian.org/debian-security/dists/bookworm-security";
@@ -33,8 +34,10 @@ let inRelease: Buffer;
 let packages: Buffer;
 let releaseDate: Date;
 
+/** GET from the Debian archive, through the lab's recording mirror. */
 async function get(url: string): Promise<Buffer> {
-  const res = await fetch(url);
+  const mirror = await archiveMirror();
+  const res = await fetch(url.replace(/^http:\/\/deb\.debian\.org\//, `${mirror.url}/`));
   assert.equal(res.status, 200, `GET ${url}`);
   return Buffer.from(await res.arrayBuffer());
 }
