@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [[ $EUID -eq 0 ]]; then
   bash scripts/install-system-deps.sh
 else
-  echo "warning: not root: skipping system package installation; integration tests need root" >&2
+  echo "warning: not root: skipping system package installation; tests that need root skip and say so (npm run test:unit needs none)" >&2
 fi
 export PATH="$PWD/node_modules/.bin:$PATH"
 echo "== typecheck"; tsc --noEmit -p .

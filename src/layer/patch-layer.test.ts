@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { promisify } from "node:util";
 import { setAttribute } from "@napi-rs/xattr";
+import { needs } from "../../test/lab/requirements.ts";
 import { listTar } from "../../test/lab/tar.ts";
 import type { ProgressEvent } from "../progress/events.ts";
 import { buildPatchLayer } from "./patch-layer.ts";
@@ -93,39 +94,43 @@ test("the walk order, not readdir's order, decides the bytes", async (t) => {
   assert.deepEqual(await names(out), ["B", "a/", "a/c", "a-b", "b", "é"]);
 });
 
-test("opaque markers and whiteouts appear only where the lowers have something to hide", async (t) => {
-  const dir = await tempDir(t);
-  const lower = join(dir, "lower");
-  const upper = join(dir, "upper");
-  await write(lower, "was-file", "f");
-  await write(lower, "kept/x", "x");
-  await write(upper, "was-file/inside", "i"); // a directory over a lower file
-  await write(upper, "fresh/y", "y");
-  await setAttribute(join(upper, "fresh"), "trusted.overlay.opaque", "y");
-  await write(upper, "kept/z", "z");
-  await setAttribute(join(upper, "kept"), "trusted.overlay.opaque", "y");
-  await run("mknod", [join(upper, "kept/x"), "c", "0", "0"]); // inside an opaque dir: redundant
-  await run("mknod", [join(upper, "never-existed"), "c", "0", "0"]);
-  const out = join(dir, "l.tar");
-  const layer = await buildPatchLayer({
-    upperDir: upper,
-    lowerDirs: [lower],
-    outFile: out,
-    compression: "none",
-  });
-  assert.deepEqual(await names(out), [
-    "fresh/",
-    "fresh/y",
-    "kept/",
-    "kept/.wh..wh..opq",
-    "kept/z",
-    "was-file/",
-    "was-file/inside",
-  ]);
-  assert.equal(layer.stats.opaqueDirs, 1);
-  assert.equal(layer.stats.whiteouts, 0);
-  assert.equal(layer.stats.droppedUnchanged, 2);
-});
+test(
+  "opaque markers and whiteouts appear only where the lowers have something to hide",
+  await needs("root"),
+  async (t) => {
+    const dir = await tempDir(t);
+    const lower = join(dir, "lower");
+    const upper = join(dir, "upper");
+    await write(lower, "was-file", "f");
+    await write(lower, "kept/x", "x");
+    await write(upper, "was-file/inside", "i"); // a directory over a lower file
+    await write(upper, "fresh/y", "y");
+    await setAttribute(join(upper, "fresh"), "trusted.overlay.opaque", "y");
+    await write(upper, "kept/z", "z");
+    await setAttribute(join(upper, "kept"), "trusted.overlay.opaque", "y");
+    await run("mknod", [join(upper, "kept/x"), "c", "0", "0"]); // inside an opaque dir: redundant
+    await run("mknod", [join(upper, "never-existed"), "c", "0", "0"]);
+    const out = join(dir, "l.tar");
+    const layer = await buildPatchLayer({
+      upperDir: upper,
+      lowerDirs: [lower],
+      outFile: out,
+      compression: "none",
+    });
+    assert.deepEqual(await names(out), [
+      "fresh/",
+      "fresh/y",
+      "kept/",
+      "kept/.wh..wh..opq",
+      "kept/z",
+      "was-file/",
+      "was-file/inside",
+    ]);
+    assert.equal(layer.stats.opaqueDirs, 1);
+    assert.equal(layer.stats.whiteouts, 0);
+    assert.equal(layer.stats.droppedUnchanged, 2);
+  },
+);
 
 test("a real file named like a whiteout is refused, and the output file is left as it was", async (t) => {
   const dir = await tempDir(t);

@@ -3,11 +3,20 @@ import { execFile } from "node:child_process";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
 import { labImage } from "../lab/images.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring(
+  "root",
+  "loopback",
+  "dockerd",
+  "tool:docker-registry",
+  "tool:mmdebstrap",
+  "tool:skopeo",
+);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

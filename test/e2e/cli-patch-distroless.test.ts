@@ -9,14 +9,20 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey } from "openpgp";
 import { installedFromStatus } from "../../src/distro/dpkg/database.ts";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "tool:umoci");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

@@ -4,13 +4,26 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { trivyReportFor } from "../lab/images.ts";
 import { labIndex } from "../lab/lab-index.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { buildRandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring(
+  "root",
+  "loopback",
+  "tool:docker-registry",
+  "tool:mmdebstrap",
+  "tool:skopeo",
+  "tool:umoci",
+);
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 // A real amd64 + arm64 bookworm index pushed to a loopback registry; the arm64 platform's apt runs
 // under QEMU user emulation (scripts/install-system-deps.sh --arm64-emulation, done by the lab).

@@ -10,14 +10,26 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import type { ProgressEvent } from "../../src/progress/events.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
 import { labImage, type PendingFix, pendingSecurityFixes, trivyReportFor } from "../lab/images.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring(
+  "root",
+  "dockerd",
+  "tool:mmdebstrap",
+  "tool:skopeo",
+  "tool:umoci",
+);
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

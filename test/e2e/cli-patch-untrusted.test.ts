@@ -13,13 +13,23 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { createCleartextMessage, generateKey, readCleartextMessage, readPrivateKey, sign } from "openpgp";
+import {
+  type ArchiveMirror,
+  type ArchiveMirrorOptions,
+  startArchiveMirror,
+  useArchiveMirror,
+} from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
-import { type LabMirror, type LabMirrorOptions, startMirror } from "../lab/mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "loopback", "tool:mmdebstrap");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");
@@ -36,7 +46,7 @@ before(async () => {
 after(() => rm(work, { recursive: true, force: true }));
 
 /** `suture patch` with Debian's archive behind `mirror` must fail with `error` and write nothing. */
-async function refusedThroughMirror(mirror: LabMirror, args: string[], name: string, error: RegExp) {
+async function refusedThroughMirror(mirror: ArchiveMirror, args: string[], name: string, error: RegExp) {
   const out = join(work, `out-${name}`);
   await assert.rejects(
     run(
@@ -68,7 +78,7 @@ const flip = (body: Buffer, at: number) => {
   return copy;
 };
 
-const cases: { name: string; alter: LabMirrorOptions["alter"]; error: RegExp }[] = [
+const cases: { name: string; alter: ArchiveMirrorOptions["alter"]; error: RegExp }[] = [
   {
     name: "an InRelease whose signed text was changed",
     alter: (path, body) =>
@@ -91,7 +101,7 @@ for (const c of cases) {
   test(`patch refuses ${c.name}; nothing is written`, async () => {
     const lab = await labImage("bookwormNginx");
     const altered = new Set<string>();
-    const mirror = await startMirror({
+    const mirror = await startArchiveMirror({
       alter: async (path, body) => {
         const out = await c.alter?.(path, body);
         if (out && !out.equals(body)) altered.add(path);
@@ -121,7 +131,7 @@ test("patch refuses a suite whose signed Valid-Until has passed; nothing is writ
   const day = 24 * 60 * 60 * 1000;
   const rfc2822 = (t: number) => new Date(t).toUTCString().replace("GMT", "UTC");
   const resigned = new Set<string>();
-  const mirror = await startMirror({
+  const mirror = await startArchiveMirror({
     alter: async (path, body) => {
       if (!path.endsWith("/InRelease")) return undefined;
       let text = (await readCleartextMessage({ cleartextMessage: body.toString("utf8") })).getText();

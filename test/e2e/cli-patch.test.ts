@@ -4,11 +4,16 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { startArchiveMirror, useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
-import { startMirror } from "../lab/mirror.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "loopback", "tool:mmdebstrap", "tool:umoci");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");
@@ -182,8 +187,8 @@ for (const engine of ["native", "sandbox"]) {
       outFile: join(work, `r-mirror-${engine}.json`),
     });
     assert.equal(fixes.length, 1);
-    const mirror = await startMirror();
-    const bad = await startMirror({
+    const mirror = await startArchiveMirror();
+    const bad = await startArchiveMirror({
       alter: (path, body) => {
         if (!path.endsWith(".deb")) return undefined;
         const copy = Buffer.from(body);
@@ -219,10 +224,10 @@ for (const engine of ["native", "sandbox"]) {
     try {
       const out = join(work, `mirrored-${engine}`);
       await patch(mirror, "m", out);
-      assert.ok(mirror.requests.some((p) => p.startsWith("/debian-security/dists/bookworm-security/")));
+      assert.ok(mirror.requests.some((r) => r.path.startsWith("/debian-security/dists/bookworm-security/")));
       assert.ok(
-        mirror.requests.some((p) => /\/libexpat1_.*\.deb$/.test(p)),
-        mirror.requests.join("\n"),
+        mirror.requests.some((r) => /\/libexpat1_.*\.deb$/.test(r.path)),
+        mirror.requests.map((r) => r.path).join("\n"),
       );
       // The image keeps its own sources: the mirror was only used for this run.
       const root = await unpack(out, "m", join(work, `rootfs-m-${engine}`));

@@ -12,8 +12,10 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, test } from "node:test";
 import { promisify } from "node:util";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, test } = await requiring("root", "loopback", "runc");
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

@@ -12,14 +12,20 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { generateKey, readPrivateKey } from "openpgp";
 import { installedFromStatus } from "../../src/distro/dpkg/database.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
 import { buildDeb } from "../lab/deb.ts";
 import { type LabRecipeName, labImage, pendingSecurityFixes } from "../lab/images.ts";
 import { type LocalAptRepo, startLocalAptRepo } from "../lab/local-apt-repo.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "runc", "loopback", "tool:mmdebstrap", "tool:umoci");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

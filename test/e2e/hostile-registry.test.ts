@@ -7,11 +7,13 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { startCountingProxy } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
-import { startCountingProxy } from "../lab/counting-proxy.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("loopback", "tool:docker-registry");
 
 /**
  * A registry that lies, for what a real one cannot do: announce a 100 GB layer, stream more bytes

@@ -17,17 +17,23 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { generateKey, type PrivateKey, readPrivateKey } from "openpgp";
 import { type TarWriteEntry, writeTar } from "../../src/archive/tar/write.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
 import { buildDeb, withDataEntries } from "../lab/deb.ts";
 import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
 import { labImage } from "../lab/images.ts";
 import { type LocalDeb, startLocalAptRepo } from "../lab/local-apt-repo.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "loopback", "tool:dpkg-deb", "tool:mmdebstrap");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");

@@ -4,13 +4,15 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
-import { type CountingProxy, startCountingProxy } from "../lab/counting-proxy.ts";
+import { type LoopbackProxy, startCountingProxy } from "../lab/archive-mirror.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+import { requiring } from "../lab/requirements.ts";
 import { type EntrySpec, tarOf } from "../lab/tar.ts";
+
+const { after, before, test } = await requiring("loopback", "tool:docker-registry");
 
 /**
  * An image whose manifest lists the same layer 500 times (what a careless generator or a hostile
@@ -26,7 +28,7 @@ const REPEATS = 500;
 const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 let registry: LabRegistry;
-let proxy: CountingProxy;
+let proxy: LoopbackProxy;
 let work: string;
 let layerDigest: string;
 

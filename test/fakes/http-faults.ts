@@ -44,6 +44,21 @@ export function busyThenOk(
   pool.intercept({ path }).reply(200, body, { headers });
 }
 
+/**
+ * One 503 asking to come back in 25 s, and `controller` aborted once it has been served: the
+ * client is then in (or entering) its Retry-After wait, the moment an abort must cut short.
+ */
+export function busyThenAbort(pool: Interceptable, path: string, controller: AbortController): void {
+  pool.intercept({ path }).reply(
+    503,
+    () => {
+      setImmediate(() => controller.abort());
+      return "";
+    },
+    { headers: { "retry-after": "25" } },
+  );
+}
+
 /** A connection reset as Node reports it (what a retry may cure). */
 export function connectionReset(): Error {
   return Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });

@@ -8,18 +8,24 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { fileAccessFromRoot, parseDeb822Sources } from "../../src/distro/dpkg/sources.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
 import { imageKeyringProvider } from "../../src/trust/keyring.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { before, test } = await requiring("loopback");
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   t.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const security = (extra = "") =>
   parseDeb822Sources(

@@ -8,7 +8,6 @@ import { execFile } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import {
   aptListName,
@@ -19,6 +18,10 @@ import {
   seedLists,
   verifiedLists,
 } from "../../src/patch/engines/dpkg/apt-lists.ts";
+import { archiveMirror } from "../lab/archive-mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("loopback");
 
 const run = promisify(execFile);
 const SUITE_URL = "http://deb.debian.org/debian-security/dists/bookworm-security";
@@ -31,8 +34,10 @@ let inRelease: Buffer;
 let packages: Buffer;
 let releaseDate: Date;
 
+/** GET from the Debian archive, through the lab's recording mirror. */
 async function get(url: string): Promise<Buffer> {
-  const res = await fetch(url);
+  const mirror = await archiveMirror();
+  const res = await fetch(url.replace(/^http:\/\/deb\.debian\.org\//, `${mirror.url}/`));
   assert.equal(res.status, 200, `GET ${url}`);
   return Buffer.from(await res.arrayBuffer());
 }

@@ -13,7 +13,6 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders, type Se
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { xz } from "@napi-rs/lzma";
@@ -34,6 +33,9 @@ import { type OpenRepositoryOptions, openRepository } from "../../src/distro/dpk
 import { type AptSource, parseSourcesList } from "../../src/distro/dpkg/sources.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { keyringOf } from "../../src/trust/keyring.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { test } = await requiring("loopback", "tool:dpkg-deb");
 
 const run = promisify(execFile);
 const SUITE = "suture-test";

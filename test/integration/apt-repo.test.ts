@@ -9,7 +9,6 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { text } from "node:stream/consumers";
-import { test } from "node:test";
 import { generateKey } from "openpgp";
 import { listArMembers, openArMember } from "../../src/archive/ar.ts";
 import { createHttpFetch, type HttpFetch } from "../../src/distro/dpkg/fetch.ts";
@@ -21,6 +20,10 @@ import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { imageKeyringProvider, keyringOf } from "../../src/trust/keyring.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { before, test } = await requiring("loopback");
 
 // What the official debian:bookworm image ships as /etc/apt/sources.list.d/debian.sources.
 const DEBIAN_SOURCES = `Types: deb
@@ -35,6 +38,9 @@ Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 function countingFetch(): { fetch: HttpFetch; urls: string[] } {
   const base = createHttpFetch();

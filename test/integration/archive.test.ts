@@ -5,7 +5,6 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { isSutureError } from "../../src/errors/errors.ts";
@@ -16,7 +15,10 @@ import { parseReference } from "../../src/ref/reference.ts";
 import { openArchiveSink, openArchiveSource } from "../../src/transports/archive/docker-archive.ts";
 import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
 import { buildRandomImage, memorySource, type RandomImage } from "../lab/random-image.ts";
+import { requiring } from "../lab/requirements.ts";
 import { tarOf } from "../lab/tar.ts";
+
+const { after, before, describe, test } = await requiring("root", "dockerd", "tool:skopeo");
 
 const run = promisify(execFile);
 const amd64 = { os: "linux", architecture: "amd64" };

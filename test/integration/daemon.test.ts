@@ -4,7 +4,6 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { copyImage } from "../../src/image/copy.ts";
@@ -23,6 +22,9 @@ import { openSink, openSource } from "../../src/transports/index.ts";
 import { openLayoutSink } from "../../src/transports/layout/layout.ts";
 import { type LabDockerd, startDockerd } from "../lab/dockerd.ts";
 import { buildIndex, buildRandomImage, memorySource } from "../lab/random-image.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, describe, test } = await requiring("root", "dockerd", "tool:skopeo");
 
 const run = promisify(execFile);
 const amd64 = { os: "linux", architecture: "amd64" };

@@ -10,7 +10,6 @@ import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
@@ -21,6 +20,9 @@ import {
   pendingSecurityFixes,
   trivyReportFor,
 } from "../lab/images.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { test } = await requiring("root", "tool:mmdebstrap", "tool:umoci", "tool:skopeo");
 
 const exec = promisify(execFile);
 const IMAGES_TS = fileURLToPath(new URL("../lab/images.ts", import.meta.url));

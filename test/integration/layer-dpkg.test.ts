@@ -10,15 +10,22 @@ import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type TestContext, test } from "node:test";
+import type { TestContext } from "node:test";
 import { promisify } from "node:util";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
 import { parseAptPolicy } from "../../src/patch/engines/dpkg/sandbox.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
+import { requiring } from "../lab/requirements.ts";
 import { listTar } from "../lab/tar.ts";
 
+const { before, test } = await requiring("root", "loopback");
+
 const run = promisify(execFile);
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 const sh = (script: string) =>
   run("bash", ["-euo", "pipefail", "-c", script], {
     maxBuffer: 64 << 20,

@@ -9,13 +9,15 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
 import { promisify } from "node:util";
 import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
 import { defaultExclude } from "../../src/layer/excludes.ts";
 import { isOverlayPrivateXattr } from "../../src/layer/overlay.ts";
 import { buildPatchLayer, type PatchLayer } from "../../src/layer/patch-layer.ts";
+import { requiring } from "../lab/requirements.ts";
 import { type ListedMember, listTar, tarOf } from "../lab/tar.ts";
+
+const { test } = await requiring("root", "tool:umoci");
 
 const run = promisify(execFile);
 const sh = (script: string, env: Record<string, string> = {}) =>

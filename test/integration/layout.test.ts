@@ -3,7 +3,6 @@ import { execFile } from "node:child_process";
 import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { copyImage } from "../../src/image/copy.ts";
@@ -17,6 +16,9 @@ import {
   openLayoutSource,
 } from "../../src/transports/layout/layout.ts";
 import { buildIndex, buildRandomImage, memorySource, type RandomImage } from "../lab/random-image.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, describe, test } = await requiring("root", "tool:skopeo", "tool:umoci");
 
 const run = promisify(execFile);
 

@@ -7,13 +7,15 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { generateKey } from "openpgp";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
-import { startMirror } from "../lab/mirror.ts";
+import { startArchiveMirror, useArchiveMirror } from "../lab/archive-mirror.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("loopback");
 
 const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -26,6 +28,8 @@ ID=debian
 let work: string;
 let root: string;
 before(async () => {
+  // The official suites through the lab's recording mirror (as a proxy; --mirror cases start their own).
+  await useArchiveMirror();
   work = await mkdtemp(join(tmpdir(), "suture-native-repos-"));
   root = join(work, "root");
   await mkdir(join(root, "etc"), { recursive: true });
@@ -70,7 +74,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
     (e: unknown) => isSutureError(e) && e.code === "UNTRUSTED",
   );
 
-  const mirror = await startMirror({
+  const mirror = await startArchiveMirror({
     // A mirror that serves a rewritten InRelease: the signature no longer matches.
     alter: (path, body) =>
       path.endsWith("/bookworm-updates/InRelease")
@@ -94,7 +98,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
         return true;
       },
     );
-    assert.ok(mirror.requests.some((p) => p.startsWith("/debian-security/dists/bookworm-security/")));
+    assert.ok(mirror.requests.some((r) => r.path.startsWith("/debian-security/dists/bookworm-security/")));
   } finally {
     await mirror.stop();
   }

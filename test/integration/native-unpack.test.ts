@@ -24,7 +24,6 @@ import {
 } from "node:fs";
 import { copyFile, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
 import { readDpkgDatabase } from "../../src/distro/dpkg/database.ts";
 import { parseDpkgConfig, readDpkgConfig } from "../../src/distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
@@ -36,7 +35,14 @@ import { type UnpackSummary, unpackDeb } from "../../src/patch/engines/dpkg/nati
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
 import { openLayoutSource } from "../../src/transports/layout/layout.ts";
 import { parseKeyring } from "../../src/trust/keyring.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage } from "../lab/images.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "runc", "tool:dpkg-deb", "tool:mmdebstrap");
+
+// The Debian archive through the lab's recording mirror (test/lab/archive-mirror.ts).
+before(useArchiveMirror);
 
 const PACKAGES = ["libssl3", "libexpat1", "openssl", "tzdata"];
 const OLD_OPENSSL_CNF_HASH = "fe1993ec22f6b8a46cb9706acd8fc68f";

@@ -8,7 +8,6 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { Readable } from "node:stream";
-import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { copyImage } from "../../src/image/copy.ts";
@@ -27,6 +26,9 @@ import {
 } from "../../src/transports/registry/registry.ts";
 import { buildIndex, buildRandomImage, memorySource, type RandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, type RegistryAuthMode, startRegistry } from "../lab/registry.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, describe, test } = await requiring("loopback", "tool:docker-registry", "tool:skopeo");
 
 const run = promisify(execFile);
 const modes: RegistryAuthMode[] = ["none", "htpasswd", "token"];

@@ -18,7 +18,6 @@ import {
 } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
 import zlib from "node:zlib";
 import { getAttributeSync, setAttributeSync } from "@napi-rs/xattr";
 import { isSutureError } from "../../src/errors/errors.ts";
@@ -27,7 +26,10 @@ import { pendingSandboxCleanups, runSandboxCleanups } from "../../src/sandbox/cl
 import { isLayerCached, layerLowerDir, materializeLayers } from "../../src/sandbox/layer-cache.ts";
 import { isMountPoint, mountOverlay, unmount } from "../../src/sandbox/overlay.ts";
 import { withSandbox } from "../../src/sandbox/sandbox.ts";
+import { requiring } from "../lab/requirements.ts";
 import { gnuTarOf, imageOf, listTree, MTIME, snapshot, tarOf } from "./sandbox-fixtures.ts";
+
+const { after, before, describe, test } = await requiring("root");
 
 let work: string;
 let counter = 0;

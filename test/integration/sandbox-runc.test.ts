@@ -1,13 +1,13 @@
 /**
  * The sandbox for real: the lab's Debian bookworm image (built by mmdebstrap + umoci, read through
  * the OCI layout transport), its layers in the cache, an overlay, and runc running the image's own
- * sh and apt-get against the real Debian archive. Needs root, runc and network to deb.debian.org.
+ * sh and apt-get against the real Debian archive (through the lab's recording mirror). Needs root and
+ * runc, and network to deb.debian.org unless the mirror recorded what apt-get update fetches.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
 import zlib from "node:zlib";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { sha256Digest } from "../../src/image/digest.ts";
@@ -21,8 +21,12 @@ import { pendingSandboxCleanups, runSandboxCleanups } from "../../src/sandbox/cl
 import { isMountPoint } from "../../src/sandbox/overlay.ts";
 import { withSandbox } from "../../src/sandbox/sandbox.ts";
 import { openLayoutSource } from "../../src/transports/layout/layout.ts";
+import { archiveMirror, archiveProxyEnv } from "../lab/archive-mirror.ts";
 import { type LabImage, labImage } from "../lab/images.ts";
+import { requiring } from "../lab/requirements.ts";
 import { listTree, snapshot, tarOf } from "./sandbox-fixtures.ts";
+
+const { after, before, describe, test } = await requiring("root", "runc", "network", "tool:mmdebstrap");
 
 let lab: LabImage;
 let source: ImageSource;
@@ -87,7 +91,9 @@ describe("runInSandbox with runc over the lab's Debian image", () => {
   test("apt-get update reaches the Debian archive; lists land in the upper dir, lower dirs untouched", async () => {
     await withSandbox(image, sandboxOptions(), async (s) => {
       const before = s.lowerDirs.map((d) => snapshot(d));
-      const r = await s.run(["apt-get", "update"], { env: ["LC_ALL=C"], timeoutMs: 180_000 });
+      // Through the lab's recording mirror, as the sandbox engine's apt gets the host's proxy.
+      const proxy = Object.entries(archiveProxyEnv(await archiveMirror())).map(([k, v]) => `${k}=${v}`);
+      const r = await s.run(["apt-get", "update"], { env: ["LC_ALL=C", ...proxy], timeoutMs: 180_000 });
       assert.equal(r.exitCode, 0, r.stderr);
       assert.match(r.stdout, /deb\.debian\.org/);
       const lists = readdirSync(join(s.upperDir, "var/lib/apt/lists"));

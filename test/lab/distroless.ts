@@ -6,11 +6,13 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { openDeb } from "../../src/distro/dpkg/deb.ts";
+import { createHttpFetch, type HttpFetch } from "../../src/distro/dpkg/fetch.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { regenerateCaBundle } from "../../src/patch/engines/dpkg/native/script-effects.ts";
 import { parseKeyring } from "../../src/trust/keyring.ts";
+import { archiveMirror } from "./archive-mirror.ts";
 import { labCacheDir } from "./images.ts";
 import { layoutWriter } from "./oci-layout.ts";
 
@@ -65,16 +67,21 @@ async function build(entry: string): Promise<void> {
       await readFile("/usr/share/keyrings/debian-archive-keyring.gpg"),
       "debian-archive-keyring.gpg",
     );
+    // Through the lab's recording mirror (as a reverse mirror: the process's environment stays as it is).
+    const mirror = await archiveMirror();
+    const direct = createHttpFetch();
+    const fetch: HttpFetch = (url, init) =>
+      direct(url.replace(/^http:\/\/deb\.debian\.org\//, `${mirror.url}/`), init);
     const repo = await openRepository(
       { uri: "http://deb.debian.org/debian", suite: "bookworm", components: ["main"] },
-      { arch: "amd64", cacheDir: join(labCacheDir(), "apt-cache"), keyring },
+      { arch: "amd64", cacheDir: join(labCacheDir(), "apt-cache"), keyring, fetch },
     );
     const entries = DISTROLESS_PACKAGES.map((name) => {
       const e = newestCandidate([repo], name, "amd64");
       if (!e) throw new Error(`bookworm main has no ${name}`);
       return e;
     });
-    const debs = await downloadPackages(entries, { cacheDir: join(labCacheDir(), "apt-cache") });
+    const debs = await downloadPackages(entries, { cacheDir: join(labCacheDir(), "apt-cache"), fetch });
     const root = join(work, "rootfs");
     const statusD = join(root, "var/lib/dpkg/status.d");
     await mkdir(statusD, { recursive: true });

@@ -25,7 +25,9 @@
  * against the InRelease SHA256 list. `trivyReportFor` turns them into a Trivy-shaped JSON report.
  *
  * Builds need root (mmdebstrap --mode=root, umoci unpack with real ownership) and the tools that
- * scripts/install-system-deps.sh installs.
+ * scripts/install-system-deps.sh installs. Builds, the security reads and whatever a test does with
+ * a lab image reach the archive through the lab's recording mirror (archive-mirror.ts), so they
+ * work again without network.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -40,6 +42,10 @@ import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { xz } from "@napi-rs/lzma";
 import { SutureError } from "../../src/errors/errors.ts";
+import { archiveMirror, archiveProxyEnv } from "./archive-mirror.ts";
+import { acquireLock, labCacheDir, releaseLock } from "./cache.ts";
+
+export { labCacheDir } from "./cache.ts";
 
 /** Bump when the build steps below change in a way that changes the images. */
 const BUILDER_VERSION = 1;
@@ -48,10 +54,9 @@ const RECIPES_DIR = fileURLToPath(new URL("./recipes/", import.meta.url));
 const INSTALL_SYSTEM_DEPS = fileURLToPath(new URL("../../scripts/install-system-deps.sh", import.meta.url));
 const OFFICIAL_ROOTFS_HOOK = "official-rootfs.sh";
 const DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/** Where the security archive is, as reports name it; the lab reads it through the archive mirror. */
 const SECURITY_MIRROR = "https://deb.debian.org/debian-security";
 const IMAGE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/** How long a process waits for another process's build of the same recipe. */
-const LOCK_WAIT_MS = 45 * 60_000;
 
 export type LabArch = "amd64" | "arm64";
 
@@ -316,11 +321,6 @@ export interface LabImage {
   readonly built: boolean;
 }
 
-/** The cache root: `$SUTURE_LAB_CACHE` or /var/cache/suture-lab. */
-export function labCacheDir(): string {
-  return process.env.SUTURE_LAB_CACHE || "/var/cache/suture-lab";
-}
-
 function resolveRecipe(recipe: LabRecipeName | LabRecipe): LabRecipe {
   if (typeof recipe !== "string") return recipe;
   const r = labRecipes[recipe];
@@ -442,85 +442,6 @@ async function taggedManifestDigest(layoutDir: string, tag: string): Promise<str
 }
 
 // ---------------------------------------------------------------------------------------------
-// Locking
-
-interface LockOwner {
-  pid: number;
-  host: string;
-  started: string;
-}
-
-/**
- * Takes `lock` (an atomic mkdir) and returns true; the caller removes it. While another live process
- * holds it, waits, and returns false without the lock once `done()` says that process's work is
- * there. A lock left by a dead process on this host is broken. Even if two builders ever ran at
- * once, each builds in its own temporary directory and only one rename wins.
- */
-async function acquireLock(lock: string, done: () => Promise<boolean>): Promise<boolean> {
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      await fs.mkdir(lock);
-      const owner: LockOwner = { pid: process.pid, host: os.hostname(), started: new Date().toISOString() };
-      await fs.writeFile(path.join(lock, "owner.json"), JSON.stringify(owner));
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-    if (await done()) return false;
-    const grave = await staleLockGrave(lock);
-    if (grave) {
-      // Whoever wins the rename broke the lock; everyone retries the mkdir. The grave stays until
-      // the next holder releases the lock (see staleLockGrave).
-      await fs.rename(lock, grave).catch(() => undefined);
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new SutureError(
-        "TIMEOUT",
-        `waited ${LOCK_WAIT_MS / 60_000} min for another process building into ${lock}; remove the lock if no build is running`,
-      );
-    }
-    await sleep(1000);
-  }
-}
-
-/**
- * The name to move `lock` to if its owner is gone, or undefined while the owner may be alive.
- * The name is derived from the dead owner, so when two waiters break the same stale lock the slower
- * one's rename finds the grave occupied (ENOTEMPTY) instead of moving the faster one's fresh lock.
- */
-async function staleLockGrave(lock: string): Promise<string | undefined> {
-  let owner: LockOwner;
-  try {
-    owner = JSON.parse(await fs.readFile(path.join(lock, "owner.json"), "utf8")) as LockOwner;
-  } catch {
-    // The owner writes owner.json right after mkdir; a lock without one for a minute is abandoned.
-    const st = await fs.stat(lock).catch(() => undefined);
-    const abandoned = st !== undefined && Date.now() - st.mtimeMs > 60_000;
-    return abandoned ? `${lock}.stale-noowner-${Math.round(st.mtimeMs)}` : undefined;
-  }
-  if (owner.host !== os.hostname()) return undefined;
-  try {
-    process.kill(owner.pid, 0);
-    return undefined;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ESRCH") return undefined;
-    return `${lock}.stale-${owner.host}-${owner.pid}-${Date.parse(owner.started) || 0}`;
-  }
-}
-
-/** Releases `lock` and removes the graves of stale locks broken on the way to it. */
-async function releaseLock(lock: string): Promise<void> {
-  await fs.rm(lock, { recursive: true, force: true });
-  const prefix = `${path.basename(lock)}.stale-`;
-  for (const name of await fs.readdir(path.dirname(lock))) {
-    if (name.startsWith(prefix))
-      await fs.rm(path.join(path.dirname(lock), name), { recursive: true, force: true });
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Building
 
 interface BuildContext {
@@ -625,6 +546,16 @@ function mirrorLine(r: LabRecipe): string {
   return `deb ${r.mirror} ${r.suite} ${r.components.join(" ")}`;
 }
 
+/**
+ * mmdebstrap's environment: apt (on the host, and in the chroot for apt-install layers) reaches
+ * the archive through the recording mirror. The proxy goes in the environment, not in --aptopt:
+ * mmdebstrap keeps --aptopt in the image's /etc/apt/apt.conf.d/99mmdebstrap, and the port must
+ * leave no trace in the image (nor in the recipe hash, which CI caches images by).
+ */
+async function buildEnv(r: LabRecipe): Promise<Record<string, string>> {
+  return { ...archiveProxyEnv(await archiveMirror()), SOURCE_DATE_EPOCH: String(r.sourceDateEpoch) };
+}
+
 function mmdebstrapCommon(r: LabRecipe): string[] {
   return [
     "--mode=root",
@@ -650,7 +581,7 @@ async function bootstrapLayer(ctx: BuildContext, variant: "minbase"): Promise<vo
       rootfsTar,
       mirrorLine(r),
     ],
-    { env: { SOURCE_DATE_EPOCH: String(r.sourceDateEpoch) } },
+    { env: await buildEnv(r) },
   );
   // mmdebstrap's tarball carries the device nodes it made; an image's /dev is an empty directory.
   await run(ctx, "mmtarfilter", ["--path-exclude=/dev/*"], { stdin: rootfsTar, stdout: layerTar });
@@ -697,7 +628,7 @@ async function aptInstallLayer(ctx: BuildContext, packages: readonly string[]): 
       rootfs,
       mirrorLine(r),
     ],
-    { env: { SOURCE_DATE_EPOCH: String(r.sourceDateEpoch) } },
+    { env: await buildEnv(r) },
   );
   if (ctx.rootfsTar) await fs.rm(ctx.rootfsTar, { force: true });
   ctx.rootfsTar = undefined;
@@ -802,7 +733,12 @@ function hostDebianArch(): LabArch | string {
 async function enableForeignArch(arch: LabArch): Promise<void> {
   if (arch !== "arm64")
     throw new SutureError("UNSUPPORTED_PLATFORM", `the lab cannot emulate ${arch}; only arm64 on amd64`);
-  const res = spawnSync("bash", [INSTALL_SYSTEM_DEPS, "--arm64-emulation"], { encoding: "utf8" });
+  // The host's own packages, from the host's sources: not the lab's archive use, and this process
+  // (blocked in spawnSync) could not answer a proxy it serves itself, so no archive mirror here.
+  const env = { ...process.env };
+  for (const [k, v] of Object.entries(archiveProxyEnv(await archiveMirror())))
+    if (env[k] === v) delete env[k];
+  const res = spawnSync("bash", [INSTALL_SYSTEM_DEPS, "--arm64-emulation"], { encoding: "utf8", env });
   if (res.status !== 0) {
     throw new SutureError(
       "SANDBOX",
@@ -916,10 +852,6 @@ async function exists(p: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 function sha256Hex(data: string | Buffer): string {
@@ -1082,7 +1014,7 @@ async function fetchSecurityIndex(securitySuite: string, arch: string): Promise<
       "NOT_FOUND",
       `${securitySuite} InRelease lists no ${rel}; is ${arch} still supported?`,
     );
-  const xzBytes = await fetchBytes(`${SECURITY_MIRROR}/dists/${securitySuite}/${rel}`);
+  const xzBytes = await fetchBytes(`${await securityArchive()}/dists/${securitySuite}/${rel}`);
   if (xzBytes.length !== entry.size || sha256Hex(xzBytes) !== entry.sha256) {
     throw new SutureError(
       "DIGEST_MISMATCH",
@@ -1116,7 +1048,7 @@ interface VerifiedRelease {
 
 /** bookworm-security's InRelease, signature-checked with gpgv and checked for freshness. */
 async function verifiedRelease(securitySuite: string): Promise<VerifiedRelease> {
-  const raw = await fetchBytes(`${SECURITY_MIRROR}/dists/${securitySuite}/InRelease`);
+  const raw = await fetchBytes(`${await securityArchive()}/dists/${securitySuite}/InRelease`);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "suture-lab-release-"));
   try {
     const signed = path.join(dir, "InRelease");
@@ -1155,6 +1087,11 @@ async function verifiedRelease(securitySuite: string): Promise<VerifiedRelease> 
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The security archive as the recording mirror serves it (verified here with gpgv all the same). */
+async function securityArchive(): Promise<string> {
+  return `${(await archiveMirror()).url}/debian-security`;
 }
 
 async function fetchBytes(url: string): Promise<Buffer> {
@@ -1409,7 +1346,7 @@ async function changelogOf(deb: SecurityPackage): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "suture-lab-deb-"));
   try {
     const file = path.join(dir, "pkg.deb");
-    await fetchVerifiedFile(`${SECURITY_MIRROR}/${deb.filename}`, deb.sha256, deb.size, file);
+    await fetchVerifiedFile(`${await securityArchive()}/${deb.filename}`, deb.sha256, deb.size, file);
     const res = spawnSync(
       "sh",
       [

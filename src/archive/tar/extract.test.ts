@@ -14,13 +14,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { getAttributeSync } from "@napi-rs/xattr";
+import { needs } from "../../../test/lab/requirements.ts";
 import { tarOf } from "../../../test/lab/tar.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { extractTar } from "./extract.ts";
 import { normaliseEntryPath } from "./member-path.ts";
 import { readTar } from "./read.ts";
 
-// These tests create device nodes, set ownership and trusted.* xattrs: they need root, as suture does.
+// Some tests create device nodes, set ownership and trusted.* xattrs: they need root, as suture does.
+const asRoot = await needs("root");
 
 let work: string;
 let n = 0;
@@ -67,51 +69,55 @@ describe("normaliseEntryPath", () => {
 });
 
 describe("readTar", () => {
-  test("reads GNU tar's PAX output: long names, big uids, sub-second mtimes, binary xattrs", async () => {
-    const src = join(work, `gnu-${n++}`);
-    const longDir = join(src, "d".repeat(80), "e".repeat(80));
-    mkdirSync(longDir, { recursive: true });
-    const file = join(longDir, "f".repeat(60));
-    writeFileSync(file, "payload");
-    execFileSync("chown", ["3000000:3000001", file]);
-    execFileSync("touch", ["-d", "@1700000000.5", file]);
-    // A capability set whose bytes are not valid UTF-8 (CAP_SETUID is bit 7 = 0x80).
-    execFileSync("setcap", ["cap_setuid,cap_net_raw+ep", file]);
-    const capBytes = getAttributeSync(file, "security.capability")!;
-    assert.ok(
-      capBytes.some((b) => b >= 0x80),
-      "test needs a non-UTF-8 capability value",
-    );
-    const archive = execFileSync("tar", [
-      "--xattrs",
-      "--xattrs-include=*",
-      "--numeric-owner",
-      "--format=posix",
-      "-C",
-      src,
-      "-cf",
-      "-",
-      ".",
-    ]);
-    const seen = new Map<string, { uid: number; mtime: number; cap?: Buffer; body: string }>();
-    for await (const { header, body } of readTar([archive])) {
-      let text = "";
-      for await (const c of body) text += c.toString();
-      seen.set(header.path, {
-        uid: header.uid,
-        mtime: header.mtime,
-        cap: header.xattrs.get("security.capability"),
-        body: text,
-      });
-    }
-    const rel = `./${"d".repeat(80)}/${"e".repeat(80)}/${"f".repeat(60)}`;
-    const f = seen.get(rel);
-    assert.ok(f, `long name read back: ${[...seen.keys()].join(", ")}`);
-    assert.equal(f.uid, 3000000);
-    assert.equal(f.mtime, 1700000000.5);
-    assert.deepEqual(f.cap, capBytes);
-    assert.equal(f.body, "payload");
-  });
+  test(
+    "reads GNU tar's PAX output: long names, big uids, sub-second mtimes, binary xattrs",
+    asRoot,
+    async () => {
+      const src = join(work, `gnu-${n++}`);
+      const longDir = join(src, "d".repeat(80), "e".repeat(80));
+      mkdirSync(longDir, { recursive: true });
+      const file = join(longDir, "f".repeat(60));
+      writeFileSync(file, "payload");
+      execFileSync("chown", ["3000000:3000001", file]);
+      execFileSync("touch", ["-d", "@1700000000.5", file]);
+      // A capability set whose bytes are not valid UTF-8 (CAP_SETUID is bit 7 = 0x80).
+      execFileSync("setcap", ["cap_setuid,cap_net_raw+ep", file]);
+      const capBytes = getAttributeSync(file, "security.capability")!;
+      assert.ok(
+        capBytes.some((b) => b >= 0x80),
+        "test needs a non-UTF-8 capability value",
+      );
+      const archive = execFileSync("tar", [
+        "--xattrs",
+        "--xattrs-include=*",
+        "--numeric-owner",
+        "--format=posix",
+        "-C",
+        src,
+        "-cf",
+        "-",
+        ".",
+      ]);
+      const seen = new Map<string, { uid: number; mtime: number; cap?: Buffer; body: string }>();
+      for await (const { header, body } of readTar([archive])) {
+        let text = "";
+        for await (const c of body) text += c.toString();
+        seen.set(header.path, {
+          uid: header.uid,
+          mtime: header.mtime,
+          cap: header.xattrs.get("security.capability"),
+          body: text,
+        });
+      }
+      const rel = `./${"d".repeat(80)}/${"e".repeat(80)}/${"f".repeat(60)}`;
+      const f = seen.get(rel);
+      assert.ok(f, `long name read back: ${[...seen.keys()].join(", ")}`);
+      assert.equal(f.uid, 3000000);
+      assert.equal(f.mtime, 1700000000.5);
+      assert.deepEqual(f.cap, capBytes);
+      assert.equal(f.body, "payload");
+    },
+  );
 
   test("refuses a corrupt header and a truncated archive", async () => {
     const good = await tarOf([{ name: "a", content: "x".repeat(2000) }]);
@@ -127,7 +133,7 @@ describe("readTar", () => {
 });
 
 describe("extractTar", () => {
-  test("keeps types, content, owners, modes, mtimes and xattrs", async () => {
+  test("keeps types, content, owners, modes, mtimes and xattrs", asRoot, async () => {
     const { root } = freshRoot();
     const bytes = await tarOf([
       { name: "./", type: "directory", mode: 0o755, mtime: 1_600_000_000 },
@@ -173,7 +179,7 @@ describe("extractTar", () => {
     assert.equal(st(".").mtimeMs, 1_600_000_000_000);
   });
 
-  test("turns OCI whiteouts into overlayfs whiteouts", async () => {
+  test("turns OCI whiteouts into overlayfs whiteouts", asRoot, async () => {
     const { root } = freshRoot();
     const bytes = await tarOf([
       { name: "etc/", type: "directory" },

@@ -7,6 +7,7 @@ import { Readable } from "node:stream";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { getAttribute } from "@napi-rs/xattr";
+import { needs } from "../../../test/lab/requirements.ts";
 import { listTar } from "../../../test/lab/tar.ts";
 import { encodePaxRecords, encodeTarHeader, type TarWriteEntry, writeTar } from "./write.ts";
 
@@ -119,36 +120,40 @@ test("Python's tarfile reads back names, types, link targets, ids, modes and xat
   assert.equal(seen[1]!.mtime, 1700000001);
 });
 
-test("GNU tar extracts the archive with the same metadata and binary xattrs", async (t) => {
-  const dir = await fs.mkdtemp(join(tmpdir(), "suture-tarw-"));
-  t.after(() => fs.rm(dir, { recursive: true, force: true }));
-  const archive = join(dir, "a.tar");
-  await fs.writeFile(archive, await collect(sample()));
-  const out = join(dir, "out");
-  await fs.mkdir(out);
-  const { stderr } = await run("tar", [
-    "--xattrs",
-    "--xattrs-include=*",
-    "--numeric-owner",
-    "-xpf",
-    archive,
-    "-C",
-    out,
-  ]);
-  assert.equal(stderr, "");
-  const hello = await fs.lstat(join(out, "etc/hello"));
-  assert.equal(hello.mode & 0o7777, 0o4755);
-  assert.equal(hello.mtimeMs, 1700000001000);
-  assert.equal(hello.nlink, 2, "etc/link is a hardlink to etc/hello");
-  const long = await fs.lstat(join(out, longName));
-  assert.equal(long.uid, 3_000_000);
-  assert.equal(long.gid, 3_000_001);
-  assert.equal(await fs.readlink(join(out, "etc/ünïcode-名前")), `/${"x".repeat(150)}/target`);
-  assert.deepEqual(await getAttribute(join(out, "etc/cap"), "security.capability"), capability);
-  assert.deepEqual(await getAttribute(join(out, "etc/cap"), "user.note"), Buffer.from("a=b\nc"));
-  const { stdout } = await run("getcap", [join(out, "etc/cap")]);
-  assert.match(stdout, /cap_net_bind_service=ep/);
-});
+test(
+  "GNU tar extracts the archive with the same metadata and binary xattrs",
+  await needs("root", "tool:getcap"),
+  async (t) => {
+    const dir = await fs.mkdtemp(join(tmpdir(), "suture-tarw-"));
+    t.after(() => fs.rm(dir, { recursive: true, force: true }));
+    const archive = join(dir, "a.tar");
+    await fs.writeFile(archive, await collect(sample()));
+    const out = join(dir, "out");
+    await fs.mkdir(out);
+    const { stderr } = await run("tar", [
+      "--xattrs",
+      "--xattrs-include=*",
+      "--numeric-owner",
+      "-xpf",
+      archive,
+      "-C",
+      out,
+    ]);
+    assert.equal(stderr, "");
+    const hello = await fs.lstat(join(out, "etc/hello"));
+    assert.equal(hello.mode & 0o7777, 0o4755);
+    assert.equal(hello.mtimeMs, 1700000001000);
+    assert.equal(hello.nlink, 2, "etc/link is a hardlink to etc/hello");
+    const long = await fs.lstat(join(out, longName));
+    assert.equal(long.uid, 3_000_000);
+    assert.equal(long.gid, 3_000_001);
+    assert.equal(await fs.readlink(join(out, "etc/ünïcode-名前")), `/${"x".repeat(150)}/target`);
+    assert.deepEqual(await getAttribute(join(out, "etc/cap"), "security.capability"), capability);
+    assert.deepEqual(await getAttribute(join(out, "etc/cap"), "user.note"), Buffer.from("a=b\nc"));
+    const { stdout } = await run("getcap", [join(out, "etc/cap")]);
+    assert.match(stdout, /cap_net_bind_service=ep/);
+  },
+);
 
 test("a PAX record's length counts its own digits, also across a digit-count boundary", () => {
   for (let n = 80; n < 1010; n++) {

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import {
   alwaysFail,
+  busyThenAbort,
   busyThenOk,
   connectionReset,
   mockAgent,
@@ -81,9 +82,8 @@ test("an index larger than the cap is refused (announced or not) without being r
 
 test("abort during a Retry-After wait ends the fetch at once with CANCELLED", async () => {
   const { pool, fetch } = setup();
-  pool.intercept({ path: IN_RELEASE }).reply(503, "", { headers: { "retry-after": "25" } });
   const controller = new AbortController();
-  setTimeout(() => controller.abort(), 50);
+  busyThenAbort(pool, IN_RELEASE, controller);
   const started = Date.now();
   await assert.rejects(fetchBytes(fetch, url, { ...fast, signal: controller.signal }), (e: unknown) =>
     isSutureError(e, "CANCELLED"),

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { seededRandom as rng } from "../../../test/fuzz/fuzz.ts";
+import { needs } from "../../../test/lab/requirements.ts";
 import { compareRpmVersions, parseRpmEvr } from "./version.ts";
 
 const run = promisify(execFile);
@@ -60,40 +61,44 @@ function rpmVersions(r: () => number): string[] {
   return [...new Set([...real, ...synthetic])].filter((v) => !v.endsWith("-") && !v.startsWith("-"));
 }
 
-test("rpm ordering agrees with the real rpm (rpm.vercmp) on thousands of pairs", async () => {
-  const r = rng(99);
-  const versions = rpmVersions(r);
-  const pick = () => versions[Math.floor(r() * versions.length)]!;
-  const pairs: [string, string][] = [];
-  for (let i = 0; i < 2500; i++) pairs.push([pick(), pick()]);
-  // Near misses: same string with a suffix, or identical.
-  for (let i = 0; i < 500; i++) {
-    const v = pick();
-    pairs.push([v, `${v}${["~1", "^1", ".0", "a", ".1", "_1"][i % 6]}`], [v, v]);
-  }
-  const dir = mkdtempSync(join(tmpdir(), "suture-rpm-"));
-  try {
-    const file = join(dir, "pairs.tsv");
-    writeFileSync(file, pairs.map(([a, b]) => `${a}\t${b}\n`).join(""));
-    // One rpm process evaluates every pair in Lua: rpm.vercmp is the EVR comparison rpm uses.
-    const lua = `%{lua: for line in io.lines("${file}") do local a, b = line:match("^(.-)\\t(.*)$"); print(rpm.vercmp(a, b) .. "\\n") end}`;
-    const { stdout } = await run("rpm", ["--eval", lua], { maxBuffer: 1 << 24 });
-    const expected = stdout.trim().split("\n").map(Number);
-    assert.equal(expected.length, pairs.length);
-    const mismatches = pairs
-      .map(([a, b], i) => ({ a, b, rpm: expected[i], ours: compareRpmVersions(a, b) }))
-      .filter((m) => m.rpm !== m.ours);
-    assert.deepEqual(
-      mismatches.slice(0, 10),
-      [],
-      `${mismatches.length} of ${pairs.length} pairs disagree with rpm`,
-    );
-    for (const outcome of [-1, 0, 1])
-      assert.ok(expected.filter((e) => e === outcome).length > 100, `outcome ${outcome}`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test(
+  "rpm ordering agrees with the real rpm (rpm.vercmp) on thousands of pairs",
+  await needs("tool:rpm"),
+  async () => {
+    const r = rng(99);
+    const versions = rpmVersions(r);
+    const pick = () => versions[Math.floor(r() * versions.length)]!;
+    const pairs: [string, string][] = [];
+    for (let i = 0; i < 2500; i++) pairs.push([pick(), pick()]);
+    // Near misses: same string with a suffix, or identical.
+    for (let i = 0; i < 500; i++) {
+      const v = pick();
+      pairs.push([v, `${v}${["~1", "^1", ".0", "a", ".1", "_1"][i % 6]}`], [v, v]);
+    }
+    const dir = mkdtempSync(join(tmpdir(), "suture-rpm-"));
+    try {
+      const file = join(dir, "pairs.tsv");
+      writeFileSync(file, pairs.map(([a, b]) => `${a}\t${b}\n`).join(""));
+      // One rpm process evaluates every pair in Lua: rpm.vercmp is the EVR comparison rpm uses.
+      const lua = `%{lua: for line in io.lines("${file}") do local a, b = line:match("^(.-)\\t(.*)$"); print(rpm.vercmp(a, b) .. "\\n") end}`;
+      const { stdout } = await run("rpm", ["--eval", lua], { maxBuffer: 1 << 24 });
+      const expected = stdout.trim().split("\n").map(Number);
+      assert.equal(expected.length, pairs.length);
+      const mismatches = pairs
+        .map(([a, b], i) => ({ a, b, rpm: expected[i], ours: compareRpmVersions(a, b) }))
+        .filter((m) => m.rpm !== m.ours);
+      assert.deepEqual(
+        mismatches.slice(0, 10),
+        [],
+        `${mismatches.length} of ${pairs.length} pairs disagree with rpm`,
+      );
+      for (const outcome of [-1, 0, 1])
+        assert.ok(expected.filter((e) => e === outcome).length > 100, `outcome ${outcome}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 test("rpm EVR split and the orders from the rpm-family fixtures", () => {
   assert.deepEqual(parseRpmEvr("1:1.0.2k-16.el7"), { epoch: "1", version: "1.0.2k", release: "16.el7" });

@@ -10,6 +10,7 @@ import { test } from "node:test";
 import type { Dispatcher } from "undici";
 import {
   alwaysFail,
+  busyThenAbort,
   busyThenOk,
   connectionReset,
   mockAgent,
@@ -161,8 +162,7 @@ test("a manifest longer than the cap is refused, whether its length is announced
 test("abort during a Retry-After wait ends the pull at once with CANCELLED", async () => {
   const controller = new AbortController();
   const { pool, client } = setup({ signal: controller.signal });
-  pool.intercept({ path: MANIFEST_PATH }).reply(503, "", { headers: { "retry-after": "25" } });
-  setTimeout(() => controller.abort(), 50);
+  busyThenAbort(pool, MANIFEST_PATH, controller);
   const started = Date.now();
   await assert.rejects(getManifest(client, REPO, "v1", call), (e: unknown) => isSutureError(e, "CANCELLED"));
   assert.ok(Date.now() - started < 2000, `returned promptly (${Date.now() - started} ms)`);

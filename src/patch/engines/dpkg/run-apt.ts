@@ -5,15 +5,18 @@ import { SutureError } from "../../../errors/errors.ts";
  * engine's `dpkg --configure`): their environment, and their failures in one line.
  */
 
-export const APT_ENV = [
-  "DEBIAN_FRONTEND=noninteractive",
-  "DEBCONF_NONINTERACTIVE_SEEN=true",
-  "LC_ALL=C",
-  // apt in the container uses the host's proxy, as suture's own downloads do.
-  ...["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((k) =>
-    process.env[k] ? [`${k}=${process.env[k]}`] : [],
-  ),
-];
+/** The environment of the image's apt and dpkg, read when they run (the proxy may be set after load). */
+export function aptEnv(): string[] {
+  return [
+    "DEBIAN_FRONTEND=noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN=true",
+    "LC_ALL=C",
+    // apt in the container uses the host's proxy, as suture's own downloads do.
+    ...["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((k) =>
+      process.env[k] ? [`${k}=${process.env[k]}`] : [],
+    ),
+  ];
+}
 
 /**
  * One line from apt's output: its `E:` lines (else the last lines), with verification failures

@@ -43,7 +43,7 @@ import {
   verifiedLists,
 } from "./apt-lists.ts";
 import { chooseVersion } from "./fix-version.ts";
-import { APT_ENV, aptFailure } from "./run-apt.ts";
+import { aptEnv, aptFailure } from "./run-apt.ts";
 
 /**
  * What the apt engine keeps between runs. The image's apt, its hooks and the maintainer scripts are
@@ -187,7 +187,7 @@ async function aptRun(
     );
   }
   const run = async (what: string, args: string[]) => {
-    const r = await sandbox.run(args, { env: APT_ENV, timeoutMs: options.timeoutMs, mounts });
+    const r = await sandbox.run(args, { env: aptEnv(), timeoutMs: options.timeoutMs, mounts });
     if (r.exitCode !== 0) {
       throw aptFailure(what, r.exitCode, r.stderr || r.stdout);
     }
@@ -239,7 +239,7 @@ async function aptRun(
     for (const [name, v] of lists) if (!v.packages) lists.delete(name);
     verified = lists;
   }
-  const held = (await sandbox.run(["apt-mark", "showhold"], { env: APT_ENV })).stdout
+  const held = (await sandbox.run(["apt-mark", "showhold"], { env: aptEnv() })).stdout
     .split("\n")
     .map((s) => s.trim())
     .filter(Boolean);

@@ -225,3 +225,387 @@ test("update-all keeps back an upgrade whose Recommends would go unmet, as apt-g
     ["libapt-pkg6.0"],
   );
 });
+
+// ---------------------------------------------------------------------------------------------
+// A table of small worlds: what is installed, what the sources offer, and what apt would do.
+// ---------------------------------------------------------------------------------------------
+
+type Fields = Record<string, string>;
+
+function world(installed: Fields[], available: Fields[], extraIndexes: Fields[][] = []) {
+  const index = (suite: string, entries: Fields[]) =>
+    makePackagesIndex(
+      { ...INDEX, suite },
+      parsePackagesIndex(entries.map(stanza).join("\n"), { repoUri: "http://deb.debian.org/debian" }),
+    );
+  const indexes = [
+    index("bookworm-security", available),
+    ...extraIndexes.map((e, i) => index(`extra${i}`, e)),
+  ];
+  const packages = installedFromStatus(installed.map(status).join("\n"));
+  return (
+    targets: Parameters<typeof resolveInstallSet>[0]["targets"],
+    extra: { upgradeAllowsNew?: boolean } = {},
+  ) => resolveInstallSet({ installed: packages, indexes, arch: "amd64", targets, ...extra });
+}
+const fix = (name: string, fixedVersion: string) => [{ name, fixedVersion }];
+const plan = (r: ReturnType<typeof resolveInstallSet>) =>
+  r.install.map((i) => `${i.entry.package} ${i.from ?? "-"}>${i.entry.version} ${i.reason}`);
+
+test("dependency closure: a versioned dependency pulls its own dependencies, deepest first", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1", Depends: "bb (>= 1)" },
+      { Package: "bb", Version: "1", Depends: "cc" },
+      { Package: "cc", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "bb (>= 2)" },
+      { Package: "bb", Version: "2", Depends: "cc (>= 2)" },
+      { Package: "cc", Version: "2" },
+    ],
+  );
+  const r = resolve(fix("aa", "2"));
+  assert.deepEqual(plan(r), ["cc 1>2 dependency", "bb 1>2 dependency", "aa 1>2 target"]);
+  assert.deepEqual(r.failed, []);
+});
+
+test("a dependency the installed version already satisfies is not upgraded (--only-upgrade touches no more)", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1", Depends: "bb (>= 1)" },
+      { Package: "bb", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "bb (>= 1)" },
+      { Package: "bb", Version: "2" },
+    ],
+  );
+  assert.deepEqual(plan(resolve(fix("aa", "2"))), ["aa 1>2 target"]);
+});
+
+test("alternatives: a satisfied one is enough; otherwise the first installed one that can be upgraded", () => {
+  const installed: Fields[] = [
+    { Package: "aa", Version: "1", Depends: "xx | yy" },
+    { Package: "xx", Version: "1" },
+    { Package: "yy", Version: "1" },
+  ];
+  const available: Fields[] = [
+    { Package: "xx", Version: "2" },
+    { Package: "yy", Version: "2" },
+  ];
+  const satisfied = world(installed, [
+    ...available,
+    { Package: "aa", Version: "2", Depends: "xx | yy (>= 2)" },
+  ]);
+  assert.deepEqual(plan(satisfied(fix("aa", "2"))), ["aa 1>2 target"]);
+  const upgradeFirst = world(installed, [
+    ...available,
+    { Package: "aa", Version: "2", Depends: "xx (>= 2) | yy (>= 2)" },
+  ]);
+  assert.deepEqual(plan(upgradeFirst(fix("aa", "2"))), ["xx 1>2 dependency", "aa 1>2 target"]);
+  const onlySecond = world(installed, [
+    { Package: "yy", Version: "2" },
+    { Package: "aa", Version: "2", Depends: "xx (>= 2) | yy (>= 2)" },
+  ]);
+  assert.deepEqual(plan(onlySecond(fix("aa", "2"))), ["yy 1>2 dependency", "aa 1>2 target"]);
+});
+
+test("alternatives with none installed: apt installs the first one the sources have", () => {
+  const resolve = world(
+    [{ Package: "aa", Version: "1" }],
+    [
+      { Package: "aa", Version: "2", Depends: "gone | xx | yy" },
+      { Package: "xx", Version: "1" },
+      { Package: "yy", Version: "1" },
+    ],
+  );
+  const r = resolve(fix("aa", "2"));
+  assert.deepEqual(plan(r), ["xx ->1 new-dependency", "aa 1>2 target"]);
+  assert.match(r.warnings.join("\n"), /aa 2 needs xx, which is not installed: installing it/);
+});
+
+test("a versioned dependency no source satisfies fails the target, naming the relation", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1", Depends: "bb" },
+      { Package: "bb", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "bb (>= 3)" },
+      { Package: "bb", Version: "2" },
+    ],
+  );
+  const r = resolve(fix("aa", "2"));
+  assert.deepEqual(r.install.length === 0 || r.failed.length > 0, true);
+  assert.match(r.failed.find((f) => f.name === "aa")!.reason, /bb \(>= 3\)/);
+});
+
+test("Provides: a virtual package an installed one provides satisfies the dependency", () => {
+  const resolve = world(
+    [
+      { Package: "mailer", Version: "1", Depends: "exim4" },
+      { Package: "exim4", Version: "4.96-1", Provides: "mail-transport-agent" },
+    ],
+    [
+      { Package: "mailer", Version: "2", Depends: "default-mta | mail-transport-agent" },
+      { Package: "default-mta", Version: "1" },
+    ],
+  );
+  const r = resolve(fix("mailer", "2"));
+  assert.deepEqual(plan(r), ["mailer 1>2 target"], "nothing new: exim4 provides mail-transport-agent");
+  assert.deepEqual(r.failed, []);
+});
+
+test("Provides with a version: a versioned dependency on a virtual package is met by the provided version", () => {
+  const resolve = world(
+    [
+      { Package: "app", Version: "1", Depends: "libabi (>= 1)" },
+      { Package: "libimpl", Version: "2", Provides: "libabi (= 2)" },
+    ],
+    [{ Package: "app", Version: "2", Depends: "libabi (>= 2)" }],
+  );
+  assert.deepEqual(plan(resolve(fix("app", "2"))), ["app 1>2 target"]);
+  const tooOld = world(
+    [
+      { Package: "app", Version: "1", Depends: "libabi (>= 1)" },
+      { Package: "libimpl", Version: "1", Provides: "libabi (= 1)" },
+    ],
+    [{ Package: "app", Version: "2", Depends: "libabi (>= 2)" }],
+  );
+  assert.match(tooOld(fix("app", "2")).failed[0]?.reason ?? "", /libabi \(>= 2\)/);
+  // apt upgrades the provider when its new version provides enough.
+  const upgradable = world(
+    [
+      { Package: "app", Version: "1", Depends: "libabi (>= 1)" },
+      { Package: "libimpl", Version: "1", Provides: "libabi (= 1)" },
+    ],
+    [
+      { Package: "app", Version: "2", Depends: "libabi (>= 2)" },
+      { Package: "libimpl", Version: "2", Provides: "libabi (= 2)" },
+    ],
+  );
+  assert.deepEqual(plan(upgradable(fix("app", "2"))), ["libimpl 1>2 dependency", "app 1>2 target"]);
+});
+
+test("Breaks and Conflicts: the broken installed package is upgraded past the break, or the target is refused", () => {
+  for (const relation of ["Breaks", "Conflicts"]) {
+    const installed = [
+      { Package: "aa", Version: "1" },
+      { Package: "plugin", Version: "1" },
+    ];
+    const target = { Package: "aa", Version: "2", [relation]: "plugin (<< 2)" };
+    const fixable = world(installed, [target, { Package: "plugin", Version: "2" }]);
+    assert.deepEqual(
+      plan(fixable(fix("aa", "2"))),
+      ["aa 1>2 target", "plugin 1>2 reverse-dependency"],
+      relation,
+    );
+    const refused = world(installed, [target]);
+    const r = refused(fix("aa", "2"));
+    assert.match(
+      r.failed.find((f) => f.name === "aa")?.reason ?? "",
+      /conflicts with the installed plugin 1 \(plugin \(<< 2\)\) and no version of plugin fixes that/,
+      relation,
+    );
+  }
+});
+
+test("an installed package that Breaks the new version is upgraded to one that does not", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1" },
+      { Package: "old-tool", Version: "1", Breaks: "aa (>= 2)" },
+    ],
+    [
+      { Package: "aa", Version: "2" },
+      { Package: "old-tool", Version: "2" },
+    ],
+  );
+  assert.deepEqual(plan(resolve(fix("aa", "2"))), ["aa 1>2 target", "old-tool 1>2 reverse-dependency"]);
+});
+
+test("Pre-Depends are dependencies too, and come first in the order", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1", "Pre-Depends": "loader (>= 1)" },
+      { Package: "loader", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2", "Pre-Depends": "loader (>= 2)" },
+      { Package: "loader", Version: "2" },
+    ],
+  );
+  assert.deepEqual(plan(resolve(fix("aa", "2"))), ["loader 1>2 dependency", "aa 1>2 target"]);
+});
+
+test("exact pins between binaries of one source upgrade them together, the reverse way too", () => {
+  const resolve = world(
+    [
+      { Package: "libfoo1", Version: "1.0-1" },
+      { Package: "foo-tools", Version: "1.0-1", Depends: "libfoo1 (= 1.0-1)" },
+    ],
+    [
+      { Package: "libfoo1", Version: "1.0-2" },
+      { Package: "foo-tools", Version: "1.0-2", Depends: "libfoo1 (= 1.0-2)" },
+    ],
+  );
+  assert.deepEqual(plan(resolve(fix("libfoo1", "1.0-2"))), [
+    "libfoo1 1.0-1>1.0-2 target",
+    "foo-tools 1.0-1>1.0-2 reverse-dependency",
+  ]);
+});
+
+test("Essential: an upgraded essential package is fine; a new essential dependency is refused", () => {
+  const resolve = world(
+    [
+      { Package: "bash", Version: "5.2-1", Essential: "yes" },
+      { Package: "aa", Version: "1" },
+    ],
+    [
+      { Package: "bash", Version: "5.2-2", Essential: "yes" },
+      { Package: "aa", Version: "2", Depends: "newutils" },
+      { Package: "newutils", Version: "1", Essential: "yes" },
+    ],
+  );
+  assert.deepEqual(plan(resolve(fix("bash", "5.2-2"))), ["bash 5.2-1>5.2-2 target"]);
+  const r = resolve(fix("aa", "2"));
+  assert.deepEqual(r.install, []);
+  assert.match(r.failed[0]!.reason, /needs newutils, a new Essential package suture will not add/);
+});
+
+test("a held dependency is not upgraded for a target: the target fails; update-all keeps it back", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1", Depends: "bb (>= 1)" },
+      { Package: "bb", Version: "1", Status: "hold ok installed" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "bb (>= 2)" },
+      { Package: "bb", Version: "2" },
+    ],
+  );
+  const r = resolve(fix("aa", "2"));
+  assert.deepEqual(r.install, []);
+  assert.match(r.failed.find((f) => f.name === "aa")!.reason, /bb \(>= 2\)/);
+  const all = resolve("all");
+  assert.deepEqual(all.install, []);
+  assert.deepEqual(all.failed, []);
+  assert.match(all.warnings.join("\n"), /bb is held/);
+  assert.match(all.warnings.join("\n"), /aa is kept back/);
+});
+
+test("update-all: upgrades everything upgradable, keeps back what needs a new package unless --with-new-pkgs", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1" },
+      { Package: "bb", Version: "1" },
+      { Package: "cc", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2" },
+      { Package: "bb", Version: "2", Depends: "libnew" },
+      { Package: "libnew", Version: "1" },
+    ],
+  );
+  const all = resolve("all");
+  assert.deepEqual(plan(all), ["aa 1>2 target"]);
+  assert.match(all.warnings.join("\n"), /bb is kept back .*needs libnew, which is not installed/);
+  const withNew = resolve("all", { upgradeAllowsNew: true });
+  assert.deepEqual(plan(withNew), ["aa 1>2 target", "libnew ->1 new-dependency", "bb 1>2 target"]);
+});
+
+test("targets: already fixed or newer is a no-op; a fix newer than any source fails with the best there is", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "2" },
+      { Package: "bb", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2" },
+      { Package: "bb", Version: "1.5" },
+    ],
+  );
+  const done = resolve(fix("aa", "1.5"));
+  assert.deepEqual([done.install, done.failed], [[], []]);
+  const r = resolve(fix("bb", "2"));
+  assert.deepEqual(r.install, []);
+  assert.match(r.failed[0]!.reason, /no version ≥ 2 in the image's apt sources \(best: 1\.5\)/);
+});
+
+test("version constraints from the report: the fix line's version, not an unasked new major version", () => {
+  const resolve = world(
+    [{ Package: "aa", Version: "1.0-1" }],
+    [{ Package: "aa", Version: "2.0-1" }],
+    [[{ Package: "aa", Version: "1.0-2" }]],
+  );
+  const r = resolve(fix("aa", "1.0-2"));
+  assert.deepEqual(plan(r), ["aa 1.0-1>1.0-2 target"]);
+  assert.match(r.warnings.join("\n"), /2\.0-1 is a new major version; installing 1\.0-2/);
+  // Asked for the new major version, it is what is installed.
+  assert.deepEqual(plan(resolve(fix("aa", "2.0"))), ["aa 1.0-1>2.0-1 target"]);
+  // The newest version of the fix line wins over an older one that also fixes it.
+  assert.deepEqual(plan(resolve(fix("aa", "1.0-1.1"))), ["aa 1.0-1>1.0-2 target"]);
+});
+
+test("Multi-Arch: packages of another architecture are not the image's; :any relations match the native one", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1", Depends: "python3:any" },
+      { Package: "python3", Version: "3.11-1", "Multi-Arch": "allowed" },
+      { Package: "libx", Version: "1", Architecture: "i386", "Multi-Arch": "same" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "python3:any (>= 3.11)" },
+      { Package: "libx", Version: "2", "Multi-Arch": "same" },
+    ],
+  );
+  assert.deepEqual(plan(resolve(fix("aa", "2"))), ["aa 1>2 target"]);
+  // libx is installed only for i386: not installed as far as the amd64 image's targets go.
+  assert.match(resolve(fix("libx", "2")).failed[0]!.reason, /not installed/);
+  // Architecture: all and Multi-Arch: foreign packages satisfy dependencies like native ones.
+  const foreign = world(
+    [
+      { Package: "aa", Version: "1" },
+      { Package: "tzdata", Version: "2024a-1", Architecture: "all", "Multi-Arch": "foreign" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "tzdata (>= 2024a)" },
+      { Package: "tzdata", Version: "2025a-1", Architecture: "all", "Multi-Arch": "foreign" },
+    ],
+  );
+  assert.deepEqual(plan(foreign(fix("aa", "2"))), ["aa 1>2 target"]);
+});
+
+test("an index package of another architecture is never a candidate", () => {
+  const resolve = world(
+    [{ Package: "aa", Version: "1" }],
+    [{ Package: "aa", Version: "2", Architecture: "arm64" }],
+  );
+  assert.match(resolve(fix("aa", "2")).failed[0]!.reason, /no version ≥ 2/);
+});
+
+test("a target that cannot be installed is left out whole; the other targets still resolve (--ignore-errors)", () => {
+  const resolve = world(
+    [
+      { Package: "aa", Version: "1" },
+      { Package: "bb", Version: "1" },
+      { Package: "shared", Version: "1" },
+    ],
+    [
+      { Package: "aa", Version: "2", Depends: "shared (>= 2), missing-lib" },
+      { Package: "bb", Version: "2", Depends: "shared (>= 2)" },
+      { Package: "shared", Version: "2" },
+    ],
+  );
+  const r = resolve([
+    { name: "aa", fixedVersion: "2" },
+    { name: "bb", fixedVersion: "2" },
+  ]);
+  assert.deepEqual(plan(r), ["shared 1>2 dependency", "bb 1>2 target"]);
+  assert.deepEqual(
+    r.failed.map((f) => f.name),
+    ["aa"],
+  );
+  assert.match(r.failed[0]!.reason, /missing-lib/);
+});

@@ -64,20 +64,33 @@ interface Present {
  * (`Depends`, `Pre-Depends`), an installed package another one `Breaks` is upgraded past the break,
  * and installed packages whose own dependencies the upgrade breaks (exact `=` pins between binaries
  * of one source) are upgraded too. A missing dependency is installed only when it is not Essential.
- * Whatever cannot be satisfied is a failure naming the package and the relation.
+ * Whatever cannot be satisfied is a failure naming the package and the relation, and the target it
+ * came from is left out whole (with --ignore-errors the others still go in, never half of its set).
  */
 export function resolveInstallSet(input: InstallSetInput): InstallSet {
   const policy = input.policy ?? new CandidatePolicy({ indexes: input.indexes, arch: input.arch });
   const keptBack = new Map<string, string>();
+  let targets = input.targets;
+  const failedBefore: InstallSet["failed"] = [];
   for (;;) {
-    const attempt = resolveOnce(input, policy, keptBack);
-    if (!attempt.keepBack) {
-      const warnings = [...keptBack].map(
-        ([name, why]) => `${name} is kept back at its installed version, as apt-get upgrade keeps it: ${why}`,
-      );
-      return { ...attempt.result, warnings: [...attempt.result.warnings, ...warnings] };
+    const attempt = resolveOnce({ ...input, targets }, policy, keptBack);
+    if (attempt.keepBack) {
+      keptBack.set(attempt.keepBack.name, attempt.keepBack.reason);
+      continue;
     }
-    keptBack.set(attempt.keepBack.name, attempt.keepBack.reason);
+    const failing = targets === "all" ? [] : targets.filter((t) => attempt.failedTargets.has(t.name));
+    if (targets !== "all" && failing.length) {
+      failedBefore.push(...attempt.result.failed);
+      targets = targets.filter((t) => !failing.includes(t));
+      continue;
+    }
+    const warnings = [...keptBack].map(
+      ([name, why]) => `${name} is kept back at its installed version, as apt-get upgrade keeps it: ${why}`,
+    );
+    const failed = [...failedBefore, ...attempt.result.failed].filter(
+      (f, i, all) => all.findIndex((g) => g.name === f.name && g.reason === f.reason) === i,
+    );
+    return { ...attempt.result, failed, warnings: [...attempt.result.warnings, ...warnings] };
   }
 }
 
@@ -85,7 +98,7 @@ function resolveOnce(
   input: InstallSetInput,
   policy: CandidatePolicy,
   keptBack: ReadonlyMap<string, string>,
-): { result: InstallSet; keepBack?: { name: string; reason: string } } {
+): { result: InstallSet; keepBack?: { name: string; reason: string }; failedTargets: Set<string> } {
   const { arch } = input;
   const upgradeAll = input.targets === "all";
   const sourceOf = new Map(input.installed.map((p) => [p.name, p.source]));
@@ -122,7 +135,12 @@ function resolveOnce(
   const failed: InstallSet["failed"] = [];
   const warnings: string[] = [];
   const queue: PackageEntry[] = [];
+  /** The target each picked package is installed for (the first one that pulled it). */
+  const origin = new Map<string, string>();
+  let pulledFor: string | undefined;
+  const failedTargets = new Set<string>();
   const pick = (entry: PackageEntry, reason: InstallItem["reason"]) => {
+    if (!origin.has(entry.package)) origin.set(entry.package, pulledFor ?? entry.package);
     const current = picked.get(entry.package);
     if (current && compareDebVersions(current.entry.version, entry.version) >= 0) return;
     picked.set(entry.package, {
@@ -145,6 +163,7 @@ function resolveOnce(
     // apt-get upgrade does not fail on an upgrade it cannot make: it keeps the package back.
     if (upgradeAll && !keepBack && !keptBack.has(name)) keepBack = { name, reason };
     if (!failed.some((f) => f.name === name && f.reason === reason)) failed.push({ name, reason });
+    failedTargets.add(origin.get(name) ?? name);
   };
   const frozen = (name: string) => present.get(name)?.held || keptBack.has(name);
 
@@ -217,6 +236,9 @@ function resolveOnce(
     }
     return false;
   };
+  /** Installed packages that provide the virtual package `name`. */
+  const providersOf = (name: string): string[] =>
+    [...present].filter(([, p]) => p.provides.some((prov) => prov.name === name)).map(([n]) => n);
   /** The candidate of an installed package, when it is newer than what is present and `ok` with it. */
   const upgradeSatisfying = (name: string, ok: (e: PackageEntry) => boolean): PackageEntry | undefined => {
     const e = candidate(name);
@@ -226,26 +248,33 @@ function resolveOnce(
   for (let guard = 0; queue.length && !keepBack; guard++) {
     if (guard > 10_000) throw new Error("dependency resolution did not converge");
     const entry = queue.shift()!;
+    pulledFor = origin.get(entry.package);
     const mine = present.get(entry.package)!;
     // What the new version needs.
     for (const group of mine.depends) {
       if (group.some(satisfies)) continue;
       let done = false;
       for (const alt of group) {
-        if (!present.has(alt.name)) continue;
-        const up = upgradeSatisfying(alt.name, (e) => versionMatches(e.version, alt));
-        if (up && !frozen(alt.name)) {
-          pick(up, "dependency");
-          done = true;
-          break;
+        // The package of that name, or (a virtual name) the installed packages providing it.
+        const holders = present.has(alt.name) ? [alt.name] : providersOf(alt.name);
+        for (const name of holders) {
+          const up = upgradeSatisfying(name, (e) =>
+            name === alt.name ? versionMatches(e.version, alt) : providesMatching(e, alt),
+          );
+          if (up && !frozen(name)) {
+            pick(up, "dependency");
+            done = true;
+            break;
+          }
         }
+        if (done) break;
       }
       if (done) continue;
       // A dependency the installed version already lacked was left out by the image's author
       // (distroless images carry no debconf, no perl): the upgrade does not add it either.
       const before = originalDepends.get(entry.package);
       if (
-        !group.some((alt) => present.has(alt.name)) &&
+        !group.some((alt) => present.has(alt.name) || providersOf(alt.name).length) &&
         before?.some((g) => g.some((r) => group.some((alt) => alt.name === r.name)))
       ) {
         if (!omitted.has(`${entry.package}>${formatGroup(group)}`)) {
@@ -354,8 +383,18 @@ function resolveOnce(
       }
     }
   }
-  if (keepBack) return { result: { install: [], failed: [], warnings: [] }, keepBack };
-  return { result: { install: installOrder([...picked.values()]), failed, warnings } };
+  if (keepBack) return { result: { install: [], failed: [], warnings: [] }, keepBack, failedTargets };
+  return { result: { install: installOrder([...picked.values()]), failed, warnings }, failedTargets };
+}
+
+/** Whether `e` provides the virtual package `r` names, in a version `r` accepts. */
+function providesMatching(e: PackageEntry, r: Relation): boolean {
+  return parseRelations(e.provides)
+    .flat()
+    .some(
+      (prov) =>
+        prov.name === r.name && (!r.op || (prov.version !== undefined && versionMatches(prov.version, r))),
+    );
 }
 
 function versionMatches(version: string, r: Relation): boolean {
@@ -386,12 +425,17 @@ function formatGroup(group: Relation[]): string {
 /** Dependencies first (Pre-Depends and Depends within the set), ties and cycles by name. */
 function installOrder(items: InstallItem[]): InstallItem[] {
   const byName = new Map(items.map((i) => [i.entry.package, i]));
+  // A dependency on a virtual package orders after the items that provide it.
+  const providers = new Map<string, string[]>();
+  for (const i of items)
+    for (const prov of parseRelations(i.entry.provides).flat())
+      providers.set(prov.name, [...(providers.get(prov.name) ?? []), i.entry.package]);
   const needs = new Map<string, Set<string>>();
   for (const i of items) {
     const deps = [...parseRelations(i.entry.preDepends), ...parseRelations(i.entry.depends)]
       .flat()
-      .map((r) => r.name)
-      .filter((n) => n !== i.entry.package && byName.has(n));
+      .flatMap((r) => (byName.has(r.name) ? [r.name] : (providers.get(r.name) ?? [])))
+      .filter((n) => n !== i.entry.package);
     needs.set(i.entry.package, new Set(deps));
   }
   const out: InstallItem[] = [];

@@ -21,7 +21,7 @@ import {
   type PatchEngine,
   type Targets,
 } from "../../engine.ts";
-import { APT_ENV, aptFailure } from "../run-apt.ts";
+import { aptEnv, aptFailure } from "../run-apt.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
@@ -190,7 +190,7 @@ async function applyNative(
       async () => {
         const r = await sandbox.run(
           ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
-          { env: APT_ENV, timeoutMs: ctx.timeoutMs },
+          { env: aptEnv(), timeoutMs: ctx.timeoutMs },
         );
         if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
       },

@@ -41,6 +41,12 @@ import { quoteUntrusted } from "../../../../distro/package-syntax.ts";
 import { describeCause, isSutureError, SutureError } from "../../../../errors/errors.ts";
 import { childPath, readFileInRoot, walkInRoot } from "../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
+import {
+  decideConffile,
+  droppedConffileFate,
+  excludedConffileHash,
+  NONEXISTENT,
+} from "./conffile-decision.ts";
 
 export interface UnpackOptions {
   /**
@@ -94,10 +100,6 @@ export interface UnpackSummary {
   /** Triggers this unpack activated (explicit names and file-trigger paths). */
   triggers: string[];
 }
-
-/** dpkg's name for the placeholder hash of a conffile absent from disk. */
-const NONEXISTENT = "nonexistent";
-const NEWCONFFILE = "newconffile";
 
 interface PendingConffile {
   path: string;
@@ -331,30 +333,20 @@ export async function unpackDeb(
   const records: ConffileRecord[] = [];
   for (const c of conffiles) {
     if (c.filtered) {
-      // What dpkg's configure leaves for a conffile with no new version: the hash it had.
-      const kept = oldConffiles.get(c.path)?.hash ?? NEWCONFFILE;
+      const kept = excludedConffileHash(oldConffiles.get(c.path)?.hash);
       records.push({ path: c.path, hash: kept, obsolete: false, removeOnUpgrade: false });
       continue;
     }
     const current = await md5OfFile(c.target);
-    const oldHash = oldConffiles.get(c.path)?.hash;
-    const fresh = oldHash === undefined || oldHash === NEWCONFFILE;
-    let action: "install" | "keep" | "keep-dist";
-    if (current === c.hash) action = "keep";
-    else if (fresh) action = current === NONEXISTENT ? "install" : "keep-dist";
-    else {
-      const userEdited = oldHash !== current;
-      const distEdited = oldHash !== c.hash;
-      action = !userEdited ? "install" : distEdited ? "keep-dist" : "keep";
-    }
+    const action = decideConffile({ recorded: oldConffiles.get(c.path)?.hash, current, incoming: c.hash });
     if (action === "install") {
       await rename(c.staged, c.target);
       written.add(c.target);
       summary.conffilesInstalled.push(c.path);
       summary.filesWritten++;
-    } else if (action === "keep") {
+    } else if (action === "keep" || action === "identical") {
       await rm(c.staged, { force: true });
-      if (current !== c.hash) summary.conffilesKept.push({ path: c.path, newVersionAt: undefined });
+      if (action === "keep") summary.conffilesKept.push({ path: c.path, newVersionAt: undefined });
     } else {
       const dist = `${c.target}.dpkg-dist`;
       await copyOwnershipAndMode(c.target, c.staged);
@@ -368,14 +360,13 @@ export async function unpackDeb(
   const removeOnUpgrade = new Set(deb.removeOnUpgrade);
   for (const c of old?.conffiles ?? []) {
     if (conffileSet.has(c.path)) continue;
-    if (removeOnUpgrade.has(c.path)) {
+    const flagged = removeOnUpgrade.has(c.path);
+    const fate = droppedConffileFate(flagged, !flagged && (await db.ownersOf(c.path, oldInfo)).length > 0);
+    if (fate === "remove") {
       const host = await resolver.resolveExisting(c.path);
       if (host) await rm(host, { force: true });
       summary.removed.push(c.path);
-      continue;
-    }
-    if ((await db.ownersOf(c.path, oldInfo)).length) continue;
-    records.push({ ...c, obsolete: true });
+    } else if (fate === "obsolete") records.push({ ...c, obsolete: true });
   }
 
   // Paths of the old version the new one does not ship, deepest first. A path the new version
