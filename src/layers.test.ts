@@ -19,8 +19,6 @@ const KNOWN: Record<string, string> = {
   // belong below both transports (a shared docker-archive module), not in transports/archive/.
   "transports/daemon/daemon.ts -> transports/archive/archive-source.ts": "docker-archive format",
   "transports/daemon/daemon.ts -> transports/archive/archive-writer.ts": "docker-archive format",
-  // The atomic-write helpers move to a foundation module (issue 12, "one atomic-write helper").
-  "transports/archive/archive-writer.ts -> transports/layout/fs-atomic.ts": "atomic write helper",
 };
 
 /** Top-level folders of src/ by rank, read from the layer diagram (higher may import lower). */
