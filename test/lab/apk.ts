@@ -1,6 +1,6 @@
 import { createHash, generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import zlib from "node:zlib";
-import { encodePaxRecords, encodeTarHeader, TAR_END, tarPadding } from "../../src/archive/tar/write.ts";
+import { encodeTarHeader, TAR_END, tarPadding } from "../../src/archive/tar/write.ts";
 
 /**
  * Builders of apk v2 artefacts for tests (signed indexes and packages, laid out as abuild and
@@ -32,26 +32,6 @@ export interface SegmentFile {
   pax?: Record<string, string>;
 }
 
-/** A PAX extended header block (typeflag `x`) with `records`. */
-function paxHeader(records: Record<string, string>): Buffer {
-  const body = encodePaxRecords(new Map(Object.entries(records).map(([k, v]) => [k, Buffer.from(v)])));
-  const header = encodeTarHeader({
-    path: "PaxHeader",
-    type: "file",
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    mtime: 0,
-    size: body.length,
-  });
-  header[156] = 0x78; // 'x'
-  header.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const b of header) sum += b;
-  header.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
-  return Buffer.concat([header, body, tarPadding(body.length)]);
-}
-
 /**
  * A tar segment of `files`. abuild cuts the end-of-archive blocks off the signature and control
  * segments (`end` false) so that the three concatenate into one tar stream.
@@ -61,7 +41,6 @@ export function tarSegment(files: readonly SegmentFile[], end: boolean): Buffer 
   for (const f of files) {
     const data = Buffer.from(f.data ?? "");
     const type = f.type ?? "file";
-    if (f.pax) parts.push(paxHeader(f.pax));
     parts.push(
       encodeTarHeader({
         path: f.name,
@@ -72,6 +51,7 @@ export function tarSegment(files: readonly SegmentFile[], end: boolean): Buffer 
         mtime: 0,
         size: type === "file" ? data.length : 0,
         ...(f.linkname === undefined ? {} : { linkname: f.linkname }),
+        ...(f.pax ? { otherPax: new Map(Object.entries(f.pax).map(([k, v]) => [k, Buffer.from(v)])) } : {}),
       }),
     );
     if (type === "file") parts.push(data, tarPadding(data.length));

@@ -9,6 +9,8 @@ import { promisify } from "node:util";
 import { getAttribute } from "@napi-rs/xattr";
 import { needs } from "../../../test/lab/requirements.ts";
 import { listTar } from "../../../test/lab/tar.ts";
+import { isSutureError } from "../../errors/errors.ts";
+import { readTar } from "./read.ts";
 import { encodePaxRecords, encodeTarHeader, type TarWriteEntry, writeTar } from "./write.ts";
 
 const run = promisify(execFile);
@@ -189,4 +191,44 @@ test("a body shorter or longer than the size it was listed with is an error", as
   });
   await assert.rejects(collect([entry(5)]), { code: "IO" });
   await assert.rejects(collect([entry(11)]), { code: "IO" });
+});
+
+test("other PAX records come back as the reader's otherPax; records the writer derives cannot be set", async () => {
+  const checksum = Buffer.from("Q1abc=");
+  const bytes = await collect([
+    {
+      path: "usr/bin/tool",
+      type: "file",
+      mode: 0o755,
+      uid: 0,
+      gid: 0,
+      mtime: 0,
+      size: 2,
+      otherPax: new Map([["APK-TOOLS.checksum.SHA1", checksum]]),
+      body: () => [Buffer.from("hi")],
+    },
+  ]);
+  const members = [];
+  for await (const m of readTar([bytes])) {
+    for await (const _ of m.body);
+    members.push(m.header);
+  }
+  assert.equal(members.length, 1);
+  assert.equal(members[0]!.path, "usr/bin/tool");
+  assert.deepEqual(members[0]!.otherPax, new Map([["APK-TOOLS.checksum.SHA1", checksum]]));
+  for (const key of ["path", "size", "SCHILY.xattr.user.x", "a=b"])
+    assert.throws(
+      () =>
+        encodeTarHeader({
+          path: "f",
+          type: "file",
+          mode: 0o644,
+          uid: 0,
+          gid: 0,
+          mtime: 0,
+          otherPax: new Map([[key, Buffer.from("1")]]),
+        }),
+      (e) => isSutureError(e, "INVALID_ARCHIVE"),
+      key,
+    );
 });

@@ -28,6 +28,11 @@ export interface TarWriteEntry
   /** Extended attributes, written as `SCHILY.xattr.<name>` PAX records (values are raw bytes). */
   xattrs?: ReadonlyMap<string, Uint8Array>;
   /**
+   * Other PAX records, written as given (e.g. apk's `APK-TOOLS.checksum.SHA1`): the reader's
+   * `TarEntry.otherPax`. Keys the writer sets itself (path, size, xattrs…) are not for this.
+   */
+  otherPax?: ReadonlyMap<string, Uint8Array>;
+  /**
    * The body of a regular file, opened only when the writer reaches it. It must yield exactly
    * `size` bytes: more or fewer is an error (the file changed while it was archived).
    */
@@ -44,6 +49,8 @@ const TYPEFLAG: Record<TarEntry["type"] | "pax", number> = {
   fifo: 0x36,
   pax: 0x78, // 'x'
 };
+/** PAX records the writer derives from the entry's own fields; `otherPax` may not set them. */
+const WRITER_PAX_KEYS = /^(?:path|linkpath|uid|gid|size|mtime|SCHILY\.xattr\..*)$/;
 /** Largest value of an octal field of `width` bytes (width - 1 digits, then NUL). */
 const octalMax = (width: number): number => 8 ** (width - 1) - 1;
 
@@ -87,6 +94,14 @@ export function encodeTarHeader(entry: TarWriteEntry): Buffer {
         `${entry.path} has an xattr named "${key}", which tar cannot hold`,
       );
     pax.set(`SCHILY.xattr.${key}`, value);
+  }
+  for (const [key, value] of entry.otherPax ?? []) {
+    if (key.includes("=") || key.length === 0 || WRITER_PAX_KEYS.test(key))
+      throw new SutureError(
+        "INVALID_ARCHIVE",
+        `${entry.path} has a PAX record named "${key}", which tar cannot hold`,
+      );
+    pax.set(key, value);
   }
   for (const [field, value] of [
     ["devmajor", entry.devmajor ?? 0],
