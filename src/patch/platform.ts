@@ -18,7 +18,7 @@ import {
   installedChanges,
   type PackageManager,
   type PatchEngine,
-  type ReusedLayer,
+  type PatchLayerFile,
   selectEngine,
   type Targets,
   validateTargets,
@@ -113,7 +113,7 @@ export async function patchPlatformImage(
   const layer = await withSandbox(
     base,
     { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
-    async (sb): Promise<ReusedLayer | undefined> => {
+    async (sb): Promise<PatchLayerFile | undefined> => {
       const distro = await detectDistroInRoot(sb.mergedDir);
       const { manager, engine } = selectEngine(ctx.engine ?? "auto", distro, PACKAGE_MANAGERS);
       result.engine = engine.kind;
@@ -222,7 +222,7 @@ async function validateAndLayer(
     result: PlatformResult;
     warn: (message: string) => void;
   },
-): Promise<ReusedLayer | undefined> {
+): Promise<PatchLayerFile | undefined> {
   const { ctx, result } = run;
   if (applied.scriptsMs !== undefined) result.scriptsMs = Math.round(applied.scriptsMs);
   result.warnings.push(...applied.warnings);
@@ -242,7 +242,7 @@ async function validateAndLayer(
     progress: (e) => ctx.progress({ ...e, platform: result.platform }),
     signal: ctx.signal,
   });
-  const layer: ReusedLayer = {
+  const layer: PatchLayerFile = {
     file,
     digest: built.descriptorFields.digest,
     size: built.descriptorFields.size,
@@ -250,7 +250,7 @@ async function validateAndLayer(
     uncompressedSize: built.uncompressedSize,
     droppedUnchanged: built.stats.droppedUnchanged,
   };
-  await applied.keepLayer?.({ ...layer, warnings: result.warnings, failed: result.failed });
+  await applied.keepLayer?.(layer, { failed: result.failed, warnings: result.warnings });
   return layer;
 }
 

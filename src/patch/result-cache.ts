@@ -135,14 +135,13 @@ export function withResultCache(
           after: new Map(meta.changed.map((c) => [c.name, c.to] as const)),
           failed: meta.failed,
           warnings: meta.warnings,
-          installMs: 0,
           reusedLayer: { file, ...meta.layer },
         };
       }
       const result = await engine.apply(sandbox, targets, ctx, planned);
       return {
         ...result,
-        keepLayer: (layer) =>
+        keepLayer: (layer, outcome) =>
           storeCachedPatch(options.cacheDir, key, layer.file, {
             layer: {
               digest: layer.digest,
@@ -152,8 +151,8 @@ export function withResultCache(
               droppedUnchanged: layer.droppedUnchanged,
             },
             changed: [...installedChanges(result.before, result.after)].map(([name, v]) => ({ name, ...v })),
-            failed: layer.failed ?? result.failed,
-            warnings: layer.warnings ?? result.warnings,
+            failed: outcome.failed,
+            warnings: outcome.warnings,
           }),
       };
     },

@@ -95,27 +95,28 @@ export interface EngineResult {
   /** Targets left out before anything was changed (only with ignoreErrors; otherwise thrown). */
   failed: PackageFailure[];
   warnings: string[];
-  /** Wall time installing packages (download + unpack, or the package manager's install). */
-  installMs: number;
   /** Wall time in maintainer scripts and triggers, when the engine ran them separately. */
   scriptsMs?: number;
   /** A patch layer built earlier for exactly this plan (see result-cache.ts); the upper dir is untouched. */
-  reusedLayer?: ReusedLayer;
-  /** Called by the pipeline with the layer it built from this result (the result cache keeps it). */
-  keepLayer?: (layer: ReusedLayer) => Promise<void>;
+  reusedLayer?: PatchLayerFile;
+  /**
+   * Called by the pipeline with the layer it built from this result and what validation made of
+   * the result (the result cache keeps both).
+   */
+  keepLayer?: (
+    layer: PatchLayerFile,
+    outcome: { failed: PackageFailure[]; warnings: string[] },
+  ) => Promise<void>;
 }
 
-/** A patch layer file and what describes it. */
-export interface ReusedLayer {
+/** A patch layer's file and what describes it. */
+export interface PatchLayerFile {
   file: string;
   digest: string;
   size: number;
   diffID: string;
   uncompressedSize: number;
   droppedUnchanged: number;
-  /** What the run that built it reported, after validation (kept with the layer for reuse). */
-  warnings?: string[];
-  failed?: PackageFailure[];
 }
 
 export type EngineKind = "native" | "sandbox";

@@ -252,12 +252,9 @@ async function aptRun(
     progress({ type: "warning", message: w });
   }
 
-  const started = performance.now();
-  let installMs = 0;
   if (targets === "all") {
     await prefetch(["apt-get", "upgrade", ...aptOptions]);
     await run("apt-get upgrade", ["apt-get", "upgrade", ...aptOptions]);
-    installMs = performance.now() - started;
   } else {
     const policy = parseAptPolicy(
       // `--`: apt's command line ends options there, so no package name can ever be read as one.
@@ -313,12 +310,11 @@ async function aptRun(
       ];
       await prefetch(installArgs);
       await run("apt-get install", installArgs);
-      installMs = performance.now() - started;
     }
     // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
-    return { before, after: await readInstalled(sandbox.mergedDir), failed, warnings, installMs };
+    return { before, after: await readInstalled(sandbox.mergedDir), failed, warnings };
   }
-  return { before, after: await readInstalled(sandbox.mergedDir), failed: [], warnings, installMs };
+  return { before, after: await readInstalled(sandbox.mergedDir), failed: [], warnings };
 }
 
 /** Run `fn` holding the shared cache's lock, saying why when another suture holds it. */

@@ -35,6 +35,8 @@ const DEBS_DECOMPRESSED_AHEAD = 2;
 /** The native engine's plan: the resolved packages with their verified index entries. */
 interface DebPlan extends EnginePlan {
   items: InstallItem[];
+  /** The image's dpkg database as the plan read it; apply updates it (a plan is applied once). */
+  database: DpkgDatabase;
   /**
    * Whether maintainer scripts and triggers run in the image (it has a shell and dpkg); otherwise
    * packages are recorded configured and the scripts listed.
@@ -79,13 +81,14 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     })),
     failed: resolution.failed,
     warnings: resolution.warnings,
+    database: db,
     runScripts,
     reuseKey: [`scripts=${runScripts}`],
   };
 }
 
 function isDebPlan(plan: EnginePlan | undefined): plan is DebPlan {
-  return plan !== undefined && "items" in plan && "runScripts" in plan;
+  return plan !== undefined && "items" in plan && "database" in plan && "runScripts" in plan;
 }
 
 async function applyNative(
@@ -105,10 +108,10 @@ async function applyNative(
   for (const w of plan.warnings) warn(w);
   const failed = [...plan.failed];
   if (failed.length && !ctx.ignoreErrors) throw cannotPatch(failed);
-  const db = await readDpkgDatabase(root);
+  const db = plan.database;
   const before = versions(db);
   const install = plan.items;
-  if (install.length === 0) return { before, after: before, failed, warnings, installMs: 0, scriptsMs: 0 };
+  if (install.length === 0) return { before, after: before, failed, warnings, scriptsMs: 0 };
   const { runScripts } = plan;
   if (runScripts) await assertCanRun(ctx.platform);
 
@@ -120,7 +123,6 @@ async function applyNative(
       `the image's dpkg configuration sets ${dpkgConfig.unhonoured.join(", ")}, which the native engine does not apply (it unpacks as --force-confold --force-confdef into /); use --engine sandbox for the image's dpkg to apply them`,
     );
 
-  const started = performance.now();
   const paths = await withStep(progress, "download", `downloading ${install.length} packages`, () =>
     downloadPackages(
       install.map((i) => i.entry),
@@ -178,8 +180,6 @@ async function applyNative(
         );
     }
   });
-  const installMs = performance.now() - started;
-
   let scriptsMs = 0;
   if (runScripts) {
     const t = performance.now();
@@ -208,7 +208,7 @@ async function applyNative(
 
   const after = versions(await readDpkgDatabase(root));
   // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
-  return { before, after, failed, warnings, installMs, scriptsMs };
+  return { before, after, failed, warnings, scriptsMs };
 }
 
 /**
