@@ -375,6 +375,11 @@ test("SIGINT during a copy to a registry stops the upload, asks to drop its sess
     );
     const stderr = collect(child);
     await requested;
+    // The layer's PUT must be on its way before the interrupt: the registry's partial data seen
+    // below could otherwise be the config blob's, uploaded while the layer was still being read.
+    const layerPut = (r: { method: string; path: string }) =>
+      r.method === "PUT" && r.path.includes(layer.digest.slice(7));
+    while (!proxy.requests.some(layerPut)) await new Promise((r) => setTimeout(r, 20));
     // The registry keeps what an upload received under _uploads/<session>: wait until it has some.
     await untilPartialFile(uploads);
     child.kill("SIGINT");
