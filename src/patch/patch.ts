@@ -67,8 +67,11 @@ export interface PatchOptions extends TargetOptions {
   mirrors?: Readonly<Record<string, string>>;
   /** `auto` (default), `native` or `sandbox`: see selectEngine in engines/engine.ts. */
   engine?: EngineChoice;
-  /** Keyring trusted for distroless images' default sources (default: the host's archive keyring). */
-  keyringFile?: string;
+  /**
+   * Extra trusted key files: OpenPGP keyrings (e.g. for distroless Debian images' default sources;
+   * default: the host's archive keyring) and apk RSA public keys (`NAME.rsa.pub`).
+   */
+  keyringFiles?: readonly string[];
   /** Accept unsigned repositories an image's apt.conf allows (Acquire::AllowInsecureRepositories). */
   allowInsecureRepositories?: boolean;
   /** Use a report that names another image than the one patched (`--ignore-report-image`). */
@@ -158,7 +161,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       compression: options.compression,
       mirrors: options.mirrors,
       engine: options.engine,
-      keyringFile: options.keyringFile,
+      keyringFiles: options.keyringFiles,
       allowInsecureRepositories: options.allowInsecureRepositories,
       ignoreReportImage: options.ignoreReportImage,
       repository: srcImageRef?.repository,

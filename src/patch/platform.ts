@@ -65,8 +65,8 @@ export interface PatchPlatformContext {
   compression?: Compression;
   /** Which engine applies the updates (default auto, see selectEngine in engines/engine.ts). */
   engine?: EngineChoice;
-  /** Keyring trusted for images without apt configuration (native engine). */
-  keyringFile?: string;
+  /** Extra trusted key files (`--keyring`): see EngineContext.keyringFiles. */
+  keyringFiles?: readonly string[];
   /** Accept unsigned repositories an image's apt.conf allows (native engine). */
   allowInsecureRepositories?: boolean;
   /** `--ignore-report-image`: use a report that names another image (see checkReportMatchesImage). */
@@ -152,7 +152,7 @@ export async function patchPlatformImage(
         cacheDir: ctx.cacheDir,
         workDir,
         mirrors: ctx.mirrors,
-        keyringFile: ctx.keyringFile,
+        keyringFiles: ctx.keyringFiles,
         allowInsecureRepositories: ctx.allowInsecureRepositories,
         ignoreErrors: ctx.ignoreErrors,
         timeoutMs: ctx.timeoutMs,

@@ -69,7 +69,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
     openImageRepositories(root, parseOsRelease(OS_RELEASE), {
       arch: "amd64",
       cacheDir: join(work, "c2"),
-      keyringFile: wrong,
+      keyringFiles: [wrong],
     }),
     (e: unknown) => isSutureError(e) && e.code === "UNTRUSTED",
   );

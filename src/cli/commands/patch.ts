@@ -124,7 +124,8 @@ export function registerPatch(program: Command): void {
       )
       .option(
         "--keyring <file>",
-        "OpenPGP keyring to trust for images without apt sources (default: the host's /usr/share/keyrings)",
+        "extra key to trust (repeatable): an OpenPGP keyring, e.g. for images without apt sources (default: the host's /usr/share/keyrings), or an apk RSA public key NAME.rsa.pub",
+        (value: string, previous: string[] = []) => [...previous, value],
       )
       .option(
         "-a, --addr <address>",
@@ -183,7 +184,7 @@ export function registerPatch(program: Command): void {
         compression,
         mirrors: parseMirrors(flags.mirror ?? []),
         engine: flags.engine,
-        keyringFile: flags.keyring,
+        keyringFiles: flags.keyring,
         allowInsecureRepositories: flags.allowInsecureRepositories,
         transport: options,
         progress: options.progress,

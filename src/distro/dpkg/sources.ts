@@ -1,6 +1,7 @@
 import { posix } from "node:path";
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
+import { mirroredUrl } from "../mirrors.ts";
 import type { OsRelease } from "../os-release.ts";
 import { field, parseControl } from "./control.ts";
 
@@ -359,19 +360,15 @@ function codenameFromPretty(os: OsRelease): string | undefined {
 }
 
 /**
- * Replace repository URIs by mirrors: `mirrors` maps an original URI (as written in the image,
- * trailing slashes ignored) to the URI to fetch from instead. Signed-By and suites are kept, so
- * a mirror must serve the same signed metadata. Returns new source objects.
+ * Replace repository URIs by mirrors (`mirroredUrl`: an original URI as written in the image, or
+ * one it lies under → the URI to fetch from instead). Signed-By and suites are kept, so a mirror
+ * must serve the same signed metadata. Returns new source objects.
  */
 export function applyMirrors(
   sources: readonly AptSource[],
   mirrors: Readonly<Record<string, string>>,
 ): AptSource[] {
-  const map = new Map(Object.entries(mirrors).map(([from, to]) => [normaliseUri(from), normaliseUri(to)]));
-  return sources.map((s) => {
-    const to = map.get(s.uri);
-    return to ? { ...s, uri: to } : { ...s };
-  });
+  return sources.map((s) => ({ ...s, uri: mirroredUrl(s.uri, mirrors) }));
 }
 
 /**

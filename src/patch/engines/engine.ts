@@ -43,6 +43,14 @@ export interface EngineSandbox {
   ): Promise<{ exitCode: number; stdout: string; stderr: string }>;
 }
 
+/**
+ * The `--keyring` files of one kind. apk matches keys by file name and its public keys are named
+ * `NAME.rsa.pub` by convention (abuild writes them so); every other file is an OpenPGP keyring.
+ */
+export function keyringFilesOf(kind: "openpgp" | "apk-rsa", files: readonly string[] = []): string[] {
+  return files.filter((f) => f.endsWith(".rsa.pub") === (kind === "apk-rsa"));
+}
+
 /** What an engine is told about the run; everything but the sandbox and the targets. */
 export interface EngineContext {
   platform: Platform;
@@ -53,8 +61,12 @@ export interface EngineContext {
   workDir: string;
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
-  /** Extra trusted keys (`--keyring`). */
-  keyringFile?: string;
+  /**
+   * Extra trusted key files (`--keyring`, repeatable): OpenPGP keyrings (dpkg, rpm) and apk's RSA
+   * public keys (`NAME.rsa.pub`, PEM; the file name is the key name apk matches). Each package
+   * manager takes the kind it verifies with.
+   */
+  keyringFiles?: readonly string[];
   /** `--allow-insecure-repositories`: accept unsigned repositories the image's own configuration allows. */
   allowInsecureRepositories?: boolean;
   /** `--ignore-errors`: patch what can be patched and report the rest as failures. */

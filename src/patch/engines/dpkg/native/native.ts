@@ -10,7 +10,7 @@ import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
 import { resolveInRoot } from "../../../../fs/in-root.ts";
-import { type ProgressSink, withStep } from "../../../../progress/events.ts";
+import { withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
   cannotPatch,
@@ -228,7 +228,7 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
         arch,
         cacheDir: ctx.cacheDir,
         mirrors: ctx.mirrors,
-        keyringFile: ctx.keyringFile,
+        keyringFiles: ctx.keyringFiles,
         allowInsecureRepositories: ctx.allowInsecureRepositories,
         progress,
         signal: ctx.signal,

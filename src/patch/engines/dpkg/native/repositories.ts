@@ -12,7 +12,7 @@ import {
   refuseSourcesMarkedTrusted,
 } from "../../../../distro/dpkg/sources.ts";
 import type { OsRelease } from "../../../../distro/os-release.ts";
-import { quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
+import { SutureError } from "../../../../errors/errors.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import {
   imageKeyringProvider,
@@ -20,6 +20,7 @@ import {
   keyringOf,
   parseKeyring,
 } from "../../../../trust/keyring.ts";
+import { keyringFilesOf } from "../../engine.ts";
 import { CandidatePolicy, policyFile } from "./policy.ts";
 
 export interface ImageRepositoriesOptions {
@@ -32,7 +33,8 @@ export interface ImageRepositoriesOptions {
    * A keyring file to trust for the default sources of images without apt configuration
    * (distroless). Default: the distribution's archive keyring as installed on this host.
    */
-  keyringFile?: string;
+  /** `--keyring` files; the OpenPGP ones (not apk's `*.rsa.pub`) stand in for missing Signed-By keyrings. */
+  keyringFiles?: readonly string[];
   progress?: ProgressSink;
   signal?: AbortSignal;
   /**
@@ -52,7 +54,7 @@ const INSECURE_SETTINGS = [
 /**
  * The verified apt repositories an image's packages come from: the image's own sources (trusted
  * keys resolved inside the image, as its apt would), or, when it has none (distroless, chiseled),
- * the official suites of the release its os-release names, trusted with `keyringFile` or the
+ * the official suites of the release its os-release names, trusted with `keyringFiles` or the
  * host's copy of the distribution's archive keyring. Mirrors replace URIs but never trust.
  *
  * The image's apt configuration is honoured where it changes what is fetched, trusted or chosen:
@@ -105,7 +107,7 @@ export async function openImageRepositories(
     sources = defaultSourcesFor(os, { arch: options.arch });
   }
   if (options.mirrors) sources = applyMirrors(sources, options.mirrors);
-  const fallback = await hostKeyFiles(options.keyringFile);
+  const fallback = await hostKeyFiles(options.keyringFiles);
   const imageKeyring = imageKeyringProvider(files, {
     fallback,
     trusted: { file: locations.trusted, parts: locations.trustedParts },
@@ -140,12 +142,19 @@ export async function openImageRepositories(
  * `--keyring` file stands in for any path; without one, the host's own keyrings (Debian hosts ship
  * debian-archive-keyring, which the sandbox's real archive traffic is verified with too).
  */
-async function hostKeyFiles(keyringFile: string | undefined): Promise<KeyFileAccess> {
-  if (keyringFile) {
-    const bytes = await readFile(keyringFile).catch((e) => {
-      throw new SutureError("USAGE", `cannot read --keyring ${keyringFile}: ${(e as Error).message}`);
-    });
-    await parseKeyring(bytes, keyringFile); // fail early and clearly on a file that is no keyring
+async function hostKeyFiles(keyringFiles: readonly string[] = []): Promise<KeyFileAccess> {
+  const openpgp = keyringFilesOf("openpgp", keyringFiles);
+  if (openpgp.length > 0) {
+    const rings = await Promise.all(
+      openpgp.map(async (file) => {
+        const bytes = await readFile(file).catch((e) => {
+          throw new SutureError("USAGE", `cannot read --keyring ${file}: ${(e as Error).message}`);
+        });
+        return parseKeyring(bytes, file); // fail early and clearly on a file that is no keyring
+      }),
+    );
+    // One binary keyring of them all: binary OpenPGP key packets concatenate.
+    const bytes = Buffer.concat(rings.flatMap((r) => r.keys.map((k) => k.write())));
     return { readFile: async () => bytes, listDir: async () => [] };
   }
   return {
