@@ -72,9 +72,9 @@ async function apk(sb: Sandbox, args: string[]): Promise<{ exitCode: number; out
   return { exitCode: r.exitCode, out: `${r.stdout}${r.stderr}` };
 }
 
-/** The repository file naming the loopback repository (as a --mirror would rewrite the image's). */
-function useRepo(sb: Sandbox, url: string): string[] {
-  writeFileSync(join(sb.mergedDir, "etc/apk/lab-repositories"), `${url}\n`);
+/** A repositories file naming the loopback repositories (as a --mirror rewrites the image's). */
+function useRepo(sb: Sandbox, ...urls: string[]): string[] {
+  writeFileSync(join(sb.mergedDir, "etc/apk/lab-repositories"), urls.map((u) => `${u}\n`).join(""));
   return ["--repositories-file", "/etc/apk/lab-repositories"];
 }
 
@@ -145,10 +145,11 @@ test("the index holds amd64 and arm64 app images", async () => {
 test("the image's real apk: update and upgrade from the lab repository, then audit and info are clean", async () => {
   const lab = await alpineLabImage("app");
   await inImage(lab, "amd64", async (sb) => {
-    const repos = useRepo(sb, repo.url);
+    const repos = useRepo(sb, repo.url, repo.communityUrl);
     const update = await apk(sb, ["update", ...repos]);
     assert.equal(update.exitCode, 0, update.out);
     assert.match(update.out, /OK: \d+ distinct packages available/);
+    assert.doesNotMatch(update.out, /unavailable|WARNING/);
     const upgrade = await apk(sb, ["upgrade", "--no-cache", ...repos]);
     assert.equal(upgrade.exitCode, 0, upgrade.out);
     assert.doesNotMatch(upgrade.out, /ERROR|WARNING|error/, upgrade.out);
@@ -166,10 +167,61 @@ test("the image's real apk: update and upgrade from the lab repository, then aud
     }
     assert.match(readFileSync(join(sb.mergedDir, "etc/securetty"), "utf8"), /ttyS4/);
     assert.match(readFileSync(join(sb.mergedDir, "etc/passwd"), "utf8"), /^app:x:1000:1000:/m);
+    assert.match(readFileSync(join(sb.mergedDir, ALPINE_LAB_APP_CONF), "utf8"), /^user = app$/m);
+    assert.equal(readlinkSync(join(sb.mergedDir, ALPINE_LAB_APP_LINK.path)), ALPINE_LAB_APP_LINK.target);
+    assert.equal(lstatSync(join(sb.mergedDir, ALPINE_LAB_USER.home)).uid, ALPINE_LAB_USER.uid);
+    // alpine-baselayout's .pre-upgrade ran: /var/lock is now the symlink 3.6.8 ships.
+    assert.equal(readlinkSync(join(sb.mergedDir, "var/lock")), "../run/lock");
     // busybox's trigger ran: its applets are still there.
     assert.equal(readlinkSync(join(sb.mergedDir, "bin/ls")), "/bin/busybox");
     assert.ok(repo.requests.includes("/v3.20/main/x86_64/APKINDEX.tar.gz"), repo.requests.join(" "));
   });
+});
+
+test("the aarch64 repository and the static image, judged by the same apk with --root", async () => {
+  const app = await alpineLabImage("app");
+  const arm = await alpineLabImage("app", "aarch64");
+  const staticImage = await alpineLabImage("static");
+  await inImage(arm, "arm64", (armSb) =>
+    inImage(staticImage, "amd64", (staticSb) =>
+      inImage(app, "amd64", async (sb) => {
+        const repos = useRepo(sb, repo.url, repo.communityUrl);
+        const mounts = [
+          { destination: "/arm64", source: armSb.mergedDir },
+          { destination: "/static", source: staticSb.mergedDir },
+        ];
+        const run = async (args: string[]) => {
+          const r = await sb.run(["/sbin/apk", ...args], { timeoutMs: 120_000, mounts });
+          return { exitCode: r.exitCode, out: `${r.stdout}${r.stderr}` };
+        };
+        // arm64: its own arch and keys (the lab key is in its /etc/apk/keys), no scripts (no
+        // emulation). alpine-baselayout is left out: its .pre-upgrade turns the directory /var/lock
+        // into a symlink, and without it apk cannot install 3.6.8 over 3.6.5.
+        const baselayout = ["alpine-baselayout", "alpine-baselayout-data"];
+        const fixes = ALPINE_LAB_FIXES.filter((f) => !baselayout.includes(f.name));
+        const upgrade = await run([
+          "--root",
+          "/arm64",
+          "--no-scripts",
+          "add",
+          "--upgrade",
+          "--update-cache",
+          ...repos,
+          ...fixes.map((f) => f.name),
+        ]);
+        assert.equal(upgrade.exitCode, 0, upgrade.out);
+        assert.ok(repo.requests.includes("/v3.20/main/aarch64/APKINDEX.tar.gz"), repo.requests.join(" "));
+        const info = await run(["--root", "/arm64", "info", "-v"]);
+        for (const f of fixes) assert.match(info.out, new RegExp(`^${f.name}-${f.fixed}$`, "m"));
+        const audit = await run(["--root", "/arm64", "audit", "--system"]);
+        assert.equal(audit.out.trim(), "", audit.out);
+        // static: every file its db lists is there as listed.
+        const staticAudit = await run(["--root", "/static", "audit", "--system"]);
+        assert.equal(staticAudit.exitCode, 0, staticAudit.out);
+        assert.equal(staticAudit.out.trim(), "", staticAudit.out);
+      }),
+    ),
+  );
 });
 
 test("the same apk refuses the repository signed by another key and the tampered ones", async () => {

@@ -22,7 +22,6 @@
  *             without the securetty edit (busybox is gone).
  * Cached by recipe hash in the lab cache (cache.ts lock + atomic rename); a cold build takes seconds.
  */
-import { existsSync } from "node:fs";
 import {
   chmod,
   chown,
@@ -48,14 +47,16 @@ import {
   type AlpineArch,
   alpineLabKeys,
   alpineTestRepoFiles,
+  cachedEntry,
   labSha256,
   runLabTool,
 } from "./alpine-repo.ts";
 import { minirootfs, readRootfsFiles } from "./alpine-rootfs.ts";
-import { acquireLock, labCacheDir, releaseLock } from "./cache.ts";
+import { labCacheDir } from "./cache.ts";
 import { layoutWriter } from "./oci-layout.ts";
 
 export {
+  ALPINE_COMMUNITY_URL,
   ALPINE_REPO_URL,
   type AlpineArch,
   type AlpineRepoTamper,
@@ -94,7 +95,13 @@ export const ALPINE_STATIC_REMOVED: readonly string[] = [
   "libc-utils",
 ];
 
-/** The fixes the test repository holds for the 3.20.3 image: real newer builds from edge. */
+/**
+ * The fixes the test repository holds for the 3.20.3 image: real newer builds from edge.
+ * Mind alpine-baselayout 3.6.8: in 3.20.3 /var/lock is a directory (with subsys/), in 3.6.8 a
+ * symlink to ../run/lock, and its `.pre-upgrade` makes that change (also /var/spool/mail, modprobe.d).
+ * The real apk with --no-scripts fails on it ("failed to rename … to var/lock"); an engine that
+ * cannot run the script (no shell: the static image) must cope with a directory replaced by a symlink.
+ */
 export const ALPINE_LAB_FIXES: ReadonlyArray<{ name: string; installed: string; fixed: string }> = [
   { name: "alpine-baselayout", installed: "3.6.5-r0", fixed: "3.6.8-r0" },
   { name: "alpine-baselayout-data", installed: "3.6.5-r0", fixed: "3.6.8-r0" },
@@ -151,38 +158,9 @@ async function obtainImage(variant: "app" | "static", arch: AlpineArch): Promise
     }),
   );
   const entry = join(labCacheDir(), `alpineLab-${variant}-${arch}-${hash.slice(0, 16)}`);
-  await cached(entry, "installed", (staged) => buildImage(staged, variant, arch));
+  await cachedEntry(entry, "installed", (staged) => buildImage(staged, variant, arch));
   const ociDir = join(entry, "oci");
   return { ociDir, ref: `oci:${ociDir}:latest`, installed: await readFile(join(entry, "installed"), "utf8") };
-}
-
-/** `entry` once `marker` is in it: built by `build` into a staged sibling under the entry's lock. */
-async function cached(
-  entry: string,
-  marker: string,
-  build: (staged: string) => Promise<void>,
-): Promise<void> {
-  const done = () => Promise.resolve(existsSync(join(entry, marker)));
-  if (await done()) return;
-  await mkdir(labCacheDir(), { recursive: true });
-  const lock = `${entry}.lock`;
-  if (!(await acquireLock(lock, done))) return;
-  try {
-    if (await done()) return;
-    const staged = `${entry}.build-${process.pid}`;
-    await rm(staged, { recursive: true, force: true });
-    await mkdir(staged);
-    try {
-      await build(staged);
-      // umoci writes blobs 0600; the cache is shared by test processes that may not run as root.
-      await runLabTool("chmod", ["-R", "a+rX", staged]);
-      await runLabTool("mv", ["-T", staged, entry]);
-    } finally {
-      await rm(staged, { recursive: true, force: true });
-    }
-  } finally {
-    await releaseLock(lock);
-  }
 }
 
 async function buildImage(staged: string, variant: "app" | "static", arch: AlpineArch): Promise<void> {
@@ -407,7 +385,7 @@ async function obtainIndex(): Promise<{ ociDir: string; ref: string }> {
   const images = await Promise.all((["x86_64", "aarch64"] as const).map((a) => alpineLabImage("app", a)));
   const tops = await Promise.all(images.map((i) => readFile(join(i.ociDir, "index.json"), "utf8")));
   const entry = join(labCacheDir(), `alpineLabIndex-${labSha256(tops.join("\n")).slice(0, 16)}`);
-  await cached(entry, "oci/index.json", async (staged) => {
+  await cachedEntry(entry, "oci/index.json", async (staged) => {
     const layout = await layoutWriter(join(staged, "oci"));
     const manifests: unknown[] = [];
     for (const [i, arch] of (["x86_64", "aarch64"] as const).entries()) {

@@ -42,8 +42,11 @@ export const ALPINE_ARCHES: readonly AlpineArch[] = ["x86_64", "aarch64"];
 
 /** The main repository the lab image lists first in /etc/apk/repositories (as Alpine's image does). */
 export const ALPINE_REPO_URL = "https://dl-cdn.alpinelinux.org/alpine/v3.20/main";
-/** Where the test repository serves it: the same path below the server's root. */
+/** The image's second repository; the test repository serves it empty (it has no package the image has). */
+export const ALPINE_COMMUNITY_URL = "https://dl-cdn.alpinelinux.org/alpine/v3.20/community";
+/** Where the test repository serves them: the same paths below the server's root. */
 const REPO_PATH = "v3.20/main";
+const COMMUNITY_PATH = "v3.20/community";
 
 const BASE_RELEASE = "3.20.3";
 const NEWER_RELEASE = "20240923";
@@ -77,22 +80,18 @@ export function alpineLabKeys(): Promise<{ lab: AlpineLabKey; other: AlpineLabKe
 }
 
 async function loadOrMakeKeys(dir: string): Promise<{ lab: AlpineLabKey; other: AlpineLabKey }> {
-  const done = () => Promise.resolve(existsSync(join(dir, "keys.json")));
-  if (!(await done())) {
-    await mkdir(labCacheDir(), { recursive: true });
-    await cachedBuild(dir, done, async (staged) => {
-      const names: Record<string, string> = {};
-      for (const role of ["lab", "other"]) {
-        const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-        const publicPem = publicKey.export({ type: "spki", format: "pem" }).toString();
-        const name = `suture-${role}-${sha256(publicPem).slice(0, 8)}.rsa.pub`;
-        await writeFile(join(staged, `${role}.rsa`), privateKey.export({ type: "pkcs8", format: "pem" }));
-        await writeFile(join(staged, name), publicPem);
-        names[role] = name;
-      }
-      await writeFile(join(staged, "keys.json"), JSON.stringify(names));
-    });
-  }
+  await cachedEntry(dir, "keys.json", async (staged) => {
+    const names: Record<string, string> = {};
+    for (const role of ["lab", "other"]) {
+      const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+      const publicPem = publicKey.export({ type: "spki", format: "pem" }).toString();
+      const name = `suture-${role}-${sha256(publicPem).slice(0, 8)}.rsa.pub`;
+      await writeFile(join(staged, `${role}.rsa`), privateKey.export({ type: "pkcs8", format: "pem" }));
+      await writeFile(join(staged, name), publicPem);
+      names[role] = name;
+    }
+    await writeFile(join(staged, "keys.json"), JSON.stringify(names));
+  });
   const names = JSON.parse(await readFile(join(dir, "keys.json"), "utf8")) as Record<string, string>;
   const load = async (role: string): Promise<AlpineLabKey> => {
     const name = names[role]!;
@@ -160,11 +159,7 @@ async function obtainRepo(signer: "lab" | "other"): Promise<BuiltAlpineRepo> {
     }),
   );
   const entry = join(labCacheDir(), `alpineLabRepo-${signer}-${hash.slice(0, 16)}`);
-  const done = () => Promise.resolve(existsSync(join(entry, "packages.json")));
-  if (!(await done())) {
-    await mkdir(labCacheDir(), { recursive: true });
-    await cachedBuild(entry, done, (staged) => buildRepo(staged, key));
-  }
+  await cachedEntry(entry, "packages.json", (staged) => buildRepo(staged, key));
   return {
     root: join(entry, "repo"),
     parts: join(entry, "parts"),
@@ -173,12 +168,18 @@ async function obtainRepo(signer: "lab" | "other"): Promise<BuiltAlpineRepo> {
   };
 }
 
-/** Builds into a temporary sibling of `entry` under its lock, then renames it into place. */
-async function cachedBuild(
+/**
+ * The cache entry `entry` once `marker` is in it: built by `build` into a temporary sibling under
+ * the entry's lock (cache.ts), then renamed into place, so readers never see half an entry.
+ */
+export async function cachedEntry(
   entry: string,
-  done: () => Promise<boolean>,
+  marker: string,
   build: (staged: string) => Promise<void>,
 ): Promise<void> {
+  const done = () => Promise.resolve(existsSync(join(entry, marker)));
+  if (await done()) return;
+  await mkdir(labCacheDir(), { recursive: true });
   const lock = `${entry}.lock`;
   if (!(await acquireLock(lock, done))) return;
   try {
@@ -186,6 +187,7 @@ async function cachedBuild(
     const staged = await mkdtemp(`${entry}.build-`);
     try {
       await build(staged);
+      // umoci writes blobs 0600; the cache is shared by test processes that may not run as root.
       await run("chmod", ["-R", "a+rX", staged]);
       await rename(staged, entry);
     } finally {
@@ -273,6 +275,27 @@ async function buildRepo(staged: string, key: AlpineLabKey): Promise<void> {
     const unsigned = await readFile(join(chroot, "repo", `APKINDEX.${arch}.tar.gz`));
     await writeFile(join(parts, "APKINDEX.unsigned.tar.gz"), unsigned);
     await writeFile(join(dir, "APKINDEX.tar.gz"), Buffer.concat([signatureMember(unsigned, key), unsigned]));
+    // community: a signed index of no packages, so an image listing it (as Alpine's does) updates cleanly.
+    await run("unshare", [
+      "--net",
+      "--pid",
+      "--fork",
+      "chroot",
+      chroot,
+      "/sbin/apk",
+      "index",
+      "--quiet",
+      "-d",
+      `suture lab: Alpine v3.20 community (empty) ${arch}`,
+      "-o",
+      `/repo/APKINDEX.community.${arch}.tar.gz`,
+    ]);
+    const community = await readFile(join(chroot, "repo", `APKINDEX.community.${arch}.tar.gz`));
+    await mkdir(join(staged, "repo", COMMUNITY_PATH, arch), { recursive: true });
+    await writeFile(
+      join(staged, "repo", COMMUNITY_PATH, arch, "APKINDEX.tar.gz"),
+      Buffer.concat([signatureMember(community, key), community]),
+    );
   }
   await rm(chroot, { recursive: true, force: true });
   await writeFile(join(staged, "packages.json"), JSON.stringify(packages, null, 1));
@@ -401,6 +424,13 @@ export interface AlpineTestRepo {
   url: string;
   /** `${ALPINE_REPO_URL}=${url}`, for --mirror. */
   mirrorFlag: string;
+  /** The community repository the image also lists (served with an empty index), like http://127.0.0.1:PORT/v3.20/community. */
+  communityUrl: string;
+  /**
+   * --mirror values for every repository the lab image lists (main and community), for an engine
+   * that must reach all of them (the image's own `apk update` fails on an unreachable one).
+   */
+  mirrorFlags: string[];
   /** The signer's key name (`NAME.rsa.pub`) and the host path of its public key. */
   keyName: string;
   publicKeyFile: string;
@@ -443,10 +473,14 @@ export async function startAlpineTestRepo(options: AlpineTestRepoOptions = {}): 
     );
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/${REPO_PATH}`;
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = `${origin}/${REPO_PATH}`;
+  const communityUrl = `${origin}/${COMMUNITY_PATH}`;
   return {
     url,
     mirrorFlag: `${ALPINE_REPO_URL}=${url}`,
+    communityUrl,
+    mirrorFlags: [`${ALPINE_REPO_URL}=${url}`, `${ALPINE_COMMUNITY_URL}=${communityUrl}`],
     keyName: built.key.name,
     publicKeyFile: built.key.publicKeyFile,
     packages: built.packages,
@@ -520,16 +554,19 @@ function firstFileByte(tar: Buffer): number {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Runs a host tool of the lab build; its stdout. Failure: IO naming the tool and its last stderr line. */
 async function run(cmd: string, args: string[]): Promise<string> {
   try {
     return (await exec(cmd, args, { maxBuffer: 64 << 20 })).stdout;
   } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    throw new SutureError(
-      "IO",
-      `${cmd} ${args[0] ?? ""} failed: ${(err.stderr ?? "").trim().split("\n").at(-1) || err.message}; run scripts/install-system-deps.sh as root`,
-      { cause: e },
-    );
+    const err = e as { code?: unknown; stderr?: string; message: string };
+    const why =
+      err.code === "ENOENT"
+        ? `${cmd} is not installed; run scripts/install-system-deps.sh as root`
+        : `${(err.stderr ?? "").trim().split("\n").at(-1) || err.message}; the Alpine lab build needs root`;
+    throw new SutureError("IO", `building the Alpine lab: ${cmd} ${args[0] ?? ""} failed: ${why}`, {
+      cause: e,
+    });
   }
 }
 
