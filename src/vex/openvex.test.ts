@@ -402,3 +402,105 @@ test("writeOpenVex: atomic replace, mode 0644, no temporary files left", async (
   );
   assert.deepEqual(readdirSync(dir), ["vex.json"]);
 });
+
+/** A plan for an apk image: what a copa manifest (no scanner purls) of it turns into. */
+function apkPlan(family: string, version: string, arch: string, variant?: string): UpdatePlan {
+  const f = (name: string, installed: string, fixed: string, id: string) => ({
+    name,
+    installedVersion: installed,
+    fixedVersions: [fixed],
+    vulnerabilityId: id,
+    type: family,
+    packageType: "apk" as const,
+  });
+  return assemblePlan(
+    {
+      source: { format: "copa-v1alpha2", file: "r.json" },
+      os: { family, version },
+      arch,
+      ...(variant ? { variant } : {}),
+    },
+    [
+      f("musl", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"),
+      f("musl-utils", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"),
+      f("libcrypto3", "3.3.2-r0", "3.3.2-r1", "CVE-2024-9143"),
+      f("busybox", "1.36.1_git20240101-r29", "1.36.1_git20240101-r32", "CVE-2023-42363"),
+    ],
+    [],
+  );
+}
+
+test("apk purls: pkg:apk/<family>/NAME@VERSION with apk's arch names and distro=<family>-<release>", (t) => {
+  const index = { digest: INDEX, repository: "ghcr.io/acme/alpine-app" };
+  const amd64 = apkPlan("alpine", "3.20.3", "amd64");
+  const arm64 = apkPlan("alpine", "3.20.3", "arm64", "v8");
+  const wolfi = apkPlan("wolfi", "20230201", "amd64");
+  const doc = buildOpenVex(
+    [
+      {
+        plan: amd64,
+        patched: all(amd64),
+        products: [{ digest: DIGEST_A, repository: "ghcr.io/acme/alpine-app", architecture: "amd64" }, index],
+      },
+      {
+        plan: arm64,
+        patched: all(arm64),
+        products: [{ digest: DIGEST_B, repository: "ghcr.io/acme/alpine-app", architecture: "arm64" }, index],
+      },
+      { plan: wolfi, patched: all(wolfi), products: [{ digest: DIGEST_A, repository: "cgr.dev/acme/app" }] },
+    ],
+    { timestamp: WHEN },
+  )!;
+  const musl = doc.statements.find((s) => s.vulnerability.name === "CVE-2025-26519")!;
+  const onIndex = musl.products.find((p) => p["@id"].includes("c3c3"))!;
+  assert.deepEqual(
+    onIndex.subcomponents!.map((s) => s["@id"]),
+    [
+      "pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=alpine-3.20.3",
+      "pkg:apk/alpine/musl-utils@1.2.5-r0?arch=x86_64&distro=alpine-3.20.3",
+      "pkg:apk/alpine/musl@1.2.5-r0?arch=aarch64&distro=alpine-3.20.3",
+      "pkg:apk/alpine/musl-utils@1.2.5-r0?arch=aarch64&distro=alpine-3.20.3",
+    ],
+  );
+  const busybox = doc.statements.find((s) => s.vulnerability.name === "CVE-2023-42363")!;
+  assert.ok(
+    busybox.products.some((p) =>
+      p.subcomponents!.some(
+        (s) => s["@id"] === "pkg:apk/wolfi/busybox@1.36.1_git20240101-r29?arch=x86_64&distro=wolfi-20230201",
+      ),
+    ),
+  );
+  // What a purl reader makes of one: apk type, the family as namespace, apk's arch.
+  const parsed = PackageURL.fromString(onIndex.subcomponents![2]!["@id"]);
+  assert.deepEqual(
+    [parsed.type, parsed.namespace, parsed.name, parsed.version, { ...parsed.qualifiers }],
+    ["apk", "alpine", "musl", "1.2.5-r0", { arch: "aarch64", distro: "alpine-3.20.3" }],
+  );
+  if (!haveShared) return t.skip(NO_SHARED);
+  assertSchemaValid(doc);
+});
+
+test("an Alpine Trivy report filtered by the image's versions: the scanner's purl gives way to one at the installed version", async (t) => {
+  if (!haveShared) return t.skip(NO_SHARED);
+  const report = await readReport(join(FIXTURES, "trivy-golden/alpine-310.json"));
+  const plan = filterPlanByInstalled(
+    report,
+    new Map([
+      ["libcrypto1.1", "1.1.1c-r1"],
+      ["libssl1.1", "1.1.1c-r0"],
+    ]),
+  );
+  const doc = buildOpenVex(
+    [{ plan, patched: all(plan), products: [{ digest: DIGEST_A, repository: "docker.io/library/alpine" }] }],
+    { timestamp: WHEN },
+  )!;
+  const ids = new Set(
+    doc.statements.flatMap((s) => s.products.flatMap((p) => p.subcomponents!.map((c) => c["@id"]))),
+  );
+  assert.deepEqual([...ids].sort(), [
+    "pkg:apk/alpine/libcrypto1.1@1.1.1c-r1?arch=x86_64&distro=alpine-3.10.2",
+    // Unchanged: Trivy's own purl, so the statement matches Trivy's finding exactly.
+    "pkg:apk/alpine/libssl1.1@1.1.1c-r0?arch=x86_64&distro=3.10.2",
+  ]);
+  assertSchemaValid(doc);
+});
