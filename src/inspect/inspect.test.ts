@@ -104,7 +104,8 @@ test("inspect: an apk image with no os-release and no apk (distroless) still sho
     { name: "etc/apk/repositories.d/", type: "directory" },
     {
       name: "etc/apk/repositories.d/testing.list",
-      content: "# edge testing\n@testing https://mirror.test/alpine/edge/testing/\n",
+      content:
+        "# edge testing\n@testing https://mirror.test/alpine/edge/testing/\nhttps://mirror.test/\u001b[2Jcleared\n",
     },
     { name: "etc/apk/repositories.d/README.txt", content: "not a repository list\n" },
   ]);
@@ -117,11 +118,15 @@ test("inspect: an apk image with no os-release and no apk (distroless) still sho
   assert.deepEqual(img.repositories, [
     ...ALPINE_REPOSITORIES,
     "@testing https://mirror.test/alpine/edge/testing",
+    "https://mirror.test/\u001b[2Jcleared",
   ]);
   const text = renderInspect(result);
   assert.doesNotMatch(text, /^ {2}OS:/m);
   assert.match(text, /^ {2}Package db: +apk \(14 packages\)$/m);
   assert.match(text, /^ {2}Package tool: +none$/m);
+  // The image's text cannot clear the terminal: quoted with its escape shown.
+  assert.match(text, /^ {4}"https:\/\/mirror\.test\/\\u001b\[2Jcleared"$/m);
+  assert.doesNotMatch(text, /\u001b/);
 });
 
 test("inspect: a damaged apk database is one INVALID_MANIFEST line naming it", async () => {

@@ -1,5 +1,6 @@
 import { type Command, Option } from "@commander-js/extra-typings";
 import { type InspectResult, inspectImage } from "../../index.ts";
+import { printable } from "../../report/render.ts";
 import { addTransportOptions, parsePlatformList, transportOptionsFrom } from "../options.ts";
 
 export function registerInspect(program: Command): void {
@@ -41,10 +42,11 @@ export function renderInspect(r: InspectResult): string {
       `  Package db:     ${img.packageDb}${img.packageCount !== undefined ? ` (${img.packageCount} packages)` : ""}`,
     );
     lines.push(`  Package tool:   ${img.packageManager}`);
-    if (img.packageArch) lines.push(`  Package arch:   ${img.packageArch}`);
+    // The image's own text: quoted when it holds what could rewrite the terminal's lines.
+    if (img.packageArch) lines.push(`  Package arch:   ${printable(img.packageArch)}`);
     if (img.repositories) {
       lines.push(`  Repositories (${img.repositories.length}):`);
-      for (const r of img.repositories) lines.push(`    ${r}`);
+      for (const r of img.repositories) lines.push(`    ${printable(r)}`);
     }
     if (img.config.entrypoint?.length)
       lines.push(`  Entrypoint:     ${JSON.stringify(img.config.entrypoint)}`);
