@@ -25,31 +25,40 @@ const DIGEST_B = `sha256:${"b2".repeat(32)}`;
 const INDEX = `sha256:${"c3".repeat(32)}`;
 const WHEN = new Date("2025-01-02T03:04:05.678Z");
 
-function debianPlan(arch = "amd64", variant?: string): UpdatePlan {
-  const f = (name: string, installed: string, fixed: string, id: string) => ({
-    name,
-    installedVersion: installed,
-    fixedVersions: splitFixedVersions(fixed),
-    vulnerabilityId: id,
-    type: "debian",
-    packageType: "deb" as const,
-  });
+/** A plan as a copa manifest (no scanner purls) of one package format's image turns into. */
+function manifestPlan(
+  os: { family: string; version: string },
+  packageType: "deb" | "apk",
+  platform: { arch: string; variant?: string },
+  rows: [name: string, installed: string, fixed: string, id: string][],
+): UpdatePlan {
   return assemblePlan(
     {
       source: { format: "copa-v1alpha2", file: "r.json" },
-      os: { family: "debian", version: "12" },
-      arch,
-      ...(variant ? { variant } : {}),
+      os,
+      arch: platform.arch,
+      ...(platform.variant ? { variant: platform.variant } : {}),
     },
-    [
-      f("openssl", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"),
-      f("libssl3", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"),
-      f("libssl3", "3.0.11-1~deb12u2", "3.0.11-1~deb12u3", "GHSA-2c2c-xxxx-xxxx"),
-      f("zlib1g", "1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u1", "CVE-2023-45853"),
-      f("perl", "5.36.0-7", "5.36.0-7+deb12u1", "DSA-5580-1"),
-    ],
+    rows.map(([name, installed, fixed, id]) => ({
+      name,
+      installedVersion: installed,
+      fixedVersions: splitFixedVersions(fixed),
+      vulnerabilityId: id,
+      type: os.family,
+      packageType,
+    })),
     [],
   );
+}
+
+function debianPlan(arch = "amd64", variant?: string): UpdatePlan {
+  return manifestPlan({ family: "debian", version: "12" }, "deb", { arch, variant }, [
+    ["openssl", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"],
+    ["libssl3", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"],
+    ["libssl3", "3.0.11-1~deb12u2", "3.0.11-1~deb12u3", "GHSA-2c2c-xxxx-xxxx"],
+    ["zlib1g", "1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u1", "CVE-2023-45853"],
+    ["perl", "5.36.0-7", "5.36.0-7+deb12u1", "DSA-5580-1"],
+  ]);
 }
 
 const all = (plan: UpdatePlan) => new Set(plan.updates.map((u) => u.name));
@@ -403,31 +412,13 @@ test("writeOpenVex: atomic replace, mode 0644, no temporary files left", async (
   assert.deepEqual(readdirSync(dir), ["vex.json"]);
 });
 
-/** A plan for an apk image: what a copa manifest (no scanner purls) of it turns into. */
 function apkPlan(family: string, version: string, arch: string, variant?: string): UpdatePlan {
-  const f = (name: string, installed: string, fixed: string, id: string) => ({
-    name,
-    installedVersion: installed,
-    fixedVersions: [fixed],
-    vulnerabilityId: id,
-    type: family,
-    packageType: "apk" as const,
-  });
-  return assemblePlan(
-    {
-      source: { format: "copa-v1alpha2", file: "r.json" },
-      os: { family, version },
-      arch,
-      ...(variant ? { variant } : {}),
-    },
-    [
-      f("musl", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"),
-      f("musl-utils", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"),
-      f("libcrypto3", "3.3.2-r0", "3.3.2-r1", "CVE-2024-9143"),
-      f("busybox", "1.36.1_git20240101-r29", "1.36.1_git20240101-r32", "CVE-2023-42363"),
-    ],
-    [],
-  );
+  return manifestPlan({ family, version }, "apk", { arch, variant }, [
+    ["musl", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"],
+    ["musl-utils", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"],
+    ["libcrypto3", "3.3.2-r0", "3.3.2-r1", "CVE-2024-9143"],
+    ["busybox", "1.36.1_git20240101-r29", "1.36.1_git20240101-r32", "CVE-2023-42363"],
+  ]);
 }
 
 test("apk purls: pkg:apk/<family>/NAME@VERSION with apk's arch names and distro=<family>-<release>", (t) => {
