@@ -63,6 +63,16 @@ function debianPlan(arch = "amd64", variant?: string): UpdatePlan {
 
 const all = (plan: UpdatePlan) => new Set(plan.updates.map((u) => u.name));
 
+/** The platforms of a patched index (plan, manifest digest, architecture), all fixed, each also in the index. */
+function indexSubjects(repository: string, platforms: [UpdatePlan, string, string][]): VexSubject[] {
+  const index = { digest: INDEX, repository };
+  return platforms.map(([plan, digest, architecture]) => ({
+    plan,
+    patched: all(plan),
+    products: [{ digest, repository, architecture }, index],
+  }));
+}
+
 function assertSchemaValid(doc: unknown): void {
   const r = validateOpenVex(doc, SCHEMA);
   assert.deepEqual(r.errors, []);
@@ -167,19 +177,10 @@ test("multi-platform: per-platform products plus the index, with native arch nam
   const armv7 = debianPlan("arm", "v7");
   // The arm image had no perl update.
   armv7.updates = armv7.updates.filter((u) => u.name !== "perl");
-  const index = { digest: INDEX, repository: "ghcr.io/acme/web" };
-  const subjects: VexSubject[] = [
-    {
-      plan: amd64,
-      patched: all(amd64),
-      products: [{ digest: DIGEST_A, repository: "ghcr.io/acme/web", architecture: "amd64" }, index],
-    },
-    {
-      plan: armv7,
-      patched: all(armv7),
-      products: [{ digest: DIGEST_B, repository: "ghcr.io/acme/web", architecture: "arm" }, index],
-    },
-  ];
+  const subjects = indexSubjects("ghcr.io/acme/web", [
+    [amd64, DIGEST_A, "amd64"],
+    [armv7, DIGEST_B, "arm"],
+  ]);
   const doc = buildOpenVex(subjects, { timestamp: WHEN })!;
   const cve = doc.statements.find((s) => s.vulnerability.name === "CVE-2023-45853")!;
   assert.deepEqual(
@@ -422,22 +423,13 @@ function apkPlan(family: string, version: string, arch: string, variant?: string
 }
 
 test("apk purls: pkg:apk/<family>/NAME@VERSION with apk's arch names and distro=<family>-<release>", (t) => {
-  const index = { digest: INDEX, repository: "ghcr.io/acme/alpine-app" };
-  const amd64 = apkPlan("alpine", "3.20.3", "amd64");
-  const arm64 = apkPlan("alpine", "3.20.3", "arm64", "v8");
   const wolfi = apkPlan("wolfi", "20230201", "amd64");
   const doc = buildOpenVex(
     [
-      {
-        plan: amd64,
-        patched: all(amd64),
-        products: [{ digest: DIGEST_A, repository: "ghcr.io/acme/alpine-app", architecture: "amd64" }, index],
-      },
-      {
-        plan: arm64,
-        patched: all(arm64),
-        products: [{ digest: DIGEST_B, repository: "ghcr.io/acme/alpine-app", architecture: "arm64" }, index],
-      },
+      ...indexSubjects("ghcr.io/acme/alpine-app", [
+        [apkPlan("alpine", "3.20.3", "amd64"), DIGEST_A, "amd64"],
+        [apkPlan("alpine", "3.20.3", "arm64", "v8"), DIGEST_B, "arm64"],
+      ]),
       { plan: wolfi, patched: all(wolfi), products: [{ digest: DIGEST_A, repository: "cgr.dev/acme/app" }] },
     ],
     { timestamp: WHEN },
