@@ -359,6 +359,7 @@ async function applyInRun(
   const seeded = await withCacheLock(cache, progress, signal, () =>
     seedIndexes(cache.dir, privateCache, names, keyring),
   );
+  let updateFailure: unknown;
   // copa runs `apk update` first. It refetches every index, so it runs only when the cache lacks
   // one or holds one older than apk's max age; otherwise the next command reads the cached ones.
   if (names.length && allFresh(names, seeded)) {
@@ -367,16 +368,21 @@ async function applyInRun(
       message: `apk: using the ${seeded.size} cached repository index${seeded.size === 1 ? "" : "es"} (verified, younger than ${INDEX_MAX_AGE_MINUTES / 60} h)`,
     });
   } else {
-    await runApk(
+    updateFailure = await runApk(
       run,
       "apk update",
       ["update"],
       "check that the image's apk repositories (or their --mirror) are reachable and serve their indexes",
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
     );
   }
-  // Verified right after the update, before any package's scripts ran.
+  // Verified right after the update, before any package's scripts ran; what verified is kept
+  // even when another repository failed.
   const indexes = await verifiedIndexes(privateCache, names, keyring);
   await withCacheLock(cache, progress, signal, () => saveIndexes(indexes, cache.dir));
+  if (updateFailure) throw updateFailure;
 
   if (targets === "all") {
     await runApk(run, "apk upgrade", ["upgrade"]);
