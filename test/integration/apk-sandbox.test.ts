@@ -279,6 +279,42 @@ test("a tampered index, a package whose data was altered, an unknown signer: one
   }
 });
 
+test("--ignore-errors: a fix no repository offers is left out and reported, the rest is patched", async () => {
+  const raised = join(work, "report-raised.json");
+  await writeFile(
+    raised,
+    JSON.stringify(alpineLabTrivyReport()).replace('"FixedVersion":"1.3.1-r2"', '"FixedVersion":"1.3.1-r9"'),
+  );
+  const out = join(work, "out-ignore");
+  const result = await patchImage(`docker://${source}`, {
+    report: raised,
+    ignoreErrors: true,
+    ociDir: out,
+    tag: "ignore",
+    engine: "sandbox",
+    mirrors: mirrors(repo),
+    cacheDir: join(work, "cache"),
+  });
+  assert.deepEqual(
+    result.failed.map((f) => [f.name, f.reason]),
+    [
+      [
+        "zlib",
+        "no version ≥ 1.3.1-r9 in the image's apk repositories (best: 1.3.1-r2); check them or --mirror",
+      ],
+    ],
+  );
+  const changed = new Map(result.changed.map((c) => [c.name, c.to]));
+  assert.equal(changed.get("zlib"), undefined, "zlib left as it was");
+  assert.equal(changed.get("musl"), "1.2.5-r3");
+  await inImage(
+    out,
+    "amd64",
+    async (sb) => assert.match(await apk(sb, ["info", "-v"]), /^zlib-1\.3\.1-r1$/m),
+    "ignore",
+  );
+});
+
 test("arm64 under QEMU: the image's aarch64 apk patches the arm64 lab image from the report", async (t) => {
   await run("bash", [join(import.meta.dirname, "../../scripts/install-system-deps.sh"), "--arm64-emulation"]);
   const arm = await alpineLabImage("app", "aarch64");

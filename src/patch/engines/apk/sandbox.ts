@@ -122,7 +122,7 @@ export function apkFailure(what: string, exitCode: number, output: string, hint?
   if (APK_TRUST_FAILURE.test(picked.join("\n"))) {
     return new SutureError(
       "UNTRUSTED",
-      `${what}: apk refused what the repository served (it does not match a key the image trusts): ${summary}; the mirror or a proxy is serving altered files, or the repository's key is missing (add it with --keyring NAME.rsa.pub)`,
+      `${what}: apk refused what the repository served (a signature or checksum that does not verify with the keys the image trusts): ${summary}; the mirror or a proxy is serving altered files, or the signer's key is missing (trust it with --keyring NAME.rsa.pub)`,
     );
   }
   return new SutureError(
