@@ -26,7 +26,7 @@ import {
   alpineLabTrivyReport,
   startAlpineTestRepo,
 } from "../lab/alpine-lab.ts";
-import { oneLineError, SUTURE } from "../lab/cli.ts";
+import { oneLineError, patchIntoOciDir, SUTURE } from "../lab/cli.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
 
@@ -203,29 +203,22 @@ test("update-all reuses the verified cached indexes: no index request, nothing l
   );
 });
 
-/** `suture patch --engine sandbox` of the app image through `bad` must fail with `error`, writing nothing. */
-async function refused(bad: AlpineTestRepo, name: string, error: RegExp, extra: string[] = []) {
+/** `suture patch --engine sandbox` of the app image from the report, through `through`, into the OCI layout `out`. */
+function patchThrough(through: AlpineTestRepo, out: string, cacheDir: string, extraArgs: string[] = []) {
+  return patchIntoOciDir({
+    reference: `docker://${source}`,
+    engine: "sandbox",
+    out,
+    cacheDir,
+    report,
+    extraArgs: [...through.mirrorFlags.flatMap((m) => ["--mirror", m]), ...extraArgs],
+  });
+}
+
+/** Patching through `bad` must fail with `error`, writing nothing. */
+async function refused(bad: AlpineTestRepo, name: string, error: RegExp) {
   const out = join(work, `refused-${name}`);
-  await assert.rejects(
-    cli([
-      "patch",
-      "-i",
-      `docker://${source}`,
-      "-r",
-      report,
-      "--engine",
-      "sandbox",
-      ...bad.mirrorFlags.flatMap((m) => ["--mirror", m]),
-      "--cache-dir",
-      join(work, `cache-${name}`),
-      "--oci-dir",
-      out,
-      "-t",
-      "x",
-      ...extra,
-    ]),
-    oneLineError(error),
-  );
+  await assert.rejects(patchThrough(bad, out, join(work, `cache-${name}`)), oneLineError(error));
   assert.equal(existsSync(out), false, "nothing written");
 }
 
@@ -251,24 +244,7 @@ test("a tampered index, a package whose data was altered, an unknown signer: one
     assert.equal(entries.length, 1, entries.join(" "));
     // The other signer's key given with --keyring: trusted for this run, and the patch goes through.
     const out = join(work, "out-keyring");
-    await cli([
-      "patch",
-      "-i",
-      `docker://${source}`,
-      "-r",
-      report,
-      "--engine",
-      "sandbox",
-      ...other.mirrorFlags.flatMap((m) => ["--mirror", m]),
-      "--keyring",
-      other.publicKeyFile,
-      "--cache-dir",
-      join(work, "cache-keyring"),
-      "--oci-dir",
-      out,
-      "-t",
-      "k",
-    ]);
+    await patchThrough(other, out, join(work, "cache-keyring"), ["--keyring", other.publicKeyFile]);
     const layer = await patchLayerOf(out);
     assert.ok(
       !layer.paths.some((p) => p.includes(other.keyName)),

@@ -11,7 +11,7 @@ import { readFileInRoot } from "../../../fs/in-root.ts";
 import { readFileCapped } from "../../../fs/read-capped.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
-import { withFileLock } from "../../../sandbox/file-lock.ts";
+import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../../sandbox/runtime.ts";
 import { nativeArch } from "../../../vex/purl.ts";
 import {
@@ -253,14 +253,7 @@ function withCacheLock<T>(
   signal: AbortSignal | undefined,
   fn: () => Promise<T>,
 ): Promise<T> {
-  return withFileLock(cache.lock, fn, {
-    signal,
-    onWait: (owner) =>
-      progress({
-        type: "warning",
-        message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apk index cache`,
-      }),
-  });
+  return withSharedCacheLock(cache.lock, "apk index cache", progress, signal, fn);
 }
 
 /** Run state shared by the steps of one apply. */
