@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { type ApkConfig, readApkConfig } from "../../../distro/apk/config.ts";
 import { INSTALLED_DB_PATH, parseInstalledDb } from "../../../distro/apk/installed-db.ts";
 import { type ApkKeyring, apkKeyring, mergeApkKeyrings } from "../../../distro/apk/signature.ts";
@@ -306,7 +306,7 @@ export const apkSandboxEngine: PatchEngine = {
     const repositoriesFile = formatRepositoriesFile(config);
     const names = cachedIndexNames(config.repositories, arch);
     const cache = indexCacheFor(ctx.cacheDir, arch, repositoriesFile, pems);
-    await mkdir(join(cache.dir, ".."), { recursive: true });
+    await mkdir(dirname(cache.lock), { recursive: true });
 
     // The run's own files: keys and repositories read-only, the index cache private to this run.
     const own = join(sandbox.scratchDir, "apk");
