@@ -112,7 +112,15 @@ const MALFORMED = "the package is malformed or hostile, so nothing was installed
 interface StagedDir {
   path: string;
   acl: ApkAcl;
+  owner: OwnerNames;
   xattrs: Map<string, Buffer>;
+  record: InstalledDir;
+}
+
+/** The archive's owner and group names, resolved in the image when the package is placed. */
+interface OwnerNames {
+  uname?: string;
+  gname?: string;
 }
 
 /** A file, symlink or hardlink of a package's data archive, written under the staging directory. */
@@ -120,6 +128,10 @@ interface StagedFile {
   dir: string;
   name: string;
   staged: string;
+  /** The archive's ids and mode (the record's `a:` is set once names are resolved). */
+  acl: ApkAcl;
+  owner: OwnerNames;
+  symlink: boolean;
   record: InstalledFile;
   /** Left out: an installed package that replaces this one owns the path (apk's replaces priority). */
   skip?: boolean;
@@ -158,6 +170,7 @@ export async function installApkPackages(
       ? new ScriptRunner(options.sandbox, options.timeoutMs)
       : undefined;
   const skippedScripts: string[] = [];
+  const ids = new ImageIds(root);
 
   const seen = new Set<string>();
   for (const { pkg, entry } of items) {
@@ -204,7 +217,7 @@ export async function installApkPackages(
       skippedScripts.push(`${pkg.name} ${type.slice(1)}`);
       return;
     }
-    return runner.run(pkg, type, body, args);
+    return runner.run(pkg, type, body, args).finally(() => ids.reset());
   };
   try {
     for (const name of remove) {
@@ -228,7 +241,7 @@ export async function installApkPackages(
           pkg.scripts.get(s.old ? ".pre-upgrade" : ".pre-install"),
           args,
         );
-      placePackage(root, s, protectedPaths, modifiedDirs, warnings);
+      await placePackage(root, s, ids, protectedPaths, modifiedDirs, warnings);
       state.byName.set(entry.name, s.record);
       if (s.old) purge(root, s.old, state, protectedPaths, modifiedDirs);
       await scripts(
@@ -332,6 +345,53 @@ function aclOf(entry: ApkDataEntry, xattrs: Map<string, Buffer>): ApkAcl {
   return acl;
 }
 
+function ownerNames(entry: ApkDataEntry): OwnerNames {
+  const names: OwnerNames = {};
+  if (entry.header.uname) names.uname = entry.header.uname;
+  if (entry.header.gname) names.gname = entry.header.gname;
+  return names;
+}
+
+/**
+ * The image's users and groups by name, as apk resolves a package file's owner: the archive's
+ * owner name looked up in the image's /etc/passwd (group in /etc/group), its numeric id when the
+ * image has no such name. Read again after scripts ran (a pre-install adds its users).
+ */
+class ImageIds {
+  readonly #root: string;
+  #users: Map<string, number> | undefined;
+  #groups: Map<string, number> | undefined;
+
+  constructor(root: string) {
+    this.#root = root;
+  }
+
+  reset(): void {
+    this.#users = undefined;
+    this.#groups = undefined;
+  }
+
+  async resolve(acl: ApkAcl, names: OwnerNames): Promise<ApkAcl> {
+    if (names.uname === undefined && names.gname === undefined) return acl;
+    this.#users ??= await this.#table("/etc/passwd");
+    this.#groups ??= await this.#table("/etc/group");
+    const uid = names.uname === undefined ? undefined : this.#users.get(names.uname);
+    const gid = names.gname === undefined ? undefined : this.#groups.get(names.gname);
+    return { ...acl, uid: uid ?? acl.uid, gid: gid ?? acl.gid };
+  }
+
+  async #table(path: string): Promise<Map<string, number>> {
+    const map = new Map<string, number>();
+    const text = (await readFileInRoot(this.#root, path))?.toString("utf8") ?? "";
+    for (const line of text.split("\n")) {
+      const [name, , id] = line.split(":");
+      // The first entry of a name wins, as getpwent finds it.
+      if (name && id && /^\d{1,10}$/.test(id) && !map.has(name)) map.set(name, Number(id));
+    }
+    return map;
+  }
+}
+
 function sameAcl(a: ApkAcl, b: ApkAcl): boolean {
   return a.uid === b.uid && a.gid === b.gid && a.mode === b.mode && a.xattrChecksum === b.xattrChecksum;
 }
@@ -419,11 +479,15 @@ async function stagePackage(
       if (h.type === "directory") {
         if (byPath.has(path))
           throw packageError(item, `has ${quoteUntrusted(path)} as both a file and a directory`);
-        const acl = aclOf(member, h.xattrs);
         const d = dirOf(path);
-        if (!sameAcl(acl, DIR_ACL_DEFAULT)) d.acl = acl;
-        else delete d.acl;
-        if (!stagedDirs.has(path)) dirs.push({ path, acl, xattrs: h.xattrs });
+        if (!stagedDirs.has(path))
+          dirs.push({
+            path,
+            acl: aclOf(member, h.xattrs),
+            owner: ownerNames(member),
+            xattrs: h.xattrs,
+            record: d,
+          });
         stagedDirs.add(path);
         continue;
       }
@@ -439,9 +503,7 @@ async function stagePackage(
           "INVALID_ARCHIVE",
           `package ${entry.name} ${entry.version} ships ${h.type} device ${quoteUntrusted(path)}: packages with device nodes or fifos cannot be installed natively; use --engine sandbox`,
         );
-      const acl = aclOf(member, h.xattrs);
       const record: InstalledFile = { name };
-      if (!sameAcl(acl, FILE_ACL_DEFAULT)) record.acl = acl;
       const staged = join(place, String(n++));
       let checksum = recordedChecksum(member);
       if (h.type === "file") {
@@ -480,7 +542,15 @@ async function stagePackage(
         const d = recordDirs.get(previous.dir)!;
         d.files = d.files.filter((f) => f !== previous.record);
       }
-      const file: StagedFile = { dir, name, staged, record };
+      const file: StagedFile = {
+        dir,
+        name,
+        staged,
+        acl: aclOf(member, h.xattrs),
+        owner: ownerNames(member),
+        symlink: h.type === "symlink",
+        record,
+      };
       dirOf(dir).files.push(record);
       byPath.set(path, file);
       files.push(file);
@@ -523,9 +593,39 @@ function checkTree(root: string, s: StagedPackage): void {
   for (const f of s.files) {
     const walk = walkInRoot(root, `/${joinPath(f.dir, f.name)}`, { followFinal: false });
     if (walk.kind === "not-directory") throw conflict(walk.path.slice(1), "not a directory");
-    if (walk.kind === "found" && walk.stat.isDirectory())
-      throw conflict(joinPath(f.dir, f.name), "a directory, where the package has a file");
+    // A directory the old version had may become a file (alpine-baselayout's /var/lock): its
+    // pre-upgrade script migrates it, or it is removed when it holds nothing but the old
+    // version's empty directories (placePackage).
+    const path = joinPath(f.dir, f.name);
+    if (walk.kind === "found" && walk.stat.isDirectory() && !s.old?.dirs.some((d) => d.path === path))
+      throw conflict(path, "a directory, where the package has a file");
   }
+}
+
+/**
+ * Make room for a file where the image has a directory the old version owned: its empty
+ * directories listed by the old version are removed, deepest first; anything else in it is a
+ * conflict (PATCH_FAILED).
+ */
+function clearOldDirectory(root: string, s: StagedPackage, path: string, host: string): void {
+  const below = (s.old?.dirs ?? [])
+    .map((d) => d.path)
+    .filter((p) => p === path || p.startsWith(`${path}/`))
+    .sort((a, b) => b.split("/").length - a.split("/").length);
+  for (const p of below) {
+    const walk = walkInRoot(root, `/${p}`, { followFinal: false });
+    if (walk.kind !== "found" || !walk.stat.isDirectory()) continue;
+    try {
+      rmdirSync(walk.host);
+    } catch {
+      break;
+    }
+  }
+  if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory())
+    throw new SutureError(
+      "PATCH_FAILED",
+      `cannot install ${s.item.entry.name} ${s.item.entry.version}: /${path} is a directory with files in the image, where the package has a file; remove it from the image or use --engine sandbox`,
+    );
 }
 
 /** apk's `apk_dep_is_materialized`: whether `pkg` (name, version) is what `dep` names. */
@@ -627,17 +727,22 @@ function checksumAt(host: string, like: string | undefined): string | undefined 
  * mode and xattrs; existing ones and symlinks to directories left as they are), then its files
  * renamed into place, apk's `apk_db_migrate_files`: in a protected directory, an existing file
  * that is not what the db recorded for it (modified by the image, or unknown to apk) stays; the
- * new version is dropped when identical, else written as `NAME.apk-new`.
+ * new version is dropped when identical, else written as `NAME.apk-new`. Owners are resolved by
+ * name now, after the package's pre-install script, as apk does.
  */
-function placePackage(
+async function placePackage(
   root: string,
   s: StagedPackage,
+  ids: ImageIds,
   protectedPaths: ProtectedPaths,
   modifiedDirs: Set<string>,
   warnings: string[],
-): void {
+): Promise<void> {
   const { entry } = s.item;
   for (const d of s.dirs) {
+    const acl = await ids.resolve(d.acl, d.owner);
+    if (sameAcl(acl, DIR_ACL_DEFAULT)) delete d.record.acl;
+    else d.record.acl = acl;
     const walk = walkInRoot(root, `/${d.path}`, {
       followFinal: false,
       keepDirlinks: true,
@@ -647,8 +752,8 @@ function placePackage(
     if (walk.kind !== "missing")
       throw new SutureError("PATCH_FAILED", `/${d.path} is not a directory in the image`);
     mkdirSync(walk.host, { mode: 0o700 });
-    chownSync(walk.host, d.acl.uid, d.acl.gid);
-    chmodSync(walk.host, d.acl.mode);
+    chownSync(walk.host, acl.uid, acl.gid);
+    chmodSync(walk.host, acl.mode);
     setXattrs(walk.host, d.xattrs);
   }
   for (const d of s.record.dirs) modifiedDirs.add(d.path);
@@ -658,6 +763,14 @@ function placePackage(
       rmSync(f.staged, { force: true });
       continue;
     }
+    const acl = await ids.resolve(f.acl, f.owner);
+    if (sameAcl(acl, FILE_ACL_DEFAULT)) delete f.record.acl;
+    else f.record.acl = acl;
+    if (acl.uid !== f.acl.uid || acl.gid !== f.acl.gid) {
+      lchownSync(f.staged, acl.uid, acl.gid);
+      // chown clears setuid and setgid.
+      if (!f.symlink && acl.mode & 0o7000) chmodSync(f.staged, acl.mode);
+    }
     const dir = hostDir(root, f.dir);
     if (!dir)
       throw new SutureError(
@@ -665,11 +778,13 @@ function placePackage(
         `cannot install ${entry.name} ${entry.version}: /${f.dir} is not a directory in the image`,
       );
     const host = childPath(dir, f.name, "package file name");
+    const st = lstatSync(host, { throwIfNoEntry: false });
+    if (st?.isDirectory()) clearOldDirectory(root, s, path, host);
     const recorded = f.recordedBefore;
-    const exists = lstatSync(host, { throwIfNoEntry: false }) !== undefined;
     if (
       protectedPaths.protects(f.dir) &&
-      exists &&
+      st !== undefined &&
+      !st.isDirectory() &&
       (recorded === undefined || checksumAt(host, recorded) !== recorded)
     ) {
       if (f.record.checksum !== undefined && checksumAt(host, f.record.checksum) === f.record.checksum) {
