@@ -1,6 +1,6 @@
 import { mkdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { readTar } from "../../../../archive/tar/read.ts";
-import { encodeTarHeader, TAR_END, tarPadding } from "../../../../archive/tar/write.ts";
+import { TAR_END, tarPadding } from "../../../../archive/tar/write.ts";
 import { APK_SCRIPT_NAMES, type ApkScriptName } from "../../../../distro/apk/package.ts";
 import { APK_CHECKSUM } from "../../../../distro/apk/records.ts";
 import { describeCause, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
@@ -75,15 +75,11 @@ export function serializeScriptsTar(packages: readonly ScriptsOwner[]): Buffer {
       const data = pkg.scripts.get(type);
       if (!data) continue;
       parts.push(
-        encodeTarHeader({
-          path: `${pkg.name}-${pkg.version}.${pkg.checksum}${type}`,
-          type: "file",
-          mode: 0o755,
-          uid: 0,
-          gid: 0,
-          mtime: pkg.buildTime ?? 0,
-          size: data.length,
-        }),
+        scriptMemberHeader(
+          `${pkg.name}-${pkg.version}.${pkg.checksum}${type}`,
+          data.length,
+          pkg.buildTime ?? 0,
+        ),
         data,
         tarPadding(data.length),
       );
@@ -91,6 +87,38 @@ export function serializeScriptsTar(packages: readonly ScriptsOwner[]): Buffer {
   }
   parts.push(TAR_END);
   return Buffer.concat(parts);
+}
+
+/**
+ * The header apk-tools' `apk_tar_write_entry` gives a `scripts.tar` member, byte for byte (GNU
+ * magic, owner names `root`, size and mtime without a terminating NUL), so that the database a
+ * native patch writes is the one the image's apk writes for the same packages. The general tar
+ * writer writes POSIX ustar, which apk reads just as well but which is not these bytes.
+ */
+function scriptMemberHeader(name: string, size: number, mtime: number): Buffer {
+  const h = Buffer.alloc(512);
+  const octal = (offset: number, width: number, value: number, nul: boolean) =>
+    h.write(
+      `${value.toString(8).padStart(nul ? width - 1 : width, "0")}${nul ? "\0" : ""}`,
+      offset,
+      "latin1",
+    );
+  // Names are `<name>-<version>.<checksum>.<script>`: checked package identities, ASCII, short.
+  h.write(name.slice(0, 100), 0, "latin1");
+  octal(100, 8, 0o755, true);
+  octal(108, 8, 0, true);
+  octal(116, 8, 0, true);
+  octal(124, 12, size, false);
+  octal(136, 12, mtime, false);
+  h[156] = 0x30; // regular file
+  h.write("ustar  ", 257, "latin1");
+  h.write("root", 265, "latin1");
+  h.write("root", 297, "latin1");
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of h) sum += byte;
+  octal(148, 7, sum, true);
+  return h;
 }
 
 /** apk-tools' script type numbering, which orders a package's members in `scripts.tar`. */
