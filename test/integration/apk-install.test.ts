@@ -219,6 +219,78 @@ const UPGRADES = [
   "musl-utils",
 ];
 
+/** The path of an item's package file as the real apk sees it (pkgDir mounted at /pkgs). */
+function fileArg(item: ApkInstallItem): string {
+  return `/pkgs/${item.pkg.path.slice(pkgDir.length + 1)}`;
+}
+
+/** The image's own apk, in runc, with the test's packages at /pkgs; it must succeed. */
+async function realApk(root: string, ...args: string[]): Promise<void> {
+  const real = await runInSandbox({
+    rootfs: root,
+    args: ["/sbin/apk", ...args, "--no-network", "--allow-untrusted"],
+    mounts: [{ destination: "/pkgs", source: pkgDir, options: ["ro"] }],
+    timeoutMs: 120_000,
+    bundleParent: work,
+  });
+  assert.equal(real.exitCode, 0, `${real.stdout}${real.stderr}`);
+}
+
+/** Both roots hold the same tree (types, modes, owners, sizes, targets) and the same apk databases. */
+function assertSameAsApk(ours: string, theirs: string): void {
+  const tree = (root: string) => {
+    const out = new Map<string, string>();
+    for (const [path, line] of snapshot(root)) {
+      // Times and inode numbers differ between any two installs; apk's world lists what it was
+      // asked for; runc mounts a tmpfs on /dev, so what apk made there is not in its root.
+      const [kind, mode, owner, size] = line.split(" ");
+      if (path === "etc/apk/world" || path.startsWith("pkgs") || path.startsWith("dev/")) continue;
+      out.set(path, `${kind} ${mode} ${owner} ${kind === "d" ? "" : size}`);
+    }
+    return out;
+  };
+  const a = tree(ours);
+  const b = tree(theirs);
+  const differ = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
+  assert.deepEqual(
+    differ.map((k) => `${k}: suture ${a.get(k)} apk ${b.get(k)}`),
+    [],
+  );
+  for (const db of ["lib/apk/db/installed", "lib/apk/db/triggers", "lib/apk/db/scripts.tar"])
+    assert.deepEqual(readFileSync(join(ours, db), "latin1"), readFileSync(join(theirs, db), "latin1"), db);
+}
+
+/**
+ * A package new to the image: its own /usr/sbin tool, busybox's /etc/securetty (taken over when
+ * `extra` says it replaces busybox), and install scripts that leave a note of how they were run.
+ */
+async function newPackage(name: string, extra: string): Promise<ApkInstallItem> {
+  const pkginfo = `pkgname = ${name}\npkgver = 1.0-r0\npkgdesc = site policy\nurl = https://example.org\nbuilddate = 1700000000\nsize = 8192\narch = x86_64\norigin = ${name}\nlicense = MIT\ndepend = busybox\n${extra}`;
+  const script = (type: string) => ({
+    name: `.${type}`,
+    data: `#!/bin/sh\necho "${type} $*" >> /root/installed\n`,
+    mode: 0o755,
+  });
+  const built = buildApk({
+    pkginfo,
+    scripts: [script("pre-install"), script("post-install")],
+    files: [
+      { name: "etc", type: "directory" },
+      { name: "etc/securetty", data: "console\n" },
+      { name: "usr", type: "directory" },
+      { name: "usr/sbin", type: "directory" },
+      { name: "usr/sbin/site-policy", data: "#!/bin/sh\nexit 0\n", mode: 0o755 },
+    ],
+  });
+  const file = join(pkgDir, `${name}-1.0-r0-${Math.random().toString(36).slice(2)}.apk`);
+  writeFileSync(file, built.bytes);
+  const [entry] = parseApkIndex(
+    `C:${built.checksum}\nP:${name}\nV:1.0-r0\nA:x86_64\nS:${built.bytes.length}\nI:8192\nT:site policy\nU:https://example.org\nL:MIT\no:${name}\nt:1700000000\nD:busybox\n`,
+    "test index",
+  );
+  return { pkg: await openApk(file), entry: entry!, repository: "http://127.0.0.1/test/main" };
+}
+
 describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
   test("upgrades twelve real packages: scripts and triggers run, apk sees the new versions and a clean system", async () => {
     const root = freshRoot("upgrade");
@@ -312,41 +384,59 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
     const items = [];
     for (const name of UPGRADES) items.push(await edgePackage(name));
     await installApkPackages(items, [], { sandbox: runcSandbox(ours), progress: () => {} });
-    const real = await runInSandbox({
-      rootfs: theirs,
-      args: [
-        "/sbin/apk",
-        "add",
-        "--no-network",
-        "--allow-untrusted",
-        ...items.map((i) => `/pkgs/${i.pkg.path.slice(pkgDir.length + 1)}`),
-      ],
-      mounts: [{ destination: "/pkgs", source: pkgDir, options: ["ro"] }],
-      timeoutMs: 120_000,
-      bundleParent: work,
-    });
-    assert.equal(real.exitCode, 0, `${real.stdout}${real.stderr}`);
+    await realApk(theirs, "add", ...items.map(fileArg));
+    assertSameAsApk(ours, theirs);
+  });
 
-    const tree = (root: string) => {
-      const out = new Map<string, string>();
-      for (const [path, line] of snapshot(root)) {
-        // Times and inode numbers differ between any two installs; apk's world lists the files it
-        // was given; runc mounts a tmpfs on /dev, so what apk made there is not in its root.
-        const [kind, mode, owner, size] = line.split(" ");
-        if (path === "etc/apk/world" || path.startsWith("pkgs") || path.startsWith("dev/")) continue;
-        out.set(path, `${kind} ${mode} ${owner} ${kind === "d" ? "" : size}`);
-      }
-      return out;
-    };
-    const a = tree(ours);
-    const b = tree(theirs);
-    const differ = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
+  test("removing a package: what apk del leaves", async () => {
+    const ours = freshRoot("del-suture");
+    const theirs = freshRoot("del-apk");
+    await installApkPackages([], ["alpine-keys"], { sandbox: runcSandbox(ours), progress: () => {} });
+    await realApk(theirs, "del", "alpine-keys");
+    assert.equal(existsSync(join(ours, "usr/share/apk/keys/x86_64")), false);
+    assertSameAsApk(ours, theirs);
+  });
+
+  test("a new package taking another's file by replaces: what apk add does, scripts included", async () => {
+    const ours = freshRoot("replaces-suture");
+    const theirs = freshRoot("replaces-apk");
+    const item = await newPackage("securetty-site", "replaces = busybox\n");
+    const sandbox = runcSandbox(ours);
+    await installApkPackages([item], [], { sandbox, progress: () => {} });
     assert.deepEqual(
-      differ.map((k) => `${k}: suture ${a.get(k)} apk ${b.get(k)}`),
-      [],
+      sandbox.calls.map((c) => c.join(" ")),
+      [
+        "/lib/apk/exec/securetty-site-1.0-r0.pre-install 1.0-r0",
+        "/lib/apk/exec/securetty-site-1.0-r0.post-install 1.0-r0",
+        "/lib/apk/exec/busybox-1.36.1-r29.trigger /usr/sbin",
+      ],
     );
-    for (const db of ["lib/apk/db/installed", "lib/apk/db/triggers", "lib/apk/db/scripts.tar"])
-      assert.deepEqual(readFileSync(join(ours, db), "latin1"), readFileSync(join(theirs, db), "latin1"), db);
+    assert.equal(readFileSync(join(ours, "etc/securetty"), "utf8"), "console\n");
+    assert.equal(
+      readFileSync(join(ours, "root/installed"), "utf8"),
+      "pre-install 1.0-r0\npost-install 1.0-r0\n",
+    );
+    await realApk(theirs, "add", fileArg(item));
+    assertSameAsApk(ours, theirs);
+    const owner = await apk(ours, "info", "--who-owns", "/etc/securetty");
+    assert.match(owner.stdout, /owned by securetty-site-1\.0-r0/);
+  });
+
+  test("a new package overwriting another's file without replaces: refused, nothing changed", async () => {
+    const root = freshRoot("conflict");
+    const before = snapshot(root);
+    const item = await newPackage("securetty-site", "");
+    await assert.rejects(
+      installApkPackages([item], [], { sandbox: runcSandbox(root), progress: () => {} }),
+      (e) =>
+        isSutureError(e, "PATCH_FAILED") &&
+        e.message.includes("/etc/securetty (owned by busybox 1.36.1-r29)") &&
+        !e.message.includes("\n"),
+    );
+    const now = snapshot(root);
+    now.delete(".");
+    before.delete(".");
+    assert.deepEqual(now, before);
   });
 
   test("an image without /bin/sh: no script runs, a warning names them, nothing is added", async () => {
