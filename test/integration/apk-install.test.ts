@@ -278,7 +278,8 @@ async function newPackage(name: string, extra: string): Promise<ApkInstallItem> 
       { name: "etc", type: "directory" },
       { name: "etc/securetty", data: "console\n" },
       { name: "usr", type: "directory" },
-      { name: "usr/sbin", type: "directory" },
+      // Narrower than alpine-baselayout's 0755: apk combines the owners' modes.
+      { name: "usr/sbin", type: "directory", mode: 0o750 },
       { name: "usr/sbin/site-policy", data: "#!/bin/sh\nexit 0\n", mode: 0o755 },
     ],
   });

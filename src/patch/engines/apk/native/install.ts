@@ -206,6 +206,7 @@ export async function installApkPackages(
 
   // Phase 2: apply, package by package, as apk commits a changeset.
   const modifiedDirs = new Set<string>();
+  const permissionUpdates = new Set<string>();
   const scripts = (
     pkg: { name: string; version: string },
     type: ApkScriptName,
@@ -241,7 +242,16 @@ export async function installApkPackages(
           pkg.scripts.get(s.old ? ".pre-upgrade" : ".pre-install"),
           args,
         );
-      await placePackage(root, s, ids, protectedPaths, modifiedDirs, warnings);
+      await placePackage(
+        root,
+        s,
+        [...state.byName.values()],
+        permissionUpdates,
+        ids,
+        protectedPaths,
+        modifiedDirs,
+        warnings,
+      );
       state.byName.set(entry.name, s.record);
       if (s.old) purge(root, s.old, state, protectedPaths, modifiedDirs);
       await scripts(
@@ -254,6 +264,8 @@ export async function installApkPackages(
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
+
+  updateDirectoryPermissions(root, permissionUpdates, state.byName.values());
 
   // Triggers, then the databases.
   const changed = new Set([...staged.map((s) => s.item.entry.name), ...remove]);
@@ -733,6 +745,8 @@ function checksumAt(host: string, like: string | undefined): string | undefined 
 async function placePackage(
   root: string,
   s: StagedPackage,
+  packages: readonly InstalledPackage[],
+  permissionUpdates: Set<string>,
   ids: ImageIds,
   protectedPaths: ProtectedPaths,
   modifiedDirs: Set<string>,
@@ -748,9 +762,17 @@ async function placePackage(
       keepDirlinks: true,
       create: "parents",
     });
-    if (walk.kind === "found") continue;
+    if (walk.kind === "found") {
+      // apk_db_dir_prepare: a directory as the db expects it may be brought to the new owners'
+      // permissions; one the image changed (or a symlink standing in for it) is left alone.
+      const st = lstatSync(walk.host, { throwIfNoEntry: false });
+      const expected = combinedDirAcl(d.path, packages);
+      if (st?.isDirectory() && expected && matchesAcl(st, expected)) permissionUpdates.add(d.path);
+      continue;
+    }
     if (walk.kind !== "missing")
       throw new SutureError("PATCH_FAILED", `/${d.path} is not a directory in the image`);
+    permissionUpdates.add(d.path);
     mkdirSync(walk.host, { mode: 0o700 });
     chownSync(walk.host, acl.uid, acl.gid);
     chmodSync(walk.host, acl.mode);
@@ -798,6 +820,46 @@ async function placePackage(
       continue;
     }
     renameInto(f.staged, host, s);
+  }
+}
+
+/**
+ * What apk makes of the owners of a directory listed by several packages: the lowest uid (then
+ * gid) among their `M:` acls wins, and the modes of the acls with that owner are and-ed.
+ */
+function combinedDirAcl(path: string, packages: Iterable<InstalledPackage>): ApkAcl | undefined {
+  let acl: ApkAcl | undefined;
+  for (const pkg of packages)
+    for (const d of pkg.dirs) {
+      if (d.path !== path) continue;
+      const a = d.acl ?? DIR_ACL_DEFAULT;
+      if (!acl || a.uid < acl.uid || (a.uid === acl.uid && a.gid < acl.gid)) acl = { ...a };
+      else if (a.uid === acl.uid && a.gid === acl.gid) acl.mode &= a.mode;
+    }
+  return acl;
+}
+
+function matchesAcl(st: Stats, acl: ApkAcl): boolean {
+  return (st.mode & 0o7777) === (acl.mode & 0o7777) && st.uid === acl.uid && st.gid === acl.gid;
+}
+
+/**
+ * apk_db_update_directory_permissions: the directories created now or found as the db expected
+ * get the owner and mode their owners (after the commit) combine to.
+ */
+function updateDirectoryPermissions(
+  root: string,
+  dirs: Set<string>,
+  packages: Iterable<InstalledPackage>,
+): void {
+  const all = [...packages];
+  for (const path of dirs) {
+    const acl = combinedDirAcl(path, all);
+    if (!acl) continue;
+    const walk = walkInRoot(root, `/${path}`, { followFinal: false });
+    if (walk.kind !== "found" || !walk.stat.isDirectory() || matchesAcl(walk.stat, acl)) continue;
+    chownSync(walk.host, acl.uid, acl.gid);
+    chmodSync(walk.host, acl.mode);
   }
 }
 
