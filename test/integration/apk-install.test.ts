@@ -21,6 +21,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { getAttributeSync } from "@napi-rs/xattr";
 import { parseApkIndex } from "../../src/distro/apk/apkindex.ts";
 import { parseInstalledDb } from "../../src/distro/apk/installed-db.ts";
 import { checkApkAgainstIndex, openApk } from "../../src/distro/apk/package.ts";
@@ -245,7 +246,10 @@ function assertSameAsApk(ours: string, theirs: string): void {
       // asked for; runc mounts a tmpfs on /dev, so what apk made there is not in its root.
       const [kind, mode, owner, size] = line.split(" ");
       if (path === "etc/apk/world" || path.startsWith("pkgs") || path.startsWith("dev/")) continue;
-      out.set(path, `${kind} ${mode} ${owner} ${kind === "d" ? "" : size}`);
+      out.set(
+        path,
+        `${kind} ${mode} ${owner} ${kind === "d" ? "" : size} ${line.slice(line.lastIndexOf(" ["))}`,
+      );
     }
     return out;
   };
@@ -261,8 +265,9 @@ function assertSameAsApk(ours: string, theirs: string): void {
 }
 
 /**
- * A package new to the image: its own /usr/sbin tool, busybox's /etc/securetty (taken over when
- * `extra` says it replaces busybox), and install scripts that leave a note of how they were run.
+ * A package new to the image: its own /usr/sbin tool (with an xattr, and a hardlink to it),
+ * busybox's /etc/securetty (taken over when `extra` says it replaces busybox), and install
+ * scripts that leave a note of how they were run.
  */
 async function newPackage(name: string, extra: string): Promise<ApkInstallItem> {
   const pkginfo = `pkgname = ${name}\npkgver = 1.0-r0\npkgdesc = site policy\nurl = https://example.org\nbuilddate = 1700000000\nsize = 8192\narch = x86_64\norigin = ${name}\nlicense = MIT\ndepend = busybox\n${extra}`;
@@ -280,7 +285,13 @@ async function newPackage(name: string, extra: string): Promise<ApkInstallItem> 
       { name: "usr", type: "directory" },
       // Narrower than alpine-baselayout's 0755: apk combines the owners' modes.
       { name: "usr/sbin", type: "directory", mode: 0o750 },
-      { name: "usr/sbin/site-policy", data: "#!/bin/sh\nexit 0\n", mode: 0o755 },
+      {
+        name: "usr/sbin/site-policy",
+        data: "#!/bin/sh\nexit 0\n",
+        mode: 0o755,
+        xattrs: { "user.site": "policy" },
+      },
+      { name: "usr/sbin/site-policy-check", type: "hardlink", linkname: "usr/sbin/site-policy", mode: 0o755 },
     ],
   });
   const file = join(pkgDir, `${name}-1.0-r0-${Math.random().toString(36).slice(2)}.apk`);
@@ -417,6 +428,19 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
       readFileSync(join(ours, "root/installed"), "utf8"),
       "pre-install 1.0-r0\npost-install 1.0-r0\n",
     );
+    // The xattr is set and recorded (its checksum in `a:`), the hardlink is one file with the
+    // checksum of its target.
+    assert.equal(getAttributeSync(join(ours, "usr/sbin/site-policy"), "user.site")?.toString(), "policy");
+    assert.equal(
+      lstatSync(join(ours, "usr/sbin/site-policy-check")).ino,
+      lstatSync(join(ours, "usr/sbin/site-policy")).ino,
+    );
+    const record = parseInstalledDb(readFileSync(join(ours, "lib/apk/db/installed"), "utf8")).find(
+      (p) => p.info.name === "securetty-site",
+    )!;
+    const sbin = record.dirs.find((d) => d.path === "usr/sbin")!;
+    assert.match(sbin.files[0]!.acl?.xattrChecksum ?? "", /^Q1/);
+    assert.equal(sbin.files[1]!.checksum, sbin.files[0]!.checksum);
     await realApk(theirs, "add", fileArg(item));
     assertSameAsApk(ours, theirs);
     const owner = await apk(ours, "info", "--who-owns", "/etc/securetty");
