@@ -21,6 +21,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import zlib from "node:zlib";
 import { getAttributeSync } from "@napi-rs/xattr";
 import { parseApkIndex } from "../../src/distro/apk/apkindex.ts";
 import { parseInstalledDb } from "../../src/distro/apk/installed-db.ts";
@@ -30,10 +31,11 @@ import { type ApkInstallItem, installApkPackages } from "../../src/patch/engines
 import { parseScriptsTar, parseTriggersDb } from "../../src/patch/engines/apk/native/scripts.ts";
 import type { EngineSandbox } from "../../src/patch/engines/engine.ts";
 import { runInSandbox } from "../../src/sandbox/runtime.ts";
+import { withSandbox } from "../../src/sandbox/sandbox.ts";
 import { minirootfs } from "../lab/alpine-rootfs.ts";
 import { type ApkParts, buildApk, type SegmentFile } from "../lab/apk.ts";
 import { requiring } from "../lab/requirements.ts";
-import { snapshot } from "./sandbox-fixtures.ts";
+import { imageOf, snapshot } from "./sandbox-fixtures.ts";
 
 const { before, after, describe, test } = await requiring("root", "runc");
 
@@ -309,7 +311,7 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
     const auditBefore = new Set((await apk(root, "audit")).stdout.trim().split("\n"));
     // The image's author edited a protected config file.
     writeFileSync(join(root, "etc/motd"), "Welcome to our image\n");
-    const items = [];
+    const items: ApkInstallItem[] = [];
     for (const name of UPGRADES) items.push(await edgePackage(name));
     const sandbox = runcSandbox(root);
     const { warnings, scriptsMs } = await installApkPackages(items, [], { sandbox, progress: () => {} });
@@ -393,7 +395,7 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
   test("the same packages installed by the real apk give the same tree and the same database", async () => {
     const ours = freshRoot("diff-suture");
     const theirs = freshRoot("diff-apk");
-    const items = [];
+    const items: ApkInstallItem[] = [];
     for (const name of UPGRADES) items.push(await edgePackage(name));
     await installApkPackages(items, [], { sandbox: runcSandbox(ours), progress: () => {} });
     await realApk(theirs, "add", ...items.map(fileArg));
@@ -462,6 +464,29 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
     now.delete(".");
     before.delete(".");
     assert.deepEqual(now, before);
+  });
+
+  test("over the image's layers in the sandbox's overlay, as the engine runs it", async () => {
+    const { image } = await imageOf([zlib.gunzipSync(readFileSync(minirootfs("3.20.3", "x86_64")))]);
+    const items: ApkInstallItem[] = [];
+    for (const name of UPGRADES) items.push(await edgePackage(name));
+    const sandboxes = join(work, "overlay");
+    await withSandbox(image, { cacheDir: join(sandboxes, "cache"), workRoot: sandboxes }, async (s) => {
+      const { warnings } = await installApkPackages(items, [], { sandbox: s, progress: () => {} });
+      assert.deepEqual(warnings, []);
+      const audit = await s.run(["/sbin/apk", "audit", "--system"]);
+      assert.equal(`${audit.stdout}${audit.stderr}`, "");
+      const info = await s.run(["/sbin/apk", "info", "-v"]);
+      assert.match(info.stdout, /^busybox-1\.36\.1-r32$/m);
+      // Only what the upgrade changed is in the upper dir: no staging, no script files.
+      const upper = readdirSync(s.upperDir).sort();
+      assert.deepEqual(
+        upper.filter((n) => n.startsWith(".")),
+        [],
+      );
+      assert.deepEqual(readdirSync(join(s.upperDir, "lib/apk/exec")), []);
+      assert.ok(existsSync(join(s.upperDir, "usr/lib/sysctl.d/00-alpine.conf")));
+    });
   });
 
   test("an image without /bin/sh: no script runs, a warning names them, nothing is added", async () => {
