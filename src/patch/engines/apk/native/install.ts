@@ -207,6 +207,8 @@ export async function installApkPackages(
   // Phase 2: apply, package by package, as apk commits a changeset.
   const modifiedDirs = new Set<string>();
   const permissionUpdates = new Set<string>();
+  const changed = new Set([...staged.map((s) => s.item.entry.name), ...remove]);
+  const triggerLines = triggerPackages(state, staged, changed);
   const scripts = (
     pkg: { name: string; version: string },
     type: ApkScriptName,
@@ -218,9 +220,23 @@ export async function installApkPackages(
       skippedScripts.push(`${pkg.name} ${type.slice(1)}`);
       return;
     }
+    options.progress({ type: "info", message: `running ${pkg.name}-${pkg.version}${type}` });
     return runner.run(pkg, type, body, args).finally(() => ids.reset());
   };
   try {
+    await applyAll();
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+    runner?.finish();
+  }
+  await writeApkState(root, state, staged, triggerLines);
+  if (skippedScripts.length)
+    warnings.push(
+      `the image has no /bin/sh, so these apk scripts were not run: ${skippedScripts.join(", ")}`,
+    );
+  return { warnings, scriptsMs: runner?.ms ?? 0 };
+
+  async function applyAll(): Promise<void> {
     for (const name of remove) {
       options.signal?.throwIfAborted();
       const old = state.byName.get(name)!;
@@ -261,29 +277,14 @@ export async function installApkPackages(
         args,
       );
     }
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
+    updateDirectoryPermissions(root, permissionUpdates, state.byName.values());
+    // Then the triggers of the packages whose globs match a changed directory.
+    for (const t of triggerLines) {
+      options.signal?.throwIfAborted();
+      const dirs = firedDirs(state, t.globs, t.runAll ? undefined : modifiedDirs);
+      if (dirs.length) await scripts(t.pkg.info, ".trigger", t.scripts.get(".trigger"), dirs);
+    }
   }
-
-  updateDirectoryPermissions(root, permissionUpdates, state.byName.values());
-
-  // Triggers, then the databases.
-  const changed = new Set([...staged.map((s) => s.item.entry.name), ...remove]);
-  const triggerLines = triggerPackages(state, staged, changed);
-  for (const t of triggerLines) {
-    options.signal?.throwIfAborted();
-    const dirs = firedDirs(state, t.globs, t.runAll ? undefined : modifiedDirs);
-    if (!dirs.length) continue;
-    await scripts(t.pkg.info, ".trigger", t.scripts.get(".trigger"), dirs);
-  }
-  runner?.finish();
-  await writeApkState(root, state, staged, triggerLines);
-
-  if (skippedScripts.length)
-    warnings.push(
-      `the image has no /bin/sh, so these apk scripts were not run: ${skippedScripts.join(", ")}`,
-    );
-  return { warnings, scriptsMs: runner?.ms ?? 0 };
 }
 
 /** The image's apk databases, as read at the start. */
