@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  copyFileSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -38,6 +39,8 @@ import { requiring } from "../lab/requirements.ts";
 import { imageOf, snapshot } from "./sandbox-fixtures.ts";
 
 const { before, after, describe, test } = await requiring("root", "runc");
+
+const APK_REAL = join(import.meta.dirname, "../../../shared/fixtures/apk-real");
 
 let work: string;
 /** The edge minirootfs, unpacked: where the newer packages' files come from. */
@@ -487,6 +490,24 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
       assert.deepEqual(readdirSync(join(s.upperDir, "lib/apk/exec")), []);
       assert.ok(existsSync(join(s.upperDir, "usr/lib/sysctl.d/00-alpine.conf")));
     });
+  });
+
+  test("real melange-built packages (owner names, a top-level file): what apk add does", async () => {
+    const ours = freshRoot("melange-suture");
+    const theirs = freshRoot("melange-apk");
+    // Built by melange with its author's user and group names: the image's dialout group (20) is
+    // found by name, the unknown user keeps the archive's uid.
+    const file = join(pkgDir, "replaces-0.0.1-r0.apk");
+    copyFileSync(join(APK_REAL, "replaces-0.0.1-r0.apk"), file);
+    const pkg = await openApk(file);
+    const entry = { ...pkg.info, checksum: pkg.controlChecksum, size: lstatSync(file).size };
+    await installApkPackages([{ pkg, entry, repository: "file" }], [], {
+      sandbox: runcSandbox(ours),
+      progress: () => {},
+    });
+    assert.equal(lstatSync(join(ours, "hello")).gid, 20);
+    await realApk(theirs, "add", "/pkgs/replaces-0.0.1-r0.apk");
+    assertSameAsApk(ours, theirs);
   });
 
   test("an image without /bin/sh: no script runs, a warning names them, nothing is added", async () => {
