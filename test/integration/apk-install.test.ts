@@ -608,5 +608,16 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
     await installApkPackages([through], [], { sandbox: runcSandbox(root), progress: () => {} });
     assert.deepEqual(readdirSync(outside), []);
     assert.equal(readFileSync(join(root, outside, "planted"), "utf8"), "inside\n");
+
+    // The image plants a symlink where a script is written to be run: the script replaces it.
+    const hostFile = join(outside, "host-file");
+    writeFileSync(hostFile, "untouched\n");
+    symlinkSync(hostFile, join(root, "lib/apk/exec/busybox-1.36.1-r32.post-upgrade"));
+    await installApkPackages([await edgePackage("busybox")], [], {
+      sandbox: runcSandbox(root),
+      progress: () => {},
+    });
+    assert.equal(readFileSync(hostFile, "utf8"), "untouched\n");
+    assert.deepEqual(readdirSync(join(root, "lib/apk/exec")), []);
   });
 });

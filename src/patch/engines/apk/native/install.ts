@@ -77,9 +77,10 @@ import {
  *    files renamed into place (a protected config file the image modified is kept and the new
  *    one written as `NAME.apk-new`), the old version's remaining files and now-unowned empty
  *    directories removed, `.post-upgrade` (`.post-install`).
- * 3. The `.trigger` scripts of packages whose trigger globs match a changed directory (every
- *    directory for a package installed now), then `installed`, `scripts.tar` and `triggers`
- *    written atomically as apk writes them.
+ * 3. Directories brought to the owner and mode their packages combine to (where the image had
+ *    them as the db said), the `.trigger` scripts of packages whose trigger globs match a changed
+ *    directory (every directory for a package installed now), then `installed`, `scripts.tar`
+ *    and `triggers` written atomically, byte for byte as apk writes them.
  *
  * Scripts run with the image's own `/bin/sh` through `sandbox.run`; an image without one gets
  * none run (a warning names them) and nothing added. Every path goes through the one in-root

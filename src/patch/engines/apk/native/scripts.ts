@@ -1,4 +1,13 @@
-import { mkdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  fchmodSync,
+  constants as fsConstants,
+  mkdirSync,
+  openSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { readTar } from "../../../../archive/tar/read.ts";
 import { TAR_END, tarPadding } from "../../../../archive/tar/write.ts";
 import { APK_SCRIPT_NAMES, type ApkScriptName } from "../../../../distro/apk/package.ts";
@@ -22,6 +31,8 @@ export const SCRIPTS_DB_PATH = "/lib/apk/db/scripts.tar";
 export const TRIGGERS_DB_PATH = "/lib/apk/db/triggers";
 /** Where apk writes a script to run it (neither /tmp nor /run: either may be noexec). */
 export const SCRIPT_EXEC_DIR = "/lib/apk/exec";
+const CREATE_NOFOLLOW =
+  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 /** The environment apk gives scripts. */
 const SCRIPT_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -175,7 +186,16 @@ export class ScriptRunner {
   async run(pkg: { name: string; version: string }, type: ApkScriptName, script: Buffer, args: string[]) {
     const execDir = this.#execDir();
     const file = childPath(execDir, `${pkg.name}-${pkg.version}${type}`, "apk script name");
-    writeFileSync(file, script, { mode: 0o755, flag: "w" });
+    // Never through whatever the image has at that name: a symlink there would be followed on
+    // the host.
+    rmSync(file, { force: true });
+    const fd = openSync(file, CREATE_NOFOLLOW, 0o700);
+    try {
+      writeFileSync(fd, script);
+      fchmodSync(fd, 0o755);
+    } finally {
+      closeSync(fd);
+    }
     const started = performance.now();
     try {
       const r = await this.#sandbox.run([`${SCRIPT_EXEC_DIR}/${pkg.name}-${pkg.version}${type}`, ...args], {
