@@ -188,7 +188,7 @@ export class ScriptRunner {
     const file = childPath(execDir, `${pkg.name}-${pkg.version}${type}`, "apk script name");
     // Never through whatever the image has at that name: a symlink there would be followed on
     // the host.
-    rmSync(file, { force: true });
+    rmSync(file, { force: true, recursive: true });
     const fd = openSync(file, CREATE_NOFOLLOW, 0o700);
     try {
       writeFileSync(fd, script);
