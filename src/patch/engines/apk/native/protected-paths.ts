@@ -1,4 +1,4 @@
-import { fnmatchRegExp } from "../../../../distro/dpkg/dpkg-config.ts";
+import { fnmatchRegExp } from "../../../../fs/fnmatch.ts";
 import { listDirInRoot, readFileInRoot } from "../../../../fs/in-root.ts";
 
 /**
