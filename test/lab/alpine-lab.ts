@@ -427,7 +427,13 @@ export function alpineLabTrivyReport(options: AlpineTrivyOptions = {}): object {
     CreatedAt: new Date(LAB_EPOCH * 1000).toISOString(),
     ArtifactName: artifact,
     ArtifactType: "container_image",
-    Metadata: { OS: { Family: "alpine", Name: ALPINE_RELEASE }, RepoTags: [], RepoDigests: [] },
+    Metadata: {
+      OS: { Family: "alpine", Name: ALPINE_RELEASE },
+      RepoTags: [],
+      RepoDigests: [],
+      // What Trivy records of the scanned image's config: the platform a report belongs to.
+      ImageConfig: { architecture: OCI_ARCH[arch], os: "linux" },
+    },
     Results: [
       {
         Target: `${artifact} (alpine ${ALPINE_RELEASE})`,
