@@ -138,6 +138,8 @@ function apkSteps(packages: string[], repositories: string[]): BaselineStep[] {
       ],
     },
     { name: "apk update", argv: ["apk", "update"] },
+    // copa runs both (pkg/pkgmgr/apk.go): `apk add` for the names, `apk upgrade` to raise them.
+    { name: "apk add", argv: ["apk", "add", "--no-cache", ...packages] },
     { name: "apk upgrade", argv: ["apk", "upgrade", "--no-cache", ...packages] },
   ];
 }
