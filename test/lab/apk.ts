@@ -28,6 +28,8 @@ export interface SegmentFile {
   uid?: number;
   gid?: number;
   linkname?: string;
+  /** Seconds since the epoch (default 0). */
+  mtime?: number;
   /** Extra PAX records (`APK-TOOLS.checksum.SHA1`). */
   pax?: Record<string, string>;
 }
@@ -48,7 +50,7 @@ export function tarSegment(files: readonly SegmentFile[], end: boolean): Buffer 
         mode: f.mode ?? (type === "directory" ? 0o755 : 0o644),
         uid: f.uid ?? 0,
         gid: f.gid ?? 0,
-        mtime: 0,
+        mtime: f.mtime ?? 0,
         size: type === "file" ? data.length : 0,
         ...(f.linkname === undefined ? {} : { linkname: f.linkname }),
         ...(f.pax ? { otherPax: new Map(Object.entries(f.pax).map(([k, v]) => [k, Buffer.from(v)])) } : {}),
