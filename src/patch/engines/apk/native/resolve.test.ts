@@ -373,3 +373,21 @@ test("version constraints as apk reads them", () => {
   assert.ok(apkVersionSatisfies("1.0", dep("><", "Q1abc="), "Q1abc="));
   assert.ok(!apkVersionSatisfies("1.0", dep("><", "Q1abc="), "Q1xyz="));
 });
+
+test("a static image without /bin/sh gets no shell: a dependency the image already went without is left out, with a warning", () => {
+  const staticImage = installed320.filter(
+    (p) => !["busybox", "busybox-binsh", "ssl_client", "apk-tools"].includes(p.name),
+  );
+  const r = resolveApkUpgrade({
+    installed: staticImage,
+    indexes: labIndex(),
+    targets: [{ name: "alpine-baselayout", fixedVersion: "3.6.8-r0" }],
+  });
+  assert.deepEqual(summary(r), [
+    "alpine-baselayout-data 3.6.5-r0 -> 3.6.8-r0 (dependency)",
+    "alpine-baselayout 3.6.5-r0 -> 3.6.8-r0 (target)",
+  ]);
+  assert.deepEqual(r.warnings, [
+    "alpine-baselayout 3.6.8-r0 needs /bin/sh, which the image lacks already (its installed 3.6.5-r0 needed it too): not added, as the image was built without it",
+  ]);
+});

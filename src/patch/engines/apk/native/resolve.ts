@@ -28,7 +28,9 @@ import type { PackageFailure, Targets } from "../../engine.ts";
  *   nothing needs is removed, as apk removes it, unless the image's world names it;
  * - `r:` replaces decides who may overwrite whose files, not what is chosen: install.ts applies it.
  *
- * suture's own rules: only installed packages are targets (as copa, which only upgrades what the
+ * suture's own rules: a dependency the installed version had and the image went without (a
+ * static image's alpine-baselayout needing the /bin/sh it was built without) is not added, with a
+ * warning; only installed packages are targets (as copa, which only upgrades what the
  * image has), nothing is downgraded, and a target that cannot be made is left out whole, with its
  * reason, so the rest can go in (`--ignore-errors`); update-all keeps such a package at its
  * installed version with a warning, as apk's solver would keep it rather than fail.
@@ -277,8 +279,28 @@ function resolveOnce(
   pulledFor = undefined;
 
   /** Make `dep` of `needer` hold, picking a provider from the repositories when none is present. */
+  const unmetBefore = new Set<string>();
   const ensure = (needer: ApkPackageInfo, dep: ApkDependency) => {
     if (providersOf(dep).length) return;
+    // The installed version needed it too and the image went without it (a static image without
+    // /bin/sh, its alpine-baselayout still asking for one): what the image was built to lack is
+    // not added by a patch.
+    const old = installedInfo.get(needer.name);
+    if (
+      old?.depends.some((d) => !d.conflict && d.name === dep.name) &&
+      !input.installed.some((q) =>
+        old.depends.some((d) => !d.conflict && d.name === dep.name && apkProvides(q, d)),
+      )
+    ) {
+      const key = `${needer.name}\0${dep.name}`;
+      if (!unmetBefore.has(key)) {
+        unmetBefore.add(key);
+        warnings.push(
+          `${describe(needer)} needs ${formatApkDependency(dep)}, which the image lacks already (its installed ${old.version} needed it too): not added, as the image was built without it`,
+        );
+      }
+      return;
+    }
     const sameName = present.get(dep.name);
     if (sameName) {
       // apk installs one version of a name: the only way is to raise it, never to lower it.
