@@ -18,13 +18,22 @@ import { parseApkIndex } from "../../src/distro/apk/apkindex.ts";
 import { readApkConfig } from "../../src/distro/apk/config.ts";
 import { parseInstalledDb } from "../../src/distro/apk/installed-db.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
+import { openImage } from "../../src/image/image.ts";
 import { downloadApkPackages } from "../../src/patch/engines/apk/native/fetch.ts";
 import { nativeApkEngine } from "../../src/patch/engines/apk/native/native.ts";
 import type { EngineContext, EngineSandbox, Targets } from "../../src/patch/engines/engine.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
+import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
+import { openLayoutSource } from "../../src/transports/layout/layout.ts";
+import {
+  ALPINE_LAB_FIXES,
+  ALPINE_STATIC_REMOVED,
+  alpineLabImage,
+  startAlpineTestRepo,
+} from "../lab/alpine-lab.ts";
 import { minirootfs, readRootfsFiles } from "../lab/alpine-rootfs.ts";
 import { type ApkTestKey, apkTestKey, type BuiltApk, buildApk, buildApkIndex } from "../lab/apk.ts";
-import { requiring } from "../lab/requirements.ts";
+import { needs, requiring } from "../lab/requirements.ts";
 
 const { test, before, after } = await requiring("loopback");
 
@@ -193,16 +202,22 @@ function context(
 const plan = (ctx: EngineContext, targets: Targets = [LIBCRYPTO]) =>
   nativeApkEngine.plan!(sandbox(), targets, ctx);
 
-async function rootSnapshot(): Promise<string> {
+const rootSnapshot = () => rootSnapshotOf(root);
+
+/** Every path under `dir` with its type and, for files, content hash (symlinks not followed). */
+async function rootSnapshotOf(dir0: string): Promise<string> {
   const out: string[] = [];
   const walk = async (dir: string) => {
     for (const e of await readdir(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else out.push(`${p} ${sha(await readFile(p))}`);
+      if (e.isDirectory()) {
+        out.push(`${p}/`);
+        await walk(p);
+      } else if (e.isFile()) out.push(`${p} ${sha(await readFile(p))}`);
+      else out.push(`${p} (${e.isSymbolicLink() ? "symlink" : "other"})`);
     }
   };
-  await walk(root);
+  await walk(dir0);
   return out.sort().join("\n");
 }
 
@@ -417,4 +432,178 @@ for (const [what, serve, expected] of [
     const tmp = await readdir(join(cache, "apk-native", "tmp")).catch(() => []);
     assert.deepEqual(tmp, [], "no partial download is left");
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Alpine lab: its images (the lab key in their /etc/apk/keys) and its signed repository of
+// edge's builds, indexed by the real `apk index`.
+
+async function inLabImage<T>(variant: "app" | "static", fn: (sb: Sandbox) => Promise<T>): Promise<T> {
+  const { ociDir } = await alpineLabImage(variant);
+  const source = await openLayoutSource(ociDir, "latest", {});
+  try {
+    const image = await openImage(source, { os: "linux", architecture: "amd64" });
+    return await withSandbox(
+      image,
+      { cacheDir: join(work, "layers"), workRoot: join(work, "sandboxes"), env: [] },
+      fn,
+    );
+  } finally {
+    await source.close();
+  }
+}
+
+async function labContext(
+  mirrorFlags: readonly string[],
+  events: ProgressEvent[] = [],
+): Promise<EngineContext> {
+  return {
+    ...context(await mkdtemp(join(work, "cache-")), events, {
+      mirrors: Object.fromEntries(mirrorFlags.map((f) => f.split(/=(.*)/s).slice(0, 2) as [string, string])),
+      keyringFiles: [],
+    }),
+  };
+}
+
+test(
+  "lab: the report's fixes for the app image plan exactly the fixed builds, with the image's own keys",
+  await needs("root", "tool:umoci"),
+  async () => {
+    const repo = await startAlpineTestRepo();
+    try {
+      const events: ProgressEvent[] = [];
+      const ctx = await labContext(repo.mirrorFlags, events);
+      const targets = ALPINE_LAB_FIXES.map((f) => ({
+        name: f.name,
+        fixedVersion: f.fixed,
+        installedVersion: f.installed,
+      }));
+      const [fromReport, all] = await inLabImage("app", async (sb) => {
+        const before = await rootSnapshotOf(sb.mergedDir);
+        const planned = [
+          await nativeApkEngine.plan!(sb, targets, ctx),
+          await nativeApkEngine.plan!(sb, "all", ctx),
+        ];
+        assert.equal(await rootSnapshotOf(sb.mergedDir), before, "a plan changes nothing in the image");
+        return planned;
+      });
+      const expected = ALPINE_LAB_FIXES.map((f) => `${f.name} ${f.installed} -> ${f.fixed}`).sort();
+      for (const p of [fromReport!, all!]) {
+        assert.deepEqual(p.install.map((i) => `${i.name} ${i.from} -> ${i.to}`).sort(), expected);
+        assert.deepEqual([p.failed, p.warnings], [[], []]);
+        assert.ok(
+          p.install.every((i) => /^Q1[A-Za-z0-9+/]{27}=$/.test(i.digest)),
+          "digests are the index's C:",
+        );
+      }
+      const order = fromReport!.install.map((i) => i.name);
+      assert.ok(order.indexOf("musl") < order.indexOf("libcrypto3"), "libraries first");
+      assert.ok(order.indexOf("libcrypto3") < order.indexOf("libssl3"));
+      assert.ok(
+        events.some((e) => e.type === "info" && e.message.includes(repo.keyName)),
+        "the index verified with the key the image trusts",
+      );
+    } finally {
+      await repo.close();
+    }
+  },
+);
+
+test(
+  "lab: the static image (no shell, no apk) plans its own packages only, and no shell",
+  await needs("root", "tool:umoci"),
+  async () => {
+    const repo = await startAlpineTestRepo();
+    try {
+      const ctx = await labContext(repo.mirrorFlags);
+      const p = await inLabImage("static", (sb) => nativeApkEngine.plan!(sb, "all", ctx));
+      const names = p.install.map((i) => i.name);
+      assert.ok(
+        !names.some((n) => ALPINE_STATIC_REMOVED.includes(n)),
+        `nothing the image lacks is added: ${names}`,
+      );
+      assert.deepEqual(
+        names.sort(),
+        ALPINE_LAB_FIXES.map((f) => f.name)
+          .filter((n) => !ALPINE_STATIC_REMOVED.includes(n))
+          .sort(),
+      );
+      assert.deepEqual(p.reuseKey, ["scripts=false", "arch=x86_64", "remove="]);
+      assert.ok(
+        p.warnings.some((w) => /needs \/bin\/sh, which the image lacks already/.test(w)),
+        p.warnings.join("; "),
+      );
+    } finally {
+      await repo.close();
+    }
+  },
+);
+
+for (const [what, options, code, message] of [
+  [
+    "signed by a key the image does not trust",
+    { signWith: "other" },
+    "UNTRUSTED",
+    /which this image does not trust: .*--keyring/,
+  ],
+  ["an index changed after signing", { tamper: "index-bytes" }, "UNTRUSTED", /does not verify/],
+] as const) {
+  test(
+    `lab: a repository ${what} is refused in one line, nothing written`,
+    await needs("root", "tool:umoci"),
+    async () => {
+      const repo = await startAlpineTestRepo(options);
+      try {
+        const ctx = await labContext(repo.mirrorFlags);
+        await inLabImage("app", async (sb) => {
+          const before = await rootSnapshotOf(sb.mergedDir);
+          await assert.rejects(nativeApkEngine.apply(sb, "all", ctx), (e: unknown) => {
+            assert.ok(isSutureError(e, code), String(e));
+            assert.match(
+              e.message,
+              /apk repository https:\/\/dl-cdn\.alpinelinux\.org\/alpine\/v3\.20\/main/,
+            );
+            assert.match(e.message, message);
+            assert.doesNotMatch(e.message, /\n/);
+            return true;
+          });
+          assert.equal(await rootSnapshotOf(sb.mergedDir), before);
+        });
+      } finally {
+        await repo.close();
+      }
+    },
+  );
+}
+
+for (const tamper of ["package-data", "package-control"] as const) {
+  test(
+    `lab: packages tampered (${tamper}) are refused naming the package and repository, nothing written`,
+    await needs("root", "tool:umoci"),
+    async () => {
+      const repo = await startAlpineTestRepo({ tamper, tamperPackages: ["zlib"] });
+      try {
+        const ctx = await labContext(repo.mirrorFlags);
+        await inLabImage("app", async (sb) => {
+          const before = await rootSnapshotOf(sb.mergedDir);
+          await assert.rejects(
+            nativeApkEngine.apply(sb, [{ name: "zlib", fixedVersion: "1.3.1-r2" }], ctx),
+            (e: unknown) => {
+              assert.ok(isSutureError(e, "UNTRUSTED"), String(e));
+              assert.match(e.message, /zlib.*1\.3\.1-r2/);
+              assert.match(
+                e.message,
+                /apk repository https:\/\/dl-cdn\.alpinelinux\.org\/alpine\/v3\.20\/main/,
+              );
+              assert.doesNotMatch(e.message, /\n/);
+              return true;
+            },
+          );
+          assert.equal(await rootSnapshotOf(sb.mergedDir), before);
+        });
+      } finally {
+        await repo.close();
+      }
+    },
+  );
 }
