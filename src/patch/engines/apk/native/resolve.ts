@@ -4,8 +4,10 @@ import {
   type ApkDependency,
   type ApkPackageInfo,
   formatApkDependency,
+  parseApkDependency,
 } from "../../../../distro/apk/records.ts";
 import { apkVersionFuzzyMatches, compareApkVersions } from "../../../../distro/apk/version.ts";
+import { isSutureError } from "../../../../errors/errors.ts";
 import type { PackageFailure, Targets } from "../../engine.ts";
 
 /**
@@ -128,19 +130,31 @@ export function apkProvides(p: ApkPackageInfo, dep: ApkDependency): boolean {
 const worldName = (w: string) => w.split(/[<>=~@]/, 1)[0]!;
 
 export function resolveApkUpgrade(input: ApkResolveInput): ApkResolution {
-  const candidates = new CandidateIndex(input.indexes);
+  const worldWarnings: string[] = [];
+  const candidates = new CandidateIndex(input.indexes, parseWorld(input.world ?? [], worldWarnings));
   const keptBack = new Map<string, string>();
+  const installedNames = new Set(input.installed.map((p) => p.name));
   const failedBefore: PackageFailure[] = [];
   let targets = input.targets;
   for (;;) {
     const attempt = resolveOnce(input, targets, candidates, keptBack);
     if (attempt.failed.length && targets === "all") {
-      // apk's solver keeps a package at its installed version rather than fail the upgrade.
-      const first = attempt.failed[0]!;
-      const root = attempt.failedTargets.values().next().value ?? first.name;
-      if (keptBack.has(root)) return attempt.result; // cannot happen: a kept-back one is not picked again
-      keptBack.set(root, `${first.name}: ${first.reason}`);
-      continue;
+      // apk's solver keeps a package at its installed version rather than fail the upgrade: every
+      // package whose upgrade failed is kept back at once, and the rest resolved again.
+      // The package whose upgrade cannot be made is kept back itself where it is installed (what
+      // needs its new version then fails in turn); otherwise the upgrade that pulled it.
+      const fresh = new Map<string, PackageFailure>();
+      for (const f of attempt.failed) {
+        const root = installedNames.has(f.name) ? f.name : attempt.blame.get(f)!;
+        if (!keptBack.has(root) && !fresh.has(root)) fresh.set(root, f);
+      }
+      for (const [root, f] of fresh)
+        keptBack.set(root, root === f.name ? f.reason : `${f.name}: ${f.reason}`);
+      if (fresh.size) continue;
+      // Failures no kept-back package explains (cannot be met whatever stays): said, not fatal.
+      for (const f of attempt.failed) keptBack.set(f.name, f.reason);
+      attempt.failed.length = 0;
+      attempt.result.failed = [];
     }
     const failing = targets === "all" ? [] : targets.filter((t) => attempt.failedTargets.has(t.name));
     if (targets !== "all" && failing.length) {
@@ -153,24 +167,39 @@ export function resolveApkUpgrade(input: ApkResolveInput): ApkResolution {
       (f, i, all) => all.findIndex((g) => g.name === f.name && g.reason === f.reason) === i,
     );
     const warnings = [
+      ...worldWarnings,
       ...attempt.result.warnings,
       ...[...keptBack].map(
         ([name, why]) => `${name} is kept at its installed version, as apk upgrade would keep it: ${why}`,
       ),
     ];
-    return { ...attempt.result, failed, warnings };
+    return { ...attempt.result, install: installOrder(attempt.result.install), failed, warnings };
   }
 }
 
-/** Index entries by name and by what they provide, in repository order. */
+/**
+ * Index entries by name and by what they provide, in repository order; entries the image's world
+ * rules out (`zlib<1.3.1-r2`, `!foo`: what `apk add` was told) are set aside, as apk's solver never
+ * picks them.
+ */
 class CandidateIndex {
   readonly byName = new Map<string, Candidate[]>();
   readonly byProvide = new Map<string, Candidate[]>();
   readonly withInstallIf: Candidate[] = [];
+  /** Name → the world constraints that ruled out some of its versions. */
+  readonly worldRuledOut = new Map<string, string>();
 
-  constructor(indexes: readonly ApkResolveIndex[]) {
+  constructor(indexes: readonly ApkResolveIndex[], world: readonly ApkDependency[]) {
     indexes.forEach((index, order) => {
       for (const entry of index.entries) {
+        const rules = world.filter((w) => w.name === entry.name);
+        const ruledOut = rules.find((w) =>
+          w.conflict ? true : !apkVersionSatisfies(entry.version, w, entry.checksum),
+        );
+        if (ruledOut) {
+          this.worldRuledOut.set(entry.name, formatApkDependency(ruledOut));
+          continue;
+        }
         const c = { entry, repository: index.repository, order };
         push(this.byName, entry.name, c);
         for (const p of entry.provides) push(this.byProvide, p.name, c);
@@ -190,6 +219,23 @@ class CandidateIndex {
   }
 }
 
+/**
+ * The image's world entries as constraints: `name[@tag][op version]` (a tag only says where from),
+ * `!name`. An entry apk would not read either is ignored, with a warning.
+ */
+function parseWorld(world: readonly string[], warnings: string[]): ApkDependency[] {
+  const out: ApkDependency[] = [];
+  for (const word of world) {
+    try {
+      out.push(parseApkDependency(word.replace(/@[^<>=~]*/, ""), "the image's /etc/apk/world"));
+    } catch (e) {
+      if (!isSutureError(e)) throw e;
+      warnings.push(`${e.message}: ignored`);
+    }
+  }
+  return out;
+}
+
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   const list = map.get(key);
   if (list) list.push(value);
@@ -198,14 +244,40 @@ function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
 
 const describe = (p: ApkPackageInfo) => `${p.name} ${p.version}`;
 
+/** The dependency names a package answers to: its own and those it provides. */
+function keysOf(info: ApkPackageInfo | undefined): string[] {
+  return info ? [info.name, ...info.provides.map((p) => p.name)] : [];
+}
+
 function resolveOnce(
   input: ApkResolveInput,
   targets: Targets,
   candidates: CandidateIndex,
   keptBack: ReadonlyMap<string, string>,
-): { result: ApkResolution; failed: PackageFailure[]; failedTargets: Set<string> } {
+): {
+  result: ApkResolution;
+  failed: PackageFailure[];
+  /** Failure → the target it is blamed on (the one that pulled what failed). */
+  blame: Map<PackageFailure, string>;
+  failedTargets: Set<string>;
+} {
   const present = new Map<string, Present>();
-  for (const info of input.installed) present.set(info.name, { info });
+  /** Dependency name → the present packages with that name or provide (what providersOf scans). */
+  const providing = new Map<string, Set<string>>();
+  const setPresent = (name: string, value: Present | undefined) => {
+    for (const key of keysOf(present.get(name)?.info)) providing.get(key)?.delete(name);
+    if (!value) {
+      present.delete(name);
+      return;
+    }
+    present.set(name, value);
+    for (const key of keysOf(value.info)) {
+      const set = providing.get(key);
+      if (set) set.add(name);
+      else providing.set(key, new Set([name]));
+    }
+  };
+  for (const info of input.installed) setPresent(info.name, { info });
   const installedInfo = new Map(input.installed.map((p) => [p.name, p]));
   const picked = new Map<string, ApkInstallChoice>();
   const queue: string[] = [];
@@ -213,6 +285,7 @@ function resolveOnce(
   const warnings: string[] = [];
   /** The target a picked package was pulled for (the first one). */
   const origin = new Map<string, string>();
+  const blame = new Map<PackageFailure, string>();
   const failedTargets = new Set<string>();
   let pulledFor: string | undefined;
 
@@ -229,16 +302,23 @@ function resolveOnce(
       why: picked.get(name)?.why ?? why,
     };
     picked.set(name, choice);
-    present.set(name, { info: c.entry, choice });
+    setPresent(name, { info: c.entry, choice });
     queue.push(name);
   };
   const fail = (name: string, reason: string) => {
-    if (!failed.some((f) => f.name === name && f.reason === reason)) failed.push({ name, reason });
-    failedTargets.add(origin.get(name) ?? pulledFor ?? name);
+    if (failed.some((f) => f.name === name && f.reason === reason)) return;
+    const failure = { name, reason };
+    failed.push(failure);
+    const root = origin.get(name) ?? pulledFor ?? name;
+    blame.set(failure, root);
+    failedTargets.add(root);
   };
   const providersOf = (dep: ApkDependency, except?: string): ApkPackageInfo[] => {
     const out: ApkPackageInfo[] = [];
-    for (const [name, p] of present) if (name !== except && apkProvides(p.info, dep)) out.push(p.info);
+    for (const name of providing.get(dep.name) ?? []) {
+      const p = present.get(name)!;
+      if (name !== except && apkProvides(p.info, dep)) out.push(p.info);
+    }
     return out;
   };
 
@@ -261,14 +341,22 @@ function resolveOnce(
         continue;
       }
       const best = candidates.newest(t.name);
+      const pin = candidates.worldRuledOut.get(t.name);
       if (!best) {
-        fail(t.name, "no repository of the image offers it (check /etc/apk/repositories and --mirror)");
+        fail(
+          t.name,
+          pin
+            ? `the image's /etc/apk/world rules out every version the repositories offer (${pin}); change it in the image to allow the fix`
+            : "no repository of the image offers it (check /etc/apk/repositories and --mirror)",
+        );
         continue;
       }
       if (compareApkVersions(best.entry.version, t.fixedVersion) < 0) {
         fail(
           t.name,
-          `the image's repositories offer it up to ${best.entry.version}, lower than the fixed ${t.fixedVersion}`,
+          pin
+            ? `the image's /etc/apk/world allows it only up to ${best.entry.version} (${pin}), lower than the fixed ${t.fixedVersion}; change it in the image to allow the fix`
+            : `the image's repositories offer it up to ${best.entry.version}, lower than the fixed ${t.fixedVersion}`,
         );
         continue;
       }
@@ -280,17 +368,19 @@ function resolveOnce(
 
   /** Make `dep` of `needer` hold, picking a provider from the repositories when none is present. */
   const unmetBefore = new Set<string>();
+  const originallyAnswering = new Map<string, ApkPackageInfo[]>();
+  for (const info of input.installed) for (const key of keysOf(info)) push(originallyAnswering, key, info);
   const ensure = (needer: ApkPackageInfo, dep: ApkDependency) => {
     if (providersOf(dep).length) return;
     // The installed version needed it too and the image went without it (a static image without
     // /bin/sh, its alpine-baselayout still asking for one): what the image was built to lack is
     // not added by a patch.
     const old = installedInfo.get(needer.name);
+    const oldDeps = old?.depends.filter((d) => !d.conflict && d.name === dep.name) ?? [];
     if (
-      old?.depends.some((d) => !d.conflict && d.name === dep.name) &&
-      !input.installed.some((q) =>
-        old.depends.some((d) => !d.conflict && d.name === dep.name && apkProvides(q, d)),
-      )
+      old &&
+      oldDeps.length &&
+      !oldDeps.some((d) => (originallyAnswering.get(dep.name) ?? []).some((q) => apkProvides(q, d)))
     ) {
       const key = `${needer.name}\0${dep.name}`;
       if (!unmetBefore.has(key)) {
@@ -375,6 +465,14 @@ function resolveOnce(
       const otherPicked = picked.has(other.name);
       const ownerPicked = picked.has(owner.name);
       if (!otherPicked && !ownerPicked) continue; // the image had it so already: not ours to judge
+      const ownerBefore = installedInfo.get(owner.name);
+      const otherBefore = installedInfo.get(other.name);
+      if (
+        ownerBefore &&
+        otherBefore &&
+        ownerBefore.depends.some((d) => d.conflict && d.name === dep.name && apkProvides(otherBefore, d))
+      )
+        continue; // the two were installed in conflict already: the upgrade does not make it so
       if (!otherPicked) {
         const up = candidates.newest(
           other.name,
@@ -490,12 +588,14 @@ function resolveOnce(
       version: info.version,
       why: `its install_if ${info.installIf.map(formatApkDependency).join(" ")} no longer holds and nothing needs it, so apk removes it`,
     });
-    present.delete(info.name);
+    setPresent(info.name, undefined);
   }
 
   return {
-    result: { install: installOrder(picked), remove, failed: [...failed], warnings },
+    // Ordered by the caller once the attempt is final (ordering every attempt is wasted work).
+    result: { install: [...picked.values()], remove, failed: [...failed], warnings },
     failed,
+    blame,
     failedTargets,
   };
 }
@@ -504,29 +604,58 @@ function resolveOnce(
  * Dependencies before what needs them (by name or provide), ties by name; a cycle (busybox ↔
  * busybox-binsh through /bin/sh) is broken at its first package by name, as apk orders cycles.
  */
-function installOrder(picked: ReadonlyMap<string, ApkInstallChoice>): ApkInstallChoice[] {
-  const choices = [...picked.values()].sort((a, b) =>
-    a.entry.name < b.entry.name ? -1 : a.entry.name > b.entry.name ? 1 : 0,
-  );
-  const needs = new Map<string, Set<string>>();
-  for (const c of choices) {
-    const set = new Set<string>();
-    for (const dep of c.entry.depends) {
-      if (dep.conflict) continue;
-      for (const other of choices)
-        if (other !== c && apkProvides(other.entry, dep)) set.add(other.entry.name);
+function installOrder(choices: readonly ApkInstallChoice[]): ApkInstallChoice[] {
+  const picked = new Map(choices.map((c) => [c.entry.name, c]));
+  const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const names = [...picked.keys()].sort(byName);
+  const answering = new Map<string, string[]>();
+  for (const name of names)
+    for (const key of keysOf(picked.get(name)!.entry)) {
+      const list = answering.get(key);
+      if (list) list.push(name);
+      else answering.set(key, [name]);
     }
-    needs.set(c.entry.name, set);
+  /** Name → what it needs among the picked, and the reverse. */
+  const waitsFor = new Map<string, Set<string>>();
+  const neededBy = new Map<string, string[]>();
+  for (const name of names) {
+    const set = new Set<string>();
+    for (const dep of picked.get(name)!.entry.depends) {
+      if (dep.conflict) continue;
+      for (const other of answering.get(dep.name) ?? [])
+        if (other !== name && apkProvides(picked.get(other)!.entry, dep)) set.add(other);
+    }
+    waitsFor.set(name, set);
+    for (const other of set) {
+      const list = neededBy.get(other);
+      if (list) list.push(name);
+      else neededBy.set(other, [name]);
+    }
   }
-  const out: ApkInstallChoice[] = [];
+  const ready = names.filter((n) => waitsFor.get(n)!.size === 0);
   const done = new Set<string>();
-  while (out.length < choices.length) {
-    const ready =
-      choices.find(
-        (c) => !done.has(c.entry.name) && [...needs.get(c.entry.name)!].every((n) => done.has(n)),
-      ) ?? choices.find((c) => !done.has(c.entry.name))!;
-    done.add(ready.entry.name);
-    out.push(ready);
+  const out: ApkInstallChoice[] = [];
+  let scan = 0;
+  while (out.length < names.length) {
+    let next = ready.shift();
+    if (next === undefined) {
+      // A cycle: its first package by name goes first.
+      while (done.has(names[scan]!)) scan++;
+      next = names[scan]!;
+    }
+    if (done.has(next)) continue;
+    done.add(next);
+    out.push(picked.get(next)!);
+    for (const waiting of neededBy.get(next) ?? []) {
+      const set = waitsFor.get(waiting)!;
+      set.delete(next);
+      if (set.size === 0 && !done.has(waiting)) {
+        // Kept in name order, so ties go by name.
+        let at = ready.findIndex((r) => byName(r, waiting) > 0);
+        if (at === -1) at = ready.length;
+        ready.splice(at, 0, waiting);
+      }
+    }
   }
   return out;
 }
