@@ -139,19 +139,23 @@ export async function openApkRepositories(
       "NOT_FOUND",
       "the image lists no apk repository suture can fetch (/etc/apk/repositories): add one to the image, or use --engine sandbox",
     );
-  const opened = await Promise.all(
-    usable.map(async (repository) => {
-      try {
-        return await openOne(repository, options, warn);
-      } catch (e) {
-        if (isSutureError(e, "NOT_FOUND") || (isSutureError(e, "NETWORK") && !options.signal?.aborted)) {
-          warn(`apk repository ${redact(repository.url)} is left out, as apk leaves it out: ${e.message}`);
-          return undefined;
-        }
-        throw e;
-      }
-    }),
-  );
+  // All fetched at once; outcomes judged in the image's order, so the error shown is always the
+  // first repository's, whichever answered first.
+  const settled = await Promise.allSettled(usable.map((repository) => openOne(repository, options, warn)));
+  const opened: (OpenedApkRepository | undefined)[] = [];
+  for (const [i, outcome] of settled.entries()) {
+    if (outcome.status === "fulfilled") {
+      opened.push(outcome.value);
+      continue;
+    }
+    const e = outcome.reason;
+    if (isSutureError(e, "NOT_FOUND") || (isSutureError(e, "NETWORK") && !options.signal?.aborted)) {
+      warn(`apk repository ${redact(usable[i]!.url)} is left out, as apk leaves it out: ${e.message}`);
+      opened.push(undefined);
+      continue;
+    }
+    throw e;
+  }
   const found = opened.filter((r): r is OpenedApkRepository => r !== undefined);
   if (found.length === 0)
     throw new SutureError(
