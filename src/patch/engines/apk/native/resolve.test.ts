@@ -142,20 +142,9 @@ test("update-all raises every package with a newer build, libraries before what 
     world: world320,
   });
   const names = r.install.map((c) => c.entry.name);
-  assert.deepEqual([...names].sort(), [
-    "alpine-baselayout",
-    "alpine-baselayout-data",
-    "alpine-keys",
-    "apk-tools",
-    "busybox",
-    "busybox-binsh",
-    "libcrypto3",
-    "libssl3",
-    "musl",
-    "musl-utils",
-    "ssl_client",
-    "zlib",
-  ]);
+  const newer = installed320.filter((p) => edge.find((e) => e.name === p.name)!.version !== p.version);
+  assert.equal(newer.length, 12);
+  assert.deepEqual([...names].sort(), newer.map((p) => p.name).sort());
   assert.ok(r.install.every((c) => c.entry.version === edge.find((e) => e.name === c.entry.name)!.version));
   const at = (n: string) => names.indexOf(n);
   for (const user of ["libcrypto3", "zlib", "busybox", "musl-utils"]) assert.ok(at("musl") < at(user), user);
