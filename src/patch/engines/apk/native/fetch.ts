@@ -173,8 +173,9 @@ async function verified(path: string, item: ApkFetchItem, where: string): Promis
     await pkg.checkData();
     return pkg;
   } catch (e) {
+    // The signed index vouches for a valid package: bytes that are none are not the listed ones.
     if (isSutureError(e, "UNTRUSTED") || isSutureError(e, "INVALID_ARCHIVE"))
-      throw new SutureError(e.code, `${e.message} (from ${where})`, { cause: e });
+      throw new SutureError("UNTRUSTED", `${e.message} (from ${where})`, { cause: e });
     throw e;
   }
 }
