@@ -2,7 +2,7 @@
  * suture vs the apt-in-runc baseline (what copa does, minus BuildKit), measured in one run on this
  * machine. See bench/README.md for what each number means.
  *
- *   npm run bench [-- --only full,lib,multi] [--reps 3] [--json FILE]
+ *   npm run bench [-- --only full,lib,alpine,multi] [--reps 3] [--json FILE]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -17,6 +17,12 @@ import { hostPlatform } from "../src/oci/platform.ts";
 import { parseTransportReference } from "../src/ref/transport.ts";
 import { withSandbox } from "../src/sandbox/sandbox.ts";
 import { openSource } from "../src/transports/index.ts";
+import {
+  ALPINE_LAB_FIXES,
+  alpineLabImage,
+  alpineLabTrivyReport,
+  startAlpineTestRepo,
+} from "../test/lab/alpine-lab.ts";
 import { labImage, trivyReportFor } from "../test/lab/images.ts";
 import { labIndex } from "../test/lab/lab-index.ts";
 import { startRegistry } from "../test/lab/registry.ts";
@@ -36,7 +42,7 @@ const LIB_PACKAGES = [
 
 const { values: args } = parseArgs({
   options: {
-    only: { type: "string", default: "full,lib,multi" },
+    only: { type: "string", default: "full,lib,alpine,multi" },
     json: { type: "string" },
     reps: { type: "string", default: "3" },
   },
@@ -88,8 +94,59 @@ async function settle(): Promise<void> {
   }
 }
 
-/** The baseline: fresh unpack, overlay + runc, copa's apt commands, tar+gzip of the whole upper dir. */
-async function baseline(reference: string, packages: string[]): Promise<{ run: Run; changedBytes: number }> {
+/** One command of a baseline, run in the image by runc. */
+interface BaselineStep {
+  name: string;
+  argv: string[];
+  env?: string[];
+}
+
+/** copa's apt commands for a report's packages. */
+function aptSteps(packages: string[]): BaselineStep[] {
+  const env = ["DEBIAN_FRONTEND=noninteractive"];
+  return [
+    { name: "apt-get update", argv: ["apt-get", "update"], env },
+    {
+      name: "apt-get install",
+      argv: [
+        "apt-get",
+        "install",
+        "--no-install-recommends",
+        "-y",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        ...packages,
+      ],
+      env,
+    },
+  ];
+}
+
+/**
+ * copa's apk commands for a report's packages, against the given repositories (the lab's loopback
+ * ones: the baseline's own /etc/apk/repositories is rewritten in its sandbox, as a user of copa
+ * behind a mirror would).
+ */
+function apkSteps(packages: string[], repositories: string[]): BaselineStep[] {
+  return [
+    {
+      name: "point apk at the mirror",
+      argv: [
+        "sh",
+        "-c",
+        `printf '%s\\n' ${repositories.map((r) => `'${r}'`).join(" ")} > /etc/apk/repositories`,
+      ],
+    },
+    { name: "apk update", argv: ["apk", "update"] },
+    { name: "apk upgrade", argv: ["apk", "upgrade", "--no-cache", ...packages] },
+  ];
+}
+
+/** The baseline: fresh unpack, overlay + runc, copa's commands, tar+gzip of the whole upper dir. */
+async function baseline(
+  reference: string,
+  steps: BaselineStep[],
+): Promise<{ run: Run; changedBytes: number }> {
   const cacheDir = join(work, `baseline-cache-${Math.random().toString(36).slice(2)}`);
   await settle();
   const started = performance.now();
@@ -102,23 +159,12 @@ async function baseline(reference: string, packages: string[]): Promise<{ run: R
   let layerBytes = 0;
   await withSandbox(image, { cacheDir, workRoot: join(work, "baseline-work") }, async (sb) => {
     phases.unpack = performance.now() - t;
-    const env = ["DEBIAN_FRONTEND=noninteractive"];
-    const step = async (name: string, argv: string[]) => {
+    for (const step of steps) {
       t = performance.now();
-      const r = await sb.run(argv, { env });
-      if (r.exitCode !== 0) throw new Error(`${name} failed: ${r.stderr.slice(-500)}`);
-      phases[name] = performance.now() - t;
-    };
-    await step("apt-get update", ["apt-get", "update"]);
-    await step("apt-get install", [
-      "apt-get",
-      "install",
-      "--no-install-recommends",
-      "-y",
-      "-o",
-      "Dpkg::Options::=--force-confold",
-      ...packages,
-    ]);
+      const r = await sb.run(step.argv, { env: step.env ?? [] });
+      if (r.exitCode !== 0) throw new Error(`${step.name} failed: ${r.stderr.slice(-500)}`);
+      phases[step.name] = performance.now() - t;
+    }
     t = performance.now();
     const tarball = join(work, "baseline-layer.tar.gz");
     await exec("tar", ["-C", sb.upperDir, "-czf", tarball, "."]);
@@ -131,7 +177,7 @@ async function baseline(reference: string, packages: string[]): Promise<{ run: R
   await rm(cacheDir, { recursive: true, force: true });
   return {
     run: {
-      name: "baseline (apt in runc)",
+      name: `baseline (${steps.at(-1)!.argv[0]} in runc)`,
       wallMs: performance.now() - started,
       phases,
       layerBytes,
@@ -236,7 +282,13 @@ async function lastLayer(reference: string): Promise<{ gz: number; raw: number }
  * online discard), so a single run in a fixed order favours whichever goes first. Warm runs follow,
  * on the caches of the last cold runs.
  */
-async function workload(name: string, reference: string, report: string, packages: string[]) {
+async function workload(
+  name: string,
+  reference: string,
+  report: string,
+  packages: string[],
+  options: { steps: BaselineStep[]; extraArgs?: string[] },
+) {
   console.error(`» ${name}: ${packages.length} packages`);
   let changedBytes = 0;
   const baselines: Run[] = [];
@@ -258,6 +310,7 @@ async function workload(name: string, reference: string, report: string, package
       engine,
       "--cache-dir",
       cache,
+      ...(options.extraArgs ?? []),
     ]);
     const layer = await lastLayer(target);
     r.layerBytes = layer.raw;
@@ -266,7 +319,7 @@ async function workload(name: string, reference: string, report: string, package
   };
   const caches: Record<string, string> = {};
   for (let rep = 0; rep < reps; rep++) {
-    const b = await baseline(reference, packages);
+    const b = await baseline(reference, options.steps);
     changedBytes = b.changedBytes;
     baselines.push(b.run);
     for (const engine of ["native", "sandbox"]) {
@@ -309,6 +362,7 @@ try {
       nginx.reference,
       r.path,
       r.fixes.map((f) => f.name),
+      { steps: aptSteps(r.fixes.map((f) => f.name)) },
     );
   }
   if (only.has("lib")) {
@@ -318,7 +372,26 @@ try {
       nginx.reference,
       r.path,
       r.fixes.map((f) => f.name),
+      { steps: aptSteps(r.fixes.map((f) => f.name)) },
     );
+  }
+  if (only.has("alpine")) {
+    // The Alpine lab image (3.20.3 + an app layer) and its signed loopback repository of edge's
+    // real newer builds (test/lab/alpine-lab.ts); the report names every package with a fix.
+    const repo = await startAlpineTestRepo();
+    try {
+      const alpine = `${registry.host}/lab/alpine:base`;
+      await copyImageTo((await alpineLabImage("app")).ref, alpine);
+      const report = join(work, "alpine.json");
+      await writeFile(report, JSON.stringify(alpineLabTrivyReport()));
+      const packages = ALPINE_LAB_FIXES.map((f) => f.name);
+      await workload("Alpine, full report", alpine, report, packages, {
+        steps: apkSteps(packages, [repo.url, repo.communityUrl]),
+        extraArgs: repo.mirrorFlags.flatMap((m) => ["--mirror", m]),
+      });
+    } finally {
+      await repo.close();
+    }
   }
   if (only.has("multi")) {
     const reports = join(work, "reports");

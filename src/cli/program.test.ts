@@ -33,11 +33,11 @@ test("patch's help says what --engine auto picks, per package manager, and names
   const help = helpOf("patch");
   assert.match(
     help,
-    /patch an image's OS packages and add exactly one layer: suture's native engine where it can serve the image's package manager \(today: every dpkg image\), else the image's own package manager in runc/,
+    /patch an image's OS packages and add exactly one layer: suture's native engine where it can serve the image's package manager \(every dpkg and apk image\), else the image's own package manager in runc/,
   );
   assert.match(
     help,
-    /--engine <engine> what applies the updates\. auto: per package manager, suture's native engine where it can serve \(today: every dpkg image\), else the sandbox engine \(the image's own package manager in runc\); native or sandbox: that one \(choices: "auto", "native", "sandbox", default: "auto"\)/,
+    /--engine <engine> what applies the updates\. auto: per package manager, suture's native engine where it can serve \(every dpkg and apk image\), else the sandbox engine \(the image's own package manager in runc\); native or sandbox: that one \(choices: "auto", "native", "sandbox", default: "auto"\)/,
   );
   assert.doesNotMatch(help, /apt when the image has it|with its own apt in a runc sandbox|\(auto: native\)/);
   assert.match(

@@ -1,6 +1,9 @@
+import { isSutureError, SutureError } from "../errors/errors.ts";
 import { listDirInRoot, readFileInRoot } from "../fs/in-root.ts";
 import { readImageFiles } from "../image/files.ts";
 import type { Image } from "../image/image.ts";
+import { APK_ARCH_FILE, APK_REPOSITORIES_DIR, APK_REPOSITORIES_FILE, APK_WORLD_FILE } from "./apk/config.ts";
+import { INSTALLED_DB_PATH, parseInstalledDb } from "./apk/installed-db.ts";
 import { installedFromFiles, installedVersions } from "./dpkg/database.ts";
 import { type OsRelease, parseOsRelease } from "./os-release.ts";
 
@@ -15,13 +18,20 @@ export interface DistroInfo {
   packageManager: PackageManagerKind;
   /** Installed packages by name → version, when the database format is supported. */
   installed?: Map<string, string>;
-  /** Files the detection read, for later steps (apt sources, keyrings) to avoid re-reading. */
+  /**
+   * Files the detection read, for later steps (apt sources, keyrings) to avoid re-reading; for apk
+   * images also `/etc/apk/{arch,repositories,world}` and `/etc/apk/repositories.d/*.list`.
+   */
   files: Map<string, Buffer>;
 }
 
 const DPKG_STATUS = "/var/lib/dpkg/status";
 const DPKG_STATUS_D = "/var/lib/dpkg/status.d/";
-const APK_DB = "/lib/apk/db/installed";
+const APK_DB = INSTALLED_DB_PATH;
+/** apk's own configuration files detection keeps (inspect shows them; readApkConfig is the engines'). */
+const APK_CONFIG_FILES = [APK_ARCH_FILE, APK_REPOSITORIES_FILE, APK_WORLD_FILE];
+/** apk-tools: /sbin/apk on Alpine, /usr/bin/apk on Wolfi and Chainguard. */
+const APK_TOOLS = ["/sbin/apk", "/usr/bin/apk"];
 const RPM_DBS = [
   "/var/lib/rpm/rpmdb.sqlite",
   "/var/lib/rpm/Packages",
@@ -37,7 +47,7 @@ const RPM_TOOLS = [
   "/usr/bin/tdnf",
   "/usr/bin/zypper",
 ];
-const TOOLS = ["/usr/bin/apt-get", "/usr/bin/dpkg", "/sbin/apk", ...RPM_TOOLS];
+const TOOLS = ["/usr/bin/apt-get", "/usr/bin/dpkg", ...APK_TOOLS, ...RPM_TOOLS];
 
 /** Paths detection wants, plus apt's configuration so patching can reuse this read. */
 export function detectionWants(path: string): boolean {
@@ -47,6 +57,8 @@ export function detectionWants(path: string): boolean {
     path === DPKG_STATUS ||
     (path.startsWith(DPKG_STATUS_D) && !path.endsWith(".md5sums")) ||
     path === APK_DB ||
+    APK_CONFIG_FILES.includes(path) ||
+    isApkRepositoriesList(path) ||
     RPM_DBS.includes(path) ||
     TOOLS.includes(path) ||
     path === "/etc/apt/sources.list" ||
@@ -74,6 +86,7 @@ export async function detectDistroInRoot(root: string): Promise<DistroInfo> {
     "/usr/lib/os-release",
     DPKG_STATUS,
     APK_DB,
+    ...APK_CONFIG_FILES,
     ...RPM_DBS,
     ...TOOLS,
     "/etc/apt/sources.list",
@@ -82,7 +95,12 @@ export async function detectDistroInRoot(root: string): Promise<DistroInfo> {
     const content = await readFileInRoot(root, p);
     if (content) files.set(p, content);
   }
-  for (const dir of [DPKG_STATUS_D, "/etc/apt/sources.list.d/", "/etc/apt/trusted.gpg.d/"]) {
+  for (const dir of [
+    DPKG_STATUS_D,
+    "/etc/apt/sources.list.d/",
+    "/etc/apt/trusted.gpg.d/",
+    APK_REPOSITORIES_DIR,
+  ]) {
     for (const name of await listDirInRoot(root, dir)) {
       const p = `${dir}${name}`;
       if (!detectionWants(p)) continue;
@@ -111,7 +129,7 @@ export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
     installed = installedVersions(dpkg.packages);
   } else if (has(APK_DB)) {
     packageDb = "apk";
-    installed = parseApkInstalled(files.get(APK_DB)!.toString("utf8"));
+    installed = apkInstalledVersions(files.get(APK_DB)!);
   } else if (RPM_DBS.some(has)) {
     packageDb = "rpm";
   }
@@ -119,19 +137,31 @@ export function detectFromFiles(files: Map<string, Buffer>): DistroInfo {
   let packageManager: PackageManagerKind = "none";
   if (has("/usr/bin/apt-get") && packageDb === "dpkg") packageManager = "apt";
   else if (has("/usr/bin/dpkg") && packageDb === "dpkg") packageManager = "dpkg";
-  else if (has("/sbin/apk")) packageManager = "apk";
+  else if (APK_TOOLS.some(has) && packageDb === "apk") packageManager = "apk";
   else if (RPM_TOOLS.some(has)) packageManager = "rpm";
 
   return { osRelease, packageDb, packageManager, installed, files };
 }
 
-/** apk's installed db: `P:` name and `V:` version lines per package block. */
-function parseApkInstalled(text: string): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const block of text.split(/\n\s*\n/)) {
-    const name = /^P:(.+)$/m.exec(block)?.[1];
-    const version = /^V:(.+)$/m.exec(block)?.[1];
-    if (name && version) m.set(name, version);
+/** `/etc/apk/repositories.d/NAME.list`: the only files there apk reads. */
+function isApkRepositoriesList(path: string): boolean {
+  return (
+    path.startsWith(APK_REPOSITORIES_DIR) &&
+    path.endsWith(".list") &&
+    !path.slice(APK_REPOSITORIES_DIR.length).includes("/")
+  );
+}
+
+/**
+ * Name → version of apk's installed db, read by the one reader the apk engines use
+ * (distro/apk/installed-db.ts). A database that reader refuses is the image's manifest of what it
+ * has, damaged: INVALID_MANIFEST, as a damaged dpkg status is, with the reader's one line.
+ */
+function apkInstalledVersions(db: Buffer): Map<string, string> {
+  try {
+    return new Map(parseInstalledDb(db.toString("utf8")).map((p) => [p.info.name, p.info.version]));
+  } catch (e) {
+    if (!isSutureError(e) || e.code === "INTERNAL") throw e;
+    throw new SutureError("INVALID_MANIFEST", e.message, { cause: e });
   }
-  return m;
 }

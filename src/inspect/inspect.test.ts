@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { buildRandomImage, memorySource } from "../../test/lab/random-image.ts";
+import zlib from "node:zlib";
+import { minirootfs } from "../../test/lab/alpine-rootfs.ts";
+import { buildRandomImage, imageOfLayers, memorySource } from "../../test/lab/random-image.ts";
+import { tarOf } from "../../test/lab/tar.ts";
 import { renderInspect } from "../cli/commands/inspect.ts";
+import { isSutureError } from "../errors/errors.ts";
 import { sha256Digest } from "../image/digest.ts";
 import { inspectSource } from "./inspect.ts";
 
@@ -32,4 +37,106 @@ test("inspect shows the config's Env, WorkingDir and ExposedPorts", async () => 
   assert.match(text, /^ {2}WorkingDir: +\/srv\/app$/m);
   assert.match(text, /^ {2}ExposedPorts: +80\/tcp, 8443\/tcp$/m);
   assert.match(text, /^ {2}Env:\n {4}PATH=\/usr\/bin:\/bin\n {4}APP_MODE=production$/m);
+});
+
+/** Alpine 3.20.3's own minirootfs (x86_64) as an uncompressed layer tar. */
+function alpineLayer(): Buffer {
+  return zlib.gunzipSync(readFileSync(minirootfs("3.20.3", "x86_64")));
+}
+
+/** An in-memory image of these layer tars, as a source inspect reads. */
+function sourceOf(name: string, tars: Buffer[]) {
+  const image = imageOfLayers(tars, { compression: "none" });
+  return memorySource(name, image.manifest, image.blobs);
+}
+
+const ALPINE_REPOSITORIES = [
+  "https://dl-cdn.alpinelinux.org/alpine/v3.20/main",
+  "https://dl-cdn.alpinelinux.org/alpine/v3.20/community",
+];
+
+test("inspect shows an Alpine image like a dpkg one: OS, apk, its packages, repositories and arch", async () => {
+  const result = await inspectSource(sourceOf("oci:alpine:3.20.3", [alpineLayer()]));
+  const img = result.images[0]!;
+  assert.deepEqual(img.os, {
+    id: "alpine",
+    version: "3.20.3",
+    codename: undefined,
+    prettyName: "Alpine Linux v3.20",
+  });
+  assert.equal(img.packageDb, "apk");
+  assert.equal(img.packageManager, "apk");
+  assert.equal(img.packageCount, 14);
+  assert.equal(img.packages?.length, 14);
+  assert.deepEqual(
+    img.packages?.filter((p) => p.name.startsWith("musl")),
+    [
+      { name: "musl", version: "1.2.5-r0" },
+      { name: "musl-utils", version: "1.2.5-r0" },
+    ],
+  );
+  assert.deepEqual(img.repositories, ALPINE_REPOSITORIES);
+  assert.equal(img.packageArch, "x86_64");
+  // JSON output carries the same (what `suture inspect --format json` prints).
+  const json = JSON.parse(JSON.stringify(result));
+  assert.deepEqual(json.images[0].packages[0], { name: "alpine-baselayout", version: "3.6.5-r0" });
+
+  const text = renderInspect(result);
+  assert.match(text, /^ {2}OS: +Alpine Linux v3\.20$/m);
+  assert.match(text, /^ {2}Package db: +apk \(14 packages\)$/m);
+  assert.match(text, /^ {2}Package tool: +apk$/m);
+  assert.match(text, /^ {2}Package arch: +x86_64$/m);
+  assert.match(
+    text,
+    /^ {2}Repositories \(2\):\n {4}https:\/\/dl-cdn\.alpinelinux\.org\/alpine\/v3\.20\/main\n {4}https:\/\/dl-cdn\.alpinelinux\.org\/alpine\/v3\.20\/community$/m,
+  );
+  assert.match(text, /^ {2}Packages \(14\):$/m);
+  assert.match(text, /^ {4}libcrypto3 +3\.3\.2-r0$/m);
+  assert.match(text, /^ {4}zlib +1\.3\.1-r1$/m);
+});
+
+test("inspect: an apk image with no os-release and no apk (distroless) still shows its packages and repositories", async () => {
+  // The Alpine rootfs with os-release and apk itself deleted by a second layer, and a tagged
+  // repository added in repositories.d (apk reads *.list there, nothing else).
+  const distroless = await tarOf([
+    { name: "etc/.wh.os-release" },
+    { name: "sbin/.wh.apk" },
+    { name: "etc/apk/repositories.d/", type: "directory" },
+    {
+      name: "etc/apk/repositories.d/testing.list",
+      content:
+        "# edge testing\n@testing https://mirror.test/alpine/edge/testing/\nhttps://mirror.test/\u001b[2Jcleared\n",
+    },
+    { name: "etc/apk/repositories.d/README.txt", content: "not a repository list\n" },
+  ]);
+  const result = await inspectSource(sourceOf("oci:static:1", [alpineLayer(), distroless]));
+  const img = result.images[0]!;
+  assert.equal(img.os, undefined);
+  assert.equal(img.packageDb, "apk");
+  assert.equal(img.packageManager, "none");
+  assert.equal(img.packageCount, 14);
+  assert.deepEqual(img.repositories, [
+    ...ALPINE_REPOSITORIES,
+    "@testing https://mirror.test/alpine/edge/testing",
+    "https://mirror.test/\u001b[2Jcleared",
+  ]);
+  const text = renderInspect(result);
+  assert.doesNotMatch(text, /^ {2}OS:/m);
+  assert.match(text, /^ {2}Package db: +apk \(14 packages\)$/m);
+  assert.match(text, /^ {2}Package tool: +none$/m);
+  // The image's text cannot clear the terminal: quoted with its escape shown.
+  assert.match(text, /^ {4}"https:\/\/mirror\.test\/\\u001b\[2Jcleared"$/m);
+  assert.doesNotMatch(text, /\u001b/);
+});
+
+test("inspect: a damaged apk database is one INVALID_MANIFEST line naming it", async () => {
+  const damaged = await tarOf([
+    { name: "lib/apk/db/installed", content: "P:musl\nV:1.2.5-r0\nthis line is not an apk field\n\n" },
+  ]);
+  await assert.rejects(inspectSource(sourceOf("oci:broken:1", [alpineLayer(), damaged])), (e: unknown) => {
+    assert.ok(isSutureError(e, "INVALID_MANIFEST"), String(e));
+    assert.match(e.message, /\/lib\/apk\/db\/installed line 3 .*is not an apk field/);
+    assert.doesNotMatch(e.message, /\n/);
+    return true;
+  });
 });

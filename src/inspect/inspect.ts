@@ -1,4 +1,10 @@
-import { detectDistro } from "../distro/detect.ts";
+import {
+  APK_ARCH_FILE,
+  APK_REPOSITORIES_DIR,
+  APK_REPOSITORIES_FILE,
+  parseApkRepositories,
+} from "../distro/apk/config.ts";
+import { type DistroInfo, detectDistro } from "../distro/detect.ts";
 import { type Image, imagePlatform, loadImage, platformDescriptors, resolveRoot } from "../image/image.ts";
 import type { ImageSource } from "../image/source.ts";
 import type { Platform } from "../oci/manifest.ts";
@@ -31,6 +37,15 @@ export interface ImageSummary {
   packageDb: string;
   packageManager: string;
   packageCount?: number;
+  /** The installed packages, sorted by name, when the package database was read. */
+  packages?: { name: string; version: string }[];
+  /**
+   * The repositories the image's package manager installs from, as the image lists them (apk:
+   * `/etc/apk/repositories`, then `/etc/apk/repositories.d/*.list`; a tagged one as `@tag URL`).
+   */
+  repositories?: string[];
+  /** The architecture name the image's package manager installs for (apk: `/etc/apk/arch`). */
+  packageArch?: string;
 }
 
 export interface InspectResult {
@@ -127,7 +142,33 @@ async function summarise(image: Image, options: InspectOptions): Promise<ImageSu
   summary.packageDb = distro.packageDb;
   summary.packageManager = distro.packageManager;
   summary.packageCount = distro.installed?.size;
+  if (distro.installed) {
+    summary.packages = [...distro.installed]
+      .map(([name, version]) => ({ name, version }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+  if (distro.packageDb === "apk") Object.assign(summary, apkSettings(distro));
   return summary;
+}
+
+/**
+ * apk's repositories and architecture from the files detection read, parsed by the reader the apk
+ * engines use (a line apk would refuse is the same one-line INVALID_MANIFEST here).
+ */
+function apkSettings(distro: DistroInfo): Pick<ImageSummary, "repositories" | "packageArch"> {
+  const text = (path: string) => distro.files.get(path)?.toString("utf8");
+  const lists = [
+    APK_REPOSITORIES_FILE,
+    ...[...distro.files.keys()].filter((p) => p.startsWith(APK_REPOSITORIES_DIR)).sort(),
+  ];
+  const repositories = lists.flatMap((path) => {
+    const content = text(path);
+    return content === undefined
+      ? []
+      : parseApkRepositories(content, path).map((r) => (r.tag ? `@${r.tag} ${r.url}` : r.url));
+  });
+  const arch = text(APK_ARCH_FILE)?.trim();
+  return { repositories, ...(arch ? { packageArch: arch } : {}) };
 }
 
 /** The ports of a config's ExposedPorts (`{"80/tcp": {}}`), sorted; undefined when it names none. */

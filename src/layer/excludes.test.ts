@@ -15,13 +15,15 @@ test("glob: * stays within a segment, ** crosses segments, /dir/** excludes cont
   assert.ok(!globToRegExp("/a.c").test("/abc"), "regex metacharacters are literal");
 });
 
-test("default excludes leave out apt/dpkg caches, logs, scratch space and runtime artefacts", () => {
+test("default excludes leave out apt/dpkg/apk caches, logs, scratch space and runtime artefacts", () => {
   for (const path of [
     "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
     "/var/lib/apt/lists/partial",
     "/var/cache/apt/archives/libssl3_3.0.22-1~deb12u1_amd64.deb",
     "/var/cache/apt/pkgcache.bin",
     "/var/cache/debconf/templates.dat-old",
+    "/var/cache/apk/APKINDEX.6d2de107.tar.gz",
+    "/etc/apk/cache/busybox-1.36.1-r32.1a2b3c4d.apk",
     "/var/lib/dpkg/status-old",
     "/var/log/apt/history.log",
     "/var/log/dpkg.log",
@@ -46,6 +48,8 @@ test("default excludes leave out apt/dpkg caches, logs, scratch space and runtim
     "/tmp",
     "/run",
     "/var/lib/apt/extended_states",
+    "/lib/apk/db/installed",
+    "/etc/apk/world",
   ]) {
     assert.ok(!defaultExclude(path, path === "/tmp" || path === "/run" ? dir : file()), path);
   }

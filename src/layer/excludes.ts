@@ -41,6 +41,8 @@ export const DEFAULT_EXCLUDES: readonly ExcludeRule[] = [
   },
   { pattern: "/var/cache/apt/**", why: "downloaded .debs and apt's binary package caches" },
   { pattern: "/var/cache/debconf/*-old", why: "debconf's backup copies of its databases" },
+  { pattern: "/var/cache/apk/**", why: "apk's repository indexes and downloaded packages" },
+  { pattern: "/etc/apk/cache/**", why: "apk's package cache, when an image enables one" },
   { pattern: "/var/lib/dpkg/*-old", why: "dpkg's backups of status, available, diversions and statoverride" },
   { pattern: "/var/log/apt/**", why: "apt's history and terminal logs of the patch run" },
   { pattern: "/var/log/dpkg.log", why: "dpkg's log of the patch run" },

@@ -308,6 +308,7 @@ async function patchOne(
       {
         name: ctx.imageName ?? ctx.baseName,
         osRelease: distro.osRelease,
+        packageDb: distro.packageDb,
         architecture: imagePlatform(image).architecture,
         variant: imagePlatform(image).variant,
         digests: { ...imageDigests(image), aliases: ctx.imageAliases },

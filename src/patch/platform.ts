@@ -121,6 +121,7 @@ export async function patchPlatformImage(
         const identity = {
           name: ctx.imageName ?? ctx.baseName,
           osRelease: distro.osRelease,
+          packageDb: distro.packageDb,
           installed: distro.installed,
           architecture: platform.architecture,
           variant: platform.variant,

@@ -240,3 +240,92 @@ test("names only warn, and only when the repositories clearly differ; no digest 
   // Reports that name no image (copa manifests, hand-made reports) are not checked.
   assert.deepEqual(checkReportMatchesImage({ ...trivy, image: undefined }, image), []);
 });
+
+/** An apk image as detection describes it (Alpine's 3.10.2 packages the golden report names). */
+const alpineImage = (osRelease: string | undefined): ImageIdentity => ({
+  name: "oci:alpine:3.10",
+  ...(osRelease === undefined ? {} : { osRelease: parseOsRelease(osRelease) }),
+  packageDb: "apk",
+  installed: new Map([
+    ["libcrypto1.1", "1.1.1c-r0"],
+    ["libssl1.1", "1.1.1c-r0"],
+  ]),
+  architecture: "amd64",
+});
+
+test("an Alpine report on an Alpine image of its release passes; on Debian, or another Alpine release, it is refused", async () => {
+  const report = await readReport(golden("alpine-310"));
+  assert.deepEqual(checkReportMatchesImage(report, alpineImage("ID=alpine\nVERSION_ID=3.10.2\n")), []);
+  // A derivative that says it is like Alpine, of the same release.
+  assert.deepEqual(
+    checkReportMatchesImage(report, alpineImage("ID=myalpine\nID_LIKE=alpine\nVERSION_ID=3.10.5\n")),
+    [],
+  );
+  assert.throws(
+    () => checkReportMatchesImage(report, alpineImage("ID=alpine\nVERSION_ID=3.20.3\n")),
+    refused(/is for alpine 3\.10\.2, image oci:alpine:3\.10 is alpine 3\.20\.3/),
+  );
+  assert.throws(
+    () => checkReportMatchesImage(report, { ...bookworm, packageDb: "dpkg" }),
+    refused(/is for alpine 3\.10\.2, image oci:lab:latest is debian 12/),
+  );
+});
+
+test("an image with no os-release: the report's packages must be of its package format", async () => {
+  // Alpine's distroless report (no os-release needed to patch by it) on a distroless apk image.
+  const distroless = await readReport(golden("alpine-distroless"));
+  assert.deepEqual(
+    checkReportMatchesImage(distroless, { ...alpineImage(undefined), installed: new Map() }),
+    [],
+  );
+  const buster = await readReport(golden("debian-buster"));
+  assert.throws(
+    () => checkReportMatchesImage(buster, alpineImage(undefined)),
+    refused(
+      /^report .*debian-buster\.json lists deb packages \(\S+\), image oci:alpine:3\.10 has apk packages \(apk database\): scan oci:alpine:3\.10 and pass that report$/,
+    ),
+  );
+  const alpine = await readReport(golden("alpine-39"));
+  assert.throws(
+    () =>
+      checkReportMatchesImage(alpine, {
+        name: "oci:static:1",
+        packageDb: "dpkg-status.d",
+        architecture: "amd64",
+      }),
+    refused(
+      /lists apk packages \(libcrypto1\.1\), image oci:static:1 has deb packages \(dpkg-status\.d database\)/,
+    ),
+  );
+});
+
+test("Wolfi and Chainguard are rolling: any report of the family matches, another family does not", () => {
+  const apkPlan = (family: string, version: string) =>
+    assemblePlan(
+      { source: { format: "trivy", file: "w.json" }, os: { family, version } },
+      [
+        {
+          name: "glibc",
+          installedVersion: "2.40-r3",
+          fixedVersions: ["2.40-r4"],
+          vulnerabilityId: "CVE-2025-1",
+          type: family,
+          packageType: "apk",
+        },
+      ],
+      [],
+    );
+  const wolfi = alpineImage('ID=wolfi\nNAME="Wolfi"\nVERSION_ID="20230201"\n');
+  const chainguard = alpineImage('ID=chainguard\nNAME="Chainguard"\nVERSION_ID="20230214"\n');
+  assert.deepEqual(checkReportMatchesImage(apkPlan("wolfi", "20230201"), wolfi), []);
+  assert.deepEqual(checkReportMatchesImage(apkPlan("wolfi", "20240101"), wolfi), []);
+  assert.deepEqual(checkReportMatchesImage(apkPlan("chainguard", "20230214"), chainguard), []);
+  assert.throws(
+    () => checkReportMatchesImage(apkPlan("wolfi", "20230201"), chainguard),
+    refused(/is for wolfi 20230201, image .* is chainguard 20230214/),
+  );
+  assert.throws(
+    () => checkReportMatchesImage(apkPlan("alpine", "3.20.3"), wolfi),
+    refused(/is for alpine 3\.20\.3, image .* is wolfi 20230201/),
+  );
+});

@@ -1,14 +1,18 @@
+import type { DistroInfo } from "../distro/detect.ts";
 import type { OsRelease } from "../distro/os-release.ts";
 import { quoteUntrusted, SutureError } from "../errors/errors.ts";
 import { parseReference } from "../ref/reference.ts";
 import { canonicalOsFamily } from "./os-family.ts";
 import type { UpdatePlan } from "./plan.ts";
+import type { PackageType } from "./versions.ts";
 
 /** What the image being patched is, as found in its files and config. */
 export interface ImageIdentity {
   /** How to name the image in messages. */
   name: string;
   osRelease?: OsRelease;
+  /** The image's package database format, as detected (what its packages' versions are). */
+  packageDb?: DistroInfo["packageDb"];
   /** Installed packages by name → version (the image's package database). */
   installed?: ReadonlyMap<string, string>;
   architecture: string;
@@ -73,6 +77,7 @@ export function checkReportMatchesImage(
       );
     }
   }
+  checkPackageFormat(plan, image, fix);
   if (plan.arch && plan.arch !== image.architecture) {
     const reportPlatform = [plan.arch, plan.variant].filter(Boolean).join("/");
     const imagePlatform = [image.architecture, image.variant].filter(Boolean).join("/");
@@ -100,6 +105,30 @@ export function checkReportMatchesImage(
     }
   }
   return warnings;
+}
+
+/** The package format of a detected package database. */
+const DB_FORMAT: Partial<Record<DistroInfo["packageDb"], PackageType>> = {
+  dpkg: "deb",
+  "dpkg-status.d": "deb",
+  apk: "apk",
+  rpm: "rpm",
+};
+
+/**
+ * A report's packages must be of the image's package format. The OS check above catches this
+ * when both name an OS; an image with no os-release (distroless apk or Debian images) names none,
+ * and a Debian report on it would compare deb versions against apk's database.
+ */
+function checkPackageFormat(plan: UpdatePlan, image: ImageIdentity, fix: string): void {
+  const imageFormat = image.packageDb ? DB_FORMAT[image.packageDb] : undefined;
+  if (!imageFormat) return;
+  const other = plan.updates.find((u) => u.packageType !== undefined && u.packageType !== imageFormat);
+  if (!other) return;
+  throw new SutureError(
+    "INVALID_REPORT",
+    `report ${plan.source.file} lists ${other.packageType} packages (${other.name}), image ${image.name} has ${imageFormat} packages (${image.packageDb} database): ${fix}`,
+  );
 }
 
 /**
@@ -175,6 +204,12 @@ function lastComponent(repository: string): string {
 }
 
 /**
+ * Rolling distributions: their VERSION_ID is the date the base layout was cut (Wolfi's 20230201,
+ * Chainguard's 20230214), the same for every image, so it names no release a report could be for.
+ */
+const ROLLING = new Set(["wolfi", "chainguard"]);
+
+/**
  * Whether a report's release string names the image's release. Scanners write more or less of the
  * version than os-release's VERSION_ID (Trivy reads /etc/debian_version: "10.1" for Debian 10,
  * Alpine's "3.10.2" for VERSION_ID 3.10.2, "trixie/sid" on testing), so releases are compared at
@@ -183,6 +218,7 @@ function lastComponent(repository: string): string {
  * codename. An empty side matches.
  */
 function sameRelease(family: string, reportVersion: string, os: OsRelease): boolean {
+  if (ROLLING.has(family)) return true;
   const report = reportVersion.trim().toLowerCase();
   const imageVersion = (os.versionId ?? "").trim().toLowerCase();
   const codename = (os.versionCodename ?? "").trim().toLowerCase();

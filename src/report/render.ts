@@ -82,7 +82,7 @@ export function formatPlanJson(plan: UpdatePlan): string {
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 
 /** `text`, or JSON-quoted (escapes visible) when it holds anything UNPRINTABLE. */
-function printable(text: string): string {
+export function printable(text: string): string {
   return UNPRINTABLE.test(text) ? JSON.stringify(text) : text;
 }
 

@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { SutureError } from "../errors/errors.ts";
+import type { ProgressSink } from "../progress/events.ts";
 
 /**
  * What a lock file holds. Read back, it is checked: a pid of 0 or below would make the liveness
@@ -89,4 +90,25 @@ export function processAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+/**
+ * Run `fn` holding the lock of a cache several suture processes share (`what` names the cache in
+ * the warning a waiting process gives, e.g. "apt cache").
+ */
+export function withSharedCacheLock<T>(
+  lockPath: string,
+  what: string,
+  progress: ProgressSink,
+  signal: AbortSignal | undefined,
+  fn: () => Promise<T>,
+): Promise<T> {
+  return withFileLock(lockPath, fn, {
+    signal,
+    onWait: (owner) =>
+      progress({
+        type: "warning",
+        message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same ${what}`,
+      }),
+  });
 }

@@ -25,34 +25,53 @@ const DIGEST_B = `sha256:${"b2".repeat(32)}`;
 const INDEX = `sha256:${"c3".repeat(32)}`;
 const WHEN = new Date("2025-01-02T03:04:05.678Z");
 
-function debianPlan(arch = "amd64", variant?: string): UpdatePlan {
-  const f = (name: string, installed: string, fixed: string, id: string) => ({
-    name,
-    installedVersion: installed,
-    fixedVersions: splitFixedVersions(fixed),
-    vulnerabilityId: id,
-    type: "debian",
-    packageType: "deb" as const,
-  });
+/** A plan as a copa manifest (no scanner purls) of one package format's image turns into. */
+function manifestPlan(
+  os: { family: string; version: string },
+  packageType: "deb" | "apk",
+  platform: { arch: string; variant?: string },
+  rows: [name: string, installed: string, fixed: string, id: string][],
+): UpdatePlan {
   return assemblePlan(
     {
       source: { format: "copa-v1alpha2", file: "r.json" },
-      os: { family: "debian", version: "12" },
-      arch,
-      ...(variant ? { variant } : {}),
+      os,
+      arch: platform.arch,
+      ...(platform.variant ? { variant: platform.variant } : {}),
     },
-    [
-      f("openssl", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"),
-      f("libssl3", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"),
-      f("libssl3", "3.0.11-1~deb12u2", "3.0.11-1~deb12u3", "GHSA-2c2c-xxxx-xxxx"),
-      f("zlib1g", "1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u1", "CVE-2023-45853"),
-      f("perl", "5.36.0-7", "5.36.0-7+deb12u1", "DSA-5580-1"),
-    ],
+    rows.map(([name, installed, fixed, id]) => ({
+      name,
+      installedVersion: installed,
+      fixedVersions: splitFixedVersions(fixed),
+      vulnerabilityId: id,
+      type: os.family,
+      packageType,
+    })),
     [],
   );
 }
 
+function debianPlan(arch = "amd64", variant?: string): UpdatePlan {
+  return manifestPlan({ family: "debian", version: "12" }, "deb", { arch, variant }, [
+    ["openssl", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"],
+    ["libssl3", "3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "CVE-2024-0727"],
+    ["libssl3", "3.0.11-1~deb12u2", "3.0.11-1~deb12u3", "GHSA-2c2c-xxxx-xxxx"],
+    ["zlib1g", "1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u1", "CVE-2023-45853"],
+    ["perl", "5.36.0-7", "5.36.0-7+deb12u1", "DSA-5580-1"],
+  ]);
+}
+
 const all = (plan: UpdatePlan) => new Set(plan.updates.map((u) => u.name));
+
+/** The platforms of a patched index (plan, manifest digest, architecture), all fixed, each also in the index. */
+function indexSubjects(repository: string, platforms: [UpdatePlan, string, string][]): VexSubject[] {
+  const index = { digest: INDEX, repository };
+  return platforms.map(([plan, digest, architecture]) => ({
+    plan,
+    patched: all(plan),
+    products: [{ digest, repository, architecture }, index],
+  }));
+}
 
 function assertSchemaValid(doc: unknown): void {
   const r = validateOpenVex(doc, SCHEMA);
@@ -158,19 +177,10 @@ test("multi-platform: per-platform products plus the index, with native arch nam
   const armv7 = debianPlan("arm", "v7");
   // The arm image had no perl update.
   armv7.updates = armv7.updates.filter((u) => u.name !== "perl");
-  const index = { digest: INDEX, repository: "ghcr.io/acme/web" };
-  const subjects: VexSubject[] = [
-    {
-      plan: amd64,
-      patched: all(amd64),
-      products: [{ digest: DIGEST_A, repository: "ghcr.io/acme/web", architecture: "amd64" }, index],
-    },
-    {
-      plan: armv7,
-      patched: all(armv7),
-      products: [{ digest: DIGEST_B, repository: "ghcr.io/acme/web", architecture: "arm" }, index],
-    },
-  ];
+  const subjects = indexSubjects("ghcr.io/acme/web", [
+    [amd64, DIGEST_A, "amd64"],
+    [armv7, DIGEST_B, "arm"],
+  ]);
   const doc = buildOpenVex(subjects, { timestamp: WHEN })!;
   const cve = doc.statements.find((s) => s.vulnerability.name === "CVE-2023-45853")!;
   assert.deepEqual(
@@ -401,4 +411,79 @@ test("writeOpenVex: atomic replace, mode 0644, no temporary files left", async (
     (e) => isSutureError(e, "IO") && /cannot write VEX document/.test(e.message),
   );
   assert.deepEqual(readdirSync(dir), ["vex.json"]);
+});
+
+function apkPlan(family: string, version: string, arch: string, variant?: string): UpdatePlan {
+  return manifestPlan({ family, version }, "apk", { arch, variant }, [
+    ["musl", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"],
+    ["musl-utils", "1.2.5-r0", "1.2.5-r3", "CVE-2025-26519"],
+    ["libcrypto3", "3.3.2-r0", "3.3.2-r1", "CVE-2024-9143"],
+    ["busybox", "1.36.1_git20240101-r29", "1.36.1_git20240101-r32", "CVE-2023-42363"],
+  ]);
+}
+
+test("apk purls: pkg:apk/<family>/NAME@VERSION with apk's arch names and distro=<family>-<release>", (t) => {
+  const wolfi = apkPlan("wolfi", "20230201", "amd64");
+  const doc = buildOpenVex(
+    [
+      ...indexSubjects("ghcr.io/acme/alpine-app", [
+        [apkPlan("alpine", "3.20.3", "amd64"), DIGEST_A, "amd64"],
+        [apkPlan("alpine", "3.20.3", "arm64", "v8"), DIGEST_B, "arm64"],
+      ]),
+      { plan: wolfi, patched: all(wolfi), products: [{ digest: DIGEST_A, repository: "cgr.dev/acme/app" }] },
+    ],
+    { timestamp: WHEN },
+  )!;
+  const musl = doc.statements.find((s) => s.vulnerability.name === "CVE-2025-26519")!;
+  const onIndex = musl.products.find((p) => p["@id"].includes("c3c3"))!;
+  assert.deepEqual(
+    onIndex.subcomponents!.map((s) => s["@id"]),
+    [
+      "pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=alpine-3.20.3",
+      "pkg:apk/alpine/musl-utils@1.2.5-r0?arch=x86_64&distro=alpine-3.20.3",
+      "pkg:apk/alpine/musl@1.2.5-r0?arch=aarch64&distro=alpine-3.20.3",
+      "pkg:apk/alpine/musl-utils@1.2.5-r0?arch=aarch64&distro=alpine-3.20.3",
+    ],
+  );
+  const busybox = doc.statements.find((s) => s.vulnerability.name === "CVE-2023-42363")!;
+  assert.ok(
+    busybox.products.some((p) =>
+      p.subcomponents!.some(
+        (s) => s["@id"] === "pkg:apk/wolfi/busybox@1.36.1_git20240101-r29?arch=x86_64&distro=wolfi-20230201",
+      ),
+    ),
+  );
+  // What a purl reader makes of one: apk type, the family as namespace, apk's arch.
+  const parsed = PackageURL.fromString(onIndex.subcomponents![2]!["@id"]);
+  assert.deepEqual(
+    [parsed.type, parsed.namespace, parsed.name, parsed.version, { ...parsed.qualifiers }],
+    ["apk", "alpine", "musl", "1.2.5-r0", { arch: "aarch64", distro: "alpine-3.20.3" }],
+  );
+  if (!haveShared) return t.skip(NO_SHARED);
+  assertSchemaValid(doc);
+});
+
+test("an Alpine Trivy report filtered by the image's versions: the scanner's purl gives way to one at the installed version", async (t) => {
+  if (!haveShared) return t.skip(NO_SHARED);
+  const report = await readReport(join(FIXTURES, "trivy-golden/alpine-310.json"));
+  const plan = filterPlanByInstalled(
+    report,
+    new Map([
+      ["libcrypto1.1", "1.1.1c-r1"],
+      ["libssl1.1", "1.1.1c-r0"],
+    ]),
+  );
+  const doc = buildOpenVex(
+    [{ plan, patched: all(plan), products: [{ digest: DIGEST_A, repository: "docker.io/library/alpine" }] }],
+    { timestamp: WHEN },
+  )!;
+  const ids = new Set(
+    doc.statements.flatMap((s) => s.products.flatMap((p) => p.subcomponents!.map((c) => c["@id"]))),
+  );
+  assert.deepEqual([...ids].sort(), [
+    "pkg:apk/alpine/libcrypto1.1@1.1.1c-r1?arch=x86_64&distro=alpine-3.10.2",
+    // Unchanged: Trivy's own purl, so the statement matches Trivy's finding exactly.
+    "pkg:apk/alpine/libssl1.1@1.1.1c-r0?arch=x86_64&distro=3.10.2",
+  ]);
+  assertSchemaValid(doc);
 });

@@ -49,6 +49,7 @@ import {
   alpineTestRepoFiles,
   cachedEntry,
   labSha256,
+  memoized,
   runLabTool,
 } from "./alpine-repo.ts";
 import { minirootfs, readRootfsFiles } from "./alpine-rootfs.ts";
@@ -136,13 +137,7 @@ export function alpineLabImage(
   arch: AlpineArch = "x86_64",
 ): Promise<AlpineLabImage> {
   const k = `${labCacheDir()}\0${variant}\0${arch}`;
-  let p = imageMemo.get(k);
-  if (!p) {
-    p = obtainImage(variant, arch);
-    imageMemo.set(k, p);
-    p.catch(() => imageMemo.delete(k));
-  }
-  return p;
+  return memoized(imageMemo, k, () => obtainImage(variant, arch));
 }
 
 async function obtainImage(variant: "app" | "static", arch: AlpineArch): Promise<AlpineLabImage> {
@@ -189,30 +184,25 @@ async function buildImage(staged: string, variant: "app" | "static", arch: Alpin
     await runLabTool("tar", ["--sort=name", "--numeric-owner", "-C", rootfs, "-cf", rootfsTar, "."]);
     createdBy = `suture lab: alpine-minirootfs-${ALPINE_RELEASE}-${arch} without ${ALPINE_STATIC_REMOVED.join(" ")} (no shell, no apk)`;
   }
-  await runLabTool("umoci", [
-    "raw",
-    "add-layer",
-    "--image",
-    image,
-    "--history.created",
-    CREATED,
-    "--history.created_by",
-    createdBy,
-    rootfsTar,
-  ]);
+  const addLayer = (tar: string, history: string) =>
+    runLabTool("umoci", [
+      "raw",
+      "add-layer",
+      "--image",
+      image,
+      "--history.created",
+      CREATED,
+      "--history.created_by",
+      history,
+      tar,
+    ]);
+  await addLayer(rootfsTar, createdBy);
   const appTar = join(work, "app.tar");
   await appLayer(join(work, "app"), appTar, fixture, variant);
-  await runLabTool("umoci", [
-    "raw",
-    "add-layer",
-    "--image",
-    image,
-    "--history.created",
-    CREATED,
-    "--history.created_by",
-    `/bin/sh -c #(nop) COPY app files; adduser -D -u 1000 app; trust the lab repository key${variant === "app" ? "; edit /etc/securetty" : ""}`,
+  await addLayer(
     appTar,
-  ]);
+    `/bin/sh -c #(nop) COPY app files; adduser -D -u 1000 app; trust the lab repository key${variant === "app" ? "; edit /etc/securetty" : ""}`,
+  );
   await runLabTool("umoci", [
     "config",
     "--image",
@@ -372,13 +362,7 @@ const indexMemo = new Map<string, Promise<{ ociDir: string; ref: string }>>();
 
 /** The "app" variant for amd64 and arm64 behind one OCI image index (tag `latest`), cached. */
 export function alpineLabIndex(): Promise<{ ociDir: string; ref: string }> {
-  let p = indexMemo.get(labCacheDir());
-  if (!p) {
-    p = obtainIndex();
-    indexMemo.set(labCacheDir(), p);
-    p.catch(() => indexMemo.delete(labCacheDir()));
-  }
-  return p;
+  return memoized(indexMemo, labCacheDir(), obtainIndex);
 }
 
 async function obtainIndex(): Promise<{ ociDir: string; ref: string }> {

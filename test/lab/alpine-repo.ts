@@ -61,6 +61,20 @@ export interface AlpineLabKey extends ApkTestKey {
   publicKeyFile: string;
 }
 
+/**
+ * One promise per key for this process (a cache entry is built or read once); a failure is
+ * forgotten so that the next call tries again.
+ */
+export function memoized<T>(memo: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
+  let p = memo.get(key);
+  if (!p) {
+    p = make();
+    memo.set(key, p);
+    p.catch(() => memo.delete(key));
+  }
+  return p;
+}
+
 const keyMemo = new Map<string, Promise<{ lab: AlpineLabKey; other: AlpineLabKey }>>();
 
 /**
@@ -70,13 +84,7 @@ const keyMemo = new Map<string, Promise<{ lab: AlpineLabKey; other: AlpineLabKey
  */
 export function alpineLabKeys(): Promise<{ lab: AlpineLabKey; other: AlpineLabKey }> {
   const dir = join(labCacheDir(), "alpineLabKeys-v1");
-  let p = keyMemo.get(dir);
-  if (!p) {
-    p = loadOrMakeKeys(dir);
-    keyMemo.set(dir, p);
-    p.catch(() => keyMemo.delete(dir));
-  }
-  return p;
+  return memoized(keyMemo, dir, () => loadOrMakeKeys(dir));
 }
 
 async function loadOrMakeKeys(dir: string): Promise<{ lab: AlpineLabKey; other: AlpineLabKey }> {
@@ -132,13 +140,7 @@ const repoMemo = new Map<string, Promise<BuiltAlpineRepo>>();
 /** The repository signed by `signer` (cached; built in seconds when absent). */
 export function alpineTestRepoFiles(signer: "lab" | "other" = "lab"): Promise<BuiltAlpineRepo> {
   const k = `${labCacheDir()}\0${signer}`;
-  let p = repoMemo.get(k);
-  if (!p) {
-    p = obtainRepo(signer);
-    repoMemo.set(k, p);
-    p.catch(() => repoMemo.delete(k));
-  }
-  return p;
+  return memoized(repoMemo, k, () => obtainRepo(signer));
 }
 
 async function obtainRepo(signer: "lab" | "other"): Promise<BuiltAlpineRepo> {
@@ -198,7 +200,7 @@ export async function cachedEntry(
   }
 }
 
-interface RootfsView {
+export interface RootfsView {
   entries: Map<string, RootfsEntry>;
   packages: InstalledPackage[];
   /** scripts.tar members by name (`<pkg>-<ver>.<C:>.<script>`). */
@@ -207,6 +209,7 @@ interface RootfsView {
   triggers: Map<string, string[]>;
 }
 
+/** A rootfs tarball's members and its apk database: installed records, scripts, triggers. */
 export async function readRootfsView(tarball: string): Promise<RootfsView> {
   const entries = await readRootfsEntries(tarball);
   const text = (p: string) => entries.get(p)?.data?.toString("utf8") ?? "";
@@ -262,12 +265,7 @@ async function buildRepo(staged: string, key: AlpineLabKey): Promise<void> {
         file,
       });
     }
-    await run("unshare", [
-      "--net",
-      "--pid",
-      "--fork",
-      "chroot",
-      chroot,
+    await inChrootOf(chroot, [
       "/bin/sh",
       "-c",
       `cd /repo/${arch} && apk index --quiet -d 'suture lab: Alpine v3.20 main (edge builds) ${arch}' -o /repo/APKINDEX.${arch}.tar.gz *.apk`,
@@ -276,12 +274,7 @@ async function buildRepo(staged: string, key: AlpineLabKey): Promise<void> {
     await writeFile(join(parts, "APKINDEX.unsigned.tar.gz"), unsigned);
     await writeFile(join(dir, "APKINDEX.tar.gz"), Buffer.concat([signatureMember(unsigned, key), unsigned]));
     // community: a signed index of no packages, so an image listing it (as Alpine's does) updates cleanly.
-    await run("unshare", [
-      "--net",
-      "--pid",
-      "--fork",
-      "chroot",
-      chroot,
+    await inChrootOf(chroot, [
       "/sbin/apk",
       "index",
       "--quiet",
@@ -299,6 +292,11 @@ async function buildRepo(staged: string, key: AlpineLabKey): Promise<void> {
   }
   await rm(chroot, { recursive: true, force: true });
   await writeFile(join(staged, "packages.json"), JSON.stringify(packages, null, 1));
+}
+
+/** Runs a program of the extracted 3.20.3 rootfs in it: chroot, no network, own pid namespace. */
+function inChrootOf(root: string, args: string[]): Promise<string> {
+  return run("unshare", ["--net", "--pid", "--fork", "chroot", root, ...args]);
 }
 
 /** `.PKGINFO` keys by the installed-db letter they come from, in abuild's order. */

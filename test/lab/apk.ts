@@ -23,7 +23,7 @@ export function apkTestKey(name = "suture-test.rsa.pub", bits = 2048): ApkTestKe
 export interface SegmentFile {
   name: string;
   data?: Buffer | string;
-  type?: "file" | "directory" | "symlink";
+  type?: "file" | "directory" | "symlink" | "hardlink";
   mode?: number;
   uid?: number;
   gid?: number;
@@ -32,6 +32,8 @@ export interface SegmentFile {
   mtime?: number;
   /** Extra PAX records (`APK-TOOLS.checksum.SHA1`). */
   pax?: Record<string, string>;
+  /** Extended attributes (`SCHILY.xattr.*` records). */
+  xattrs?: Record<string, string>;
 }
 
 /**
@@ -54,6 +56,9 @@ export function tarSegment(files: readonly SegmentFile[], end: boolean): Buffer 
         size: type === "file" ? data.length : 0,
         ...(f.linkname === undefined ? {} : { linkname: f.linkname }),
         ...(f.pax ? { otherPax: new Map(Object.entries(f.pax).map(([k, v]) => [k, Buffer.from(v)])) } : {}),
+        ...(f.xattrs
+          ? { xattrs: new Map(Object.entries(f.xattrs).map(([k, v]) => [k, Buffer.from(v)])) }
+          : {}),
       }),
     );
     if (type === "file") parts.push(data, tarPadding(data.length));

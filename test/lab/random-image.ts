@@ -53,19 +53,37 @@ export async function randomLayerTar(
 
 /** Build a small random image (random layers, real tar/gzip, consistent config and manifest). */
 export async function buildRandomImage(options: RandomImageOptions = {}): Promise<RandomImage> {
+  const layers: Buffer[] = [];
+  const files: Map<string, Buffer>[] = [];
+  for (let i = 0; i < (options.layers ?? 2); i++) {
+    const layer = await randomLayerTar(i, options.fileBytes ?? 4096);
+    layers.push(layer.tar);
+    files.push(layer.files);
+  }
+  return {
+    ...imageOfLayers(layers, { ...options, labels: { "test.id": randomBytes(8).toString("hex") } }),
+    files,
+  };
+}
+
+/**
+ * An image in memory of the given uncompressed layer tars (bottom first), with a config and
+ * manifest that describe them; `files` is left empty (the caller knows what its tars hold).
+ */
+export function imageOfLayers(
+  tars: readonly Buffer[],
+  options: Omit<RandomImageOptions, "layers" | "fileBytes"> & { labels?: Record<string, string> } = {},
+): RandomImage {
   const docker = options.format === "docker";
   const gzip = (options.compression ?? "gzip") === "gzip";
   const blobs = new Map<string, Buffer>();
   const layers: Descriptor[] = [];
   const diffIds: string[] = [];
-  const files: Map<string, Buffer>[] = [];
-  for (let i = 0; i < (options.layers ?? 2); i++) {
-    const layer = await randomLayerTar(i, options.fileBytes ?? 4096);
-    const blob = gzip ? zlib.gzipSync(layer.tar) : layer.tar;
+  for (const tar of tars) {
+    const blob = gzip ? zlib.gzipSync(tar) : tar;
     const digest = sha256Digest(blob);
     blobs.set(digest, blob);
-    diffIds.push(sha256Digest(layer.tar));
-    files.push(layer.files);
+    diffIds.push(sha256Digest(tar));
     let mediaType: string;
     if (docker) mediaType = gzip ? MediaType.dockerLayerGzip : "application/vnd.docker.image.rootfs.diff.tar";
     else mediaType = gzip ? MediaType.ociLayerGzip : MediaType.ociLayer;
@@ -79,7 +97,7 @@ export async function buildRandomImage(options: RandomImageOptions = {}): Promis
       config: {
         Env: ["PATH=/usr/bin:/bin"],
         Cmd: ["/bin/true"],
-        Labels: { "test.id": randomBytes(8).toString("hex") },
+        ...(options.labels ? { Labels: options.labels } : {}),
       },
       rootfs: { type: "layers", diff_ids: diffIds },
       history: diffIds.map((_, i) => ({ created: "2024-01-01T00:00:00Z", created_by: `layer ${i}` })),
@@ -106,7 +124,7 @@ export async function buildRandomImage(options: RandomImageOptions = {}): Promis
     configDigest,
     diffIds,
     layerDigests: layers.map((l) => l.digest),
-    files,
+    files: tars.map(() => new Map()),
     blobs,
   };
 }

@@ -26,6 +26,12 @@ export interface TarEntry {
   linkname: string;
   devmajor: number;
   devminor: number;
+  /**
+   * Owner and group names (ustar `uname`/`gname` or PAX), when the archive has them: apk resolves
+   * a package file's owner by name in the image's /etc/passwd and /etc/group before its ids.
+   */
+  uname?: string;
+  gname?: string;
   /** Extended attributes from `SCHILY.xattr.*` / `LIBARCHIVE.xattr.*` records, values as raw bytes. */
   xattrs: Map<string, Buffer>;
   /**

@@ -86,6 +86,12 @@ export class TarHeaderDecoder {
       devminor: kind === "char" || kind === "block" ? tarNumber(block, 337, 8, "devminor") : 0,
       xattrs: new Map(),
     };
+    if (magic.startsWith("ustar")) {
+      const uname = cString(block, 265, 32);
+      const gname = cString(block, 297, 32);
+      if (uname) entry.uname = uname;
+      if (gname) entry.gname = gname;
+    }
     applyPax(entry, new Map([...this.#globalPax, ...this.#pax]));
     this.#pax = new Map();
     this.#longName = undefined;
@@ -230,6 +236,8 @@ function applyPax(entry: TarEntry, pax: Map<string, Buffer>): void {
     else if (key === "uid") entry.uid = num("uid");
     else if (key === "gid") entry.gid = num("gid");
     else if (key === "mtime") entry.mtime = num("mtime");
+    else if (key === "uname") entry.uname = text();
+    else if (key === "gname") entry.gname = text();
     else if (key.startsWith("SCHILY.xattr.")) entry.xattrs.set(key.slice("SCHILY.xattr.".length), raw);
     else if (key.startsWith("LIBARCHIVE.xattr.")) {
       // The name is percent-encoded; a malformed escape (`%zz`) makes decodeURIComponent throw a

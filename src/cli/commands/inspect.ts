@@ -1,5 +1,6 @@
 import { type Command, Option } from "@commander-js/extra-typings";
 import { type InspectResult, inspectImage } from "../../index.ts";
+import { printable } from "../../report/render.ts";
 import { addTransportOptions, parsePlatformList, transportOptionsFrom } from "../options.ts";
 
 export function registerInspect(program: Command): void {
@@ -41,6 +42,12 @@ export function renderInspect(r: InspectResult): string {
       `  Package db:     ${img.packageDb}${img.packageCount !== undefined ? ` (${img.packageCount} packages)` : ""}`,
     );
     lines.push(`  Package tool:   ${img.packageManager}`);
+    // The image's own text: quoted when it holds what could rewrite the terminal's lines.
+    if (img.packageArch) lines.push(`  Package arch:   ${printable(img.packageArch)}`);
+    if (img.repositories) {
+      lines.push(`  Repositories (${img.repositories.length}):`);
+      for (const r of img.repositories) lines.push(`    ${printable(r)}`);
+    }
     if (img.config.entrypoint?.length)
       lines.push(`  Entrypoint:     ${JSON.stringify(img.config.entrypoint)}`);
     if (img.config.cmd?.length) lines.push(`  Cmd:            ${JSON.stringify(img.config.cmd)}`);
@@ -60,6 +67,11 @@ export function renderInspect(r: InspectResult): string {
     lines.push(`  Layers (${img.layers.length}):`);
     for (const l of img.layers)
       lines.push(`    ${l.digest}  ${formatSize(l.size).padStart(10)}  ${l.mediaType}`);
+    if (img.packages?.length) {
+      lines.push(`  Packages (${img.packages.length}):`);
+      const width = Math.max(...img.packages.map((p) => p.name.length));
+      for (const p of img.packages) lines.push(`    ${p.name.padEnd(width)}  ${p.version}`);
+    }
   }
   return `${lines.join("\n")}\n`;
 }

@@ -65,7 +65,7 @@ export function registerPatch(program: Command): void {
     program
       .command("patch")
       .description(
-        "patch an image's OS packages and add exactly one layer: suture's native engine where it can serve the image's package manager (today: every dpkg image), else the image's own package manager in runc",
+        "patch an image's OS packages and add exactly one layer: suture's native engine where it can serve the image's package manager (every dpkg and apk image), else the image's own package manager in runc",
       )
       .requiredOption("-i, --image <image>", "image to patch (any transport)")
       .option(
@@ -111,13 +111,13 @@ export function registerPatch(program: Command): void {
       )
       .option(
         "--mirror <from=to>",
-        "fetch packages for apt source FROM from mirror TO (repeatable); signatures are still checked",
+        "fetch packages for repository FROM (an apt source or apk repository URL, or one under FROM/) from mirror TO (repeatable); signatures are still checked",
         (value: string, previous: string[] = []) => [...previous, value],
       )
       .addOption(
         new Option(
           "--engine <engine>",
-          "what applies the updates. auto: per package manager, suture's native engine where it can serve (today: every dpkg image), else the sandbox engine (the image's own package manager in runc); native or sandbox: that one",
+          "what applies the updates. auto: per package manager, suture's native engine where it can serve (every dpkg and apk image), else the sandbox engine (the image's own package manager in runc); native or sandbox: that one",
         )
           .choices(ENGINE_CHOICES)
           .default("auto"),

@@ -7,6 +7,7 @@ import { minirootfs, readRootfsFiles } from "../../../test/lab/alpine-rootfs.ts"
 import {
   type InstalledPackage,
   installedPackage,
+  installedRecordFields,
   ownedPaths,
   parseInstalledDb,
   serializeInstalledDb,
@@ -140,4 +141,25 @@ test("M:/a: with an xattr checksum and root-dir files parse and write back", () 
   assert.equal(pkg!.dirs[1]!.files[0]!.acl!.mode, 0o4755);
   assert.deepEqual(pkg!.info.replaces, [{ name: "old", conflict: false }]);
   assert.deepEqual(pkg!.fields.at(-1), ["f", "s"]);
+});
+
+test("installedRecordFields writes each real record's package lines as apk wrote them", () => {
+  const dbs: [string, Buffer][] = [["apk-real", readFileSync(APK_REAL_DB)], ...rootfsDbs];
+  let checked = 0;
+  for (const [name, bytes] of dbs) {
+    for (const pkg of parseInstalledDb(bytes.toString("utf8"))) {
+      const tag = pkg.fields.find(([l]) => l === "s")?.[1];
+      const fields = installedRecordFields(
+        { ...pkg.info, checksum: pkg.info.checksum! },
+        {
+          replaces: pkg.info.replaces,
+          ...(pkg.info.replacesPriority === undefined ? {} : { replacesPriority: pkg.info.replacesPriority }),
+          ...(tag === undefined ? {} : { repositoryTag: tag }),
+        },
+      );
+      assert.deepEqual(fields, pkg.fields, `${name} ${pkg.info.name}`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 40);
 });

@@ -1,8 +1,10 @@
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
 import {
   APK_CHECKSUM,
+  type ApkDependency,
   type ApkField,
   type ApkPackageInfo,
+  formatApkDependency,
   packageInfoFromFields,
   parseApkRecords,
 } from "./records.ts";
@@ -196,4 +198,43 @@ export function ownedPaths(pkg: InstalledPackage): { dirs: string[]; files: stri
     dirs: pkg.dirs.map((d) => d.path).filter((p) => p !== ""),
     files: pkg.dirs.flatMap((d) => d.files.map((f) => (d.path === "" ? f.name : `${d.path}/${f.name}`))),
   };
+}
+
+/**
+ * The package fields of an installed record as apk writes them for a package it installed from
+ * an index (apk-tools' index header, then the installed db's own `r:`, `q:` and `s:`): `C:` the
+ * index's checksum, `T:`/`U:`/`L:`/`S:`/`I:` always, the others when set.
+ */
+export function installedRecordFields(
+  info: ApkPackageInfo & { checksum: string },
+  extra: { replaces: readonly ApkDependency[]; replacesPriority?: number; repositoryTag?: string },
+): ApkField[] {
+  const fields: ApkField[] = [
+    ["C", info.checksum],
+    ["P", info.name],
+    ["V", info.version],
+  ];
+  if (info.arch !== undefined) fields.push(["A", info.arch]);
+  fields.push(
+    ["S", String(info.size ?? 0)],
+    ["I", String(info.installedSize ?? 0)],
+    ["T", info.description ?? ""],
+    ["U", info.url ?? ""],
+    ["L", info.license ?? ""],
+  );
+  if (info.origin !== undefined) fields.push(["o", info.origin]);
+  if (info.maintainer !== undefined) fields.push(["m", info.maintainer]);
+  if (info.buildTime) fields.push(["t", String(info.buildTime)]);
+  if (info.commit !== undefined) fields.push(["c", info.commit]);
+  if (info.providerPriority) fields.push(["k", String(info.providerPriority)]);
+  const deps = (letter: string, list: readonly ApkDependency[]) => {
+    if (list.length) fields.push([letter, list.map(formatApkDependency).join(" ")]);
+  };
+  deps("D", info.depends);
+  deps("p", info.provides);
+  deps("i", info.installIf);
+  deps("r", extra.replaces);
+  if (extra.replacesPriority) fields.push(["q", String(extra.replacesPriority)]);
+  if (extra.repositoryTag !== undefined) fields.push(["s", extra.repositoryTag]);
+  return fields;
 }

@@ -4,13 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { isSutureError } from "../../errors/errors.ts";
-import {
-  configFileOrder,
-  fnmatchRegExp,
-  PathFilter,
-  parseDpkgConfig,
-  readDpkgConfig,
-} from "./dpkg-config.ts";
+import { fnmatchRegExp } from "../../fs/fnmatch.ts";
+import { configFileOrder, PathFilter, parseDpkgConfig, readDpkgConfig } from "./dpkg-config.ts";
 
 /**
  * The shape of /etc/dpkg/dpkg.cfg.d/docker in Docker's official debian:*-slim images (written by

@@ -23,7 +23,7 @@ import { SutureError } from "../../../errors/errors.ts";
 import { childPath, listDirInRoot, readFileInRoot } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
-import { withFileLock } from "../../../sandbox/file-lock.ts";
+import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../../sandbox/runtime.ts";
 import {
   cannotPatch,
@@ -324,14 +324,7 @@ function withCacheLock<T>(
   signal: AbortSignal | undefined,
   fn: () => Promise<T>,
 ): Promise<T> {
-  return withFileLock(cache.lock, fn, {
-    signal,
-    onWait: (owner) =>
-      progress({
-        type: "warning",
-        message: `waiting for another suture (pid ${owner?.pid ?? "?"}) using the same apt cache`,
-      }),
-  });
+  return withSharedCacheLock(cache.lock, "apt cache", progress, signal, fn);
 }
 
 export async function readInstalled(root: string): Promise<Map<string, string>> {

@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { detectFromFiles } from "../../distro/detect.ts";
+import { isSutureError } from "../../errors/errors.ts";
+import { selectEngine } from "./engine.ts";
+import { PACKAGE_MANAGERS } from "./package-managers.ts";
+
+const ALPINE_DB = "P:musl\nV:1.2.5-r0\nA:x86_64\n\nP:busybox\nV:1.36.1-r29\nA:x86_64\n\n";
+
+const imageOf = (files: Record<string, string>) =>
+  detectFromFiles(new Map(Object.entries(files).map(([p, c]) => [p, Buffer.from(c)])));
+
+test("an image no package manager serves is refused in one line listing what suture patches, apk included", () => {
+  const fedora = imageOf({
+    "/etc/os-release": 'ID=fedora\nPRETTY_NAME="Fedora Linux 40"\n',
+    "/var/lib/rpm/rpmdb.sqlite": "SQLite format 3\0",
+  });
+  assert.throws(
+    () => selectEngine("auto", fedora, PACKAGE_MANAGERS),
+    (e: unknown) =>
+      isSutureError(e, "UNSUPPORTED_OS") &&
+      e.message ===
+        'Fedora Linux 40 with package db "rpm" is not supported yet: suture patches Debian and Ubuntu images (dpkg), Alpine, Wolfi and Chainguard images (apk)',
+  );
+});
+
+test("apk images go to the apk package manager: native by default, sandbox only where the image has apk", () => {
+  const alpine = imageOf({
+    "/etc/os-release": 'ID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n',
+    "/lib/apk/db/installed": ALPINE_DB,
+    "/sbin/apk": "\x7fELF",
+  });
+  const auto = selectEngine("auto", alpine, PACKAGE_MANAGERS);
+  assert.equal(auto.manager.name, "apk");
+  assert.equal(auto.engine.kind, "native");
+  assert.equal(selectEngine("sandbox", alpine, PACKAGE_MANAGERS).engine.kind, "sandbox");
+
+  // Chainguard's static image and distroless apk images: the database, no apk, maybe no os-release.
+  for (const osRelease of ['ID=chainguard\nPRETTY_NAME="Chainguard"\n', undefined]) {
+    const files: Record<string, string> = { "/lib/apk/db/installed": ALPINE_DB };
+    if (osRelease) files["/etc/os-release"] = osRelease;
+    const image = imageOf(files);
+    assert.equal(selectEngine("auto", image, PACKAGE_MANAGERS).engine.kind, "native");
+    assert.throws(
+      () => selectEngine("sandbox", image, PACKAGE_MANAGERS),
+      (e: unknown) =>
+        isSutureError(e, "USAGE") &&
+        e.message ===
+          `--engine sandbox needs apk in the image, and ${osRelease ? "Chainguard" : "an unknown OS"} has none: use --engine native (or leave --engine out)`,
+    );
+  }
+});
