@@ -29,10 +29,12 @@ import {
   ALPINE_LAB_FIXES,
   ALPINE_STATIC_REMOVED,
   alpineLabImage,
+  alpineLabTrivyReport,
   startAlpineTestRepo,
 } from "../lab/alpine-lab.ts";
 import { minirootfs, readRootfsFiles } from "../lab/alpine-rootfs.ts";
 import { type ApkTestKey, apkTestKey, type BuiltApk, buildApk, buildApkIndex } from "../lab/apk.ts";
+import { patchIntoOciDir } from "../lab/cli.ts";
 import { needs, requiring } from "../lab/requirements.ts";
 
 const { test, before, after } = await requiring("loopback");
@@ -174,7 +176,7 @@ before(async () => {
 });
 
 after(async () => {
-  await new Promise<void>((resolve) => server?.close(() => resolve()));
+  if (server?.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
   await rm(work, { recursive: true, force: true });
 });
 
@@ -475,9 +477,13 @@ for (const [what, serve, expected] of [
 // The Alpine lab: its images (the lab key in their /etc/apk/keys) and its signed repository of
 // edge's builds, indexed by the real `apk index`.
 
-async function inLabImage<T>(variant: "app" | "static", fn: (sb: Sandbox) => Promise<T>): Promise<T> {
-  const { ociDir } = await alpineLabImage(variant);
-  const source = await openLayoutSource(ociDir, "latest", {});
+async function inLabImage<T>(
+  variant: "app" | "static" | { ociDir: string; tag: string },
+  fn: (sb: Sandbox) => Promise<T>,
+): Promise<T> {
+  const { ociDir, tag } =
+    typeof variant === "string" ? { ...(await alpineLabImage(variant)), tag: "latest" } : variant;
+  const source = await openLayoutSource(ociDir, tag, {});
   try {
     const image = await openImage(source, { os: "linux", architecture: "amd64" });
     return await withSandbox(
@@ -644,3 +650,39 @@ for (const tamper of ["package-data", "package-control"] as const) {
     },
   );
 }
+
+test(
+  "lab: --engine native through the CLI applies the report; the real apk finds every fix and nothing amiss",
+  await needs("root", "runc", "tool:umoci"),
+  async () => {
+    const repo = await startAlpineTestRepo();
+    try {
+      const report = join(work, "alpine-report.json");
+      await writeFile(report, JSON.stringify(alpineLabTrivyReport()));
+      const out = join(work, "patched-native");
+      const cacheDir = await mkdtemp(join(work, "cache-"));
+      const lab = await alpineLabImage("app");
+      await patchIntoOciDir({
+        reference: lab.ref,
+        engine: "native",
+        out,
+        cacheDir,
+        report,
+        extraArgs: repo.mirrorFlags.flatMap((m) => ["--mirror", m]),
+      });
+      await inLabImage({ ociDir: out, tag: "native" }, async (sb) => {
+        const apk = async (args: string[]) => {
+          const r = await sb.run(["/sbin/apk", ...args], { timeoutMs: 120_000 });
+          assert.equal(r.exitCode, 0, `apk ${args.join(" ")}: ${r.stdout}${r.stderr}`);
+          return r.stdout;
+        };
+        const info = await apk(["info", "-v"]);
+        for (const f of ALPINE_LAB_FIXES)
+          assert.match(info, new RegExp(`^${f.name}-${f.fixed.replaceAll(".", "\\.")}$`, "m"), f.name);
+        assert.equal((await apk(["audit", "--system"])).trim(), "", "apk audit --system finds nothing");
+      });
+    } finally {
+      await repo.close();
+    }
+  },
+);
