@@ -3,7 +3,7 @@ import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { placeDirectory } from "../fs/atomic.ts";
-import { fileChecksum } from "../trust/checksum.ts";
+import { fileChecksum } from "../stream/checksum.ts";
 import { installedChanges, type PatchEngine } from "./engines/engine.ts";
 
 /**

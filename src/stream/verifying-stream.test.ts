@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises";
 import { test } from "node:test";
 import { isSutureError } from "../errors/errors.ts";
 import { DescriptorVerifyingStream } from "../image/digest.ts";
-import { ChecksumStream } from "../trust/checksum.ts";
+import { ChecksumStream } from "./checksum.ts";
 import type { VerifyingStream } from "./verifying-stream.ts";
 
 const content = Buffer.from("the bytes a manifest or a signed index names\n");

@@ -26,12 +26,12 @@ import {
   sign,
 } from "openpgp";
 import { listArMembers } from "../../src/archive/ar.ts";
-import { createHttpFetch } from "../../src/distro/dpkg/fetch.ts";
 import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
 import { type OpenRepositoryOptions, openRepository } from "../../src/distro/dpkg/repository.ts";
 import { type AptSource, parseSourcesList } from "../../src/distro/dpkg/sources.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
+import { createHttpFetch } from "../../src/http/fetch.ts";
 import { keyringOf } from "../../src/trust/keyring.ts";
 import { requiring } from "../lab/requirements.ts";
 

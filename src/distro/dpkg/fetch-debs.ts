@@ -3,9 +3,9 @@ import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { SutureError } from "../../errors/errors.ts";
 import { placeFile } from "../../fs/atomic.ts";
+import { defaultHttpFetch, fetchToFile, type HttpFetch, transferAll } from "../../http/fetch.ts";
 import type { ProgressSink } from "../../progress/events.ts";
-import { type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
-import { defaultHttpFetch, fetchToFile, type HttpFetch } from "./fetch.ts";
+import { type ExpectedChecksum, fileChecksum } from "../../stream/checksum.ts";
 import { debUrl, type PackageEntry } from "./packages-index.ts";
 
 export interface DownloadPackagesOptions {
@@ -44,9 +44,6 @@ export async function downloadPackages(
   const tmpDir = join(options.cacheDir, "tmp");
   await mkdir(debsDir, { recursive: true });
   await mkdir(tmpDir, { recursive: true });
-  const abort = new AbortController();
-  const onOuterAbort = () => abort.abort(options.signal?.reason);
-  options.signal?.addEventListener("abort", onOuterAbort, { once: true });
 
   // The same file may be wanted twice (same package from two suites): fetch it once.
   const unique = new Map<string, PackageEntry>();
@@ -62,7 +59,7 @@ export async function downloadPackages(
   const queue = [...unique.values()];
   const pathOf = (sha: string) => join(debsDir, `${sha}.deb`);
 
-  const one = async (e: PackageEntry): Promise<void> => {
+  const one = async (e: PackageEntry, signal: AbortSignal): Promise<void> => {
     const final = pathOf(e.sha256);
     const digest = `sha256:${e.sha256}`;
     if (await isIntact(final, e)) {
@@ -74,7 +71,7 @@ export async function downloadPackages(
     let lastReport = 0;
     try {
       await fetchToFile(fetch, url, tmp, e, {
-        signal: abort.signal,
+        signal,
         retries: options.retries,
         what: `${e.package} ${e.version} (${e.architecture}) .deb`,
         fix: "the mirror serves a package that does not match its signed index; retry later or use another mirror",
@@ -92,29 +89,11 @@ export async function downloadPackages(
     }
   };
 
-  let failure: unknown;
-  const worker = async () => {
-    for (let e = queue.shift(); e && failure === undefined; e = queue.shift()) {
-      try {
-        await one(e);
-      } catch (err) {
-        if (failure === undefined) {
-          failure = err;
-          abort.abort();
-        }
-      }
-    }
-  };
-  try {
-    const n = Math.max(1, Math.min(options.concurrency ?? 8, queue.length));
-    await Promise.all(Array.from({ length: n }, worker));
-  } finally {
-    options.signal?.removeEventListener("abort", onOuterAbort);
-  }
-  if (failure !== undefined) {
-    if (options.signal?.aborted) throw new SutureError("CANCELLED", "package download cancelled");
-    throw failure;
-  }
+  await transferAll(queue, one, {
+    concurrency: options.concurrency ?? 8,
+    signal: options.signal,
+    cancelled: "package download cancelled",
+  });
   return entries.map((e) => pathOf(e.sha256));
 }
 

@@ -18,7 +18,7 @@ import {
   TruncatingDispatcher,
 } from "../../../test/fakes/http-faults.ts";
 import { isSutureError } from "../../errors/errors.ts";
-import { createHttpFetch, fetchBytes } from "./fetch.ts";
+import { createHttpFetch, fetchBytes } from "../../http/fetch.ts";
 import { downloadPackages } from "./fetch-debs.ts";
 import type { PackageEntry } from "./packages-index.ts";
 

@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { type DecodeFormat, decompress } from "../../archive/compression.ts";
 import { isSutureError, quoteUntrusted, redact, SutureError } from "../../errors/errors.ts";
 import { placeFile } from "../../fs/atomic.ts";
+import { defaultHttpFetch, fetchBytes, fetchToFile, type HttpFetch } from "../../http/fetch.ts";
 import type { ProgressSink } from "../../progress/events.ts";
-import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../trust/checksum.ts";
+import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../stream/checksum.ts";
 import type { Keyring } from "../../trust/keyring.ts";
 import {
   type Signer,
@@ -15,7 +16,6 @@ import {
   verifyDetached,
 } from "../../trust/signature.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
-import { defaultHttpFetch, fetchBytes, fetchToFile, type HttpFetch } from "./fetch.ts";
 import { lazyPackagesIndex, type PackagesIndex } from "./packages-index.ts";
 import type { AptSource } from "./sources.ts";
 

@@ -12,7 +12,7 @@ import {
 } from "../../../distro/dpkg/sources.ts";
 import { placeDirectory } from "../../../fs/atomic.ts";
 import { readFileCapped } from "../../../fs/read-capped.ts";
-import { bytesChecksum, type ExpectedChecksum } from "../../../trust/checksum.ts";
+import { bytesChecksum, type ExpectedChecksum } from "../../../stream/checksum.ts";
 import { imageKeyringProvider, type Keyring } from "../../../trust/keyring.ts";
 import { verifyClearsigned, verifyDetached } from "../../../trust/signature.ts";
 

@@ -4,9 +4,15 @@ import { join } from "node:path";
 import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
 import type { ApkRepository } from "../../../../distro/apk/config.ts";
 import { type ApkPackage, checkApkAgainstIndex, openApk } from "../../../../distro/apk/package.ts";
-import { defaultHttpFetch, type HttpFetch, httpGet, networkError } from "../../../../distro/dpkg/fetch.ts";
 import { isSutureError, redact, SutureError } from "../../../../errors/errors.ts";
 import { placeFile, streamToFile } from "../../../../fs/atomic.ts";
+import {
+  defaultHttpFetch,
+  type HttpFetch,
+  httpGet,
+  networkError,
+  transferAll,
+} from "../../../../http/fetch.ts";
 import { defaultRetryPolicy, withRetries } from "../../../../http/retry.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import { VerifyingStream } from "../../../../stream/verifying-stream.ts";
@@ -71,10 +77,7 @@ export async function downloadApkPackages(
   const tmpDir = join(options.cacheDir, "tmp");
   await mkdir(storeDir, { recursive: true });
   await mkdir(tmpDir, { recursive: true });
-  const abort = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
-
-  const one = async (item: ApkFetchItem): Promise<ApkPackage> => {
+  const one = async (item: ApkFetchItem, signal: AbortSignal): Promise<ApkPackage> => {
     const { entry } = item;
     const final = join(storeDir, storeName(entry));
     const url = apkPackageUrl(item, options.arch);
@@ -141,28 +144,11 @@ export async function downloadApkPackages(
     }
   };
 
-  const results = new Array<ApkPackage>(items.length);
-  const queue = items.map((item, i) => ({ item, i }));
-  let failure: unknown;
-  const worker = async () => {
-    for (let next = queue.shift(); next && failure === undefined; next = queue.shift()) {
-      try {
-        results[next.i] = await one(next.item);
-      } catch (e) {
-        if (failure === undefined) {
-          failure = e;
-          abort.abort();
-        }
-      }
-    }
-  };
-  const n = Math.max(1, Math.min(options.concurrency ?? 6, items.length));
-  await Promise.all(Array.from({ length: n }, worker));
-  if (failure !== undefined) {
-    if (options.signal?.aborted) throw new SutureError("CANCELLED", "package download cancelled");
-    throw failure;
-  }
-  return results;
+  return transferAll(items, one, {
+    concurrency: options.concurrency ?? 6,
+    signal: options.signal,
+    cancelled: "package download cancelled",
+  });
 }
 
 /** Open `path` and prove it is the entry's package (see downloadApkPackages); UNTRUSTED naming where it came from. */

@@ -6,12 +6,6 @@ import { type ApkIndex, openApkIndex } from "../../../../distro/apk/apkindex.ts"
 import type { ApkConfig, ApkRepository } from "../../../../distro/apk/config.ts";
 import { type ApkKeyring, apkKeyring, mergeApkKeyrings } from "../../../../distro/apk/signature.ts";
 import {
-  defaultHttpFetch,
-  type FetchBytesResult,
-  fetchBytes,
-  type HttpFetch,
-} from "../../../../distro/dpkg/fetch.ts";
-import {
   describeCause,
   isSutureError,
   quoteUntrusted,
@@ -19,6 +13,12 @@ import {
   SutureError,
 } from "../../../../errors/errors.ts";
 import { writeFileAtomic } from "../../../../fs/atomic.ts";
+import {
+  defaultHttpFetch,
+  type FetchBytesResult,
+  fetchBytes,
+  type HttpFetch,
+} from "../../../../http/fetch.ts";
 import type { Platform } from "../../../../oci/manifest.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import { nativeArch } from "../../../../vex/purl.ts";

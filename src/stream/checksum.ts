@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { SutureError } from "../errors/errors.ts";
-import { VerifyingStream } from "../stream/verifying-stream.ts";
+import { VerifyingStream } from "./verifying-stream.ts";
 
 /** A size and SHA-256 (lower-case hex) taken from signed metadata. */
 export interface ExpectedChecksum {

@@ -3,14 +3,14 @@ import { rm } from "node:fs/promises";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Dispatcher } from "undici";
-import { describeCause, isSutureError, redact, SutureError } from "../../errors/errors.ts";
-import { createDispatcher } from "../../http/dispatchers.ts";
-import { HttpError, networkError as toSutureNetworkError } from "../../http/errors.ts";
-import { discard, type HttpResponse, header, readCapped, send } from "../../http/request.ts";
-import { defaultRetryPolicy, parseRetryAfter, type RetryPolicy, withRetries } from "../../http/retry.ts";
-import { ChecksumStream, type ExpectedChecksum } from "../../trust/checksum.ts";
+import { describeCause, isSutureError, redact, SutureError } from "../errors/errors.ts";
+import { ChecksumStream, type ExpectedChecksum } from "../stream/checksum.ts";
+import { createDispatcher } from "./dispatchers.ts";
+import { HttpError, networkError as toSutureNetworkError } from "./errors.ts";
+import { discard, type HttpResponse, header, readCapped, send } from "./request.ts";
+import { defaultRetryPolicy, parseRetryAfter, type RetryPolicy, withRetries } from "./retry.ts";
 
-export type { HttpResponse } from "../../http/request.ts";
+export type { HttpResponse } from "./request.ts";
 
 export interface HttpRequestInit {
   headers?: Record<string, string>;
@@ -259,4 +259,42 @@ export async function fetchToFile(
     await rm(dest, { force: true });
     throw e;
   }
+}
+
+/**
+ * Run `transfer` over `items`, at most `concurrency` at once, and return the results in the order
+ * of `items`. The first failure stops the rest: transfers not started are skipped, the running
+ * ones see the signal they were given abort (it also aborts with `options.signal`), and that
+ * failure is thrown (CANCELLED, saying `options.cancelled`, when `options.signal` was aborted).
+ */
+export async function transferAll<T, R>(
+  items: readonly T[],
+  transfer: (item: T, signal: AbortSignal) => Promise<R>,
+  options: { concurrency: number; signal?: AbortSignal; cancelled: string },
+): Promise<R[]> {
+  const { concurrency, signal: outer } = options;
+  const abort = new AbortController();
+  const signal = outer ? AbortSignal.any([outer, abort.signal]) : abort.signal;
+  const results = new Array<R>(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (next < items.length && !failure) {
+      const i = next++;
+      try {
+        results[i] = await transfer(items[i]!, signal);
+      } catch (error) {
+        if (!failure) {
+          failure = { error };
+          abort.abort();
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+  if (failure) {
+    if (outer?.aborted) throw new SutureError("CANCELLED", options.cancelled);
+    throw failure.error;
+  }
+  return results;
 }
