@@ -14,9 +14,7 @@ import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { readTar } from "../../src/archive/tar/read.ts";
 import { parseInstalledDb } from "../../src/distro/apk/installed-db.ts";
-import { openImage } from "../../src/image/image.ts";
-import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { openLayoutSource } from "../../src/transports/layout/layout.ts";
+import type { Sandbox } from "../../src/sandbox/sandbox.ts";
 import {
   ALPINE_LAB_APP_CONF,
   ALPINE_LAB_APP_LINK,
@@ -31,6 +29,7 @@ import {
   startAlpineTestRepo,
 } from "../lab/alpine-lab.ts";
 import { oneLineError, SUTURE } from "../lab/cli.ts";
+import { inLayoutImage } from "../lab/in-image.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
@@ -80,23 +79,13 @@ async function writeJson(name: string, value: unknown): Promise<string> {
 }
 
 /** The platform image of an OCI layout tag in a sandbox (overlay + runc), for the image's own apk. */
-async function inImage<T>(
+function inImage<T>(
   ociDir: string,
   tag: string,
   architecture: string,
   fn: (sb: Sandbox) => Promise<T>,
 ): Promise<T> {
-  const src = await openLayoutSource(ociDir, tag, {});
-  try {
-    const image = await openImage(src, { os: "linux", architecture });
-    return await withSandbox(
-      image,
-      { cacheDir: join(work, "layers"), workRoot: join(work, "sandboxes"), env: [] },
-      fn,
-    );
-  } finally {
-    await src.close();
-  }
+  return inLayoutImage({ ociDir, tag, architecture }, work, fn);
 }
 
 /** The image's own apk (or, with `root`, the app image's apk judging another root with --root). */

@@ -17,9 +17,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { parseInstalledDb } from "../../src/distro/apk/installed-db.ts";
-import { openImage } from "../../src/image/image.ts";
-import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { openLayoutSource } from "../../src/transports/layout/layout.ts";
+import type { Sandbox } from "../../src/sandbox/sandbox.ts";
 import {
   ALPINE_LAB_APP_CONF,
   ALPINE_LAB_APP_LINK,
@@ -33,6 +31,7 @@ import {
   alpineLabTrivyReport,
   startAlpineTestRepo,
 } from "../lab/alpine-lab.ts";
+import { inLayoutImage } from "../lab/in-image.ts";
 import { requiring } from "../lab/requirements.ts";
 
 const { after, before, test } = await requiring("root", "runc", "loopback", "tool:umoci");
@@ -49,22 +48,12 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-async function inImage<T>(
+function inImage<T>(
   ref: { ociDir: string },
   architecture: string,
   fn: (sb: Sandbox) => Promise<T>,
 ): Promise<T> {
-  const source = await openLayoutSource(ref.ociDir, "latest", {});
-  try {
-    const image = await openImage(source, { os: "linux", architecture });
-    return await withSandbox(
-      image,
-      { cacheDir: join(work, "layers"), workRoot: join(work, "sandboxes"), env: [] },
-      fn,
-    );
-  } finally {
-    await source.close();
-  }
+  return inLayoutImage({ ociDir: ref.ociDir, architecture }, work, fn);
 }
 
 async function apk(sb: Sandbox, args: string[]): Promise<{ exitCode: number; out: string }> {

@@ -18,13 +18,11 @@ import { parseApkIndex } from "../../src/distro/apk/apkindex.ts";
 import { readApkConfig } from "../../src/distro/apk/config.ts";
 import { parseInstalledDb } from "../../src/distro/apk/installed-db.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
-import { openImage } from "../../src/image/image.ts";
 import { downloadApkPackages } from "../../src/patch/engines/apk/native/fetch.ts";
 import { nativeApkEngine } from "../../src/patch/engines/apk/native/native.ts";
 import type { EngineContext, EngineSandbox, Targets } from "../../src/patch/engines/engine.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
-import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { openLayoutSource } from "../../src/transports/layout/layout.ts";
+import type { Sandbox } from "../../src/sandbox/sandbox.ts";
 import {
   ALPINE_LAB_FIXES,
   ALPINE_STATIC_REMOVED,
@@ -35,6 +33,7 @@ import {
 import { minirootfs, readRootfsFiles } from "../lab/alpine-rootfs.ts";
 import { type ApkTestKey, apkTestKey, type BuiltApk, buildApk, buildApkIndex } from "../lab/apk.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
+import { inLayoutImage } from "../lab/in-image.ts";
 import { needs, requiring } from "../lab/requirements.ts";
 
 const { test, before, after } = await requiring("loopback");
@@ -481,19 +480,7 @@ async function inLabImage<T>(
   variant: "app" | "static" | { ociDir: string; tag: string },
   fn: (sb: Sandbox) => Promise<T>,
 ): Promise<T> {
-  const { ociDir, tag } =
-    typeof variant === "string" ? { ...(await alpineLabImage(variant)), tag: "latest" } : variant;
-  const source = await openLayoutSource(ociDir, tag, {});
-  try {
-    const image = await openImage(source, { os: "linux", architecture: "amd64" });
-    return await withSandbox(
-      image,
-      { cacheDir: join(work, "layers"), workRoot: join(work, "sandboxes"), env: [] },
-      fn,
-    );
-  } finally {
-    await source.close();
-  }
+  return inLayoutImage(typeof variant === "string" ? await alpineLabImage(variant) : variant, work, fn);
 }
 
 async function labContext(

@@ -11,11 +11,9 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from "
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { openImage } from "../../src/image/image.ts";
 import { patchImage } from "../../src/index.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
-import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { openLayoutSource } from "../../src/transports/layout/layout.ts";
+import type { Sandbox } from "../../src/sandbox/sandbox.ts";
 import {
   ALPINE_LAB_APP_CONF,
   ALPINE_LAB_APP_LINK,
@@ -27,6 +25,7 @@ import {
   startAlpineTestRepo,
 } from "../lab/alpine-lab.ts";
 import { oneLineError, patchIntoOciDir, SUTURE } from "../lab/cli.ts";
+import { inLayoutImage } from "../lab/in-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
 
@@ -81,23 +80,13 @@ async function pull(ref: string, name: string): Promise<string> {
   return dir;
 }
 
-async function inImage<T>(
+function inImage<T>(
   ociDir: string,
   architecture: string,
   fn: (sb: Sandbox) => Promise<T>,
   tag = "latest",
 ): Promise<T> {
-  const layout = await openLayoutSource(ociDir, tag, {});
-  try {
-    const image = await openImage(layout, { os: "linux", architecture });
-    return await withSandbox(
-      image,
-      { cacheDir: join(work, "layers"), workRoot: join(work, "sandboxes"), env: [] },
-      fn,
-    );
-  } finally {
-    await layout.close();
-  }
+  return inLayoutImage({ ociDir, tag, architecture }, work, fn);
 }
 
 async function apk(sb: Sandbox, args: string[]): Promise<string> {

@@ -220,6 +220,27 @@ export function cannotPatch(failed: readonly PackageFailure[]): SutureError {
   );
 }
 
+/**
+ * How an engine's `apply` starts from its plan, the same for every engine: the plan's warnings
+ * are reported (and kept for the result), its failures thrown as `cannotPatch` unless
+ * `--ignore-errors` leaves them out. Returns the result's warnings, `warn` to add more as they
+ * happen, and the failures left out.
+ */
+export function beginApply(
+  plan: Pick<EnginePlan, "warnings" | "failed">,
+  ctx: Pick<EngineContext, "progress" | "ignoreErrors">,
+): { warnings: string[]; warn: (message: string) => void; failed: PackageFailure[] } {
+  const warnings: string[] = [];
+  const warn = (message: string) => {
+    warnings.push(message);
+    ctx.progress({ type: "warning", message });
+  };
+  for (const w of plan.warnings) warn(w);
+  const failed = [...plan.failed];
+  if (failed.length && !ctx.ignoreErrors) throw cannotPatch(failed);
+  return { warnings, warn, failed };
+}
+
 /** Packages that were updated but did not reach the version the report asked for. */
 export function notReached(failed: readonly PackageFailure[]): SutureError {
   return new SutureError(

@@ -10,7 +10,7 @@ import { readFileInRoot, resolveInRoot } from "../../../../fs/in-root.ts";
 import { withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
-  cannotPatch,
+  beginApply,
   type EngineContext,
   type EnginePlan,
   type EngineResult,
@@ -144,14 +144,7 @@ async function applyNative(
 ): Promise<EngineResult> {
   const plan = isApkPlan(given) ? given : await planNative(sandbox, targets, ctx);
   const { progress } = ctx;
-  const warnings: string[] = [];
-  const warn = (message: string) => {
-    warnings.push(message);
-    progress({ type: "warning", message });
-  };
-  for (const w of plan.warnings) warn(w);
-  const failed = [...plan.failed];
-  if (failed.length && !ctx.ignoreErrors) throw cannotPatch(failed);
+  const { warnings, warn, failed } = beginApply(plan, ctx);
   const { before, choices } = plan;
   if (choices.length === 0 && plan.remove.length === 0)
     return { before, after: before, failed, warnings, scriptsMs: 0 };

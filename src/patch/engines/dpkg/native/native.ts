@@ -13,7 +13,7 @@ import { resolveInRoot } from "../../../../fs/in-root.ts";
 import { withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
-  cannotPatch,
+  beginApply,
   type EngineContext,
   type EnginePlan,
   type EngineResult,
@@ -100,14 +100,7 @@ async function applyNative(
   const plan = isDebPlan(given) ? given : await planNative(sandbox, targets, ctx);
   const { progress } = ctx;
   const root = sandbox.mergedDir;
-  const warnings: string[] = [];
-  const warn = (message: string) => {
-    warnings.push(message);
-    progress({ type: "warning", message });
-  };
-  for (const w of plan.warnings) warn(w);
-  const failed = [...plan.failed];
-  if (failed.length && !ctx.ignoreErrors) throw cannotPatch(failed);
+  const { warnings, warn, failed } = beginApply(plan, ctx);
   const db = plan.database;
   const before = versions(db);
   const install = plan.items;
