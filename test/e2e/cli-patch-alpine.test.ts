@@ -252,7 +252,43 @@ test("a no-shell apk image (Chainguard static style) is patched natively, nothin
   });
 });
 
-test("an amd64 + arm64 index: the asked platform patched natively, the other untouched", async () => {
+/** Platform architecture → manifest digest of an OCI layout's index under `tag`. */
+async function platformManifests(ociDir: string, tag: string): Promise<Map<string, string>> {
+  const top = JSON.parse(await readFile(join(ociDir, "index.json"), "utf8"));
+  const d = top.manifests.find(
+    (m: { annotations?: Record<string, string> }) =>
+      m.annotations?.["org.opencontainers.image.ref.name"] === tag,
+  );
+  const list = JSON.parse(await readFile(join(ociDir, "blobs/sha256", d.digest.slice(7)), "utf8"));
+  return new Map(
+    list.manifests.map((m: { platform: { architecture: string }; digest: string }) => [
+      m.platform.architecture,
+      m.digest,
+    ]),
+  );
+}
+
+test("an amd64 + arm64 index patched natively, arm64's scripts under QEMU; each judged by its own apk", async () => {
+  // binfmt registrations do not survive a reboot even when the lab is cached.
+  await run("bash", [join(import.meta.dirname, "../../scripts/install-system-deps.sh"), "--arm64-emulation"]);
+  const index = await alpineLabIndex();
+  const reports = join(work, "reports-all");
+  await mkdir(reports);
+  await writeJson("reports-all/amd64.json", alpineLabTrivyReport());
+  await writeJson("reports-all/arm64.json", alpineLabTrivyReport({ arch: "aarch64" }));
+  const out = join(work, "multi-all");
+  await cli(["patch", "-i", index.ref, "-r", reports, "-t", "patched", "--oci-dir", out, ...mirrors]);
+  const src = await platformManifests(index.ociDir, "latest");
+  const patched = await platformManifests(out, "patched");
+  for (const [arch, digest] of src) assert.notEqual(patched.get(arch), digest, `${arch} patched`);
+  for (const architecture of ["amd64", "arm64"])
+    await inImage(out, "patched", architecture, async (sb) => {
+      await assertPatchedApp(sb, ALPINE_LAB_FIXES);
+      assert.match(await apk(sb, ["--print-arch"]), architecture === "arm64" ? /aarch64/ : /x86_64/);
+    });
+});
+
+test("an amd64 + arm64 index: the asked platform patched, the other untouched", async () => {
   const index = await alpineLabIndex();
   const reports = join(work, "reports");
   await mkdir(reports);
@@ -272,22 +308,8 @@ test("an amd64 + arm64 index: the asked platform patched natively, the other unt
     "linux/arm64",
     ...mirrors,
   ]);
-  const manifests = async (ociDir: string, tag: string) => {
-    const top = JSON.parse(await readFile(join(ociDir, "index.json"), "utf8"));
-    const d = top.manifests.find(
-      (m: { annotations?: Record<string, string> }) =>
-        m.annotations?.["org.opencontainers.image.ref.name"] === tag,
-    );
-    const list = JSON.parse(await readFile(join(ociDir, "blobs/sha256", d.digest.slice(7)), "utf8"));
-    return new Map<string, string>(
-      list.manifests.map((m: { platform: { architecture: string }; digest: string }) => [
-        m.platform.architecture,
-        m.digest,
-      ]),
-    );
-  };
-  const src = await manifests(index.ociDir, "latest");
-  const patched = await manifests(out, "patched");
+  const src = await platformManifests(index.ociDir, "latest");
+  const patched = await platformManifests(out, "patched");
   assert.equal(patched.get("amd64"), src.get("amd64"), "amd64 untouched");
   assert.notEqual(patched.get("arm64"), src.get("arm64"), "arm64 patched");
   await inImage(out, "patched", "arm64", async (sb) => {
