@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { statSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import { describeCause, SutureError } from "../errors/errors.ts";
 import { parseUpdateManifest } from "./copa-manifest.ts";
 import { checkJsonNesting, DEFAULT_MAX_REPORT_BYTES, reportTooLargeError } from "./limits.ts";
@@ -140,7 +142,12 @@ function execPlugin(
     };
     child.on("error", (e: NodeJS.ErrnoException) => {
       finish();
-      if (e.code === "ENOENT") {
+      // execvp says EACCES when any PATH directory could not be searched, even if no directory
+      // holds the plugin: only a file that is there makes it "not executable".
+      if (
+        e.code === "ENOENT" ||
+        (e.code === "EACCES" && !onPath(command, (options.env ?? process.env).PATH))
+      ) {
         reject(
           new SutureError(
             "USAGE",
@@ -179,5 +186,16 @@ function execPlugin(
       }
       resolve({ stdout: Buffer.concat(out), stderr: err });
     });
+  });
+}
+
+/** Whether some directory of `path` (a PATH value) holds a file named `command`. */
+function onPath(command: string, path = ""): boolean {
+  return path.split(delimiter).some((dir) => {
+    try {
+      return dir !== "" && statSync(join(dir, command)).isFile();
+    } catch {
+      return false;
+    }
   });
 }
