@@ -131,7 +131,9 @@ export function allFresh(
 ): boolean {
   return names.every((n) => {
     const v = indexes.get(n.file);
-    return v !== undefined && now - v.mtime.getTime() < INDEX_MAX_AGE_MINUTES * 60_000;
+    const age = now - (v?.mtime.getTime() ?? Number.NaN);
+    // A time in the future is no proof of freshness (age NaN or negative: stale).
+    return age >= 0 && age < INDEX_MAX_AGE_MINUTES * 60_000;
   });
 }
 

@@ -182,6 +182,8 @@ test("only indexes that verify are cached, seeded back with their mtime, and re-
   assert.ok(allFresh(one, seeded));
   assert.ok(!allFresh(names, seeded), "repositories without a cached index");
   assert.ok(!allFresh(one, seeded, fetched.getTime() + INDEX_MAX_AGE_MINUTES * 60_000 + 1));
+  // An index stamped in the future (by the image's apk, or a clock step) is no proof it is fresh.
+  assert.ok(!allFresh(one, seeded, fetched.getTime() - 60_000), "an mtime in the future is stale");
 });
 
 test("a target is unreachable when no untagged (or world-pinned tag's) index offers its fix", () => {

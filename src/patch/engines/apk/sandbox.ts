@@ -353,6 +353,7 @@ async function applyInRun(
     seedIndexes(cache.dir, privateCache, names, keyring),
   );
   let updateFailure: unknown;
+  const updateStarted = new Date();
   // copa runs `apk update` first. It refetches every index, so it runs only when the cache lacks
   // one or holds one older than apk's max age; otherwise the next command reads the cached ones.
   if (names.length && allFresh(names, seeded)) {
@@ -373,7 +374,15 @@ async function applyInRun(
   }
   // Verified right after the update, before any package's scripts ran; what verified is kept
   // even when another repository failed.
-  const indexes = await verifiedIndexes(privateCache, names, keyring);
+  // Their age is what suture saw, never the file's mtime: the image's apk wrote the files, and an
+  // old index stamped as new would keep every later run from updating.
+  const indexes = new Map(
+    [...(await verifiedIndexes(privateCache, names, keyring))].map(([file, v]) => {
+      const before = seeded.get(file);
+      const unchanged = before !== undefined && before.bytes.equals(v.bytes);
+      return [file, { ...v, mtime: unchanged ? before.mtime : updateStarted }];
+    }),
+  );
   await withCacheLock(cache, progress, signal, () => saveIndexes(indexes, cache.dir));
   if (updateFailure) throw updateFailure;
 

@@ -23,7 +23,7 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { setAttributeSync } from "@napi-rs/xattr";
 import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
 import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
@@ -189,6 +189,7 @@ export async function installApkPackages(
 
   // Phase 1: stage every package (nothing visible in the root yet).
   const staging = mkdtempSync(join(root, ".suture-apk-"));
+  runner?.hide(`/${basename(staging)}`);
   let staged: StagedPackage[];
   try {
     const owners = ownersOf(state.packages);

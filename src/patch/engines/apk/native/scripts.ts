@@ -169,6 +169,8 @@ export class ScriptRunner {
   readonly #root: string;
   readonly #timeoutMs: number | undefined;
   #createdExecDir = false;
+  /** Root paths the scripts must not see (suture's staging directory), masked by empty read-only mounts. */
+  readonly #hidden: string[] = [];
   /** Wall time spent in scripts. */
   ms = 0;
 
@@ -183,6 +185,15 @@ export class ScriptRunner {
    * kernel (its `#!` line names the image's shell) with apk's arguments and PATH, then removed.
    * A failure is PATCH_FAILED naming the package, the script and what it printed last.
    */
+  /**
+   * Hide `path` (absolute in the root) from every script: suture keeps staged files there and
+   * moves them into place between scripts, so a script that could replace them with symlinks
+   * would have the host follow those links.
+   */
+  hide(path: string): void {
+    this.#hidden.push(path);
+  }
+
   async run(pkg: { name: string; version: string }, type: ApkScriptName, script: Buffer, args: string[]) {
     const execDir = this.#execDir();
     const file = childPath(execDir, `${pkg.name}-${pkg.version}${type}`, "apk script name");
@@ -200,6 +211,12 @@ export class ScriptRunner {
     try {
       const r = await this.#sandbox.run([`${SCRIPT_EXEC_DIR}/${pkg.name}-${pkg.version}${type}`, ...args], {
         env: [SCRIPT_PATH],
+        mounts: this.#hidden.map((destination) => ({
+          destination,
+          source: "tmpfs",
+          type: "tmpfs",
+          options: ["ro", "nosuid", "nodev", "noexec", "size=4k"],
+        })),
         ...(this.#timeoutMs === undefined ? {} : { timeoutMs: this.#timeoutMs }),
       });
       if (r.exitCode !== 0) {
@@ -211,7 +228,10 @@ export class ScriptRunner {
       }
     } finally {
       this.ms += performance.now() - started;
-      rmSync(file, { force: true });
+      // Resolved again: the script may have replaced /lib/apk or /lib/apk/exec with a symlink.
+      const dir = walkInRoot(this.#root, SCRIPT_EXEC_DIR, { followFinal: true });
+      if (dir.kind === "found" && dir.stat.isDirectory())
+        rmSync(childPath(dir.host, `${pkg.name}-${pkg.version}${type}`, "apk script name"), { force: true });
     }
   }
 
