@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -126,4 +128,20 @@ test("file reads follow the image's links inside the root only", async () => {
   assert.equal((await readFileInRoot(root, "/abs-etc/passwd"))?.toString(), "image passwd\n");
   assert.equal(await readFileInRoot(root, "/to-root"), undefined, "a directory is no file");
   assert.equal(await readFileInRoot(root, "/file-link/x"), undefined);
+});
+
+test("readFileInRoot reads regular files only, up to a limit", async () => {
+  const root = await mkdtemp(join(tmpdir(), "suture-in-root-read-"));
+  try {
+    await writeFile(join(root, "conf"), "0123456789");
+    // A FIFO where a file belongs would hang a plain read: it is not a file the image has.
+    execFileSync("mkfifo", [join(root, "fifo")]);
+    assert.equal(await readFileInRoot(root, "/fifo"), undefined);
+    assert.equal((await readFileInRoot(root, "/conf"))?.toString(), "0123456789");
+    await assert.rejects(readFileInRoot(root, "/conf", { limit: 4 }), (e: unknown) =>
+      isSutureError(e, "TOO_LARGE"),
+    );
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
 });

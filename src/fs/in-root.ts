@@ -1,7 +1,8 @@
 import { lstatSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describeCause, SutureError } from "../errors/errors.ts";
+import { readFileCapped } from "./read-capped.ts";
 
 /**
  * Paths of an image's root filesystem resolved the way the image itself would see them, on the
@@ -201,15 +202,32 @@ export async function resolveInRoot(
   return undefined;
 }
 
-/** A file of the image as the image reads it, or undefined when it is missing or a directory. */
-export async function readFileInRoot(root: string, path: string): Promise<Buffer | undefined> {
+/** The most bytes `readFileInRoot` reads by default: far above any configuration file or package database. */
+export const MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024;
+
+/**
+ * A regular file of the image as the image reads it, or undefined when it is missing or something
+ * else (a directory; a FIFO or device, which would hang or never end). Larger than `limit` is
+ * TOO_LARGE: an image's files are untrusted, and a sparse one can claim any size.
+ */
+export async function readFileInRoot(
+  root: string,
+  path: string,
+  options: { limit?: number } = {},
+): Promise<Buffer | undefined> {
   const p = await resolveInRoot(root, path);
   if (!p) return undefined;
   try {
-    return await readFile(p);
+    if (!(await lstat(p)).isFile()) return undefined;
+    return await readFileCapped(p, {
+      limit: options.limit ?? MAX_IMAGE_FILE_BYTES,
+      what: `${path} in the image`,
+      noFollow: true,
+      regularOnly: true,
+    });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EISDIR" || (e as NodeJS.ErrnoException).code === "ENOENT")
-      return undefined;
+    if (e instanceof SutureError && e.code === "TOO_LARGE") throw e;
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
   }
 }
