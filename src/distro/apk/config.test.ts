@@ -31,7 +31,7 @@ test("repository lines: URLs, @tags, comments, mirrors", () => {
   );
 });
 
-test("the image's configuration: repositories.d, arch, world, keys from /etc/apk/keys then /usr/share/apk/keys/<arch>", async () => {
+test("the image's configuration: repositories.d, arch, world, keys from /etc/apk/keys, else /usr/share/apk/keys/<arch>", async () => {
   const root = await mkdtemp(join(tmpdir(), "suture-apk-config-"));
   try {
     await mkdir(join(root, "etc/apk/keys"), { recursive: true });
@@ -54,10 +54,17 @@ test("the image's configuration: repositories.d, arch, world, keys from /etc/apk
     );
     assert.equal(config.arch, "x86_64");
     assert.deepEqual(config.world, ["alpine-baselayout", "busybox>1.0"]);
+    // /etc/apk/keys is what the image trusts: b, which alpine-keys still ships, is not in it.
     assert.deepEqual(
       [...config.keys].map(([name, pem]) => [name, pem.toString()]),
+      [["a.rsa.pub", "image"]],
+    );
+    // With no key there, Alpine's keys of the image's arch are the fallback.
+    await rm(join(root, "etc/apk/keys/a.rsa.pub"));
+    assert.deepEqual(
+      [...(await readApkConfig(root)).keys].map(([name, pem]) => [name, pem.toString()]),
       [
-        ["a.rsa.pub", "image"],
+        ["a.rsa.pub", "shared-a"],
         ["b.rsa.pub", "shared-b"],
       ],
     );

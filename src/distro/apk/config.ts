@@ -26,9 +26,9 @@ export interface ApkConfig {
   /** Package names (with constraints) the image asked for explicitly, from `/etc/apk/world`. */
   world: string[];
   /**
-   * Public keys the image trusts, file name → PEM: `/etc/apk/keys` (what apk itself reads), then
-   * Alpine's `/usr/share/apk/keys/<arch>` (alpine-keys ships every signer there) for names not
-   * already in the first.
+   * Public keys the image trusts, file name → PEM: `/etc/apk/keys`, what apk itself reads (a key
+   * removed from there is distrusted, even if alpine-keys still ships it); only an image with none
+   * there gets Alpine's `/usr/share/apk/keys/<arch>` (alpine-keys ships every signer there).
    */
   keys: Map<string, Buffer>;
 }
@@ -89,6 +89,7 @@ export async function readApkConfig(
     ...(arch && /^[a-z0-9_]+$/.test(arch) ? [`/usr/share/apk/keys/${arch}/`] : []),
   ];
   for (const dir of keyDirs) {
+    if (keys.size > 0) break;
     for (const name of await listDirInRoot(root, dir)) {
       if (keys.has(name) || !isValidApkKeyName(name)) continue;
       const pem = await readFileInRoot(root, `${dir}${name}`);

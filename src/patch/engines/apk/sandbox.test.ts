@@ -7,13 +7,8 @@ import { apkTestKey, buildApkIndex } from "../../../../test/lab/apk.ts";
 import { parseApkRepositories } from "../../../distro/apk/config.ts";
 import { apkKeyring } from "../../../distro/apk/signature.ts";
 import type { ProgressEvent } from "../../../progress/events.ts";
-import {
-  apkFailure,
-  apkGlobalOptions,
-  formatRepositoriesFile,
-  trustedKeys,
-  unreachableTargets,
-} from "./sandbox.ts";
+import { trustedKeys } from "./keys.ts";
+import { apkFailure, apkGlobalOptions, formatRepositoriesFile, unreachableTargets } from "./sandbox.ts";
 import {
   allFresh,
   cachedIndexNames,

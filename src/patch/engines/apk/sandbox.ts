@@ -1,14 +1,13 @@
 import { createHash } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { type ApkConfig, readApkConfig } from "../../../distro/apk/config.ts";
 import { INSTALLED_DB_PATH, parseInstalledDb } from "../../../distro/apk/installed-db.ts";
-import { type ApkKeyring, apkKeyring, mergeApkKeyrings } from "../../../distro/apk/signature.ts";
+import type { ApkKeyring } from "../../../distro/apk/signature.ts";
 import { compareApkVersions } from "../../../distro/apk/version.ts";
 import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
-import { describeCause, isSutureError, SutureError } from "../../../errors/errors.ts";
+import { SutureError } from "../../../errors/errors.ts";
 import { readFileInRoot } from "../../../fs/in-root.ts";
-import { readFileCapped } from "../../../fs/read-capped.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
@@ -19,12 +18,12 @@ import {
   type EngineContext,
   type EngineResult,
   type EngineSandbox,
-  keyringFilesOf,
   type PackageFailure,
   type PackageTarget,
   type PatchEngine,
   type Targets,
 } from "../engine.ts";
+import { trustedKeys } from "./keys.ts";
 import {
   allFresh,
   type CachedIndexName,
@@ -145,49 +144,6 @@ export async function readApkInstalled(root: string): Promise<Map<string, string
 /** The repositories file handed to apk: the image's repositories, mirrored, in its order and tags. */
 export function formatRepositoriesFile(config: Pick<ApkConfig, "repositories">): string {
   return config.repositories.map((r) => `${r.tag ? `@${r.tag} ` : ""}${r.fetchUrl}\n`).join("");
-}
-
-/** Largest key file read from `--keyring` (an RSA public key in PEM is under 2 KiB). */
-const MAX_KEY_BYTES = 64 * 1024;
-
-/**
- * The keys the run trusts: the image's (its /etc/apk/keys, and Alpine's /usr/share/apk/keys of its
- * arch as the native engine reads them) and the `--keyring NAME.rsa.pub` files. An image key apk
- * could not use either is left out with a warning; a `--keyring` file that is no key is an error.
- */
-export async function trustedKeys(
-  config: Pick<ApkConfig, "keys">,
-  keyringFiles: readonly string[],
-  progress: ProgressSink,
-): Promise<{ keyring: ApkKeyring; pems: Map<string, Buffer> }> {
-  const pems = new Map<string, Buffer>();
-  const rings: ApkKeyring[] = [];
-  for (const [name, pem] of config.keys) {
-    try {
-      rings.push(apkKeyring([{ name, pem }], "the image's /etc/apk/keys"));
-      pems.set(name, pem);
-    } catch (e) {
-      if (!isSutureError(e)) throw e;
-      progress({ type: "warning", message: `${e.message} (left out)` });
-    }
-  }
-  for (const file of keyringFilesOf("apk-rsa", keyringFiles)) {
-    let pem: Buffer;
-    try {
-      pem = await readFileCapped(file, { limit: MAX_KEY_BYTES, what: `--keyring ${file}` });
-    } catch (e) {
-      if (isSutureError(e)) throw e;
-      throw new SutureError(
-        "USAGE",
-        `--keyring ${quoteUntrusted(file)} cannot be read (${describeCause(e)}): give the path of an apk public key file NAME.rsa.pub`,
-        { cause: e },
-      );
-    }
-    const name = basename(file);
-    rings.push(apkKeyring([{ name, pem }], `--keyring ${file}`));
-    pems.set(name, pem);
-  }
-  return { keyring: mergeApkKeyrings(rings), pems };
 }
 
 /**
@@ -379,8 +335,8 @@ async function applyInRun(
   const indexes = new Map(
     [...(await verifiedIndexes(privateCache, names, keyring))].map(([file, v]) => {
       const before = seeded.get(file);
-      const unchanged = before !== undefined && before.bytes.equals(v.bytes);
-      return [file, { ...v, mtime: unchanged ? before.mtime : updateStarted }];
+      const mtime = before && before.bytes.equals(v.bytes) ? before.mtime : updateStarted;
+      return [file, { ...v, mtime }];
     }),
   );
   await withCacheLock(cache, progress, signal, () => saveIndexes(indexes, cache.dir));

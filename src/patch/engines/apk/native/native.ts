@@ -19,9 +19,10 @@ import {
   type PatchEngine,
   type Targets,
 } from "../../engine.ts";
+import { trustedKeys } from "../keys.ts";
 import { downloadApkPackages } from "./fetch.ts";
 import { installApkPackages } from "./install.ts";
-import { apkArchFor, apkTrustedKeys, openApkRepositories } from "./repositories.ts";
+import { apkArchFor, openApkRepositories } from "./repositories.ts";
 import { type ApkInstallChoice, resolveApkUpgrade } from "./resolve.ts";
 
 /** The native engine's plan: the resolved packages with their verified index entries. */
@@ -77,7 +78,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
   const config = await readApkConfig(root, ctx.mirrors);
   const arch = apkArchFor(ctx.platform, config);
   const installed = await readInstalled(root);
-  const keyring = await apkTrustedKeys(config, ctx.keyringFiles);
+  const { keyring } = await trustedKeys(config, ctx.keyringFiles ?? [], ctx.progress);
   const runScripts = (await resolveInRoot(root, "/bin/sh")) !== undefined;
   // Opened and resolved in one call so the indexes (Alpine's community one is tens of MB parsed)
   // can be collected once the resolution is made.

@@ -1,17 +1,11 @@
 import { createHash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { z } from "zod";
 import { type ApkIndex, openApkIndex } from "../../../../distro/apk/apkindex.ts";
 import type { ApkConfig, ApkRepository } from "../../../../distro/apk/config.ts";
-import { type ApkKeyring, apkKeyring, mergeApkKeyrings } from "../../../../distro/apk/signature.ts";
-import {
-  describeCause,
-  isSutureError,
-  quoteUntrusted,
-  redact,
-  SutureError,
-} from "../../../../errors/errors.ts";
+import type { ApkKeyring } from "../../../../distro/apk/signature.ts";
+import { isSutureError, quoteUntrusted, redact, SutureError } from "../../../../errors/errors.ts";
 import { writeFileAtomic } from "../../../../fs/atomic.ts";
 import {
   defaultHttpFetch,
@@ -22,7 +16,6 @@ import {
 import type { Platform } from "../../../../oci/manifest.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import { nativeArch } from "../../../../vex/purl.ts";
-import { keyringFilesOf } from "../../engine.ts";
 
 /** One of the image's repositories, its signed index verified. */
 export interface OpenedApkRepository {
@@ -60,29 +53,6 @@ export function apkArchFor(platform: Platform, config: Pick<ApkConfig, "arch">):
       `the image's /etc/apk/arch says ${quoteUntrusted(config.arch)}, but it is the ${platform.architecture}${platform.variant ? `/${platform.variant}` : ""} platform's image (apk calls it ${expected}): fix the image's platform or its /etc/apk/arch`,
     );
   return config.arch ?? expected;
-}
-
-/**
- * The keys apk would trust in this image (its /etc/apk/keys, and Alpine's per-arch keys it
- * ships), plus the `--keyring NAME.rsa.pub` files, each named by its file name as apk matches it.
- */
-export async function apkTrustedKeys(
-  config: Pick<ApkConfig, "keys">,
-  keyringFiles: readonly string[] = [],
-): Promise<ApkKeyring> {
-  const image = apkKeyring(
-    [...config.keys].map(([name, pem]) => ({ name, pem })),
-    "the image's /etc/apk/keys",
-  );
-  const extra = await Promise.all(
-    keyringFilesOf("apk-rsa", keyringFiles).map(async (file) => {
-      const pem = await readFile(file).catch((e) => {
-        throw new SutureError("USAGE", `cannot read --keyring ${file}: ${describeCause(e)}`, { cause: e });
-      });
-      return { name: basename(file), pem };
-    }),
-  );
-  return mergeApkKeyrings([image, apkKeyring(extra, "--keyring")]);
 }
 
 /** What the cache keeps beside an index: how to ask whether it changed, and which bytes it is about. */
