@@ -25,10 +25,14 @@ test("repository lines: URLs, @tags, comments, mirrors", () => {
       origin: "/etc/apk/repositories:4",
     },
   ]);
-  assert.throws(
-    () => parseApkRepositories("https://a b\n", "/etc/apk/repositories"),
-    (e: unknown) => isSutureError(e, "INVALID_MANIFEST") && /repositories:1/.test((e as Error).message),
+  // A line apk cannot use is left out with a warning, as apk does.
+  const warnings: string[] = [];
+  assert.deepEqual(
+    parseApkRepositories("https://a b\nhttps://c\n", "/etc/apk/repositories", {}, warnings).map((r) => r.url),
+    ["https://c"],
   );
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /repositories:1/);
 });
 
 test("the image's configuration: repositories.d, arch, world, keys from /etc/apk/keys, else /usr/share/apk/keys/<arch>", async () => {

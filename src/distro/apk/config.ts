@@ -25,6 +25,8 @@ export interface ApkConfig {
   arch?: string;
   /** Package names (with constraints) the image asked for explicitly, from `/etc/apk/world`. */
   world: string[];
+  /** What apk would warn about in the configuration (lines it leaves out). */
+  warnings: string[];
   /**
    * Public keys the image trusts, file name → PEM: `/etc/apk/keys`, what apk itself reads (a key
    * removed from there is distrusted, even if alpine-keys still ships it); only an image with none
@@ -41,12 +43,14 @@ export const APK_KEYS_DIR = "/etc/apk/keys/";
 
 /**
  * Repository lines of one file: one URL or local path a line, optionally after an `@tag`; blank
- * lines and `#` comments skipped, as apk does.
+ * lines and `#` comments skipped, as apk does. A line apk could not use is left out with a
+ * warning pushed to `warnings` (apk warns and goes on too).
  */
 export function parseApkRepositories(
   text: string,
   file: string,
   mirrors: Readonly<Record<string, string>> = {},
+  warnings: string[] = [],
 ): ApkRepository[] {
   const out: ApkRepository[] = [];
   text.split("\n").forEach((raw, i) => {
@@ -55,11 +59,12 @@ export function parseApkRepositories(
     const words = line.split(/\s+/);
     const tag = words[0]!.startsWith("@") ? words.shift()!.slice(1) : undefined;
     const origin = `${file}:${i + 1}`;
-    if (words.length !== 1 || tag === "")
-      throw new SutureError(
-        "INVALID_MANIFEST",
-        `${origin}: ${quoteUntrusted(line)} is not an apk repository line ("[@tag] URL"): fix the image's ${file}`,
+    if (words.length !== 1 || tag === "") {
+      warnings.push(
+        `${origin}: ${quoteUntrusted(line)} is not an apk repository line ("[@tag] URL"), left out as apk leaves it out; fix the image's ${file}`,
       );
+      return;
+    }
     const url = words[0]!.replace(/\/+$/, "");
     out.push({ url, fetchUrl: mirroredUrl(url, mirrors), ...(tag ? { tag } : {}), origin });
   });
@@ -74,12 +79,14 @@ export async function readApkConfig(
   const text = async (path: string) => (await readFileInRoot(root, path))?.toString("utf8");
   const repositories: ApkRepository[] = [];
   const main = await text(APK_REPOSITORIES_FILE);
-  if (main !== undefined) repositories.push(...parseApkRepositories(main, APK_REPOSITORIES_FILE, mirrors));
+  const warnings: string[] = [];
+  if (main !== undefined)
+    repositories.push(...parseApkRepositories(main, APK_REPOSITORIES_FILE, mirrors, warnings));
   for (const name of await listDirInRoot(root, APK_REPOSITORIES_DIR)) {
     if (!name.endsWith(".list")) continue;
     const path = `${APK_REPOSITORIES_DIR}${name}`;
     const content = await text(path);
-    if (content !== undefined) repositories.push(...parseApkRepositories(content, path, mirrors));
+    if (content !== undefined) repositories.push(...parseApkRepositories(content, path, mirrors, warnings));
   }
   const arch = (await text(APK_ARCH_FILE))?.trim() || undefined;
   const world = ((await text(APK_WORLD_FILE)) ?? "").split(/\s+/).filter(Boolean);
@@ -96,5 +103,5 @@ export async function readApkConfig(
       if (pem) keys.set(name, pem);
     }
   }
-  return { repositories, arch, world, keys };
+  return { repositories, arch, world, keys, warnings };
 }

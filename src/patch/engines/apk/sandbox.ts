@@ -249,6 +249,7 @@ export const apkSandboxEngine: PatchEngine = {
     const root = sandbox.mergedDir;
     // Read before any of the image's code runs: its scripts may rewrite /etc/apk.
     const config = await readApkConfig(root, ctx.mirrors);
+    for (const message of config.warnings) progress({ type: "warning", message });
     const mirrors = Object.keys(ctx.mirrors ?? {});
     if (mirrors.length && !config.repositories.some((r) => r.fetchUrl !== r.url)) {
       progress({

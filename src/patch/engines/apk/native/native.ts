@@ -126,6 +126,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     })),
     failed: resolution.failed,
     warnings: [
+      ...config.warnings,
       ...resolution.warnings,
       ...resolution.remove.map((r) => `${r.name} ${r.version} is removed: ${r.why}`),
     ],
