@@ -29,6 +29,12 @@ export interface OpenApkIndexOptions {
 }
 
 const DEFAULT_MAX_INDEX_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The largest `APKINDEX.tar.gz` file fetched or kept, compressed: Alpine's largest (edge
+ * community) is about 2 MB, Wolfi's tens of MB.
+ */
+export const MAX_APKINDEX_FILE_BYTES = 128 * 1024 * 1024;
 /** The signature segment is one tar header and one RSA signature. */
 const MAX_SIGNATURE_SEGMENT_BYTES = 64 * 1024;
 

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type ApkIndex, openApkIndex } from "../../../distro/apk/apkindex.ts";
+import { type ApkIndex, MAX_APKINDEX_FILE_BYTES, openApkIndex } from "../../../distro/apk/apkindex.ts";
 import type { ApkRepository } from "../../../distro/apk/config.ts";
 import type { ApkKeyring } from "../../../distro/apk/signature.ts";
 import { placeDirectory } from "../../../fs/atomic.ts";
@@ -59,9 +59,6 @@ export function cachedIndexNames(repositories: readonly ApkRepository[], arch: s
   return out;
 }
 
-/** Indexes bigger than this are not kept (Alpine's largest, edge/community, is ~2 MB compressed). */
-const MAX_INDEX_BYTES = 256 * 1024 * 1024;
-
 /**
  * The index files of `dir` that verify against `keyring`, for the repositories named. Only
  * regular files directly in `dir` are opened, never through a symlink; a file that does not
@@ -86,7 +83,7 @@ export async function verifiedIndexes(
     const path = join(dir, name.file);
     try {
       const bytes = await readFileCapped(path, {
-        limit: MAX_INDEX_BYTES,
+        limit: MAX_APKINDEX_FILE_BYTES,
         what: path,
         noFollow: true,
         regularOnly: true,

@@ -161,6 +161,25 @@ export async function installApkPackages(
   remove: readonly string[],
   options: ApkInstallOptions,
 ): Promise<{ warnings: string[]; scriptsMs: number }> {
+  try {
+    return await install(items, remove, options);
+  } catch (e) {
+    // A file operation the host refused (EPERM on chown or an xattr, ENOSPC, EROFS): one line
+    // with its errno text, not an internal error.
+    if (isSutureError(e) || typeof (e as NodeJS.ErrnoException).code !== "string") throw e;
+    throw new SutureError(
+      "IO",
+      `cannot install the apk packages into the image: ${describeCause(e)}; check the space and permissions of --cache-dir`,
+      { cause: e },
+    );
+  }
+}
+
+async function install(
+  items: readonly ApkInstallItem[],
+  remove: readonly string[],
+  options: ApkInstallOptions,
+): Promise<{ warnings: string[]; scriptsMs: number }> {
   const root = options.sandbox.mergedDir;
   const warnings: string[] = [];
   const state = await readApkState(root);

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
-import { type ApkIndex, openApkIndex } from "../../../../distro/apk/apkindex.ts";
+import { type ApkIndex, MAX_APKINDEX_FILE_BYTES, openApkIndex } from "../../../../distro/apk/apkindex.ts";
 import type { ApkConfig, ApkRepository } from "../../../../distro/apk/config.ts";
 import type { ApkKeyring } from "../../../../distro/apk/signature.ts";
 import { isSutureError, quoteUntrusted, redact, SutureError } from "../../../../errors/errors.ts";
@@ -36,9 +36,6 @@ export interface OpenApkRepositoriesOptions {
   progress?: ProgressSink;
   signal?: AbortSignal;
 }
-
-/** Alpine's largest index (edge community) is about 2 MB compressed, Wolfi's tens of MB. */
-const MAX_INDEX_BYTES = 128 * 1024 * 1024;
 
 /**
  * The architecture the engine fetches for: the image's `/etc/apk/arch` when it has one, which
@@ -154,7 +151,7 @@ async function openOne(
     return fetchBytes(fetch, url, {
       headers,
       allowNotModified: conditional,
-      maxBytes: MAX_INDEX_BYTES,
+      maxBytes: MAX_APKINDEX_FILE_BYTES,
       signal: options.signal,
       retries: options.retries,
     });
