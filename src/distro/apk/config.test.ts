@@ -3,7 +3,6 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "node:test";
-import { isSutureError } from "../../errors/errors.ts";
 import { parseApkRepositories, readApkConfig } from "./config.ts";
 
 test("repository lines: URLs, @tags, comments, mirrors", () => {

@@ -1,4 +1,4 @@
-import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { quoteUntrusted } from "../../errors/errors.ts";
 import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
 import { mirroredUrl } from "../mirrors.ts";
 import { isValidApkKeyName } from "./signature.ts";

@@ -336,7 +336,7 @@ async function applyInRun(
   const indexes = new Map(
     [...(await verifiedIndexes(privateCache, names, keyring))].map(([file, v]) => {
       const before = seeded.get(file);
-      const mtime = before && before.bytes.equals(v.bytes) ? before.mtime : updateStarted;
+      const mtime = before?.bytes.equals(v.bytes) ? before.mtime : updateStarted;
       return [file, { ...v, mtime }];
     }),
   );

@@ -26,6 +26,7 @@ import {
 import { basename, join } from "node:path";
 import { setAttributeSync } from "@napi-rs/xattr";
 import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
+import { imageIds } from "../../../../distro/accounts.ts";
 import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
 import {
   type ApkAcl,
@@ -407,22 +408,11 @@ class ImageIds {
 
   async resolve(acl: ApkAcl, names: OwnerNames): Promise<ApkAcl> {
     if (names.uname === undefined && names.gname === undefined) return acl;
-    this.#users ??= await this.#table("/etc/passwd");
-    this.#groups ??= await this.#table("/etc/group");
+    this.#users ??= await imageIds(this.#root, "/etc/passwd");
+    this.#groups ??= await imageIds(this.#root, "/etc/group");
     const uid = names.uname === undefined ? undefined : this.#users.get(names.uname);
     const gid = names.gname === undefined ? undefined : this.#groups.get(names.gname);
     return { ...acl, uid: uid ?? acl.uid, gid: gid ?? acl.gid };
-  }
-
-  async #table(path: string): Promise<Map<string, number>> {
-    const map = new Map<string, number>();
-    const text = (await readFileInRoot(this.#root, path))?.toString("utf8") ?? "";
-    for (const line of text.split("\n")) {
-      const [name, , id] = line.split(":");
-      // The first entry of a name wins, as getpwent finds it.
-      if (name && id && /^\d{1,10}$/.test(id) && !map.has(name)) map.set(name, Number(id));
-    }
-    return map;
   }
 }
 

@@ -23,6 +23,7 @@ import {
 import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { posix } from "node:path";
 import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
+import { imageIds } from "../../../../distro/accounts.ts";
 import { parseFields } from "../../../../distro/dpkg/control.ts";
 import {
   type ConffileRecord,
@@ -39,7 +40,7 @@ import { checkDebIdentity, type DebIdentity, type DebPackage, openDeb } from "..
 import type { FilteredEntryType, PathFilter } from "../../../../distro/dpkg/dpkg-config.ts";
 import { quoteUntrusted } from "../../../../distro/package-syntax.ts";
 import { describeCause, isSutureError, SutureError } from "../../../../errors/errors.ts";
-import { childPath, readFileInRoot, walkInRoot } from "../../../../fs/in-root.ts";
+import { childPath, walkInRoot } from "../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import {
   decideConffile,
@@ -756,17 +757,8 @@ async function statOverrideIds(
 ): Promise<Map<string, { uid: number; gid: number; mode: number }>> {
   const out = new Map<string, { uid: number; gid: number; mode: number }>();
   if (!db.statOverrides.length) return out;
-  const ids = async (file: string) => {
-    const map = new Map<string, number>();
-    const text = (await readFileInRoot(root, file).catch(() => undefined))?.toString("utf8") ?? "";
-    for (const line of text.split("\n")) {
-      const [name, , id] = line.split(":");
-      if (name && id && /^\d+$/.test(id)) map.set(name, Number(id));
-    }
-    return map;
-  };
-  const users = await ids("/etc/passwd");
-  const groups = await ids("/etc/group");
+  const users = await imageIds(root, "/etc/passwd");
+  const groups = await imageIds(root, "/etc/group");
   const lookup = (spec: string, table: Map<string, number>) =>
     spec.startsWith("#") ? Number(spec.slice(1)) : table.get(spec);
   for (const o of db.statOverrides) {
