@@ -20,6 +20,7 @@ import {
 import { join } from "node:path";
 import { setAttributeSync } from "@napi-rs/xattr";
 import { asSutureError, describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { applyXattrs } from "../../fs/xattrs.ts";
 import type { TarEntry } from "./entry.ts";
 import { normaliseEntryPath, refuseLayerEntry as unsafe } from "./member-path.ts";
 import { type ByteSource, readTar, type TarMember } from "./read.ts";
@@ -339,29 +340,8 @@ class Extractor {
   }
 
   #setXattrs(path: string, rel: string, xattrs: Map<string, Buffer>, isSymlink: boolean): void {
-    for (const [key, value] of xattrs) {
-      // Overlay's own xattrs would steer the mount (opaque, redirect, metacopy): never from a layer.
-      if (key.startsWith("trusted.overlay.")) {
-        this.stats.ignoredXattrs.push(`${rel}: ${key}`);
-        continue;
-      }
-      // The kernel forbids user.* xattrs on symlinks; archives from other systems may carry them.
-      if (isSymlink && key.startsWith("user.")) {
-        this.stats.ignoredXattrs.push(`${rel}: ${key}`);
-        continue;
-      }
-      try {
-        setAttributeSync(path, key, value);
-      } catch (e) {
-        throw new SutureError(
-          "IO",
-          `cannot set xattr ${quoteUntrusted(key)} on layer entry ${quoteUntrusted(rel)}: ${describeCause(e)}`,
-          {
-            cause: e,
-          },
-        );
-      }
-    }
+    const ignored = applyXattrs(path, xattrs, { isSymlink, what: `layer entry ${quoteUntrusted(rel)}` });
+    for (const key of ignored) this.stats.ignoredXattrs.push(`${rel}: ${key}`);
   }
 
   /** Create queued device nodes, fifos and whiteouts with one `sh` running `mknod` per node. */

@@ -24,7 +24,6 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, join } from "node:path";
-import { setAttributeSync } from "@napi-rs/xattr";
 import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
 import { imageIds } from "../../../../distro/accounts.ts";
 import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
@@ -51,6 +50,7 @@ import { compareApkVersions, compareApkVersionsFuzzy } from "../../../../distro/
 import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
 import { writeFileAtomic } from "../../../../fs/atomic.ts";
 import { childPath, readFileInRoot, walkInRoot } from "../../../../fs/in-root.ts";
+import { applyXattrs } from "../../../../fs/xattrs.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import type { EngineSandbox } from "../../engine.ts";
 import { matchesPathname, type ProtectedPaths, readProtectedPaths } from "./protected-paths.ts";
@@ -446,14 +446,6 @@ function recordedChecksum(entry: ApkDataEntry): string | undefined {
 
 const CREATE = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
-function setXattrs(path: string, xattrs: ReadonlyMap<string, Buffer>): void {
-  for (const [name, value] of xattrs) {
-    // Overlay's own xattrs steer the mount: never from a package.
-    if (name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.")) continue;
-    setAttributeSync(path, name, value);
-  }
-}
-
 /**
  * Unpack one package's data archive under `staging` and build its installed record, as apk's
  * `apk_db_install_archive_entry` reads the archive: directories open a `F:` entry, files must
@@ -543,7 +535,7 @@ async function stagePackage(
         } finally {
           closeSync(fd);
         }
-        setXattrs(staged, h.xattrs);
+        applyXattrs(staged, h.xattrs, { isSymlink: false, what: `${path} of the package` });
       } else if (h.type === "symlink") {
         symlinkSync(h.linkname, staged);
         lchownSync(staged, h.uid, h.gid);
@@ -788,7 +780,7 @@ async function placePackage(
     mkdirSync(walk.host, { mode: 0o700 });
     chownSync(walk.host, acl.uid, acl.gid);
     chmodSync(walk.host, acl.mode);
-    setXattrs(walk.host, d.xattrs);
+    applyXattrs(walk.host, d.xattrs, { isSymlink: false, what: `/${d.path}` });
   }
   for (const d of s.record.dirs) modifiedDirs.add(d.path);
   for (const f of s.files) {
