@@ -78,6 +78,7 @@ function runcSandbox(root: string): EngineSandbox & { calls: string[][] } {
         rootfs: root,
         args,
         ...(options.env ? { env: options.env } : {}),
+        ...(options.mounts ? { mounts: options.mounts } : {}),
         timeoutMs: options.timeoutMs ?? 120_000,
         bundleParent: work,
       });
@@ -274,7 +275,7 @@ function assertSameAsApk(ours: string, theirs: string): void {
  * busybox's /etc/securetty (taken over when `extra` says it replaces busybox), and install
  * scripts that leave a note of how they were run.
  */
-async function newPackage(name: string, extra: string): Promise<ApkInstallItem> {
+async function newPackage(name: string, extra: string, preInstall?: string): Promise<ApkInstallItem> {
   const pkginfo = `pkgname = ${name}\npkgver = 1.0-r0\npkgdesc = site policy\nurl = https://example.org\nbuilddate = 1700000000\nsize = 8192\narch = x86_64\norigin = ${name}\nlicense = MIT\ndepend = busybox\n${extra}`;
   const script = (type: string) => ({
     name: `.${type}`,
@@ -283,7 +284,12 @@ async function newPackage(name: string, extra: string): Promise<ApkInstallItem> 
   });
   const built = buildApk({
     pkginfo,
-    scripts: [script("pre-install"), script("post-install")],
+    scripts: [
+      preInstall === undefined
+        ? script("pre-install")
+        : { name: ".pre-install", data: preInstall, mode: 0o755 },
+      script("post-install"),
+    ],
     files: [
       { name: "etc", type: "directory" },
       { name: "etc/securetty", data: "console\n" },
@@ -450,6 +456,24 @@ describe("installApkPackages on Alpine 3.20.3, judged by its own apk", () => {
     assertSameAsApk(ours, theirs);
     const owner = await apk(ours, "info", "--who-owns", "/etc/securetty");
     assert.match(owner.stdout, /owned by securetty-site-1\.0-r0/);
+  });
+
+  test("scripts never see suture's staging directory, so they cannot plant links the host would follow", async () => {
+    const root = freshRoot("staging-hidden");
+    // Run between staging and moving into place, as a hostile package's script would be.
+    const probe = `#!/bin/sh
+for d in /.suture-apk-*; do
+  echo "dir $d: $(ls -A "$d" | wc -l) entries" >> /root/staging-seen
+  ln -s /etc/shadow "$d/0" 2>/dev/null && echo planted >> /root/staging-seen || echo refused >> /root/staging-seen
+done
+`;
+    const item = await newPackage("staging-probe", "replaces = busybox\n", probe);
+    await installApkPackages([item], [], { sandbox: runcSandbox(root), progress: () => {} });
+    const seen = readFileSync(join(root, "root/staging-seen"), "utf8");
+    assert.match(seen, /^dir \/\.suture-apk-\S+: 0 entries\nrefused\n$/, seen);
+    // The package was installed from what was staged, not from anything a script put there.
+    assert.equal(readFileSync(join(root, "usr/sbin/site-policy"), "utf8"), "#!/bin/sh\nexit 0\n");
+    assert.ok(!readdirSync(root).some((n) => n.startsWith(".suture-apk-")), "staging removed");
   });
 
   test("a new package overwriting another's file without replaces: refused, nothing changed", async () => {
