@@ -210,7 +210,10 @@ test("ndb: damaged slots and blobs are one INVALID_ARCHIVE line", () => {
  * header number), as rpm's bdb backend stores them.
  */
 function buildBdb(dir: string, options: { pagesize: number; littleEndian: boolean }): Buffer {
-  const rows = readSqlitePackages(MARINER, undefined, "mariner").map((r) => ({ hnum: r.recordNumber, blob: r.blob }));
+  const rows = readSqlitePackages(MARINER, undefined, "mariner").map((r) => ({
+    hnum: r.recordNumber,
+    blob: r.blob,
+  }));
   const key = (n: number) => {
     const b = Buffer.alloc(4);
     if (options.littleEndian) b.writeUInt32LE(n);
@@ -224,10 +227,7 @@ function buildBdb(dir: string, options: { pagesize: number; littleEndian: boolea
     "HEADER=END",
     ` ${key(0)}`,
     ` ${key(rows.length + 1)}`,
-    ...rows.flatMap((r) => [
-      ` ${key(Number(r.hnum))}`,
-      ` ${Buffer.from(r.blob).toString("hex")}`,
-    ]),
+    ...rows.flatMap((r) => [` ${key(Number(r.hnum))}`, ` ${Buffer.from(r.blob).toString("hex")}`]),
     "DATA=END",
     "",
   ].join("\n");
@@ -428,4 +428,16 @@ test("installed versions: [epoch:]version-release, the newest of a name installe
     tar: "2:1.34-6.el9",
     bash: "5.1.8-6.el9",
   });
+});
+
+test("bdb: a committed big-endian Packages with 512-byte pages (no Berkeley DB tools needed)", () => {
+  const bytes = readFileSync(join(import.meta.dirname, "testdata/Packages-be-512"));
+  const packages = read(
+    { path: "/var/lib/rpm/Packages", backend: "bdb" },
+    { "/var/lib/rpm/Packages": bytes },
+  );
+  assert.deepEqual(
+    packages.map((p) => `${p.recordNumber} ${p.nevra.name}-${formatRpmEvr(p.nevra)}.${p.nevra.arch}`),
+    ["8 popt-devel-1.16-7.cm2.x86_64", "92 zstd-libs-1.5.0-1.cm2.x86_64", "93 zstd-devel-1.5.0-1.cm2.x86_64"],
+  );
 });
