@@ -438,6 +438,6 @@ test("bdb: a committed big-endian Packages with 512-byte pages (no Berkeley DB t
   );
   assert.deepEqual(
     packages.map((p) => `${p.recordNumber} ${p.nevra.name}-${formatRpmEvr(p.nevra)}.${p.nevra.arch}`),
-    ["8 popt-devel-1.16-7.cm2.x86_64", "92 zstd-libs-1.5.0-1.cm2.x86_64", "93 zstd-devel-1.5.0-1.cm2.x86_64"],
+    ["8 zstd-libs-1.5.0-1.cm2.x86_64", "92 zstd-devel-1.5.0-1.cm2.x86_64", "93 popt-devel-1.16-7.cm2.x86_64"],
   );
 });
