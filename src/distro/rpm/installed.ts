@@ -41,12 +41,13 @@ export interface InstalledRpm {
 }
 
 /**
- * Where rpm keeps its database: `/usr/lib/sysimage/rpm` (Fedora 36+, openSUSE, SLE 15 SP? with
- * `/var/lib/rpm` a symlink to it) or `/var/lib/rpm` (RHEL, CentOS, Amazon Linux, Azure Linux).
- * A real database in the first is the one an image's rpm uses when both exist: rpm moved there and
- * left a symlink behind, never the other way.
+ * Where rpm keeps its database: `/usr/lib/sysimage/rpm` (Fedora 36+, openSUSE and SLE, with
+ * `/var/lib/rpm` a symlink to it), `/var/lib/rpm` (RHEL, CentOS, Amazon Linux, Azure Linux), or
+ * `/usr/share/rpm` (older rpm-ostree images: Fedora CoreOS, bootc). A real database in the first
+ * is the one an image's rpm uses when more exist: rpm moved there and left a symlink behind,
+ * never the other way.
  */
-export const RPM_DB_DIRS = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"] as const;
+export const RPM_DB_DIRS = ["/usr/lib/sysimage/rpm", "/var/lib/rpm", "/usr/share/rpm"] as const;
 
 /** Each backend's file, newest backend first: a converted database may leave the old one behind. */
 const BACKEND_FILES: readonly (readonly [string, Exclude<RpmDbBackend, "manifest">])[] = [
