@@ -285,6 +285,8 @@ export interface ParseRpmHeaderOptions {
   /**
    * The region the header must have (HEADERSIGNATURES for a signature header, HEADERIMMUTABLE for
    * a package's main header); by default whichever region it starts with, or none (legacy).
+   * Unlike rpm, which also reads v3 headers without the region asked for, a header without it is
+   * refused here: every package rpm ≥ 4 built has one, and only a region can carry signatures.
    */
   regionTag?: number;
   /** The region must cover the whole header, as in a .rpm file (no dribbles). */
@@ -358,6 +360,24 @@ export class RpmHeader {
     if (e === undefined) return [];
     this.#expect(e, [RpmType.STRING_ARRAY, RpmType.I18NSTRING, RpmType.STRING]);
     return this.#strings(e, e.count);
+  }
+
+  /**
+   * A string tag's strings as the bytes the header holds, without decoding: file names are bytes
+   * to rpm, and a name that is not UTF-8 must still name the same file.
+   */
+  stringArrayBytes(tag: number): Uint8Array[] {
+    const e = this.#byTag.get(tag);
+    if (e === undefined) return [];
+    this.#expect(e, [RpmType.STRING_ARRAY, RpmType.I18NSTRING, RpmType.STRING]);
+    const out: Uint8Array[] = [];
+    let at = this.#dataStart + e.offset;
+    for (let i = 0; i < e.count; i++) {
+      const end = this.blob.indexOf(0, at);
+      out.push(this.blob.subarray(at, end));
+      at = end + 1;
+    }
+    return out;
   }
 
   /** The first value of an integer tag (CHAR, INT8/16/32, INT64 when it fits a double exactly). */
