@@ -170,6 +170,33 @@ test("ndb: SUSE BCI's Packages.db, every blob's checksum and every header's dige
   assert.equal(packages.find((p) => p.nevra.name === "rpm-ndb")!.recordNumber, 40);
 });
 
+test(
+  "ndb: the host's rpm, given the same header blobs in its sqlite backend, lists the same packages",
+  withRpm,
+  () => {
+    // Debian's rpm has no ndb backend; moving the blobs our reader took out of Packages.db into an
+    // (emptied) rpm sqlite database lets rpm itself parse every one of them.
+    const dir = join(work, "ndb-as-sqlite");
+    mkdirSync(dir);
+    const file = join(dir, "rpmdb.sqlite");
+    writeFileSync(file, MARINER);
+    const db = new DatabaseSync(file, { enableForeignKeyConstraints: false });
+    for (const t of db
+      .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+      .all()) {
+      db.exec(`DELETE FROM "${String(t.name)}"`);
+    }
+    const records = readNdbPackages(SLE, "Packages.db");
+    for (const r of records) db.prepare("INSERT INTO Packages VALUES (?, ?)").run(r.recordNumber, r.blob);
+    db.close();
+    const ours = read(
+      { path: "/usr/lib/sysimage/rpm/Packages.db", backend: "ndb" },
+      { "/usr/lib/sysimage/rpm/Packages.db": SLE },
+    );
+    assert.deepEqual(lines(ours), rpmQa(dir));
+  },
+);
+
 test("ndb: damaged slots and blobs are one INVALID_ARCHIVE line", () => {
   const what = "/usr/lib/sysimage/rpm/Packages.db";
   const damaged = (edit: (b: Buffer, v: DataView) => void) => {
