@@ -282,6 +282,16 @@ test("damaged or hostile headers are one-line INVALID_ARCHIVE errors naming the 
       ),
       /overlaps the previous entry's/,
     ],
+    [
+      blob(
+        [
+          [RpmTag.NAME, RpmType.STRING, 0, 1],
+          [RpmTag.NAME, RpmType.STRING, 5, 1],
+        ],
+        text("bash\0evil\0"),
+      ),
+      /index entry 1 \(tag 1000.*tag 1000 appears twice/,
+    ],
   ];
   for (const [bytes, message] of cases) {
     assert.throws(
@@ -340,6 +350,31 @@ test("region trailers are checked as rpm checks them", () => {
     () => parseRpmHeader(regionBlob(), "h", { regionTag: RpmTag.HEADERSIGNATURES }),
     cleanFailure("INVALID_ARCHIVE", /starts with tag 63, not the region tag 62/),
   );
+});
+
+test("a dribble added on install replaces the region's entry of its tag, as in rpm", () => {
+  const data = new Uint8Array(28);
+  data.set(text("bash\0"), 0);
+  const view = new DataView(data.buffer);
+  view.setInt32(8, RpmTag.HEADERIMMUTABLE);
+  view.setUint32(12, RpmType.BIN);
+  view.setInt32(16, -32);
+  view.setUint32(20, 16);
+  data.set(text("zsh\0"), 24);
+  const h = parseRpmHeader(
+    blob(
+      [
+        [RpmTag.HEADERIMMUTABLE, RpmType.BIN, 8, 16],
+        [RpmTag.NAME, RpmType.STRING, 0, 1],
+        [RpmTag.NAME, RpmType.STRING, 24, 1],
+      ],
+      data,
+    ),
+    "h",
+  );
+  assert.equal(h.string(RpmTag.NAME), "zsh");
+  assert.equal(h.entry(RpmTag.NAME)?.inRegion, false);
+  assert.equal(h.regionEntryCount, 2);
 });
 
 test("a .rpm header needs its magic and enough bytes", () => {

@@ -329,12 +329,12 @@ export class RpmHeader {
     this.#what = what;
     this.#dataStart = 8 + parsed.entries.length * ENTRY_SIZE;
     this.#data = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
-    // Region entries first come first; dribbles replace region entries of the same tag, as in
-    // hdrblobImport ("Dribble entries replace duplicate region entries").
+    // A dribble replaces the region's entry of its tag, as in hdrblobImport ("Dribble entries
+    // replace duplicate region entries"); verify() refused any other repeated tag.
     this.#byTag = new Map();
     for (const e of parsed.entries) {
       if (e.tag === parsed.regionTag && e === parsed.entries[0]) continue;
-      if (!e.inRegion || !this.#byTag.has(e.tag)) this.#byTag.set(e.tag, e);
+      this.#byTag.set(e.tag, e);
     }
   }
 
@@ -625,6 +625,8 @@ function verify(
     });
   }
   let end = 0;
+  const regionTags = new Set<number>();
+  const dribbleTags = new Set<number>();
   const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
   for (let i = entries.length; i < il; i++) {
     const e = readEntry(view, i);
@@ -653,7 +655,13 @@ function verify(
     if (regionTag !== undefined && end > rdl - ENTRY_SIZE && e.offset < rdl) {
       throw invalid(what, `${where}: its data overlaps the region trailer`);
     }
-    entries.push({ ...e, length, inRegion: regionTag !== undefined && i < ril });
+    const inRegion = regionTag !== undefined && i < ril;
+    // A tag twice in one part of the header would let two readers of the same bytes (rpm picks
+    // one by binary search) see different values under one signature.
+    const seen = inRegion ? regionTags : dribbleTags;
+    if (seen.has(e.tag)) throw invalid(what, `${where}: tag ${e.tag} appears twice`);
+    seen.add(e.tag);
+    entries.push({ ...e, length, inRegion });
   }
   return {
     regionTag,
