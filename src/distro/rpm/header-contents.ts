@@ -103,17 +103,8 @@ export function rpmHeaderFiles(header: RpmHeader, what: string): RpmFileEntry[] 
   }));
 }
 
-export type RpmDependencyKind =
-  | "require"
-  | "provide"
-  | "conflict"
-  | "obsolete"
-  | "recommend"
-  | "suggest"
-  | "supplement"
-  | "enhance";
-
-const DEPENDENCY_TAGS: Record<RpmDependencyKind, readonly [name: number, flags: number, version: number]> = {
+/** Each kind of dependency: its name, flags and version tags. */
+const DEPENDENCY_TAGS = {
   require: [RpmTag.REQUIRENAME, RpmTag.REQUIREFLAGS, RpmTag.REQUIREVERSION],
   provide: [RpmTag.PROVIDENAME, RpmTag.PROVIDEFLAGS, RpmTag.PROVIDEVERSION],
   conflict: [RpmTag.CONFLICTNAME, RpmTag.CONFLICTFLAGS, RpmTag.CONFLICTVERSION],
@@ -122,7 +113,10 @@ const DEPENDENCY_TAGS: Record<RpmDependencyKind, readonly [name: number, flags: 
   suggest: [RpmTag.SUGGESTNAME, RpmTag.SUGGESTFLAGS, RpmTag.SUGGESTVERSION],
   supplement: [RpmTag.SUPPLEMENTNAME, RpmTag.SUPPLEMENTFLAGS, RpmTag.SUPPLEMENTVERSION],
   enhance: [RpmTag.ENHANCENAME, RpmTag.ENHANCEFLAGS, RpmTag.ENHANCEVERSION],
-};
+} as const satisfies Record<string, readonly [name: number, flags: number, version: number]>;
+
+/** require, provide, conflict, obsolete, recommend, suggest, supplement, enhance. */
+export type RpmDependencyKind = keyof typeof DEPENDENCY_TAGS;
 
 export interface RpmDependency {
   /** A package or capability name, a file path, or a rich dependency `(a or b)`. */
@@ -154,21 +148,8 @@ export function rpmHeaderDependencies(
   return names.map((name, i) => ({ name, flags: flags[i] ?? 0, version: versions[i] ?? "" }));
 }
 
-export type RpmScriptletKind =
-  | "pretrans"
-  | "pre"
-  | "post"
-  | "preun"
-  | "postun"
-  | "posttrans"
-  | "preuntrans"
-  | "postuntrans"
-  | "verify";
-
-const SCRIPTLET_TAGS: Record<
-  RpmScriptletKind,
-  readonly [body: number, prog: number, flags: number | undefined]
-> = {
+/** Each scriptlet, in the order rpm runs them: its body, interpreter and flags tags. */
+const SCRIPTLET_TAGS = {
   pretrans: [RpmTag.PRETRANS, RpmTag.PRETRANSPROG, RpmTag.PRETRANSFLAGS],
   pre: [RpmTag.PREIN, RpmTag.PREINPROG, RpmTag.PREINFLAGS],
   post: [RpmTag.POSTIN, RpmTag.POSTINPROG, RpmTag.POSTINFLAGS],
@@ -178,7 +159,10 @@ const SCRIPTLET_TAGS: Record<
   preuntrans: [RpmTag.PREUNTRANS, RpmTag.PREUNTRANSPROG, RpmTag.PREUNTRANSFLAGS],
   postuntrans: [RpmTag.POSTUNTRANS, RpmTag.POSTUNTRANSPROG, RpmTag.POSTUNTRANSFLAGS],
   verify: [RpmTag.VERIFYSCRIPT, RpmTag.VERIFYSCRIPTPROG, undefined],
-};
+} as const satisfies Record<string, readonly [body: number, prog: number, flags: number | undefined]>;
+
+/** pretrans, pre, post, preun, postun, posttrans, preuntrans, postuntrans, verify. */
+export type RpmScriptletKind = keyof typeof SCRIPTLET_TAGS;
 
 export interface RpmScriptlet {
   kind: RpmScriptletKind;
@@ -193,10 +177,8 @@ export interface RpmScriptlet {
 /** The scriptlets a header carries, in the order rpm runs them in one transaction. */
 export function rpmHeaderScriptlets(header: RpmHeader): RpmScriptlet[] {
   const out: RpmScriptlet[] = [];
-  for (const [kind, [bodyTag, progTag, flagsTag]] of Object.entries(SCRIPTLET_TAGS) as [
-    RpmScriptletKind,
-    (typeof SCRIPTLET_TAGS)[RpmScriptletKind],
-  ][]) {
+  for (const kind of Object.keys(SCRIPTLET_TAGS) as RpmScriptletKind[]) {
+    const [bodyTag, progTag, flagsTag]: readonly [number, number, number | undefined] = SCRIPTLET_TAGS[kind];
     const body = header.string(bodyTag);
     const interpreter = header.stringArray(progTag);
     if (body === undefined && interpreter.length === 0) continue;
