@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import { detectFromFiles } from "../../distro/detect.ts";
 import { isSutureError } from "../../errors/errors.ts";
@@ -7,13 +9,18 @@ import { PACKAGE_MANAGERS } from "./package-managers.ts";
 
 const ALPINE_DB = "P:musl\nV:1.2.5-r0\nA:x86_64\n\nP:busybox\nV:1.36.1-r29\nA:x86_64\n\n";
 
-const imageOf = (files: Record<string, string>) =>
+const imageOf = (files: Record<string, string | Buffer>) =>
   detectFromFiles(new Map(Object.entries(files).map(([p, c]) => [p, Buffer.from(c)])));
+
+/** A real rpm database (SUSE BCI, ndb): an rpm image, which no engine serves yet. */
+const RPM_DB = readFileSync(
+  join(import.meta.dirname, "../../../../shared/fixtures/rpmdb/sle15-bci/Packages.db"),
+);
 
 test("an image no package manager serves is refused in one line listing what suture patches, apk included", () => {
   const fedora = imageOf({
     "/etc/os-release": 'ID=fedora\nPRETTY_NAME="Fedora Linux 40"\n',
-    "/var/lib/rpm/rpmdb.sqlite": "SQLite format 3\0",
+    "/usr/lib/sysimage/rpm/Packages.db": RPM_DB,
   });
   assert.throws(
     () => selectEngine("auto", fedora, PACKAGE_MANAGERS),
