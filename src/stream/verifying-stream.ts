@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 
 /** What a stream must turn out to be: its SHA-256 (lower-case hex) and size. */
@@ -10,6 +10,11 @@ export interface StreamExpectation {
   sha256?: string;
   /** Exact size in bytes; negative when unknown (then only the digest is checked). */
   size: number;
+  /**
+   * The hash the `sha256` field's digest is of, when it is not SHA-256: rpm-md repositories
+   * (repomd.xml) also name SHA-1 and SHA-512 checksums.
+   */
+  algorithm?: "sha1" | "sha224" | "sha256" | "sha384" | "sha512";
 }
 
 /** The caller's errors (its code and wording: a registry blob is not a signed package index). */
@@ -29,7 +34,7 @@ export interface VerifyFailures {
  * as untrusted until the stream ends cleanly.
  */
 export class VerifyingStream extends Transform {
-  readonly #hash = createHash("sha256");
+  readonly #hash: Hash;
   readonly #expected: StreamExpectation;
   readonly #failures: VerifyFailures;
   /** Bytes seen so far. */
@@ -37,6 +42,7 @@ export class VerifyingStream extends Transform {
 
   constructor(expected: StreamExpectation, failures: VerifyFailures) {
     super();
+    this.#hash = createHash(expected.algorithm ?? "sha256");
     this.#expected = expected;
     this.#failures = failures;
   }
