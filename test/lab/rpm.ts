@@ -74,6 +74,8 @@ export interface RpmTestFile {
   /** `%attr` mode, e.g. "0755". */
   mode?: string;
   symlinkTo?: string;
+  /** A hard link to another file of the package (its path). */
+  hardlinkTo?: string;
   directory?: boolean;
   /** `%config(noreplace)`. */
   config?: boolean;
@@ -128,6 +130,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
     lines.push(`mkdir -p "$(dirname "${target}")"`);
     if (f.directory) lines.push(`mkdir -p "${target}"`);
     else if (f.symlinkTo !== undefined) lines.push(`ln -s '${f.symlinkTo}' "${target}"`);
+    else if (f.hardlinkTo !== undefined) lines.push(`ln "%{buildroot}${f.hardlinkTo}" "${target}"`);
     else lines.push(`cp ${join(sources, String(i))} "${target}"`);
   });
   lines.push("%files");
@@ -143,7 +146,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
   }
   await Promise.all(
     pkg.files.map((f, i) =>
-      f.ghost || f.directory || f.symlinkTo !== undefined
+      f.ghost || f.directory || f.symlinkTo !== undefined || f.hardlinkTo !== undefined
         ? undefined
         : writeFile(join(sources, String(i)), f.content ?? ""),
     ),

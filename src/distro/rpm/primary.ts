@@ -1,8 +1,8 @@
-import { PassThrough, type Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { SaxesParser, type SaxesTagNS } from "saxes";
 import { type DecodeFormat, decompress } from "../../archive/compression.ts";
 import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../errors/errors.ts";
-import { VerifyingStream } from "../../stream/verifying-stream.ts";
+import { VerifyingStream, verifyAlongside } from "../../stream/verifying-stream.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 import { type RepoChecksum, type RepomdData, repoChecksum, repoLocation } from "./repomd.ts";
 
@@ -135,26 +135,9 @@ export async function readPrimary(
         ),
     },
   );
-  const verified = new Promise<void>((resolve, reject) => {
-    verifier.on("end", resolve);
-    verifier.on("error", reject);
-  });
-  verified.catch(() => {});
-  // The decoder reads a copy of the verified stream, so that when it gives up (bad data) the
-  // verifier can still be run to the end and say whether the bytes were tampered with.
-  const toDecoder = new PassThrough();
-  let decoding = true;
-  verifier.on("data", (chunk: Buffer) => {
-    if (!decoding || toDecoder.destroyed) return;
-    if (!toDecoder.write(chunk)) {
-      verifier.pause();
-      toDecoder.once("drain", () => verifier.resume());
-    }
-  });
-  verifier.on("end", () => toDecoder.end());
-  verifier.on("error", (e) => toDecoder.destroy(e));
-  input.on("error", (e) => verifier.destroy(e));
-  input.pipe(verifier);
+  // The decoder reads a copy, so that when it gives up (bad data) the verifier can still run to
+  // the end and say whether the bytes were tampered with.
+  const { copy: toDecoder, verified, settle } = verifyAlongside(input, verifier);
 
   const parser = new PrimaryParser(what, options.maxPackages ?? DEFAULT_MAX_PACKAGES);
   // repomd.xml's open-size is covered by its checksum: more than it is never right.
@@ -175,12 +158,7 @@ export async function readPrimary(
     parser.write(decoder.decode());
     parser.close();
   } catch (e) {
-    decoding = false;
-    if (!options.signal?.aborted && !verifier.destroyed && !isSutureError(e, "UNTRUSTED")) {
-      // The bytes may have been altered: that, not what it broke, is the cause to report.
-      verifier.resume();
-      await verified;
-    }
+    if (!options.signal?.aborted && !isSutureError(e, "UNTRUSTED")) await settle();
     input.destroy();
     throw isSutureError(e) || options.signal?.aborted
       ? e

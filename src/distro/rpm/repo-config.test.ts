@@ -47,11 +47,12 @@ test("INI as dnf and zypp read it: continuation lines, comments, later keys win;
   );
 });
 
-test("variables: $name, ${name}, defaults; unknown ones are kept and reported", () => {
+test("variables: bare, braced, with defaults; unknown ones are kept and reported", () => {
   const unknown = new Set<string>();
   const vars = { releasever: "9", basearch: "x86_64", contentdir: "centos" };
   assert.equal(
     expandRepoVars(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: dnf's ${var} syntax, not a template
       "https://m/$contentdir/${releasever}/BaseOS/$basearch/os/${stream:-9-stream}/$nope",
       vars,
       unknown,
@@ -179,14 +180,14 @@ test("gpgkey files are read from the image, never through a symlink out of it; a
   // An absolute link in the image means the image's own path: the host's file is never read.
   await symlink(hostSecret, join(root, "etc/pki/rpm-gpg/escape"));
   const config = await readRpmRepoConfig(root, "dnf");
-  const [good, escape] = config.repos;
+  const [good, escaping] = config.repos;
   const ring = await repoKeyring(root, good!);
   assert.deepEqual(
     ring.keys.map((k) => k.getFingerprint()),
     [key.fingerprint],
   );
   await assert.rejects(
-    repoKeyring(root, escape!),
+    repoKeyring(root, escaping!),
     (e: unknown) => isSutureError(e, "UNTRUSTED") && /not in the image/.test((e as Error).message),
   );
 });

@@ -260,6 +260,8 @@ export async function verifyRepomdSignature(
   }
   return verifyDetached(repomd, signature, keyring, {
     what: options.what,
+    unknownKeyFix:
+      "add the repository's key to the image and name it with gpgkey=, or check that baseurl is right",
     ...(options.now ? { now: options.now } : {}),
   });
 }
