@@ -170,8 +170,11 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
   return join(rpmDir, file!);
 }
 
-/** Sign packages in place with `rpmsign --addsign` (header-only and header+payload signatures). */
-export async function signRpms(key: RpmTestKey, paths: readonly string[]): Promise<void> {
+/**
+ * Sign packages in place with `rpmsign --addsign`: a header signature, and with `rpmv3` also the
+ * legacy header+payload one (what packages signed by rpm < 4.16 carry).
+ */
+export async function signRpms(key: RpmTestKey, paths: readonly string[], rpmv3 = false): Promise<void> {
   await tool(
     "rpmsign",
     [
@@ -182,6 +185,7 @@ export async function signRpms(key: RpmTestKey, paths: readonly string[]): Promi
       "--define",
       "__gpg /usr/bin/gpg",
       "--addsign",
+      ...(rpmv3 ? ["--rpmv3"] : []),
       ...paths,
     ],
     { GNUPGHOME: key.gnupgHome },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { copyFile, readFile, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
@@ -16,7 +16,8 @@ import {
 import { isSutureError } from "../../errors/errors.ts";
 import { parseKeyring } from "../../trust/keyring.ts";
 import { readCpio } from "./cpio.ts";
-import { openRpm, type RpmPackage, rpmPayloadEntries, verifyRpmSignature } from "./package.ts";
+import { openRpm, type RpmPackage, rpmPayloadEntries } from "./package.ts";
+import { readRpmGpgDir, verifyRpmSignature } from "./signature.ts";
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
 let rsa: RpmTestKey;
@@ -57,13 +58,14 @@ before(async () => {
   ] as const) {
     built.set(name, await buildRpm(scratch.dir, spec(payload)));
   }
-  for (const [name, key] of [
-    ["rsa", rsa],
-    ["eddsa", eddsa],
+  for (const [name, key, rpmv3] of [
+    ["rsa", rsa, false],
+    ["eddsa", eddsa, false],
+    ["rsa-v3", rsa, true],
   ] as const) {
     const copy = join(scratch.dir, `hello-${name}.rpm`);
-    await copyFile(built.get("zstd")!, copy);
-    await signRpms(key, [copy]);
+    await copyFile(built.get("gzip")!, copy);
+    await signRpms(key, [copy], rpmv3);
     built.set(name, copy);
   }
 });
@@ -149,6 +151,39 @@ test("signatures: RSA and EdDSA header signatures verify with the signer's key, 
     // Signing left the payload and the file contents as they were.
     assert.equal((await readAll(pkg)).get("/etc/hello.conf")?.toString(), "greeting=hi\n");
   }
+});
+
+test("rpmsign --rpmv3: the header+payload signature verifies too, and a changed payload byte breaks it", async () => {
+  const path = built.get("rsa-v3")!;
+  assert.match(
+    await rpmCheckSig(scratch.dir, path, [rsa.publicArmored]),
+    /Header V4 RSA\/SHA\d+ Signature, key ID [0-9a-f]+: OK\n[\s\S]*\n {4}V4 RSA\/SHA\d+ Signature, key ID [0-9a-f]+: OK/,
+  );
+  const ring = await parseKeyring(Buffer.from(rsa.publicArmored), "RPM-GPG-KEY-rsa");
+  const pkg = await openRpm(path);
+  assert.equal((await verifyRpmSignature(pkg, ring, { everySignature: true })).length, 2);
+  const bytes = Buffer.from(await readFile(path));
+  bytes[bytes.length - 200]! ^= 0x01;
+  const tampered = join(scratch.dir, "v3-tampered.rpm");
+  await writeFile(tampered, bytes);
+  await assert.rejects(
+    verifyRpmSignature(await openRpm(tampered), ring, { everySignature: true }),
+    (e: unknown) => isSutureError(e, "UNTRUSTED") && /bad signature/.test((e as Error).message),
+  );
+});
+
+test("/etc/pki/rpm-gpg: every key file in the image, other files skipped", async () => {
+  const root = join(scratch.dir, "gpg-root");
+  await mkdir(join(root, "etc/pki/rpm-gpg"), { recursive: true });
+  await writeFile(join(root, "etc/pki/rpm-gpg/RPM-GPG-KEY-rsa"), rsa.publicArmored);
+  await writeFile(join(root, "etc/pki/rpm-gpg/RPM-GPG-KEY-eddsa"), eddsa.publicArmored);
+  await writeFile(join(root, "etc/pki/rpm-gpg/README"), "keys live here\n");
+  const { keyring, skipped } = await readRpmGpgDir(root);
+  assert.deepEqual(
+    keyring.keys.map((k) => k.getFingerprint()).sort(),
+    [rsa.fingerprint, eddsa.fingerprint].sort(),
+  );
+  assert.deepEqual(skipped, ["/etc/pki/rpm-gpg/README"]);
 });
 
 test("a package signed by a key the image does not trust, or not signed at all, is refused in one line", async () => {
@@ -256,5 +291,31 @@ test("cpio: rpm's stripped 07070X members take their sizes from the header; bad 
   await assert.rejects(
     drain(newc("./a", 10)),
     (e: unknown) => isSutureError(e, "INVALID_ARCHIVE") && /ends inside/.test((e as Error).message),
+  );
+});
+
+test("a package whose file list climbs out of the root is refused (UNSAFE_LAYER), even with its unsigned digests redone", async () => {
+  const { createHash } = await import("node:crypto");
+  const path = built.get("gzip")!;
+  const pkg = await openRpm(path);
+  const bytes = Buffer.from(await readFile(path));
+  const dir = Buffer.from("/usr/share/hello/\0");
+  const at = bytes.indexOf(dir, pkg.headerOffset);
+  assert.ok(at > 0 && at < pkg.payloadOffset);
+  bytes.write("/../../etc/hello/", at, "latin1");
+  // An attacker can recompute the digests no key vouches for.
+  const oldHeader = (await readFile(path)).subarray(pkg.headerOffset, pkg.payloadOffset);
+  const newHeader = bytes.subarray(pkg.headerOffset, pkg.payloadOffset);
+  for (const algorithm of ["sha256", "sha1"]) {
+    const old = Buffer.from(createHash(algorithm).update(oldHeader).digest("hex"));
+    const where = bytes.indexOf(old, 96);
+    assert.ok(where > 0 && where < pkg.headerOffset);
+    bytes.write(createHash(algorithm).update(newHeader).digest("hex"), where, "latin1");
+  }
+  const hostile = join(scratch.dir, "hostile.rpm");
+  await writeFile(hostile, bytes);
+  await assert.rejects(
+    openRpm(hostile),
+    (e: unknown) => isSutureError(e, "UNSAFE_LAYER") && /\/\.\.\/\.\.\/etc\/hello/.test((e as Error).message),
   );
 });

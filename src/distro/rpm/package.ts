@@ -11,8 +11,6 @@ import {
   SutureError,
 } from "../../errors/errors.ts";
 import { VerifyingStream, verifyAlongside } from "../../stream/verifying-stream.ts";
-import type { Keyring } from "../../trust/keyring.ts";
-import { type Signer, verifyDetached } from "../../trust/signature.ts";
 import { readCpio } from "./cpio.ts";
 import {
   RpmDigestAlgo,
@@ -37,7 +35,7 @@ import {
  * or EdDSA) signature cover the main header; its MD5, SIZE and legacy PGP/GPG signature cover
  * header and payload. rpm ≥ 4.14 puts the payload's own digest (PAYLOADDIGEST) into the main
  * header, so a header signature vouches for the payload too. `openRpm` checks the header digests
- * and the size; `verifyRpmSignature` the OpenPGP signatures; `rpmPayloadEntries` checks the
+ * and the size; `verifyRpmSignature` (signature.ts) the OpenPGP signatures; `rpmPayloadEntries` the
  * payload digest, the MD5 and every file's digest while it streams the files.
  */
 
@@ -108,11 +106,9 @@ const LEAD_MAGIC = [0xed, 0xab, 0xee, 0xdb];
 /** RPMSIGTYPE_HEADERSIG: the lead says a signature header follows. */
 const SIGTYPE_HEADERSIG = 5;
 const DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024;
-/** Header+payload signatures need the whole file in memory; only old packages have nothing else. */
-const MAX_WHOLE_FILE_SIGNATURE_BYTES = 1024 * 1024 * 1024;
 const DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 ** 3;
 
-const FIX =
+export const PACKAGE_FIX =
   "the package is damaged or was tampered with; remove it from the repository or use another mirror";
 
 const DIGEST_NAMES: Record<number, DigestName> = {
@@ -131,11 +127,11 @@ const COMPRESSORS: Record<string, DecodeFormat> = {
 };
 
 function untrusted(what: string, detail: string): SutureError {
-  return new SutureError("UNTRUSTED", `${what} ${detail}: ${FIX}`);
+  return new SutureError("UNTRUSTED", `${what} ${detail}: ${PACKAGE_FIX}`);
 }
 
 function invalid(what: string, detail: string): SutureError {
-  return new SutureError("INVALID_ARCHIVE", `${what} ${detail}: ${FIX}`);
+  return new SutureError("INVALID_ARCHIVE", `${what} ${detail}: ${PACKAGE_FIX}`);
 }
 
 function digestName(algo: number | undefined, what: string, field: string): DigestName {
@@ -267,8 +263,8 @@ export function rpmHeaderFiles(header: RpmHeader, what: string): RpmFileInfo[] {
  * Open a .rpm file: lead, signature header, main header. Checks the lead, the header digests the
  * signature header carries (SHA256, SHA1) and the size it records for header and payload; any
  * mismatch is UNTRUSTED, anything malformed INVALID_ARCHIVE (UNSAFE_LAYER for a file path that
- * could leave a root). The signatures and the payload are checked by verifyRpmSignature and
- * rpmPayloadEntries.
+ * could leave a root). The signatures are checked by signature.ts's verifyRpmSignature, the
+ * payload by rpmPayloadEntries.
  */
 export async function openRpm(path: string, options: OpenRpmOptions = {}): Promise<RpmPackage> {
   const what = path;
@@ -306,7 +302,7 @@ export async function openRpm(path: string, options: OpenRpmOptions = {}): Promi
     if (headerLength > maxHeader) {
       throw new SutureError(
         "TOO_LARGE",
-        `${what} has a ${formatBytes(headerLength)} header, more than the ${formatBytes(maxHeader)} accepted: ${FIX}`,
+        `${what} has a ${formatBytes(headerLength)} header, more than the ${formatBytes(maxHeader)} accepted: ${PACKAGE_FIX}`,
       );
     }
     const headerBytes = await readExactly(fh, headerOffset, headerLength, what);
@@ -324,7 +320,7 @@ export async function openRpm(path: string, options: OpenRpmOptions = {}): Promi
       );
     }
     const header = main.header;
-    const nevra = rpmHeaderNevra(header, what, FIX);
+    const nevra = rpmHeaderNevra(header, what, PACKAGE_FIX);
     const payloadFormat = header.string(RpmTag.PAYLOADFORMAT) ?? "cpio";
     if (payloadFormat !== "cpio") {
       throw new SutureError(
@@ -379,76 +375,8 @@ function checkHeaderDigests(sig: RpmHeader, headerBytes: Uint8Array, what: strin
   }
 }
 
-export interface VerifyRpmOptions {
-  /** The instant keys must be valid at (default now). */
-  now?: Date;
-}
-
-/**
- * Verify the package's OpenPGP signature against `keyring`, as `rpm -K` with the signature
- * required: the header signature (RSA or DSA tag: RSA and EdDSA keys alike) when there is one;
- * the legacy header+payload signature (PGP or GPG tag) when there is no header signature or the
- * header carries no payload digest to vouch for the payload. Unsigned, signed by a key outside
- * the keyring, or badly signed: UNTRUSTED. Returns the keys that signed.
- */
-export async function verifyRpmSignature(
-  pkg: RpmPackage,
-  keyring: Keyring,
-  options: VerifyRpmOptions = {},
-): Promise<Signer[]> {
-  const what = pkg.path;
-  const verify = {
-    what,
-    unknownKeyFix:
-      "the image trusts no key that signed it; add the vendor's key to the image (gpgkey=, /etc/pki/rpm-gpg) or pass it with --keyring",
-    ...(options.now ? { now: options.now } : {}),
-  };
-  const headerSignature =
-    pkg.signatureHeader.binary(RpmSigTag.RSA) ?? pkg.signatureHeader.binary(RpmSigTag.DSA);
-  const wholeSignature =
-    pkg.signatureHeader.binary(RpmSigTag.PGP) ?? pkg.signatureHeader.binary(RpmSigTag.GPG);
-  if (!headerSignature && !wholeSignature) {
-    throw new SutureError(
-      "UNTRUSTED",
-      `${what} is not signed, and packages are installed only with a verified signature: use the vendor's signed package`,
-    );
-  }
-  if (!keyring.keys.length) {
-    throw new SutureError(
-      "UNTRUSTED",
-      `no keys to check ${what}'s signature with: add the vendor's key to the image (gpgkey=, /etc/pki/rpm-gpg) or pass it with --keyring`,
-    );
-  }
-  const signers: Signer[] = [];
-  if (headerSignature) {
-    const headerBytes = await readRange(
-      pkg.path,
-      pkg.headerOffset,
-      pkg.payloadOffset - pkg.headerOffset,
-      what,
-    );
-    signers.push(...(await verifyDetached(headerBytes, headerSignature, keyring, verify)));
-    if (pkg.payloadDigest) return signers;
-  }
-  if (!wholeSignature) {
-    throw new SutureError(
-      "UNTRUSTED",
-      `${what} is signed over its header only and its header has no payload digest, so nothing vouches for its files: use a package built with rpm 4.14 or later, or one signed over header and payload`,
-    );
-  }
-  const length = pkg.fileSize - pkg.headerOffset;
-  if (length > MAX_WHOLE_FILE_SIGNATURE_BYTES) {
-    throw new SutureError(
-      "TOO_LARGE",
-      `${what} is signed over header and payload only, and at ${formatBytes(length)} it is larger than the ${formatBytes(MAX_WHOLE_FILE_SIGNATURE_BYTES)} suture checks such signatures on`,
-    );
-  }
-  const whole = await readRange(pkg.path, pkg.headerOffset, length, what);
-  signers.push(...(await verifyDetached(whole, wholeSignature, keyring, verify)));
-  return signers;
-}
-
-async function readRange(path: string, offset: number, length: number, what: string): Promise<Buffer> {
+/** Bytes `offset`…`offset+length` of the file at `path` (INVALID_ARCHIVE when it is shorter). */
+export async function readRange(path: string, offset: number, length: number, what: string): Promise<Buffer> {
   const fh = await open(path, "r");
   try {
     return await readExactly(fh, offset, length, what);
@@ -549,7 +477,7 @@ export async function* rpmPayloadEntries(
       decompress(copy, format, {
         what: payloadWhat,
         maxBytes,
-        fix: FIX,
+        fix: PACKAGE_FIX,
         ...(options.signal ? { signal: options.signal } : {}),
       }),
       {
