@@ -94,20 +94,9 @@ export async function* readCpio(source: ByteSource, options: ReadCpioOptions): A
           throw invalid(what, `a member header has field ${quoteUntrusted(hex)}`);
         fields.push(Number.parseInt(hex, 16));
       }
-      const [ino, mode, uid, gid, nlink, mtime, size, , , rdevMajor, rdevMinor, nameSize] = fields as [
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-        number,
-      ];
+      // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor, namesize, check
+      const field = (i: number) => fields[i]!;
+      const nameSize = field(11);
       if (nameSize < 2 || nameSize > MAX_NAME)
         throw invalid(what, `a member's name is ${nameSize} bytes long`);
       const raw = await read(nameSize, "it ends inside a member name");
@@ -119,7 +108,18 @@ export async function* readCpio(source: ByteSource, options: ReadCpioOptions): A
         await reader.drain();
         return;
       }
-      member = { name, mode, uid, gid, nlink, mtime, ino, rdevMajor, rdevMinor, size };
+      member = {
+        name,
+        ino: field(0),
+        mode: field(1),
+        uid: field(2),
+        gid: field(3),
+        nlink: field(4),
+        mtime: field(5),
+        size: field(6),
+        rdevMajor: field(9),
+        rdevMinor: field(10),
+      };
     } else if (magic === STRIPPED_MAGIC) {
       const hex = (await read(STRIPPED_HEADER - 6, "it ends inside a member header")).toString("latin1");
       if (!/^[0-9A-Fa-f]{8}$/.test(hex))

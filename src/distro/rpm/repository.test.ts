@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -89,7 +90,6 @@ for (const compress of ["gz", "xz", "zstd"] as const) {
     assert.equal(hello.installedSize, Number(installed));
     const file = await readFile(rpms[0]!);
     assert.equal(hello.packageSize, file.length);
-    const { createHash } = await import("node:crypto");
     assert.equal(hello.checksum.value, createHash("sha256").update(file).digest("hex"));
     assert.equal(hello.location, "Packages/hello-1.0-1.el9.noarch.rpm");
     assert.ok(hello.headerRange && hello.headerRange.end > hello.headerRange.start);
@@ -151,38 +151,32 @@ test("a tampered primary is refused as UNTRUSTED, whatever the tampering broke f
   const bad = Buffer.from(
     '<?xml version="1.0"?><metadata xmlns="http://linux.duke.edu/metadata/common"><package>',
   );
-  const { createHash } = await import("node:crypto");
   await assert.rejects(
-    readPrimary(
-      Readable.from([bad]),
-      {
-        type: "primary",
-        location: "repodata/p.xml",
-        checksum: { type: "sha256", value: createHash("sha256").update(bad).digest("hex") },
-      },
-      { what: "primary" },
-    ),
+    readPlainPrimary(bad),
     (e: unknown) =>
       isSutureError(e, "UNTRUSTED") && /primary .*(ends early|well-formed)/.test((e as Error).message),
   );
 });
 
+/** An uncompressed primary.xml whose repomd entry is made to match it (its contents are the test). */
+function readPlainPrimary(bytes: Buffer, maxPackages?: number) {
+  return readPrimary(
+    Readable.from([bytes]),
+    {
+      type: "primary",
+      location: "repodata/p.xml",
+      checksum: { type: "sha256", value: createHash("sha256").update(bytes).digest("hex") },
+    },
+    { what: "primary", ...(maxPackages ? { maxPackages } : {}) },
+  );
+}
+
 test("primary entries that would name files outside the repository or hostile identities are refused", async () => {
-  const { createHash } = await import("node:crypto");
   const pkg = (location: string, name = "x") =>
     Buffer.from(
       `<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm"><package type="rpm"><name>${name}</name><arch>noarch</arch><version epoch="0" ver="1" rel="1"/><checksum type="sha256" pkgid="YES">${"a".repeat(64)}</checksum><size package="1" installed="1" archive="1"/><location href="${location}"/></package></metadata>`,
     );
-  const read = (bytes: Buffer) =>
-    readPrimary(
-      Readable.from([bytes]),
-      {
-        type: "primary",
-        location: "repodata/p.xml",
-        checksum: { type: "sha256", value: createHash("sha256").update(bytes).digest("hex") },
-      },
-      { what: "primary" },
-    );
+  const read = (bytes: Buffer) => readPlainPrimary(bytes);
   assert.equal((await read(pkg("Packages/x.rpm")))[0]?.location, "Packages/x.rpm");
   for (const location of ["../../etc/passwd", "/x.rpm", "http://evil.example/x.rpm", "a//b.rpm"]) {
     await assert.rejects(read(pkg(location)), (e: unknown) => isSutureError(e, "UNTRUSTED"));
@@ -257,4 +251,13 @@ test("repomd.xml that is not one, lists a type twice or points outside the repos
     () => repomdEntry(ok, "filelists", "repomd.xml"),
     (e: unknown) => isSutureError(e, "UNTRUSTED") && /no filelists/.test((e as Error).message),
   );
+});
+
+test("a primary listing more packages than accepted is TOO_LARGE", async () => {
+  const one = `<package type="rpm"><name>x</name><arch>noarch</arch><version epoch="0" ver="1" rel="1"/><checksum type="sha256" pkgid="YES">${"a".repeat(64)}</checksum><size package="1" installed="1"/><location href="x.rpm"/></package>`;
+  const doc = Buffer.from(
+    `<metadata xmlns="http://linux.duke.edu/metadata/common">${one.repeat(3)}</metadata>`,
+  );
+  assert.equal((await readPlainPrimary(doc, 3)).length, 3);
+  await assert.rejects(readPlainPrimary(doc, 2), (e: unknown) => isSutureError(e, "TOO_LARGE"));
 });
