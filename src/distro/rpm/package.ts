@@ -426,6 +426,9 @@ export async function* rpmPayloadEntries(
       `${what} has a ${quoteUntrusted(pkg.payloadCompressor)}-compressed payload; suture reads gzip, xz, lzma and zstd payloads`,
     );
   }
+  if (pkg.payloadDigest?.algorithm === "md5") {
+    throw invalid(what, "records an MD5 payload digest, which rpm never writes");
+  }
   const md5Expected = pkg.signatureHeader.binary(RpmSigTag.MD5);
   const md5 = md5Expected ? createHash("md5") : undefined;
   if (md5) {
@@ -435,9 +438,7 @@ export async function* rpmPayloadEntries(
   const verifier = new VerifyingStream(
     {
       ...(pkg.payloadDigest ? { sha256: pkg.payloadDigest.hex } : {}),
-      ...(pkg.payloadDigest && pkg.payloadDigest.algorithm !== "md5"
-        ? { algorithm: pkg.payloadDigest.algorithm }
-        : {}),
+      ...(pkg.payloadDigest ? { algorithm: pkg.payloadDigest.algorithm } : {}),
       size: payloadLength,
     },
     {
@@ -451,9 +452,6 @@ export async function* rpmPayloadEntries(
         ),
     },
   );
-  if (pkg.payloadDigest?.algorithm === "md5") {
-    throw invalid(what, "records an MD5 payload digest, which rpm never writes");
-  }
   const raw = createReadStream(pkg.path, { start: pkg.payloadOffset });
   const tapped = Readable.from(
     (async function* () {

@@ -68,6 +68,12 @@ export interface ReadPrimaryOptions {
   maxBytes?: number;
   /** Most packages accepted (default 1,000,000). */
   maxPackages?: number;
+  /**
+   * Which packages to keep (default all): the others are dropped as soon as they are parsed, so
+   * a resolver that needs a few names of Fedora's 70,000 packages does not hold them all. Every
+   * package is still checked, and nothing is returned unless the whole file verifies.
+   */
+  keep?: (pkg: RepoPackage) => boolean;
   signal?: AbortSignal;
 }
 
@@ -139,7 +145,7 @@ export async function readPrimary(
   // the end and say whether the bytes were tampered with.
   const { copy: toDecoder, verified, settle } = verifyAlongside(input, verifier);
 
-  const parser = new PrimaryParser(what, options.maxPackages ?? DEFAULT_MAX_PACKAGES);
+  const parser = new PrimaryParser(what, options.maxPackages ?? DEFAULT_MAX_PACKAGES, options.keep);
   // repomd.xml's open-size is covered by its checksum: more than it is never right.
   const maxBytes = Math.min(
     options.maxBytes ?? DEFAULT_MAX_BYTES,
@@ -194,14 +200,17 @@ class PrimaryParser {
   readonly #sax = new SaxesParser({ xmlns: true });
   readonly #what: string;
   readonly #maxPackages: number;
+  readonly #keep: ((pkg: RepoPackage) => boolean) | undefined;
+  #count = 0;
   #depth = 0;
   #pkg: PendingPackage | undefined;
   #list: DepList | undefined;
   #text: string | undefined;
 
-  constructor(what: string, maxPackages: number) {
+  constructor(what: string, maxPackages: number, keep?: (pkg: RepoPackage) => boolean) {
     this.#what = what;
     this.#maxPackages = maxPackages;
+    this.#keep = keep;
     this.#sax.on("error", (e) => {
       throw this.#fail(`is not well-formed XML (${describeCause(e)})`);
     });
@@ -242,7 +251,7 @@ class PrimaryParser {
     }
     if (this.#depth === 2) {
       if (node.local === "package" && node.uri === COMMON_NS) {
-        if (this.packages.length >= this.#maxPackages)
+        if (this.#count++ >= this.#maxPackages)
           throw new SutureError(
             "TOO_LARGE",
             `${this.#what} lists more than ${this.#maxPackages} packages, the most accepted: ${PRIMARY_FIX}`,
@@ -367,7 +376,8 @@ class PrimaryParser {
       return;
     }
     if (depth === 2 && node.local === "package") {
-      this.packages.push(this.#finish(pkg));
+      const done = this.#finish(pkg);
+      if (!this.#keep || this.#keep(done)) this.packages.push(done);
       this.#pkg = undefined;
     }
   }

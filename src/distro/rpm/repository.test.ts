@@ -16,7 +16,7 @@ import {
 } from "../../../test/lab/rpm.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { parseKeyring } from "../../trust/keyring.ts";
-import { readPrimary } from "./primary.ts";
+import { type ReadPrimaryOptions, readPrimary } from "./primary.ts";
 import { parseRepomd, repomdEntry, verifyRepomdSignature } from "./repomd.ts";
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
@@ -159,7 +159,7 @@ test("a tampered primary is refused as UNTRUSTED, whatever the tampering broke f
 });
 
 /** An uncompressed primary.xml whose repomd entry is made to match it (its contents are the test). */
-function readPlainPrimary(bytes: Buffer, maxPackages?: number) {
+function readPlainPrimary(bytes: Buffer, options: Omit<ReadPrimaryOptions, "what"> = {}) {
   return readPrimary(
     Readable.from([bytes]),
     {
@@ -167,7 +167,7 @@ function readPlainPrimary(bytes: Buffer, maxPackages?: number) {
       location: "repodata/p.xml",
       checksum: { type: "sha256", value: createHash("sha256").update(bytes).digest("hex") },
     },
-    { what: "primary", ...(maxPackages ? { maxPackages } : {}) },
+    { what: "primary", ...options },
   );
 }
 
@@ -258,6 +258,13 @@ test("a primary listing more packages than accepted is TOO_LARGE", async () => {
   const doc = Buffer.from(
     `<metadata xmlns="http://linux.duke.edu/metadata/common">${one.repeat(3)}</metadata>`,
   );
-  assert.equal((await readPlainPrimary(doc, 3)).length, 3);
-  await assert.rejects(readPlainPrimary(doc, 2), (e: unknown) => isSutureError(e, "TOO_LARGE"));
+  assert.equal((await readPlainPrimary(doc, { maxPackages: 3 })).length, 3);
+  // Kept or not, every package counts and is checked.
+  assert.deepEqual(await readPlainPrimary(doc, { keep: () => false }), []);
+  await assert.rejects(readPlainPrimary(doc, { keep: () => false, maxPackages: 2 }), (e: unknown) =>
+    isSutureError(e, "TOO_LARGE"),
+  );
+  await assert.rejects(readPlainPrimary(doc, { maxPackages: 2 }), (e: unknown) =>
+    isSutureError(e, "TOO_LARGE"),
+  );
 });
