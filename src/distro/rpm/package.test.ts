@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, before, test } from "node:test";
 import {
   buildRpm,
@@ -13,12 +14,14 @@ import {
   rpmScratch,
   rpmTestKey,
   signRpms,
+  tool,
 } from "../../../test/lab/rpm.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { parseKeyring } from "../../trust/keyring.ts";
 import { readCpio } from "./cpio.ts";
+import { parseRpmHeader } from "./header.ts";
 import { openRpm, type RpmPackage, rpmPayloadEntries } from "./package.ts";
-import { readRpmGpgDir, verifyRpmSignature } from "./signature.ts";
+import { readRpmGpgDir, rpmdbKeyring, verifyRpmSignature } from "./signature.ts";
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
 let rsa: RpmTestKey;
@@ -318,4 +321,29 @@ test("a package whose file list climbs out of the root is refused (UNSAFE_LAYER)
     openRpm(hostile),
     (e: unknown) => isSutureError(e, "UNSAFE_LAYER") && /\/\.\.\/\.\.\/etc\/hello/.test((e as Error).message),
   );
+});
+
+test("keys imported into an rpm database (rpm --import) verify the packages they signed", async () => {
+  const db = join(scratch.dir, "rpmdb-import");
+  await mkdir(db);
+  for (const [i, key] of [rsa, eddsa].entries()) {
+    const file = join(scratch.dir, `import-${i}.asc`);
+    await writeFile(file, key.publicArmored);
+    await tool("rpm", ["--dbpath", db, "--import", file]);
+  }
+  const sqlite = new DatabaseSync(join(db, "rpmdb.sqlite"), { readOnly: true });
+  const headers = sqlite
+    .prepare("SELECT blob FROM Packages")
+    .all()
+    .map((row, i) => parseRpmHeader(Buffer.from(row.blob as Uint8Array), `package ${i}`));
+  sqlite.close();
+  const { keyring, skipped } = await rpmdbKeyring(headers, db);
+  assert.deepEqual(skipped, []);
+  assert.deepEqual(
+    keyring.keys.map((k) => k.getFingerprint()).sort(),
+    [rsa.fingerprint, eddsa.fingerprint].sort(),
+  );
+  for (const name of ["rsa", "eddsa"]) {
+    assert.equal((await verifyRpmSignature(await openRpm(built.get(name)!), keyring)).length, 1);
+  }
 });

@@ -2,7 +2,7 @@ import { formatBytes, SutureError } from "../../errors/errors.ts";
 import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
 import { type Keyring, mergeKeyrings, parseKeyring } from "../../trust/keyring.ts";
 import { type Signer, verifyDetached } from "../../trust/signature.ts";
-import { RpmSigTag } from "./header.ts";
+import { type RpmHeader, RpmSigTag, RpmTag } from "./header.ts";
 import { type RpmPackage, readRange } from "./package.ts";
 
 /**
@@ -112,6 +112,31 @@ export async function readRpmGpgDir(
       rings.push(await parseKeyring(bytes, path));
     } catch {
       skipped.push(path);
+    }
+  }
+  return { keyring: mergeKeyrings(rings), skipped };
+}
+
+/**
+ * The keys imported into an rpm database (`rpm --import`, or dnf importing a gpgkey= on first
+ * use): the PUBKEYS of its `gpg-pubkey` headers. rpm itself checks packages against these.
+ * `source` names the database in messages; keys that do not parse are skipped and named.
+ */
+export async function rpmdbKeyring(
+  headers: Iterable<RpmHeader>,
+  source: string,
+): Promise<{ keyring: Keyring; skipped: string[] }> {
+  const rings: Keyring[] = [];
+  const skipped: string[] = [];
+  for (const header of headers) {
+    if (header.string(RpmTag.NAME) !== "gpg-pubkey") continue;
+    const label = `${source} gpg-pubkey-${header.string(RpmTag.VERSION) ?? "?"}-${header.string(RpmTag.RELEASE) ?? "?"}`;
+    for (const base64 of header.stringArray(RpmTag.PUBKEYS)) {
+      try {
+        rings.push(await parseKeyring(Buffer.from(base64.replace(/\s+/g, ""), "base64"), label));
+      } catch {
+        skipped.push(label);
+      }
     }
   }
   return { keyring: mergeKeyrings(rings), skipped };
