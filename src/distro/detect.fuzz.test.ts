@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { before, test } from "node:test";
 import fc from "fast-check";
 import {
   fuzzParameters,
   hostileText,
+  mutatedBytes,
   PARSE_BUDGET_MS,
   parsesOrFailsCleanly,
   withinBudget,
@@ -46,5 +49,31 @@ test("detection of a hostile apk database: packages with valid names, or one lin
       for (const name of distro.installed!.keys()) assert.ok(isValidPackageName("apk", name), name);
     }),
     fuzzParameters(150),
+  );
+});
+
+// Property: detection of an rpm image whose database or manifest is hostile gives a DistroInfo
+// whose installed names follow rpm's syntax, or one line of INVALID_MANIFEST. Seeds: SUSE BCI's
+// ndb Packages.db and an Azure Linux style manifest.
+test("detection of a hostile rpm database or manifest: valid names, or one line of INVALID_MANIFEST", () => {
+  const sle = readFileSync(join(import.meta.dirname, "../../../shared/fixtures/rpmdb/sle15-bci/Packages.db"));
+  const manifest =
+    "bash\t5.1.8-4.cm2\t1700000000\t1690000000\tMicrosoft Corporation\t(none)\t7000000\tx86_64\t0\tbash-5.1.8-4.cm2.src.rpm\n";
+  const cases = fc.oneof(
+    mutatedBytes(sle).map((b) => ["/usr/lib/sysimage/rpm/Packages.db", b] as const),
+    hostileText([manifest]).map(
+      (t) => ["/var/lib/rpmmanifest/container-manifest-2", Buffer.from(t)] as const,
+    ),
+  );
+  fc.assert(
+    fc.property(cases, ([path, content]) => {
+      const distro = withinBudget(PARSE_BUDGET_MS, () =>
+        parsesOrFailsCleanly(["INVALID_MANIFEST"], () => detectFromFiles(new Map([[path, content]]))),
+      );
+      if (!distro) return;
+      assert.equal(distro.packageDb, "rpm");
+      for (const name of distro.installed!.keys()) assert.ok(isValidPackageName("rpm", name), name);
+    }),
+    fuzzParameters(60),
   );
 });

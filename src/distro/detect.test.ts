@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
@@ -115,4 +116,116 @@ test("a damaged apk database in the patch sandbox's root is one INVALID_MANIFEST
     assert.doesNotMatch(e.message, /\n/);
     return true;
   });
+});
+
+// rpm images: the database in each backend, read by distro/rpm/installed.ts.
+const RPM_FIXTURES = join(import.meta.dirname, "../../../shared/fixtures/rpmdb");
+const MARINER_DB = readFileSync(join(RPM_FIXTURES, "cbl-mariner-2.0/rpmdb.sqlite"));
+const SLE_DB = readFileSync(join(RPM_FIXTURES, "sle15-bci/Packages.db"));
+const ELF = Buffer.from("\x7fELF\x02\x01\x01");
+const PY = Buffer.from("#!/usr/bin/python3 -s\nimport dnf.cli.main\n");
+
+test("a CBL-Mariner root: rpmdb.sqlite, tdnf, versions as Trivy reports them (epoch:version-release)", () => {
+  const distro = detectFromFiles(
+    new Map([
+      ["/etc/os-release", Buffer.from('ID=mariner\nVERSION_ID="2.0"\nNAME="Common Base Linux Mariner"\n')],
+      ["/var/lib/rpm/rpmdb.sqlite", MARINER_DB],
+      ["/usr/bin/tdnf", ELF],
+      ["/usr/bin/rpm", ELF],
+    ]),
+  );
+  assert.equal(distro.packageDb, "rpm");
+  assert.equal(distro.packageManager, "tdnf");
+  assert.deepEqual(distro.rpm?.database, { path: "/var/lib/rpm/rpmdb.sqlite", backend: "sqlite" });
+  assert.equal(distro.rpm?.packages.length, 129);
+  assert.equal(distro.installed?.size, 129);
+  assert.equal(distro.installed?.get("glibc"), "2.34-2.cm2");
+  // An epoch is part of the installed version; 0 or none is left out.
+  assert.equal(distro.installed?.get("ca-certificates-base"), "1:2.0.0-1.cm2");
+});
+
+test("a SUSE root: Packages.db under /usr/lib/sysimage/rpm (reached through /var/lib/rpm's symlink), zypper", async (t) => {
+  const root = await rootWith(t, { "usr/bin/zypper": "\x7fELF", "usr/bin/rpm": "\x7fELF" });
+  await mkdir(join(root, "usr/lib/sysimage/rpm"), { recursive: true });
+  await writeFile(join(root, "usr/lib/sysimage/rpm/Packages.db"), SLE_DB);
+  await mkdir(join(root, "var/lib"), { recursive: true });
+  await symlink("../../usr/lib/sysimage/rpm", join(root, "var/lib/rpm"));
+  const distro = await detectDistroInRoot(root);
+  assert.equal(distro.packageDb, "rpm");
+  assert.equal(distro.packageManager, "zypper");
+  assert.equal(distro.rpm?.database.backend, "ndb");
+  assert.equal(distro.installed?.get("bash"), "4.4-19.6.1");
+  assert.equal(distro.installed?.size, 35);
+});
+
+test("the rpm front end an image has: dnf 4, dnf5 (also under dnf's name), microdnf, yum, tdnf, zypper, rpm, none", () => {
+  const db: [string, Buffer] = ["/var/lib/rpm/rpmdb.sqlite", MARINER_DB];
+  const manager = (...tools: [string, Buffer][]) => detectFromFiles(new Map([db, ...tools])).packageManager;
+  assert.equal(manager(["/usr/bin/dnf", PY], ["/usr/bin/yum", PY], ["/usr/bin/rpm", ELF]), "dnf");
+  assert.equal(manager(["/usr/bin/dnf", PY], ["/usr/bin/dnf5", ELF]), "dnf");
+  // Fedora 41+: /usr/bin/dnf is a symlink to dnf5 (detection sees the file it leads to).
+  assert.equal(manager(["/usr/bin/dnf", ELF], ["/usr/bin/dnf5", ELF]), "dnf5");
+  assert.equal(manager(["/usr/bin/dnf5", ELF]), "dnf5");
+  assert.equal(manager(["/usr/bin/microdnf", ELF], ["/usr/bin/rpm", ELF]), "microdnf");
+  assert.equal(manager(["/usr/bin/yum", PY], ["/usr/bin/rpm", ELF]), "yum");
+  assert.equal(manager(["/usr/bin/tdnf", ELF], ["/usr/bin/dnf", ELF]), "tdnf");
+  assert.equal(manager(["/usr/bin/zypper", ELF], ["/usr/bin/rpm", ELF]), "zypper");
+  assert.equal(manager(["/usr/bin/rpm", ELF]), "rpm");
+  assert.equal(manager(), "none");
+  // rpm's tools without an rpm database do not make an image an rpm one.
+  const noDb = detectFromFiles(
+    new Map([
+      ["/usr/bin/rpm", ELF],
+      ["/usr/bin/dnf", PY],
+    ]),
+  );
+  assert.deepEqual([noDb.packageDb, noDb.packageManager, noDb.rpm], ["none", "none", undefined]);
+});
+
+test("an Azure Linux distroless root: only the rpm manifest, no package tool", () => {
+  const manifest =
+    "bash\t5.1.8-4.cm2\t1700000000\t1690000000\tMicrosoft Corporation\t(none)\t7000000\tx86_64\t0\tbash-5.1.8-4.cm2.src.rpm\n" +
+    "tar\t1.34-2.cm2\t1700000000\t1690000000\tMicrosoft Corporation\t2\t3000000\tx86_64\t2\ttar-1.34-2.cm2.src.rpm\n";
+  const distro = detectFromFiles(
+    new Map([["/var/lib/rpmmanifest/container-manifest-2", Buffer.from(manifest)]]),
+  );
+  assert.equal(distro.packageDb, "rpm");
+  assert.equal(distro.packageManager, "none");
+  assert.equal(distro.rpm?.database.backend, "manifest");
+  assert.deepEqual(Object.fromEntries(distro.installed!), { bash: "5.1.8-4.cm2", tar: "2:1.34-2.cm2" });
+});
+
+test("a damaged rpm database is one INVALID_MANIFEST line naming it", () => {
+  const damaged = Buffer.from(SLE_DB);
+  damaged[damaged.length - 40]! ^= 0xff;
+  assert.throws(
+    () => detectFromFiles(new Map([["/usr/lib/sysimage/rpm/Packages.db", damaged]])),
+    (e) =>
+      isSutureError(e, "INVALID_MANIFEST") &&
+      /^the rpm database \/usr\/lib\/sysimage\/rpm\/Packages\.db is damaged: the blob of package \d+ fails its adler32 checksum; .*rpmdb --rebuilddb/.test(
+        e.message,
+      ) &&
+      !e.message.includes("\n"),
+  );
+});
+
+test("detection wants every rpm database file, sqlite's write-ahead log and the manifest", () => {
+  for (const path of [
+    "/var/lib/rpm/rpmdb.sqlite",
+    "/var/lib/rpm/rpmdb.sqlite-wal",
+    "/var/lib/rpm/Packages",
+    "/var/lib/rpm/Packages.db",
+    "/usr/lib/sysimage/rpm/rpmdb.sqlite",
+    "/usr/lib/sysimage/rpm/rpmdb.sqlite-wal",
+    "/usr/lib/sysimage/rpm/Packages",
+    "/usr/lib/sysimage/rpm/Packages.db",
+    "/var/lib/rpmmanifest/container-manifest-2",
+    "/usr/bin/dnf5",
+    "/usr/bin/microdnf",
+  ]) {
+    assert.ok(detectionWants(path), path);
+  }
+  for (const path of ["/var/lib/rpm/Name", "/var/lib/rpm/rpmdb.sqlite-shm", "/var/lib/rpm/.rpm.lock"]) {
+    assert.ok(!detectionWants(path), path);
+  }
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import zlib from "node:zlib";
 import { minirootfs } from "../../test/lab/alpine-rootfs.ts";
@@ -136,6 +137,109 @@ test("inspect: a damaged apk database is one INVALID_MANIFEST line naming it", a
   await assert.rejects(inspectSource(sourceOf("oci:broken:1", [alpineLayer(), damaged])), (e: unknown) => {
     assert.ok(isSutureError(e, "INVALID_MANIFEST"), String(e));
     assert.match(e.message, /\/lib\/apk\/db\/installed line 3 .*is not an apk field/);
+    assert.doesNotMatch(e.message, /\n/);
+    return true;
+  });
+});
+
+// rpm images: one-layer images holding a real rpm database where the distribution keeps it.
+const RPM_FIXTURES = join(import.meta.dirname, "../../../shared/fixtures/rpmdb");
+
+test("inspect shows a CBL-Mariner image (rpmdb.sqlite, tdnf) like a dpkg one: OS, database, tool, packages", async () => {
+  const layer = await tarOf([
+    {
+      name: "etc/os-release",
+      content:
+        'NAME="Common Base Linux Mariner"\nVERSION="2.0.20230126"\nID=mariner\nVERSION_ID="2.0"\nPRETTY_NAME="CBL-Mariner/Linux"\n',
+    },
+    { name: "usr/bin/tdnf", content: "\x7fELF", mode: 0o755 },
+    { name: "usr/bin/rpm", content: "\x7fELF", mode: 0o755 },
+    {
+      name: "var/lib/rpm/rpmdb.sqlite",
+      content: readFileSync(join(RPM_FIXTURES, "cbl-mariner-2.0/rpmdb.sqlite")),
+    },
+  ]);
+  const result = await inspectSource(sourceOf("oci:mariner:2.0", [layer]));
+  const img = result.images[0]!;
+  assert.equal(img.os?.id, "mariner");
+  assert.equal(img.packageDb, "rpm");
+  assert.deepEqual(img.packageDbFile, { path: "/var/lib/rpm/rpmdb.sqlite", format: "sqlite" });
+  assert.equal(img.packageManager, "tdnf");
+  assert.equal(img.packageCount, 129);
+  assert.deepEqual(
+    img.packages?.filter((p) => p.name.startsWith("ca-certificates-b") || p.name === "openssl"),
+    [
+      { name: "ca-certificates-base", version: "1:2.0.0-1.cm2" },
+      { name: "openssl", version: "1.1.1k-7.cm2" },
+    ],
+  );
+  const text = renderInspect(result);
+  assert.match(text, /^ {2}OS: +CBL-Mariner\/Linux$/m);
+  assert.match(text, /^ {2}Package db: +rpm \(129 packages\)$/m);
+  assert.match(text, /^ {2}Package file: +\/var\/lib\/rpm\/rpmdb\.sqlite \(sqlite\)$/m);
+  assert.match(text, /^ {2}Package tool: +tdnf$/m);
+  assert.match(text, /^ {4}glibc +2\.34-2\.cm2$/m);
+});
+
+test("inspect: a SUSE image (ndb under /usr/lib/sysimage/rpm, /var/lib/rpm a symlink to it) and a Berkeley DB one", async () => {
+  const suse = await tarOf([
+    { name: "usr/lib/sysimage/rpm/", type: "directory" },
+    {
+      name: "usr/lib/sysimage/rpm/Packages.db",
+      content: readFileSync(join(RPM_FIXTURES, "sle15-bci/Packages.db")),
+    },
+    { name: "var/lib/rpm", type: "symlink", linkname: "../../usr/lib/sysimage/rpm" },
+    { name: "usr/bin/zypper", content: "\x7fELF", mode: 0o755 },
+  ]);
+  const sle = (await inspectSource(sourceOf("oci:bci:15.3", [suse]))).images[0]!;
+  assert.deepEqual(
+    [sle.packageDb, sle.packageDbFile?.format, sle.packageManager, sle.packageCount],
+    ["rpm", "ndb", "zypper", 35],
+  );
+  assert.ok(sle.packages?.some((p) => p.name === "coreutils" && p.version === "8.32-3.2.1"));
+
+  const bdb = await tarOf([
+    {
+      name: "var/lib/rpm/Packages",
+      content: readFileSync(join(import.meta.dirname, "../distro/rpm/testdata/Packages-be-512")),
+    },
+    { name: "usr/bin/yum", content: "#!/usr/bin/python\n", mode: 0o755 },
+  ]);
+  const old = (await inspectSource(sourceOf("oci:centos:7", [bdb]))).images[0]!;
+  assert.deepEqual([old.packageDb, old.packageDbFile?.format, old.packageManager], ["rpm", "bdb", "yum"]);
+  assert.deepEqual(
+    old.packages?.map((p) => `${p.name} ${p.version}`),
+    ["popt-devel 1.16-7.cm2", "zstd-devel 1.5.0-1.cm2", "zstd-libs 1.5.0-1.cm2"],
+  );
+});
+
+test("inspect: an Azure Linux distroless image (the rpm manifest only) and a damaged rpm database", async () => {
+  const manifest = await tarOf([
+    {
+      name: "var/lib/rpmmanifest/container-manifest-2",
+      content:
+        "distroless-packages-minimal\t0.1-5.azl3\t1700000000\t1690000000\tMicrosoft Corporation\t(none)\t0\tx86_64\t0\tdistroless-packages-0.1-5.azl3.src.rpm\n" +
+        "glibc\t2.38-8.azl3\t1700000000\t1690000000\tMicrosoft Corporation\t(none)\t9000000\tx86_64\t0\tglibc-2.38-8.azl3.src.rpm\n",
+    },
+  ]);
+  const img = (await inspectSource(sourceOf("oci:distroless:3.0", [manifest]))).images[0]!;
+  assert.deepEqual(
+    [img.packageDb, img.packageDbFile?.format, img.packageManager, img.packageCount],
+    ["rpm", "manifest", "none", 2],
+  );
+  assert.match(
+    renderInspect({ name: "x", digest: "d", mediaType: "m", platforms: [], images: [img] }),
+    /^ {2}Package file: +\/var\/lib\/rpmmanifest\/container-manifest-2 \(manifest\)$/m,
+  );
+
+  const truncated = readFileSync(join(RPM_FIXTURES, "sle15-bci/Packages.db")).subarray(0, 100_000);
+  const damaged = await tarOf([{ name: "usr/lib/sysimage/rpm/Packages.db", content: truncated }]);
+  await assert.rejects(inspectSource(sourceOf("oci:broken:1", [damaged])), (e: unknown) => {
+    assert.ok(isSutureError(e, "INVALID_MANIFEST"), String(e));
+    assert.match(
+      e.message,
+      /^the rpm database \/usr\/lib\/sysimage\/rpm\/Packages\.db is damaged: .*rebuild it in the image/,
+    );
     assert.doesNotMatch(e.message, /\n/);
     return true;
   });

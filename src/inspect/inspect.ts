@@ -35,6 +35,11 @@ export interface ImageSummary {
   };
   os?: { id: string; version?: string; codename?: string; prettyName?: string };
   packageDb: string;
+  /**
+   * The file the package database was read from and its format, where one format has several
+   * (rpm: `sqlite`, `ndb`, `bdb` or Azure Linux's `manifest`).
+   */
+  packageDbFile?: { path: string; format: string };
   packageManager: string;
   packageCount?: number;
   /** The installed packages, sorted by name, when the package database was read. */
@@ -148,6 +153,8 @@ async function summarise(image: Image, options: InspectOptions): Promise<ImageSu
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
   if (distro.packageDb === "apk") Object.assign(summary, apkSettings(distro));
+  if (distro.rpm)
+    summary.packageDbFile = { path: distro.rpm.database.path, format: distro.rpm.database.backend };
   return summary;
 }
 

@@ -41,6 +41,8 @@ export function renderInspect(r: InspectResult): string {
     lines.push(
       `  Package db:     ${img.packageDb}${img.packageCount !== undefined ? ` (${img.packageCount} packages)` : ""}`,
     );
+    if (img.packageDbFile)
+      lines.push(`  Package file:   ${img.packageDbFile.path} (${img.packageDbFile.format})`);
     lines.push(`  Package tool:   ${img.packageManager}`);
     // The image's own text: quoted when it holds what could rewrite the terminal's lines.
     if (img.packageArch) lines.push(`  Package arch:   ${printable(img.packageArch)}`);

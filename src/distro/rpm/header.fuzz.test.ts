@@ -1,5 +1,5 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
 import fc from "fast-check";
 import {
@@ -9,6 +9,7 @@ import {
   parsesOrFailsCleanly,
   withinBudget,
 } from "../../../test/fuzz/fuzz.ts";
+import { readSqlitePackages } from "./database/sqlite.ts";
 import { parseRpmHeader, type RpmHeader, RpmType } from "./header.ts";
 
 // Property: a header blob, untrusted (an image's rpm database, a downloaded package), either
@@ -21,14 +22,9 @@ const MARINER_DB = join(
 );
 
 function seeds(): Buffer[] {
-  const db = new DatabaseSync(MARINER_DB, { readOnly: true });
-  try {
-    // Small and large headers: mariner-release (few files) and glibc.
-    const rows = db.prepare("SELECT blob FROM Packages WHERE hnum IN (1, 3)").all();
-    return rows.map((r) => Buffer.from(r.blob as Uint8Array));
-  } finally {
-    db.close();
-  }
+  // Small and large headers: mariner-release (few files) and glibc, read from a private copy.
+  const records = readSqlitePackages(readFileSync(MARINER_DB), undefined, "rpmdb.sqlite");
+  return records.filter((r) => r.recordNumber === 1 || r.recordNumber === 3).map((r) => Buffer.from(r.blob));
 }
 
 function readEveryTag(h: RpmHeader): void {

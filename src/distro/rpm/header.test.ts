@@ -4,10 +4,10 @@ import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { after, before, test } from "node:test";
 import { cleanFailure } from "../../../test/fuzz/fuzz.ts";
 import { needs } from "../../../test/lab/requirements.ts";
+import { readSqlitePackages } from "./database/sqlite.ts";
 import {
   formatRpmEvr,
   formatRpmNevra,
@@ -27,15 +27,10 @@ const MARINER_DB = join(
   "../../../../shared/fixtures/rpmdb/cbl-mariner-2.0/rpmdb.sqlite",
 );
 
-/** Every header blob of the CBL-Mariner 2.0 database, by hnum. */
+/** Every header blob of the CBL-Mariner 2.0 database, by hnum (read from a private copy). */
 function marinerBlobs(): Map<number, Uint8Array> {
-  const db = new DatabaseSync(MARINER_DB, { readOnly: true });
-  try {
-    const rows = db.prepare("SELECT hnum, blob FROM Packages ORDER BY hnum").all();
-    return new Map(rows.map((r) => [Number(r.hnum), r.blob as Uint8Array]));
-  } finally {
-    db.close();
-  }
+  const records = readSqlitePackages(readFileSync(MARINER_DB), undefined, "rpmdb.sqlite");
+  return new Map(records.map((r) => [r.recordNumber, r.blob]));
 }
 
 // A real package, built by the host's rpmbuild: an epoch, every kind of dependency, a
