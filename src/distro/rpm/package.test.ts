@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { after, before, test } from "node:test";
 import {
   buildRpm,
@@ -19,6 +18,7 @@ import {
 import { isSutureError } from "../../errors/errors.ts";
 import { parseKeyring } from "../../trust/keyring.ts";
 import { readCpio } from "./cpio.ts";
+import { readSqlitePackages } from "./database/sqlite.ts";
 import { parseRpmHeader } from "./header.ts";
 import { openRpm, type RpmPackage, rpmPayloadEntries } from "./package.ts";
 import { readRpmGpgDir, rpmdbKeyring, verifyRpmSignature } from "./signature.ts";
@@ -331,12 +331,11 @@ test("keys imported into an rpm database (rpm --import) verify the packages they
     await writeFile(file, key.publicArmored);
     await tool("rpm", ["--dbpath", db, "--import", file]);
   }
-  const sqlite = new DatabaseSync(join(db, "rpmdb.sqlite"), { readOnly: true });
-  const headers = sqlite
-    .prepare("SELECT blob FROM Packages")
-    .all()
-    .map((row, i) => parseRpmHeader(Buffer.from(row.blob as Uint8Array), `package ${i}`));
-  sqlite.close();
+  // Read with the one rpm database reader, as an image's database would be.
+  const wal = await readFile(join(db, "rpmdb.sqlite-wal")).catch(() => undefined);
+  const headers = readSqlitePackages(await readFile(join(db, "rpmdb.sqlite")), wal, db).map((r) =>
+    parseRpmHeader(r.blob, `package ${r.recordNumber}`),
+  );
   const { keyring, skipped } = await rpmdbKeyring(headers, db);
   assert.deepEqual(skipped, []);
   assert.deepEqual(
