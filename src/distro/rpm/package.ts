@@ -566,3 +566,56 @@ async function* checkedBody(
     );
   }
 }
+
+/** What a repository's primary.xml says a package is (`RepoPackage` has these fields). */
+export interface RpmIndexIdentity {
+  name: string;
+  arch: string;
+  epoch: number;
+  version: string;
+  release: string;
+  checksum: { type: "sha1" | "sha224" | "sha256" | "sha384" | "sha512"; value: string };
+  packageSize: number;
+  headerRange?: { start: number; end: number };
+}
+
+/**
+ * Check a downloaded package against its repository's entry, before anything of it is used: the
+ * file's size and checksum (the repository's trust in the package when its signature is not
+ * checked, and the proof that the file is the one resolved), its identity and its header's place
+ * in the file. Any difference is UNTRUSTED naming both.
+ */
+export async function checkRpmAgainstIndex(pkg: RpmPackage, expected: RpmIndexIdentity): Promise<void> {
+  const what = pkg.path;
+  const fix = "the mirror serves a different package than its metadata lists; use another mirror";
+  if (pkg.fileSize !== expected.packageSize) {
+    throw new SutureError(
+      "UNTRUSTED",
+      `${what} is ${pkg.fileSize} bytes but the repository lists ${expected.packageSize}: ${fix}`,
+    );
+  }
+  const hash = createHash(expected.checksum.type);
+  for await (const chunk of createReadStream(pkg.path)) hash.update(chunk as Buffer);
+  const actual = hash.digest("hex");
+  if (actual !== expected.checksum.value) {
+    throw new SutureError(
+      "UNTRUSTED",
+      `${what} has ${expected.checksum.type} ${actual} but the repository lists ${expected.checksum.value}: ${fix}`,
+    );
+  }
+  const got = `${pkg.nevra.name}-${pkg.nevra.epoch ?? 0}:${pkg.nevra.version}-${pkg.nevra.release}.${pkg.nevra.arch ?? ""}`;
+  const listed = `${expected.name}-${expected.epoch}:${expected.version}-${expected.release}.${expected.arch}`;
+  if (got !== listed) {
+    throw new SutureError(
+      "UNTRUSTED",
+      `${what} is ${quoteUntrusted(got)} but the repository lists ${quoteUntrusted(listed)}: ${fix}`,
+    );
+  }
+  const range = expected.headerRange;
+  if (range && (range.start !== pkg.headerOffset || range.end !== pkg.payloadOffset)) {
+    throw new SutureError(
+      "UNTRUSTED",
+      `${what} has its header at bytes ${pkg.headerOffset}-${pkg.payloadOffset} but the repository lists ${range.start}-${range.end}: ${fix}`,
+    );
+  }
+}

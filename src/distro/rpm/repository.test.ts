@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, test } from "node:test";
@@ -13,11 +13,15 @@ import {
   rpmQuery,
   rpmScratch,
   rpmTestKey,
+  signRpms,
 } from "../../../test/lab/rpm.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { parseKeyring } from "../../trust/keyring.ts";
+import { checkRpmAgainstIndex, openRpm } from "./package.ts";
 import { type ReadPrimaryOptions, readPrimary } from "./primary.ts";
+import { readRpmRepoConfig, repoKeyring } from "./repo-config.ts";
 import { parseRepomd, repomdEntry, verifyRepomdSignature } from "./repomd.ts";
+import { verifyRpmSignature } from "./signature.ts";
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
 let key: RpmTestKey;
@@ -266,5 +270,54 @@ test("a primary listing more packages than accepted is TOO_LARGE", async () => {
   );
   await assert.rejects(readPlainPrimary(doc, { maxPackages: 2 }), (e: unknown) =>
     isSutureError(e, "TOO_LARGE"),
+  );
+});
+
+test("an image's signed repository end to end: .repo and gpgkey → repomd.xml.asc → primary → the package it lists, checked and verified", async () => {
+  const signed = join(scratch.dir, "hello-signed.rpm");
+  await copyFile(rpms[0]!, signed);
+  await signRpms(key, [signed]);
+  const repo = await createRepo(scratch.dir, [signed, rpms[1]!], { compress: "xz", key });
+  const root = join(scratch.dir, "image-root");
+  await mkdir(join(root, "etc/yum.repos.d"), { recursive: true });
+  await mkdir(join(root, "etc/pki/rpm-gpg"), { recursive: true });
+  await writeFile(join(root, "etc/pki/rpm-gpg/RPM-GPG-KEY-lab"), key.publicArmored);
+  await writeFile(
+    join(root, "etc/yum.repos.d/lab.repo"),
+    `[lab]\nname=lab $basearch\nbaseurl=file://${repo.dir}\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-lab\n`,
+  );
+  const [lab] = (await readRpmRepoConfig(root, "dnf", { arch: "x86_64" })).repos;
+  assert.deepEqual([lab!.gpgcheck, lab!.repoGpgcheck, lab!.name], [true, true, "lab x86_64"]);
+  const keyring = await repoKeyring(root, lab!);
+  const base = lab!.fetchUrls[0]!.replace(/^file:\/\//, "");
+  const repomdBytes = await readFile(join(base, "repodata/repomd.xml"));
+  await verifyRepomdSignature(repomdBytes, await readFile(join(base, "repodata/repomd.xml.asc")), keyring, {
+    what: "lab repomd.xml",
+  });
+  const primary = repomdEntry(parseRepomd(repomdBytes, "lab repomd.xml"), "primary", "lab repomd.xml");
+  const [hello] = await readPrimary(createReadStream(join(base, primary.location)), primary, {
+    what: "lab primary",
+    keep: (p) => p.name === "hello",
+  });
+  assert.ok(hello);
+  const pkg = await openRpm(join(base, hello.location));
+  await checkRpmAgainstIndex(pkg, hello);
+  assert.equal((await verifyRpmSignature(pkg, keyring))[0]?.fingerprint, key.fingerprint);
+
+  // The mirror swaps in another package under the listed name: refused before anything is read.
+  const swapped = join(scratch.dir, "swapped.rpm");
+  await copyFile(rpms[0]!, swapped);
+  await assert.rejects(
+    checkRpmAgainstIndex(await openRpm(swapped), hello),
+    (e: unknown) => isSutureError(e, "UNTRUSTED") && /repository lists/.test((e as Error).message),
+  );
+  const libtiny = (
+    await readPrimary(createReadStream(join(base, primary.location)), primary, { what: "lab primary" })
+  ).find((p) => p.name === "libtiny")!;
+  await assert.rejects(
+    checkRpmAgainstIndex(pkg, { ...libtiny, packageSize: pkg.fileSize, checksum: hello.checksum }),
+    (e: unknown) =>
+      isSutureError(e, "UNTRUSTED") &&
+      /"hello-2:1\.0-1\.el9\.noarch" but the repository lists "libtiny/.test((e as Error).message),
   );
 });
