@@ -220,7 +220,7 @@ export async function cpioListing(path: string): Promise<string[]> {
   return stdout.split("\n").filter(Boolean);
 }
 
-export type RepoCompression = "gz" | "xz" | "zstd";
+export type RepoCompression = "gz" | "bz2" | "xz" | "zstd";
 
 export interface RpmTestRepo {
   dir: string;

@@ -59,6 +59,7 @@ before(async () => {
     ["gzip", "w9.gzdio"],
     ["xz", "w2.xzdio"],
     ["zstd", "w19.zstdio"],
+    ["bzip2", "w9.bzdio"],
   ] as const) {
     built.set(name, await buildRpm(scratch.dir, spec(payload)));
   }
@@ -85,7 +86,7 @@ async function readAll(pkg: RpmPackage): Promise<Map<string, Buffer>> {
   return out;
 }
 
-for (const compression of ["gzip", "xz", "zstd"] as const) {
+for (const compression of ["gzip", "xz", "zstd", "bzip2"] as const) {
   test(`a ${compression} package rpmbuild made reads as rpm -qp and rpm2cpio | cpio -t describe it`, async () => {
     const path = built.get(compression)!;
     const pkg = await openRpm(path);

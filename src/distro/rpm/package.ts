@@ -124,6 +124,7 @@ const COMPRESSORS: Record<string, DecodeFormat> = {
   xz: "xz",
   lzma: "lzma",
   zstd: "zstd",
+  bzip2: "bzip2",
 };
 
 function untrusted(what: string, detail: string): SutureError {
@@ -423,7 +424,7 @@ export async function* rpmPayloadEntries(
   if (!format) {
     throw new SutureError(
       "UNSUPPORTED_OS",
-      `${what} has a ${quoteUntrusted(pkg.payloadCompressor)}-compressed payload; suture reads gzip, xz, lzma and zstd payloads`,
+      `${what} has a ${quoteUntrusted(pkg.payloadCompressor)}-compressed payload; suture reads gzip, xz, lzma, zstd and bzip2 payloads`,
     );
   }
   if (pkg.payloadDigest?.algorithm === "md5") {

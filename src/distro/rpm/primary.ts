@@ -93,7 +93,7 @@ const DEP_LISTS = ["provides", "requires", "obsoletes", "conflicts"] as const;
 type DepList = (typeof DEP_LISTS)[number];
 
 /** The compression of a metadata file, from its location's extension, as dnf decides it. */
-export function metadataCompression(location: string): DecodeFormat | "bzip2" {
+export function metadataCompression(location: string): DecodeFormat {
   if (location.endsWith(".gz")) return "gzip";
   if (location.endsWith(".xz")) return "xz";
   if (location.endsWith(".zst")) return "zstd";
@@ -115,12 +115,6 @@ export async function readPrimary(
 ): Promise<RepoPackage[]> {
   const what = options.what;
   const format = metadataCompression(entry.location);
-  if (format === "bzip2") {
-    throw new SutureError(
-      "UNSUPPORTED_OS",
-      `${what} is bzip2-compressed, which suture does not read: use a mirror with gzip, xz or zstd metadata`,
-    );
-  }
   const verifier = new VerifyingStream(
     { sha256: entry.checksum.value, algorithm: entry.checksum.type, size: entry.size ?? -1 },
     {

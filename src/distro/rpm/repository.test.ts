@@ -68,7 +68,7 @@ async function openRepo(compress: RepoCompression, checksum: "sha1" | "sha256" |
   return { repo, repomd, primary };
 }
 
-for (const compress of ["gz", "xz", "zstd"] as const) {
+for (const compress of ["gz", "bz2", "xz", "zstd"] as const) {
   test(`createrepo_c's ${compress} repository: repomd.xml and primary read as rpm -qp describes the packages`, async () => {
     const { repo, repomd, primary } = await openRepo(compress);
     assert.deepEqual([...repomd.data.keys()].sort(), ["filelists", "other", "primary"]);
