@@ -221,6 +221,7 @@ test("detection wants every rpm database file, sqlite's write-ahead log and the 
     "/usr/lib/sysimage/rpm/Packages.db",
     "/var/lib/rpmmanifest/container-manifest-2",
     "/usr/bin/dnf5",
+    "/usr/bin/dnf-3",
     "/usr/bin/microdnf",
   ]) {
     assert.ok(detectionWants(path), path);

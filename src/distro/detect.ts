@@ -68,13 +68,15 @@ const APK_TOOLS = ["/sbin/apk", "/usr/bin/apk"];
 /**
  * The rpm family's package tools, in the order detection names the image's package manager by:
  * tdnf and zypper only exist on their own distributions; `/usr/bin/dnf` is dnf 4 (a Python
- * script) or, from Fedora 41, a symlink to dnf5; microdnf is UBI minimal's; yum alone is CentOS 7
- * or Amazon Linux 2 (on RHEL 8+ it is a symlink to dnf-3, and dnf is there too).
+ * script, `dnf-3`, which RHEL 8+ and Fedora ≤ 40 link dnf and yum to: it is read so that those
+ * links lead somewhere) or, from Fedora 41, a symlink to dnf5; microdnf is UBI minimal's; yum
+ * alone is CentOS 7 or Amazon Linux 2.
  */
 const RPM_TOOLS = [
   "/usr/bin/tdnf",
   "/usr/bin/zypper",
   "/usr/bin/dnf",
+  "/usr/bin/dnf-3",
   "/usr/bin/dnf5",
   "/usr/bin/microdnf",
   "/usr/bin/yum",

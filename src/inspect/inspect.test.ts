@@ -244,3 +244,26 @@ test("inspect: an Azure Linux distroless image (the rpm manifest only) and a dam
     return true;
   });
 });
+
+test("inspect names the rpm front end through the image's symlinks: dnf5 behind /usr/bin/dnf, dnf 4 behind dnf and yum", async () => {
+  const db = readFileSync(join(RPM_FIXTURES, "cbl-mariner-2.0/rpmdb.sqlite"));
+  const fedora = await tarOf([
+    { name: "usr/lib/sysimage/rpm/rpmdb.sqlite", content: db },
+    { name: "var/lib/rpm", type: "symlink", linkname: "../../usr/lib/sysimage/rpm" },
+    { name: "usr/bin/dnf5", content: "\x7fELF", mode: 0o755 },
+    { name: "usr/bin/dnf", type: "symlink", linkname: "dnf5" },
+  ]);
+  const f41 = (await inspectSource(sourceOf("oci:fedora:41", [fedora]))).images[0]!;
+  assert.deepEqual(
+    [f41.packageDbFile?.path, f41.packageManager],
+    ["/usr/lib/sysimage/rpm/rpmdb.sqlite", "dnf5"],
+  );
+  const rhel = await tarOf([
+    { name: "var/lib/rpm/rpmdb.sqlite", content: db },
+    { name: "usr/bin/dnf-3", content: "#!/usr/libexec/platform-python\nimport dnf.cli.main\n", mode: 0o755 },
+    { name: "usr/bin/dnf", type: "symlink", linkname: "dnf-3" },
+    { name: "usr/bin/yum", type: "symlink", linkname: "dnf-3" },
+  ]);
+  const ubi = (await inspectSource(sourceOf("oci:ubi:9", [rhel]))).images[0]!;
+  assert.deepEqual([ubi.packageDbFile?.path, ubi.packageManager], ["/var/lib/rpm/rpmdb.sqlite", "dnf"]);
+});

@@ -11,6 +11,7 @@ import {
 } from "../../../test/fuzz/fuzz.ts";
 import { readSqlitePackages } from "./database/sqlite.ts";
 import { parseRpmHeader, type RpmHeader, RpmType } from "./header.ts";
+import { rpmHeaderDependencies, rpmHeaderFiles, rpmHeaderScriptlets } from "./header-contents.ts";
 
 // Property: a header blob, untrusted (an image's rpm database, a downloaded package), either
 // parses, and then every tag reads through its typed accessor, or fails with one line of
@@ -35,6 +36,10 @@ function readEveryTag(h: RpmHeader): void {
     if (e.type === RpmType.STRING) h.string(e.tag);
   }
   if (h.regionTag !== undefined) h.regionBytes();
+  rpmHeaderFiles(h, "fuzzed header");
+  for (const kind of ["require", "provide", "conflict", "obsolete"] as const)
+    rpmHeaderDependencies(h, kind, "fuzzed header");
+  rpmHeaderScriptlets(h);
 }
 
 test("mutated real header blobs parse and read, or fail with one line of INVALID_ARCHIVE", () => {

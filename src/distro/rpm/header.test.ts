@@ -21,6 +21,12 @@ import {
   readRpmHeaderAt,
   rpmHeaderNevra,
 } from "./header.ts";
+import { rpmHeaderDependencies, rpmHeaderFiles, rpmHeaderScriptlets } from "./header-contents.ts";
+
+// Requirements resolved before any test is registered: an await between test() calls lets the
+// file's after() hook run before the later tests.
+const withRpmbuild = await needs("tool:rpmbuild", "tool:rpm");
+const withRpm = await needs("tool:rpm");
 
 const MARINER_DB = join(
   import.meta.dirname,
@@ -59,10 +65,13 @@ touch %{buildroot}/var/log/suture-hdr.log
 echo pre
 %post -p /bin/sh
 echo post
+%postun -p /bin/true
 %files
 %config(noreplace) /etc/suture-hdr.conf
-/usr/share/suture-hdr
+%dir /usr/share/suture-hdr
+/usr/share/suture-hdr/link
 %ghost /var/log/suture-hdr.log
+%caps(cap_net_raw=ep) /usr/share/suture-hdr/data
 `;
 
 let work: string;
@@ -70,7 +79,7 @@ let rpmFile: string | undefined;
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), "suture-rpm-header-"));
-  if ((await needs("tool:rpmbuild")).skip !== undefined) return;
+  if (withRpmbuild.skip !== undefined) return;
   mkdirSync(join(work, "SPECS"));
   writeFileSync(join(work, "SPECS/t.spec"), SPEC);
   execFileSync("rpmbuild", ["--define", `_topdir ${work}`, "-bb", join(work, "SPECS/t.spec")], {
@@ -88,98 +97,94 @@ function rpmQuery(format: string): string {
   });
 }
 
-test(
-  "a real .rpm's signature and main headers read as rpm reads them",
-  await needs("tool:rpmbuild", "tool:rpm"),
-  () => {
-    const bytes = readFileSync(rpmFile!);
-    // The lead (96 bytes), then the signature header, padded to 8, then the main header.
-    const sig = readRpmHeaderAt(bytes, 96, "the signature header", { regionTag: RpmTag.HEADERSIGNATURES });
-    assert.equal(sig.end % 8, 0);
-    const main = readRpmHeaderAt(bytes, sig.end, "the main header", {
-      regionTag: RpmTag.HEADERIMMUTABLE,
-      exactSize: true,
-    });
-    const h = main.header;
-    assert.equal(h.regionTag, RpmTag.HEADERIMMUTABLE);
-    assert.equal(h.regionEntryCount, h.entries.length);
-    // The header's digests in the signature header are over the region with its magic.
-    const region = h.regionBytes();
-    assert.equal(sig.header.string(RpmSigTag.SHA256), createHash("sha256").update(region).digest("hex"));
-    assert.equal(sig.header.string(RpmSigTag.SHA1), createHash("sha1").update(region).digest("hex"));
-    // rpm's SIZE: header + payload (sig.end is where the main header's magic starts).
-    assert.equal(sig.header.number(RpmSigTag.SIZE), bytes.length - sig.end);
+test("a real .rpm's signature and main headers read as rpm reads them", withRpmbuild, () => {
+  const bytes = readFileSync(rpmFile!);
+  // The lead (96 bytes), then the signature header, padded to 8, then the main header.
+  const sig = readRpmHeaderAt(bytes, 96, "the signature header", { regionTag: RpmTag.HEADERSIGNATURES });
+  assert.equal(sig.end % 8, 0);
+  const main = readRpmHeaderAt(bytes, sig.end, "the main header", {
+    regionTag: RpmTag.HEADERIMMUTABLE,
+    exactSize: true,
+  });
+  const h = main.header;
+  assert.equal(h.regionTag, RpmTag.HEADERIMMUTABLE);
+  assert.equal(h.regionEntryCount, h.entries.length);
+  // The header's digests in the signature header are over the region with its magic.
+  const region = h.regionBytes();
+  assert.equal(sig.header.string(RpmSigTag.SHA256), createHash("sha256").update(region).digest("hex"));
+  assert.equal(sig.header.string(RpmSigTag.SHA1), createHash("sha1").update(region).digest("hex"));
+  // rpm's SIZE: header + payload (sig.end is where the main header's magic starts).
+  assert.equal(sig.header.number(RpmSigTag.SIZE), bytes.length - sig.end);
 
-    assert.equal(
-      `${h.string(RpmTag.NAME)} ${h.number(RpmTag.EPOCH)} ${h.string(RpmTag.VERSION)} ${h.string(RpmTag.RELEASE)} ${h.string(RpmTag.ARCH)}`,
-      rpmQuery("%{NAME} %{EPOCH} %{VERSION} %{RELEASE} %{ARCH}"),
-    );
-    const nevra = rpmHeaderNevra(h, "suture-hdr.rpm", "rebuild it");
-    assert.deepEqual(nevra, {
-      name: "suture-hdr",
-      epoch: 3,
-      version: "1.2",
-      release: "4.el9",
-      arch: "noarch",
-    });
-    assert.equal(formatRpmNevra(nevra), "suture-hdr-3:1.2-4.el9.noarch");
-    assert.equal(formatRpmEvr(nevra), "3:1.2-4.el9");
-    assert.equal(formatRpmEvr({ epoch: 0, version: "1", release: "2" }), "1-2");
-    assert.equal(h.string(RpmTag.LICENSE), "MIT and BSD");
-    assert.equal(h.string(RpmTag.VENDOR), "suture tests");
-    assert.equal(h.string(RpmTag.SUMMARY), "header test");
-    assert.equal(h.string(RpmTag.SOURCERPM), rpmQuery("%{SOURCERPM}"));
-    assert.equal(h.number(RpmTag.SIZE), Number(rpmQuery("%{SIZE}")));
-    assert.equal(h.string(RpmTag.PAYLOADCOMPRESSOR), rpmQuery("%{PAYLOADCOMPRESSOR}"));
-    assert.equal(h.string(RpmTag.PAYLOADFORMAT), "cpio");
+  assert.equal(
+    `${h.string(RpmTag.NAME)} ${h.number(RpmTag.EPOCH)} ${h.string(RpmTag.VERSION)} ${h.string(RpmTag.RELEASE)} ${h.string(RpmTag.ARCH)}`,
+    rpmQuery("%{NAME} %{EPOCH} %{VERSION} %{RELEASE} %{ARCH}"),
+  );
+  const nevra = rpmHeaderNevra(h, "suture-hdr.rpm", "rebuild it");
+  assert.deepEqual(nevra, {
+    name: "suture-hdr",
+    epoch: 3,
+    version: "1.2",
+    release: "4.el9",
+    arch: "noarch",
+  });
+  assert.equal(formatRpmNevra(nevra), "suture-hdr-3:1.2-4.el9.noarch");
+  assert.equal(formatRpmEvr(nevra), "3:1.2-4.el9");
+  assert.equal(formatRpmEvr({ epoch: 0, version: "1", release: "2" }), "1-2");
+  assert.equal(h.string(RpmTag.LICENSE), "MIT and BSD");
+  assert.equal(h.string(RpmTag.VENDOR), "suture tests");
+  assert.equal(h.string(RpmTag.SUMMARY), "header test");
+  assert.equal(h.string(RpmTag.SOURCERPM), rpmQuery("%{SOURCERPM}"));
+  assert.equal(h.number(RpmTag.SIZE), Number(rpmQuery("%{SIZE}")));
+  assert.equal(h.string(RpmTag.PAYLOADCOMPRESSOR), rpmQuery("%{PAYLOADCOMPRESSOR}"));
+  assert.equal(h.string(RpmTag.PAYLOADFORMAT), "cpio");
 
-    // Files: directory/basename split, modes, flags, digests, link targets, owners.
-    const dirs = h.stringArray(RpmTag.DIRNAMES);
-    const paths = h
-      .numberArray(RpmTag.DIRINDEXES)
-      .map((d, i) => `${dirs[d]}${h.stringArray(RpmTag.BASENAMES)[i]}`);
-    const files = rpmQuery(
-      "[%{FILENAMES}\t%{FILEMODES}\t%{FILEFLAGS}\t%{FILEDIGESTS}\t%{FILELINKTOS}\t%{FILEUSERNAME}\t%{FILESIZES}\n]",
-    );
-    const ours = paths.map((p, i) =>
-      [
-        p,
-        h.numberArray(RpmTag.FILEMODES)[i],
-        h.numberArray(RpmTag.FILEFLAGS)[i],
-        h.stringArray(RpmTag.FILEDIGESTS)[i],
-        h.stringArray(RpmTag.FILELINKTOS)[i],
-        h.stringArray(RpmTag.FILEUSERNAME)[i],
-        h.numberArray(RpmTag.FILESIZES)[i],
-      ].join("\t"),
-    );
-    assert.equal(`${ours.join("\n")}\n`, files);
-    const flagsOf = (p: string) => h.numberArray(RpmTag.FILEFLAGS)[paths.indexOf(p)]!;
-    assert.equal(flagsOf("/etc/suture-hdr.conf"), RpmFileFlag.CONFIG | RpmFileFlag.NOREPLACE);
-    assert.equal(flagsOf("/var/log/suture-hdr.log"), RpmFileFlag.GHOST);
-    assert.equal(h.number(RpmTag.FILEDIGESTALGO), Number(rpmQuery("%{FILEDIGESTALGO}")));
+  // Files: directory/basename split, modes, flags, digests, link targets, owners.
+  const dirs = h.stringArray(RpmTag.DIRNAMES);
+  const paths = h
+    .numberArray(RpmTag.DIRINDEXES)
+    .map((d, i) => `${dirs[d]}${h.stringArray(RpmTag.BASENAMES)[i]}`);
+  const files = rpmQuery(
+    "[%{FILENAMES}\t%{FILEMODES}\t%{FILEFLAGS}\t%{FILEDIGESTS}\t%{FILELINKTOS}\t%{FILEUSERNAME}\t%{FILESIZES}\n]",
+  );
+  const ours = paths.map((p, i) =>
+    [
+      p,
+      h.numberArray(RpmTag.FILEMODES)[i],
+      h.numberArray(RpmTag.FILEFLAGS)[i],
+      h.stringArray(RpmTag.FILEDIGESTS)[i],
+      h.stringArray(RpmTag.FILELINKTOS)[i],
+      h.stringArray(RpmTag.FILEUSERNAME)[i],
+      h.numberArray(RpmTag.FILESIZES)[i],
+    ].join("\t"),
+  );
+  assert.equal(`${ours.join("\n")}\n`, files);
+  const flagsOf = (p: string) => h.numberArray(RpmTag.FILEFLAGS)[paths.indexOf(p)]!;
+  assert.equal(flagsOf("/etc/suture-hdr.conf"), RpmFileFlag.CONFIG | RpmFileFlag.NOREPLACE);
+  assert.equal(flagsOf("/var/log/suture-hdr.log"), RpmFileFlag.GHOST);
+  assert.equal(h.number(RpmTag.FILEDIGESTALGO), Number(rpmQuery("%{FILEDIGESTALGO}")));
 
-    // Dependencies with their senses.
-    const req = h.stringArray(RpmTag.REQUIRENAME).indexOf("bash");
-    assert.equal(h.stringArray(RpmTag.REQUIREVERSION)[req], "4.0");
-    assert.equal(
-      h.numberArray(RpmTag.REQUIREFLAGS)[req]! & RpmSense.SENSEMASK,
-      RpmSense.GREATER | RpmSense.EQUAL,
-    );
-    const prov = h.stringArray(RpmTag.PROVIDENAME).indexOf("suture-virtual");
-    assert.equal(h.stringArray(RpmTag.PROVIDEVERSION)[prov], "2");
-    assert.deepEqual(h.stringArray(RpmTag.OBSOLETENAME), ["old-hdr"]);
-    assert.equal(h.numberArray(RpmTag.OBSOLETEFLAGS)[0]! & RpmSense.SENSEMASK, RpmSense.LESS);
-    assert.deepEqual(h.stringArray(RpmTag.CONFLICTNAME), ["bad-hdr"]);
+  // Dependencies with their senses.
+  const req = h.stringArray(RpmTag.REQUIRENAME).indexOf("bash");
+  assert.equal(h.stringArray(RpmTag.REQUIREVERSION)[req], "4.0");
+  assert.equal(
+    h.numberArray(RpmTag.REQUIREFLAGS)[req]! & RpmSense.SENSEMASK,
+    RpmSense.GREATER | RpmSense.EQUAL,
+  );
+  const prov = h.stringArray(RpmTag.PROVIDENAME).indexOf("suture-virtual");
+  assert.equal(h.stringArray(RpmTag.PROVIDEVERSION)[prov], "2");
+  assert.deepEqual(h.stringArray(RpmTag.OBSOLETENAME), ["old-hdr"]);
+  assert.equal(h.numberArray(RpmTag.OBSOLETEFLAGS)[0]! & RpmSense.SENSEMASK, RpmSense.LESS);
+  assert.deepEqual(h.stringArray(RpmTag.CONFLICTNAME), ["bad-hdr"]);
 
-    // Scriptlets and their interpreters.
-    assert.equal(h.string(RpmTag.PREIN), "echo pre");
-    assert.equal(h.string(RpmTag.POSTIN), "echo post");
-    assert.deepEqual(h.stringArray(RpmTag.POSTINPROG), ["/bin/sh"]);
-    assert.equal(h.has(RpmTag.PREUN), false);
-    assert.equal(h.string(RpmTag.PREUN), undefined);
-    assert.deepEqual(h.stringArray(RpmTag.TRIGGERNAME), []);
-  },
-);
+  // Scriptlets and their interpreters.
+  assert.equal(h.string(RpmTag.PREIN), "echo pre");
+  assert.equal(h.string(RpmTag.POSTIN), "echo post");
+  assert.deepEqual(h.stringArray(RpmTag.POSTINPROG), ["/bin/sh"]);
+  assert.equal(h.has(RpmTag.PREUN), false);
+  assert.equal(h.string(RpmTag.PREUN), undefined);
+  assert.deepEqual(h.stringArray(RpmTag.TRIGGERNAME), []);
+});
 
 test("every header of a real rpmdb.sqlite parses, with the immutable region kept as rpm stored it", () => {
   const blobs = marinerBlobs();
@@ -277,6 +282,16 @@ test("damaged or hostile headers are one-line INVALID_ARCHIVE errors naming the 
       ),
       /overlaps the previous entry's/,
     ],
+    [
+      blob(
+        [
+          [RpmTag.NAME, RpmType.STRING, 0, 1],
+          [RpmTag.NAME, RpmType.STRING, 5, 1],
+        ],
+        text("bash\0evil\0"),
+      ),
+      /index entry 1 \(tag 1000.*tag 1000 appears twice/,
+    ],
   ];
   for (const [bytes, message] of cases) {
     assert.throws(
@@ -337,6 +352,31 @@ test("region trailers are checked as rpm checks them", () => {
   );
 });
 
+test("a dribble added on install replaces the region's entry of its tag, as in rpm", () => {
+  const data = new Uint8Array(28);
+  data.set(text("bash\0"), 0);
+  const view = new DataView(data.buffer);
+  view.setInt32(8, RpmTag.HEADERIMMUTABLE);
+  view.setUint32(12, RpmType.BIN);
+  view.setInt32(16, -32);
+  view.setUint32(20, 16);
+  data.set(text("zsh\0"), 24);
+  const h = parseRpmHeader(
+    blob(
+      [
+        [RpmTag.HEADERIMMUTABLE, RpmType.BIN, 8, 16],
+        [RpmTag.NAME, RpmType.STRING, 0, 1],
+        [RpmTag.NAME, RpmType.STRING, 24, 1],
+      ],
+      data,
+    ),
+    "h",
+  );
+  assert.equal(h.string(RpmTag.NAME), "zsh");
+  assert.equal(h.entry(RpmTag.NAME)?.inRegion, false);
+  assert.equal(h.regionEntryCount, 2);
+});
+
 test("a .rpm header needs its magic and enough bytes", () => {
   const inner = regionBlob();
   const file = new Uint8Array(8 + inner.length);
@@ -390,5 +430,117 @@ test("a header's identity must follow rpm's package syntax", () => {
   assert.throws(
     () => rpmHeaderNevra(noVersion, "package 3", "fix"),
     cleanFailure("INVALID_ARCHIVE", /without VERSION/),
+  );
+});
+
+test("files, dependencies and scriptlets of a real .rpm, as rpm -qp lists them", withRpmbuild, () => {
+  const bytes = readFileSync(rpmFile!);
+  const sig = readRpmHeaderAt(bytes, 96, "sig", { regionTag: RpmTag.HEADERSIGNATURES });
+  const h = readRpmHeaderAt(bytes, sig.end, "suture-hdr.rpm", {
+    regionTag: RpmTag.HEADERIMMUTABLE,
+    exactSize: true,
+  }).header;
+  const files = rpmHeaderFiles(h, "suture-hdr.rpm");
+  assert.equal(
+    files
+      .map((f) =>
+        [f.path, f.mode, f.size, f.flags, f.digest, f.linkTo, f.user, f.group, f.mtime, f.caps].join("\t"),
+      )
+      .join("\n") + "\n",
+    rpmQuery(
+      "[%{FILENAMES}\\t%{FILEMODES}\\t%{FILESIZES}\\t%{FILEFLAGS}\\t%{FILEDIGESTS}\\t%{FILELINKTOS}\\t%{FILEUSERNAME}\\t%{FILEGROUPNAME}\\t%{FILEMTIMES}\\t%{FILECAPS}\\n]",
+    ),
+  );
+  assert.equal(files.find((f) => f.path === "/usr/share/suture-hdr/data")?.caps, "cap_net_raw=ep");
+  assert.equal(files[0]!.state, undefined, "a package file has no install states");
+  for (const [kind, tag] of [
+    ["require", "REQUIRE"],
+    ["provide", "PROVIDE"],
+    ["obsolete", "OBSOLETE"],
+    ["conflict", "CONFLICT"],
+  ] as const) {
+    const ours = rpmHeaderDependencies(h, kind, "suture-hdr.rpm").map(
+      (d) => `${d.name}\t${d.flags}\t${d.version}\n`,
+    );
+    assert.equal(ours.join(""), rpmQuery(`[%{${tag}NAME}\\t%{${tag}FLAGS}\\t%{${tag}VERSION}\\n]`), kind);
+  }
+  assert.deepEqual(
+    rpmHeaderScriptlets(h).map((s) => [s.kind, s.body, s.interpreter]),
+    [
+      ["pre", "echo pre", ["/bin/sh"]],
+      ["post", "echo post", ["/bin/sh"]],
+      ["postun", undefined, ["/bin/true"]],
+    ],
+  );
+});
+
+test("every installed header's file list, as the host's rpm lists the database's files", withRpm, () => {
+  const dir = mkdtempSync(join(work, "db-"));
+  writeFileSync(join(dir, "rpmdb.sqlite"), readFileSync(MARINER_DB));
+  const ours: string[] = [];
+  for (const [hnum, b] of marinerBlobs()) {
+    const files = rpmHeaderFiles(parseRpmHeader(b, `package ${hnum}`), `package ${hnum}`);
+    // Installed headers say which files were installed (FILESTATES).
+    if (files.length > 0)
+      assert.ok(
+        files.every((f) => f.state !== undefined),
+        `package ${hnum}`,
+      );
+    for (const f of files) ours.push(`${f.path} ${f.mode} ${f.size} ${f.flags} ${f.state}`);
+  }
+  const theirs = execFileSync(
+    "rpm",
+    [
+      "--dbpath",
+      dir,
+      "-qa",
+      "--qf",
+      "[%{FILENAMES} %{FILEMODES} %{FILESIZES} %{FILEFLAGS} %{FILESTATES}\\n]",
+    ],
+    { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 },
+  );
+  assert.deepEqual(ours.sort(), theirs.split("\n").filter(Boolean).sort());
+});
+
+test("parallel arrays that disagree are one INVALID_ARCHIVE line", () => {
+  const data = new Uint8Array(20);
+  data.set(text("a\0b\0/usr/\0"), 0);
+  const header = (dirIndexCount: number, dirIndex: number) => {
+    const d = data.slice();
+    new DataView(d.buffer).setUint32(12, dirIndex);
+    new DataView(d.buffer).setUint32(16, 0);
+    return parseRpmHeader(
+      blob(
+        [
+          [RpmTag.BASENAMES, RpmType.STRING_ARRAY, 0, 2],
+          [RpmTag.DIRNAMES, RpmType.STRING_ARRAY, 4, 1],
+          [RpmTag.DIRINDEXES, RpmType.INT32, 12, dirIndexCount],
+        ],
+        d,
+      ),
+      "h",
+    );
+  };
+  assert.throws(
+    () => rpmHeaderFiles(header(1, 0), "p.rpm"),
+    cleanFailure("INVALID_ARCHIVE", /p\.rpm is inconsistent: 2 BASENAMES but 1 DIRINDEXES/),
+  );
+  assert.throws(
+    () => rpmHeaderFiles(header(2, 7), "p.rpm"),
+    cleanFailure("INVALID_ARCHIVE", /file 0 names directory 7 of 1/),
+  );
+  const deps = parseRpmHeader(
+    blob(
+      [
+        [RpmTag.REQUIREFLAGS, RpmType.INT32, 0, 2],
+        [RpmTag.REQUIRENAME, RpmType.STRING_ARRAY, 8, 1],
+      ],
+      new Uint8Array([0, 0, 0, 8, 0, 0, 0, 8, 97, 0]),
+    ),
+    "h",
+  );
+  assert.throws(
+    () => rpmHeaderDependencies(deps, "require", "p.rpm"),
+    cleanFailure("INVALID_ARCHIVE", /1 require names but 2 flags/),
   );
 });

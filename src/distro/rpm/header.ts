@@ -285,6 +285,8 @@ export interface ParseRpmHeaderOptions {
   /**
    * The region the header must have (HEADERSIGNATURES for a signature header, HEADERIMMUTABLE for
    * a package's main header); by default whichever region it starts with, or none (legacy).
+   * Unlike rpm, which also reads v3 headers without the region asked for, a header without it is
+   * refused here: every package rpm ≥ 4 built has one, and only a region can carry signatures.
    */
   regionTag?: number;
   /** The region must cover the whole header, as in a .rpm file (no dribbles). */
@@ -327,12 +329,12 @@ export class RpmHeader {
     this.#what = what;
     this.#dataStart = 8 + parsed.entries.length * ENTRY_SIZE;
     this.#data = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
-    // Region entries first come first; dribbles replace region entries of the same tag, as in
-    // hdrblobImport ("Dribble entries replace duplicate region entries").
+    // A dribble replaces the region's entry of its tag, as in hdrblobImport ("Dribble entries
+    // replace duplicate region entries"); verify() refused any other repeated tag.
     this.#byTag = new Map();
     for (const e of parsed.entries) {
       if (e.tag === parsed.regionTag && e === parsed.entries[0]) continue;
-      if (!e.inRegion || !this.#byTag.has(e.tag)) this.#byTag.set(e.tag, e);
+      this.#byTag.set(e.tag, e);
     }
   }
 
@@ -358,6 +360,24 @@ export class RpmHeader {
     if (e === undefined) return [];
     this.#expect(e, [RpmType.STRING_ARRAY, RpmType.I18NSTRING, RpmType.STRING]);
     return this.#strings(e, e.count);
+  }
+
+  /**
+   * A string tag's strings as the bytes the header holds, without decoding: file names are bytes
+   * to rpm, and a name that is not UTF-8 must still name the same file.
+   */
+  stringArrayBytes(tag: number): Uint8Array[] {
+    const e = this.#byTag.get(tag);
+    if (e === undefined) return [];
+    this.#expect(e, [RpmType.STRING_ARRAY, RpmType.I18NSTRING, RpmType.STRING]);
+    const out: Uint8Array[] = [];
+    let at = this.#dataStart + e.offset;
+    for (let i = 0; i < e.count; i++) {
+      const end = this.blob.indexOf(0, at);
+      out.push(this.blob.subarray(at, end));
+      at = end + 1;
+    }
+    return out;
   }
 
   /** The first value of an integer tag (CHAR, INT8/16/32, INT64 when it fits a double exactly). */
@@ -605,6 +625,8 @@ function verify(
     });
   }
   let end = 0;
+  const regionTags = new Set<number>();
+  const dribbleTags = new Set<number>();
   const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
   for (let i = entries.length; i < il; i++) {
     const e = readEntry(view, i);
@@ -633,7 +655,13 @@ function verify(
     if (regionTag !== undefined && end > rdl - ENTRY_SIZE && e.offset < rdl) {
       throw invalid(what, `${where}: its data overlaps the region trailer`);
     }
-    entries.push({ ...e, length, inRegion: regionTag !== undefined && i < ril });
+    const inRegion = regionTag !== undefined && i < ril;
+    // A tag twice in one part of the header would let two readers of the same bytes (rpm picks
+    // one by binary search) see different values under one signature.
+    const seen = inRegion ? regionTags : dribbleTags;
+    if (seen.has(e.tag)) throw invalid(what, `${where}: tag ${e.tag} appears twice`);
+    seen.add(e.tag);
+    entries.push({ ...e, length, inRegion });
   }
   return {
     regionTag,

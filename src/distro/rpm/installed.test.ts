@@ -31,6 +31,12 @@ import {
   readInstalledRpmsInRoot,
 } from "./installed.ts";
 
+// Requirements resolved before any test is registered: an await between test() calls lets the
+// file's after() hook run before the later tests.
+const withRpm = await needs("tool:rpm");
+const withDbLoad = await needs("tool:db5.3_load");
+const withDbLoadAndRpm = await needs("tool:db5.3_load", "tool:rpm");
+
 const FIXTURES = join(import.meta.dirname, "../../../../shared/fixtures/rpmdb");
 const MARINER = readFileSync(join(FIXTURES, "cbl-mariner-2.0/rpmdb.sqlite"));
 const SLE = readFileSync(join(FIXTURES, "sle15-bci/Packages.db"));
@@ -65,25 +71,21 @@ function rpmQa(dir: string, backend?: string): string[] {
     .sort();
 }
 
-test(
-  "sqlite: every package of CBL-Mariner 2.0's rpmdb.sqlite, as the host's rpm lists them",
-  await needs("tool:rpm"),
-  () => {
-    const packages = read(sqliteAt(), { "/var/lib/rpm/rpmdb.sqlite": MARINER });
-    assert.equal(packages.length, 129);
-    const dir = join(work, "mariner");
-    mkdirSync(dir);
-    writeFileSync(join(dir, "rpmdb.sqlite"), MARINER);
-    assert.deepEqual(lines(packages), rpmQa(dir));
-    // The header is kept as stored: its region digest is the package's own SHA256HEADER.
-    for (const p of packages) {
-      const h = p.header!;
-      assert.equal(createHash("sha256").update(h.regionBytes()).digest("hex"), h.string(RpmTag.SHA256HEADER));
-    }
-    const curl = packages.find((p) => p.nevra.name === "curl")!;
-    assert.equal(curl.sourceRpm, `curl-${curl.nevra.version}-${curl.nevra.release}.src.rpm`);
-  },
-);
+test("sqlite: every package of CBL-Mariner 2.0's rpmdb.sqlite, as the host's rpm lists them", withRpm, () => {
+  const packages = read(sqliteAt(), { "/var/lib/rpm/rpmdb.sqlite": MARINER });
+  assert.equal(packages.length, 129);
+  const dir = join(work, "mariner");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "rpmdb.sqlite"), MARINER);
+  assert.deepEqual(lines(packages), rpmQa(dir));
+  // The header is kept as stored: its region digest is the package's own SHA256HEADER.
+  for (const p of packages) {
+    const h = p.header!;
+    assert.equal(createHash("sha256").update(h.regionBytes()).digest("hex"), h.string(RpmTag.SHA256HEADER));
+  }
+  const curl = packages.find((p) => p.nevra.name === "curl")!;
+  assert.equal(curl.sourceRpm, `curl-${curl.nevra.version}-${curl.nevra.release}.src.rpm`);
+});
 
 test("sqlite: transactions in the write-ahead log are seen, and the image's files are never opened in place", () => {
   // A copy of the database in WAL mode with one package erased and not checkpointed, as rpm
@@ -168,6 +170,33 @@ test("ndb: SUSE BCI's Packages.db, every blob's checksum and every header's dige
   assert.equal(packages.find((p) => p.nevra.name === "rpm-ndb")!.recordNumber, 40);
 });
 
+test(
+  "ndb: the host's rpm, given the same header blobs in its sqlite backend, lists the same packages",
+  withRpm,
+  () => {
+    // Debian's rpm has no ndb backend; moving the blobs our reader took out of Packages.db into an
+    // (emptied) rpm sqlite database lets rpm itself parse every one of them.
+    const dir = join(work, "ndb-as-sqlite");
+    mkdirSync(dir);
+    const file = join(dir, "rpmdb.sqlite");
+    writeFileSync(file, MARINER);
+    const db = new DatabaseSync(file, { enableForeignKeyConstraints: false });
+    for (const t of db
+      .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+      .all()) {
+      db.exec(`DELETE FROM "${String(t.name)}"`);
+    }
+    const records = readNdbPackages(SLE, "Packages.db");
+    for (const r of records) db.prepare("INSERT INTO Packages VALUES (?, ?)").run(r.recordNumber, r.blob);
+    db.close();
+    const ours = read(
+      { path: "/usr/lib/sysimage/rpm/Packages.db", backend: "ndb" },
+      { "/usr/lib/sysimage/rpm/Packages.db": SLE },
+    );
+    assert.deepEqual(lines(ours), rpmQa(dir));
+  },
+);
+
 test("ndb: damaged slots and blobs are one INVALID_ARCHIVE line", () => {
   const what = "/usr/lib/sysimage/rpm/Packages.db";
   const damaged = (edit: (b: Buffer, v: DataView) => void) => {
@@ -247,7 +276,7 @@ function buildBdb(dir: string, options: { pagesize: number; littleEndian: boolea
 
 test(
   "bdb: Berkeley DB hash Packages in both byte orders and three page sizes read as the host's rpm reads them",
-  await needs("tool:db5.3_load", "tool:rpm"),
+  withDbLoadAndRpm,
   () => {
     const expected = lines(read(sqliteAt(), { "/var/lib/rpm/rpmdb.sqlite": MARINER }));
     for (const [pagesize, littleEndian] of [
@@ -270,80 +299,72 @@ test(
   },
 );
 
-test(
-  "bdb: damaged pages, loops and foreign databases are one INVALID_ARCHIVE line",
-  await needs("tool:db5.3_load"),
-  () => {
-    const bytes = buildBdb(join(work, "bdb-damage"), { pagesize: 4096, littleEndian: true });
-    const what = "/var/lib/rpm/Packages";
-    const damaged = (edit: (v: DataView) => void) => {
-      const b = Buffer.from(bytes);
-      edit(new DataView(b.buffer, b.byteOffset, b.byteLength));
-      return () => readBdbPackages(b, what);
-    };
-    const page = 4096;
-    // The first bucket's page and its first value's overflow chain.
-    const bucket0 = 0 + new DataView(bytes.buffer, bytes.byteOffset).getUint32(96, true);
-    assert.throws(
-      damaged((v) => v.setUint32(12, 0x12345678, true)),
-      cleanFailure("INVALID_ARCHIVE", /not a Berkeley DB hash database/),
-    );
-    assert.throws(
-      damaged((v) => v.setUint32(12, 0x053162, true)),
-      cleanFailure("INVALID_ARCHIVE", /a Berkeley DB btree/),
-    );
-    assert.throws(
-      damaged((v) => v.setUint32(32, 1_000_000, true)),
-      cleanFailure("INVALID_ARCHIVE", /claims 1000001 pages/),
-    );
-    assert.throws(
-      damaged((v) => v.setUint32(bucket0 * page + 16, bucket0, true)),
-      cleanFailure("INVALID_ARCHIVE", /a second time \(a loop\)/),
-    );
-    assert.throws(
-      damaged((v) => v.setUint32(bucket0 * page + 8, 999, true)),
-      cleanFailure("INVALID_ARCHIVE", /says it is page 999/),
-    );
-    assert.throws(
-      damaged((v) => v.setUint16(bucket0 * page + 26, 5000, true)),
-      cleanFailure("INVALID_ARCHIVE", /overlap or lie outside it/),
-    );
-    assert.throws(
-      () => readBdbPackages(bytes.subarray(0, 8 * page), what),
-      cleanFailure("INVALID_ARCHIVE", /pages of 4096 bytes but has 32768 bytes/),
-    );
-  },
-);
+test("bdb: damaged pages, loops and foreign databases are one INVALID_ARCHIVE line", withDbLoad, () => {
+  const bytes = buildBdb(join(work, "bdb-damage"), { pagesize: 4096, littleEndian: true });
+  const what = "/var/lib/rpm/Packages";
+  const damaged = (edit: (v: DataView) => void) => {
+    const b = Buffer.from(bytes);
+    edit(new DataView(b.buffer, b.byteOffset, b.byteLength));
+    return () => readBdbPackages(b, what);
+  };
+  const page = 4096;
+  // The first bucket's page and its first value's overflow chain.
+  const bucket0 = 0 + new DataView(bytes.buffer, bytes.byteOffset).getUint32(96, true);
+  assert.throws(
+    damaged((v) => v.setUint32(12, 0x12345678, true)),
+    cleanFailure("INVALID_ARCHIVE", /not a Berkeley DB hash database/),
+  );
+  assert.throws(
+    damaged((v) => v.setUint32(12, 0x053162, true)),
+    cleanFailure("INVALID_ARCHIVE", /a Berkeley DB btree/),
+  );
+  assert.throws(
+    damaged((v) => v.setUint32(32, 1_000_000, true)),
+    cleanFailure("INVALID_ARCHIVE", /claims 1000001 pages/),
+  );
+  assert.throws(
+    damaged((v) => v.setUint32(bucket0 * page + 16, bucket0, true)),
+    cleanFailure("INVALID_ARCHIVE", /a second time \(a loop\)/),
+  );
+  assert.throws(
+    damaged((v) => v.setUint32(bucket0 * page + 8, 999, true)),
+    cleanFailure("INVALID_ARCHIVE", /says it is page 999/),
+  );
+  assert.throws(
+    damaged((v) => v.setUint16(bucket0 * page + 26, 5000, true)),
+    cleanFailure("INVALID_ARCHIVE", /overlap or lie outside it/),
+  );
+  assert.throws(
+    () => readBdbPackages(bytes.subarray(0, 8 * page), what),
+    cleanFailure("INVALID_ARCHIVE", /pages of 4096 bytes but has 32768 bytes/),
+  );
+});
 
-test(
-  "manifest: Azure Linux distroless's container-manifest-2 lists what rpm lists",
-  await needs("tool:rpm"),
-  () => {
-    // The manifest Azure Linux's image build writes, made by the host's rpm from the real database.
-    const dir = join(work, "manifest");
-    mkdirSync(dir);
-    writeFileSync(join(dir, "rpmdb.sqlite"), MARINER);
-    const text = execFileSync(
-      "rpm",
-      [
-        "--dbpath",
-        dir,
-        "-qa",
-        "--qf",
-        "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{INSTALLTIME}\\t%{BUILDTIME}\\t%{VENDOR}\\t%{EPOCH}\\t%{SIZE}\\t%{ARCH}\\t%{EPOCHNUM}\\t%{SOURCERPM}\\n",
-      ],
-      { encoding: "utf8" },
-    );
-    const packages = read(
-      { path: RPM_MANIFEST_PATH, backend: "manifest" },
-      { [RPM_MANIFEST_PATH]: Buffer.from(text) },
-    );
-    assert.equal(packages.length, 129);
-    assert.deepEqual(lines(packages), rpmQa(dir));
-    assert.equal(packages[0]!.header, undefined);
-    assert.match(packages[0]!.sourceRpm!, /\.src\.rpm$/);
-  },
-);
+test("manifest: Azure Linux distroless's container-manifest-2 lists what rpm lists", withRpm, () => {
+  // The manifest Azure Linux's image build writes, made by the host's rpm from the real database.
+  const dir = join(work, "manifest");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "rpmdb.sqlite"), MARINER);
+  const text = execFileSync(
+    "rpm",
+    [
+      "--dbpath",
+      dir,
+      "-qa",
+      "--qf",
+      "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{INSTALLTIME}\\t%{BUILDTIME}\\t%{VENDOR}\\t%{EPOCH}\\t%{SIZE}\\t%{ARCH}\\t%{EPOCHNUM}\\t%{SOURCERPM}\\n",
+    ],
+    { encoding: "utf8" },
+  );
+  const packages = read(
+    { path: RPM_MANIFEST_PATH, backend: "manifest" },
+    { [RPM_MANIFEST_PATH]: Buffer.from(text) },
+  );
+  assert.equal(packages.length, 129);
+  assert.deepEqual(lines(packages), rpmQa(dir));
+  assert.equal(packages[0]!.header, undefined);
+  assert.match(packages[0]!.sourceRpm!, /\.src\.rpm$/);
+});
 
 test("manifest: a line that is not rpm's ten fields, or breaks rpm's syntax, is refused naming the line", () => {
   const what = RPM_MANIFEST_PATH;
