@@ -105,9 +105,7 @@ for (const compression of ["gzip", "xz", "zstd", "bzip2"] as const) {
       .split("\n")
       .filter(Boolean);
     assert.deepEqual(
-      pkg.files.map((f) =>
-        [f.path, f.mode, f.size, f.flags, f.linkTo ?? "", f.digest ?? "", f.caps ?? ""].join("\t"),
-      ),
+      pkg.files.map((f) => [f.path, f.mode, f.size, f.flags, f.linkTo, f.digest, f.caps].join("\t")),
       listed,
     );
     const conf = pkg.files.find((f) => f.path === "/etc/hello.conf")!;

@@ -22,6 +22,7 @@ import {
   readRpmHeaderAt,
   rpmHeaderNevra,
 } from "./header.ts";
+import { type RpmFileEntry, rpmHeaderFiles } from "./header-contents.ts";
 
 /**
  * A .rpm package file (rpm's lib/package.c, lib/rpmlead.c, lib/signature.c):
@@ -41,33 +42,21 @@ import {
 
 export type RpmFileType = "file" | "directory" | "symlink" | "char" | "block" | "fifo" | "socket";
 
-/** One file as the main header lists it. */
-export interface RpmFileInfo {
-  /** Position in the header's file arrays. */
+/**
+ * One file as the main header lists it (header-contents.ts's entry: `linkTo`, `digest` and
+ * `caps` are "" when none), with what installing it needs on top.
+ */
+export interface RpmFileInfo extends RpmFileEntry {
+  /** Position in the header's file arrays (what a stripped cpio member names). */
   index: number;
-  /** Absolute and normalised (`/usr/bin/ls`): checked, never `..`, `//` or a NUL. */
+  /** Checked to be a plain absolute path: never `..`, `.`, `//` or a NUL. */
   path: string;
   type: RpmFileType;
-  /** st_mode as rpm records it (type and permission bits). */
-  mode: number;
-  size: number;
-  user: string;
-  group: string;
-  mtime: number;
-  /** FILEFLAGS bits (RpmFileFlag). */
-  flags: number;
   config: boolean;
   /** `%config(noreplace)`: an edited file is kept and the new one written as `.rpmnew`. */
   noreplace: boolean;
   /** `%ghost`: owned, but not in the payload. */
   ghost: boolean;
-  /** A symlink's target. */
-  linkTo?: string;
-  /** Hex digest of a regular file's content, in the header's FILEDIGESTALGO. */
-  digest?: string;
-  /** `%caps(…)` in cap_to_text form, when set. */
-  caps?: string;
-  rdev: number;
   /** Files with the same inode and device numbers are hard links of each other. */
   inode: number;
   device: number;
@@ -185,78 +174,45 @@ async function readExactly(fh: FileHandle, offset: number, length: number, what:
   return buf;
 }
 
-/** The files of a main header, checked (paths, types, array lengths). */
-export function rpmHeaderFiles(header: RpmHeader, what: string): RpmFileInfo[] {
-  const basenames = header.stringArray(RpmTag.BASENAMES);
-  let paths: string[];
-  if (basenames.length) {
-    const dirnames = header.stringArray(RpmTag.DIRNAMES);
-    const dirindexes = header.numberArray(RpmTag.DIRINDEXES);
-    if (dirindexes.length !== basenames.length)
-      throw invalid(what, "has DIRINDEXES and BASENAMES of different lengths");
-    paths = basenames.map((base, i) => {
-      const dir = dirnames[dirindexes[i]!];
-      if (dir === undefined) throw invalid(what, `has a DIRINDEXES entry ${dirindexes[i]} past its DIRNAMES`);
-      return `${dir}${base}`;
-    });
-  } else {
-    paths = header.stringArray(RpmTag.OLDFILENAMES);
+/**
+ * The files of a package's main header (header-contents.ts reads the parallel arrays), checked
+ * for what installing them needs: plain absolute paths (UNSAFE_LAYER otherwise), each listed
+ * once, a file type in every mode, hex digests.
+ */
+export function packageFiles(header: RpmHeader, what: string): RpmFileInfo[] {
+  const entries = rpmHeaderFiles(header, what);
+  const inodes = header.numberArray(RpmTag.FILEINODES);
+  const devices = header.numberArray(RpmTag.FILEDEVICES);
+  if (
+    (inodes.length && inodes.length !== entries.length) ||
+    (devices.length && devices.length !== entries.length)
+  ) {
+    throw invalid(what, `has FILEINODES or FILEDEVICES of another length than its ${entries.length} files`);
   }
-  const n = paths.length;
-  const array = <T>(values: T[], tag: string, optional = false): T[] => {
-    if (values.length === n || (optional && values.length === 0)) return values;
-    throw invalid(what, `has ${values.length} ${tag} for ${n} files`);
-  };
-  const sizes = header.has(RpmTag.LONGFILESIZES)
-    ? array(header.numberArray(RpmTag.LONGFILESIZES), "LONGFILESIZES")
-    : array(header.numberArray(RpmTag.FILESIZES), "FILESIZES");
-  const modes = array(header.numberArray(RpmTag.FILEMODES), "FILEMODES");
-  const flags = array(header.numberArray(RpmTag.FILEFLAGS), "FILEFLAGS", true);
-  const users = array(header.stringArray(RpmTag.FILEUSERNAME), "FILEUSERNAME", true);
-  const groups = array(header.stringArray(RpmTag.FILEGROUPNAME), "FILEGROUPNAME", true);
-  const mtimes = array(header.numberArray(RpmTag.FILEMTIMES), "FILEMTIMES", true);
-  const links = array(header.stringArray(RpmTag.FILELINKTOS), "FILELINKTOS", true);
-  const digests = array(header.stringArray(RpmTag.FILEDIGESTS), "FILEDIGESTS", true);
-  const caps = array(header.stringArray(RpmTag.FILECAPS), "FILECAPS", true);
-  const rdevs = array(header.numberArray(RpmTag.FILERDEVS), "FILERDEVS", true);
-  const inodes = array(header.numberArray(RpmTag.FILEINODES), "FILEINODES", true);
-  const devices = array(header.numberArray(RpmTag.FILEDEVICES), "FILEDEVICES", true);
   const seen = new Set<string>();
-  return paths.map((raw, index) => {
-    const path = checkFilePath(raw, what);
+  return entries.map((entry, index) => {
+    const path = checkFilePath(entry.path, what);
     if (seen.has(path)) throw invalid(what, `lists file ${quoteUntrusted(path)} twice`);
     seen.add(path);
-    const mode = modes[index]!;
-    const type = fileType(mode);
+    const type = fileType(entry.mode);
     if (!type)
-      throw invalid(what, `gives file ${quoteUntrusted(path)} mode ${mode.toString(8)}, of no file type`);
-    const f = flags[index] ?? 0;
-    const info: RpmFileInfo = {
+      throw invalid(
+        what,
+        `gives file ${quoteUntrusted(path)} mode ${entry.mode.toString(8)}, of no file type`,
+      );
+    if (type === "file" && entry.digest !== "" && !/^[0-9a-f]+$/.test(entry.digest))
+      throw invalid(what, `gives file ${quoteUntrusted(path)} digest ${quoteUntrusted(entry.digest)}`);
+    return {
+      ...entry,
       index,
       path,
       type,
-      mode,
-      size: sizes[index]!,
-      user: users[index] ?? "root",
-      group: groups[index] ?? "root",
-      mtime: mtimes[index] ?? 0,
-      flags: f,
-      config: (f & RpmFileFlag.CONFIG) !== 0,
-      noreplace: (f & RpmFileFlag.NOREPLACE) !== 0,
-      ghost: (f & RpmFileFlag.GHOST) !== 0,
-      rdev: rdevs[index] ?? 0,
+      config: (entry.flags & RpmFileFlag.CONFIG) !== 0,
+      noreplace: (entry.flags & RpmFileFlag.NOREPLACE) !== 0,
+      ghost: (entry.flags & RpmFileFlag.GHOST) !== 0,
       inode: inodes[index] ?? 0,
       device: devices[index] ?? 0,
     };
-    if (type === "symlink") info.linkTo = links[index] ?? "";
-    const digest = digests[index];
-    if (type === "file" && digest) {
-      if (!/^[0-9a-f]+$/.test(digest))
-        throw invalid(what, `gives file ${quoteUntrusted(path)} digest ${quoteUntrusted(digest)}`);
-      info.digest = digest;
-    }
-    if (caps[index]) info.caps = caps[index];
-    return info;
   });
 }
 
@@ -340,7 +296,7 @@ export async function openRpm(path: string, options: OpenRpmOptions = {}): Promi
       payloadOffset,
       payloadCompressor: header.string(RpmTag.PAYLOADCOMPRESSOR) ?? "gzip",
       fileDigestAlgorithm: digestName(header.number(RpmTag.FILEDIGESTALGO), what, "file digest"),
-      files: rpmHeaderFiles(header, what),
+      files: packageFiles(header, what),
     };
     const payloadDigest = header.stringArray(RpmTag.PAYLOADDIGEST)[0];
     if (payloadDigest !== undefined) {
@@ -486,7 +442,7 @@ export async function* rpmPayloadEntries(
           return f === undefined
             ? undefined
             : f.type === "symlink"
-              ? Buffer.byteLength(f.linkTo ?? "")
+              ? Buffer.byteLength(f.linkTo)
               : f.type === "file"
                 ? f.size
                 : 0;
@@ -508,7 +464,7 @@ export async function* rpmPayloadEntries(
         );
       }
       const expectedSize =
-        file.type === "file" ? file.size : file.type === "symlink" ? Buffer.byteLength(file.linkTo ?? "") : 0;
+        file.type === "file" ? file.size : file.type === "symlink" ? Buffer.byteLength(file.linkTo) : 0;
       // A hard link set carries its content once, with the last of its names.
       const hardlinkWithoutData = file.type === "file" && member.size === 0 && (member.nlink ?? 1) > 1;
       if (member.size !== expectedSize && !hardlinkWithoutData) {
@@ -548,7 +504,7 @@ async function* checkedBody(
     if (target.toString("utf8") !== file.linkTo) {
       throw invalid(
         what,
-        `has symlink ${quoteUntrusted(file.path)} to ${quoteUntrusted(target.toString("utf8"))} where its header says ${quoteUntrusted(file.linkTo ?? "")}`,
+        `has symlink ${quoteUntrusted(file.path)} to ${quoteUntrusted(target.toString("utf8"))} where its header says ${quoteUntrusted(file.linkTo)}`,
       );
     }
     yield target;

@@ -14,13 +14,13 @@ import { type RepoChecksum, type RepomdData, repoChecksum, repoLocation } from "
  * whole file has verified.
  */
 
-/** rpm's comparison flags as rpm-md writes them. */
-export type RpmDepFlags = "EQ" | "LT" | "LE" | "GT" | "GE";
+/** rpm's comparison flags as rpm-md writes them (header-contents.ts reads the header's bit form). */
+export type RepoDepFlags = "EQ" | "LT" | "LE" | "GT" | "GE";
 
-export interface RpmDependency {
+export interface RepoDependency {
   /** A package or capability name, a file path (`/bin/sh`), or a rich dependency `(a or b)`. */
   name: string;
-  flags?: RpmDepFlags;
+  flags?: RepoDepFlags;
   epoch?: string;
   version?: string;
   release?: string;
@@ -54,10 +54,10 @@ export interface RepoPackage {
   headerRange?: { start: number; end: number };
   /** `rpm:sourcerpm` (`openssl-3.0.7-27.el9.src.rpm`), when the package has one. */
   sourceRpm?: string;
-  provides: RpmDependency[];
-  requires: RpmDependency[];
-  obsoletes: RpmDependency[];
-  conflicts: RpmDependency[];
+  provides: RepoDependency[];
+  requires: RepoDependency[];
+  obsoletes: RepoDependency[];
+  conflicts: RepoDependency[];
   files: PrimaryFile[];
 }
 
@@ -183,7 +183,7 @@ interface PendingPackage {
   installedSize?: string;
   headerRange?: { start: string | undefined; end: string | undefined };
   sourceRpm?: string;
-  lists: Record<DepList, RpmDependency[]>;
+  lists: Record<DepList, RepoDependency[]>;
   files: PrimaryFile[];
   fileType?: string;
 }
@@ -301,15 +301,15 @@ class PrimaryParser {
     }
   }
 
-  #dependency(a: (name: string) => string | undefined): RpmDependency {
+  #dependency(a: (name: string) => string | undefined): RepoDependency {
     const name = a("name");
     if (!name || name.length > 4096 || /[\s\0]/.test(name.replace(/ /g, "")))
       throw this.#fail(`has a ${this.#list} entry named ${quoteUntrusted(name ?? "")}`);
     const flags = a("flags");
     if (flags !== undefined && !["EQ", "LT", "LE", "GT", "GE"].includes(flags))
       throw this.#fail(`has a ${this.#list} entry with flags ${quoteUntrusted(flags)}`);
-    const dep: RpmDependency = { name };
-    if (flags) dep.flags = flags as RpmDepFlags;
+    const dep: RepoDependency = { name };
+    if (flags) dep.flags = flags as RepoDepFlags;
     for (const [key, field] of [
       ["epoch", "epoch"],
       ["ver", "version"],
