@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { requiring } from "../../../test/lab/requirements.ts";
 import {
   buildRpm,
   cpioListing,
@@ -22,6 +22,17 @@ import { readSqlitePackages } from "./database/sqlite.ts";
 import { parseRpmHeader } from "./header.ts";
 import { openRpm, type RpmPackage, rpmPayloadEntries } from "./package.ts";
 import { readRpmGpgDir, rpmdbKeyring, verifyRpmSignature } from "./signature.ts";
+
+// Real packages and repositories come from the host's rpm tools (scripts/install-system-deps.sh).
+const { after, before, test } = await requiring(
+  "tool:rpmbuild",
+  "tool:rpmsign",
+  "tool:rpm",
+  "tool:rpm2cpio",
+  "tool:cpio",
+  "tool:gpg",
+  "tool:bzip2",
+);
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
 let rsa: RpmTestKey;

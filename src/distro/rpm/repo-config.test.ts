@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { after, before, test } from "node:test";
+import { requiring } from "../../../test/lab/requirements.ts";
 import { type RpmTestKey, rpmScratch, rpmTestKey } from "../../../test/lab/rpm.ts";
 import { isSutureError } from "../../errors/errors.ts";
 import { expandRepoVars, parseIni, readRpmRepoConfig, repoKeyring, rpmBaseArch } from "./repo-config.ts";
+
+// Real packages and repositories come from the host's rpm tools (scripts/install-system-deps.sh).
+const { after, before, test } = await requiring("tool:gpg");
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
 let key: RpmTestKey;

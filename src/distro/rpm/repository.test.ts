@@ -4,7 +4,7 @@ import { createReadStream } from "node:fs";
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { after, before, test } from "node:test";
+import { requiring } from "../../../test/lab/requirements.ts";
 import {
   buildRpm,
   createRepo,
@@ -22,6 +22,16 @@ import { type ReadPrimaryOptions, readPrimary } from "./primary.ts";
 import { readRpmRepoConfig, repoKeyring } from "./repo-config.ts";
 import { parseRepomd, repomdEntry, verifyRepomdSignature } from "./repomd.ts";
 import { verifyRpmSignature } from "./signature.ts";
+
+// Real packages and repositories come from the host's rpm tools (scripts/install-system-deps.sh).
+const { after, before, test } = await requiring(
+  "tool:rpmbuild",
+  "tool:rpmsign",
+  "tool:rpm",
+  "tool:createrepo_c",
+  "tool:gpg",
+  "tool:bzip2",
+);
 
 let scratch: Awaited<ReturnType<typeof rpmScratch>>;
 let key: RpmTestKey;

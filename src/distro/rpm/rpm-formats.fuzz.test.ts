@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { after, before, test } from "node:test";
 import { gunzipSync } from "node:zlib";
 import fc from "fast-check";
 import {
@@ -15,11 +14,15 @@ import {
   parsesOrFailsCleanlyAsync,
   withinBudget,
 } from "../../../test/fuzz/fuzz.ts";
+import { requiring } from "../../../test/lab/requirements.ts";
 import { buildRpm, createRepo, rpmScratch } from "../../../test/lab/rpm.ts";
 import { openRpm, rpmPayloadEntries } from "./package.ts";
 import { readPrimary } from "./primary.ts";
 import { parseIni } from "./repo-config.ts";
 import { parseRepomd, repomdEntry } from "./repomd.ts";
+
+// Real packages and repositories come from the host's rpm tools (scripts/install-system-deps.sh).
+const { after, before, test } = await requiring("tool:rpmbuild", "tool:createrepo_c");
 
 // Property: repository metadata, repository configuration and .rpm files, all untrusted, either
 // read or fail with one line of one of the expected codes, within a time budget. Seeds: a real
