@@ -475,13 +475,15 @@ export async function* rpmPayloadEntries(
       }
       yield { file, size: member.size, body: checkedBody(member.body, file, member.size, pkg, what) };
     }
+    await verified;
   } catch (e) {
     // The payload may have been altered: that, not what it broke, is the cause to report.
     if (!options.signal?.aborted && !isSutureError(e, "UNTRUSTED")) await settle();
-    raw.destroy();
     throw e;
+  } finally {
+    // Also when the consumer stops early: the rest of the file is not read for nothing.
+    raw.destroy();
   }
-  await verified;
   if (md5 && md5Expected && !md5.digest().equals(Buffer.from(md5Expected))) {
     throw untrusted(what, "does not match the MD5 its signature header records");
   }
