@@ -10,8 +10,12 @@ packages=(
   skopeo umoci         # independent checkers of our OCI output
   mmdebstrap debian-archive-keyring  # real Debian images from the archive
   gpg                  # test keys for tampered-repository tests
-  rpm                  # rpm.vercmp: the reference the RPM version-order tests compare against; rpm -qa over rpmdb readers
+  rpm                  # rpm.vercmp: the reference the RPM version-order tests compare against;
+                       # rpm -qa over rpmdb readers; rpmbuild/rpmsign/rpm2cpio: the .rpm files
+                       # the rpm format tests read
   db5.3-util           # db5.3_load: writes real Berkeley DB hash Packages for the rpm BDB reader tests
+  createrepo-c         # real rpm-md repositories (repomd.xml, primary.xml.{gz,xz,zst})
+  cpio                 # rpm2cpio | cpio -t: the reference listing of a .rpm payload
   zstd libcap2-bin       # layer tests: decompress zstd layers independently; setcap/getcap
   ca-certificates      # the CA-bundle test compares with the host's update-ca-certificates output
 )

@@ -127,7 +127,7 @@ export function compressor(kind: Compression): Transform | undefined {
 }
 
 /** The formats `decompress` and `decompressAll` read, named by what the file or member says it is. */
-export type DecodeFormat = "gzip" | "zstd" | "xz" | "lzma" | "lz4" | "none";
+export type DecodeFormat = "gzip" | "zstd" | "xz" | "lzma" | "lz4" | "bzip2" | "none";
 
 export interface DecodeOptions {
   /** What is decompressed, for messages (`index main/binary-amd64/Packages.xz`, `…'s data.tar.xz member`). */
@@ -148,6 +148,8 @@ export interface DecodeOptions {
 export const HOST_XZ: string | undefined = ["/usr/bin/xz", "/bin/xz"].find((p) => existsSync(p));
 /** The host's `lz4` (apt stores its lists lz4-compressed with Acquire::GzipIndexes and lz4 compression). */
 const HOST_LZ4: string | undefined = ["/usr/bin/lz4", "/bin/lz4"].find((p) => existsSync(p));
+/** The host's `bzip2`: old rpm repositories and packages (before xz and zstd) are bzip2-compressed. */
+const HOST_BZIP2: string | undefined = ["/usr/bin/bzip2", "/bin/bzip2"].find((p) => existsSync(p));
 
 /**
  * Without a host xz, xz and lzma inputs are decompressed in memory by the binding (it has no
@@ -225,6 +227,10 @@ async function* decodedPieces(
     case "lz4":
       if (!HOST_LZ4) throw new Error("no lz4 program on this host");
       yield* hostDecoderStream(HOST_LZ4, ["-dc"], asStream());
+      return;
+    case "bzip2":
+      if (!HOST_BZIP2) throw new Error("no bzip2 program on this host");
+      yield* hostDecoderStream(HOST_BZIP2, ["-dc"], asStream());
       return;
     case "xz":
     case "lzma":

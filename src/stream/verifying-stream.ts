@@ -1,5 +1,5 @@
-import { createHash } from "node:crypto";
-import { Transform, type TransformCallback } from "node:stream";
+import { createHash, type Hash } from "node:crypto";
+import { PassThrough, type Readable, Transform, type TransformCallback } from "node:stream";
 
 /** What a stream must turn out to be: its SHA-256 (lower-case hex) and size. */
 export interface StreamExpectation {
@@ -10,6 +10,11 @@ export interface StreamExpectation {
   sha256?: string;
   /** Exact size in bytes; negative when unknown (then only the digest is checked). */
   size: number;
+  /**
+   * The hash the `sha256` field's digest is of, when it is not SHA-256: rpm-md repositories
+   * (repomd.xml) also name SHA-1 and SHA-512 checksums.
+   */
+  algorithm?: "sha1" | "sha224" | "sha256" | "sha384" | "sha512";
 }
 
 /** The caller's errors (its code and wording: a registry blob is not a signed package index). */
@@ -29,7 +34,7 @@ export interface VerifyFailures {
  * as untrusted until the stream ends cleanly.
  */
 export class VerifyingStream extends Transform {
-  readonly #hash = createHash("sha256");
+  readonly #hash: Hash;
   readonly #expected: StreamExpectation;
   readonly #failures: VerifyFailures;
   /** Bytes seen so far. */
@@ -37,6 +42,7 @@ export class VerifyingStream extends Transform {
 
   constructor(expected: StreamExpectation, failures: VerifyFailures) {
     super();
+    this.#hash = createHash(expected.algorithm ?? "sha256");
     this.#expected = expected;
     this.#failures = failures;
   }
@@ -60,4 +66,53 @@ export class VerifyingStream extends Transform {
     const ok = this.#expected.sha256 === undefined || actual === this.#expected.sha256;
     callback(ok ? undefined : this.#failures.digestMismatch(actual));
   }
+}
+
+/** A verifier fed from an input, and a copy of what it passes for a consumer that may give up. */
+export interface VerifiedCopy {
+  /** The verified bytes, for the consumer (a decoder, a parser). Ends when the input ends. */
+  copy: PassThrough;
+  /** Settles when the verifier has seen the whole input: rejects with its error on a mismatch. */
+  verified: Promise<void>;
+  /**
+   * For a consumer that failed part-way: run the rest of the input through the verifier (the
+   * copy is no longer fed) and reject with the verifier's error if the bytes were altered, so
+   * that a tampered file is reported as tampered, not as whatever it broke downstream.
+   */
+  settle(): Promise<void>;
+}
+
+/**
+ * Pipe `input` through `verifier` and hand the consumer a copy of the bytes, so that the
+ * verifier can still run to the end when the consumer stops early.
+ */
+export function verifyAlongside(input: Readable, verifier: VerifyingStream): VerifiedCopy {
+  const verified = new Promise<void>((resolve, reject) => {
+    verifier.on("end", resolve);
+    verifier.on("error", reject);
+  });
+  verified.catch(() => {});
+  const copy = new PassThrough();
+  let feeding = true;
+  verifier.on("data", (chunk: Buffer) => {
+    if (!feeding || copy.destroyed) return;
+    if (!copy.write(chunk)) {
+      verifier.pause();
+      copy.once("drain", () => verifier.resume());
+    }
+  });
+  verifier.on("end", () => copy.end());
+  verifier.on("error", (e) => copy.destroy(e));
+  input.on("error", (e) => verifier.destroy(e));
+  input.pipe(verifier);
+  return {
+    copy,
+    verified,
+    settle: async () => {
+      feeding = false;
+      if (verifier.destroyed) return verified;
+      verifier.resume();
+      return verified;
+    },
+  };
 }

@@ -28,6 +28,11 @@ export interface VerifyOptions {
   what: string;
   /** Signatures dated up to this far after `now` are accepted (clock skew; default 10 min). */
   clockSkewMs?: number;
+  /**
+   * The remedy when only keys outside the keyring signed (default: apt's, Signed-By); rpm
+   * repositories name theirs with gpgkey=.
+   */
+  unknownKeyFix?: string;
 }
 
 export interface VerifiedText {
@@ -216,7 +221,7 @@ async function checkSignatures(
   }
   const ids = verdicts.map((v) => (v.kind === "unknown" ? v.keyId : "")).filter(Boolean);
   throw untrusted(
-    `${what} is signed by unknown key${ids.length > 1 ? "s" : ""} ${ids.join(", ")}, none of them in the trusted keyring (${keyring.sources.join(", ") || "empty"}): add the repository's key via Signed-By, or check that the source URI is right`,
+    `${what} is signed by unknown key${ids.length > 1 ? "s" : ""} ${ids.join(", ")}, none of them in the trusted keyring (${keyring.sources.join(", ") || "empty"}): ${options.unknownKeyFix ?? "add the repository's key via Signed-By, or check that the source URI is right"}`,
   );
 }
 

@@ -15,13 +15,31 @@ export interface TarMember {
 /** Chunks of a byte stream: a Readable, an async generator, or an array of buffers. */
 export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
-/** Pulls exact byte counts out of a chunk source. */
-class ByteReader {
+/** The errors a ByteReader raises when its input ends early, in its archive format's terms. */
+export interface TruncationErrors {
+  /** Input ended inside a fixed-size record (a header). */
+  record(): SutureError;
+  /** Input ended inside a member's data. */
+  data(): SutureError;
+}
+
+const TAR_TRUNCATION: TruncationErrors = {
+  record: () => new SutureError("INVALID_ARCHIVE", "tar archive is truncated: the layer blob is incomplete"),
+  data: () => new SutureError("INVALID_ARCHIVE", "tar archive is truncated inside a file's data"),
+};
+
+/**
+ * Pulls exact byte counts out of a chunk source: the one buffered reader of the streaming archive
+ * readers (tar here, rpm's cpio payloads in distro/rpm/cpio.ts).
+ */
+export class ByteReader {
   readonly #it: AsyncIterator<Uint8Array>;
+  readonly #truncated: TruncationErrors;
   #buf: Buffer = Buffer.alloc(0);
   #done = false;
 
-  constructor(source: ByteSource) {
+  constructor(source: ByteSource, truncated: TruncationErrors = TAR_TRUNCATION) {
+    this.#truncated = truncated;
     this.#it =
       Symbol.asyncIterator in source
         ? source[Symbol.asyncIterator]()
@@ -47,7 +65,7 @@ class ByteReader {
     while (this.#buf.length < n) {
       if (!(await this.#fill())) {
         if (this.#buf.length === 0) return null;
-        throw new SutureError("INVALID_ARCHIVE", "tar archive is truncated: the layer blob is incomplete");
+        throw this.#truncated.record();
       }
     }
     const out = this.#buf.subarray(0, n);
@@ -60,7 +78,7 @@ class ByteReader {
     let left = n;
     while (left > 0) {
       if (this.#buf.length === 0 && !(await this.#fill())) {
-        throw new SutureError("INVALID_ARCHIVE", "tar archive is truncated inside a file's data");
+        throw this.#truncated.data();
       }
       const take = Math.min(left, this.#buf.length);
       const out = this.#buf.subarray(0, take);
