@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "node:test";
-import { parseApkRepositories, readApkConfig } from "./config.ts";
+import { parseApkRepositories, readApkConfig, worldTags } from "./config.ts";
 
 test("repository lines: URLs, @tags, comments, mirrors", () => {
   const repos = parseApkRepositories(
@@ -74,4 +74,11 @@ test("the image's configuration: repositories.d, arch, world, keys from /etc/apk
   } finally {
     await rm(root, { recursive: true, force: true });
   }
+});
+
+test("the tags a world pins packages to", () => {
+  assert.deepEqual(
+    [...worldTags(["busybox", "zlib@edge", "curl@testing>8", "!foo", "musl@edge"])],
+    ["edge", "testing"],
+  );
 });

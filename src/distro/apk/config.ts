@@ -105,3 +105,8 @@ export async function readApkConfig(
   }
   return { repositories, arch, world, keys, warnings };
 }
+
+/** The repository tags a world pins packages to (`zlib@edge` → `edge`). */
+export function worldTags(world: readonly string[]): Set<string> {
+  return new Set(world.flatMap((w) => /@([^<>=~]+)/.exec(w)?.[1] ?? []));
+}

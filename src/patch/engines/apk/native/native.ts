@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { readApkConfig } from "../../../../distro/apk/config.ts";
+import { readApkConfig, worldTags } from "../../../../distro/apk/config.ts";
 import {
   INSTALLED_DB_PATH,
   type InstalledPackage,
@@ -92,6 +92,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
           arch,
           cacheDir: cacheRoot(ctx),
           keyring,
+          pinnedTags: worldTags(config.world),
           progress,
           signal: ctx.signal,
         }),

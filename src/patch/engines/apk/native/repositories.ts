@@ -31,6 +31,8 @@ export interface OpenApkRepositoriesOptions {
   /** The engine's cache root (`<--cache-dir>/apk-native`); indexes go under `indexes/`. */
   cacheDir: string;
   keyring: ApkKeyring;
+  /** Tags the image's world pins packages to (`name@edge`): their tagged repositories are opened too. */
+  pinnedTags?: ReadonlySet<string>;
   fetch?: HttpFetch;
   retries?: number;
   progress?: ProgressSink;
@@ -67,8 +69,9 @@ type IndexCacheMeta = z.infer<typeof IndexCacheMeta>;
  * anything in it is read. Repositories are kept in the image's order (apk's preference between
  * equal versions).
  *
- * - Tagged repositories (`@edge https://…`) are left out: apk installs from them only packages
- *   asked for by tag (`name@edge`), which an upgrade of installed packages never does.
+ * - Tagged repositories (`@edge https://…`) are opened only when the image's world pins a
+ *   package to their tag (`name@edge`): apk takes from them only what is pinned so
+ *   (resolve.ts decides which entries).
  * - A repository that does not answer or has no index (404) is a warning, as apk warns and goes
  *   on (the official image lists `community`, which a mirror may not carry); none at all is an
  *   error (NOT_FOUND), and so is an image that lists none.
@@ -92,7 +95,7 @@ export async function openApkRepositories(
     options.progress?.({ type: "warning", message });
   };
   const usable = repositories.filter((r) => {
-    if (r.tag !== undefined) return false;
+    if (r.tag !== undefined && !options.pinnedTags?.has(r.tag)) return false;
     if (!/^https?:\/\//i.test(r.fetchUrl)) {
       warn(
         `apk repository ${quoteUntrusted(r.url)} (${r.origin}) is not an http(s) URL, so suture cannot fetch it: left out; use --mirror ${r.url}=http://… to serve it`,

@@ -476,3 +476,29 @@ test("the image's world constraints hold: a pinned package is not raised past it
   assert.equal(all.install.length, 11);
   assert.deepEqual(all.failed, []);
 });
+
+test("a tagged repository serves only the names the world pins to its tag", () => {
+  const EDGE: ApkRepository = {
+    ...COMMUNITY,
+    url: "https://dl-cdn.alpinelinux.org/alpine/edge/main",
+    tag: "edge",
+  };
+  const stable = entries(record({ P: "libfoo", V: "1.1-r0", p: "so:libfoo.so.1=1" }));
+  const tagged = entries(record({ P: "libfoo", V: "1.3-r0", p: "so:libfoo.so.1=1" }));
+  const indexes = [
+    { repository: MAIN, entries: stable },
+    { repository: EDGE, entries: tagged },
+  ];
+  const targets = [{ name: "libfoo", fixedVersion: "1.1-r0" }];
+  // Not pinned: the tagged repository's newer build is not apk's to take.
+  const unpinned = resolveApkUpgrade({ installed: TINY_INSTALLED, indexes, targets, world: ["libfoo"] });
+  assert.equal(unpinned.install[0]!.entry.version, "1.1-r0");
+  assert.equal(unpinned.install[0]!.repository, MAIN);
+  // `libfoo@edge` in the world: the pinned name may come from edge.
+  const pinned = resolveApkUpgrade({ installed: TINY_INSTALLED, indexes, targets, world: ["libfoo@edge"] });
+  assert.equal(pinned.install[0]!.entry.version, "1.3-r0");
+  assert.equal(pinned.install[0]!.repository, EDGE);
+  // Pinned to another tag: edge's build stays out.
+  const other = resolveApkUpgrade({ installed: TINY_INSTALLED, indexes, targets, world: ["libfoo@testing"] });
+  assert.equal(other.install[0]!.entry.version, "1.1-r0");
+});

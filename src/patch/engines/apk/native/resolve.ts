@@ -131,7 +131,8 @@ const worldName = (w: string) => w.split(/[<>=~@]/, 1)[0]!;
 
 export function resolveApkUpgrade(input: ApkResolveInput): ApkResolution {
   const worldWarnings: string[] = [];
-  const candidates = new CandidateIndex(input.indexes, parseWorld(input.world ?? [], worldWarnings));
+  const world = parseWorld(input.world ?? [], worldWarnings);
+  const candidates = new CandidateIndex(input.indexes, world.constraints, world.tags);
   const keptBack = new Map<string, string>();
   const installedNames = new Set(input.installed.map((p) => p.name));
   const failedBefore: PackageFailure[] = [];
@@ -180,7 +181,10 @@ export function resolveApkUpgrade(input: ApkResolveInput): ApkResolution {
 /**
  * Index entries by name and by what they provide, in repository order; entries the image's world
  * rules out (`zlib<1.3.1-r2`, `!foo`: what `apk add` was told) are set aside, as apk's solver never
- * picks them.
+ * picks them. A tagged repository's (`@edge https://…`) entries are candidates only for the names
+ * the world pins to that tag (`zlib@edge`). apk also lets a pinned package's dependencies come
+ * from its tag; that inheritance is not followed here: such a dependency must be in an untagged
+ * repository, or the target is refused (the sandbox engine's apk follows it).
  */
 class CandidateIndex {
   readonly byName = new Map<string, Candidate[]>();
@@ -189,9 +193,15 @@ class CandidateIndex {
   /** Name → the world constraints that ruled out some of its versions. */
   readonly worldRuledOut = new Map<string, string>();
 
-  constructor(indexes: readonly ApkResolveIndex[], world: readonly ApkDependency[]) {
+  constructor(
+    indexes: readonly ApkResolveIndex[],
+    world: readonly ApkDependency[],
+    pinnedTags: ReadonlyMap<string, string> = new Map(),
+  ) {
     indexes.forEach((index, order) => {
+      const tag = index.repository.tag;
       for (const entry of index.entries) {
+        if (tag !== undefined && pinnedTags.get(entry.name) !== tag) continue;
         const rules = world.filter((w) => w.name === entry.name);
         const ruledOut = rules.find((w) =>
           w.conflict ? true : !apkVersionSatisfies(entry.version, w, entry.checksum),
@@ -220,20 +230,28 @@ class CandidateIndex {
 }
 
 /**
- * The image's world entries as constraints: `name[@tag][op version]` (a tag only says where from),
- * `!name`. An entry apk would not read either is ignored, with a warning.
+ * The image's world entries: constraints (`name[@tag][op version]`, `!name`) and the tags names
+ * are pinned to (`name@edge`: where apk may take it from). An entry apk would not read either is
+ * ignored, with a warning.
  */
-function parseWorld(world: readonly string[], warnings: string[]): ApkDependency[] {
-  const out: ApkDependency[] = [];
+function parseWorld(
+  world: readonly string[],
+  warnings: string[],
+): { constraints: ApkDependency[]; tags: Map<string, string> } {
+  const constraints: ApkDependency[] = [];
+  const tags = new Map<string, string>();
   for (const word of world) {
     try {
-      out.push(parseApkDependency(word.replace(/@[^<>=~]*/, ""), "the image's /etc/apk/world"));
+      const dep = parseApkDependency(word.replace(/@[^<>=~]*/, ""), "the image's /etc/apk/world");
+      constraints.push(dep);
+      const tag = /@([^<>=~]+)/.exec(word)?.[1];
+      if (tag !== undefined && !dep.conflict) tags.set(dep.name, tag);
     } catch (e) {
       if (!isSutureError(e)) throw e;
       warnings.push(`${e.message}: ignored`);
     }
   }
-  return out;
+  return { constraints, tags };
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
