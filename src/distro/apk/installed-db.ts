@@ -1,4 +1,5 @@
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { readFileInRoot } from "../../fs/in-root.ts";
 import {
   APK_CHECKSUM,
   type ApkDependency,
@@ -116,6 +117,25 @@ export function installedPackage(fields: ApkField[], dirs: InstalledDir[], where
     for (const f of dir.files) checkFileName(f.name, `${where} package ${info.name}`);
   }
   return { fields, info, dirs };
+}
+
+/**
+ * The installed packages of the apk database in `root` (an image's unpacked or merged root).
+ * `whenMissing` is the error when there is none: what that means depends on the caller (no apk
+ * image at all, or a database a package manager removed).
+ */
+export async function readInstalledDbInRoot(
+  root: string,
+  whenMissing: () => SutureError,
+): Promise<InstalledPackage[]> {
+  const text = await readFileInRoot(root, INSTALLED_DB_PATH);
+  if (text === undefined) throw whenMissing();
+  return parseInstalledDb(text.toString("utf8"));
+}
+
+/** Name → installed version. */
+export function installedVersionsOf(packages: readonly InstalledPackage[]): Map<string, string> {
+  return new Map(packages.map((p) => [p.info.name, p.info.version]));
 }
 
 /** Parse `/lib/apk/db/installed`; `where` names it in messages. Malformed: INVALID_ARCHIVE. */

@@ -2,12 +2,15 @@ import { createHash } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { type ApkConfig, readApkConfig } from "../../../distro/apk/config.ts";
-import { INSTALLED_DB_PATH, parseInstalledDb } from "../../../distro/apk/installed-db.ts";
+import {
+  INSTALLED_DB_PATH,
+  installedVersionsOf,
+  readInstalledDbInRoot,
+} from "../../../distro/apk/installed-db.ts";
 import type { ApkKeyring } from "../../../distro/apk/signature.ts";
 import { compareApkVersions } from "../../../distro/apk/version.ts";
 import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { SutureError } from "../../../errors/errors.ts";
-import { readFileInRoot } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
@@ -132,13 +135,15 @@ export function apkFailure(what: string, exitCode: number, output: string, hint?
 
 /** Installed package name → version, from the image's apk database (resolved inside its root). */
 export async function readApkInstalled(root: string): Promise<Map<string, string>> {
-  const text = await readFileInRoot(root, INSTALLED_DB_PATH);
-  if (!text)
-    throw new SutureError(
-      "PATCH_FAILED",
-      `the image has no ${INSTALLED_DB_PATH} after apk ran: its package database is gone`,
-    );
-  return new Map(parseInstalledDb(text.toString("utf8")).map((p) => [p.info.name, p.info.version]));
+  const packages = await readInstalledDbInRoot(
+    root,
+    () =>
+      new SutureError(
+        "PATCH_FAILED",
+        `the image has no ${INSTALLED_DB_PATH} after apk ran: its package database is gone`,
+      ),
+  );
+  return installedVersionsOf(packages);
 }
 
 /** The repositories file handed to apk: the image's repositories, mirrored, in its order and tags. */

@@ -35,7 +35,7 @@ import {
   type InstalledPackage,
   installedPackage,
   installedRecordFields,
-  parseInstalledDb,
+  readInstalledDbInRoot,
   serializeInstalledDb,
 } from "../../../../distro/apk/installed-db.ts";
 import {
@@ -55,6 +55,7 @@ import type { ProgressSink } from "../../../../progress/events.ts";
 import type { EngineSandbox } from "../../engine.ts";
 import { matchesPathname, type ProtectedPaths, readProtectedPaths } from "./protected-paths.ts";
 import {
+  hasShell,
   parseScriptsTar,
   parseTriggersDb,
   SCRIPTS_DB_PATH,
@@ -104,6 +105,8 @@ export interface ApkInstallOptions {
   signal?: AbortSignal;
   /** Per script. */
   timeoutMs?: number;
+  /** Whether scripts run (the caller's plan decided it with `hasShell`); default: `hasShell(root)`. */
+  runScripts?: boolean;
 }
 
 const FILE_ACL_DEFAULT: ApkAcl = { uid: 0, gid: 0, mode: 0o644 };
@@ -185,11 +188,8 @@ async function install(
   const warnings: string[] = [];
   const state = await readApkState(root);
   const protectedPaths = await readProtectedPaths(root);
-  const sh = walkInRoot(root, "/bin/sh", { followFinal: true });
   const runner =
-    sh.kind === "found" && sh.stat.isFile()
-      ? new ScriptRunner(options.sandbox, options.timeoutMs)
-      : undefined;
+    (options.runScripts ?? hasShell(root)) ? new ScriptRunner(options.sandbox, options.timeoutMs) : undefined;
   const skippedScripts: string[] = [];
   const ids = new ImageIds(root);
 
@@ -319,13 +319,14 @@ interface ApkState {
 }
 
 async function readApkState(root: string): Promise<ApkState> {
-  const installedText = await readFileInRoot(root, INSTALLED_DB_PATH);
-  if (!installedText)
-    throw new SutureError(
-      "PATCH_FAILED",
-      `the image has no ${INSTALLED_DB_PATH}, so its apk packages cannot be updated: it is not an apk-managed image`,
-    );
-  const packages = parseInstalledDb(installedText.toString("utf8"));
+  const packages = await readInstalledDbInRoot(
+    root,
+    () =>
+      new SutureError(
+        "PATCH_FAILED",
+        `the image has no ${INSTALLED_DB_PATH}, so its apk packages cannot be updated: it is not an apk-managed image`,
+      ),
+  );
   const scriptsTar = await readFileInRoot(root, SCRIPTS_DB_PATH);
   const triggersText = await readFileInRoot(root, TRIGGERS_DB_PATH);
   return {

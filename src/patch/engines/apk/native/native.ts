@@ -2,11 +2,10 @@ import { join } from "node:path";
 import { readApkConfig, worldTags } from "../../../../distro/apk/config.ts";
 import {
   INSTALLED_DB_PATH,
-  type InstalledPackage,
-  parseInstalledDb,
+  installedVersionsOf,
+  readInstalledDbInRoot,
 } from "../../../../distro/apk/installed-db.ts";
 import { SutureError } from "../../../../errors/errors.ts";
-import { readFileInRoot, resolveInRoot } from "../../../../fs/in-root.ts";
 import { withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
@@ -24,6 +23,7 @@ import { downloadApkPackages } from "./fetch.ts";
 import { installApkPackages } from "./install.ts";
 import { apkArchFor, openApkRepositories } from "./repositories.ts";
 import { type ApkInstallChoice, resolveApkUpgrade } from "./resolve.ts";
+import { hasShell } from "./scripts.ts";
 
 /** The native engine's plan: the resolved packages with their verified index entries. */
 interface ApkPlan extends EnginePlan {
@@ -55,18 +55,15 @@ export const nativeApkEngine: PatchEngine = {
 /** The engine's cache root under `--cache-dir`. */
 const cacheRoot = (ctx: EngineContext) => join(ctx.cacheDir, "apk-native");
 
-async function readInstalled(root: string): Promise<InstalledPackage[]> {
-  const text = await readFileInRoot(root, INSTALLED_DB_PATH);
-  if (text === undefined)
-    throw new SutureError(
-      "UNSUPPORTED_OS",
-      `the image has no ${INSTALLED_DB_PATH}, so it has no apk packages to patch`,
-    );
-  return parseInstalledDb(text.toString("utf8"));
-}
-
-const versionsOf = (pkgs: readonly InstalledPackage[]) =>
-  new Map(pkgs.map((p) => [p.info.name, p.info.version]));
+const readInstalled = (root: string) =>
+  readInstalledDbInRoot(
+    root,
+    () =>
+      new SutureError(
+        "UNSUPPORTED_OS",
+        `the image has no ${INSTALLED_DB_PATH}, so it has no apk packages to patch`,
+      ),
+  );
 
 /**
  * What the engine would install, resolved against the image's verified repositories, without
@@ -79,7 +76,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
   const arch = apkArchFor(ctx.platform, config);
   const installed = await readInstalled(root);
   const { keyring } = await trustedKeys(config, ctx.keyringFiles ?? [], ctx.progress);
-  const runScripts = (await resolveInRoot(root, "/bin/sh")) !== undefined;
+  const runScripts = hasShell(root);
   // Opened and resolved in one call so the indexes (Alpine's community one is tens of MB parsed)
   // can be collected once the resolution is made.
   const resolution = await (async () => {
@@ -114,7 +111,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     choices: resolution.install,
     remove,
     arch,
-    before: versionsOf(installed),
+    before: installedVersionsOf(installed),
     runScripts,
     install: resolution.install.map((c) => ({
       name: c.entry.name,
@@ -166,6 +163,7 @@ async function applyNative(
     () =>
       installApkPackages(items, plan.remove, {
         sandbox,
+        runScripts: plan.runScripts,
         progress,
         ...(ctx.signal ? { signal: ctx.signal } : {}),
         ...(ctx.timeoutMs === undefined ? {} : { timeoutMs: ctx.timeoutMs }),
@@ -181,7 +179,7 @@ async function applyNative(
       status: "updated",
       ...(c.reason === "target" ? {} : { detail: c.why }),
     });
-  const after = versionsOf(await readInstalled(sandbox.mergedDir));
+  const after = installedVersionsOf(await readInstalled(sandbox.mergedDir));
   // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
   return { before, after, failed, warnings, scriptsMs: installed.scriptsMs };
 }

@@ -163,6 +163,12 @@ export function serializeTriggersDb(lines: readonly TriggerLine[]): string {
   return lines.map((l) => `${[l.checksum, ...l.globs].join(" ")}\n`).join("");
 }
 
+/** Whether the image has the `/bin/sh` apk runs packages' scripts with (a file, as the image resolves it). */
+export function hasShell(root: string): boolean {
+  const sh = walkInRoot(root, "/bin/sh", { followFinal: true });
+  return sh.kind === "found" && sh.stat.isFile();
+}
+
 /** Runs packages' scripts in the image with its own `/bin/sh`, as apk runs them. */
 export class ScriptRunner {
   readonly #sandbox: EngineSandbox;
