@@ -5,6 +5,7 @@ import { pipeline } from "node:stream/promises";
 import type { Dispatcher } from "undici";
 import { describeCause, isSutureError, redact, SutureError } from "../errors/errors.ts";
 import { ChecksumStream, type ExpectedChecksum } from "../stream/checksum.ts";
+import type { VerifyingStream } from "../stream/verifying-stream.ts";
 import { createDispatcher } from "./dispatchers.ts";
 import { HttpError, networkError as toSutureNetworkError } from "./errors.ts";
 import { discard, type HttpResponse, header, readCapped, send } from "./request.ts";
@@ -216,15 +217,24 @@ export interface FetchToFileOptions extends RetryOptions {
 }
 
 /**
- * Stream `url` into `dest`, verifying size and SHA-256 against `expected` as it flows (too many
- * bytes stop the transfer at once). Retries connection failures and 5xx; a checksum mismatch is
- * UNTRUSTED and never retried. On any failure `dest` is removed, so only verified files remain.
+ * What a download must turn out to be: a size and SHA-256 from signed metadata, or, where the
+ * metadata vouches for something else (an apk index signs a package's control segment, rpm-md
+ * may list SHA-512), a factory of the caller's own verifying stream (one per attempt) whose
+ * errors say what the caller's metadata promised.
+ */
+export type DownloadExpectation = ExpectedChecksum | (() => VerifyingStream);
+
+/**
+ * Stream `url` into `dest`, verifying it against `expected` as it flows (too many bytes stop the
+ * transfer at once). Retries connection failures and 5xx; a verification failure is a
+ * SutureError (UNTRUSTED) and never retried. `onBytes` may throw a SutureError to stop the
+ * transfer. On any failure `dest` is removed, so only verified files remain.
  */
 export async function fetchToFile(
   fetch: HttpFetch,
   url: string,
   dest: string,
-  expected: ExpectedChecksum,
+  expected: DownloadExpectation,
   options: FetchToFileOptions,
 ): Promise<void> {
   try {
@@ -234,14 +244,21 @@ export async function fetchToFile(
       const tap = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           seen += chunk.length;
-          options.onBytes?.(seen);
+          try {
+            options.onBytes?.(seen);
+          } catch (e) {
+            cb(e as Error);
+            return;
+          }
           cb(null, chunk);
         },
       });
       try {
         await pipeline(
           res.body,
-          new ChecksumStream(expected, `${options.what} from ${redact(url)}`, options.fix),
+          typeof expected === "function"
+            ? expected()
+            : new ChecksumStream(expected, `${options.what} from ${redact(url)}`, options.fix),
           tap,
           createWriteStream(dest),
           { signal: options.signal },

@@ -5,15 +5,8 @@ import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
 import type { ApkRepository } from "../../../../distro/apk/config.ts";
 import { type ApkPackage, checkApkAgainstIndex, openApk } from "../../../../distro/apk/package.ts";
 import { isSutureError, redact, SutureError } from "../../../../errors/errors.ts";
-import { placeFile, streamToFile } from "../../../../fs/atomic.ts";
-import {
-  defaultHttpFetch,
-  type HttpFetch,
-  httpGet,
-  networkError,
-  transferAll,
-} from "../../../../http/fetch.ts";
-import { defaultRetryPolicy, withRetries } from "../../../../http/retry.ts";
+import { placeFile } from "../../../../fs/atomic.ts";
+import { defaultHttpFetch, fetchToFile, type HttpFetch, transferAll } from "../../../../http/fetch.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import { VerifyingStream } from "../../../../stream/verifying-stream.ts";
 
@@ -90,48 +83,43 @@ export async function downloadApkPackages(
       return stored;
     }
     const tmp = join(tmpDir, `${randomBytes(8).toString("hex")}-${storeName(entry)}`);
+    const what = `${entry.name} ${entry.version} (${where})`;
+    const size = entry.size ?? -1;
     try {
-      await withRetries(
-        async () => {
-          const res = await httpGet(fetch, url, { signal });
-          const size = entry.size ?? -1;
-          const what = `${entry.name} ${entry.version} (${where})`;
-          const limit = new VerifyingStream(
-            { size: entry.size ?? -1 },
-            {
-              tooLarge: () =>
-                new SutureError(
-                  "UNTRUSTED",
-                  `${what} is larger than the ${size} bytes its signed index lists: ${FIX}`,
-                ),
-              sizeMismatch: (actual) =>
-                new SutureError(
-                  "UNTRUSTED",
-                  `${what} is ${actual} bytes but its signed index lists ${size}: ${FIX}`,
-                ),
-              digestMismatch: () => new SutureError("INTERNAL", "no digest was expected"),
-            },
-          );
-          let lastReport = 0;
-          limit.on("data", () => {
-            if (limit.bytes > MAX_APK_BYTES)
-              limit.destroy(new SutureError("TOO_LARGE", `${what} is larger than any apk package`));
-            if (lastReport === 0 || limit.bytes - lastReport >= 256 * 1024 || limit.bytes === total) {
-              lastReport = limit.bytes;
-              options.progress?.({ type: "blob", action: "download", digest, bytes: limit.bytes, total });
-            }
-          });
-          try {
-            await streamToFile(res.body, [limit], tmp);
-          } catch (e) {
-            if (isSutureError(e) && e.code !== "IO") throw e;
-            if ((e as { cause?: NodeJS.ErrnoException }).cause?.path) throw e; // a local write failure
-            throw networkError(e, redact(url), signal);
+      // The index signs the control segment (C:), not the file: the stream checks the size the
+      // index lists as it flows, and `verified` the rest once the file is whole.
+      const sizeOnly = () =>
+        new VerifyingStream(
+          { size },
+          {
+            tooLarge: () =>
+              new SutureError(
+                "UNTRUSTED",
+                `${what} is larger than the ${size} bytes its signed index lists: ${FIX}`,
+              ),
+            sizeMismatch: (actual) =>
+              new SutureError(
+                "UNTRUSTED",
+                `${what} is ${actual} bytes but its signed index lists ${size}: ${FIX}`,
+              ),
+            digestMismatch: () => new SutureError("INTERNAL", "no digest was expected"),
+          },
+        );
+      let lastReport = 0;
+      await fetchToFile(fetch, url, tmp, sizeOnly, {
+        what,
+        fix: FIX,
+        signal,
+        retries: options.retries ?? 3,
+        onBytes: (bytes) => {
+          if (bytes > MAX_APK_BYTES)
+            throw new SutureError("TOO_LARGE", `${what} is larger than any apk package`);
+          if (lastReport === 0 || bytes - lastReport >= 256 * 1024 || bytes === total) {
+            lastReport = bytes;
+            options.progress?.({ type: "blob", action: "download", digest, bytes, total });
           }
         },
-        { ...defaultRetryPolicy, attempts: (options.retries ?? 3) + 1, baseDelayMs: 300 },
-        { signal, cancelled: "package download cancelled" },
-      );
+      });
       await verified(tmp, item, where);
       await placeFile(tmp, final);
       // The store's copy is handed on (the temporary is gone): the file just checked, so its data
