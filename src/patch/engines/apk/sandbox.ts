@@ -11,6 +11,7 @@ import type { ApkKeyring } from "../../../distro/apk/signature.ts";
 import { compareApkVersions } from "../../../distro/apk/version.ts";
 import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { SutureError } from "../../../errors/errors.ts";
+import { childPath } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
@@ -276,7 +277,8 @@ export const apkSandboxEngine: PatchEngine = {
     await rm(own, { recursive: true, force: true });
     await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
     try {
-      for (const [name, pem] of pems) await writeFile(join(dirs.keys, name), pem, { flag: "wx" });
+      for (const [name, pem] of pems)
+        await writeFile(childPath(dirs.keys, name, "apk key"), pem, { flag: "wx" });
       await writeFile(join(dirs.etc, "repositories"), repositoriesFile);
       const run: ApkRun = {
         sandbox,
