@@ -1,5 +1,4 @@
 import { mkdtempSync, readFileSync, rmSync, type Stats, writeFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
@@ -21,14 +20,15 @@ import { RPM_INDEXES, type RpmIndex, rpmIndexRows } from "./write-index.ts";
  * transaction.
  *
  * The image's file is never opened by SQLite in place: SQLite creates -wal/-shm/-journal files
- * beside a database it opens and follows symlinks on its own. The database (with its -wal and a
- * hot -journal, so SQLite replays or rolls back what rpm left exactly as rpm's SQLite would) is
- * copied into a private directory, changed there, checkpointed and closed, and the finished file
+ * beside a database it opens and follows symlinks on its own. The database (with its -wal, so
+ * SQLite replays what rpm committed there, as rpm's SQLite and the reader do) is copied into a
+ * private directory, changed there, checkpointed and closed, and the finished file
  * is renamed over the image's (src/fs/atomic.ts) with the original's mode and owner. The journal
  * mode is the file's own (rpm sets WAL; it is recorded in the file and left as it was). A -wal
  * the image had with frames in it is emptied, since its frames are now in the file (replaying
- * them would undo the change); an empty one is left, as rpm leaves it; a hot journal is removed
- * for the same reason.
+ * them would undo the change); an empty one is left, as rpm leaves it. A hot rollback journal (an
+ * interrupted transaction in a database someone switched out of WAL mode) is refused: SQLite
+ * would roll the file back, so it is not what the reader read and planned from.
  */
 
 /** Tables and columns rpm creates; anything else in the schema (triggers, views) is refused. */
@@ -50,19 +50,21 @@ export async function writeSqliteRpmDatabase(
   const db = await readFileInRoot(root, location.path);
   if (db === undefined) throw new SutureError("IO", `cannot read the rpm database ${what} in the image`);
   if (!isSqliteDb(db)) throw damagedDb(what, "it is not an SQLite database (no SQLite magic)");
-  const sidecars = {
-    wal: await sidecar(root, `${location.path}-wal`),
-    journal: await sidecar(root, `${location.path}-journal`),
-  };
+  const wal = await sidecar(root, `${location.path}-wal`);
+  const journal = await sidecar(root, `${location.path}-journal`);
+  if (journal !== undefined && isHotJournal(journal.bytes)) {
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `the rpm database ${what} has an unfinished transaction (${what}-journal): run rpm in the image once so that SQLite rolls it back, or patch with --engine sandbox`,
+    );
+  }
 
   const dir = mkdtempSync(join(tmpdir(), "suture-rpmdb-write-"));
   let written: Buffer;
   try {
     const file = join(dir, "rpmdb.sqlite");
     writeFileSync(file, db, { mode: 0o600 });
-    if (sidecars.wal?.bytes.length) writeFileSync(`${file}-wal`, sidecars.wal.bytes, { mode: 0o600 });
-    if (sidecars.journal?.bytes.length)
-      writeFileSync(`${file}-journal`, sidecars.journal.bytes, { mode: 0o600 });
+    if (wal?.bytes.length) writeFileSync(`${file}-wal`, wal.bytes, { mode: 0o600 });
     applyChange(file, what, change);
     written = readFileSync(file);
   } finally {
@@ -70,16 +72,16 @@ export async function writeSqliteRpmDatabase(
   }
 
   await replaceImageFile(dbHost, walk.stat, written, what);
-  if (sidecars.wal !== undefined && sidecars.wal.bytes.length > 0) {
-    await replaceImageFile(sidecars.wal.host, sidecars.wal.stat, Buffer.alloc(0), `${what}-wal`);
+  if (wal !== undefined && wal.bytes.length > 0) {
+    await replaceImageFile(wal.host, wal.stat, Buffer.alloc(0), `${what}-wal`);
   }
-  if (sidecars.journal !== undefined && sidecars.journal.bytes.length > 0) {
-    await rm(sidecars.journal.host, { force: true }).catch((e) => {
-      throw new SutureError("IO", `cannot remove ${what}-journal in the image: ${describeCause(e)}`, {
-        cause: e,
-      });
-    });
-  }
+}
+
+/** SQLite's rollback journal header magic: a journal starting with it is hot (pager.c aJournalMagic). */
+const JOURNAL_MAGIC = Buffer.from([0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]);
+
+function isHotJournal(bytes: Buffer): boolean {
+  return bytes.length >= 8 && bytes.subarray(0, 8).equals(JOURNAL_MAGIC);
 }
 
 interface Sidecar {

@@ -301,6 +301,34 @@ test("sqlite: transactions left in the image's -wal are kept, and the emptied lo
   assert.equal(await rpmIn(root, "-q", "alpha"), "alpha-2.0-1.noarch\n");
 });
 
+test("sqlite: an unfinished rollback-journal transaction is refused in one line, nothing written", async () => {
+  const root = await image("hot-journal");
+  const file = join(root, DB);
+  const read = (await readInstalledRpmsInRoot(root))!;
+  await rm(`${file}-wal`);
+  await rm(`${file}-shm`);
+  const scratchDb = join(scratch.dir, "hot.sqlite");
+  await cp(file, scratchDb);
+  // A transaction caught midway: a tiny page cache makes SQLite write changed pages into the
+  // file, with the originals in the journal, before the commit; both are copied at that moment.
+  const db = new DatabaseSync(scratchDb, { enableForeignKeyConstraints: false });
+  db.exec("PRAGMA journal_mode = DELETE; PRAGMA cache_size = 1");
+  db.exec("BEGIN; DELETE FROM Basenames; DELETE FROM Dirnames; DELETE FROM Packages");
+  await cp(scratchDb, file);
+  await cp(`${scratchDb}-journal`, `${file}-journal`);
+  db.exec("ROLLBACK");
+  db.close();
+  const before = await readFile(file);
+  await assert.rejects(
+    writeRpmDatabase(root, read.location, { add: [], remove: read.packages.slice(0, 1) }),
+    cleanFailure(
+      "INVALID_ARCHIVE",
+      /rpmdb\.sqlite has an unfinished transaction \(.*-journal\): run rpm in the image once/,
+    ),
+  );
+  assert.deepEqual(await readFile(file), before);
+});
+
 test("sqlite: a real CBL-Mariner database (a copy) takes a package out and one in", async () => {
   const root = join(scratch.dir, "mariner");
   await mkdir(join(root, "var/lib/rpm"), { recursive: true });
