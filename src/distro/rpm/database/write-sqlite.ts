@@ -5,7 +5,7 @@ import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { describeCause, isSutureError, SutureError } from "../../../errors/errors.ts";
 import { READ_POLICY, readFileInRoot, walkInRoot } from "../../../fs/in-root.ts";
 import { parseRpmHeader, type RpmHeader, RpmTag } from "../header.ts";
-import type { RpmDatabaseLocation } from "../installed.ts";
+import type { InstalledRpm, RpmDatabaseLocation } from "../installed.ts";
 import { damagedDb } from "./records.ts";
 import { isSqliteDb } from "./sqlite.ts";
 import type { RpmDatabaseChange } from "./write.ts";
@@ -114,6 +114,7 @@ function applyChange(file: string, what: string, change: RpmDatabaseChange): voi
     try {
       for (const index of missing) createIndexTable(handle, index, what);
       removePackages(handle, change, what);
+      for (const { pkg, header } of change.update ?? []) updatePackage(handle, pkg, header, what);
       for (const { header } of change.add) addPackage(handle, header, what);
       handle.exec("COMMIT");
     } catch (e) {
@@ -193,24 +194,40 @@ function insertStatement(handle: DatabaseSync, index: RpmIndex) {
   return handle.prepare(`INSERT INTO '${index.table}' VALUES (${key}, ?, ?)`);
 }
 
-function removePackages(handle: DatabaseSync, change: RpmDatabaseChange, what: string): void {
-  const get = handle.prepare("SELECT blob FROM Packages WHERE hnum = ?");
-  for (const pkg of change.remove) {
-    const row = get.get(pkg.recordNumber);
-    const stored = row?.blob as Uint8Array | undefined;
-    // The package must still be the one that was read: anything else means the database changed
-    // under the patch, and deleting by number would remove another package.
-    if (stored === undefined || (pkg.header && !Buffer.from(stored).equals(Buffer.from(pkg.header.blob)))) {
-      throw new SutureError(
-        "INTERNAL",
-        `package record ${pkg.recordNumber} of ${what} is no longer ${pkg.nevra.name}: the database changed while it was patched`,
-      );
-    }
-    handle.prepare("DELETE FROM Packages WHERE hnum = ?").run(pkg.recordNumber);
-    for (const index of RPM_INDEXES) {
-      handle.prepare(`DELETE FROM '${index.table}' WHERE hnum = ?`).run(pkg.recordNumber);
-    }
+/**
+ * The package must still be the one that was read: anything else means the database changed
+ * under the patch, and deleting or rewriting by number would hit another package.
+ */
+function checkUnchanged(handle: DatabaseSync, pkg: InstalledRpm, what: string): void {
+  const row = handle.prepare("SELECT blob FROM Packages WHERE hnum = ?").get(pkg.recordNumber);
+  const stored = row?.blob as Uint8Array | undefined;
+  if (stored === undefined || (pkg.header && !Buffer.from(stored).equals(Buffer.from(pkg.header.blob)))) {
+    throw new SutureError(
+      "INTERNAL",
+      `package record ${pkg.recordNumber} of ${what} is no longer ${pkg.nevra.name}: the database changed while it was patched`,
+    );
   }
+}
+
+function deleteIndexRows(handle: DatabaseSync, hnum: number): void {
+  for (const index of RPM_INDEXES) handle.prepare(`DELETE FROM '${index.table}' WHERE hnum = ?`).run(hnum);
+}
+
+function removePackages(handle: DatabaseSync, change: RpmDatabaseChange, what: string): void {
+  for (const pkg of change.remove) {
+    checkUnchanged(handle, pkg, what);
+    handle.prepare("DELETE FROM Packages WHERE hnum = ?").run(pkg.recordNumber);
+    deleteIndexRows(handle, pkg.recordNumber);
+  }
+}
+
+/** A header rewritten in place (rpm's INSERT OR REPLACE under the same hnum), its rows refiled. */
+function updatePackage(handle: DatabaseSync, pkg: InstalledRpm, blob: Uint8Array, what: string): void {
+  checkUnchanged(handle, pkg, what);
+  const header = parseRpmHeader(blob, `package record ${pkg.recordNumber} of ${what}`);
+  handle.prepare("UPDATE Packages SET blob = ? WHERE hnum = ?").run(blob, pkg.recordNumber);
+  deleteIndexRows(handle, pkg.recordNumber);
+  insertIndexRows(handle, header, pkg.recordNumber, what);
 }
 
 function addPackage(handle: DatabaseSync, blob: Uint8Array, what: string): void {
@@ -218,6 +235,10 @@ function addPackage(handle: DatabaseSync, blob: Uint8Array, what: string): void 
   const result = handle.prepare("INSERT INTO Packages VALUES (NULL, ?)").run(blob);
   const hnum = Number(result.lastInsertRowid);
   if (hnum > 0xffffffff) throw damagedDb(what, "its package numbers have run past rpm's 32-bit limit");
+  insertIndexRows(handle, header, hnum, what);
+}
+
+function insertIndexRows(handle: DatabaseSync, header: RpmHeader, hnum: number, what: string): void {
   const name = header.string(RpmTag.NAME) ?? "";
   for (const index of RPM_INDEXES) {
     const insert = insertStatement(handle, index);

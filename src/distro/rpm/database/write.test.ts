@@ -9,7 +9,7 @@ import { requiring } from "../../../../test/lab/requirements.ts";
 import { buildRpm, type RpmTestPackage, rpmScratch, tool } from "../../../../test/lab/rpm.ts";
 import { parseRpmHeader, type RpmHeader, RpmTag } from "../header.ts";
 import { type InstalledRpm, RPM_MANIFEST_PATH, readInstalledRpmsInRoot } from "../installed.ts";
-import { installedRpmHeader, type RpmFileState } from "../installed-header.ts";
+import { installedRpmHeader, type RpmFileState, rpmHeaderWithFileStates } from "../installed-header.ts";
 import { openRpm, type RpmPackage } from "../package.ts";
 import { writeRpmDatabase } from "./write.ts";
 import { richDependencyKeys } from "./write-index.ts";
@@ -247,6 +247,61 @@ test("sqlite: the image's rpm queries, verifies and erases in suture's database"
   assert.deepEqual(await rpmTry(root, "--verifydb"), { code: 0, out: "" });
   await rpmIn(root, "-e", "--justdb", "--nodeps", "gamma");
   assert.equal(await rpmIn(root, "-qa"), "alpha-2.0-1.noarch\n");
+});
+
+test("sqlite: a file another package takes over is marked replaced in its owner's header, as rpm marks it", async () => {
+  const files = (content: string) => [{ path: "/opt/shared/file", content }];
+  const owner = await buildRpm(scratch.dir, {
+    name: "owner",
+    version: "1.0",
+    release: "1",
+    files: files("owner\n"),
+  });
+  const taker = await buildRpm(scratch.dir, {
+    name: "taker",
+    version: "1.0",
+    release: "1",
+    files: files("taker\n"),
+  });
+  const start = join(scratch.dir, "replaced-base");
+  await mkdir(start);
+  await rpmIn(start, "-i", ...INSTALL, owner);
+  const theirs = join(scratch.dir, "replaced-rpm");
+  await cp(start, theirs, { recursive: true, verbatimSymlinks: true });
+  await rpmIn(theirs, "-i", ...INSTALL, "--replacefiles", taker);
+  const mine = join(scratch.dir, "replaced-suture");
+  await cp(start, mine, { recursive: true, verbatimSymlinks: true });
+
+  const read = (await readInstalledRpmsInRoot(mine))!;
+  const real = new Map(
+    (await readInstalledRpmsInRoot(theirs))!.packages.map((p) => [p.nevra.name, p.header!]),
+  );
+  assert.deepEqual(real.get("owner")!.numberArray(RpmTag.FILESTATES), [1]);
+  const pkg = await openRpm(taker);
+  const h = real.get("taker")!;
+  const stamp = {
+    time: h.number(RpmTag.INSTALLTIME)!,
+    tid: h.number(RpmTag.INSTALLTID)!,
+    color: h.number(RpmTag.INSTALLCOLOR)!,
+  };
+  const ownerPkg = read.packages.find((p) => p.nevra.name === "owner")!;
+  await run("sh", ["-c", 'cd "$1" && rpm2cpio "$2" | cpio -idmu --quiet', "sh", mine, taker]);
+  await writeRpmDatabase(mine, read.location, {
+    add: [{ pkg, header: installedRpmHeader(pkg, stamp, ["normal"]) }],
+    remove: [],
+    update: [
+      { pkg: ownerPkg, header: rpmHeaderWithFileStates(ownerPkg.header!, new Map([[0, "replaced"]])) },
+    ],
+  });
+  const mineRows = indexRows(join(mine, DB));
+  for (const [table, rows] of indexRows(join(theirs, DB))) assert.deepEqual(mineRows.get(table), rows, table);
+  for (const query of [
+    ["-V", "owner", "taker"],
+    ["-qf", "/opt/shared/file"],
+    ["-q", "--qf", "[%{FILESTATES:fstate}\\n]", "owner"],
+  ]) {
+    assert.deepEqual(await rpmTry(mine, ...query), await rpmTry(theirs, ...query), query.join(" "));
+  }
 });
 
 test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and owner are kept", async () => {

@@ -16,6 +16,12 @@ export interface RpmDatabaseChange {
   add: readonly { pkg: RpmPackage; header: Uint8Array }[];
   /** Packages removed (upgraded or obsoleted), as readInstalledRpmsInRoot returned them. */
   remove: readonly InstalledRpm[];
+  /**
+   * Packages that stay, with a new header (rpmHeaderWithFileStates: files another package took
+   * over marked "replaced"); they keep their record number. Not recorded in a manifest, which has
+   * no file states.
+   */
+  update?: readonly { pkg: InstalledRpm; header: Uint8Array }[];
 }
 
 /**
