@@ -195,6 +195,10 @@ test("sqlite: suture's database after upgrade, erase and install is rpm's own, t
   for (const [table, rows] of theirs) assert.deepEqual(mine.get(table), rows, table);
   // rpm -qa lists in the same order (new packages last, by hnum).
   assert.equal(await rpmIn(root, "-qa"), await rpmIn(reference, "-qa"));
+  // The same change to the same image gives the same bytes (a reproducible patch layer).
+  const again = await image("same-as-rpm-again");
+  await patchLikeReference(again);
+  assert.ok((await readFile(join(again, DB))).equals(await readFile(join(root, DB))));
 });
 
 test("sqlite: index tables the database lacks are created and filled as rpm does when it opens them", async () => {
