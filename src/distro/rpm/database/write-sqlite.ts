@@ -31,7 +31,7 @@ import { RPM_INDEXES, type RpmIndex, rpmIndexRows } from "./write-index.ts";
  * would roll the file back, so it is not what the reader read and planned from.
  */
 
-/** Tables and columns rpm creates; anything else in the schema (triggers, views) is refused. */
+/** rpm's table of headers, `(hnum, blob)`. */
 const PACKAGES_TABLE = "Packages";
 
 const FIX = "rebuild it in the image (rpmdb --rebuilddb) or patch with --engine sandbox";
@@ -102,7 +102,8 @@ async function sidecar(root: string, path: string): Promise<Sidecar | undefined>
 function applyChange(file: string, what: string, change: RpmDatabaseChange): void {
   let handle: DatabaseSync | undefined;
   try {
-    // rpm leaves foreign keys unenforced (its deletes run Packages first).
+    // rpm never turns SQLite's foreign key checks on (its index rows reference Packages but are
+    // deleted after the package's row); neither does suture.
     handle = new DatabaseSync(file, { enableForeignKeyConstraints: false });
     handle.enableDefensive(true);
     handle.exec("PRAGMA trusted_schema = OFF");

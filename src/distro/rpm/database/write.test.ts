@@ -11,7 +11,7 @@ import { parseRpmHeader, type RpmHeader, RpmTag } from "../header.ts";
 import { type InstalledRpm, RPM_MANIFEST_PATH, readInstalledRpmsInRoot } from "../installed.ts";
 import { installedRpmHeader, type RpmFileState, rpmHeaderWithFileStates } from "../installed-header.ts";
 import { openRpm, type RpmPackage } from "../package.ts";
-import { writeRpmDatabase } from "./write.ts";
+import { assertRpmDatabaseWritable, writeRpmDatabase } from "./write.ts";
 import { richDependencyKeys } from "./write-index.ts";
 
 // The judge is the host's rpm 4.18. It makes the "image" (a root with /var/lib/rpm), and the
@@ -472,6 +472,11 @@ test("bdb and ndb databases are refused in one line naming --engine sandbox, not
   assert.deepEqual(
     await readFile(join(root, "usr/lib/sysimage/rpm/Packages.db")),
     await readFile(join(FIXTURES, "sle15-bci/Packages.db")),
+  );
+  // The engine asks while planning, before it has written anything.
+  assert.throws(
+    () => assertRpmDatabaseWritable(read.location),
+    cleanFailure("UNSUPPORTED_OS", /ndb database: patch with --engine sandbox$/),
   );
   await assert.rejects(
     writeRpmDatabase(root, { path: "/var/lib/rpm/Packages", backend: "bdb" }, { add: [], remove: [] }),
