@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, type Stats, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
@@ -9,7 +9,7 @@ import type { InstalledRpm, RpmDatabaseLocation } from "../installed.ts";
 import { damagedDb } from "./records.ts";
 import { isSqliteDb } from "./sqlite.ts";
 import type { RpmDatabaseChange } from "./write.ts";
-import { replaceImageFile } from "./write-file.ts";
+import { overwriteImageFile } from "./write-file.ts";
 import { RPM_INDEXES, type RpmIndex, rpmIndexRows } from "./write-index.ts";
 
 /**
@@ -22,8 +22,9 @@ import { RPM_INDEXES, type RpmIndex, rpmIndexRows } from "./write-index.ts";
  * The image's file is never opened by SQLite in place: SQLite creates -wal/-shm/-journal files
  * beside a database it opens and follows symlinks on its own. The database (with its -wal, so
  * SQLite replays what rpm committed there, as rpm's SQLite and the reader do) is copied into a
- * private directory, changed there, checkpointed and closed, and the finished file
- * is renamed over the image's (src/fs/atomic.ts) with the original's mode and owner. The journal
+ * private directory, changed there, checkpointed and closed, and the finished bytes are written
+ * over the image's file in place, as rpm's SQLite writes it (the same inode keeps its mode, owner
+ * and SELinux label; write-file.ts overwriteImageFile). The journal
  * mode is the file's own (rpm sets WAL; it is recorded in the file and left as it was). A -wal
  * the image had with frames in it is emptied, since its frames are now in the file (replaying
  * them would undo the change); an empty one is left, as rpm leaves it. A hot rollback journal (an
@@ -71,10 +72,9 @@ export async function writeSqliteRpmDatabase(
     rmSync(dir, { recursive: true, force: true });
   }
 
-  await replaceImageFile(dbHost, walk.stat, written, what);
-  if (wal !== undefined && wal.bytes.length > 0) {
-    await replaceImageFile(wal.host, wal.stat, Buffer.alloc(0), `${what}-wal`);
-  }
+  await overwriteImageFile(dbHost, written, what);
+  if (wal !== undefined && wal.bytes.length > 0)
+    await overwriteImageFile(wal.host, new Uint8Array(0), `${what}-wal`);
 }
 
 /** SQLite's rollback journal header magic: a journal starting with it is hot (pager.c aJournalMagic). */
@@ -86,7 +86,6 @@ function isHotJournal(bytes: Buffer): boolean {
 
 interface Sidecar {
   host: string;
-  stat: Stats;
   bytes: Buffer;
 }
 
@@ -95,7 +94,7 @@ async function sidecar(root: string, path: string): Promise<Sidecar | undefined>
   const walk = walkInRoot(root, path, READ_POLICY);
   if (walk.kind !== "found" || !walk.stat.isFile()) return undefined;
   const bytes = await readFileInRoot(root, path);
-  return bytes === undefined ? undefined : { host: walk.host, stat: walk.stat, bytes };
+  return bytes === undefined ? undefined : { host: walk.host, bytes };
 }
 
 /** Open the private copy, check its schema, apply the change in one transaction, checkpoint. */

@@ -4,6 +4,7 @@ import { cp, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from "node
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { promisify } from "node:util";
+import { getAttributeSync, setAttributeSync } from "@napi-rs/xattr";
 import { cleanFailure } from "../../../../test/fuzz/fuzz.ts";
 import { requiring } from "../../../../test/lab/requirements.ts";
 import { buildRpm, type RpmTestPackage, rpmScratch, tool } from "../../../../test/lab/rpm.ts";
@@ -308,7 +309,7 @@ test("sqlite: a file another package takes over is marked replaced in its owner'
   }
 });
 
-test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and owner are kept", async () => {
+test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and attributes are kept", async () => {
   const root = await image("journal");
   const dir = join(root, "var/lib/rpm");
   // rpm leaves an empty write-ahead log and its index behind (persistent WAL): keep them as they are.
@@ -317,7 +318,12 @@ test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and ow
   const shmBefore = await readFile(join(dir, "rpmdb.sqlite-shm"));
   const modeBefore = (await stat(join(root, DB))).mode;
   const headerBefore = (await readFile(join(root, DB))).subarray(18, 20);
+  // An attribute such as an SELinux label stays: the file is written in place, as rpm writes it.
+  setAttributeSync(join(root, DB), "user.suture-test", "label");
+  const inode = (await stat(join(root, DB))).ino;
   await patchLikeReference(root);
+  assert.equal(getAttributeSync(join(root, DB), "user.suture-test")?.toString(), "label");
+  assert.equal((await stat(join(root, DB))).ino, inode);
   assert.deepEqual((await readdir(dir)).sort(), filesBefore);
   assert.deepEqual(await readFile(join(dir, "rpmdb.sqlite-wal")), walBefore);
   assert.deepEqual(await readFile(join(dir, "rpmdb.sqlite-shm")), shmBefore);
