@@ -83,6 +83,15 @@ export interface RpmTestFile {
   ghost?: boolean;
   /** `%caps(...)`, e.g. "cap_net_raw=ep". */
   caps?: string;
+  /** Plain `%config` (an edited file is saved as `.rpmsave` on upgrade). */
+  configPlain?: boolean;
+  /** `%doc`. */
+  doc?: boolean;
+  /** `%lang(...)`. */
+  lang?: string;
+  /** Owner and group names for `%attr` (default root). */
+  user?: string;
+  group?: string;
 }
 
 export interface RpmTestPackage {
@@ -100,6 +109,8 @@ export interface RpmTestPackage {
   requiresPre?: string[];
   /** `_binary_payload` (w9.gzdio, w6.xzdio, w19.zstdio, w9.bzdio). */
   payload?: string;
+  /** Spec text appended after `%files`: scriptlets (`%post`), triggers (`%transfiletriggerin -- /usr/lib`). */
+  spec?: string;
 }
 
 /** Build one binary package with the host's rpmbuild; returns the .rpm's path. */
@@ -137,13 +148,17 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
   for (const f of pkg.files) {
     const attrs = [
       f.config ? "%config(noreplace)" : "",
+      f.configPlain ? "%config" : "",
+      f.doc ? "%doc" : "",
+      f.lang ? `%lang(${f.lang})` : "",
       f.ghost ? "%ghost" : "",
       f.directory ? "%dir" : "",
-      f.mode ? `%attr(${f.mode},root,root)` : "",
+      f.mode || f.user || f.group ? `%attr(${f.mode ?? "-"},${f.user ?? "root"},${f.group ?? "root"})` : "",
       f.caps ? `%caps(${f.caps})` : "",
     ].filter(Boolean);
     lines.push(`${attrs.join(" ")} ${f.path}`.trim());
   }
+  if (pkg.spec) lines.push(pkg.spec);
   await Promise.all(
     pkg.files.map((f, i) =>
       f.ghost || f.directory || f.symlinkTo !== undefined || f.hardlinkTo !== undefined

@@ -304,7 +304,10 @@ async function install(
     }
     // rpm decides every file's fate once, before the first package (rpmtsPrepare).
     for (const n of newPackages) decideNewFates(root, n, oldPackages, stayingFiles);
-    const newFps = new Set(newPackages.flatMap((n) => n.files.map((f) => f.fp)));
+    // Files left out (docs, languages) are not in rpm's fingerprint cache: they keep nothing.
+    const newFps = new Set(
+      newPackages.flatMap((n) => n.files.filter((f) => f.action !== "notinstalled").map((f) => f.fp)),
+    );
     decideEraseFates(root, oldPackages, newFps, stayingFiles);
 
     for (const n of newPackages) {
