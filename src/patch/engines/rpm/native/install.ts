@@ -161,7 +161,8 @@ interface OldPackage {
   files: (FileRef & { path: string; fp: string; state: number; action: Action })[];
 }
 
-const MALFORMED = "the package is malformed or hostile, so nothing was installed";
+/** What rpm 4.14 to 4.19 pass file triggers as `$1` (rpmtriggers.c: runScript(…, 0, -1)). */
+const FILE_TRIGGER_ARG = 0;
 const SANDBOX_FIX = "use --engine sandbox, which runs the image's own rpm";
 
 const DIGESTS: Record<number, string> = {
@@ -329,11 +330,11 @@ async function install(
       fileStates.set(pkg, n.files.map(stateOf));
       counts.set(name, arg);
       db.add(me);
-      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "high", arg);
+      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "high");
       const post = scriptletOf(pkg.header, "post");
       if (post) await plan.run(n.label, post, [arg], { critical: false });
       await plan.triggers(db, me, RpmTriggerSense.IN, count, 0);
-      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "low", arg);
+      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "low");
       const old = n.item.replaces && oldPackages.find((o) => o.pkg === n.item.replaces);
       if (old) await erase(old);
     }
@@ -351,10 +352,10 @@ async function install(
       const name = n.item.pkg.nevra.name;
       if (s) await plan.run(n.label, s, [count(name) + (n.item.replaces ? 1 : 0)], { critical: false });
     }
-    await plan.transFileTriggersIn(db, newPackages, count);
+    await plan.transFileTriggersIn(db, newPackages);
     for (const t of postunTrans.sort((a, b) => b.trigger.priority - a.trigger.priority)) {
       if (!db.has(t.owner)) continue;
-      await plan.run(t.owner.label, t.trigger.script, [count(t.owner.name)], { critical: false });
+      await plan.run(t.owner.label, t.trigger.script, [FILE_TRIGGER_ARG], { critical: false });
     }
   } finally {
     runner.finish();
@@ -370,19 +371,19 @@ async function install(
     // The paths it leaves: what its erase file triggers match.
     const erased = o.files.filter((f) => f.action === "erase" || f.action === "save").map((f) => f.path);
     if (me) {
-      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "high", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "high", erased);
       await plan.triggers(db, me, RpmTriggerSense.UN, count, -1);
       const preun = scriptletOf(me.header, "preun");
       if (preun) await plan.run(o.label, preun, [arg], { critical: true });
-      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "low", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "low", erased);
     }
     removeFiles(root, o, warnings);
     if (me) {
-      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "high", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "high", erased);
       const postun = scriptletOf(me.header, "postun");
       if (postun) await plan.run(o.label, postun, [arg], { critical: false });
       await plan.triggers(db, me, RpmTriggerSense.POSTUN, count, -1);
-      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "low", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "low", erased);
       // rpmtriggersPrepPostUnTransFileTrigs: the database's %transfiletriggerpostun whose prefix
       // a file it had installed matches; each runs once, after the transaction.
       const had = db.filesOf(me);
@@ -1190,7 +1191,6 @@ class ScriptPlan {
     source: DbPackage,
     sense: number,
     band: "high" | "low",
-    arg: number,
     erased?: readonly string[],
   ): Promise<void> {
     const paths = erased ?? source.files;
@@ -1215,8 +1215,8 @@ class ScriptPlan {
       const key = `${r.owner.label}#${r.t.index}`;
       if (done.has(key)) continue;
       done.add(key);
-      const args = r.owner === source ? [arg] : [db.all.filter((p) => p.name === r.owner.name).length, arg];
-      await this.run(r.owner.label, r.t.script, args, { critical: false, stdin: r.files });
+      // rpm 4.14 to 4.19 (what RPM distributions ship) give every file trigger `$1` = 0.
+      await this.run(r.owner.label, r.t.script, [FILE_TRIGGER_ARG], { critical: false, stdin: r.files });
     }
   }
 
@@ -1225,7 +1225,7 @@ class ScriptPlan {
    * file installed now matches runs once with those files; a new package's own trigger runs
    * with every installed file under its prefix.
    */
-  async transFileTriggersIn(db: LiveDb, newPackages: readonly NewPackage[], count: (name: string) => number) {
+  async transFileTriggersIn(db: LiveDb, newPackages: readonly NewPackage[]): Promise<void> {
     const installedNow = newPackages.flatMap((n) => installedPaths(n));
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
     for (const owner of db.all) {
@@ -1243,7 +1243,7 @@ class ScriptPlan {
       const key = `${r.owner.label}#${r.t.index}`;
       if (done.has(key)) continue;
       done.add(key);
-      await this.run(r.owner.label, r.t.script, [count(r.owner.name)], { critical: false, stdin: r.files });
+      await this.run(r.owner.label, r.t.script, [FILE_TRIGGER_ARG], { critical: false, stdin: r.files });
     }
   }
 
