@@ -429,7 +429,7 @@ describe("refusals", () => {
       version: "1.0",
       release: "1",
       files: [{ path: "/usr/share/lua-user/file", content: "x\n" }],
-      spec: "%post -p <lua>\nprint('hello')\n",
+      sections: ["%post -p <lua>\nprint('hello')\n"],
     });
     const before = tree(root, () => false);
     await assert.rejects(
@@ -453,7 +453,7 @@ describe("refusals", () => {
       version: "1.0",
       release: "1",
       files: [{ path: "/usr/share/needs-shell/file", content: "x\n" }],
-      spec: "%post\necho hello > /tmp/marker\n",
+      sections: ["%post\necho hello > /tmp/marker\n"],
     });
     await assert.rejects(
       sutureInstall(root, [shell], { runScripts: false }),
@@ -464,7 +464,7 @@ describe("refusals", () => {
       version: "1.0",
       release: "1",
       files: [{ path: "/usr/lib/libonly.so.1", content: "not really\n" }],
-      spec: "%post -p /sbin/ldconfig\n%postun -p /sbin/ldconfig\n",
+      sections: ["%post -p /sbin/ldconfig\n%postun -p /sbin/ldconfig\n"],
     });
     const outcome = await sutureInstall(root, [ldconfig], { runScripts: false });
     assert.equal(readFileSync(join(root, "usr/lib/libonly.so.1"), "utf8"), "not really\n");
@@ -502,14 +502,14 @@ describe("scriptlets and triggers in runc", async () => {
           { path: "/usr/lib/scripted/one", content: "1\n" },
           { path: "/usr/lib/scripted/old", content: "old\n" },
         ],
-        spec: SCRIPTS("v1"),
+        sections: [SCRIPTS("v1")],
       });
       const watcher = await rpmOf({
         name: "watcher",
         version: "1.0",
         release: "1",
         files: [{ path: "/usr/share/watcher/file", content: "w\n" }],
-        spec: [
+        sections: [
           "%transfiletriggerin -- /usr/lib/scripted",
           'echo "transfiletriggerin $1" >> /markers',
           "sort | sed 's/^/  in: /' >> /markers",
@@ -524,7 +524,7 @@ describe("scriptlets and triggers in runc", async () => {
           'echo "triggerun $1 $2" >> /markers',
           "%triggerpostun -- scripted < 2.0",
           'echo "triggerpostun $1 $2" >> /markers',
-        ].join("\n"),
+        ],
       });
       await rpmIn(base, "-U", old, watcher);
       writeFileSync(join(base, "markers"), "");
@@ -538,7 +538,7 @@ describe("scriptlets and triggers in runc", async () => {
           { path: "/usr/lib/scripted/one", content: "1 again\n" },
           { path: "/usr/lib/scripted/two", content: "2\n" },
         ],
-        spec: SCRIPTS("v2"),
+        sections: [SCRIPTS("v2")],
       });
       await rpmIn(theirs, "-U", next);
       const sandbox = runcSandbox(ours);
@@ -564,7 +564,7 @@ describe("scriptlets and triggers in runc", async () => {
         version: "1.0",
         release: "1",
         files: [{ path: "/usr/share/bad-pre/file", content: "x\n" }],
-        spec: "%pre\necho 'no room for this' >&2\nexit 3\n",
+        sections: ["%pre\necho 'no room for this' >&2\nexit 3\n"],
       });
       await assert.rejects(
         sutureInstall(root, [bad], { sandbox: runcSandbox(root) }),
@@ -580,7 +580,7 @@ describe("scriptlets and triggers in runc", async () => {
         version: "1.0",
         release: "1",
         files: [{ path: "/usr/share/bad-post/file", content: "x\n" }],
-        spec: "%post\nexit 1\n",
+        sections: ["%post\nexit 1\n"],
       });
       const outcome = await sutureInstall(root, [post], { sandbox: runcSandbox(root) });
       assert.equal(readFileSync(join(root, "usr/share/bad-post/file"), "utf8"), "x\n");

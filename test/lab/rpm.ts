@@ -85,7 +85,7 @@ export interface RpmTestFile {
   caps?: string;
   /** Plain `%config` (an edited file is saved as `.rpmsave` on upgrade). */
   configPlain?: boolean;
-  /** `%doc`. */
+  /** `%doc`: left out by `rpm --excludedocs` (FILESTATES "not installed"). */
   doc?: boolean;
   /** `%lang(...)`. */
   lang?: string;
@@ -109,8 +109,10 @@ export interface RpmTestPackage {
   requiresPre?: string[];
   /** `_binary_payload` (w9.gzdio, w6.xzdio, w19.zstdio, w9.bzdio). */
   payload?: string;
-  /** Spec text appended after `%files`: scriptlets (`%post`), triggers (`%transfiletriggerin -- /usr/lib`). */
-  spec?: string;
+  /** More preamble lines as written in a spec (`Prefix: /opt`, `Vendor: …`, `Recommends: …`). */
+  preamble?: string[];
+  /** Sections after %files as written in a spec (`%filetriggerin -- /opt`, `%triggerin -- other`, …). */
+  sections?: string[];
 }
 
 /** Build one binary package with the host's rpmbuild; returns the .rpm's path. */
@@ -129,6 +131,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
     ...(pkg.provides ?? []).map((r) => `Provides: ${r}`),
     ...(pkg.obsoletes ?? []).map((r) => `Obsoletes: ${r}`),
     ...(pkg.conflicts ?? []).map((r) => `Conflicts: ${r}`),
+    ...(pkg.preamble ?? []),
     "%description",
     "A package built by suture's tests.",
     "%install",
@@ -158,7 +161,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
     ].filter(Boolean);
     lines.push(`${attrs.join(" ")} ${f.path}`.trim());
   }
-  if (pkg.spec) lines.push(pkg.spec);
+  lines.push(...(pkg.sections ?? []));
   await Promise.all(
     pkg.files.map((f, i) =>
       f.ghost || f.directory || f.symlinkTo !== undefined || f.hardlinkTo !== undefined
