@@ -28,7 +28,7 @@ import type { RpmFileState } from "../../src/distro/rpm/installed-header.ts";
 import { openRpm } from "../../src/distro/rpm/package.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import type { EngineSandbox } from "../../src/patch/engines/engine.ts";
-import { installRpmFiles, type RpmInstallItem } from "../../src/patch/engines/rpm/native/install.ts";
+import { installRpmPackages, type RpmInstallItem } from "../../src/patch/engines/rpm/native/install.ts";
 import { runInSandbox } from "../../src/sandbox/runtime.ts";
 import { minirootfs } from "../lab/alpine-rootfs.ts";
 import { needs, requiring } from "../lab/requirements.ts";
@@ -96,6 +96,31 @@ async function rpmStates(root: string, name: string): Promise<string> {
   ]);
 }
 
+/** `rpm -Va` in `root`: what rpm finds changed since the packages were installed (it exits 1 then). */
+async function rpmVerifyAll(root: string): Promise<string> {
+  try {
+    return await tool("rpm", [
+      "--root",
+      root,
+      "--dbpath",
+      "/var/lib/rpm",
+      "-Va",
+      "--nodeps",
+      "--nosignature",
+    ]);
+  } catch (e) {
+    return (e as { stdout?: string }).stdout ?? String(e);
+  }
+}
+
+/** `rpm -qa` in `root`, sorted, with each package's file states. */
+async function rpmInventory(root: string): Promise<string> {
+  const qa = await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NEVRA}\\n"]);
+  const out: string[] = [];
+  for (const nevra of qa.trim().split("\n").sort()) out.push(nevra, await rpmStates(root, nevra));
+  return out.join("\n");
+}
+
 /** A sandbox whose run() fails the test: no script is expected. */
 function noScripts(root: string): EngineSandbox {
   return {
@@ -154,18 +179,14 @@ async function sutureInstall(
     const replaces = db.packages.find((p) => p.nevra.name === pkg.nevra.name);
     items.push({ pkg, file, repository: "test", ...(replaces ? { replaces } : {}) });
   }
-  return installRpmFiles(
-    items,
-    {
-      sandbox: options.sandbox ?? noScripts(root),
-      database: db.location,
-      installed: db.packages,
-      obsoleted: db.packages.filter((p) => options.obsoleted?.includes(p.nevra.name)),
-      runScripts: options.runScripts ?? true,
-      progress: () => {},
-    },
-    async () => {},
-  );
+  return installRpmPackages(items, {
+    sandbox: options.sandbox ?? noScripts(root),
+    database: db.location,
+    installed: db.packages,
+    obsoleted: db.packages.filter((p) => options.obsoleted?.includes(p.nevra.name)),
+    runScripts: options.runScripts ?? true,
+    progress: () => {},
+  });
 }
 
 interface Node {
@@ -334,6 +355,12 @@ describe("the native rpm installer against rpm -U", () => {
       ),
     );
     assert.ok(outcome.warnings.some((w) => w.includes('user "nosuchuser" does not exist')));
+
+    // The image's own rpm sees the same packages, file states and changes in both databases.
+    assert.equal(await rpmInventory(ours), await rpmInventory(theirs));
+    assert.equal(await rpmVerifyAll(ours), await rpmVerifyAll(theirs));
+    assert.match(await rpmInventory(ours), /foo-2\.0-1\.noarch/);
+    assert.ok(tree(ours).get("/usr/bin/foo")?.caps, "the capabilities are set (security.capability)");
 
     // The file states rpm recorded are the ones suture hands to the database writer.
     const [states] = [...outcome.fileStates.values()];

@@ -32,7 +32,12 @@ import {
 } from "../../../../distro/rpm/header.ts";
 import { type RpmFileEntry, rpmHeaderFiles } from "../../../../distro/rpm/header-contents.ts";
 import type { InstalledRpm, RpmDatabaseLocation } from "../../../../distro/rpm/installed.ts";
-import { installedRpmHeader, type RpmFileState } from "../../../../distro/rpm/installed-header.ts";
+import {
+  installedRpmHeader,
+  type RpmFileState,
+  type RpmInstallStamp,
+  rpmTransactionColor,
+} from "../../../../distro/rpm/installed-header.ts";
 import { type RpmPackage, rpmPayloadEntries } from "../../../../distro/rpm/package.ts";
 import { parseIni } from "../../../../distro/rpm/repo-config.ts";
 import { compareRpmVersions } from "../../../../distro/rpm/version.ts";
@@ -116,7 +121,7 @@ export interface RpmInstallOptions {
   timeoutMs?: number;
 }
 
-/** What the installer decided for each new package's files: the states its database header records. */
+/** What happened: warnings, time in scripts, and the file states each new package's header records. */
 export interface RpmInstallOutcome {
   warnings: string[];
   scriptsMs: number;
@@ -176,39 +181,9 @@ const DIGESTS: Record<number, string> = {
 export async function installRpmPackages(
   items: readonly RpmInstallItem[],
   options: RpmInstallOptions,
-): Promise<{ warnings: string[]; scriptsMs: number }> {
-  const { warnings, scriptsMs } = await installRpmFiles(items, options, async (outcome) => {
-    const stamp = installStamp();
-    await writeRpmDatabase(options.sandbox.mergedDir, options.database, {
-      add: items.map((item) => ({
-        pkg: item.pkg,
-        header: installedRpmHeader(item.pkg, stamp, outcome.get(item.pkg) ?? []),
-      })),
-      remove: [...items.flatMap((i) => (i.replaces ? [i.replaces] : [])), ...options.obsoleted],
-    });
-  });
-  return { warnings, scriptsMs };
-}
-
-/** The install time rpm records: now, or SOURCE_DATE_EPOCH when the build sets one (reproducible layers). */
-function installStamp(): { time: number; tid: number } {
-  const env = process.env.SOURCE_DATE_EPOCH;
-  const time = env && /^\d{1,12}$/.test(env) ? Number(env) : Math.floor(Date.now() / 1000);
-  return { time, tid: time };
-}
-
-/**
- * The installer without its database write: `writeDatabase` is called where rpm's database has
- * every change of the transaction (before `%posttrans`), with each new package's file states.
- * Tests drive it with their own database step.
- */
-export async function installRpmFiles(
-  items: readonly RpmInstallItem[],
-  options: RpmInstallOptions,
-  writeDatabase: (fileStates: Map<RpmPackage, RpmFileState[]>) => Promise<void>,
 ): Promise<RpmInstallOutcome> {
   try {
-    return await install(items, options, writeDatabase);
+    return await install(items, options);
   } catch (e) {
     // A file operation the host refused (EPERM on chown or an xattr, ENOSPC, EROFS): one line
     // with its errno text, not an internal error.
@@ -221,10 +196,43 @@ export async function installRpmFiles(
   }
 }
 
+/**
+ * INSTALLTIME and INSTALLTID: now, or SOURCE_DATE_EPOCH when the build sets one (reproducible
+ * layers); INSTALLCOLOR as the image's rpm would use it.
+ */
+function installStamp(installed: readonly InstalledRpm[]): RpmInstallStamp {
+  const env = process.env.SOURCE_DATE_EPOCH;
+  const time = env && /^\d{1,12}$/.test(env) ? Number(env) : Math.floor(Date.now() / 1000);
+  // The image's architecture: the one most of its packages are built for.
+  const arches = new Map<string, number>();
+  for (const p of installed)
+    if (p.nevra.arch && p.nevra.arch !== "noarch")
+      arches.set(p.nevra.arch, (arches.get(p.nevra.arch) ?? 0) + 1);
+  const arch =
+    [...arches].sort((a, b) => b[1] - a[1])[0]?.[0] ??
+    process.arch.replace("x64", "x86_64").replace("arm64", "aarch64");
+  return { time, tid: time, color: rpmTransactionColor(installed, arch) };
+}
+
+/** The database write, where rpm's database has every change of the transaction (before %posttrans). */
+async function writeDatabase(
+  items: readonly RpmInstallItem[],
+  options: RpmInstallOptions,
+  fileStates: Map<RpmPackage, RpmFileState[]>,
+): Promise<void> {
+  const stamp = installStamp(options.installed);
+  await writeRpmDatabase(options.sandbox.mergedDir, options.database, {
+    add: items.map((item) => ({
+      pkg: item.pkg,
+      header: installedRpmHeader(item.pkg, stamp, fileStates.get(item.pkg) ?? []),
+    })),
+    remove: [...items.flatMap((i) => (i.replaces ? [i.replaces] : [])), ...options.obsoleted],
+  });
+}
+
 async function install(
   items: readonly RpmInstallItem[],
   options: RpmInstallOptions,
-  writeDatabase: (fileStates: Map<RpmPackage, RpmFileState[]>) => Promise<void>,
 ): Promise<RpmInstallOutcome> {
   const root = options.sandbox.mergedDir;
   const warnings: string[] = [];
@@ -343,7 +351,7 @@ async function install(
     rmSync(staging, { recursive: true, force: true });
   }
 
-  await writeDatabase(fileStates);
+  await writeDatabase(items, options, fileStates);
 
   try {
     for (const n of newPackages) {
