@@ -411,7 +411,70 @@ describe("the native rpm installer against rpm -U", () => {
   });
 });
 
+describe("obsoletes", () => {
+  test("a package another obsoletes is erased as rpm -U erases it: its files the new one has stay, scriptlets get $1 = 0", async () => {
+    const base = bareRoot("obsoletes-base");
+    const old = await rpmOf({
+      name: "oldname",
+      version: "1.0",
+      release: "1",
+      files: [
+        { path: "/usr/share/oldname/kept", content: "same\n" },
+        { path: "/usr/share/oldname/dropped", content: "dropped\n" },
+        { path: "/etc/oldname.conf", content: "old conf\n", configPlain: true },
+      ],
+    });
+    await rpmIn(base, "-U", old);
+    writeFileSync(join(base, "etc/oldname.conf"), "edited\n");
+    const ours = copyRoot(base, "obsoletes-suture");
+    const theirs = copyRoot(base, "obsoletes-rpm");
+    const renamed = await rpmOf({
+      name: "newname",
+      version: "2.0",
+      release: "1",
+      obsoletes: ["oldname < 2"],
+      files: [
+        { path: "/usr/share/oldname/kept", content: "same\n" },
+        { path: "/usr/share/newname/file", content: "n\n" },
+      ],
+    });
+    await rpmIn(theirs, "-U", renamed);
+    await sutureInstall(ours, [renamed], { obsoleted: ["oldname"] });
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(readFileSync(join(ours, "etc/oldname.conf.rpmsave"), "utf8"), "edited\n");
+    assert.equal(await rpmInventory(ours), await rpmInventory(theirs));
+  });
+});
+
 describe("refusals", () => {
+  test("a package file below the package's own symlink is refused before anything is written", async () => {
+    const root = bareRoot("escape-package");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const evil = await rpmOf({
+      name: "evil",
+      version: "1.0",
+      release: "1",
+      // rpmbuild itself finds the file only through the symlink; told not to mind, it packs it.
+      preamble: ["%define _unpackaged_files_terminate_build 0"],
+      files: [
+        { path: "/srv", directory: true },
+        { path: "/opt/evil", symlinkTo: "../srv" },
+        { path: "/opt/evil/planted", content: "x\n" },
+      ],
+    });
+    const before = tree(root, () => false);
+    await assert.rejects(
+      sutureInstall(root, [evil]),
+      (e: unknown) =>
+        isSutureError(e, "UNSAFE_LAYER") &&
+        /"\/opt\/evil\/planted" below its own symlink "\/opt\/evil"/.test(e.message),
+    );
+    assertSameTrees(
+      tree(root, () => false),
+      before,
+    );
+  });
+
   test("a file another installed package owns with other content is a conflict, and nothing is written", async () => {
     const root = bareRoot("conflict");
     const bar = await rpmOf({

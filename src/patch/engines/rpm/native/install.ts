@@ -54,6 +54,7 @@ import {
   type RpmScript,
   RpmScriptFlag,
   RpmScriptRunner,
+  type RpmTrigger,
   RpmTriggerSense,
   rpmHeaderFileTriggers,
   rpmHeaderTriggers,
@@ -168,6 +169,7 @@ interface OldPackage {
 
 /** What rpm 4.14 to 4.19 pass file triggers as `$1` (rpmtriggers.c: runScript(…, 0, -1)). */
 const FILE_TRIGGER_ARG = 0;
+const MALFORMED = "the package is malformed or hostile, so nothing was installed";
 const SANDBOX_FIX = "use --engine sandbox, which runs the image's own rpm";
 
 const DIGESTS: Record<number, string> = {
@@ -396,7 +398,7 @@ async function install(
       // a file it had installed matches; each runs once, after the transaction.
       const had = db.filesOf(me);
       for (const owner of db.all)
-        for (const t of rpmHeaderFileTriggers(owner.header, true, owner.label)) {
+        for (const t of fileTriggersOf(owner.header, true, owner.label)) {
           if (!(t.flags & RpmTriggerSense.POSTUN)) continue;
           if (postunTrans.some((x) => x.owner === owner && x.trigger.index === t.index)) continue;
           if (had.some((p) => p.startsWith(t.prefix))) postunTrans.push({ owner, trigger: t });
@@ -540,6 +542,16 @@ function newPackage(item: RpmInstallItem, policy: InstallPolicy, fingerprints: F
       ...(f.type === "file" && (links.get(key) ?? 0) > 1 ? { linkSet: key } : {}),
     };
   });
+  // A path below one of the package's own symlinks would be written through it, past the
+  // ownership and conflict checks that name the path as the package does.
+  const symlinks = new Set(files.filter((f) => f.type === "symlink").map((f) => f.path));
+  for (const f of files)
+    for (let i = f.path.indexOf("/", 1); i > 0; i = f.path.indexOf("/", i + 1))
+      if (symlinks.has(f.path.slice(0, i)))
+        throw new SutureError(
+          "UNSAFE_LAYER",
+          `${label} has ${quoteUntrusted(f.path)} below its own symlink ${quoteUntrusted(f.path.slice(0, i))}; ${MALFORMED}`,
+        );
   // rpm's skipInstallFiles: a directory whose files were all left out is left out too.
   const kept = new Map<string, boolean>();
   for (const f of files) {
@@ -791,6 +803,13 @@ function decideNewFates(
   oldPackages: readonly OldPackage[],
   staying: Map<string, Owned[]>,
 ): void {
+  // The removed packages' files by fingerprint (and by package and fingerprint).
+  const oldFiles = new Map<string, OldPackage["files"][number]>();
+  for (const o of oldPackages)
+    for (const x of o.files) {
+      oldFiles.set(`${o.pkg.recordNumber}\0${x.fp}`, x);
+      if (!oldFiles.has(x.fp)) oldFiles.set(x.fp, x);
+    }
   for (const f of n.files) {
     if (f.action !== "create") continue;
     if (f.sharedWith) {
@@ -798,8 +817,8 @@ function decideNewFates(
       continue;
     }
     const replaced =
-      oldPackages.find((o) => o.pkg === n.item.replaces)?.files.find((x) => x.fp === f.fp) ??
-      oldPackages.flatMap((o) => o.files).find((x) => x.fp === f.fp) ??
+      oldFiles.get(`${n.item.replaces?.recordNumber}\0${f.fp}`) ??
+      oldFiles.get(f.fp) ??
       staying.get(f.fp)?.find((o) => o.file.state !== 2)?.file;
     const config = ((replaced?.entry.flags ?? 0) | f.entry.flags) & RpmFileFlag.CONFIG;
     if (replaced && config && replaced.state !== 2) f.action = decideFate(root, replaced, f);
@@ -1056,6 +1075,30 @@ class LiveDb {
   }
 }
 
+const triggerCache = new WeakMap<
+  object,
+  { classic?: RpmTrigger[]; file?: RpmFileTrigger[]; trans?: RpmFileTrigger[] }
+>();
+
+/** A header's triggers, read once per header. */
+function triggersOf(header: DbPackage["header"], label: string): RpmTrigger[] {
+  const c = triggerCache.get(header) ?? {};
+  triggerCache.set(header, c);
+  c.classic ??= rpmHeaderTriggers(header, label);
+  return c.classic;
+}
+
+function fileTriggersOf(header: DbPackage["header"], trans: boolean, label: string): RpmFileTrigger[] {
+  const c = triggerCache.get(header) ?? {};
+  triggerCache.set(header, c);
+  if (trans) {
+    c.trans ??= rpmHeaderFileTriggers(header, true, label);
+    return c.trans;
+  }
+  c.file ??= rpmHeaderFileTriggers(header, false, label);
+  return c.file;
+}
+
 /** Whether a source package's EVR satisfies a trigger's version condition. */
 function triggerMatches(flags: number, version: string, source: DbPackage["nevra"]): boolean {
   const sense = flags & 0b1110;
@@ -1165,7 +1208,7 @@ class ScriptPlan {
   ): Promise<void> {
     for (const target of [...db.all]) {
       if (target === source) continue;
-      const t = rpmHeaderTriggers(target.header, target.label).find(
+      const t = triggersOf(target.header, target.label).find(
         (x) => x.flags & sense && x.name === source.name && triggerMatches(x.flags, x.version, source.nevra),
       );
       if (t)
@@ -1174,7 +1217,7 @@ class ScriptPlan {
         });
     }
     const ran = new Set<number>();
-    for (const t of rpmHeaderTriggers(source.header, source.label)) {
+    for (const t of triggersOf(source.header, source.label)) {
       if (!(t.flags & sense) || ran.has(t.index)) continue;
       const sources = db.all.filter(
         (p) => p !== source && p.name === t.name && triggerMatches(t.flags, t.version, p.nevra),
@@ -1207,13 +1250,13 @@ class ScriptPlan {
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
     for (const owner of db.all) {
       if (owner === source) continue;
-      for (const t of rpmHeaderFileTriggers(owner.header, false, owner.label).filter(inBand)) {
+      for (const t of fileTriggersOf(owner.header, false, owner.label).filter(inBand)) {
         const files = paths.filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner, t, files });
       }
     }
     if (sense === RpmTriggerSense.IN)
-      for (const t of rpmHeaderFileTriggers(source.header, false, source.label).filter(inBand)) {
+      for (const t of fileTriggersOf(source.header, false, source.label).filter(inBand)) {
         const files = db.all.flatMap((p) => db.filesOf(p)).filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner: source, t, files });
       }
@@ -1238,7 +1281,7 @@ class ScriptPlan {
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
     for (const owner of db.all) {
       const isNew = newPackages.some((n) => n.item.pkg.header === owner.header);
-      for (const t of rpmHeaderFileTriggers(owner.header, true, owner.label)) {
+      for (const t of fileTriggersOf(owner.header, true, owner.label)) {
         if (!(t.flags & RpmTriggerSense.IN)) continue;
         const pool = isNew ? db.all.flatMap((p) => db.filesOf(p)) : installedNow;
         const files = pool.filter((p) => p.startsWith(t.prefix));
