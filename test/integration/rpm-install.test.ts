@@ -411,6 +411,32 @@ describe("the native rpm installer against rpm -U", () => {
   });
 });
 
+describe("usrmerge", () => {
+  test("a package directory where the image has a symlink to a directory keeps the symlink, as rpm does", async () => {
+    const base = bareRoot("usrmerge-base");
+    mkdirSync(join(base, "usr/lib"), { recursive: true });
+    symlinkSync("usr/lib", join(base, "lib"));
+    await tool("rpm", ["--root", base, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const ours = copyRoot(base, "usrmerge-suture");
+    const theirs = copyRoot(base, "usrmerge-rpm");
+    const merged = await rpmOf({
+      name: "merged",
+      version: "1.0",
+      release: "1",
+      files: [
+        { path: "/lib", directory: true },
+        { path: "/lib/merged", directory: true, mode: "0700" },
+        { path: "/lib/merged/file", content: "m\n" },
+        { path: "/usr/lib/merged/file", content: "m\n" },
+      ],
+    });
+    await rpmIn(theirs, "-U", merged);
+    await sutureInstall(ours, [merged]);
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(readlinkSync(join(ours, "lib")), "usr/lib");
+  });
+});
+
 describe("obsoletes", () => {
   test("a package another obsoletes is erased as rpm -U erases it: its files the new one has stay, scriptlets get $1 = 0", async () => {
     const base = bareRoot("obsoletes-base");

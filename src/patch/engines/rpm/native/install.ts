@@ -651,7 +651,7 @@ function checkConflicts(
         }
       } else added.set(f.fp, { n, f });
       if (f.action === "skip" || f.action === "notinstalled" || f.type === "directory") continue;
-      const disk = walkInRoot(root, f.path, { followFinal: false, keepDirlinks: true });
+      const disk = walkInRoot(root, f.path, { followFinal: false });
       if (disk.kind === "not-directory") conflicts.push(`${disk.path} is not a directory in the image`);
       else if (disk.kind === "found" && disk.stat.isDirectory()) {
         const wasDir = oldPackages.some((o) => o.files.some((x) => x.fp === f.fp && x.type === "directory"));
@@ -945,6 +945,12 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
     const host = childPath(dir, name, "package file name");
     const st = lstatSync(host, { throwIfNoEntry: false });
     if (f.type === "directory") {
+      if (st?.isSymbolicLink()) {
+        // fsmVerify: the image's symlink to a directory stands for it (usrmerge's /lib ->
+        // usr/lib) and stays; the directory it leads to keeps its own owner and mode.
+        const through = walkInRoot(root, f.path, { followFinal: true });
+        if (through.kind === "found" && through.stat.isDirectory()) continue;
+      }
       if (st && !st.isDirectory()) {
         // fsmVerify: something else where the package has a directory is removed first.
         if (f.action === "save" || f.action === "backup") {
