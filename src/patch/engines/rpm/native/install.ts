@@ -280,7 +280,7 @@ async function install(
     }
   }
   for (const o of oldPackages)
-    for (const kind of ["preun", "postun"] as const) {
+    for (const kind of ["preuntrans", "preun", "postun", "postuntrans"] as const) {
       const s = o.pkg.header ? scriptletOf(o.pkg.header, kind) : undefined;
       if (s) plan.check(o.label, s);
     }
@@ -320,6 +320,23 @@ async function install(
       newPackages.flatMap((n) => n.files.filter((f) => f.action !== "notinstalled").map((f) => f.fp)),
     );
     decideEraseFates(root, oldPackages, newFps, stayingFiles);
+    // rpm ≥ 4.20's %preuntrans of the packages erased, then %transfiletriggerun.
+    for (const o of oldPackages) {
+      const s = o.pkg.header && scriptletOf(o.pkg.header, "preuntrans");
+      if (s) await plan.run(o.label, s, [count(o.pkg.nevra.name)], { critical: true });
+    }
+    await plan.transFileTriggers(
+      db,
+      RpmTriggerSense.UN,
+      oldPackages.flatMap((o) => {
+        const me = db.byPackage(o.pkg);
+        return me ? db.filesOf(me) : [];
+      }),
+      oldPackages.flatMap((o) => {
+        const me = db.byPackage(o.pkg);
+        return me ? [me] : [];
+      }),
+    );
 
     for (const n of newPackages) {
       options.signal?.throwIfAborted();
@@ -351,6 +368,7 @@ async function install(
     for (const o of oldPackages) if (!newPackages.some((n) => n.item.replaces === o.pkg)) await erase(o);
   } finally {
     rmSync(staging, { recursive: true, force: true });
+    runner.unhide(`/${basename(staging)}`);
   }
 
   await writeDatabase(items, options, fileStates);
@@ -362,7 +380,17 @@ async function install(
       const name = n.item.pkg.nevra.name;
       if (s) await plan.run(n.label, s, [count(name) + (n.item.replaces ? 1 : 0)], { critical: false });
     }
-    await plan.transFileTriggersIn(db, newPackages);
+    for (const o of oldPackages) {
+      const s = o.pkg.header && scriptletOf(o.pkg.header, "postuntrans");
+      if (s) await plan.run(o.label, s, [count(o.pkg.nevra.name)], { critical: false });
+    }
+    const news = db.all.filter((p) => newPackages.some((n) => n.item.pkg.header === p.header));
+    await plan.transFileTriggers(
+      db,
+      RpmTriggerSense.IN,
+      newPackages.flatMap((n) => installedPaths(n)),
+      news,
+    );
     for (const t of postunTrans.sort((a, b) => b.trigger.priority - a.trigger.priority)) {
       if (!db.has(t.owner)) continue;
       await plan.run(t.owner.label, t.trigger.script, [FILE_TRIGGER_ARG], { critical: false });
@@ -378,7 +406,7 @@ async function install(
     const name = o.pkg.nevra.name;
     const arg = count(name) - 1;
     const me = db.byPackage(o.pkg);
-    // The paths it leaves: what its erase file triggers match.
+    // What its erase file triggers match: the files it leaves (not those the new version keeps).
     const erased = o.files.filter((f) => f.action === "erase" || f.action === "save").map((f) => f.path);
     if (me) {
       await plan.fileTriggers(db, me, RpmTriggerSense.UN, "high", erased);
@@ -1278,22 +1306,27 @@ class ScriptPlan {
   }
 
   /**
-   * `%transfiletriggerin` after the transaction: each installed package's trigger whose prefix a
-   * file installed now matches runs once with those files; a new package's own trigger runs
-   * with every installed file under its prefix.
+   * `%transfiletriggerin` after the transaction (`sense` IN) or `%transfiletriggerun` before it
+   * (UN): each database package's trigger whose prefix one of `paths` (the files installed, or
+   * those of the packages erased) matches runs once with those paths on standard input; the
+   * trigger of a package in `own` (installed or erased now) runs with every file of the
+   * database under its prefix, as rpm's runImmedFileTriggers gives it.
    */
-  async transFileTriggersIn(db: LiveDb, newPackages: readonly NewPackage[]): Promise<void> {
-    const installedNow = newPackages.flatMap((n) => installedPaths(n));
+  async transFileTriggers(
+    db: LiveDb,
+    sense: number,
+    paths: readonly string[],
+    own: readonly DbPackage[],
+  ): Promise<void> {
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
-    for (const owner of db.all) {
-      const isNew = newPackages.some((n) => n.item.pkg.header === owner.header);
+    let everything: string[] | undefined;
+    for (const owner of db.all)
       for (const t of fileTriggersOf(owner.header, true, owner.label)) {
-        if (!(t.flags & RpmTriggerSense.IN)) continue;
-        const pool = isNew ? db.all.flatMap((p) => db.filesOf(p)) : installedNow;
+        if (!(t.flags & sense)) continue;
+        const pool = own.includes(owner) ? (everything ??= db.all.flatMap((p) => db.filesOf(p))) : paths;
         const files = pool.filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner, t, files });
       }
-    }
     runs.sort((a, b) => b.t.priority - a.t.priority);
     const done = new Set<string>();
     for (const r of runs) {

@@ -302,6 +302,12 @@ export class RpmScriptRunner {
     this.#hidden.push(path);
   }
 
+  /** Stop hiding `path` (it is gone: a mount point there would be created in the image). */
+  unhide(path: string): void {
+    const i = this.#hidden.indexOf(path);
+    if (i >= 0) this.#hidden.splice(i, 1);
+  }
+
   /**
    * Run `script` with `args` (appended after the body's file, as rpm appends them; none for a
    * program without a body) and, for file triggers, `stdin` lines.
