@@ -674,9 +674,9 @@ function checkConflicts(
       const other = added.get(f.fp);
       if (other) {
         if (filesDiffer(other.f, f)) conflicts.push(`${f.path} conflicts with the file of ${other.n.label}`);
-        else if (other.f.action !== "skip" || !(other.f.entry.flags & RpmFileFlag.GHOST)) {
-          if (f.action === "create") f.sharedWith = other.n.label;
-        }
+        // rpm creates a shared file once, from the first package that really writes it (a
+        // ghost or a left-out file there writes nothing).
+        else if (other.f.action === "create" && f.action === "create") f.sharedWith = other.n.label;
       } else added.set(f.fp, { n, f });
       if (f.action === "skip" || f.action === "notinstalled" || f.type === "directory") continue;
       const disk = walkInRoot(root, f.path, { followFinal: false });

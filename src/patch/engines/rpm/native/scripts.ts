@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import {
+  chmodSync,
   closeSync,
   fchmodSync,
   constants as fsConstants,
@@ -381,7 +382,8 @@ export class RpmScriptRunner {
         `${walk.path} is not a directory in the image, but rpm runs package scriptlets from ${SCRIPT_TMP_DIR}: remove it from the image`,
       );
     const created = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: true, create: "parents" });
-    mkdirSync(created.host, { mode: 0o1777 });
+    mkdirSync(created.host, { mode: 0o700 });
+    chmodSync(created.host, 0o1777);
     this.#createdTmp = true;
     return created.host;
   }
