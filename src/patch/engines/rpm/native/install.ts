@@ -68,31 +68,43 @@ import {
  *
  * 1. Checked and staged before the image is touched: every scriptlet that would run can run
  *    (`<lua>` and install-time macro bodies only rpm can run: refused naming `--engine sandbox`;
- *    without a shell only `/sbin/ldconfig` may be skipped), no file conflicts with an installed
- *    package that stays (rpm's rpmfilesCompare: mode, size, owner, digest or link target), no
- *    directory in the image where a package has a file; then each payload is streamed
- *    (`rpmPayloadEntries` checks every file digest) into a staging directory inside the root:
- *    regular files, symlinks, hard links (the set's content comes with one member). Any failure
- *    removes the staging directory: the root is as it was.
- * 2. As rpm runs a transaction: `%pretrans` of the new packages; then each file's fate decided
+ *    without a shell, see below), no file conflicts with an installed package that stays or
+ *    between the new ones (rpm's rpmfilesCompare: mode, size, owner, digest or link target;
+ *    identical shared files are fine), no directory in the image where a package has a file,
+ *    no file below the package's own symlink; then each payload is streamed (`rpmPayloadEntries`
+ *    checks every file digest) into a staging directory inside the root: regular files,
+ *    symlinks, hard links (the set's content comes with one member). Any failure removes the
+ *    staging directory: the root is as it was.
+ * 2. As rpm runs a transaction: `%pretrans` of the new packages; each file's fate decided once
  *    against the image (rpm's rpmfilesDecideFate and rpmfilesConfigConflict: an edited
  *    `%config(noreplace)` is kept and the new one written as `.rpmnew`, an edited plain `%config`
- *    saved as `.rpmsave`, an unowned config file in the way kept as `.rpmorig`, an unchanged
- *    config or one identical in both versions left alone); per package `%triggerprein`, `%pre`
- *    (`$1` = instances after: 2 on upgrade, 1 on install), its files moved into place with
- *    owners resolved by name in the image (unknown → root, as rpm warns), modes, mtimes and
- *    capabilities, file triggers, `%post`, `%triggerin`; then the version it replaces is erased:
- *    `%triggerun`, `%preun` (`$1` = 1), its files the new version and no other installed package
- *    has removed (an edited config saved as `.rpmsave`), `%postun`, `%triggerpostun`. Packages
- *    the new ones obsolete are erased the same way (`$1` = 0).
+ *    saved as `.rpmsave`, an unowned config file in the way kept as `.rpmorig`, an unedited
+ *    config replaced, one identical in both versions left alone); `%preuntrans` and
+ *    `%transfiletriggerun` of what is erased; per package `%triggerprein`, `%pre` (`$1` =
+ *    instances after: 2 on upgrade, 1 on install), its files moved into place with owners
+ *    resolved by name in the image after `%pre` (unknown → root, as rpm warns), modes, mtimes
+ *    and capabilities (`security.capability`), `%filetriggerin`, `%post`, `%triggerin`; then the
+ *    version it replaces is erased: `%filetriggerun`, `%triggerun`, `%preun` (`$1` = 1), its
+ *    files the new version and no other installed package has removed (an edited config saved
+ *    as `.rpmsave`), `%filetriggerpostun`, `%postun`, `%triggerpostun`. Packages the new ones
+ *    obsolete are erased the same way (`$1` = 0), after them.
  * 3. The rpm database written once (`writeRpmDatabase`, with `installedRpmHeader` and the file
- *    states decided here), then `%posttrans`, `%transfiletriggerin`, `%transfiletriggerpostun`.
+ *    states decided here), then `%posttrans`, `%postuntrans`, `%transfiletriggerin`,
+ *    `%transfiletriggerpostun`. File triggers get `$1` = 0 and their files on standard input,
+ *    as rpm 4.14-4.19 run them; the order and arguments of all of it are held to `rpm -U`'s.
+ *
+ * Failures of `%pretrans`, `%pre`, `%preun` (rpm's critical scriptlets) stop the install; the
+ * others are warnings, as rpm reports them. Without a shell (`runScripts` false) a package whose
+ * scriptlets would run is refused, unless all they do is `/sbin/ldconfig`: that program runs
+ * directly in runc (it needs no shell), or, when the image has none, is skipped with a warning
+ * (without a linker cache the dynamic linker still searches its default directories).
  *
  * Docs are left out when the image's rpm macros set `%_excludedocs` or its dnf/yum `tsflags` say
  * `nodocs` (zypper: `rpm.install.excludedocs`); language files outside `%_install_langs`; both
- * recorded as not installed, as rpm records them. `%_netsharedpath` is not read: such files are
- * installed. Every path goes through the in-root resolver: nothing is written or followed
- * outside the root.
+ * recorded as not installed, as rpm records them. Not done: `%_netsharedpath` (such files are
+ * installed), multilib file colors (a differing file of the other architecture is a conflict),
+ * device nodes, FIFOs and sockets (refused naming `--engine sandbox`). Every path goes through
+ * the in-root resolver: nothing is written or followed outside the root.
  */
 
 export interface RpmInstallItem {
