@@ -16,6 +16,7 @@ import { installRpmPackages, type RpmInstallItem } from "../../src/patch/engines
 import type { Sandbox } from "../../src/sandbox/sandbox.ts";
 import { inLayoutImage } from "../lab/in-image.ts";
 import { requiring } from "../lab/requirements.ts";
+import { tool } from "../lab/rpm.ts";
 import {
   RPM_LAB_CHANGED_UNEDITED_CONFIG,
   RPM_LAB_EDITED_CONFIG,
@@ -158,6 +159,82 @@ test("on the lab's dnf image, the native installer leaves what the image's own r
         assert.match(mine.qa, new RegExp(`^${f.name}-${f.fixed.replace(/[.+^]/g, "\\$&")}\\.`, "m"));
       assert.equal(mine.states, rpms.states);
       assert.equal(mine.verify, rpms.verify);
+    });
+  });
+});
+
+test("on the lab's micro image (no shell, no rpm), ldconfig scriptlets run as the program itself and the files are rpm's", async () => {
+  const image = await rpmLabImage("micro");
+  const repo = await rpmLabRepoFiles();
+  const fixes = await rpmLabFixes("micro");
+  assert.ok(fixes.length >= 1, "the lab has fixes pending");
+  const files = fixes.map((f) =>
+    join(repo.root, "Packages", repo.packages.find((p) => p.name === f.name)!.fixed!.file),
+  );
+
+  await inLayoutImage({ ociDir: image.ociDir }, join(work, "micro-ours"), async (ours) => {
+    await inLayoutImage({ ociDir: image.ociDir }, join(work, "micro-theirs"), async (theirs) => {
+      // The image has no rpm: the host's, into its root (a `-p /sbin/ldconfig` needs no shell).
+      await tool("rpm", [
+        "--root",
+        theirs.mergedDir,
+        "--dbpath",
+        "/var/lib/rpm",
+        "-U",
+        "--nodeps",
+        "--nosignature",
+        ...files,
+      ]);
+
+      const db = await readInstalledRpmsInRoot(ours.mergedDir);
+      assert.ok(db);
+      const items: RpmInstallItem[] = [];
+      for (const file of files) {
+        const pkg = await openRpm(file);
+        const replaces = db.packages.find(
+          (p) => p.nevra.name === pkg.nevra.name && p.nevra.arch === pkg.nevra.arch,
+        );
+        items.push({ pkg, file, repository: "ubi-9-baseos", ...(replaces ? { replaces } : {}) });
+      }
+      const ran: string[][] = [];
+      const sandbox = {
+        mergedDir: ours.mergedDir,
+        run: (args: string[], options?: Parameters<Sandbox["run"]>[1]) => {
+          ran.push(args);
+          return ours.run(args, options);
+        },
+      };
+      await installRpmPackages(items, {
+        sandbox,
+        database: db.location,
+        installed: db.packages,
+        obsoleted: [],
+        runScripts: false,
+        progress: () => {},
+      });
+      assert.ok(
+        ran.length > 0 && ran.every((a) => /\/ldconfig$/.test(a[0]!) && a.length === 1),
+        JSON.stringify(ran),
+      );
+
+      const diffs: string[] = [];
+      const a = treeOf(ours.mergedDir);
+      const b = treeOf(theirs.mergedDir);
+      for (const path of new Set([...a.keys(), ...b.keys()]))
+        if (a.get(path) !== b.get(path)) diffs.push(`${path}: suture ${a.get(path)} rpm ${b.get(path)}`);
+      assert.deepEqual(diffs, []);
+      // The same packages and file states, as the host's rpm reads both databases.
+      const view = async (root: string) =>
+        tool("rpm", [
+          "--root",
+          root,
+          "--dbpath",
+          "/var/lib/rpm",
+          "-qa",
+          "--qf",
+          "%{NEVRA}\\n[%{FILESTATES:fstate} %{FILENAMES}\\n]",
+        ]).then((o) => o.split("\n").sort().join("\n"));
+      assert.equal(await view(ours.mergedDir), await view(theirs.mergedDir));
     });
   });
 });
