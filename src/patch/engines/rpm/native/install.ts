@@ -994,11 +994,12 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
       if (st && !st.isDirectory()) {
         // fsmVerify: something else where the package has a directory is removed first.
         if (f.action === "save" || f.action === "backup") {
-          renameSync(host, `${host}${f.action === "save" ? ".rpmsave" : ".rpmorig"}`);
-          warnings.push(`${f.path} saved as ${f.path}${f.action === "save" ? ".rpmsave" : ".rpmorig"}`);
+          const suffix = f.action === "save" ? ".rpmsave" : ".rpmorig";
+          renameOrFail(host, childPath(dir, `${name}${suffix}`, "package file name"), n.label, f.path);
+          warnings.push(`${f.path} saved as ${f.path}${suffix}`);
         } else unlinkSync(host);
       }
-      if (!st || !st.isDirectory()) mkdirSync(host, { mode: 0o700 });
+      if (!st?.isDirectory()) mkdirSync(host, { mode: 0o700 });
       setMeta(host, f, owner);
       continue;
     }
@@ -1332,10 +1333,14 @@ class ScriptPlan {
   ): Promise<void> {
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
     let everything: string[] | undefined;
+    const allFiles = () => {
+      everything ??= db.all.flatMap((p) => db.filesOf(p));
+      return everything;
+    };
     for (const owner of db.all)
       for (const t of fileTriggersOf(owner.header, true, owner.label)) {
         if (!(t.flags & sense)) continue;
-        const pool = own.includes(owner) ? (everything ??= db.all.flatMap((p) => db.filesOf(p))) : paths;
+        const pool = own.includes(owner) ? allFiles() : paths;
         const files = pool.filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner, t, files });
       }
