@@ -274,6 +274,10 @@ function v1(): RpmTestPackage {
       { path: "/etc/foo/same.conf", content: "same\n", config: true },
       { path: "/etc/foo/untouched.conf", content: "v1 untouched\n", config: true },
       { path: "/etc/foo/gone.conf", content: "v1 gone\n", configPlain: true },
+      { path: "/etc/foo/no-longer-config", content: "v1 was config\n", configPlain: true },
+      { path: "/etc/foo/deleted.conf", content: "v1 deleted\n", config: true },
+      { path: "/etc/foo/link.conf", symlinkTo: "noreplace.conf", config: true },
+      { path: "/etc/foo/becomes-config", content: "v1 plain file\n" },
       { path: "/usr/bin/foo", content: "#!/bin/sh\necho v1\n", mode: "0755" },
       { path: "/usr/lib/foo", directory: true, mode: "0750" },
       { path: "/usr/lib/foo/a", content: "A1\n" },
@@ -299,6 +303,10 @@ function v2(): RpmTestPackage {
       { path: "/etc/foo/untouched.conf", content: "v2 untouched\n", config: true },
       { path: "/etc/foo/fresh.conf", content: "fresh\n", config: true },
       { path: "/etc/foo/fresh-plain.conf", content: "fresh plain\n", configPlain: true },
+      { path: "/etc/foo/no-longer-config", content: "v2 not config\n" },
+      { path: "/etc/foo/deleted.conf", content: "v2 deleted\n", config: true },
+      { path: "/etc/foo/link.conf", symlinkTo: "same.conf", config: true },
+      { path: "/etc/foo/becomes-config", content: "v2 config\n", config: true },
       {
         path: "/usr/bin/foo",
         content: "#!/bin/sh\necho v2\n",
@@ -327,6 +335,11 @@ function editConfigs(root: string): void {
   writeFileSync(join(root, "etc/foo/plain.conf"), "edited plain\n");
   writeFileSync(join(root, "etc/foo/same.conf"), "edited same\n");
   writeFileSync(join(root, "etc/foo/gone.conf"), "edited gone\n");
+  writeFileSync(join(root, "etc/foo/no-longer-config"), "edited\n");
+  rmSync(join(root, "etc/foo/deleted.conf"));
+  rmSync(join(root, "etc/foo/link.conf"));
+  symlinkSync("plain.conf", join(root, "etc/foo/link.conf"));
+  writeFileSync(join(root, "etc/foo/becomes-config"), "edited plain file\n");
   // Config files v2 adds, already in the image and not owned by anything.
   writeFileSync(join(root, "etc/foo/fresh.conf"), "the image's own\n");
   writeFileSync(join(root, "etc/foo/fresh-plain.conf"), "the image's own plain\n");
@@ -347,6 +360,11 @@ describe("the native rpm installer against rpm -U", () => {
     assert.equal(readFileSync(join(ours, "etc/foo/noreplace.conf.rpmnew"), "utf8"), "v2 noreplace\n");
     assert.equal(readFileSync(join(ours, "etc/foo/plain.conf.rpmsave"), "utf8"), "edited plain\n");
     assert.equal(readFileSync(join(ours, "etc/foo/gone.conf.rpmsave"), "utf8"), "edited gone\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/no-longer-config.rpmsave"), "utf8"), "edited\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/deleted.conf"), "utf8"), "v2 deleted\n");
+    assert.equal(readlinkSync(join(ours, "etc/foo/link.conf")), "plain.conf");
+    assert.equal(readlinkSync(join(ours, "etc/foo/link.conf.rpmnew")), "same.conf");
+    assert.equal(readFileSync(join(ours, "etc/foo/becomes-config"), "utf8"), "edited plain file\n");
     assert.equal(existsSync(join(ours, "usr/share/foo/old-only")), false);
     assert.equal(existsSync(join(ours, "var/log/foo.log")), false);
     assert.ok(
