@@ -10,8 +10,8 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
-  readFileSync,
   readlinkSync,
+  readSync,
   renameSync,
   rmdirSync,
   rmSync,
@@ -768,11 +768,23 @@ async function stagePayload(n: NewPackage, dir: string, signal: AbortSignal | un
 // ---------------------------------------------------------------------------------------------
 // Phase 2: fates, then files moved into place and removed.
 
+/** The digest of the image's file at `host` (a regular file), read in pieces: it may be large. */
 function fileDigest(host: string, algorithm: string): string | undefined {
+  let fd: number;
   try {
-    return createHash(algorithm).update(readFileSync(host)).digest("hex");
+    fd = openSync(host, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   } catch {
     return undefined;
+  }
+  try {
+    const hash = createHash(algorithm);
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) hash.update(buf.subarray(0, n));
+    return hash.digest("hex");
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
   }
 }
 
