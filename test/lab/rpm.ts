@@ -83,8 +83,15 @@ export interface RpmTestFile {
   ghost?: boolean;
   /** `%caps(...)`, e.g. "cap_net_raw=ep". */
   caps?: string;
+  /** Plain `%config` (an edited file is saved as `.rpmsave` on upgrade). */
+  configPlain?: boolean;
   /** `%doc`: left out by `rpm --excludedocs` (FILESTATES "not installed"). */
   doc?: boolean;
+  /** `%lang(...)`. */
+  lang?: string;
+  /** Owner and group names for `%attr` (default root). */
+  user?: string;
+  group?: string;
 }
 
 export interface RpmTestPackage {
@@ -144,10 +151,12 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
   for (const f of pkg.files) {
     const attrs = [
       f.config ? "%config(noreplace)" : "",
+      f.configPlain ? "%config" : "",
       f.doc ? "%doc" : "",
+      f.lang ? `%lang(${f.lang})` : "",
       f.ghost ? "%ghost" : "",
       f.directory ? "%dir" : "",
-      f.mode ? `%attr(${f.mode},root,root)` : "",
+      f.mode || f.user || f.group ? `%attr(${f.mode ?? "-"},${f.user ?? "root"},${f.group ?? "root"})` : "",
       f.caps ? `%caps(${f.caps})` : "",
     ].filter(Boolean);
     lines.push(`${attrs.join(" ")} ${f.path}`.trim());
