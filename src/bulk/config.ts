@@ -188,8 +188,12 @@ export function parseBulkConfig(text: string, file: string): BulkConfig {
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
   const at = (offset: number | undefined) => (offset === undefined ? "" : `:${lines.linePos(offset).line}`);
   const fail = (path: Path, why: string): never => {
-    const node = path.length ? doc.getIn(path, true) : doc.contents;
-    const range = (node as { range?: [number, number, number] } | null | undefined)?.range;
+    // A missing field is pointed at by its nearest existing parent.
+    let range: [number, number, number] | undefined;
+    for (let n = path.length; n >= 0 && !range; n--) {
+      const node = n ? doc.getIn(path.slice(0, n), true) : doc.contents;
+      range = (node as { range?: [number, number, number] } | null | undefined)?.range;
+    }
     const where = fieldName(path);
     throw new SutureError("USAGE", `${file}${at(range?.[0])}: ${where ? `${where}: ` : ""}${why}`);
   };
