@@ -8,6 +8,7 @@ import type { BulkSummary } from "../../src/bulk/summary.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError, SUTURE } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { labIndex } from "../lab/lab-index.ts";
 import { layoutWriter } from "../lab/oci-layout.ts";
 import { buildRandomImage } from "../lab/random-image.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
@@ -74,6 +75,9 @@ before(async () => {
   for (const tag of ["12.2", "12.10", "12.11-rc1", "bookworm"])
     await cli(["copy", `docker://${host}/lab/debian:12.1`, `docker://${host}/lab/debian:${tag}`]);
   await cli(["copy", `docker://${host}/lab/debian:12.1`, `docker://${host}/other/base:1.0`]);
+  // An amd64 + arm64 index (the arm64 image is only carried over: no emulation needed).
+  const index = await labIndex(["bookwormMinbase", "bookwormMinbaseArm64"], join(work, "index"));
+  await cli(["copy", index.reference, `docker://${host}/lab/multi:2.0`]);
   // Random files: no OS to detect, so its job fails.
   const odd = await buildRandomImage({ layers: 1 });
   const layout = join(work, "odd");
@@ -219,6 +223,7 @@ test("real jobs at once: one image patched and pushed, one that cannot be patche
   const config = `${HEAD}images:
   - { name: base, image: "${host}/other/base", tags: { strategy: list, list: ["1.0"] } }
   - { name: odd, image: "${host}/lab/odd", tags: { strategy: latest } }
+  - { name: multi, image: "${host}/lab/multi", platforms: ["linux/amd64"], tags: { strategy: list, list: ["2.0"] } }
 `;
   const file = join(work, "real.yaml");
   await writeFile(file, config);
@@ -243,10 +248,13 @@ test("real jobs at once: one image patched and pushed, one that cannot be patche
   assert.equal(failed.code, 1, failed.stderr);
   const errors = failed.stderr.split("\n").filter((l) => l.startsWith("error:"));
   assert.deepEqual(errors.length, 1, failed.stderr);
-  assert.match(errors[0]!, /1 of 2 bulk jobs failed \(first: \S+lab\/odd:1\.0: .*\): see the table above.*\[PATCH_FAILED\]/);
+  assert.match(
+    errors[0]!,
+    /1 of 3 bulk jobs failed \(first: \S+lab\/odd:1\.0: .*\): see the table above.*\[PATCH_FAILED\]/,
+  );
 
   const summary = JSON.parse(await readFile(summaryFile, "utf8")) as BulkSummary;
-  const [base, odd] = summary.jobs;
+  const [base, odd, multi] = summary.jobs;
   assert.equal(base!.status, "patched", JSON.stringify(base));
   assert.equal(base!.target, `${host}/other/base:1.0-patched`);
   assert.ok(base!.platforms[0]!.packages.length >= fixes.length);
@@ -265,18 +273,35 @@ test("real jobs at once: one image patched and pushed, one that cannot be patche
   const inspect = async (ref: string) =>
     JSON.parse((await cli(["inspect", "--format", "json", "--no-layers", ref])).stdout) as {
       digest: string;
-      images: { layers: unknown[] }[];
+      images: { digest: string; layers: unknown[] }[];
     };
   const source = await inspect(`docker://${host}/other/base:1.0`);
   const patched = await inspect(`docker://${host}/other/base:1.0-patched`);
   assert.equal(patched.images[0]!.layers.length, source.images[0]!.layers.length + 1);
   assert.equal(patched.digest, base!.digest);
 
+  // Per-image platforms: the index's amd64 image is patched, its arm64 one carried over as it was.
+  assert.equal(multi!.status, "patched", JSON.stringify(multi));
+  assert.equal(multi!.target, `${host}/lab/multi:2.0-patched`);
+  assert.deepEqual(
+    multi!.platforms.map((p) => [p.platform, p.status]),
+    [
+      ["linux/amd64", "patched"],
+      ["linux/arm64", "skipped"],
+    ],
+  );
+  const multiSource = await inspect(`docker://${host}/lab/multi:2.0`);
+  const multiPatched = await inspect(`docker://${host}/lab/multi:2.0-patched`);
+  assert.equal(multiPatched.images.length, 2);
+  assert.equal(multiPatched.images[1]!.digest, multiSource.images[1]!.digest, "arm64 carried over");
+  assert.notEqual(multiPatched.images[0]!.digest, multiSource.images[0]!.digest);
+
   // Again with --ignore-errors: exit 0; the first patch stays, the new one goes to -1 (copa).
   await cli([...args, "--ignore-errors"]);
   assert.deepEqual(await tags("other/base"), ["1.0", "1.0-patched", "1.0-patched-1"]);
+  assert.deepEqual(await tags("lab/multi"), ["2.0", "2.0-patched", "2.0-patched-1"]);
   const second = JSON.parse(await readFile(summaryFile, "utf8")) as BulkSummary;
-  assert.deepEqual(second.counts, { patched: 1, "up-to-date": 0, skipped: 0, "would-patch": 0, failed: 1 });
+  assert.deepEqual(second.counts, { patched: 2, "up-to-date": 0, skipped: 0, "would-patch": 0, failed: 1 });
 });
 
 test("bad configs and flags fail in one line, exit 2, before any registry is asked", async () => {
