@@ -76,6 +76,30 @@ export function selectTags(
   return { tags: newest ? [newest] : [], warnings };
 }
 
+/**
+ * `fn` over `items`, at most `limit` at once, results in order. A config of hundreds of images (or
+ * a list of hundreds of tags) must not open hundreds of registry requests at the same moment.
+ */
+export async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Registry requests a discovery makes at once. */
+export const DISCOVERY_CONCURRENCY = 8;
+
 /** Ask the registry which tags a strategy picks (credentials as every registry call has them). */
 export async function discoverTags(
   repository: ImageReference,

@@ -14,7 +14,7 @@ import type { UpdatePlan } from "../report/plan.ts";
 import { versionSchemeFor } from "../report/versions.ts";
 import type { TransportOptions } from "../transports/index.ts";
 import type { BulkConfig, BulkImageSpec } from "./config.ts";
-import { discoverTags } from "./discover.ts";
+import { DISCOVERY_CONCURRENCY, discoverTags, mapLimited } from "./discover.ts";
 import { decideSkip, indexReports, type ReportIndex } from "./skip.ts";
 
 /** One source tag to patch. */
@@ -136,19 +136,17 @@ export async function runBulk(config: BulkConfig, options: BulkOptions = {}): Pr
   for (const w of reports?.warnings ?? []) warn(w);
 
   // Discovery: a repository that cannot be listed is a warning and no jobs, as in copa.
-  const discovered = await Promise.all(
-    config.images.map(async (spec) => {
-      try {
-        const found = await discoverTags(spec.repository, spec.tags, access);
-        for (const w of found.warnings) warn(w, spec.name);
-        return found.tags.map((tag) => jobFor(spec, tag));
-      } catch (e) {
-        if (options.signal?.aborted) throw options.signal.reason ?? e;
-        warn(`cannot discover tags: ${e instanceof Error ? e.message : String(e)}`, spec.name);
-        return [];
-      }
-    }),
-  );
+  const discovered = await mapLimited(config.images, DISCOVERY_CONCURRENCY, async (spec) => {
+    try {
+      const found = await discoverTags(spec.repository, spec.tags, access);
+      for (const w of found.warnings) warn(w, spec.name);
+      return found.tags.map((tag) => jobFor(spec, tag));
+    } catch (e) {
+      if (options.signal?.aborted) throw options.signal.reason ?? e;
+      warn(`cannot discover tags: ${e instanceof Error ? e.message : String(e)}`, spec.name);
+      return [];
+    }
+  });
   const jobs = dedupe(discovered.flat(), warn);
   emit({ type: "discovered", jobs: jobs.map((j) => j.job) });
   if (jobs.length === 0) warn("no tags to patch");

@@ -125,6 +125,8 @@ images:
     ["other", `${host}/other/base:1.0`, "would-patch", `${host}/elsewhere/base:v1.0-p`],
   ]);
   assert.equal(summary.dryRun, true);
+  // A target repository that does not exist yet has no earlier patches: nothing to warn about.
+  assert.deepEqual(summary.jobs[0]!.warnings, []);
   assert.deepEqual(summary.counts, { patched: 0, "up-to-date": 0, skipped: 0, "would-patch": 4, failed: 0 });
   // What was left out is said: the prerelease, and the listed tag that does not exist.
   assert.ok(
