@@ -6,7 +6,7 @@
  */
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { isSutureError, quoteUntrusted } from "../errors/errors.ts";
+import { asSutureError, isSutureError, quoteUntrusted } from "../errors/errors.ts";
 import { formatReference, type ImageReference, parseReference } from "../ref/reference.ts";
 import type { UpdatePlan } from "../report/plan.ts";
 import { type ReadReportOptions, readReport } from "../report/read.ts";
@@ -57,7 +57,10 @@ function referenceKey(ref: ImageReference): string {
 export async function indexReports(dir: string, options: ReadReportOptions = {}): Promise<ReportIndex> {
   const byName = new Map<string, UpdatePlan[]>();
   const warnings: string[] = [];
-  const names = (await readdir(dir, { withFileTypes: true }))
+  const entries = await readdir(dir, { withFileTypes: true }).catch((e) => {
+    throw asSutureError(e, "IO", `cannot list report directory ${dir}`);
+  });
+  const names = entries
     .filter((e) => e.isFile() && e.name.endsWith(".json"))
     .map((e) => e.name)
     .sort();
