@@ -19,7 +19,7 @@ import { decideSkip, indexReports, type ReportIndex } from "./skip.ts";
 
 /** One source tag to patch. */
 export interface BulkJob {
-  /** `<name> <source>`: unique within a run. */
+  /** `<source> → <base target>`: unique within a run (the same pair listed twice runs once). */
   id: string;
   /** The config's display name of the image. */
   name: string;
@@ -203,9 +203,10 @@ function jobFor(spec: BulkImageSpec, tag: string): PlannedJob {
   const sourceRef = { ...spec.repository, tag };
   const source = formatReference(sourceRef);
   const baseTarget = spec.tagTemplate.render(tag);
+  const baseTargetRef = formatReference({ ...spec.targetRepository, tag: baseTarget });
   return {
     job: {
-      id: `${spec.name} ${source}`,
+      id: `${source} → ${baseTargetRef}`,
       name: spec.name,
       source,
       baseTarget,
@@ -214,18 +215,21 @@ function jobFor(spec: BulkImageSpec, tag: string): PlannedJob {
     spec,
     sourceRef,
     targetRepository: spec.targetRepository,
-    baseTargetRef: formatReference({ ...spec.targetRepository, tag: baseTarget }),
+    baseTargetRef,
   };
 }
 
-/** The same source listed twice runs once; two sources aiming at one patched tag are a conflict. */
+/**
+ * The same source patched to the same target (listed twice, or by two entries) runs once; two
+ * different sources aiming at one patched tag are a conflict.
+ */
 function dedupe(jobs: PlannedJob[], warn: (message: string, image?: string) => void): PlannedJob[] {
   const byId = new Set<string>();
   const byTarget = new Map<string, string>();
   const out: PlannedJob[] = [];
   for (const j of jobs) {
     if (byId.has(j.job.id)) {
-      warn(`${j.job.source} is listed twice: patched once`, j.job.name);
+      warn(`${j.job.source} is listed twice for ${j.baseTargetRef}: patched once`, j.job.name);
       continue;
     }
     byId.add(j.job.id);

@@ -11,7 +11,7 @@ function capture(isTTY: boolean) {
 }
 
 const job: BulkJob = {
-  id: "web reg/web:1.0",
+  id: "reg/web:1.0 → reg/web:1.0-patched",
   name: "web",
   source: "reg/web:1.0",
   baseTarget: "1.0-patched",
@@ -39,7 +39,7 @@ const done: BulkJobResult = {
 test("the final table: a row per platform patched, with packages, CVEs fixed, time and the patched tag", () => {
   const failed: BulkJobResult = {
     ...job,
-    id: "odd reg/odd:1",
+    id: "reg/odd:1 → reg/odd:1-patched",
     name: "odd",
     source: "reg/odd:1",
     status: "failed",
