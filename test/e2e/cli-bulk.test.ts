@@ -306,6 +306,44 @@ test("real jobs at once: one image patched and pushed, one that cannot be patche
   assert.deepEqual(second.counts, { patched: 2, "up-to-date": 0, skipped: 0, "would-patch": 0, failed: 1 });
 });
 
+test("--timeout is each job's: a job over it fails with TIMEOUT, the others still run, nothing is written", async () => {
+  const file = join(work, "timeout.yaml");
+  await writeFile(
+    file,
+    `${HEAD}images:\n  - { name: d, image: "${host}/lab/debian", tags: { strategy: list, list: ["12.1", "12.2"] }, target: { tag: "{{ .SourceTag }}-t" } }\n`,
+  );
+  const summaryFile = join(work, "timeout-summary.json");
+  await assert.rejects(
+    cli([
+      "bulk",
+      file,
+      "--push",
+      "--timeout",
+      "1ms",
+      "--summary",
+      summaryFile,
+      "--cache-dir",
+      join(work, "cache"),
+    ]),
+    oneLineError(
+      /2 of 2 bulk jobs failed \(first: \S+lab\/debian:12\.1: patching \S+ took longer than --timeout 1ms: raise --timeout\)/,
+      1,
+    ),
+  );
+  const summary = JSON.parse(await readFile(summaryFile, "utf8")) as BulkSummary;
+  assert.deepEqual(
+    summary.jobs.map((j) => [j.source, j.status, j.code]),
+    [
+      [`${host}/lab/debian:12.1`, "failed", "TIMEOUT"],
+      [`${host}/lab/debian:12.2`, "failed", "TIMEOUT"],
+    ],
+  );
+  assert.deepEqual(
+    (await tags("lab/debian")).filter((t) => t.endsWith("-t")),
+    [],
+  );
+});
+
 test("bad configs and flags fail in one line, exit 2, before any registry is asked", async () => {
   const bad = join(work, "bad.yaml");
   await writeFile(
