@@ -12,6 +12,7 @@ import type { ProgressEvent } from "../progress/events.ts";
 import { formatReference, type ImageReference } from "../ref/reference.ts";
 import type { UpdatePlan } from "../report/plan.ts";
 import { versionSchemeFor } from "../report/versions.ts";
+import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import type { TransportOptions } from "../transports/index.ts";
 import type { BulkConfig, BulkImageSpec } from "./config.ts";
 import { DISCOVERY_CONCURRENCY, discoverTags, mapLimited } from "./discover.ts";
@@ -119,6 +120,18 @@ export async function runBulk(config: BulkConfig, options: BulkOptions = {}): Pr
     throw new SutureError(
       "SANDBOX",
       `suture bulk patches images, which needs root (layers extracted with their owners, overlayfs, runc), and runs as uid ${uid}: run it as root, or pass --dry-run to see the jobs`,
+    );
+  const dockerHost = options.transport?.dockerHost ?? process.env.DOCKER_HOST;
+  // Without --push every job loads its image into the daemon (copa's default): with none there,
+  // say it once instead of failing every job the same way after its discovery.
+  if (
+    !options.dryRun &&
+    !options.push &&
+    !(await daemonAvailable({ ...options.transport, signal: options.signal }))
+  )
+    throw new SutureError(
+      "DAEMON",
+      `no Docker daemon is reachable${dockerHost ? ` at ${dockerHost}` : ""} to load the patched images into: pass --push to push them to their target registry, or start dockerd (DOCKER_HOST)`,
     );
   const warnings: string[] = [];
   const warn = (message: string, image?: string) => {

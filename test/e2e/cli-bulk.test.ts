@@ -344,7 +344,7 @@ test("--timeout is each job's: a job over it fails with TIMEOUT, the others stil
   );
 });
 
-test("bad configs and flags fail in one line, exit 2, before any registry is asked", async () => {
+test("bad configs and flags fail in one line (exit 2), and a missing daemon once, before any job runs", async () => {
   const bad = join(work, "bad.yaml");
   await writeFile(
     bad,
@@ -371,13 +371,23 @@ test("bad configs and flags fail in one line, exit 2, before any registry is ask
     `${HEAD}images:\n  - { name: x, image: "${host}/lab/debian", tags: { strategy: latest } }\n`,
   );
   await assert.rejects(
-    cli(["bulk", bad, "-r", join(work, "real.yaml")]),
+    cli(["bulk", bad, "-r", bad]),
     oneLineError(/-r .* is a file: in bulk mode -r is a directory/, 2),
   );
   await assert.rejects(cli(["bulk", bad, "--jobs", "0"]), oneLineError(/invalid --jobs "0"/, 2));
   await assert.rejects(
     cli(["bulk", bad, "--summary", join(work, "no/such/dir/s.json")]),
     oneLineError(/--summary .*does not exist/, 2),
+  );
+  // Without --push the images would go to the Docker daemon: none there is said once, up front.
+  await assert.rejects(
+    run(SUTURE, ["bulk", bad], {
+      env: { ...process.env, CI: "true", DOCKER_HOST: `unix://${join(work, "no.sock")}` },
+    }),
+    oneLineError(
+      /no Docker daemon is reachable at unix:\/\/\S+no\.sock to load the patched images into: pass --push/,
+      1,
+    ),
   );
   assert.deepEqual(await tags("lab/debian-patched"), []);
 });
