@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -342,6 +343,62 @@ test("--timeout is each job's: a job over it fails with TIMEOUT, the others stil
     (await tags("lab/debian")).filter((t) => t.endsWith("-t")),
     [],
   );
+});
+
+test("Ctrl-C stops every job, pushes nothing, writes no summary and exits 130", async () => {
+  const file = join(work, "interrupt.yaml");
+  await writeFile(
+    file,
+    `${HEAD}images:\n  - { name: d, image: "${host}/lab/debian", tags: { strategy: list, list: ["12.1", "12.2"] }, target: { tag: "{{ .SourceTag }}-int" } }\n`,
+  );
+  const summaryFile = join(work, "interrupt-summary.json");
+  const child = spawn(
+    SUTURE,
+    [
+      "bulk",
+      file,
+      "--push",
+      "--progress",
+      "json",
+      "--summary",
+      summaryFile,
+      "--cache-dir",
+      join(work, "cache-interrupt"),
+    ],
+    { env: { ...process.env, CI: "true" } },
+  );
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let stderr = "";
+  let interrupted = false;
+  child.stdout.resume();
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d;
+    // The moment both jobs are patching (a step of each has begun): interrupt.
+    const patching = new Set(
+      stderr
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { type: string; job?: string; event?: { type: string } })
+        .filter((e) => e.type === "job-progress" && e.event?.type === "step")
+        .map((e) => e.job),
+    );
+    if (!interrupted && patching.size === 2) {
+      interrupted = true;
+      child.kill("SIGINT");
+    }
+  });
+  const code = await exited;
+  assert.ok(interrupted, `the run ended before both jobs were patching: ${stderr}`);
+  assert.equal(code, 130, stderr);
+  assert.deepEqual(
+    stderr.split("\n").filter((l) => l.startsWith("error:")),
+    ["error: interrupted [CANCELLED]"],
+  );
+  assert.deepEqual(
+    (await tags("lab/debian")).filter((t) => t.endsWith("-int")),
+    [],
+  );
+  assert.equal(existsSync(summaryFile), false);
 });
 
 test("bad configs and flags fail in one line (exit 2), and a missing daemon once, before any job runs", async () => {
