@@ -158,6 +158,46 @@ images:
   );
 });
 
+test("tags are discovered with the registry credentials patch uses (--docker-config)", async () => {
+  const secured = await startRegistry({ auth: "htpasswd" });
+  try {
+    const login = ["--docker-config", secured.dockerConfigDir];
+    await cli([
+      "copy",
+      ...login,
+      `docker://${host}/lab/debian:12.1`,
+      `docker://${secured.host}/team/app:3.1`,
+    ]);
+    await cli([
+      "copy",
+      ...login,
+      `docker://${secured.host}/team/app:3.1`,
+      `docker://${secured.host}/team/app:3.1-patched`,
+    ]);
+    const file = join(work, "secured.yaml");
+    await writeFile(
+      file,
+      `${HEAD}images:\n  - { name: app, image: "${secured.host}/team/app", tags: { strategy: latest } }\n`,
+    );
+    const summaryFile = join(work, "secured-summary.json");
+    await cli(["bulk", file, "--dry-run", ...login, "--summary", summaryFile]);
+    const summary = JSON.parse(await readFile(summaryFile, "utf8")) as BulkSummary;
+    // Both listings (the source's tags, the target's earlier patches) were authorised.
+    assert.deepEqual(
+      summary.jobs.map((j) => [j.source, j.status, j.target, j.warnings]),
+      [[`${secured.host}/team/app:3.1`, "would-patch", `${secured.host}/team/app:3.1-patched-1`, []]],
+    );
+    // Without the credentials the repository cannot be listed: a warning, no jobs (copa).
+    const anonymous = await cli(["bulk", file, "--dry-run", "--docker-config", join(work, "no-such-config")]);
+    assert.match(
+      anonymous.stderr,
+      /warning: app: cannot discover tags: .*(UNAUTHORIZED|authenticat|credentials)/i,
+    );
+  } finally {
+    await secured.stop();
+  }
+});
+
 test("skip and re-patch tags: <base>-N after the existing ones; a clean report of the newest skips it, any other patches again", async () => {
   // Earlier patches of 12.2 (and a per-architecture tag, which is no re-patch tag).
   for (const tag of ["12.2-patched", "12.2-patched-1", "12.2-patched-amd64"])
