@@ -10,6 +10,9 @@
  * - `patchImage`: `suture patch` (needs root: it extracts layers with their owners, mounts
  *   overlayfs and runs runc).
  *
+ * And `runBulk` over a config from `readBulkConfig`: `suture bulk` (copa's PatchConfig), each job a
+ * `patchImage`, its progress as typed `BulkEvent`s.
+ *
  * The library never prints. What the CLI shows as progress arrives as typed events
  * (`ProgressEvent`) through the `progress` callback; failures are `SutureError`s whose stable
  * `code` (`ErrorCode`) says what went wrong, with a one-line message naming the cause and the fix.
@@ -25,6 +28,19 @@ import { type PatchOptions, type PatchResult, patchImage as patchReference } fro
 import { parseTransportReference } from "./ref/transport.ts";
 import { openSink, openSource, type TransportOptions } from "./transports/index.ts";
 
+export type { BulkConfig, BulkImageSpec, TagStrategy } from "./bulk/config.ts";
+export { parseBulkConfig, readBulkConfig } from "./bulk/config.ts";
+export type {
+  BulkEvent,
+  BulkJob,
+  BulkJobResult,
+  BulkOptions,
+  BulkPlatformResult,
+  BulkResult,
+} from "./bulk/run.ts";
+/** `suture bulk` as a function: run a PatchConfig read with readBulkConfig (needs root unless dryRun). */
+export { runBulk } from "./bulk/run.ts";
+export { type BulkSummary, bulkSummary } from "./bulk/summary.ts";
 export type { ErrorCode } from "./errors/errors.ts";
 export { isSutureError, SutureError } from "./errors/errors.ts";
 export type { Image } from "./image/image.ts";

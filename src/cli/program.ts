@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import packageJson from "../../package.json" with { type: "json" };
 import { SutureError } from "../errors/errors.ts";
+import { registerBulk } from "./commands/bulk.ts";
 import { registerCopy } from "./commands/copy.ts";
 import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
@@ -27,6 +28,7 @@ Image references (like skopeo):
   registerCopy(program);
   registerReport(program);
   registerPatch(program);
+  registerBulk(program);
   return program;
 }
 

@@ -10,6 +10,7 @@ import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
 import { addTransportOptions, transportOptionsFrom } from "../options.ts";
+import { runBulkFromPatch } from "./bulk.ts";
 import { MAX_REPORT_SIZE_HELP } from "./report.ts";
 
 /** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
@@ -67,7 +68,8 @@ export function registerPatch(program: Command): void {
       .description(
         "patch an image's OS packages and add exactly one layer: suture's native engine where it can serve the image's package manager (every dpkg and apk image), else the image's own package manager in runc",
       )
-      .requiredOption("-i, --image <image>", "image to patch (any transport)")
+      .option("-i, --image <image>", "image to patch (any transport); required unless --config")
+      .option("--config <file>", "bulk mode, as copa: patch what a PatchConfig YAML names (see suture bulk)")
       .option(
         "-r, --report <file>",
         "vulnerability report; without one, every package with a newer version is updated",
@@ -137,6 +139,12 @@ export function registerPatch(program: Command): void {
         "accept unsigned repositories when the image's apt.conf allows them (Acquire::AllowInsecureRepositories); refused otherwise",
       ),
   ).action(async (flags) => {
+    if (flags.config !== undefined) return runBulkFromPatch(flags.config, flags);
+    if (flags.image === undefined)
+      throw new SutureError(
+        "USAGE",
+        "required option '-i, --image <image>' not specified (or --config CONFIG for bulk mode)",
+      );
     const compression: Compression = flags.compression === "uncompressed" ? "none" : flags.compression;
     const options = transportOptionsFrom(flags);
     // copa scripts pass BuildKit and logging flags; they keep working, with a note that they do nothing.
