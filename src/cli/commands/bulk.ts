@@ -12,10 +12,15 @@ import type { EngineChoice } from "../../patch/engines/engine.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
-import { addTransportOptions, type CommonFlags, parseMaxBlobSize } from "../options.ts";
+import {
+  addTransportOptions,
+  type CommonFlags,
+  parseDuration,
+  parseMaxBlobSize,
+  parseMirrors,
+} from "../options.ts";
 import { progressMode } from "../progress-render.ts";
 import { createBulkRenderer, formatResultTable } from "./bulk-table.ts";
-import { parseDuration, parseMirrors } from "./patch.ts";
 
 /** The flags a bulk run takes: `suture patch`'s global ones (as copa's bulk mode takes copa's). */
 export interface BulkFlags extends CommonFlags {

@@ -9,54 +9,9 @@ import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
-import { addTransportOptions, transportOptionsFrom } from "../options.ts";
+import { addTransportOptions, parseDuration, parseMirrors, transportOptionsFrom } from "../options.ts";
 import { runBulkFromPatch } from "./bulk.ts";
 import { MAX_REPORT_SIZE_HELP } from "./report.ts";
-
-/** `5m`, `90s`, `1h30m` → milliseconds (copa's --timeout syntax). */
-export function parseDuration(text: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g;
-  let total = 0;
-  let consumed = 0;
-  for (const m of text.matchAll(re)) {
-    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-    consumed += m[0].length;
-  }
-  if (consumed !== text.length || total <= 0)
-    throw new SutureError("USAGE", `invalid --timeout "${text}": use e.g. 5m, 90s, 1h`);
-  return total;
-}
-
-/**
- * An http(s) URL with a host and nothing that could end a line of an apt sources file: the
- * mirror is written into one (`URIs: …`), where a newline would add fields such as `Trusted: yes`.
- */
-function isPlainHttpUrl(text: string): boolean {
-  if (!/^https?:\/\/[^\s\x00-\x1f\x7f]+$/.test(text)) return false;
-  try {
-    return new URL(text).hostname !== "";
-  } catch {
-    return false;
-  }
-}
-
-/** `--mirror http://deb.debian.org/debian=http://mirror.local/debian`, repeatable. */
-export function parseMirrors(values: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const v of values) {
-    const eq = v.indexOf("=");
-    const from = v.slice(0, eq).trim();
-    const to = v.slice(eq + 1).trim();
-    if (eq <= 0 || !isPlainHttpUrl(from) || !isPlainHttpUrl(to)) {
-      throw new SutureError(
-        "USAGE",
-        `invalid --mirror ${JSON.stringify(v)}: use FROM=TO with http(s) URIs, e.g. http://deb.debian.org/debian=http://mirror.local/debian`,
-      );
-    }
-    out[from] = to;
-  }
-  return out;
-}
 
 /** `--engine`: what `auto` means, per package manager, is decided where the patch picks its engine. */
 const ENGINE_CHOICES = ["auto", "native", "sandbox"] as const satisfies readonly EngineChoice[];
