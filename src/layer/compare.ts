@@ -9,6 +9,8 @@ import { SutureError } from "../errors/errors.ts";
  * mtime is deliberately ignored: dpkg rewrites every file of a package it reinstalls or upgrades
  * and gives it the mtime recorded in the .deb, so a byte-identical file with a new mtime is not a
  * change anyone can act on, and keeping it would copy megabytes into the layer for nothing.
+ * rpm is the exception: `rpm -V` compares mtimes, so the layer builder keeps such files for rpm
+ * images (`keepTouchedFiles`).
  */
 export function sameMetadata(a: BigIntStats, b: BigIntStats): boolean {
   return (

@@ -59,6 +59,32 @@ test("a hardlink group equal to the lowers is dropped whole; a changed one is wr
   assert.equal(layer.stats.droppedUnchanged, 2);
 });
 
+test("a file rewritten with the same bytes and a new mtime is kept only where the package format verifies times (rpm -V)", async (t) => {
+  const dir = await tempDir(t);
+  const lower = join(dir, "lower");
+  const upper = join(dir, "upper");
+  await write(lower, "usr/share/doc/p/README", "same", 1_600_000_000);
+  await write(lower, "etc/p.conf", "same", 1_600_000_000);
+  await write(upper, "usr/share/doc/p/README", "same", 1_700_000_000); // touched by the upgrade
+  await write(upper, "etc/p.conf", "same", 1_600_000_000); // rewritten, same second
+  const build = async (keepTouchedFiles: boolean) => {
+    const out = join(dir, `l-${keepTouchedFiles}.tar`);
+    const layer = await buildPatchLayer({
+      upperDir: upper,
+      lowerDirs: [lower],
+      outFile: out,
+      compression: "none",
+      keepTouchedFiles,
+    });
+    return { members: await names(out), dropped: layer.stats.droppedUnchanged };
+  };
+  assert.deepEqual(await build(false), { members: [], dropped: 2 });
+  assert.deepEqual(await build(true), {
+    members: ["usr/", "usr/share/", "usr/share/doc/", "usr/share/doc/p/", "usr/share/doc/p/README"],
+    dropped: 1,
+  });
+});
+
 test("the walk order, not readdir's order, decides the bytes", async (t) => {
   const dir = await tempDir(t);
   const lower = join(dir, "lower");

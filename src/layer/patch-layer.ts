@@ -58,6 +58,13 @@ export interface BuildPatchLayerOptions {
   compression: Compression;
   /** Which upper entries to leave out. Defaults to {@link defaultExclude}; compose to extend it. */
   exclude?: ExcludePredicate;
+  /**
+   * Keep a regular file whose bytes are unchanged but whose mtime (to the second) differs from
+   * the lowers'. For package managers whose verification checks file times against their database
+   * (`rpm -V`): an upgrade rewrites, or touches, every file of a package with the new header's
+   * mtime, and leaving the old file would make `rpm -V` report it as modified.
+   */
+  keepTouchedFiles?: boolean;
   progress?: ProgressSink;
   signal?: AbortSignal;
 }
@@ -184,6 +191,7 @@ class UpperWalker {
   readonly #exclude: ExcludePredicate;
   readonly #progress: ProgressSink;
   readonly #signal: AbortSignal | undefined;
+  readonly #keepTouchedFiles: boolean;
   readonly #groups = new Map<string, LinkGroup>();
 
   constructor(options: BuildPatchLayerOptions, progress: ProgressSink) {
@@ -192,6 +200,7 @@ class UpperWalker {
     this.#exclude = options.exclude ?? defaultExclude;
     this.#progress = progress;
     this.#signal = options.signal;
+    this.#keepTouchedFiles = options.keepTouchedFiles ?? false;
   }
 
   /**
@@ -323,6 +332,12 @@ class UpperWalker {
   #sameAsLower(abs: string, st: BigIntStats, xattrs: EntryXattrs, lower: LowerEntry | undefined): boolean {
     if (!lower || !sameMetadata(st, lower.stat)) return false;
     if (st.isFile() && st.size !== lower.stat.size) return false;
+    if (
+      st.isFile() &&
+      this.#keepTouchedFiles &&
+      wholeSeconds(st.mtimeNs) !== wholeSeconds(lower.stat.mtimeNs)
+    )
+      return false;
     if (st.isSymbolicLink()) {
       const a = readlinkSync(abs, { encoding: "buffer" });
       if (!a.equals(readlinkSync(lower.path, { encoding: "buffer" }))) return false;
@@ -482,4 +497,8 @@ async function assertDirectory(path: string, what: string): Promise<void> {
     throw asSutureError(e, "IO", `the ${what} ${path} cannot be read`);
   }
   if (!st.isDirectory()) throw new SutureError("IO", `the ${what} ${path} is not a directory`);
+}
+
+function wholeSeconds(ns: bigint): bigint {
+  return ns / 1_000_000_000n;
 }

@@ -240,6 +240,7 @@ async function validateAndLayer(
     lowerDirs: sb.lowerDirs,
     outFile: file,
     compression: run.compression,
+    keepTouchedFiles: manager.verifiesFileTimes ?? false,
     progress: (e) => ctx.progress({ ...e, platform: result.platform }),
     signal: ctx.signal,
   });

@@ -169,6 +169,12 @@ export interface PackageManager {
    * apt in the image, and Debian 12 has none"); undefined when it can. `os` names the image's OS.
    */
   sandboxUnavailable?(distro: DistroInfo, os: string): string | undefined;
+  /**
+   * Whether the format's own verification checks file mtimes against its database (`rpm -V`
+   * does; dpkg and apk do not): then the patch layer keeps files an upgrade rewrote with the same
+   * bytes but a new mtime (see BuildPatchLayerOptions.keepTouchedFiles).
+   */
+  readonly verifiesFileTimes?: boolean;
 }
 
 export type EngineChoice = "auto" | EngineKind;
