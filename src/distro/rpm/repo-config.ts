@@ -374,3 +374,24 @@ export async function repoKeyring(root: string, repo: RpmRepo): Promise<Keyring>
   }
   return mergeKeyrings(rings);
 }
+
+/**
+ * Refuse the enabled repositories whose packages the image's own tool would install unchecked
+ * (`gpgcheck=0`, or no gpgcheck anywhere where the tool's default is off): suture installs
+ * nothing it cannot verify. Both rpm engines call this before anything is fetched. `--keyring`
+ * keys (`extraKeys`) make such a repository checkable, since suture then checks it against
+ * them; `--allow-insecure-repositories` accepts it as the image's tool would.
+ */
+export function refuseUncheckedRepos(
+  config: Pick<RpmRepoConfig, "repos">,
+  options: { extraKeys: boolean; allowInsecure: boolean },
+): void {
+  if (options.extraKeys || options.allowInsecure) return;
+  const unchecked = config.repos.filter((r) => r.enabled && !r.gpgcheck);
+  if (!unchecked.length) return;
+  const names = unchecked.map((r) => `${r.id} (${quoteUntrusted(r.origin)})`).join(", ");
+  throw new SutureError(
+    "UNTRUSTED",
+    `the image's repositor${unchecked.length === 1 ? "y" : "ies"} ${names} turn${unchecked.length === 1 ? "s" : ""} package signature checks off (gpgcheck=0), so anything the server sends would be installed: set gpgcheck=1 in the image, trust the signer with --keyring KEYFILE, or pass --allow-insecure-repositories to accept it as the image's own tool would`,
+  );
+}
