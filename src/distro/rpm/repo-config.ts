@@ -378,9 +378,11 @@ export async function repoKeyring(root: string, repo: RpmRepo): Promise<Keyring>
 /**
  * Refuse the enabled repositories whose packages the image's own tool would install unchecked
  * (`gpgcheck=0`, or no gpgcheck anywhere where the tool's default is off): suture installs
- * nothing it cannot verify. Both rpm engines call this before anything is fetched. `--keyring`
- * keys (`extraKeys`) make such a repository checkable, since suture then checks it against
- * them; `--allow-insecure-repositories` accepts it as the image's tool would.
+ * nothing it cannot verify. The sandbox engine calls this before the image's tool runs, since
+ * the tool may take a package from any enabled repository (the native engine, which knows where
+ * each package comes from, refuses per package in the same words). `--keyring` keys
+ * (`extraKeys`) make such a repository checkable, since the tool then checks it against them;
+ * `--allow-insecure-repositories` accepts it as the image's tool would.
  */
 export function refuseUncheckedRepos(
   config: Pick<RpmRepoConfig, "repos">,
@@ -390,8 +392,9 @@ export function refuseUncheckedRepos(
   const unchecked = config.repos.filter((r) => r.enabled && !r.gpgcheck);
   if (!unchecked.length) return;
   const names = unchecked.map((r) => `${r.id} (${quoteUntrusted(r.origin)})`).join(", ");
+  const one = unchecked.length === 1;
   throw new SutureError(
     "UNTRUSTED",
-    `the image's repositor${unchecked.length === 1 ? "y" : "ies"} ${names} turn${unchecked.length === 1 ? "s" : ""} package signature checks off (gpgcheck=0), so anything the server sends would be installed: set gpgcheck=1 in the image, trust the signer with --keyring KEYFILE, or pass --allow-insecure-repositories to accept it as the image's own tool would`,
+    `the image's repositor${one ? "y" : "ies"} ${names} set${one ? "s" : ""} gpgcheck=0, and suture installs only packages whose signature is verified: set gpgcheck=1 in the image, pass the vendor's key with --keyring, or --allow-insecure-repositories to take ${one ? "its" : "their"} packages unsigned`,
   );
 }
