@@ -136,6 +136,8 @@ export function rpmUpgradeCommands(
     `--setopt=cachedir=${IN_CONTAINER.cache}`,
     "--setopt=keepcache=False",
   ];
+  // libdnf (dnf 4, dnf5, microdnf) running as root uses system_cachedir.
+  const systemCache = `--setopt=system_cachedir=${IN_CONTAINER.cache}`;
   switch (tool) {
     case "dnf":
       return [
@@ -146,6 +148,7 @@ export function rpmUpgradeCommands(
             "-y",
             "--setopt=install_weak_deps=False",
             ...common,
+            systemCache,
             `--setopt=logdir=${IN_CONTAINER.log}`,
             ...gpgcheck,
             "--refresh",
@@ -164,8 +167,7 @@ export function rpmUpgradeCommands(
             "-y",
             "--setopt=install_weak_deps=False",
             ...common,
-            // dnf5 running as root uses system_cachedir.
-            `--setopt=system_cachedir=${IN_CONTAINER.cache}`,
+            systemCache,
             `--setopt=logdir=${IN_CONTAINER.log}`,
             ...gpgcheck,
             "--refresh",
@@ -204,6 +206,7 @@ export function rpmUpgradeCommands(
             "--setopt=install_weak_deps=0",
             `--setopt=reposdir=${IN_CONTAINER.repos}`,
             `--setopt=cachedir=${IN_CONTAINER.cache}`,
+            systemCache,
             ...(options.allowInsecure ? [] : ["--setopt=gpgcheck=1"]),
             "--refresh",
             "update",
