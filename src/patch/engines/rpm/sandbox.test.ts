@@ -286,7 +286,7 @@ Error: GPG check FAILED
   assert.ok(!untrusted.message.includes("\n"));
   assert.match(
     untrusted.message,
-    /^dnf upgrade: dnf refused what the repository served .*NOKEY.*Public key for demo-1\.1-1\.x86_64\.rpm is not installed/,
+    /^dnf upgrade: dnf refused what the repository served .*: Public key for demo-1\.1-1\.x86_64\.rpm is not installed/,
   );
   assert.match(untrusted.message, /--keyring KEYFILE/);
   const checksum = rpmToolFailure(

@@ -274,7 +274,7 @@ const ZYPPER_SCRIPTLET_FAILED = 107;
 
 /** What the tools print when a signature or checksum does not check out. */
 const RPM_TRUST_FAILURE =
-  /GPG check FAILED|signature verification (?:error|failed)|Signature verification failed|is not signed|is unsigned|Public key for \S+ is not installed|NOKEY|BAD signature|checksum doesn't match|Digest verification failed|GPG keys listed for the .* are not correct|Bad GPG signature|GPG check failed/i;
+  /GPG check FAILED|signature verification (?:error|failed)|Signature verification failed|is not signed|is unsigned|Public key for \S+ is not installed|BAD signature|checksum doesn't match|Digest verification failed|GPG keys listed for the .* are not correct|Bad GPG signature|GPG check failed/i;
 
 /**
  * One line from a failed tool: the lines about signatures or checksums it refused, else its
