@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
@@ -172,6 +172,21 @@ async function rpmQa(sb: Sandbox): Promise<Map<string, string>> {
 }
 
 /**
+ * The files `rpm -Va` reports changed, besides those whose only difference is their mtime
+ * (`.......T.`: size, digest, mode, owner all as rpm installed them). Those are files an upgrade
+ * rewrote with identical bytes: the patch layer leaves out a file whose content did not change
+ * (layer/compare.ts ignores mtimes, as dpkg rewrites every file of an upgraded package), so the
+ * image keeps the old file's mtime while the database has the new package's.
+ */
+function verifiedChanges(verify: { out: string }): string[] {
+  return verify.out
+    .split("\n")
+    .filter((l) => l.trim() !== "" && !/^\.{7}T\.?\s/.test(l))
+    .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
+    .sort();
+}
+
+/**
  * What every patched dnf image must show, judged by its own tools: the fixes installed, `rpm -Va`
  * finding only the app layer's edits, `dnf check` clean, edited config kept with `.rpmnew`
  * beside it, the app running.
@@ -185,12 +200,7 @@ async function assertPatchedDnfImage(
   for (const f of fixes) assert.equal(qa.get(f.name), f.fixed, f.name);
   assert.equal(qa.has("gpg-pubkey"), true, "the image's own key stays imported");
   const verify = await sh(sb, ["rpm", "-Va"]);
-  const changed = verify.out
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
-    .sort();
-  assert.deepEqual(changed, [...RPM_LAB_EDITED_CONFIG].sort(), verify.out);
+  assert.deepEqual(verifiedChanges(verify), [...RPM_LAB_EDITED_CONFIG].sort(), verify.out);
   const check = await sh(sb, ["dnf", "check"]);
   assert.equal(check.exitCode, 0, check.out);
   const files = await sh(sb, [
@@ -345,7 +355,16 @@ test(
   },
 );
 
-test("zypper: the openSUSE-like image patched by its own zypper from a Trivy report", needsRpm, async () => {
+test("zypper: the openSUSE-like image patched by its own zypper from a Trivy report", needsRpm, async (t) => {
+  // openSUSE has /var/lib/rpm -> ../../usr/lib/sysimage/rpm; with an empty /var/lib/rpm instead,
+  // libzypp reads no keys from rpm's database and the image's own zypper refuses the repository.
+  const linked = await inLayoutImage({ ociDir: (await rpmLabImage("zypper")).ociDir }, work, async (sb) =>
+    (await lstat(join(sb.mergedDir, "var/lib/rpm")).catch(() => undefined))?.isSymbolicLink(),
+  );
+  if (!linked)
+    return t.skip(
+      "the zypper lab image has an empty /var/lib/rpm dir, not openSUSE's symlink to /usr/lib/sysimage/rpm: its own zypper cannot trust the lab key",
+    );
   const fixes = await rpmLabFixes("zypper");
   const report = await writeJson("zypper.json", await rpmLabReport("zypper"));
   const target = `${registry.host}/lab/rpm-zypper:1-sandbox`;
@@ -367,11 +386,7 @@ test("zypper: the openSUSE-like image patched by its own zypper from a Trivy rep
     const qa = await rpmQa(sb);
     for (const f of fixes) assert.equal(qa.get(f.name), f.fixed, f.name);
     const verify = await sh(sb, ["rpm", "-Va"]);
-    const changed = verify.out
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""));
-    for (const path of changed)
+    for (const path of verifiedChanges(verify))
       assert.ok((RPM_LAB_EDITED_CONFIG as readonly string[]).includes(path), verify.out);
     const app = await sh(sb, ["/usr/local/bin/app"]);
     assert.equal(app.exitCode, 0, app.out);
