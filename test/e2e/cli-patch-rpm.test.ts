@@ -355,6 +355,44 @@ test(
   },
 );
 
+test(
+  "--keyring: packages signed by a key the image does not trust go in with the user's key, which does not stay in the image",
+  needsRpm,
+  async () => {
+    const other = await startRpmTestRepo({ tamper: "package-other-key" });
+    try {
+      const fix = (await rpmLabFixes("dnf")).find((f) => f.name === "jq")!;
+      const report = await writeJson("dnf-keyring.json", await rpmLabReport("dnf", { only: ["jq"] }));
+      const target = `${registry.host}/lab/rpm-dnf:1-keyring`;
+      const src = await source("dnf");
+      await cli([
+        "patch",
+        "-i",
+        src,
+        "-r",
+        report,
+        "-t",
+        target,
+        "--push",
+        "--engine",
+        "sandbox",
+        "--keyring",
+        other.otherPublicKeyFile,
+        "--mirror",
+        other.mirrorArg("dnf"),
+      ]);
+      const keys = (sb: Sandbox) => sh(sb, ["rpm", "-q", "gpg-pubkey"]);
+      const before = await inPulled(src, "dnf-keyring-source", async (sb) => (await keys(sb)).out);
+      await inPulled(target, "dnf-keyring", async (sb) => {
+        assert.equal((await rpmQa(sb)).get("jq"), fix.fixed);
+        assert.equal((await keys(sb)).out, before, "the image trusts the keys it trusted before, no more");
+      });
+    } finally {
+      await other.close();
+    }
+  },
+);
+
 test("zypper: the openSUSE-like image patched by its own zypper from a Trivy report", needsRpm, async (t) => {
   // openSUSE has /var/lib/rpm -> ../../usr/lib/sysimage/rpm; with an empty /var/lib/rpm instead,
   // libzypp reads no keys from rpm's database and the image's own zypper refuses the repository.
