@@ -315,7 +315,7 @@ export function formatCapability(c: RpmCapability): string {
 export type RichDep =
   | { kind: "cap"; cap: RpmCapability }
   | { kind: "and" | "or" | "with" | "without"; items: RichDep[] }
-  | { kind: "if" | "unless"; then: RichDep; cond: RichDep; else?: RichDep };
+  | { kind: "if" | "unless"; body: RichDep; cond: RichDep; else?: RichDep };
 
 const RICH_OPS = new Set(["and", "or", "if", "unless", "else", "with", "without"]);
 const COMPARISONS: Record<string, RpmDepOp> = {
@@ -354,9 +354,9 @@ export function parseRichDep(text: string, where: string): RichDep {
     if (ops.length === 0) return terms[0]!;
     const first = ops[0]!;
     if (first === "if" || first === "unless") {
-      if (ops.length === 1) return { kind: first, then: terms[0]!, cond: terms[1]! };
+      if (ops.length === 1) return { kind: first, body: terms[0]!, cond: terms[1]! };
       if (ops.length === 2 && ops[1] === "else")
-        return { kind: first, then: terms[0]!, cond: terms[1]!, else: terms[2]! };
+        return { kind: first, body: terms[0]!, cond: terms[1]!, else: terms[2]! };
       throw bad(`chains ${first} with other operators without parentheses`);
     }
     if (first === "else" || ops.some((o) => o !== first)) throw bad("mixes operators without parentheses");
@@ -395,13 +395,13 @@ export function richHolds(dep: RichDep, holds: (cap: RpmCapability) => boolean):
       return dep.items.some((d) => richHolds(d, holds));
     case "if":
       return richHolds(dep.cond, holds)
-        ? richHolds(dep.then, holds)
+        ? richHolds(dep.body, holds)
         : dep.else
           ? richHolds(dep.else, holds)
           : true;
     case "unless":
       return !richHolds(dep.cond, holds)
-        ? richHolds(dep.then, holds)
+        ? richHolds(dep.body, holds)
         : dep.else
           ? richHolds(dep.else, holds)
           : true;
@@ -834,13 +834,13 @@ function resolveOnce(
       }
       case "if":
         return evalRich(dep.cond, needer.view, holdsNow)
-          ? ensureRich(needer, dep.then)
+          ? ensureRich(needer, dep.body)
           : dep.else
             ? ensureRich(needer, dep.else)
             : true;
       case "unless":
         return !evalRich(dep.cond, needer.view, holdsNow)
-          ? ensureRich(needer, dep.then)
+          ? ensureRich(needer, dep.body)
           : dep.else
             ? ensureRich(needer, dep.else)
             : true;
