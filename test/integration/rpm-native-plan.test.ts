@@ -1,0 +1,403 @@
+/**
+ * The native rpm engine's plan and download step against signed rpm-md repositories served on
+ * 127.0.0.1 (node:http), built here with the host's rpmbuild, rpmsign, gpg and createrepo_c
+ * (test/lab/rpm.ts): an "old" libtiny 3.0.7-27 and tinyapp (which requires libtiny at its exact
+ * EVR, as openssl requires openssl-libs) installed into a real sqlite rpmdb by the host's rpm,
+ * and their signed -28 builds in the repository. The root is laid out as a RHEL 9 image: its
+ * repository file with `$releasever`/`$basearch`, the vendor key under /etc/pki/rpm-gpg. The
+ * server then lies in the ways a real mirror cannot be made to: tampered repomd.xml and
+ * primary.xml, foreign signatures, packages that are not the ones listed, a gpgcheck=0
+ * repository. Each is one UNTRUSTED line naming the repository, and nothing is written.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseOsRelease } from "../../src/distro/os-release.ts";
+import { isSutureError } from "../../src/errors/errors.ts";
+import type { EngineContext, EngineSandbox, Targets } from "../../src/patch/engines/engine.ts";
+import { downloadRpmPackages } from "../../src/patch/engines/rpm/native/fetch.ts";
+import { nativeRpmEngine } from "../../src/patch/engines/rpm/native/native.ts";
+import type { ProgressEvent } from "../../src/progress/events.ts";
+import { requiring } from "../lab/requirements.ts";
+import { buildRpm, createRepo, type RpmTestKey, rpmTestKey, signRpms, tool } from "../lab/rpm.ts";
+
+const { test, before, after } = await requiring(
+  "loopback",
+  "tool:rpmbuild",
+  "tool:rpmsign",
+  "tool:rpm",
+  "tool:createrepo_c",
+  "tool:gpg",
+);
+
+const TARGET = { name: "libtiny", fixedVersion: "3.0.7-28" };
+const OS_RELEASE = 'ID="rhel"\nVERSION_ID="9.4"\nPRETTY_NAME="Lab RHEL 9.4"\n';
+const KEY_PATH = "/etc/pki/rpm-gpg/RPM-GPG-KEY-lab";
+
+let work: string;
+let root: string;
+let labKey: RpmTestKey;
+let otherKey: RpmTestKey;
+let labKeyFile: string;
+/** The -28 builds signed by the lab key, by name. */
+const signed = new Map<string, string>();
+/** The same builds signed by a key the image does not trust. */
+const foreign = new Map<string, string>();
+let server: Server;
+let base: string;
+/** URL path → bytes the server answers with; anything else is a 404. */
+const files = new Map<string, Buffer>();
+
+async function newBuild(dir: string, name: string): Promise<string> {
+  return buildRpm(dir, {
+    name,
+    version: "3.0.7",
+    release: "28",
+    files: [{ path: `/usr/lib/${name}.txt`, content: `${name} 28\n` }],
+    ...(name === "tinyapp" ? { requires: ["libtiny = 3.0.7-28"] } : {}),
+  });
+}
+
+/** Serve `rpms` as the lab repository at /lab/9.4/x86_64/ (what the image's $releasever/$basearch expand to). */
+async function serveRepo(
+  rpms: readonly string[],
+  options: { key?: RpmTestKey; edit?: (repoDir: string) => Promise<void> } = {},
+): Promise<void> {
+  const repo = await createRepo(work, rpms, {
+    compress: "zstd",
+    ...(options.key ? { key: options.key } : {}),
+  });
+  await options.edit?.(repo.dir);
+  files.clear();
+  const walk = async (dir: string, prefix: string) => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      if (entry.isDirectory()) await walk(join(dir, entry.name), `${prefix}/${entry.name}`);
+      else files.set(`${prefix}/${entry.name}`, await readFile(join(dir, entry.name)));
+    }
+  };
+  await walk(repo.dir, "/lab/9.4/x86_64");
+}
+
+async function writeRepoFile(settings: string): Promise<void> {
+  await writeFile(
+    join(root, "etc/yum.repos.d/lab.repo"),
+    `[lab-baseos]\nname=Lab BaseOS $releasever\nbaseurl=${base}/lab/$releasever/$basearch/\nenabled=1\ngpgkey=file://${KEY_PATH}\n${settings}`,
+  );
+}
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), "suture-rpm-plan-"));
+  root = join(work, "root");
+  [labKey, otherKey] = await Promise.all([rpmTestKey(work, "rsa2048"), rpmTestKey(work, "ed25519")]);
+  labKeyFile = join(work, "lab-key.asc");
+  await writeFile(labKeyFile, labKey.publicArmored);
+  // The installed -27 builds, in a real sqlite rpmdb written by the host's rpm.
+  const old = [
+    await buildRpm(work, {
+      name: "libtiny",
+      version: "3.0.7",
+      release: "27",
+      files: [{ path: "/usr/lib/libtiny.txt", content: "libtiny 27\n" }],
+    }),
+    await buildRpm(work, {
+      name: "tinyapp",
+      version: "3.0.7",
+      release: "27",
+      requires: ["libtiny = 3.0.7-27"],
+      files: [{ path: "/usr/lib/tinyapp.txt", content: "tinyapp 27\n" }],
+    }),
+  ];
+  await mkdir(join(root, "etc/yum.repos.d"), { recursive: true });
+  await mkdir(join(root, "etc/pki/rpm-gpg"), { recursive: true });
+  await writeFile(join(root, "etc/os-release"), OS_RELEASE);
+  await writeFile(join(root, KEY_PATH.slice(1)), labKey.publicArmored);
+  await tool("rpm", [
+    "--root",
+    root,
+    "--dbpath",
+    "/var/lib/rpm",
+    "--define",
+    "_db_backend sqlite",
+    "-i",
+    "--justdb",
+    "--nodeps",
+    "--nosignature",
+    ...old,
+  ]);
+  for (const [keys, map] of [
+    [labKey, signed],
+    [otherKey, foreign],
+  ] as const) {
+    const dir = await mkdtemp(join(work, "builds-"));
+    for (const name of ["libtiny", "tinyapp"]) map.set(name, await newBuild(dir, name));
+    await signRpms(keys, [...map.values()]);
+  }
+  server = createServer((req, res) => {
+    const body = files.get(new URL(req.url ?? "/", "http://x").pathname);
+    if (!body) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "content-length": body.length }).end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+after(async () => {
+  server?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+function sandbox(): EngineSandbox {
+  return {
+    mergedDir: root,
+    run: () => {
+      throw new Error("the plan runs nothing in the image");
+    },
+  };
+}
+
+function context(
+  cacheDir: string,
+  events: ProgressEvent[] = [],
+  extra: Partial<EngineContext> = {},
+): EngineContext {
+  return {
+    platform: { architecture: "amd64", os: "linux" },
+    distro: {
+      packageDb: "rpm",
+      packageManager: "none",
+      osRelease: parseOsRelease(OS_RELEASE),
+      files: new Map(),
+    },
+    cacheDir,
+    workDir: work,
+    progress: (e) => events.push(e),
+    ...extra,
+  };
+}
+
+const plan = (ctx: EngineContext, targets: Targets = [TARGET]) =>
+  nativeRpmEngine.plan!(sandbox(), targets, ctx);
+
+/** Every path under `dir` with its content hash: what "nothing was written" is checked against. */
+async function snapshot(dir: string): Promise<string> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else
+        out.push(
+          `${p} ${createHash("sha256")
+            .update(await readFile(p))
+            .digest("hex")}`,
+        );
+    }
+  };
+  await walk(dir);
+  return out.sort().join("\n");
+}
+
+const oneLine = (e: unknown, code: string, pattern: RegExp) =>
+  isSutureError(e) && e.code === code && !e.message.includes("\n") && pattern.test(e.message);
+
+test("plan: the target and what requires it at its exact EVR, from the signed repository the image's own repo file names", async () => {
+  await writeRepoFile("gpgcheck=1\nrepo_gpgcheck=1\n");
+  await serveRepo([...signed.values()], { key: labKey });
+  const events: ProgressEvent[] = [];
+  const cache = await mkdtemp(join(work, "cache-"));
+  const before = await snapshot(root);
+  const p = await plan(context(cache, events));
+  assert.deepEqual(
+    p.install.map((i) => `${i.name} ${i.from} -> ${i.to}: ${i.reason}`),
+    [
+      "libtiny 3.0.7-27 -> 3.0.7-28: target",
+      "tinyapp 3.0.7-27 -> 3.0.7-28: tinyapp 3.0.7-27 needs libtiny = 3.0.7-27, which the upgrade of libtiny no longer provides",
+    ],
+  );
+  const digest = (name: string) =>
+    readFile(signed.get(name)!).then((b) => `sha256:${createHash("sha256").update(b).digest("hex")}`);
+  assert.deepEqual(
+    p.install.map((i) => i.digest),
+    [await digest("libtiny"), await digest("tinyapp")],
+  );
+  assert.deepEqual(p.failed, []);
+  // No /bin/sh in this root: scriptlets cannot run, and the result cache knows it.
+  assert.ok(p.reuseKey?.includes("scripts=false"));
+  assert.ok(p.reuseKey?.includes("arch=x86_64"));
+  const info = events.find((e) => e.type === "info" && e.message.startsWith("rpm repository lab-baseos"));
+  assert.match(
+    (info as { message: string }).message,
+    /\/lab\/9\.4\/x86_64\): 2 packages, repomd\.xml signed by suture rpm test rsa2048/,
+  );
+  assert.equal(await snapshot(root), before, "a plan writes nothing into the image");
+
+  // Update-all finds the same two; a second plan reads primary.xml from the cache (verified again).
+  const all = await plan(context(cache));
+  assert.deepEqual(
+    all.install.map((i) => i.name),
+    ["libtiny", "tinyapp"],
+  );
+  assert.ok((await readdir(join(cache, "rpm-native/metadata"))).some((f) => f.startsWith("primary-sha256-")));
+});
+
+test("download: each package is proven (checksum, header, identity, signature by the image's key) into the store, and reused", async () => {
+  await writeRepoFile("gpgcheck=1\n");
+  await serveRepo([...signed.values()]);
+  const cache = await mkdtemp(join(work, "cache-"));
+  const ctx = context(cache);
+  const p = (await plan(ctx)) as Awaited<ReturnType<typeof plan>> & {
+    choices: unknown[];
+    trust: Map<string, unknown>;
+  };
+  const items = (p.choices as { pkg: never; repo: { id: string } }[]).map((c) => ({
+    pkg: c.pkg,
+    repository: p.trust.get(c.repo.id) as never,
+  }));
+  const fetched = await downloadRpmPackages(items, { cacheDir: join(cache, "rpm-native") });
+  assert.deepEqual(
+    fetched.map((f) => `${f.pkg.nevra.name}-${f.pkg.nevra.version}-${f.pkg.nevra.release}`),
+    ["libtiny-3.0.7-28", "tinyapp-3.0.7-28"],
+  );
+  for (const f of fetched) assert.ok(f.file.startsWith(join(cache, "rpm-native/packages/sha256-")));
+  const events: ProgressEvent[] = [];
+  files.clear(); // the server is gone: the store must serve
+  await downloadRpmPackages(items, { cacheDir: join(cache, "rpm-native"), progress: (e) => events.push(e) });
+  assert.equal(events.filter((e) => e.type === "blob" && e.action === "exists").length, 2);
+});
+
+test("a repomd.xml changed after signing, or signed by a key the image does not trust: UNTRUSTED, nothing written", async () => {
+  await writeRepoFile("gpgcheck=1\nrepo_gpgcheck=1\n");
+  const cache = await mkdtemp(join(work, "cache-"));
+  const before = await snapshot(root);
+  await serveRepo([...signed.values()], { key: otherKey });
+  await assert.rejects(plan(context(cache)), (e) =>
+    oneLine(e, "UNTRUSTED", /repomd\.xml of repository lab-baseos .*(no|not|unknown).*key/i),
+  );
+  await serveRepo([...signed.values()], {
+    key: labKey,
+    edit: async (dir) => {
+      const path = join(dir, "repodata/repomd.xml");
+      await writeFile(path, (await readFile(path, "utf8")).replace(/<revision>\d+/, "<revision>1"));
+    },
+  });
+  await assert.rejects(plan(context(cache)), (e) =>
+    oneLine(e, "UNTRUSTED", /repomd\.xml of repository lab-baseos/),
+  );
+  // Unsigned where the repository requires a signature.
+  await serveRepo([...signed.values()]);
+  await assert.rejects(plan(context(cache)), (e) => oneLine(e, "UNTRUSTED", /no repomd\.xml\.asc signature/));
+  assert.equal(await snapshot(root), before);
+});
+
+test("a primary.xml that is not the one repomd.xml lists: UNTRUSTED naming the repository", async () => {
+  await writeRepoFile("gpgcheck=1\n");
+  await serveRepo([...signed.values()], {
+    edit: async (dir) => {
+      const [primary] = (await readdir(join(dir, "repodata"))).filter((f) => f.includes("primary.xml"));
+      const path = join(dir, "repodata", primary!);
+      const bytes = await readFile(path);
+      bytes[bytes.length - 5]! ^= 0xff;
+      await writeFile(path, bytes);
+    },
+  });
+  const cache = await mkdtemp(join(work, "cache-"));
+  await assert.rejects(plan(context(cache)), (e) =>
+    oneLine(e, "UNTRUSTED", /primary\.xml of repository lab-baseos .*(sha256|bytes).*use another mirror/),
+  );
+  assert.deepEqual(
+    await readdir(join(cache, "rpm-native/metadata")),
+    [],
+    "a tampered primary is never cached",
+  );
+});
+
+test("a package signed by a key the image does not trust, or whose bytes are not the listed ones: UNTRUSTED naming package and repository", async () => {
+  await writeRepoFile("gpgcheck=1\n");
+  const cache = await mkdtemp(join(work, "cache-"));
+  await serveRepo([...foreign.values()]);
+  const p = await plan(context(cache));
+  await assert.rejects(nativeRpmEngine.apply(sandbox(), [TARGET], context(cache), p), (e) =>
+    oneLine(e, "UNTRUSTED", /libtiny-3\.0\.7-28\.noarch .*repository lab-baseos.*(trusts no key|--keyring)/),
+  );
+  assert.deepEqual(
+    await readdir(join(cache, "rpm-native/packages")),
+    [],
+    "nothing unproven enters the store",
+  );
+
+  // The repository lists the signed build; the mirror serves another one (same size, other bytes).
+  await serveRepo([...signed.values()]);
+  const listed = await plan(context(cache));
+  for (const [path, bytes] of files)
+    if (path.endsWith(".rpm")) {
+      const copy = Buffer.from(bytes);
+      copy[copy.length - 3]! ^= 0xff;
+      files.set(path, copy);
+    }
+  await assert.rejects(nativeRpmEngine.apply(sandbox(), [TARGET], context(cache), listed), (e) =>
+    oneLine(
+      e,
+      "UNTRUSTED",
+      /libtiny-3\.0\.7-28\.noarch .*repository lab-baseos\).* has sha256 .* but the repository lists/,
+    ),
+  );
+  assert.deepEqual(await readdir(join(cache, "rpm-native/packages")), []);
+});
+
+test("gpgcheck=0 in the image: refused in one line, unless --keyring keys verify the packages or --allow-insecure-repositories says so", async () => {
+  await writeRepoFile("gpgcheck=0\n");
+  await serveRepo([...signed.values()]);
+  const cache = await mkdtemp(join(work, "cache-"));
+  await assert.rejects(plan(context(cache)), (e) =>
+    oneLine(
+      e,
+      "UNTRUSTED",
+      /repository lab-baseos, which sets gpgcheck=0 .*--keyring.*--allow-insecure-repositories/,
+    ),
+  );
+  const withKey = await plan(context(cache, [], { keyringFiles: [labKeyFile] }));
+  assert.equal(withKey.install.length, 2);
+  const insecure = await plan(context(cache, [], { allowInsecureRepositories: true }));
+  assert.match(
+    insecure.warnings.join("\n"),
+    /lab-baseos sets gpgcheck=0: its packages are installed unsigned/,
+  );
+  assert.ok(insecure.reuseKey?.includes("unsigned=lab-baseos"));
+
+  // --keyring with a key that did not sign them: the download is refused.
+  const otherFile = join(work, "other-key.asc");
+  await writeFile(otherFile, otherKey.publicArmored);
+  const wrong = await plan(context(cache, [], { keyringFiles: [otherFile] }));
+  await assert.rejects(
+    nativeRpmEngine.apply(sandbox(), [TARGET], context(cache, [], { keyringFiles: [otherFile] }), wrong),
+    (e) => oneLine(e, "UNTRUSTED", /libtiny.*sets gpgcheck=0, so only --keyring keys are trusted/),
+  );
+});
+
+test("an unreachable repository is an error (dnf's skip_if_unavailable=False), a warning where the repo file allows skipping it", async () => {
+  await writeRepoFile("gpgcheck=1\n");
+  files.clear();
+  const cache = await mkdtemp(join(work, "cache-"));
+  await assert.rejects(plan(context(cache)), (e) =>
+    oneLine(
+      e,
+      "NOT_FOUND",
+      /repository lab-baseos \(\/etc\/yum\.repos\.d\/lab\.repo:1\) cannot be read: .*skip_if_unavailable=False/,
+    ),
+  );
+  await writeRepoFile("gpgcheck=1\nskip_if_unavailable=1\n");
+  const p = await plan(context(cache));
+  assert.match(p.warnings.join("\n"), /repository lab-baseos is left out, as its skip_if_unavailable=1 says/);
+  assert.match(p.failed[0]!.reason, /no enabled repository of the image offers it/);
+
+  await rm(join(root, "etc/yum.repos.d/lab.repo"));
+  await assert.rejects(plan(context(cache)), (e) => oneLine(e, "NOT_FOUND", /enables no rpm repository/));
+  await writeRepoFile("gpgcheck=1\n");
+});
