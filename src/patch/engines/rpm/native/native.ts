@@ -247,7 +247,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     if (!ctx.allowInsecureRepositories)
       throw new SutureError(
         "UNTRUSTED",
-        `${choice.pkg.name} would come from repository ${repo.id}, which sets gpgcheck=0 (${repo.origin}), and suture installs only packages whose signature it verified: pass the vendor's key with --keyring, or --allow-insecure-repositories to take its packages unsigned`,
+        `${choice.pkg.name} would come from repository ${repo.id}, which sets gpgcheck=0 (${quoteUntrusted(repo.origin)}), and suture installs only packages whose signature is verified: set gpgcheck=1 in the image, pass the vendor's key with --keyring, or --allow-insecure-repositories to take its packages unsigned`,
       );
     warnings.push(
       `repository ${repo.id} sets gpgcheck=0: its packages are installed unsigned (--allow-insecure-repositories), checked only against its metadata's checksums`,
