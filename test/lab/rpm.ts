@@ -83,6 +83,8 @@ export interface RpmTestFile {
   ghost?: boolean;
   /** `%caps(...)`, e.g. "cap_net_raw=ep". */
   caps?: string;
+  /** `%doc`: left out by `rpm --excludedocs` (FILESTATES "not installed"). */
+  doc?: boolean;
 }
 
 export interface RpmTestPackage {
@@ -100,6 +102,10 @@ export interface RpmTestPackage {
   requiresPre?: string[];
   /** `_binary_payload` (w9.gzdio, w6.xzdio, w19.zstdio, w9.bzdio). */
   payload?: string;
+  /** More preamble lines as written in a spec (`Prefix: /opt`, `Vendor: …`, `Recommends: …`). */
+  preamble?: string[];
+  /** Sections after %files as written in a spec (`%filetriggerin -- /opt`, `%triggerin -- other`, …). */
+  sections?: string[];
 }
 
 /** Build one binary package with the host's rpmbuild; returns the .rpm's path. */
@@ -118,6 +124,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
     ...(pkg.provides ?? []).map((r) => `Provides: ${r}`),
     ...(pkg.obsoletes ?? []).map((r) => `Obsoletes: ${r}`),
     ...(pkg.conflicts ?? []).map((r) => `Conflicts: ${r}`),
+    ...(pkg.preamble ?? []),
     "%description",
     "A package built by suture's tests.",
     "%install",
@@ -137,6 +144,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
   for (const f of pkg.files) {
     const attrs = [
       f.config ? "%config(noreplace)" : "",
+      f.doc ? "%doc" : "",
       f.ghost ? "%ghost" : "",
       f.directory ? "%dir" : "",
       f.mode ? `%attr(${f.mode},root,root)` : "",
@@ -144,6 +152,7 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
     ].filter(Boolean);
     lines.push(`${attrs.join(" ")} ${f.path}`.trim());
   }
+  lines.push(...(pkg.sections ?? []));
   await Promise.all(
     pkg.files.map((f, i) =>
       f.ghost || f.directory || f.symlinkTo !== undefined || f.hardlinkTo !== undefined

@@ -764,3 +764,135 @@ export function formatRpmEvr(evr: { epoch?: number; version: string; release: st
 export function formatRpmNevra(nevra: RpmNevra): string {
   return `${nevra.name}-${formatRpmEvr(nevra)}${nevra.arch === undefined ? "" : `.${nevra.arch}`}`;
 }
+
+/**
+ * One entry to add to a header, as rpm's headerPut adds it: its tag, type, element count and the
+ * data bytes as the data store holds them (big-endian integers, NUL-terminated strings).
+ */
+export interface RpmHeaderAddition {
+  tag: number;
+  type: number;
+  count: number;
+  data: Uint8Array;
+}
+
+/** An INT32 entry (values must be unsigned 32-bit integers). */
+export function rpmInt32Addition(tag: number, values: readonly number[]): RpmHeaderAddition {
+  const data = new Uint8Array(values.length * 4);
+  const view = new DataView(data.buffer);
+  values.forEach((v, i) => {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+      throw new SutureError("INTERNAL", `tag ${tag}: ${v} is not an unsigned 32-bit value`);
+    view.setUint32(i * 4, v);
+  });
+  return { tag, type: RpmType.INT32, count: values.length, data };
+}
+
+/** A CHAR entry (values are bytes). */
+export function rpmCharAddition(tag: number, values: readonly number[]): RpmHeaderAddition {
+  for (const v of values) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xff)
+      throw new SutureError("INTERNAL", `tag ${tag}: ${v} is not a byte`);
+  }
+  return { tag, type: RpmType.CHAR, count: values.length, data: Uint8Array.from(values) };
+}
+
+/** A STRING entry (one NUL-terminated string). */
+export function rpmStringAddition(tag: number, value: string): RpmHeaderAddition {
+  return { ...rpmStringsAddition(tag, [value]), type: RpmType.STRING };
+}
+
+/** A STRING_ARRAY entry. */
+export function rpmStringsAddition(tag: number, values: readonly string[]): RpmHeaderAddition {
+  const parts = values.map((v) => {
+    if (v.includes("\0")) throw new SutureError("INTERNAL", `tag ${tag}: a string holds a NUL`);
+    return Buffer.from(`${v}\0`, "utf8");
+  });
+  return {
+    tag,
+    type: RpmType.STRING_ARRAY,
+    count: values.length,
+    data: new Uint8Array(Buffer.concat(parts)),
+  };
+}
+
+/**
+ * The blob of `header` with `additions` appended, laid out as rpm's headerExport (lib/header.c
+ * doExport) lays out a header read from a package and then added to: the region's index entries
+ * and data byte for byte (what its signatures and digests cover), then the added entries sorted
+ * by tag, each one's data aligned for its type from the start of the data store and the gaps
+ * zero-filled. This is the blob an rpm database stores for an installed package.
+ *
+ * `header` must be all region (a package's main header as openRpm read it), and the additions'
+ * tags new to it and to each other; anything else is a bug in the caller (INTERNAL).
+ */
+export function exportRpmHeader(header: RpmHeader, additions: readonly RpmHeaderAddition[]): Uint8Array {
+  const il = header.entries.length;
+  const dl = header.blob.length - 8 - il * ENTRY_SIZE;
+  if (header.regionTag === undefined || header.regionEntryCount !== il || header.regionDataLength !== dl) {
+    throw new SutureError("INTERNAL", "exportRpmHeader needs a header that is all region");
+  }
+  const sorted = [...additions].sort((a, b) => a.tag - b.tag);
+  for (const [i, a] of sorted.entries()) {
+    if (a.tag < RpmTag.HEADERI18NTABLE || header.has(a.tag) || sorted[i + 1]?.tag === a.tag)
+      throw new SutureError("INTERNAL", `tag ${a.tag} cannot be added to the header twice`);
+    checkAddition(a);
+  }
+  // Where each addition's data starts in the data store, after the region's data.
+  const offsets: number[] = [];
+  let end = dl;
+  for (const a of sorted) {
+    const align = TYPE_ALIGN[a.type]!;
+    end += (align - (end % align)) % align;
+    offsets.push(end);
+    end += a.data.length;
+  }
+  const newIl = il + sorted.length;
+  const out = new Uint8Array(8 + newIl * ENTRY_SIZE + end);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, newIl);
+  view.setUint32(4, end);
+  out.set(header.blob.subarray(8, 8 + il * ENTRY_SIZE), 8);
+  const dataStart = 8 + newIl * ENTRY_SIZE;
+  out.set(header.blob.subarray(8 + il * ENTRY_SIZE), dataStart);
+  sorted.forEach((a, i) => {
+    const at = 8 + (il + i) * ENTRY_SIZE;
+    view.setInt32(at, a.tag);
+    view.setUint32(at + 4, a.type);
+    view.setInt32(at + 8, offsets[i]!);
+    view.setUint32(at + 12, a.count);
+    out.set(a.data, dataStart + offsets[i]!);
+  });
+  return out;
+}
+
+/** An addition's data must be what its type and count say (dataLength's rules). */
+function checkAddition(a: RpmHeaderAddition): void {
+  const bad = (detail: string) => new SutureError("INTERNAL", `tag ${a.tag}: ${detail}`);
+  if (a.type < RpmType.CHAR || a.type > RpmType.I18NSTRING) throw bad(`unknown type ${a.type}`);
+  if (a.count < 1 || (a.type !== RpmType.BIN && a.count > ARRAY_MAX)) throw bad(`count ${a.count}`);
+  const size = TYPE_SIZES[a.type]!;
+  if (size >= 0) {
+    if (a.data.length !== size * a.count) throw bad(`${a.data.length} bytes for ${a.count} elements`);
+    return;
+  }
+  if (a.type === RpmType.STRING && a.count !== 1) throw bad("a STRING holds one string");
+  let nuls = 0;
+  for (const b of a.data) if (b === 0) nuls++;
+  if (nuls !== a.count || a.data.at(-1) !== 0) throw bad(`not ${a.count} NUL-terminated strings`);
+}
+
+/** An entry's type, count and data bytes as stored (a view into the blob), for copying it. */
+export function rpmHeaderRawEntry(
+  header: RpmHeader,
+  tag: number,
+): { type: number; count: number; data: Uint8Array } | undefined {
+  const e = header.entry(tag);
+  if (e === undefined) return undefined;
+  const dataStart = 8 + header.entries.length * ENTRY_SIZE;
+  return {
+    type: e.type,
+    count: e.count,
+    data: header.blob.subarray(dataStart + e.offset, dataStart + e.offset + e.length),
+  };
+}
