@@ -83,8 +83,15 @@ export interface RpmTestFile {
   ghost?: boolean;
   /** `%caps(...)`, e.g. "cap_net_raw=ep". */
   caps?: string;
+  /** Plain `%config` (an edited file is saved as `.rpmsave` on upgrade). */
+  configPlain?: boolean;
   /** `%doc`: left out by `rpm --excludedocs` (FILESTATES "not installed"). */
   doc?: boolean;
+  /** `%lang(...)`. */
+  lang?: string;
+  /** Owner and group names for `%attr` (default root). */
+  user?: string;
+  group?: string;
 }
 
 export interface RpmTestPackage {
@@ -106,6 +113,8 @@ export interface RpmTestPackage {
   preamble?: string[];
   /** Sections after %files as written in a spec (`%filetriggerin -- /opt`, `%triggerin -- other`, …). */
   sections?: string[];
+  /** Spec text appended after `%files`: scriptlets (`%post`), triggers (`%transfiletriggerin -- /usr/lib`). */
+  spec?: string;
 }
 
 /** Build one binary package with the host's rpmbuild; returns the .rpm's path. */
@@ -144,15 +153,18 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
   for (const f of pkg.files) {
     const attrs = [
       f.config ? "%config(noreplace)" : "",
+      f.configPlain ? "%config" : "",
       f.doc ? "%doc" : "",
+      f.lang ? `%lang(${f.lang})` : "",
       f.ghost ? "%ghost" : "",
       f.directory ? "%dir" : "",
-      f.mode ? `%attr(${f.mode},root,root)` : "",
+      f.mode || f.user || f.group ? `%attr(${f.mode ?? "-"},${f.user ?? "root"},${f.group ?? "root"})` : "",
       f.caps ? `%caps(${f.caps})` : "",
     ].filter(Boolean);
     lines.push(`${attrs.join(" ")} ${f.path}`.trim());
   }
   lines.push(...(pkg.sections ?? []));
+  if (pkg.spec) lines.push(pkg.spec);
   await Promise.all(
     pkg.files.map((f, i) =>
       f.ghost || f.directory || f.symlinkTo !== undefined || f.hardlinkTo !== undefined

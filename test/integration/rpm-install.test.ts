@@ -1,0 +1,551 @@
+/**
+ * The native rpm installer judged by the real rpm (Debian's rpm 4.18): the same packages, built
+ * with rpmbuild, are installed into two copies of one root, once by `rpm --root R -U` and once by
+ * installRpmFiles, and the trees are compared (types, modes, owners, contents, link targets,
+ * mtimes, hard links, capabilities, .rpmnew/.rpmsave/.rpmorig), with the file states rpm records.
+ * Scriptlets and triggers run with busybox's sh of an Alpine minirootfs in runc, and their order
+ * and arguments are compared with what rpm itself runs in the same root.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { getAttributeSync } from "@napi-rs/xattr";
+import type { RpmFileState } from "../../src/distro/rpm/installed-header.ts";
+import { readInstalledRpmsInRoot } from "../../src/distro/rpm/installed.ts";
+import { openRpm } from "../../src/distro/rpm/package.ts";
+import { isSutureError } from "../../src/errors/errors.ts";
+import type { EngineSandbox } from "../../src/patch/engines/engine.ts";
+import { installRpmFiles, type RpmInstallItem } from "../../src/patch/engines/rpm/native/install.ts";
+import { runInSandbox } from "../../src/sandbox/runtime.ts";
+import { minirootfs } from "../lab/alpine-rootfs.ts";
+import { buildRpm, type RpmTestPackage, tool } from "../lab/rpm.ts";
+import { needs, requiring } from "../lab/requirements.ts";
+
+const { before, after, describe, test } = await requiring("root", "tool:rpm", "tool:rpmbuild");
+
+let work: string;
+let pkgDir: string;
+
+before(() => {
+  // On a real disk (runc's bundles and the roots live here), never tmpfs.
+  work = mkdtempSync("/var/tmp/suture-rpm-install-");
+  pkgDir = join(work, "packages");
+  mkdirSync(pkgDir);
+});
+after(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+const PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\nfoo:x:321:321::/:/sbin/nologin\n";
+const GROUP = "root:x:0:\nnobody:x:65534:\nfoo:x:321:\n";
+
+/** A root with only what rpm needs: users and groups, and its database directory. */
+function bareRoot(name: string): string {
+  const root = join(work, name);
+  mkdirSync(join(root, "etc"), { recursive: true });
+  mkdirSync(join(root, "var/lib/rpm"), { recursive: true });
+  writeFileSync(join(root, "etc/passwd"), PASSWD);
+  writeFileSync(join(root, "etc/group"), GROUP);
+  return root;
+}
+
+/** Alpine's minirootfs (busybox sh) with rpm's database directory: scriptlets can run in it. */
+function shellRoot(name: string): string {
+  const root = join(work, name);
+  mkdirSync(root);
+  execFileSync("tar", ["xzf", minirootfs("3.20.3", "x86_64"), "--numeric-owner", "-p", "-C", root]);
+  mkdirSync(join(root, "var/lib/rpm"), { recursive: true });
+  return root;
+}
+
+function copyRoot(from: string, name: string): string {
+  const to = join(work, name);
+  execFileSync("cp", ["-a", "--", from, to]);
+  return to;
+}
+
+async function rpmIn(root: string, ...args: string[]): Promise<string> {
+  return tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--nosignature", "--nodeps", ...args]);
+}
+
+/** `rpm -q`'s file states of `name`, one `STATE PATH` a line. */
+async function rpmStates(root: string, name: string): Promise<string> {
+  return tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "-q", "--qf", "[%{FILESTATES:fstate} %{FILENAMES}\\n]", name]);
+}
+
+/** A sandbox whose run() fails the test: no script is expected. */
+function noScripts(root: string): EngineSandbox {
+  return {
+    mergedDir: root,
+    run: async (args) => {
+      throw new Error(`no script was expected, but ${args.join(" ")} was run`);
+    },
+  };
+}
+
+function runcSandbox(root: string): EngineSandbox & { calls: string[][] } {
+  const calls: string[][] = [];
+  return {
+    mergedDir: root,
+    calls,
+    run: async (args, options = {}) => {
+      calls.push(args);
+      return runInSandbox({
+        rootfs: root,
+        args,
+        ...(options.env ? { env: options.env } : {}),
+        ...(options.mounts ? { mounts: options.mounts } : {}),
+        timeoutMs: options.timeoutMs ?? 120_000,
+        bundleParent: work,
+      });
+    },
+  };
+}
+
+const built = new Map<string, string>();
+async function rpmOf(pkg: RpmTestPackage): Promise<string> {
+  const key = `${pkg.name}-${pkg.version}-${pkg.release}`;
+  let path = built.get(key);
+  if (!path) {
+    path = await buildRpm(pkgDir, pkg);
+    built.set(key, path);
+  }
+  return path;
+}
+
+/**
+ * Install `rpms` into `root` with suture, each replacing the installed package of its name (and
+ * erasing `obsoleted` names), as the native engine will call it; the database step is left to
+ * the test (wt-rpmdbwrite's writer).
+ */
+async function sutureInstall(
+  root: string,
+  rpms: readonly string[],
+  options: { sandbox?: EngineSandbox; runScripts?: boolean; obsoleted?: string[] } = {},
+) {
+  const db = await readInstalledRpmsInRoot(root);
+  assert.ok(db, "the root has an rpm database");
+  const items: RpmInstallItem[] = [];
+  for (const file of rpms) {
+    const pkg = await openRpm(file);
+    const replaces = db.packages.find((p) => p.nevra.name === pkg.nevra.name);
+    items.push({ pkg, file, repository: "test", ...(replaces ? { replaces } : {}) });
+  }
+  return installRpmFiles(
+    items,
+    {
+      sandbox: options.sandbox ?? noScripts(root),
+      database: db.location,
+      installed: db.packages,
+      obsoleted: db.packages.filter((p) => options.obsoleted?.includes(p.nevra.name)),
+      runScripts: options.runScripts ?? true,
+      progress: () => {},
+    },
+    async () => {},
+  );
+}
+
+interface Node {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime?: number;
+  sha?: string;
+  link?: string;
+  caps?: string;
+  /** Other names of the same inode. */
+  links?: string;
+}
+
+/** Every path below `root` but rpm's database, as the comparison needs it. */
+function tree(root: string, skip: (path: string) => boolean = (p) => p.startsWith("/var/lib/rpm")): Map<string, Node> {
+  const out = new Map<string, Node>();
+  const inodes = new Map<number, string[]>();
+  const walk = (dir: string) => {
+    for (const name of readdirSync(join(root, dir)).sort()) {
+      const path = `${dir}/${name}`;
+      if (skip(path)) continue;
+      const st = lstatSync(join(root, path));
+      const node: Node = { type: "other", mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+      if (st.isDirectory()) node.type = "dir";
+      else if (st.isSymbolicLink()) {
+        node.type = "symlink";
+        node.link = readlinkSync(join(root, path));
+        node.mtime = Math.floor(st.mtimeMs / 1000);
+        node.mode = 0;
+      } else if (st.isFile()) {
+        node.type = "file";
+        node.sha = createHash("sha256").update(readFileSync(join(root, path))).digest("hex");
+        node.mtime = Math.floor(st.mtimeMs / 1000);
+        try {
+          const caps = getAttributeSync(join(root, path), "security.capability");
+          if (caps) node.caps = Buffer.from(caps).toString("hex");
+        } catch {
+          // none
+        }
+        if (st.nlink > 1) inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), path]);
+      }
+      out.set(path, node);
+      if (st.isDirectory()) walk(path);
+    }
+  };
+  walk("");
+  for (const names of inodes.values()) for (const n of names) out.get(n)!.links = names.join(" ");
+  return out;
+}
+
+function assertSameTrees(ours: Map<string, Node>, rpms: Map<string, Node>): void {
+  const diffs: string[] = [];
+  for (const path of new Set([...ours.keys(), ...rpms.keys()])) {
+    const a = ours.get(path);
+    const b = rpms.get(path);
+    if (JSON.stringify(a) !== JSON.stringify(b))
+      diffs.push(`${path}: suture ${JSON.stringify(a)} rpm ${JSON.stringify(b)}`);
+  }
+  assert.deepEqual(diffs, [], "suture's tree differs from rpm's");
+}
+
+const RPM_STATE_NAMES: Record<RpmFileState, string> = {
+  normal: "normal",
+  replaced: "replaced",
+  notinstalled: "not installed",
+  netshared: "net shared",
+  wrongcolor: "wrong color",
+};
+
+function v1(): RpmTestPackage {
+  return {
+    name: "foo",
+    version: "1.0",
+    release: "1",
+    files: [
+      { path: "/etc/foo/noreplace.conf", content: "v1 noreplace\n", config: true },
+      { path: "/etc/foo/plain.conf", content: "v1 plain\n", configPlain: true },
+      { path: "/etc/foo/same.conf", content: "same\n", config: true },
+      { path: "/etc/foo/untouched.conf", content: "v1 untouched\n", config: true },
+      { path: "/etc/foo/gone.conf", content: "v1 gone\n", configPlain: true },
+      { path: "/usr/bin/foo", content: "#!/bin/sh\necho v1\n", mode: "0755" },
+      { path: "/usr/lib/foo", directory: true, mode: "0750" },
+      { path: "/usr/lib/foo/a", content: "A1\n" },
+      { path: "/usr/lib/foo/b", hardlinkTo: "/usr/lib/foo/a" },
+      { path: "/usr/lib/foo/link", symlinkTo: "a" },
+      { path: "/usr/share/foo/old-only", content: "old\n" },
+      { path: "/usr/share/foo/owned", content: "owned v1\n", user: "nobody", group: "nobody" },
+      { path: "/var/log/foo.log", ghost: true },
+      { path: "/usr/share/doc/foo/README", content: "readme v1\n", doc: true },
+    ],
+  };
+}
+
+function v2(): RpmTestPackage {
+  return {
+    name: "foo",
+    version: "2.0",
+    release: "1",
+    files: [
+      { path: "/etc/foo/noreplace.conf", content: "v2 noreplace\n", config: true },
+      { path: "/etc/foo/plain.conf", content: "v2 plain\n", configPlain: true },
+      { path: "/etc/foo/same.conf", content: "same\n", config: true },
+      { path: "/etc/foo/untouched.conf", content: "v2 untouched\n", config: true },
+      { path: "/etc/foo/fresh.conf", content: "fresh\n", config: true },
+      { path: "/etc/foo/fresh-plain.conf", content: "fresh plain\n", configPlain: true },
+      { path: "/usr/bin/foo", content: "#!/bin/sh\necho v2\n", mode: "0755", caps: "cap_net_raw,cap_net_bind_service=ep" },
+      { path: "/usr/lib/foo", directory: true, mode: "0750" },
+      { path: "/usr/lib/foo/a", content: "A2\n" },
+      { path: "/usr/lib/foo/b", hardlinkTo: "/usr/lib/foo/a" },
+      { path: "/usr/lib/foo/c", hardlinkTo: "/usr/lib/foo/a" },
+      { path: "/usr/lib/foo/link", symlinkTo: "b" },
+      { path: "/usr/lib/foo/new-file", content: "new\n", mode: "4755", user: "foo", group: "foo" },
+      { path: "/usr/share/foo/owned", content: "owned v2\n", user: "nobody", group: "nobody" },
+      { path: "/usr/share/foo/unknown-owner", content: "x\n", user: "nosuchuser", group: "nosuchgroup" },
+      { path: "/var/log/foo.log", ghost: true },
+      { path: "/usr/share/doc/foo/README", content: "readme v2\n", doc: true },
+      { path: "/usr/share/doc/foo/NEWS", content: "news v2\n", doc: true },
+      { path: "/usr/share/locale/de/foo.mo", content: "de\n", lang: "de" },
+      { path: "/usr/share/locale/fr/foo.mo", content: "fr\n", lang: "fr" },
+    ],
+  };
+}
+
+function editConfigs(root: string): void {
+  writeFileSync(join(root, "etc/foo/noreplace.conf"), "edited noreplace\n");
+  writeFileSync(join(root, "etc/foo/plain.conf"), "edited plain\n");
+  writeFileSync(join(root, "etc/foo/same.conf"), "edited same\n");
+  writeFileSync(join(root, "etc/foo/gone.conf"), "edited gone\n");
+  // Config files v2 adds, already in the image and not owned by anything.
+  writeFileSync(join(root, "etc/foo/fresh.conf"), "the image's own\n");
+  writeFileSync(join(root, "etc/foo/fresh-plain.conf"), "the image's own plain\n");
+}
+
+describe("the native rpm installer against rpm -U", () => {
+  test("an upgrade: config files kept, saved and replaced, files removed, links, owners, capabilities and file states as rpm leaves them", async () => {
+    const base = bareRoot("upgrade-base");
+    await rpmIn(base, "-U", await rpmOf(v1()));
+    editConfigs(base);
+    const ours = copyRoot(base, "upgrade-suture");
+    const theirs = copyRoot(base, "upgrade-rpm");
+    await rpmIn(theirs, "-U", await rpmOf(v2()));
+    const outcome = await sutureInstall(ours, [await rpmOf(v2())]);
+
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(readFileSync(join(ours, "etc/foo/noreplace.conf"), "utf8"), "edited noreplace\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/noreplace.conf.rpmnew"), "utf8"), "v2 noreplace\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/plain.conf.rpmsave"), "utf8"), "edited plain\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/gone.conf.rpmsave"), "utf8"), "edited gone\n");
+    assert.equal(existsSync(join(ours, "usr/share/foo/old-only")), false);
+    assert.equal(existsSync(join(ours, "var/log/foo.log")), false);
+    assert.ok(outcome.warnings.some((w) => w.includes("/etc/foo/noreplace.conf created as /etc/foo/noreplace.conf.rpmnew")));
+    assert.ok(outcome.warnings.some((w) => w.includes('user "nosuchuser" does not exist')));
+
+    // The file states rpm recorded are the ones suture hands to the database writer.
+    const [states] = [...outcome.fileStates.values()];
+    const recorded = (await rpmStates(theirs, "foo")).trim().split("\n");
+    const pkg = await openRpm(await rpmOf(v2()));
+    assert.deepEqual(
+      pkg.files.map((f, i) => `${RPM_STATE_NAMES[states![i]!]} ${f.path}`),
+      recorded,
+    );
+  });
+
+  test("docs and languages left out as the image's rpm macros say, recorded as not installed", async () => {
+    const base = bareRoot("nodocs-base");
+    await rpmIn(base, "-U", await rpmOf(v1()));
+    mkdirSync(join(base, "etc/rpm"), { recursive: true });
+    writeFileSync(join(base, "etc/rpm/macros.image"), "%_excludedocs 1\n%_install_langs en_US:de_DE\n");
+    const ours = copyRoot(base, "nodocs-suture");
+    const theirs = copyRoot(base, "nodocs-rpm");
+    // rpm --root reads the host's macros, not the root's: the same settings on its command line.
+    await rpmIn(theirs, "--define", "_install_langs en_US:de_DE", "--excludedocs", "-U", await rpmOf(v2()));
+    const outcome = await sutureInstall(ours, [await rpmOf(v2())]);
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(existsSync(join(ours, "usr/share/doc/foo/NEWS")), false);
+    assert.equal(existsSync(join(ours, "usr/share/locale/fr/foo.mo")), false);
+    assert.equal(existsSync(join(ours, "usr/share/locale/de/foo.mo")), true);
+    const [states] = [...outcome.fileStates.values()];
+    const recorded = (await rpmStates(theirs, "foo")).trim().split("\n");
+    const pkg = await openRpm(await rpmOf(v2()));
+    assert.deepEqual(pkg.files.map((f, i) => `${RPM_STATE_NAMES[states![i]!]} ${f.path}`), recorded);
+  });
+
+  test("a fresh install over the image's own config files keeps them as rpm does (.rpmnew, .rpmorig)", async () => {
+    const base = bareRoot("fresh-base");
+    mkdirSync(join(base, "etc/foo"), { recursive: true });
+    writeFileSync(join(base, "etc/foo/noreplace.conf"), "the image's own\n");
+    writeFileSync(join(base, "etc/foo/plain.conf"), "the image's own plain\n");
+    await tool("rpm", ["--root", base, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const ours = copyRoot(base, "fresh-suture");
+    const theirs = copyRoot(base, "fresh-rpm");
+    await rpmIn(theirs, "-U", await rpmOf(v1()));
+    await sutureInstall(ours, [await rpmOf(v1())]);
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(readFileSync(join(ours, "etc/foo/plain.conf.rpmorig"), "utf8"), "the image's own plain\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/noreplace.conf.rpmnew"), "utf8"), "v1 noreplace\n");
+  });
+});
+
+describe("refusals", () => {
+  test("a file another installed package owns with other content is a conflict, and nothing is written", async () => {
+    const root = bareRoot("conflict");
+    const bar = await rpmOf({
+      name: "bar",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/share/foo/owned", content: "bar's\n" }],
+    });
+    await rpmIn(root, "-U", bar);
+    const before = tree(root, () => false);
+    await assert.rejects(
+      sutureInstall(root, [await rpmOf(v1())]),
+      (e: unknown) =>
+        isSutureError(e, "PATCH_FAILED") &&
+        /\/usr\/share\/foo\/owned conflicts with the file of installed bar-1\.0-1\.noarch/.test(e.message) &&
+        !e.message.includes("\n"),
+    );
+    assertSameTrees(tree(root, () => false), before);
+    // rpm refuses the same transaction.
+    await assert.rejects(rpmIn(root, "-U", await rpmOf(v1())), /conflicts with file from package bar/);
+  });
+
+  test("an image symlink pointing at a host path is followed inside the root only", async () => {
+    const root = bareRoot("escape-image");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const hostDir = mkdtempSync(join(work, "host-"));
+    mkdirSync(join(root, "usr"), { recursive: true });
+    symlinkSync(hostDir, join(root, "usr/lib"));
+    await sutureInstall(root, [await rpmOf(v1())]);
+    assert.deepEqual(readdirSync(hostDir), [], "nothing was written outside the root");
+    assert.equal(readFileSync(join(root, hostDir, "foo/a"), "utf8"), "A1\n");
+  });
+
+  test("a scriptlet in rpm's embedded Lua is refused naming --engine sandbox, and nothing is written", async () => {
+    const root = bareRoot("lua");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const lua = await rpmOf({
+      name: "lua-user",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/share/lua-user/file", content: "x\n" }],
+      spec: "%post -p <lua>\nprint('hello')\n",
+    });
+    const before = tree(root, () => false);
+    await assert.rejects(
+      sutureInstall(root, [lua]),
+      (e: unknown) =>
+        isSutureError(e, "PATCH_FAILED") && /%post scriptlet is written in rpm's embedded Lua/.test(e.message) && /--engine sandbox/.test(e.message),
+    );
+    assertSameTrees(tree(root, () => false), before);
+  });
+
+  test("without a shell a package with a shell scriptlet is refused; an ldconfig one is not", async () => {
+    const root = bareRoot("noshell");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const shell = await rpmOf({
+      name: "needs-shell",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/share/needs-shell/file", content: "x\n" }],
+      spec: "%post\necho hello > /tmp/marker\n",
+    });
+    await assert.rejects(
+      sutureInstall(root, [shell], { runScripts: false }),
+      (e: unknown) => isSutureError(e, "PATCH_FAILED") && /%post scriptlet needs \/bin\/sh/.test(e.message),
+    );
+    const ldconfig = await rpmOf({
+      name: "lib-only",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/lib/libonly.so.1", content: "not really\n" }],
+      spec: "%post -p /sbin/ldconfig\n%postun -p /sbin/ldconfig\n",
+    });
+    const outcome = await sutureInstall(root, [ldconfig], { runScripts: false });
+    assert.equal(readFileSync(join(root, "usr/lib/libonly.so.1"), "utf8"), "not really\n");
+    assert.ok(outcome.warnings.some((w) => w.includes("lib-only-1.0-1.noarch from test %post")));
+  });
+});
+
+const SCRIPTS = (v: string) => `
+%pretrans
+echo "${v} pretrans $1" >> /markers
+%pre
+echo "${v} pre $1" >> /markers
+%post
+echo "${v} post $1" >> /markers
+%preun
+echo "${v} preun $1" >> /markers
+%postun
+echo "${v} postun $1" >> /markers
+%posttrans
+echo "${v} posttrans $1" >> /markers
+`;
+
+describe("scriptlets and triggers in runc", async () => {
+  const runc = await needs("runc");
+  test("run in rpm's order with rpm's arguments, file triggers with their files, as rpm runs them", runc, async () => {
+    const base = shellRoot("scripts-base");
+    const old = await rpmOf({
+      name: "scripted",
+      version: "1.0",
+      release: "1",
+      files: [
+        { path: "/usr/lib/scripted/one", content: "1\n" },
+        { path: "/usr/lib/scripted/old", content: "old\n" },
+      ],
+      spec: SCRIPTS("v1"),
+    });
+    const watcher = await rpmOf({
+      name: "watcher",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/share/watcher/file", content: "w\n" }],
+      spec: [
+        "%transfiletriggerin -- /usr/lib/scripted",
+        'echo "transfiletriggerin $1" >> /markers',
+        "sort | sed 's/^/  in: /' >> /markers",
+        "%transfiletriggerpostun -- /usr/lib/scripted",
+        'echo "transfiletriggerpostun $1" >> /markers',
+        "%filetriggerin -- /usr/lib/scripted",
+        'echo "filetriggerin $1 $2" >> /markers',
+        "sort | sed 's/^/  file: /' >> /markers",
+        "%triggerin -- scripted",
+        'echo "triggerin $1 $2" >> /markers',
+        "%triggerun -- scripted",
+        'echo "triggerun $1 $2" >> /markers',
+        "%triggerpostun -- scripted < 2.0",
+        'echo "triggerpostun $1 $2" >> /markers',
+      ].join("\n"),
+    });
+    await rpmIn(base, "-U", old, watcher);
+    writeFileSync(join(base, "markers"), "");
+    const ours = copyRoot(base, "scripts-suture");
+    const theirs = copyRoot(base, "scripts-rpm");
+    const next = await rpmOf({
+      name: "scripted",
+      version: "2.0",
+      release: "1",
+      files: [
+        { path: "/usr/lib/scripted/one", content: "1 again\n" },
+        { path: "/usr/lib/scripted/two", content: "2\n" },
+      ],
+      spec: SCRIPTS("v2"),
+    });
+    await rpmIn(theirs, "-U", next);
+    const sandbox = runcSandbox(ours);
+    await sutureInstall(ours, [next], { sandbox });
+    const expected = readFileSync(join(theirs, "markers"), "utf8");
+    assert.match(expected, /v2 pre 2\n/);
+    assert.equal(readFileSync(join(ours, "markers"), "utf8"), expected);
+    assertSameTrees(
+      tree(ours, (p) => p.startsWith("/var/lib/rpm") || p === "/markers" || p.startsWith("/var/tmp")),
+      tree(theirs, (p) => p.startsWith("/var/lib/rpm") || p === "/markers" || p.startsWith("/var/tmp")),
+    );
+  });
+
+  test("a failing %pre stops the install with the script's last line; a failing %post is a warning", runc, async () => {
+    const root = shellRoot("failing");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const bad = await rpmOf({
+      name: "bad-pre",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/share/bad-pre/file", content: "x\n" }],
+      spec: "%pre\necho 'no room for this' >&2\nexit 3\n",
+    });
+    await assert.rejects(
+      sutureInstall(root, [bad], { sandbox: runcSandbox(root) }),
+      (e: unknown) =>
+        isSutureError(e, "PATCH_FAILED") &&
+        /%pre scriptlet of bad-pre-1\.0-1\.noarch from test failed with exit code 3 \("no room for this"\)/.test(e.message),
+    );
+    assert.equal(existsSync(join(root, "usr/share/bad-pre")), false);
+    const post = await rpmOf({
+      name: "bad-post",
+      version: "1.0",
+      release: "1",
+      files: [{ path: "/usr/share/bad-post/file", content: "x\n" }],
+      spec: "%post\nexit 1\n",
+    });
+    const outcome = await sutureInstall(root, [post], { sandbox: runcSandbox(root) });
+    assert.equal(readFileSync(join(root, "usr/share/bad-post/file"), "utf8"), "x\n");
+    assert.ok(outcome.warnings.some((w) => /%post scriptlet of bad-post.* failed with exit code 1/.test(w)));
+    assert.deepEqual(
+      readdirSync(join(root, "var/tmp")).filter((n) => n.startsWith("rpm-tmp.")),
+      [],
+      "the scriptlet files are removed",
+    );
+    assert.equal(readdirSync(root).filter((n) => n.startsWith(".suture-rpm-")).length, 0);
+  });
+});
