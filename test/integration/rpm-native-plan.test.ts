@@ -401,3 +401,30 @@ test("an unreachable repository is an error (dnf's skip_if_unavailable=False), a
   await assert.rejects(plan(context(cache)), (e) => oneLine(e, "NOT_FOUND", /enables no rpm repository/));
   await writeRepoFile("gpgcheck=1\n");
 });
+
+test("apply: the planned packages installed into a copy of the root, its rpmdb written so that the host's rpm -qa and rpm -V agree", async () => {
+  await writeRepoFile("gpgcheck=1\n");
+  await serveRepo([...signed.values()]);
+  const copy = join(work, "apply-root");
+  await cp(root, copy, { recursive: true, verbatimSymlinks: true });
+  const cache = await mkdtemp(join(work, "cache-"));
+  const events: ProgressEvent[] = [];
+  const target: EngineSandbox = { ...sandbox(), mergedDir: copy };
+  const p = await nativeRpmEngine.plan!(target, [TARGET], context(cache));
+  const result = await nativeRpmEngine.apply(target, [TARGET], context(cache, events), p);
+  assert.equal(result.before.get("libtiny"), "3.0.7-27");
+  assert.equal(result.after.get("libtiny"), "3.0.7-28");
+  assert.equal(result.after.get("tinyapp"), "3.0.7-28");
+  assert.deepEqual(result.failed, []);
+  assert.equal(await readFile(join(copy, "usr/lib/libtiny.txt"), "utf8"), "libtiny 28\n");
+  const rpm = (...args: string[]) => tool("rpm", ["--root", copy, "--dbpath", "/var/lib/rpm", ...args]);
+  assert.deepEqual((await rpm("-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n")).trim().split("\n").sort(), [
+    "libtiny-3.0.7-28",
+    "tinyapp-3.0.7-28",
+  ]);
+  assert.equal((await rpm("-V", "libtiny", "tinyapp")).trim(), "");
+  assert.deepEqual(
+    events.filter((e) => e.type === "package").map((e) => (e as { name: string }).name),
+    ["libtiny", "tinyapp"],
+  );
+});
