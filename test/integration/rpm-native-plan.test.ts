@@ -428,3 +428,43 @@ test("apply: the planned packages installed into a copy of the root, its rpmdb w
     ["libtiny", "tinyapp"],
   );
 });
+
+test("metalink and mirrorlist repositories (Fedora, Rocky): found through their list, --mirror applied to both, a metalink's hashes checked", async () => {
+  const ML = "https://mirrors.example.invalid";
+  const CDN = "https://cdn.example.invalid";
+  const ctx = (cache: string) => context(cache, [], { mirrors: { [ML]: `${base}/ml`, [CDN]: base } });
+  await serveRepo([...signed.values()]);
+  const repomd = files.get("/lab/9.4/x86_64/repodata/repomd.xml")!;
+  const metalink = (hash: string) =>
+    Buffer.from(
+      `<?xml version="1.0"?><metalink version="3.0" xmlns="http://www.metalinker.org/"><files><file name="repomd.xml"><verification><hash type="sha256">${hash}</hash></verification><resources><url protocol="https" preference="100">${CDN}/lab/9.4/x86_64/repodata/repomd.xml</url></resources></file></files></metalink>`,
+    );
+  await writeFile(
+    join(root, "etc/yum.repos.d/lab.repo"),
+    `[lab-baseos]\nmetalink=${ML}/metalink?repo=lab-$releasever&arch=$basearch\ngpgcheck=1\ngpgkey=file://${KEY_PATH}\n`,
+  );
+  files.set("/ml/metalink", metalink(createHash("sha256").update(repomd).digest("hex")));
+  const cache = await mkdtemp(join(work, "cache-"));
+  assert.deepEqual(
+    (await plan(ctx(cache))).install.map((i) => i.name),
+    ["libtiny", "tinyapp"],
+  );
+
+  files.set("/ml/metalink", metalink("0".repeat(64)));
+  await assert.rejects(plan(ctx(cache)), (e) =>
+    oneLine(e, "UNTRUSTED", /repomd\.xml of repository lab-baseos .*none of the versions its metalink lists/),
+  );
+
+  files.delete("/ml/metalink");
+  files.set("/ml/mirrorlist", Buffer.from(`# lab\n${CDN}/nowhere/\n${CDN}/lab/9.4/x86_64/\n`));
+  await writeFile(
+    join(root, "etc/yum.repos.d/lab.repo"),
+    `[lab-baseos]\n#baseurl=${CDN}/lab/$releasever/$basearch/\nmirrorlist=${ML}/mirrorlist?arch=$basearch\ngpgcheck=1\ngpgkey=file://${KEY_PATH}\n`,
+  );
+  // The first mirror has no repository: the next one is tried, as dnf tries them.
+  assert.deepEqual(
+    (await plan(ctx(cache))).install.map((i) => i.name),
+    ["libtiny", "tinyapp"],
+  );
+  await writeRepoFile("gpgcheck=1\n");
+});

@@ -17,7 +17,7 @@ import {
 } from "../../../../distro/rpm/repo-config.ts";
 import { readRpmGpgDir, rpmdbKeyring } from "../../../../distro/rpm/signature.ts";
 import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
-import { walkInRoot } from "../../../../fs/in-root.ts";
+import { readFileInRoot, walkInRoot } from "../../../../fs/in-root.ts";
 import { readFileCapped } from "../../../../fs/read-capped.ts";
 import type { Platform } from "../../../../oci/manifest.ts";
 import { withStep } from "../../../../progress/events.ts";
@@ -127,6 +127,14 @@ export function detectReleasever(installed: readonly InstalledRpm[], distro: Dis
   return distro.osRelease?.versionId;
 }
 
+const VARS_DIRS = ["/etc/dnf/vars", "/etc/yum/vars", "/etc/tdnf/vars", "/etc/zypp/vars.d"];
+
+async function hasReleaseverFile(root: string): Promise<boolean> {
+  for (const dir of VARS_DIRS)
+    if ((await readFileInRoot(root, `${dir}/releasever`)) !== undefined) return true;
+  return false;
+}
+
 /** Whose repository files the image's front end reads, and then the others', in the order tried. */
 function repoTools(distro: DistroInfo): RpmRepoTool[] {
   const first: RpmRepoTool =
@@ -190,7 +198,9 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
   const { progress } = ctx;
   const db = await readInstalled(root);
   const arch = rpmArchFor(ctx.platform);
-  const releasever = detectReleasever(db.packages, ctx.distro);
+  // A releasever the image sets in a vars file wins over the detected one, as dnf reads its vars
+  // after detecting (Amazon Linux 2023 sets `latest` there).
+  const releasever = (await hasReleaseverFile(root)) ? undefined : detectReleasever(db.packages, ctx.distro);
   const config = await readRepoConfig(root, ctx.distro, arch, ctx, releasever);
   const extra = await extraKeys(ctx.keyringFiles);
   const headers = db.packages.flatMap((p) => (p.header ? [p.header] : []));
@@ -211,6 +221,8 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     openRpmRepositories(config.repos, {
       cacheDir: cacheRoot(ctx),
       repomdKeyring: async (repo) => mergeKeyrings([await keysOf(repo), extra]),
+      ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
+      ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
       progress,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     }),

@@ -1,6 +1,14 @@
+import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { mirroredUrl } from "../../../../distro/mirrors.ts";
+import {
+  MAX_MIRRORLIST_BYTES,
+  type Metalink,
+  parseMetalink,
+  parseMirrorlist,
+} from "../../../../distro/rpm/mirrorlist.ts";
 import { type RepoPackage, readPrimary } from "../../../../distro/rpm/primary.ts";
 import type { RpmRepo } from "../../../../distro/rpm/repo-config.ts";
 import {
@@ -32,6 +40,8 @@ export interface OpenRpmRepositoriesOptions {
   cacheDir: string;
   /** The keys repomd.xml.asc is checked with for `repo` (its gpgkey= files and --keyring), when it sets repo_gpgcheck. */
   repomdKeyring: (repo: RpmRepo) => Promise<Keyring>;
+  /** `--mirror`, applied to metalink/mirrorlist URLs and to the base URLs they list. */
+  mirrors?: Readonly<Record<string, string>>;
   /** Which packages of primary.xml to keep (default all). */
   keep?: (pkg: RepoPackage) => boolean;
   fetch?: HttpFetch;
@@ -56,9 +66,10 @@ const METADATA_FIX = "the repository's metadata is broken or was tampered with; 
  *   repository that sets `skip_if_unavailable=1` is left out, with a warning.
  * - Tampered, unsigned-where-required or foreign-signed metadata is UNTRUSTED, one line naming the
  *   repository and the fix.
- * - An image that enables no repository: NOT_FOUND with the fix. A repository with only a
- *   mirrorlist/metalink, or of a zypper type other than rpm-md, is refused (USAGE) naming
- *   --mirror/--engine sandbox: resolving those needs a network lookup suture does not make.
+ * - A repository with only a `mirrorlist=` or `metalink=` is found through it (fetched, then its
+ *   mirrors tried in order; a metalink's hashes must include repomd.xml's, as dnf checks).
+ * - An image that enables no repository: NOT_FOUND with the fix. A repository of a zypper type
+ *   other than rpm-md is refused (USAGE) naming --engine sandbox.
  *
  * Cache: `<cacheDir>/metadata/<checksum>.<ext>`, primary files by the checksum repomd.xml lists
  * (so a changed repository is a new file); a cached one is verified again as it is parsed on
@@ -81,10 +92,10 @@ export async function openRpmRepositories(
       `the image enables no rpm repository${repos.length ? ` (${repos.map((r) => r.id).join(", ")} are disabled)` : ""}: add the distribution's repository files to the image (/etc/yum.repos.d, /etc/zypp/repos.d), or use --engine sandbox`,
     );
   for (const repo of enabled) {
-    if (!repo.fetchUrls.length)
+    if (!repo.fetchUrls.length && !repo.metalink && !repo.mirrorlist)
       throw new SutureError(
         "USAGE",
-        `${repo.origin}: repository ${repo.id} has no baseurl${repo.metalink || repo.mirrorlist ? ` (only a ${repo.metalink ? "metalink" : "mirrorlist"}, which needs a network lookup suture does not make)` : ""}: add baseurl= to the image's repository file, or use --engine sandbox`,
+        `${repo.origin}: repository ${repo.id} has no baseurl, mirrorlist or metalink: add baseurl= to the image's repository file, or disable the repository`,
       );
     if (repo.type !== undefined && repo.type !== "rpm-md")
       throw new SutureError(
@@ -118,15 +129,43 @@ export async function openRpmRepositories(
   return { repositories: opened, warnings };
 }
 
-/** Each baseurl in turn (dnf's order), until one answers. */
+/**
+ * The repository's base URLs: its baseurls, or those its metalink or mirrorlist lists (fetched
+ * now; `--mirror` applies to the list's URL and to each URL it lists), with the hashes a metalink
+ * says repomd.xml may have.
+ */
+async function locate(
+  repo: RpmRepo,
+  options: OpenRpmRepositoriesOptions,
+): Promise<{ urls: string[]; hashes?: Metalink["hashes"] }> {
+  if (repo.fetchUrls.length) return { urls: repo.fetchUrls };
+  const mirrors = options.mirrors ?? {};
+  const listUrl = mirroredUrl((repo.metalink ?? repo.mirrorlist)!, mirrors);
+  const what = `the ${repo.metalink ? "metalink" : "mirrorlist"} of repository ${repo.id} (${redact(listUrl)})`;
+  const text = (
+    await fetchBytes(options.fetch ?? defaultHttpFetch(), listUrl, {
+      maxBytes: MAX_MIRRORLIST_BYTES,
+      retries: options.retries,
+      ...(options.signal ? { signal: options.signal } : {}),
+    })
+  ).bytes.toString("utf8");
+  if (repo.metalink) {
+    const metalink = parseMetalink(text, what);
+    return { urls: metalink.baseUrls.map((u) => mirroredUrl(u, mirrors)), hashes: metalink.hashes };
+  }
+  return { urls: parseMirrorlist(text, what).map((u) => mirroredUrl(u, mirrors)) };
+}
+
+/** Each base URL in turn (dnf's order), until one answers. */
 async function openOne(repo: RpmRepo, options: OpenRpmRepositoriesOptions): Promise<OpenedRpmRepository> {
   let last: unknown;
-  for (const fetchUrl of repo.fetchUrls) {
+  const { urls, hashes } = await locate(repo, options);
+  for (const fetchUrl of urls) {
     const baseUrl = repo.path
       ? `${fetchUrl.replace(/\/+$/, "")}/${repo.path.replace(/^\/+|\/+$/g, "")}`
       : fetchUrl;
     try {
-      return await openAt(repo, baseUrl, options);
+      return await openAt(repo, baseUrl, options, hashes);
     } catch (e) {
       const unreachable =
         isSutureError(e, "NOT_FOUND") || (isSutureError(e, "NETWORK") && !options.signal?.aborted);
@@ -141,12 +180,24 @@ async function openAt(
   repo: RpmRepo,
   baseUrl: string,
   options: OpenRpmRepositoriesOptions,
+  metalinkHashes?: Metalink["hashes"],
 ): Promise<OpenedRpmRepository> {
   const fetch = options.fetch ?? defaultHttpFetch();
   const get = { retries: options.retries, ...(options.signal ? { signal: options.signal } : {}) };
   const repomdUrl = repoFileUrl(baseUrl, "repodata/repomd.xml");
   const what = `repomd.xml of repository ${repo.id} (${redact(repomdUrl)})`;
   const repomdBytes = (await fetchBytes(fetch, repomdUrl, { ...get, maxBytes: MAX_REPOMD_BYTES })).bytes;
+  if (metalinkHashes?.length) {
+    // dnf's check of a metalink repository: repomd.xml must be one its metalink names.
+    const known = metalinkHashes.some(
+      (h) => createHash(h.type).update(repomdBytes).digest("hex") === h.value,
+    );
+    if (!known)
+      throw new SutureError(
+        "UNTRUSTED",
+        `${what} is none of the versions its metalink lists (by hash): the mirror is stale or tampered with; use another mirror`,
+      );
+  }
   let signedBy: string | undefined;
   if (repo.repoGpgcheck) {
     let signature: Buffer | undefined;
