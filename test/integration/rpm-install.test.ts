@@ -23,16 +23,16 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { getAttributeSync } from "@napi-rs/xattr";
-import type { RpmFileState } from "../../src/distro/rpm/installed-header.ts";
 import { readInstalledRpmsInRoot } from "../../src/distro/rpm/installed.ts";
+import type { RpmFileState } from "../../src/distro/rpm/installed-header.ts";
 import { openRpm } from "../../src/distro/rpm/package.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import type { EngineSandbox } from "../../src/patch/engines/engine.ts";
-import { installRpmFiles, type RpmInstallItem } from "../../src/patch/engines/rpm/native/install.ts";
+import { installRpmPackages, type RpmInstallItem } from "../../src/patch/engines/rpm/native/install.ts";
 import { runInSandbox } from "../../src/sandbox/runtime.ts";
 import { minirootfs } from "../lab/alpine-rootfs.ts";
-import { buildRpm, type RpmTestPackage, tool } from "../lab/rpm.ts";
 import { needs, requiring } from "../lab/requirements.ts";
+import { buildRpm, type RpmTestPackage, tool } from "../lab/rpm.ts";
 
 const { before, after, describe, test } = await requiring("root", "tool:rpm", "tool:rpmbuild");
 
@@ -49,7 +49,8 @@ after(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-const PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\nfoo:x:321:321::/:/sbin/nologin\n";
+const PASSWD =
+  "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\nfoo:x:321:321::/:/sbin/nologin\n";
 const GROUP = "root:x:0:\nnobody:x:65534:\nfoo:x:321:\n";
 
 /** A root with only what rpm needs: users and groups, and its database directory. */
@@ -83,7 +84,41 @@ async function rpmIn(root: string, ...args: string[]): Promise<string> {
 
 /** `rpm -q`'s file states of `name`, one `STATE PATH` a line. */
 async function rpmStates(root: string, name: string): Promise<string> {
-  return tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "-q", "--qf", "[%{FILESTATES:fstate} %{FILENAMES}\\n]", name]);
+  return tool("rpm", [
+    "--root",
+    root,
+    "--dbpath",
+    "/var/lib/rpm",
+    "-q",
+    "--qf",
+    "[%{FILESTATES:fstate} %{FILENAMES}\\n]",
+    name,
+  ]);
+}
+
+/** `rpm -Va` in `root`: what rpm finds changed since the packages were installed (it exits 1 then). */
+async function rpmVerifyAll(root: string): Promise<string> {
+  try {
+    return await tool("rpm", [
+      "--root",
+      root,
+      "--dbpath",
+      "/var/lib/rpm",
+      "-Va",
+      "--nodeps",
+      "--nosignature",
+    ]);
+  } catch (e) {
+    return (e as { stdout?: string }).stdout ?? String(e);
+  }
+}
+
+/** `rpm -qa` in `root`, sorted, with each package's file states. */
+async function rpmInventory(root: string): Promise<string> {
+  const qa = await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NEVRA}\\n"]);
+  const out: string[] = [];
+  for (const nevra of qa.trim().split("\n").sort()) out.push(nevra, await rpmStates(root, nevra));
+  return out.join("\n");
 }
 
 /** A sandbox whose run() fails the test: no script is expected. */
@@ -144,18 +179,14 @@ async function sutureInstall(
     const replaces = db.packages.find((p) => p.nevra.name === pkg.nevra.name);
     items.push({ pkg, file, repository: "test", ...(replaces ? { replaces } : {}) });
   }
-  return installRpmFiles(
-    items,
-    {
-      sandbox: options.sandbox ?? noScripts(root),
-      database: db.location,
-      installed: db.packages,
-      obsoleted: db.packages.filter((p) => options.obsoleted?.includes(p.nevra.name)),
-      runScripts: options.runScripts ?? true,
-      progress: () => {},
-    },
-    async () => {},
-  );
+  return installRpmPackages(items, {
+    sandbox: options.sandbox ?? noScripts(root),
+    database: db.location,
+    installed: db.packages,
+    obsoleted: db.packages.filter((p) => options.obsoleted?.includes(p.nevra.name)),
+    runScripts: options.runScripts ?? true,
+    progress: () => {},
+  });
 }
 
 interface Node {
@@ -172,7 +203,10 @@ interface Node {
 }
 
 /** Every path below `root` but rpm's database, as the comparison needs it. */
-function tree(root: string, skip: (path: string) => boolean = (p) => p.startsWith("/var/lib/rpm")): Map<string, Node> {
+function tree(
+  root: string,
+  skip: (path: string) => boolean = (p) => p.startsWith("/var/lib/rpm"),
+): Map<string, Node> {
   const out = new Map<string, Node>();
   const inodes = new Map<number, string[]>();
   const walk = (dir: string) => {
@@ -189,7 +223,9 @@ function tree(root: string, skip: (path: string) => boolean = (p) => p.startsWit
         node.mode = 0;
       } else if (st.isFile()) {
         node.type = "file";
-        node.sha = createHash("sha256").update(readFileSync(join(root, path))).digest("hex");
+        node.sha = createHash("sha256")
+          .update(readFileSync(join(root, path)))
+          .digest("hex");
         node.mtime = Math.floor(st.mtimeMs / 1000);
         try {
           const caps = getAttributeSync(join(root, path), "security.capability");
@@ -263,7 +299,12 @@ function v2(): RpmTestPackage {
       { path: "/etc/foo/untouched.conf", content: "v2 untouched\n", config: true },
       { path: "/etc/foo/fresh.conf", content: "fresh\n", config: true },
       { path: "/etc/foo/fresh-plain.conf", content: "fresh plain\n", configPlain: true },
-      { path: "/usr/bin/foo", content: "#!/bin/sh\necho v2\n", mode: "0755", caps: "cap_net_raw,cap_net_bind_service=ep" },
+      {
+        path: "/usr/bin/foo",
+        content: "#!/bin/sh\necho v2\n",
+        mode: "0755",
+        caps: "cap_net_raw,cap_net_bind_service=ep",
+      },
       { path: "/usr/lib/foo", directory: true, mode: "0750" },
       { path: "/usr/lib/foo/a", content: "A2\n" },
       { path: "/usr/lib/foo/b", hardlinkTo: "/usr/lib/foo/a" },
@@ -308,8 +349,18 @@ describe("the native rpm installer against rpm -U", () => {
     assert.equal(readFileSync(join(ours, "etc/foo/gone.conf.rpmsave"), "utf8"), "edited gone\n");
     assert.equal(existsSync(join(ours, "usr/share/foo/old-only")), false);
     assert.equal(existsSync(join(ours, "var/log/foo.log")), false);
-    assert.ok(outcome.warnings.some((w) => w.includes("/etc/foo/noreplace.conf created as /etc/foo/noreplace.conf.rpmnew")));
+    assert.ok(
+      outcome.warnings.some((w) =>
+        w.includes("/etc/foo/noreplace.conf created as /etc/foo/noreplace.conf.rpmnew"),
+      ),
+    );
     assert.ok(outcome.warnings.some((w) => w.includes('user "nosuchuser" does not exist')));
+
+    // The image's own rpm sees the same packages, file states and changes in both databases.
+    assert.equal(await rpmInventory(ours), await rpmInventory(theirs));
+    assert.equal(await rpmVerifyAll(ours), await rpmVerifyAll(theirs));
+    assert.match(await rpmInventory(ours), /foo-2\.0-1\.noarch/);
+    assert.ok(tree(ours).get("/usr/bin/foo")?.caps, "the capabilities are set (security.capability)");
 
     // The file states rpm recorded are the ones suture hands to the database writer.
     const [states] = [...outcome.fileStates.values()];
@@ -338,7 +389,10 @@ describe("the native rpm installer against rpm -U", () => {
     const [states] = [...outcome.fileStates.values()];
     const recorded = (await rpmStates(theirs, "foo")).trim().split("\n");
     const pkg = await openRpm(await rpmOf(v2()));
-    assert.deepEqual(pkg.files.map((f, i) => `${RPM_STATE_NAMES[states![i]!]} ${f.path}`), recorded);
+    assert.deepEqual(
+      pkg.files.map((f, i) => `${RPM_STATE_NAMES[states![i]!]} ${f.path}`),
+      recorded,
+    );
   });
 
   test("a fresh install over the image's own config files keeps them as rpm does (.rpmnew, .rpmorig)", async () => {
@@ -375,7 +429,10 @@ describe("refusals", () => {
         /\/usr\/share\/foo\/owned conflicts with the file of installed bar-1\.0-1\.noarch/.test(e.message) &&
         !e.message.includes("\n"),
     );
-    assertSameTrees(tree(root, () => false), before);
+    assertSameTrees(
+      tree(root, () => false),
+      before,
+    );
     // rpm refuses the same transaction.
     await assert.rejects(rpmIn(root, "-U", await rpmOf(v1())), /conflicts with file from package bar/);
   });
@@ -399,15 +456,20 @@ describe("refusals", () => {
       version: "1.0",
       release: "1",
       files: [{ path: "/usr/share/lua-user/file", content: "x\n" }],
-      spec: "%post -p <lua>\nprint('hello')\n",
+      sections: ["%post -p <lua>\nprint('hello')\n"],
     });
     const before = tree(root, () => false);
     await assert.rejects(
       sutureInstall(root, [lua]),
       (e: unknown) =>
-        isSutureError(e, "PATCH_FAILED") && /%post scriptlet is written in rpm's embedded Lua/.test(e.message) && /--engine sandbox/.test(e.message),
+        isSutureError(e, "PATCH_FAILED") &&
+        /%post scriptlet is written in rpm's embedded Lua/.test(e.message) &&
+        /--engine sandbox/.test(e.message),
     );
-    assertSameTrees(tree(root, () => false), before);
+    assertSameTrees(
+      tree(root, () => false),
+      before,
+    );
   });
 
   test("without a shell a package with a shell scriptlet is refused; an ldconfig one is not", async () => {
@@ -418,7 +480,7 @@ describe("refusals", () => {
       version: "1.0",
       release: "1",
       files: [{ path: "/usr/share/needs-shell/file", content: "x\n" }],
-      spec: "%post\necho hello > /tmp/marker\n",
+      sections: ["%post\necho hello > /tmp/marker\n"],
     });
     await assert.rejects(
       sutureInstall(root, [shell], { runScripts: false }),
@@ -429,7 +491,7 @@ describe("refusals", () => {
       version: "1.0",
       release: "1",
       files: [{ path: "/usr/lib/libonly.so.1", content: "not really\n" }],
-      spec: "%post -p /sbin/ldconfig\n%postun -p /sbin/ldconfig\n",
+      sections: ["%post -p /sbin/ldconfig\n%postun -p /sbin/ldconfig\n"],
     });
     const outcome = await sutureInstall(root, [ldconfig], { runScripts: false });
     assert.equal(readFileSync(join(root, "usr/lib/libonly.so.1"), "utf8"), "not really\n");
@@ -454,98 +516,110 @@ echo "${v} posttrans $1" >> /markers
 
 describe("scriptlets and triggers in runc", async () => {
   const runc = await needs("runc");
-  test("run in rpm's order with rpm's arguments, file triggers with their files, as rpm runs them", runc, async () => {
-    const base = shellRoot("scripts-base");
-    const old = await rpmOf({
-      name: "scripted",
-      version: "1.0",
-      release: "1",
-      files: [
-        { path: "/usr/lib/scripted/one", content: "1\n" },
-        { path: "/usr/lib/scripted/old", content: "old\n" },
-      ],
-      spec: SCRIPTS("v1"),
-    });
-    const watcher = await rpmOf({
-      name: "watcher",
-      version: "1.0",
-      release: "1",
-      files: [{ path: "/usr/share/watcher/file", content: "w\n" }],
-      spec: [
-        "%transfiletriggerin -- /usr/lib/scripted",
-        'echo "transfiletriggerin $1" >> /markers',
-        "sort | sed 's/^/  in: /' >> /markers",
-        "%transfiletriggerpostun -- /usr/lib/scripted",
-        'echo "transfiletriggerpostun $1" >> /markers',
-        "%filetriggerin -- /usr/lib/scripted",
-        'echo "filetriggerin $1 $2" >> /markers',
-        "sort | sed 's/^/  file: /' >> /markers",
-        "%triggerin -- scripted",
-        'echo "triggerin $1 $2" >> /markers',
-        "%triggerun -- scripted",
-        'echo "triggerun $1 $2" >> /markers',
-        "%triggerpostun -- scripted < 2.0",
-        'echo "triggerpostun $1 $2" >> /markers',
-      ].join("\n"),
-    });
-    await rpmIn(base, "-U", old, watcher);
-    writeFileSync(join(base, "markers"), "");
-    const ours = copyRoot(base, "scripts-suture");
-    const theirs = copyRoot(base, "scripts-rpm");
-    const next = await rpmOf({
-      name: "scripted",
-      version: "2.0",
-      release: "1",
-      files: [
-        { path: "/usr/lib/scripted/one", content: "1 again\n" },
-        { path: "/usr/lib/scripted/two", content: "2\n" },
-      ],
-      spec: SCRIPTS("v2"),
-    });
-    await rpmIn(theirs, "-U", next);
-    const sandbox = runcSandbox(ours);
-    await sutureInstall(ours, [next], { sandbox });
-    const expected = readFileSync(join(theirs, "markers"), "utf8");
-    assert.match(expected, /v2 pre 2\n/);
-    assert.equal(readFileSync(join(ours, "markers"), "utf8"), expected);
-    assertSameTrees(
-      tree(ours, (p) => p.startsWith("/var/lib/rpm") || p === "/markers" || p.startsWith("/var/tmp")),
-      tree(theirs, (p) => p.startsWith("/var/lib/rpm") || p === "/markers" || p.startsWith("/var/tmp")),
-    );
-  });
+  test(
+    "run in rpm's order with rpm's arguments, file triggers with their files, as rpm runs them",
+    runc,
+    async () => {
+      const base = shellRoot("scripts-base");
+      const old = await rpmOf({
+        name: "scripted",
+        version: "1.0",
+        release: "1",
+        files: [
+          { path: "/usr/lib/scripted/one", content: "1\n" },
+          { path: "/usr/lib/scripted/old", content: "old\n" },
+        ],
+        sections: [SCRIPTS("v1")],
+      });
+      const watcher = await rpmOf({
+        name: "watcher",
+        version: "1.0",
+        release: "1",
+        files: [{ path: "/usr/share/watcher/file", content: "w\n" }],
+        sections: [
+          "%transfiletriggerin -- /usr/lib/scripted",
+          'echo "transfiletriggerin $1" >> /markers',
+          "sort | sed 's/^/  in: /' >> /markers",
+          "%transfiletriggerpostun -- /usr/lib/scripted",
+          'echo "transfiletriggerpostun $1" >> /markers',
+          "%filetriggerin -- /usr/lib/scripted",
+          'echo "filetriggerin $1 $2" >> /markers',
+          "sort | sed 's/^/  file: /' >> /markers",
+          "%triggerin -- scripted",
+          'echo "triggerin $1 $2" >> /markers',
+          "%triggerun -- scripted",
+          'echo "triggerun $1 $2" >> /markers',
+          "%triggerpostun -- scripted < 2.0",
+          'echo "triggerpostun $1 $2" >> /markers',
+        ],
+      });
+      await rpmIn(base, "-U", old, watcher);
+      writeFileSync(join(base, "markers"), "");
+      const ours = copyRoot(base, "scripts-suture");
+      const theirs = copyRoot(base, "scripts-rpm");
+      const next = await rpmOf({
+        name: "scripted",
+        version: "2.0",
+        release: "1",
+        files: [
+          { path: "/usr/lib/scripted/one", content: "1 again\n" },
+          { path: "/usr/lib/scripted/two", content: "2\n" },
+        ],
+        sections: [SCRIPTS("v2")],
+      });
+      await rpmIn(theirs, "-U", next);
+      const sandbox = runcSandbox(ours);
+      await sutureInstall(ours, [next], { sandbox });
+      const expected = readFileSync(join(theirs, "markers"), "utf8");
+      assert.match(expected, /v2 pre 2\n/);
+      assert.equal(readFileSync(join(ours, "markers"), "utf8"), expected);
+      assertSameTrees(
+        tree(ours, (p) => p.startsWith("/var/lib/rpm") || p === "/markers" || p.startsWith("/var/tmp")),
+        tree(theirs, (p) => p.startsWith("/var/lib/rpm") || p === "/markers" || p.startsWith("/var/tmp")),
+      );
+    },
+  );
 
-  test("a failing %pre stops the install with the script's last line; a failing %post is a warning", runc, async () => {
-    const root = shellRoot("failing");
-    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
-    const bad = await rpmOf({
-      name: "bad-pre",
-      version: "1.0",
-      release: "1",
-      files: [{ path: "/usr/share/bad-pre/file", content: "x\n" }],
-      spec: "%pre\necho 'no room for this' >&2\nexit 3\n",
-    });
-    await assert.rejects(
-      sutureInstall(root, [bad], { sandbox: runcSandbox(root) }),
-      (e: unknown) =>
-        isSutureError(e, "PATCH_FAILED") &&
-        /%pre scriptlet of bad-pre-1\.0-1\.noarch from test failed with exit code 3 \("no room for this"\)/.test(e.message),
-    );
-    assert.equal(existsSync(join(root, "usr/share/bad-pre")), false);
-    const post = await rpmOf({
-      name: "bad-post",
-      version: "1.0",
-      release: "1",
-      files: [{ path: "/usr/share/bad-post/file", content: "x\n" }],
-      spec: "%post\nexit 1\n",
-    });
-    const outcome = await sutureInstall(root, [post], { sandbox: runcSandbox(root) });
-    assert.equal(readFileSync(join(root, "usr/share/bad-post/file"), "utf8"), "x\n");
-    assert.ok(outcome.warnings.some((w) => /%post scriptlet of bad-post.* failed with exit code 1/.test(w)));
-    assert.deepEqual(
-      readdirSync(join(root, "var/tmp")).filter((n) => n.startsWith("rpm-tmp.")),
-      [],
-      "the scriptlet files are removed",
-    );
-    assert.equal(readdirSync(root).filter((n) => n.startsWith(".suture-rpm-")).length, 0);
-  });
+  test(
+    "a failing %pre stops the install with the script's last line; a failing %post is a warning",
+    runc,
+    async () => {
+      const root = shellRoot("failing");
+      await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+      const bad = await rpmOf({
+        name: "bad-pre",
+        version: "1.0",
+        release: "1",
+        files: [{ path: "/usr/share/bad-pre/file", content: "x\n" }],
+        sections: ["%pre\necho 'no room for this' >&2\nexit 3\n"],
+      });
+      await assert.rejects(
+        sutureInstall(root, [bad], { sandbox: runcSandbox(root) }),
+        (e: unknown) =>
+          isSutureError(e, "PATCH_FAILED") &&
+          /%pre scriptlet of bad-pre-1\.0-1\.noarch from test failed with exit code 3 \("no room for this"\)/.test(
+            e.message,
+          ),
+      );
+      assert.equal(existsSync(join(root, "usr/share/bad-pre")), false);
+      const post = await rpmOf({
+        name: "bad-post",
+        version: "1.0",
+        release: "1",
+        files: [{ path: "/usr/share/bad-post/file", content: "x\n" }],
+        sections: ["%post\nexit 1\n"],
+      });
+      const outcome = await sutureInstall(root, [post], { sandbox: runcSandbox(root) });
+      assert.equal(readFileSync(join(root, "usr/share/bad-post/file"), "utf8"), "x\n");
+      assert.ok(
+        outcome.warnings.some((w) => /%post scriptlet of bad-post.* failed with exit code 1/.test(w)),
+      );
+      assert.deepEqual(
+        readdirSync(join(root, "var/tmp")).filter((n) => n.startsWith("rpm-tmp.")),
+        [],
+        "the scriptlet files are removed",
+      );
+      assert.equal(readdirSync(root).filter((n) => n.startsWith(".suture-rpm-")).length, 0);
+    },
+  );
 });

@@ -113,8 +113,6 @@ export interface RpmTestPackage {
   preamble?: string[];
   /** Sections after %files as written in a spec (`%filetriggerin -- /opt`, `%triggerin -- other`, …). */
   sections?: string[];
-  /** Spec text appended after `%files`: scriptlets (`%post`), triggers (`%transfiletriggerin -- /usr/lib`). */
-  spec?: string;
 }
 
 /** Build one binary package with the host's rpmbuild; returns the .rpm's path. */
@@ -164,7 +162,6 @@ export async function buildRpm(dir: string, pkg: RpmTestPackage): Promise<string
     lines.push(`${attrs.join(" ")} ${f.path}`.trim());
   }
   lines.push(...(pkg.sections ?? []));
-  if (pkg.spec) lines.push(pkg.spec);
   await Promise.all(
     pkg.files.map((f, i) =>
       f.ghost || f.directory || f.symlinkTo !== undefined || f.hardlinkTo !== undefined

@@ -32,7 +32,12 @@ import {
 } from "../../../../distro/rpm/header.ts";
 import { type RpmFileEntry, rpmHeaderFiles } from "../../../../distro/rpm/header-contents.ts";
 import type { InstalledRpm, RpmDatabaseLocation } from "../../../../distro/rpm/installed.ts";
-import { installedRpmHeader, type RpmFileState } from "../../../../distro/rpm/installed-header.ts";
+import {
+  installedRpmHeader,
+  type RpmFileState,
+  type RpmInstallStamp,
+  rpmTransactionColor,
+} from "../../../../distro/rpm/installed-header.ts";
 import { type RpmPackage, rpmPayloadEntries } from "../../../../distro/rpm/package.ts";
 import { parseIni } from "../../../../distro/rpm/repo-config.ts";
 import { compareRpmVersions } from "../../../../distro/rpm/version.ts";
@@ -116,7 +121,7 @@ export interface RpmInstallOptions {
   timeoutMs?: number;
 }
 
-/** What the installer decided for each new package's files: the states its database header records. */
+/** What happened: warnings, time in scripts, and the file states each new package's header records. */
 export interface RpmInstallOutcome {
   warnings: string[];
   scriptsMs: number;
@@ -161,7 +166,8 @@ interface OldPackage {
   files: (FileRef & { path: string; fp: string; state: number; action: Action })[];
 }
 
-const MALFORMED = "the package is malformed or hostile, so nothing was installed";
+/** What rpm 4.14 to 4.19 pass file triggers as `$1` (rpmtriggers.c: runScript(…, 0, -1)). */
+const FILE_TRIGGER_ARG = 0;
 const SANDBOX_FIX = "use --engine sandbox, which runs the image's own rpm";
 
 const DIGESTS: Record<number, string> = {
@@ -175,39 +181,9 @@ const DIGESTS: Record<number, string> = {
 export async function installRpmPackages(
   items: readonly RpmInstallItem[],
   options: RpmInstallOptions,
-): Promise<{ warnings: string[]; scriptsMs: number }> {
-  const { warnings, scriptsMs } = await installRpmFiles(items, options, async (outcome) => {
-    const stamp = installStamp();
-    await writeRpmDatabase(options.sandbox.mergedDir, options.database, {
-      add: items.map((item) => ({
-        pkg: item.pkg,
-        header: installedRpmHeader(item.pkg, stamp, outcome.get(item.pkg) ?? []),
-      })),
-      remove: [...items.flatMap((i) => (i.replaces ? [i.replaces] : [])), ...options.obsoleted],
-    });
-  });
-  return { warnings, scriptsMs };
-}
-
-/** The install time rpm records: now, or SOURCE_DATE_EPOCH when the build sets one (reproducible layers). */
-function installStamp(): { time: number; tid: number } {
-  const env = process.env.SOURCE_DATE_EPOCH;
-  const time = env && /^\d{1,12}$/.test(env) ? Number(env) : Math.floor(Date.now() / 1000);
-  return { time, tid: time };
-}
-
-/**
- * The installer without its database write: `writeDatabase` is called where rpm's database has
- * every change of the transaction (before `%posttrans`), with each new package's file states.
- * Tests drive it with their own database step.
- */
-export async function installRpmFiles(
-  items: readonly RpmInstallItem[],
-  options: RpmInstallOptions,
-  writeDatabase: (fileStates: Map<RpmPackage, RpmFileState[]>) => Promise<void>,
 ): Promise<RpmInstallOutcome> {
   try {
-    return await install(items, options, writeDatabase);
+    return await install(items, options);
   } catch (e) {
     // A file operation the host refused (EPERM on chown or an xattr, ENOSPC, EROFS): one line
     // with its errno text, not an internal error.
@@ -220,10 +196,43 @@ export async function installRpmFiles(
   }
 }
 
+/**
+ * INSTALLTIME and INSTALLTID: now, or SOURCE_DATE_EPOCH when the build sets one (reproducible
+ * layers); INSTALLCOLOR as the image's rpm would use it.
+ */
+function installStamp(installed: readonly InstalledRpm[]): RpmInstallStamp {
+  const env = process.env.SOURCE_DATE_EPOCH;
+  const time = env && /^\d{1,12}$/.test(env) ? Number(env) : Math.floor(Date.now() / 1000);
+  // The image's architecture: the one most of its packages are built for.
+  const arches = new Map<string, number>();
+  for (const p of installed)
+    if (p.nevra.arch && p.nevra.arch !== "noarch")
+      arches.set(p.nevra.arch, (arches.get(p.nevra.arch) ?? 0) + 1);
+  const arch =
+    [...arches].sort((a, b) => b[1] - a[1])[0]?.[0] ??
+    process.arch.replace("x64", "x86_64").replace("arm64", "aarch64");
+  return { time, tid: time, color: rpmTransactionColor(installed, arch) };
+}
+
+/** The database write, where rpm's database has every change of the transaction (before %posttrans). */
+async function writeDatabase(
+  items: readonly RpmInstallItem[],
+  options: RpmInstallOptions,
+  fileStates: Map<RpmPackage, RpmFileState[]>,
+): Promise<void> {
+  const stamp = installStamp(options.installed);
+  await writeRpmDatabase(options.sandbox.mergedDir, options.database, {
+    add: items.map((item) => ({
+      pkg: item.pkg,
+      header: installedRpmHeader(item.pkg, stamp, fileStates.get(item.pkg) ?? []),
+    })),
+    remove: [...items.flatMap((i) => (i.replaces ? [i.replaces] : [])), ...options.obsoleted],
+  });
+}
+
 async function install(
   items: readonly RpmInstallItem[],
   options: RpmInstallOptions,
-  writeDatabase: (fileStates: Map<RpmPackage, RpmFileState[]>) => Promise<void>,
 ): Promise<RpmInstallOutcome> {
   const root = options.sandbox.mergedDir;
   const warnings: string[] = [];
@@ -329,11 +338,11 @@ async function install(
       fileStates.set(pkg, n.files.map(stateOf));
       counts.set(name, arg);
       db.add(me);
-      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "high", arg);
+      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "high");
       const post = scriptletOf(pkg.header, "post");
       if (post) await plan.run(n.label, post, [arg], { critical: false });
       await plan.triggers(db, me, RpmTriggerSense.IN, count, 0);
-      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "low", arg);
+      await plan.fileTriggers(db, me, RpmTriggerSense.IN, "low");
       const old = n.item.replaces && oldPackages.find((o) => o.pkg === n.item.replaces);
       if (old) await erase(old);
     }
@@ -342,7 +351,7 @@ async function install(
     rmSync(staging, { recursive: true, force: true });
   }
 
-  await writeDatabase(fileStates);
+  await writeDatabase(items, options, fileStates);
 
   try {
     for (const n of newPackages) {
@@ -351,10 +360,10 @@ async function install(
       const name = n.item.pkg.nevra.name;
       if (s) await plan.run(n.label, s, [count(name) + (n.item.replaces ? 1 : 0)], { critical: false });
     }
-    await plan.transFileTriggersIn(db, newPackages, count);
+    await plan.transFileTriggersIn(db, newPackages);
     for (const t of postunTrans.sort((a, b) => b.trigger.priority - a.trigger.priority)) {
       if (!db.has(t.owner)) continue;
-      await plan.run(t.owner.label, t.trigger.script, [count(t.owner.name)], { critical: false });
+      await plan.run(t.owner.label, t.trigger.script, [FILE_TRIGGER_ARG], { critical: false });
     }
   } finally {
     runner.finish();
@@ -370,19 +379,19 @@ async function install(
     // The paths it leaves: what its erase file triggers match.
     const erased = o.files.filter((f) => f.action === "erase" || f.action === "save").map((f) => f.path);
     if (me) {
-      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "high", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "high", erased);
       await plan.triggers(db, me, RpmTriggerSense.UN, count, -1);
       const preun = scriptletOf(me.header, "preun");
       if (preun) await plan.run(o.label, preun, [arg], { critical: true });
-      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "low", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.UN, "low", erased);
     }
     removeFiles(root, o, warnings);
     if (me) {
-      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "high", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "high", erased);
       const postun = scriptletOf(me.header, "postun");
       if (postun) await plan.run(o.label, postun, [arg], { critical: false });
       await plan.triggers(db, me, RpmTriggerSense.POSTUN, count, -1);
-      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "low", arg, erased);
+      await plan.fileTriggers(db, me, RpmTriggerSense.POSTUN, "low", erased);
       // rpmtriggersPrepPostUnTransFileTrigs: the database's %transfiletriggerpostun whose prefix
       // a file it had installed matches; each runs once, after the transaction.
       const had = db.filesOf(me);
@@ -1190,7 +1199,6 @@ class ScriptPlan {
     source: DbPackage,
     sense: number,
     band: "high" | "low",
-    arg: number,
     erased?: readonly string[],
   ): Promise<void> {
     const paths = erased ?? source.files;
@@ -1215,8 +1223,8 @@ class ScriptPlan {
       const key = `${r.owner.label}#${r.t.index}`;
       if (done.has(key)) continue;
       done.add(key);
-      const args = r.owner === source ? [arg] : [db.all.filter((p) => p.name === r.owner.name).length, arg];
-      await this.run(r.owner.label, r.t.script, args, { critical: false, stdin: r.files });
+      // rpm 4.14 to 4.19 (what RPM distributions ship) give every file trigger `$1` = 0.
+      await this.run(r.owner.label, r.t.script, [FILE_TRIGGER_ARG], { critical: false, stdin: r.files });
     }
   }
 
@@ -1225,7 +1233,7 @@ class ScriptPlan {
    * file installed now matches runs once with those files; a new package's own trigger runs
    * with every installed file under its prefix.
    */
-  async transFileTriggersIn(db: LiveDb, newPackages: readonly NewPackage[], count: (name: string) => number) {
+  async transFileTriggersIn(db: LiveDb, newPackages: readonly NewPackage[]): Promise<void> {
     const installedNow = newPackages.flatMap((n) => installedPaths(n));
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
     for (const owner of db.all) {
@@ -1243,7 +1251,7 @@ class ScriptPlan {
       const key = `${r.owner.label}#${r.t.index}`;
       if (done.has(key)) continue;
       done.add(key);
-      await this.run(r.owner.label, r.t.script, [count(r.owner.name)], { critical: false, stdin: r.files });
+      await this.run(r.owner.label, r.t.script, [FILE_TRIGGER_ARG], { critical: false, stdin: r.files });
     }
   }
 
