@@ -138,11 +138,15 @@ export function rpmIndexRows(header: RpmHeader, index: RpmIndex, what: string): 
   const idxOf = triggerIndexes(header, index, keys.length, what);
   const requireFlags = index.tag === RpmTag.REQUIRENAME ? header.numberArray(RpmTag.REQUIREFLAGS) : [];
   const rows: RpmIndexRow[] = [];
+  const triggers = new Set<string>();
   for (const [i, key] of keys.entries()) {
     if (index.tag === RpmTag.REQUIRENAME && isTransientRequirement(requireFlags[i] ?? 0)) continue;
-    // A trigger name is filed once, at its first position.
-    if (index.tag === RpmTag.TRIGGERNAME && keys.slice(0, i).some((k) => Buffer.from(k).equals(key)))
-      continue;
+    if (index.tag === RpmTag.TRIGGERNAME) {
+      // A trigger name is filed once, at its first position.
+      const name = Buffer.from(key).toString("latin1");
+      if (triggers.has(name)) continue;
+      triggers.add(name);
+    }
     const idx = idxOf ? idxOf[i]! : i;
     rows.push({ key, idx });
     if (key[0] === 0x28 /* ( */ && RICH_INDEXED.has(index.tag) && raw.type === RpmType.STRING_ARRAY) {
@@ -239,13 +243,19 @@ function parseSimple(s: string, p: number, events: RichEvents): number | undefin
   return p;
 }
 
+const MAX_RICH_DEPTH = 100;
+
 /** rpmrichParseInternal, with its checks of which operators may be combined. */
 function parseRich(
   s: string,
   start: number,
   events: RichEvents,
   check: { value: number },
+  depth = 0,
 ): number | undefined {
+  // rpm recurses without a limit; a hostile header could nest a million parentheses and exhaust
+  // the stack. Nesting deeper than any real package's is not parsed (no extra keys).
+  if (depth > MAX_RICH_DEPTH) return undefined;
   let p = start;
   let op: RichOp = "single";
   let firstop: RichOp = "single";
@@ -258,7 +268,7 @@ function parseRich(
     if (s[p] === ")") return undefined;
     if (s[p] === "(") {
       const sub = { value: flags & 1 };
-      const end = parseRich(s, p, events, sub);
+      const end = parseRich(s, p, events, sub, depth + 1);
       if (end === undefined) return undefined;
       p = end;
       if (op === "if" || op === "unless") sub.value &= ~(CHECK_NO_AND | CHECK_NO_OR);

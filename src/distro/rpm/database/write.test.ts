@@ -197,6 +197,31 @@ test("sqlite: suture's database after upgrade, erase and install is rpm's own, t
   assert.equal(await rpmIn(root, "-qa"), await rpmIn(reference, "-qa"));
 });
 
+test("sqlite: index tables the database lacks are created and filled as rpm does when it opens them", async () => {
+  const root = await image("missing-indexes");
+  const db = new DatabaseSync(join(root, DB));
+  db.exec("DROP TABLE Sha1header; DROP TABLE Transfiletriggername; DROP TABLE Basenames");
+  db.close();
+  await patchLikeReference(root);
+  const mine = indexRows(join(root, DB));
+  const theirs = indexRows(join(reference, DB));
+  for (const [table, rows] of theirs) assert.deepEqual(mine.get(table), rows, table);
+  const schema = (file: string) => {
+    const handle = new DatabaseSync(file, { readOnly: true });
+    try {
+      return handle
+        .prepare(
+          "SELECT type, name, sql FROM sqlite_schema WHERE tbl_name IN ('Sha1header', 'Transfiletriggername', 'Basenames') ORDER BY name",
+        )
+        .all();
+    } finally {
+      handle.close();
+    }
+  };
+  assert.deepEqual(schema(join(root, DB)), schema(join(reference, DB)));
+  assert.equal(await rpmIn(root, "-qf", "/opt/gamma/run"), "gamma-1.0-1.noarch\n");
+});
+
 test("sqlite: the image's rpm queries, verifies and erases in suture's database", async () => {
   const root = await image("queries");
   await patchLikeReference(root);
@@ -338,6 +363,13 @@ test("sqlite: a database with SQL of its own (a trigger) is refused and left as 
   const before = await readFile(join(root, DB));
   await assert.rejects(patchLikeReference(root), cleanFailure("INVALID_ARCHIVE", /SQL trigger "evil"/));
   assert.deepEqual(await readFile(join(root, DB)), before);
+
+  // An index that is a view, not rpm's table.
+  const viewed = await image("view");
+  const handle = new DatabaseSync(join(viewed, DB));
+  handle.exec("DROP TABLE Name; CREATE VIEW Name AS SELECT 1 AS key, 1 AS hnum, 0 AS idx");
+  handle.close();
+  await assert.rejects(patchLikeReference(viewed), cleanFailure("INVALID_ARCHIVE", /SQL view "Name"/));
 });
 
 test("bdb and ndb databases are refused in one line naming --engine sandbox, nothing written", async () => {
@@ -429,4 +461,7 @@ test("rich dependencies are indexed under the names inside them, as rpm does", (
   // rpm refuses these, and indexes nothing more than the dependency itself.
   assert.deepEqual(richDependencyKeys("(a and)"), []);
   assert.deepEqual(richDependencyKeys("((a and b) with c)"), []);
+  // Nesting beyond any real package's is not followed (rpm's recursion has no bound).
+  assert.deepEqual(richDependencyKeys(`${"(".repeat(100_000)}a${")".repeat(100_000)}`), []);
+  assert.deepEqual(richDependencyKeys("((((a))))"), ["a"]);
 });
