@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { SutureError } from "../errors/errors.ts";
 import { writeFileAtomic } from "../fs/atomic.ts";
 import type { PlannedUpdate, UpdatePlan } from "../report/plan.ts";
-import { formatPurl, isPurlOfType, nativeArch, ociPurl } from "./purl.ts";
+import { formatPurl, isPurlOfType, nativeArch, ociPurl, rpmPurl } from "./purl.ts";
 import { type OpenVexDocument, OpenVexDocumentSchema, type OpenVexStatement } from "./schema.ts";
 
 export type { OpenVexDocument, OpenVexStatement } from "./schema.ts";
@@ -130,12 +130,22 @@ export function vulnerabilityIri(id: string): string | undefined {
 /**
  * The subcomponent purl of an updated package: the scanner's own purl when the report had one
  * of the right type (so the statement matches the scanner's package exactly, e.g. arch=all),
- * else `pkg:<deb|apk|rpm>/<os family>/<name>@<installed>?arch=<native arch>&distro=<family>-<version>`.
+ * else `pkg:<deb|apk>/<os family>/<name>@<installed>?arch=<native arch>&distro=<family>-<version>`, or
+ * for rpm Trivy's form (vendor namespace, epoch as a qualifier: `rpmPurl`).
  */
 export function subcomponentPurl(plan: UpdatePlan, u: PlannedUpdate): string {
   const type = u.packageType ?? "generic";
   if (u.purl && !/\s/.test(u.purl) && isPurlOfType(u.purl, type)) return u.purl;
   const family = plan.os?.family || u.type || undefined;
+  if (type === "rpm") {
+    return rpmPurl({
+      family,
+      osVersion: plan.os?.version,
+      name: u.name,
+      evr: u.installedVersion || u.fixedVersion,
+      arch: nativeArch("rpm", plan.arch, plan.variant),
+    });
+  }
   return formatPurl({
     type,
     namespace: type === "generic" ? undefined : family,

@@ -98,6 +98,47 @@ export function ociPurl(image: { repository: string; digest: string; architectur
   });
 }
 
+/**
+ * purl namespaces of rpm distributions whose family name is not the vendor's: the purl
+ * specification's rpm namespace is the vendor (Trivy writes `pkg:rpm/opensuse/…` with
+ * `distro=opensuse-leap-15.1`; SUSE's own packages are `pkg:rpm/suse/…`).
+ */
+const RPM_NAMESPACE: Readonly<Record<string, string>> = {
+  "opensuse-leap": "opensuse",
+  "opensuse-tumbleweed": "opensuse",
+  sles: "suse",
+  slem: "suse",
+};
+
+/**
+ * An installed rpm's purl as Trivy writes it: `pkg:rpm/<vendor>/<name>@<version>-<release>` with
+ * the epoch as a qualifier (the purl specification's rpm rule: the version has no epoch),
+ * `arch=` and `distro=<family>-<release>`, e.g.
+ * `pkg:rpm/rocky/openssl-libs@1.1.1k-4.el8?arch=x86_64&distro=rocky-8.5&epoch=1`.
+ * `evr` is `[epoch:]version-release`, as suture and the scanners write an rpm's version.
+ */
+export function rpmPurl(p: {
+  family?: string;
+  osVersion?: string;
+  name: string;
+  evr: string;
+  arch?: string;
+}): string {
+  const m = /^(\d+):(.*)$/.exec(p.evr);
+  const epoch = m && Number(m[1]) !== 0 ? String(Number(m[1])) : undefined;
+  return formatPurl({
+    type: "rpm",
+    namespace: p.family ? (RPM_NAMESPACE[p.family] ?? p.family) : undefined,
+    name: p.name,
+    version: m ? m[2] : p.evr,
+    qualifiers: {
+      arch: p.arch,
+      epoch,
+      distro: p.family && p.osVersion ? `${p.family}-${p.osVersion}` : undefined,
+    },
+  });
+}
+
 /** OCI architecture (+ variant) → the architecture name each package format uses. */
 const NATIVE_ARCH: Record<PackageType, Record<string, string>> = {
   deb: {

@@ -382,3 +382,27 @@ export async function repoKeyring(root: string, repo: RpmRepo): Promise<Keyring>
   }
   return mergeKeyrings(rings);
 }
+
+/**
+ * Refuse the enabled repositories whose packages the image's own tool would install unchecked
+ * (`gpgcheck=0`, or no gpgcheck anywhere where the tool's default is off): suture installs
+ * nothing it cannot verify. The sandbox engine calls this before the image's tool runs, since
+ * the tool may take a package from any enabled repository (the native engine, which knows where
+ * each package comes from, refuses per package in the same words). `--keyring` keys
+ * (`extraKeys`) make such a repository checkable, since the tool then checks it against them;
+ * `--allow-insecure-repositories` accepts it as the image's tool would.
+ */
+export function refuseUncheckedRepos(
+  config: Pick<RpmRepoConfig, "repos">,
+  options: { extraKeys: boolean; allowInsecure: boolean },
+): void {
+  if (options.extraKeys || options.allowInsecure) return;
+  const unchecked = config.repos.filter((r) => r.enabled && !r.gpgcheck);
+  if (!unchecked.length) return;
+  const names = unchecked.map((r) => `${r.id} (${quoteUntrusted(r.origin)})`).join(", ");
+  const one = unchecked.length === 1;
+  throw new SutureError(
+    "UNTRUSTED",
+    `the image's repositor${one ? "y" : "ies"} ${names} set${one ? "s" : ""} gpgcheck=0, and suture installs only packages whose signature is verified: set gpgcheck=1 in the image, pass the vendor's key with --keyring, or --allow-insecure-repositories to take ${one ? "its" : "their"} packages unsigned`,
+  );
+}
