@@ -324,7 +324,7 @@ test("a package signed by a key the image does not trust, or whose bytes are not
   await serveRepo([...foreign.values()]);
   const p = await plan(context(cache));
   await assert.rejects(nativeRpmEngine.apply(sandbox(), [TARGET], context(cache), p), (e) =>
-    oneLine(e, "UNTRUSTED", /libtiny-3\.0\.7-28\.noarch .*repository lab-baseos.*(trusts no key|--keyring)/),
+    oneLine(e, "UNTRUSTED", /(libtiny|tinyapp)-3\.0\.7-28\.noarch .*repository lab-baseos.*(trusts no key|--keyring)/),
   );
   assert.deepEqual(
     await readdir(join(cache, "rpm-native/packages")),
@@ -345,7 +345,7 @@ test("a package signed by a key the image does not trust, or whose bytes are not
     oneLine(
       e,
       "UNTRUSTED",
-      /libtiny-3\.0\.7-28\.noarch .*repository lab-baseos\).* has sha256 .* but the repository lists/,
+      /(libtiny|tinyapp)-3\.0\.7-28\.noarch .*repository lab-baseos\).* has sha256 .* but the repository lists/,
     ),
   );
   assert.deepEqual(await readdir(join(cache, "rpm-native/packages")), []);
@@ -377,7 +377,7 @@ test("gpgcheck=0 in the image: refused in one line, unless --keyring keys verify
   const wrong = await plan(context(cache, [], { keyringFiles: [otherFile] }));
   await assert.rejects(
     nativeRpmEngine.apply(sandbox(), [TARGET], context(cache, [], { keyringFiles: [otherFile] }), wrong),
-    (e) => oneLine(e, "UNTRUSTED", /libtiny.*sets gpgcheck=0, so only --keyring keys are trusted/),
+    (e) => oneLine(e, "UNTRUSTED", /(libtiny|tinyapp).*sets gpgcheck=0, so only --keyring keys are trusted/),
   );
 });
 
