@@ -281,7 +281,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
       name: c.pkg.name,
       ...(c.from === undefined ? {} : { from: c.from }),
       to: `${c.pkg.epoch ? `${c.pkg.epoch}:` : ""}${c.pkg.version}-${c.pkg.release}`,
-      reason: c.reason === "target" ? "target" : c.why,
+      reason: c.why,
       // primary.xml's pkgid names exactly one .rpm file.
       digest: `${c.pkg.checksum.type}:${c.pkg.checksum.value}`,
     })),
@@ -356,7 +356,7 @@ async function applyNative(
       ...(c.from === undefined ? {} : { from: c.from }),
       to: `${c.pkg.epoch ? `${c.pkg.epoch}:` : ""}${c.pkg.version}-${c.pkg.release}`,
       status: "updated",
-      ...(c.reason === "target" ? {} : { detail: c.why }),
+      ...(c.why === "target" ? {} : { detail: c.why }),
     });
   const after = installedRpmVersions((await readInstalled(sandbox.mergedDir)).packages);
   // Whether every target reached its fixed version is checked by the pipeline (validateTargets).

@@ -576,3 +576,16 @@ test("CBL-Mariner 2.0's real database: upgrading openssl-libs raises openssl (it
   // (tdnf requires only the library's sonames).
   assert.deepEqual(r.obsoleted, []);
 });
+
+test("update-all replaces an installed package by the package that obsoletes it (a rename), as dnf upgrade does", () => {
+  const have = [installed({ name: "oldname", evr: "1-1" }), installed({ name: "keep", evr: "1-1" })];
+  const offer = [
+    offered({ name: "newname", evr: "2-1", obsoletes: ["oldname < 2"], provides: ["oldname = 2-1"] }),
+    offered({ name: "unrelated", evr: "1-1", obsoletes: ["gone < 1"] }),
+  ];
+  const r = resolve(have, offer, "all");
+  assert.deepEqual(chosen(r), ["newname.x86_64 - -> 2-1"]);
+  assert.equal(r.obsoleted[0]!.installed, have[0]);
+  // A report's targets never pull a rename on their own.
+  assert.deepEqual(resolve(have, offer, [{ name: "keep", fixedVersion: "1-1" }]).install, []);
+});

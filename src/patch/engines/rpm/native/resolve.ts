@@ -698,6 +698,24 @@ function resolveOnce(
         pick(best, "target", "target");
       }
     }
+    // dnf upgrade (obsoletes=True) also replaces an installed package by the newest build of a
+    // package not installed that obsoletes it (a renamed package).
+    const installedNames = new Set(installedSlots.map((s) => s.view.name));
+    for (const [name, list] of candidates.byName) {
+      if (installedNames.has(name) || keptBack.has(name)) continue;
+      const best = CandidateIndex.newest(list, (c) => c.pkg.arch === input.arch || c.pkg.arch === "noarch");
+      if (!best) continue;
+      const replaced = installedSlots.find(
+        (s) =>
+          upgradable(s) &&
+          !keptBack.has(s.view.name) &&
+          !present.get(s.slot)?.choice &&
+          best.view.obsoletes.some((range) => !range.name.startsWith("(") && nameInRange(s.view, range)),
+      );
+      if (!replaced) continue;
+      pulledFor = replaced.view.name;
+      pick(best, "target", `obsoletes installed ${describe(replaced.view)}`);
+    }
   } else {
     for (const t of targets) {
       pulledFor = t.name;
