@@ -162,6 +162,9 @@ async function readRepoConfig(
       arch,
       ...(releasever === undefined ? {} : { releasever }),
       ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
+      // Builds no upgrade could take (other arches, sources) are dropped as they stream: Fedora's
+      // x86_64 repository also lists its i686 multilib packages.
+      keep: (p) => arches.has(p.arch),
     });
     config ??= read;
     if (read.repos.length) return read;
@@ -216,6 +219,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     return keys;
   };
   const runScripts = hasShell(root);
+  const arches = new Set([arch, "noarch", ...db.packages.flatMap((p) => (p.nevra.arch ? [p.nevra.arch] : []))]);
 
   const opened = await withStep(progress, "repositories", "verifying the image's rpm repositories", () =>
     openRpmRepositories(config.repos, {
