@@ -162,9 +162,6 @@ async function readRepoConfig(
       arch,
       ...(releasever === undefined ? {} : { releasever }),
       ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
-      // Builds no upgrade could take (other arches, sources) are dropped as they stream: Fedora's
-      // x86_64 repository also lists its i686 multilib packages.
-      keep: (p) => arches.has(p.arch),
     });
     config ??= read;
     if (read.repos.length) return read;
@@ -226,6 +223,9 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
       cacheDir: cacheRoot(ctx),
       repomdKeyring: async (repo) => mergeKeyrings([await keysOf(repo), extra]),
       ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
+      // Builds no upgrade could take (other arches, sources) are dropped as they stream: Fedora's
+      // x86_64 repository also lists its i686 multilib packages.
+      keep: (p) => arches.has(p.arch),
       ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
       progress,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
