@@ -16,14 +16,24 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { detectDistroInRoot } from "../../src/distro/detect.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import type { EngineContext, EngineSandbox, Targets } from "../../src/patch/engines/engine.ts";
 import { downloadRpmPackages } from "../../src/patch/engines/rpm/native/fetch.ts";
 import { nativeRpmEngine } from "../../src/patch/engines/rpm/native/native.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
-import { requiring } from "../lab/requirements.ts";
+import { inLayoutImage } from "../lab/in-image.ts";
+import { needs, requiring } from "../lab/requirements.ts";
 import { buildRpm, createRepo, type RpmTestKey, rpmTestKey, signRpms, tool } from "../lab/rpm.ts";
+import {
+  RPM_LAB_KINDS,
+  type RpmLabKind,
+  type RpmTestRepo,
+  rpmLabFixes,
+  rpmLabImage,
+  startRpmTestRepo,
+} from "../lab/rpm-lab.ts";
 
 const { test, before, after } = await requiring(
   "loopback",
@@ -35,6 +45,9 @@ const { test, before, after } = await requiring(
 );
 
 const TARGET = { name: "libtiny", fixedVersion: "3.0.7-28" };
+// Resolved before any test is registered: an await between test() calls lets after() run early.
+const withLab = await needs("root", "runc", "tool:umoci", "tool:mmdebstrap");
+
 const OS_RELEASE = 'ID="rhel"\nVERSION_ID="9.4"\nPRETTY_NAME="Lab RHEL 9.4"\n';
 const KEY_PATH = "/etc/pki/rpm-gpg/RPM-GPG-KEY-lab";
 
@@ -324,7 +337,11 @@ test("a package signed by a key the image does not trust, or whose bytes are not
   await serveRepo([...foreign.values()]);
   const p = await plan(context(cache));
   await assert.rejects(nativeRpmEngine.apply(sandbox(), [TARGET], context(cache), p), (e) =>
-    oneLine(e, "UNTRUSTED", /(libtiny|tinyapp)-3\.0\.7-28\.noarch .*repository lab-baseos.*(trusts no key|--keyring)/),
+    oneLine(
+      e,
+      "UNTRUSTED",
+      /(libtiny|tinyapp)-3\.0\.7-28\.noarch .*repository lab-baseos.*(trusts no key|--keyring)/,
+    ),
   );
   assert.deepEqual(
     await readdir(join(cache, "rpm-native/packages")),
@@ -468,3 +485,117 @@ test("metalink and mirrorlist repositories (Fedora, Rocky): found through their 
   );
   await writeRepoFile("gpgcheck=1\n");
 });
+
+// ---------------------------------------------------------------------------------------------
+// The RPM lab (test/lab/rpm-lab.ts): its images (dnf/Rocky, zypper/openSUSE, tdnf/Azure Linux,
+// micro/UBI without shell or rpm, distroless/Azure Linux with only an rpm manifest) and its
+// signed repository of Debian's bookworm-security fixes converted to rpms.
+
+async function labPlan(
+  kind: RpmLabKind,
+  repo: RpmTestRepo,
+  targets: Targets | "report",
+  extra: Partial<EngineContext> = {},
+) {
+  const image = await rpmLabImage(kind);
+  const fixes = await rpmLabFixes(kind);
+  const [from, to] = repo.mirrorArg(kind).split(/=(.*)/s) as [string, string];
+  const cache = await mkdtemp(join(work, "cache-"));
+  return inLayoutImage(image, work, async (sb) => {
+    const distro = await detectDistroInRoot(sb.mergedDir);
+    const ctx = context(cache, [], { distro, mirrors: { [from]: to }, ...extra });
+    const before = await snapshot(sb.mergedDir);
+    const wanted =
+      targets === "report"
+        ? fixes.map((f) => ({ name: f.name, fixedVersion: f.fixed, installedVersion: f.installed }))
+        : targets;
+    const p = await nativeRpmEngine.plan!(sb, wanted, ctx);
+    assert.equal(await snapshot(sb.mergedDir), before, "a plan changes nothing in the image");
+    return { p, fixes, ctx, sb };
+  });
+}
+
+for (const kind of RPM_LAB_KINDS) {
+  test(
+    `lab ${kind}: the report's fixes and update-all plan exactly the fixed builds, verified with the image's own keys`,
+    withLab,
+    async () => {
+      const repo = await startRpmTestRepo();
+      try {
+        for (const targets of ["report", "all"] as const) {
+          const { p, fixes } = await labPlan(kind, repo, targets);
+          assert.deepEqual(p.failed, [], kind);
+          assert.deepEqual(
+            p.install.map((i) => `${i.name} ${i.from} -> ${i.to}`).sort(),
+            fixes.map((f) => `${f.name} ${f.installed} -> ${f.fixed}`).sort(),
+            `${kind} ${targets}`,
+          );
+          assert.ok(p.install.every((i) => /^sha256:[0-9a-f]{64}$/.test(i.digest)));
+        }
+      } finally {
+        await repo.close();
+      }
+    },
+  );
+}
+
+for (const [tamper, when, message] of [
+  ["repomd", "plan", /repomd\.xml of repository .* signature/i],
+  ["primary", "plan", /primary\.xml of repository .* but repomd\.xml lists/],
+  ["package-other-key", "apply", /repository .*(trusts no key|--keyring)/],
+  ["package-bytes", "apply", /repository .*(but the repository lists|digest|tampered)/],
+  ["package-unsigned", "apply", /is not signed/],
+] as const) {
+  test(
+    `lab: a repository with ${tamper} is refused in one line, nothing written to the image`,
+    withLab,
+    async () => {
+      const repo = await startRpmTestRepo({ tamper });
+      try {
+        const image = await rpmLabImage("micro");
+        const [from, to] = repo.mirrorArg("micro").split(/=(.*)/s) as [string, string];
+        const cache = await mkdtemp(join(work, "cache-"));
+        await inLayoutImage(image, work, async (sb) => {
+          const distro = await detectDistroInRoot(sb.mergedDir);
+          const ctx = context(cache, [], { distro, mirrors: { [from]: to } });
+          const before = await snapshot(sb.mergedDir);
+          const attempt =
+            when === "plan" ? nativeRpmEngine.plan!(sb, "all", ctx) : nativeRpmEngine.apply(sb, "all", ctx);
+          await assert.rejects(attempt, (e) => oneLine(e, "UNTRUSTED", message));
+          assert.equal(await snapshot(sb.mergedDir), before);
+        });
+      } finally {
+        await repo.close();
+      }
+    },
+  );
+}
+
+for (const kind of ["micro", "distroless"] as const) {
+  test(
+    `lab ${kind}: apply with no shell and no rpm in the image: every fix installed, the image's own record of its packages says so`,
+    withLab,
+    async () => {
+      const repo = await startRpmTestRepo();
+      try {
+        const image = await rpmLabImage(kind);
+        const fixes = await rpmLabFixes(kind);
+        const [from, to] = repo.mirrorArg(kind).split(/=(.*)/s) as [string, string];
+        const cache = await mkdtemp(join(work, "cache-"));
+        await inLayoutImage(image, work, async (sb) => {
+          const distro = await detectDistroInRoot(sb.mergedDir);
+          const ctx = context(cache, [], { distro, mirrors: { [from]: to } });
+          const targets = fixes.map((f) => ({ name: f.name, fixedVersion: f.fixed }));
+          const result = await nativeRpmEngine.apply(sb, targets, ctx);
+          for (const f of fixes) assert.equal(result.after.get(f.name), f.fixed, f.name);
+          assert.deepEqual(result.failed, []);
+          const again = await detectDistroInRoot(sb.mergedDir);
+          for (const f of fixes)
+            assert.equal(again.installed?.get(f.name), f.fixed, `${kind}: detection reads ${f.name}`);
+        });
+      } finally {
+        await repo.close();
+      }
+    },
+  );
+}
