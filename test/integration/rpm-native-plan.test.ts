@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -205,12 +205,14 @@ async function snapshot(dir: string): Promise<string> {
     for (const e of await readdir(d, { withFileTypes: true })) {
       const p = join(d, e.name);
       if (e.isDirectory()) await walk(p);
-      else
+      else if (e.isSymbolicLink()) out.push(`${p} -> ${await readlink(p)}`);
+      else if (e.isFile())
         out.push(
           `${p} ${createHash("sha256")
             .update(await readFile(p))
             .digest("hex")}`,
         );
+      else out.push(`${p} (special)`);
     }
   };
   await walk(dir);
