@@ -543,7 +543,7 @@ for (const kind of RPM_LAB_KINDS) {
 
 for (const [tamper, when, message] of [
   ["repomd", "plan", /repomd\.xml of repository .* signature/i],
-  ["primary", "plan", /primary\.xml of repository .* but repomd\.xml lists/],
+  ["primary", "plan", /primary\.xml of repository .*(repomd\.xml|the repository) lists/],
   ["package-other-key", "apply", /repository .*(trusts no key|--keyring)/],
   ["package-bytes", "apply", /repository .*(but the repository lists|digest|tampered)/],
   ["package-unsigned", "apply", /is not signed/],
@@ -554,8 +554,8 @@ for (const [tamper, when, message] of [
     async () => {
       const repo = await startRpmTestRepo({ tamper });
       try {
-        const image = await rpmLabImage("micro");
-        const [from, to] = repo.mirrorArg("micro").split(/=(.*)/s) as [string, string];
+        const image = await rpmLabImage("distroless");
+        const [from, to] = repo.mirrorArg("distroless").split(/=(.*)/s) as [string, string];
         const cache = await mkdtemp(join(work, "cache-"));
         await inLayoutImage(image, work, async (sb) => {
           const distro = await detectDistroInRoot(sb.mergedDir);
