@@ -216,12 +216,19 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     return keys;
   };
   const runScripts = hasShell(root);
-  const arches = new Set([arch, "noarch", ...db.packages.flatMap((p) => (p.nevra.arch ? [p.nevra.arch] : []))]);
+  const arches = new Set([
+    arch,
+    "noarch",
+    ...db.packages.flatMap((p) => (p.nevra.arch ? [p.nevra.arch] : [])),
+  ]);
 
   const opened = await withStep(progress, "repositories", "verifying the image's rpm repositories", () =>
     openRpmRepositories(config.repos, {
       cacheDir: cacheRoot(ctx),
-      repomdKeyring: async (repo) => mergeKeyrings([await keysOf(repo), extra]),
+      // dnf checks repomd.xml.asc with the repository's gpgkey= keys; zypp with its trusted
+      // keyring, which is the rpm database's gpg-pubkeys (SUSE's repo files name remote keys only).
+      repomdKeyring: async (repo) =>
+        mergeKeyrings([await keysOf(repo), extra, ...(config.tool === "zypper" ? [imported.keyring] : [])]),
       ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
       // Builds no upgrade could take (other arches, sources) are dropped as they stream: Fedora's
       // x86_64 repository also lists its i686 multilib packages.
