@@ -27,6 +27,7 @@ import { inLayoutImage } from "../lab/in-image.ts";
 import { needs, requiring } from "../lab/requirements.ts";
 import { buildRpm, createRepo, type RpmTestKey, rpmTestKey, signRpms, tool } from "../lab/rpm.ts";
 import {
+  RPM_LAB_EDITED_CONFIG,
   RPM_LAB_KINDS,
   type RpmLabKind,
   type RpmTestRepo,
@@ -601,3 +602,57 @@ for (const kind of ["micro", "distroless"] as const) {
     },
   );
 }
+
+test(
+  "lab dnf: apply with the image's shell: every fix installed, and the image's own rpm -qa, rpm -Va and dnf check agree",
+  withLab,
+  async () => {
+    const repo = await startRpmTestRepo();
+    try {
+      const image = await rpmLabImage("dnf");
+      const fixes = await rpmLabFixes("dnf");
+      const [from, to] = repo.mirrorArg("dnf").split(/=(.*)/s) as [string, string];
+      const cache = await mkdtemp(join(work, "cache-"));
+      await inLayoutImage(image, work, async (sb) => {
+        const distro = await detectDistroInRoot(sb.mergedDir);
+        const ctx = context(cache, [], { distro, mirrors: { [from]: to } });
+        const targets = fixes.map((f) => ({ name: f.name, fixedVersion: f.fixed }));
+        const p = await nativeRpmEngine.plan!(sb, targets, ctx);
+        assert.ok(p.reuseKey?.includes("scripts=true"));
+        const result = await nativeRpmEngine.apply(sb, targets, ctx, p);
+        for (const f of fixes) assert.equal(result.after.get(f.name), f.fixed, f.name);
+        const run = async (args: string[]) => {
+          const r = await sb.run(args, { timeoutMs: 600_000 });
+          return { exitCode: r.exitCode, out: `${r.stdout}${r.stderr}` };
+        };
+        const qa = await run(["rpm", "-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
+        assert.equal(qa.exitCode, 0, qa.out);
+        const versions = new Map(
+          qa.out
+            .split("\n")
+            .filter(Boolean)
+            .map((l) => l.split(" ") as [string, string]),
+        );
+        for (const f of fixes) assert.equal(versions.get(f.name), f.fixed, `rpm -qa: ${f.name}`);
+        // Only the app layer's edits differ from what rpm recorded.
+        const verify = await run(["rpm", "-Va"]);
+        const changed = verify.out
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
+          .sort();
+        assert.deepEqual(changed, [...RPM_LAB_EDITED_CONFIG].sort(), verify.out);
+        const check = await run(["dnf", "check"]);
+        assert.equal(check.exitCode, 0, check.out);
+        const files = await run([
+          "sh",
+          "-c",
+          "test -f /etc/nginx/nginx.conf.rpmnew && grep -q 'suture lab app' /etc/nginx/nginx.conf && /usr/local/bin/app",
+        ]);
+        assert.equal(files.exitCode, 0, files.out);
+      });
+    } finally {
+      await repo.close();
+    }
+  },
+);
