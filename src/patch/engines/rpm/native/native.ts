@@ -259,7 +259,17 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     if (trust.has(repo.id)) continue;
     const baseUrl = opened.repositories.find((r) => r.repo === repo)!.baseUrl;
     if (repo.gpgcheck) {
-      const keyring = mergeKeyrings([await keysOf(repo), imported.keyring, gpgDir.keyring, extra]);
+      let own: Keyring;
+      try {
+        own = await keysOf(repo);
+      } catch (e) {
+        // A gpgkey= file the image lacks: rpm still checks packages against the keys imported
+        // into its database, so those (and the others) decide; the missing file is said.
+        if (!isSutureError(e, "UNTRUSTED")) throw e;
+        warnings.push(`${e.message} (its packages are checked against the other keys the image trusts)`);
+        own = mergeKeyrings([]);
+      }
+      const keyring = mergeKeyrings([own, imported.keyring, gpgDir.keyring, extra]);
       trust.set(repo.id, { repo, baseUrl, keyring, unsigned: false });
       continue;
     }
