@@ -233,8 +233,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
       // Builds no upgrade could take (other arches, sources) are dropped as they stream: Fedora's
       // x86_64 repository also lists its i686 multilib packages.
       keep: (p) => arches.has(p.arch),
-      ...(ctx.mirrors ? { mirrors: ctx.mirrors } : {}),
-      progress,
+      // Its warnings are the plan's (shown once, by the dry run or by apply), not sent on here.
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     }),
   );
