@@ -236,3 +236,54 @@ test("the micro image has no shell, no rpm and no dnf, and still runs jq from it
       );
   });
 });
+
+test("the real zypper updates the zypper image from the lab repository, checking signatures with the rpmdb's key", async () => {
+  const fixes = await rpmLabFixes("zypper");
+  const distro = RPM_LAB_DISTRO.zypper;
+  await inImage("zypper", async (sb) => {
+    // The test's mirror: the repo file's host part points at the loopback server ($releasever stays).
+    const mirrored = `${repo.url}${new URL(distro.mirrorFrom).pathname}`;
+    const sed = await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
+    assert.equal(sed.exitCode, 0, sed.out);
+    const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
+    assert.equal(up.exitCode, 0, up.out);
+    const after = await rpmQa(sb);
+    for (const f of fixes) assert.equal(after.get(f.name), f.fixed, f.name);
+    const verify = await sh(sb, ["rpm", "-Va"]);
+    const changed = verify.out
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
+      .sort();
+    assert.deepEqual(changed, [...RPM_LAB_EDITED_CONFIG, distro.repoFile.path].sort(), verify.out);
+    const rpmnew = await sh(sb, ["test", "-f", "/etc/nginx/nginx.conf.rpmnew"]);
+    assert.equal(rpmnew.exitCode, 0);
+  });
+});
+
+test("zypper refuses a repository whose packages the other key signed", async () => {
+  const bad = await startRpmTestRepo({ tamper: "package-other-key" });
+  const distro = RPM_LAB_DISTRO.zypper;
+  try {
+    await inImage("zypper", async (sb) => {
+      const before = await rpmQa(sb);
+      const mirrored = `${bad.url}${new URL(distro.mirrorFrom).pathname}`;
+      await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
+      const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
+      assert.notEqual(up.exitCode, 0, up.out);
+      assert.deepEqual(await rpmQa(sb), before);
+    });
+  } finally {
+    await bad.close();
+  }
+});
+
+test("the distroless image keeps only Azure Linux's rpm manifest and runs jq", async () => {
+  await inImage("distroless", async (sb) => {
+    const jq = await sh(sb, ["/usr/bin/jq", "-n", '"ok"']);
+    assert.equal(jq.out.trim(), '"ok"', jq.out);
+  });
+  const image = await rpmLabImage("distroless");
+  const result = await inspectImage(image.ref);
+  assert.equal(result.images[0]!.packageDbFile?.path, "/var/lib/rpmmanifest/container-manifest-2");
+});
