@@ -4,9 +4,10 @@
  * the images accept — Debian's dnf 4.14 upgrades the dnf image through the repository's
  * loopback URL (gpgcheck and repo_gpgcheck on), after which `rpm -qa` shows the fixed builds,
  * `rpm -Va` finds only the app's config edits and `dnf check` nothing, and the edited nginx.conf is
- * kept with nginx.conf.rpmnew beside it; zypper 1.14 does the same in the zypper image. Every
- * tampered variant of the repository is refused by that dnf, changing nothing. The shell-less
- * micro image runs its program. A cold cache builds for about ten minutes; warm, about a minute.
+ * kept with nginx.conf.rpmnew beside it; zypper 1.14 does the same in the zypper image, trusting
+ * the key in the image's rpmdb. Every tampered variant of the repository is refused by that dnf
+ * (and the metadata tampering by zypper), changing nothing. The shell-less micro and distroless
+ * images run their program. A cold cache builds for about ten minutes; warm, about a minute.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -261,22 +262,27 @@ test("the real zypper updates the zypper image from the lab repository, checking
   });
 });
 
-test("zypper refuses a repository whose packages the other key signed", async () => {
-  const bad = await startRpmTestRepo({ tamper: "package-other-key" });
-  const distro = RPM_LAB_DISTRO.zypper;
-  try {
-    await inImage("zypper", async (sb) => {
-      const before = await rpmQa(sb);
-      const mirrored = `${bad.url}${new URL(distro.mirrorFrom).pathname}`;
-      await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
-      const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
-      assert.notEqual(up.exitCode, 0, up.out);
-      assert.deepEqual(await rpmQa(sb), before);
-    });
-  } finally {
-    await bad.close();
-  }
-});
+// libzypp checks the signed repomd.xml and, through it, every package's checksum; with signed
+// metadata it does not check the packages' own signatures (its pkg_gpgcheck default), so the
+// metadata tampering is what the real zypper is held to here.
+for (const tamper of ["repomd", "primary"] as const) {
+  test(`the real zypper refuses the repository tampered as "${tamper}" and changes nothing`, async () => {
+    const bad = await startRpmTestRepo({ tamper });
+    const distro = RPM_LAB_DISTRO.zypper;
+    try {
+      await inImage("zypper", async (sb) => {
+        const before = await rpmQa(sb);
+        const mirrored = `${bad.url}${new URL(distro.mirrorFrom).pathname}`;
+        await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
+        const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
+        assert.notEqual(up.exitCode, 0, up.out);
+        assert.deepEqual(await rpmQa(sb), before);
+      });
+    } finally {
+      await bad.close();
+    }
+  });
+}
 
 test("the distroless image keeps only Azure Linux's rpm manifest and runs jq", async () => {
   await inImage("distroless", async (sb) => {
@@ -286,4 +292,23 @@ test("the distroless image keeps only Azure Linux's rpm manifest and runs jq", a
   const image = await rpmLabImage("distroless");
   const result = await inspectImage(image.ref);
   assert.equal(result.images[0]!.packageDbFile?.path, "/var/lib/rpmmanifest/container-manifest-2");
+});
+
+test("the tdnf image (no tdnf in Debian): rpm in it finds only the app's config edits, the app layer is whole", async () => {
+  await inImage("tdnf", async (sb) => {
+    const verify = await sh(sb, ["rpm", "-Va"]);
+    const changed = verify.out
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
+      .sort();
+    assert.deepEqual(changed, [...RPM_LAB_EDITED_CONFIG].sort(), verify.out);
+    const app = await sh(sb, [
+      "sh",
+      "-c",
+      `id app && stat -c '%u:%g %a' /home/app && cat ${RPM_LAB_APP_CONF} && test -f /etc/tdnf/tdnf.conf && test ! -e /usr/bin/tdnf && /usr/local/bin/app`,
+    ]);
+    assert.equal(app.exitCode, 0, app.out);
+    assert.match(app.out, /1000:1000 700/);
+  });
 });

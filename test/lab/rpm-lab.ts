@@ -11,7 +11,9 @@
  *   //   (--keyring repo.publicKeyFile when a test wants an explicit key)
  *   await repo.close();
  *
- *   The fixes pending in every image: RPM_LAB_FIXES(kind) (name, installed, fixed, CVE ids).
+ *   The fixes pending in each image: `await rpmLabFixes(kind)` (name, arch, installed, fixed, CVE ids).
+ *   The lab key for --keyring: `repo.publicKeyFile` (or `(await rpmLabKeys()).lab.publicKeyFile`).
+ *   The image's own dnf/zypper as the judge: see test/integration/rpm-lab.test.ts (inLayoutImage).
  *
  * Images (OCI layouts written by umoci, amd64, tag `latest`; two layers: the rootfs, then an app
  * layer with the config edits, a user `app` 1000:1000 with /home/app, /etc/app/app.conf and
@@ -528,7 +530,7 @@ export async function rpmLabReport(kind: RpmLabKind, options: RpmLabTrivyOptions
             SeveritySource: family,
             PrimaryURL: id.startsWith("CVE-") ? `https://avd.aquasec.com/nvd/${id.toLowerCase()}` : undefined,
             Title: `${f.name}: fixed in ${f.fixed} (suture lab, from Debian bookworm-security)`,
-            Severity: "HIGH",
+            Severity: "UNKNOWN",
           })),
         ),
       },
