@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { readRpmRepoConfig } from "../../src/distro/rpm/repo-config.ts";
 import { rpmvercmp } from "../../src/distro/rpm/version.ts";
 import { inspectImage } from "../../src/index.ts";
 import { parseTrivyReport } from "../../src/report/trivy.ts";
@@ -28,6 +29,7 @@ import {
   RPM_LAB_DISTRO,
   RPM_LAB_EDITED_CONFIG,
   RPM_LAB_KINDS,
+  RPM_LAB_REPO_CONFIG,
   type RpmLabKind,
   type RpmRepoTamper,
   type RpmTestRepo,
@@ -311,4 +313,26 @@ test("the tdnf image (no tdnf in Debian): rpm in it finds only the app's config 
     assert.equal(app.exitCode, 0, app.out);
     assert.match(app.out, /1000:1000 700/);
   });
+});
+
+test("each image's repository, as suture reads its repo file with the lab's --mirror, is the loopback repository", async () => {
+  for (const kind of RPM_LAB_KINDS) {
+    const { releasever, tool } = RPM_LAB_REPO_CONFIG[kind];
+    const [from, to] = repo.mirrorArg(kind).split(/=(.*)/s) as [string, string];
+    await inImage(kind, async (sb) => {
+      const config = await readRpmRepoConfig(sb.mergedDir, tool, {
+        releasever,
+        arch: "x86_64",
+        mirrors: { [from]: to },
+      });
+      const enabled = config.repos.filter((r) => r.enabled);
+      assert.equal(enabled.length, 1, kind);
+      const r = enabled[0]!;
+      assert.equal(r.baseurls[0]!.replace(/\/$/, ""), RPM_LAB_DISTRO[kind].repoUrl.replace(/\/$/, ""), kind);
+      assert.ok(r.gpgcheck, kind);
+      assert.equal(r.fetchUrls[0]!.replace(/\/$/, ""), repo.repoUrl(kind).replace(/\/$/, ""), kind);
+      const res = await fetch(`${r.fetchUrls[0]!.replace(/\/$/, "")}/repodata/repomd.xml`);
+      assert.equal(res.status, 200, kind);
+    });
+  }
 });

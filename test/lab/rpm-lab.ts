@@ -108,6 +108,22 @@ export const RPM_LAB_DBPATH: Record<RpmLabKind, string | undefined> = {
   distroless: undefined,
 };
 
+/**
+ * What the image's package manager expands `$releasever` to (from its release package's
+ * `system-release(releasever)`, zypper's /etc/products.d/baseproduct, tdnf's distroverpkg), and
+ * which tool's configuration layout its repository file follows (suture's readRpmRepoConfig).
+ */
+export const RPM_LAB_REPO_CONFIG: Record<
+  RpmLabKind,
+  { releasever: string; tool: "dnf" | "zypper" | "tdnf" }
+> = {
+  dnf: { releasever: "9", tool: "dnf" },
+  zypper: { releasever: "15.6", tool: "zypper" },
+  tdnf: { releasever: "3.0", tool: "tdnf" },
+  micro: { releasever: "9", tool: "dnf" },
+  distroless: { releasever: "3.0", tool: "tdnf" },
+};
+
 /** The Debian packages mmdebstrap adds to minbase for the Debian-rooted kinds. */
 const DEBIAN_TOOLS: Partial<Record<RpmLabKind, string[]>> = {
   dnf: ["dnf", "rpm"],
