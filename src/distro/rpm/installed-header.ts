@@ -238,3 +238,33 @@ const MULTILIB_ARCHES = new Set([
   "mips64",
   "mips64el",
 ]);
+
+/**
+ * An installed package's header with some of its files' states changed (index in the header's
+ * file list → new state), as rpm's markReplacedFiles (lib/psm.c) rewrites the header of a package
+ * that keeps its place in the database while a package installed after it took over some of its
+ * files (the FILESTATES bytes change in place; nothing else does). A header without FILESTATES
+ * is returned as it is, as rpm leaves it.
+ */
+export function rpmHeaderWithFileStates(
+  header: RpmHeader,
+  states: ReadonlyMap<number, RpmFileState>,
+): Uint8Array {
+  const blob = Uint8Array.from(header.blob);
+  const raw = rpmHeaderRawEntry(header, RpmTag.FILESTATES);
+  if (raw === undefined) return blob;
+  if (raw.type !== RpmType.CHAR && raw.type !== RpmType.INT8) {
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `an installed package's FILESTATES has type ${raw.type}, not CHAR; rebuild the rpm database in the image (rpmdb --rebuilddb)`,
+    );
+  }
+  const at = raw.data.byteOffset - header.blob.byteOffset;
+  for (const [index, state] of states) {
+    if (!Number.isInteger(index) || index < 0 || index >= raw.count) {
+      throw new SutureError("INTERNAL", `file ${index} is not one of the package's ${raw.count} files`);
+    }
+    blob[at + index] = rpmFileStateValue(state);
+  }
+  return blob;
+}

@@ -113,18 +113,11 @@ export async function writeRpmManifest(
     }
   });
   const appended = added.filter((a) => ![...successors.values()].includes(a));
-  await replaceImageFile(
-    walk.host,
-    walk.stat,
-    Buffer.from(
-      withAppended(
-        out2,
-        appended.map((a) => a.line),
-      ),
-      "utf8",
-    ),
-    what,
+  const manifest2 = withAppended(
+    out2,
+    appended.map((a) => a.line),
   );
+  await replaceImageFile(walk.host, walk.stat, Buffer.from(manifest2, "utf8"), what);
 
   const manifest1 = `${dirname(location.path)}/${MANIFEST_1}`;
   const walk1 = walkInRoot(root, manifest1, READ_POLICY);

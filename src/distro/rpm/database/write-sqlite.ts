@@ -1,16 +1,15 @@
-import { mkdtempSync, readFileSync, rmSync, type Stats, writeFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { describeCause, isSutureError, SutureError } from "../../../errors/errors.ts";
 import { READ_POLICY, readFileInRoot, walkInRoot } from "../../../fs/in-root.ts";
 import { parseRpmHeader, type RpmHeader, RpmTag } from "../header.ts";
-import type { RpmDatabaseLocation } from "../installed.ts";
+import type { InstalledRpm, RpmDatabaseLocation } from "../installed.ts";
 import { damagedDb } from "./records.ts";
 import { isSqliteDb } from "./sqlite.ts";
 import type { RpmDatabaseChange } from "./write.ts";
-import { replaceImageFile } from "./write-file.ts";
+import { overwriteImageFile } from "./write-file.ts";
 import { RPM_INDEXES, type RpmIndex, rpmIndexRows } from "./write-index.ts";
 
 /**
@@ -21,17 +20,19 @@ import { RPM_INDEXES, type RpmIndex, rpmIndexRows } from "./write-index.ts";
  * transaction.
  *
  * The image's file is never opened by SQLite in place: SQLite creates -wal/-shm/-journal files
- * beside a database it opens and follows symlinks on its own. The database (with its -wal and a
- * hot -journal, so SQLite replays or rolls back what rpm left exactly as rpm's SQLite would) is
- * copied into a private directory, changed there, checkpointed and closed, and the finished file
- * is renamed over the image's (src/fs/atomic.ts) with the original's mode and owner. The journal
+ * beside a database it opens and follows symlinks on its own. The database (with its -wal, so
+ * SQLite replays what rpm committed there, as rpm's SQLite and the reader do) is copied into a
+ * private directory, changed there, checkpointed and closed, and the finished bytes are written
+ * over the image's file in place, as rpm's SQLite writes it (the same inode keeps its mode, owner
+ * and SELinux label; write-file.ts overwriteImageFile). The journal
  * mode is the file's own (rpm sets WAL; it is recorded in the file and left as it was). A -wal
  * the image had with frames in it is emptied, since its frames are now in the file (replaying
- * them would undo the change); an empty one is left, as rpm leaves it; a hot journal is removed
- * for the same reason.
+ * them would undo the change); an empty one is left, as rpm leaves it. A hot rollback journal (an
+ * interrupted transaction in a database someone switched out of WAL mode) is refused: SQLite
+ * would roll the file back, so it is not what the reader read and planned from.
  */
 
-/** Tables and columns rpm creates; anything else in the schema (triggers, views) is refused. */
+/** rpm's table of headers, `(hnum, blob)`. */
 const PACKAGES_TABLE = "Packages";
 
 const FIX = "rebuild it in the image (rpmdb --rebuilddb) or patch with --engine sandbox";
@@ -50,41 +51,41 @@ export async function writeSqliteRpmDatabase(
   const db = await readFileInRoot(root, location.path);
   if (db === undefined) throw new SutureError("IO", `cannot read the rpm database ${what} in the image`);
   if (!isSqliteDb(db)) throw damagedDb(what, "it is not an SQLite database (no SQLite magic)");
-  const sidecars = {
-    wal: await sidecar(root, `${location.path}-wal`),
-    journal: await sidecar(root, `${location.path}-journal`),
-  };
+  const wal = await sidecar(root, `${location.path}-wal`);
+  const journal = await sidecar(root, `${location.path}-journal`);
+  if (journal !== undefined && isHotJournal(journal.bytes)) {
+    throw new SutureError(
+      "INVALID_ARCHIVE",
+      `the rpm database ${what} has an unfinished transaction (${what}-journal): run rpm in the image once so that SQLite rolls it back, or patch with --engine sandbox`,
+    );
+  }
 
   const dir = mkdtempSync(join(tmpdir(), "suture-rpmdb-write-"));
   let written: Buffer;
   try {
     const file = join(dir, "rpmdb.sqlite");
     writeFileSync(file, db, { mode: 0o600 });
-    if (sidecars.wal?.bytes.length) writeFileSync(`${file}-wal`, sidecars.wal.bytes, { mode: 0o600 });
-    if (sidecars.journal?.bytes.length)
-      writeFileSync(`${file}-journal`, sidecars.journal.bytes, { mode: 0o600 });
+    if (wal?.bytes.length) writeFileSync(`${file}-wal`, wal.bytes, { mode: 0o600 });
     applyChange(file, what, change);
     written = readFileSync(file);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 
-  await replaceImageFile(dbHost, walk.stat, written, what);
-  if (sidecars.wal !== undefined && sidecars.wal.bytes.length > 0) {
-    await replaceImageFile(sidecars.wal.host, sidecars.wal.stat, Buffer.alloc(0), `${what}-wal`);
-  }
-  if (sidecars.journal !== undefined && sidecars.journal.bytes.length > 0) {
-    await rm(sidecars.journal.host, { force: true }).catch((e) => {
-      throw new SutureError("IO", `cannot remove ${what}-journal in the image: ${describeCause(e)}`, {
-        cause: e,
-      });
-    });
-  }
+  await overwriteImageFile(dbHost, written, what);
+  if (wal !== undefined && wal.bytes.length > 0)
+    await overwriteImageFile(wal.host, new Uint8Array(0), `${what}-wal`);
+}
+
+/** SQLite's rollback journal header magic: a journal starting with it is hot (pager.c aJournalMagic). */
+const JOURNAL_MAGIC = Buffer.from([0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]);
+
+function isHotJournal(bytes: Buffer): boolean {
+  return bytes.length >= 8 && bytes.subarray(0, 8).equals(JOURNAL_MAGIC);
 }
 
 interface Sidecar {
   host: string;
-  stat: Stats;
   bytes: Buffer;
 }
 
@@ -93,14 +94,15 @@ async function sidecar(root: string, path: string): Promise<Sidecar | undefined>
   const walk = walkInRoot(root, path, READ_POLICY);
   if (walk.kind !== "found" || !walk.stat.isFile()) return undefined;
   const bytes = await readFileInRoot(root, path);
-  return bytes === undefined ? undefined : { host: walk.host, stat: walk.stat, bytes };
+  return bytes === undefined ? undefined : { host: walk.host, bytes };
 }
 
 /** Open the private copy, check its schema, apply the change in one transaction, checkpoint. */
 function applyChange(file: string, what: string, change: RpmDatabaseChange): void {
   let handle: DatabaseSync | undefined;
   try {
-    // rpm leaves foreign keys unenforced (its deletes run Packages first).
+    // rpm never turns SQLite's foreign key checks on (its index rows reference Packages but are
+    // deleted after the package's row); neither does suture.
     handle = new DatabaseSync(file, { enableForeignKeyConstraints: false });
     handle.enableDefensive(true);
     handle.exec("PRAGMA trusted_schema = OFF");
@@ -112,6 +114,7 @@ function applyChange(file: string, what: string, change: RpmDatabaseChange): voi
     try {
       for (const index of missing) createIndexTable(handle, index, what);
       removePackages(handle, change, what);
+      for (const { pkg, header } of change.update ?? []) updatePackage(handle, pkg, header, what);
       for (const { header } of change.add) addPackage(handle, header, what);
       handle.exec("COMMIT");
     } catch (e) {
@@ -191,24 +194,40 @@ function insertStatement(handle: DatabaseSync, index: RpmIndex) {
   return handle.prepare(`INSERT INTO '${index.table}' VALUES (${key}, ?, ?)`);
 }
 
-function removePackages(handle: DatabaseSync, change: RpmDatabaseChange, what: string): void {
-  const get = handle.prepare("SELECT blob FROM Packages WHERE hnum = ?");
-  for (const pkg of change.remove) {
-    const row = get.get(pkg.recordNumber);
-    const stored = row?.blob as Uint8Array | undefined;
-    // The package must still be the one that was read: anything else means the database changed
-    // under the patch, and deleting by number would remove another package.
-    if (stored === undefined || (pkg.header && !Buffer.from(stored).equals(Buffer.from(pkg.header.blob)))) {
-      throw new SutureError(
-        "INTERNAL",
-        `package record ${pkg.recordNumber} of ${what} is no longer ${pkg.nevra.name}: the database changed while it was patched`,
-      );
-    }
-    handle.prepare("DELETE FROM Packages WHERE hnum = ?").run(pkg.recordNumber);
-    for (const index of RPM_INDEXES) {
-      handle.prepare(`DELETE FROM '${index.table}' WHERE hnum = ?`).run(pkg.recordNumber);
-    }
+/**
+ * The package must still be the one that was read: anything else means the database changed
+ * under the patch, and deleting or rewriting by number would hit another package.
+ */
+function checkUnchanged(handle: DatabaseSync, pkg: InstalledRpm, what: string): void {
+  const row = handle.prepare("SELECT blob FROM Packages WHERE hnum = ?").get(pkg.recordNumber);
+  const stored = row?.blob as Uint8Array | undefined;
+  if (stored === undefined || (pkg.header && !Buffer.from(stored).equals(Buffer.from(pkg.header.blob)))) {
+    throw new SutureError(
+      "INTERNAL",
+      `package record ${pkg.recordNumber} of ${what} is no longer ${pkg.nevra.name}: the database changed while it was patched`,
+    );
   }
+}
+
+function deleteIndexRows(handle: DatabaseSync, hnum: number): void {
+  for (const index of RPM_INDEXES) handle.prepare(`DELETE FROM '${index.table}' WHERE hnum = ?`).run(hnum);
+}
+
+function removePackages(handle: DatabaseSync, change: RpmDatabaseChange, what: string): void {
+  for (const pkg of change.remove) {
+    checkUnchanged(handle, pkg, what);
+    handle.prepare("DELETE FROM Packages WHERE hnum = ?").run(pkg.recordNumber);
+    deleteIndexRows(handle, pkg.recordNumber);
+  }
+}
+
+/** A header rewritten in place (rpm's INSERT OR REPLACE under the same hnum), its rows refiled. */
+function updatePackage(handle: DatabaseSync, pkg: InstalledRpm, blob: Uint8Array, what: string): void {
+  checkUnchanged(handle, pkg, what);
+  const header = parseRpmHeader(blob, `package record ${pkg.recordNumber} of ${what}`);
+  handle.prepare("UPDATE Packages SET blob = ? WHERE hnum = ?").run(blob, pkg.recordNumber);
+  deleteIndexRows(handle, pkg.recordNumber);
+  insertIndexRows(handle, header, pkg.recordNumber, what);
 }
 
 function addPackage(handle: DatabaseSync, blob: Uint8Array, what: string): void {
@@ -216,6 +235,10 @@ function addPackage(handle: DatabaseSync, blob: Uint8Array, what: string): void 
   const result = handle.prepare("INSERT INTO Packages VALUES (NULL, ?)").run(blob);
   const hnum = Number(result.lastInsertRowid);
   if (hnum > 0xffffffff) throw damagedDb(what, "its package numbers have run past rpm's 32-bit limit");
+  insertIndexRows(handle, header, hnum, what);
+}
+
+function insertIndexRows(handle: DatabaseSync, header: RpmHeader, hnum: number, what: string): void {
   const name = header.string(RpmTag.NAME) ?? "";
   for (const index of RPM_INDEXES) {
     const insert = insertStatement(handle, index);

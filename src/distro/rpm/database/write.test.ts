@@ -4,14 +4,15 @@ import { cp, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from "node
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { promisify } from "node:util";
+import { getAttributeSync, setAttributeSync } from "@napi-rs/xattr";
 import { cleanFailure } from "../../../../test/fuzz/fuzz.ts";
 import { requiring } from "../../../../test/lab/requirements.ts";
 import { buildRpm, type RpmTestPackage, rpmScratch, tool } from "../../../../test/lab/rpm.ts";
 import { parseRpmHeader, type RpmHeader, RpmTag } from "../header.ts";
 import { type InstalledRpm, RPM_MANIFEST_PATH, readInstalledRpmsInRoot } from "../installed.ts";
-import { installedRpmHeader, type RpmFileState } from "../installed-header.ts";
+import { installedRpmHeader, type RpmFileState, rpmHeaderWithFileStates } from "../installed-header.ts";
 import { openRpm, type RpmPackage } from "../package.ts";
-import { writeRpmDatabase } from "./write.ts";
+import { assertRpmDatabaseWritable, writeRpmDatabase } from "./write.ts";
 import { richDependencyKeys } from "./write-index.ts";
 
 // The judge is the host's rpm 4.18. It makes the "image" (a root with /var/lib/rpm), and the
@@ -195,6 +196,10 @@ test("sqlite: suture's database after upgrade, erase and install is rpm's own, t
   for (const [table, rows] of theirs) assert.deepEqual(mine.get(table), rows, table);
   // rpm -qa lists in the same order (new packages last, by hnum).
   assert.equal(await rpmIn(root, "-qa"), await rpmIn(reference, "-qa"));
+  // The same change to the same image gives the same bytes (a reproducible patch layer).
+  const again = await image("same-as-rpm-again");
+  await patchLikeReference(again);
+  assert.ok((await readFile(join(again, DB))).equals(await readFile(join(root, DB))));
 });
 
 test("sqlite: index tables the database lacks are created and filled as rpm does when it opens them", async () => {
@@ -249,7 +254,62 @@ test("sqlite: the image's rpm queries, verifies and erases in suture's database"
   assert.equal(await rpmIn(root, "-qa"), "alpha-2.0-1.noarch\n");
 });
 
-test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and owner are kept", async () => {
+test("sqlite: a file another package takes over is marked replaced in its owner's header, as rpm marks it", async () => {
+  const files = (content: string) => [{ path: "/opt/shared/file", content }];
+  const owner = await buildRpm(scratch.dir, {
+    name: "owner",
+    version: "1.0",
+    release: "1",
+    files: files("owner\n"),
+  });
+  const taker = await buildRpm(scratch.dir, {
+    name: "taker",
+    version: "1.0",
+    release: "1",
+    files: files("taker\n"),
+  });
+  const start = join(scratch.dir, "replaced-base");
+  await mkdir(start);
+  await rpmIn(start, "-i", ...INSTALL, owner);
+  const theirs = join(scratch.dir, "replaced-rpm");
+  await cp(start, theirs, { recursive: true, verbatimSymlinks: true });
+  await rpmIn(theirs, "-i", ...INSTALL, "--replacefiles", taker);
+  const mine = join(scratch.dir, "replaced-suture");
+  await cp(start, mine, { recursive: true, verbatimSymlinks: true });
+
+  const read = (await readInstalledRpmsInRoot(mine))!;
+  const real = new Map(
+    (await readInstalledRpmsInRoot(theirs))!.packages.map((p) => [p.nevra.name, p.header!]),
+  );
+  assert.deepEqual(real.get("owner")!.numberArray(RpmTag.FILESTATES), [1]);
+  const pkg = await openRpm(taker);
+  const h = real.get("taker")!;
+  const stamp = {
+    time: h.number(RpmTag.INSTALLTIME)!,
+    tid: h.number(RpmTag.INSTALLTID)!,
+    color: h.number(RpmTag.INSTALLCOLOR)!,
+  };
+  const ownerPkg = read.packages.find((p) => p.nevra.name === "owner")!;
+  await run("sh", ["-c", 'cd "$1" && rpm2cpio "$2" | cpio -idmu --quiet', "sh", mine, taker]);
+  await writeRpmDatabase(mine, read.location, {
+    add: [{ pkg, header: installedRpmHeader(pkg, stamp, ["normal"]) }],
+    remove: [],
+    update: [
+      { pkg: ownerPkg, header: rpmHeaderWithFileStates(ownerPkg.header!, new Map([[0, "replaced"]])) },
+    ],
+  });
+  const mineRows = indexRows(join(mine, DB));
+  for (const [table, rows] of indexRows(join(theirs, DB))) assert.deepEqual(mineRows.get(table), rows, table);
+  for (const query of [
+    ["-V", "owner", "taker"],
+    ["-qf", "/opt/shared/file"],
+    ["-q", "--qf", "[%{FILESTATES:fstate}\\n]", "owner"],
+  ]) {
+    assert.deepEqual(await rpmTry(mine, ...query), await rpmTry(theirs, ...query), query.join(" "));
+  }
+});
+
+test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and attributes are kept", async () => {
   const root = await image("journal");
   const dir = join(root, "var/lib/rpm");
   // rpm leaves an empty write-ahead log and its index behind (persistent WAL): keep them as they are.
@@ -258,7 +318,12 @@ test("sqlite: the journal mode stays, no -wal/-shm/-journal appears, mode and ow
   const shmBefore = await readFile(join(dir, "rpmdb.sqlite-shm"));
   const modeBefore = (await stat(join(root, DB))).mode;
   const headerBefore = (await readFile(join(root, DB))).subarray(18, 20);
+  // An attribute such as an SELinux label stays: the file is written in place, as rpm writes it.
+  setAttributeSync(join(root, DB), "user.suture-test", "label");
+  const inode = (await stat(join(root, DB))).ino;
   await patchLikeReference(root);
+  assert.equal(getAttributeSync(join(root, DB), "user.suture-test")?.toString(), "label");
+  assert.equal((await stat(join(root, DB))).ino, inode);
   assert.deepEqual((await readdir(dir)).sort(), filesBefore);
   assert.deepEqual(await readFile(join(dir, "rpmdb.sqlite-wal")), walBefore);
   assert.deepEqual(await readFile(join(dir, "rpmdb.sqlite-shm")), shmBefore);
@@ -299,6 +364,34 @@ test("sqlite: transactions left in the image's -wal are kept, and the emptied lo
   assert.equal(check.prepare("SELECT count(*) AS n FROM Name WHERE key = 'walmark'").get()?.n, 1);
   check.close();
   assert.equal(await rpmIn(root, "-q", "alpha"), "alpha-2.0-1.noarch\n");
+});
+
+test("sqlite: an unfinished rollback-journal transaction is refused in one line, nothing written", async () => {
+  const root = await image("hot-journal");
+  const file = join(root, DB);
+  const read = (await readInstalledRpmsInRoot(root))!;
+  await rm(`${file}-wal`);
+  await rm(`${file}-shm`);
+  const scratchDb = join(scratch.dir, "hot.sqlite");
+  await cp(file, scratchDb);
+  // A transaction caught midway: a tiny page cache makes SQLite write changed pages into the
+  // file, with the originals in the journal, before the commit; both are copied at that moment.
+  const db = new DatabaseSync(scratchDb, { enableForeignKeyConstraints: false });
+  db.exec("PRAGMA journal_mode = DELETE; PRAGMA cache_size = 1");
+  db.exec("BEGIN; DELETE FROM Basenames; DELETE FROM Dirnames; DELETE FROM Packages");
+  await cp(scratchDb, file);
+  await cp(`${scratchDb}-journal`, `${file}-journal`);
+  db.exec("ROLLBACK");
+  db.close();
+  const before = await readFile(file);
+  await assert.rejects(
+    writeRpmDatabase(root, read.location, { add: [], remove: read.packages.slice(0, 1) }),
+    cleanFailure(
+      "INVALID_ARCHIVE",
+      /rpmdb\.sqlite has an unfinished transaction \(.*-journal\): run rpm in the image once/,
+    ),
+  );
+  assert.deepEqual(await readFile(file), before);
 });
 
 test("sqlite: a real CBL-Mariner database (a copy) takes a package out and one in", async () => {
@@ -385,6 +478,11 @@ test("bdb and ndb databases are refused in one line naming --engine sandbox, not
   assert.deepEqual(
     await readFile(join(root, "usr/lib/sysimage/rpm/Packages.db")),
     await readFile(join(FIXTURES, "sle15-bci/Packages.db")),
+  );
+  // The engine asks while planning, before it has written anything.
+  assert.throws(
+    () => assertRpmDatabaseWritable(read.location),
+    cleanFailure("UNSUPPORTED_OS", /ndb database: patch with --engine sandbox$/),
   );
   await assert.rejects(
     writeRpmDatabase(root, { path: "/var/lib/rpm/Packages", backend: "bdb" }, { add: [], remove: [] }),
