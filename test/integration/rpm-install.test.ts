@@ -274,6 +274,10 @@ function v1(): RpmTestPackage {
       { path: "/etc/foo/same.conf", content: "same\n", config: true },
       { path: "/etc/foo/untouched.conf", content: "v1 untouched\n", config: true },
       { path: "/etc/foo/gone.conf", content: "v1 gone\n", configPlain: true },
+      { path: "/etc/foo/no-longer-config", content: "v1 was config\n", configPlain: true },
+      { path: "/etc/foo/deleted.conf", content: "v1 deleted\n", config: true },
+      { path: "/etc/foo/link.conf", symlinkTo: "noreplace.conf", config: true },
+      { path: "/etc/foo/becomes-config", content: "v1 plain file\n" },
       { path: "/usr/bin/foo", content: "#!/bin/sh\necho v1\n", mode: "0755" },
       { path: "/usr/lib/foo", directory: true, mode: "0750" },
       { path: "/usr/lib/foo/a", content: "A1\n" },
@@ -299,6 +303,10 @@ function v2(): RpmTestPackage {
       { path: "/etc/foo/untouched.conf", content: "v2 untouched\n", config: true },
       { path: "/etc/foo/fresh.conf", content: "fresh\n", config: true },
       { path: "/etc/foo/fresh-plain.conf", content: "fresh plain\n", configPlain: true },
+      { path: "/etc/foo/no-longer-config", content: "v2 not config\n" },
+      { path: "/etc/foo/deleted.conf", content: "v2 deleted\n", config: true },
+      { path: "/etc/foo/link.conf", symlinkTo: "same.conf", config: true },
+      { path: "/etc/foo/becomes-config", content: "v2 config\n", config: true },
       {
         path: "/usr/bin/foo",
         content: "#!/bin/sh\necho v2\n",
@@ -327,6 +335,11 @@ function editConfigs(root: string): void {
   writeFileSync(join(root, "etc/foo/plain.conf"), "edited plain\n");
   writeFileSync(join(root, "etc/foo/same.conf"), "edited same\n");
   writeFileSync(join(root, "etc/foo/gone.conf"), "edited gone\n");
+  writeFileSync(join(root, "etc/foo/no-longer-config"), "edited\n");
+  rmSync(join(root, "etc/foo/deleted.conf"));
+  rmSync(join(root, "etc/foo/link.conf"));
+  symlinkSync("plain.conf", join(root, "etc/foo/link.conf"));
+  writeFileSync(join(root, "etc/foo/becomes-config"), "edited plain file\n");
   // Config files v2 adds, already in the image and not owned by anything.
   writeFileSync(join(root, "etc/foo/fresh.conf"), "the image's own\n");
   writeFileSync(join(root, "etc/foo/fresh-plain.conf"), "the image's own plain\n");
@@ -347,6 +360,11 @@ describe("the native rpm installer against rpm -U", () => {
     assert.equal(readFileSync(join(ours, "etc/foo/noreplace.conf.rpmnew"), "utf8"), "v2 noreplace\n");
     assert.equal(readFileSync(join(ours, "etc/foo/plain.conf.rpmsave"), "utf8"), "edited plain\n");
     assert.equal(readFileSync(join(ours, "etc/foo/gone.conf.rpmsave"), "utf8"), "edited gone\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/no-longer-config.rpmsave"), "utf8"), "edited\n");
+    assert.equal(readFileSync(join(ours, "etc/foo/deleted.conf"), "utf8"), "v2 deleted\n");
+    assert.equal(readlinkSync(join(ours, "etc/foo/link.conf")), "plain.conf");
+    assert.equal(readlinkSync(join(ours, "etc/foo/link.conf.rpmnew")), "same.conf");
+    assert.equal(readFileSync(join(ours, "etc/foo/becomes-config"), "utf8"), "edited plain file\n");
     assert.equal(existsSync(join(ours, "usr/share/foo/old-only")), false);
     assert.equal(existsSync(join(ours, "var/log/foo.log")), false);
     assert.ok(
@@ -411,7 +429,96 @@ describe("the native rpm installer against rpm -U", () => {
   });
 });
 
+describe("usrmerge", () => {
+  test("a package directory where the image has a symlink to a directory keeps the symlink, as rpm does", async () => {
+    const base = bareRoot("usrmerge-base");
+    mkdirSync(join(base, "usr/lib"), { recursive: true });
+    symlinkSync("usr/lib", join(base, "lib"));
+    await tool("rpm", ["--root", base, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const ours = copyRoot(base, "usrmerge-suture");
+    const theirs = copyRoot(base, "usrmerge-rpm");
+    const merged = await rpmOf({
+      name: "merged",
+      version: "1.0",
+      release: "1",
+      files: [
+        { path: "/lib", directory: true },
+        { path: "/lib/merged", directory: true, mode: "0700" },
+        { path: "/lib/merged/file", content: "m\n" },
+        { path: "/usr/lib/merged/file", content: "m\n" },
+      ],
+    });
+    await rpmIn(theirs, "-U", merged);
+    await sutureInstall(ours, [merged]);
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(readlinkSync(join(ours, "lib")), "usr/lib");
+  });
+});
+
+describe("obsoletes", () => {
+  test("a package another obsoletes is erased as rpm -U erases it: its files the new one has stay, scriptlets get $1 = 0", async () => {
+    const base = bareRoot("obsoletes-base");
+    const old = await rpmOf({
+      name: "oldname",
+      version: "1.0",
+      release: "1",
+      files: [
+        { path: "/usr/share/oldname/kept", content: "same\n" },
+        { path: "/usr/share/oldname/dropped", content: "dropped\n" },
+        { path: "/etc/oldname.conf", content: "old conf\n", configPlain: true },
+      ],
+    });
+    await rpmIn(base, "-U", old);
+    writeFileSync(join(base, "etc/oldname.conf"), "edited\n");
+    const ours = copyRoot(base, "obsoletes-suture");
+    const theirs = copyRoot(base, "obsoletes-rpm");
+    const renamed = await rpmOf({
+      name: "newname",
+      version: "2.0",
+      release: "1",
+      obsoletes: ["oldname < 2"],
+      files: [
+        { path: "/usr/share/oldname/kept", content: "same\n" },
+        { path: "/usr/share/newname/file", content: "n\n" },
+      ],
+    });
+    await rpmIn(theirs, "-U", renamed);
+    await sutureInstall(ours, [renamed], { obsoleted: ["oldname"] });
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(readFileSync(join(ours, "etc/oldname.conf.rpmsave"), "utf8"), "edited\n");
+    assert.equal(await rpmInventory(ours), await rpmInventory(theirs));
+  });
+});
+
 describe("refusals", () => {
+  test("a package file below the package's own symlink is refused before anything is written", async () => {
+    const root = bareRoot("escape-package");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const evil = await rpmOf({
+      name: "evil",
+      version: "1.0",
+      release: "1",
+      // rpmbuild itself finds the file only through the symlink; told not to mind, it packs it.
+      preamble: ["%define _unpackaged_files_terminate_build 0"],
+      files: [
+        { path: "/srv", directory: true },
+        { path: "/opt/evil", symlinkTo: "../srv" },
+        { path: "/opt/evil/planted", content: "x\n" },
+      ],
+    });
+    const before = tree(root, () => false);
+    await assert.rejects(
+      sutureInstall(root, [evil]),
+      (e: unknown) =>
+        isSutureError(e, "UNSAFE_LAYER") &&
+        /"\/opt\/evil\/planted" below its own symlink "\/opt\/evil"/.test(e.message),
+    );
+    assertSameTrees(
+      tree(root, () => false),
+      before,
+    );
+  });
+
   test("a file another installed package owns with other content is a conflict, and nothing is written", async () => {
     const root = bareRoot("conflict");
     const bar = await rpmOf({
@@ -545,6 +652,15 @@ describe("scriptlets and triggers in runc", async () => {
           "%filetriggerin -- /usr/lib/scripted",
           'echo "filetriggerin $1 $2" >> /markers',
           "sort | sed 's/^/  file: /' >> /markers",
+          "%filetriggerun -- /usr/lib/scripted",
+          'echo "filetriggerun $1" >> /markers',
+          "sort | sed 's/^/  un: /' >> /markers",
+          "%filetriggerpostun -- /usr/lib/scripted",
+          'echo "filetriggerpostun $1" >> /markers',
+          "sort | sed 's/^/  postun: /' >> /markers",
+          "%transfiletriggerun -- /usr/lib/scripted",
+          'echo "transfiletriggerun $1" >> /markers',
+          "sort | sed 's/^/  tun: /' >> /markers",
           "%triggerin -- scripted",
           'echo "triggerin $1 $2" >> /markers',
           "%triggerun -- scripted",

@@ -10,8 +10,8 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
-  readFileSync,
   readlinkSync,
+  readSync,
   renameSync,
   rmdirSync,
   rmSync,
@@ -54,6 +54,7 @@ import {
   type RpmScript,
   RpmScriptFlag,
   RpmScriptRunner,
+  type RpmTrigger,
   RpmTriggerSense,
   rpmHeaderFileTriggers,
   rpmHeaderTriggers,
@@ -67,31 +68,43 @@ import {
  *
  * 1. Checked and staged before the image is touched: every scriptlet that would run can run
  *    (`<lua>` and install-time macro bodies only rpm can run: refused naming `--engine sandbox`;
- *    without a shell only `/sbin/ldconfig` may be skipped), no file conflicts with an installed
- *    package that stays (rpm's rpmfilesCompare: mode, size, owner, digest or link target), no
- *    directory in the image where a package has a file; then each payload is streamed
- *    (`rpmPayloadEntries` checks every file digest) into a staging directory inside the root:
- *    regular files, symlinks, hard links (the set's content comes with one member). Any failure
- *    removes the staging directory: the root is as it was.
- * 2. As rpm runs a transaction: `%pretrans` of the new packages; then each file's fate decided
+ *    without a shell, see below), no file conflicts with an installed package that stays or
+ *    between the new ones (rpm's rpmfilesCompare: mode, size, owner, digest or link target;
+ *    identical shared files are fine), no directory in the image where a package has a file,
+ *    no file below the package's own symlink; then each payload is streamed (`rpmPayloadEntries`
+ *    checks every file digest) into a staging directory inside the root: regular files,
+ *    symlinks, hard links (the set's content comes with one member). Any failure removes the
+ *    staging directory: the root is as it was.
+ * 2. As rpm runs a transaction: `%pretrans` of the new packages; each file's fate decided once
  *    against the image (rpm's rpmfilesDecideFate and rpmfilesConfigConflict: an edited
  *    `%config(noreplace)` is kept and the new one written as `.rpmnew`, an edited plain `%config`
- *    saved as `.rpmsave`, an unowned config file in the way kept as `.rpmorig`, an unchanged
- *    config or one identical in both versions left alone); per package `%triggerprein`, `%pre`
- *    (`$1` = instances after: 2 on upgrade, 1 on install), its files moved into place with
- *    owners resolved by name in the image (unknown → root, as rpm warns), modes, mtimes and
- *    capabilities, file triggers, `%post`, `%triggerin`; then the version it replaces is erased:
- *    `%triggerun`, `%preun` (`$1` = 1), its files the new version and no other installed package
- *    has removed (an edited config saved as `.rpmsave`), `%postun`, `%triggerpostun`. Packages
- *    the new ones obsolete are erased the same way (`$1` = 0).
+ *    saved as `.rpmsave`, an unowned config file in the way kept as `.rpmorig`, an unedited
+ *    config replaced, one identical in both versions left alone); `%preuntrans` and
+ *    `%transfiletriggerun` of what is erased; per package `%triggerprein`, `%pre` (`$1` =
+ *    instances after: 2 on upgrade, 1 on install), its files moved into place with owners
+ *    resolved by name in the image after `%pre` (unknown → root, as rpm warns), modes, mtimes
+ *    and capabilities (`security.capability`), `%filetriggerin`, `%post`, `%triggerin`; then the
+ *    version it replaces is erased: `%filetriggerun`, `%triggerun`, `%preun` (`$1` = 1), its
+ *    files the new version and no other installed package has removed (an edited config saved
+ *    as `.rpmsave`), `%filetriggerpostun`, `%postun`, `%triggerpostun`. Packages the new ones
+ *    obsolete are erased the same way (`$1` = 0), after them.
  * 3. The rpm database written once (`writeRpmDatabase`, with `installedRpmHeader` and the file
- *    states decided here), then `%posttrans`, `%transfiletriggerin`, `%transfiletriggerpostun`.
+ *    states decided here), then `%posttrans`, `%postuntrans`, `%transfiletriggerin`,
+ *    `%transfiletriggerpostun`. File triggers get `$1` = 0 and their files on standard input,
+ *    as rpm 4.14-4.19 run them; the order and arguments of all of it are held to `rpm -U`'s.
+ *
+ * Failures of `%pretrans`, `%pre`, `%preun` (rpm's critical scriptlets) stop the install; the
+ * others are warnings, as rpm reports them. Without a shell (`runScripts` false) a package whose
+ * scriptlets would run is refused, unless all they do is `/sbin/ldconfig`: that program runs
+ * directly in runc (it needs no shell), or, when the image has none, is skipped with a warning
+ * (without a linker cache the dynamic linker still searches its default directories).
  *
  * Docs are left out when the image's rpm macros set `%_excludedocs` or its dnf/yum `tsflags` say
  * `nodocs` (zypper: `rpm.install.excludedocs`); language files outside `%_install_langs`; both
- * recorded as not installed, as rpm records them. `%_netsharedpath` is not read: such files are
- * installed. Every path goes through the in-root resolver: nothing is written or followed
- * outside the root.
+ * recorded as not installed, as rpm records them. Not done: `%_netsharedpath` (such files are
+ * installed), multilib file colors (a differing file of the other architecture is a conflict),
+ * device nodes, FIFOs and sockets (refused naming `--engine sandbox`). Every path goes through
+ * the in-root resolver: nothing is written or followed outside the root.
  */
 
 export interface RpmInstallItem {
@@ -168,6 +181,7 @@ interface OldPackage {
 
 /** What rpm 4.14 to 4.19 pass file triggers as `$1` (rpmtriggers.c: runScript(…, 0, -1)). */
 const FILE_TRIGGER_ARG = 0;
+const MALFORMED = "the package is malformed or hostile, so nothing was installed";
 const SANDBOX_FIX = "use --engine sandbox, which runs the image's own rpm";
 
 const DIGESTS: Record<number, string> = {
@@ -278,7 +292,7 @@ async function install(
     }
   }
   for (const o of oldPackages)
-    for (const kind of ["preun", "postun"] as const) {
+    for (const kind of ["preuntrans", "preun", "postun", "postuntrans"] as const) {
       const s = o.pkg.header ? scriptletOf(o.pkg.header, kind) : undefined;
       if (s) plan.check(o.label, s);
     }
@@ -318,6 +332,23 @@ async function install(
       newPackages.flatMap((n) => n.files.filter((f) => f.action !== "notinstalled").map((f) => f.fp)),
     );
     decideEraseFates(root, oldPackages, newFps, stayingFiles);
+    // rpm ≥ 4.20's %preuntrans of the packages erased, then %transfiletriggerun.
+    for (const o of oldPackages) {
+      const s = o.pkg.header && scriptletOf(o.pkg.header, "preuntrans");
+      if (s) await plan.run(o.label, s, [count(o.pkg.nevra.name)], { critical: true });
+    }
+    await plan.transFileTriggers(
+      db,
+      RpmTriggerSense.UN,
+      oldPackages.flatMap((o) => {
+        const me = db.byPackage(o.pkg);
+        return me ? db.filesOf(me) : [];
+      }),
+      oldPackages.flatMap((o) => {
+        const me = db.byPackage(o.pkg);
+        return me ? [me] : [];
+      }),
+    );
 
     for (const n of newPackages) {
       options.signal?.throwIfAborted();
@@ -349,6 +380,7 @@ async function install(
     for (const o of oldPackages) if (!newPackages.some((n) => n.item.replaces === o.pkg)) await erase(o);
   } finally {
     rmSync(staging, { recursive: true, force: true });
+    runner.unhide(`/${basename(staging)}`);
   }
 
   await writeDatabase(items, options, fileStates);
@@ -360,7 +392,17 @@ async function install(
       const name = n.item.pkg.nevra.name;
       if (s) await plan.run(n.label, s, [count(name) + (n.item.replaces ? 1 : 0)], { critical: false });
     }
-    await plan.transFileTriggersIn(db, newPackages);
+    for (const o of oldPackages) {
+      const s = o.pkg.header && scriptletOf(o.pkg.header, "postuntrans");
+      if (s) await plan.run(o.label, s, [count(o.pkg.nevra.name)], { critical: false });
+    }
+    const news = db.all.filter((p) => newPackages.some((n) => n.item.pkg.header === p.header));
+    await plan.transFileTriggers(
+      db,
+      RpmTriggerSense.IN,
+      newPackages.flatMap((n) => installedPaths(n)),
+      news,
+    );
     for (const t of postunTrans.sort((a, b) => b.trigger.priority - a.trigger.priority)) {
       if (!db.has(t.owner)) continue;
       await plan.run(t.owner.label, t.trigger.script, [FILE_TRIGGER_ARG], { critical: false });
@@ -376,7 +418,7 @@ async function install(
     const name = o.pkg.nevra.name;
     const arg = count(name) - 1;
     const me = db.byPackage(o.pkg);
-    // The paths it leaves: what its erase file triggers match.
+    // What its erase file triggers match: the files it leaves (not those the new version keeps).
     const erased = o.files.filter((f) => f.action === "erase" || f.action === "save").map((f) => f.path);
     if (me) {
       await plan.fileTriggers(db, me, RpmTriggerSense.UN, "high", erased);
@@ -396,7 +438,7 @@ async function install(
       // a file it had installed matches; each runs once, after the transaction.
       const had = db.filesOf(me);
       for (const owner of db.all)
-        for (const t of rpmHeaderFileTriggers(owner.header, true, owner.label)) {
+        for (const t of fileTriggersOf(owner.header, true, owner.label)) {
           if (!(t.flags & RpmTriggerSense.POSTUN)) continue;
           if (postunTrans.some((x) => x.owner === owner && x.trigger.index === t.index)) continue;
           if (had.some((p) => p.startsWith(t.prefix))) postunTrans.push({ owner, trigger: t });
@@ -540,6 +582,16 @@ function newPackage(item: RpmInstallItem, policy: InstallPolicy, fingerprints: F
       ...(f.type === "file" && (links.get(key) ?? 0) > 1 ? { linkSet: key } : {}),
     };
   });
+  // A path below one of the package's own symlinks would be written through it, past the
+  // ownership and conflict checks that name the path as the package does.
+  const symlinks = new Set(files.filter((f) => f.type === "symlink").map((f) => f.path));
+  for (const f of files)
+    for (let i = f.path.indexOf("/", 1); i > 0; i = f.path.indexOf("/", i + 1))
+      if (symlinks.has(f.path.slice(0, i)))
+        throw new SutureError(
+          "UNSAFE_LAYER",
+          `${label} has ${quoteUntrusted(f.path)} below its own symlink ${quoteUntrusted(f.path.slice(0, i))}; ${MALFORMED}`,
+        );
   // rpm's skipInstallFiles: a directory whose files were all left out is left out too.
   const kept = new Map<string, boolean>();
   for (const f of files) {
@@ -634,12 +686,12 @@ function checkConflicts(
       const other = added.get(f.fp);
       if (other) {
         if (filesDiffer(other.f, f)) conflicts.push(`${f.path} conflicts with the file of ${other.n.label}`);
-        else if (other.f.action !== "skip" || !(other.f.entry.flags & RpmFileFlag.GHOST)) {
-          if (f.action === "create") f.sharedWith = other.n.label;
-        }
+        // rpm creates a shared file once, from the first package that really writes it (a
+        // ghost or a left-out file there writes nothing).
+        else if (other.f.action === "create" && f.action === "create") f.sharedWith = other.n.label;
       } else added.set(f.fp, { n, f });
       if (f.action === "skip" || f.action === "notinstalled" || f.type === "directory") continue;
-      const disk = walkInRoot(root, f.path, { followFinal: false, keepDirlinks: true });
+      const disk = walkInRoot(root, f.path, { followFinal: false });
       if (disk.kind === "not-directory") conflicts.push(`${disk.path} is not a directory in the image`);
       else if (disk.kind === "found" && disk.stat.isDirectory()) {
         const wasDir = oldPackages.some((o) => o.files.some((x) => x.fp === f.fp && x.type === "directory"));
@@ -716,11 +768,23 @@ async function stagePayload(n: NewPackage, dir: string, signal: AbortSignal | un
 // ---------------------------------------------------------------------------------------------
 // Phase 2: fates, then files moved into place and removed.
 
+/** The digest of the image's file at `host` (a regular file), read in pieces: it may be large. */
 function fileDigest(host: string, algorithm: string): string | undefined {
+  let fd: number;
   try {
-    return createHash(algorithm).update(readFileSync(host)).digest("hex");
+    fd = openSync(host, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   } catch {
     return undefined;
+  }
+  try {
+    const hash = createHash(algorithm);
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) hash.update(buf.subarray(0, n));
+    return hash.digest("hex");
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -791,6 +855,13 @@ function decideNewFates(
   oldPackages: readonly OldPackage[],
   staying: Map<string, Owned[]>,
 ): void {
+  // The removed packages' files by fingerprint (and by package and fingerprint).
+  const oldFiles = new Map<string, OldPackage["files"][number]>();
+  for (const o of oldPackages)
+    for (const x of o.files) {
+      oldFiles.set(`${o.pkg.recordNumber}\0${x.fp}`, x);
+      if (!oldFiles.has(x.fp)) oldFiles.set(x.fp, x);
+    }
   for (const f of n.files) {
     if (f.action !== "create") continue;
     if (f.sharedWith) {
@@ -798,8 +869,8 @@ function decideNewFates(
       continue;
     }
     const replaced =
-      oldPackages.find((o) => o.pkg === n.item.replaces)?.files.find((x) => x.fp === f.fp) ??
-      oldPackages.flatMap((o) => o.files).find((x) => x.fp === f.fp) ??
+      oldFiles.get(`${n.item.replaces?.recordNumber}\0${f.fp}`) ??
+      oldFiles.get(f.fp) ??
       staying.get(f.fp)?.find((o) => o.file.state !== 2)?.file;
     const config = ((replaced?.entry.flags ?? 0) | f.entry.flags) & RpmFileFlag.CONFIG;
     if (replaced && config && replaced.state !== 2) f.action = decideFate(root, replaced, f);
@@ -926,14 +997,21 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
     const host = childPath(dir, name, "package file name");
     const st = lstatSync(host, { throwIfNoEntry: false });
     if (f.type === "directory") {
+      if (st?.isSymbolicLink()) {
+        // fsmVerify: the image's symlink to a directory stands for it (usrmerge's /lib ->
+        // usr/lib) and stays; the directory it leads to keeps its own owner and mode.
+        const through = walkInRoot(root, f.path, { followFinal: true });
+        if (through.kind === "found" && through.stat.isDirectory()) continue;
+      }
       if (st && !st.isDirectory()) {
         // fsmVerify: something else where the package has a directory is removed first.
         if (f.action === "save" || f.action === "backup") {
-          renameSync(host, `${host}${f.action === "save" ? ".rpmsave" : ".rpmorig"}`);
-          warnings.push(`${f.path} saved as ${f.path}${f.action === "save" ? ".rpmsave" : ".rpmorig"}`);
+          const suffix = f.action === "save" ? ".rpmsave" : ".rpmorig";
+          renameOrFail(host, childPath(dir, `${name}${suffix}`, "package file name"), n.label, f.path);
+          warnings.push(`${f.path} saved as ${f.path}${suffix}`);
         } else unlinkSync(host);
       }
-      if (!st || !st.isDirectory()) mkdirSync(host, { mode: 0o700 });
+      if (!st?.isDirectory()) mkdirSync(host, { mode: 0o700 });
       setMeta(host, f, owner);
       continue;
     }
@@ -1056,6 +1134,30 @@ class LiveDb {
   }
 }
 
+const triggerCache = new WeakMap<
+  object,
+  { classic?: RpmTrigger[]; file?: RpmFileTrigger[]; trans?: RpmFileTrigger[] }
+>();
+
+/** A header's triggers, read once per header. */
+function triggersOf(header: DbPackage["header"], label: string): RpmTrigger[] {
+  const c = triggerCache.get(header) ?? {};
+  triggerCache.set(header, c);
+  c.classic ??= rpmHeaderTriggers(header, label);
+  return c.classic;
+}
+
+function fileTriggersOf(header: DbPackage["header"], trans: boolean, label: string): RpmFileTrigger[] {
+  const c = triggerCache.get(header) ?? {};
+  triggerCache.set(header, c);
+  if (trans) {
+    c.trans ??= rpmHeaderFileTriggers(header, true, label);
+    return c.trans;
+  }
+  c.file ??= rpmHeaderFileTriggers(header, false, label);
+  return c.file;
+}
+
 /** Whether a source package's EVR satisfies a trigger's version condition. */
 function triggerMatches(flags: number, version: string, source: DbPackage["nevra"]): boolean {
   const sense = flags & 0b1110;
@@ -1165,7 +1267,7 @@ class ScriptPlan {
   ): Promise<void> {
     for (const target of [...db.all]) {
       if (target === source) continue;
-      const t = rpmHeaderTriggers(target.header, target.label).find(
+      const t = triggersOf(target.header, target.label).find(
         (x) => x.flags & sense && x.name === source.name && triggerMatches(x.flags, x.version, source.nevra),
       );
       if (t)
@@ -1174,7 +1276,7 @@ class ScriptPlan {
         });
     }
     const ran = new Set<number>();
-    for (const t of rpmHeaderTriggers(source.header, source.label)) {
+    for (const t of triggersOf(source.header, source.label)) {
       if (!(t.flags & sense) || ran.has(t.index)) continue;
       const sources = db.all.filter(
         (p) => p !== source && p.name === t.name && triggerMatches(t.flags, t.version, p.nevra),
@@ -1207,13 +1309,13 @@ class ScriptPlan {
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
     for (const owner of db.all) {
       if (owner === source) continue;
-      for (const t of rpmHeaderFileTriggers(owner.header, false, owner.label).filter(inBand)) {
+      for (const t of fileTriggersOf(owner.header, false, owner.label).filter(inBand)) {
         const files = paths.filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner, t, files });
       }
     }
     if (sense === RpmTriggerSense.IN)
-      for (const t of rpmHeaderFileTriggers(source.header, false, source.label).filter(inBand)) {
+      for (const t of fileTriggersOf(source.header, false, source.label).filter(inBand)) {
         const files = db.all.flatMap((p) => db.filesOf(p)).filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner: source, t, files });
       }
@@ -1229,22 +1331,31 @@ class ScriptPlan {
   }
 
   /**
-   * `%transfiletriggerin` after the transaction: each installed package's trigger whose prefix a
-   * file installed now matches runs once with those files; a new package's own trigger runs
-   * with every installed file under its prefix.
+   * `%transfiletriggerin` after the transaction (`sense` IN) or `%transfiletriggerun` before it
+   * (UN): each database package's trigger whose prefix one of `paths` (the files installed, or
+   * those of the packages erased) matches runs once with those paths on standard input; the
+   * trigger of a package in `own` (installed or erased now) runs with every file of the
+   * database under its prefix, as rpm's runImmedFileTriggers gives it.
    */
-  async transFileTriggersIn(db: LiveDb, newPackages: readonly NewPackage[]): Promise<void> {
-    const installedNow = newPackages.flatMap((n) => installedPaths(n));
+  async transFileTriggers(
+    db: LiveDb,
+    sense: number,
+    paths: readonly string[],
+    own: readonly DbPackage[],
+  ): Promise<void> {
     const runs: { owner: DbPackage; t: RpmFileTrigger; files: string[] }[] = [];
-    for (const owner of db.all) {
-      const isNew = newPackages.some((n) => n.item.pkg.header === owner.header);
-      for (const t of rpmHeaderFileTriggers(owner.header, true, owner.label)) {
-        if (!(t.flags & RpmTriggerSense.IN)) continue;
-        const pool = isNew ? db.all.flatMap((p) => db.filesOf(p)) : installedNow;
+    let everything: string[] | undefined;
+    const allFiles = () => {
+      everything ??= db.all.flatMap((p) => db.filesOf(p));
+      return everything;
+    };
+    for (const owner of db.all)
+      for (const t of fileTriggersOf(owner.header, true, owner.label)) {
+        if (!(t.flags & sense)) continue;
+        const pool = own.includes(owner) ? allFiles() : paths;
         const files = pool.filter((p) => p.startsWith(t.prefix));
         if (files.length) runs.push({ owner, t, files });
       }
-    }
     runs.sort((a, b) => b.t.priority - a.t.priority);
     const done = new Set<string>();
     for (const r of runs) {

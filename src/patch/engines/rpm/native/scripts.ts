@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import {
+  chmodSync,
   closeSync,
   fchmodSync,
   constants as fsConstants,
@@ -302,6 +303,12 @@ export class RpmScriptRunner {
     this.#hidden.push(path);
   }
 
+  /** Stop hiding `path` (it is gone: a mount point there would be created in the image). */
+  unhide(path: string): void {
+    const i = this.#hidden.indexOf(path);
+    if (i >= 0) this.#hidden.splice(i, 1);
+  }
+
   /**
    * Run `script` with `args` (appended after the body's file, as rpm appends them; none for a
    * program without a body) and, for file triggers, `stdin` lines.
@@ -375,7 +382,8 @@ export class RpmScriptRunner {
         `${walk.path} is not a directory in the image, but rpm runs package scriptlets from ${SCRIPT_TMP_DIR}: remove it from the image`,
       );
     const created = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: true, create: "parents" });
-    mkdirSync(created.host, { mode: 0o1777 });
+    mkdirSync(created.host, { mode: 0o700 });
+    chmodSync(created.host, 0o1777);
     this.#createdTmp = true;
     return created.host;
   }
