@@ -40,6 +40,14 @@ const bookwormDnf: LabRecipe = {
   steps: [{ kind: "apt-install", packages: ["dnf", "rpm"] }],
 };
 
+/** bookwormMinbase with Debian's zypper (libzypp) and rpm. */
+const bookwormZypper: LabRecipe = {
+  ...bookwormMinbase,
+  name: "bookwormZypper",
+  parent: bookwormMinbase,
+  steps: [{ kind: "apt-install", packages: ["zypper", "rpm"] }],
+};
+
 /** The repository URL the image's repo file names; --mirror points it at the loopback server. */
 const REPO_URL = "http://rpm.lab.invalid/lab/9/x86_64";
 const KEY_PATH = "/etc/pki/rpm-gpg/RPM-GPG-KEY-lab";
@@ -78,18 +86,23 @@ async function serve(dir: string): Promise<Served> {
 
 let work: string;
 let lab: LabImage;
+let zypperLab: LabImage;
 let key: RpmTestKey;
 let other: RpmTestKey;
 let oldRpms: string[];
 let good: Served;
 let foreign: Served;
 let tampered: Served;
+/** The good packages with a signed repomd.xml, as SUSE's repositories publish them (zypper wants it). */
+let signed: Served;
+let foreignSigned: Served;
 
 before(async () => {
   await useArchiveMirror();
   work = await mkdtemp("/var/tmp/suture-rpm-sandbox-");
   [key, other] = await Promise.all([rpmTestKey(work, "rsa2048"), rpmTestKey(work, "rsa2048")]);
   lab = await labImage(bookwormDnf);
+  zypperLab = await labImage(bookwormZypper);
   const pkg = (name: string, version: string) =>
     buildRpm(work, {
       name,
@@ -119,14 +132,24 @@ before(async () => {
   const bytes = await readFile(join(tamperedRepo.dir, "repodata", primary));
   bytes[bytes.length - 10]! ^= 0xff;
   await writeFile(join(tamperedRepo.dir, "repodata", primary), bytes);
-  [good, foreign, tampered] = await Promise.all([
+  const signedRepo = await createRepo(work, newRpms, { key });
+  const foreignSignedRepo = await createRepo(work, foreignRpms, { key });
+  [good, foreign, tampered, signed, foreignSigned] = await Promise.all([
     serve(repo.dir),
     serve(foreignRepo.dir),
     serve(tamperedRepo.dir),
+    serve(signedRepo.dir),
+    serve(foreignSignedRepo.dir),
   ]);
 });
 after(async () => {
-  await Promise.all([good?.close(), foreign?.close(), tampered?.close()]);
+  await Promise.all([
+    good?.close(),
+    foreign?.close(),
+    tampered?.close(),
+    signed?.close(),
+    foreignSigned?.close(),
+  ]);
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -146,20 +169,34 @@ async function inImage(sb: Sandbox, args: string[]): Promise<string> {
  * rpm keeps it in ~/.rpmdb unless told), the old packages installed by the image's own rpm, the
  * vendor key in /etc/pki/rpm-gpg and a repository file naming it.
  */
-async function rpmImage(sb: Sandbox, repo: { gpgcheck?: string; gpgkey?: boolean } = {}): Promise<void> {
+async function rpmImage(
+  sb: Sandbox,
+  repo: { gpgcheck?: string; gpgkey?: boolean; tool?: "dnf" | "zypper" } = {},
+): Promise<void> {
   await put(sb, "/etc/rpm/macros.dbpath", "%_dbpath /var/lib/rpm\n");
-  await put(sb, "/etc/dnf/dnf.conf", "[main]\ngpgcheck=1\ninstallonly_limit=3\nbest=False\n");
   await put(sb, KEY_PATH, key.publicArmored);
-  await put(
-    sb,
-    "/etc/yum.repos.d/lab.repo",
-    `[lab]\nname=Lab\nbaseurl=${REPO_URL}/\nenabled=1\ngpgcheck=${repo.gpgcheck ?? "1"}\n${repo.gpgkey === false ? "" : `gpgkey=file://${KEY_PATH}\n`}`,
-  );
+  const gpgkey = repo.gpgkey === false ? "" : `gpgkey=file://${KEY_PATH}\n`;
+  if (repo.tool === "zypper") {
+    await put(
+      sb,
+      "/etc/zypp/repos.d/lab.repo",
+      `[lab]\nname=Lab\nenabled=1\nautorefresh=1\nbaseurl=${REPO_URL}/\ntype=rpm-md\ngpgcheck=${repo.gpgcheck ?? "1"}\n${gpgkey}`,
+    );
+  } else {
+    await put(sb, "/etc/dnf/dnf.conf", "[main]\ngpgcheck=1\ninstallonly_limit=3\nbest=False\n");
+    await put(
+      sb,
+      "/etc/yum.repos.d/lab.repo",
+      `[lab]\nname=Lab\nbaseurl=${REPO_URL}/\nenabled=1\ngpgcheck=${repo.gpgcheck ?? "1"}\n${gpgkey}`,
+    );
+  }
   await mkdir(join(sb.mergedDir, "var/lib/rpm"), { recursive: true });
   const drop = join(sb.scratchDir, "old-rpms");
   await mkdir(drop, { recursive: true });
   for (const p of oldRpms) await copyFile(p, join(drop, p.split("/").pop()!));
-  const r = await sb.run(["sh", "-c", "rpm -i --nodeps /run/old-rpms/*.rpm"], {
+  // SUSE images carry their vendor's key in rpm's database, which is where zypp trusts keys from.
+  const importKey = repo.tool === "zypper" && repo.gpgkey !== false ? ` && rpm --import ${KEY_PATH}` : "";
+  const r = await sb.run(["sh", "-c", `rpm -i --nodeps /run/old-rpms/*.rpm${importKey}`], {
     timeoutMs: 120_000,
     mounts: [{ destination: "/run/old-rpms", source: drop, options: ["ro"] }],
   });
@@ -175,8 +212,9 @@ function context(
   served: Served,
   events: ProgressEvent[],
   extra: Partial<EngineContext> = {},
+  tool: "dnf" | "zypper" = "dnf",
 ): EngineContext {
-  const distro = { packageDb: "rpm", packageManager: "dnf", files: new Map() } as unknown as DistroInfo;
+  const distro = { packageDb: "rpm", packageManager: tool, files: new Map() } as unknown as DistroInfo;
   return {
     platform: { os: "linux", architecture: "amd64" },
     distro,
@@ -311,4 +349,45 @@ test("refused before or by the image's dnf, in one line: foreign signature, tamp
     });
     if (repo.gpgcheck === "0") assert.equal(served.requests.length, from, "refused before dnf ran");
   }
+});
+
+test("zypper: the report's package upgraded from a signed repository, the key trusted through rpm's database; its cache, logs and history log stay out", async () => {
+  await inLayoutImage({ ociDir: zypperLab.layoutDir }, work, async (sb) => {
+    await rpmImage(sb, { tool: "zypper" });
+    const events: ProgressEvent[] = [];
+    const result = await rpmSandboxEngine.apply(
+      sb,
+      DEMO,
+      context(sb, signed, events, { cacheDir: join(work, "cache-zypper") }, "zypper"),
+    );
+    assert.equal(result.before.get("demo"), "1.0-1.el9");
+    assert.equal(result.after.get("demo"), "1.1-1.el9");
+    assert.equal(result.after.get("demo-extra"), "1.0-1.el9");
+    assert.equal((await sb.run(["rpm", "-V", "demo"])).exitCode, 0, "rpm -V demo");
+    for (const p of await upperPaths(sb)) {
+      assert.doesNotMatch(p, /^var\/cache\/zypp\/./, p);
+      assert.doesNotMatch(p, /^var\/log\/zypper\.log|^var\/log\/zypp\//, p);
+      assert.doesNotMatch(p, /^etc\/zypp\/repos\.d\/\d/, p);
+      // zypp's anonymous id and refresh cookies describe the run, not the image.
+      assert.doesNotMatch(p, /^var\/lib\/zypp\/AnonymousUniqueId$|^var\/lib\/YaST2\/cookies$/, p);
+    }
+    const caches = join(work, "cache-zypper", "rpm-sandbox", "zypper");
+    assert.equal((await readdir(caches)).length, 1, "zypper's verified metadata was kept");
+  });
+  await inLayoutImage({ ociDir: zypperLab.layoutDir }, work, async (sb) => {
+    await rpmImage(sb, { tool: "zypper" });
+    await assert.rejects(
+      rpmSandboxEngine.apply(
+        sb,
+        DEMO,
+        context(sb, foreignSigned, [], { cacheDir: join(work, "cache-zypper-bad") }, "zypper"),
+      ),
+      (e: unknown) => isSutureError(e) && e.code === "UNTRUSTED" && !e.message.includes("\n"),
+    );
+    assert.match(
+      await inImage(sb, ["rpm", "-q", "demo"]),
+      /^demo-1\.0-1\.el9\.noarch$/m,
+      "nothing installed",
+    );
+  });
 });

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { DistroInfo } from "../../../distro/detect.ts";
 import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
@@ -19,7 +19,7 @@ import {
   refuseUncheckedRepos,
 } from "../../../distro/rpm/repo-config.ts";
 import { SutureError } from "../../../errors/errors.ts";
-import { readFileInRoot } from "../../../fs/in-root.ts";
+import { readFileInRoot, resolveInRoot } from "../../../fs/in-root.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
 import type { SandboxMount } from "../../../sandbox/runtime.ts";
@@ -64,7 +64,9 @@ import {
  *   scratch dir. What the tool records in the image itself (dnf's history database in
  *   /var/lib/dnf, yum's yumdb, zypper's /var/lib/zypp/AutoInstalled: which packages were pulled
  *   in as dependencies, what `autoremove` and `history undo` need) stays: it is the image's
- *   record of what was installed, as the rpm database is.
+ *   record of what was installed, as the rpm database is. What a tool writes about its run
+ *   alone (zypp's anonymous id and refresh cookies, RUN_STATE_FILES) is removed when the run
+ *   created it.
  */
 
 /** The rpm family's front ends this engine runs, as detection names them. */
@@ -407,6 +409,34 @@ export async function zyppConf(root: string): Promise<string> {
   return `${text}${text && !text.endsWith("\n") ? "\n" : ""}\n[main]\nhistory.logfile = ${IN_CONTAINER.log}/zypp-history\n`;
 }
 
+/**
+ * Files a tool writes about its own run rather than about what is installed: left out of the
+ * layer when the run created them (the image did not have them), so that patching the same image
+ * twice gives the same layer. zypp's anonymous id (sent to mirrors, a new random value each time)
+ * and its record of when each repository's metadata was last refreshed (which the run's private
+ * cache makes meaningless in the image).
+ */
+export const RUN_STATE_FILES: Readonly<Partial<Record<RpmSandboxTool, readonly string[]>>> = {
+  zypper: ["/var/lib/zypp/AnonymousUniqueId", "/var/lib/YaST2/cookies"],
+};
+
+/** The run-state files of `tool` the image has, before its tool runs. */
+async function existingRunState(root: string, tool: RpmSandboxTool): Promise<Set<string>> {
+  const had = new Set<string>();
+  for (const path of RUN_STATE_FILES[tool] ?? [])
+    if (await resolveInRoot(root, path, { followFinal: false, mustExist: true })) had.add(path);
+  return had;
+}
+
+/** Remove the run-state files the run created (a regular file only; resolved inside the root). */
+async function dropNewRunState(root: string, tool: RpmSandboxTool, had: ReadonlySet<string>): Promise<void> {
+  for (const path of RUN_STATE_FILES[tool] ?? []) {
+    if (had.has(path)) continue;
+    const host = await resolveInRoot(root, path, { followFinal: false, mustExist: true });
+    if (host && (await lstat(host)).isFile()) await rm(host);
+  }
+}
+
 /** The image's installed packages, read after the tool ran (resolved inside its root). */
 async function readRpmInstalled(root: string, tool: RpmSandboxTool): Promise<InstalledRpm[]> {
   const db = await readInstalledRpmsInRoot(root);
@@ -594,6 +624,7 @@ async function applyInRun(
   }
 
   let failure: unknown;
+  const hadRunState = await existingRunState(root, tool);
   const names = targets === "all" ? "all" : targets.map((t) => t.name);
   if (names === "all" || names.length) {
     for (const command of rpmUpgradeCommands(tool, names, {
@@ -614,6 +645,7 @@ async function applyInRun(
       }
     }
   }
+  await dropNewRunState(root, tool, hadRunState);
   // Whatever the outcome, the metadata that verifies is kept for the next run.
   await withCacheLock(run, cache, () => saveRepodata(privateCache, cache.dir));
 
