@@ -656,3 +656,19 @@ test(
     }
   },
 );
+
+test("a database the native engine cannot write (SUSE's ndb): apply is refused before anything is fetched, naming --engine sandbox", async () => {
+  const suse = join(work, "suse-root");
+  await mkdir(join(suse, "usr/lib/sysimage/rpm"), { recursive: true });
+  await cp(
+    join(import.meta.dirname, "../../../shared/fixtures/rpmdb/sle15-bci/Packages.db"),
+    join(suse, "usr/lib/sysimage/rpm/Packages.db"),
+  );
+  const before = await snapshot(suse);
+  const cache = await mkdtemp(join(work, "cache-"));
+  await assert.rejects(nativeRpmEngine.apply({ ...sandbox(), mergedDir: suse }, "all", context(cache)), (e) =>
+    oneLine(e, "UNSUPPORTED_OS", /Packages\.db is an ndb database: patch with --engine sandbox/),
+  );
+  assert.equal(await snapshot(suse), before);
+  assert.deepEqual(await readdir(cache), [], "nothing fetched");
+});

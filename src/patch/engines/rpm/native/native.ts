@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import type { DistroInfo } from "../../../../distro/detect.ts";
+import { assertRpmDatabaseWritable } from "../../../../distro/rpm/database/write.ts";
 import { RpmTag } from "../../../../distro/rpm/header.ts";
 import { rpmHeaderDependencies } from "../../../../distro/rpm/header-contents.ts";
 import {
@@ -330,6 +331,10 @@ async function applyNative(
   ctx: EngineContext,
   given: EnginePlan | undefined,
 ): Promise<EngineResult> {
+  // A Berkeley DB or ndb database (RHEL 8, Amazon Linux 2, SUSE) is refused before anything is
+  // fetched; the plan itself stays possible (a dry run with --engine sandbox uses it).
+  const database = isRpmPlan(given) ? given.database : (await readInstalled(sandbox.mergedDir)).location;
+  assertRpmDatabaseWritable(database);
   const plan = isRpmPlan(given) ? given : await planNative(sandbox, targets, ctx);
   const { progress } = ctx;
   const { warnings, warn, failed } = beginApply(plan, ctx);
