@@ -593,8 +593,9 @@ function resolveOnce(
   const headerless = installedSlots.some((s) => !s.installed.header);
   const beforeView = new Map(installedSlots.map((s) => [s.slot, s.view]));
 
+  /** Slot → the package chosen for it. */
   const picked = new Map<string, RpmInstallChoice>();
-  /** Slot of a picked package → the installed slot it took over (when it upgrades one). */
+  /** Slots whose new package's dependencies are still to be looked at. */
   const queue: string[] = [];
   const failed: PackageFailure[] = [];
   const obsoleted: RpmResolution["obsoleted"] = [];
@@ -627,7 +628,8 @@ function resolveOnce(
   const pick = (c: Candidate, reason: RpmInstallReason, why: string): boolean => {
     const { slot, replaces } = slotFor(c);
     const have = present.get(slot);
-    if (have?.choice === undefined && have && compareRpmVersions(c.view.evr, have.view.evr) < 0) return false;
+    if (have?.choice === undefined && have && compareRpmVersions(c.view.evr, have.view.evr) <= 0)
+      return false;
     if (have?.choice && compareRpmVersions(c.view.evr, have.view.evr) <= 0) return true;
     const name = c.pkg.name;
     if (!origin.has(name)) origin.set(name, pulledFor ?? name);
@@ -792,7 +794,10 @@ function resolveOnce(
     const options = candidates.providers(need).filter((c) => {
       const { slot } = slotFor(c);
       const have = present.get(slot);
-      return !have || compareRpmVersions(c.view.evr, have.view.evr) >= 0;
+      // Never a downgrade, and never the installed build again (only a newer one can change what it provides).
+      if (!have) return true;
+      const order = compareRpmVersions(c.view.evr, have.view.evr);
+      return have.choice ? order >= 0 : order > 0;
     });
     if (!options.length) {
       if (need.name.startsWith("/") && !primaryListsFile(need.name)) {
