@@ -672,3 +672,46 @@ test("a database the native engine cannot write (SUSE's ndb): apply is refused b
   assert.equal(await snapshot(suse), before);
   assert.deepEqual(await readdir(cache), [], "nothing fetched");
 });
+
+test("a Requires on a path primary.xml does not list is answered from the repository's filelists, checked against repomd.xml", async () => {
+  const dir = await mkdtemp(join(work, "filelists-"));
+  const tinydata = await buildRpm(dir, {
+    name: "tinydata",
+    version: "1",
+    release: "1",
+    files: [{ path: "/usr/share/tinydata/data.txt", content: "data\n" }],
+  });
+  const tinyapp = await buildRpm(dir, {
+    name: "tinyapp",
+    version: "3.0.7",
+    release: "29",
+    requires: ["libtiny = 3.0.7-28", "/usr/share/tinydata/data.txt"],
+    files: [{ path: "/usr/lib/tinyapp.txt", content: "tinyapp 29\n" }],
+  });
+  await signRpms(labKey, [tinydata, tinyapp]);
+  await writeRepoFile("gpgcheck=1\n");
+  await serveRepo([signed.get("libtiny")!, tinyapp, tinydata]);
+  const cache = await mkdtemp(join(work, "cache-"));
+  const events: ProgressEvent[] = [];
+  const p = await plan(context(cache, events));
+  assert.deepEqual(
+    p.install.map((i) => `${i.name} ${i.to}`),
+    ["libtiny 3.0.7-28", "tinydata 1-1", "tinyapp 3.0.7-29"],
+  );
+  assert.match(
+    p.install[1]!.reason,
+    /new dependency of tinyapp 3\.0\.7-29 \(\/usr\/share\/tinydata\/data\.txt\)/,
+  );
+  assert.ok(events.some((e) => e.type === "step" && e.step === "filelists"));
+
+  // A filelists.xml that is not the one repomd.xml lists.
+  for (const [path, bytes] of files)
+    if (path.includes("filelists.xml")) {
+      const copy = Buffer.from(bytes);
+      copy[copy.length - 5]! ^= 0xff;
+      files.set(path, copy);
+    }
+  await assert.rejects(plan(context(await mkdtemp(join(work, "cache-")))), (e) =>
+    oneLine(e, "UNTRUSTED", /filelists\.xml of repository lab-baseos .*(repomd\.xml|the repository) lists/),
+  );
+});

@@ -38,7 +38,7 @@ import {
 } from "../../engine.ts";
 import { downloadRpmPackages, type RpmRepoTrust } from "./fetch.ts";
 import { installRpmPackages } from "./install.ts";
-import { openRpmRepositories } from "./repositories.ts";
+import { addRepoFilelists, openRpmRepositories } from "./repositories.ts";
 import { type RpmInstallChoice, resolveRpmUpgrade } from "./resolve.ts";
 
 /** The native engine's plan: the resolved packages, their repositories' trust, the database read. */
@@ -243,12 +243,34 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
       type: "info",
       message: `rpm repository ${r.repo.id} (${r.baseUrl}): ${r.packages.length} packages${r.signedBy ? `, repomd.xml signed by ${r.signedBy}` : ""}`,
     });
-  const resolution = resolveRpmUpgrade({
-    installed: db.packages,
-    repositories: opened.repositories.map((r) => ({ repo: r.repo, packages: r.packages })),
-    targets,
-    arch,
-  });
+  const resolve = (filelistsRead: boolean) =>
+    resolveRpmUpgrade({
+      installed: db.packages,
+      repositories: opened.repositories.map((r) => ({ repo: r.repo, packages: r.packages })),
+      targets,
+      arch,
+      filelistsRead,
+    });
+  let resolution = resolve(false);
+  if (resolution.unknownFiles.length) {
+    // A Requires names a path primary.xml does not list: as dnf, the filelists decide.
+    const wanted = new Set(resolution.unknownFiles);
+    await withStep(
+      progress,
+      "filelists",
+      `looking up ${wanted.size} required files in the repositories' filelists`,
+      () =>
+        Promise.all(
+          opened.repositories.map((r) =>
+            addRepoFilelists(r, wanted, {
+              cacheDir: cacheRoot(ctx),
+              ...(ctx.signal ? { signal: ctx.signal } : {}),
+            }),
+          ),
+        ),
+    );
+    resolution = resolve(true);
+  }
 
   // Each chosen package's repository: the keys its packages must be signed by. A gpgcheck=0
   // repository is trusted only through --keyring, or unsigned with --allow-insecure-repositories.

@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { mirroredUrl } from "../../../../distro/mirrors.ts";
+import { readFilelists } from "../../../../distro/rpm/filelists.ts";
 import {
   MAX_MIRRORLIST_BYTES,
   type Metalink,
@@ -15,6 +16,7 @@ import {
   MAX_REPOMD_BYTES,
   parseRepomd,
   type Repomd,
+  type RepomdData,
   repomdEntry,
   verifyRepomdSignature,
 } from "../../../../distro/rpm/repomd.ts";
@@ -213,23 +215,39 @@ async function openAt(
   }
   const repomd = parseRepomd(repomdBytes, what);
   const entry = repomdEntry(repomd, "primary", what);
-  const primaryUrl = repoFileUrl(baseUrl, entry.location);
-  const primaryWhat = `primary.xml of repository ${repo.id} (${redact(primaryUrl)})`;
+  const packages = await cachedMetadata(repo, baseUrl, entry, options, (file, fileWhat) =>
+    readPrimary(createReadStream(file), entry, {
+      what: fileWhat,
+      ...(options.keep ? { keep: options.keep } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    }),
+  );
+  return { repo, baseUrl, repomd, packages, ...(signedBy ? { signedBy } : {}) };
+}
+
+/**
+ * A metadata file repomd.xml lists (`entry`), read by `read` from the cache
+ * (`<cacheDir>/metadata/<type>-<checksum>.<ext>`) when a copy there still verifies, else fetched
+ * (checksum and size checked as it streams) and then read. Only verified bytes are cached.
+ */
+async function cachedMetadata<T>(
+  repo: RpmRepo,
+  baseUrl: string,
+  entry: RepomdData,
+  options: Pick<OpenRpmRepositoriesOptions, "cacheDir" | "fetch" | "retries" | "signal">,
+  read: (file: string, what: string) => Promise<T>,
+): Promise<T> {
+  const url = repoFileUrl(baseUrl, entry.location);
+  const what = `${entry.type}.xml of repository ${repo.id} (${redact(url)})`;
   const dir = join(options.cacheDir, "metadata");
   const tmpDir = join(options.cacheDir, "tmp");
   await mkdir(dir, { recursive: true });
   await mkdir(tmpDir, { recursive: true });
   const ext = /\.(gz|xz|zst|bz2)$/.exec(entry.location)?.[0] ?? ".xml";
-  const cached = join(dir, `primary-${entry.checksum.type}-${entry.checksum.value}${ext}`);
-  const read = () =>
-    readPrimary(createReadStream(cached), entry, {
-      what: primaryWhat,
-      ...(options.keep ? { keep: options.keep } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
+  const cached = join(dir, `${entry.type}-${entry.checksum.type}-${entry.checksum.value}${ext}`);
   if (await isFile(cached)) {
     try {
-      return { repo, baseUrl, repomd, packages: await read(), ...(signedBy ? { signedBy } : {}) };
+      return await read(cached, what);
     } catch (e) {
       // A damaged copy in the shared cache: the repository's own copy decides.
       if (!isSutureError(e, "UNTRUSTED")) throw e;
@@ -237,13 +255,51 @@ async function openAt(
     }
   }
   await downloadVerified(
-    fetch,
-    primaryUrl,
+    options.fetch ?? defaultHttpFetch(),
+    url,
     cached,
     { checksum: entry.checksum, ...(entry.size === undefined ? {} : { size: entry.size }) },
-    { what: primaryWhat, fix: METADATA_FIX, tmpDir, ...get },
+    {
+      what,
+      fix: METADATA_FIX,
+      tmpDir,
+      retries: options.retries,
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
   );
-  return { repo, baseUrl, repomd, packages: await read(), ...(signedBy ? { signedBy } : {}) };
+  return read(cached, what);
+}
+
+/**
+ * The files among `wanted` each package of `opened` has, from its repository's filelists.xml (as
+ * dnf loads filelists when a dependency names a path primary.xml does not list), added to its
+ * packages' `files`. A repository without filelists adds nothing.
+ */
+export async function addRepoFilelists(
+  opened: OpenedRpmRepository,
+  wanted: ReadonlySet<string>,
+  options: Pick<OpenRpmRepositoriesOptions, "cacheDir" | "fetch" | "retries" | "signal">,
+): Promise<number> {
+  const entry = opened.repomd.data.get("filelists");
+  if (!entry) return 0;
+  const found = await cachedMetadata(opened.repo, opened.baseUrl, entry, options, (file, what) =>
+    readFilelists(createReadStream(file), entry, {
+      what,
+      wanted,
+      ...(options.signal ? { signal: options.signal } : {}),
+    }),
+  );
+  let added = 0;
+  for (const pkg of opened.packages) {
+    const paths = found.get(pkg.checksum.value);
+    if (!paths) continue;
+    for (const path of paths) {
+      if (pkg.files.some((f) => f.path === path)) continue;
+      pkg.files.push({ path, type: "file" });
+      added++;
+    }
+  }
+  return added;
 }
 
 async function isFile(path: string): Promise<boolean> {

@@ -24,7 +24,7 @@ import type { PackageFailure, Targets } from "../../engine.ts";
  * - Requires are met by a package's own name, its Provides (versioned ones compared as rpm's
  *   rpmdsCompare does: a release left out matches any release, an epoch left out is 0) or, for a
  *   path, its files (an installed package's header lists all of them; primary.xml only those
- *   under /etc and the bin directories, as dnf knows without filelists); `rpmlib(…)` Requires are
+ *   under /etc and the bin directories; for other paths the filelists, see `unknownFiles`); `rpmlib(…)` Requires are
  *   met by rpm's own features (RPMLIB_FEATURES), never by a package; `config(…)` ones by the
  *   package's own provide, as rpm generates both;
  * - a Requires the post-change set does not meet pulls the newest provider, an installed
@@ -102,6 +102,12 @@ export interface RpmResolution {
   obsoleted: { installed: InstalledRpm; by: string; why: string }[];
   failed: PackageFailure[];
   warnings: string[];
+  /**
+   * Paths a Requires names that no package is known to have, and that primary.xml does not list
+   * files like (it carries /etc and the bin directories only): the repositories' filelists may
+   * name their providers (native.ts loads them and resolves again).
+   */
+  unknownFiles: string[];
 }
 
 export interface RpmResolveInput {
@@ -111,6 +117,8 @@ export interface RpmResolveInput {
   targets: Targets;
   /** The image's rpm architecture (`x86_64`, `aarch64`): what new packages may be besides noarch. */
   arch: string;
+  /** The repositories' filelists were read for `unknownFiles` of an earlier resolution: offered packages list those paths too. */
+  filelistsRead?: boolean;
 }
 
 /**
@@ -490,6 +498,7 @@ export function resolveRpmUpgrade(input: RpmResolveInput): RpmResolution {
   const keptBack = new Map<string, string>();
   const installedNames = new Set(input.installed.map((p) => p.nevra.name));
   const failedBefore: PackageFailure[] = [];
+  const unknownFiles = new Set<string>();
   const arches = new Set([
     input.arch,
     "noarch",
@@ -499,6 +508,7 @@ export function resolveRpmUpgrade(input: RpmResolveInput): RpmResolution {
   let targets = input.targets;
   for (;;) {
     const attempt = resolveOnce(input, targets, candidates, keptBack);
+    for (const path of attempt.unknownFiles) unknownFiles.add(path);
     if (attempt.failed.length && targets === "all") {
       // dnf upgrade --skip-broken: every package whose upgrade failed is kept at its installed
       // version (or the upgrade that pulled what failed), and the rest resolved again.
@@ -532,7 +542,13 @@ export function resolveRpmUpgrade(input: RpmResolveInput): RpmResolution {
           `${name} is kept at its installed version, as dnf upgrade --skip-broken would keep it: ${why}`,
       ),
     ];
-    return { install: installOrder(attempt.install), obsoleted: attempt.obsoleted, failed, warnings };
+    return {
+      install: installOrder(attempt.install),
+      obsoleted: attempt.obsoleted,
+      failed,
+      warnings,
+      unknownFiles: [...unknownFiles].sort(),
+    };
   }
 }
 
@@ -544,6 +560,7 @@ interface Attempt {
   /** Failure → the target it is blamed on (the one that pulled what failed). */
   blame: Map<PackageFailure, string>;
   failedTargets: Set<string>;
+  unknownFiles: Set<string>;
 }
 
 function resolveOnce(
@@ -602,6 +619,7 @@ function resolveOnce(
   const origin = new Map<string, string>();
   const blame = new Map<PackageFailure, string>();
   const failedTargets = new Set<string>();
+  const unknownFiles = new Set<string>();
   let pulledFor: string | undefined;
 
   const fail = (name: string, reason: string) => {
@@ -800,10 +818,11 @@ function resolveOnce(
       return have.choice ? order >= 0 : order > 0;
     });
     if (!options.length) {
-      if (need.name.startsWith("/") && !primaryListsFile(need.name)) {
+      if (need.name.startsWith("/") && !primaryListsFile(need.name) && !input.filelistsRead) {
+        unknownFiles.add(need.name);
         fail(
           needer.view.name,
-          `${describe(needer.view)} needs file ${quoteUntrusted(need.name)}, which only the repositories' filelists could name (suture reads primary.xml only): use --engine sandbox`,
+          `${describe(needer.view)} needs file ${quoteUntrusted(need.name)}, which only the repositories' filelists could name`,
         );
       } else
         fail(
@@ -1036,7 +1055,7 @@ function resolveOnce(
     warnings.push(
       "the image records its packages without their headers (an rpm manifest), so the Requires of what is installed are known only where the repositories still offer the same builds",
     );
-  return { install: [...picked.values()], obsoleted, failed, warnings, blame, failedTargets };
+  return { install: [...picked.values()], obsoleted, failed, warnings, blame, failedTargets, unknownFiles };
 }
 
 /** Whether rpm itself meets an `rpmlib(Feature) <= version` Requires. */
