@@ -24,9 +24,9 @@ import type { PackageFailure, Targets } from "../../engine.ts";
  * - Requires are met by a package's own name, its Provides (versioned ones compared as rpm's
  *   rpmdsCompare does: a release left out matches any release, an epoch left out is 0) or, for a
  *   path, its files (an installed package's header lists all of them; primary.xml only those
- *   under /etc and the bin directories; for other paths the filelists, see `unknownFiles`); `rpmlib(…)` Requires are
- *   met by rpm's own features (RPMLIB_FEATURES), never by a package; `config(…)` ones by the
- *   package's own provide, as rpm generates both;
+ *   under /etc and the bin directories; for other paths the filelists, see `unknownFiles`);
+ *   `rpmlib(…)` Requires are met by rpm's own features (RPMLIB_FEATURES), never by a package;
+ *   `config(…)` ones by the package's own provide, as rpm generates both;
  * - a Requires the post-change set does not meet pulls the newest provider, an installed
  *   package's own name raised first; an installed package whose Requires the change breaks
  *   (`openssl-libs = 1:3.0.7-27` of openssl) is raised too, or the change is refused;
