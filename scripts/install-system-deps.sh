@@ -12,7 +12,10 @@ packages=(
   gpg                  # test keys for tampered-repository tests
   rpm                  # rpm.vercmp: the reference the RPM version-order tests compare against;
                        # rpm -qa over rpmdb readers; rpmbuild/rpmsign/rpm2cpio: the .rpm files
-                       # the rpm format tests read
+                       # the rpm format tests read; the rpm lab (test/lab/rpm-repo.ts) builds its
+                       # rpms from Debian's debs with rpmbuild (dpkg-deb reads them) and signs them
+                       # with rpmsign. Its images get dnf/zypper from the archive by mmdebstrap,
+                       # so the host needs neither.
   db5.3-util           # db5.3_load: writes real Berkeley DB hash Packages for the rpm BDB reader tests
   createrepo-c         # real rpm-md repositories (repomd.xml, primary.xml.{gz,xz,zst})
   cpio                 # rpm2cpio | cpio -t: the reference listing of a .rpm payload

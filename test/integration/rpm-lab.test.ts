@@ -4,9 +4,10 @@
  * the images accept — Debian's dnf 4.14 upgrades the dnf image through the repository's
  * loopback URL (gpgcheck and repo_gpgcheck on), after which `rpm -qa` shows the fixed builds,
  * `rpm -Va` finds only the app's config edits and `dnf check` nothing, and the edited nginx.conf is
- * kept with nginx.conf.rpmnew beside it; zypper 1.14 does the same in the zypper image. Every
- * tampered variant of the repository is refused by that dnf, changing nothing. The shell-less
- * micro image runs its program. A cold cache builds for about ten minutes; warm, about a minute.
+ * kept with nginx.conf.rpmnew beside it; zypper 1.14 does the same in the zypper image, trusting
+ * the key in the image's rpmdb. Every tampered variant of the repository is refused by that dnf
+ * (and the metadata tampering by zypper), changing nothing. The shell-less micro and distroless
+ * images run their program. A cold cache builds for about ten minutes; warm, about a minute.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -14,6 +15,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { readRpmRepoConfig } from "../../src/distro/rpm/repo-config.ts";
 import { rpmvercmp } from "../../src/distro/rpm/version.ts";
 import { inspectImage } from "../../src/index.ts";
 import { parseTrivyReport } from "../../src/report/trivy.ts";
@@ -27,6 +29,7 @@ import {
   RPM_LAB_DISTRO,
   RPM_LAB_EDITED_CONFIG,
   RPM_LAB_KINDS,
+  RPM_LAB_REPO_CONFIG,
   type RpmLabKind,
   type RpmRepoTamper,
   type RpmTestRepo,
@@ -235,4 +238,101 @@ test("the micro image has no shell, no rpm and no dnf, and still runs jq from it
         absent,
       );
   });
+});
+
+test("the real zypper updates the zypper image from the lab repository, checking signatures with the rpmdb's key", async () => {
+  const fixes = await rpmLabFixes("zypper");
+  const distro = RPM_LAB_DISTRO.zypper;
+  await inImage("zypper", async (sb) => {
+    // The test's mirror: the repo file's host part points at the loopback server ($releasever stays).
+    const mirrored = `${repo.url}${new URL(distro.mirrorFrom).pathname}`;
+    const sed = await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
+    assert.equal(sed.exitCode, 0, sed.out);
+    const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
+    assert.equal(up.exitCode, 0, up.out);
+    const after = await rpmQa(sb);
+    for (const f of fixes) assert.equal(after.get(f.name), f.fixed, f.name);
+    const verify = await sh(sb, ["rpm", "-Va"]);
+    const changed = verify.out
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
+      .sort();
+    assert.deepEqual(changed, [...RPM_LAB_EDITED_CONFIG, distro.repoFile.path].sort(), verify.out);
+    const rpmnew = await sh(sb, ["test", "-f", "/etc/nginx/nginx.conf.rpmnew"]);
+    assert.equal(rpmnew.exitCode, 0);
+  });
+});
+
+// libzypp checks the signed repomd.xml and, through it, every package's checksum; with signed
+// metadata it does not check the packages' own signatures (its pkg_gpgcheck default), so the
+// metadata tampering is what the real zypper is held to here.
+for (const tamper of ["repomd", "primary"] as const) {
+  test(`the real zypper refuses the repository tampered as "${tamper}" and changes nothing`, async () => {
+    const bad = await startRpmTestRepo({ tamper });
+    const distro = RPM_LAB_DISTRO.zypper;
+    try {
+      await inImage("zypper", async (sb) => {
+        const before = await rpmQa(sb);
+        const mirrored = `${bad.url}${new URL(distro.mirrorFrom).pathname}`;
+        await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
+        const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
+        assert.notEqual(up.exitCode, 0, up.out);
+        assert.deepEqual(await rpmQa(sb), before);
+      });
+    } finally {
+      await bad.close();
+    }
+  });
+}
+
+test("the distroless image keeps only Azure Linux's rpm manifest and runs jq", async () => {
+  await inImage("distroless", async (sb) => {
+    const jq = await sh(sb, ["/usr/bin/jq", "-n", '"ok"']);
+    assert.equal(jq.out.trim(), '"ok"', jq.out);
+  });
+  const image = await rpmLabImage("distroless");
+  const result = await inspectImage(image.ref);
+  assert.equal(result.images[0]!.packageDbFile?.path, "/var/lib/rpmmanifest/container-manifest-2");
+});
+
+test("the tdnf image (no tdnf in Debian): rpm in it finds only the app's config edits, the app layer is whole", async () => {
+  await inImage("tdnf", async (sb) => {
+    const verify = await sh(sb, ["rpm", "-Va"]);
+    const changed = verify.out
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.replace(/^\S+\s+(c\s+)?/, ""))
+      .sort();
+    assert.deepEqual(changed, [...RPM_LAB_EDITED_CONFIG].sort(), verify.out);
+    const app = await sh(sb, [
+      "sh",
+      "-c",
+      `id app && stat -c '%u:%g %a' /home/app && cat ${RPM_LAB_APP_CONF} && test -f /etc/tdnf/tdnf.conf && test ! -e /usr/bin/tdnf && /usr/local/bin/app`,
+    ]);
+    assert.equal(app.exitCode, 0, app.out);
+    assert.match(app.out, /1000:1000 700/);
+  });
+});
+
+test("each image's repository, as suture reads its repo file with the lab's --mirror, is the loopback repository", async () => {
+  for (const kind of RPM_LAB_KINDS) {
+    const { releasever, tool } = RPM_LAB_REPO_CONFIG[kind];
+    const [from, to] = repo.mirrorArg(kind).split(/=(.*)/s) as [string, string];
+    await inImage(kind, async (sb) => {
+      const config = await readRpmRepoConfig(sb.mergedDir, tool, {
+        releasever,
+        arch: "x86_64",
+        mirrors: { [from]: to },
+      });
+      const enabled = config.repos.filter((r) => r.enabled);
+      assert.equal(enabled.length, 1, kind);
+      const r = enabled[0]!;
+      assert.equal(r.baseurls[0]!.replace(/\/$/, ""), RPM_LAB_DISTRO[kind].repoUrl.replace(/\/$/, ""), kind);
+      assert.ok(r.gpgcheck, kind);
+      assert.equal(r.fetchUrls[0]!.replace(/\/$/, ""), repo.repoUrl(kind).replace(/\/$/, ""), kind);
+      const res = await fetch(`${r.fetchUrls[0]!.replace(/\/$/, "")}/repodata/repomd.xml`);
+      assert.equal(res.status, 200, kind);
+    });
+  }
 });

@@ -11,7 +11,9 @@
  *   //   (--keyring repo.publicKeyFile when a test wants an explicit key)
  *   await repo.close();
  *
- *   The fixes pending in every image: RPM_LAB_FIXES(kind) (name, installed, fixed, CVE ids).
+ *   The fixes pending in each image: `await rpmLabFixes(kind)` (name, arch, installed, fixed, CVE ids).
+ *   The lab key for --keyring: `repo.publicKeyFile` (or `(await rpmLabKeys()).lab.publicKeyFile`).
+ *   The image's own dnf/zypper as the judge: see test/integration/rpm-lab.test.ts (inLayoutImage).
  *
  * Images (OCI layouts written by umoci, amd64, tag `latest`; two layers: the rootfs, then an app
  * layer with the config edits, a user `app` 1000:1000 with /home/app, /etc/app/app.conf and
@@ -75,8 +77,13 @@ export {
   startRpmTestRepo,
 } from "./rpm-repo.ts";
 
-/** Bump when the image build below changes in a way this file's bytes do not show. */
-const IMAGE_BUILDER = 1;
+/**
+ * Each kind's build version, part of its cache key with the kind's recipe data (distribution,
+ * tools, database path, repository entry, key). The key deliberately does not hash this file, so
+ * that a change to one kind's build does not rebuild the others (a Debian-rooted image takes
+ * minutes): BUMP the kind's number whenever its build below changes.
+ */
+const IMAGE_BUILDER: Record<RpmLabKind, number> = { dnf: 1, zypper: 2, tdnf: 1, micro: 1, distroless: 1 };
 const CREATED = new Date(RPM_LAB_EPOCH * 1000).toISOString().replace(".000Z", "Z");
 const IMAGE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const BOOKWORM = "deb http://deb.debian.org/debian bookworm main";
@@ -99,6 +106,22 @@ export const RPM_LAB_DBPATH: Record<RpmLabKind, string | undefined> = {
   tdnf: "/var/lib/rpm",
   micro: "/var/lib/rpm",
   distroless: undefined,
+};
+
+/**
+ * What the image's package manager expands `$releasever` to (from its release package's
+ * `system-release(releasever)`, zypper's /etc/products.d/baseproduct, tdnf's distroverpkg), and
+ * which tool's configuration layout its repository file follows (suture's readRpmRepoConfig).
+ */
+export const RPM_LAB_REPO_CONFIG: Record<
+  RpmLabKind,
+  { releasever: string; tool: "dnf" | "zypper" | "tdnf" }
+> = {
+  dnf: { releasever: "9", tool: "dnf" },
+  zypper: { releasever: "15.6", tool: "zypper" },
+  tdnf: { releasever: "3.0", tool: "tdnf" },
+  micro: { releasever: "9", tool: "dnf" },
+  distroless: { releasever: "3.0", tool: "tdnf" },
 };
 
 /** The Debian packages mmdebstrap adds to minbase for the Debian-rooted kinds. */
@@ -165,11 +188,13 @@ async function obtainImage(kind: RpmLabKind): Promise<RpmLabImage> {
   const repo = await rpmLabRepoFiles();
   const hash = labSha256(
     JSON.stringify({
-      builder: IMAGE_BUILDER,
+      builder: IMAGE_BUILDER[kind],
       kind,
+      distro: RPM_LAB_DISTRO[kind],
+      tools: DEBIAN_TOOLS[kind] ?? null,
+      dbpath: RPM_LAB_DBPATH[kind] ?? null,
       repo: repo.dir,
       key: repo.keys.lab.fingerprint,
-      code: labSha256(await readFile(new URL(import.meta.url))),
     }),
   );
   const entry = join(labCacheDir(), `rpmLabImage-${kind}-${hash.slice(0, 16)}`);
@@ -212,8 +237,15 @@ async function buildImage(staged: string, kind: RpmLabKind, repo: BuiltRpmRepo):
       ],
       { ...archiveProxyEnv(await archiveMirror()), SOURCE_DATE_EPOCH: String(RPM_LAB_EPOCH) },
     );
+    if (kind === "zypper") {
+      // As on openSUSE: /var/lib/rpm is a link to the database's real place (libzypp prefers an
+      // existing /var/lib/rpm, which Debian's rpm package ships empty, over rpm's %_dbpath).
+      await rm(join(rootfs, "var/lib/rpm"), { recursive: true, force: true });
+      await symlink("../../usr/lib/sysimage/rpm", join(rootfs, "var/lib/rpm"));
+    }
     await mkdir(join(rootfs, "etc/rpm"), { recursive: true });
     await writeFile(join(rootfs, "etc/rpm/macros"), `%_dbpath ${dbpath}\n`);
+    await mkdir(join(rootfs, dbpath), { recursive: true });
     const status = await readFile(join(rootfs, "var/lib/dpkg/status"), "utf8");
     await writeFile(join(staged, "dpkg-status"), status);
     const userland = await userlandRpm(
@@ -514,7 +546,7 @@ export async function rpmLabReport(kind: RpmLabKind, options: RpmLabTrivyOptions
             SeveritySource: family,
             PrimaryURL: id.startsWith("CVE-") ? `https://avd.aquasec.com/nvd/${id.toLowerCase()}` : undefined,
             Title: `${f.name}: fixed in ${f.fixed} (suture lab, from Debian bookworm-security)`,
-            Severity: "HIGH",
+            Severity: "UNKNOWN",
           })),
         ),
       },

@@ -36,6 +36,11 @@ export interface RpmRepo {
    * others would be fetched by the package manager at run time.
    */
   gpgkeys: string[];
+  /**
+   * `skip_if_unavailable=1` (repo or main section): a repository that cannot be reached is left
+   * out with a warning. Unset (dnf 4's and tdnf's default is off): it is an error.
+   */
+  skipIfUnavailable?: boolean;
   /** zypper's `type=` (`rpm-md`, `yast2`, `plaindir`), when set. */
   type?: string;
   /** zypper's `path=` below the baseurl, when set and not `/`. */
@@ -266,6 +271,7 @@ export async function readRpmRepoConfig(
     iniBoolean(main?.values.get("gpgcheck"), mainWhere("gpgcheck")) ?? layout.gpgcheckDefault;
   const mainRepoGpgcheck = iniBoolean(main?.values.get("repo_gpgcheck"), mainWhere("repo_gpgcheck"));
   const mainPkgGpgcheck = iniBoolean(main?.values.get("pkg_gpgcheck"), mainWhere("pkg_gpgcheck"));
+  const mainSkip = iniBoolean(main?.values.get("skip_if_unavailable"), mainWhere("skip_if_unavailable"));
   const dirsValue = main?.values.get(layout.repoDirKey);
   const repoDirs = dirsValue ? listValue(dirsValue) : layout.repoDirs;
 
@@ -322,6 +328,8 @@ export async function readRpmRepoConfig(
         };
         const name = v.get("name");
         if (name) repo.name = expand(name);
+        if (iniBoolean(v.get("skip_if_unavailable"), where("skip_if_unavailable")) ?? mainSkip)
+          repo.skipIfUnavailable = true;
         for (const key of ["mirrorlist", "metalink"] as const) {
           const value = v.get(key);
           if (value) repo[key] = expand(value);

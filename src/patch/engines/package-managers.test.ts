@@ -12,22 +12,46 @@ const ALPINE_DB = "P:musl\nV:1.2.5-r0\nA:x86_64\n\nP:busybox\nV:1.36.1-r29\nA:x8
 const imageOf = (files: Record<string, string | Buffer>) =>
   detectFromFiles(new Map(Object.entries(files).map(([p, c]) => [p, Buffer.from(c)])));
 
-/** A real rpm database (SUSE BCI, ndb): an rpm image, which no engine serves yet. */
+/** A real rpm database (SUSE BCI, ndb). */
 const RPM_DB = readFileSync(
   join(import.meta.dirname, "../../../../shared/fixtures/rpmdb/sle15-bci/Packages.db"),
 );
 
-test("an image no package manager serves is refused in one line listing what suture patches, apk included", () => {
-  const fedora = imageOf({
-    "/etc/os-release": 'ID=fedora\nPRETTY_NAME="Fedora Linux 40"\n',
-    "/usr/lib/sysimage/rpm/Packages.db": RPM_DB,
-  });
+test("an image no package manager serves is refused in one line listing what suture patches", () => {
+  const unknown = imageOf({ "/etc/os-release": 'ID=scratchy\nPRETTY_NAME="Scratchy 1"\n' });
   assert.throws(
-    () => selectEngine("auto", fedora, PACKAGE_MANAGERS),
+    () => selectEngine("auto", unknown, PACKAGE_MANAGERS),
     (e: unknown) =>
       isSutureError(e, "UNSUPPORTED_OS") &&
       e.message ===
-        'Fedora Linux 40 with package db "rpm" is not supported yet: suture patches Debian and Ubuntu images (dpkg), Alpine, Wolfi and Chainguard images (apk)',
+        'Scratchy 1 with package db "none" is not supported yet: suture patches Debian and Ubuntu images (dpkg), Alpine, Wolfi and Chainguard images (apk), RHEL, Fedora, Amazon Linux, Azure Linux and SUSE images (rpm)',
+  );
+});
+
+test("rpm images go to the rpm package manager: native by default, sandbox only where the image has dnf, yum, microdnf, tdnf or zypper", () => {
+  const withZypper = imageOf({
+    "/etc/os-release": 'ID=sles\nPRETTY_NAME="SUSE Linux Enterprise Server 15 SP6"\n',
+    "/usr/lib/sysimage/rpm/Packages.db": RPM_DB,
+    "/usr/bin/zypper": "\x7fELF",
+  });
+  const auto = selectEngine("auto", withZypper, PACKAGE_MANAGERS);
+  assert.equal(auto.manager.name, "rpm");
+  assert.equal(auto.engine.kind, "native");
+  assert.equal(selectEngine("sandbox", withZypper, PACKAGE_MANAGERS).engine.kind, "sandbox");
+  // 1:1.0 is newer than 2.0: rpm's order, epoch first.
+  assert.ok(auto.manager.compareVersions("1:1.0-1", "2.0-1") > 0);
+
+  const micro = imageOf({
+    "/etc/os-release": 'ID=rhel\nPRETTY_NAME="Red Hat Enterprise Linux 9.4 (Plow)"\n',
+    "/usr/lib/sysimage/rpm/Packages.db": RPM_DB,
+  });
+  assert.equal(selectEngine("auto", micro, PACKAGE_MANAGERS).engine.kind, "native");
+  assert.throws(
+    () => selectEngine("sandbox", micro, PACKAGE_MANAGERS),
+    (e: unknown) =>
+      isSutureError(e, "USAGE") &&
+      e.message ===
+        "--engine sandbox needs dnf, yum, microdnf, tdnf or zypper in the image, and Red Hat Enterprise Linux 9.4 (Plow) has none: use --engine native (or leave --engine out)",
   );
 });
 
