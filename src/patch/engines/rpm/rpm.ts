@@ -1,10 +1,7 @@
 import { compareRpmVersions } from "../../../distro/rpm/version.ts";
 import type { PackageManager } from "../engine.ts";
 import { nativeRpmEngine } from "./native/native.ts";
-import { rpmSandboxEngine } from "./sandbox.ts";
-
-/** The front ends the sandbox engine runs in the image; rpm alone resolves nothing. */
-const SANDBOX_TOOLS = new Set(["dnf", "dnf5", "microdnf", "yum", "tdnf", "zypper"]);
+import { rpmSandboxEngine, rpmSandboxUnavailable } from "./sandbox.ts";
 
 /**
  * RHEL/UBI, Rocky, Alma, Oracle, CentOS, Fedora, Amazon Linux, Azure Linux and SUSE images: any
@@ -20,8 +17,8 @@ export const rpmPackageManager: PackageManager = {
   compareVersions: compareRpmVersions,
   native: nativeRpmEngine,
   sandbox: rpmSandboxEngine,
-  sandboxUnavailable: (distro, os) =>
-    SANDBOX_TOOLS.has(distro.packageManager)
-      ? undefined
-      : `needs dnf, yum, microdnf, tdnf or zypper in the image, and ${os} has none`,
+  sandboxUnavailable: rpmSandboxUnavailable,
+  // rpm -V compares every file's mtime with the header's: files an upgrade only touched must
+  // reach the layer with their new times.
+  verifiesFileTimes: true,
 };
