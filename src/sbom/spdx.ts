@@ -4,7 +4,7 @@ import { contentUuid, formatTime, imagePurl, platformName, type SbomSubject } fr
 
 /**
  * SPDX 2.3 JSON. The document DESCRIBES the image (a package of purpose CONTAINER, its version the
- * manifest digest, its purl the oci one); the image CONTAINS its OS (purpose OPERATING-SYSTEM) and
+ * manifest digest, its purl the oci one); the image CONTAINS its OS (purpose OPERATING_SYSTEM) and
  * the OS CONTAINS each installed package (purpose LIBRARY, purl as a PACKAGE-MANAGER external
  * reference, `sourceInfo` naming the source package), as Trivy lays out image SBOMs. An index is
  * one document describing the index, which CONTAINS each platform image.
@@ -74,7 +74,7 @@ export function buildSpdx(input: {
         ...(image.os.release ? { versionInfo: image.os.release } : {}),
         downloadLocation: "NOASSERTION",
         filesAnalyzed: false,
-        primaryPackagePurpose: "OPERATING-SYSTEM",
+        primaryPackagePurpose: "OPERATING_SYSTEM",
       };
       packages.set(os.SPDXID, os);
       contains(imageId, os.SPDXID);

@@ -24,6 +24,12 @@ function newAjv(): Ajv {
   // ajv-formats is CommonJS: its plugin is the module itself, exposed as the namespace default.
   const addFormats = (ajvFormats as unknown as { default: (a: Ajv) => Ajv }).default;
   addFormats(ajv);
+  // ajv-formats has neither IRI references nor internationalised e-mail addresses (RFC 3987, 6531):
+  // an IRI reference is a URI reference that may hold non-ASCII characters, so no spaces,
+  // controls or `<>"{}|\\^\``; an internationalised address is local@domain of any characters
+  // but those and `@`.
+  ajv.addFormat("iri-reference", /^(?:[^\s%<>"{}|\\^`\p{Cc}]|%[0-9A-Fa-f]{2})*$/u);
+  ajv.addFormat("idn-email", /^[^\s@<>]+@[^\s@<>]+$/u);
   return ajv;
 }
 
