@@ -7,12 +7,17 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { PackageURL } from "packageurl-js";
-import { alpineLabIndex } from "../lab/alpine-lab.ts";
+import {
+  ALPINE_LAB_FIXES,
+  alpineLabIndex,
+  alpineLabTrivyReport,
+  startAlpineTestRepo,
+} from "../lab/alpine-lab.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { needs, requiring } from "../lab/requirements.ts";
@@ -285,3 +290,59 @@ test("patch --sbom into a directory that does not exist: one line naming --sbom,
   assert.match(lines[0]!, /--sbom .*missing\/dir.*does not exist/);
   assert.equal(existsSync(out), false);
 });
+
+test(
+  "patch --sbom of an index, one platform patched: one document, the patched image with pedigrees, the other as it was",
+  await needs("runc"),
+  async () => {
+    const repo = await startAlpineTestRepo();
+    try {
+      const index = await alpineLabIndex();
+      const reports = join(work, "alpine-reports");
+      await mkdir(reports);
+      await writeFile(
+        join(reports, "amd64.json"),
+        JSON.stringify(alpineLabTrivyReport({ only: ["zlib", "musl"] })),
+      );
+      const out = join(work, "alpine-out");
+      const sbom = join(work, "alpine.cdx.json");
+      const { stdout } = await cli([
+        "patch",
+        "-i",
+        index.ref,
+        "-r",
+        reports,
+        "-t",
+        "patched",
+        "--oci-dir",
+        out,
+        "--platform",
+        "linux/amd64",
+        "--sbom",
+        sbom,
+        "--cache-dir",
+        join(work, "cache"),
+        ...repo.mirrorFlags.flatMap((m) => ["--mirror", m]),
+      ]);
+      const indexDigest = /patched oci:.*:patched (sha256:[0-9a-f]{64})/.exec(stdout)?.[1];
+      const cdx = JSON.parse(await readFile(sbom, "utf8")) as CdxDoc;
+      assertValid(validateCycloneDx(cdx), "CycloneDX");
+      assert.equal(cdx.metadata.component.version, indexDigest, "the document is about the written index");
+      const containers = cdx.components.filter((c) => c.type === "container");
+      assert.equal(containers.length, 2);
+      const byArch = (arch: string) =>
+        cdx.components.filter((c) => c.purl?.includes(`arch=${arch}&`) && c.type === "library");
+      for (const name of ["zlib", "musl"]) {
+        const fix = ALPINE_LAB_FIXES.find((f) => f.name === name)!;
+        const amd = byArch("x86_64").find((c) => c.name === name)!;
+        assert.equal(amd.version, fix.fixed);
+        assert.equal(amd.pedigree?.ancestors[0]?.version, fix.installed);
+        const arm = byArch("aarch64").find((c) => c.name === name)!;
+        assert.equal(arm.version, fix.installed, "arm64 was not patched");
+        assert.equal(arm.pedigree, undefined);
+      }
+    } finally {
+      await repo.close();
+    }
+  },
+);
