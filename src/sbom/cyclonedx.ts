@@ -1,5 +1,5 @@
+import { contentUuid, formatTime, imagePurl, imageRef, platformName, type SbomSubject } from "./document.ts";
 import type { SbomImage, SbomPackage } from "./inventory.ts";
-import { contentUuid, formatTime, imagePurl, imageRef, platformName, type SbomSubject } from "./sbom.ts";
 
 /**
  * CycloneDX 1.6 JSON. The shape follows Trivy's image SBOMs, so tools that read those (Trivy's own

@@ -1,10 +1,10 @@
 import { SutureError } from "../errors/errors.ts";
-import { loadImage, platformDescriptors, resolveRoot } from "../image/image.ts";
+import { imagePlatform, loadImage, platformDescriptors, resolveRoot } from "../image/image.ts";
 import type { ImageSource } from "../image/source.ts";
 import type { Platform } from "../oci/manifest.ts";
 import { formatPlatform, platformMatches } from "../oci/platform.ts";
+import type { SbomSubject } from "./document.ts";
 import { readImageInventory, type SbomImage } from "./inventory.ts";
-import type { SbomSubject } from "./sbom.ts";
 
 /**
  * What `suture sbom` describes: a single image, or an index's platform images (those `platforms`
@@ -18,6 +18,14 @@ export async function sourceSubject(
   const identity = { name: options.name, ...(options.repository ? { repository: options.repository } : {}) };
   const root = await resolveRoot(source);
   if (root.kind === "image") {
+    // A single-platform image is that platform only: asking for another must not be ignored.
+    const has = imagePlatform(root.image);
+    const missing = (options.platforms ?? []).filter((p) => !platformMatches(p, has));
+    if (missing.length)
+      throw new SutureError(
+        "UNSUPPORTED_PLATFORM",
+        `${source.name} has no ${missing.map(formatPlatform).join(", ")} image (it is a single-platform ${formatPlatform(has)} image): pass --platform ${formatPlatform(has)} or leave --platform out`,
+      );
     return { images: [await readImageInventory(root.image, identity, { signal: options.signal })] };
   }
   const all = platformDescriptors(root.index.parsed);

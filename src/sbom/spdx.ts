@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
+import { contentUuid, formatTime, imagePurl, platformName, type SbomSubject } from "./document.ts";
 import type { SbomPackage } from "./inventory.ts";
-import { contentUuid, formatTime, imagePurl, platformName, type SbomSubject } from "./sbom.ts";
 
 /**
  * SPDX 2.3 JSON. The document DESCRIBES the image (a package of purpose CONTAINER, its version the

@@ -114,6 +114,22 @@ test("suture sbom of a Debian lab image: every dpkg package at its version, Triv
   assert.equal(spdx.packages.find((p) => p.SPDXID === described)?.versionInfo, lab.manifestDigest);
 });
 
+test("suture sbom of a single-platform image asked for another platform: one line, exit non-zero, nothing on stdout", async () => {
+  const lab = await labImage("bookwormMinbase");
+  const err = await cli(["sbom", lab.reference, "--platform", "linux/s390x"]).then(
+    () => assert.fail("sbom should refuse"),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+  assert.notEqual(err.code, 0);
+  assert.equal(err.stdout, "");
+  const lines = err.stderr
+    .trim()
+    .split("\n")
+    .filter((l) => l.startsWith("error:"));
+  assert.equal(lines.length, 1, err.stderr);
+  assert.match(lines[0]!, /no linux\/s390x image .*UNSUPPORTED_PLATFORM/);
+});
+
 test("SOURCE_DATE_EPOCH makes `suture sbom` reproducible", async () => {
   const lab = await labImage("bookwormMinbase");
   const env = { SOURCE_DATE_EPOCH: "1700000000" };
