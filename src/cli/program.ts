@@ -6,6 +6,7 @@ import { registerCopy } from "./commands/copy.ts";
 import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
+import { registerSbom } from "./commands/sbom.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
 export function buildProgram(): Command {
@@ -29,6 +30,7 @@ Image references (like skopeo):
   registerReport(program);
   registerPatch(program);
   registerBulk(program);
+  registerSbom(program);
   return program;
 }
 

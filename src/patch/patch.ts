@@ -29,6 +29,7 @@ import {
 import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
+import type { SbomFormat } from "../sbom/sbom.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
@@ -40,6 +41,7 @@ import {
   type PlatformResult,
   patchPlatformImage,
 } from "./platform.ts";
+import { writePatchedSbom } from "./sbom.ts";
 import { resolveTarget, sourceImageReference, type TargetOptions } from "./target.ts";
 
 export type { PlatformResult } from "./platform.ts";
@@ -52,6 +54,12 @@ export interface PatchOptions extends TargetOptions {
   /** The largest report (or plugin output) read; default DEFAULT_MAX_REPORT_BYTES (report/limits.ts). */
   maxReportBytes?: number;
   vexFile?: string;
+  /** Write the patched image's SBOM here (only when something was patched and written). */
+  sbomFile?: string;
+  /** `cyclonedx` (default) or `spdx`. */
+  sbomFormat?: SbomFormat;
+  /** suture's version, named in the SBOM as its creator (the CLI passes package.json's). */
+  toolVersion?: string;
   ignoreErrors?: boolean;
   timeoutMs?: number;
   dryRun?: boolean;
@@ -98,6 +106,7 @@ export interface PatchResult {
    */
   replacedPatchLayers: string[];
   vexFile?: string;
+  sbomFile?: string;
   // The single-platform view (the first platform), kept for callers patching one image.
   plan?: UpdatePlan;
   changed: { name: string; from?: string; to: string }[];
@@ -132,6 +141,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   // Outputs are checked before any work: patching for minutes and then failing to write helps nobody.
   await assertWritableOutput(sinkRef, targetName, transport);
   if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
+  if (options.sbomFile) await assertWritableFile(options.sbomFile, "--sbom");
   if (target.sink === "daemon" && !options.dryRun && !(await daemonAvailable(transport))) {
     // Checked before any work: patching for minutes and then having nowhere to put it helps nobody.
     throw new SutureError(
@@ -200,6 +210,11 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
           { digest: result.digest, repository, architecture: imagePlatform(patched).architecture },
         ]),
       ]);
+      result.sbomFile = await writePatchedSbom(options, {
+        name: targetName,
+        repository: target.ref ? repository : undefined,
+        images: [{ image: patched, digest: result.digest, changed: one.changed }],
+      });
       return result;
     }
 
@@ -269,6 +284,29 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         ];
       }),
     );
+    result.sbomFile = await writePatchedSbom(options, {
+      name: targetName,
+      repository: target.ref ? repository : undefined,
+      index: result.digest ?? raw.digest,
+      images: await Promise.all(
+        candidates
+          .filter((d) => d.platform!.os === "linux")
+          .map(async (d) => {
+            const image = patchedByDigest.get(d.digest);
+            const r = results.find((x) => x.digest === (image?.manifest.digest ?? d.digest));
+            return image
+              ? { image, digest: image.manifest.digest, changed: r?.changed ?? [] }
+              : {
+                  image: await loadImage(
+                    source,
+                    await source.manifest(d),
+                    `${source.name} (${formatPlatform(d.platform!)})`,
+                  ),
+                  changed: [],
+                };
+          }),
+      ),
+    });
     return result;
   } finally {
     await source.close();

@@ -1,4 +1,5 @@
 import { type Command, Option } from "@commander-js/extra-typings";
+import packageJson from "../../../package.json" with { type: "json" };
 import { SutureError } from "../../errors/errors.ts";
 import type { Compression } from "../../oci/media-types.ts";
 import { parsePlatform } from "../../oci/platform.ts";
@@ -7,6 +8,7 @@ import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { SBOM_FORMATS } from "../../sbom/sbom.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
 import { addTransportOptions, parseDuration, parseMirrors, transportOptionsFrom } from "../options.ts";
@@ -38,6 +40,15 @@ export function registerPatch(program: Command): void {
       .option("--archive <file>", "write the patched image as a docker-archive tarball")
       .addOption(new Option("-f, --format <format>", "VEX format").choices(["openvex"]).default("openvex"))
       .option("-o, --output <file>", "write an OpenVEX document of what was fixed")
+      .option(
+        "--sbom <file>",
+        "write the patched image's SBOM (its packages, updated ones with their old versions)",
+      )
+      .addOption(
+        new Option("--sbom-format <format>", "SBOM format for --sbom")
+          .choices(SBOM_FORMATS)
+          .default("cyclonedx"),
+      )
       .option(
         "--ignore-errors",
         "finish even if some packages cannot be patched (they are left out of the VEX)",
@@ -133,6 +144,9 @@ export function registerPatch(program: Command): void {
         ociDir: flags.ociDir,
         archive: flags.archive,
         vexFile: flags.output,
+        sbomFile: flags.sbom,
+        sbomFormat: flags.sbomFormat,
+        toolVersion: packageJson.version,
         ignoreErrors: flags.ignoreErrors,
         ignoreReportImage: flags.ignoreReportImage,
         timeoutMs,
