@@ -2,7 +2,7 @@
  * suture vs the apt-in-runc baseline (what copa does, minus BuildKit), measured in one run on this
  * machine. See bench/README.md for what each number means.
  *
- *   npm run bench [-- --only full,lib,alpine,multi] [--reps 3] [--json FILE]
+ *   npm run bench [-- --only full,lib,alpine,rpm,multi] [--reps 3] [--json FILE]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -26,6 +26,7 @@ import {
 import { labImage, trivyReportFor } from "../test/lab/images.ts";
 import { labIndex } from "../test/lab/lab-index.ts";
 import { startRegistry } from "../test/lab/registry.ts";
+import { rpmLabFixes, rpmLabImage, rpmLabReport, startRpmTestRepo } from "../test/lab/rpm-lab.ts";
 
 const LIB_PACKAGES = [
   "libssl3",
@@ -42,7 +43,7 @@ const LIB_PACKAGES = [
 
 const { values: args } = parseArgs({
   options: {
-    only: { type: "string", default: "full,lib,alpine,multi" },
+    only: { type: "string", default: "full,lib,alpine,rpm,multi" },
     json: { type: "string" },
     reps: { type: "string", default: "3" },
   },
@@ -141,6 +142,26 @@ function apkSteps(packages: string[], repositories: string[]): BaselineStep[] {
     // copa runs both (pkg/pkgmgr/apk.go): `apk add` for the names, `apk upgrade` to raise them.
     { name: "apk add", argv: ["apk", "add", "--no-cache", ...packages] },
     { name: "apk upgrade", argv: ["apk", "upgrade", "--no-cache", ...packages] },
+  ];
+}
+
+/**
+ * copa's dnf command (pkg/pkgmgr/rpm.go), with the image's repository pointed at the lab's
+ * loopback server through dnf's own option (the image's repo file stays as it is).
+ */
+function dnfSteps(packages: string[], repoId: string, url: string): BaselineStep[] {
+  return [
+    {
+      name: "dnf upgrade",
+      argv: [
+        "dnf",
+        "-y",
+        "--setopt=install_weak_deps=False",
+        `--setopt=${repoId}.baseurl=${url}`,
+        "upgrade",
+        ...packages,
+      ],
+    },
   ];
 }
 
@@ -390,6 +411,25 @@ try {
       await workload("Alpine, full report", alpine, report, packages, {
         steps: apkSteps(packages, [repo.url, repo.communityUrl]),
         extraArgs: repo.mirrorFlags.flatMap((m) => ["--mirror", m]),
+      });
+    } finally {
+      await repo.close();
+    }
+  }
+  if (only.has("rpm")) {
+    // The RPM lab's Rocky-like dnf image (test/lab/rpm-lab.ts: Debian's dnf 4.14 and rpm 4.18 in
+    // the image, bookworm packages as rpms) and its signed loopback repository of their
+    // bookworm-security builds; the report names every package with a fix.
+    const repo = await startRpmTestRepo();
+    try {
+      const rocky = `${registry.host}/lab/rocky:base`;
+      await copyImageTo((await rpmLabImage("dnf")).ref, rocky);
+      const report = join(work, "rpm.json");
+      await writeFile(report, JSON.stringify(await rpmLabReport("dnf")));
+      const packages = [...new Set((await rpmLabFixes("dnf")).map((f) => f.name))];
+      await workload("RPM (dnf image), full report", rocky, report, packages, {
+        steps: dnfSteps(packages, "baseos", repo.repoUrl("dnf")),
+        extraArgs: ["--mirror", repo.mirrorArg("dnf")],
       });
     } finally {
       await repo.close();
