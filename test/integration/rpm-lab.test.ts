@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { readRpmRepoConfig } from "../../src/distro/rpm/repo-config.ts";
@@ -334,5 +334,24 @@ test("each image's repository, as suture reads its repo file with the lab's --mi
       const res = await fetch(`${r.fetchUrls[0]!.replace(/\/$/, "")}/repodata/repomd.xml`);
       assert.equal(res.status, 200, kind);
     });
+  }
+});
+
+test("tamperPackages limits package tampering to the named packages; the rest stay lab-signed", async () => {
+  const bad = await startRpmTestRepo({ tamper: "package-unsigned", tamperPackages: ["unzip"] });
+  try {
+    const built = await rpmLabRepoFiles();
+    const fileOf = (name: string) => built.packages.find((p) => p.name === name)!.fixed!.file;
+    const check = async (name: string) => {
+      const res = await fetch(`${bad.repoUrl("dnf")}Packages/${fileOf(name)}`);
+      assert.equal(res.status, 200);
+      const file = join(work, `served-${fileOf(name)}`);
+      await writeFile(file, Buffer.from(await res.arrayBuffer()));
+      return rpmCheckSig(work, file, [built.keys.lab.publicArmored]);
+    };
+    assert.doesNotMatch(await check("unzip"), /Signature/, "unzip is served unsigned");
+    assert.match(await check("jq"), /Signature, key ID [0-9a-f]+: OK/, "jq keeps the lab signature");
+  } finally {
+    await bad.close();
   }
 });
