@@ -201,6 +201,16 @@ test("the real dnf upgrades the dnf image from the lab repository; rpm -Va and d
   });
 });
 
+/** What the real dnf says when it refuses each tampered repository. */
+const DNF_REFUSALS: Record<RpmRepoTamper, RegExp> = {
+  repomd: /repomd\.xml GPG signature verification error: Bad GPG signature/,
+  primary: /checksum doesn't match[\s\S]*primary\.xml\.gz/,
+  "package-other-key":
+    /are already installed but they are not correct for this package|Public key for .* is not installed/,
+  "package-bytes": /\.rpm: Downloading successful, but checksum doesn't match/,
+  "package-unsigned": /GPG check FAILED/,
+};
+
 for (const tamper of [
   "repomd",
   "primary",
@@ -215,6 +225,7 @@ for (const tamper of [
         const before = await rpmQa(sb);
         const up = await dnfUpgrade(sb, bad.repoUrl("dnf"));
         assert.notEqual(up.exitCode, 0, up.out);
+        assert.match(up.out, DNF_REFUSALS[tamper]);
         assert.deepEqual(await rpmQa(sb), before);
       });
     } finally {
@@ -278,6 +289,12 @@ for (const tamper of ["repomd", "primary"] as const) {
         await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
         const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
         assert.notEqual(up.exitCode, 0, up.out);
+        assert.match(
+          up.out,
+          tamper === "repomd"
+            ? /Signature verification failed for repomd\.xml/
+            : /primary\.xml\.gz has wrong checksum/,
+        );
         assert.deepEqual(await rpmQa(sb), before);
       });
     } finally {
