@@ -73,9 +73,9 @@ async function sh(sb: Sandbox, args: string[]): Promise<{ exitCode: number; out:
   return { exitCode: r.exitCode, out: `${r.stdout}${r.stderr}` };
 }
 
-/** `rpm -qa` in the image as name → `V-R`. */
+/** `rpm -qa` in the image as name → `[E:]V-R`. */
 async function rpmQa(sb: Sandbox): Promise<Map<string, string>> {
-  const r = await sh(sb, ["rpm", "-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
+  const r = await sh(sb, ["rpm", "-qa", "--qf", "%{NAME} %{EVR}\\n"]);
   assert.equal(r.exitCode, 0, r.out);
   return new Map(
     r.out

@@ -31,7 +31,8 @@
  *   lab:  libjq1 (library, ldconfig scriptlets, fixed), jq (Requires libjq1 = same EVR, fixed),
  *         libonig5 (library libjq1 requires; no fix), unzip (fixed), nginx-common (noarch, 17
  *         `%config(noreplace)` files, fixed), rsync (fixed; the Version itself moves, 3.2.7 →
- *         3.5.0+ds1, while the Release goes down, 1+deb12u6 → 0+deb12u1)
+ *         3.5.0+ds1, while the Release goes down, 1+deb12u6 → 0+deb12u1), lib32z1 (zlib's
+ *         32-bit library, fixed; the one with an Epoch: 1:1.2.13.dfsg-1 → 1:1.2.13.dfsg-1+deb12u1)
  *   base: libc6, libgcc-s1, libc-bin (/sbin/ldconfig), libbz2-1.0 — the libraries that let the
  *         shell-less micro and distroless images run jq and unzip; never updated
  *   release: rocky-release, openSUSE-release, azurelinux-release, redhat-release (noarch; the
@@ -195,6 +196,23 @@ export const RPM_LAB_DEBS: readonly LabDeb[] = [
     },
   },
   {
+    // The one with an epoch: Trivy writes its versions `1:1.2.13.dfsg-1`, rpm sorts by it first.
+    name: "lib32z1",
+    role: "lab",
+    old: {
+      version: "1:1.2.13.dfsg-1",
+      path: `${MAIN}/z/zlib/lib32z1_1.2.13.dfsg-1_amd64.deb`,
+      sha256: "9e1040f57ad4756609fa13f58272b7fe5463ba1d8bf7996fe891ddacac807a40",
+    },
+    fixed: {
+      version: "1:1.2.13.dfsg-1+deb12u1",
+      path: `${SECURITY}/z/zlib/lib32z1_1.2.13.dfsg-1+deb12u1_amd64.deb`,
+      sha256: "a294e9f53f46a22a2b3d5c02475c4db2c0f3f01219222e7b06b36b60f5c1ef35",
+    },
+    provides: ["libz.so.1"],
+    ldconfig: true,
+  },
+  {
     name: "libc6",
     role: "base",
     old: {
@@ -236,8 +254,15 @@ export const RPM_LAB_DEBS: readonly LabDeb[] = [
   },
 ];
 
-/** The lab packages whose program a shell-less image can run: jq (and its libraries) and unzip. */
-export const RPM_LAB_MINIMAL_SET: readonly string[] = ["libonig5", "libjq1", "jq", "unzip", "nginx-common"];
+/** The lab packages of the shell-less images: jq (and its libraries), unzip, nginx-common, lib32z1. */
+export const RPM_LAB_MINIMAL_SET: readonly string[] = [
+  "libonig5",
+  "libjq1",
+  "jq",
+  "unzip",
+  "nginx-common",
+  "lib32z1",
+];
 
 /** A deb version as rpm's epoch, version and release (see the file comment). */
 export function debToRpmEvr(debVersion: string): { epoch?: number; version: string; release: string } {
