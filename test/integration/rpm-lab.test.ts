@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { readRpmRepoConfig } from "../../src/distro/rpm/repo-config.ts";
@@ -73,9 +73,9 @@ async function sh(sb: Sandbox, args: string[]): Promise<{ exitCode: number; out:
   return { exitCode: r.exitCode, out: `${r.stdout}${r.stderr}` };
 }
 
-/** `rpm -qa` in the image as name → `V-R`. */
+/** `rpm -qa` in the image as name → `[E:]V-R`. */
 async function rpmQa(sb: Sandbox): Promise<Map<string, string>> {
-  const r = await sh(sb, ["rpm", "-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
+  const r = await sh(sb, ["rpm", "-qa", "--qf", "%{NAME} %{EVR}\\n"]);
   assert.equal(r.exitCode, 0, r.out);
   return new Map(
     r.out
@@ -201,6 +201,17 @@ test("the real dnf upgrades the dnf image from the lab repository; rpm -Va and d
   });
 });
 
+/** What the real dnf says when it refuses each tampered repository. */
+const DNF_REFUSALS: Record<RpmRepoTamper, RegExp> = {
+  repomd: /repomd\.xml GPG signature verification error: Bad GPG signature/,
+  // The re-compressed primary may differ from repomd.xml's record in size before its checksum.
+  primary: /(checksum doesn't match|size)[\s\S]*primary\.xml\.gz/,
+  "package-other-key":
+    /are already installed but they are not correct for this package|Public key for .* is not installed/,
+  "package-bytes": /\.rpm: Downloading successful, but checksum doesn't match/,
+  "package-unsigned": /GPG check FAILED/,
+};
+
 for (const tamper of [
   "repomd",
   "primary",
@@ -215,6 +226,7 @@ for (const tamper of [
         const before = await rpmQa(sb);
         const up = await dnfUpgrade(sb, bad.repoUrl("dnf"));
         assert.notEqual(up.exitCode, 0, up.out);
+        assert.match(up.out, DNF_REFUSALS[tamper]);
         assert.deepEqual(await rpmQa(sb), before);
       });
     } finally {
@@ -278,6 +290,12 @@ for (const tamper of ["repomd", "primary"] as const) {
         await sh(sb, ["sed", "-i", `s#${distro.mirrorFrom}#${mirrored}#`, distro.repoFile.path]);
         const up = await sh(sb, ["zypper", "--non-interactive", "update"]);
         assert.notEqual(up.exitCode, 0, up.out);
+        assert.match(
+          up.out,
+          tamper === "repomd"
+            ? /Signature verification failed for repomd\.xml/
+            : /primary\.xml\.gz has wrong checksum|exceeded the expected filesize .*primary\.xml\.gz/,
+        );
         assert.deepEqual(await rpmQa(sb), before);
       });
     } finally {
@@ -334,5 +352,24 @@ test("each image's repository, as suture reads its repo file with the lab's --mi
       const res = await fetch(`${r.fetchUrls[0]!.replace(/\/$/, "")}/repodata/repomd.xml`);
       assert.equal(res.status, 200, kind);
     });
+  }
+});
+
+test("tamperPackages limits package tampering to the named packages; the rest stay lab-signed", async () => {
+  const bad = await startRpmTestRepo({ tamper: "package-unsigned", tamperPackages: ["unzip"] });
+  try {
+    const built = await rpmLabRepoFiles();
+    const fileOf = (name: string) => built.packages.find((p) => p.name === name)!.fixed!.file;
+    const check = async (name: string) => {
+      const res = await fetch(`${bad.repoUrl("dnf")}Packages/${fileOf(name)}`);
+      assert.equal(res.status, 200);
+      const file = join(work, `served-${fileOf(name)}`);
+      await writeFile(file, Buffer.from(await res.arrayBuffer()));
+      return rpmCheckSig(work, file, [built.keys.lab.publicArmored]);
+    };
+    assert.doesNotMatch(await check("unzip"), /Signature/, "unzip is served unsigned");
+    assert.match(await check("jq"), /Signature, key ID [0-9a-f]+: OK/, "jq keeps the lab signature");
+  } finally {
+    await bad.close();
   }
 });

@@ -506,7 +506,9 @@ export interface RpmLabTrivyOptions {
 /**
  * A Trivy JSON report (SchemaVersion 2) of the lab image's pending fixes, shaped like Trivy's own
  * rpm reports (../shared/fixtures/trivy-golden/rockylinux-8.json): family rocky / opensuse-leap /
- * azurelinux / redhat, `V-R` versions, PURLs with arch and distro. Honesty note: no scanner made it;
+ * azurelinux / redhat, `[E:]V-R` versions (lib32z1 has epoch 1; the distroless report's
+ * InstalledVersion lacks it, as Trivy reads no epoch from Azure Linux's manifest), PURLs with arch,
+ * distro and `epoch=`. Honesty note: no scanner made it;
  * the name/installed/fixed triples are the lab's real ones, the ids the CVEs of the fixed deb's
  * changelog (a package whose changelog names none gets `SUTURE-LAB-<name>-<fixed>`).
  */
@@ -532,23 +534,28 @@ export async function rpmLabReport(kind: RpmLabKind, options: RpmLabTrivyOptions
         Target: `${artifact} (${family} ${osName})`,
         Class: "os-pkgs",
         Type: family,
-        Vulnerabilities: fixes.flatMap((f) =>
-          (f.cves.length ? f.cves : [`SUTURE-LAB-${f.name}-${f.fixed}`]).map((id) => ({
+        Vulnerabilities: fixes.flatMap((f) => {
+          // Trivy's PURL carries the epoch as a qualifier, its version without it. From Azure
+          // Linux's manifest (distroless) Trivy reads no epoch at all, so there InstalledVersion
+          // lacks it too, while FixedVersion (from the advisory) keeps it.
+          const epoch = /^(\d+):/.exec(f.installed)?.[1];
+          const bare = f.installed.replace(/^\d+:/, "");
+          const installed = kind === "distroless" ? bare : f.installed;
+          const purl = `pkg:rpm/${purlNamespace}/${f.name}@${bare}?arch=${f.arch}&distro=${family}-${osName}${epoch && kind !== "distroless" ? `&epoch=${epoch}` : ""}`;
+          return (f.cves.length ? f.cves : [`SUTURE-LAB-${f.name}-${f.fixed}`]).map((id) => ({
             VulnerabilityID: id,
-            PkgID: `${f.name}@${f.installed}.${f.arch}`,
+            PkgID: `${f.name}@${bare}.${f.arch}`,
             PkgName: f.name,
-            PkgIdentifier: {
-              PURL: `pkg:rpm/${purlNamespace}/${f.name}@${f.installed}?arch=${f.arch}&distro=${family}-${osName}`,
-            },
-            InstalledVersion: f.installed,
+            PkgIdentifier: { PURL: purl },
+            InstalledVersion: installed,
             FixedVersion: f.fixed,
             Status: "fixed",
             SeveritySource: family,
             PrimaryURL: id.startsWith("CVE-") ? `https://avd.aquasec.com/nvd/${id.toLowerCase()}` : undefined,
             Title: `${f.name}: fixed in ${f.fixed} (suture lab, from Debian bookworm-security)`,
             Severity: "UNKNOWN",
-          })),
-        ),
+          }));
+        }),
       },
     ],
   };

@@ -31,7 +31,8 @@
  *   lab:  libjq1 (library, ldconfig scriptlets, fixed), jq (Requires libjq1 = same EVR, fixed),
  *         libonig5 (library libjq1 requires; no fix), unzip (fixed), nginx-common (noarch, 17
  *         `%config(noreplace)` files, fixed), rsync (fixed; the Version itself moves, 3.2.7 →
- *         3.5.0+ds1, while the Release goes down, 1+deb12u6 → 0+deb12u1)
+ *         3.5.0+ds1, while the Release goes down, 1+deb12u6 → 0+deb12u1), lib32z1 (zlib's
+ *         32-bit library, fixed; the one with an Epoch: 1:1.2.13.dfsg-1 → 1:1.2.13.dfsg-1+deb12u1)
  *   base: libc6, libgcc-s1, libc-bin (/sbin/ldconfig), libbz2-1.0 — the libraries that let the
  *         shell-less micro and distroless images run jq and unzip; never updated
  *   release: rocky-release, openSUSE-release, azurelinux-release, redhat-release (noarch; the
@@ -53,7 +54,7 @@
  *                              packages signed by the other key / not signed, each with its own
  *                              metadata (repomd signed by the lab key), for tamper tests
  *                      packages.json  what it holds (RpmLabPackage[])
- * The hash covers the pinned debs, the keys, and this file's and rpm.ts's bytes.
+ * The hash covers the pinned debs, the keys, REPO_BUILDER and this file's bytes.
  */
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
@@ -71,7 +72,11 @@ import { archiveMirror } from "./archive-mirror.ts";
 import { labCacheDir } from "./cache.ts";
 import { buildRpm, createRepo, type RpmTestKey, rpmTestKey, signRpms, tool } from "./rpm.ts";
 
-/** Bump when the build below changes in a way this file's bytes do not show. */
+/**
+ * Bump when the build below changes in a way this file's bytes do not show, e.g. when rpm.ts's
+ * buildRpm/signRpms/createRepo start making something else. rpm.ts itself is not hashed: every
+ * branch extends its builders for its own tests, and each would rebuild the whole lab.
+ */
 const REPO_BUILDER = 1;
 /** 2026-01-01T00:00:00Z, the lab's fixed build time (as images.ts). */
 export const RPM_LAB_EPOCH = 1767225600;
@@ -195,6 +200,23 @@ export const RPM_LAB_DEBS: readonly LabDeb[] = [
     },
   },
   {
+    // The one with an epoch: Trivy writes its versions `1:1.2.13.dfsg-1`, rpm sorts by it first.
+    name: "lib32z1",
+    role: "lab",
+    old: {
+      version: "1:1.2.13.dfsg-1",
+      path: `${MAIN}/z/zlib/lib32z1_1.2.13.dfsg-1_amd64.deb`,
+      sha256: "9e1040f57ad4756609fa13f58272b7fe5463ba1d8bf7996fe891ddacac807a40",
+    },
+    fixed: {
+      version: "1:1.2.13.dfsg-1+deb12u1",
+      path: `${SECURITY}/z/zlib/lib32z1_1.2.13.dfsg-1+deb12u1_amd64.deb`,
+      sha256: "a294e9f53f46a22a2b3d5c02475c4db2c0f3f01219222e7b06b36b60f5c1ef35",
+    },
+    provides: ["libz.so.1"],
+    ldconfig: true,
+  },
+  {
     name: "libc6",
     role: "base",
     old: {
@@ -236,8 +258,15 @@ export const RPM_LAB_DEBS: readonly LabDeb[] = [
   },
 ];
 
-/** The lab packages whose program a shell-less image can run: jq (and its libraries) and unzip. */
-export const RPM_LAB_MINIMAL_SET: readonly string[] = ["libonig5", "libjq1", "jq", "unzip", "nginx-common"];
+/** The lab packages of the shell-less images: jq (and its libraries), unzip, nginx-common, lib32z1. */
+export const RPM_LAB_MINIMAL_SET: readonly string[] = [
+  "libonig5",
+  "libjq1",
+  "jq",
+  "unzip",
+  "nginx-common",
+  "lib32z1",
+];
 
 /** A deb version as rpm's epoch, version and release (see the file comment). */
 export function debToRpmEvr(debVersion: string): { epoch?: number; version: string; release: string } {
@@ -601,7 +630,6 @@ async function obtainRepo(): Promise<BuiltRpmRepo> {
       distros: DISTROS,
       keys: [keys.lab.fingerprint, keys.other.fingerprint],
       code: labSha256(await readFile(new URL(import.meta.url))),
-      rpm: labSha256(await readFile(new URL("./rpm.ts", import.meta.url))),
     }),
   );
   const dir = join(labCacheDir(), `rpmLabRepo-${hash.slice(0, 16)}`);
