@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  chmodSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -738,4 +739,117 @@ describe("scriptlets and triggers in runc", async () => {
       assert.equal(readdirSync(root).filter((n) => n.startsWith(".suture-rpm-")).length, 0);
     },
   );
+});
+
+describe("an image that fights back", async () => {
+  const runc = await needs("runc");
+  test(
+    "a trigger that swaps a kept config file for a symlink to a host file: the host file keeps its mode, the package's file is put back",
+    runc,
+    async () => {
+      const root = shellRoot("swap-to-host");
+      // Outside the root: what a chmod through the image's symlink would reach.
+      const hostFile = join(work, "host-secret");
+      writeFileSync(hostFile, "host secret\n");
+      chmodSync(hostFile, 0o600);
+      const conf = { path: "/etc/swap.conf", content: "same content\n", configPlain: true, mode: "0644" };
+      const old = await rpmOf({ name: "swap", version: "1", release: "1", files: [conf] });
+      const fixed = await rpmOf({ name: "swap", version: "2", release: "1", files: [conf] });
+      // The image's own package: between the fate decision ("touch": the image has v2's content
+      // already) and the files placed, its %triggerprein puts a symlink there.
+      const evil = await rpmOf({
+        name: "swapper",
+        version: "1",
+        release: "1",
+        files: [{ path: "/usr/share/swapper/x", content: "x\n" }],
+        sections: [`%triggerprein -- swap\nrm -f /etc/swap.conf; ln -s ${hostFile} /etc/swap.conf\n`],
+      });
+      await rpmIn(root, "--noscripts", "--notriggers", "-U", old, evil);
+
+      const sandbox = runcSandbox(root);
+      let refused: unknown;
+      try {
+        await sutureInstall(root, [fixed], { sandbox });
+      } catch (e) {
+        refused = e;
+      }
+      assert.ok(sandbox.calls.length > 0, "the trigger ran (the scenario needs it to have swapped the file)");
+      assert.equal(lstatSync(hostFile).mode & 0o7777, 0o600, "the host file's mode is untouched");
+      assert.equal(readFileSync(hostFile, "utf8"), "host secret\n");
+      if (refused) {
+        assert.ok(isSutureError(refused), String(refused));
+        assert.doesNotMatch(refused.message, /\n/);
+      } else {
+        const st = lstatSync(join(root, "etc/swap.conf"));
+        assert.ok(st.isFile(), "the symlink was replaced by the package's file");
+        assert.equal(st.mode & 0o7777, 0o644);
+        assert.equal(readFileSync(join(root, "etc/swap.conf"), "utf8"), "same content\n");
+      }
+    },
+  );
+});
+
+describe("a package that owns /", () => {
+  test("`%dir /` (the filesystem package) is upgraded as rpm -U does: the root takes its metadata, nothing fails", async () => {
+    const files = [
+      { path: "/", directory: true, mode: "0555" },
+      { path: "/etc/fs.txt", content: "a\n" },
+    ];
+    const old = await rpmOf({ name: "filesystem", version: "1", release: "1", files });
+    const fixed = await rpmOf({ name: "filesystem", version: "2", release: "1", files });
+    const base = bareRoot("root-owner-base");
+    await rpmIn(base, "-U", old);
+    chmodSync(base, 0o755);
+    const ours = copyRoot(base, "root-owner-ours");
+    const theirs = copyRoot(base, "root-owner-rpm");
+    await rpmIn(theirs, "-U", fixed);
+    await sutureInstall(ours, [fixed]);
+    const meta = (p: string) => {
+      const st = lstatSync(p);
+      return {
+        mode: (st.mode & 0o7777).toString(8),
+        uid: st.uid,
+        gid: st.gid,
+        mtime: Math.floor(st.mtimeMs / 1000),
+      };
+    };
+    assert.deepEqual(meta(ours), meta(theirs), "the root's owner, mode and mtime are rpm's");
+    assert.equal(meta(ours).mode, "555");
+    assertSameTrees(tree(ours), tree(theirs));
+    assert.equal(await rpmStates(ours, "filesystem"), await rpmStates(theirs, "filesystem"));
+  });
+
+  test("a package with a file at / is refused before anything is written", async () => {
+    // rpmbuild makes no such package: a header's file list whose only entry is / as a regular file.
+    const root = bareRoot("root-file");
+    await tool("rpm", ["--root", root, "--dbpath", "/var/lib/rpm", "--initdb"]);
+    const ok = await rpmOf({
+      name: "fine",
+      version: "1",
+      release: "1",
+      files: [{ path: "/usr/share/fine/x", content: "x\n" }],
+    });
+    const pkg = await openRpm(ok);
+    const entry = pkg.files[0]!;
+    const hostile = { ...pkg, files: [{ ...entry, path: "/" }] } as typeof pkg;
+    const before = tree(root, () => false);
+    const db = await readInstalledRpmsInRoot(root);
+    assert.ok(db);
+    await assert.rejects(
+      installRpmPackages([{ pkg: hostile, file: ok, repository: "test" }], {
+        sandbox: noScripts(root),
+        database: db.location,
+        installed: db.packages,
+        obsoleted: [],
+        runScripts: true,
+        progress: () => {},
+      }),
+      (e: unknown) =>
+        isSutureError(e, "UNSAFE_LAYER") && /has a file at \/ instead of a directory/.test(e.message),
+    );
+    assertSameTrees(
+      tree(root, () => false),
+      before,
+    );
+  });
 });

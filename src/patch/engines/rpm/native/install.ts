@@ -1,8 +1,11 @@
 import { createHash } from "node:crypto";
 import {
-  chmodSync,
   closeSync,
+  fchmodSync,
+  fchownSync,
   constants as fsConstants,
+  fstatSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -381,6 +384,13 @@ async function install(
   } finally {
     rmSync(staging, { recursive: true, force: true });
     runner.unhide(`/${basename(staging)}`);
+    // The staging directory's removal changed the root's mtime, which a `%dir /` had set.
+    const rootDir = newPackages
+      .flatMap((n) => n.files)
+      .findLast(
+        (f) => f.path === "/" && f.type === "directory" && f.action !== "skip" && f.action !== "notinstalled",
+      );
+    if (rootDir) lutimesSync(root, rootDir.entry.mtime, rootDir.entry.mtime);
   }
 
   await writeDatabase(items, options, fileStates);
@@ -567,6 +577,12 @@ function newPackage(item: RpmInstallItem, policy: InstallPolicy, fingerprints: F
         "PATCH_FAILED",
         `cannot install ${label} natively: it ships ${f.type} ${quoteUntrusted(f.path)}, and suture creates no device nodes, FIFOs or sockets; ${SANDBOX_FIX}`,
       );
+    // Refused here, before the image is touched: placing it would replace the root itself.
+    if (f.path === "/" && f.type !== "directory" && !f.ghost)
+      throw new SutureError(
+        "UNSAFE_LAYER",
+        `${label} has a ${f.type} at / instead of a directory; ${MALFORMED}`,
+      );
     const key = `${f.inode}:${f.device}`;
     const excluded =
       (policy.excludeDocs && (f.flags & RpmFileFlag.DOC) !== 0 && (f.flags & RpmFileFlag.LICENSE) === 0) ||
@@ -611,10 +627,20 @@ function oldPackage(pkg: InstalledRpm, fingerprints: Fingerprints): OldPackage {
   const label = formatRpmNevra(pkg.nevra);
   if (!pkg.header) return { pkg, label, files: [] };
   const algorithm = digestAlgorithmOf(pkg.header);
+  const entries = rpmHeaderFiles(pkg.header, `installed package ${label}`);
+  // Erasing goes by these paths: refused now, before the image is touched, rather than halfway.
+  const odd = entries.find(
+    (e) => !e.path.startsWith("/") || (e.path !== "/" && /(^|\/)(\.\.?)?(\/|$)/.test(e.path.slice(1))),
+  );
+  if (odd)
+    throw new SutureError(
+      "UNSAFE_LAYER",
+      `the image's rpm database lists ${quoteUntrusted(odd.path)} for ${label}, which is not a plain absolute path; the database is malformed or hostile, so nothing was written`,
+    );
   return {
     pkg,
     label,
-    files: rpmHeaderFiles(pkg.header, `installed package ${label}`).map((entry) => ({
+    files: entries.map((entry) => ({
       entry,
       type: typeOf(entry.mode),
       digestAlgorithm: algorithm,
@@ -974,16 +1000,63 @@ function renameOrFail(from: string, to: string, label: string, path: string): vo
   }
 }
 
-/** Owner, mode, capabilities and mtime of a placed path, in rpm's order (fsmSetmeta). */
-function setMeta(host: string, f: NewFile, ids: { uid: number; gid: number }): void {
-  const isLink = f.type === "symlink";
-  lchownSync(host, ids.uid, ids.gid);
-  if (!isLink) chmodSync(host, f.entry.mode & 0o7777);
-  if (f.type === "file" && f.entry.caps !== "") {
-    const caps = capabilityXattr(f.entry.caps);
-    if (caps) applyXattrs(host, new Map([["security.capability", caps]]), { isSymlink: false, what: f.path });
+/** Opens a placed file or directory for its metadata: never through a symlink, never blocking on a FIFO. */
+const META_OPEN = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+
+/**
+ * Owner, mode, capabilities and mtime of a placed path, in rpm's order (fsmSetmeta). A file or
+ * directory is changed through a descriptor opened O_NOFOLLOW and checked to be of the package's
+ * type: the image's scriptlets ran since the path was looked at, and chmod(2) on a path follows a
+ * symlink one of them put there, out of the root onto a host file.
+ */
+function setMeta(host: string, f: NewFile, ids: { uid: number; gid: number }, label: string): void {
+  if (f.type === "symlink") {
+    // lchown and lutimes change the link itself; a symlink has no mode of its own.
+    lchownSync(host, ids.uid, ids.gid);
+    lutimesSync(host, f.entry.mtime, f.entry.mtime);
+    return;
   }
-  lutimesSync(host, f.entry.mtime, f.entry.mtime);
+  const changed = (what: string) =>
+    new SutureError(
+      "PATCH_FAILED",
+      `cannot install ${label}: ${quoteUntrusted(f.path)} became ${what} while the image's scriptlets ran, where the package has a ${f.type}; fix the image's scriptlets or ${SANDBOX_FIX}`,
+    );
+  let fd: number;
+  try {
+    fd = openSync(host, META_OPEN | (f.type === "directory" ? fsConstants.O_DIRECTORY : 0));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") throw changed("a symlink");
+    if (code === "ENOTDIR") throw changed("something else");
+    throw e;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (typeOfStat(st) !== f.type) throw changed(`a ${typeOfStat(st)}`);
+    fchownSync(fd, ids.uid, ids.gid);
+    fchmodSync(fd, f.entry.mode & 0o7777);
+    if (f.type === "file" && f.entry.caps !== "") {
+      const caps = capabilityXattr(f.entry.caps);
+      // The path was just checked through fd to be this regular file; the setter does not follow links.
+      if (caps)
+        applyXattrs(host, new Map([["security.capability", caps]]), { isSymlink: false, what: f.path });
+    }
+    futimesSync(fd, f.entry.mtime, f.entry.mtime);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Whether the image's entry at `host` (lstat'd as `st`) is still the package's file a "touch"
+ * fate was decided for: scriptlets and triggers ran since, and may have replaced it.
+ */
+function stillTheFile(host: string, st: Stats, f: NewFile): boolean {
+  if (typeOfStat(st) !== f.type) return false;
+  if (f.type === "file")
+    return st.size === f.entry.size && fileDigest(host, f.digestAlgorithm) === f.entry.digest;
+  if (f.type === "symlink") return readlinkSync(host) === f.entry.linkTo;
+  return false;
 }
 
 async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings: string[]): Promise<void> {
@@ -992,6 +1065,13 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
   for (const f of n.files) {
     if (f.action === "skip" || f.action === "notinstalled") continue;
     const owner = await ids.resolve(f.entry.user, f.entry.group, warnings);
+    if (f.path === "/") {
+      // `%dir /` (the filesystem package of RHEL, Fedora, Amazon Linux): as rpm does, the root
+      // keeps being the root and takes the package's owner, mode and mtime (newPackage refused
+      // anything but a directory there).
+      setMeta(root, f, owner, n.label);
+      continue;
+    }
     const dir = parentDir(root, f.path, n.label);
     const name = f.path.slice(f.path.lastIndexOf("/") + 1);
     const host = childPath(dir, name, "package file name");
@@ -1012,12 +1092,14 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
         } else unlinkSync(host);
       }
       if (!st?.isDirectory()) mkdirSync(host, { mode: 0o700 });
-      setMeta(host, f, owner);
+      setMeta(host, f, owner, n.label);
       continue;
     }
     if (f.action === "touch") {
-      if (st && !st.isDirectory()) {
-        if (!f.linkSet || !metaDone.has(f.linkSet)) setMeta(host, f, owner);
+      // Decided before %pretrans, %pre and the triggers ran: only the same file, still with the
+      // package's content, is kept; anything a scriptlet put there instead is replaced by rename.
+      if (st && stillTheFile(host, st, f)) {
+        if (!f.linkSet || !metaDone.has(f.linkSet)) setMeta(host, f, owner, n.label);
         continue;
       }
       f.action = "create";
@@ -1026,7 +1108,7 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
     if (!staged)
       throw new SutureError("INTERNAL", `${f.path} of ${n.label} was not staged but is to be installed`);
     if (!f.linkSet || !metaDone.has(f.linkSet)) {
-      setMeta(staged, f, owner);
+      setMeta(staged, f, owner, n.label);
       if (f.linkSet) metaDone.add(f.linkSet);
     }
     if (f.action === "altname") {
@@ -1047,6 +1129,8 @@ async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings
 function removeFiles(root: string, o: OldPackage, warnings: string[]): void {
   for (const f of [...o.files].reverse()) {
     if (f.action !== "erase" && f.action !== "save") continue;
+    // An erased `%dir /` leaves the root, as rpm leaves it.
+    if (f.path === "/") continue;
     const walk = walkInRoot(root, f.path, { followFinal: false });
     if (walk.kind !== "found") continue;
     if (f.action === "save") {
@@ -1240,7 +1324,13 @@ class ScriptPlan {
       return;
     }
     if (run.body === undefined) stdin = undefined;
-    this.#options.progress({ type: "info", message: `running ${script.label} of ${label}` });
+    this.#options.progress({
+      type: "info",
+      message:
+        need.kind === "ldconfig"
+          ? `running ${run.interpreter[0]} for the ${script.label} of ${label} (no shell needed)`
+          : `running ${script.label} of ${label}`,
+    });
     const r = await this.#runner.run(run, args, stdin);
     if (r.exitCode === 0) return;
     const critical = how.critical || (script.flags & RpmScriptFlag.CRITICAL) !== 0;

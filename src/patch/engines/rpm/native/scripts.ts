@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import {
-  chmodSync,
   closeSync,
   fchmodSync,
   constants as fsConstants,
@@ -383,7 +382,16 @@ export class RpmScriptRunner {
       );
     const created = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: true, create: "parents" });
     mkdirSync(created.host, { mode: 0o700 });
-    chmodSync(created.host, 0o1777);
+    // Through a descriptor that cannot follow a symlink: never chmod(2) a path in the image.
+    const fd = openSync(
+      created.host,
+      fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW,
+    );
+    try {
+      fchmodSync(fd, 0o1777);
+    } finally {
+      closeSync(fd);
+    }
     this.#createdTmp = true;
     return created.host;
   }
