@@ -18,7 +18,13 @@ import {
   tdnfConf,
   zyppConf,
 } from "./sandbox.ts";
-import { copyVerifiedRepodata, rpmMetadataCache, saveRepodata, verifiedRepodata } from "./sandbox-cache.ts";
+import {
+  copyVerifiedRepodata,
+  rpmMetadataCache,
+  saveRepodata,
+  sharesMetadataCache,
+  verifiedRepodata,
+} from "./sandbox-cache.ts";
 
 const scratch = await mkdtemp(join(tmpdir(), "suture-rpm-sandbox-"));
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -417,6 +423,75 @@ test("the metadata cache keeps only repositories whose files match their repomd.
   // Nothing verified: the shared cache is left as it was.
   assert.equal(await saveRepodata(join(scratch, "empty"), shared), 0);
   assert.equal((await verifiedRepodata(shared)).length, 2);
+});
+
+/** A repomd.xml listing one file at `href` with the checksum and size of `body`. */
+function repomdListing(href: string, body: Buffer, size = body.length): string {
+  const sum = createHash("sha256").update(body).digest("hex");
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo">
+  <data type="primary"><checksum type="sha256">${sum}</checksum><location href="${href}"/><size>${size}</size></data>
+</repomd>
+`;
+}
+
+test("the image's tool cannot make the cache copy a host file, read a FIFO or an endless file, or pass a symlinked dir", async () => {
+  // The security review's reproduction: the tool (image code, cache mounted writable) plants
+  // `escape -> <host dir>` and a repomd.xml whose location goes through it.
+  const host = join(scratch, "host-secret");
+  const secret = Buffer.from("host secret value\n");
+  await put(host, "known.txt", secret);
+  const tool = join(scratch, "hostile-tool-cache");
+  await mkdir(join(tool, "baseos-1"), { recursive: true });
+  await symlink(host, join(tool, "baseos-1", "escape"));
+  await put(tool, "baseos-1/repodata/repomd.xml", repomdListing("escape/known.txt", secret));
+  // A repodata dir that is a symlink to the host dir, its repomd.xml listing the secret under it.
+  await mkdir(join(tool, "linked"), { recursive: true });
+  await put(host, "repodata/repomd.xml", repomdListing("repodata/known.txt", secret));
+  await put(host, "repodata/known.txt", secret);
+  await symlink(join(host, "repodata"), join(tool, "linked", "repodata"));
+  // A listed file that is a symlink to the host file, and one that is a FIFO (would block a read).
+  await put(tool, "filelink/repodata/repomd.xml", repomdListing("repodata/known.txt", secret));
+  await symlink(join(host, "known.txt"), join(tool, "filelink", "repodata", "known.txt"));
+  await put(tool, "fifo/repodata/repomd.xml", repomdListing("repodata/p.xml", secret));
+  const { execFileSync } = await import("node:child_process");
+  execFileSync("mkfifo", [join(tool, "fifo", "repodata", "p.xml")]);
+  // A file longer than repomd.xml declares is not read past its declared size.
+  await put(tool, "long/repodata/repomd.xml", repomdListing("repodata/p.xml", secret));
+  await put(tool, "long/repodata/p.xml", Buffer.concat([secret, Buffer.alloc(4096)]));
+
+  const shared = join(scratch, "hostile-shared", "metadata");
+  const kept = await saveRepodata(tool, shared);
+  // baseos-1's only listed file is no plain repodata/ name: its repomd.xml alone may stay, the
+  // host file never does; every other planted repository is left out whole.
+  assert.ok(kept <= 1, `kept ${kept}`);
+  const found: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) await walk(path);
+      else found.push(path.slice(shared.length + 1));
+    }
+  };
+  await walk(shared);
+  for (const file of found)
+    assert.notEqual(
+      await readFile(join(shared, file), "utf8"),
+      secret.toString(),
+      `${file} is the host's file`,
+    );
+  assert.deepEqual(
+    found.filter((f) => !f.endsWith("repodata/repomd.xml")),
+    [],
+    "no listed file was copied",
+  );
+  assert.ok(!found.some((f) => /^(linked|filelink|fifo|long)\//.test(f)), found.join(", "));
+});
+
+test("yum 3 shares no metadata cache (it prefers a cached repomd.xml dated later); the other tools do", () => {
+  assert.equal(sharesMetadataCache("yum"), false);
+  for (const tool of ["dnf", "dnf5", "microdnf", "tdnf", "zypper"])
+    assert.equal(sharesMetadataCache(tool), true);
 });
 
 test("the cache is keyed by tool, architecture, repository files and extra keys", () => {

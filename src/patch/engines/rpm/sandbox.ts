@@ -38,6 +38,7 @@ import {
   type RpmMetadataCache,
   rpmMetadataCache,
   saveRepodata,
+  sharesMetadataCache,
 } from "./sandbox-cache.ts";
 
 /**
@@ -60,7 +61,8 @@ import {
  *   layer carries no gpg-pubkey the image did not have; dnf also gets them as `gpgkey=` for
  *   repositories that sign their metadata;
  * - the tool's metadata cache is a private dir per run, seeded from `--cache-dir` with metadata
- *   suture verified and saved back only when it verifies (sandbox-cache.ts); its logs go to a
+ *   suture verified and saved back only when it verifies (sandbox-cache.ts; yum 3 shares none,
+ *   since it keeps a cached repomd.xml dated later than the one it fetches); its logs go to a
  *   scratch dir. What the tool records in the image itself (dnf's history database in
  *   /var/lib/dnf, yum's yumdb, zypper's /var/lib/zypp/AutoInstalled: which packages were pulled
  *   in as dependencies, what `autoremove` and `history undo` need) stays: it is the image's
@@ -594,8 +596,12 @@ async function applyInRun(
   const { cache, privateCache, keyFiles } = state;
   const before = await readRpmInstalled(root, tool);
 
-  await mkdir(join(cache.dir, ".."), { recursive: true });
-  const seeded = await withCacheLock(run, cache, () => copyVerifiedRepodata(cache.dir, privateCache));
+  // yum 3 gets none (sandbox-cache.ts: it would keep a planted repomd.xml dated in the future).
+  const shared = sharesMetadataCache(tool);
+  if (shared) await mkdir(join(cache.dir, ".."), { recursive: true });
+  const seeded = shared
+    ? await withCacheLock(run, cache, () => copyVerifiedRepodata(cache.dir, privateCache))
+    : [];
   if (seeded.length)
     ctx.progress({
       type: "info",
@@ -647,7 +653,7 @@ async function applyInRun(
   }
   await dropNewRunState(root, tool, hadRunState);
   // Whatever the outcome, the metadata that verifies is kept for the next run.
-  await withCacheLock(run, cache, () => saveRepodata(privateCache, cache.dir));
+  if (shared) await withCacheLock(run, cache, () => saveRepodata(privateCache, cache.dir));
 
   if (importedKeys.length) {
     const erase: RpmCommand = {
