@@ -234,6 +234,77 @@ test("a repository that turns signature checks off is refused in one line, unles
   );
 });
 
+test("dnf5's pkg_gpgcheck=0 after gpgcheck=1 is refused, and the staged files end every section with both checks on", async () => {
+  // The security review's reproduction: gpgcheck=1 then pkg_gpgcheck=0 (one setting in dnf5).
+  const root = join(scratch, "pkg-gpgcheck-root");
+  await put(root, "/etc/dnf/dnf.conf", "[main]\ngpgcheck=1\n");
+  await put(
+    root,
+    "/etc/yum.repos.d/f.repo",
+    "[fedora]\nname=Fedora\nbaseurl=http://mirror.example/fedora/\ngpgcheck=1\npkg_gpgcheck=0\n",
+  );
+  const config = await readRpmRepoConfig(root, "dnf", { arch: "x86_64" });
+  assert.throws(
+    () => refuseUncheckedRepos(config, { extraKeys: false, allowInsecure: false }),
+    (e: unknown) => isSutureError(e, "UNTRUSTED") && /fedora/.test((e as Error).message),
+  );
+  // With --keyring keys it is checked against them: the staged file turns both keys on, last.
+  for (const tool of ["dnf5", "dnf", "yum", "microdnf", "tdnf"] as const) {
+    const [text] = [
+      ...(await rpmRepoFiles(root, config, { tool, extraKeyUrls: ["file:///run/k.asc"] })).values(),
+    ];
+    assert.match(text!, /\ngpgcheck=1\npkg_gpgcheck=1\n$/, `${tool}: ${text}`);
+    assert.doesNotMatch(text!, /gpgcheck=0/, tool);
+  }
+});
+
+test("remote gpgkey URLs are left out of the staged files with a warning naming the repository; file:// and --keyring keys stay", async () => {
+  const root = join(scratch, "remote-key-root");
+  await put(root, "/etc/dnf/dnf.conf", "[main]\ngpgcheck=1\n");
+  await put(
+    root,
+    "/etc/yum.repos.d/k.repo",
+    `[vendor]
+baseurl=http://vendor.example/repo/
+gpgkey=https://vendor.example/RPM-GPG-KEY
+  file:///etc/pki/rpm-gpg/RPM-GPG-KEY-vendor,http://vendor.example/old.key
+
+[remote-only]
+baseurl=http://other.example/repo/
+gpgkey=https://other.example/key.asc
+`,
+  );
+  const config = await readRpmRepoConfig(root, "dnf", { arch: "x86_64" });
+  const warnings: string[] = [];
+  const files = await rpmRepoFiles(root, config, {
+    tool: "dnf",
+    extraKeyUrls: [`file://${IN_CONTAINER.keys}/keyring-1.asc`],
+    warn: (m) => warnings.push(m),
+  });
+  const [text] = [...files.values()];
+  assert.doesNotMatch(text!, /https?:\/\/[^\n]*\.(?:key|asc)|RPM-GPG-KEY\n/);
+  assert.match(
+    text!,
+    /\[vendor\]\nbaseurl=http:\/\/vendor\.example\/repo\/\ngpgkey=file:\/\/\/etc\/pki\/rpm-gpg\/RPM-GPG-KEY-vendor\n {2}file:\/\/\/run\/suture-rpm\/keys\/keyring-1\.asc\n/,
+  );
+  assert.match(
+    text!,
+    /\[remote-only\]\nbaseurl=http:\/\/other\.example\/repo\/\ngpgkey=file:\/\/\/run\/suture-rpm\/keys\/keyring-1\.asc\n/,
+  );
+  assert.equal(warnings.length, 2);
+  assert.match(
+    warnings[0]!,
+    /repository vendor .*https:\/\/vendor\.example\/RPM-GPG-KEY.*http:\/\/vendor\.example\/old\.key.*--keyring/,
+  );
+  assert.match(warnings[1]!, /repository remote-only /);
+  // Without --keyring, a repository with only a remote key is staged with no gpgkey at all.
+  const bare = [...(await rpmRepoFiles(root, config, { tool: "dnf" })).values()][0]!;
+  assert.match(
+    bare,
+    /\[remote-only\]\nbaseurl=http:\/\/other\.example\/repo\/\ngpgcheck=1\npkg_gpgcheck=1\n$/,
+  );
+});
+
 test("zypper's files: pkg_gpgcheck forced, no gpgkey added (keys reach zypper through rpm's keyring); zypp.conf keeps the image's settings", async () => {
   const root = join(scratch, "zypper-root");
   await put(root, "/etc/zypp/zypp.conf", "[main]\nsolver.onlyRequires = true");

@@ -330,15 +330,25 @@ export interface RepoFileOptions {
   allowInsecure?: boolean;
   /** `gpgkey` URLs added to every repository (the `--keyring` keys as the tool sees them). */
   extraKeyUrls?: readonly string[];
+  /** Told each repository whose remote `gpgkey` URLs were left out. */
+  warn?: (message: string) => void;
 }
+
+/** The settings that turn package signature checks on or off (dnf5: `gpgcheck` is an alias of `pkg_gpgcheck`). */
+const PACKAGE_GPGCHECK_KEYS = ["gpgcheck", "pkg_gpgcheck"] as const;
 
 /**
  * The repository files handed to the tool: each of the image's files with every key as the image
  * wrote it (priorities, excludes, module and ssl settings keep their effect), except that
  * - `baseurl` is the mirrored URL where `--mirror` applies (and then the repository's
  *   mirrorlist/metalink, which the tools would prefer, is left out);
- * - `gpgcheck=1` (zypper: also `pkg_gpgcheck=1`), unless the user accepts the image's setting;
- * - `gpgkey` lists the `--keyring` keys too.
+ * - `gpgcheck=1` and `pkg_gpgcheck=1` as the last keys of each section (whichever the image set,
+ *   and in whatever order: dnf5 reads the two as one setting, the last assignment winning),
+ *   unless the user accepts the image's setting;
+ * - `gpgkey` keeps only the image's `file://` keys (files of the image: the tool runs with the
+ *   image as its root) and lists the `--keyring` keys too; an http(s) or other remote key is left
+ *   out with a warning, since `-y` would make the tool import whatever that URL serves (trust on
+ *   first use, which the native engine refuses as well).
  * Sections the tool ignores (a second definition of an id) are left out, as it would.
  */
 export async function rpmRepoFiles(
@@ -372,15 +382,21 @@ export async function rpmRepoFiles(
         values.delete("mirrorlist");
         values.delete("metalink");
       }
-      if (!options.allowInsecure) {
-        values.set("gpgcheck", "1");
-        if (options.tool === "zypper") values.set("pkg_gpgcheck", "1");
-      }
-      if (options.extraKeyUrls?.length && options.tool !== "zypper") {
-        const keys = [values.get("gpgkey"), ...options.extraKeyUrls].filter((k) => k);
-        values.set("gpgkey", keys.join("\n"));
-      }
+      const imageKeys = (values.get("gpgkey") ?? "").split(/[\s,]+/).filter((k) => k);
+      const remote = imageKeys.filter((k) => !/^file:\/\//i.test(k));
+      if (remote.length)
+        options.warn?.(
+          `repository ${repo.id} (${quoteUntrusted(repo.origin)}) names gpgkey ${remote.map((k) => quoteUntrusted(k)).join(", ")}, which ${options.tool} would fetch and trust on first use: left out, so only keys in the image or given with --keyring are trusted (pass that key with --keyring KEYFILE if the repository needs it)`,
+        );
+      const keys = [
+        ...imageKeys.filter((k) => /^file:\/\//i.test(k)),
+        ...(options.tool !== "zypper" ? (options.extraKeyUrls ?? []) : []),
+      ];
+      values.delete("gpgkey");
+      if (keys.length) values.set("gpgkey", keys.join("\n"));
+      if (!options.allowInsecure) for (const key of PACKAGE_GPGCHECK_KEYS) values.delete(key);
       for (const [key, value] of values) body += iniLine(key, value);
+      if (!options.allowInsecure) for (const key of PACKAGE_GPGCHECK_KEYS) body += iniLine(key, "1");
     }
     out.set(repoFileName(index, file), body);
   }
@@ -527,6 +543,7 @@ export const rpmSandboxEngine: PatchEngine = {
       tool,
       allowInsecure,
       extraKeyUrls: keyFiles.map((f) => `file://${IN_CONTAINER.keys}/${f}`),
+      warn,
     });
     const cache = rpmMetadataCache(ctx.cacheDir, tool, arch, repoFiles, keys.fingerprints);
 
