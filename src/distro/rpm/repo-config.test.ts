@@ -194,3 +194,29 @@ test("gpgkey files are read from the image, never through a symlink out of it; a
     (e: unknown) => isSutureError(e, "UNTRUSTED") && /not in the image/.test((e as Error).message),
   );
 });
+
+test("dnf reads pkg_gpgcheck as gpgcheck (dnf5's alias): the one assigned last decides, in the repo and in [main]", async () => {
+  const root = await imageRoot({
+    "/etc/dnf/dnf.conf": "[main]\ngpgcheck=1\npkg_gpgcheck=0\n",
+    "/etc/yum.repos.d/f.repo":
+      "[off-last]\nbaseurl=http://m/a/\ngpgcheck=1\npkg_gpgcheck=0\n\n[on-last]\nbaseurl=http://m/b/\npkg_gpgcheck=0\ngpgcheck=1\n\n[reassigned]\nbaseurl=http://m/c/\ngpgcheck=0\npkg_gpgcheck=1\ngpgcheck=1\npkg_gpgcheck=0\n\n[from-main]\nbaseurl=http://m/d/\n",
+  });
+  // What both engines act on: the native engine refuses an unchecked repository's packages by
+  // this flag, the sandbox engine refuses the repository before its tool runs.
+  const config = await readRpmRepoConfig(root, "dnf", { arch: "x86_64" });
+  assert.deepEqual(
+    config.repos.map((r) => [r.id, r.gpgcheck]),
+    [
+      ["off-last", false],
+      ["on-last", true],
+      ["reassigned", false],
+      ["from-main", false],
+    ],
+  );
+  // yum 3 and tdnf know no pkg_gpgcheck: their gpgcheck alone decides.
+  const yum = await imageRoot({
+    "/etc/yum.conf": "[main]\ngpgcheck=1\n",
+    "/etc/yum.repos.d/f.repo": "[a]\nbaseurl=http://m/a/\ngpgcheck=1\npkg_gpgcheck=0\n",
+  });
+  assert.equal((await readRpmRepoConfig(yum, "yum", { arch: "x86_64" })).repos[0]!.gpgcheck, true);
+});

@@ -70,7 +70,11 @@ export interface IniSection {
   name: string;
   /** `file:line` of the section header. */
   origin: string;
-  /** Lower-cased keys; a later assignment replaces an earlier one, as in dnf and zypp. */
+  /**
+   * Lower-cased keys; a later assignment replaces an earlier one, as in dnf and zypp, and moves
+   * the key to the end: the order is that of each key's last assignment (dnf5 reads two names as
+   * one setting, see `gpgcheckKeys`, and the one assigned last wins).
+   */
   values: Map<string, string>;
 }
 
@@ -113,6 +117,7 @@ export function parseIni(text: string, file: string): IniSection[] {
       );
     }
     lastKey = trimmed.slice(0, eq).trim().toLowerCase();
+    current.values.delete(lastKey);
     current.values.set(lastKey, trimmed.slice(eq + 1).trim());
   });
   return sections;
@@ -189,6 +194,23 @@ interface ToolLayout {
   varsDirs: string[];
   /** What `gpgcheck` defaults to when neither the repo nor the main file sets it. */
   gpgcheckDefault: boolean;
+  /**
+   * The keys that set whether packages' signatures are checked, read as one setting (the one
+   * assigned last in a section wins). dnf5 reads `gpgcheck` as an alias of `pkg_gpgcheck` (and
+   * later dnf 4 accept it too), so a repository with `gpgcheck=1` then `pkg_gpgcheck=0` is
+   * unchecked. zypper's `pkg_gpgcheck` is its own setting (read apart below).
+   */
+  gpgcheckKeys: readonly string[];
+}
+
+/** The value of whichever of `keys` is assigned last in `values` (their order is last-assignment order). */
+function lastAssigned(
+  values: ReadonlyMap<string, string>,
+  keys: readonly string[],
+): [string, string] | undefined {
+  let found: [string, string] | undefined;
+  for (const entry of values) if (keys.includes(entry[0])) found = entry;
+  return found;
 }
 
 const LAYOUTS: Record<RpmRepoTool, ToolLayout> = {
@@ -200,6 +222,7 @@ const LAYOUTS: Record<RpmRepoTool, ToolLayout> = {
     repoDirKey: "reposdir",
     varsDirs: ["/etc/dnf/vars"],
     gpgcheckDefault: false,
+    gpgcheckKeys: ["gpgcheck", "pkg_gpgcheck"],
   },
   yum: {
     mainFile: "/etc/yum.conf",
@@ -208,6 +231,7 @@ const LAYOUTS: Record<RpmRepoTool, ToolLayout> = {
     repoDirKey: "reposdir",
     varsDirs: ["/etc/yum/vars"],
     gpgcheckDefault: false,
+    gpgcheckKeys: ["gpgcheck"],
   },
   tdnf: {
     mainFile: "/etc/tdnf/tdnf.conf",
@@ -216,6 +240,7 @@ const LAYOUTS: Record<RpmRepoTool, ToolLayout> = {
     repoDirKey: "repodir",
     varsDirs: ["/etc/tdnf/vars", "/etc/dnf/vars", "/etc/yum/vars"],
     gpgcheckDefault: false,
+    gpgcheckKeys: ["gpgcheck"],
   },
   // zypp checks signatures unless told otherwise (zypp.conf's gpgcheck defaults on).
   zypper: {
@@ -225,6 +250,7 @@ const LAYOUTS: Record<RpmRepoTool, ToolLayout> = {
     repoDirKey: "reposdir",
     varsDirs: ["/etc/zypp/vars.d"],
     gpgcheckDefault: true,
+    gpgcheckKeys: ["gpgcheck"],
   },
 };
 
@@ -267,8 +293,9 @@ export async function readRpmRepoConfig(
     }
   }
 
+  const mainCheckKey = main && lastAssigned(main.values, layout.gpgcheckKeys);
   const mainGpgcheck =
-    iniBoolean(main?.values.get("gpgcheck"), mainWhere("gpgcheck")) ?? layout.gpgcheckDefault;
+    (mainCheckKey && iniBoolean(mainCheckKey[1], mainWhere(mainCheckKey[0]))) ?? layout.gpgcheckDefault;
   const mainRepoGpgcheck = iniBoolean(main?.values.get("repo_gpgcheck"), mainWhere("repo_gpgcheck"));
   const mainPkgGpgcheck = iniBoolean(main?.values.get("pkg_gpgcheck"), mainWhere("pkg_gpgcheck"));
   const mainSkip = iniBoolean(main?.values.get("skip_if_unavailable"), mainWhere("skip_if_unavailable"));
@@ -303,7 +330,8 @@ export async function readRpmRepoConfig(
         const where = (key: string) => `${section.origin} [${id}] ${key}`;
         const expand = (value: string) => expandRepoVars(value, vars, unknown);
         const baseurls = listValue(v.get("baseurl")).map(expand);
-        const gpgcheck = iniBoolean(v.get("gpgcheck"), where("gpgcheck")) ?? mainGpgcheck;
+        const checkKey = lastAssigned(v, layout.gpgcheckKeys);
+        const gpgcheck = (checkKey && iniBoolean(checkKey[1], where(checkKey[0]))) ?? mainGpgcheck;
         // zypp's gpgcheck is first of all the metadata's check; dnf's repo_gpgcheck defaults off.
         const repoGpgcheck =
           iniBoolean(v.get("repo_gpgcheck"), where("repo_gpgcheck")) ??

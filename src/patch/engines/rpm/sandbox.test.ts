@@ -18,7 +18,13 @@ import {
   tdnfConf,
   zyppConf,
 } from "./sandbox.ts";
-import { copyVerifiedRepodata, rpmMetadataCache, saveRepodata, verifiedRepodata } from "./sandbox-cache.ts";
+import {
+  copyVerifiedRepodata,
+  rpmMetadataCache,
+  saveRepodata,
+  sharesMetadataCache,
+  verifiedRepodata,
+} from "./sandbox-cache.ts";
 
 const scratch = await mkdtemp(join(tmpdir(), "suture-rpm-sandbox-"));
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -228,6 +234,77 @@ test("a repository that turns signature checks off is refused in one line, unles
   );
 });
 
+test("dnf5's pkg_gpgcheck=0 after gpgcheck=1 is refused, and the staged files end every section with both checks on", async () => {
+  // The security review's reproduction: gpgcheck=1 then pkg_gpgcheck=0 (one setting in dnf5).
+  const root = join(scratch, "pkg-gpgcheck-root");
+  await put(root, "/etc/dnf/dnf.conf", "[main]\ngpgcheck=1\n");
+  await put(
+    root,
+    "/etc/yum.repos.d/f.repo",
+    "[fedora]\nname=Fedora\nbaseurl=http://mirror.example/fedora/\ngpgcheck=1\npkg_gpgcheck=0\n",
+  );
+  const config = await readRpmRepoConfig(root, "dnf", { arch: "x86_64" });
+  assert.throws(
+    () => refuseUncheckedRepos(config, { extraKeys: false, allowInsecure: false }),
+    (e: unknown) => isSutureError(e, "UNTRUSTED") && /fedora/.test((e as Error).message),
+  );
+  // With --keyring keys it is checked against them: the staged file turns both keys on, last.
+  for (const tool of ["dnf5", "dnf", "yum", "microdnf", "tdnf"] as const) {
+    const [text] = [
+      ...(await rpmRepoFiles(root, config, { tool, extraKeyUrls: ["file:///run/k.asc"] })).values(),
+    ];
+    assert.match(text!, /\ngpgcheck=1\npkg_gpgcheck=1\n$/, `${tool}: ${text}`);
+    assert.doesNotMatch(text!, /gpgcheck=0/, tool);
+  }
+});
+
+test("remote gpgkey URLs are left out of the staged files with a warning naming the repository; file:// and --keyring keys stay", async () => {
+  const root = join(scratch, "remote-key-root");
+  await put(root, "/etc/dnf/dnf.conf", "[main]\ngpgcheck=1\n");
+  await put(
+    root,
+    "/etc/yum.repos.d/k.repo",
+    `[vendor]
+baseurl=http://vendor.example/repo/
+gpgkey=https://vendor.example/RPM-GPG-KEY
+  file:///etc/pki/rpm-gpg/RPM-GPG-KEY-vendor,http://vendor.example/old.key
+
+[remote-only]
+baseurl=http://other.example/repo/
+gpgkey=https://other.example/key.asc
+`,
+  );
+  const config = await readRpmRepoConfig(root, "dnf", { arch: "x86_64" });
+  const warnings: string[] = [];
+  const files = await rpmRepoFiles(root, config, {
+    tool: "dnf",
+    extraKeyUrls: [`file://${IN_CONTAINER.keys}/keyring-1.asc`],
+    warn: (m) => warnings.push(m),
+  });
+  const [text] = [...files.values()];
+  assert.doesNotMatch(text!, /https?:\/\/[^\n]*\.(?:key|asc)|RPM-GPG-KEY\n/);
+  assert.match(
+    text!,
+    /\[vendor\]\nbaseurl=http:\/\/vendor\.example\/repo\/\ngpgkey=file:\/\/\/etc\/pki\/rpm-gpg\/RPM-GPG-KEY-vendor\n {2}file:\/\/\/run\/suture-rpm\/keys\/keyring-1\.asc\n/,
+  );
+  assert.match(
+    text!,
+    /\[remote-only\]\nbaseurl=http:\/\/other\.example\/repo\/\ngpgkey=file:\/\/\/run\/suture-rpm\/keys\/keyring-1\.asc\n/,
+  );
+  assert.equal(warnings.length, 2);
+  assert.match(
+    warnings[0]!,
+    /repository vendor .*https:\/\/vendor\.example\/RPM-GPG-KEY.*http:\/\/vendor\.example\/old\.key.*--keyring/,
+  );
+  assert.match(warnings[1]!, /repository remote-only /);
+  // Without --keyring, a repository with only a remote key is staged with no gpgkey at all.
+  const bare = [...(await rpmRepoFiles(root, config, { tool: "dnf" })).values()][0]!;
+  assert.match(
+    bare,
+    /\[remote-only\]\nbaseurl=http:\/\/other\.example\/repo\/\ngpgcheck=1\npkg_gpgcheck=1\n$/,
+  );
+});
+
 test("zypper's files: pkg_gpgcheck forced, no gpgkey added (keys reach zypper through rpm's keyring); zypp.conf keeps the image's settings", async () => {
   const root = join(scratch, "zypper-root");
   await put(root, "/etc/zypp/zypp.conf", "[main]\nsolver.onlyRequires = true");
@@ -417,6 +494,75 @@ test("the metadata cache keeps only repositories whose files match their repomd.
   // Nothing verified: the shared cache is left as it was.
   assert.equal(await saveRepodata(join(scratch, "empty"), shared), 0);
   assert.equal((await verifiedRepodata(shared)).length, 2);
+});
+
+/** A repomd.xml listing one file at `href` with the checksum and size of `body`. */
+function repomdListing(href: string, body: Buffer, size = body.length): string {
+  const sum = createHash("sha256").update(body).digest("hex");
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo">
+  <data type="primary"><checksum type="sha256">${sum}</checksum><location href="${href}"/><size>${size}</size></data>
+</repomd>
+`;
+}
+
+test("the image's tool cannot make the cache copy a host file, read a FIFO or an endless file, or pass a symlinked dir", async () => {
+  // The security review's reproduction: the tool (image code, cache mounted writable) plants
+  // `escape -> <host dir>` and a repomd.xml whose location goes through it.
+  const host = join(scratch, "host-secret");
+  const secret = Buffer.from("host secret value\n");
+  await put(host, "known.txt", secret);
+  const tool = join(scratch, "hostile-tool-cache");
+  await mkdir(join(tool, "baseos-1"), { recursive: true });
+  await symlink(host, join(tool, "baseos-1", "escape"));
+  await put(tool, "baseos-1/repodata/repomd.xml", repomdListing("escape/known.txt", secret));
+  // A repodata dir that is a symlink to the host dir, its repomd.xml listing the secret under it.
+  await mkdir(join(tool, "linked"), { recursive: true });
+  await put(host, "repodata/repomd.xml", repomdListing("repodata/known.txt", secret));
+  await put(host, "repodata/known.txt", secret);
+  await symlink(join(host, "repodata"), join(tool, "linked", "repodata"));
+  // A listed file that is a symlink to the host file, and one that is a FIFO (would block a read).
+  await put(tool, "filelink/repodata/repomd.xml", repomdListing("repodata/known.txt", secret));
+  await symlink(join(host, "known.txt"), join(tool, "filelink", "repodata", "known.txt"));
+  await put(tool, "fifo/repodata/repomd.xml", repomdListing("repodata/p.xml", secret));
+  const { execFileSync } = await import("node:child_process");
+  execFileSync("mkfifo", [join(tool, "fifo", "repodata", "p.xml")]);
+  // A file longer than repomd.xml declares is not read past its declared size.
+  await put(tool, "long/repodata/repomd.xml", repomdListing("repodata/p.xml", secret));
+  await put(tool, "long/repodata/p.xml", Buffer.concat([secret, Buffer.alloc(4096)]));
+
+  const shared = join(scratch, "hostile-shared", "metadata");
+  const kept = await saveRepodata(tool, shared);
+  // baseos-1's only listed file is no plain repodata/ name: its repomd.xml alone may stay, the
+  // host file never does; every other planted repository is left out whole.
+  assert.ok(kept <= 1, `kept ${kept}`);
+  const found: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) await walk(path);
+      else found.push(path.slice(shared.length + 1));
+    }
+  };
+  await walk(shared);
+  for (const file of found)
+    assert.notEqual(
+      await readFile(join(shared, file), "utf8"),
+      secret.toString(),
+      `${file} is the host's file`,
+    );
+  assert.deepEqual(
+    found.filter((f) => !f.endsWith("repodata/repomd.xml")),
+    [],
+    "no listed file was copied",
+  );
+  assert.ok(!found.some((f) => /^(linked|filelink|fifo|long)\//.test(f)), found.join(", "));
+});
+
+test("yum 3 shares no metadata cache (it prefers a cached repomd.xml dated later); the other tools do", () => {
+  assert.equal(sharesMetadataCache("yum"), false);
+  for (const tool of ["dnf", "dnf5", "microdnf", "tdnf", "zypper"])
+    assert.equal(sharesMetadataCache(tool), true);
 });
 
 test("the cache is keyed by tool, architecture, repository files and extra keys", () => {

@@ -38,6 +38,7 @@ import {
   type RpmMetadataCache,
   rpmMetadataCache,
   saveRepodata,
+  sharesMetadataCache,
 } from "./sandbox-cache.ts";
 
 /**
@@ -60,7 +61,8 @@ import {
  *   layer carries no gpg-pubkey the image did not have; dnf also gets them as `gpgkey=` for
  *   repositories that sign their metadata;
  * - the tool's metadata cache is a private dir per run, seeded from `--cache-dir` with metadata
- *   suture verified and saved back only when it verifies (sandbox-cache.ts); its logs go to a
+ *   suture verified and saved back only when it verifies (sandbox-cache.ts; yum 3 shares none,
+ *   since it keeps a cached repomd.xml dated later than the one it fetches); its logs go to a
  *   scratch dir. What the tool records in the image itself (dnf's history database in
  *   /var/lib/dnf, yum's yumdb, zypper's /var/lib/zypp/AutoInstalled: which packages were pulled
  *   in as dependencies, what `autoremove` and `history undo` need) stays: it is the image's
@@ -328,15 +330,25 @@ export interface RepoFileOptions {
   allowInsecure?: boolean;
   /** `gpgkey` URLs added to every repository (the `--keyring` keys as the tool sees them). */
   extraKeyUrls?: readonly string[];
+  /** Told each repository whose remote `gpgkey` URLs were left out. */
+  warn?: (message: string) => void;
 }
+
+/** The settings that turn package signature checks on or off (dnf5: `gpgcheck` is an alias of `pkg_gpgcheck`). */
+const PACKAGE_GPGCHECK_KEYS = ["gpgcheck", "pkg_gpgcheck"] as const;
 
 /**
  * The repository files handed to the tool: each of the image's files with every key as the image
  * wrote it (priorities, excludes, module and ssl settings keep their effect), except that
  * - `baseurl` is the mirrored URL where `--mirror` applies (and then the repository's
  *   mirrorlist/metalink, which the tools would prefer, is left out);
- * - `gpgcheck=1` (zypper: also `pkg_gpgcheck=1`), unless the user accepts the image's setting;
- * - `gpgkey` lists the `--keyring` keys too.
+ * - `gpgcheck=1` and `pkg_gpgcheck=1` as the last keys of each section (whichever the image set,
+ *   and in whatever order: dnf5 reads the two as one setting, the last assignment winning),
+ *   unless the user accepts the image's setting;
+ * - `gpgkey` keeps only the image's `file://` keys (files of the image: the tool runs with the
+ *   image as its root) and lists the `--keyring` keys too; an http(s) or other remote key is left
+ *   out with a warning, since `-y` would make the tool import whatever that URL serves (trust on
+ *   first use, which the native engine refuses as well).
  * Sections the tool ignores (a second definition of an id) are left out, as it would.
  */
 export async function rpmRepoFiles(
@@ -370,15 +382,21 @@ export async function rpmRepoFiles(
         values.delete("mirrorlist");
         values.delete("metalink");
       }
-      if (!options.allowInsecure) {
-        values.set("gpgcheck", "1");
-        if (options.tool === "zypper") values.set("pkg_gpgcheck", "1");
-      }
-      if (options.extraKeyUrls?.length && options.tool !== "zypper") {
-        const keys = [values.get("gpgkey"), ...options.extraKeyUrls].filter((k) => k);
-        values.set("gpgkey", keys.join("\n"));
-      }
+      const imageKeys = (values.get("gpgkey") ?? "").split(/[\s,]+/).filter((k) => k);
+      const remote = imageKeys.filter((k) => !/^file:\/\//i.test(k));
+      if (remote.length)
+        options.warn?.(
+          `repository ${repo.id} (${quoteUntrusted(repo.origin)}) names gpgkey ${remote.map((k) => quoteUntrusted(k)).join(", ")}, which ${options.tool} would fetch and trust on first use: left out, so only keys in the image or given with --keyring are trusted (pass that key with --keyring KEYFILE if the repository needs it)`,
+        );
+      const keys = [
+        ...imageKeys.filter((k) => /^file:\/\//i.test(k)),
+        ...(options.tool !== "zypper" ? (options.extraKeyUrls ?? []) : []),
+      ];
+      values.delete("gpgkey");
+      if (keys.length) values.set("gpgkey", keys.join("\n"));
+      if (!options.allowInsecure) for (const key of PACKAGE_GPGCHECK_KEYS) values.delete(key);
       for (const [key, value] of values) body += iniLine(key, value);
+      if (!options.allowInsecure) for (const key of PACKAGE_GPGCHECK_KEYS) body += iniLine(key, "1");
     }
     out.set(repoFileName(index, file), body);
   }
@@ -525,6 +543,7 @@ export const rpmSandboxEngine: PatchEngine = {
       tool,
       allowInsecure,
       extraKeyUrls: keyFiles.map((f) => `file://${IN_CONTAINER.keys}/${f}`),
+      warn,
     });
     const cache = rpmMetadataCache(ctx.cacheDir, tool, arch, repoFiles, keys.fingerprints);
 
@@ -594,8 +613,12 @@ async function applyInRun(
   const { cache, privateCache, keyFiles } = state;
   const before = await readRpmInstalled(root, tool);
 
-  await mkdir(join(cache.dir, ".."), { recursive: true });
-  const seeded = await withCacheLock(run, cache, () => copyVerifiedRepodata(cache.dir, privateCache));
+  // yum 3 gets none (sandbox-cache.ts: it would keep a planted repomd.xml dated in the future).
+  const shared = sharesMetadataCache(tool);
+  if (shared) await mkdir(join(cache.dir, ".."), { recursive: true });
+  const seeded = shared
+    ? await withCacheLock(run, cache, () => copyVerifiedRepodata(cache.dir, privateCache))
+    : [];
   if (seeded.length)
     ctx.progress({
       type: "info",
@@ -647,7 +670,7 @@ async function applyInRun(
   }
   await dropNewRunState(root, tool, hadRunState);
   // Whatever the outcome, the metadata that verifies is kept for the next run.
-  await withCacheLock(run, cache, () => saveRepodata(privateCache, cache.dir));
+  if (shared) await withCacheLock(run, cache, () => saveRepodata(privateCache, cache.dir));
 
   if (importedKeys.length) {
     const erase: RpmCommand = {
