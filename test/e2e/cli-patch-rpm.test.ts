@@ -3,21 +3,15 @@
  * images (test/lab/rpm-lab.ts) in a loopback registry, the lab's signed repository behind
  * `--mirror`, registry → registry, and the image's own tools (run in runc on the result) as the
  * judges: `rpm -qa`, `rpm -Va`, `dnf check`, the app still running.
- *
- * The CLI reaches rpm images through the rpm PackageManager (src/patch/engines/rpm/rpm.ts,
- * registered in package-managers.ts); until it is there every test here skips saying so. The
- * native engine's tests also skip until the native engine's installer and database writer are
- * merged (their placeholders throw "not merged yet").
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { lstat, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
 import { readTar } from "../../src/archive/tar/read.ts";
-import { PACKAGE_MANAGERS } from "../../src/patch/engines/package-managers.ts";
 import type { Sandbox } from "../../src/sandbox/sandbox.ts";
 import { oneLineError, SUTURE } from "../lab/cli.ts";
 import { inLayoutImage } from "../lab/in-image.ts";
@@ -49,32 +43,6 @@ const { after, before, test } = await requiring(
   "tool:createrepo_c",
   "tool:gpg",
 );
-
-const rpmManager = PACKAGE_MANAGERS.find((m) => m.name === "rpm");
-/** Every test needs the rpm PackageManager; `{ skip }` says why when the branch has none yet. */
-const needsRpm = rpmManager
-  ? {}
-  : {
-      skip: "the rpm PackageManager (src/patch/engines/rpm/rpm.ts) is not registered in package-managers.ts yet",
-    };
-/** The native engine's path also needs the installer and the database writer (placeholders throw). */
-const nativeReady =
-  rpmManager?.native !== undefined &&
-  !(await placeholder("src/patch/engines/rpm/native/install.ts")) &&
-  !(await placeholder("src/distro/rpm/database/write.ts")) &&
-  !(await placeholder("src/distro/rpm/installed-header.ts"));
-const needsNative = nativeReady
-  ? {}
-  : {
-      skip: "the native rpm engine is not complete in this branch (rpm.ts, native/install.ts or the database writer missing or a placeholder)",
-    };
-
-async function placeholder(path: string): Promise<boolean> {
-  const file = join(import.meta.dirname, "../..", path);
-  if (!existsSync(file)) return true;
-  const text = await readFile(file, "utf8");
-  return text.includes("not merged yet");
-}
 
 const run = promisify(execFile);
 const schema = join(import.meta.dirname, "../../../shared/fixtures/openvex/openvex_json_schema.json");
@@ -222,54 +190,50 @@ async function assertPatchedDnfImage(
   }
 }
 
-test(
-  "registry to registry: the dnf image patched by its own dnf (--engine sandbox) from a Trivy report, one layer, VEX valid",
-  needsRpm,
-  async () => {
-    const fixes = await rpmLabFixes("dnf");
-    const report = await writeJson("dnf.json", await rpmLabReport("dnf"));
-    const src = await source("dnf");
-    const target = `${registry.host}/lab/rpm-dnf:1-sandbox`;
-    const vex = join(work, "dnf.vex.json");
-    const { stdout } = await cli([
-      "patch",
-      "-i",
-      src,
-      "-r",
-      report,
-      "-t",
-      target,
-      "--push",
-      "--engine",
-      "sandbox",
-      "-o",
-      vex,
-      "--mirror",
-      repo.mirrorArg("dnf"),
-    ]);
-    assert.match(stdout, /sha256:/);
-    const before = await layers(`docker://${src}`);
-    const afterLayers = await layers(`docker://${target}`);
-    assert.equal(afterLayers.length, before.length + 1, "exactly one new layer");
-    assert.deepEqual(afterLayers.slice(0, -1), before);
-    await inPulled(target, "dnf-sandbox", (sb, layer) => assertPatchedDnfImage(sb, layer, fixes));
+test("registry to registry: the dnf image patched by its own dnf (--engine sandbox) from a Trivy report, one layer, VEX valid", async () => {
+  const fixes = await rpmLabFixes("dnf");
+  const report = await writeJson("dnf.json", await rpmLabReport("dnf"));
+  const src = await source("dnf");
+  const target = `${registry.host}/lab/rpm-dnf:1-sandbox`;
+  const vex = join(work, "dnf.vex.json");
+  const { stdout } = await cli([
+    "patch",
+    "-i",
+    src,
+    "-r",
+    report,
+    "-t",
+    target,
+    "--push",
+    "--engine",
+    "sandbox",
+    "-o",
+    vex,
+    "--mirror",
+    repo.mirrorArg("dnf"),
+  ]);
+  assert.match(stdout, /sha256:/);
+  const before = await layers(`docker://${src}`);
+  const afterLayers = await layers(`docker://${target}`);
+  assert.equal(afterLayers.length, before.length + 1, "exactly one new layer");
+  assert.deepEqual(afterLayers.slice(0, -1), before);
+  await inPulled(target, "dnf-sandbox", (sb, layer) => assertPatchedDnfImage(sb, layer, fixes));
 
-    const doc = JSON.parse(await readFile(vex, "utf8"));
-    await validateOpenVex(doc, schema);
-    const purls: string[] = doc.statements.flatMap(
-      (s: { products: { subcomponents?: { "@id": string }[] }[] }) =>
-        s.products.flatMap((p) => (p.subcomponents ?? []).map((c) => c["@id"])),
+  const doc = JSON.parse(await readFile(vex, "utf8"));
+  await validateOpenVex(doc, schema);
+  const purls: string[] = doc.statements.flatMap(
+    (s: { products: { subcomponents?: { "@id": string }[] }[] }) =>
+      s.products.flatMap((p) => (p.subcomponents ?? []).map((c) => c["@id"])),
+  );
+  // The report's own purls: pkg:rpm/rocky/NAME@V-R?arch=…&distro=rocky-9.4.
+  for (const f of fixes)
+    assert.ok(
+      purls.some((p) => p.startsWith(`pkg:rpm/rocky/${f.name}@`) && p.includes("distro=rocky-")),
+      `${f.name} in ${purls.join(" ")}`,
     );
-    // The report's own purls: pkg:rpm/rocky/NAME@V-R?arch=…&distro=rocky-9.4.
-    for (const f of fixes)
-      assert.ok(
-        purls.some((p) => p.startsWith(`pkg:rpm/rocky/${f.name}@`) && p.includes("distro=rocky-")),
-        `${f.name} in ${purls.join(" ")}`,
-      );
-  },
-);
+});
 
-test("update-all with the image's dnf: every fix installed, the app still runs", needsRpm, async () => {
+test("update-all with the image's dnf: every fix installed, the app still runs", async () => {
   const fixes = await rpmLabFixes("dnf");
   const target = `${registry.host}/lab/rpm-dnf:1-all`;
   await cli([
@@ -287,7 +251,7 @@ test("update-all with the image's dnf: every fix installed, the app still runs",
   await inPulled(target, "dnf-all", (sb, layer) => assertPatchedDnfImage(sb, layer, fixes));
 });
 
-test("--dry-run with a report lists what would be patched and writes nothing", needsRpm, async () => {
+test("--dry-run with a report lists what would be patched and writes nothing", async () => {
   const report = await writeJson("dnf-dry.json", await rpmLabReport("dnf"));
   const target = `${registry.host}/lab/rpm-dnf:1-dry`;
   const { stdout, stderr } = await cli([
@@ -309,100 +273,83 @@ test("--dry-run with a report lists what would be patched and writes nothing", n
   await assert.rejects(layers(`docker://${target}`), "nothing pushed");
 });
 
-test(
-  "tampered repositories and gpgcheck=0 are refused in one line with the image's dnf, nothing pushed",
-  needsRpm,
-  async () => {
-    const report = await writeJson("dnf-tamper.json", await rpmLabReport("dnf", { only: ["jq"] }));
-    const cases: [RpmRepoTamper, RegExp][] = [
-      ["repomd", /UNTRUSTED/],
-      ["primary", /UNTRUSTED/],
-      ["package-other-key", /UNTRUSTED/],
-      ["package-bytes", /UNTRUSTED/],
-      ["package-unsigned", /UNTRUSTED/],
-    ];
-    const src = await source("dnf");
-    for (const [tamper, why] of cases) {
-      const bad = await startRpmTestRepo({ tamper });
-      try {
-        const target = `${registry.host}/lab/rpm-dnf:tampered-${tamper}`;
-        await assert.rejects(
-          cli(
-            [
-              "patch",
-              "-i",
-              src,
-              "-r",
-              report,
-              "-t",
-              target,
-              "--push",
-              "--engine",
-              "sandbox",
-              "--mirror",
-              bad.mirrorArg("dnf"),
-            ],
-            join(work, `cache-tampered-${tamper}`),
-          ),
-          oneLineError(why),
-          tamper,
-        );
-        await assert.rejects(layers(`docker://${target}`), `${tamper}: nothing pushed`);
-      } finally {
-        await bad.close();
-      }
-    }
-  },
-);
-
-test(
-  "--keyring: packages signed by a key the image does not trust go in with the user's key, which does not stay in the image",
-  needsRpm,
-  async () => {
-    const other = await startRpmTestRepo({ tamper: "package-other-key" });
+test("tampered repositories and gpgcheck=0 are refused in one line with the image's dnf, nothing pushed", async () => {
+  const report = await writeJson("dnf-tamper.json", await rpmLabReport("dnf", { only: ["jq"] }));
+  const cases: [RpmRepoTamper, RegExp][] = [
+    ["repomd", /UNTRUSTED/],
+    ["primary", /UNTRUSTED/],
+    ["package-other-key", /UNTRUSTED/],
+    ["package-bytes", /UNTRUSTED/],
+    ["package-unsigned", /UNTRUSTED/],
+  ];
+  const src = await source("dnf");
+  for (const [tamper, why] of cases) {
+    const bad = await startRpmTestRepo({ tamper });
     try {
-      const fix = (await rpmLabFixes("dnf")).find((f) => f.name === "jq")!;
-      const report = await writeJson("dnf-keyring.json", await rpmLabReport("dnf", { only: ["jq"] }));
-      const target = `${registry.host}/lab/rpm-dnf:1-keyring`;
-      const src = await source("dnf");
-      await cli([
-        "patch",
-        "-i",
-        src,
-        "-r",
-        report,
-        "-t",
-        target,
-        "--push",
-        "--engine",
-        "sandbox",
-        "--keyring",
-        other.otherPublicKeyFile,
-        "--mirror",
-        other.mirrorArg("dnf"),
-      ]);
-      const keys = (sb: Sandbox) => sh(sb, ["rpm", "-q", "gpg-pubkey"]);
-      const before = await inPulled(src, "dnf-keyring-source", async (sb) => (await keys(sb)).out);
-      await inPulled(target, "dnf-keyring", async (sb) => {
-        assert.equal((await rpmQa(sb)).get("jq"), fix.fixed);
-        assert.equal((await keys(sb)).out, before, "the image trusts the keys it trusted before, no more");
-      });
+      const target = `${registry.host}/lab/rpm-dnf:tampered-${tamper}`;
+      await assert.rejects(
+        cli(
+          [
+            "patch",
+            "-i",
+            src,
+            "-r",
+            report,
+            "-t",
+            target,
+            "--push",
+            "--engine",
+            "sandbox",
+            "--mirror",
+            bad.mirrorArg("dnf"),
+          ],
+          join(work, `cache-tampered-${tamper}`),
+        ),
+        oneLineError(why),
+        tamper,
+      );
+      await assert.rejects(layers(`docker://${target}`), `${tamper}: nothing pushed`);
     } finally {
-      await other.close();
+      await bad.close();
     }
-  },
-);
+  }
+});
 
-test("zypper: the openSUSE-like image patched by its own zypper from a Trivy report", needsRpm, async (t) => {
-  // openSUSE has /var/lib/rpm -> ../../usr/lib/sysimage/rpm; with an empty /var/lib/rpm instead,
-  // libzypp reads no keys from rpm's database and the image's own zypper refuses the repository.
-  const linked = await inLayoutImage({ ociDir: (await rpmLabImage("zypper")).ociDir }, work, async (sb) =>
-    (await lstat(join(sb.mergedDir, "var/lib/rpm")).catch(() => undefined))?.isSymbolicLink(),
-  );
-  if (!linked)
-    return t.skip(
-      "the zypper lab image has an empty /var/lib/rpm dir, not openSUSE's symlink to /usr/lib/sysimage/rpm: its own zypper cannot trust the lab key",
-    );
+test("--keyring: packages signed by a key the image does not trust go in with the user's key, which does not stay in the image", async () => {
+  const other = await startRpmTestRepo({ tamper: "package-other-key" });
+  try {
+    const fix = (await rpmLabFixes("dnf")).find((f) => f.name === "jq")!;
+    const report = await writeJson("dnf-keyring.json", await rpmLabReport("dnf", { only: ["jq"] }));
+    const target = `${registry.host}/lab/rpm-dnf:1-keyring`;
+    const src = await source("dnf");
+    await cli([
+      "patch",
+      "-i",
+      src,
+      "-r",
+      report,
+      "-t",
+      target,
+      "--push",
+      "--engine",
+      "sandbox",
+      "--keyring",
+      other.otherPublicKeyFile,
+      "--mirror",
+      other.mirrorArg("dnf"),
+    ]);
+    const keys = (sb: Sandbox) => sh(sb, ["rpm", "-q", "gpg-pubkey"]);
+    const before = await inPulled(src, "dnf-keyring-source", async (sb) => (await keys(sb)).out);
+    await inPulled(target, "dnf-keyring", async (sb) => {
+      assert.equal((await rpmQa(sb)).get("jq"), fix.fixed);
+      assert.equal((await keys(sb)).out, before, "the image trusts the keys it trusted before, no more");
+    });
+  } finally {
+    await other.close();
+  }
+});
+
+test("zypper: the openSUSE-like image patched by its own zypper from a Trivy report", async () => {
   const fixes = await rpmLabFixes("zypper");
   const report = await writeJson("zypper.json", await rpmLabReport("zypper"));
   const target = `${registry.host}/lab/rpm-zypper:1-sandbox`;
@@ -431,7 +378,7 @@ test("zypper: the openSUSE-like image patched by its own zypper from a Trivy rep
   });
 });
 
-test("--engine sandbox on images it cannot serve says why in one line", needsRpm, async () => {
+test("--engine sandbox on images it cannot serve says why in one line", async () => {
   for (const kind of ["micro", "distroless"] as const) {
     await assert.rejects(
       cli([
@@ -450,72 +397,64 @@ test("--engine sandbox on images it cannot serve says why in one line", needsRpm
   }
 });
 
-test(
-  "native and sandbox engines give the same packages and files for the dnf image",
-  needsNative,
-  async () => {
-    const report = await writeJson("dnf-diff.json", await rpmLabReport("dnf"));
-    const qa: Record<string, Map<string, string>> = {};
-    for (const engine of ["native", "sandbox"] as const) {
-      const target = `${registry.host}/lab/rpm-dnf:1-diff-${engine}`;
-      await cli([
-        "patch",
-        "-i",
-        await source("dnf"),
-        "-r",
-        report,
-        "-t",
-        target,
-        "--push",
-        "--engine",
-        engine,
-        "--mirror",
-        repo.mirrorArg("dnf"),
-      ]);
-      qa[engine] = await inPulled(target, `dnf-diff-${engine}`, async (sb, layer) => {
-        await assertPatchedDnfImage(sb, layer, await rpmLabFixes("dnf"));
-        return rpmQa(sb);
-      });
-    }
-    assert.deepEqual([...qa.native!].sort(), [...qa.sandbox!].sort());
-  },
-);
+test("native and sandbox engines give the same packages and files for the dnf image", async () => {
+  const report = await writeJson("dnf-diff.json", await rpmLabReport("dnf"));
+  const qa: Record<string, Map<string, string>> = {};
+  for (const engine of ["native", "sandbox"] as const) {
+    const target = `${registry.host}/lab/rpm-dnf:1-diff-${engine}`;
+    await cli([
+      "patch",
+      "-i",
+      await source("dnf"),
+      "-r",
+      report,
+      "-t",
+      target,
+      "--push",
+      "--engine",
+      engine,
+      "--mirror",
+      repo.mirrorArg("dnf"),
+    ]);
+    qa[engine] = await inPulled(target, `dnf-diff-${engine}`, async (sb, layer) => {
+      await assertPatchedDnfImage(sb, layer, await rpmLabFixes("dnf"));
+      return rpmQa(sb);
+    });
+  }
+  assert.deepEqual([...qa.native!].sort(), [...qa.sandbox!].sort());
+});
 
-test(
-  "the native engine patches the shell-less micro and the manifest-only distroless images, nothing added",
-  needsNative,
-  async () => {
-    for (const kind of ["micro", "distroless"] as const) {
-      const fixes = await rpmLabFixes(kind);
-      const report = await writeJson(`${kind}.json`, await rpmLabReport(kind));
-      const target = `${registry.host}/lab/rpm-${kind}:1-native`;
-      await cli([
-        "patch",
-        "-i",
-        await source(kind),
-        "-r",
-        report,
-        "-t",
-        target,
-        "--push",
-        "--mirror",
-        repo.mirrorArg(kind),
-      ]);
-      const { stdout } = await run(SUTURE, ["inspect", "--format", "json", `docker://${target}`], {
-        maxBuffer: 64 << 20,
-      });
-      const versions = new Map<string, string>(
-        JSON.parse(stdout).images[0].packages.map((p: { name: string; version: string }) => [
-          p.name,
-          p.version,
-        ]),
-      );
-      for (const f of fixes) assert.equal(versions.get(f.name), f.fixed, `${kind} ${f.name}`);
-      await inPulled(target, `${kind}-native`, async (sb) => {
-        assert.ok(!existsSync(join(sb.mergedDir, "bin/sh")), "no shell was added");
-        const r = await sh(sb, ["/usr/bin/jq", "--version"]);
-        assert.equal(r.exitCode, 0, r.out);
-      });
-    }
-  },
-);
+test("the native engine patches the shell-less micro and the manifest-only distroless images, nothing added", async () => {
+  for (const kind of ["micro", "distroless"] as const) {
+    const fixes = await rpmLabFixes(kind);
+    const report = await writeJson(`${kind}.json`, await rpmLabReport(kind));
+    const target = `${registry.host}/lab/rpm-${kind}:1-native`;
+    await cli([
+      "patch",
+      "-i",
+      await source(kind),
+      "-r",
+      report,
+      "-t",
+      target,
+      "--push",
+      "--mirror",
+      repo.mirrorArg(kind),
+    ]);
+    const { stdout } = await run(SUTURE, ["inspect", "--format", "json", `docker://${target}`], {
+      maxBuffer: 64 << 20,
+    });
+    const versions = new Map<string, string>(
+      JSON.parse(stdout).images[0].packages.map((p: { name: string; version: string }) => [
+        p.name,
+        p.version,
+      ]),
+    );
+    for (const f of fixes) assert.equal(versions.get(f.name), f.fixed, `${kind} ${f.name}`);
+    await inPulled(target, `${kind}-native`, async (sb) => {
+      assert.ok(!existsSync(join(sb.mergedDir, "bin/sh")), "no shell was added");
+      const r = await sh(sb, ["/usr/bin/jq", "--version"]);
+      assert.equal(r.exitCode, 0, r.out);
+    });
+  }
+});
