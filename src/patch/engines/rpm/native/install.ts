@@ -21,7 +21,7 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, join } from "node:path";
-import { imageIds } from "../../../../distro/accounts.ts";
+import { ImageAccounts } from "../../../../distro/accounts.ts";
 import { writeRpmDatabase } from "../../../../distro/rpm/database/write.ts";
 import {
   formatRpmEvr,
@@ -315,7 +315,7 @@ async function install(
   const counts = new Map<string, number>();
   for (const p of options.installed) counts.set(p.nevra.name, (counts.get(p.nevra.name) ?? 0) + 1);
   const count = (name: string) => counts.get(name) ?? 0;
-  const ids = new ImageIds(root);
+  const accounts = new ImageAccounts(root);
   const db = new LiveDb(options.installed);
   const fileStates = new Map<RpmPackage, RpmFileState[]>();
   const postunTrans: { owner: DbPackage; trigger: RpmFileTrigger }[] = [];
@@ -365,7 +365,7 @@ async function install(
       await plan.triggers(db, me, RpmTriggerSense.PREIN, count, 0);
       const pre = scriptletOf(pkg.header, "pre");
       if (pre) await plan.run(n.label, pre, [arg], { critical: true });
-      await placePackage(root, n, ids, warnings);
+      await placePackage(root, n, accounts, warnings);
       fileStates.set(pkg, n.files.map(stateOf));
       counts.set(name, arg);
       db.add(me);
@@ -911,43 +911,24 @@ function installedPaths(n: NewPackage): string[] {
 }
 
 /**
- * The image's users and groups by name, as rpm resolves a file's owner (rpmugUid): a name the
- * image does not know is root, with rpm's warning. Read again after scripts ran (a %pre adds
- * its users).
+ * The owner rpm gives a package file (`rpmugUid`, `rpmugGid`): the header's names looked up in the
+ * image, a name it does not know being root, with rpm's warning (once a name).
  */
-class ImageIds {
-  readonly #root: string;
-  #users: Map<string, number> | undefined;
-  #groups: Map<string, number> | undefined;
-  readonly #warned = new Set<string>();
-
-  constructor(root: string) {
-    this.#root = root;
-  }
-
-  reset(): void {
-    this.#users = undefined;
-    this.#groups = undefined;
-  }
-
-  async resolve(user: string, group: string, warnings: string[]): Promise<{ uid: number; gid: number }> {
-    this.#users ??= await imageIds(this.#root, "/etc/passwd");
-    this.#groups ??= await imageIds(this.#root, "/etc/group");
-    const id = (name: string, map: Map<string, number>, what: string) => {
-      if (name === "root" || name === "") return 0;
-      const v = map.get(name);
-      if (v !== undefined) return v;
-      const key = `${what} ${name}`;
-      if (!this.#warned.has(key)) {
-        this.#warned.add(key);
-        warnings.push(
-          `${what} ${quoteUntrusted(name)} does not exist in the image - using root (as rpm does)`,
-        );
-      }
-      return 0;
-    };
-    return { uid: id(user, this.#users, "user"), gid: id(group, this.#groups, "group") };
-  }
+async function ownerIds(
+  accounts: ImageAccounts,
+  user: string,
+  group: string,
+  warnings: string[],
+): Promise<{ uid: number; gid: number }> {
+  const named = (name: string) => (name === "root" || name === "" ? undefined : name);
+  const ids = await accounts.ids({ user: named(user), group: named(group) });
+  const id = (name: string, value: number | undefined, what: string) => {
+    if (value !== undefined || named(name) === undefined) return value ?? 0;
+    const warning = `${what} ${quoteUntrusted(name)} does not exist in the image - using root (as rpm does)`;
+    if (!warnings.includes(warning)) warnings.push(warning);
+    return 0;
+  };
+  return { uid: id(user, ids.uid, "user"), gid: id(group, ids.gid, "group") };
 }
 
 /** The host directory of a package path's parent, created (root-owned, 0755) where missing. */
@@ -986,12 +967,18 @@ function setMeta(host: string, f: NewFile, ids: { uid: number; gid: number }): v
   lutimesSync(host, f.entry.mtime, f.entry.mtime);
 }
 
-async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings: string[]): Promise<void> {
-  ids.reset();
+async function placePackage(
+  root: string,
+  n: NewPackage,
+  accounts: ImageAccounts,
+  warnings: string[],
+): Promise<void> {
+  // Read again: the package's %pre (or an earlier package's scriptlet) may have added its users.
+  accounts.forget();
   const metaDone = new Set<string>();
   for (const f of n.files) {
     if (f.action === "skip" || f.action === "notinstalled") continue;
-    const owner = await ids.resolve(f.entry.user, f.entry.group, warnings);
+    const owner = await ownerIds(accounts, f.entry.user, f.entry.group, warnings);
     const dir = parentDir(root, f.path, n.label);
     const name = f.path.slice(f.path.lastIndexOf("/") + 1);
     const host = childPath(dir, name, "package file name");
