@@ -47,9 +47,9 @@ import { childPath, listDirInRoot, readFileInRoot, walkInRoot } from "../../../.
 import { applyXattrs } from "../../../../fs/xattrs.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import type { EngineSandbox } from "../../engine.ts";
+import { imageHasProgram } from "../../shared/script-files.ts";
 import {
   DEFAULT_TRIGGER_PRIORITY,
-  hasProgram,
   type RpmFileTrigger,
   type RpmScript,
   RpmScriptFlag,
@@ -1184,7 +1184,7 @@ class ScriptPlan {
         `cannot install ${label} natively: its ${script.label} scriptlet ${need.why}, which only rpm can run; ${SANDBOX_FIX}`,
       );
     if (need.kind === "ldconfig") return;
-    if (!this.#options.runScripts || !hasProgram(this.#root, need.program))
+    if (!this.#options.runScripts || !imageHasProgram(this.#root, need.program))
       throw new SutureError(
         "PATCH_FAILED",
         `cannot install ${label}: its ${script.label} scriptlet needs ${need.program}, which the image does not have; leave the package out of the update or use --ignore-errors`,
@@ -1209,7 +1209,7 @@ class ScriptPlan {
     if (need.kind === "ldconfig") {
       // Run as the program itself, as `-p /sbin/ldconfig` does: it needs no shell and no input.
       const program = [need.program, "/sbin/ldconfig", "/usr/sbin/ldconfig"].find((p) =>
-        hasProgram(this.#root, p),
+        imageHasProgram(this.#root, p),
       );
       if (!program) {
         this.#skipped.push(`${label} ${script.label}`);
@@ -1219,8 +1219,8 @@ class ScriptPlan {
       stdin = undefined;
     } else if (
       !this.#options.runScripts ||
-      !hasProgram(this.#root, need.program) ||
-      (stdin !== undefined && run.body !== undefined && !hasProgram(this.#root, "/bin/sh"))
+      !imageHasProgram(this.#root, need.program) ||
+      (stdin !== undefined && run.body !== undefined && !imageHasProgram(this.#root, "/bin/sh"))
     ) {
       // Triggers of installed packages the image cannot run (its scriptlets were checked first).
       this.#skipped.push(`${label} ${script.label}`);
