@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { type ApkConfig, readApkConfig } from "../../../distro/apk/config.ts";
 import {
@@ -27,6 +27,7 @@ import {
   type PatchEngine,
   type Targets,
 } from "../engine.ts";
+import { withRunDirs } from "../shared/run-dirs.ts";
 import { trustedKeys } from "./keys.ts";
 import {
   allFresh,
@@ -272,27 +273,18 @@ export const apkSandboxEngine: PatchEngine = {
     await mkdir(dirname(cache.lock), { recursive: true });
 
     // The run's own files: keys and repositories read-only, the index cache private to this run.
-    const own = join(sandbox.scratchDir, "apk");
-    const dirs = { keys: join(own, "keys"), etc: join(own, "etc"), cache: join(own, "cache") };
-    await rm(own, { recursive: true, force: true });
-    await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
-    try {
+    const runDirs = {
+      keys: { destination: IN_CONTAINER.keys },
+      etc: { destination: IN_CONTAINER.etc },
+      cache: { destination: IN_CONTAINER.cache, writable: true },
+    };
+    return withRunDirs(sandbox.scratchDir, "apk", runDirs, async (dirs, mounts) => {
       for (const [name, pem] of pems)
         await writeFile(childPath(dirs.keys, name, "apk key"), pem, { flag: "wx" });
       await writeFile(join(dirs.etc, "repositories"), repositoriesFile);
-      const run: ApkRun = {
-        sandbox,
-        ctx,
-        mounts: [
-          { destination: IN_CONTAINER.keys, source: dirs.keys, options: ["ro"] },
-          { destination: IN_CONTAINER.etc, source: dirs.etc, options: ["ro"] },
-          { destination: IN_CONTAINER.cache, source: dirs.cache },
-        ],
-      };
-      return await applyInRun(run, targets, { config, keyring, names, cache, privateCache: dirs.cache });
-    } finally {
-      await rm(own, { recursive: true, force: true });
-    }
+      const run: ApkRun = { sandbox, ctx, mounts };
+      return applyInRun(run, targets, { config, keyring, names, cache, privateCache: dirs.cache });
+    });
   },
 };
 
