@@ -9,7 +9,6 @@ import {
 } from "../../../distro/apk/installed-db.ts";
 import type { ApkKeyring } from "../../../distro/apk/signature.ts";
 import { compareApkVersions } from "../../../distro/apk/version.ts";
-import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { SutureError } from "../../../errors/errors.ts";
 import { childPath } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
@@ -28,6 +27,7 @@ import {
   type Targets,
 } from "../engine.ts";
 import { withRunDirs } from "../shared/run-dirs.ts";
+import { assertTargetNames } from "../shared/target-names.ts";
 import { trustedKeys } from "./keys.ts";
 import {
   allFresh,
@@ -245,14 +245,7 @@ export const apkSandboxEngine: PatchEngine = {
     const { progress } = ctx;
     if (!sandbox.scratchDir)
       throw new SutureError("INTERNAL", "the apk sandbox engine needs a sandbox with a scratch dir");
-    if (targets !== "all") {
-      for (const t of targets)
-        if (!isValidPackageName("apk", t.name))
-          throw new SutureError(
-            "INVALID_REPORT",
-            `the report names package ${quoteUntrusted(t.name)}, which is no apk package name: fix the report`,
-          );
-    }
+    assertTargetNames("apk", targets);
     const root = sandbox.mergedDir;
     // Read before any of the image's code runs: its scripts may rewrite /etc/apk.
     const config = await readApkConfig(root, ctx.mirrors);

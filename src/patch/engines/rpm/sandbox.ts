@@ -1,7 +1,6 @@
 import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { DistroInfo } from "../../../distro/detect.ts";
-import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { formatRpmNevra } from "../../../distro/rpm/header.ts";
 import {
   type InstalledRpm,
@@ -34,6 +33,7 @@ import {
   type Targets,
 } from "../engine.ts";
 import { withRunDirs } from "../shared/run-dirs.ts";
+import { assertTargetNames } from "../shared/target-names.ts";
 import {
   copyVerifiedRepodata,
   type RpmMetadataCache,
@@ -483,14 +483,7 @@ export const rpmSandboxEngine: PatchEngine = {
         "USAGE",
         `--engine sandbox ${rpmSandboxUnavailable(ctx.distro, ctx.distro.osRelease?.prettyName ?? "the image")}`,
       );
-    if (targets !== "all") {
-      for (const t of targets)
-        if (!isValidPackageName("rpm", t.name))
-          throw new SutureError(
-            "INVALID_REPORT",
-            `the report names package ${quoteUntrusted(t.name)}, which is no rpm package name: fix the report`,
-          );
-    }
+    assertTargetNames("rpm", targets);
     const root = sandbox.mergedDir;
     const arch = nativeArch("rpm", ctx.platform.architecture, ctx.platform.variant) ?? "x86_64";
     const allowInsecure = ctx.allowInsecureRepositories ?? false;
