@@ -17,3 +17,47 @@ export async function imageIds(
   }
   return map;
 }
+
+/** A package file's owner and group, by name as its archive or header records them. */
+export interface OwnerNames {
+  user?: string;
+  group?: string;
+}
+
+/**
+ * Package files' owner and group names resolved to the image's ids, as package managers resolve
+ * them when they place a file (apk's `apk_resolve_uid`, rpm's `rpmugUid`): each table is read when a
+ * name first needs it and kept until `forget()`. Callers forget after every script they run, since
+ * a pre-install script adds the users and groups its package's files belong to. A name the image
+ * does not have is `undefined`: what it becomes (the archive's number, root) is the package
+ * manager's rule, not this one's.
+ */
+export class ImageAccounts {
+  readonly #root: string;
+  #users: Promise<Map<string, number>> | undefined;
+  #groups: Promise<Map<string, number>> | undefined;
+
+  constructor(root: string) {
+    this.#root = root;
+  }
+
+  /** Read the tables again at the next lookup (a script may have changed them). */
+  forget(): void {
+    this.#users = undefined;
+    this.#groups = undefined;
+  }
+
+  async ids(owner: OwnerNames): Promise<{ uid: number | undefined; gid: number | undefined }> {
+    let uid: number | undefined;
+    let gid: number | undefined;
+    if (owner.user !== undefined) {
+      this.#users ??= imageIds(this.#root, "/etc/passwd");
+      uid = (await this.#users).get(owner.user);
+    }
+    if (owner.group !== undefined) {
+      this.#groups ??= imageIds(this.#root, "/etc/group");
+      gid = (await this.#groups).get(owner.group);
+    }
+    return { uid, gid };
+  }
+}

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { type ApkConfig, readApkConfig } from "../../../distro/apk/config.ts";
 import {
@@ -9,7 +9,6 @@ import {
 } from "../../../distro/apk/installed-db.ts";
 import type { ApkKeyring } from "../../../distro/apk/signature.ts";
 import { compareApkVersions } from "../../../distro/apk/version.ts";
-import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { SutureError } from "../../../errors/errors.ts";
 import { childPath } from "../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../progress/events.ts";
@@ -27,6 +26,8 @@ import {
   type PatchEngine,
   type Targets,
 } from "../engine.ts";
+import { withRunDirs } from "../shared/run-dirs.ts";
+import { assertTargetNames } from "../shared/target-names.ts";
 import { trustedKeys } from "./keys.ts";
 import {
   allFresh,
@@ -244,14 +245,7 @@ export const apkSandboxEngine: PatchEngine = {
     const { progress } = ctx;
     if (!sandbox.scratchDir)
       throw new SutureError("INTERNAL", "the apk sandbox engine needs a sandbox with a scratch dir");
-    if (targets !== "all") {
-      for (const t of targets)
-        if (!isValidPackageName("apk", t.name))
-          throw new SutureError(
-            "INVALID_REPORT",
-            `the report names package ${quoteUntrusted(t.name)}, which is no apk package name: fix the report`,
-          );
-    }
+    assertTargetNames("apk", targets);
     const root = sandbox.mergedDir;
     // Read before any of the image's code runs: its scripts may rewrite /etc/apk.
     const config = await readApkConfig(root, ctx.mirrors);
@@ -272,27 +266,18 @@ export const apkSandboxEngine: PatchEngine = {
     await mkdir(dirname(cache.lock), { recursive: true });
 
     // The run's own files: keys and repositories read-only, the index cache private to this run.
-    const own = join(sandbox.scratchDir, "apk");
-    const dirs = { keys: join(own, "keys"), etc: join(own, "etc"), cache: join(own, "cache") };
-    await rm(own, { recursive: true, force: true });
-    await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
-    try {
+    const runDirs = {
+      keys: { destination: IN_CONTAINER.keys },
+      etc: { destination: IN_CONTAINER.etc },
+      cache: { destination: IN_CONTAINER.cache, writable: true },
+    };
+    return withRunDirs(sandbox.scratchDir, "apk", runDirs, async (dirs, mounts) => {
       for (const [name, pem] of pems)
         await writeFile(childPath(dirs.keys, name, "apk key"), pem, { flag: "wx" });
       await writeFile(join(dirs.etc, "repositories"), repositoriesFile);
-      const run: ApkRun = {
-        sandbox,
-        ctx,
-        mounts: [
-          { destination: IN_CONTAINER.keys, source: dirs.keys, options: ["ro"] },
-          { destination: IN_CONTAINER.etc, source: dirs.etc, options: ["ro"] },
-          { destination: IN_CONTAINER.cache, source: dirs.cache },
-        ],
-      };
-      return await applyInRun(run, targets, { config, keyring, names, cache, privateCache: dirs.cache });
-    } finally {
-      await rm(own, { recursive: true, force: true });
-    }
+      const run: ApkRun = { sandbox, ctx, mounts };
+      return applyInRun(run, targets, { config, keyring, names, cache, privateCache: dirs.cache });
+    });
   },
 };
 

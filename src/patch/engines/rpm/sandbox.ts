@@ -1,7 +1,6 @@
 import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { DistroInfo } from "../../../distro/detect.ts";
-import { isValidPackageName, quoteUntrusted } from "../../../distro/package-syntax.ts";
 import { formatRpmNevra } from "../../../distro/rpm/header.ts";
 import {
   type InstalledRpm,
@@ -18,7 +17,7 @@ import {
   readRpmRepoConfig,
   refuseUncheckedRepos,
 } from "../../../distro/rpm/repo-config.ts";
-import { SutureError } from "../../../errors/errors.ts";
+import { quoteUntrusted, SutureError } from "../../../errors/errors.ts";
 import { readFileInRoot, resolveInRoot } from "../../../fs/in-root.ts";
 import { assertCanRun } from "../../../sandbox/emulation.ts";
 import { withSharedCacheLock } from "../../../sandbox/file-lock.ts";
@@ -33,6 +32,8 @@ import {
   type PatchEngine,
   type Targets,
 } from "../engine.ts";
+import { withRunDirs } from "../shared/run-dirs.ts";
+import { assertTargetNames } from "../shared/target-names.ts";
 import {
   copyVerifiedRepodata,
   type RpmMetadataCache,
@@ -500,14 +501,7 @@ export const rpmSandboxEngine: PatchEngine = {
         "USAGE",
         `--engine sandbox ${rpmSandboxUnavailable(ctx.distro, ctx.distro.osRelease?.prettyName ?? "the image")}`,
       );
-    if (targets !== "all") {
-      for (const t of targets)
-        if (!isValidPackageName("rpm", t.name))
-          throw new SutureError(
-            "INVALID_REPORT",
-            `the report names package ${quoteUntrusted(t.name)}, which is no rpm package name: fix the report`,
-          );
-    }
+    assertTargetNames("rpm", targets);
     const root = sandbox.mergedDir;
     const arch = nativeArch("rpm", ctx.platform.architecture, ctx.platform.variant) ?? "x86_64";
     const allowInsecure = ctx.allowInsecureRepositories ?? false;
@@ -548,37 +542,25 @@ export const rpmSandboxEngine: PatchEngine = {
     const cache = rpmMetadataCache(ctx.cacheDir, tool, arch, repoFiles, keys.fingerprints);
 
     // The run's own files: repositories, keys and configuration read-only; cache and logs private.
-    const own = join(sandbox.scratchDir, "rpm");
-    const dirs = {
-      repos: join(own, "repos.d"),
-      keys: join(own, "keys"),
-      etc: join(own, "etc"),
-      cache: join(own, "cache"),
-      log: join(own, "log"),
+    const runDirs = {
+      repos: { destination: IN_CONTAINER.repos },
+      keys: { destination: IN_CONTAINER.keys },
+      etc: { destination: IN_CONTAINER.etc },
+      cache: { destination: IN_CONTAINER.cache, writable: true },
+      log: { destination: IN_CONTAINER.log, writable: true },
     };
-    await rm(own, { recursive: true, force: true });
-    await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
-    try {
+    return withRunDirs(sandbox.scratchDir, "rpm", runDirs, async (dirs, mounts) => {
       for (const [name, text] of repoFiles) await writeFile(join(dirs.repos, name), text, { flag: "wx" });
       for (const [i, armored] of keys.armored.entries())
         await writeFile(join(dirs.keys, keyFiles[i]!), armored, { flag: "wx" });
       if (tool === "tdnf") await writeFile(join(dirs.etc, "tdnf.conf"), await tdnfConf(root, allowInsecure));
       if (tool === "zypper") await writeFile(join(dirs.etc, "zypp.conf"), await zyppConf(root));
-      const mounts: SandboxMount[] = [
-        { destination: IN_CONTAINER.repos, source: dirs.repos, options: ["ro"] },
-        { destination: IN_CONTAINER.keys, source: dirs.keys, options: ["ro"] },
-        { destination: IN_CONTAINER.etc, source: dirs.etc, options: ["ro"] },
-        { destination: IN_CONTAINER.cache, source: dirs.cache },
-        { destination: IN_CONTAINER.log, source: dirs.log },
-      ];
-      return await applyInRun({ sandbox, ctx, tool, mounts, warn, warnings }, targets, {
+      return applyInRun({ sandbox, ctx, tool, mounts, warn, warnings }, targets, {
         cache,
         privateCache: dirs.cache,
         keyFiles,
       });
-    } finally {
-      await rm(own, { recursive: true, force: true });
-    }
+    });
   },
 };
 

@@ -25,7 +25,7 @@ import {
 } from "node:fs";
 import { basename, join } from "node:path";
 import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
-import { imageIds } from "../../../../distro/accounts.ts";
+import { ImageAccounts, type OwnerNames } from "../../../../distro/accounts.ts";
 import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
 import {
   type ApkAcl,
@@ -122,12 +122,6 @@ interface StagedDir {
   record: InstalledDir;
 }
 
-/** The archive's owner and group names, resolved in the image when the package is placed. */
-interface OwnerNames {
-  uname?: string;
-  gname?: string;
-}
-
 /** A file, symlink or hardlink of a package's data archive, written under the staging directory. */
 interface StagedFile {
   dir: string;
@@ -191,7 +185,7 @@ async function install(
   const runner =
     (options.runScripts ?? hasShell(root)) ? new ScriptRunner(options.sandbox, options.timeoutMs) : undefined;
   const skippedScripts: string[] = [];
-  const ids = new ImageIds(root);
+  const accounts = new ImageAccounts(root);
 
   const seen = new Set<string>();
   for (const { pkg, entry } of items) {
@@ -243,7 +237,7 @@ async function install(
       return;
     }
     options.progress({ type: "info", message: `running ${pkg.name}-${pkg.version}${type}` });
-    return runner.run(pkg, type, body, args).finally(() => ids.reset());
+    return runner.run(pkg, type, body, args).finally(() => accounts.forget());
   };
   try {
     await applyAll();
@@ -285,7 +279,7 @@ async function install(
         s,
         [...state.byName.values()],
         permissionUpdates,
-        ids,
+        accounts,
         protectedPaths,
         modifiedDirs,
         warnings,
@@ -383,38 +377,19 @@ function aclOf(entry: ApkDataEntry, xattrs: Map<string, Buffer>): ApkAcl {
 
 function ownerNames(entry: ApkDataEntry): OwnerNames {
   const names: OwnerNames = {};
-  if (entry.header.uname) names.uname = entry.header.uname;
-  if (entry.header.gname) names.gname = entry.header.gname;
+  if (entry.header.uname) names.user = entry.header.uname;
+  if (entry.header.gname) names.group = entry.header.gname;
   return names;
 }
 
 /**
- * The image's users and groups by name, as apk resolves a package file's owner: the archive's
- * owner name looked up in the image's /etc/passwd (group in /etc/group), its numeric id when the
- * image has no such name. Read again after scripts ran (a pre-install adds its users).
+ * The owner apk gives a package file (`apk_resolve_uid`): the archive's owner name looked up in the
+ * image's /etc/passwd (group in /etc/group), its numeric id when the image has no such name.
  */
-class ImageIds {
-  readonly #root: string;
-  #users: Map<string, number> | undefined;
-  #groups: Map<string, number> | undefined;
-
-  constructor(root: string) {
-    this.#root = root;
-  }
-
-  reset(): void {
-    this.#users = undefined;
-    this.#groups = undefined;
-  }
-
-  async resolve(acl: ApkAcl, names: OwnerNames): Promise<ApkAcl> {
-    if (names.uname === undefined && names.gname === undefined) return acl;
-    this.#users ??= await imageIds(this.#root, "/etc/passwd");
-    this.#groups ??= await imageIds(this.#root, "/etc/group");
-    const uid = names.uname === undefined ? undefined : this.#users.get(names.uname);
-    const gid = names.gname === undefined ? undefined : this.#groups.get(names.gname);
-    return { ...acl, uid: uid ?? acl.uid, gid: gid ?? acl.gid };
-  }
+async function resolveAcl(accounts: ImageAccounts, acl: ApkAcl, names: OwnerNames): Promise<ApkAcl> {
+  if (names.user === undefined && names.group === undefined) return acl;
+  const { uid, gid } = await accounts.ids(names);
+  return { ...acl, uid: uid ?? acl.uid, gid: gid ?? acl.gid };
 }
 
 function sameAcl(a: ApkAcl, b: ApkAcl): boolean {
@@ -752,14 +727,14 @@ async function placePackage(
   s: StagedPackage,
   packages: readonly InstalledPackage[],
   permissionUpdates: Set<string>,
-  ids: ImageIds,
+  accounts: ImageAccounts,
   protectedPaths: ProtectedPaths,
   modifiedDirs: Set<string>,
   warnings: string[],
 ): Promise<void> {
   const { entry } = s.item;
   for (const d of s.dirs) {
-    const acl = await ids.resolve(d.acl, d.owner);
+    const acl = await resolveAcl(accounts, d.acl, d.owner);
     if (sameAcl(acl, DIR_ACL_DEFAULT)) delete d.record.acl;
     else d.record.acl = acl;
     const walk = walkInRoot(root, `/${d.path}`, {
@@ -790,7 +765,7 @@ async function placePackage(
       rmSync(f.staged, { force: true });
       continue;
     }
-    const acl = await ids.resolve(f.acl, f.owner);
+    const acl = await resolveAcl(accounts, f.acl, f.owner);
     if (sameAcl(acl, FILE_ACL_DEFAULT)) delete f.record.acl;
     else f.record.acl = acl;
     if (acl.uid !== f.acl.uid || acl.gid !== f.acl.gid) {

@@ -9,6 +9,7 @@ import {
 import { apkVersionFuzzyMatches, compareApkVersions } from "../../../../distro/apk/version.ts";
 import { isSutureError } from "../../../../errors/errors.ts";
 import type { PackageFailure, Targets } from "../../engine.ts";
+import { dependencyOrder } from "../../shared/install-order.ts";
 
 /**
  * What the native apk engine installs, decided as apk-tools 2.x's solver decides `apk upgrade
@@ -624,56 +625,19 @@ function resolveOnce(
  */
 function installOrder(choices: readonly ApkInstallChoice[]): ApkInstallChoice[] {
   const picked = new Map(choices.map((c) => [c.entry.name, c]));
-  const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-  const names = [...picked.keys()].sort(byName);
   const answering = new Map<string, string[]>();
-  for (const name of names)
-    for (const key of keysOf(picked.get(name)!.entry)) {
+  for (const [name, c] of picked)
+    for (const key of keysOf(c.entry)) {
       const list = answering.get(key);
       if (list) list.push(name);
       else answering.set(key, [name]);
     }
-  /** Name → what it needs among the picked, and the reverse. */
-  const waitsFor = new Map<string, Set<string>>();
-  const neededBy = new Map<string, string[]>();
-  for (const name of names) {
-    const set = new Set<string>();
-    for (const dep of picked.get(name)!.entry.depends) {
-      if (dep.conflict) continue;
-      for (const other of answering.get(dep.name) ?? [])
-        if (other !== name && apkProvides(picked.get(other)!.entry, dep)) set.add(other);
-    }
-    waitsFor.set(name, set);
-    for (const other of set) {
-      const list = neededBy.get(other);
-      if (list) list.push(name);
-      else neededBy.set(other, [name]);
-    }
-  }
-  const ready = names.filter((n) => waitsFor.get(n)!.size === 0);
-  const done = new Set<string>();
-  const out: ApkInstallChoice[] = [];
-  let scan = 0;
-  while (out.length < names.length) {
-    let next = ready.shift();
-    if (next === undefined) {
-      // A cycle: its first package by name goes first.
-      while (done.has(names[scan]!)) scan++;
-      next = names[scan]!;
-    }
-    if (done.has(next)) continue;
-    done.add(next);
-    out.push(picked.get(next)!);
-    for (const waiting of neededBy.get(next) ?? []) {
-      const set = waitsFor.get(waiting)!;
-      set.delete(next);
-      if (set.size === 0 && !done.has(waiting)) {
-        // Kept in name order, so ties go by name.
-        let at = ready.findIndex((r) => byName(r, waiting) > 0);
-        if (at === -1) at = ready.length;
-        ready.splice(at, 0, waiting);
-      }
-    }
-  }
-  return out;
+  const needs = (name: string) =>
+    picked
+      .get(name)!
+      .entry.depends.filter((dep) => !dep.conflict)
+      .flatMap((dep) =>
+        (answering.get(dep.name) ?? []).filter((other) => apkProvides(picked.get(other)!.entry, dep)),
+      );
+  return dependencyOrder(picked.keys(), needs).map((name) => picked.get(name)!);
 }

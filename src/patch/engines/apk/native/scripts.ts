@@ -1,20 +1,10 @@
-import {
-  closeSync,
-  fchmodSync,
-  constants as fsConstants,
-  mkdirSync,
-  openSync,
-  rmdirSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
 import { readTar } from "../../../../archive/tar/read.ts";
 import { TAR_END, tarPadding } from "../../../../archive/tar/write.ts";
 import { APK_SCRIPT_NAMES, type ApkScriptName } from "../../../../distro/apk/package.ts";
 import { APK_CHECKSUM } from "../../../../distro/apk/records.ts";
-import { describeCause, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
-import { childPath, walkInRoot } from "../../../../fs/in-root.ts";
+import { describeCause, SutureError } from "../../../../errors/errors.ts";
 import type { EngineSandbox } from "../../engine.ts";
+import { imageHasProgram, lastOutputLine, ScriptFileRunner } from "../../shared/script-files.ts";
 
 /**
  * apk's script and trigger databases beside `/lib/apk/db/installed`, and running a package's
@@ -31,8 +21,6 @@ export const SCRIPTS_DB_PATH = "/lib/apk/db/scripts.tar";
 export const TRIGGERS_DB_PATH = "/lib/apk/db/triggers";
 /** Where apk writes a script to run it (neither /tmp nor /run: either may be noexec). */
 export const SCRIPT_EXEC_DIR = "/lib/apk/exec";
-const CREATE_NOFOLLOW =
-  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 /** The environment apk gives scripts. */
 const SCRIPT_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -165,25 +153,36 @@ export function serializeTriggersDb(lines: readonly TriggerLine[]): string {
 
 /** Whether the image has the `/bin/sh` apk runs packages' scripts with (a file, as the image resolves it). */
 export function hasShell(root: string): boolean {
-  const sh = walkInRoot(root, "/bin/sh", { followFinal: true });
-  return sh.kind === "found" && sh.stat.isFile();
+  return imageHasProgram(root, "/bin/sh");
 }
 
 /** Runs packages' scripts in the image with its own `/bin/sh`, as apk runs them. */
 export class ScriptRunner {
-  readonly #sandbox: EngineSandbox;
-  readonly #root: string;
-  readonly #timeoutMs: number | undefined;
-  #createdExecDir = false;
-  /** Root paths the scripts must not see (suture's staging directory), masked by empty read-only mounts. */
-  readonly #hidden: string[] = [];
-  /** Wall time spent in scripts. */
-  ms = 0;
+  readonly #files: ScriptFileRunner;
 
   constructor(sandbox: EngineSandbox, timeoutMs?: number) {
-    this.#sandbox = sandbox;
-    this.#root = sandbox.mergedDir;
-    this.#timeoutMs = timeoutMs;
+    this.#files = new ScriptFileRunner(sandbox, {
+      dir: SCRIPT_EXEC_DIR,
+      dirMode: 0o755,
+      manager: "apk",
+      scripts: "scripts",
+      env: [SCRIPT_PATH],
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    });
+  }
+
+  /** Wall time spent in scripts. */
+  get ms(): number {
+    return this.#files.ms;
+  }
+
+  /**
+   * Hide `path` (absolute in the root) from every script: suture keeps staged files there and
+   * moves them into place between scripts, so a script that could replace them with symlinks
+   * would have the host follow those links.
+   */
+  hide(path: string): void {
+    this.#files.hide(path);
   }
 
   /**
@@ -191,81 +190,23 @@ export class ScriptRunner {
    * kernel (its `#!` line names the image's shell) with apk's arguments and PATH, then removed.
    * A failure is PATCH_FAILED naming the package, the script and what it printed last.
    */
-  /**
-   * Hide `path` (absolute in the root) from every script: suture keeps staged files there and
-   * moves them into place between scripts, so a script that could replace them with symlinks
-   * would have the host follow those links.
-   */
-  hide(path: string): void {
-    this.#hidden.push(path);
-  }
-
   async run(pkg: { name: string; version: string }, type: ApkScriptName, script: Buffer, args: string[]) {
-    const execDir = this.#execDir();
-    const file = childPath(execDir, `${pkg.name}-${pkg.version}${type}`, "apk script name");
-    // Never through whatever the image has at that name: a symlink there would be followed on
-    // the host.
-    rmSync(file, { force: true, recursive: true });
-    const fd = openSync(file, CREATE_NOFOLLOW, 0o700);
-    try {
-      writeFileSync(fd, script);
-      fchmodSync(fd, 0o755);
-    } finally {
-      closeSync(fd);
-    }
-    const started = performance.now();
-    try {
-      const r = await this.#sandbox.run([`${SCRIPT_EXEC_DIR}/${pkg.name}-${pkg.version}${type}`, ...args], {
-        env: [SCRIPT_PATH],
-        mounts: this.#hidden.map((destination) => ({
-          destination,
-          source: "tmpfs",
-          type: "tmpfs",
-          options: ["ro", "nosuid", "nodev", "noexec", "size=4k"],
-        })),
-        ...(this.#timeoutMs === undefined ? {} : { timeoutMs: this.#timeoutMs }),
-      });
-      if (r.exitCode !== 0) {
-        const last = `${r.stderr}\n${r.stdout}`.trim().split("\n").at(-1) ?? "";
-        throw new SutureError(
-          "PATCH_FAILED",
-          `${pkg.name} ${pkg.version}: its ${type.slice(1)} script failed with exit code ${r.exitCode}${last ? ` (${quoteUntrusted(last, 160)})` : ""}; nothing was written: fix the script's cause in the image, or use --engine sandbox to see its whole output`,
-        );
-      }
-    } finally {
-      this.ms += performance.now() - started;
-      // Resolved again: the script may have replaced /lib/apk or /lib/apk/exec with a symlink.
-      const dir = walkInRoot(this.#root, SCRIPT_EXEC_DIR, { followFinal: true });
-      if (dir.kind === "found" && dir.stat.isDirectory())
-        rmSync(childPath(dir.host, `${pkg.name}-${pkg.version}${type}`, "apk script name"), { force: true });
+    const name = `${pkg.name}-${pkg.version}${type}`;
+    const r = await this.#files.run(
+      [{ name, data: script, mode: 0o755 }],
+      [this.#files.pathOf(name), ...args],
+    );
+    if (r.exitCode !== 0) {
+      const last = lastOutputLine(r);
+      throw new SutureError(
+        "PATCH_FAILED",
+        `${pkg.name} ${pkg.version}: its ${type.slice(1)} script failed with exit code ${r.exitCode}${last ? ` (${last})` : ""}; nothing was written: fix the script's cause in the image, or use --engine sandbox to see its whole output`,
+      );
     }
   }
 
   /** Remove `/lib/apk/exec` again when it was made for the scripts and is empty. */
   finish(): void {
-    if (!this.#createdExecDir) return;
-    try {
-      rmdirSync(this.#hostOf(SCRIPT_EXEC_DIR));
-    } catch {
-      // Something a script left there: keep it, as apk would.
-    }
-  }
-
-  #execDir(): string {
-    const walk = walkInRoot(this.#root, SCRIPT_EXEC_DIR, { followFinal: true });
-    if (walk.kind === "found" && walk.stat.isDirectory()) return walk.host;
-    if (walk.kind !== "missing")
-      throw new SutureError(
-        "PATCH_FAILED",
-        `${walk.path} is not a directory in the image, but apk runs package scripts from ${SCRIPT_EXEC_DIR}: remove it from the image`,
-      );
-    const created = walkInRoot(this.#root, SCRIPT_EXEC_DIR, { followFinal: true, create: "parents" });
-    mkdirSync(created.host, { mode: 0o755 });
-    this.#createdExecDir = true;
-    return created.host;
-  }
-
-  #hostOf(path: string): string {
-    return walkInRoot(this.#root, path, { followFinal: true }).host;
+    this.#files.finish();
   }
 }

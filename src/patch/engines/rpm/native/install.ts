@@ -24,7 +24,7 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, join } from "node:path";
-import { imageIds } from "../../../../distro/accounts.ts";
+import { ImageAccounts } from "../../../../distro/accounts.ts";
 import { writeRpmDatabase } from "../../../../distro/rpm/database/write.ts";
 import {
   formatRpmEvr,
@@ -50,9 +50,9 @@ import { childPath, listDirInRoot, readFileInRoot, walkInRoot } from "../../../.
 import { applyXattrs } from "../../../../fs/xattrs.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import type { EngineSandbox } from "../../engine.ts";
+import { imageHasProgram } from "../../shared/script-files.ts";
 import {
   DEFAULT_TRIGGER_PRIORITY,
-  hasProgram,
   type RpmFileTrigger,
   type RpmScript,
   RpmScriptFlag,
@@ -318,7 +318,7 @@ async function install(
   const counts = new Map<string, number>();
   for (const p of options.installed) counts.set(p.nevra.name, (counts.get(p.nevra.name) ?? 0) + 1);
   const count = (name: string) => counts.get(name) ?? 0;
-  const ids = new ImageIds(root);
+  const accounts = new ImageAccounts(root);
   const db = new LiveDb(options.installed);
   const fileStates = new Map<RpmPackage, RpmFileState[]>();
   const postunTrans: { owner: DbPackage; trigger: RpmFileTrigger }[] = [];
@@ -368,7 +368,7 @@ async function install(
       await plan.triggers(db, me, RpmTriggerSense.PREIN, count, 0);
       const pre = scriptletOf(pkg.header, "pre");
       if (pre) await plan.run(n.label, pre, [arg], { critical: true });
-      await placePackage(root, n, ids, warnings);
+      await placePackage(root, n, accounts, warnings);
       fileStates.set(pkg, n.files.map(stateOf));
       counts.set(name, arg);
       db.add(me);
@@ -937,43 +937,24 @@ function installedPaths(n: NewPackage): string[] {
 }
 
 /**
- * The image's users and groups by name, as rpm resolves a file's owner (rpmugUid): a name the
- * image does not know is root, with rpm's warning. Read again after scripts ran (a %pre adds
- * its users).
+ * The owner rpm gives a package file (`rpmugUid`, `rpmugGid`): the header's names looked up in the
+ * image, a name it does not know being root, with rpm's warning (once a name).
  */
-class ImageIds {
-  readonly #root: string;
-  #users: Map<string, number> | undefined;
-  #groups: Map<string, number> | undefined;
-  readonly #warned = new Set<string>();
-
-  constructor(root: string) {
-    this.#root = root;
-  }
-
-  reset(): void {
-    this.#users = undefined;
-    this.#groups = undefined;
-  }
-
-  async resolve(user: string, group: string, warnings: string[]): Promise<{ uid: number; gid: number }> {
-    this.#users ??= await imageIds(this.#root, "/etc/passwd");
-    this.#groups ??= await imageIds(this.#root, "/etc/group");
-    const id = (name: string, map: Map<string, number>, what: string) => {
-      if (name === "root" || name === "") return 0;
-      const v = map.get(name);
-      if (v !== undefined) return v;
-      const key = `${what} ${name}`;
-      if (!this.#warned.has(key)) {
-        this.#warned.add(key);
-        warnings.push(
-          `${what} ${quoteUntrusted(name)} does not exist in the image - using root (as rpm does)`,
-        );
-      }
-      return 0;
-    };
-    return { uid: id(user, this.#users, "user"), gid: id(group, this.#groups, "group") };
-  }
+async function ownerIds(
+  accounts: ImageAccounts,
+  user: string,
+  group: string,
+  warnings: string[],
+): Promise<{ uid: number; gid: number }> {
+  const named = (name: string) => (name === "root" || name === "" ? undefined : name);
+  const ids = await accounts.ids({ user: named(user), group: named(group) });
+  const id = (name: string, value: number | undefined, what: string) => {
+    if (value !== undefined || named(name) === undefined) return value ?? 0;
+    const warning = `${what} ${quoteUntrusted(name)} does not exist in the image - using root (as rpm does)`;
+    if (!warnings.includes(warning)) warnings.push(warning);
+    return 0;
+  };
+  return { uid: id(user, ids.uid, "user"), gid: id(group, ids.gid, "group") };
 }
 
 /** The host directory of a package path's parent, created (root-owned, 0755) where missing. */
@@ -1059,12 +1040,18 @@ function stillTheFile(host: string, st: Stats, f: NewFile): boolean {
   return false;
 }
 
-async function placePackage(root: string, n: NewPackage, ids: ImageIds, warnings: string[]): Promise<void> {
-  ids.reset();
+async function placePackage(
+  root: string,
+  n: NewPackage,
+  accounts: ImageAccounts,
+  warnings: string[],
+): Promise<void> {
+  // Read again: the package's %pre (or an earlier package's scriptlet) may have added its users.
+  accounts.forget();
   const metaDone = new Set<string>();
   for (const f of n.files) {
     if (f.action === "skip" || f.action === "notinstalled") continue;
-    const owner = await ids.resolve(f.entry.user, f.entry.group, warnings);
+    const owner = await ownerIds(accounts, f.entry.user, f.entry.group, warnings);
     if (f.path === "/") {
       // `%dir /` (the filesystem package of RHEL, Fedora, Amazon Linux): as rpm does, the root
       // keeps being the root and takes the package's owner, mode and mtime (newPackage refused
@@ -1281,7 +1268,7 @@ class ScriptPlan {
         `cannot install ${label} natively: its ${script.label} scriptlet ${need.why}, which only rpm can run; ${SANDBOX_FIX}`,
       );
     if (need.kind === "ldconfig") return;
-    if (!this.#options.runScripts || !hasProgram(this.#root, need.program))
+    if (!this.#options.runScripts || !imageHasProgram(this.#root, need.program))
       throw new SutureError(
         "PATCH_FAILED",
         `cannot install ${label}: its ${script.label} scriptlet needs ${need.program}, which the image does not have; leave the package out of the update or use --ignore-errors`,
@@ -1306,7 +1293,7 @@ class ScriptPlan {
     if (need.kind === "ldconfig") {
       // Run as the program itself, as `-p /sbin/ldconfig` does: it needs no shell and no input.
       const program = [need.program, "/sbin/ldconfig", "/usr/sbin/ldconfig"].find((p) =>
-        hasProgram(this.#root, p),
+        imageHasProgram(this.#root, p),
       );
       if (!program) {
         this.#skipped.push(`${label} ${script.label}`);
@@ -1316,8 +1303,8 @@ class ScriptPlan {
       stdin = undefined;
     } else if (
       !this.#options.runScripts ||
-      !hasProgram(this.#root, need.program) ||
-      (stdin !== undefined && run.body !== undefined && !hasProgram(this.#root, "/bin/sh"))
+      !imageHasProgram(this.#root, need.program) ||
+      (stdin !== undefined && run.body !== undefined && !imageHasProgram(this.#root, "/bin/sh"))
     ) {
       // Triggers of installed packages the image cannot run (its scriptlets were checked first).
       this.#skipped.push(`${label} ${script.label}`);

@@ -18,7 +18,7 @@ import {
 } from "../../../../distro/rpm/repo-config.ts";
 import { readRpmGpgDir, rpmdbKeyring } from "../../../../distro/rpm/signature.ts";
 import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
-import { readFileInRoot, walkInRoot } from "../../../../fs/in-root.ts";
+import { readFileInRoot } from "../../../../fs/in-root.ts";
 import { readFileCapped } from "../../../../fs/read-capped.ts";
 import type { Platform } from "../../../../oci/manifest.ts";
 import { withStep } from "../../../../progress/events.ts";
@@ -36,6 +36,7 @@ import {
   type PatchEngine,
   type Targets,
 } from "../../engine.ts";
+import { imageHasProgram } from "../../shared/script-files.ts";
 import { downloadRpmPackages, type RpmRepoTrust } from "./fetch.ts";
 import { installRpmPackages } from "./install.ts";
 import { addRepoFilelists, openRpmRepositories } from "./repositories.ts";
@@ -86,12 +87,6 @@ async function readInstalled(
       "the image has no rpm database (/var/lib/rpm, /usr/lib/sysimage/rpm) and no rpm manifest, so it has no rpm packages to patch",
     );
   return db;
-}
-
-/** Whether the image has the `/bin/sh` rpm runs scriptlets with (a file, as the image resolves it). */
-function hasShell(root: string): boolean {
-  const sh = walkInRoot(root, "/bin/sh", { followFinal: true });
-  return sh.kind === "found" && sh.stat.isFile();
 }
 
 /** rpm's architecture name of the platform (`x86_64`, `aarch64`): what `$basearch` derives from. */
@@ -216,7 +211,8 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     }
     return keys;
   };
-  const runScripts = hasShell(root);
+  // The /bin/sh rpm runs scriptlets with (a file, as the image resolves it).
+  const runScripts = imageHasProgram(root, "/bin/sh");
   const arches = new Set([
     arch,
     "noarch",

@@ -10,6 +10,7 @@ import type { RpmRepo } from "../../../../distro/rpm/repo-config.ts";
 import { compareRpmVersions, parseRpmEvr, type RpmEvr, rpmvercmp } from "../../../../distro/rpm/version.ts";
 import { isSutureError, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
 import type { PackageFailure, Targets } from "../../engine.ts";
+import { dependencyOrder } from "../../shared/install-order.ts";
 
 /**
  * What the native rpm engine installs, decided as `dnf upgrade NAME…` (report) and `dnf upgrade`
@@ -1072,41 +1073,10 @@ function installOrder(choices: readonly RpmInstallChoice[]): RpmInstallChoice[] 
   const keyOf = (c: RpmInstallChoice) => `${c.pkg.name}.${c.pkg.arch}`;
   const byKey = new Map(choices.map((c) => [keyOf(c), c]));
   const views = new Map(choices.map((c) => [keyOf(c), repoResolvePackage(c.pkg)]));
-  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-  const keys = [...byKey.keys()].sort(cmp);
-  const waitsFor = new Map<string, Set<string>>();
-  const neededBy = new Map<string, string[]>();
-  for (const key of keys) {
-    const set = new Set<string>();
-    for (const need of views.get(key)!.requires) {
-      if (need.rpmlib || need.name.startsWith("(")) continue;
-      for (const other of keys) if (other !== key && rpmProvides(views.get(other)!, need)) set.add(other);
-    }
-    waitsFor.set(key, set);
-    for (const other of set) push(neededBy, other, key);
-  }
-  const ready = keys.filter((k) => waitsFor.get(k)!.size === 0);
-  const done = new Set<string>();
-  const out: RpmInstallChoice[] = [];
-  let scan = 0;
-  while (out.length < keys.length) {
-    let next = ready.shift();
-    if (next === undefined) {
-      while (done.has(keys[scan]!)) scan++;
-      next = keys[scan]!;
-    }
-    if (done.has(next)) continue;
-    done.add(next);
-    out.push(byKey.get(next)!);
-    for (const waiting of neededBy.get(next) ?? []) {
-      const set = waitsFor.get(waiting)!;
-      set.delete(next);
-      if (set.size === 0 && !done.has(waiting)) {
-        let at = ready.findIndex((r) => cmp(r, waiting) > 0);
-        if (at === -1) at = ready.length;
-        ready.splice(at, 0, waiting);
-      }
-    }
-  }
-  return out;
+  const needs = (key: string) =>
+    views
+      .get(key)!
+      .requires.filter((need) => !need.rpmlib && !need.name.startsWith("("))
+      .flatMap((need) => [...views.keys()].filter((other) => rpmProvides(views.get(other)!, need)));
+  return dependencyOrder(byKey.keys(), needs).map((key) => byKey.get(key)!);
 }

@@ -1,23 +1,13 @@
 import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  fchmodSync,
-  constants as fsConstants,
-  mkdirSync,
-  openSync,
-  rmdirSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
 import type { RpmHeader } from "../../../../distro/rpm/header.ts";
 import {
   type RpmScriptlet,
   type RpmScriptletKind,
   rpmHeaderScriptlets,
 } from "../../../../distro/rpm/header-contents.ts";
-import { quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
-import { childPath, walkInRoot } from "../../../../fs/in-root.ts";
+import { SutureError } from "../../../../errors/errors.ts";
 import type { EngineSandbox } from "../../engine.ts";
+import { lastOutputLine, type ScriptFile, ScriptFileRunner } from "../../shared/script-files.ts";
 
 /**
  * rpm's scriptlets and triggers as a package header carries them, and running them the way rpm's
@@ -36,8 +26,6 @@ import type { EngineSandbox } from "../../engine.ts";
 const SCRIPT_PATH = "PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/X11R6/bin";
 /** Where rpm writes a scriptlet to run it (`%_tmppath`). */
 export const SCRIPT_TMP_DIR = "/var/tmp";
-const CREATE_NOFOLLOW =
-  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
 /** RPMSCRIPT_FLAG_* (lib/rpmscript.hh). */
 export const RpmScriptFlag = { EXPAND: 1 << 0, QFORMAT: 1 << 1, CRITICAL: 1 << 2 } as const;
@@ -265,13 +253,6 @@ export function scriptNeed(script: RpmScript): ScriptNeed {
   return { kind: "interpreter", program };
 }
 
-/** Whether `path` is a file in the image, as the image resolves it. */
-export function hasProgram(root: string, path: string): boolean {
-  if (!path.startsWith("/")) return false;
-  const walk = walkInRoot(root, path, { followFinal: true });
-  return walk.kind === "found" && walk.stat.isFile();
-}
-
 export interface ScriptOutcome {
   exitCode: number;
   /** The last line it printed, for messages. */
@@ -279,33 +260,35 @@ export interface ScriptOutcome {
 }
 
 /**
- * Runs scripts in the image through `sandbox.run`. Paths suture stages files in are hidden from
- * every script (empty read-only mounts over them): a script that replaced them with symlinks
- * would have the host follow those links when suture moves the files into place.
+ * Runs scripts in the image through `sandbox.run`, with staging paths hidden from them
+ * (`ScriptFileRunner`).
  */
 export class RpmScriptRunner {
-  readonly #sandbox: EngineSandbox;
-  readonly #root: string;
-  readonly #timeoutMs: number | undefined;
-  readonly #hidden: string[] = [];
-  #createdTmp = false;
-  /** Wall time spent in scripts. */
-  ms = 0;
+  readonly #files: ScriptFileRunner;
 
   constructor(sandbox: EngineSandbox, timeoutMs?: number) {
-    this.#sandbox = sandbox;
-    this.#root = sandbox.mergedDir;
-    this.#timeoutMs = timeoutMs;
+    this.#files = new ScriptFileRunner(sandbox, {
+      dir: SCRIPT_TMP_DIR,
+      dirMode: 0o1777,
+      manager: "rpm",
+      scripts: "scriptlets",
+      env: [SCRIPT_PATH],
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    });
+  }
+
+  /** Wall time spent in scripts. */
+  get ms(): number {
+    return this.#files.ms;
   }
 
   hide(path: string): void {
-    this.#hidden.push(path);
+    this.#files.hide(path);
   }
 
   /** Stop hiding `path` (it is gone: a mount point there would be created in the image). */
   unhide(path: string): void {
-    const i = this.#hidden.indexOf(path);
-    if (i >= 0) this.#hidden.splice(i, 1);
+    this.#files.unhide(path);
   }
 
   /**
@@ -313,86 +296,28 @@ export class RpmScriptRunner {
    * program without a body) and, for file triggers, `stdin` lines.
    */
   async run(script: RpmScript, args: readonly number[], stdin?: readonly string[]): Promise<ScriptOutcome> {
-    const written: string[] = [];
-    const tmp = () => this.#tmpDir();
-    const write = (data: string) => {
+    const files: ScriptFile[] = [];
+    // rpm's own naming (rpmMkTempFile): `rpm-tmp.` and random characters.
+    const file = (data: string) => {
       const name = `rpm-tmp.${randomBytes(6).toString("hex")}`;
-      const file = childPath(tmp(), name, "rpm scriptlet file");
-      const fd = openSync(file, CREATE_NOFOLLOW, 0o700);
-      try {
-        writeFileSync(fd, data);
-        fchmodSync(fd, 0o700);
-      } finally {
-        closeSync(fd);
-      }
-      written.push(name);
-      return `${SCRIPT_TMP_DIR}/${name}`;
+      files.push({ name, data, mode: 0o700 });
+      return this.#files.pathOf(name);
     };
     let argv =
       script.body === undefined
         ? [...script.interpreter]
-        : [...script.interpreter, write(script.body), ...args.map(String)];
+        : [...script.interpreter, file(script.body), ...args.map(String)];
     if (stdin !== undefined) {
       // sandbox.run has no standard input: the image's shell redirects it from a file.
-      const list = write(stdin.map((l) => `${l}\n`).join(""));
+      const list = file(stdin.map((l) => `${l}\n`).join(""));
       argv = ["/bin/sh", "-c", 'exec "$@" < "$0"', list, ...argv];
     }
-    const started = performance.now();
-    try {
-      const r = await this.#sandbox.run(argv, {
-        env: [SCRIPT_PATH],
-        mounts: this.#hidden.map((destination) => ({
-          destination,
-          source: "tmpfs",
-          type: "tmpfs",
-          options: ["ro", "nosuid", "nodev", "noexec", "size=4k"],
-        })),
-        ...(this.#timeoutMs === undefined ? {} : { timeoutMs: this.#timeoutMs }),
-      });
-      const last = `${r.stderr}\n${r.stdout}`.trim().split("\n").at(-1) ?? "";
-      return { exitCode: r.exitCode, last: last ? quoteUntrusted(last, 160) : "" };
-    } finally {
-      this.ms += performance.now() - started;
-      // Resolved again: the script may have replaced /var/tmp with a symlink.
-      const dir = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: true });
-      if (dir.kind === "found" && dir.stat.isDirectory())
-        for (const name of written) rmSync(childPath(dir.host, name, "rpm scriptlet file"), { force: true });
-    }
+    const r = await this.#files.run(files, argv);
+    return { exitCode: r.exitCode, last: lastOutputLine(r) };
   }
 
   /** Remove `/var/tmp` again when it was made for the scripts and is empty. */
   finish(): void {
-    if (!this.#createdTmp) return;
-    const walk = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: false });
-    if (walk.kind !== "found" || !walk.stat.isDirectory()) return;
-    try {
-      rmdirSync(walk.host);
-    } catch {
-      // Something a script left there: keep it.
-    }
-  }
-
-  #tmpDir(): string {
-    const walk = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: true });
-    if (walk.kind === "found" && walk.stat.isDirectory()) return walk.host;
-    if (walk.kind !== "missing")
-      throw new SutureError(
-        "PATCH_FAILED",
-        `${walk.path} is not a directory in the image, but rpm runs package scriptlets from ${SCRIPT_TMP_DIR}: remove it from the image`,
-      );
-    const created = walkInRoot(this.#root, SCRIPT_TMP_DIR, { followFinal: true, create: "parents" });
-    mkdirSync(created.host, { mode: 0o700 });
-    // Through a descriptor that cannot follow a symlink: never chmod(2) a path in the image.
-    const fd = openSync(
-      created.host,
-      fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW,
-    );
-    try {
-      fchmodSync(fd, 0o1777);
-    } finally {
-      closeSync(fd);
-    }
-    this.#createdTmp = true;
-    return created.host;
+    this.#files.finish();
   }
 }
