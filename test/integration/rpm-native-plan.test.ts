@@ -625,7 +625,7 @@ test(
           const r = await sb.run(args, { timeoutMs: 600_000 });
           return { exitCode: r.exitCode, out: `${r.stdout}${r.stderr}` };
         };
-        const qa = await run(["rpm", "-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
+        const qa = await run(["rpm", "-qa", "--qf", "%{NAME} %{EVR}\\n"]);
         assert.equal(qa.exitCode, 0, qa.out);
         const versions = new Map(
           qa.out
