@@ -10,6 +10,7 @@ import { apkVersionFuzzyMatches, compareApkVersions } from "../../../../distro/a
 import { isSutureError } from "../../../../errors/errors.ts";
 import type { PackageFailure, Targets } from "../../engine.ts";
 import { dependencyOrder } from "../../shared/install-order.ts";
+import { resolveKeepingBack } from "../../shared/keep-back.ts";
 
 /**
  * What the native apk engine installs, decided as apk-tools 2.x's solver decides `apk upgrade
@@ -134,49 +135,19 @@ export function resolveApkUpgrade(input: ApkResolveInput): ApkResolution {
   const worldWarnings: string[] = [];
   const world = parseWorld(input.world ?? [], worldWarnings);
   const candidates = new CandidateIndex(input.indexes, world.constraints, world.tags);
-  const keptBack = new Map<string, string>();
   const installedNames = new Set(input.installed.map((p) => p.name));
-  const failedBefore: PackageFailure[] = [];
-  let targets = input.targets;
-  for (;;) {
-    const attempt = resolveOnce(input, targets, candidates, keptBack);
-    if (attempt.failed.length && targets === "all") {
-      // apk's solver keeps a package at its installed version rather than fail the upgrade: every
-      // package whose upgrade failed is kept back at once, and the rest resolved again.
-      // The package whose upgrade cannot be made is kept back itself where it is installed (what
-      // needs its new version then fails in turn); otherwise the upgrade that pulled it.
-      const fresh = new Map<string, PackageFailure>();
-      for (const f of attempt.failed) {
-        const root = installedNames.has(f.name) ? f.name : attempt.blame.get(f)!;
-        if (!keptBack.has(root) && !fresh.has(root)) fresh.set(root, f);
-      }
-      for (const [root, f] of fresh)
-        keptBack.set(root, root === f.name ? f.reason : `${f.name}: ${f.reason}`);
-      if (fresh.size) continue;
-      // Failures no kept-back package explains (cannot be met whatever stays): said, not fatal.
-      for (const f of attempt.failed) keptBack.set(f.name, f.reason);
-      attempt.failed.length = 0;
-      attempt.result.failed = [];
-    }
-    const failing = targets === "all" ? [] : targets.filter((t) => attempt.failedTargets.has(t.name));
-    if (targets !== "all" && failing.length) {
-      // The failing targets are left out whole (never half of what they pull), the rest resolved again.
-      failedBefore.push(...attempt.failed);
-      targets = targets.filter((t) => !failing.includes(t));
-      continue;
-    }
-    const failed = [...failedBefore, ...attempt.failed].filter(
-      (f, i, all) => all.findIndex((g) => g.name === f.name && g.reason === f.reason) === i,
-    );
-    const warnings = [
-      ...worldWarnings,
-      ...attempt.result.warnings,
-      ...[...keptBack].map(
-        ([name, why]) => `${name} is kept at its installed version, as apk upgrade would keep it: ${why}`,
-      ),
-    ];
-    return { ...attempt.result, install: installOrder(attempt.result.install), failed, warnings };
-  }
+  // apk's solver keeps a package at its installed version rather than fail the upgrade.
+  const { attempt, failed, keptBack } = resolveKeepingBack(input.targets, installedNames, (targets, kept) =>
+    resolveOnce(input, targets, candidates, kept),
+  );
+  const warnings = [
+    ...worldWarnings,
+    ...attempt.result.warnings,
+    ...[...keptBack].map(
+      ([name, why]) => `${name} is kept at its installed version, as apk upgrade would keep it: ${why}`,
+    ),
+  ];
+  return { ...attempt.result, install: installOrder(attempt.result.install), failed, warnings };
 }
 
 /**

@@ -11,6 +11,7 @@ import { compareRpmVersions, parseRpmEvr, type RpmEvr, rpmvercmp } from "../../.
 import { isSutureError, quoteUntrusted, SutureError } from "../../../../errors/errors.ts";
 import type { PackageFailure, Targets } from "../../engine.ts";
 import { dependencyOrder } from "../../shared/install-order.ts";
+import { resolveKeepingBack } from "../../shared/keep-back.ts";
 
 /**
  * What the native rpm engine installs, decided as `dnf upgrade NAME…` (report) and `dnf upgrade`
@@ -496,9 +497,7 @@ const archUpgrades = (installedArch: string, arch: string) =>
   installedArch === arch || installedArch === "noarch" || arch === "noarch";
 
 export function resolveRpmUpgrade(input: RpmResolveInput): RpmResolution {
-  const keptBack = new Map<string, string>();
   const installedNames = new Set(input.installed.map((p) => p.nevra.name));
-  const failedBefore: PackageFailure[] = [];
   const unknownFiles = new Set<string>();
   const arches = new Set([
     input.arch,
@@ -506,51 +505,26 @@ export function resolveRpmUpgrade(input: RpmResolveInput): RpmResolution {
     ...input.installed.flatMap((p) => (p.nevra.arch ? [p.nevra.arch] : [])),
   ]);
   const candidates = new CandidateIndex(input.repositories, (a) => arches.has(a));
-  let targets = input.targets;
-  for (;;) {
-    const attempt = resolveOnce(input, targets, candidates, keptBack);
+  // dnf upgrade --skip-broken: what cannot be upgraded is kept at its installed version.
+  const { attempt, failed, keptBack } = resolveKeepingBack(input.targets, installedNames, (targets, kept) => {
+    const attempt = resolveOnce(input, targets, candidates, kept);
     for (const path of attempt.unknownFiles) unknownFiles.add(path);
-    if (attempt.failed.length && targets === "all") {
-      // dnf upgrade --skip-broken: every package whose upgrade failed is kept at its installed
-      // version (or the upgrade that pulled what failed), and the rest resolved again.
-      const fresh = new Map<string, PackageFailure>();
-      for (const f of attempt.failed) {
-        const root = installedNames.has(f.name) ? f.name : attempt.blame.get(f)!;
-        if (!keptBack.has(root) && !fresh.has(root)) fresh.set(root, f);
-      }
-      for (const [root, f] of fresh)
-        keptBack.set(root, root === f.name ? f.reason : `${f.name}: ${f.reason}`);
-      if (fresh.size) continue;
-      for (const f of attempt.failed) keptBack.set(f.name, f.reason);
-      attempt.failed.length = 0;
-    }
-    const failing = targets === "all" ? [] : targets.filter((t) => attempt.failedTargets.has(t.name));
-    if (targets !== "all" && failing.length) {
-      // A failing target is left out whole (never half of what it pulls), the rest resolved again.
-      failedBefore.push(
-        ...attempt.failed.filter((f) => failing.some((t) => attempt.blame.get(f) === t.name)),
-      );
-      targets = targets.filter((t) => !failing.includes(t));
-      continue;
-    }
-    const failed = [...failedBefore, ...attempt.failed].filter(
-      (f, i, all) => all.findIndex((g) => g.name === f.name && g.reason === f.reason) === i,
-    );
-    const warnings = [
-      ...attempt.warnings,
-      ...[...keptBack].map(
-        ([name, why]) =>
-          `${name} is kept at its installed version, as dnf upgrade --skip-broken would keep it: ${why}`,
-      ),
-    ];
-    return {
-      install: installOrder(attempt.install),
-      obsoleted: attempt.obsoleted,
-      failed,
-      warnings,
-      unknownFiles: [...unknownFiles].sort(),
-    };
-  }
+    return attempt;
+  });
+  const warnings = [
+    ...attempt.warnings,
+    ...[...keptBack].map(
+      ([name, why]) =>
+        `${name} is kept at its installed version, as dnf upgrade --skip-broken would keep it: ${why}`,
+    ),
+  ];
+  return {
+    install: installOrder(attempt.install),
+    obsoleted: attempt.obsoleted,
+    failed,
+    warnings,
+    unknownFiles: [...unknownFiles].sort(),
+  };
 }
 
 interface Attempt {
