@@ -21,6 +21,8 @@ packages=(
   cpio                 # rpm2cpio | cpio -t: the reference listing of a .rpm payload
   zstd libcap2-bin       # layer tests: decompress zstd layers independently; setcap/getcap
   ca-certificates      # the CA-bundle test compares with the host's update-ca-certificates output
+  podman uidmap        # podman:/docker-daemon: against a real `podman system service`, rootful and
+                       # rootless (newuidmap/newgidmap map the lab user's subordinate ids)
 )
 missing=()
 for p in "${packages[@]}"; do

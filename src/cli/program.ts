@@ -23,7 +23,8 @@ Image references (like skopeo):
   docker://REF or REF        a registry (REF: [registry/]repo[:tag][@digest]; default docker.io)
   oci:DIR[:TAG]              an OCI image layout directory
   docker-archive:FILE[:REF]  a docker save tarball
-  docker-daemon:REF          the local Docker (or Podman) engine, via DOCKER_HOST`,
+  docker-daemon:REF          the local Docker engine (DOCKER_HOST; Podman's socket if no Docker)
+  podman:REF                 Podman's API service (CONTAINER_HOST, or its rootful/rootless socket)`,
   );
   registerInspect(program);
   registerCopy(program);

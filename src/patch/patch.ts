@@ -31,6 +31,7 @@ import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
 import type { SbomFormat } from "../sbom/sbom.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
+import { describeEngine, resolveEngineEndpoint } from "../transports/daemon/engine.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
@@ -128,8 +129,14 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   const transport = { ...options.transport, progress, signal: options.signal };
   const srcRef = parseTransportReference(options.image);
   const target = resolveTarget(srcRef, options);
+  // With no output named, the patched image goes back where a local source came from: a
+  // `podman:` source into Podman, anything else into the Docker daemon (or Podman's socket where
+  // there is no Docker: see resolveEngineEndpoint).
+  const daemonEngine = srcRef.transport === "docker-daemon" ? srcRef.engine : undefined;
   const sinkRef: TransportReference =
-    target.sink === "daemon" ? { transport: "docker-daemon", ref: target.ref! } : target.sink;
+    target.sink === "daemon"
+      ? { transport: "docker-daemon", ref: target.ref!, ...(daemonEngine && { engine: daemonEngine }) }
+      : target.sink;
   const targetName = formatTransportReference(sinkRef);
   if (targetName === formatTransportReference(srcRef)) {
     throw new SutureError(
@@ -142,11 +149,15 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   await assertWritableOutput(sinkRef, targetName, transport);
   if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
   if (options.sbomFile) await assertWritableFile(options.sbomFile, "--sbom");
-  if (target.sink === "daemon" && !options.dryRun && !(await daemonAvailable(transport))) {
+  if (
+    target.sink === "daemon" &&
+    !options.dryRun &&
+    !(await daemonAvailable({ ...transport, daemonEngine }))
+  ) {
     // Checked before any work: patching for minutes and then having nowhere to put it helps nobody.
     throw new SutureError(
       "DAEMON",
-      `no output given and no Docker daemon is reachable${options.transport?.dockerHost ? ` at ${options.transport.dockerHost}` : ""}: pass --push, --oci-dir DIR or --archive FILE, or start dockerd (DOCKER_HOST)`,
+      `no output given and ${describeEngine(resolveEngineEndpoint({ ...transport, daemonEngine }))} is not reachable: pass --push, --oci-dir DIR or --archive FILE, or start ${daemonEngine === "podman" ? "Podman's API service (CONTAINER_HOST)" : "dockerd (DOCKER_HOST)"}`,
     );
   }
   const reports = await readReports(options);

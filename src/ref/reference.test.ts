@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { isSutureError } from "../errors/errors.ts";
 import { familiarName, formatReference, isLoopbackRegistry, parseReference } from "./reference.ts";
-import { parseTransportReference } from "./transport.ts";
+import { formatTransportReference, parseTransportReference } from "./transport.ts";
 
 const digest = `sha256:${"a".repeat(64)}`;
 
@@ -70,6 +70,12 @@ test("transport prefixes", () => {
   assert.equal(a.transport, "docker-archive");
   assert.equal(a.transport === "docker-archive" && a.ref?.tag, "1");
   assert.equal(parseTransportReference("docker-daemon:nginx").transport, "docker-daemon");
+  const podman = parseTransportReference("podman:localhost/app:1");
+  assert.deepEqual(
+    [podman.transport, podman.transport === "docker-daemon" && podman.engine],
+    ["docker-daemon", "podman"],
+  );
+  assert.equal(formatTransportReference(podman), "podman:localhost/app:1");
   assert.equal(parseTransportReference("docker://nginx").transport, "registry");
   assert.equal(parseTransportReference("nginx:1").transport, "registry");
   assert.throws(() => parseTransportReference("ftp://x"), /unknown transport/);

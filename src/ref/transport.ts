@@ -3,13 +3,17 @@ import { formatReference, type ImageReference, parseReference } from "./referenc
 
 /**
  * Where an image lives, skopeo-style: `docker://REF` (a registry; also the default for a bare
- * reference), `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]`, `docker-daemon:REF`.
+ * reference), `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]`, `docker-daemon:REF`, and `podman:REF`
+ * (the same Engine API, reached at Podman's socket: see resolveEngineEndpoint).
  */
 export type TransportReference =
   | { transport: "registry"; ref: ImageReference }
   | { transport: "oci"; dir: string; tag?: string }
   | { transport: "docker-archive"; file: string; ref?: ImageReference }
-  | { transport: "docker-daemon"; ref: ImageReference };
+  | { transport: "docker-daemon"; ref: ImageReference; engine?: DaemonEngine };
+
+/** Which local engine a `docker-daemon:` reference means; `podman:` is Podman's Docker-compatible API. */
+export type DaemonEngine = "docker" | "podman";
 
 export function parseTransportReference(text: string): TransportReference {
   if (text.startsWith("docker://")) return { transport: "registry", ref: parseReference(text.slice(9)) };
@@ -33,11 +37,13 @@ export function parseTransportReference(text: string): TransportReference {
   }
   if (text.startsWith("docker-daemon:"))
     return { transport: "docker-daemon", ref: parseReference(text.slice(14)) };
+  if (text.startsWith("podman:"))
+    return { transport: "docker-daemon", ref: parseReference(text.slice(7)), engine: "podman" };
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//.exec(text);
   if (scheme) {
     throw new SutureError(
       "INVALID_REFERENCE",
-      `unknown transport "${scheme[1]}://" in ${quoteUntrusted(text)}: use docker://, oci:, docker-archive: or docker-daemon:`,
+      `unknown transport "${scheme[1]}://" in ${quoteUntrusted(text)}: use docker://, oci:, docker-archive:, docker-daemon: or podman:`,
     );
   }
   return { transport: "registry", ref: parseReference(text) };
@@ -63,6 +69,6 @@ export function formatTransportReference(t: TransportReference): string {
     case "docker-archive":
       return `docker-archive:${t.file}${t.ref ? `:${formatReference(t.ref)}` : ""}`;
     case "docker-daemon":
-      return `docker-daemon:${formatReference(t.ref)}`;
+      return `${t.engine === "podman" ? "podman" : "docker-daemon"}:${formatReference(t.ref)}`;
   }
 }

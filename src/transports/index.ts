@@ -1,7 +1,7 @@
 import type { Dispatcher } from "undici";
 import type { ImageSink, ImageSource } from "../image/source.ts";
 import type { ProgressSink } from "../progress/events.ts";
-import type { TransportReference } from "../ref/transport.ts";
+import type { DaemonEngine, TransportReference } from "../ref/transport.ts";
 import { openArchiveSink, openArchiveSource } from "./archive/docker-archive.ts";
 import { openDaemonSink, openDaemonSource } from "./daemon/daemon.ts";
 import { openLayoutSink, openLayoutSource } from "./layout/layout.ts";
@@ -12,8 +12,10 @@ export interface TransportOptions {
   insecure?: boolean;
   /** Docker config directory (default $DOCKER_CONFIG or ~/.docker). */
   dockerConfig?: string;
-  /** Docker Engine endpoint (default $DOCKER_HOST or unix:///var/run/docker.sock). */
+  /** Docker Engine endpoint (default: see resolveEngineEndpoint). */
   dockerHost?: string;
+  /** Which engine `docker-daemon:` means: Docker (default) or Podman (`podman:` references). */
+  daemonEngine?: DaemonEngine;
   /** Scratch space for transports that spool (archives, daemon). */
   tmpDir?: string;
   progress?: ProgressSink;
@@ -40,7 +42,7 @@ export async function openSource(
     case "docker-archive":
       return openArchiveSource(ref.file, ref.ref, options);
     case "docker-daemon":
-      return openDaemonSource(ref.ref, options);
+      return openDaemonSource(ref.ref, { ...options, daemonEngine: ref.engine });
   }
 }
 
@@ -53,6 +55,6 @@ export async function openSink(ref: TransportReference, options: TransportOption
     case "docker-archive":
       return openArchiveSink(ref.file, ref.ref, options);
     case "docker-daemon":
-      return openDaemonSink(ref.ref, options);
+      return openDaemonSink(ref.ref, { ...options, daemonEngine: ref.engine });
   }
 }

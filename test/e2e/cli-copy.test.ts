@@ -91,7 +91,7 @@ test("bad input: clear one-line errors, non-zero exit, nothing written", async (
     [["inspect", "Not/A:Valid:Ref"], /invalid image reference/],
     [["copy", `docker://${registry.host}/missing/image:1`, `oci:${out}:x`], /not found|NOT_FOUND/i],
     [["copy", "docker://127.0.0.1:9/x:1", `oci:${out}:x`], /NETWORK/],
-    [["inspect", "docker-daemon:does/not-exist:1"], /not found in the local Docker daemon/],
+    [["inspect", "docker-daemon:does/not-exist:1"], /not found in the Docker daemon at /],
   ];
   for (const [args, pattern] of cases) {
     await assert.rejects(cli(args), (e: { code: number; stderr: string }) => {

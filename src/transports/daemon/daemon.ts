@@ -13,7 +13,7 @@ import { familiarName, type ImageReference } from "../../ref/reference.ts";
 import { openArchiveFile } from "../archive/archive-source.ts";
 import { ArchiveSpool, archiveStream } from "../archive/archive-writer.ts";
 import type { TransportOptions } from "../index.ts";
-import { EngineClient } from "./engine.ts";
+import { describeEngine, EngineClient, type EngineEndpoint } from "./engine.ts";
 
 export { EngineClient, type EngineEndpoint, resolveEngineEndpoint } from "./engine.ts";
 
@@ -23,6 +23,11 @@ export function daemonImageName(ref: ImageReference): string {
   if (ref.tag) name += `:${ref.tag}`;
   if (ref.digest) name += `@${ref.digest}`;
   return name;
+}
+
+/** `docker-daemon:NAME` or `podman:NAME`, as the user wrote the transport. */
+function daemonTransportName(ref: ImageReference, options: TransportOptions): string {
+  return `${options.daemonEngine === "podman" ? "podman" : "docker-daemon"}:${daemonImageName(ref)}`;
 }
 
 /** Whether a Docker (or Podman-compatible) daemon answers at the configured endpoint. Never throws. */
@@ -41,9 +46,10 @@ export async function daemonAvailable(options: TransportOptions = {}): Promise<b
  * `docker-archive:`. The spool is removed on close. The daemon's image is never modified.
  */
 export async function openDaemonSource(ref: ImageReference, options: TransportOptions): Promise<ImageSource> {
-  const name = `docker-daemon:${daemonImageName(ref)}`;
+  const name = daemonTransportName(ref, options);
   const client = await EngineClient.connect(options);
   const image = daemonImageName(ref);
+  const pull = `${client.endpoint.engine === "podman" ? "podman" : "docker"} pull it first`;
   const inspect = await client.request({
     method: "GET",
     path: `/images/${encodeURI(image)}/json`,
@@ -54,7 +60,7 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
     throw await client.failure(
       inspect,
       `inspecting ${image}`,
-      `image ${image} not found in the local Docker daemon: docker pull it first`,
+      `image ${image} not found in ${describeEngine(client.endpoint)}: ${pull}`,
     );
   }
   const imageId = await readImageId(inspect.body);
@@ -75,22 +81,21 @@ export async function openDaemonSource(ref: ImageReference, options: TransportOp
       throw await client.failure(
         res,
         `exporting ${image}`,
-        `image ${image} not found in the local Docker daemon: docker pull it first`,
+        `image ${image} not found in ${describeEngine(client.endpoint)}: ${pull}`,
       );
     }
-    options.progress?.({ type: "info", message: `exporting ${image} from the Docker daemon` });
+    options.progress?.({
+      type: "info",
+      message: `exporting ${image} from ${describeEngine(client.endpoint)}`,
+    });
     try {
       await pipeline(res.body, createWriteStream(file));
     } catch (e) {
       // The signal also ends the response body: that is the user's interrupt, not the daemon's fault.
       if (options.signal?.aborted) {
-        throw new SutureError("CANCELLED", "request to the Docker daemon was cancelled", { cause: e });
+        throw new SutureError("CANCELLED", "the export was cancelled", { cause: e });
       }
-      throw asSutureError(
-        e,
-        "DAEMON",
-        `the Docker daemon at ${client.endpoint.host} broke off exporting ${image}`,
-      );
+      throw asSutureError(e, "DAEMON", `${describeEngine(client.endpoint)} broke off exporting ${image}`);
     }
     // The export names the image as the daemon does; a digest-only reference has no RepoTags.
     const source = await openArchiveFile(file, ref, {
@@ -132,11 +137,11 @@ export async function openDaemonSink(ref: ImageReference, options: TransportOpti
   if (!ref.tag) {
     throw new SutureError(
       "INVALID_REFERENCE",
-      `docker-daemon:${daemonImageName(ref)}: the daemon names loaded images by tag: give a tag, e.g. docker-daemon:${familiarName(ref)}:patched`,
+      `${daemonTransportName(ref, options)}: the daemon names loaded images by tag: give a tag, e.g. ${daemonTransportName({ ...ref, tag: "patched", digest: undefined }, options)}`,
     );
   }
   const client = await EngineClient.connect(options);
-  const name = `docker-daemon:${daemonImageName(ref)}`;
+  const name = daemonTransportName(ref, options);
   return new DaemonSink(client, ref, name, new ArchiveSpool(name, options.tmpDir), options);
 }
 
@@ -182,7 +187,10 @@ class DaemonSink implements ImageSink {
       bodyError = e;
     });
     const image = daemonImageName(this.#ref);
-    this.#options.progress?.({ type: "info", message: `loading ${image} into the Docker daemon` });
+    this.#options.progress?.({
+      type: "info",
+      message: `loading ${image} into ${describeEngine(this.#client.endpoint)}`,
+    });
     try {
       const res = await this.#client.request({
         method: "POST",
@@ -193,13 +201,13 @@ class DaemonSink implements ImageSink {
         signal: this.#options.signal,
       });
       if (res.status !== 200) throw await this.#client.failure(res, `loading ${image}`);
-      await readLoadMessages(res.body, image, this.#client.endpoint.host, this.#options.progress);
+      await readLoadMessages(res.body, image, this.#client.endpoint, this.#options.progress);
       if (bodyError) throw bodyError;
     } catch (e) {
       if (bodyError instanceof SutureError) throw bodyError;
       // The signal also ends the response body: that is the user's interrupt, not the daemon's fault.
       if (this.#options.signal?.aborted) {
-        throw new SutureError("CANCELLED", "request to the Docker daemon was cancelled", { cause: e });
+        throw new SutureError("CANCELLED", "the load was cancelled", { cause: e });
       }
       throw e;
     }
@@ -225,7 +233,7 @@ interface JsonMessage {
 async function readLoadMessages(
   res: Readable,
   image: string,
-  host: string,
+  endpoint: EngineEndpoint,
   progress: ProgressSink | undefined,
 ): Promise<void> {
   let buffered = "";
@@ -257,10 +265,10 @@ async function readLoadMessages(
       if (buffered.length > 1024 * 1024) buffered = buffered.slice(-1024 * 1024);
     }
   } catch (e) {
-    throw asSutureError(e, "DAEMON", `the Docker daemon at ${host} broke off loading ${image}`);
+    throw asSutureError(e, "DAEMON", `${describeEngine(endpoint)} broke off loading ${image}`);
   }
   handle(buffered);
   if (failure) {
-    throw new SutureError("DAEMON", `the Docker daemon at ${host} could not load ${image}: ${failure}`);
+    throw new SutureError("DAEMON", `${describeEngine(endpoint)} could not load ${image}: ${failure}`);
   }
 }

@@ -16,8 +16,9 @@ describe("Docker Engine endpoint", () => {
     delete process.env.DOCKER_HOST;
     delete process.env.DOCKER_TLS_VERIFY;
     delete process.env.DOCKER_TLS;
-    assert.deepEqual(resolveEngineEndpoint({}), {
+    assert.deepEqual(resolveEngineEndpoint({}, { env: {}, exists: () => true }), {
       host: DEFAULT_DOCKER_HOST,
+      engine: "docker",
       socketPath: "/var/run/docker.sock",
     });
     process.env.DOCKER_HOST = "unix:///run/user/1000/podman/podman.sock";
@@ -36,6 +37,52 @@ describe("Docker Engine endpoint", () => {
         (e) => isSutureError(e, "USAGE"),
       );
     }
+  });
+
+  test("Podman: CONTAINER_HOST, else its rootful or rootless socket; docker-daemon falls back to it only without Docker", () => {
+    const none = () => false;
+    const podman = (uid: number, env: NodeJS.ProcessEnv, exists = none) =>
+      resolveEngineEndpoint({ daemonEngine: "podman" }, { uid, env, exists });
+    assert.equal(podman(0, {}).socketPath, "/run/podman/podman.sock");
+    assert.equal(
+      podman(1000, { XDG_RUNTIME_DIR: "/run/user/1000" }).socketPath,
+      "/run/user/1000/podman/podman.sock",
+    );
+    assert.equal(podman(1000, {}).socketPath, "/run/user/1000/podman/podman.sock");
+    assert.equal(
+      podman(1000, { CONTAINER_HOST: "unix:///tmp/p.sock", DOCKER_HOST: "unix:///x" }).socketPath,
+      "/tmp/p.sock",
+    );
+    assert.equal(podman(0, {}).engine, "podman");
+    // --docker-host (the option) wins over every default.
+    assert.equal(
+      resolveEngineEndpoint({ daemonEngine: "podman", dockerHost: "unix:///opt/s.sock" }, { env: {} })
+        .socketPath,
+      "/opt/s.sock",
+    );
+
+    const docker = (env: NodeJS.ProcessEnv, present: string[]) =>
+      resolveEngineEndpoint({}, { uid: 1000, env, exists: (p) => present.includes(p) }).socketPath;
+    const rootless = "/run/user/1000/podman/podman.sock";
+    const env = { XDG_RUNTIME_DIR: "/run/user/1000" };
+    assert.equal(docker(env, ["/var/run/docker.sock", rootless]), "/var/run/docker.sock");
+    assert.equal(docker(env, [rootless]), rootless);
+    assert.equal(docker({ ...env, CONTAINER_HOST: "unix:///tmp/c.sock" }, ["/tmp/c.sock"]), "/tmp/c.sock");
+    assert.equal(
+      docker(env, []),
+      "/var/run/docker.sock",
+      "nothing there: Docker's socket, for its error message",
+    );
+    assert.equal(docker({ ...env, DOCKER_HOST: "unix:///d.sock" }, [rootless]), "/d.sock");
+
+    assert.throws(
+      () =>
+        resolveEngineEndpoint(
+          { daemonEngine: "podman" },
+          { env: { CONTAINER_HOST: "ssh://core@h/run/podman/podman.sock" } },
+        ),
+      (e) => isSutureError(e, "USAGE") && /forward it/.test((e as Error).message),
+    );
   });
 
   test("compares API versions numerically", () => {

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -7,6 +7,7 @@ import { SutureError } from "../../errors/errors.ts";
 import { sharedDispatcher } from "../../http/dispatchers.ts";
 import { networkError } from "../../http/errors.ts";
 import { discard, type HttpResponse, header, NoResponseError, readPrefix, send } from "../../http/request.ts";
+import type { DaemonEngine } from "../../ref/transport.ts";
 import type { TransportOptions } from "../index.ts";
 
 export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
@@ -20,23 +21,41 @@ const ERROR_BODY_LIMIT = 64 * 1024;
 export interface EngineEndpoint {
   /** As given (`unix:///run/docker.sock`, `tcp://127.0.0.1:2375`), for messages. */
   readonly host: string;
+  /** Which engine the user asked for (`podman:` or `docker-daemon:`), for messages and hints. */
+  readonly engine: DaemonEngine;
   readonly socketPath?: string;
   readonly hostname?: string;
   readonly port?: number;
   readonly tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; verify: boolean };
 }
 
+/** Podman's API socket: rootful under /run/podman, rootless under the user's runtime dir. */
+export function podmanDefaultSocket(
+  uid = process.getuid?.() ?? 0,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
+  if (uid === 0) return "/run/podman/podman.sock";
+  return join(env.XDG_RUNTIME_DIR || `/run/user/${uid}`, "podman", "podman.sock");
+}
+
 /**
- * The endpoint from TransportOptions.dockerHost, else $DOCKER_HOST, else the default socket.
- * `tcp://` uses TLS when $DOCKER_TLS_VERIFY or $DOCKER_TLS is set (certificates from
- * $DOCKER_CERT_PATH, default ~/.docker), as the docker CLI does.
+ * The endpoint: TransportOptions.dockerHost when given; else for Podman (`podman:` references)
+ * $CONTAINER_HOST, else Podman's own socket (podmanDefaultSocket); else for Docker $DOCKER_HOST,
+ * else Docker's socket, or — on a host with no Docker socket but a Podman one (a laptop with only
+ * Podman, a CI runner with `podman system service`) — Podman's, so `docker-daemon:` and the
+ * default output work there too. `tcp://` uses TLS when $DOCKER_TLS_VERIFY or $DOCKER_TLS is set
+ * (certificates from $DOCKER_CERT_PATH, default ~/.docker), as the docker CLI does.
  */
-export function resolveEngineEndpoint(options: Pick<TransportOptions, "dockerHost"> = {}): EngineEndpoint {
-  const host = options.dockerHost || process.env.DOCKER_HOST || DEFAULT_DOCKER_HOST;
+export function resolveEngineEndpoint(
+  options: Pick<TransportOptions, "dockerHost" | "daemonEngine"> = {},
+  machine: EngineHostMachine = {},
+): EngineEndpoint {
+  const engine = options.daemonEngine ?? "docker";
+  const host = options.dockerHost || defaultEngineHost(engine, machine);
   if (host.startsWith("unix://")) {
     const socketPath = host.slice("unix://".length);
     if (!socketPath) throw badHost(host);
-    return { host, socketPath };
+    return { host, engine, socketPath };
   }
   if (host.startsWith("tcp://") || host.startsWith("http://") || host.startsWith("https://")) {
     let url: URL;
@@ -48,7 +67,7 @@ export function resolveEngineEndpoint(options: Pick<TransportOptions, "dockerHos
     const tlsEnv = process.env.DOCKER_TLS_VERIFY || process.env.DOCKER_TLS;
     const useTls = host.startsWith("https://") || Boolean(tlsEnv);
     const port = url.port ? Number(url.port) : useTls ? 2376 : 2375;
-    if (!useTls) return { host, hostname: url.hostname, port };
+    if (!useTls) return { host, engine, hostname: url.hostname, port };
     const certDir = process.env.DOCKER_CERT_PATH || join(homedir(), ".docker");
     const read = (f: string) => {
       try {
@@ -59,6 +78,7 @@ export function resolveEngineEndpoint(options: Pick<TransportOptions, "dockerHos
     };
     return {
       host,
+      engine,
       hostname: url.hostname,
       port,
       tls: {
@@ -72,11 +92,36 @@ export function resolveEngineEndpoint(options: Pick<TransportOptions, "dockerHos
   throw badHost(host);
 }
 
+/** `the Docker daemon at unix:///…` or `the Podman service at …`: who answered (or did not). */
+export function describeEngine(endpoint: EngineEndpoint): string {
+  return `${endpoint.engine === "podman" ? "the Podman service" : "the Docker daemon"} at ${endpoint.host}`;
+}
+
+/** What the default endpoint depends on: the environment, the caller's uid, which sockets exist. */
+export interface EngineHostMachine {
+  env?: NodeJS.ProcessEnv;
+  uid?: number;
+  exists?: (path: string) => boolean;
+}
+
+function defaultEngineHost(engine: DaemonEngine, machine: EngineHostMachine): string {
+  const env = machine.env ?? process.env;
+  const exists = machine.exists ?? existsSync;
+  const podman = () => env.CONTAINER_HOST || `unix://${podmanDefaultSocket(machine.uid, env)}`;
+  if (engine === "podman") return podman();
+  if (env.DOCKER_HOST) return env.DOCKER_HOST;
+  if (exists(DEFAULT_DOCKER_HOST.slice("unix://".length))) return DEFAULT_DOCKER_HOST;
+  const fallback = podman();
+  return fallback.startsWith("unix://") && exists(fallback.slice("unix://".length))
+    ? fallback
+    : DEFAULT_DOCKER_HOST;
+}
+
 function badHost(host: string): SutureError {
-  return new SutureError(
-    "USAGE",
-    `unsupported DOCKER_HOST "${host}": use unix:///path/to/docker.sock or tcp://HOST:PORT`,
-  );
+  const ssh = host.startsWith("ssh://")
+    ? ": suture speaks to a local socket; forward it (ssh -L /tmp/podman.sock:/run/podman/podman.sock HOST) and use unix:///tmp/podman.sock"
+    : ": use unix:///path/to/docker.sock or tcp://HOST:PORT";
+  return new SutureError("USAGE", `unsupported engine host "${host}" (DOCKER_HOST/CONTAINER_HOST)${ssh}`);
 }
 
 export interface EngineRequest {
@@ -140,7 +185,7 @@ export class EngineClient {
 
   /** Reach the daemon and agree on an API version; DAEMON error naming the socket when unreachable. */
   static async connect(
-    options: Pick<TransportOptions, "dockerHost" | "signal" | "dispatcher"> = {},
+    options: Pick<TransportOptions, "dockerHost" | "daemonEngine" | "signal" | "dispatcher"> = {},
     timeoutMs = 10_000,
   ): Promise<EngineClient> {
     const endpoint = resolveEngineEndpoint(options);
@@ -156,7 +201,7 @@ export class EngineClient {
     if (ping.status !== 200) {
       throw new SutureError(
         "DAEMON",
-        `the Docker daemon at ${endpoint.host} answered /_ping with HTTP ${ping.status}: check DOCKER_HOST points at a Docker or Podman API socket`,
+        `${describeEngine(endpoint)} answered /_ping with HTTP ${ping.status}: check ${endpoint.engine === "podman" ? "CONTAINER_HOST" : "DOCKER_HOST"} points at a Docker or Podman API socket`,
       );
     }
     if (!server) {
@@ -179,7 +224,7 @@ export class EngineClient {
     if (compareApiVersions(server, MIN_API_VERSION) < 0) {
       throw new SutureError(
         "DAEMON",
-        `the Docker daemon at ${endpoint.host} speaks API ${server}, older than ${MIN_API_VERSION}: upgrade Docker`,
+        `${describeEngine(endpoint)} speaks API ${server}, older than ${MIN_API_VERSION}: upgrade it`,
       );
     }
     const version = compareApiVersions(server, MAX_API_VERSION) > 0 ? MAX_API_VERSION : server;
@@ -207,7 +252,7 @@ export class EngineClient {
     if (res.status === 404 && notFound) return new SutureError("NOT_FOUND", notFound);
     return new SutureError(
       res.status === 404 ? "NOT_FOUND" : "DAEMON",
-      `${what} failed: the Docker daemon at ${this.endpoint.host} answered HTTP ${res.status}: ${message.split("\n")[0] || "(no message)"}`,
+      `${what} failed: ${describeEngine(this.endpoint)} answered HTTP ${res.status}: ${message.split("\n")[0] || "(no message)"}`,
     );
   }
 }
@@ -234,20 +279,24 @@ async function sendTo(
     if (e instanceof NoResponseError && !req.signal?.aborted) {
       throw new SutureError(
         "DAEMON",
-        `the Docker daemon at ${endpoint.host} did not answer ${req.path} within ${Math.round(e.deadlineMs / 1000)}s: is it running and healthy?`,
+        `${describeEngine(endpoint)} did not answer ${req.path} within ${Math.round(e.deadlineMs / 1000)}s: is it running and healthy?`,
         { cause: e, retryable: true },
       );
     }
     throw networkError(e, {
       signal: req.signal,
-      cancelled: "request to the Docker daemon was cancelled",
+      cancelled: `request to ${describeEngine(endpoint)} was cancelled`,
       code: "DAEMON",
       message: (f) => {
         const fix =
-          f.code === "EACCES"
-            ? "run as root or as a member of the docker group, or set DOCKER_HOST to a socket you may use"
-            : "is dockerd running? start it, or set DOCKER_HOST to its socket (unix:///path or tcp://host:port)";
-        return `cannot reach the Docker daemon at ${endpoint.host} (${f.detail}): ${fix}`;
+          endpoint.engine === "podman"
+            ? f.code === "EACCES"
+              ? "use your own Podman socket (rootless: $XDG_RUNTIME_DIR/podman/podman.sock) or set CONTAINER_HOST to a socket you may use"
+              : "start Podman's API service (systemctl --user start podman.socket, or podman system service --time=0), or set CONTAINER_HOST to its socket"
+            : f.code === "EACCES"
+              ? "run as root or as a member of the docker group, or set DOCKER_HOST to a socket you may use"
+              : "is dockerd running? start it, or set DOCKER_HOST to its socket (unix:///path or tcp://host:port)";
+        return `cannot reach ${describeEngine(endpoint)} (${f.detail}): ${fix}`;
       },
       retryable: (f) => f.code === "ECONNREFUSED" || f.code === "ECONNRESET",
     });
