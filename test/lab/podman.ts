@@ -115,14 +115,10 @@ export async function startPodman(options: { rootless: boolean; timeoutMs?: numb
         process.kill(-child.pid, "SIGKILL");
       } catch {}
     }
-    const pause = Number(
-      (await readFile(join(dir, "libpod", "tmp", "pause.pid"), "utf8").catch(() => "")).trim(),
-    );
-    if (pause && processAlive(pause)) process.kill(pause, "SIGKILL");
     // Rootful overlay mounts of the storage, if a container was left; rootless ones die with the namespace.
     spawnSync("sh", ["-c", `grep -o ' ${dir}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
-    // Rootless storage holds files owned by subordinate ids: remove them as the user, in its namespace.
     if (options.rootless) {
+      // Rootless storage holds files owned by subordinate ids: removed as the user, in its namespace.
       spawnSync("runuser", [
         "-u",
         user,
@@ -135,6 +131,9 @@ export async function startPodman(options: { rootless: boolean; timeoutMs?: numb
         "-rf",
         join(dir, "storage"),
       ]);
+      // Rootless Podman keeps a pause process holding its namespace (its own session, so not in the
+      // service's group); the lab user runs nothing else.
+      spawnSync("pkill", ["-KILL", "-u", user]);
     }
     await rm(dir, { recursive: true, force: true });
   };
