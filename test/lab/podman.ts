@@ -104,7 +104,7 @@ export async function startPodman(options: { rootless: boolean; timeoutMs?: numb
   });
 
   const stop = async () => {
-    // The service and what it started (conmon, the rootless pause process) share its process group.
+    // The service and what it started (conmon, containers) share its process group.
     if (child.pid && processAlive(child.pid)) {
       try {
         process.kill(-child.pid, "SIGTERM");
