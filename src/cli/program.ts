@@ -3,6 +3,7 @@ import packageJson from "../../package.json" with { type: "json" };
 import { SutureError } from "../errors/errors.ts";
 import { registerBulk } from "./commands/bulk.ts";
 import { registerCopy } from "./commands/copy.ts";
+import { registerDoctor } from "./commands/doctor.ts";
 import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
@@ -32,6 +33,7 @@ Image references (like skopeo):
   registerPatch(program);
   registerBulk(program);
   registerSbom(program);
+  registerDoctor(program);
   return program;
 }
 

@@ -416,7 +416,7 @@ function assertRoot(): void {
   if (uid === undefined || uid === 0) return;
   throw new SutureError(
     "SANDBOX",
-    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo)`,
+    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo); suture doctor says what this host allows`,
   );
 }
 

@@ -33,7 +33,8 @@ process.on("exit", () => {
   for (const p of running) p.kill("SIGKILL");
 });
 
-async function ensureRootlessUser(): Promise<void> {
+/** Creates the lab's unprivileged user (and its subordinate ids) if missing. */
+export async function ensureRootlessUser(): Promise<void> {
   if (spawnSync("id", ["-u", ROOTLESS_USER]).status !== 0) {
     await run("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ROOTLESS_USER]);
   }
