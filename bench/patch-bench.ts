@@ -2,7 +2,7 @@
  * suture vs the apt-in-runc baseline (what copa does, minus BuildKit), measured in one run on this
  * machine. See bench/README.md for what each number means.
  *
- *   npm run bench [-- --only full,lib,alpine,rpm,multi] [--reps 3] [--json FILE]
+ *   npm run bench [-- --only full,lib,alpine,rpm,multi,big] [--reps 3] [--json FILE]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -23,6 +23,7 @@ import {
   alpineLabTrivyReport,
   startAlpineTestRepo,
 } from "../test/lab/alpine-lab.ts";
+import { bigLabImage } from "../test/lab/big-image.ts";
 import { labImage, trivyReportFor } from "../test/lab/images.ts";
 import { labIndex } from "../test/lab/lab-index.ts";
 import { startRegistry } from "../test/lab/registry.ts";
@@ -60,8 +61,17 @@ interface Run {
   layerBytes?: number;
   layerGzipBytes?: number;
   peakRssMb?: number;
+  /** write_bytes of the suture process and the children it reaped (/proc/PID/io): what it had written to disk. */
+  writtenMb?: number;
 }
-const results: { workload: string; packages: number; changedBytes?: number; runs: Run[] }[] = [];
+const results: {
+  workload: string;
+  packages: number;
+  changedBytes?: number;
+  runs: Run[];
+  /** Figures a workload compares itself by (the big image's against the plain one). */
+  ratios?: Record<string, number>;
+}[] = [];
 
 /**
  * Start every run from the same state: flush dirty pages, drop the kernel's caches, then wait
@@ -266,10 +276,16 @@ async function sutureRun(name: string, argv: string[]): Promise<Run> {
   const started = performance.now();
   const child = spawn(suture, [...argv, "--progress", "json"], { stdio: ["ignore", "pipe", "pipe"] });
   let peakKb = 0;
+  let written = 0;
   const poll = setInterval(async () => {
     const s = await readFile(`/proc/${child.pid}/status`, "utf8").catch(() => "");
     const kb = Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0);
     if (kb > peakKb) peakKb = kb;
+    // Counted when pages are dirtied (whether or not they reach the disk before a delete), and
+    // including the children suture has reaped (runc and what ran in it).
+    const io = await readFile(`/proc/${child.pid}/io`, "utf8").catch(() => "");
+    const w = Number(/write_bytes:\s+(\d+)/.exec(io)?.[1] ?? 0);
+    if (w > written) written = w;
   }, 50);
   let stderr = "";
   child.stderr.on("data", (d) => {
@@ -288,7 +304,13 @@ async function sutureRun(name: string, argv: string[]): Promise<Run> {
     if (e.type === "step-done" && e.step.startsWith("extract-layer"))
       phases.unpack = (phases.unpack ?? 0) + e.elapsedMs;
   }
-  return { name, wallMs: performance.now() - started, phases, peakRssMb: Math.round(peakKb / 1024) };
+  return {
+    name,
+    wallMs: performance.now() - started,
+    phases,
+    peakRssMb: Math.round(peakKb / 1024),
+    writtenMb: Math.round(written / 1024 / 1024),
+  };
 }
 
 /** Size of the last layer of a patched image: compressed and uncompressed. */
@@ -377,7 +399,8 @@ const registry = await startRegistry({ auth: "none" });
 try {
   const lab = await labImage("bookwormNginx");
   const nginx = { reference: `${registry.host}/lab/nginx:base` };
-  if (only.has("full") || only.has("lib")) await copyImageTo(lab.reference, nginx.reference);
+  if (only.has("full") || only.has("lib") || only.has("big"))
+    await copyImageTo(lab.reference, nginx.reference);
   if (only.has("full")) {
     const r = await trivyReportFor("bookwormNginx", { outFile: join(work, "full.json") });
     await workload(
@@ -398,6 +421,7 @@ try {
       { steps: aptSteps(r.fixes.map((f) => f.name)) },
     );
   }
+  if (only.has("big")) await bigWorkload(nginx.reference);
   if (only.has("alpine")) {
     // The Alpine lab image (3.20.3 + an app layer) and its signed loopback repository of edge's
     // real newer builds (test/lab/alpine-lab.ts); the report names every package with a fix.
@@ -477,6 +501,64 @@ try {
   await rm(work, { recursive: true, force: true });
 }
 
+/**
+ * Issue 15's big image: the nginx lab image plus ten generated layers of an ML stack (1.7 GB,
+ * test/lab/big-image.ts), patched cold with the native engine from the same library-only report
+ * as the plain image, the two interleaved `--reps` times; the table compares their medians.
+ */
+async function bigWorkload(plainReference: string) {
+  const big = await bigLabImage();
+  const bigReference = plainReference.replace(/\/nginx:base$/, "/nginx-big:base");
+  await copyImageTo(big.reference, bigReference);
+  const r = await trivyReportFor("bookwormNginx", {
+    only: LIB_PACKAGES,
+    outFile: join(work, "big-lib.json"),
+  });
+  console.error(
+    `» big image: ${LIB_PACKAGES.length} packages, +${(big.addedBytes / 2 ** 30).toFixed(2)} GiB in ten layers`,
+  );
+  const colds: Record<string, Run[]> = { plain: [], big: [] };
+  for (let rep = 0; rep < reps; rep++) {
+    for (const [label, reference] of [
+      ["plain", plainReference],
+      ["big", bigReference],
+    ] as const) {
+      const cache = join(work, `cache-big-${label}-${rep}`);
+      const target = `${reference.replace(/:[^:/]+$/, "")}:bench-big-${rep}`;
+      colds[label]!.push(
+        await sutureRun(`suture native, ${label} image (cold cache)`, [
+          "patch",
+          "-i",
+          reference,
+          "-r",
+          r.path,
+          "-t",
+          target,
+          "--push",
+          "--engine",
+          "native",
+          "--cache-dir",
+          cache,
+          // The report is the plain image's (same packages): the big one has another config digest.
+          "--ignore-report-image",
+        ]),
+      );
+      await rm(cache, { recursive: true, force: true });
+    }
+  }
+  const plain = median(colds.plain!);
+  const bigRun = median(colds.big!);
+  results.push({
+    workload: `big image (nginx + ${(big.addedBytes / 2 ** 30).toFixed(2)} GiB in ten layers), library-only report`,
+    packages: LIB_PACKAGES.length,
+    runs: [plain, bigRun],
+    ratios: {
+      "cold time, big / plain": bigRun.wallMs / plain.wallMs,
+      "bytes written, big / plain": (bigRun.writtenMb ?? 0) / Math.max(1, plain.writtenMb ?? 0),
+    },
+  });
+}
+
 async function copyImageTo(from: string, to: string): Promise<void> {
   const r = spawnSync(suture, ["copy", from, `docker://${to}`], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`suture copy failed: ${r.stderr}`);
@@ -496,9 +578,9 @@ function print() {
     );
     const base = w.runs.find((r) => r.name.startsWith("baseline"));
     console.log(
-      "| run | wall | speed-up vs baseline | layer (tar) | layer / changed | layer gz | peak RSS | phases |",
+      "| run | wall | speed-up vs baseline | layer (tar) | layer / changed | layer gz | peak RSS | written | phases |",
     );
-    console.log("|---|---|---|---|---|---|---|---|");
+    console.log("|---|---|---|---|---|---|---|---|---|");
     for (const r of w.runs) {
       const speed = base && r !== base ? `${(base.wallMs / r.wallMs).toFixed(2)}×` : "";
       const ratio = w.changedBytes && r.layerBytes ? `${(r.layerBytes / w.changedBytes).toFixed(2)}×` : "";
@@ -506,9 +588,10 @@ function print() {
         .map(([k, v]) => `${k} ${s(v)}`)
         .join(", ");
       console.log(
-        `| ${r.name} | ${s(r.wallMs)} | ${speed} | ${mb(r.layerBytes)} | ${ratio} | ${mb(r.layerGzipBytes)} | ${r.peakRssMb ? `${r.peakRssMb}MB` : ""} | ${phases} |`,
+        `| ${r.name} | ${s(r.wallMs)} | ${speed} | ${mb(r.layerBytes)} | ${ratio} | ${mb(r.layerGzipBytes)} | ${r.peakRssMb ? `${r.peakRssMb}MB` : ""} | ${r.writtenMb !== undefined ? `${r.writtenMb}MB` : ""} | ${phases} |`,
       );
     }
+    for (const [k, v] of Object.entries(w.ratios ?? {})) console.log(`- ${k}: ${v.toFixed(2)}×`);
   }
 }
 

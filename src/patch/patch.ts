@@ -5,7 +5,7 @@ import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { detectDistro } from "../distro/detect.ts";
 import { SutureError } from "../errors/errors.ts";
-import { copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
+import { type CopyOptions, copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
 import { type Image, imagePlatform, loadImage, openImage, parseIndex } from "../image/image.ts";
 import type { ImageSink, ImageSource } from "../image/source.ts";
 import { hasSuturePatchLayer } from "../mutate/suture-patch.ts";
@@ -194,6 +194,12 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
     const root = await source.rootManifest();
     imageAliases.push(root.digest);
     const holdsIndex = sinkRef.transport === "registry" || sinkRef.transport === "oci";
+    // Registry to registry: a base layer the destination repository lacks is mounted from the
+    // source repository (same registry), not downloaded again to be uploaded.
+    const mountFrom =
+      srcRef.transport === "registry"
+        ? { registry: srcRef.ref.registry, repository: srcRef.ref.repository }
+        : undefined;
 
     if (!isIndexMediaType(root.mediaType) || !holdsIndex) {
       const wanted = options.platforms?.[0] ?? hostPlatform();
@@ -212,7 +218,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       if (!patched) return result;
       const sink = await openSink(sinkRef, transport);
       await withStep(progress, "write", `writing ${targetName}`, () =>
-        writeImage(patched, sink, { progress, signal: options.signal }),
+        writeImage(patched, sink, { progress, signal: options.signal, mountFrom }),
       );
       // An OCI layout stores Docker schema 2 manifests in OCI form: say the digest really written.
       result.digest = committedLayoutManifest(sink)?.digest ?? patched.manifest.digest;
@@ -276,7 +282,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       progress,
       "write",
       `writing ${targetName} (${patchedByDigest.size} patched platforms)`,
-      () => writeIndex(source, sink, raw, patchedByDigest, { progress, signal: options.signal }),
+      () => writeIndex(source, sink, raw, patchedByDigest, { progress, signal: options.signal, mountFrom }),
     );
     result.digest = committedLayoutManifest(sink)?.digest ?? raw.digest;
     result.vexFile = await writeVex(
@@ -651,7 +657,7 @@ async function writeIndex(
   sink: ImageSink,
   raw: RawManifest,
   patched: ReadonlyMap<string, Image>,
-  copyOptions: { progress: ProgressSink; signal?: AbortSignal },
+  copyOptions: Pick<CopyOptions, "progress" | "signal" | "mountFrom">,
 ): Promise<void> {
   try {
     const written = new Set<string>();

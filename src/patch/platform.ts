@@ -1,6 +1,6 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
-import { detectDistroInRoot } from "../distro/detect.ts";
+import { type DistroInfo, detectDistro, detectDistroInRoot } from "../distro/detect.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
 import { buildPatchLayer } from "../layer/patch-layer.ts";
 import { appendPatchLayer, recordedOriginalConfig, withoutSuturePatchLayer } from "../mutate/suture-patch.ts";
@@ -110,35 +110,46 @@ export async function patchPlatformImage(
   const base = withoutSuturePatchLayer(original);
   const compression = ctx.compression ?? "gzip";
   const workDir = await mkdtemp(join(ctx.workRoot, "platform-"));
+  /** Which engine, and the report's plan restricted to what the image has installed. */
+  const prepare = (distro: DistroInfo) => {
+    const { manager, engine } = selectEngine(ctx.engine ?? "auto", distro, PACKAGE_MANAGERS);
+    result.engine = engine.kind;
+    if (plan) {
+      const identity = {
+        name: ctx.imageName ?? ctx.baseName,
+        osRelease: distro.osRelease,
+        packageDb: distro.packageDb,
+        installed: distro.installed,
+        architecture: platform.architecture,
+        variant: platform.variant,
+        digests: { ...imageDigests(original), aliases: ctx.imageAliases },
+        repository: ctx.repository,
+      };
+      for (const message of checkReportMatchesImage(plan, identity, {
+        ignoreReportImage: ctx.ignoreReportImage,
+      }))
+        warn(message);
+    }
+    const filtered = plan ? filterPlanByInstalled(plan, distro.installed ?? new Map()) : undefined;
+    result.plan = filtered;
+    return { manager, engine, filtered };
+  };
+  if (ctx.dryRun && plan) {
+    // A dry run with a report needs only os-release and the package database: they are read from
+    // the layers as they stream, and nothing is extracted or written.
+    const distro = await withStep(progress, "detect", "reading the package database from the layers", () =>
+      detectDistro(base, { signal: ctx.signal }),
+    );
+    prepare(distro);
+    result.status = "dry-run";
+    return { result };
+  }
   const layer = await withSandbox(
     base,
     { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
     async (sb): Promise<PatchLayerFile | undefined> => {
       const distro = await detectDistroInRoot(sb.mergedDir);
-      const { manager, engine } = selectEngine(ctx.engine ?? "auto", distro, PACKAGE_MANAGERS);
-      result.engine = engine.kind;
-      if (plan) {
-        const identity = {
-          name: ctx.imageName ?? ctx.baseName,
-          osRelease: distro.osRelease,
-          packageDb: distro.packageDb,
-          installed: distro.installed,
-          architecture: platform.architecture,
-          variant: platform.variant,
-          digests: { ...imageDigests(original), aliases: ctx.imageAliases },
-          repository: ctx.repository,
-        };
-        for (const message of checkReportMatchesImage(plan, identity, {
-          ignoreReportImage: ctx.ignoreReportImage,
-        }))
-          warn(message);
-      }
-      const filtered = plan ? filterPlanByInstalled(plan, distro.installed ?? new Map()) : undefined;
-      result.plan = filtered;
-      if (ctx.dryRun && filtered) {
-        result.status = "dry-run";
-        return undefined;
-      }
+      const { manager, engine, filtered } = prepare(distro);
       if (filtered && filtered.updates.length === 0) return undefined;
       const targets: Targets = filtered
         ? filtered.updates.map((u) => ({

@@ -154,6 +154,7 @@ test("dry-run prints the plan and writes nothing; bad report fails in one line",
     outFile: join(work, "r2.json"),
   });
   const out = join(work, "dry");
+  const cache = join(work, "dry-cache");
   const { stdout } = await cli([
     "patch",
     "-i",
@@ -164,10 +165,15 @@ test("dry-run prints the plan and writes nothing; bad report fails in one line",
     "x",
     "--oci-dir",
     out,
+    "--cache-dir",
+    cache,
     "--dry-run",
   ]);
   assert.match(stdout, /libssl3/);
   await assert.rejects(stat(out));
+  // With a report, the plan needs only the package database, read as the layers stream by: no
+  // layer is extracted into the cache.
+  await assert.rejects(stat(join(cache, "layers")));
   await assert.rejects(
     cli(["patch", "-i", lab.reference, "-r", "/nonexistent.json", "-t", "x", "--oci-dir", out]),
     (e: { code: number; stderr: string }) => {
