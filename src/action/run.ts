@@ -5,6 +5,7 @@ import { patchImage } from "../index.ts";
 import type { EngineChoice } from "../patch/engines/engine.ts";
 import type { PatchResult } from "../patch/patch.ts";
 import type { ProgressSink } from "../progress/events.ts";
+import { parseReference } from "../ref/reference.ts";
 import { SBOM_FORMATS, type SbomFormat } from "../sbom/sbom.ts";
 import { appendSummary, type Env, getBooleanInput, getInput, getListInput, setOutputs } from "./runner-io.ts";
 import { patchSummary } from "./summary.ts";
@@ -66,25 +67,35 @@ export function readInputs(env: Env): ActionInputs {
 }
 
 /**
- * What the step reports: `patched-image` is the written reference pinned by digest (empty when
- * nothing needed patching: nothing was written), `vex` and `sbom` the files written (or empty).
+ * What the step reports. `patched-image` is what was written pinned by digest, `registry/repo@sha256:…`
+ * without the tag: every client takes that form, where skopeo, podman and buildah refuse a tag and
+ * a digest together. `patched-reference` is the name it was written under (`registry/repo:tag`).
+ * Both are empty when nothing needed patching (nothing was written). `vex` and `sbom` are the
+ * files written, or empty.
  */
 export function actionOutputs(result: PatchResult): Record<string, string> {
+  const written = writtenNames(result);
   return {
-    "patched-image": patchedImage(result) ?? "",
+    "patched-image": written?.pinned ?? "",
+    "patched-reference": written?.name ?? "",
     vex: result.vexFile ?? "",
     sbom: result.sbomFile ?? "",
     status: result.status,
   };
 }
 
-/** `registry/repo:tag@digest` for a registry, `name:tag` for the local engine (it keeps no manifest digest). */
-function patchedImage(result: PatchResult): string | undefined {
+/** The written image's name, and its digest-pinned form (the local engine keeps no manifest digest: its name). */
+function writtenNames(result: PatchResult): { name: string; pinned: string } | undefined {
   if (result.status !== "patched" || !result.digest) return undefined;
   const registry = /^docker:\/\/(.*)$/.exec(result.target);
-  if (registry) return `${registry[1]}@${result.digest}`;
+  if (registry) {
+    const name = registry[1]!;
+    const ref = parseReference(name);
+    return { name, pinned: `${ref.registry}/${ref.repository}@${result.digest}` };
+  }
   const daemon = /^docker-daemon:(.*)$/.exec(result.target);
-  return daemon ? daemon[1] : `${result.target}@${result.digest}`;
+  if (daemon) return { name: daemon[1]!, pinned: daemon[1]! };
+  return { name: result.target, pinned: `${result.target}@${result.digest}` };
 }
 
 export interface RunActionOptions {
@@ -146,6 +157,7 @@ export async function runAction(env: Env, options: RunActionOptions = {}): Promi
         source: inputs.image,
         result,
         patchedImage: outputs["patched-image"] || undefined,
+        patchedReference: outputs["patched-reference"] || undefined,
         pushed: inputs.push,
         vexFile: result.vexFile,
         sbomFile: result.sbomFile,

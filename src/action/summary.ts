@@ -9,8 +9,10 @@ import type { PatchResult, PlatformResult } from "../patch/patch.ts";
 export function patchSummary(input: {
   source: string;
   result: PatchResult;
-  /** `reference@digest` of what was written, when something was. */
+  /** `repo@digest` of what was written, when something was. */
   patchedImage?: string;
+  /** `repo:tag` it was written under. */
+  patchedReference?: string;
   pushed: boolean;
   vexFile?: string;
   sbomFile?: string;
@@ -23,7 +25,9 @@ export function patchSummary(input: {
       "Nothing to patch: every package the report names (or, without a report, every package) is up to date. Nothing was written.",
     );
   } else if (input.patchedImage) {
-    out.push(`${input.pushed ? "Pushed" : "Wrote"} ${code(input.patchedImage)}.`);
+    out.push(
+      `${input.pushed ? "Pushed" : "Wrote"} ${code(input.patchedReference ?? input.patchedImage)}${input.patchedReference && input.patchedReference !== input.patchedImage ? ` as ${code(input.patchedImage)}` : ""}.`,
+    );
   }
   const mode = result.platforms.some((p) => p.plan) ? "report" : "update-all";
   out.push(
