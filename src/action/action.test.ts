@@ -12,6 +12,7 @@ import {
   getBooleanInput,
   getInput,
   getListInput,
+  neutraliseCommands,
   outputRecord,
   setOutputs,
 } from "./runner-io.ts";
@@ -96,6 +97,13 @@ test("an error annotation stays one workflow command", () => {
   assert.equal(
     errorCommand("100% bad\r\nsecond ::set-output"),
     "::error::100%25 bad%0D%0Asecond ::set-output\n",
+  );
+});
+
+test("progress text from an image cannot issue workflow commands", () => {
+  assert.equal(
+    neutraliseCommands("ok\n::add-mask::x\n  ::stop-commands::t\na ::b::\n"),
+    "ok\n: :add-mask::x\n  : :stop-commands::t\na ::b::\n",
   );
 });
 

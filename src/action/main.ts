@@ -9,7 +9,7 @@ import { ExitCode, exitCodeFor, formatError } from "../cli/exit.ts";
 import { createRenderer } from "../cli/progress-render.ts";
 import { runSandboxCleanups } from "../sandbox/cleanup.ts";
 import { runAction } from "./run.ts";
-import { errorCommand, warningCommand } from "./runner-io.ts";
+import { errorCommand, neutraliseCommands, warningCommand } from "./runner-io.ts";
 import { elevation } from "./sudo.ts";
 
 async function main(): Promise<number> {
@@ -32,7 +32,7 @@ async function main(): Promise<number> {
 
   const controller = new AbortController();
   const release = cancelOnSignals(controller, "container, mounts, temp dirs");
-  const progress = createRenderer("plain", process.stdout);
+  const progress = createRenderer("plain", commandFreeStdout());
   try {
     const result = await runAction(process.env, {
       signal: controller.signal,
@@ -65,6 +65,18 @@ async function main(): Promise<number> {
     release();
     await runSandboxCleanups();
   }
+}
+
+/**
+ * stdout for progress lines. The runner reads every line starting with `::` as a workflow command,
+ * and progress carries text from the image and its packages (maintainer scripts' output): such a
+ * line is printed with its colons apart, so only this entry's own `::error::` lines are commands.
+ */
+function commandFreeStdout(): NodeJS.WriteStream {
+  return {
+    isTTY: false,
+    write: (text: string) => process.stdout.write(neutraliseCommands(text)),
+  } as unknown as NodeJS.WriteStream;
 }
 
 function sudoOwner(): { uid: number; gid: number } | undefined {

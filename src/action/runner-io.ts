@@ -78,3 +78,8 @@ export function errorCommand(message: string): string {
 export function warningCommand(message: string): string {
   return `::warning::${message.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A")}\n`;
 }
+
+/** Text with no line the runner would take for a workflow command (`::name::`): `::` at a line's start becomes `: :`. */
+export function neutraliseCommands(text: string): string {
+  return text.replace(/^(\s*)::/gm, "$1: :");
+}
