@@ -23,7 +23,8 @@ test("the committed dist/action is what the sources build to", async () => {
     const have = (await readdir(committed).catch(() => [] as string[])).sort();
     assert.deepEqual(have, built, `dist/action holds other files than the build writes: ${FIX}`);
     for (const name of built) {
-      const same = Buffer.compare(await readFile(join(out, name)), await readFile(join(committed, name))) === 0;
+      const same =
+        Buffer.compare(await readFile(join(out, name)), await readFile(join(committed, name))) === 0;
       assert.ok(same, `dist/action/${name} differs from what the sources build to: ${FIX}`);
     }
   } finally {
