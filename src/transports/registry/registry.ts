@@ -18,6 +18,7 @@ import {
 import { pullScope, pushScope } from "./auth.ts";
 import { RegistryClient } from "./client.ts";
 import { type Credentials, normalizeRegistryHost } from "./credentials.ts";
+import { addToReferrersTag, listReferrers, type PushableArtifact, pushArtifact } from "./referrers.ts";
 
 /** Transport options plus knobs of the registry transport that only tests and tuning need. */
 export interface RegistryOptions extends TransportOptions {
@@ -173,4 +174,29 @@ export async function resolveManifest(
     scopes: [pullScope(repo)],
     operation: `pull ${repo}`,
   });
+}
+
+/**
+ * OCI 1.1 referrers of one repository: push artifacts (by digest or under a tag), keep the
+ * referrers tag of registries without the referrers API, and list a digest's referrers (API first,
+ * the `sha256-<hex>` tag second). Used by `patch --attach` (src/attest/).
+ */
+export interface RegistryReferrers {
+  readonly name: string;
+  push(artifact: PushableArtifact, tag?: string): Promise<{ subjectAccepted: boolean }>;
+  addToReferrersTag(subject: string, added: readonly Descriptor[]): Promise<RawManifest>;
+  list(subject: string, artifactType?: string): Promise<{ manifests: Descriptor[]; via: "api" | "tag" }>;
+}
+
+export function openRegistryReferrers(ref: ImageReference, options: RegistryOptions = {}): RegistryReferrers {
+  const client = clientFor(ref, options);
+  const repo = ref.repository;
+  const push = { scopes: [pushScope(repo)], operation: `attach to ${repo}` };
+  const pull = { scopes: [pullScope(repo)], operation: `list referrers in ${repo}` };
+  return {
+    name: `docker://${ref.registry}/${repo}`,
+    push: (artifact, tag) => pushArtifact(client, repo, artifact, push, tag),
+    addToReferrersTag: (subject, added) => addToReferrersTag(client, repo, subject, added, push),
+    list: (subject, artifactType) => listReferrers(client, repo, subject, pull, artifactType),
+  };
 }
