@@ -18,6 +18,7 @@ import packageJson from "../../package.json" with { type: "json" };
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError, SUTURE } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { layoutWriter } from "../lab/oci-layout.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
@@ -83,6 +84,7 @@ const ACCEPT = [OCI_MANIFEST, OCI_INDEX, "application/vnd.docker.distribution.ma
 
 interface Descriptor {
   mediaType: string;
+  platform?: { os: string; architecture: string };
   digest: string;
   size: number;
   artifactType?: string;
@@ -341,6 +343,111 @@ test("--oci-dir --attach (unsigned): the layout's sha256-<hex> tag lists the VEX
   }
   // umoci, an independent OCI reader, still reads the patched image from the layout.
   await run("umoci", ["stat", "--image", `${out}:patched`]);
+});
+
+/**
+ * A one-platform OCI index as BuildKit pushes it: the lab image plus its attestation manifest
+ * (`vnd.docker.reference.type: attestation-manifest`, an in-toto layer about the platform image).
+ */
+async function indexWithAttestation(dir: string): Promise<{ platformDigest: string; attestation: string }> {
+  const lab = await labImage("bookwormMinbase");
+  const layout = await layoutWriter(dir);
+  const labIndex = JSON.parse(await readFile(join(lab.layoutDir, "index.json"), "utf8")) as {
+    manifests: Descriptor[];
+  };
+  const entry = labIndex.manifests.find(
+    (m) => m.annotations?.["org.opencontainers.image.ref.name"] === "latest",
+  )!;
+  const labManifest = JSON.parse(
+    await readFile(join(lab.layoutDir, "blobs", "sha256", entry.digest.slice(7)), "utf8"),
+  ) as Manifest;
+  for (const d of [entry.digest, labManifest.config.digest, ...labManifest.layers.map((l) => l.digest)])
+    await layout.reuse(lab.layoutDir, d);
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  const empty = await layout.put(new TextEncoder().encode("{}"));
+  const provenance = await layout.put(
+    enc({ _type: "https://in-toto.io/Statement/v0.1", predicateType: "https://slsa.dev/provenance/v0.2" }),
+  );
+  const att = await layout.put(
+    enc({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...empty },
+      layers: [
+        {
+          mediaType: "application/vnd.in-toto+json",
+          ...provenance,
+          annotations: { "in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2" },
+        },
+      ],
+    }),
+  );
+  const index = await layout.put(
+    enc({
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [
+        {
+          mediaType: entry.mediaType,
+          digest: entry.digest,
+          size: entry.size,
+          platform: { os: "linux", architecture: "amd64" },
+        },
+        {
+          mediaType: OCI_MANIFEST,
+          ...att,
+          platform: { os: "unknown", architecture: "unknown" },
+          annotations: {
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": entry.digest,
+          },
+        },
+      ],
+    }),
+  );
+  await layout.tag(OCI_INDEX, index);
+  return { platformDigest: entry.digest, attestation: att.digest };
+}
+
+test("an index: the provenance names the written index and the patched platform manifest, and the source's BuildKit attestation is dropped and named", async () => {
+  const { platformDigest, attestation } = await indexWithAttestation(join(work, "with-att"));
+  await cli(["copy", `oci:${join(work, "with-att")}:latest`, `docker://${registry.host}/lab/attach:idx`]);
+  const { stdout } = await cli([
+    "patch",
+    "-i",
+    `${registry.host}/lab/attach:idx`,
+    "-r",
+    report,
+    "--push",
+    "--attach",
+    "--cache-dir",
+    join(work, "cache"),
+  ]);
+  assert.match(stdout, new RegExp(`dropped attestation ${attestation}`));
+  const digest = /^patched \S+ (sha256:[0-9a-f]{64})$/m.exec(stdout)?.[1];
+  assert.ok(digest, stdout);
+  const index = await manifest("idx-patched");
+  assert.equal(index.annotations?.["dev.suture.dropped-attestations"], attestation);
+  assert.ok(
+    !index.manifests!.some((d) => d.digest === attestation),
+    "the stale attestation is not in the new index",
+  );
+  const platform = index.manifests!.find((d) => d.platform?.architecture === "amd64")!;
+  const listed = await manifest(`sha256-${digest.slice(7)}`);
+  const inToto = listed.manifests!.find((d) => d.artifactType === "application/vnd.in-toto+json")!;
+  const m = await manifest(inToto.digest);
+  assert.equal(m.subject?.digest, digest, "attached to the written index");
+  const statement = JSON.parse((await blob(m.layers[0]!.digest)).toString()) as Statement;
+  assert.deepEqual(
+    statement.subject.map((s) => `sha256:${s.digest.sha256}`),
+    [digest, platform.digest],
+  );
+  assert.equal(statement.subject[0]!.name, `${registry.host}/lab/attach`);
+  const p = statement.predicate as unknown as PatchPredicate & { droppedAttestations: string[] };
+  assert.deepEqual(p.droppedAttestations, [attestation]);
+  assert.equal(p.platforms[0]!.sourceDigest, platformDigest);
+  assert.equal(p.platforms[0]!.digest, platform.digest);
+  assert.deepEqual(p.platforms[0]!.vulnerabilities, fix.cves);
 });
 
 test("a bad --sign-key, or --attach to a docker-archive, is one error line before any work, and nothing is written", async () => {
