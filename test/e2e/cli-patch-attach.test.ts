@@ -15,6 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import packageJson from "../../package.json" with { type: "json" };
+import { parseReference } from "../../src/ref/reference.ts";
+import { openRegistryReferrers } from "../../src/transports/registry/registry.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError, SUTURE } from "../lab/cli.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
@@ -246,6 +248,11 @@ test("--push --attach --sign-key: VEX, SBOM and signed provenance are referrers 
     "application/vnd.in-toto+json",
     "application/vnd.in-toto+json",
   ]);
+
+  // suture's own reader finds the same list the same way.
+  const own = await openRegistryReferrers(parseReference(`${registry.host}/lab/attach`)).list(digest);
+  assert.equal(own.via, "tag");
+  assert.deepEqual(own.manifests.map((d) => d.digest).sort(), listed.manifests!.map((d) => d.digest).sort());
 
   const predicateTypes: string[] = [];
   for (const d of listed.manifests!) {
