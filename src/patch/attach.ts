@@ -8,7 +8,7 @@ import {
   type PatchPredicate,
   statement,
 } from "../attest/statement.ts";
-import { SutureError } from "../errors/errors.ts";
+import { isSutureError, SutureError } from "../errors/errors.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
 import type { Descriptor, RawManifest } from "../oci/manifest.ts";
 import { formatPlatform } from "../oci/platform.ts";
@@ -82,16 +82,26 @@ export async function attachPatch(input: {
       .filter((p) => p.image.manifest.digest !== input.written.digest)
       .map((p) => manifestSubject(input.subjectName, p.image.manifest.digest)),
   ];
-  return attachDocuments(
-    input.destination,
-    subject,
-    {
-      vex: input.vex,
-      sbom: { format: input.sbom.format, document: input.sbom.document },
-      statement: statement(subjects, PATCH_PREDICATE_TYPE, predicate),
-    },
-    { key: input.key, created: sbomTimestamp() },
-  );
+  try {
+    return await attachDocuments(
+      input.destination,
+      subject,
+      {
+        vex: input.vex,
+        sbom: { format: input.sbom.format, document: input.sbom.document },
+        statement: statement(subjects, PATCH_PREDICATE_TYPE, predicate),
+      },
+      { key: input.key, created: sbomTimestamp() },
+    );
+  } catch (e) {
+    // The image is already committed: say so, or a user would patch (and push) it again.
+    if (!isSutureError(e) || e.code === "CANCELLED") throw e;
+    throw new SutureError(
+      e.code,
+      `${input.target} was written (${input.written.digest}) but attaching its documents failed: ${e.message}`,
+      { cause: e, retryable: e.retryable },
+    );
+  }
 }
 
 function patchedPlatform(p: PatchedForAttach, sbom: PatchedSbom): PatchedPlatform {
