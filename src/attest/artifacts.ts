@@ -98,10 +98,17 @@ export function referrerArtifact(
  */
 export function cosignAttestationImage(
   envelopes: readonly { bytes: Uint8Array; predicateType: string }[],
+  /**
+   * Layers of the `.att` image already at the tag (cosign appends; so do we): kept first, unless
+   * one is byte-identical to a new envelope. Their blobs are already where the tag is.
+   */
+  existing: readonly Descriptor[] = [],
 ): Artifact {
-  const layers = envelopes.map((e) =>
+  const ours = envelopes.map((e) =>
     blob(DSSE_ENVELOPE_MEDIA_TYPE, e.bytes, { [PREDICATE_TYPE_ANNOTATION]: e.predicateType }),
   );
+  const kept = existing.filter((d) => !ours.some((o) => o.descriptor.digest === d.digest));
+  const layers = [...kept.map((descriptor) => ({ descriptor })), ...ours];
   const config = blob(
     MediaType.ociConfig,
     json({
@@ -120,7 +127,7 @@ export function cosignAttestationImage(
   const manifest: RawManifest = { bytes, mediaType: MediaType.ociManifest, digest: sha256Digest(bytes) };
   return {
     manifest,
-    blobs: [config, ...layers],
+    blobs: [config, ...ours],
     descriptor: { mediaType: MediaType.ociManifest, digest: manifest.digest, size: bytes.length },
   };
 }

@@ -1,6 +1,13 @@
 import { Readable } from "node:stream";
 import { isSutureError } from "../errors/errors.ts";
-import type { Descriptor, RawManifest } from "../oci/manifest.ts";
+import {
+  type Descriptor,
+  ImageManifestSchema,
+  IndexSchema,
+  parseJson,
+  type RawManifest,
+} from "../oci/manifest.ts";
+import { isIndexMediaType } from "../oci/media-types.ts";
 import type { ImageReference } from "../ref/reference.ts";
 import type { TransportOptions } from "../transports/index.ts";
 import { openLayoutSink, openLayoutSource } from "../transports/layout/layout.ts";
@@ -100,7 +107,7 @@ export async function attachDocuments(
   add(sbomType, sbomType, documents.sbom.document);
 
   const signed: { artifact: Artifact; predicateType: string }[] = [];
-  let attImage: Artifact | undefined;
+  let attEnvelopes: { bytes: Uint8Array; predicateType: string }[] | undefined;
   if (!key) {
     add(ArtifactType.inToto, ArtifactType.inToto, documents.statement, documents.statement.predicateType);
   } else {
@@ -134,7 +141,7 @@ export async function attachDocuments(
         ),
       });
     }
-    attImage = cosignAttestationImage(envelopes);
+    attEnvelopes = envelopes;
   }
 
   const referrers = [...plain.map((p) => p.artifact), ...signed.map((s) => s.artifact)];
@@ -171,9 +178,10 @@ export async function attachDocuments(
       );
       result.referrersTag = referrersTag(subject.digest);
     }
-    if (attImage) {
+    if (attEnvelopes) {
       result.cosignTag = cosignAttestationTag(subject.digest);
-      await registry.push(attImage, result.cosignTag);
+      const existing = await registry.manifestByTag(result.cosignTag);
+      await registry.push(cosignAttestationImage(attEnvelopes, existing?.layers ?? []), result.cosignTag);
     }
     return result;
   }
@@ -193,8 +201,10 @@ export async function attachDocuments(
     transport,
   );
   result.referrersTag = tag;
-  if (attImage) {
+  if (attEnvelopes) {
     result.cosignTag = cosignAttestationTag(subject.digest);
+    const existing = await readLayoutTag(dir, result.cosignTag, transport);
+    const attImage = cosignAttestationImage(attEnvelopes, existing?.layers ?? []);
     await writeToLayout(dir, result.cosignTag, [], attImage.manifest, transport, attImage);
   }
   return result;
@@ -202,17 +212,28 @@ export async function attachDocuments(
 
 /** The manifests of the index tagged `tag` in a layout; none when the tag is not there yet. */
 async function readLayoutIndex(dir: string, tag: string, options: TransportOptions): Promise<Descriptor[]> {
+  return (await readLayoutTag(dir, tag, options))?.manifests ?? [];
+}
+
+/** The document tagged `tag` in a layout (verified by the layout source); undefined when the tag is not there. */
+async function readLayoutTag(
+  dir: string,
+  tag: string,
+  options: TransportOptions,
+): Promise<{ manifests?: Descriptor[]; layers?: Descriptor[] } | undefined> {
   let source: Awaited<ReturnType<typeof openLayoutSource>>;
   try {
     source = await openLayoutSource(dir, tag, options);
   } catch (e) {
-    if (isSutureError(e, "NOT_FOUND")) return [];
+    if (isSutureError(e, "NOT_FOUND")) return undefined;
     throw e;
   }
   try {
     const root = await source.rootManifest();
-    const doc = JSON.parse(Buffer.from(root.bytes).toString("utf8")) as { manifests?: Descriptor[] };
-    return Array.isArray(doc.manifests) ? doc.manifests : [];
+    const what = `${dir}:${tag}`;
+    return isIndexMediaType(root.mediaType)
+      ? { manifests: parseJson(IndexSchema, root.bytes, what).manifests }
+      : { layers: parseJson(ImageManifestSchema, root.bytes, what).layers };
   } finally {
     await source.close();
   }

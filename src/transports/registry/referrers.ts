@@ -2,7 +2,14 @@ import { Readable } from "node:stream";
 import { SutureError } from "../../errors/errors.ts";
 import { discard, type HttpResponse, header, readCapped } from "../../http/request.ts";
 import { digestHex, sha256Digest } from "../../image/digest.ts";
-import { type Descriptor, IndexSchema, parseJson, type RawManifest } from "../../oci/manifest.ts";
+import {
+  type Descriptor,
+  type ImageManifest,
+  ImageManifestSchema,
+  IndexSchema,
+  parseJson,
+  type RawManifest,
+} from "../../oci/manifest.ts";
 import { MediaType } from "../../oci/media-types.ts";
 import { blobExists, type CallOptions, MANIFEST_ACCEPT, MANIFEST_CAP, uploadBlob } from "./api.ts";
 import type { RegistryClient } from "./client.ts";
@@ -104,6 +111,41 @@ async function getTaggedIndex(
   }
   const index = parseJson(IndexSchema, bytes, what);
   return { manifests: index.manifests, etag: header(res, "etag") };
+}
+
+/**
+ * The image manifest under `tag` (cosign's `.att` image, to append to it); undefined when the tag
+ * does not exist.
+ */
+export async function getTaggedManifest(
+  client: RegistryClient,
+  repository: string,
+  tag: string,
+  call: CallOptions,
+): Promise<ImageManifest | undefined> {
+  const what = `manifest ${repository}:${tag} on ${client.registry}`;
+  const res = await client.request({
+    method: "GET",
+    path: `/v2/${repository}/manifests/${tag}`,
+    headers: { accept: MANIFEST_ACCEPT },
+    scopes: call.scopes,
+    operation: call.operation,
+    object: `manifest ${repository}:${tag}`,
+    ok: [200, 404],
+  });
+  if (res.status === 404) {
+    await discard(res);
+    return undefined;
+  }
+  const bytes = await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP));
+  const claimed = header(res, "docker-content-digest")?.trim();
+  if (claimed?.startsWith("sha256:") && claimed !== sha256Digest(bytes)) {
+    throw new SutureError(
+      "DIGEST_MISMATCH",
+      `${what} has digest ${sha256Digest(bytes)} but the registry says ${claimed}: something altered it`,
+    );
+  }
+  return parseJson(ImageManifestSchema, bytes, what);
 }
 
 /**

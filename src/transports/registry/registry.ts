@@ -2,7 +2,7 @@ import type { Readable } from "node:stream";
 import { SutureError } from "../../errors/errors.ts";
 import type { RetryPolicy } from "../../http/retry.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
-import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
+import type { Descriptor, ImageManifest, RawManifest } from "../../oci/manifest.ts";
 import { formatReference, type ImageReference, manifestIdentifier } from "../../ref/reference.ts";
 import type { TransportOptions } from "../index.ts";
 import {
@@ -18,7 +18,13 @@ import {
 import { pullScope, pushScope } from "./auth.ts";
 import { RegistryClient } from "./client.ts";
 import { type Credentials, normalizeRegistryHost } from "./credentials.ts";
-import { addToReferrersTag, listReferrers, type PushableArtifact, pushArtifact } from "./referrers.ts";
+import {
+  addToReferrersTag,
+  getTaggedManifest,
+  listReferrers,
+  type PushableArtifact,
+  pushArtifact,
+} from "./referrers.ts";
 
 /** Transport options plus knobs of the registry transport that only tests and tuning need. */
 export interface RegistryOptions extends TransportOptions {
@@ -186,6 +192,8 @@ export interface RegistryReferrers {
   push(artifact: PushableArtifact, tag?: string): Promise<{ subjectAccepted: boolean }>;
   addToReferrersTag(subject: string, added: readonly Descriptor[]): Promise<RawManifest>;
   list(subject: string, artifactType?: string): Promise<{ manifests: Descriptor[]; via: "api" | "tag" }>;
+  /** The image manifest under a tag (cosign's `.att`), undefined when there is none. */
+  manifestByTag(tag: string): Promise<ImageManifest | undefined>;
 }
 
 export function openRegistryReferrers(ref: ImageReference, options: RegistryOptions = {}): RegistryReferrers {
@@ -198,5 +206,6 @@ export function openRegistryReferrers(ref: ImageReference, options: RegistryOpti
     push: (artifact, tag) => pushArtifact(client, repo, artifact, push, tag),
     addToReferrersTag: (subject, added) => addToReferrersTag(client, repo, subject, added, push),
     list: (subject, artifactType) => listReferrers(client, repo, subject, pull, artifactType),
+    manifestByTag: (tag) => getTaggedManifest(client, repo, tag, pull),
   };
 }
