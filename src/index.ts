@@ -28,6 +28,8 @@ import { type PatchOptions, type PatchResult, patchImage as patchReference } fro
 import { parseTransportReference } from "./ref/transport.ts";
 import { openSink, openSource, type TransportOptions } from "./transports/index.ts";
 
+export type { AttachResult } from "./attest/attach.ts";
+export { PATCH_PREDICATE_TYPE, type PatchPredicate } from "./attest/statement.ts";
 export type { BulkConfig, BulkImageSpec, TagStrategy } from "./bulk/config.ts";
 export { parseBulkConfig, readBulkConfig } from "./bulk/config.ts";
 export type {

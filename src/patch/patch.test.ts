@@ -67,4 +67,27 @@ test("the new index points at patched manifests, keeps the rest and drops stale 
   assert.equal(doc.manifests[1].annotations, undefined, "untouched platforms carry no patched annotation");
   assert.equal(doc.annotations["org.example.keep"], "yes");
   assert.ok(doc.annotations["sh.copa.patched"]);
+  // The index says which of the source's attestations it left out: they do not apply to it.
+  assert.equal(doc.annotations["dev.suture.dropped-attestations"], attAmd);
+});
+
+test("an index whose patched platforms had no attestations carries no dropped-attestations annotation", () => {
+  const plain = raw(
+    {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [
+        { mediaType: OCI_MANIFEST, digest: amd, size: 10, platform: { os: "linux", architecture: "amd64" } },
+      ],
+    },
+    OCI_INDEX,
+  );
+  const patchedManifest = raw({ schemaVersion: 2, mediaType: OCI_MANIFEST, layers: [] }, OCI_MANIFEST);
+  const { raw: out, dropped } = patchedIndex(
+    plain,
+    new Map([[amd, { manifest: patchedManifest } as unknown as Image]]),
+  );
+  assert.deepEqual(dropped, []);
+  const doc = JSON.parse(Buffer.from(out.bytes).toString("utf8"));
+  assert.equal(doc.annotations["dev.suture.dropped-attestations"], undefined);
 });

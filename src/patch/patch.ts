@@ -3,6 +3,8 @@ import { constants } from "node:fs";
 import { access, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import type { AttachResult } from "../attest/attach.ts";
+import { loadSigningKey, type SigningKey } from "../attest/dsse.ts";
 import { detectDistro } from "../distro/detect.ts";
 import { SutureError } from "../errors/errors.ts";
 import { type CopyOptions, copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
@@ -34,7 +36,8 @@ import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { describeEngine, resolveEngineEndpoint } from "../transports/daemon/engine.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
-import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
+import { buildOpenVex, type OpenVexDocument, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
+import { attachDestination, attachPatch, type PatchedForAttach } from "./attach.ts";
 import type { EngineChoice } from "./engines/engine.ts";
 import {
   imageDigests,
@@ -59,6 +62,13 @@ export interface PatchOptions extends TargetOptions {
   sbomFile?: string;
   /** `cyclonedx` (default) or `spdx`. */
   sbomFormat?: SbomFormat;
+  /**
+   * Attach the VEX, the SBOM (built even without sbomFile) and an in-toto statement of the patch to
+   * the written image as OCI 1.1 referrers (registry and OCI-layout destinations only).
+   */
+  attach?: boolean;
+  /** Sign what `attach` attaches with this ECDSA P-256 PEM key (DSSE, as cosign verifies). */
+  signKeyFile?: string;
   /** suture's version, named in the SBOM as its creator (the CLI passes package.json's). */
   toolVersion?: string;
   ignoreErrors?: boolean;
@@ -108,6 +118,8 @@ export interface PatchResult {
   replacedPatchLayers: string[];
   vexFile?: string;
   sbomFile?: string;
+  /** What `attach` attached (referrers, the fallback tag, cosign's tag). */
+  attached?: AttachResult;
   // The single-platform view (the first platform), kept for callers patching one image.
   plan?: UpdatePlan;
   changed: { name: string; from?: string; to: string }[];
@@ -149,6 +161,14 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   await assertWritableOutput(sinkRef, targetName, transport);
   if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
   if (options.sbomFile) await assertWritableFile(options.sbomFile, "--sbom");
+  const attachTo = options.attach ? attachDestination(sinkRef, transport) : undefined;
+  if (options.signKeyFile && !options.attach) {
+    throw new SutureError("USAGE", "--sign-key signs what --attach attaches: add --attach");
+  }
+  // A bad key fails here, before any work: nothing is patched or written.
+  const signingKey: SigningKey | undefined = options.signKeyFile
+    ? await loadSigningKey(options.signKeyFile)
+    : undefined;
   if (
     target.sink === "daemon" &&
     !options.dryRun &&
@@ -222,16 +242,36 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       );
       // An OCI layout stores Docker schema 2 manifests in OCI form: say the digest really written.
       result.digest = committedLayoutManifest(sink)?.digest ?? patched.manifest.digest;
-      result.vexFile = await writeVex(options.vexFile, [
+      const vex = await writeVex(options.vexFile, [
         vexSubject(one, [
           { digest: result.digest, repository, architecture: imagePlatform(patched).architecture },
         ]),
       ]);
-      result.sbomFile = await writePatchedSbom(options, {
+      result.vexFile = vex?.file;
+      const sbom = await writePatchedSbom(options, {
         name: targetName,
         repository: target.ref ? repository : undefined,
         images: [{ image: patched, digest: result.digest, changed: one.changed }],
       });
+      result.sbomFile = sbom?.file;
+      if (attachTo && sbom) {
+        result.attached = await withStep(progress, "attach", "attaching VEX, SBOM and provenance", () =>
+          attachPatch({
+            destination: attachTo,
+            written: committedLayoutManifest(sink) ?? patched.manifest,
+            subjectName: repository,
+            source: { name: formatTransportReference(srcRef), digest: image.manifest.digest },
+            target: targetName,
+            patched: [{ result: one, image: patched, sourceDigest: image.manifest.digest }],
+            droppedAttestations: [],
+            vex: vex?.document,
+            sbom,
+            toolVersion: options.toolVersion ?? "unknown",
+            key: signingKey,
+            progress,
+          }),
+        );
+      }
       return result;
     }
 
@@ -285,7 +325,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       () => writeIndex(source, sink, raw, patchedByDigest, { progress, signal: options.signal, mountFrom }),
     );
     result.digest = committedLayoutManifest(sink)?.digest ?? raw.digest;
-    result.vexFile = await writeVex(
+    const vex = await writeVex(
       options.vexFile,
       results.flatMap((r) => {
         const img =
@@ -301,7 +341,8 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
         ];
       }),
     );
-    result.sbomFile = await writePatchedSbom(options, {
+    result.vexFile = vex?.file;
+    const sbom = await writePatchedSbom(options, {
       name: targetName,
       repository: target.ref ? repository : undefined,
       index: result.digest ?? raw.digest,
@@ -324,6 +365,29 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
           }),
       ),
     });
+    result.sbomFile = sbom?.file;
+    if (attachTo && sbom) {
+      const patched: PatchedForAttach[] = [...patchedByDigest].flatMap(([sourceDigest, image]) => {
+        const r = results.find((x) => x.status === "patched" && x.digest === image.manifest.digest);
+        return r ? [{ result: r, image, sourceDigest }] : [];
+      });
+      result.attached = await withStep(progress, "attach", "attaching VEX, SBOM and provenance", () =>
+        attachPatch({
+          destination: attachTo,
+          written: committedLayoutManifest(sink) ?? raw,
+          subjectName: repository,
+          source: { name: formatTransportReference(srcRef), digest: root.digest },
+          target: targetName,
+          patched,
+          droppedAttestations: dropped,
+          vex: vex?.document,
+          sbom,
+          toolVersion: options.toolVersion ?? "unknown",
+          key: signingKey,
+          progress,
+        }),
+      );
+    }
     return result;
   } finally {
     await source.close();
@@ -597,6 +661,9 @@ async function patchPlatforms(
   return out;
 }
 
+/** The patched index's annotation listing the source's attestation manifests left out (comma-separated digests). */
+export const DROPPED_ATTESTATIONS_ANNOTATION = "dev.suture.dropped-attestations";
+
 /**
  * The index to write: patched platforms point at their new manifests (with fresh created/patched
  * annotations), untouched ones keep their descriptors byte for byte, and build attestations of
@@ -645,6 +712,8 @@ export function patchedIndex(
       ...(doc.annotations ?? {}),
       [Annotation.created]: now,
       [Annotation.copaIndexPatched]: now,
+      // Said on the index, so a reader of it knows the source had attestations that no longer apply.
+      ...(dropped.length ? { [DROPPED_ATTESTATIONS_ANNOTATION]: dropped.join(",") } : {}),
     };
   const bytes = new TextEncoder().encode(JSON.stringify(out));
   const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
@@ -719,15 +788,18 @@ function vexSubject(r: PlatformResult, products: VexSubject["products"]): VexSub
   };
 }
 
-/** OpenVEX is only written when a report said what to fix and something was fixed. */
+/**
+ * OpenVEX is only made when a report said what to fix and something was fixed; it is written when
+ * `-o` names a file (and returned either way, for `--attach`).
+ */
 async function writeVex(
   file: string | undefined,
   subjects: (VexSubject | undefined)[],
-): Promise<string | undefined> {
+): Promise<{ file?: string; document: OpenVexDocument } | undefined> {
   const real = subjects.filter((s): s is VexSubject => s !== undefined);
-  if (!file || real.length === 0) return undefined;
+  if (real.length === 0) return undefined;
   const doc = buildOpenVex(real);
   if (!doc) return undefined;
-  await writeOpenVex(file, doc);
-  return file;
+  if (file) await writeOpenVex(file, doc);
+  return { file, document: doc };
 }

@@ -1,5 +1,21 @@
 import type { Image } from "../image/image.ts";
-import { buildSbom, readImageInventory, type SbomFormat, withPrevious, writeSbom } from "../sbom/sbom.ts";
+import {
+  buildSbom,
+  readImageInventory,
+  type SbomDocument,
+  type SbomFormat,
+  type SbomImage,
+  withPrevious,
+  writeSbom,
+} from "../sbom/sbom.ts";
+
+/** The patched image's SBOM as written (or only built, for `--attach`), and the inventory it came from. */
+export interface PatchedSbom {
+  file?: string;
+  format: SbomFormat;
+  document: SbomDocument;
+  images: SbomImage[];
+}
 
 /**
  * `patch --sbom FILE`: the SBOM of what was written, read back from the patched image's layers
@@ -9,7 +25,13 @@ import { buildSbom, readImageInventory, type SbomFormat, withPrevious, writeSbom
  * patched ones with their changes, the others as they were carried over.
  */
 export async function writePatchedSbom(
-  options: { sbomFile?: string; sbomFormat?: SbomFormat; toolVersion?: string; signal?: AbortSignal },
+  options: {
+    sbomFile?: string;
+    sbomFormat?: SbomFormat;
+    toolVersion?: string;
+    signal?: AbortSignal;
+    attach?: boolean;
+  },
   written: {
     name: string;
     repository?: string;
@@ -22,19 +44,20 @@ export async function writePatchedSbom(
       changed: readonly { name: string; from?: string; to: string }[];
     }[];
   },
-): Promise<string | undefined> {
-  if (!options.sbomFile) return undefined;
+): Promise<PatchedSbom | undefined> {
+  if (!options.sbomFile && !options.attach) return undefined;
   const identity = { name: written.name, ...(written.repository ? { repository: written.repository } : {}) };
-  const images = [];
+  const images: SbomImage[] = [];
   for (const { image, digest, changed } of written.images) {
     const read = await readImageInventory(image, identity, { signal: options.signal });
     images.push(withPrevious(digest ? { ...read, digest } : read, changed));
   }
+  const format = options.sbomFormat ?? "cyclonedx";
   const doc = buildSbom(
-    options.sbomFormat ?? "cyclonedx",
+    format,
     { images, ...(written.index ? { index: { ...identity, digest: written.index } } : {}) },
     { toolVersion: options.toolVersion ?? "unknown" },
   );
-  await writeSbom(options.sbomFile, doc);
-  return options.sbomFile;
+  if (options.sbomFile) await writeSbom(options.sbomFile, doc);
+  return { file: options.sbomFile, format, document: doc, images };
 }

@@ -44,6 +44,14 @@ export function registerPatch(program: Command): void {
         "--sbom <file>",
         "write the patched image's SBOM (its packages, updated ones with their old versions)",
       )
+      .option(
+        "--attach",
+        "attach the VEX, the SBOM and an in-toto provenance statement to the patched image as OCI referrers (--push or --oci-dir)",
+      )
+      .option(
+        "--sign-key <file>",
+        "with --attach: sign the attached documents as DSSE envelopes with this ECDSA P-256 PEM key (unencrypted PKCS#8), as cosign verify-attestation --key checks",
+      )
       .addOption(
         new Option("--sbom-format <format>", "SBOM format for --sbom")
           .choices(SBOM_FORMATS)
@@ -146,6 +154,8 @@ export function registerPatch(program: Command): void {
         vexFile: flags.output,
         sbomFile: flags.sbom,
         sbomFormat: flags.sbomFormat,
+        attach: flags.attach,
+        signKeyFile: flags.signKey,
         toolVersion: packageJson.version,
         ignoreErrors: flags.ignoreErrors,
         ignoreReportImage: flags.ignoreReportImage,
@@ -189,6 +199,16 @@ export function registerPatch(program: Command): void {
       }
       for (const d of result.droppedAttestations)
         process.stdout.write(`dropped attestation ${d}: it describes an image that was patched\n`);
+      if (result.attached) {
+        for (const a of result.attached.artifacts)
+          process.stdout.write(
+            `attached ${a.signed ? "signed " : ""}${a.artifactType}${a.predicateType ? ` (${a.predicateType})` : ""} ${a.digest}\n`,
+          );
+        if (result.attached.referrersTag)
+          process.stdout.write(`referrers listed under tag ${result.attached.referrersTag}\n`);
+        if (result.attached.cosignTag)
+          process.stdout.write(`cosign attestations under tag ${result.attached.cosignTag}\n`);
+      }
       if (result.status === "up-to-date") {
         process.stdout.write(`${flags.image} is up to date: nothing to patch, nothing written\n`);
       } else {

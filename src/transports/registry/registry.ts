@@ -2,7 +2,7 @@ import type { Readable } from "node:stream";
 import { SutureError } from "../../errors/errors.ts";
 import type { RetryPolicy } from "../../http/retry.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
-import type { Descriptor, RawManifest } from "../../oci/manifest.ts";
+import type { Descriptor, ImageManifest, RawManifest } from "../../oci/manifest.ts";
 import { formatReference, type ImageReference, manifestIdentifier } from "../../ref/reference.ts";
 import type { TransportOptions } from "../index.ts";
 import {
@@ -18,6 +18,13 @@ import {
 import { pullScope, pushScope } from "./auth.ts";
 import { RegistryClient } from "./client.ts";
 import { type Credentials, normalizeRegistryHost } from "./credentials.ts";
+import {
+  addToReferrersTag,
+  getTaggedManifest,
+  listReferrers,
+  type PushableArtifact,
+  pushArtifact,
+} from "./referrers.ts";
 
 /** Transport options plus knobs of the registry transport that only tests and tuning need. */
 export interface RegistryOptions extends TransportOptions {
@@ -173,4 +180,32 @@ export async function resolveManifest(
     scopes: [pullScope(repo)],
     operation: `pull ${repo}`,
   });
+}
+
+/**
+ * OCI 1.1 referrers of one repository: push artifacts (by digest or under a tag), keep the
+ * referrers tag of registries without the referrers API, and list a digest's referrers (API first,
+ * the `sha256-<hex>` tag second). Used by `patch --attach` (src/attest/).
+ */
+export interface RegistryReferrers {
+  readonly name: string;
+  push(artifact: PushableArtifact, tag?: string): Promise<{ subjectAccepted: boolean }>;
+  addToReferrersTag(subject: string, added: readonly Descriptor[]): Promise<RawManifest>;
+  list(subject: string, artifactType?: string): Promise<{ manifests: Descriptor[]; via: "api" | "tag" }>;
+  /** The image manifest under a tag (cosign's `.att`), undefined when there is none. */
+  manifestByTag(tag: string): Promise<ImageManifest | undefined>;
+}
+
+export function openRegistryReferrers(ref: ImageReference, options: RegistryOptions = {}): RegistryReferrers {
+  const client = clientFor(ref, options);
+  const repo = ref.repository;
+  const push = { scopes: [pushScope(repo)], operation: `attach to ${repo}` };
+  const pull = { scopes: [pullScope(repo)], operation: `list referrers in ${repo}` };
+  return {
+    name: `docker://${ref.registry}/${repo}`,
+    push: (artifact, tag) => pushArtifact(client, repo, artifact, push, tag),
+    addToReferrersTag: (subject, added) => addToReferrersTag(client, repo, subject, added, push),
+    list: (subject, artifactType) => listReferrers(client, repo, subject, pull, artifactType),
+    manifestByTag: (tag) => getTaggedManifest(client, repo, tag, pull),
+  };
 }
