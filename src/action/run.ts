@@ -25,6 +25,7 @@ export interface ActionInputs {
   sbom?: string;
   sbomFormat: SbomFormat;
   attach: boolean;
+  signKey?: string;
 }
 
 const ENGINES: readonly EngineChoice[] = ["auto", "native", "sandbox"];
@@ -63,6 +64,7 @@ export function readInputs(env: Env): ActionInputs {
     sbom: getInput(env, "sbom") || undefined,
     sbomFormat,
     attach: getBooleanInput(env, "attach"),
+    signKey: getInput(env, "sign-key") || undefined,
   };
 }
 
@@ -110,14 +112,6 @@ export interface RunActionOptions {
  */
 export async function runAction(env: Env, options: RunActionOptions = {}): Promise<PatchResult> {
   const inputs = readInputs(env);
-  if (inputs.attach) {
-    // Attaching VEX, SBOM and provenance as referrers is built elsewhere (issue 18 part 3); until
-    // the library has it, the input must not be accepted and then silently do nothing.
-    throw new SutureError(
-      "USAGE",
-      "attach: not supported by this build (remove the attach input or use a suture release that has it)",
-    );
-  }
   const controller = new AbortController();
   const timer = setTimeout(
     () =>
@@ -138,6 +132,8 @@ export async function runAction(env: Env, options: RunActionOptions = {}): Promi
       vexFile: inputs.output,
       sbomFile: inputs.sbom,
       sbomFormat: inputs.sbomFormat,
+      attach: inputs.attach,
+      signKeyFile: inputs.signKey,
       toolVersion: packageJson.version,
       timeoutMs: inputs.timeoutMs,
       platforms: inputs.platforms.length ? inputs.platforms : undefined,

@@ -307,7 +307,9 @@ test("a multi-platform index: each platform patched from its report, pushed as o
 test("bad inputs: one ::error:: line, the exit code, no outputs", async () => {
   const cases: [Record<string, string>, RegExp, number | undefined][] = [
     [{ image: single, push: "yes" }, /^::error::input push is "yes": use true or false \[USAGE\]$/m, 2],
-    [{ image: single, attach: "true", push: "true" }, /^::error::attach: not supported by this build/m, 2],
+    // Referrers need a registry: attach without push is refused before any work.
+    [{ image: single, attach: "true" }, /^::error::--attach needs a destination that holds referrers/m, 2],
+    [{ image: single, "sign-key": "key.pem", push: "true" }, /^::error::--sign-key signs what --attach attaches/m, 2],
     [
       { image: single, "image-report": "missing.json", push: "true" },
       /^::error::.*missing\.json/m,
