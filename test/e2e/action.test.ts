@@ -309,7 +309,11 @@ test("bad inputs: one ::error:: line, the exit code, no outputs", async () => {
     [{ image: single, push: "yes" }, /^::error::input push is "yes": use true or false \[USAGE\]$/m, 2],
     // Referrers need a registry: attach without push is refused before any work.
     [{ image: single, attach: "true" }, /^::error::--attach needs a destination that holds referrers/m, 2],
-    [{ image: single, "sign-key": "key.pem", push: "true" }, /^::error::--sign-key signs what --attach attaches/m, 2],
+    [
+      { image: single, "sign-key": "key.pem", push: "true" },
+      /^::error::--sign-key signs what --attach attaches/m,
+      2,
+    ],
     [
       { image: single, "image-report": "missing.json", push: "true" },
       /^::error::.*missing\.json/m,
