@@ -3,6 +3,7 @@ import packageJson from "../../package.json" with { type: "json" };
 import { SutureError } from "../errors/errors.ts";
 import { registerBulk } from "./commands/bulk.ts";
 import { registerCopy } from "./commands/copy.ts";
+import { registerEol } from "./commands/eol.ts";
 import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
@@ -31,6 +32,7 @@ Image references (like skopeo):
   registerPatch(program);
   registerBulk(program);
   registerSbom(program);
+  registerEol(program);
   return program;
 }
 

@@ -4,6 +4,7 @@ import { access, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { detectDistro } from "../distro/detect.ts";
+import { type EolTable, loadEolTable } from "../eol/table.ts";
 import { SutureError } from "../errors/errors.ts";
 import { copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
 import { type Image, imagePlatform, loadImage, openImage, parseIndex } from "../image/image.ts";
@@ -36,6 +37,7 @@ import { committedLayoutManifest, openLayoutSink } from "../transports/layout/la
 import { buildOpenVex, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
 import type { EngineChoice } from "./engines/engine.ts";
 import {
+  checkEndOfLife,
   imageDigests,
   type PatchPlatformContext,
   type PlatformResult,
@@ -84,6 +86,15 @@ export interface PatchOptions extends TargetOptions {
   allowInsecureRepositories?: boolean;
   /** Use a report that names another image than the one patched (`--ignore-report-image`). */
   ignoreReportImage?: boolean;
+  /**
+   * copa's `--exit-on-eol`: an image whose release is past every phase of its support (by the EOL
+   * table, src/eol/) fails with END_OF_LIFE before any layer is unpacked. Without it, a warning.
+   */
+  exitOnEol?: boolean;
+  /** The EOL table (default: the bundled one, updated by `suture eol --update` in the cache dir). */
+  eolTable?: EolTable;
+  /** The day EOL states are for (default today). */
+  now?: Date;
   transport?: TransportOptions;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -152,6 +163,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   const reports = await readReports(options);
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   await mkdir(cacheDir, { recursive: true });
+  const eolTable = options.eolTable ?? (await loadEolTable(cacheDir));
 
   const source = await openSource(srcRef, transport);
   const workRoot = await mkdtemp(join(options.cacheDir ?? tmpdir(), "patch-"));
@@ -174,6 +186,9 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       keyringFiles: options.keyringFiles,
       allowInsecureRepositories: options.allowInsecureRepositories,
       ignoreReportImage: options.ignoreReportImage,
+      eolTable,
+      exitOnEol: options.exitOnEol,
+      now: options.now,
       repository: srcImageRef?.repository,
       imageAliases,
       progress,
@@ -332,9 +347,21 @@ async function patchOne(
   ctx: PatchPlatformContext,
   sink: ProgressSink = () => {},
 ): Promise<PlatformOutcome> {
-  if (!hasSuturePatchLayer(image)) return patchPlatformImage(image, plan, ctx);
   const platform = formatPlatform(imagePlatform(image));
   const progress: ProgressSink = (e) => sink({ ...e, platform });
+  if (ctx.exitOnEol) {
+    // Before any work: the release is read from the layers' os-release, nothing is unpacked.
+    const distro = await withStep(progress, "detect", "reading the image's release", () =>
+      detectDistro(image, { signal: ctx.signal }),
+    );
+    checkEndOfLife(
+      distro.osRelease,
+      ctx,
+      () => {},
+      () => {},
+    );
+  }
+  if (!hasSuturePatchLayer(image)) return patchPlatformImage(image, plan, ctx);
   if (plan) {
     const distro = await withStep(progress, "detect", "reading the patched image's package versions", () =>
       detectDistro(image, { signal: ctx.signal }),

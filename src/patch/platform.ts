@@ -1,6 +1,9 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { detectDistroInRoot } from "../distro/detect.ts";
+import type { OsRelease } from "../distro/os-release.ts";
+import { type EolState, type EolTable, eolState } from "../eol/table.ts";
+import { SutureError } from "../errors/errors.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
 import { buildPatchLayer } from "../layer/patch-layer.ts";
 import { appendPatchLayer, recordedOriginalConfig, withoutSuturePatchLayer } from "../mutate/suture-patch.ts";
@@ -47,6 +50,8 @@ export interface PlatformResult {
   engine?: EngineKind;
   /** Time spent in maintainer scripts and triggers (native engine). */
   scriptsMs?: number;
+  /** Whether the image's release is still supported (src/eol/). */
+  eol?: EolState;
   /** Dry run without a report: what updating every package would install, from the verified repositories. */
   planned?: { name: string; from?: string; to: string; reason: string }[];
 }
@@ -77,6 +82,12 @@ export interface PatchPlatformContext {
   imageAliases?: readonly string[];
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
+  /** The EOL table releases are judged by (a release past support is a warning). */
+  eolTable: EolTable;
+  /** `--exit-on-eol`: a release past every phase of its support is END_OF_LIFE, before any work. */
+  exitOnEol?: boolean;
+  /** The day EOL states are for (default today). */
+  now?: Date;
   progress: ProgressSink;
   signal?: AbortSignal;
 }
@@ -115,6 +126,7 @@ export async function patchPlatformImage(
     { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
     async (sb): Promise<PatchLayerFile | undefined> => {
       const distro = await detectDistroInRoot(sb.mergedDir);
+      result.eol = checkEndOfLife(distro.osRelease, ctx, progress, warn);
       const { manager, engine } = selectEngine(ctx.engine ?? "auto", distro, PACKAGE_MANAGERS);
       result.engine = engine.kind;
       if (plan) {
@@ -204,6 +216,28 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/**
+ * The release's EOL state, said as a warning when it is past its regular support (a patch may find
+ * few fixes, or none, and an archived release's repositories are gone from the usual mirror);
+ * with `--exit-on-eol`, a release past every phase is END_OF_LIFE.
+ */
+export function checkEndOfLife(
+  os: OsRelease | undefined,
+  ctx: Pick<PatchPlatformContext, "eolTable" | "exitOnEol" | "now" | "imageName" | "baseName">,
+  progress: ProgressSink,
+  warn: (message: string) => void,
+): EolState {
+  const state = eolState(os, ctx.eolTable, ctx.now);
+  if (state.status === "eol" && ctx.exitOnEol)
+    throw new SutureError(
+      "END_OF_LIFE",
+      `${ctx.imageName ?? ctx.baseName}: ${state.message} (stopped by --exit-on-eol; drop it to patch anyway)`,
+    );
+  if (state.status === "eol" || state.status === "extended") warn(state.message);
+  else progress({ type: "info", message: state.message });
+  return state;
 }
 
 /**
