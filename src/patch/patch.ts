@@ -30,7 +30,7 @@ import {
 import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
-import type { SbomFormat } from "../sbom/sbom.ts";
+import { type SbomFormat, sourceDateEpoch } from "../sbom/sbom.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
 import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
@@ -622,7 +622,7 @@ export function patchedIndex(
     annotations?: Record<string, string>;
   };
   const oci = (doc.mediaType ?? root.mediaType) === MediaType.ociIndex;
-  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  const now = (sourceDateEpoch() ?? new Date()).toISOString().replace(/\.\d+Z$/, "Z");
   const dropped: string[] = [];
   const manifests: Descriptor[] = [];
   for (const d of doc.manifests) {

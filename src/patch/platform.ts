@@ -5,7 +5,7 @@ import type { OsRelease } from "../distro/os-release.ts";
 import { type EolState, type EolTable, eolState } from "../eol/table.ts";
 import { SutureError } from "../errors/errors.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
-import { buildPatchLayer } from "../layer/patch-layer.ts";
+import { buildPatchLayer, type LayerTimes } from "../layer/patch-layer.ts";
 import { appendPatchLayer, recordedOriginalConfig, withoutSuturePatchLayer } from "../mutate/suture-patch.ts";
 import { type Compression, layerMediaTypeFor } from "../oci/media-types.ts";
 import { formatPlatform } from "../oci/platform.ts";
@@ -13,6 +13,7 @@ import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { type Sandbox, withSandbox } from "../sandbox/sandbox.ts";
+import { sourceDateEpoch } from "../sbom/sbom.ts";
 import {
   type EngineChoice,
   type EngineContext,
@@ -120,6 +121,11 @@ export async function patchPlatformImage(
   };
   const base = withoutSuturePatchLayer(original);
   const compression = ctx.compression ?? "gzip";
+  const times: LayerTimes = {
+    // A second early: file times come from the kernel's coarse clock, which may lag Date.now().
+    writtenSince: Math.floor(Date.now() / 1000) - 1,
+    epoch: patchEpoch(base),
+  };
   const workDir = await mkdtemp(join(ctx.workRoot, "platform-"));
   const layer = await withSandbox(
     base,
@@ -180,11 +186,19 @@ export async function patchPlatformImage(
         cacheDir: ctx.cacheDir,
         imageDigest: base.manifest.digest,
         compression,
+        layerEpoch: times.epoch,
       });
       const applied = await withStep(progress, "apply", engine.description, () =>
         cached.apply(sb, targets, engineCtx),
       );
-      return validateAndLayer(applied, targets, manager, sb, { ctx, workDir, compression, result, warn });
+      return validateAndLayer(applied, targets, manager, sb, {
+        ctx,
+        workDir,
+        compression,
+        times,
+        result,
+        warn,
+      });
     },
   );
   if (!layer) return { result };
@@ -201,7 +215,7 @@ export async function patchPlatformImage(
       path: layer.file,
     },
     {
-      created: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+      created: (sourceDateEpoch() ?? new Date()).toISOString().replace(/\.\d+Z$/, "Z"),
       baseName: ctx.baseName,
       packageCount: result.changed.length,
       originalConfig: originalConfigOf(original),
@@ -216,6 +230,27 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/**
+ * The time a patch layer gives what the patch wrote without a package-given time (LayerTimes):
+ * SOURCE_DATE_EPOCH when set (the reproducible-builds convention: whoever verifies passes the
+ * same); else the source image's own creation time, as the last entry of its history records it
+ * (then its config's `created`; history first because a re-patched image's `created` is the
+ * previous patch's, while its history, the old patch entry dropped, is the original's); else
+ * 1970. It is read from the input, so anyone redoing the patch gets it, and it names the state
+ * the layer builds on. Not the newest package's build time: that would need every package's
+ * metadata at layer time, and moves whenever one more package is updated.
+ */
+export function patchEpoch(base: Image, env: NodeJS.ProcessEnv = process.env): number {
+  const fromEnv = sourceDateEpoch(env);
+  if (fromEnv) return fromEnv.getTime() / 1000;
+  const recorded = [...(base.config.history ?? [])].reverse().find((h) => h.created)?.created;
+  for (const created of [recorded, base.config.created]) {
+    const ms = created ? Date.parse(created) : Number.NaN;
+    if (Number.isFinite(ms) && ms >= 0) return Math.floor(ms / 1000);
+  }
+  return 0;
 }
 
 /**
@@ -254,6 +289,7 @@ async function validateAndLayer(
     ctx: PatchPlatformContext;
     workDir: string;
     compression: Compression;
+    times: LayerTimes;
     result: PlatformResult;
     warn: (message: string) => void;
   },
@@ -275,6 +311,7 @@ async function validateAndLayer(
     outFile: file,
     compression: run.compression,
     keepTouchedFiles: manager.verifiesFileTimes ?? false,
+    times: run.times,
     progress: (e) => ctx.progress({ ...e, platform: result.platform }),
     signal: ctx.signal,
   });

@@ -4,6 +4,9 @@
  * `suture inspect` say the state; `suture eol --update` reads endoflife.date's v1 API (here a
  * loopback server answering in its shape) and writes the table atomically, or nothing.
  *
+ * The CLI judges by today's date: the states asserted hold until bookworm's LTS ends (2028-06-30);
+ * src/eol/table.test.ts pins the day for the library.
+ *
  * The images are tiny OCI layouts of what detection reads (os-release and a dpkg status), not
  * whole releases: the EOL decision needs nothing else.
  */
@@ -217,7 +220,8 @@ test("without --exit-on-eol a bullseye image is patched with a warning", await n
 });
 
 test("suture inspect and suture eol IMAGE say the image's EOL state; suture eol lists the table with its source", async () => {
-  const inspect = await cli(["inspect", bullseye]);
+  // Its own XDG cache: a table the user updated must not decide this test.
+  const inspect = await cli(["inspect", bullseye], { XDG_CACHE_HOME: join(work, "xdg") });
   assert.match(inspect.stdout, /EOL: +eol: Debian 11 \(bullseye\) is end of life since 2026-08-31/);
   const one = await cli(["eol", bookworm, "--cache-dir", cache]);
   assert.match(one.stdout, /^extended: Debian 12 \(bookworm\) is past its security support/);
