@@ -19,12 +19,18 @@
  * Every operation takes an `AbortSignal`: aborting stops transfers and removes what was written.
  */
 
+import { loadEolTable } from "./eol/table.ts";
 import { copyImage as copyBetween } from "./image/copy.ts";
 import { type Image, openImage as openPlatformImage } from "./image/image.ts";
 import { type InspectResult, inspectSource } from "./inspect/inspect.ts";
 import type { Platform } from "./oci/manifest.ts";
 import { hostPlatform, parsePlatform } from "./oci/platform.ts";
-import { type PatchOptions, type PatchResult, patchImage as patchReference } from "./patch/patch.ts";
+import {
+  defaultCacheDir,
+  type PatchOptions,
+  type PatchResult,
+  patchImage as patchReference,
+} from "./patch/patch.ts";
 import { parseTransportReference } from "./ref/transport.ts";
 import { openSink, openSource, type TransportOptions } from "./transports/index.ts";
 
@@ -43,6 +49,7 @@ export type {
 /** `suture bulk` as a function: run a PatchConfig read with readBulkConfig (needs root unless dryRun). */
 export { runBulk } from "./bulk/run.ts";
 export { type BulkSummary, bulkSummary } from "./bulk/summary.ts";
+export type { EolState, EolStatus, EolTable } from "./eol/table.ts";
 export type { ErrorCode } from "./errors/errors.ts";
 export { isSutureError, SutureError } from "./errors/errors.ts";
 export type { Image } from "./image/image.ts";
@@ -110,6 +117,8 @@ export interface InspectImageOptions extends ImageAccessOptions {
   platforms?: PlatformSpec[];
   /** Read manifests and configs only: no layer is fetched, so no OS or package detection. */
   noLayers?: boolean;
+  /** Where `suture eol --update` wrote its table (default suture's cache dir); else the bundled table. */
+  cacheDir?: string;
 }
 
 /** Describe an image or index: platforms, layers, config, OS and package database. */
@@ -117,13 +126,15 @@ export async function inspectImage(
   reference: string,
   options: InspectImageOptions = {},
 ): Promise<InspectResult> {
-  const { platforms, noLayers, ...access } = options;
+  const { platforms, noLayers, cacheDir, ...access } = options;
   const wanted = platforms?.map(toPlatform);
+  const eolTable = await loadEolTable(cacheDir ?? defaultCacheDir());
   const source = await openSource(parseTransportReference(reference), access);
   try {
     return await inspectSource(source, {
       platforms: wanted,
       noLayers,
+      eolTable,
       signal: access.signal,
     });
   } finally {

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import { lzma, xz } from "@napi-rs/lzma";
 import { formatBytes, isSutureError, SutureError } from "../errors/errors.ts";
-import { type DecodeFormat, decompress, decompressAll, HOST_XZ } from "./compression.ts";
+import { type DecodeFormat, decompress, decompressAll, HOST_XZ, unixGzipHeader } from "./compression.ts";
 
 /** Text with repeats (compresses) and random bytes (does not): 1 MiB, several decoder pieces. */
 const PLAIN = Buffer.concat([
@@ -126,6 +126,22 @@ test("the input stream's own error is what a reader sees, not the decoder's comp
       await assert.rejects(collect(decompress(input, format, { what: "x", hostTools })), (e: unknown) =>
         isSutureError(e, "DIGEST_MISMATCH"),
       );
+    }
+  }
+});
+
+test("a new layer's gzip header says Unix whatever OS zlib was built for, even when the header arrives in pieces", async () => {
+  const built = gzipSync(Buffer.from("layer bytes"));
+  for (const os of [3, 10, 19]) {
+    const foreign = Buffer.from(built);
+    foreign[9] = os; // as zlib writes it on Linux, Windows, macOS
+    for (const cut of [0, 5, 9, 10]) {
+      const pieces = [foreign.subarray(0, cut), foreign.subarray(cut)].filter((p) => p.length);
+      const out: Buffer[] = [];
+      for await (const c of Readable.from(pieces).pipe(unixGzipHeader())) out.push(c as Buffer);
+      const fixed = Buffer.concat(out);
+      assert.equal(fixed[9], 3);
+      assert.deepEqual(fixed.subarray(10), built.subarray(10));
     }
   }
 });

@@ -119,11 +119,35 @@ export function decompressor(kind: Exclude<Compression, "none">): Transform {
   return decoderFor(kind)!;
 }
 
-/** A compressor for new layers. Level 6 gzip is Docker's default and a good size/speed balance. */
-export function compressor(kind: Compression): Transform | undefined {
-  if (kind === "gzip") return zlib.createGzip({ level: 6 });
-  if (kind === "zstd") return zlib.createZstdCompress();
-  return undefined;
+/**
+ * A compressor for new layers, as the stages to pipe through (none for uncompressed). Level 6 gzip is Docker's default and a good size/speed balance.
+ * Its header is the same wherever suture runs: mtime 0 (zlib's default) and OS "Unix" (see
+ * unixGzipHeader), so the same tar gives the same blob on Linux, macOS or Windows.
+ */
+export function compressor(kind: Compression): Transform[] {
+  if (kind === "gzip") return [zlib.createGzip({ level: 6 }), unixGzipHeader()];
+  if (kind === "zstd") return [zlib.createZstdCompress()];
+  return [];
+}
+
+/**
+ * Sets a gzip stream's OS byte (RFC 1952: header byte 9) to 3, Unix. zlib writes the OS it was
+ * built for (3 on Linux, 19 on macOS, 10 on Windows); the byte is not under any checksum.
+ */
+export function unixGzipHeader(): Transform {
+  const OS_BYTE = 9;
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      let out = chunk;
+      if (seen <= OS_BYTE && seen + chunk.length > OS_BYTE) {
+        out = Buffer.from(chunk);
+        out[OS_BYTE - seen] = 3;
+      }
+      seen += chunk.length;
+      done(null, out);
+    },
+  });
 }
 
 /** The formats `decompress` and `decompressAll` read, named by what the file or member says it is. */

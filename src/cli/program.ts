@@ -4,6 +4,7 @@ import { SutureError } from "../errors/errors.ts";
 import { registerBulk } from "./commands/bulk.ts";
 import { registerCopy } from "./commands/copy.ts";
 import { registerDoctor } from "./commands/doctor.ts";
+import { registerEol } from "./commands/eol.ts";
 import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
@@ -33,6 +34,7 @@ Image references (like skopeo):
   registerPatch(program);
   registerBulk(program);
   registerSbom(program);
+  registerEol(program);
   registerDoctor(program);
   return program;
 }

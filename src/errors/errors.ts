@@ -32,6 +32,8 @@ export type ErrorCode =
   | "INVALID_VERSION"
   /** The image's OS or package manager is not supported (yet). */
   | "UNSUPPORTED_OS"
+  /** The image's release is past every phase of its support, and `--exit-on-eol` asked to stop there. */
+  | "END_OF_LIFE"
   /** A requested platform is absent or not supported. */
   | "UNSUPPORTED_PLATFORM"
   /** A repository signature, checksum or validity check failed. */

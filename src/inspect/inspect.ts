@@ -5,6 +5,7 @@ import {
   parseApkRepositories,
 } from "../distro/apk/config.ts";
 import { type DistroInfo, detectDistro } from "../distro/detect.ts";
+import { bundledEolTable, type EolState, type EolTable, eolState } from "../eol/table.ts";
 import { type Image, imagePlatform, loadImage, platformDescriptors, resolveRoot } from "../image/image.ts";
 import type { ImageSource } from "../image/source.ts";
 import type { Platform } from "../oci/manifest.ts";
@@ -51,6 +52,8 @@ export interface ImageSummary {
   repositories?: string[];
   /** The architecture name the image's package manager installs for (apk: `/etc/apk/arch`). */
   packageArch?: string;
+  /** Whether the image's release is still supported, by the EOL table (src/eol/). */
+  eol?: EolState;
 }
 
 export interface InspectResult {
@@ -68,6 +71,10 @@ export interface InspectOptions {
   platforms?: Platform[];
   /** Skip reading layers (no OS/package detection): manifests and configs only. */
   noLayers?: boolean;
+  /** The EOL table to judge releases by (default the bundled one; see eol/table.ts loadEolTable). */
+  eolTable?: EolTable;
+  /** The day EOL states are for (default today). */
+  now?: Date;
   signal?: AbortSignal;
 }
 
@@ -144,6 +151,7 @@ async function summarise(image: Image, options: InspectOptions): Promise<ImageSu
       prettyName: distro.osRelease.prettyName,
     };
   }
+  summary.eol = eolState(distro.osRelease, options.eolTable ?? bundledEolTable(), options.now);
   summary.packageDb = distro.packageDb;
   summary.packageManager = distro.packageManager;
   summary.packageCount = distro.installed?.size;

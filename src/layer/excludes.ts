@@ -47,6 +47,10 @@ export const DEFAULT_EXCLUDES: readonly ExcludeRule[] = [
   { pattern: "/var/log/apt/**", why: "apt's history and terminal logs of the patch run" },
   { pattern: "/var/log/dpkg.log", why: "dpkg's log of the patch run" },
   { pattern: "/var/log/alternatives.log", why: "update-alternatives' log of the patch run" },
+  {
+    pattern: "/var/cache/ldconfig/aux-cache",
+    why: "ldconfig's cache of libraries by inode and ctime: valid only on the filesystem it was written on (no entry matches once a layer is extracted), and different on every run, so keeping it would make two identical patches differ",
+  },
   // Scratch space.
   { pattern: "/tmp/**", why: "temporary files of the patch run" },
   { pattern: "/var/tmp/**", why: "temporary files of the patch run" },

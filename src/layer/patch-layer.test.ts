@@ -219,3 +219,52 @@ test("missing input directories are reported as such", async (t) => {
     (e: Error & { code?: string }) => e.code === "IO" && e.message.includes("upper dir"),
   );
 });
+
+test("what the run wrote without a package-given time gets the epoch; packaged times stay; two runs give one digest", async (t) => {
+  const dir = await tempDir(t);
+  const lower = join(dir, "lower");
+  await write(lower, "etc/keep", "old");
+  await write(lower, "etc/gone", "old");
+  const build = async (run: string, now: number) => {
+    const upper = join(dir, `upper-${run}`);
+    // A packaged file (its .deb's time), a database file and a new directory written "now".
+    await write(upper, "usr/lib/p/lib.so", "new", 1_650_000_000);
+    await write(upper, "var/lib/dpkg/status", "Package: p\n", now);
+    await fs.mkdir(join(upper, "usr/lib/p/plugins"));
+    await fs.writeFile(join(upper, "usr/lib/p/plugins/.keep"), "");
+    await fs.utimes(join(upper, "usr/lib/p/plugins/.keep"), 1_650_000_000, 1_650_000_000);
+    for (const d of ["usr/lib/p/plugins", "usr/lib/p", "usr/lib", "usr", "var/lib/dpkg", "var/lib", "var"])
+      await fs.utimes(join(upper, d), now, now);
+    const out = join(dir, `${run}.tar.gz`);
+    const layer = await buildPatchLayer({
+      upperDir: upper,
+      lowerDirs: [lower],
+      outFile: out,
+      compression: "gzip",
+      times: { writtenSince: now - 1, epoch: 1_500_000_000 },
+    });
+    return { layer, out };
+  };
+  const now = Math.floor(Date.now() / 1000);
+  const first = await build("first", now);
+  const second = await build("second", now + 3600);
+  assert.equal(first.layer.descriptorFields.digest, second.layer.descriptorFields.digest);
+  assert.equal(first.layer.diffID, second.layer.diffID);
+  const gz = await fs.readFile(first.out);
+  assert.equal(gz[9], 3, "the gzip header says Unix whatever the host");
+  assert.equal(gz.readUInt32LE(4), 0, "the gzip header has no time");
+  const { gunzipSync } = await import("node:zlib");
+  const times = Object.fromEntries((await listTar(gunzipSync(gz))).map((m) => [m.name, m.mtime]));
+  assert.deepEqual(times, {
+    "usr/": 1_500_000_000,
+    "usr/lib/": 1_500_000_000,
+    "usr/lib/p/": 1_500_000_000,
+    "usr/lib/p/lib.so": 1_650_000_000,
+    "usr/lib/p/plugins/": 1_500_000_000,
+    "usr/lib/p/plugins/.keep": 1_650_000_000,
+    "var/": 1_500_000_000,
+    "var/lib/": 1_500_000_000,
+    "var/lib/dpkg/": 1_500_000_000,
+    "var/lib/dpkg/status": 1_500_000_000,
+  });
+});

@@ -34,7 +34,7 @@ import {
   readlinkSync,
 } from "node:fs";
 import { join } from "node:path";
-import { PassThrough, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { compressor } from "../archive/compression.ts";
 import { compareBytes, type TarWriteEntry, writeTar } from "../archive/tar/write.ts";
@@ -65,8 +65,32 @@ export interface BuildPatchLayerOptions {
    * mtime, and leaving the old file would make `rpm -V` report it as modified.
    */
   keepTouchedFiles?: boolean;
+  /**
+   * Reproducible times (see {@link LayerTimes}): entries the patch wrote without a package-given
+   * time get `LayerTimes.epoch`. Without it, every entry keeps its mtime in the upper dir.
+   */
+  times?: LayerTimes;
   progress?: ProgressSink;
   signal?: AbortSignal;
+}
+
+/**
+ * What makes two patches of the same image to the same package versions give the same bytes on
+ * any machine and any day. Package managers give the files they unpack the mtime their package
+ * records (dpkg, apk and rpm all do), which is the same every time; everything else the patch
+ * writes — directories whose entries changed, the package databases, files maintainer scripts
+ * (re)generate, whiteouts — carries the time of the run. Those are told apart by time alone: an
+ * upper-dir entry whose mtime is at or after `writtenSince` (the run's start, taken before the
+ * overlay was mounted) was written by this run and given no time by a package, so it gets `epoch`.
+ * An entry copied up from the lowers keeps the lowers' time (overlayfs preserves it), a packaged
+ * file its package's. rpm's `keepTouchedFiles` compares the real times first, so `rpm -V` still
+ * sees each file's header time.
+ */
+export interface LayerTimes {
+  /** Seconds since 1970: entries at or after it were written by this run. */
+  writtenSince: number;
+  /** Seconds since 1970 those entries get. */
+  epoch: number;
 }
 
 export interface PatchLayerStats {
@@ -85,6 +109,8 @@ export interface PatchLayerStats {
   droppedUnchangedBytes: number;
   /** Upper entries the exclude predicate left out; a directory counts once for its whole subtree. */
   excluded: number;
+  /** Upper entries given `LayerTimes.epoch` instead of the time of the run (directories also when not written). */
+  clampedTimes: number;
 }
 
 export interface PatchLayer {
@@ -121,7 +147,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
       await pipeline(
         Readable.from(writeTar(walker.entries()), { objectMode: false }),
         diff,
-        compressor(options.compression) ?? new PassThrough(),
+        ...compressor(options.compression),
         blob,
         createWriteStream(tmp),
         { signal: options.signal },
@@ -143,7 +169,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
     const s = result.stats;
     progress({
       type: "info",
-      message: `patch layer: ${result.entries} entries, ${s.files} files, ${s.whiteouts} whiteouts, ${s.opaqueDirs} opaque dirs; dropped ${s.droppedUnchanged} unchanged (${s.droppedUnchangedBytes} bytes), excluded ${s.excluded}`,
+      message: `patch layer: ${result.entries} entries, ${s.files} files, ${s.whiteouts} whiteouts, ${s.opaqueDirs} opaque dirs; dropped ${s.droppedUnchanged} unchanged (${s.droppedUnchangedBytes} bytes), excluded ${s.excluded}; ${s.clampedTimes} times set to the patch epoch`,
     });
     return result;
   });
@@ -184,6 +210,7 @@ class UpperWalker {
     droppedUnchanged: 0,
     droppedUnchangedBytes: 0,
     excluded: 0,
+    clampedTimes: 0,
   };
   entryCount = 0;
   readonly #upperDir: string;
@@ -192,6 +219,7 @@ class UpperWalker {
   readonly #progress: ProgressSink;
   readonly #signal: AbortSignal | undefined;
   readonly #keepTouchedFiles: boolean;
+  readonly #times: LayerTimes | undefined;
   readonly #groups = new Map<string, LinkGroup>();
 
   constructor(options: BuildPatchLayerOptions, progress: ProgressSink) {
@@ -201,6 +229,15 @@ class UpperWalker {
     this.#progress = progress;
     this.#signal = options.signal;
     this.#keepTouchedFiles = options.keepTouchedFiles ?? false;
+    this.#times = options.times;
+  }
+
+  /** An entry's tar mtime: its own, or the epoch when this run wrote it (see LayerTimes). */
+  #mtime(st: BigIntStats): number {
+    const own = seconds(st.mtimeNs);
+    if (!this.#times || own < this.#times.writtenSince) return own;
+    this.stats.clampedTimes++;
+    return this.#times.epoch;
   }
 
   /**
@@ -244,7 +281,7 @@ class UpperWalker {
           this.stats.droppedUnchanged++; // deleting what the image never had
         } else {
           yield* flush(pending);
-          yield marker(rel, child.tarBase, st);
+          yield marker(rel, child.tarBase, this.#mtime(st));
           this.stats.whiteouts++;
         }
         continue;
@@ -260,11 +297,11 @@ class UpperWalker {
       if (st.isDirectory()) {
         const lowerIsDir = lower?.stat.isDirectory() === true;
         const unchanged = lowerIsDir && this.#sameAsLower(child.abs, st, xattrs, lower);
-        pending.push({ entry: baseEntry(child, "directory", xattrs), written: false });
+        pending.push({ entry: baseEntry(child, "directory", this.#mtime(st), xattrs), written: false });
         if (!unchanged) yield* flush(pending);
         if (isOpaque(xattrs, child.abs) && lowerIsDir) {
           yield* flush(pending);
-          yield marker(child.rel, ".wh..wh..opq", st);
+          yield marker(child.rel, ".wh..wh..opq", this.#mtime(st));
           this.stats.opaqueDirs++;
         }
         yield* this.#walkDir(child.rel, child.abs, pending);
@@ -289,11 +326,11 @@ class UpperWalker {
         }
         yield* flush(pending);
         if (group?.firstWritten !== undefined) {
-          yield { ...baseEntry(child, "hardlink"), linkname: group.firstWritten };
+          yield { ...baseEntry(child, "hardlink", this.#mtime(st)), linkname: group.firstWritten };
         } else {
           if (group) group.firstWritten = child.rel;
           yield {
-            ...baseEntry(child, "file", xattrs),
+            ...baseEntry(child, "file", this.#mtime(st), xattrs),
             size,
             body: () => readNoFollow(child.abs, size),
           };
@@ -313,13 +350,13 @@ class UpperWalker {
       }
       yield* flush(pending);
       if (st.isSymbolicLink()) {
-        yield { ...baseEntry(child, "symlink", xattrs), linkname: readLinkText(child.abs) };
+        yield { ...baseEntry(child, "symlink", this.#mtime(st), xattrs), linkname: readLinkText(child.abs) };
       } else if (st.isFIFO()) {
-        yield baseEntry(child, "fifo", xattrs);
+        yield baseEntry(child, "fifo", this.#mtime(st), xattrs);
       } else {
         const { major, minor } = splitDev(st.rdev);
         yield {
-          ...baseEntry(child, st.isCharacterDevice() ? "char" : "block", xattrs),
+          ...baseEntry(child, st.isCharacterDevice() ? "char" : "block", this.#mtime(st), xattrs),
           devmajor: major,
           devminor: minor,
         };
@@ -408,19 +445,24 @@ function* flush(pending: PendingDir[]): Generator<TarWriteEntry> {
 }
 
 /** An empty regular file named `base` in directory `dirRel`: a whiteout or opaque marker. */
-function marker(dirRel: string, base: string, st: BigIntStats): TarWriteEntry {
+function marker(dirRel: string, base: string, mtime: number): TarWriteEntry {
   return {
     path: dirRel === "" ? base : `${dirRel}/${base}`,
     type: "file",
     mode: 0,
     uid: 0,
     gid: 0,
-    mtime: seconds(st.mtimeNs),
+    mtime,
     size: 0,
   };
 }
 
-function baseEntry(child: UpperChild, type: TarWriteEntry["type"], xattrs?: EntryXattrs): TarWriteEntry {
+function baseEntry(
+  child: UpperChild,
+  type: TarWriteEntry["type"],
+  mtime: number,
+  xattrs?: EntryXattrs,
+): TarWriteEntry {
   const st = child.stat;
   return {
     path: child.rel,
@@ -428,7 +470,7 @@ function baseEntry(child: UpperChild, type: TarWriteEntry["type"], xattrs?: Entr
     mode: Number(st.mode & 0o7777n),
     uid: Number(st.uid),
     gid: Number(st.gid),
-    mtime: seconds(st.mtimeNs),
+    mtime,
     xattrs: xattrs?.content,
   };
 }

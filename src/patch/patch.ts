@@ -6,6 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import type { AttachResult } from "../attest/attach.ts";
 import { loadSigningKey, type SigningKey } from "../attest/dsse.ts";
 import { detectDistro } from "../distro/detect.ts";
+import { type EolTable, loadEolTable } from "../eol/table.ts";
 import { SutureError } from "../errors/errors.ts";
 import { type CopyOptions, copyManifestTree, writeBlobs, writeImage } from "../image/copy.ts";
 import { type Image, imagePlatform, loadImage, openImage, parseIndex } from "../image/image.ts";
@@ -31,7 +32,7 @@ import {
 import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
-import type { SbomFormat } from "../sbom/sbom.ts";
+import { type SbomFormat, sourceDateEpoch } from "../sbom/sbom.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { describeEngine, resolveEngineEndpoint } from "../transports/daemon/engine.ts";
 import { openSink, openSource, type TransportOptions } from "../transports/index.ts";
@@ -40,6 +41,7 @@ import { buildOpenVex, type OpenVexDocument, type VexSubject, writeOpenVex } fro
 import { attachDestination, attachPatch, type PatchedForAttach } from "./attach.ts";
 import type { EngineChoice } from "./engines/engine.ts";
 import {
+  checkEndOfLife,
   imageDigests,
   type PatchPlatformContext,
   type PlatformResult,
@@ -95,6 +97,15 @@ export interface PatchOptions extends TargetOptions {
   allowInsecureRepositories?: boolean;
   /** Use a report that names another image than the one patched (`--ignore-report-image`). */
   ignoreReportImage?: boolean;
+  /**
+   * copa's `--exit-on-eol`: an image whose release is past every phase of its support (by the EOL
+   * table, src/eol/) fails with END_OF_LIFE before any layer is unpacked. Without it, a warning.
+   */
+  exitOnEol?: boolean;
+  /** The EOL table (default: the bundled one, updated by `suture eol --update` in the cache dir). */
+  eolTable?: EolTable;
+  /** The day EOL states are for (default today). */
+  now?: Date;
   transport?: TransportOptions;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -183,6 +194,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   const reports = await readReports(options);
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   await mkdir(cacheDir, { recursive: true });
+  const eolTable = options.eolTable ?? (await loadEolTable(cacheDir));
 
   const source = await openSource(srcRef, transport);
   const workRoot = await mkdtemp(join(options.cacheDir ?? tmpdir(), "patch-"));
@@ -205,6 +217,9 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       keyringFiles: options.keyringFiles,
       allowInsecureRepositories: options.allowInsecureRepositories,
       ignoreReportImage: options.ignoreReportImage,
+      eolTable,
+      exitOnEol: options.exitOnEol,
+      now: options.now,
       repository: srcImageRef?.repository,
       imageAliases,
       progress,
@@ -413,9 +428,21 @@ async function patchOne(
   ctx: PatchPlatformContext,
   sink: ProgressSink = () => {},
 ): Promise<PlatformOutcome> {
-  if (!hasSuturePatchLayer(image)) return patchPlatformImage(image, plan, ctx);
   const platform = formatPlatform(imagePlatform(image));
   const progress: ProgressSink = (e) => sink({ ...e, platform });
+  if (ctx.exitOnEol) {
+    // Before any work: the release is read from the layers' os-release, nothing is unpacked.
+    const distro = await withStep(progress, "detect", "reading the image's release", () =>
+      detectDistro(image, { signal: ctx.signal }),
+    );
+    checkEndOfLife(
+      distro.osRelease,
+      ctx,
+      () => {},
+      () => {},
+    );
+  }
+  if (!hasSuturePatchLayer(image)) return patchPlatformImage(image, plan, ctx);
   if (plan) {
     const distro = await withStep(progress, "detect", "reading the patched image's package versions", () =>
       detectDistro(image, { signal: ctx.signal }),
@@ -679,7 +706,7 @@ export function patchedIndex(
     annotations?: Record<string, string>;
   };
   const oci = (doc.mediaType ?? root.mediaType) === MediaType.ociIndex;
-  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  const now = (sourceDateEpoch() ?? new Date()).toISOString().replace(/\.\d+Z$/, "Z");
   const dropped: string[] = [];
   const manifests: Descriptor[] = [];
   for (const d of doc.manifests) {

@@ -1,8 +1,11 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { type DistroInfo, detectDistro, detectDistroInRoot } from "../distro/detect.ts";
+import type { OsRelease } from "../distro/os-release.ts";
+import { type EolState, type EolTable, eolState } from "../eol/table.ts";
+import { SutureError } from "../errors/errors.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
-import { buildPatchLayer } from "../layer/patch-layer.ts";
+import { buildPatchLayer, type LayerTimes } from "../layer/patch-layer.ts";
 import { appendPatchLayer, recordedOriginalConfig, withoutSuturePatchLayer } from "../mutate/suture-patch.ts";
 import { type Compression, layerMediaTypeFor } from "../oci/media-types.ts";
 import { formatPlatform } from "../oci/platform.ts";
@@ -10,6 +13,7 @@ import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { type Sandbox, withSandbox } from "../sandbox/sandbox.ts";
+import { sourceDateEpoch } from "../sbom/sbom.ts";
 import {
   type EngineChoice,
   type EngineContext,
@@ -47,6 +51,8 @@ export interface PlatformResult {
   engine?: EngineKind;
   /** Time spent in maintainer scripts and triggers (native engine). */
   scriptsMs?: number;
+  /** Whether the image's release is still supported (src/eol/). */
+  eol?: EolState;
   /** Dry run without a report: what updating every package would install, from the verified repositories. */
   planned?: { name: string; from?: string; to: string; reason: string }[];
 }
@@ -77,6 +83,12 @@ export interface PatchPlatformContext {
   imageAliases?: readonly string[];
   /** Repository URI → mirror URI (`--mirror`); signatures are still checked against the image's keys. */
   mirrors?: Readonly<Record<string, string>>;
+  /** The EOL table releases are judged by (a release past support is a warning). */
+  eolTable: EolTable;
+  /** `--exit-on-eol`: a release past every phase of its support is END_OF_LIFE, before any work. */
+  exitOnEol?: boolean;
+  /** The day EOL states are for (default today). */
+  now?: Date;
   progress: ProgressSink;
   signal?: AbortSignal;
 }
@@ -109,9 +121,15 @@ export async function patchPlatformImage(
   };
   const base = withoutSuturePatchLayer(original);
   const compression = ctx.compression ?? "gzip";
+  const times: LayerTimes = {
+    // A second early: file times come from the kernel's coarse clock, which may lag Date.now().
+    writtenSince: Math.floor(Date.now() / 1000) - 1,
+    epoch: patchEpoch(base),
+  };
   const workDir = await mkdtemp(join(ctx.workRoot, "platform-"));
   /** Which engine, and the report's plan restricted to what the image has installed. */
   const prepare = (distro: DistroInfo) => {
+    result.eol = checkEndOfLife(distro.osRelease, ctx, progress, warn);
     const { manager, engine } = selectEngine(ctx.engine ?? "auto", distro, PACKAGE_MANAGERS);
     result.engine = engine.kind;
     if (plan) {
@@ -179,11 +197,19 @@ export async function patchPlatformImage(
         cacheDir: ctx.cacheDir,
         imageDigest: base.manifest.digest,
         compression,
+        layerEpoch: times.epoch,
       });
       const applied = await withStep(progress, "apply", engine.description, () =>
         cached.apply(sb, targets, engineCtx),
       );
-      return validateAndLayer(applied, targets, manager, sb, { ctx, workDir, compression, result, warn });
+      return validateAndLayer(applied, targets, manager, sb, {
+        ctx,
+        workDir,
+        compression,
+        times,
+        result,
+        warn,
+      });
     },
   );
   if (!layer) return { result };
@@ -200,7 +226,7 @@ export async function patchPlatformImage(
       path: layer.file,
     },
     {
-      created: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+      created: (sourceDateEpoch() ?? new Date()).toISOString().replace(/\.\d+Z$/, "Z"),
       baseName: ctx.baseName,
       packageCount: result.changed.length,
       originalConfig: originalConfigOf(original),
@@ -218,6 +244,49 @@ export async function patchPlatformImage(
 }
 
 /**
+ * The time a patch layer gives what the patch wrote without a package-given time (LayerTimes):
+ * SOURCE_DATE_EPOCH when set (the reproducible-builds convention: whoever verifies passes the
+ * same); else the source image's own creation time, as the last entry of its history records it
+ * (then its config's `created`; history first because a re-patched image's `created` is the
+ * previous patch's, while its history, the old patch entry dropped, is the original's); else
+ * 1970. It is read from the input, so anyone redoing the patch gets it, and it names the state
+ * the layer builds on. Not the newest package's build time: that would need every package's
+ * metadata at layer time, and moves whenever one more package is updated.
+ */
+export function patchEpoch(base: Image, env: NodeJS.ProcessEnv = process.env): number {
+  const fromEnv = sourceDateEpoch(env);
+  if (fromEnv) return fromEnv.getTime() / 1000;
+  const recorded = [...(base.config.history ?? [])].reverse().find((h) => h.created)?.created;
+  for (const created of [recorded, base.config.created]) {
+    const ms = created ? Date.parse(created) : Number.NaN;
+    if (Number.isFinite(ms) && ms >= 0) return Math.floor(ms / 1000);
+  }
+  return 0;
+}
+
+/**
+ * The release's EOL state, said as a warning when it is past its regular support (a patch may find
+ * few fixes, or none, and an archived release's repositories are gone from the usual mirror);
+ * with `--exit-on-eol`, a release past every phase is END_OF_LIFE.
+ */
+export function checkEndOfLife(
+  os: OsRelease | undefined,
+  ctx: Pick<PatchPlatformContext, "eolTable" | "exitOnEol" | "now" | "imageName" | "baseName">,
+  progress: ProgressSink,
+  warn: (message: string) => void,
+): EolState {
+  const state = eolState(os, ctx.eolTable, ctx.now);
+  if (state.status === "eol" && ctx.exitOnEol)
+    throw new SutureError(
+      "END_OF_LIFE",
+      `${ctx.imageName ?? ctx.baseName}: ${state.message} (stopped by --exit-on-eol; drop it to patch anyway)`,
+    );
+  if (state.status === "eol" || state.status === "extended") warn(state.message);
+  else progress({ type: "info", message: state.message });
+  return state;
+}
+
+/**
  * The pipeline's validate and layer steps: every target must have reached its fixed version (the
  * same check for every engine), then the one patch layer is built from the overlay's upper dir,
  * or the engine's reused layer is taken. Undefined when nothing changed.
@@ -231,6 +300,7 @@ async function validateAndLayer(
     ctx: PatchPlatformContext;
     workDir: string;
     compression: Compression;
+    times: LayerTimes;
     result: PlatformResult;
     warn: (message: string) => void;
   },
@@ -252,6 +322,7 @@ async function validateAndLayer(
     outFile: file,
     compression: run.compression,
     keepTouchedFiles: manager.verifiesFileTimes ?? false,
+    times: run.times,
     progress: (e) => ctx.progress({ ...e, platform: result.platform }),
     signal: ctx.signal,
   });

@@ -104,7 +104,13 @@ async function storeCachedPatch(
  */
 export function withResultCache(
   engine: PatchEngine,
-  options: { cacheDir: string; imageDigest: string; compression: string },
+  options: {
+    cacheDir: string;
+    imageDigest: string;
+    compression: string;
+    /** The layer's clamped time (LayerTimes.epoch): SOURCE_DATE_EPOCH may change it for the same image. */
+    layerEpoch: number;
+  },
 ): PatchEngine {
   const plan = engine.plan?.bind(engine);
   if (!plan) return engine;
@@ -119,6 +125,7 @@ export function withResultCache(
       const key = await patchResultKey([
         options.imageDigest,
         options.compression,
+        `epoch ${options.layerEpoch}`,
         ...planned.reuseKey,
         ...planned.install.map((p) => `${p.name} ${p.to} ${p.digest}`),
       ]);

@@ -34,8 +34,16 @@ export function buildSbom(format: SbomFormat, subject: SbomSubject, options: Bui
  * bytes; a value that is not a whole number of seconds is a usage error, not silently now.
  */
 export function sbomTimestamp(env: NodeJS.ProcessEnv = process.env): Date {
+  return sourceDateEpoch(env) ?? new Date(Math.floor(Date.now() / 1000) * 1000);
+}
+
+/**
+ * SOURCE_DATE_EPOCH (reproducible-builds.org) as a date, undefined when unset: the SBOM's time and
+ * the patch's (its layer's clamped times, its `created`). Not a whole number of seconds: USAGE.
+ */
+export function sourceDateEpoch(env: NodeJS.ProcessEnv = process.env): Date | undefined {
   const raw = env.SOURCE_DATE_EPOCH;
-  if (raw === undefined || raw === "") return new Date(Math.floor(Date.now() / 1000) * 1000);
+  if (raw === undefined || raw === "") return undefined;
   if (!/^\d{1,12}$/.test(raw.trim()))
     throw new SutureError(
       "USAGE",

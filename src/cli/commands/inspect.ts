@@ -44,6 +44,7 @@ export function renderInspect(r: InspectResult): string {
     if (img.packageDbFile)
       lines.push(`  Package file:   ${img.packageDbFile.path} (${img.packageDbFile.format})`);
     lines.push(`  Package tool:   ${img.packageManager}`);
+    if (img.eol) lines.push(`  EOL:            ${img.eol.status}: ${img.eol.message}`);
     // The image's own text: quoted when it holds what could rewrite the terminal's lines.
     if (img.packageArch) lines.push(`  Package arch:   ${printable(img.packageArch)}`);
     if (img.repositories) {

@@ -62,6 +62,14 @@ export function registerPatch(program: Command): void {
         "finish even if some packages cannot be patched (they are left out of the VEX)",
       )
       .option(
+        "--exit-on-eol",
+        "fail (END_OF_LIFE) before any work when the image's release is past all its support, by suture's EOL table (see suture eol); without it, a warning",
+      )
+      .option(
+        "--eol-api-url <url>",
+        "copa's EOL API: accepted and ignored here (patch judges EOL offline; suture eol --update --eol-api-url refreshes the table)",
+      )
+      .option(
         "--ignore-report-image",
         "use a report that names another image (by its config digest) than the one patched",
       )
@@ -132,6 +140,11 @@ export function registerPatch(program: Command): void {
           message: `${flag} ${value} is ignored: suture runs without BuildKit${flag === "--loglevel" ? " (use --progress for detail)" : ""}`,
         });
     }
+    if (flags.eolApiUrl !== undefined)
+      options.progress?.({
+        type: "info",
+        message: `--eol-api-url ${flags.eolApiUrl} is ignored: patch judges EOL by suture's table; refresh it with suture eol --update --eol-api-url URL`,
+      });
     const timeoutMs = parseDuration(flags.timeout);
     const controller = new AbortController();
     const timer = setTimeout(
@@ -159,6 +172,7 @@ export function registerPatch(program: Command): void {
         toolVersion: packageJson.version,
         ignoreErrors: flags.ignoreErrors,
         ignoreReportImage: flags.ignoreReportImage,
+        exitOnEol: flags.exitOnEol,
         timeoutMs,
         dryRun: flags.dryRun,
         platforms: flags.platform
