@@ -61,6 +61,8 @@ function describe(e: WatchEvent): string {
       return `rule ${e.ruleId}: polled ${e.tags} tags, ${e.queued} new jobs`;
     case "queued":
       return `rule ${e.ruleId}: ${e.duplicate ? "already queued" : "queued"} job ${e.jobId} (${e.reason}) for ${e.source}`;
+    case "hook":
+      return `hook: push of ${e.reference}: ${e.outcome}${e.ruleId ? ` (rule ${e.ruleId})` : ""}`;
     case "warning":
       return `warning: ${e.ruleId ? `rule ${e.ruleId}: ` : ""}${e.message}`;
   }
