@@ -132,7 +132,7 @@ rules:
   service.stderr!.setEncoding("utf8").on("data", (s: string) => {
     stderr += s;
   });
-  await until("the service to listen", 30_000, async () => {
+  await until("the service to listen", 300_000, async () => {
     if (service.exitCode !== null) throw new Error(`suture serve exited ${service.exitCode}: ${stderr}`);
     return /listening on/.test(stdout) ? true : undefined;
   });
