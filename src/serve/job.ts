@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { isSutureError, quoteUntrusted, SutureError } from "../errors/errors.ts";
@@ -113,6 +113,7 @@ async function patchJob(
   progress: ProgressSink,
   signal: AbortSignal,
 ): Promise<JobOutcome> {
+  await mkdir(context.workDir, { recursive: true });
   const scratch = await mkdtemp(join(context.workDir, "job-"));
   try {
     const vexFile = join(scratch, "vex.json");
