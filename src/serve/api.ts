@@ -12,7 +12,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { isSutureError, SutureError } from "../errors/errors.ts";
 import type { JobEvent, JobQueue, JobState } from "./queue.ts";
 import { ruleFromJson } from "./rules.ts";
-import type { PatchRecord, ServiceStore } from "./store.ts";
+import type { PatchRecord, Rule, ServiceStore } from "./store.ts";
 import { RegistryEnvelope, type Watcher } from "./watcher.ts";
 
 export interface ApiOptions {
@@ -107,8 +107,19 @@ export function buildApi(options: ApiOptions): Hono {
 
   // --- rules ------------------------------------------------------------------------------------
   app.get("/api/v1/rules", async (c) => c.json(await store.rules.list()));
+  // A scanner is a command run on this host: only the rules file (the operator) may set one, so the
+  // API token cannot be turned into running commands here.
+  const sameScanner = (a: Rule["scanner"], b: Rule["scanner"]) => JSON.stringify(a) === JSON.stringify(b);
+  const refuseNewScanner = (rule: Rule, stored: Rule | undefined) => {
+    if (rule.scanner && !sameScanner(rule.scanner, stored?.scanner))
+      throw new SutureError(
+        "USAGE",
+        `rule ${rule.id}: scanner: a scanner command is set in the rules file only (the API does not run commands on the host): leave scanner out, or edit the rules file and restart`,
+      );
+  };
   app.post("/api/v1/rules", async (c) => {
     const { rule } = ruleFromJson(await json(c));
+    refuseNewScanner(rule, undefined);
     if (await store.rules.get(rule.id))
       throw new SutureError("USAGE", `rule ${rule.id} exists: PUT /api/v1/rules/${rule.id} to change it`);
     await store.rules.put(rule);
@@ -122,6 +133,7 @@ export function buildApi(options: ApiOptions): Hono {
   });
   app.put("/api/v1/rules/:id", async (c) => {
     const { rule } = ruleFromJson(await json(c), c.req.param("id"));
+    refuseNewScanner(rule, await store.rules.get(rule.id));
     await store.rules.put(rule);
     watcher.schedule(rule);
     return c.json(rule);

@@ -157,8 +157,11 @@ test("a pushed tag is patched, pushed under the rule's tag and its VEX kept, wit
     manifestDigest("lab/app", "1.0-patched"),
   );
   assert.notEqual(patched, source);
-  // What the service did, read back through its API.
-  const all = await jobs();
+  // What the service did, read back through its API (the tag is pushed before the job ends).
+  const all = await until("the job to end", 120_000, async () => {
+    const list = await jobs();
+    return list.every((j) => j.state !== "running" && j.state !== "queued") ? list : undefined;
+  });
   assert.equal(all.length, 1, JSON.stringify(all));
   const job = all[0]!;
   assert.equal(job.state, "succeeded", JSON.stringify(job));
