@@ -177,7 +177,7 @@ test("a pushed tag is patched, pushed under the rule's tag and its VEX kept, wit
   assert.ok(vex.statements.length > 0);
   assert.ok(vex.statements.every((s) => s.status === "fixed"));
   assert.ok(
-    vex.statements.some((s) => s.products.some((p) => p["@id"].includes(encodeURIComponent(patched)))),
+    vex.statements.some((s) => s.products.some((p) => p["@id"].includes(patched.slice("sha256:".length)))),
     "the VEX names the patched image's digest",
   );
   if (existsSync(schema)) assert.deepEqual(validateOpenVex(vex, schema).errors, []);
