@@ -9,6 +9,7 @@ import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
 import { registerSbom } from "./commands/sbom.ts";
+import { registerServe } from "./commands/serve.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
 export function buildProgram(): Command {
@@ -36,6 +37,7 @@ Image references (like skopeo):
   registerSbom(program);
   registerEol(program);
   registerDoctor(program);
+  registerServe(program);
   return program;
 }
 
