@@ -230,6 +230,68 @@ test("stand-ins: while dpkg runs the scripts the program only records its calls;
   });
 });
 
+/**
+ * An upgrade's state of the selection file: a certificate missing from it, one the package no
+ * longer ships, one deselected by the administrator, and a local certificate named in it.
+ */
+async function perturbSelection(root: string): Promise<void> {
+  const conf = join(root, "etc/ca-certificates.conf");
+  const text = await readFile(conf, "utf8");
+  await writeFile(
+    conf,
+    `${text
+      .replace(/^mozilla\/ISRG_Root_X1\.crt\n/m, "")
+      .replace(
+        /^mozilla\/GlobalSign_Root_R46\.crt$/m,
+        "!mozilla/GlobalSign_Root_R46.crt",
+      )}mozilla/Gone_Old_Root_CA.crt\nmy-local.crt\n`,
+  );
+  const local = join(root, "usr/local/share/ca-certificates");
+  await copyFile(join(root, "usr/share/ca-certificates/mozilla/ACCVRAIZ1.crt"), join(local, "my-local.crt"));
+}
+
+test("ca-certificates' postinst: with its selection rewrite and update-ca-certificates done natively, /etc and debconf end byte-identical to the real postinst's", async () => {
+  const postinst = ["/var/lib/dpkg/info/ca-certificates.postinst", "configure", "20230311"];
+  // As dpkg runs it (dpkg-trigger needs to know whose script it is).
+  const env = [
+    "DPKG_MAINTSCRIPT_PACKAGE=ca-certificates",
+    "DPKG_MAINTSCRIPT_NAME=postinst",
+    "DEBIAN_FRONTEND=noninteractive",
+  ];
+  await withSandbox(image, sandboxOptions(), async (real) => {
+    await withSandbox(image, sandboxOptions(), async (native) => {
+      for (const sb of [real, native]) await perturbSelection(sb.mergedDir);
+      const info = await snapshot(native.mergedDir, "/var/lib/dpkg/info");
+      const standIns = await placeStandIns(native.mergedDir, new Set(["ca-certificates"]));
+      assert.match(
+        await readFile(join(native.mergedDir, postinst[0]!), "utf8"),
+        /--suture-ca-selection/,
+        "the postinst's selection loop is replaced by the recorder",
+      );
+      for (const sb of [real, native]) {
+        const r = await sb.run(postinst, { env, timeoutMs: 900_000 });
+        assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+      }
+      const outcomes = await standIns.replay(
+        async () => assert.fail("every call has a native equivalent"),
+        () => {},
+      );
+      assert.deepEqual(
+        outcomes.map((o) => [o.calls, o.ran]),
+        [[2, "native"]],
+      );
+      assert.match(outcomes[0]!.detail, /^selection rewritten; \d+ added, \d+ removed$/);
+      assertSameTrees(
+        info,
+        await snapshot(native.mergedDir, "/var/lib/dpkg/info"),
+        "the scripts after the run",
+      );
+      for (const dir of ["/etc", "/var/cache/debconf", "/usr/local/share/ca-certificates"])
+        assertSameTrees(await snapshot(real.mergedDir, dir), await snapshot(native.mergedDir, dir), dir);
+    });
+  });
+});
+
 test("stand-ins: a program text the table does not know is not replaced (it runs for real)", async () => {
   await withSandbox(image, sandboxOptions(), async (sb) => {
     await appendFile(

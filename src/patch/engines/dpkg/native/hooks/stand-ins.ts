@@ -1,9 +1,12 @@
 import { createHash } from "node:crypto";
-import { lstat, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, readFile, rename, rm, utimes, writeFile } from "node:fs/promises";
 import { SutureError } from "../../../../../errors/errors.ts";
 import { walkInRoot } from "../../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../../progress/events.ts";
+import { rewriteCaSelection } from "./ca-certificates-conf.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
+
+const CA_SELECTION = "--suture-ca-selection";
 
 /**
  * Native equivalents of programs that maintainer scripts and triggers call, one row per package
@@ -32,6 +35,25 @@ export interface NativeHook {
     root: string,
     args: readonly string[],
   ): Promise<{ done: true; detail: string } | { done: false; unsupported: string }>;
+  /**
+   * A block of one of the package's maintainer scripts that is recorded as a call of the program
+   * too (its inputs as arguments), for the texts of that script listed here. What lies between
+   * `start` and `end` (both kept) is replaced by the recorder; when the native equivalent cannot
+   * do the call, the block runs for real in the shell, with the script's helper functions.
+   */
+  scriptBlock?: {
+    script: string;
+    texts: ReadonlyMap<string, string>;
+    start: string;
+    end: string;
+    /** The first argument of the recorded call. */
+    marker: string;
+    /** Shell expressions recorded as the call's further arguments, and the variables they set back. */
+    inputs: readonly { expression: string; variable: string }[];
+    /** Where the script's helper functions start and end. */
+    functionsStart: string;
+    functionsEnd: string;
+  };
 }
 
 export const NATIVE_HOOKS: readonly NativeHook[] = [
@@ -50,8 +72,32 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
       ],
     ]),
     async run(root, args) {
+      if (args[0] === CA_SELECTION) {
+        const r = await rewriteCaSelection(root, args[1] ?? "", args[2] ?? "");
+        return r.done ? { done: true, detail: `selection ${r.changed ? "rewritten" : "unchanged"}` } : r;
+      }
       const r = await updateCaCertificates(root, args);
       return r.done ? { done: true, detail: `${r.added} added, ${r.removed} removed` } : r;
+    },
+    // The postinst's rewrite of /etc/ca-certificates.conf from the debconf answers (a loop of
+    // greps and seds per line); the debconf conversation before it still runs in the image.
+    scriptBlock: {
+      script: "postinst",
+      texts: new Map([
+        [
+          "bbad2df5d3c5e3d787789275830bc5b597fe6e9218a99516947a079dcae9e262",
+          "20230311+deb12u1, 20250419~deb12u2 (bookworm, bookworm-security)",
+        ],
+      ]),
+      start: "\tif test -f /etc/ca-certificates.conf; then\n",
+      end: "\telse\n\t  # new file\n",
+      marker: CA_SELECTION,
+      inputs: [
+        { expression: '"$CERTS_AVAILABLE"', variable: "CERTS_AVAILABLE" },
+        { expression: '"$CERTS_ENABLED"', variable: "CERTS_ENABLED" },
+      ],
+      functionsStart: "each_value() {\n",
+      functionsEnd: 'case "$1" in\n',
     },
   },
 ];
@@ -63,6 +109,16 @@ interface PlacedStandIn {
   programHost: string;
   realHost: string;
   callsHost: string;
+  /** The block's own text with the script's functions, when a script block was replaced. */
+  blockScript?: string;
+}
+
+/** A maintainer script overwritten in place while dpkg runs, with what restores it. */
+interface RewrittenScript {
+  host: string;
+  text: Buffer;
+  atime: Date;
+  mtime: Date;
 }
 
 /** How a hook's calls were done, for the progress event and the report. */
@@ -96,6 +152,7 @@ const CALLS_SUFFIX = ".suture-calls";
  */
 export async function placeStandIns(root: string, configuring: ReadonlySet<string>): Promise<StandIns> {
   const placed: PlacedStandIn[] = [];
+  const rewritten: RewrittenScript[] = [];
   for (const hook of NATIVE_HOOKS) {
     if (!configuring.has(hook.package)) continue;
     const walk = walkInRoot(root, hook.program, { followFinal: false, mustExist: true });
@@ -120,12 +177,18 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
       "",
     ].join("\n");
     await writeFile(walk.host, script, { mode: walk.stat.mode & 0o7777 });
+    const block = hook.scriptBlock ? await replaceScriptBlock(root, hook, calls, rewritten) : undefined;
+    if (block) placed.at(-1)!.blockScript = block;
   }
   let restored = false;
   const restore = async () => {
     if (restored) return;
     restored = true;
     for (const p of placed) await rename(p.realHost, p.programHost);
+    for (const r of rewritten) {
+      await writeFile(r.host, r.text);
+      await utimes(r.host, r.atime, r.mtime);
+    }
   };
   return {
     restore,
@@ -149,7 +212,15 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
           // From the first call the native equivalent cannot do, the rest run for real, in order.
           if (r && !r.done) details.push(`ran the script: ${r.unsupported}`);
           ran = "script";
-          await runReal([p.hook.program, ...args]);
+          const block = p.hook.scriptBlock;
+          if (block && args[0] === block.marker) {
+            if (!p.blockScript)
+              throw new SutureError(
+                "INTERNAL",
+                `${p.hook.package}: a script block was recorded but not replaced`,
+              );
+            await runReal(["/bin/sh", "-c", p.blockScript, "sh", ...args.slice(1)]);
+          } else await runReal([p.hook.program, ...args]);
         }
         const outcome: HookOutcome = {
           package: p.hook.package,
@@ -165,6 +236,40 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
       return outcomes;
     },
   };
+}
+
+/**
+ * Replace the hook's block of its maintainer script (as unpacked for configuring) by a line that
+ * records the block's inputs as a call; returns the block as a script of its own (the script's
+ * functions, `set -e`, the inputs from `$1…`, the block) to run for real if need be. Unknown
+ * script texts are left alone: the block then runs in the script as always.
+ */
+async function replaceScriptBlock(
+  root: string,
+  hook: NativeHook,
+  callsPath: string,
+  rewritten: RewrittenScript[],
+): Promise<string | undefined> {
+  const block = hook.scriptBlock!;
+  const walk = walkInRoot(root, `/var/lib/dpkg/info/${hook.package}.${block.script}`, {
+    followFinal: false,
+    mustExist: true,
+  });
+  if (walk.kind !== "found" || !walk.stat.isFile()) return undefined;
+  const text = await readFile(walk.host);
+  if (!block.texts.has(createHash("sha256").update(text).digest("hex"))) return undefined;
+  const source = text.toString("utf8");
+  const start = source.indexOf(block.start);
+  const end = source.indexOf(block.end, start);
+  const fStart = source.indexOf(block.functionsStart);
+  const fEnd = source.indexOf(block.functionsEnd, fStart);
+  if (start < 0 || end < 0 || fStart < 0 || fEnd < 0) return undefined;
+  const body = source.slice(start + block.start.length, end);
+  const record = `\t  printf '%s\\n' "call ${block.inputs.length + 1}" ${block.marker} ${block.inputs.map((i) => i.expression).join(" ")} >> ${callsPath}\n`;
+  rewritten.push({ host: walk.host, text, atime: walk.stat.atime, mtime: walk.stat.mtime });
+  await writeFile(walk.host, source.slice(0, start + block.start.length) + record + source.slice(end));
+  const inputs = block.inputs.map((i, n) => `${i.variable}="$${n + 1}"\n`).join("");
+  return `set -e\n${source.slice(fStart, fEnd)}${inputs}${block.start}${body}fi\n`;
 }
 
 async function exists(path: string): Promise<boolean> {
