@@ -27,7 +27,7 @@ import { updateCaCertificates } from "./hooks/update-ca-certificates.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
-import { unpackDeb } from "./unpack.ts";
+import { type UnpackSummary, unpackDeb } from "./unpack.ts";
 
 /** How much of a coming package's decompressed data is held while the current one unpacks. */
 const DEB_READ_AHEAD_BYTES = 16 * 1024 * 1024;
@@ -256,6 +256,17 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
     upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
     recommendsMatter: config.getBool("APT::Install-Recommends", true),
   });
+}
+
+/**
+ * Whether configuring these unpacked packages needs the image's runtime (runc, and QEMU for a
+ * foreign platform): true when any maintainer-script call or trigger activation lacks a native
+ * equivalent. The native hooks (hooks/stand-ins.ts) stand in for programs and blocks inside
+ * scripts, not for whole scripts, so today this is true exactly when there is a script to run or
+ * a trigger to process; a package with neither (most `-data`/`-common` packages) needs no runtime.
+ */
+export function scriptsNeedRuntime(unpacked: readonly Pick<UnpackSummary, "scripts" | "triggers">[]): boolean {
+  return unpacked.some((u) => u.scripts.length > 0 || u.triggers.length > 0);
 }
 
 function versions(db: DpkgDatabase): Map<string, string> {
