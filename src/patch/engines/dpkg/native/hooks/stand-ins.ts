@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { lstat, readFile, rename, rm, utimes, writeFile } from "node:fs/promises";
 import { SutureError } from "../../../../../errors/errors.ts";
-import { walkInRoot } from "../../../../../fs/in-root.ts";
+import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
@@ -106,17 +106,19 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
 interface PlacedStandIn {
   hook: NativeHook;
   /** Host paths: the program, the real program moved aside, the record of calls. */
-  programHost: string;
-  realHost: string;
-  callsHost: string;
+  /** Image paths (resolved inside the root again at each use: the scripts ran in between). */
+  programPath: string;
+  realPath: string;
+  callsPath: string;
   /** The block's own text with the script's functions, when a script block was replaced. */
   blockScript?: string;
 }
 
 /** A maintainer script overwritten in place while dpkg runs, with what restores it. */
 interface RewrittenScript {
-  host: string;
+  path: string;
   text: Buffer;
+  mode: number;
   atime: Date;
   mtime: Date;
 }
@@ -153,51 +155,64 @@ const CALLS_SUFFIX = ".suture-calls";
 export async function placeStandIns(root: string, configuring: ReadonlySet<string>): Promise<StandIns> {
   const placed: PlacedStandIn[] = [];
   const rewritten: RewrittenScript[] = [];
-  for (const hook of NATIVE_HOOKS) {
-    if (!configuring.has(hook.package)) continue;
-    const walk = walkInRoot(root, hook.program, { followFinal: false, mustExist: true });
-    if (walk.kind !== "found" || !walk.stat.isFile()) continue;
-    const text = await readFile(walk.host);
-    if (!hook.texts.has(createHash("sha256").update(text).digest("hex"))) continue;
-    const realHost = `${walk.host}${STAND_IN_SUFFIX}`;
-    const callsHost = `${walk.host}${CALLS_SUFFIX}`;
-    if (await exists(realHost)) continue; // not ours to move aside
-    if (await exists(callsHost)) continue;
-    const real = `${hook.program}${STAND_IN_SUFFIX}`;
-    const calls = `${hook.program}${CALLS_SUFFIX}`;
-    await rename(walk.host, realHost);
-    placed.push({ hook, programHost: walk.host, realHost, callsHost });
-    const script = [
-      "#!/bin/sh",
-      `# suture: records this call; suture does its effect natively after dpkg --configure.`,
-      "nl='",
-      "'",
-      `case "$*" in *"$nl"*) exec ${real} "$@" ;; esac`,
-      `printf '%s\\n' "call $#" "$@" >> ${calls}`,
-      "",
-    ].join("\n");
-    await writeFile(walk.host, script, { mode: walk.stat.mode & 0o7777 });
-    const block = hook.scriptBlock ? await replaceScriptBlock(root, hook, calls, rewritten) : undefined;
-    if (block) placed.at(-1)!.blockScript = block;
-  }
   let restored = false;
   const restore = async () => {
     if (restored) return;
     restored = true;
-    for (const p of placed) await rename(p.realHost, p.programHost);
+    for (const p of placed) await rename(await hostOf(root, p.realPath), await hostOf(root, p.programPath));
     for (const r of rewritten) {
-      await writeFile(r.host, r.text);
-      await utimes(r.host, r.atime, r.mtime);
+      const host = await hostOf(root, r.path);
+      await rm(host, { force: true });
+      await writeFile(host, r.text, { mode: r.mode });
+      await utimes(host, r.atime, r.mtime);
     }
   };
+  try {
+    for (const hook of NATIVE_HOOKS) {
+      if (!configuring.has(hook.package)) continue;
+      const walk = walkInRoot(root, hook.program, { followFinal: false, mustExist: true });
+      if (walk.kind !== "found" || !walk.stat.isFile()) continue;
+      const text = await readFile(walk.host);
+      if (!hook.texts.has(createHash("sha256").update(text).digest("hex"))) continue;
+      const realHost = `${walk.host}${STAND_IN_SUFFIX}`;
+      const callsHost = `${walk.host}${CALLS_SUFFIX}`;
+      if (await exists(realHost)) continue; // not ours to move aside
+      if (await exists(callsHost)) continue;
+      const real = `${hook.program}${STAND_IN_SUFFIX}`;
+      const calls = `${hook.program}${CALLS_SUFFIX}`;
+      await rename(walk.host, realHost);
+      placed.push({
+        hook,
+        programPath: walk.path,
+        realPath: `${walk.path}${STAND_IN_SUFFIX}`,
+        callsPath: `${walk.path}${CALLS_SUFFIX}`,
+      });
+      const script = [
+        "#!/bin/sh",
+        `# suture: records this call; suture does its effect natively after dpkg --configure.`,
+        "nl='",
+        "'",
+        `case "$*" in *"$nl"*) exec ${real} "$@" ;; esac`,
+        `printf '%s\\n' "call $#" "$@" >> ${calls}`,
+        "",
+      ].join("\n");
+      await writeFile(walk.host, script, { mode: walk.stat.mode & 0o7777 });
+      const block = hook.scriptBlock ? await replaceScriptBlock(root, hook, calls, rewritten) : undefined;
+      if (block) placed.at(-1)!.blockScript = block;
+    }
+  } catch (e) {
+    // Whatever was placed goes back before the error is reported.
+    await restore();
+    throw e;
+  }
   return {
     restore,
     async replay(runReal, progress) {
       await restore();
       const outcomes: HookOutcome[] = [];
       for (const p of placed) {
-        const text = await readFile(p.callsHost, "utf8").catch(() => "");
-        await rm(p.callsHost, { force: true });
+        const text = (await readFileInRoot(root, p.callsPath))?.toString("utf8") ?? "";
+        await rm(await hostOf(root, p.callsPath), { force: true });
         const calls = parseCalls(text, p.hook.program);
         if (calls.length === 0) continue;
         const started = performance.now();
@@ -266,10 +281,27 @@ async function replaceScriptBlock(
   if (start < 0 || end < 0 || fStart < 0 || fEnd < 0) return undefined;
   const body = source.slice(start + block.start.length, end);
   const record = `\t  printf '%s\\n' "call ${block.inputs.length + 1}" ${block.marker} ${block.inputs.map((i) => i.expression).join(" ")} >> ${callsPath}\n`;
-  rewritten.push({ host: walk.host, text, atime: walk.stat.atime, mtime: walk.stat.mtime });
+  rewritten.push({
+    path: walk.path,
+    text,
+    mode: walk.stat.mode & 0o7777,
+    atime: walk.stat.atime,
+    mtime: walk.stat.mtime,
+  });
   await writeFile(walk.host, source.slice(0, start + block.start.length) + record + source.slice(end));
   const inputs = block.inputs.map((i, n) => `${i.variable}="$${n + 1}"\n`).join("");
   return `set -e\n${source.slice(fStart, fEnd)}${inputs}${block.start}${body}fi\n`;
+}
+
+/**
+ * The host path of an image path whose last component is not followed, resolved inside the root
+ * (the image's scripts ran since the path was first resolved, and may have made links of its
+ * directories).
+ */
+async function hostOf(root: string, path: string): Promise<string> {
+  const host = await resolveInRoot(root, path, { followFinal: false, mustExist: false });
+  if (!host) throw new SutureError("INTERNAL", `${path} is no longer below a directory of the image`);
+  return host;
 }
 
 async function exists(path: string): Promise<boolean> {
