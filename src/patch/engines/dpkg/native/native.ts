@@ -265,7 +265,9 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
  * scripts, not for whole scripts, so today this is true exactly when there is a script to run or
  * a trigger to process; a package with neither (most `-data`/`-common` packages) needs no runtime.
  */
-export function scriptsNeedRuntime(unpacked: readonly Pick<UnpackSummary, "scripts" | "triggers">[]): boolean {
+export function scriptsNeedRuntime(
+  unpacked: readonly Pick<UnpackSummary, "scripts" | "triggers">[],
+): boolean {
   return unpacked.some((u) => u.scripts.length > 0 || u.triggers.length > 0);
 }
 
