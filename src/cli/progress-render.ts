@@ -71,6 +71,11 @@ export function createRenderer(
       case "info":
         say(`  ${event.message}`);
         break;
+      case "hook":
+        say(
+          `  hook     ${event.package} ${event.hook}: ${event.ran === "native" ? "done natively" : "ran the script"} (${event.calls} call${event.calls === 1 ? "" : "s"}${event.detail ? `; ${event.detail}` : ""}, ${(event.elapsedMs / 1000).toFixed(1)}s)`,
+        );
+        break;
       case "package":
         say(
           `  ${event.status.padEnd(8)} ${event.name} ${event.from ?? "?"} → ${event.to}${event.detail ? ` (${event.detail})` : ""}`,

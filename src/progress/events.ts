@@ -20,6 +20,16 @@ type ProgressEventBody =
   | { type: "warning"; message: string }
   | { type: "info"; message: string }
   | {
+      /** A program maintainer scripts called, done natively (or, when it could not be, for real). */
+      type: "hook";
+      package: string;
+      hook: string;
+      calls: number;
+      ran: "native" | "script";
+      detail: string;
+      elapsedMs: number;
+    }
+  | {
       type: "package";
       name: string;
       from?: string;

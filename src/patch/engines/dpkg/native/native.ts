@@ -9,7 +9,7 @@ import {
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
-import { resolveInRoot } from "../../../../fs/in-root.ts";
+import { readFileInRoot, resolveInRoot } from "../../../../fs/in-root.ts";
 import { withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import {
@@ -22,10 +22,12 @@ import {
   type Targets,
 } from "../../engine.ts";
 import { aptEnv, aptFailure } from "../run-apt.ts";
+import { placeStandIns } from "./hooks/stand-ins.ts";
+import { updateCaCertificates } from "./hooks/update-ca-certificates.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
-import { unpackDeb } from "./unpack.ts";
+import { type UnpackSummary, unpackDeb } from "./unpack.ts";
 
 /** How much of a coming package's decompressed data is held while the current one unpacks. */
 const DEB_READ_AHEAD_BYTES = 16 * 1024 * 1024;
@@ -181,18 +183,36 @@ async function applyNative(
       "configure",
       "running maintainer scripts and triggers (dpkg --configure)",
       async () => {
-        const r = await sandbox.run(
-          ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
-          { env: aptEnv(), timeoutMs: ctx.timeoutMs },
-        );
-        if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
+        // Programs with a native equivalent (hooks/stand-ins.ts) only record their calls while
+        // dpkg runs the scripts; the calls are done natively right after.
+        const standIns = await placeStandIns(root, new Set(install.map((i) => i.entry.package)));
+        try {
+          const r = await sandbox.run(
+            ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
+            { env: aptEnv(), timeoutMs: ctx.timeoutMs },
+          );
+          if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
+          await standIns.replay(async (args) => {
+            const run = await sandbox.run(args, { env: aptEnv(), timeoutMs: ctx.timeoutMs });
+            if (run.exitCode !== 0) throw aptFailure(args[0]!, run.exitCode, run.stderr || run.stdout);
+          }, progress);
+        } finally {
+          await standIns.restore();
+        }
       },
     );
     scriptsMs = performance.now() - t;
   } else if (scriptsNotRun.length) {
     const done: string[] = [];
     if (install.some((i) => i.entry.package === "ca-certificates") && (await regenerateCaBundle(root))) {
-      done.push("ca-certificates' update-ca-certificates (bundle rebuilt natively)");
+      // With the selection rewritten, the links in /etc/ssl/certs follow it as the program makes them.
+      // Without a selection file the program would start afresh, which a shell-less image never did.
+      const links = (await readFileInRoot(root, "/etc/ca-certificates.conf"))
+        ? await updateCaCertificates(root, ["--hooksdir", ""])
+        : undefined;
+      done.push(
+        `ca-certificates' update-ca-certificates (${links?.done ? "bundle and links" : "bundle"} rebuilt natively)`,
+      );
     }
     warn(
       `the image has no shell, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)`,
@@ -236,6 +256,19 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
     upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
     recommendsMatter: config.getBool("APT::Install-Recommends", true),
   });
+}
+
+/**
+ * Whether configuring these unpacked packages needs the image's runtime (runc, and QEMU for a
+ * foreign platform): true when any maintainer-script call or trigger activation lacks a native
+ * equivalent. The native hooks (hooks/stand-ins.ts) stand in for programs and blocks inside
+ * scripts, not for whole scripts, so today this is true exactly when there is a script to run or
+ * a trigger to process; a package with neither (most `-data`/`-common` packages) needs no runtime.
+ */
+export function scriptsNeedRuntime(
+  unpacked: readonly Pick<UnpackSummary, "scripts" | "triggers">[],
+): boolean {
+  return unpacked.some((u) => u.scripts.length > 0 || u.triggers.length > 0);
 }
 
 function versions(db: DpkgDatabase): Map<string, string> {
