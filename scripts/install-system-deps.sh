@@ -21,6 +21,8 @@ packages=(
   cpio                 # rpm2cpio | cpio -t: the reference listing of a .rpm payload
   zstd libcap2-bin       # layer tests: decompress zstd layers independently; setcap/getcap
   ca-certificates      # the CA-bundle test compares with the host's update-ca-certificates output
+  redis-server         # serve/worker's scaled-out queue (BullMQ): tests start their own on loopback
+  postgresql           # serve's Postgres store: tests initdb their own server in a temp dir
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -19,7 +19,7 @@
 import { randomUUID } from "node:crypto";
 import { DelayedError, type Job, Queue, QueueEvents, UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
-import { type ErrorCode, isSutureError, SutureError } from "../errors/errors.ts";
+import { type ErrorCode, isSutureError, redact, SutureError } from "../errors/errors.ts";
 import type { ProgressEvent } from "../progress/events.ts";
 import { parseReference } from "../ref/reference.ts";
 import {
@@ -141,7 +141,7 @@ export class BullmqJobQueue implements JobQueue {
         if (timeout.aborted) {
           throw new SutureError(
             "NETWORK",
-            `cannot reach Redis at ${redactUrl(this.#options.url)}: ${(e as Error).message}; check --redis and that redis-server runs`,
+            `cannot reach Redis at ${redact(this.#options.url)}: ${(e as Error).message}; check --redis and that redis-server runs`,
             { cause: e },
           );
         }
@@ -503,16 +503,5 @@ function registryOf(source: string): string {
     return parseReference(source).registry;
   } catch {
     return "unknown";
-  }
-}
-
-/** A Redis URL without its password, for messages. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "(an unparsable URL)";
   }
 }
