@@ -142,7 +142,7 @@ const Tags = z.strictObject({
   exclude: z.array(z.string()).optional(),
 });
 
-const ImageEntry = z.strictObject({
+export const ImageEntry = z.strictObject({
   name: z.string().min(1, "give the image a display name"),
   image: z.string().min(1, "give the source repository, e.g. docker.io/library/nginx"),
   tags: Tags,
@@ -157,7 +157,9 @@ const Document = z.strictObject({
   images: z.array(ImageEntry).min(1, "list at least one image"),
 });
 
-type Path = readonly (string | number)[];
+export type ImageEntry = z.infer<typeof ImageEntry>;
+
+export type Path = readonly (string | number)[];
 
 /** `images[1].tags.pattern`: a path as a user would find it in the file. */
 function fieldName(path: Path): string {
@@ -233,59 +235,84 @@ export function parseBulkConfig(text: string, file: string): BulkConfig {
     fail(path, issue.message);
   }
   const config = parsed.data!;
-  const images = config.images.map((entry, i): BulkImageSpec => {
-    const field = (...rest: (string | number)[]) => ["images", i, ...rest];
-    const check = <T>(path: Path, f: () => T): T => {
-      try {
-        return f();
-      } catch (e) {
-        return fail(path, e instanceof Error ? e.message : String(e));
-      }
-    };
-    const repository = check(field("image"), () => parseReference(entry.image, { defaultTag: false }));
-    if (repository.tag || repository.digest)
-      fail(
-        field("image"),
-        `name the repository without ${repository.digest ? "a digest" : "a tag"} (${repository.registry}/${repository.repository}): tags come from tags:`,
-      );
-    const tags = strategyOf(entry.tags, (path, why) => fail(field("tags", ...path), why));
-    const platforms = entry.platforms?.map((p, j) => {
-      const platform = check(field("platforms", j), () => parsePlatform(p));
-      const name = formatPlatform(platform);
-      if (!(COPA_PLATFORMS as readonly string[]).includes(name))
-        fail(field("platforms", j), `${quoteUntrusted(p)} is not one of ${COPA_PLATFORMS.join(", ")}`);
-      return platform;
-    });
-    // copa merges the image's target over the global one field by field.
-    const registry = entry.target?.registry ?? config.target?.registry;
-    const registryPath = entry.target?.registry ? field("target", "registry") : ["target", "registry"];
-    const template = entry.target?.tag ?? config.target?.tag ?? DEFAULT_TAG_TEMPLATE;
-    const templatePath = entry.target?.tag ? field("target", "tag") : ["target", "tag"];
-    const targetRepository = check(registryPath, () => targetRepositoryFor(repository, registry));
-    const tagTemplate = check(templatePath, () => parseTagTemplate(template));
-    // A template that cannot make a valid tag is found now, not after the first job patched.
-    const sample = tagTemplate.render("1.0");
-    if (!TAG.test(sample))
-      fail(
-        templatePath,
-        `${quoteUntrusted(template)} makes ${quoteUntrusted(sample)} from tag 1.0, which is not a valid tag (letters, digits, _ . -; at most 128)`,
-      );
-    if (
-      targetRepository.registry === repository.registry &&
-      targetRepository.repository === repository.repository &&
-      sample === "1.0"
-    )
-      fail(templatePath, "the patched tag would replace the source tag: add a suffix such as -patched");
-    return {
-      name: entry.name,
-      repository: { registry: repository.registry, repository: repository.repository },
-      tags,
-      platforms,
-      targetRepository,
-      tagTemplate,
-    };
-  });
+  const images = config.images.map((entry, i) =>
+    imageSpecOf(entry, config.target, (path, why, global) =>
+      fail(global ? ["target", ...path] : ["images", i, ...path], why),
+    ),
+  );
   return { file, images };
+}
+
+/**
+ * One `images:` entry checked and resolved (`suture serve`'s rules reuse it): `fail` is given the
+ * path inside the entry, or inside the global target (`global`) when that is where a field came from.
+ */
+export function imageSpecOf(
+  entry: ImageEntry,
+  globalTarget: { registry?: string; tag?: string } | undefined,
+  fail: (path: Path, why: string, global?: boolean) => never,
+): BulkImageSpec {
+  const field = (...rest: (string | number)[]) => rest;
+  const check = <T>(path: Path, f: () => T, global?: boolean): T => {
+    try {
+      return f();
+    } catch (e) {
+      return fail(path, e instanceof Error ? e.message : String(e), global);
+    }
+  };
+  const repository = check(field("image"), () => parseReference(entry.image, { defaultTag: false }));
+  if (repository.tag || repository.digest)
+    fail(
+      field("image"),
+      `name the repository without ${repository.digest ? "a digest" : "a tag"} (${repository.registry}/${repository.repository}): tags come from tags:`,
+    );
+  const tags = strategyOf(entry.tags, (path, why) => fail(["tags", ...path], why));
+  const platforms = entry.platforms?.map((p, j) => {
+    const platform = check(field("platforms", j), () => parsePlatform(p));
+    const name = formatPlatform(platform);
+    if (!(COPA_PLATFORMS as readonly string[]).includes(name))
+      fail(field("platforms", j), `${quoteUntrusted(p)} is not one of ${COPA_PLATFORMS.join(", ")}`);
+    return platform;
+  });
+  // copa merges the image's target over the global one field by field.
+  const registry = entry.target?.registry ?? globalTarget?.registry;
+  const registryGlobal = !entry.target?.registry;
+  const registryPath = registryGlobal ? field("registry") : field("target", "registry");
+  const template = entry.target?.tag ?? globalTarget?.tag ?? DEFAULT_TAG_TEMPLATE;
+  const templateGlobal = !entry.target?.tag;
+  const templatePath = templateGlobal ? field("tag") : field("target", "tag");
+  const targetRepository = check(
+    registryPath,
+    () => targetRepositoryFor(repository, registry),
+    registryGlobal,
+  );
+  const tagTemplate = check(templatePath, () => parseTagTemplate(template), templateGlobal);
+  // A template that cannot make a valid tag is found now, not after the first job patched.
+  const sample = tagTemplate.render("1.0");
+  if (!TAG.test(sample))
+    fail(
+      templatePath,
+      `${quoteUntrusted(template)} makes ${quoteUntrusted(sample)} from tag 1.0, which is not a valid tag (letters, digits, _ . -; at most 128)`,
+      templateGlobal,
+    );
+  if (
+    targetRepository.registry === repository.registry &&
+    targetRepository.repository === repository.repository &&
+    sample === "1.0"
+  )
+    fail(
+      templatePath,
+      "the patched tag would replace the source tag: add a suffix such as -patched",
+      templateGlobal,
+    );
+  return {
+    name: entry.name,
+    repository: { registry: repository.registry, repository: repository.repository },
+    tags,
+    platforms,
+    targetRepository,
+    tagTemplate,
+  };
 }
 
 function strategyOf(tags: z.infer<typeof Tags>, fail: (path: Path, why: string) => never): TagStrategy {
