@@ -3,8 +3,8 @@
  * of `suture worker --redis URL` processes (and serve itself) consume, running the same job code as
  * the embedded queue. What each requirement maps to:
  *
- * - retries with backoff: BullMQ `attempts` + exponential `backoff`; errors a retry cannot fix
- *   (bad input, cancellation) fail at once through `UnrecoverableError`;
+ * - retries with backoff: BullMQ `attempts` + exponential `backoff`, for the same failures the
+ *   embedded queue retries; the others (bad input, cancellation) fail at once (`UnrecoverableError`);
  * - a killed worker's job taken over: BullMQ's lock (`lockDuration`) and stalled-job check
  *   (`stalledInterval`) move it back to waiting, another worker runs it again;
  * - one job per image digest at a time: BullMQ deduplication keyed by the source digest, which
@@ -40,7 +40,7 @@ export interface BullmqQueueOptions {
   name?: string;
   /** Runs per job before it fails for good (default 3). */
   attempts?: number;
-  /** The first retry's delay; each further retry doubles it (default 30 s). */
+  /** The first retry's delay; each further retry doubles it (default 5 s, as the embedded queue). */
   backoffMs?: number;
   /** How long a worker's lock on a job lasts without renewal; a killed worker's job is taken over after it (default 30 s). */
   lockDurationMs?: number;
@@ -60,19 +60,17 @@ interface JobData {
   spec: PatchJobSpec;
 }
 
-/** Errors a retry cannot fix: the same input fails the same way. */
-const NOT_RETRIED: ReadonlySet<string> = new Set<ErrorCode>([
-  "CANCELLED",
-  "USAGE",
-  "INVALID_REFERENCE",
-  "UNSUPPORTED_OS",
-  "UNSUPPORTED_PLATFORM",
-  "UNAUTHORIZED",
-  "DENIED",
-  "UNSAFE_LAYER",
-  "TOO_LARGE",
-  "UNTRUSTED",
-  "INVALID_REPORT",
+/**
+ * Failures another run may not meet; the others (a bad image, a refused package) would fail the
+ * same way again. The same list as the embedded queue's (memory-queue.ts), so both modes retry alike.
+ */
+const RETRYABLE: ReadonlySet<string> = new Set<ErrorCode>([
+  "NETWORK",
+  "REGISTRY",
+  "TIMEOUT",
+  "IO",
+  "DAEMON",
+  "INTERNAL",
 ]);
 
 const QUEUED_TYPES = ["waiting", "delayed", "prioritized", "waiting-children"] as const;
@@ -108,7 +106,7 @@ export class BullmqJobQueue implements JobQueue {
       url: options.url,
       name: options.name ?? "suture-patch",
       attempts: options.attempts ?? 3,
-      backoffMs: options.backoffMs ?? 30_000,
+      backoffMs: options.backoffMs ?? 5000,
       lockDurationMs: options.lockDurationMs ?? 30_000,
       stalledIntervalMs: options.stalledIntervalMs ?? 30_000,
       maxStalledCount: options.maxStalledCount ?? 2,
@@ -372,9 +370,9 @@ export class BullmqJobQueue implements JobQueue {
       }
       const error = errorInfo(e);
       await this.#redis.hset(metaKey, "error", JSON.stringify(error));
-      const final = NOT_RETRIED.has(error.code) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const final = !RETRYABLE.has(error.code) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       await this.#log(id, { type: "job-state", state: final ? "failed" : "queued" });
-      if (NOT_RETRIED.has(error.code)) throw new UnrecoverableError(error.message);
+      if (!RETRYABLE.has(error.code)) throw new UnrecoverableError(error.message);
       throw new Error(error.message);
     } finally {
       signal?.removeEventListener("abort", onAbort);

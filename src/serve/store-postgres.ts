@@ -23,13 +23,11 @@ const MIGRATIONS: readonly string[] = [
    );
    CREATE TABLE suture_results (
      seq bigserial PRIMARY KEY,
-     job_id text NOT NULL UNIQUE,
+     job_id text NOT NULL,
      repository text NOT NULL,
-     finished_at timestamptz NOT NULL,
      record jsonb NOT NULL
    );
-   CREATE INDEX suture_results_by_image ON suture_results (repository, finished_at DESC, seq DESC);
-   CREATE INDEX suture_results_by_time ON suture_results (finished_at DESC, seq DESC);
+   CREATE INDEX suture_results_by_image ON suture_results (repository, seq DESC);
    CREATE TABLE suture_vex (
      job_id text PRIMARY KEY,
      doc text NOT NULL,
@@ -149,26 +147,25 @@ function postgresStore(pool: pg.Pool): ServiceStore {
       },
     },
     results: {
-      // One row per job: a job that ran again after its worker died records its last result.
+      // One row per run, as the embedded store: a job's failed attempts stay in the image's history.
       async add(record) {
-        await pool.query(
-          `INSERT INTO suture_results (job_id, repository, finished_at, record) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (job_id) DO UPDATE SET repository = excluded.repository,
-             finished_at = excluded.finished_at, record = excluded.record`,
-          [record.jobId, record.repository, record.finishedAt, JSON.stringify(record)],
-        );
+        await pool.query("INSERT INTO suture_results (job_id, repository, record) VALUES ($1, $2, $3)", [
+          record.jobId,
+          record.repository,
+          JSON.stringify(record),
+        ]);
       },
       async forImage(repository) {
         const { rows } = await pool.query<{ record: PatchRecord }>(
           `SELECT record FROM suture_results WHERE repository = $1
-           ORDER BY finished_at DESC, seq DESC LIMIT $2`,
+           ORDER BY seq DESC LIMIT $2`,
           [repository, IMAGE_HISTORY_MAX],
         );
         return rows.map((r) => r.record);
       },
       async recent(limit) {
         const { rows } = await pool.query<{ record: PatchRecord }>(
-          "SELECT record FROM suture_results ORDER BY finished_at DESC, seq DESC LIMIT $1",
+          "SELECT record FROM suture_results ORDER BY seq DESC LIMIT $1",
           [Math.max(0, Math.floor(limit))],
         );
         return rows.map((r) => r.record);

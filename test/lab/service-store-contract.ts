@@ -113,6 +113,15 @@ export function serviceStoreContract(test: typeof nodeTest, open: () => Promise<
         ["j3", "j2"],
       );
       assert.deepEqual(await store.results.forImage("127.0.0.1:5000/team/none"), []);
+      // A job that failed once and then succeeded keeps both runs, the last first.
+      await store.results.add(
+        result("j4", db, "2026-12-01T13:00:00.000Z", { state: "failed", outcome: undefined }),
+      );
+      await store.results.add(result("j4", db, "2026-12-01T13:05:00.000Z"));
+      assert.deepEqual(
+        (await store.results.forImage(db)).map((r) => `${r.jobId} ${r.state}`),
+        ["j4 succeeded", "j4 failed", "j2 succeeded"],
+      );
     } finally {
       await store.close();
     }
