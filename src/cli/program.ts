@@ -7,6 +7,7 @@ import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
 import { registerSbom } from "./commands/sbom.ts";
+import { registerWorker } from "./commands/worker.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
 export function buildProgram(): Command {
@@ -31,6 +32,7 @@ Image references (like skopeo):
   registerPatch(program);
   registerBulk(program);
   registerSbom(program);
+  registerWorker(program);
   return program;
 }
 

@@ -100,6 +100,9 @@ export class BullmqJobQueue implements JobQueue {
   #cancelSubscriber?: Redis;
   readonly #listeners = new Map<string, Set<(e: JobEvent) => void>>();
   readonly #onConnectionError?: (error: Error) => void;
+  /** The running jobs' aborts, by job id: close() hands them back to the queue. */
+  readonly #running = new Map<string, AbortController>();
+  #closing = false;
 
   constructor(options: BullmqQueueOptions) {
     this.#options = {
@@ -304,7 +307,16 @@ export class BullmqJobQueue implements JobQueue {
     await this.#ensureEvents().waitUntilReady();
   }
 
+  /**
+   * Stop: running jobs are aborted (their sandboxes cleaned up) and put back in the queue at once,
+   * without spending an attempt, for another worker to run; then the connections close.
+   */
   async close(): Promise<void> {
+    this.#closing = true;
+    for (const abort of this.#running.values())
+      abort.abort(
+        new SutureError("CANCELLED", "the worker is shutting down; the job goes back to the queue"),
+      );
     await this.#worker?.close();
     await this.#events?.close();
     await this.#queue.close();
@@ -345,6 +357,7 @@ export class BullmqJobQueue implements JobQueue {
     await this.#log(id, { type: "job-state", state: "running" });
     const record = this.#record(job, await this.#meta(id), "running");
     const abort = new AbortController();
+    this.#running.set(id, abort);
     const onAbort = () => abort.abort(new SutureError("CANCELLED", `job ${id} was cancelled`));
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
@@ -363,7 +376,12 @@ export class BullmqJobQueue implements JobQueue {
       await this.#log(id, { type: "job-state", state: "succeeded" });
       return outcome;
     } catch (e) {
-      const cancelled = abort.signal.aborted || (await this.#meta(id)).cancelled;
+      const cancelled = (await this.#meta(id)).cancelled || (signal?.aborted ?? false);
+      if (this.#closing && !cancelled && token) {
+        await this.#log(id, { type: "job-state", state: "queued" });
+        await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
+      }
       if (cancelled) {
         await this.#finishCancelled(id);
         throw new UnrecoverableError(`job ${id} was cancelled`);
@@ -375,6 +393,7 @@ export class BullmqJobQueue implements JobQueue {
       if (!RETRYABLE.has(error.code)) throw new UnrecoverableError(error.message);
       throw new Error(error.message);
     } finally {
+      this.#running.delete(id);
       signal?.removeEventListener("abort", onAbort);
     }
   }
