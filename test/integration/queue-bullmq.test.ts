@@ -279,7 +279,7 @@ describe("BullMQ job queue on a real redis-server", () => {
       assert.equal((await producer.get(j.id))?.attempts, 1, "waiting for the limit spends no attempt");
   });
 
-  test("a worker killed with SIGKILL in the middle of a job: another worker takes it over, every job runs to its end exactly once", async () => {
+  test("30 queued jobs, two worker processes, one killed with SIGKILL in the middle of a job: the job is taken over, every job runs to its end exactly once", async () => {
     const name = `kill-${randomUUID()}`;
     const journal = join(scratch, `${name}.journal`);
     writeFileSync(journal, "");
@@ -289,7 +289,7 @@ describe("BullMQ job queue on a real redis-server", () => {
       const child = spawn(
         process.execPath,
         [join(import.meta.dirname, "../lab/queue-worker-process.ts"), redis.url, name, journal],
-        { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, SUTURE_LAB_JOB_MS: "1500" } },
+        { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, SUTURE_LAB_JOB_MS: "400" } },
       );
       workers.push(child);
       await new Promise<void>((resolve, reject) => {
@@ -301,7 +301,7 @@ describe("BullMQ job queue on a real redis-server", () => {
     try {
       const [victim, survivor] = [await startWorker(), await startWorker()];
       const jobs = await Promise.all(
-        Array.from({ length: 8 }, async (_, i) => (await producer.enqueue(spec(`k${i}`))).job),
+        Array.from({ length: 30 }, async (_, i) => (await producer.enqueue(spec(`k${i}`))).job),
       );
 
       // Wait until the victim is in the middle of a job, then kill it without a chance to clean up.
@@ -315,7 +315,7 @@ describe("BullMQ job queue on a real redis-server", () => {
         if (!killedJob) await sleep(50);
       }
       assert.ok(killedJob, "the victim started a job");
-      await sleep(500);
+      await sleep(150);
       victim.kill("SIGKILL");
 
       for (const j of jobs) await waitFor(producer, j.id, ["succeeded", "failed"], 60_000);
