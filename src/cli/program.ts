@@ -7,6 +7,7 @@ import { registerInspect } from "./commands/inspect.ts";
 import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
 import { registerSbom } from "./commands/sbom.ts";
+import { registerServe } from "./commands/serve.ts";
 import { registerWorker } from "./commands/worker.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
@@ -32,6 +33,7 @@ Image references (like skopeo):
   registerPatch(program);
   registerBulk(program);
   registerSbom(program);
+  registerServe(program);
   registerWorker(program);
   return program;
 }

@@ -96,7 +96,7 @@ export function addJobOptions<
   Globals extends OptionValues,
 >(cmd: Command<Args, Opts, Globals>) {
   return cmd
-    .option("--job-timeout <duration>", "give up on a job after this long", "30m")
+    .option("--timeout <duration>", "give up on a job after this long", "30m")
     .option("--work-dir <dir>", "where jobs keep their scratch files (scanner reports, VEX) while they run")
     .option(
       "--cache-dir <dir>",
@@ -129,7 +129,7 @@ export function addJobOptions<
 }
 
 export interface JobFlags {
-  jobTimeout: string;
+  timeout: string;
   workDir?: string;
   cacheDir?: string;
   compression: "gzip" | "zstd" | "uncompressed";
@@ -147,7 +147,7 @@ export function jobContextFrom(flags: JobFlags, store: ServiceStore): JobContext
   return {
     store,
     workDir: flags.workDir ?? tmpdir(),
-    timeoutMs: duration("--job-timeout", flags.jobTimeout),
+    timeoutMs: duration("--timeout", flags.timeout),
     cacheDir: flags.cacheDir,
     compression,
     mirrors: parseMirrors(flags.mirror ?? []),

@@ -27,7 +27,14 @@ export type WatchEvent =
       reason: PatchJobSpec["reason"];
       duplicate: boolean;
     }
-  | { type: "warning"; ruleId?: string; message: string };
+  | { type: "warning"; ruleId?: string; message: string }
+  /** A push notification of a tag, and what came of it for one rule (or for none). */
+  | {
+      type: "hook";
+      ruleId?: string;
+      reference: string;
+      outcome: "queued" | "seen" | "polling" | "not-watched";
+    };
 
 export interface WatcherOptions {
   store: ServiceStore;
@@ -172,14 +179,25 @@ export class Watcher {
         continue;
       const { repository, tag, digest } = event.target;
       const host = registryHostOf(event);
+      const reference = `${host ?? "?"}/${repository}:${tag}@${digest}`;
+      let watched = false;
       for (const rule of rules) {
         const spec = ruleSpec(rule);
         if (spec.repository.repository !== repository) continue;
         if (host && !sameRegistry(host, spec.repository.registry)) continue;
-        accepted++;
-        if (needsWholeList(spec.tags)) void this.poll(rule.id);
-        else if (tagSelected(spec.tags, tag)) await this.#consider(rule, spec, tag, digest, true);
+        if (needsWholeList(spec.tags)) {
+          watched = true;
+          accepted++;
+          this.#emit({ type: "hook", ruleId: rule.id, reference, outcome: "polling" });
+          void this.poll(rule.id);
+        } else if (tagSelected(spec.tags, tag)) {
+          watched = true;
+          accepted++;
+          const queued = await this.#consider(rule, spec, tag, digest, true);
+          this.#emit({ type: "hook", ruleId: rule.id, reference, outcome: queued ? "queued" : "seen" });
+        }
       }
+      if (!watched) this.#emit({ type: "hook", reference, outcome: "not-watched" });
     }
     return { accepted };
   }

@@ -86,6 +86,25 @@ function yamlString(s: string): string {
   return JSON.stringify(s);
 }
 
+/** One notification endpoint; a short backoff so a test sees a retried delivery within seconds. */
+function notificationsYaml(n: { url: string; headers?: Record<string, string> } | undefined): string {
+  if (!n) return "";
+  const headers = Object.entries(n.headers ?? {}).map(
+    ([k, v]) => `        ${yamlString(k)}: [${yamlString(v)}]`,
+  );
+  return [
+    "notifications:",
+    "  endpoints:",
+    "    - name: lab",
+    `      url: ${yamlString(n.url)}`,
+    "      timeout: 5s",
+    "      threshold: 3",
+    "      backoff: 1s",
+    ...(headers.length ? ["      headers:", ...headers] : []),
+    "",
+  ].join("\n");
+}
+
 /**
  * Start Debian's real `/usr/bin/docker-registry` (distribution 2.8) with a generated config:
  * filesystem storage in a temp dir, deletes enabled, listening on 127.0.0.1:<free port>, and
@@ -95,7 +114,13 @@ function yamlString(s: string): string {
  *   self-signed certificate (made by `openssl req -x509`) is the registry's rootcertbundle.
  * Resolves once `/v2/` answers.
  */
-export async function startRegistry(options: { auth?: RegistryAuthMode } = {}): Promise<LabRegistry> {
+export async function startRegistry(
+  options: {
+    auth?: RegistryAuthMode;
+    /** Send the registry's push/pull notifications (distribution's `notifications.endpoints`) here. */
+    notifications?: { url: string; headers?: Record<string, string> };
+  } = {},
+): Promise<LabRegistry> {
   const auth = options.auth ?? "none";
   const root = await mkdtemp(join(tmpdir(), "suture-registry-"));
   const storageDir = join(root, "storage");
@@ -190,6 +215,7 @@ export async function startRegistry(options: { auth?: RegistryAuthMode } = {}): 
           `  addr: ${host}`,
           `  secret: ${randomBytes(16).toString("hex")}`,
           authYaml,
+          notificationsYaml(options.notifications),
         ].join("\n"),
       );
       const log = openSync(logPath, "a");

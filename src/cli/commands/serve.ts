@@ -1,0 +1,175 @@
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { type Command, Option } from "@commander-js/extra-typings";
+import { asSutureError, SutureError } from "../../errors/errors.ts";
+import type { Compression } from "../../oci/media-types.ts";
+import { defaultCacheDir } from "../../patch/patch.ts";
+import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { MemoryQueue } from "../../serve/memory-queue.ts";
+import { readRulesFile } from "../../serve/rules.ts";
+import { startService } from "../../serve/service.ts";
+import { openSqliteStore } from "../../serve/sqlite-store.ts";
+import type { WatchEvent } from "../../serve/watcher.ts";
+import { cancelOnSignals } from "../cancel.ts";
+import { addTransportOptions, parseDuration, parseMaxBlobSize, parseMirrors } from "../options.ts";
+
+/** A shorter token is guessable: the API patches and pushes images. */
+const MIN_TOKEN_LENGTH = 16;
+
+function defaultStateDir(): string {
+  return join(process.env.XDG_STATE_HOME ?? join(homedir(), ".local", "state"), "suture", "serve");
+}
+
+function parseListen(value: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535)
+    throw new SutureError(
+      "USAGE",
+      `invalid --listen ${JSON.stringify(value)}: give host:port, e.g. 127.0.0.1:8470`,
+    );
+  return { host: m[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+/** The API token: --token-file, else SUTURE_TOKEN; never echoed. */
+async function readToken(file: string | undefined): Promise<string> {
+  let token: string | undefined;
+  if (file !== undefined) {
+    try {
+      token = (await readFile(file, "utf8")).trim();
+    } catch (e) {
+      throw asSutureError(e, "USAGE", `cannot read --token-file ${file}: check the path`);
+    }
+  } else token = process.env.SUTURE_TOKEN?.trim();
+  if (!token)
+    throw new SutureError(
+      "USAGE",
+      "suture serve needs an API token: pass --token-file FILE or set SUTURE_TOKEN (e.g. from openssl rand -hex 32)",
+    );
+  if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token))
+    throw new SutureError(
+      "USAGE",
+      `the API token must be at least ${MIN_TOKEN_LENGTH} characters without spaces: generate one with openssl rand -hex 32`,
+    );
+  return token;
+}
+
+function describe(e: WatchEvent): string {
+  switch (e.type) {
+    case "poll":
+      return `rule ${e.ruleId}: polled ${e.tags} tags, ${e.queued} new jobs`;
+    case "queued":
+      return `rule ${e.ruleId}: ${e.duplicate ? "already queued" : "queued"} job ${e.jobId} (${e.reason}) for ${e.source}`;
+    case "hook":
+      return `hook: push of ${e.reference}: ${e.outcome}${e.ruleId ? ` (rule ${e.ruleId})` : ""}`;
+    case "warning":
+      return `warning: ${e.ruleId ? `rule ${e.ruleId}: ` : ""}${e.message}`;
+  }
+}
+
+export function registerServe(program: Command): void {
+  addTransportOptions(
+    program
+      .command("serve")
+      .description(
+        "keep a registry patched: watch the rules' repositories (polling and registry push notifications), patch new or moved tags, push them with their VEX, and serve the HTTP API",
+      )
+      .requiredOption("--rules <file>", "the rules file (apiVersion: suture.dev/v1alpha1, kind: ServeRules)")
+      .option("--listen <host:port>", "where the HTTP API listens", "127.0.0.1:8470")
+      .option("--token-file <file>", "file holding the API's bearer token (default: $SUTURE_TOKEN)")
+      .option(
+        "--state-dir <dir>",
+        "where rules, results and VEX are kept (default $XDG_STATE_HOME/suture/serve)",
+      )
+      .option("--concurrency <n>", "jobs at once", "1")
+      .option(
+        "--fixes-interval <duration>",
+        "how often patched images are checked for new fixes (0: never)",
+        "6h",
+      )
+      .option("--timeout <duration>", "give up on a job after this long", "30m")
+      .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
+      .addOption(
+        new Option("--compression <c>", "compression of the patch layers")
+          .choices(["gzip", "zstd", "uncompressed"] as const)
+          .default("gzip" as const),
+      )
+      .option(
+        "--mirror <from=to>",
+        "fetch packages for repository FROM from mirror TO (repeatable)",
+        (value: string, previous: string[] = []) => [...previous, value],
+      )
+      .addOption(
+        new Option("--engine <engine>", "what applies the updates: auto, native or sandbox")
+          .choices(["auto", "native", "sandbox"] as const)
+          .default("auto" as const),
+      )
+      .option(
+        "--keyring <file>",
+        "extra key to trust (repeatable)",
+        (value: string, previous: string[] = []) => [...previous, value],
+      ),
+  ).action(async (flags) => {
+    const rules = await readRulesFile(flags.rules);
+    const token = await readToken(flags.tokenFile);
+    const listen = parseListen(flags.listen);
+    if (!/^\d{1,3}$/.test(flags.concurrency) || Number(flags.concurrency) < 1)
+      throw new SutureError(
+        "USAGE",
+        `invalid --concurrency ${JSON.stringify(flags.concurrency)}: give 1 or more`,
+      );
+    const fixesMs = flags.fixesInterval === "0" ? 0 : parseDuration(flags.fixesInterval);
+    const timeoutMs = parseDuration(flags.timeout);
+    const mirrors = parseMirrors(flags.mirror ?? []);
+    const maxBlobSize = flags.maxBlobSize === undefined ? undefined : parseMaxBlobSize(flags.maxBlobSize);
+    const compression: Compression = flags.compression === "uncompressed" ? "none" : flags.compression;
+    const uid = process.getuid?.();
+    if (uid !== undefined && uid !== 0)
+      throw new SutureError(
+        "SANDBOX",
+        `suture serve patches images, which needs root (layers extracted with their owners, overlayfs, runc), and runs as uid ${uid}: run it as root`,
+      );
+    const stateDir = flags.stateDir ?? defaultStateDir();
+    const cacheDir = flags.cacheDir ?? defaultCacheDir();
+    const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    const store = openSqliteStore(join(stateDir, "state.db"));
+    const service = await startService({
+      store,
+      queue: new MemoryQueue(),
+      rules,
+      token,
+      listen,
+      concurrency: Number(flags.concurrency),
+      fixesIntervalSeconds: fixesMs / 1000,
+      cacheDir,
+      workDir: cacheDir,
+      timeoutMs,
+      compression,
+      mirrors,
+      engine: flags.engine,
+      keyringFiles: flags.keyring,
+      transport: { insecure: flags.insecure, dockerConfig: flags.dockerConfig, maxBlobSize },
+      onEvent: (e) => log(describe(e)),
+      log,
+    }).catch(async (e) => {
+      await store.close();
+      throw e;
+    });
+    process.stdout.write(
+      `suture serve: listening on ${service.url} (${rules.length} rules from ${flags.rules})\n`,
+    );
+    const controller = new AbortController();
+    const release = cancelOnSignals(controller, "running jobs");
+    await new Promise<void>((resolve) =>
+      controller.signal.addEventListener("abort", () => resolve(), { once: true }),
+    );
+    log("shutting down: running jobs are cancelled");
+    try {
+      await service.close();
+    } finally {
+      release();
+      await runSandboxCleanups();
+    }
+  });
+}
