@@ -103,6 +103,7 @@ export class BullmqJobQueue implements JobQueue {
   /** The running jobs' aborts, by job id: close() hands them back to the queue. */
   readonly #running = new Map<string, AbortController>();
   #closing = false;
+  #closed?: Promise<void>;
 
   constructor(options: BullmqQueueOptions) {
     this.#options = {
@@ -311,12 +312,14 @@ export class BullmqJobQueue implements JobQueue {
    * Stop: running jobs are aborted (their sandboxes cleaned up) and put back in the queue at once,
    * without spending an attempt, for another worker to run; then the connections close.
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
     this.#closing = true;
-    for (const abort of this.#running.values())
-      abort.abort(
-        new SutureError("CANCELLED", "the worker is shutting down; the job goes back to the queue"),
-      );
+    for (const abort of this.#running.values()) abort.abort(shutdownReason());
     await this.#worker?.close();
     await this.#events?.close();
     await this.#queue.close();
@@ -328,6 +331,25 @@ export class BullmqJobQueue implements JobQueue {
     token: string | undefined,
     signal: AbortSignal | undefined,
     handler: JobHandler,
+  ): Promise<JobOutcome> {
+    // Registered before the first await: a close() from here on reaches this job too.
+    const abort = new AbortController();
+    const id = job.id as string;
+    this.#running.set(id, abort);
+    if (this.#closing) abort.abort(shutdownReason());
+    try {
+      return await this.#run(job, token, signal, handler, abort);
+    } finally {
+      this.#running.delete(id);
+    }
+  }
+
+  async #run(
+    job: Job<JobData, JobOutcome>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+    handler: JobHandler,
+    abort: AbortController,
   ): Promise<JobOutcome> {
     const id = job.id as string;
     const metaKey = this.#key(`job:${id}`);
@@ -356,8 +378,6 @@ export class BullmqJobQueue implements JobQueue {
     await this.#redis.pexpire(metaKey, this.#options.keepFinishedMs);
     await this.#log(id, { type: "job-state", state: "running" });
     const record = this.#record(job, await this.#meta(id), "running");
-    const abort = new AbortController();
-    this.#running.set(id, abort);
     const onAbort = () => abort.abort(new SutureError("CANCELLED", `job ${id} was cancelled`));
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
@@ -372,6 +392,7 @@ export class BullmqJobQueue implements JobQueue {
       void job.updateProgress(event).catch(() => {});
     };
     try {
+      abort.signal.throwIfAborted();
       const outcome = await handler(record, { progress, signal: abort.signal });
       await this.#log(id, { type: "job-state", state: "succeeded" });
       return outcome;
@@ -393,7 +414,6 @@ export class BullmqJobQueue implements JobQueue {
       if (!RETRYABLE.has(error.code)) throw new UnrecoverableError(error.message);
       throw new Error(error.message);
     } finally {
-      this.#running.delete(id);
       signal?.removeEventListener("abort", onAbort);
     }
   }
@@ -503,6 +523,10 @@ function bullmqState(state: string): JobState {
     default:
       return "queued";
   }
+}
+
+function shutdownReason(): SutureError {
+  return new SutureError("CANCELLED", "the worker is shutting down; the job goes back to the queue");
 }
 
 function cancelledError(): { code: string; message: string } {

@@ -253,6 +253,41 @@ describe("BullMQ job queue on a real redis-server", () => {
     );
   });
 
+  test("a worker that stops hands its running job back at once; another worker finishes it", async () => {
+    const name = `handback-${randomUUID()}`;
+    const producer = await openQueue(name);
+    const stopping = await openQueue(name);
+    let abortedOnStop = false;
+    let handlerStarted!: () => void;
+    const inHandler = new Promise<void>((resolve) => {
+      handlerStarted = resolve;
+    });
+    stopping.work(
+      (_job, { signal }) =>
+        new Promise<JobOutcome>((_resolve, reject) => {
+          signal.addEventListener("abort", () => {
+            abortedOnStop = true;
+            reject(signal.reason);
+          });
+          handlerStarted();
+        }),
+      { concurrency: 1 },
+    );
+    const job = (await producer.enqueue(spec("handback"))).job;
+    await inHandler;
+    await stopping.close();
+    assert.equal(abortedOnStop, true, "the running handler was aborted, so it cleaned up");
+    assert.equal((await producer.get(job.id))?.state, "queued", "back in the queue, not failed or cancelled");
+
+    const next = await openQueue(name);
+    const started = Date.now();
+    next.work(async (j) => patched(j), { concurrency: 1 });
+    const done = await waitFor(producer, job.id, ["succeeded"]);
+    assert.ok(Date.now() - started < 1500, "taken at once, not after a lock or a backoff expired");
+    assert.equal(done.attempts, 2);
+    assert.equal(done.error, undefined);
+  });
+
   test("rate limit per registry: a registry over its limit waits for its window, others do not", async () => {
     const name = `rate-${randomUUID()}`;
     const producer = await openQueue(name);
