@@ -23,6 +23,8 @@ packages=(
   ca-certificates      # the CA-bundle test compares with the host's update-ca-certificates output
   podman uidmap        # podman:/docker-daemon: against a real `podman system service`, rootful and
                        # rootless (newuidmap/newgidmap map the lab user's subordinate ids)
+  redis-server         # serve/worker's scaled-out queue (BullMQ): tests start their own on loopback
+  postgresql           # serve's Postgres store: tests initdb their own server in a temp dir
 )
 missing=()
 for p in "${packages[@]}"; do

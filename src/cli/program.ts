@@ -10,6 +10,7 @@ import { registerPatch } from "./commands/patch.ts";
 import { registerReport } from "./commands/report.ts";
 import { registerSbom } from "./commands/sbom.ts";
 import { registerServe } from "./commands/serve.ts";
+import { registerWorker } from "./commands/worker.ts";
 import { ExitCode, exitCodeFor, formatError } from "./exit.ts";
 
 export function buildProgram(): Command {
@@ -38,6 +39,7 @@ Image references (like skopeo):
   registerEol(program);
   registerDoctor(program);
   registerServe(program);
+  registerWorker(program);
   return program;
 }
 

@@ -121,6 +121,6 @@ export function formatBytes(n: number): string {
 /** Remove credentials from URLs and header-like text before it reaches an error or a log. */
 export function redact(text: string): string {
   return text
-    .replace(/(https?:\/\/)[^/@\s]+@/g, "$1***@")
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s]+@/gi, "$1***@")
     .replace(/((?:access_)?token|password|secret|Bearer|Basic)([=: ]+)[A-Za-z0-9._~+/=-]{6,}/gi, "$1$2***");
 }

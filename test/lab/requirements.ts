@@ -20,7 +20,7 @@
  * the network off (`unshare -rn npm run test:unit`): anything a unit test needs beyond that is
  * named here.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import * as nodeTest from "node:test";
 import { findOnPath } from "../../src/sandbox/exec.ts";
@@ -34,6 +34,8 @@ export type Requirement =
   | "loopback"
   | "runc"
   | "dockerd"
+  /** A PostgreSQL server installation (initdb and postgres in /usr/lib/postgresql/N/bin). */
+  | "postgres"
   /** Any other program, by name on PATH (or in the sbin dirs). */
   | `tool:${string}`;
 
@@ -67,6 +69,8 @@ async function unmet(requirement: Requirement): Promise<string | undefined> {
       return (await findOnPath(requirement))
         ? undefined
         : `needs ${requirement}: install it (npm run lab:install as root)`;
+    case "postgres":
+      return hasPostgresServer() ? undefined : "needs PostgreSQL: install it (npm run lab:install as root)";
     default: {
       const tool = requirement.slice("tool:".length);
       return (await findOnPath(tool)) ? undefined : `needs ${tool}: install it (npm run lab:install as root)`;
@@ -94,6 +98,15 @@ function hasInterface(internal: boolean): boolean {
   return Object.values(networkInterfaces()).some((addresses) =>
     (addresses ?? []).some((a) => a.internal === internal),
   );
+}
+
+/** The server binaries of some installed major version, where Debian's postgresql puts them. */
+function hasPostgresServer(): boolean {
+  try {
+    return readdirSync("/usr/lib/postgresql").some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`));
+  } catch {
+    return false;
+  }
 }
 
 type Hook = typeof nodeTest.before;
