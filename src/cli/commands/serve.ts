@@ -3,16 +3,16 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { type Command, Option } from "@commander-js/extra-typings";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import type { Compression } from "../../oci/media-types.ts";
 import { defaultCacheDir } from "../../patch/patch.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { MemoryQueue } from "../../serve/memory-queue.ts";
+import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
+import type { JobQueue } from "../../serve/queue.ts";
 import { readRulesFile } from "../../serve/rules.ts";
 import { startService } from "../../serve/service.ts";
-import { openSqliteStore } from "../../serve/sqlite-store.ts";
 import type { WatchEvent } from "../../serve/watcher.ts";
 import { cancelOnSignals } from "../cancel.ts";
-import { addTransportOptions, parseDuration, parseMaxBlobSize, parseMirrors } from "../options.ts";
+import { addTransportOptions, parseDuration } from "../options.ts";
+import { addJobOptions, addQueueOptions, jobContextFrom, queueChoiceFrom } from "../service-options.ts";
 
 /** A shorter token is guessable: the API patches and pushes images. */
 const MIN_TOKEN_LENGTH = 16;
@@ -70,94 +70,79 @@ function describe(e: WatchEvent): string {
 
 export function registerServe(program: Command): void {
   addTransportOptions(
-    program
-      .command("serve")
-      .description(
-        "keep a registry patched: watch the rules' repositories (polling and registry push notifications), patch new or moved tags, push them with their VEX, and serve the HTTP API",
-      )
-      .requiredOption("--rules <file>", "the rules file (apiVersion: suture.dev/v1alpha1, kind: ServeRules)")
-      .option("--listen <host:port>", "where the HTTP API listens", "127.0.0.1:8470")
-      .option("--token-file <file>", "file holding the API's bearer token (default: $SUTURE_TOKEN)")
-      .option(
-        "--state-dir <dir>",
-        "where rules, results and VEX are kept (default $XDG_STATE_HOME/suture/serve)",
-      )
-      .option("--concurrency <n>", "jobs at once", "1")
-      .option(
-        "--fixes-interval <duration>",
-        "how often patched images are checked for new fixes (0: never)",
-        "6h",
-      )
-      .option("--timeout <duration>", "give up on a job after this long", "30m")
-      .option("--cache-dir <dir>", "layer and package cache (default $XDG_CACHE_HOME/suture)")
-      .addOption(
-        new Option("--compression <c>", "compression of the patch layers")
-          .choices(["gzip", "zstd", "uncompressed"] as const)
-          .default("gzip" as const),
-      )
-      .option(
-        "--mirror <from=to>",
-        "fetch packages for repository FROM from mirror TO (repeatable)",
-        (value: string, previous: string[] = []) => [...previous, value],
-      )
-      .addOption(
-        new Option("--engine <engine>", "what applies the updates: auto, native or sandbox")
-          .choices(["auto", "native", "sandbox"] as const)
-          .default("auto" as const),
-      )
-      .option(
-        "--keyring <file>",
-        "extra key to trust (repeatable)",
-        (value: string, previous: string[] = []) => [...previous, value],
+    addJobOptions(
+      addQueueOptions(
+        program
+          .command("serve")
+          .description(
+            "keep a registry patched: watch the rules' repositories (polling and registry push notifications), patch new or moved tags, push them with their VEX, and serve the HTTP API",
+          )
+          .requiredOption(
+            "--rules <file>",
+            "the rules file (apiVersion: suture.dev/v1alpha1, kind: ServeRules)",
+          )
+          .option("--listen <host:port>", "where the HTTP API listens", "127.0.0.1:8470")
+          .option("--token-file <file>", "file holding the API's bearer token (default: $SUTURE_TOKEN)")
+          .option(
+            "--state-dir <dir>",
+            "where rules, results and VEX are kept without --database (default $XDG_STATE_HOME/suture/serve)",
+          )
+          .option(
+            "--concurrency <n>",
+            "jobs this process runs at once (0: only suture workers run them)",
+            "1",
+          )
+          .option(
+            "--fixes-interval <duration>",
+            "how often patched images are checked for new fixes (0: never)",
+            "6h",
+          ),
       ),
+    ),
   ).action(async (flags) => {
     const rules = await readRulesFile(flags.rules);
     const token = await readToken(flags.tokenFile);
     const listen = parseListen(flags.listen);
-    if (!/^\d{1,3}$/.test(flags.concurrency) || Number(flags.concurrency) < 1)
+    if (!/^\d{1,3}$/.test(flags.concurrency) || (Number(flags.concurrency) < 1 && flags.redis === undefined))
       throw new SutureError(
         "USAGE",
-        `invalid --concurrency ${JSON.stringify(flags.concurrency)}: give 1 or more`,
+        `invalid --concurrency ${JSON.stringify(flags.concurrency)}: give 1 or more (0 only with --redis, where suture workers run the jobs)`,
       );
     const fixesMs = flags.fixesInterval === "0" ? 0 : parseDuration(flags.fixesInterval);
-    const timeoutMs = parseDuration(flags.timeout);
-    const mirrors = parseMirrors(flags.mirror ?? []);
-    const maxBlobSize = flags.maxBlobSize === undefined ? undefined : parseMaxBlobSize(flags.maxBlobSize);
-    const compression: Compression = flags.compression === "uncompressed" ? "none" : flags.compression;
+    const choice = queueChoiceFrom(flags);
     const uid = process.getuid?.();
-    if (uid !== undefined && uid !== 0)
+    if (uid !== undefined && uid !== 0 && Number(flags.concurrency) > 0)
       throw new SutureError(
         "SANDBOX",
-        `suture serve patches images, which needs root (layers extracted with their owners, overlayfs, runc), and runs as uid ${uid}: run it as root`,
+        `suture serve patches images, which needs root (layers extracted with their owners, overlayfs, runc), and runs as uid ${uid}: run it as root, or with --concurrency 0 and suture workers running as root`,
       );
     const stateDir = flags.stateDir ?? defaultStateDir();
     const cacheDir = flags.cacheDir ?? defaultCacheDir();
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-    const store = openSqliteStore(join(stateDir, "state.db"));
-    const service = await startService({
-      store,
-      queue: new MemoryQueue(),
-      rules,
-      token,
-      listen,
-      concurrency: Number(flags.concurrency),
-      fixesIntervalSeconds: fixesMs / 1000,
-      cacheDir,
-      workDir: cacheDir,
-      timeoutMs,
-      compression,
-      mirrors,
-      engine: flags.engine,
-      keyringFiles: flags.keyring,
-      transport: { insecure: flags.insecure, dockerConfig: flags.dockerConfig, maxBlobSize },
-      onEvent: (e) => log(describe(e)),
-      log,
-    }).catch(async (e) => {
+    const store = await openServiceStore({ database: flags.database, stateDir });
+    let queue: JobQueue | undefined;
+    const service = await (async () => {
+      queue = await openServiceQueue(choice);
+      const context = jobContextFrom({ ...flags, cacheDir }, store);
+      return startService({
+        ...context,
+        workDir: flags.workDir ?? cacheDir,
+        queue,
+        rules,
+        token,
+        listen,
+        concurrency: Number(flags.concurrency),
+        fixesIntervalSeconds: fixesMs / 1000,
+        onEvent: (e) => log(describe(e)),
+        log,
+      });
+    })().catch(async (e) => {
+      await queue?.close().catch(() => {});
       await store.close();
       throw e;
     });
     process.stdout.write(
-      `suture serve: listening on ${service.url} (${rules.length} rules from ${flags.rules})\n`,
+      `suture serve: listening on ${service.url} (${rules.length} rules from ${flags.rules}; queue ${choice.redis ? "on Redis" : "in process"}, state ${flags.database ? "in Postgres" : `in ${stateDir}`})\n`,
     );
     const controller = new AbortController();
     const release = cancelOnSignals(controller, "running jobs");
