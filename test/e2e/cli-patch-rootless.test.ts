@@ -76,13 +76,13 @@ function userEnv(): NodeJS.ProcessEnv {
 }
 
 const asRoot = (args: string[]) =>
-  run(suture, [...args, "--cache-dir", join(work, "root-cache")], {
+  run(suture, args[0] === "patch" ? [...args, "--cache-dir", join(work, "root-cache")] : args, {
     env: { ...process.env, CI: "true" },
     maxBuffer: 64 * 1024 * 1024,
   });
 
 const asUser = (args: string[]) =>
-  run("runuser", ["-u", ROOTLESS_USER, "--", suture, ...args], {
+  run("runuser", ["-u", ROOTLESS_USER, "--", "env", `HOME=${userHome}`, suture, ...args], {
     env: userEnv(),
     cwd: userHome,
     maxBuffer: 64 * 1024 * 1024,
