@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -224,6 +224,13 @@ test("SIGINT mid-patch leaves no mount, process or temp dir of the user behind",
   }));
   assert.equal(ps.trim(), "", "no process of the user is left");
   assert.equal((await run("findmnt", ["-rn", "-o", "TARGET"])).stdout.includes(cache), false);
+  const uid = Number((await run("id", ["-u", ROOTLESS_USER])).stdout.trim());
+  const tmpLeft: string[] = [];
+  for (const name of await readdir(tmpdir())) {
+    const st = await stat(join(tmpdir(), name)).catch(() => undefined);
+    if (st && (st.uid === uid || (st.uid >= 400000 && st.uid < 465536))) tmpLeft.push(name);
+  }
+  assert.deepEqual(tmpLeft, [], "no temp file of the user is left");
   const left = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("patch-"));
   assert.deepEqual(left, [], "no patch work dir is left in the cache");
 });
