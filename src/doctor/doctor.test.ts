@@ -11,7 +11,7 @@ const none: HostFacts = {
   fuseOverlayfs: false,
 };
 
-test("the patch mode follows what the host allows, strongest first; only root is built today", () => {
+test("the patch mode follows what the host allows, strongest first; root and kernel-overlay user namespaces are built", () => {
   const cases: [Partial<HostFacts>, string, boolean, RegExp][] = [
     [{ uid: 0, capSysAdmin: true }, "root", true, /CAP_SYS_ADMIN/],
     // root without CAP_SYS_ADMIN (a container's root): cannot mount.
@@ -19,8 +19,8 @@ test("the patch mode follows what the host allows, strongest first; only root is
     [
       { userNamespaces: true, overlayInUserNamespace: true, subordinateIds: true },
       "user-namespace",
-      true && false,
-      /subordinate ids/,
+      true,
+      /re-runs itself in a user namespace mapped from your subordinate ids/,
     ],
     [
       { userNamespaces: true, fuseOverlayfs: true },

@@ -27,7 +27,7 @@ export interface HostCheck {
 export interface HostDiagnosis {
   /** The mode a patch uses on this host. */
   mode: PatchMode;
-  /** Whether this build of suture patches in that mode (only root today). */
+  /** Whether this build of suture patches in that mode (root, and user-namespace with kernel overlayfs). */
   supported: boolean;
   /** Why this mode, and what would enable a stronger one. */
   reason: string;
@@ -50,15 +50,22 @@ export function decideMode(f: HostFacts): Pick<HostDiagnosis, "mode" | "supporte
     return { mode: "root", supported: true, reason: "root with CAP_SYS_ADMIN: overlayfs mounts and runc" };
   }
   const rootless =
-    "suture patches as root only in this build; run it as root (sudo), or in a container with CAP_SYS_ADMIN";
+    "suture patches as root, or as a user where kernel overlayfs mounts in a user namespace; run it as root (sudo), or in a container with CAP_SYS_ADMIN";
   if (f.userNamespaces && (f.overlayInUserNamespace || f.fuseOverlayfs)) {
     const ids = f.subordinateIds
       ? "mapped from your subordinate ids"
       : "with a single-id mapping (add a range to /etc/subuid and /etc/subgid for images with several owners)";
+    if (f.overlayInUserNamespace) {
+      return {
+        mode: "user-namespace",
+        supported: true,
+        reason: `user namespaces and kernel overlayfs in them work here: suture patch re-runs itself in a user namespace ${ids}, runc rootless`,
+      };
+    }
     return {
       mode: "user-namespace",
       supported: false,
-      reason: `user namespaces and ${f.overlayInUserNamespace ? "kernel overlayfs" : "fuse-overlayfs"} in them work here, ${ids}; ${rootless}`,
+      reason: `user namespaces and fuse-overlayfs in them work here, ${ids}, but suture does not use fuse-overlayfs yet; ${rootless}`,
     };
   }
   return {

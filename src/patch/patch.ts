@@ -32,6 +32,7 @@ import {
 import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
+import { describePatchMode } from "../sandbox/userns.ts";
 import { type SbomFormat, sourceDateEpoch } from "../sbom/sbom.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { describeEngine, resolveEngineEndpoint } from "../transports/daemon/engine.ts";
@@ -168,6 +169,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
     );
   }
   assertRoot();
+  options.progress?.({ type: "info", message: describePatchMode() });
   // Outputs are checked before any work: patching for minutes and then failing to write helps nobody.
   await assertWritableOutput(sinkRef, targetName, transport);
   if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
@@ -513,7 +515,7 @@ function assertRoot(): void {
   if (uid === undefined || uid === 0) return;
   throw new SutureError(
     "SANDBOX",
-    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo); suture doctor says what this host allows`,
+    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo), or through the suture CLI, which re-runs itself in a user namespace; suture doctor says what this host allows`,
   );
 }
 

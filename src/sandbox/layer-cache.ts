@@ -11,6 +11,7 @@ import type { Image } from "../image/image.ts";
 import type { BlobProvider } from "../image/source.ts";
 import type { Descriptor } from "../oci/manifest.ts";
 import type { ProgressSink } from "../progress/events.ts";
+import { inUserNamespace, overlayFlavour, overlayXattrPrefix } from "./userns.ts";
 
 /** Bumped when the on-disk form of an extracted layer changes; older entries are re-extracted. */
 const CACHE_FORMAT = 1;
@@ -45,7 +46,15 @@ export interface LayerCacheMarker {
  * "extraction complete" cannot disagree.
  */
 export function layerCacheDir(cacheDir: string, diffID: string): string {
-  return join(cacheDir, "layers", digestHex(diffID));
+  return join(cacheDir, layersDirName(), digestHex(diffID));
+}
+
+/**
+ * Root mode's trees mark opaque dirs with `trusted.overlay.opaque`, user-namespace mode's with
+ * `user.overlay.opaque` (and their owners are mapped ids): the two never share a tree.
+ */
+function layersDirName(): string {
+  return overlayFlavour() === "root" ? "layers" : "layers-userxattr";
 }
 
 /** The overlay lower dir of a cached layer. */
@@ -184,7 +193,7 @@ async function materializeUncached(
 
   const tmpRoot = join(cacheDir, "tmp");
   await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
-  await mkdir(join(cacheDir, "layers"), { recursive: true, mode: 0o755 });
+  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
   const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
   try {
     await mkdir(tmp, { mode: 0o700 });
@@ -254,7 +263,11 @@ async function extractLayerBlob(
     }
   }
   try {
-    const stats = await extractTar(hashed(plain), into, { whiteouts: "overlay", signal });
+    const stats = await extractTar(hashed(plain), into, {
+      whiteouts: "overlay",
+      opaqueXattr: `${overlayXattrPrefix()}opaque`,
+      signal,
+    });
     const actual = `sha256:${hash.digest("hex")}`;
     if (actual !== diffID) {
       throw new SutureError(
@@ -269,12 +282,28 @@ async function extractLayerBlob(
     if (e instanceof SutureError && (e.code === "UNSAFE_LAYER" || e.code === "INVALID_ARCHIVE")) {
       throw new SutureError(e.code, `${label} (${descriptor.digest}): ${e.message}`, { cause: e });
     }
+    if (inUserNamespace() && isUnmappableOwner(e)) {
+      throw new SutureError(
+        "SANDBOX",
+        `${label} has files of owners this user namespace cannot map (it maps only your own id): add a range for your user to /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER)`,
+        { cause: e },
+      );
+    }
     throw asSutureError(e, "IO", `cannot extract ${label} (${descriptor.digest})`);
   } finally {
     signal?.removeEventListener("abort", onAbort);
     blob.destroy();
     plain.destroy();
   }
+}
+
+/** chown(2) to an id the namespace does not map fails with EINVAL. */
+function isUnmappableOwner(e: unknown): boolean {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) {
+    const errno = c as NodeJS.ErrnoException;
+    if (errno.code === "EINVAL" && /chown/.test(errno.syscall ?? "")) return true;
+  }
+  return false;
 }
 
 /** Whether a layer is already in the cache (marker present and current). */

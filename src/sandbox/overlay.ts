@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeCause, SutureError } from "../errors/errors.ts";
 import { execTool, firstLine } from "./exec.ts";
+import { inUserNamespace } from "./userns.ts";
 
 /**
  * An overlayfs mount. Contract of the resulting upper dir (what a layer builder reads back):
@@ -11,7 +12,8 @@ import { execTool, firstLine } from "./exec.ts";
  *   the directory itself did not change), and metadata-only changes (a chmod copies the file up).
  * - A deleted path that exists in a lower dir appears as a character device 0/0 of that name.
  * - A directory that replaced a lower one (rm -r then mkdir) carries xattr
- *   `trusted.overlay.opaque=y`: nothing below it shows through from the lower dirs.
+ *   `trusted.overlay.opaque=y` (`user.overlay.opaque=y` in a user namespace, where we mount with
+ *   `userxattr`): nothing below it shows through from the lower dirs.
  * - We mount with `redirect_dir=off,metacopy=off` so none of the other overlay xattrs
  *   (redirect, metacopy, which would need the lower dirs to interpret) ever appear: renaming a
  *   lower directory fails with EXDEV and tools fall back to copy+delete, metadata changes copy
@@ -110,7 +112,9 @@ function optionString(lowerTopFirst: string[], upper: string, work: string, vola
     `lowerdir=${lowerTopFirst.join(":")}`,
     `upperdir=${upper}`,
     `workdir=${work}`,
-    "redirect_dir=off",
+    // In a user namespace the kernel refuses `redirect_dir=off` (EPERM) and `trusted.*` xattrs;
+    // `nofollow` never writes a redirect either, and `userxattr` reads `user.overlay.*`.
+    ...(inUserNamespace() ? ["userxattr", "redirect_dir=nofollow"] : ["redirect_dir=off"]),
     "metacopy=off",
     "index=off",
     "xino=off",

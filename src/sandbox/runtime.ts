@@ -9,6 +9,7 @@ import { hostPathOf, MOUNT_POLICY, walkInRoot } from "../fs/in-root.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import { registerCleanup } from "./cleanup.ts";
 import { execTool, findOnPath, firstLine } from "./exec.ts";
+import { inUserNamespace } from "./userns.ts";
 
 /**
  * Docker's default capability set: what apt and dpkg need (chown, setuid to _apt, setgroups,
@@ -141,7 +142,16 @@ export function defaultMounts(resolvConf = "/etc/resolv.conf"): SandboxMount[] {
       options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
     },
     { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+    // Root of a user namespace may mount sysfs only in a network namespace it owns, and the
+    // sandbox shares the host's network: it gets the host's /sys bound read-only instead.
+    inUserNamespace()
+      ? {
+          destination: "/sys",
+          type: "bind",
+          source: "/sys",
+          options: ["rbind", "nosuid", "noexec", "nodev", "ro"],
+        }
+      : { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
     // A tmpfs /tmp keeps scratch files of the package manager out of the upper dir.
     { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777"] },
     // The host network is shared (no netns); the host's resolver config makes names resolve too.
@@ -434,9 +444,14 @@ function runContainer(
   const err = new OutputCollector(max, emit("stderr"));
 
   return new Promise<RunResult>((resolve, reject) => {
-    const child = spawn(runtime, ["--log", logPath, "--log-format", "json", "run", "--bundle", bundle, id], {
-      stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-    });
+    const state = stateRootArgs(bundle);
+    const child = spawn(
+      runtime,
+      [...state, "--log", logPath, "--log-format", "json", "run", "--bundle", bundle, id],
+      {
+        stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      },
+    );
     let exited = false;
     let stopping: Promise<void> | undefined;
     let stopReason: SutureError | undefined;
@@ -445,7 +460,7 @@ function runContainer(
     const stop = (reason?: SutureError): Promise<void> => {
       stopReason ??= reason;
       if (!stopping) {
-        stopping = killContainer(runtime, id, child, exitedPromise, () => exited);
+        stopping = killContainer(runtime, state, id, child, exitedPromise, () => exited);
         stopping.catch(() => {}); // surfaced by `finish` below; never an unhandled rejection
       }
       return stopping;
@@ -518,6 +533,7 @@ function signalNumber(s: NodeJS.Signals): number {
  */
 async function killContainer(
   runtime: string,
+  state: string[],
   id: string,
   child: ReturnType<typeof spawn>,
   exitedPromise: Promise<void>,
@@ -525,20 +541,28 @@ async function killContainer(
 ): Promise<void> {
   const deadline = Date.now() + 3000;
   while (!hasExited() && Date.now() < deadline) {
-    await execTool(runtime, ["kill", id, "KILL"]).catch(() => undefined);
+    await execTool(runtime, [...state, "kill", id, "KILL"]).catch(() => undefined);
     await Promise.race([exitedPromise, sleep(250)]);
   }
   if (!hasExited()) {
     child.kill("SIGKILL");
     await Promise.race([exitedPromise, sleep(2000)]);
   }
-  const del = await execTool(runtime, ["delete", "--force", id]).catch(() => undefined);
+  const del = await execTool(runtime, [...state, "delete", "--force", id]).catch(() => undefined);
   if (del && del.code !== 0 && !/does not exist|not found|no such/i.test(del.stderr)) {
     throw new SutureError(
       "SANDBOX",
       `cannot delete container ${id}: ${firstLine(del.stderr)}: run \`${runtime} delete --force ${id}\``,
     );
   }
+}
+
+/**
+ * runc keeps container state under /run/runc, which root of a user namespace cannot write: there
+ * each container keeps it in its own bundle dir (removed with it).
+ */
+function stateRootArgs(bundle: string): string[] {
+  return inUserNamespace() ? ["--root", join(bundle, "state")] : [];
 }
 
 function sleep(ms: number): Promise<void> {

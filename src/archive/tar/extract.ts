@@ -28,10 +28,12 @@ import { type ByteSource, readTar, type TarMember } from "./read.ts";
 export interface ExtractOptions {
   /**
    * What to do with OCI whiteouts: "overlay" turns `.wh.NAME` into a 0/0 character device NAME and
-   * `.wh..wh..opq` into xattr trusted.overlay.opaque=y on its directory (an overlayfs lower dir);
-   * "keep" writes them as the plain files they are in the archive.
+   * `.wh..wh..opq` into xattr trusted.overlay.opaque=y on its directory (an overlayfs lower dir;
+   * `opaqueXattr` instead when given); "keep" writes them as the plain files they are in the archive.
    */
   whiteouts: "overlay" | "keep";
+  /** The opaque marker's name: `user.overlay.opaque` for a `userxattr` mount in a user namespace. */
+  opaqueXattr?: "trusted.overlay.opaque" | "user.overlay.opaque";
   signal?: AbortSignal;
 }
 
@@ -305,7 +307,7 @@ class Extractor {
     const dirRel = dirParts.join("/");
     if (base === ".wh..wh..opq") {
       this.#ensureDir(dirParts, name);
-      setAttributeSync(this.#abs(dirRel), "trusted.overlay.opaque", "y");
+      setAttributeSync(this.#abs(dirRel), this.#options.opaqueXattr ?? "trusted.overlay.opaque", "y");
       this.stats.opaqueDirs++;
       return;
     }

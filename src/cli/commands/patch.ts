@@ -8,6 +8,7 @@ import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
 import { SBOM_FORMATS } from "../../sbom/sbom.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
@@ -121,6 +122,11 @@ export function registerPatch(program: Command): void {
         "accept unsigned repositories when the image's apt.conf allows them (Acquire::AllowInsecureRepositories); refused otherwise",
       ),
   ).action(async (flags) => {
+    // Not root: the whole patch runs again as root of a user namespace (issue 16, mode 2).
+    if (needsUserNamespace()) {
+      process.exitCode = (await reexecInUserNamespace()).code;
+      return;
+    }
     if (flags.config !== undefined) return runBulkFromPatch(flags.config, flags);
     if (flags.image === undefined)
       throw new SutureError(
