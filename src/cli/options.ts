@@ -12,6 +12,46 @@ import {
   progressMode,
 } from "./progress-render.ts";
 
+/**
+ * The patch options every job of a many-image command takes (`bulk`, `serve`, `worker`): patch's,
+ * minus those naming one image or its output. One definition, so the three accept the same.
+ */
+export function addPatchJobOptions<
+  Args extends unknown[],
+  Opts extends OptionValues,
+  Globals extends OptionValues,
+>(cmd: Command<Args, Opts, Globals>) {
+  return cmd
+    .option(
+      "--cache-dir <dir>",
+      "layer and package cache, shared by every job (default $XDG_CACHE_HOME/suture)",
+    )
+    .addOption(
+      new Option("--compression <c>", "compression of the patch layers")
+        .choices(["gzip", "zstd", "uncompressed"] as const)
+        .default("gzip" as const),
+    )
+    .option(
+      "--mirror <from=to>",
+      "fetch packages for repository FROM from mirror TO (repeatable); signatures are still checked",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .addOption(
+      new Option(
+        "--engine <engine>",
+        "what applies the updates: auto, native or sandbox (see suture patch --help)",
+      )
+        .choices(["auto", "native", "sandbox"] as const)
+        .default("auto" as const),
+    )
+    .option(
+      "--keyring <file>",
+      "extra key to trust (repeatable): an OpenPGP keyring or an apk RSA public key NAME.rsa.pub",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option("--allow-insecure-repositories", "accept unsigned repositories an image's apt.conf allows");
+}
+
 /** Options every command that touches images shares (typed: the action sees their values). */
 export function addTransportOptions<
   Args extends unknown[],

@@ -11,7 +11,7 @@ import type { EngineChoice } from "../patch/engines/engine.ts";
 import type { QueueChoice } from "../serve/backends.ts";
 import type { JobContext } from "../serve/job.ts";
 import type { ServiceStore } from "../serve/store.ts";
-import { parseDuration, parseMaxBlobSize, parseMirrors } from "./options.ts";
+import { addPatchJobOptions, parseDuration, parseMaxBlobSize, parseMirrors } from "./options.ts";
 
 /** `--redis`, `--database` and the BullMQ queue's tuning. */
 export function addQueueOptions<
@@ -95,37 +95,9 @@ export function addJobOptions<
   Opts extends OptionValues,
   Globals extends OptionValues,
 >(cmd: Command<Args, Opts, Globals>) {
-  return cmd
+  return addPatchJobOptions(cmd)
     .option("--timeout <duration>", "give up on a job after this long", "30m")
-    .option("--work-dir <dir>", "where jobs keep their scratch files (scanner reports, VEX) while they run")
-    .option(
-      "--cache-dir <dir>",
-      "layer and package cache, shared by every job (default $XDG_CACHE_HOME/suture)",
-    )
-    .addOption(
-      new Option("--compression <c>", "compression of the patch layers")
-        .choices(["gzip", "zstd", "uncompressed"] as const)
-        .default("gzip" as const),
-    )
-    .option(
-      "--mirror <from=to>",
-      "fetch packages for repository FROM from mirror TO (repeatable); signatures are still checked",
-      (value: string, previous: string[] = []) => [...previous, value],
-    )
-    .addOption(
-      new Option(
-        "--engine <engine>",
-        "what applies the updates: auto, native or sandbox (see suture patch --help)",
-      )
-        .choices(["auto", "native", "sandbox"] as const)
-        .default("auto" as const),
-    )
-    .option(
-      "--keyring <file>",
-      "extra key to trust (repeatable): an OpenPGP keyring or an apk RSA public key NAME.rsa.pub",
-      (value: string, previous: string[] = []) => [...previous, value],
-    )
-    .option("--allow-insecure-repositories", "accept unsigned repositories an image's apt.conf allows");
+    .option("--work-dir <dir>", "where jobs keep their scratch files (scanner reports, VEX) while they run");
 }
 
 export interface JobFlags {

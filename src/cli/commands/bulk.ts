@@ -14,6 +14,7 @@ import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import {
+  addPatchJobOptions,
   addTransportOptions,
   type CommonFlags,
   parseDuration,
@@ -197,62 +198,39 @@ export async function runBulkFromPatch(
 /** The flags `suture bulk` adds to a command (patch's, minus those naming one image and its output). */
 export function registerBulk(program: Command): void {
   addTransportOptions(
-    program
-      .command("bulk")
-      .description(
-        "patch every image and tag a copa PatchConfig (copa.sh/v1alpha1) names, as jobs at once (update-all, as copa's bulk mode); same as suture patch --config",
-      )
-      .argument("<config>", "the PatchConfig YAML file")
-      .option(
-        "-r, --report <dir>",
-        "directory of reports of already patched images: a patched tag whose report finds nothing fixable is not patched again",
-      )
-      .option(
-        "-s, --scanner <name>",
-        "format of the -r reports: auto | trivy | grype | native | NAME (copa-NAME plugin)",
-        "auto",
-      )
-      .option("--max-report-size <size>", "the largest report read, e.g. 64M")
-      .option(
-        "-p, --push",
-        "push the patched images to their registry (default: load them into the Docker daemon)",
-      )
-      .option(
-        "--ignore-errors",
-        "exit 0 even if some jobs fail; packages that cannot be patched are left out",
-      )
-      .option("--timeout <duration>", "give up on a job after this long (each job has its own)", "5m")
-      .option("--dry-run", "list the jobs and the tags they would write; patch and write nothing")
-      .option("-j, --jobs <n>", `jobs at once (default: the number of CPUs, here ${availableParallelism()})`)
-      .option("--summary <file>", "write a JSON summary of every job to this file")
-      .option(
-        "--cache-dir <dir>",
-        "layer and package cache, shared by every job (default $XDG_CACHE_HOME/suture)",
-      )
-      .addOption(
-        new Option("--compression <c>", "compression of the patch layers")
-          .choices(["gzip", "zstd", "uncompressed"] as const)
-          .default("gzip" as const),
-      )
-      .option(
-        "--mirror <from=to>",
-        "fetch packages for repository FROM from mirror TO (repeatable); signatures are still checked",
-        (value: string, previous: string[] = []) => [...previous, value],
-      )
-      .addOption(
-        new Option(
-          "--engine <engine>",
-          "what applies the updates: auto, native or sandbox (see suture patch --help)",
+    addPatchJobOptions(
+      program
+        .command("bulk")
+        .description(
+          "patch every image and tag a copa PatchConfig (copa.sh/v1alpha1) names, as jobs at once (update-all, as copa's bulk mode); same as suture patch --config",
         )
-          .choices(["auto", "native", "sandbox"] as const)
-          .default("auto" as const),
-      )
-      .option(
-        "--keyring <file>",
-        "extra key to trust (repeatable): an OpenPGP keyring or an apk RSA public key NAME.rsa.pub",
-        (value: string, previous: string[] = []) => [...previous, value],
-      )
-      .option("--allow-insecure-repositories", "accept unsigned repositories an image's apt.conf allows")
+        .argument("<config>", "the PatchConfig YAML file")
+        .option(
+          "-r, --report <dir>",
+          "directory of reports of already patched images: a patched tag whose report finds nothing fixable is not patched again",
+        )
+        .option(
+          "-s, --scanner <name>",
+          "format of the -r reports: auto | trivy | grype | native | NAME (copa-NAME plugin)",
+          "auto",
+        )
+        .option("--max-report-size <size>", "the largest report read, e.g. 64M")
+        .option(
+          "-p, --push",
+          "push the patched images to their registry (default: load them into the Docker daemon)",
+        )
+        .option(
+          "--ignore-errors",
+          "exit 0 even if some jobs fail; packages that cannot be patched are left out",
+        )
+        .option("--timeout <duration>", "give up on a job after this long (each job has its own)", "5m")
+        .option("--dry-run", "list the jobs and the tags they would write; patch and write nothing")
+        .option(
+          "-j, --jobs <n>",
+          `jobs at once (default: the number of CPUs, here ${availableParallelism()})`,
+        )
+        .option("--summary <file>", "write a JSON summary of every job to this file"),
+    )
       .option("-a, --addr <address>", "copa's BuildKit address: accepted and ignored")
       .option("--loglevel <level>", "copa's log level: accepted and ignored (see --progress)"),
   ).action(async (config, flags) => runBulkCommand(config, flags));
