@@ -14,7 +14,7 @@ export interface DebChangelogEntry {
 }
 
 // deb-changelog(5): `package (version) distributions; metadata`, starting in column 0.
-const HEADING = /^(\w[-+0-9a-z.]*) \(([^ ()]+)\)(?:\s|;|$)/;
+const HEADING = /^(\w[-+0-9a-z.]*) \(([^()]*)\)(?:\s|;|$)/;
 
 /**
  * The entries of a Debian changelog, newest first as written. Lines before the first heading and
@@ -79,14 +79,17 @@ export interface DebChangelogs {
 }
 
 /** Most bytes a changelog may decompress to (glibc's changelog.Debian is about 1 MB). */
-const MAX_CHANGELOG_BYTES = 32 * 1024 * 1024;
+export const MAX_CHANGELOG_BYTES = 32 * 1024 * 1024;
 
 /**
  * Read the Debian changelogs out of a .deb's data archive (the verified package file, not the
  * image: slim images path-exclude /usr/share/doc, so the image never has them). The whole data
  * archive is read once; only the two changelog members are kept.
  */
-export async function readDebChangelogs(deb: DebPackage): Promise<DebChangelogs> {
+export async function readDebChangelogs(
+  deb: DebPackage,
+  options: { maxBytes?: number } = {},
+): Promise<DebChangelogs> {
   const dir = `usr/share/doc/${deb.name}/`;
   const main = `${dir}changelog.Debian.gz`;
   const binNmu = `${dir}changelog.Debian.${deb.architecture}.gz`;
@@ -100,7 +103,7 @@ export async function readDebChangelogs(deb: DebPackage): Promise<DebChangelogs>
     const text = (
       await decompressAll(Buffer.concat(chunks), "gzip", {
         what: `${path} in ${deb.path}`,
-        maxBytes: MAX_CHANGELOG_BYTES,
+        maxBytes: options.maxBytes ?? MAX_CHANGELOG_BYTES,
       })
     ).toString("utf8");
     if (path === main) found.changelog = text;
