@@ -86,15 +86,18 @@ async function changelogFiles(
 ): Promise<string[]> {
   const deb = debOf(debs, u.name, u.to);
   const listing = (await run("dpkg-deb", ["--contents", deb], { maxBuffer: 64 << 20 })).stdout;
-  const docLink = new RegExp(`^l\\S+ \\S+ +\\d+ \\S+ \\S+ \\./usr/share/doc/${escape(u.name)} -> (\\S+)$`, "m").exec(
-    listing,
-  );
+  const docLink = new RegExp(
+    `^l\\S+ \\S+ +\\d+ \\S+ \\S+ \\./usr/share/doc/${escapeRegExp(u.name)} -> (\\S+)$`,
+    "m",
+  ).exec(listing);
   if (docLink) {
     const sibling = updates.find((o) => o.name === docLink[1]);
     return sibling ? changelogFiles(debs, updates, sibling, dir) : [];
   }
   const files: string[] = [];
-  for (const m of listing.matchAll(/\.\/(usr\/share\/doc\/[^/\s]+\/changelog\.Debian(?:\.[a-z0-9-]+)?\.gz)$/gm)) {
+  for (const m of listing.matchAll(
+    /\.\/(usr\/share\/doc\/[^/\s]+\/changelog\.Debian(?:\.[a-z0-9-]+)?\.gz)$/gm,
+  )) {
     if (!m[1]!.startsWith(`usr/share/doc/${u.name}/`)) continue;
     const out = join(dir, `${u.name}-${files.length}.changelog`);
     await run("bash", [
@@ -110,7 +113,7 @@ async function changelogFiles(
   return files;
 }
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** The CVE IDs dpkg-parsechangelog's entries after `from` up to `to` mention. */
 async function cvesFromChangelogs(files: readonly string[], from: string, to: string): Promise<string[]> {
@@ -151,28 +154,30 @@ for (const engine of ["native", "sandbox"] as const) {
   test(`update-all with -o (${engine} engine) writes the CVEs of the updated packages' Debian changelogs`, async () => {
     const lab = await labImage("bookwormNginx");
     const vexFile = join(work, `${engine}.vex.json`);
-    const { stdout } = await run(
-      suture,
-      [
-        "patch",
-        "-i",
-        lab.reference,
-        "-t",
-        engine,
-        "--oci-dir",
-        join(work, `out-${engine}`),
-        "--engine",
-        engine,
-        "--cache-dir",
-        join(work, `cache-${engine}`),
-        "-o",
-        vexFile,
-        // Two cores shared with other work: the default 5m is tight for 26 packages and their scripts.
-        "--timeout",
-        "30m",
-      ],
-      { env: { ...process.env, CI: "true" }, maxBuffer: 64 << 20 },
-    );
+    const patch = (out: string, vex: string) =>
+      run(
+        suture,
+        [
+          "patch",
+          "-i",
+          lab.reference,
+          "-t",
+          engine,
+          "--oci-dir",
+          join(work, out),
+          "--engine",
+          engine,
+          "--cache-dir",
+          join(work, `cache-${engine}`),
+          "-o",
+          vex,
+          // Two cores shared with other work: the default 5m is tight for 26 packages and their scripts.
+          "--timeout",
+          "30m",
+        ],
+        { env: { ...process.env, CI: "true" }, maxBuffer: 64 << 20 },
+      );
+    const { stdout } = await patch(`out-${engine}`, vexFile);
     const updates = updatesIn(stdout);
     assert.ok(updates.length > 0, stdout);
     assert.ok(existsSync(vexFile), `${vexFile} written:\n${stdout}`);
@@ -190,7 +195,7 @@ for (const engine of ["native", "sandbox"] as const) {
     const dir = await mkdtemp(join(work, "changelogs-"));
     const expected = new Map<string, string[]>();
     for (const u of updates) {
-      const ids = await cvesFromChangelogs(await changelogFiles(debs, updates, u), u.from, u.to);
+      const ids = await cvesFromChangelogs(await changelogFiles(debs, updates, u, dir), u.from, u.to);
       if (ids.length) expected.set(u.name, ids);
     }
     assert.ok(expected.size > 0, "bookworm's updates of the nginx lab image fix CVEs their changelogs name");
@@ -199,6 +204,13 @@ for (const engine of ["native", "sandbox"] as const) {
       Object.fromEntries([...claimed].sort(([a], [b]) => a.localeCompare(b))),
       Object.fromEntries([...expected].sort(([a], [b]) => a.localeCompare(b))),
     );
+    if (engine === "native") {
+      // A second patch of the same base reuses the layer (result-cache.ts) and still says what it fixes.
+      const again = join(work, "again.vex.json");
+      const second = await patch("out-again", again);
+      assert.match(second.stderr, /reusing the patch layer/);
+      assert.deepEqual(JSON.parse(await readFile(again, "utf8")).statements, doc.statements);
+    }
     // The subcomponents name the installed (vulnerable) versions, as a scanner's findings do.
     for (const s of doc.statements)
       for (const p of s.products)

@@ -104,7 +104,12 @@ test("CVE IDs: standalone mentions only, unique, in numeric order", () => {
   );
 });
 
-async function deb(name: string, version: string, control: string, files: { path: string; content: string | Buffer }[]) {
+async function deb(
+  name: string,
+  version: string,
+  control: string,
+  files: { path: string; content: string | Buffer }[],
+) {
   return buildDeb(
     join(work, `${name}_${version}_amd64.deb`),
     `Package: ${name}\nVersion: ${version}\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: t\n${control}`,
@@ -114,7 +119,10 @@ async function deb(name: string, version: string, control: string, files: { path
 
 test("readDebChangelogs reads changelog.Debian.gz and a binNMU's changelog.Debian.<arch>.gz from the .deb", async () => {
   const file = await deb("libfoo1", "1.2-3+b1", "Source: foo (1.2-3)\n", [
-    { path: "usr/share/doc/libfoo1/changelog.Debian.gz", content: gzipSync("foo (1.2-3) unstable; urgency=high\n\n  * CVE-2024-1234\n") },
+    {
+      path: "usr/share/doc/libfoo1/changelog.Debian.gz",
+      content: gzipSync("foo (1.2-3) unstable; urgency=high\n\n  * CVE-2024-1234\n"),
+    },
     {
       path: "usr/share/doc/libfoo1/changelog.Debian.amd64.gz",
       content: gzipSync("foo (1.2-3+b1) unstable; urgency=low, binary-only=yes\n\n  * Rebuild.\n"),
@@ -143,9 +151,13 @@ test("a package whose doc directory links to a sibling's takes the sibling's cha
   const changelog = gzipSync(
     "bar (2.0-2) bookworm-security; urgency=high\n\n  * CVE-2025-0002\n\n -- m <m@x>  Mon, 01 Jan 2025 00:00:00 +0000\n\nbar (2.0-1) bookworm; urgency=low\n\n  * CVE-2025-0001\n",
   );
-  const main = await deb("bar", "2.0-2", "", [{ path: "usr/share/doc/bar/changelog.Debian.gz", content: changelog }]);
+  const main = await deb("bar", "2.0-2", "", [
+    { path: "usr/share/doc/bar/changelog.Debian.gz", content: changelog },
+  ]);
   // dpkg-deb cannot take a symlink from this helper's tree; a package with no doc dir is the same case.
-  const data = await deb("bar-data", "2.0-2", "Source: bar\n", [{ path: "usr/share/bar/data", content: "x" }]);
+  const data = await deb("bar-data", "2.0-2", "Source: bar\n", [
+    { path: "usr/share/bar/data", content: "x" },
+  ]);
   const other = await deb("baz-tools", "2.0-2", "Source: baz\n", [{ path: "usr/bin/baz", content: "x" }]);
   const read = async (f: string) => readDebChangelogs(await openDeb(f));
   const fixes = debChangelogFixes([
@@ -161,10 +173,15 @@ test("a package whose doc directory links to a sibling's takes the sibling's cha
 
 test("a changelog that decompresses to more than the limit is TOO_LARGE naming the .deb", async () => {
   const huge = gzipSync(Buffer.alloc(1024 * 1024 + 1, 0x20));
-  const file = await deb("big", "1.0-1", "", [{ path: "usr/share/doc/big/changelog.Debian.gz", content: huge }]);
-  await assert.rejects(readDebChangelogs(await openDeb(file), { maxBytes: 1024 * 1024 }), (e: Error & { code?: string }) => {
-    assert.equal(e.code, "TOO_LARGE");
-    assert.match(e.message, /big_1\.0-1_amd64\.deb/);
-    return true;
-  });
+  const file = await deb("big", "1.0-1", "", [
+    { path: "usr/share/doc/big/changelog.Debian.gz", content: huge },
+  ]);
+  await assert.rejects(
+    readDebChangelogs(await openDeb(file), { maxBytes: 1024 * 1024 }),
+    (e: Error & { code?: string }) => {
+      assert.equal(e.code, "TOO_LARGE");
+      assert.match(e.message, /big_1\.0-1_amd64\.deb/);
+      return true;
+    },
+  );
 });
