@@ -186,7 +186,14 @@ export async function patchPlatformImage(
       const applied = await withStep(progress, "apply", engine.description, () =>
         cached.apply(sb, targets, engineCtx),
       );
-      return validateAndLayer(applied, targets, manager, sb, { ctx, workDir, compression, result, warn });
+      return validateAndLayer(applied, targets, manager, sb, {
+        ctx,
+        workDir,
+        compression,
+        result,
+        warn,
+        distro,
+      });
     },
   );
   if (!layer) return { result };
@@ -236,6 +243,8 @@ async function validateAndLayer(
     compression: Compression;
     result: PlatformResult;
     warn: (message: string) => void;
+    /** The image as detected before the engine ran. */
+    distro: DistroInfo;
   },
 ): Promise<PatchLayerFile | undefined> {
   const { ctx, result } = run;
@@ -253,7 +262,7 @@ async function validateAndLayer(
           (e) => ctx.progress({ ...e, platform: result.platform }),
           "fixes",
           "reading what the updated packages fix from their changelogs",
-          () => readFixes(manager, applied, result, run.warn, ctx.signal),
+          () => readFixes(manager, applied, result, run),
         );
   }
   if (applied.reusedLayer) return applied.reusedLayer;
@@ -289,8 +298,7 @@ async function readFixes(
   manager: PackageManager,
   applied: EngineResult,
   result: PlatformResult,
-  warn: (message: string) => void,
-  signal: AbortSignal | undefined,
+  run: { warn: (message: string) => void; distro: DistroInfo; ctx: { signal?: AbortSignal } },
 ): Promise<PackageFix[]> {
   const files = new Map((applied.packageFiles ?? []).map((f) => [`${f.name} ${f.version}`, f.file]));
   const updated = result.changed.flatMap((c) => {
@@ -299,10 +307,10 @@ async function readFixes(
   });
   const missing = result.changed.filter((c) => c.from !== undefined && !files.has(`${c.name} ${c.to}`));
   if (missing.length)
-    warn(
+    run.warn(
       `no verified package file of ${missing.map((c) => c.name).join(", ")} to read what it fixes: the VEX claims nothing for ${missing.length === 1 ? "it" : "them"}`,
     );
-  return updated.length ? manager.readFixes!(updated, signal) : [];
+  return updated.length ? manager.readFixes!(updated, { distro: run.distro, signal: run.ctx.signal }) : [];
 }
 
 /** The unpatched image's OS as a scanner names it (Debian's release from /etc/debian_version). */

@@ -211,10 +211,14 @@ export interface PackageManager {
   readonly verifiesFileTimes?: boolean;
   /**
    * What each updated package fixes, read from its verified package file (Debian's changelog,
-   * RPM's %changelog): the IDs named between the installed and the new version. Packages it
-   * cannot tell about are left out of the result.
+   * RPM's %changelog): the IDs named between the installed and the new version. `distro` is the
+   * image as detected before the patch (rpm's installed headers). Packages it cannot tell about
+   * are left out of the result.
    */
-  readFixes?(updated: readonly UpdatedPackageFile[], signal?: AbortSignal): Promise<PackageFix[]>;
+  readFixes?(
+    updated: readonly UpdatedPackageFile[],
+    context: { distro: DistroInfo; signal?: AbortSignal },
+  ): Promise<PackageFix[]>;
 }
 
 export type EngineChoice = "auto" | EngineKind;

@@ -28,7 +28,7 @@ export const dpkgPackageManager: PackageManager = {
  */
 async function readDebFixes(
   updated: readonly UpdatedPackageFile[],
-  signal?: AbortSignal,
+  { signal }: { signal?: AbortSignal },
 ): Promise<PackageFix[]> {
   const debs: UpdatedDeb[] = [];
   for (const u of updated) {
