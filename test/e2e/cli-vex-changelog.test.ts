@@ -100,7 +100,7 @@ async function changelogFiles(
   )) {
     if (!m[1]!.startsWith(`usr/share/doc/${u.name}/`)) continue;
     const out = join(dir, `${u.name}-${files.length}.changelog`);
-    await run("bash", [
+    await run("sh", [
       "-c",
       `dpkg-deb --fsys-tarfile "$1" | tar -xO "./$2" | gzip -dc > "$3"`,
       "-",
@@ -209,7 +209,13 @@ for (const engine of ["native", "sandbox"] as const) {
       const again = join(work, "again.vex.json");
       const second = await patch("out-again", again);
       assert.match(second.stderr, /reusing the patch layer/);
-      assert.deepEqual(JSON.parse(await readFile(again, "utf8")).statements, doc.statements);
+      // (The patched manifest's digest differs: its history has the time of each patch.)
+      const againDoc = JSON.parse(await readFile(again, "utf8"));
+      assert.deepEqual(cvesInVex(againDoc), claimed);
+      assert.deepEqual(
+        againDoc.statements.map((s: { status_notes: string }) => s.status_notes),
+        doc.statements.map((s: { status_notes: string }) => s.status_notes),
+      );
     }
     // The subcomponents name the installed (vulnerable) versions, as a scanner's findings do.
     for (const s of doc.statements)
