@@ -95,12 +95,9 @@ async function changelogFiles(
     return sibling ? changelogFiles(debs, updates, sibling, dir) : [];
   }
   const files: string[] = [];
-  // A native package (no Debian revision) ships its Debian changelog as changelog.gz.
-  const native = !u.to.replace(/^\d+:/, "").includes("-");
-  const changelogName = native
-    ? /\.\/(usr\/share\/doc\/[^/\s]+\/changelog(?:\.Debian(?:\.[a-z0-9-]+)?)?\.gz)$/gm
-    : /\.\/(usr\/share\/doc\/[^/\s]+\/changelog\.Debian(?:\.[a-z0-9-]+)?\.gz)$/gm;
-  for (const m of listing.matchAll(changelogName)) {
+  for (const m of listing.matchAll(
+    /\.\/(usr\/share\/doc\/[^/\s]+\/changelog\.Debian(?:\.[a-z0-9-]+)?\.gz)$/gm,
+  )) {
     if (!m[1]!.startsWith(`usr/share/doc/${u.name}/`)) continue;
     const out = join(dir, `${u.name}-${files.length}.changelog`);
     await run("sh", [

@@ -185,19 +185,3 @@ test("a changelog that decompresses to more than the limit is TOO_LARGE naming t
     },
   );
 });
-
-test("a native package's changelog is its changelog.gz; a non-native one's changelog.gz is upstream's", async () => {
-  const log = gzipSync(
-    "tool (2.6.2) bookworm; urgency=medium\n\n  * CVE-2025-0010\n\ntool (2.6.1) bookworm; urgency=medium\n\n  * Initial.\n",
-  );
-  const native = await deb("tool", "2.6.2", "", [{ path: "usr/share/doc/tool/changelog.gz", content: log }]);
-  const logs = await readDebChangelogs(await openDeb(native));
-  assert.deepEqual(
-    debChangelogFixes([{ name: "tool", from: "2.6.1", to: "2.6.2", changelogs: logs }]).get("tool"),
-    ["CVE-2025-0010"],
-  );
-  const upstream = await deb("lib", "2.6.2-1", "", [
-    { path: "usr/share/doc/lib/changelog.gz", content: log },
-  ]);
-  assert.equal((await readDebChangelogs(await openDeb(upstream))).changelog, undefined);
-});

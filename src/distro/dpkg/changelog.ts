@@ -65,10 +65,7 @@ export function cvesBetween(
 
 /** A package's changelogs as its .deb ships them. */
 export interface DebChangelogs {
-  /**
-   * `usr/share/doc/<package>/changelog.Debian.gz` (a native package's `changelog.gz`),
-   * decompressed: the source package's history.
-   */
+  /** `usr/share/doc/<package>/changelog.Debian.gz`, decompressed: the source package's history. */
   changelog?: string;
   /** `changelog.Debian.<arch>.gz` of a binNMU (a rebuild without a source change). */
   binNmu?: string;
@@ -96,19 +93,11 @@ export async function readDebChangelogs(
   const dir = `usr/share/doc/${deb.name}/`;
   const main = `${dir}changelog.Debian.gz`;
   const binNmu = `${dir}changelog.Debian.${deb.architecture}.gz`;
-  // A native package (a version without a Debian revision) ships its changelog as changelog.gz;
-  // a non-native one's changelog.gz is upstream's, which names no Debian versions.
-  const nativeLog = deb.version.includes("-") ? undefined : `${dir}changelog.gz`;
-  const found: { changelog?: string; binNmu?: string; native?: string } = {};
-  let inDocDir = false;
+  const found: { changelog?: string; binNmu?: string } = {};
   for await (const member of deb.dataEntries()) {
-    const path = memberPath(member.header.path);
-    // dpkg-deb writes members sorted by name, so once past the doc directory nothing more is
-    // wanted: stop there rather than decompress the rest (perl-modules' data is mostly after it).
-    if (path?.startsWith(dir)) inDocDir = true;
-    else if (inDocDir) break;
     if (member.header.type !== "file") continue;
-    if (path !== main && path !== binNmu && path !== nativeLog) continue;
+    const path = memberPath(member.header.path);
+    if (path !== main && path !== binNmu) continue;
     const chunks: Buffer[] = [];
     for await (const c of member.body) chunks.push(c);
     const text = (
@@ -118,15 +107,12 @@ export async function readDebChangelogs(
       })
     ).toString("utf8");
     if (path === main) found.changelog = text;
-    else if (path === binNmu) found.binNmu = text;
-    else found.native = text;
+    else found.binNmu = text;
   }
   const sourceField = field(deb.control, "Source")?.trim();
   const m = sourceField ? /^(\S+)(?:\s+\(([^()\s]+)\))?$/.exec(sourceField) : null;
-  const changelog = found.changelog ?? found.native;
   return {
-    ...(changelog === undefined ? {} : { changelog }),
-    ...(found.binNmu === undefined ? {} : { binNmu: found.binNmu }),
+    ...found,
     source: m?.[1] ?? deb.name,
     sourceVersion: m?.[2] ?? deb.version,
   };

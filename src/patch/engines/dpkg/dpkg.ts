@@ -30,29 +30,19 @@ async function readDebFixes(
   updated: readonly UpdatedPackageFile[],
   { signal }: { signal?: AbortSignal },
 ): Promise<PackageFix[]> {
-  const read = async (u: UpdatedPackageFile): Promise<UpdatedDeb | undefined> => {
+  const debs: UpdatedDeb[] = [];
+  for (const u of updated) {
     signal?.throwIfAborted();
     const deb = await openDeb(u.file);
     try {
       // The file is the one installed only if its own control says so (the sandbox engine's files
       // are named by apt's file names).
-      if (deb.name !== u.name || deb.version !== u.to) return undefined;
-      return { name: u.name, from: u.from, to: u.to, changelogs: await readDebChangelogs(deb) };
+      if (deb.name !== u.name || deb.version !== u.to) continue;
+      debs.push({ name: u.name, from: u.from, to: u.to, changelogs: await readDebChangelogs(deb) });
     } finally {
       await deb.close();
     }
-  };
-  // Two at a time: xz runs in the host's process, so two use both cores.
-  const results: (UpdatedDeb | undefined)[] = new Array(updated.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < updated.length) {
-      const i = next++;
-      results[i] = await read(updated[i]!);
-    }
-  };
-  await Promise.all([worker(), worker()]);
-  const debs = results.filter((d): d is UpdatedDeb => d !== undefined);
+  }
   const fixes = debChangelogFixes(debs);
   return debs.flatMap((d) => {
     const ids = fixes.get(d.name);
