@@ -57,6 +57,7 @@ export type { BlobProvider, ImageSource } from "./image/source.ts";
 export type { ImageSummary, InspectResult, LayerSummary } from "./inspect/inspect.ts";
 export type { Descriptor, ImageConfig, Platform, RawManifest } from "./oci/manifest.ts";
 export type { Compression } from "./oci/media-types.ts";
+export type { PackageFix } from "./patch/engines/engine.ts";
 export type { PatchResult, PlatformResult } from "./patch/patch.ts";
 export type { EngineChoice } from "./patch/platform.ts";
 export type { ProgressEvent, ProgressSink } from "./progress/events.ts";

@@ -40,7 +40,7 @@ import { openSink, openSource, type TransportOptions } from "../transports/index
 import { committedLayoutManifest, openLayoutSink } from "../transports/layout/layout.ts";
 import { buildOpenVex, type OpenVexDocument, type VexSubject, writeOpenVex } from "../vex/openvex.ts";
 import { attachDestination, attachPatch, type PatchedForAttach } from "./attach.ts";
-import type { EngineChoice } from "./engines/engine.ts";
+import type { EngineChoice, PackageFix } from "./engines/engine.ts";
 import {
   checkEndOfLife,
   imageDigests,
@@ -136,6 +136,8 @@ export interface PatchResult {
   plan?: UpdatePlan;
   changed: { name: string; from?: string; to: string }[];
   failed: { name: string; reason: string }[];
+  /** Update-all: what the updated packages say they fix (see PlatformResult.fixes). */
+  fixes?: PackageFix[];
   layer?: PlatformResult["layer"];
 }
 
@@ -801,12 +803,13 @@ function summarise(target: string, platforms: PlatformResult[]): PatchResult {
     plan: first.plan,
     changed: first.changed,
     failed: first.failed,
+    ...(first.fixes ? { fixes: first.fixes } : {}),
     layer: first.layer,
   };
 }
 
 function vexSubject(r: PlatformResult, products: VexSubject["products"]): VexSubject | undefined {
-  if (!r.plan) return undefined;
+  if (!r.plan) return r.fixes ? fixesSubject(r, r.fixes, products) : undefined;
   const fixed = new Set(r.changed.map((c) => c.name));
   return {
     plan: r.plan,
@@ -818,8 +821,57 @@ function vexSubject(r: PlatformResult, products: VexSubject["products"]): VexSub
 }
 
 /**
- * OpenVEX is only made when a report said what to fix and something was fixed; it is written when
- * `-o` names a file (and returned either way, for `--attach`).
+ * Update-all's VEX subject: what the updated packages say they fix, as a plan of their own
+ * (installed → new version, the package's IDs), so the statements take the same form as a
+ * report's; each notes where its IDs were read.
+ */
+function fixesSubject(
+  r: PlatformResult,
+  fixes: readonly PackageFix[],
+  products: VexSubject["products"],
+): VexSubject | undefined {
+  const failed = new Set(r.failed.map((f) => f.name));
+  const claimed = fixes.filter(
+    (f) => f.from !== undefined && f.vulnerabilities.length > 0 && !failed.has(f.name),
+  );
+  if (claimed.length === 0) return undefined;
+  const [os, arch, variant] = [r.os, ...r.platform.split("/").slice(1)];
+  const packageType = PACKAGE_TYPE_OF_SOURCE[claimed[0]!.source];
+  return {
+    plan: {
+      source: { format: "trivy", file: "" },
+      ...(os ? { os } : {}),
+      ...(arch ? { arch } : {}),
+      ...(variant ? { variant } : {}),
+      updates: claimed
+        .map((f) => ({
+          name: f.name,
+          installedVersion: f.from!,
+          fixedVersion: f.to,
+          vulnerabilities: f.vulnerabilities,
+          type: os?.family ?? "",
+          class: "os-pkgs" as const,
+          packageType,
+        }))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+      skipped: [],
+      findings: 0,
+    },
+    patched: new Set(claimed.map((f) => f.name)),
+    products,
+    sources: new Map(claimed.map((f) => [f.name, f.source])),
+  };
+}
+
+const PACKAGE_TYPE_OF_SOURCE = {
+  "debian-changelog": "deb",
+  "rpm-changelog": "rpm",
+  "alpine-secfixes": "apk",
+} as const;
+
+/**
+ * OpenVEX is only made when something was fixed: a report's findings, or update-all's package
+ * fixes; it is written when `-o` names a file (and returned either way, for `--attach`).
  */
 async function writeVex(
   file: string | undefined,

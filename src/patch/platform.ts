@@ -4,6 +4,7 @@ import { type DistroInfo, detectDistro, detectDistroInRoot } from "../distro/det
 import type { OsRelease } from "../distro/os-release.ts";
 import { type EolState, type EolTable, eolState } from "../eol/table.ts";
 import { SutureError } from "../errors/errors.ts";
+import { readFileInRoot } from "../fs/in-root.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
 import { buildPatchLayer, type LayerTimes } from "../layer/patch-layer.ts";
 import { appendPatchLayer, recordedOriginalConfig, withoutSuturePatchLayer } from "../mutate/suture-patch.ts";
@@ -13,6 +14,7 @@ import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { type Sandbox, withSandbox } from "../sandbox/sandbox.ts";
+import { osIdentity, RELEASE_FILES } from "../sbom/os-identity.ts";
 import { sourceDateEpoch } from "../sbom/sbom.ts";
 import {
   type EngineChoice,
@@ -20,6 +22,7 @@ import {
   type EngineKind,
   type EngineResult,
   installedChanges,
+  type PackageFix,
   type PackageManager,
   type PatchEngine,
   type PatchLayerFile,
@@ -55,6 +58,14 @@ export interface PlatformResult {
   eol?: EolState;
   /** Dry run without a report: what updating every package would install, from the verified repositories. */
   planned?: { name: string; from?: string; to: string; reason: string }[];
+  /**
+   * Update-all only (with a report, the report says what is fixed): per updated package, the
+   * vulnerability IDs its own package file says it fixes (Debian changelog, RPM %changelog) and
+   * where it says so. Packages the package manager cannot tell about are not listed.
+   */
+  fixes?: PackageFix[];
+  /** The image's OS as scanners name it (family, release), for the VEX's package purls. */
+  os?: { family: string; version: string };
 }
 
 export interface PatchPlatformContext {
@@ -193,11 +204,14 @@ export async function patchPlatformImage(
         await dryRun(manager, engine, sb, engineCtx, result);
         return undefined;
       }
+      const readsFixes = targets === "all" && manager.readFixes !== undefined;
+      if (readsFixes) result.os = await scannerOs(sb.mergedDir, distro);
       const cached = withResultCache(engine, {
         cacheDir: ctx.cacheDir,
         imageDigest: base.manifest.digest,
         compression,
         layerEpoch: times.epoch,
+        keepsFixes: readsFixes,
       });
       const applied = await withStep(progress, "apply", engine.description, () =>
         cached.apply(sb, targets, engineCtx),
@@ -209,6 +223,7 @@ export async function patchPlatformImage(
         times,
         result,
         warn,
+        distro,
       });
     },
   );
@@ -303,6 +318,8 @@ async function validateAndLayer(
     times: LayerTimes;
     result: PlatformResult;
     warn: (message: string) => void;
+    /** The image as detected before the engine ran. */
+    distro: DistroInfo;
   },
 ): Promise<PatchLayerFile | undefined> {
   const { ctx, result } = run;
@@ -313,6 +330,16 @@ async function validateAndLayer(
   result.failed = validated.failed;
   result.changed = [...installedChanges(applied.before, applied.after)].map(([n, v]) => ({ name: n, ...v }));
   if (result.changed.length === 0) return undefined;
+  if (targets === "all" && manager.readFixes) {
+    result.fixes = applied.fixes
+      ? [...applied.fixes]
+      : await withStep(
+          (e) => ctx.progress({ ...e, platform: result.platform }),
+          "fixes",
+          "reading what the updated packages fix from their changelogs",
+          () => readFixes(manager, applied, result, run),
+        );
+  }
   if (applied.reusedLayer) return applied.reusedLayer;
   const file = join(run.workDir, "layer.tar");
   // buildPatchLayer reports its own step events.
@@ -334,8 +361,46 @@ async function validateAndLayer(
     uncompressedSize: built.uncompressedSize,
     droppedUnchanged: built.stats.droppedUnchanged,
   };
-  await applied.keepLayer?.(layer, { failed: result.failed, warnings: result.warnings });
+  await applied.keepLayer?.(layer, { failed: result.failed, warnings: result.warnings, fixes: result.fixes });
   return layer;
+}
+
+/**
+ * The pipeline's fixes step (update-all): each changed package's verified file, as the engine
+ * installed it, read by the package manager. A package the engine left no file for (the sandbox
+ * engine's tool fetched it itself) is named in one warning: the VEX claims nothing for it.
+ */
+async function readFixes(
+  manager: PackageManager,
+  applied: EngineResult,
+  result: PlatformResult,
+  run: { warn: (message: string) => void; distro: DistroInfo; ctx: { signal?: AbortSignal } },
+): Promise<PackageFix[]> {
+  const files = new Map((applied.packageFiles ?? []).map((f) => [`${f.name} ${f.version}`, f.file]));
+  const updated = result.changed.flatMap((c) => {
+    const file = files.get(`${c.name} ${c.to}`);
+    return file ? [{ ...c, file }] : [];
+  });
+  const missing = result.changed.filter((c) => c.from !== undefined && !files.has(`${c.name} ${c.to}`));
+  if (missing.length)
+    run.warn(
+      `no verified package file of ${missing.map((c) => c.name).join(", ")} to read what it fixes: the VEX claims nothing for ${missing.length === 1 ? "it" : "them"}`,
+    );
+  return updated.length ? manager.readFixes!(updated, { distro: run.distro, signal: run.ctx.signal }) : [];
+}
+
+/** The unpatched image's OS as a scanner names it (Debian's release from /etc/debian_version). */
+async function scannerOs(
+  root: string,
+  distro: DistroInfo,
+): Promise<{ family: string; version: string } | undefined> {
+  const files = new Map<string, Buffer>();
+  for (const path of RELEASE_FILES) {
+    const bytes = await readFileInRoot(root, path, { limit: 64 * 1024 }).catch(() => undefined);
+    if (bytes) files.set(path, bytes);
+  }
+  const os = osIdentity(distro, files);
+  return os ? { family: os.family, version: os.release } : undefined;
 }
 
 /**

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { placeDirectory } from "../fs/atomic.ts";
 import { fileChecksum } from "../stream/checksum.ts";
-import { installedChanges, type PatchEngine } from "./engines/engine.ts";
+import { installedChanges, type PackageFix, type PatchEngine } from "./engines/engine.ts";
 
 /**
  * Patch layers kept for a second patch of the same base: a native engine's result is a function
@@ -18,6 +18,8 @@ interface CachedPatch {
   changed: { name: string; from?: string; to: string }[];
   failed: { name: string; reason: string }[];
   warnings: string[];
+  /** What the packages fix (update-all; see PlatformResult.fixes), kept when `keepsFixes`. */
+  fixes?: PackageFix[];
 }
 
 /** Bump when anything that shapes the layer changes (unpacker, excludes, tar writer). */
@@ -110,6 +112,11 @@ export function withResultCache(
     compression: string;
     /** The layer's clamped time (LayerTimes.epoch): SOURCE_DATE_EPOCH may change it for the same image. */
     layerEpoch: number;
+    /**
+     * The run reads what the packages fix (update-all): the entry keeps those fixes, and is one of
+     * its own, so a layer kept by a run that did not read them is never reused without them.
+     */
+    keepsFixes?: boolean;
   },
 ): PatchEngine {
   const plan = engine.plan?.bind(engine);
@@ -128,6 +135,7 @@ export function withResultCache(
         `epoch ${options.layerEpoch}`,
         ...planned.reuseKey,
         ...planned.install.map((p) => `${p.name} ${p.to} ${p.digest}`),
+        ...(options.keepsFixes ? ["fixes"] : []),
       ]);
       const cached = await loadCachedPatch(options.cacheDir, key);
       if (cached) {
@@ -143,6 +151,7 @@ export function withResultCache(
           failed: meta.failed,
           warnings: meta.warnings,
           reusedLayer: { file, ...meta.layer },
+          ...(options.keepsFixes ? { fixes: meta.fixes ?? [] } : {}),
         };
       }
       const result = await engine.apply(sandbox, targets, ctx, planned);
@@ -160,6 +169,7 @@ export function withResultCache(
             changed: [...installedChanges(result.before, result.after)].map(([name, v]) => ({ name, ...v })),
             failed: outcome.failed,
             warnings: outcome.warnings,
+            ...(outcome.fixes ? { fixes: [...outcome.fixes] } : {}),
           }),
       };
     },

@@ -487,3 +487,34 @@ test("an Alpine Trivy report filtered by the image's versions: the scanner's pur
   ]);
   assertSchemaValid(doc);
 });
+
+test("update-all's statements note where their IDs were read (status_notes), valid against the official schema", (t) => {
+  const plan = debianPlan();
+  const doc = buildOpenVex(
+    [
+      {
+        plan,
+        patched: all(plan),
+        products: [{ digest: DIGEST_A, repository: "example.com/app", architecture: "amd64" }],
+        sources: new Map([
+          ["openssl", "debian-changelog"],
+          ["libssl3", "debian-changelog"],
+          ["zlib1g", "debian-changelog"],
+          ["perl", "debian-changelog"],
+        ]),
+      },
+    ],
+    { timestamp: WHEN },
+  )!;
+  assert.ok(doc.statements.length > 0);
+  for (const s of doc.statements) assert.match(s.status_notes ?? "", /^debian-changelog: /);
+  // Without sources (a scanner report) statements carry no notes, as before.
+  const fromReport = buildOpenVex(
+    [{ plan, patched: all(plan), products: [{ digest: DIGEST_A, repository: "example.com/app" }] }],
+    { timestamp: WHEN },
+  )!;
+  for (const s of fromReport.statements) assert.equal(s.status_notes, undefined);
+  if (!haveShared) return t.skip(NO_SHARED);
+  const v = validateOpenVex(doc, SCHEMA);
+  assert.ok(v.valid, v.errors.join("\n"));
+});

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { FixSource } from "../distro/changelog-ids.ts";
 import { SutureError } from "../errors/errors.ts";
 import { writeFileAtomic } from "../fs/atomic.ts";
 import type { PlannedUpdate, UpdatePlan } from "../report/plan.ts";
@@ -29,7 +30,21 @@ export interface VexSubject {
   plan: UpdatePlan;
   patched: ReadonlySet<string>;
   products: readonly VexProduct[];
+  /**
+   * Where the plan's vulnerability IDs come from when no scanner report gave them (update-all):
+   * package name → the package's own record. Each statement's `status_notes` names them.
+   */
+  sources?: ReadonlyMap<string, FixSource>;
 }
+
+/** The words a statement's status_notes says a source with. */
+const SOURCE_NOTES: Record<FixSource, string> = {
+  "debian-changelog":
+    "debian-changelog: named in the package's changelog.Debian entries after the installed version, up to the installed update",
+  "rpm-changelog":
+    "rpm-changelog: named in the package's %changelog entries newer than the installed package's",
+  "alpine-secfixes": "alpine-secfixes: listed in the package's secfixes for the updated version",
+};
 
 export interface BuildOpenVexOptions {
   /** Default: $SUTURE_VEX_AUTHOR, else "suture". */
@@ -56,7 +71,9 @@ export function buildOpenVex(
 ): OpenVexDocument | null {
   // vulnerability ID → product @id → subcomponent @ids, all in first-seen order.
   const claims = new Map<string, Map<string, Set<string>>>();
-  for (const { plan, patched, products } of subjects) {
+  // vulnerability ID → where packages said they fix it (update-all).
+  const sourcesOf = new Map<string, Set<FixSource>>();
+  for (const { plan, patched, products, sources } of subjects) {
     if (products.length === 0) continue;
     const productIds = products.map(ociPurl);
     for (const u of plan.updates) {
@@ -65,6 +82,8 @@ export function buildOpenVex(
       for (const id of u.vulnerabilities) {
         if (id.trim() === "") continue;
         const byProduct = getOrCreate(claims, id, () => new Map<string, Set<string>>());
+        const source = sources?.get(u.name);
+        if (source) getOrCreate(sourcesOf, id, () => new Set<FixSource>()).add(source);
         for (const pid of productIds) getOrCreate(byProduct, pid, () => new Set<string>()).add(component);
       }
     }
@@ -80,6 +99,14 @@ export function buildOpenVex(
         subcomponents: [...subs].map((s) => ({ "@id": s })),
       })),
       status: "fixed" as const,
+      ...(sourcesOf.has(id)
+        ? {
+            status_notes: [...sourcesOf.get(id)!]
+              .sort()
+              .map((src) => SOURCE_NOTES[src])
+              .join("; "),
+          }
+        : {}),
     };
   });
   const body = {

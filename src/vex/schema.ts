@@ -27,6 +27,7 @@ const StatementSchema = z.strictObject({
   vulnerability: z.strictObject({ "@id": iri.optional(), name: z.string().min(1) }),
   products: z.array(ProductSchema).min(1).refine(unique, "products must be unique"),
   status: z.literal("fixed"),
+  status_notes: z.string().min(1).optional(),
 });
 
 /**

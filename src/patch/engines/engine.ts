@@ -1,3 +1,4 @@
+import type { FixSource } from "../../distro/changelog-ids.ts";
 import type { DistroInfo } from "../../distro/detect.ts";
 import { SutureError } from "../../errors/errors.ts";
 import type { Platform } from "../../oci/manifest.ts";
@@ -112,13 +113,46 @@ export interface EngineResult {
   /** A patch layer built earlier for exactly this plan (see result-cache.ts); the upper dir is untouched. */
   reusedLayer?: PatchLayerFile;
   /**
+   * The verified package files the engine installed (or handed to the image's tool), by the name
+   * and version their own metadata gives: the pipeline reads what an update fixes from them (a
+   * file counts only for a package now installed at exactly that version).
+   */
+  packageFiles?: readonly InstalledPackageFile[];
+  /** What the updated packages fix, as read with the result the cache reused (see result-cache.ts). */
+  fixes?: readonly PackageFix[];
+  /**
    * Called by the pipeline with the layer it built from this result and what validation made of
    * the result (the result cache keeps both).
    */
   keepLayer?: (
     layer: PatchLayerFile,
-    outcome: { failed: PackageFailure[]; warnings: string[] },
+    outcome: { failed: PackageFailure[]; warnings: string[]; fixes?: readonly PackageFix[] },
   ) => Promise<void>;
+}
+
+/** A verified package file an engine installed. */
+export interface InstalledPackageFile {
+  name: string;
+  version: string;
+  file: string;
+}
+
+/** One updated package and its verified package file, as the pipeline hands it to `readFixes`. */
+export interface UpdatedPackageFile {
+  name: string;
+  /** The version installed before the patch (undefined: newly installed). */
+  from?: string;
+  to: string;
+  file: string;
+}
+
+/** The vulnerability IDs one updated package says it fixes, and where it says so. */
+export interface PackageFix {
+  name: string;
+  from?: string;
+  to: string;
+  vulnerabilities: string[];
+  source: FixSource;
 }
 
 /** A patch layer's file and what describes it. */
@@ -175,6 +209,16 @@ export interface PackageManager {
    * bytes but a new mtime (see BuildPatchLayerOptions.keepTouchedFiles).
    */
   readonly verifiesFileTimes?: boolean;
+  /**
+   * What each updated package fixes, read from its verified package file (Debian's changelog,
+   * RPM's %changelog): the IDs named between the installed and the new version. `distro` is the
+   * image as detected before the patch (rpm's installed headers). Packages it cannot tell about
+   * are left out of the result.
+   */
+  readFixes?(
+    updated: readonly UpdatedPackageFile[],
+    context: { distro: DistroInfo; signal?: AbortSignal },
+  ): Promise<PackageFix[]>;
 }
 
 export type EngineChoice = "auto" | EngineKind;

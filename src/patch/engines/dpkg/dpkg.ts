@@ -1,5 +1,7 @@
+import { debChangelogFixes, readDebChangelogs, type UpdatedDeb } from "../../../distro/dpkg/changelog.ts";
+import { openDeb } from "../../../distro/dpkg/deb.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
-import type { PackageManager } from "../engine.ts";
+import type { PackageFix, PackageManager, UpdatedPackageFile } from "../engine.ts";
 import { nativeDebEngine } from "./native/native.ts";
 import { aptSandboxEngine } from "./sandbox.ts";
 
@@ -17,4 +19,35 @@ export const dpkgPackageManager: PackageManager = {
   sandbox: aptSandboxEngine,
   sandboxUnavailable: (distro, os) =>
     distro.packageManager === "apt" ? undefined : `needs apt in the image, and ${os} has none`,
+  readFixes: readDebFixes,
 };
+
+/**
+ * The CVEs each updated package's changelog.Debian lists between the installed and the new
+ * version, read from the verified .debs one after another (each data archive is streamed once).
+ */
+async function readDebFixes(
+  updated: readonly UpdatedPackageFile[],
+  { signal }: { signal?: AbortSignal },
+): Promise<PackageFix[]> {
+  const debs: UpdatedDeb[] = [];
+  for (const u of updated) {
+    signal?.throwIfAborted();
+    const deb = await openDeb(u.file);
+    try {
+      // The file is the one installed only if its own control says so (the sandbox engine's files
+      // are named by apt's file names).
+      if (deb.name !== u.name || deb.version !== u.to) continue;
+      debs.push({ name: u.name, from: u.from, to: u.to, changelogs: await readDebChangelogs(deb) });
+    } finally {
+      await deb.close();
+    }
+  }
+  const fixes = debChangelogFixes(debs);
+  return debs.flatMap((d) => {
+    const ids = fixes.get(d.name);
+    return ids
+      ? [{ name: d.name, from: d.from, to: d.to, vulnerabilities: ids, source: "debian-changelog" as const }]
+      : [];
+  });
+}

@@ -30,6 +30,7 @@ import {
   type EngineContext,
   type EngineResult,
   type EngineSandbox,
+  type InstalledPackageFile,
   type PatchEngine,
   type Targets,
 } from "../engine.ts";
@@ -202,6 +203,7 @@ async function aptRun(
    * suture's verified indexes list for it, and put copies in the run's archives dir, where apt
    * verifies them again before use. Copies, not links: the image's code may write to that dir.
    */
+  const packageFiles: InstalledPackageFile[] = [];
   const prefetch = async (args: string[]) => {
     if (!cache?.debStore || !own || !verified?.size) return;
     // Right after the subcommand: an install's package list follows a `--` that ends apt's options.
@@ -221,6 +223,8 @@ async function aptRun(
       wanted.map((m) => m.entry),
       { cacheDir: cache.debStore, progress, signal: options.signal },
     );
+    for (const [i, m] of wanted.entries())
+      packageFiles.push({ name: m.entry.package, version: m.entry.version, file: paths[i]! });
     await Promise.all(
       wanted.map(async (m, i) => {
         const dest = childPath(own.archives, m.filename, "apt's archive file name");
@@ -312,9 +316,9 @@ async function aptRun(
       await run("apt-get install", installArgs);
     }
     // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
-    return { before, after: await readInstalled(sandbox.mergedDir), failed, warnings };
+    return { before, after: await readInstalled(sandbox.mergedDir), failed, warnings, packageFiles };
   }
-  return { before, after: await readInstalled(sandbox.mergedDir), failed: [], warnings };
+  return { before, after: await readInstalled(sandbox.mergedDir), failed: [], warnings, packageFiles };
 }
 
 /** Run `fn` holding the shared cache's lock, saying why when another suture holds it. */

@@ -1,5 +1,10 @@
+import type { DistroInfo } from "../../../distro/detect.ts";
+import { rpmChangelog, rpmCvesSince } from "../../../distro/rpm/changelog.ts";
+import { formatRpmEvr } from "../../../distro/rpm/header.ts";
+import { isRpmPublicKey } from "../../../distro/rpm/installed.ts";
+import { openRpm } from "../../../distro/rpm/package.ts";
 import { compareRpmVersions } from "../../../distro/rpm/version.ts";
-import type { PackageManager } from "../engine.ts";
+import type { PackageFix, PackageManager, UpdatedPackageFile } from "../engine.ts";
 import { nativeRpmEngine } from "./native/native.ts";
 import { rpmSandboxEngine, rpmSandboxUnavailable } from "./sandbox.ts";
 
@@ -21,4 +26,39 @@ export const rpmPackageManager: PackageManager = {
   // rpm -V compares every file's mtime with the header's: files an upgrade only touched must
   // reach the layer with their new times.
   verifiesFileTimes: true,
+  readFixes: readRpmFixes,
 };
+
+/**
+ * The CVEs each updated package's %changelog names in entries newer than the installed package's
+ * newest one (its header as the image's database held it before the patch).
+ */
+async function readRpmFixes(
+  updated: readonly UpdatedPackageFile[],
+  { distro, signal }: { distro: DistroInfo; signal?: AbortSignal },
+): Promise<PackageFix[]> {
+  const installed = new Map<string, ReturnType<typeof rpmChangelog>>();
+  for (const pkg of distro.rpm?.packages ?? []) {
+    if (isRpmPublicKey(pkg) || !pkg.header) continue;
+    // The installed version the update replaced: the one `from` names (a name installed twice is rare).
+    installed.set(`${pkg.nevra.name} ${formatRpmEvr(pkg.nevra)}`, rpmChangelog(pkg.header));
+  }
+  const fixes: PackageFix[] = [];
+  for (const u of updated) {
+    signal?.throwIfAborted();
+    if (u.from === undefined) continue;
+    const before = installed.get(`${u.name} ${u.from}`);
+    if (!before) continue;
+    const pkg = await openRpm(u.file);
+    // The file is the one installed only if its own header says so.
+    if (pkg.nevra.name !== u.name || formatRpmEvr(pkg.nevra) !== u.to) continue;
+    fixes.push({
+      name: u.name,
+      from: u.from,
+      to: u.to,
+      vulnerabilities: rpmCvesSince(rpmChangelog(pkg.header), before),
+      source: "rpm-changelog",
+    });
+  }
+  return fixes;
+}

@@ -221,7 +221,12 @@ async function applyNative(
 
   const after = versions(await readDpkgDatabase(root));
   // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
-  return { before, after, failed, warnings, scriptsMs };
+  const packageFiles = install.map((item, k) => ({
+    name: item.entry.package,
+    version: item.entry.version,
+    file: paths[k]!,
+  }));
+  return { before, after, failed, warnings, scriptsMs, packageFiles };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import type { DistroInfo } from "../../../../distro/detect.ts";
 import { assertRpmDatabaseWritable } from "../../../../distro/rpm/database/write.ts";
-import { RpmTag } from "../../../../distro/rpm/header.ts";
+import { formatRpmEvr, RpmTag } from "../../../../distro/rpm/header.ts";
 import { rpmHeaderDependencies } from "../../../../distro/rpm/header-contents.ts";
 import {
   type InstalledRpm,
@@ -403,5 +403,10 @@ async function applyNative(
     });
   const after = installedRpmVersions((await readInstalled(sandbox.mergedDir)).packages);
   // Whether every target reached its fixed version is checked by the pipeline (validateTargets).
-  return { before, after, failed, warnings, scriptsMs: installed.scriptsMs };
+  const packageFiles = fetched.map((f) => ({
+    name: f.pkg.nevra.name,
+    version: formatRpmEvr(f.pkg.nevra),
+    file: f.file,
+  }));
+  return { before, after, failed, warnings, scriptsMs: installed.scriptsMs, packageFiles };
 }
