@@ -88,27 +88,9 @@ async function getTaggedIndex(
   call: CallOptions,
 ): Promise<TaggedIndex | undefined> {
   const what = `referrers tag ${repository}:${tag} on ${client.registry}`;
-  const res = await client.request({
-    method: "GET",
-    path: `/v2/${repository}/manifests/${tag}`,
-    headers: { accept: MANIFEST_ACCEPT },
-    scopes: call.scopes,
-    operation: call.operation,
-    object: `manifest ${repository}:${tag}`,
-    ok: [200, 404],
-  });
-  if (res.status === 404) {
-    await discard(res);
-    return undefined;
-  }
-  const bytes = await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP));
-  const claimed = header(res, "docker-content-digest")?.trim();
-  if (claimed?.startsWith("sha256:") && claimed !== sha256Digest(bytes)) {
-    throw new SutureError(
-      "DIGEST_MISMATCH",
-      `${what} has digest ${sha256Digest(bytes)} but the registry says ${claimed}: something altered it`,
-    );
-  }
+  const found = await getTaggedDocument(client, repository, tag, call, what);
+  if (!found) return undefined;
+  const { bytes, res } = found;
   const index = parseJson(IndexSchema, bytes, what);
   return { manifests: index.manifests, etag: header(res, "etag") };
 }
@@ -124,27 +106,9 @@ export async function getTaggedManifest(
   call: CallOptions,
 ): Promise<ImageManifest | undefined> {
   const what = `manifest ${repository}:${tag} on ${client.registry}`;
-  const res = await client.request({
-    method: "GET",
-    path: `/v2/${repository}/manifests/${tag}`,
-    headers: { accept: MANIFEST_ACCEPT },
-    scopes: call.scopes,
-    operation: call.operation,
-    object: `manifest ${repository}:${tag}`,
-    ok: [200, 404],
-  });
-  if (res.status === 404) {
-    await discard(res);
-    return undefined;
-  }
-  const bytes = await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP));
-  const claimed = header(res, "docker-content-digest")?.trim();
-  if (claimed?.startsWith("sha256:") && claimed !== sha256Digest(bytes)) {
-    throw new SutureError(
-      "DIGEST_MISMATCH",
-      `${what} has digest ${sha256Digest(bytes)} but the registry says ${claimed}: something altered it`,
-    );
-  }
+  const found = await getTaggedDocument(client, repository, tag, call, what);
+  if (!found) return undefined;
+  const { bytes } = found;
   return parseJson(ImageManifestSchema, bytes, what);
 }
 
@@ -237,4 +201,39 @@ export async function addToReferrersTag(
       );
     }
   }
+}
+
+/**
+ * The bytes of the manifest or index under `tag`, checked against the digest the registry claims
+ * for them; undefined when the tag does not exist.
+ */
+async function getTaggedDocument(
+  client: RegistryClient,
+  repository: string,
+  tag: string,
+  call: CallOptions,
+  what: string,
+): Promise<{ bytes: Buffer; res: HttpResponse } | undefined> {
+  const res = await client.request({
+    method: "GET",
+    path: `/v2/${repository}/manifests/${tag}`,
+    headers: { accept: MANIFEST_ACCEPT },
+    scopes: call.scopes,
+    operation: call.operation,
+    object: `manifest ${repository}:${tag}`,
+    ok: [200, 404],
+  });
+  if (res.status === 404) {
+    await discard(res);
+    return undefined;
+  }
+  const bytes = await readCapped(res, MANIFEST_CAP, answerTooLarge(what, MANIFEST_CAP));
+  const claimed = header(res, "docker-content-digest")?.trim();
+  if (claimed?.startsWith("sha256:") && claimed !== sha256Digest(bytes)) {
+    throw new SutureError(
+      "DIGEST_MISMATCH",
+      `${what} has digest ${sha256Digest(bytes)} but the registry says ${claimed}: something altered it`,
+    );
+  }
+  return { bytes, res };
 }
