@@ -171,7 +171,6 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
     );
   }
   assertRoot();
-  options.progress?.({ type: "info", message: describePatchMode() });
   // Outputs are checked before any work: patching for minutes and then failing to write helps nobody.
   await assertWritableOutput(sinkRef, targetName, transport);
   if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
@@ -199,6 +198,8 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   await mkdir(cacheDir, { recursive: true });
   const eolTable = options.eolTable ?? (await loadEolTable(cacheDir));
+  // Said once every input was checked, so a refusal stays the one line it is.
+  options.progress?.({ type: "info", message: describePatchMode() });
 
   const source = await openSource(srcRef, transport);
   const workRoot = await mkdtemp(join(options.cacheDir ?? tmpdir(), "patch-"));
