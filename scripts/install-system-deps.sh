@@ -25,6 +25,7 @@ packages=(
                        # rootless (newuidmap/newgidmap map the lab user's subordinate ids)
   redis-server         # serve/worker's scaled-out queue (BullMQ): tests start their own on loopback
   postgresql           # serve's Postgres store: tests initdb their own server in a temp dir
+  chromium             # the serve dashboard's browser test (playwright-core drives Debian's chromium)
 )
 missing=()
 for p in "${packages[@]}"; do
