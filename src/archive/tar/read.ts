@@ -94,6 +94,17 @@ export class ByteReader {
     }
   }
 
+  /**
+   * Stop the source where it is. A reader left early must end its input's iteration: a decoder
+   * behind it (the host's xz, a file stream) otherwise stays open, holding the process.
+   */
+  async close(): Promise<void> {
+    this.#buf = Buffer.alloc(0);
+    if (this.#done) return;
+    this.#done = true;
+    await this.#it.return?.();
+  }
+
   /** Read and discard everything left, so upstream digests cover the whole stream. */
   async drain(): Promise<void> {
     this.#buf = Buffer.alloc(0);
@@ -109,6 +120,14 @@ export class ByteReader {
 export async function* readTar(source: ByteSource): AsyncGenerator<TarMember> {
   const reader = new ByteReader(source);
   const decoder = new TarHeaderDecoder();
+  try {
+    yield* readMembers(reader, decoder);
+  } finally {
+    await reader.close(); // a consumer that stopped early (or an error) ends the input too
+  }
+}
+
+async function* readMembers(reader: ByteReader, decoder: TarHeaderDecoder): AsyncGenerator<TarMember> {
   for (;;) {
     const block = await reader.read(BLOCK);
     if (block === null) return; // no end-of-archive blocks: tolerated, as GNU tar does

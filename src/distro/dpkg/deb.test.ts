@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -233,3 +234,37 @@ test("a control archive that decompresses past 64 MiB is TOO_LARGE naming the pa
     });
   }
 });
+
+test("stopping a data read early ends the decoder: no host xz is left running", async () => {
+  // Incompressible data larger than a pipe's buffer: xz blocks writing it unless it is stopped.
+  const deb = await buildDeb(
+    join(work, "big-xz.deb"),
+    "Package: big\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: Test <t@example.org>\nDescription: big\n",
+    [
+      { path: "usr/share/big/a", content: "first\n" },
+      { path: "usr/share/big/b", content: randomBytes(4 * 1024 * 1024) },
+    ],
+    [],
+    "xz",
+  );
+  for (const readAhead of [undefined, 1024 * 1024]) {
+    const opened = await openDeb(deb, readAhead === undefined ? {} : { readAhead });
+    for await (const _ of opened.dataEntries()) break;
+    await opened.close();
+    const deadline = Date.now() + 5000;
+    let children = xzChildren();
+    while (children !== "" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      children = xzChildren();
+    }
+    assert.equal(children, "", `xz still running after an early stop (readAhead ${readAhead})`);
+  }
+});
+
+function xzChildren(): string {
+  try {
+    return execFileSync("pgrep", ["-a", "-P", String(process.pid), "xz"], { encoding: "utf8" }).trim();
+  } catch {
+    return ""; // pgrep exits 1 when nothing matches
+  }
+}
