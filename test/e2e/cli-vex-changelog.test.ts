@@ -76,7 +76,7 @@ function debOf(debs: Map<string, string>, name: string, version: string): string
 /**
  * The changelog(s) of a .deb as files under `dir`: changelog.Debian.gz (following a doc directory
  * that is a symlink to a sibling package's, whose .deb is then read), plus a binNMU's
- * changelog.Debian.<arch>.gz.
+ * changelog.Debian.<arch>.gz; a native package's (no Debian revision) changelog.gz (policy 12.7).
  */
 async function changelogFiles(
   debs: Map<string, string>,
@@ -95,9 +95,11 @@ async function changelogFiles(
     return sibling ? changelogFiles(debs, updates, sibling, dir) : [];
   }
   const files: string[] = [];
+  const native = !u.to.includes("-");
   for (const m of listing.matchAll(
-    /\.\/(usr\/share\/doc\/[^/\s]+\/changelog\.Debian(?:\.[a-z0-9-]+)?\.gz)$/gm,
+    /^-\S+ .*\.\/(usr\/share\/doc\/[^/\s]+\/changelog(?:\.Debian(?:\.[a-z0-9-]+)?)?\.gz)$/gm,
   )) {
+    if (!native && !m[1]!.includes("changelog.Debian")) continue;
     if (!m[1]!.startsWith(`usr/share/doc/${u.name}/`)) continue;
     const out = join(dir, `${u.name}-${files.length}.changelog`);
     await run("sh", [

@@ -185,3 +185,25 @@ test("a changelog that decompresses to more than the limit is TOO_LARGE naming t
     },
   );
 });
+
+test("a native package's changelog.gz is its Debian changelog; a non-native package's is upstream's and ignored", async () => {
+  const debian = gzipSync(
+    "ca-certificates (20250419~deb12u2) bookworm-security; urgency=medium\n\n  * CVE-2025-0100\n\n -- m <m@x>  Mon, 01 Jan 2025 00:00:00 +0000\n",
+  );
+  const native = await deb("ca-certificates", "20250419~deb12u2", "", [
+    { path: "usr/share/doc/ca-certificates/changelog.gz", content: debian },
+  ]);
+  const logs = await readDebChangelogs(await openDeb(native));
+  assert.match(logs.changelog ?? "", /CVE-2025-0100/);
+  assert.deepEqual(
+    debChangelogFixes([
+      { name: "ca-certificates", from: "20230311", to: "20250419~deb12u2", changelogs: logs },
+    ]).get("ca-certificates"),
+    ["CVE-2025-0100"],
+  );
+  // unzip ships upstream's history as changelog.gz beside its changelog.Debian.gz.
+  const upstream = await deb("unzip", "6.0-28", "", [
+    { path: "usr/share/doc/unzip/changelog.gz", content: gzipSync("6.00 fixed CVE-2014-0001\n") },
+  ]);
+  assert.equal((await readDebChangelogs(await openDeb(upstream))).changelog, undefined);
+});

@@ -65,7 +65,10 @@ export function cvesBetween(
 
 /** A package's changelogs as its .deb ships them. */
 export interface DebChangelogs {
-  /** `usr/share/doc/<package>/changelog.Debian.gz`, decompressed: the source package's history. */
+  /**
+   * `usr/share/doc/<package>/changelog.Debian.gz`, decompressed: the source package's history (a
+   * native package, whose version has no Debian revision, ships it as `changelog.gz`).
+   */
   changelog?: string;
   /** `changelog.Debian.<arch>.gz` of a binNMU (a rebuild without a source change). */
   binNmu?: string;
@@ -84,7 +87,8 @@ export const MAX_CHANGELOG_BYTES = 32 * 1024 * 1024;
 /**
  * Read the Debian changelogs out of a .deb's data archive (the verified package file, not the
  * image: slim images path-exclude /usr/share/doc, so the image never has them). The whole data
- * archive is read once; only the two changelog members are kept.
+ * archive is read once (dpkg-deb puts links after every other member, so no early stop); only the
+ * changelog members are kept.
  */
 export async function readDebChangelogs(
   deb: DebPackage,
@@ -93,11 +97,14 @@ export async function readDebChangelogs(
   const dir = `usr/share/doc/${deb.name}/`;
   const main = `${dir}changelog.Debian.gz`;
   const binNmu = `${dir}changelog.Debian.${deb.architecture}.gz`;
+  // Debian policy 12.7: a native package's changelog is `changelog.gz`; in any other package that
+  // name is the upstream changelog, in whatever format upstream keeps.
+  const native = deb.version.includes("-") ? undefined : `${dir}changelog.gz`;
   const found: { changelog?: string; binNmu?: string } = {};
   for await (const member of deb.dataEntries()) {
     if (member.header.type !== "file") continue;
     const path = memberPath(member.header.path);
-    if (path !== main && path !== binNmu) continue;
+    if (path !== main && path !== binNmu && path !== native) continue;
     const chunks: Buffer[] = [];
     for await (const c of member.body) chunks.push(c);
     const text = (
@@ -106,8 +113,8 @@ export async function readDebChangelogs(
         maxBytes: options.maxBytes ?? MAX_CHANGELOG_BYTES,
       })
     ).toString("utf8");
-    if (path === main) found.changelog = text;
-    else found.binNmu = text;
+    if (path === binNmu) found.binNmu = text;
+    else if (path === main || found.changelog === undefined) found.changelog = text;
   }
   const sourceField = field(deb.control, "Source")?.trim();
   const m = sourceField ? /^(\S+)(?:\s+\(([^()\s]+)\))?$/.exec(sourceField) : null;

@@ -1,11 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { SutureError } from "../../errors/errors.ts";
-import { placeFile } from "../../fs/atomic.ts";
-import { defaultHttpFetch, fetchToFile, type HttpFetch, transferAll } from "../../http/fetch.ts";
+import { defaultHttpFetch, fetchToFile, type HttpFetch } from "../../http/fetch.ts";
+import { fetchIntoStore } from "../../http/package-store.ts";
 import type { ProgressSink } from "../../progress/events.ts";
-import { type ExpectedChecksum, fileChecksum } from "../../stream/checksum.ts";
+import { fileChecksum } from "../../stream/checksum.ts";
 import { debUrl, type PackageEntry } from "./packages-index.ts";
 
 export interface DownloadPackagesOptions {
@@ -38,12 +36,8 @@ export async function downloadPackages(
   entries: readonly PackageEntry[],
   options: DownloadPackagesOptions,
 ): Promise<string[]> {
-  if (options.signal?.aborted) throw new SutureError("CANCELLED", "package download cancelled");
   const fetch = options.fetch ?? defaultHttpFetch();
   const debsDir = join(options.cacheDir, "debs");
-  const tmpDir = join(options.cacheDir, "tmp");
-  await mkdir(debsDir, { recursive: true });
-  await mkdir(tmpDir, { recursive: true });
 
   // The same file may be wanted twice (same package from two suites): fetch it once.
   const unique = new Map<string, PackageEntry>();
@@ -56,63 +50,39 @@ export async function downloadPackages(
     }
     if (!unique.has(e.sha256)) unique.set(e.sha256, e);
   }
-  const queue = [...unique.values()];
-  const pathOf = (sha: string) => join(debsDir, `${sha}.deb`);
-
-  const one = async (e: PackageEntry, signal: AbortSignal): Promise<void> => {
-    const final = pathOf(e.sha256);
-    const digest = `sha256:${e.sha256}`;
-    if (await isIntact(final, e)) {
-      options.progress?.({ type: "blob", action: "exists", digest, bytes: e.size, total: e.size });
-      return;
-    }
-    const url = debUrl(e);
-    const tmp = join(tmpDir, `${randomBytes(8).toString("hex")}-${e.sha256}.deb`);
-    let lastReport = 0;
-    try {
-      await fetchToFile(fetch, url, tmp, e, {
-        signal,
-        retries: options.retries,
-        what: `${e.package} ${e.version} (${e.architecture}) .deb`,
-        fix: "the mirror serves a package that does not match its signed index; retry later or use another mirror",
-        onBytes: (bytes) => {
-          // Throttle: the first chunk, then one event per 256 KiB, then the end.
-          if (lastReport === 0 || bytes - lastReport >= 256 * 1024 || bytes === e.size) {
-            lastReport = bytes;
-            options.progress?.({ type: "blob", action: "download", digest, bytes, total: e.size });
-          }
-        },
-      });
-      await placeFile(tmp, final);
-    } finally {
-      await rm(tmp, { force: true });
-    }
-  };
-
-  await transferAll(queue, one, {
-    concurrency: options.concurrency ?? 8,
-    signal: options.signal,
-    cancelled: "package download cancelled",
-  });
-  return entries.map((e) => pathOf(e.sha256));
-}
-
-/**
- * Whether the stored file is exactly the package the index names. A file that exists but is not
- * is removed, so the download that follows replaces it (rename over it would do as well, but a
- * failed download must not leave it behind for the next run to re-hash again).
- */
-async function isIntact(path: string, expected: ExpectedChecksum): Promise<boolean> {
-  let st: Awaited<ReturnType<typeof lstat>>;
-  try {
-    st = await lstat(path);
-  } catch {
-    return false;
-  }
-  if (st.isFile() && st.size === expected.size) {
-    const actual = await fileChecksum(path).catch(() => undefined);
-    if (actual?.sha256 === expected.sha256) return true;
-  }
-  await rm(path, { force: true, recursive: st.isDirectory() });
-  return false;
+  const fix =
+    "the mirror serves a package that does not match its signed index; retry later or use another mirror";
+  await fetchIntoStore<PackageEntry, void>(
+    [...unique.values()],
+    {
+      storeName: (e) => `${e.sha256}.deb`,
+      digest: (e) => `sha256:${e.sha256}`,
+      size: (e) => e.size,
+      download: (e, tmp, signal, onBytes) =>
+        fetchToFile(fetch, debUrl(e), tmp, e, {
+          signal,
+          retries: options.retries,
+          what: `${e.package} ${e.version} (${e.architecture}) .deb`,
+          fix,
+          onBytes,
+        }),
+      // A download was checked against the index's size and SHA-256 as it streamed; a stored
+      // file is hashed again.
+      prove: async (path, e, fresh) => {
+        if (fresh) return;
+        const actual = await fileChecksum(path).catch(() => undefined);
+        if (actual?.sha256 !== e.sha256 || actual.size !== e.size)
+          throw new SutureError("UNTRUSTED", `the stored ${path} is not ${e.package} ${e.version}: ${fix}`);
+      },
+      open: async () => {},
+    },
+    {
+      storeDir: debsDir,
+      tmpDir: join(options.cacheDir, "tmp"),
+      concurrency: options.concurrency ?? 8,
+      ...(options.progress ? { progress: options.progress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  );
+  return entries.map((e) => join(debsDir, `${e.sha256}.deb`));
 }

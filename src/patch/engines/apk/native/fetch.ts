@@ -1,12 +1,10 @@
-import { randomBytes } from "node:crypto";
-import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ApkIndexEntry } from "../../../../distro/apk/apkindex.ts";
 import type { ApkRepository } from "../../../../distro/apk/config.ts";
 import { type ApkPackage, checkApkAgainstIndex, openApk } from "../../../../distro/apk/package.ts";
 import { isSutureError, redact, SutureError } from "../../../../errors/errors.ts";
-import { placeFile } from "../../../../fs/atomic.ts";
-import { defaultHttpFetch, fetchToFile, type HttpFetch, transferAll } from "../../../../http/fetch.ts";
+import { defaultHttpFetch, fetchToFile, type HttpFetch } from "../../../../http/fetch.ts";
+import { fetchIntoStore } from "../../../../http/package-store.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import { VerifyingStream } from "../../../../stream/verifying-stream.ts";
 
@@ -64,79 +62,68 @@ export async function downloadApkPackages(
   items: readonly ApkFetchItem[],
   options: DownloadApkOptions,
 ): Promise<ApkPackage[]> {
-  if (options.signal?.aborted) throw new SutureError("CANCELLED", "package download cancelled");
   const fetch = options.fetch ?? defaultHttpFetch();
-  const storeDir = join(options.cacheDir, "packages");
-  const tmpDir = join(options.cacheDir, "tmp");
-  await mkdir(storeDir, { recursive: true });
-  await mkdir(tmpDir, { recursive: true });
-  const one = async (item: ApkFetchItem, signal: AbortSignal): Promise<ApkPackage> => {
-    const { entry } = item;
-    const final = join(storeDir, storeName(entry));
-    const url = apkPackageUrl(item, options.arch);
-    const where = `${redact(url)}, apk repository ${redact(item.repository.url)}`;
-    const digest = entry.checksum;
-    const total = entry.size ?? 0;
-    const stored = await verifiedStored(final, item, where);
-    if (stored) {
-      options.progress?.({ type: "blob", action: "exists", digest, bytes: total, total });
-      return stored;
-    }
-    const tmp = join(tmpDir, `${randomBytes(8).toString("hex")}-${storeName(entry)}`);
-    const what = `${entry.name} ${entry.version} (${where})`;
-    const size = entry.size ?? -1;
-    try {
-      // The index signs the control segment (C:), not the file: the stream checks the size the
-      // index lists as it flows, and `verified` the rest once the file is whole.
-      const sizeOnly = () =>
-        new VerifyingStream(
-          { size },
-          {
-            tooLarge: () =>
-              new SutureError(
-                "UNTRUSTED",
-                `${what} is larger than the ${size} bytes its signed index lists: ${FIX}`,
-              ),
-            sizeMismatch: (actual) =>
-              new SutureError(
-                "UNTRUSTED",
-                `${what} is ${actual} bytes but its signed index lists ${size}: ${FIX}`,
-              ),
-            digestMismatch: () => new SutureError("INTERNAL", "no digest was expected"),
+  const where = (item: ApkFetchItem) =>
+    `${redact(apkPackageUrl(item, options.arch))}, apk repository ${redact(item.repository.url)}`;
+  return fetchIntoStore<ApkFetchItem, ApkPackage>(
+    items,
+    {
+      storeName: (item) => storeName(item.entry),
+      digest: (item) => item.entry.checksum,
+      size: (item) => item.entry.size,
+      download: async (item, tmp, signal, onBytes) => {
+        const what = `${item.entry.name} ${item.entry.version} (${where(item)})`;
+        const size = item.entry.size ?? -1;
+        // The index signs the control segment (C:), not the file: the stream checks the size the
+        // index lists as it flows, and `prove` the rest once the file is whole.
+        const sizeOnly = () =>
+          new VerifyingStream(
+            { size },
+            {
+              tooLarge: () =>
+                new SutureError(
+                  "UNTRUSTED",
+                  `${what} is larger than the ${size} bytes its signed index lists: ${FIX}`,
+                ),
+              sizeMismatch: (actual) =>
+                new SutureError(
+                  "UNTRUSTED",
+                  `${what} is ${actual} bytes but its signed index lists ${size}: ${FIX}`,
+                ),
+              digestMismatch: () => new SutureError("INTERNAL", "no digest was expected"),
+            },
+          );
+        await fetchToFile(fetch, apkPackageUrl(item, options.arch), tmp, sizeOnly, {
+          what,
+          fix: FIX,
+          signal,
+          retries: options.retries ?? 3,
+          onBytes: (bytes) => {
+            if (bytes > MAX_APK_BYTES)
+              throw new SutureError("TOO_LARGE", `${what} is larger than any apk package`);
+            onBytes(bytes);
           },
-        );
-      let lastReport = 0;
-      await fetchToFile(fetch, url, tmp, sizeOnly, {
-        what,
-        fix: FIX,
-        signal,
-        retries: options.retries ?? 3,
-        onBytes: (bytes) => {
-          if (bytes > MAX_APK_BYTES)
-            throw new SutureError("TOO_LARGE", `${what} is larger than any apk package`);
-          if (lastReport === 0 || bytes - lastReport >= 256 * 1024 || bytes === total) {
-            lastReport = bytes;
-            options.progress?.({ type: "blob", action: "download", digest, bytes, total });
-          }
-        },
-      });
-      await verified(tmp, item, where);
-      await placeFile(tmp, final);
-      // The store's copy is handed on (the temporary is gone): the file just checked, so its data
-      // is not hashed twice; the installer checks it once more as it unpacks (dataEntries).
-      const pkg = await openApk(final);
-      checkApkAgainstIndex(pkg, entry);
-      return pkg;
-    } finally {
-      await rm(tmp, { force: true });
-    }
-  };
-
-  return transferAll(items, one, {
-    concurrency: options.concurrency ?? 6,
-    signal: options.signal,
-    cancelled: "package download cancelled",
-  });
+        });
+      },
+      prove: async (path, item) => {
+        await verified(path, item, where(item));
+      },
+      // The store's copy is handed on: the file just proven, so its data is not hashed twice; the
+      // installer checks it once more as it unpacks (dataEntries).
+      open: async (path, item) => {
+        const pkg = await openApk(path);
+        checkApkAgainstIndex(pkg, item.entry);
+        return pkg;
+      },
+    },
+    {
+      storeDir: join(options.cacheDir, "packages"),
+      tmpDir: join(options.cacheDir, "tmp"),
+      concurrency: options.concurrency ?? 6,
+      ...(options.progress ? { progress: options.progress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  );
 }
 
 /** Open `path` and prove it is the entry's package (see downloadApkPackages); UNTRUSTED naming where it came from. */
@@ -152,27 +139,4 @@ async function verified(path: string, item: ApkFetchItem, where: string): Promis
       throw new SutureError("UNTRUSTED", `${e.message} (from ${where})`, { cause: e });
     throw e;
   }
-}
-
-/** The stored package when it is there and still proves to be the entry's; a file that does not is removed. */
-async function verifiedStored(
-  path: string,
-  item: ApkFetchItem,
-  where: string,
-): Promise<ApkPackage | undefined> {
-  let st: Awaited<ReturnType<typeof lstat>>;
-  try {
-    st = await lstat(path);
-  } catch {
-    return undefined;
-  }
-  if (st.isFile() && (item.entry.size === undefined || st.size === item.entry.size)) {
-    try {
-      return await verified(path, item, where);
-    } catch {
-      // damaged on disk: fetched again below
-    }
-  }
-  await rm(path, { force: true, recursive: st.isDirectory() });
-  return undefined;
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { checkRpmAgainstIndex, openRpm, type RpmPackage } from "../../../../distro/rpm/package.ts";
 import type { RepoPackage } from "../../../../distro/rpm/primary.ts";
@@ -7,15 +7,9 @@ import type { RpmRepo } from "../../../../distro/rpm/repo-config.ts";
 import type { RepoChecksum } from "../../../../distro/rpm/repomd.ts";
 import { verifyRpmSignature } from "../../../../distro/rpm/signature.ts";
 import { isSutureError, quoteUntrusted, redact, SutureError } from "../../../../errors/errors.ts";
-import { placeFile, streamToFile } from "../../../../fs/atomic.ts";
-import {
-  defaultHttpFetch,
-  type HttpFetch,
-  httpGet,
-  networkError,
-  transferAll,
-} from "../../../../http/fetch.ts";
-import { defaultRetryPolicy, withRetries } from "../../../../http/retry.ts";
+import { placeFile } from "../../../../fs/atomic.ts";
+import { defaultHttpFetch, fetchToFile, type HttpFetch } from "../../../../http/fetch.ts";
+import { fetchIntoStore } from "../../../../http/package-store.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import { VerifyingStream } from "../../../../stream/verifying-stream.ts";
 import type { Keyring } from "../../../../trust/keyring.ts";
@@ -108,46 +102,35 @@ export async function downloadVerified(
   const { what, fix } = options;
   const tmp = join(options.tmpDir, `${randomBytes(8).toString("hex")}.part`);
   const size = expected.size ?? -1;
-  try {
-    await withRetries(
-      async () => {
-        const res = await httpGet(fetch, url, { ...(options.signal ? { signal: options.signal } : {}) });
-        const verify = new VerifyingStream(
-          { sha256: expected.checksum.value, algorithm: expected.checksum.type, size },
-          {
-            tooLarge: () =>
-              new SutureError(
-                "UNTRUSTED",
-                `${what} is larger than the ${size} bytes the repository lists: ${fix}`,
-              ),
-            sizeMismatch: (actual) =>
-              new SutureError(
-                "UNTRUSTED",
-                `${what} is ${actual} bytes but the repository lists ${size}: ${fix}`,
-              ),
-            digestMismatch: (actual) =>
-              new SutureError(
-                "UNTRUSTED",
-                `${what} has ${expected.checksum.type} ${actual} but the repository lists ${expected.checksum.value}: ${fix}`,
-              ),
-          },
-        );
-        verify.on("data", () => {
-          if (verify.bytes > MAX_RPM_BYTES)
-            verify.destroy(new SutureError("TOO_LARGE", `${what} is larger than any rpm file`));
-          options.onBytes?.(verify.bytes);
-        });
-        try {
-          await streamToFile(res.body, [verify], tmp);
-        } catch (e) {
-          if (isSutureError(e) && e.code !== "IO") throw e;
-          if ((e as { cause?: NodeJS.ErrnoException }).cause?.path) throw e; // a local write failure
-          throw networkError(e, redact(url), options.signal);
-        }
+  const verifying = () =>
+    new VerifyingStream(
+      { sha256: expected.checksum.value, algorithm: expected.checksum.type, size },
+      {
+        tooLarge: () =>
+          new SutureError(
+            "UNTRUSTED",
+            `${what} is larger than the ${size} bytes the repository lists: ${fix}`,
+          ),
+        sizeMismatch: (actual) =>
+          new SutureError("UNTRUSTED", `${what} is ${actual} bytes but the repository lists ${size}: ${fix}`),
+        digestMismatch: (actual) =>
+          new SutureError(
+            "UNTRUSTED",
+            `${what} has ${expected.checksum.type} ${actual} but the repository lists ${expected.checksum.value}: ${fix}`,
+          ),
       },
-      { ...defaultRetryPolicy, attempts: (options.retries ?? 3) + 1, baseDelayMs: 300 },
-      { signal: options.signal, cancelled: "download cancelled" },
     );
+  try {
+    await fetchToFile(fetch, url, tmp, verifying, {
+      what,
+      fix,
+      retries: options.retries ?? 3,
+      ...(options.signal ? { signal: options.signal } : {}),
+      onBytes: (bytes) => {
+        if (bytes > MAX_RPM_BYTES) throw new SutureError("TOO_LARGE", `${what} is larger than any rpm file`);
+        options.onBytes?.(bytes);
+      },
+    });
     await placeFile(tmp, dest);
   } finally {
     await rm(tmp, { force: true });
@@ -177,59 +160,46 @@ export async function downloadRpmPackages(
   items: readonly RpmFetchItem[],
   options: DownloadRpmOptions,
 ): Promise<FetchedRpm[]> {
-  if (options.signal?.aborted) throw new SutureError("CANCELLED", "package download cancelled");
   const fetch = options.fetch ?? defaultHttpFetch();
-  const storeDir = join(options.cacheDir, "packages");
   const tmpDir = join(options.cacheDir, "tmp");
-  await mkdir(storeDir, { recursive: true });
-  await mkdir(tmpDir, { recursive: true });
-  const one = async (item: RpmFetchItem, signal: AbortSignal): Promise<FetchedRpm> => {
-    const { pkg, repository } = item;
-    const url = repoFileUrl(repository.baseUrl, pkg.location);
-    const what = `${describe(pkg)} (${redact(url)}, repository ${repository.repo.id})`;
-    const digest = `${pkg.checksum.type}:${pkg.checksum.value}`;
-    const total = pkg.packageSize;
-    const final = join(storeDir, storeName(pkg));
-    const stored = await provenStored(final, item, what);
-    if (stored) {
-      options.progress?.({ type: "blob", action: "exists", digest, bytes: total, total });
-      return { pkg: stored, file: final };
-    }
-    const tmp = join(tmpDir, `${randomBytes(8).toString("hex")}-${storeName(pkg)}`);
-    try {
-      let lastReport = 0;
-      await downloadVerified(
-        fetch,
-        url,
-        tmp,
-        { checksum: pkg.checksum, size: pkg.packageSize },
-        {
-          what,
-          fix: "the mirror serves a different package than its metadata lists; use another mirror",
-          tmpDir,
-          signal,
-          ...(options.retries === undefined ? {} : { retries: options.retries }),
-          onBytes: (bytes) => {
-            if (lastReport === 0 || bytes - lastReport >= 256 * 1024 || bytes === total) {
-              lastReport = bytes;
-              options.progress?.({ type: "blob", action: "download", digest, bytes, total });
-            }
+  const url = (item: RpmFetchItem) => repoFileUrl(item.repository.baseUrl, item.pkg.location);
+  const what = (item: RpmFetchItem) =>
+    `${describe(item.pkg)} (${redact(url(item))}, repository ${item.repository.repo.id})`;
+  return fetchIntoStore<RpmFetchItem, FetchedRpm>(
+    items,
+    {
+      storeName: (item) => storeName(item.pkg),
+      digest: (item) => `${item.pkg.checksum.type}:${item.pkg.checksum.value}`,
+      size: (item) => item.pkg.packageSize,
+      download: (item, tmp, signal, onBytes) =>
+        downloadVerified(
+          fetch,
+          url(item),
+          tmp,
+          { checksum: item.pkg.checksum, size: item.pkg.packageSize },
+          {
+            what: what(item),
+            fix: "the mirror serves a different package than its metadata lists; use another mirror",
+            tmpDir,
+            signal,
+            ...(options.retries === undefined ? {} : { retries: options.retries }),
+            onBytes,
           },
-        },
-      );
-      await prove(tmp, item, what);
-      await placeFile(tmp, final);
+        ),
+      prove: async (path, item) => {
+        await prove(path, item, what(item));
+      },
       // Reopened at its place in the store: the installer reads the payload from `pkg.path`.
-      return { pkg: await openRpm(final), file: final };
-    } finally {
-      await rm(tmp, { force: true });
-    }
-  };
-  return transferAll(items, one, {
-    concurrency: options.concurrency ?? 6,
-    signal: options.signal,
-    cancelled: "package download cancelled",
-  });
+      open: async (path) => ({ pkg: await openRpm(path), file: path }),
+    },
+    {
+      storeDir: join(options.cacheDir, "packages"),
+      tmpDir,
+      concurrency: options.concurrency ?? 6,
+      ...(options.progress ? { progress: options.progress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  );
 }
 
 /**
@@ -261,25 +231,4 @@ async function prove(path: string, item: RpmFetchItem, what: string): Promise<Rp
     });
   }
   return pkg;
-}
-
-/** The stored package when it is there and still proves to be the item's; a file that does not is removed. */
-async function provenStored(path: string, item: RpmFetchItem, what: string): Promise<RpmPackage | undefined> {
-  let st: Awaited<ReturnType<typeof lstat>>;
-  try {
-    st = await lstat(path);
-  } catch {
-    return undefined;
-  }
-  if (st.isFile() && st.size === item.pkg.packageSize) {
-    try {
-      return await prove(path, item, what);
-    } catch (e) {
-      // A stored file that no longer proves (damaged on disk, or a key the image dropped): fetched
-      // again, and the fresh copy decides.
-      if (!isSutureError(e)) throw e;
-    }
-  }
-  await rm(path, { force: true, recursive: st.isDirectory() });
-  return undefined;
 }
