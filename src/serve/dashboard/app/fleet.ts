@@ -9,6 +9,8 @@ import { ErrorText, href, StateBadge, useData, when } from "./ui.ts";
 
 const REFRESH_MS = 3000;
 
+const count = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
 export function JobsTable({ jobs, caption }: { jobs: JobRecord[]; caption: string }) {
   return html`
     <table>
@@ -56,8 +58,8 @@ export function FleetView() {
       data &&
       html`
         <p class="muted">
-          ${data.rules.length} rules watch ${new Set(data.rules.map((r) => r.image)).size} repositories;
-          ${data.images.length} images have results.
+          Watching ${count(new Set(data.rules.map((r) => r.image)).size, "repository", "repositories")} with
+          ${count(data.rules.length, "rule")}; ${count(data.images.length, "image")} with results.
         </p>
         <section aria-labelledby="pending-h">
           <h2 id="pending-h">Pending and running</h2>

@@ -19,6 +19,8 @@ function VexButton({ record }: { record: PatchRecord }) {
   `;
 }
 
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 function Platforms({ record }: { record: PatchRecord }) {
   const platforms = record.outcome?.platforms;
   if (!platforms?.length) return html`<span class="muted">—</span>`;
@@ -26,7 +28,7 @@ function Platforms({ record }: { record: PatchRecord }) {
     ${platforms.map(
       (p) => html`<li>
         <span class="mono">${p.platform}</span>: <${StateBadge} state=${p.status} />
-        ${p.changed ? ` ${p.changed} packages updated` : ""}${p.failed ? `, ${p.failed} left out` : ""}
+        ${p.changed ? ` ${plural(p.changed, "package")} updated` : ""}${p.failed ? `, ${p.failed} left out` : ""}
         ${p.reason ? html` <span class="muted">(${p.reason})</span>` : ""}
       </li>`,
     )}
@@ -62,9 +64,11 @@ export function ImageView({ repository }: { repository: string }) {
                   <td><${StateBadge} state=${r.outcome?.status ?? r.state} />${r.error ? html`<br /><span class="error">${r.error.code}: ${r.error.message}</span>` : ""}</td>
                   <td><${Platforms} record=${r} /></td>
                   <td>${r.outcome?.cves.length ? html`<span class="mono">${r.outcome.cves.join(", ")}</span>` : "none"}</td>
-                  <td class="actions">
-                    <a href=${href("job", r.jobId)}>Job</a>
-                    <${VexButton} record=${r} />
+                  <td>
+                    <div class="actions">
+                      <a href=${href("job", r.jobId)}>Job</a>
+                      <${VexButton} record=${r} />
+                    </div>
                   </td>
                 </tr>`,
               )}

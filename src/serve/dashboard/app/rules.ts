@@ -70,7 +70,7 @@ function Field(props: {
       id=${`rule-${props.name}`}
       name=${props.name}
       type=${props.type ?? "text"}
-      value=${props.value ?? ""}
+      defaultValue=${props.value ?? ""}
       required=${props.required}
       aria-describedby=${hintId}
     />
@@ -173,10 +173,12 @@ export function RulesView() {
               <td class="mono">${r.target?.tag ?? "{{ .SourceTag }}-patched"}</td>
               <td>${r.intervalSeconds} s</td>
               <td>${r.scanner ? html`<code>${r.scanner.command[0]}</code>` : "update all"}</td>
-              <td class="actions">
+              <td>
+                <div class="actions">
                 <button type="button" aria-label=${`Poll ${r.id} now`} onClick=${() => act(`Polling ${r.id}.`, () => send("POST", `rules/${segment(r.id)}/poll`))}>Poll now</button>
                 <button type="button" aria-label=${`Edit ${r.id}`} onClick=${() => setEditing(r)}>Edit</button>
                 <button type="button" aria-label=${`Delete ${r.id}`} onClick=${() => confirm(`Delete rule ${r.id}? Its history stays.`) && act(`Rule ${r.id} deleted.`, () => send("DELETE", `rules/${segment(r.id)}`))}>Delete</button>
+                </div>
               </td>
             </tr>`,
           )}

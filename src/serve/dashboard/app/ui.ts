@@ -38,7 +38,7 @@ export function useData<T>(fetcher: () => Promise<T>, deps: unknown[], everyMs =
   const [state, setState] = useState<{ data?: T; error?: string }>({});
   const [tick, setTick] = useState(0);
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  // biome-ignore lint/correctness/useExhaustiveDependencies: the caller names what the fetcher depends on
+  // The caller names what the fetcher depends on (deps).
   useEffect(() => {
     let live = true;
     const load = () =>
