@@ -99,11 +99,10 @@ async function loadAssets(): Promise<Assets> {
 
 /** The dashboard's routes: `/` (to the dashboard), `/dashboard/`, its files, app modules and vendor modules. */
 export function dashboardRoutes(): Hono {
-  let assets: Promise<Assets> | undefined;
-  const load = () => {
-    assets ??= loadAssets();
-    return assets;
-  };
+  // Read and strip once, at startup; a failure is kept and answers each request (500).
+  const assets = loadAssets();
+  assets.catch(() => {});
+  const load = () => assets;
   const routes = new Hono();
   const send = async (c: Context, pick: (a: Assets) => Asset | undefined) => {
     const a = await load();

@@ -21,7 +21,7 @@ export function JobsTable({ jobs, caption }: { jobs: JobRecord[]; caption: strin
       <tbody>
         ${jobs.map(
           (j) => html`
-            <tr>
+            <tr key=${j.id}>
               <td><a class="mono" href=${href("job", j.id)} aria-label=${`job ${j.id.slice(0, 8)} (${j.state})`}>${j.id.slice(0, 8)}</a></td>
               <td class="mono">${j.spec.source}</td>
               <td><${StateBadge} state=${j.state} /></td>
@@ -34,6 +34,10 @@ export function JobsTable({ jobs, caption }: { jobs: JobRecord[]; caption: strin
     </table>
   `;
 }
+
+// One string: htm drops whitespace that holds a line break, so a sentence is not split over lines.
+const summary = (rules: Rule[], images: ImageSummary[]) =>
+  `Watching ${count(new Set(rules.map((r) => r.image)).size, "repository", "repositories")} with ${count(rules.length, "rule")}; ${count(images.length, "image")} with results.`;
 
 export function FleetView() {
   const { data, error } = useData(
@@ -58,8 +62,7 @@ export function FleetView() {
       data &&
       html`
         <p class="muted">
-          Watching ${count(new Set(data.rules.map((r) => r.image)).size, "repository", "repositories")} with
-          ${count(data.rules.length, "rule")}; ${count(data.images.length, "image")} with results.
+          ${summary(data.rules, data.images)}
         </p>
         <section aria-labelledby="pending-h">
           <h2 id="pending-h">Pending and running</h2>
@@ -72,7 +75,7 @@ export function FleetView() {
               ? html`<ul>
                   ${failing.map(
                     (i) => html`<li>
-                      <a href=${href("image", i.repository)}>${i.repository}</a>:
+                      <a href=${href("image", i.repository)}>${i.repository}</a>${": "}
                       <span class="error">${i.last?.error?.code}: ${i.last?.error?.message}</span>
                     </li>`,
                   )}
@@ -93,7 +96,7 @@ export function FleetView() {
                   </thead>
                   <tbody>
                     ${data.images.map(
-                      (i) => html`<tr>
+                      (i) => html`<tr key=${i.repository}>
                         <td><a class="mono" href=${href("image", i.repository)}>${i.repository}</a></td>
                         <td>${when(i.last?.finishedAt)} <span class="muted">${i.last ? `(tag ${i.last.tag})` : ""}</span></td>
                         <td><${StateBadge} state=${i.last?.outcome?.status ?? i.last?.state ?? "none"} /></td>

@@ -58,7 +58,7 @@ export function ImageView({ repository }: { repository: string }) {
             </thead>
             <tbody>
               ${data.map(
-                (r) => html`<tr>
+                (r) => html`<tr key=${r.jobId}>
                   <td>${when(r.finishedAt)}<br /><span class="muted">${r.reason}</span></td>
                   <td class="mono">${r.tag}${r.outcome?.target ? html`<br />→ ${r.outcome.target}` : ""}</td>
                   <td><${StateBadge} state=${r.outcome?.status ?? r.state} />${r.error ? html`<br /><span class="error">${r.error.code}: ${r.error.message}</span>` : ""}</td>

@@ -166,7 +166,7 @@ export function RulesView() {
         </thead>
         <tbody>
           ${data.map(
-            (r) => html`<tr>
+            (r) => html`<tr key=${r.id}>
               <th scope="row" class="mono">${r.id}</th>
               <td class="mono">${r.image}</td>
               <td>${describeTags(r.tags)}</td>
