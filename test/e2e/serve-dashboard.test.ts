@@ -236,7 +236,7 @@ test("the image's history shows the per-platform result and downloads its OpenVE
   );
 });
 
-test("the fleet shows the patched image and its CVEs; signing out forgets the token; the page met no errors", async () => {
+test("the fleet shows the patched image and its CVEs", async () => {
   await page.getByRole("link", { name: "Fleet", exact: true }).click();
   const image = page.locator("section[aria-labelledby=images-h] tbody tr").first();
   await image.getByText(`${registry.host}/lab/distroless`).waitFor();
@@ -246,6 +246,40 @@ test("the fleet shows the patched image and its CVEs; signing out forgets the to
   assert.deepEqual(cells.slice(3), ["1", "0", "1"]);
   await page.getByText("Nothing is pending.").waitFor();
   await shot("09-fleet-patched");
+});
+
+test("a running job is cancelled from its page, and retried as a new job", async () => {
+  // A second rule on the same image (update-all, its own tag) starts a job as soon as it is saved.
+  await page.getByRole("link", { name: "Rules", exact: true }).click();
+  await page.getByRole("button", { name: "New rule" }).click();
+  await page.getByLabel("Rule id").fill("again");
+  await page.getByLabel("Repository").fill(`${registry.host}/lab/distroless`);
+  await page.getByLabel("Tags", { exact: true }).fill("1");
+  await page.getByLabel("Patched tag").fill("{{ .SourceTag }}-again");
+  await page.getByRole("button", { name: "Create rule" }).click();
+  await page.getByText("Rule again created.").waitFor();
+  await page.getByRole("link", { name: "Fleet", exact: true }).click();
+  const pending = page.locator("section[aria-labelledby=pending-h] a");
+  await pending.first().waitFor({ timeout: 60_000 });
+  await pending.first().click();
+  const state = page.getByTestId("job-state");
+  await state.filter({ hasText: /queued|running/ }).waitFor();
+  const first = decodeURIComponent(new URL(page.url()).hash.split("/").at(-1)!);
+  await page.getByRole("button", { name: "Cancel job" }).click();
+  await state.filter({ hasText: "cancelled" }).waitFor({ timeout: 120_000 });
+  await shot("10-job-cancelled");
+  await page.getByRole("button", { name: "Retry job" }).click();
+  await page.waitForURL((u) => !u.hash.endsWith(first));
+  const second = decodeURIComponent(new URL(page.url()).hash.split("/").at(-1)!);
+  const retried = await api<{ spec: { reason: string; ruleId: string } }>(`jobs/${second}`);
+  assert.deepEqual([retried.spec.ruleId, retried.spec.reason], ["again", "manual"]);
+  await state.filter({ hasText: /queued|running/ }).waitFor();
+  await page.getByRole("button", { name: "Cancel job" }).click();
+  await state.filter({ hasText: "cancelled" }).waitFor({ timeout: 120_000 });
+  assert.equal(await manifestDigest(registry.host, "lab/distroless", "1-again"), undefined, "nothing pushed");
+});
+
+test("signing out forgets the token; the token is in no log; the page met no errors", async () => {
   // Keyboard: the sign-out button is reachable and works with Enter.
   await page.getByRole("button", { name: "Sign out" }).focus();
   await page.keyboard.press("Enter");
