@@ -1,8 +1,9 @@
 /**
  * The HTTP API of `suture serve` (hono; described in openapi.yaml beside this file): rules, images
  * and their history, jobs with live progress (server-sent events), VEX, the registry hook,
- * health and Prometheus metrics. Every route but /healthz needs the bearer token, compared in
- * constant time; the token never appears in a response or a log line.
+ * health and Prometheus metrics, and the web dashboard's static files (`dashboard/`). Every route
+ * but /healthz and the dashboard's files needs the bearer token, compared in constant time; the
+ * token never appears in a response or a log line.
  */
 import { timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
@@ -10,6 +11,7 @@ import { bodyLimit } from "hono/body-limit";
 import { streamSSE } from "hono/streaming";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { isSutureError, SutureError } from "../errors/errors.ts";
+import { dashboardRoutes } from "./dashboard/server.ts";
 import type { JobEvent, JobQueue, JobState } from "./queue.ts";
 import { ruleFromJson } from "./rules.ts";
 import type { PatchRecord, Rule, ServiceStore } from "./store.ts";
@@ -56,6 +58,8 @@ export function buildApi(options: ApiOptions): Hono {
   );
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+  // The web dashboard's static files (no data in them; the browser sends the token to the API).
+  app.route("/", dashboardRoutes());
 
   app.use("*", async (c, next) => {
     const header = c.req.header("authorization") ?? "";

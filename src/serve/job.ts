@@ -148,6 +148,14 @@ async function patchJob(
       target: patched ? job.spec.target : undefined,
       digest: result.digest,
       changed: [...changed.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+      platforms: result.platforms.map((p) => ({
+        platform: p.platform,
+        status: p.status,
+        ...(p.reason ? { reason: p.reason } : {}),
+        changed: p.changed.length,
+        failed: p.failed.length,
+        ...(p.digest ? { digest: p.digest } : {}),
+      })),
       cves: vex ? fixedIn(vex) : [],
       vex,
     };

@@ -28,10 +28,25 @@ export interface JobOutcome {
   digest?: string;
   /** Packages updated. */
   changed: { name: string; from?: string; to: string }[];
+  /** Per platform of the image (one entry for a single-platform image), in index order. */
+  platforms?: PlatformOutcome[];
   /** Vulnerabilities the patch fixed (from the scanner's report; empty for update-all). */
   cves: string[];
   /** The OpenVEX document written for the patched image (JSON text). */
   vex?: string;
+}
+
+export interface PlatformOutcome {
+  /** `linux/amd64`. */
+  platform: string;
+  status: "patched" | "up-to-date" | "dry-run" | "skipped" | "failed";
+  /** Why a platform was skipped or failed. */
+  reason?: string;
+  /** Packages updated on this platform, and left out. */
+  changed: number;
+  failed: number;
+  /** The platform's manifest digest as written. */
+  digest?: string;
 }
 
 export interface JobRecord {

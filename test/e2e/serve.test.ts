@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -14,6 +12,15 @@ import { labImage, trivyReportFor } from "../lab/images.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
+import {
+  manifestDigest as digestIn,
+  freePort,
+  MANIFEST_TYPES,
+  newToken,
+  type ServeProcess,
+  startServe,
+  waitFor,
+} from "../lab/serve.ts";
 
 const { after, before, test } = await requiring(
   "root",
@@ -29,52 +36,22 @@ before(useArchiveMirror);
 
 const run = promisify(execFile);
 const schema = join(import.meta.dirname, "../../../shared/fixtures/openvex/openvex_json_schema.json");
-const MANIFEST_TYPES = [
-  "application/vnd.oci.image.manifest.v1+json",
-  "application/vnd.docker.distribution.manifest.v2+json",
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-].join(", ");
 
 let registry: LabRegistry;
 let work: string;
-let service: ChildProcess;
+let service: ServeProcess;
 let api: string;
-let stderr = "";
-const token = randomBytes(24).toString("hex");
+const token = newToken();
+const stderr = () => service?.log() ?? "";
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; service log:\n${stderr}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const until = <T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>) =>
+  waitFor(what, timeoutMs, f, stderr);
 
 function get(path: string, auth = `Bearer ${token}`) {
   return fetch(`${api}${path}`, { headers: auth ? { authorization: auth } : {} });
 }
 
-async function manifestDigest(repository: string, tag: string): Promise<string | undefined> {
-  const res = await fetch(`http://${registry.host}/v2/${repository}/manifests/${tag}`, {
-    method: "HEAD",
-    headers: { accept: MANIFEST_TYPES },
-  });
-  return res.ok ? (res.headers.get("docker-content-digest") ?? undefined) : undefined;
-}
+const manifestDigest = (repository: string, tag: string) => digestIn(registry.host, repository, tag);
 
 async function jobs(): Promise<JobRecord[]> {
   const res = await get("/api/v1/jobs");
@@ -92,10 +69,11 @@ before(async () => {
   await labImage("bookwormMinbase");
   // No scanner is installed here: the rule's scanner command prints the lab image's report.
   const report = await trivyReportFor("bookwormMinbase");
-  const rules = join(work, "rules.yaml");
-  await writeFile(
-    rules,
-    `apiVersion: suture.dev/v1alpha1
+  service = await startServe({
+    work,
+    port,
+    token,
+    rules: `apiVersion: suture.dev/v1alpha1
 kind: ServeRules
 rules:
   - id: app
@@ -105,45 +83,11 @@ rules:
     interval: 1h
     scanner: { command: ["cat", ${JSON.stringify(report.path)}], format: trivy }
 `,
-  );
-  const tokenFile = join(work, "token");
-  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  service = spawn(
-    SUTURE,
-    [
-      "serve",
-      "--rules",
-      rules,
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--token-file",
-      tokenFile,
-      "--state-dir",
-      join(work, "state"),
-      "--cache-dir",
-      join(work, "cache"),
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let stdout = "";
-  service.stdout!.setEncoding("utf8").on("data", (s: string) => {
-    stdout += s;
-  });
-  service.stderr!.setEncoding("utf8").on("data", (s: string) => {
-    stderr += s;
-  });
-  await until("the service to listen", 300_000, async () => {
-    if (service.exitCode !== null) throw new Error(`suture serve exited ${service.exitCode}: ${stderr}`);
-    return /listening on/.test(stdout) ? true : undefined;
   });
 });
 
 after(async () => {
-  if (service && service.exitCode === null) {
-    const exited = new Promise((r) => service.once("exit", r));
-    service.kill("SIGTERM");
-    await exited;
-  }
+  await service?.stop();
   await registry?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -204,7 +148,10 @@ test("a second push of the same digest does nothing", async () => {
     body: bytes,
   });
   assert.equal(put.status, 201);
-  const seenLines = () => stderr.split("\n").filter((l) => l.includes(`lab/app:1.0@${digest}: seen`));
+  const seenLines = () =>
+    stderr()
+      .split("\n")
+      .filter((l) => l.includes(`lab/app:1.0@${digest}: seen`));
   await until("the second notification", 60_000, async () => (seenLines().length >= 1 ? true : undefined));
   // Give a wrongly queued job the time to show up before asserting there is none.
   await new Promise((r) => setTimeout(r, 2000));
@@ -234,5 +181,5 @@ test("the API refuses a missing or wrong token, and never echoes one", async () 
   });
   assert.equal(hook.status, 401);
   assert.equal((await get("/healthz", "")).status, 200);
-  assert.ok(!stderr.includes(token), "the token is not in the service's log");
+  assert.ok(!stderr().includes(token), "the token is not in the service's log");
 });
