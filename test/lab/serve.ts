@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { chown, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SUTURE } from "./cli.ts";
 import { freePort } from "./redis.ts";
@@ -46,6 +46,8 @@ export async function startServe(options: {
   port?: number;
   token?: string;
   args?: string[];
+  /** Run it as this unprivileged user (runuser, a bare environment); `work` must be its own. */
+  asUser?: { name: string; uid: number; gid: number };
 }): Promise<ServeProcess> {
   const { work } = options;
   const port = options.port ?? (await freePort());
@@ -54,24 +56,35 @@ export async function startServe(options: {
   await writeFile(rules, options.rules);
   const tokenFile = join(work, "token");
   await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  const child = spawn(
+  const user = options.asUser;
+  if (user) for (const f of [rules, tokenFile]) await chown(f, user.uid, user.gid);
+  const command = [
     SUTURE,
-    [
-      "serve",
-      "--rules",
-      rules,
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--token-file",
-      tokenFile,
-      "--state-dir",
-      join(work, "state"),
-      "--cache-dir",
-      join(work, "cache"),
-      ...(options.args ?? []),
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+    "serve",
+    "--rules",
+    rules,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--token-file",
+    tokenFile,
+    "--state-dir",
+    join(work, "state"),
+    "--cache-dir",
+    join(work, "cache"),
+    ...(options.args ?? []),
+  ];
+  const child = user
+    ? spawn("runuser", ["-u", user.name, "--", "env", `HOME=${work}`, ...command], {
+        cwd: work,
+        env: {
+          PATH: process.env.PATH,
+          HOME: work,
+          NO_PROXY: process.env.NO_PROXY,
+          no_proxy: process.env.no_proxy,
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      })
+    : spawn(command[0]!, command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout!.setEncoding("utf8").on("data", (s: string) => {

@@ -5,6 +5,7 @@ import { type Command, Option } from "@commander-js/extra-typings";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { defaultCacheDir } from "../../patch/patch.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
 import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
 import type { JobQueue } from "../../serve/queue.ts";
 import { readRulesFile } from "../../serve/rules.ts";
@@ -110,12 +111,12 @@ export function registerServe(program: Command): void {
       );
     const fixesMs = flags.fixesInterval === "0" ? 0 : parseDuration(flags.fixesInterval);
     const choice = queueChoiceFrom(flags);
-    const uid = process.getuid?.();
-    if (uid !== undefined && uid !== 0 && Number(flags.concurrency) > 0)
-      throw new SutureError(
-        "SANDBOX",
-        `suture serve patches images, which needs root (layers extracted with their owners, overlayfs, runc), and runs as uid ${uid}: run it as root, or with --concurrency 0 and suture workers running as root`,
-      );
+    // Not root and patching here: the whole service runs again as root of a user namespace, as
+    // `suture patch` does (issue 16, mode 2); its listener and files are the caller's.
+    if (needsUserNamespace() && Number(flags.concurrency) > 0) {
+      process.exitCode = (await reexecInUserNamespace()).code;
+      return;
+    }
     const stateDir = flags.stateDir ?? defaultStateDir();
     const cacheDir = flags.cacheDir ?? defaultCacheDir();
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
