@@ -15,7 +15,12 @@ import { installedFromStatus } from "../../src/distro/dpkg/database.ts";
 import { compareDebVersions } from "../../src/distro/dpkg/version.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { oneLineError } from "../lab/cli.ts";
-import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
+import {
+  DISTROLESS_LIBSSL_CVE,
+  type DistrolessLab,
+  distrolessLabImage,
+  distrolessLibsslReport,
+} from "../lab/distroless.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { requiring } from "../lab/requirements.ts";
 
@@ -114,31 +119,7 @@ test("update-all patches a distroless image natively: status.d updated, CA bundl
 
 test("a Trivy report patches just its package and writes valid VEX; an untrusted --keyring writes nothing", async () => {
   const report = join(work, "trivy.json");
-  await writeFile(
-    report,
-    JSON.stringify({
-      SchemaVersion: 2,
-      ArtifactName: "distroless",
-      ArtifactType: "container_image",
-      Metadata: { OS: { Family: "debian", Name: "12.12" }, ImageConfig: { architecture: "amd64" } },
-      Results: [
-        {
-          Target: "distroless (debian 12.12)",
-          Class: "os-pkgs",
-          Type: "debian",
-          Vulnerabilities: [
-            {
-              VulnerabilityID: "CVE-2025-9230",
-              PkgName: "libssl3",
-              InstalledVersion: lab.packages.get("libssl3"),
-              FixedVersion: "3.0.21-1~deb12u1",
-              Status: "fixed",
-            },
-          ],
-        },
-      ],
-    }),
-  );
+  await distrolessLibsslReport(lab, report);
   const out = join(work, "out-report");
   const { stdout } = await cli([
     "patch",

@@ -16,7 +16,12 @@ import { type Browser, chromium, type Page } from "playwright-core";
 import type { Rule } from "../../src/serve/store.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { SUTURE } from "../lab/cli.ts";
-import { type DistrolessLab, distrolessLabImage } from "../lab/distroless.ts";
+import {
+  DISTROLESS_LIBSSL_CVE,
+  type DistrolessLab,
+  distrolessLabImage,
+  distrolessLibsslReport,
+} from "../lab/distroless.ts";
 import { validateOpenVex } from "../lab/openvex-schema.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
@@ -30,7 +35,7 @@ before(useArchiveMirror);
 const run = promisify(execFile);
 const schema = join(import.meta.dirname, "../../../shared/fixtures/openvex/openvex_json_schema.json");
 const shots = join(import.meta.dirname, "../../test-results/dashboard");
-const CVE = "CVE-2025-9230";
+const CVE = DISTROLESS_LIBSSL_CVE;
 
 let work: string;
 let registry: LabRegistry;
@@ -58,31 +63,7 @@ before(async () => {
   // The rule's scanner stands in for Trivy: it takes a moment, as a scanner does, and prints a
   // report naming one fixed vulnerability of the lab image's libssl3.
   const report = join(work, "trivy.json");
-  await writeFile(
-    report,
-    JSON.stringify({
-      SchemaVersion: 2,
-      ArtifactName: "distroless",
-      ArtifactType: "container_image",
-      Metadata: { OS: { Family: "debian", Name: "12.12" }, ImageConfig: { architecture: "amd64" } },
-      Results: [
-        {
-          Target: "distroless (debian 12.12)",
-          Class: "os-pkgs",
-          Type: "debian",
-          Vulnerabilities: [
-            {
-              VulnerabilityID: CVE,
-              PkgName: "libssl3",
-              InstalledVersion: lab.packages.get("libssl3"),
-              FixedVersion: "3.0.21-1~deb12u1",
-              Status: "fixed",
-            },
-          ],
-        },
-      ],
-    }),
-  );
+  await distrolessLibsslReport(lab, report);
   service = await startServe({
     work,
     rules: `apiVersion: suture.dev/v1alpha1

@@ -173,3 +173,39 @@ async function build(entry: string): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 }
+
+/** The one fix the distroless tests' reports name: bookworm-security's libssl3 update. */
+export const DISTROLESS_LIBSSL_CVE = "CVE-2025-9230";
+
+/**
+ * A Trivy report of the distroless lab image naming one fixed vulnerability of its libssl3, as
+ * Trivy writes it; written to `file`, whose path is returned.
+ */
+export async function distrolessLibsslReport(lab: DistrolessLab, file: string): Promise<string> {
+  await writeFile(
+    file,
+    JSON.stringify({
+      SchemaVersion: 2,
+      ArtifactName: "distroless",
+      ArtifactType: "container_image",
+      Metadata: { OS: { Family: "debian", Name: "12.12" }, ImageConfig: { architecture: "amd64" } },
+      Results: [
+        {
+          Target: "distroless (debian 12.12)",
+          Class: "os-pkgs",
+          Type: "debian",
+          Vulnerabilities: [
+            {
+              VulnerabilityID: DISTROLESS_LIBSSL_CVE,
+              PkgName: "libssl3",
+              InstalledVersion: lab.packages.get("libssl3"),
+              FixedVersion: "3.0.21-1~deb12u1",
+              Status: "fixed",
+            },
+          ],
+        },
+      ],
+    }),
+  );
+  return file;
+}
