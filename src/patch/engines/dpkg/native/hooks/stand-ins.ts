@@ -4,6 +4,7 @@ import { SutureError } from "../../../../../errors/errors.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
+import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
 
 const CA_SELECTION = "--suture-ca-selection";
@@ -24,6 +25,11 @@ const CA_SELECTION = "--suture-ca-selection";
 export interface NativeHook {
   /** The package that ships the program; the row applies when this package is being configured. */
   package: string;
+  /**
+   * The row applies whenever any package is configured (a program other packages' scripts and
+   * triggers call, such as ldconfig), not only when its own package is.
+   */
+  anyPackage?: boolean;
   /** What the report calls it: "update-ca-certificates". */
   hook: string;
   /** The program's path in the image. */
@@ -100,7 +106,28 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
       functionsEnd: 'case "$1" in\n',
     },
   },
+  {
+    // libc-bin's ldconfig: its trigger (`interest-await ldconfig`, activated by nearly every
+    // library package) runs `ldconfig -r /` from libc-bin's postinst; some postinsts call it too.
+    package: "libc-bin",
+    anyPackage: true,
+    hook: "ldconfig",
+    program: LDCONFIG_PROGRAM,
+    texts: new Map([...LDCONFIG_BUILDS].map(([hash, build]) => [hash, build.versions])),
+    async run(root, args) {
+      const r = await runLdconfig(root, args);
+      return r.done
+        ? {
+            done: true,
+            detail: `${r.libraries} libraries cached, ${r.linksMade} links made, ${r.linksRemoved} removed`,
+          }
+        : r;
+    },
+  },
 ];
+
+/** Triggers whose whole processing has a native equivalent above (scriptsNeedRuntime in native.ts). */
+export const NATIVE_TRIGGERS: ReadonlySet<string> = new Set(["ldconfig"]);
 
 /** A stand-in in place during `dpkg --configure`. */
 interface PlacedStandIn {
@@ -169,7 +196,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
   };
   try {
     for (const hook of NATIVE_HOOKS) {
-      if (!configuring.has(hook.package)) continue;
+      if (!(hook.anyPackage ? configuring.size > 0 : configuring.has(hook.package))) continue;
       const walk = walkInRoot(root, hook.program, { followFinal: false, mustExist: true });
       if (walk.kind !== "found" || !walk.stat.isFile()) continue;
       const text = await readFile(walk.host);
