@@ -27,7 +27,7 @@ import {
 import { join } from "node:path";
 import { type Image, openImage } from "../../src/image/image.ts";
 import { runLdconfig } from "../../src/patch/engines/dpkg/native/hooks/ld-so-cache.ts";
-import { placeStandIns } from "../../src/patch/engines/dpkg/native/hooks/stand-ins.ts";
+import { NATIVE_TRIGGERS, placeStandIns } from "../../src/patch/engines/dpkg/native/hooks/stand-ins.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
 import { openLayoutSource } from "../../src/transports/layout/layout.ts";
@@ -224,6 +224,11 @@ test("ldconfig stand-in: libc-bin's trigger only records its call while dpkg wou
   await withSandbox(amd64, sandboxOptions(), async (real) => {
     await withSandbox(amd64, sandboxOptions(), async (native) => {
       for (const sb of [real, native]) await perturb(sb.mergedDir, "x86_64-linux-gnu");
+      // The postinst whose `triggered` branch is only that call (what scriptsNeedRuntime relies on).
+      const text = await readFile(join(native.mergedDir, postinst[0]!));
+      assert.ok(
+        NATIVE_TRIGGERS.get("ldconfig")!.postinst.has(createHash("sha256").update(text).digest("hex")),
+      );
       const program = join(native.mergedDir, "usr/sbin/ldconfig");
       const original = createHash("sha256")
         .update(await readFile(program))

@@ -126,8 +126,28 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
   },
 ];
 
-/** Triggers whose whole processing has a native equivalent above (scriptsNeedRuntime in native.ts). */
-export const NATIVE_TRIGGERS: ReadonlySet<string> = new Set(["ldconfig"]);
+/**
+ * Triggers whose whole processing is one call of a program with a native equivalent above
+ * (scriptsNeedRuntime in native.ts): the interested package, the SHA-256 of its postinst texts
+ * whose `triggered` branch only makes that call, and the call. A caller that processes the trigger
+ * without the image's runtime checks the postinst against these texts first.
+ */
+export const NATIVE_TRIGGERS: ReadonlyMap<
+  string,
+  { package: string; postinst: ReadonlyMap<string, string>; call: readonly string[] }
+> = new Map([
+  [
+    "ldconfig",
+    {
+      package: "libc-bin",
+      // `if [ "$1" = "triggered" ] || …; then ldconfig -r "$DPKG_ROOT/" || ldconfig --verbose …; exit 0; fi`
+      postinst: new Map([
+        ["3daa7e3ffd429c1d77287f0fc840a490a607697906d2303452f70578647ce0d4", "2.36-9+deb12u14 (bookworm)"],
+      ]),
+      call: [LDCONFIG_PROGRAM, "-r", "/"],
+    },
+  ],
+]);
 
 /** A stand-in in place during `dpkg --configure`. */
 interface PlacedStandIn {
