@@ -64,23 +64,51 @@ const FLAG_ELF_LIBC6 = 3;
 
 class PastEnd extends Error {}
 
-/** Positional reads of one file of known size; a read past its end is `PastEnd`. */
+/** How much of a file one read fetches: a library's headers and strings are mostly in its first block. */
+const BLOCK = 16 * 1024;
+
+/**
+ * Positional reads of one file of known size, in blocks kept for the file's reading (ldconfig
+ * looks at a few hundred bytes scattered over a library; one read per header was most of the
+ * time); a read past the file's end is `PastEnd`.
+ */
 class FileReader {
   private readonly handle: FileHandle;
   readonly size: number;
+  private readonly blocks = new Map<number, Buffer>();
 
   constructor(handle: FileHandle, size: number) {
     this.handle = handle;
     this.size = size;
   }
 
+  private async block(index: number): Promise<Buffer> {
+    let b = this.blocks.get(index);
+    if (!b) {
+      const length = Math.min(BLOCK, this.size - index * BLOCK);
+      b = Buffer.allocUnsafe(length);
+      const { bytesRead } = await this.handle.read(b, 0, length, index * BLOCK);
+      if (bytesRead !== length) throw new PastEnd();
+      this.blocks.set(index, b);
+    }
+    return b;
+  }
+
   async bytes(offset: bigint | number, length: number): Promise<Buffer> {
     const at = BigInt(offset);
     if (at < 0n || at + BigInt(length) > BigInt(this.size)) throw new PastEnd();
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await this.handle.read(buf, 0, length, Number(at));
-    if (bytesRead !== length) throw new PastEnd();
-    return buf;
+    const start = Number(at);
+    const first = Math.floor(start / BLOCK);
+    const last = Math.floor((start + length - 1) / BLOCK);
+    if (length === 0) return Buffer.alloc(0);
+    if (first === last) {
+      const b = await this.block(first);
+      return b.subarray(start - first * BLOCK, start - first * BLOCK + length);
+    }
+    const parts: Buffer[] = [];
+    for (let i = first; i <= last; i++) parts.push(await this.block(i));
+    const joined = Buffer.concat(parts);
+    return joined.subarray(start - first * BLOCK, start - first * BLOCK + length);
   }
 
   /** The NUL-terminated string at `offset` (as bytes, without the NUL). */

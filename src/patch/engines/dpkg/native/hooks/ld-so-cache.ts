@@ -39,7 +39,13 @@ import { open, readdir, readFile, stat, symlink, unlink } from "node:fs/promises
 import { writeFileAtomic } from "../../../../../fs/atomic.ts";
 import { fnmatchRegExp } from "../../../../../fs/fnmatch.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
-import { CACHE_FLAGS, decodeUtf8, type LdconfigMachine, readElfLibrary } from "./elf-library.ts";
+import {
+  CACHE_FLAGS,
+  decodeUtf8,
+  type ElfLibraryReading,
+  type LdconfigMachine,
+  readElfLibrary,
+} from "./elf-library.ts";
 
 /** One build of ldconfig this reproduces: the machine its cache is for and its generator string. */
 export interface LdconfigBuild {
@@ -79,6 +85,8 @@ const LD_SO_CACHE = "/etc/ld.so.cache";
 const GLIBC_HWCAPS = "glibc-hwcaps";
 /** Includes nested deeper than this are refused (ldconfig itself would recurse until it crashed). */
 const MAX_INCLUDE_DEPTH = 16;
+/** Library files whose headers are read at once. */
+const READS_AT_ONCE = 16;
 
 /**
  * Legacy hwcap and platform names: a directory named so is searched with a hwcap mask, which
@@ -112,8 +120,9 @@ export async function runLdconfig(root: string, args: readonly string[]): Promis
     const build = await ldconfigBuild(root);
     // A pass that only reads, so an unsupported tree is found before anything changes; then the
     // pass that makes the links as it goes (a later directory sees them, as with ldconfig).
-    await scan(root, build, false);
-    const result = await scan(root, build, true);
+    const readings: Readings = new Map();
+    await scan(root, build, false, readings);
+    const result = await scan(root, build, true, readings);
     await writeCache(root, result.cache);
     return {
       done: true,
@@ -129,7 +138,7 @@ export async function runLdconfig(root: string, args: readonly string[]): Promis
 
 /** The cache ldconfig would write for the tree at `root` (nothing is changed). For tests. */
 export async function ldSoCacheFor(root: string): Promise<Buffer> {
-  return (await scan(root, await ldconfigBuild(root), false)).cache;
+  return (await scan(root, await ldconfigBuild(root), false, new Map())).cache;
 }
 
 async function ldconfigBuild(root: string): Promise<LdconfigBuild> {
@@ -163,7 +172,15 @@ interface ScanResult {
   linksRemoved: number;
 }
 
-async function scan(root: string, build: LdconfigBuild, apply: boolean): Promise<ScanResult> {
+/** What each library file said, by device, inode, size and times (the two passes read each file once). */
+type Readings = Map<string, ElfLibraryReading>;
+
+async function scan(
+  root: string,
+  build: LdconfigBuild,
+  apply: boolean,
+  readings: Readings,
+): Promise<ScanResult> {
   const dirs: DirEntry[] = [];
   const strings = new Set<string>();
   const hwcapsSeen = new Set<string>();
@@ -218,7 +235,7 @@ async function scan(root: string, build: LdconfigBuild, apply: boolean): Promise
   let linksRemoved = 0;
   // Directories found below glibc-hwcaps are appended while the list is walked.
   for (let i = 0; i < dirs.length; i++) {
-    const r = await searchDir(root, build, dirs[i]!, apply);
+    const r = await searchDir(root, build, dirs[i]!, apply, readings);
     entries.push(...r.entries);
     linksMade += r.linksMade;
     linksRemoved += r.linksRemoved;
@@ -313,6 +330,7 @@ async function searchDir(
   build: LdconfigBuild,
   entry: DirEntry,
   apply: boolean,
+  readings: Readings,
 ): Promise<{ entries: CacheEntry[]; linksMade: number; linksRemoved: number }> {
   const none = { entries: [], linksMade: 0, linksRemoved: 0 };
   const dirHost = await resolveInRoot(root, entry.path);
@@ -324,7 +342,8 @@ async function searchDir(
     return none;
   }
   let linksRemoved = 0;
-  const dlibs = new Map<string, Dlib>();
+  const candidates: { name: string; filePath: string; isLnk: boolean; target: Stats; targetHost: string }[] =
+    [];
   for (const d of listing) {
     const isReg = d.isFile();
     const isLnk = d.isSymbolicLink();
@@ -365,13 +384,39 @@ async function searchDir(
     if (target.isDirectory()) continue; // not mappable: ldconfig skips it
     if (!target.isFile()) throw new Unsupported(`${filePath} is neither a file nor a link to one`);
 
-    const handle = await open(targetHost, "r");
-    let reading: Awaited<ReturnType<typeof readElfLibrary>>;
-    try {
-      reading = await readElfLibrary(handle, target.size, build.machine);
-    } finally {
-      await handle.close();
+    candidates.push({ name, filePath, isLnk, target, targetHost });
+  }
+
+  // The files' headers are read side by side (each file once for both passes); what they say is
+  // then taken in directory order, as ldconfig does.
+  const read = async ({ target, targetHost }: (typeof candidates)[number]): Promise<ElfLibraryReading> => {
+    const key = `${target.dev}:${target.ino}:${target.size}:${target.mtimeMs}:${target.ctimeMs}`;
+    let reading = readings.get(key);
+    if (!reading) {
+      const handle = await open(targetHost, "r");
+      try {
+        reading = await readElfLibrary(handle, target.size, build.machine);
+      } finally {
+        await handle.close();
+      }
+      readings.set(key, reading);
     }
+    return reading;
+  };
+  const results: ElfLibraryReading[] = new Array(candidates.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(READS_AT_ONCE, candidates.length) }, async () => {
+      while (next < candidates.length) {
+        const i = next++;
+        results[i] = await read(candidates[i]!);
+      }
+    }),
+  );
+
+  const dlibs = new Map<string, Dlib>();
+  for (const [i, { name, filePath, isLnk }] of candidates.entries()) {
+    const reading = results[i]!;
     if (reading.kind === "unsupported") throw new Unsupported(`${filePath}: ${reading.why}`);
     if (reading.kind === "skip") continue;
     let soname = reading.soname ?? name;
