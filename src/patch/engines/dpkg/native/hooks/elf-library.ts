@@ -1,4 +1,4 @@
-import type { FileHandle } from "node:fs/promises";
+import { readSync } from "node:fs";
 
 /**
  * What glibc 2.36's ldconfig reads from a file it considers a library (`process_file` in
@@ -70,31 +70,32 @@ const BLOCK = 16 * 1024;
 /**
  * Positional reads of one file of known size, in blocks kept for the file's reading (ldconfig
  * looks at a few hundred bytes scattered over a library; one read per header was most of the
- * time); a read past the file's end is `PastEnd`.
+ * time), synchronous: a threadpool round trip per read cost more than the read, several seconds
+ * for a few hundred libraries on a loaded machine. A read past the file's end is `PastEnd`.
  */
 class FileReader {
-  private readonly handle: FileHandle;
+  private readonly fd: number;
   readonly size: number;
   private readonly blocks = new Map<number, Buffer>();
 
-  constructor(handle: FileHandle, size: number) {
-    this.handle = handle;
+  constructor(fd: number, size: number) {
+    this.fd = fd;
     this.size = size;
   }
 
-  private async block(index: number): Promise<Buffer> {
+  private block(index: number): Buffer {
     let b = this.blocks.get(index);
     if (!b) {
       const length = Math.min(BLOCK, this.size - index * BLOCK);
       b = Buffer.allocUnsafe(length);
-      const { bytesRead } = await this.handle.read(b, 0, length, index * BLOCK);
+      const bytesRead = readSync(this.fd, b, 0, length, index * BLOCK);
       if (bytesRead !== length) throw new PastEnd();
       this.blocks.set(index, b);
     }
     return b;
   }
 
-  async bytes(offset: bigint | number, length: number): Promise<Buffer> {
+  bytes(offset: bigint | number, length: number): Buffer {
     const at = BigInt(offset);
     if (at < 0n || at + BigInt(length) > BigInt(this.size)) throw new PastEnd();
     const start = Number(at);
@@ -102,23 +103,23 @@ class FileReader {
     const last = Math.floor((start + length - 1) / BLOCK);
     if (length === 0) return Buffer.alloc(0);
     if (first === last) {
-      const b = await this.block(first);
+      const b = this.block(first);
       return b.subarray(start - first * BLOCK, start - first * BLOCK + length);
     }
     const parts: Buffer[] = [];
-    for (let i = first; i <= last; i++) parts.push(await this.block(i));
+    for (let i = first; i <= last; i++) parts.push(this.block(i));
     const joined = Buffer.concat(parts);
     return joined.subarray(start - first * BLOCK, start - first * BLOCK + length);
   }
 
   /** The NUL-terminated string at `offset` (as bytes, without the NUL). */
-  async cString(offset: bigint): Promise<Buffer> {
+  cString(offset: bigint): Buffer {
     const chunks: Buffer[] = [];
     let at = offset;
     for (let total = 0; total < MAX_STRING; ) {
       const want = Math.min(256, Number(BigInt(this.size) - at));
       if (want <= 0) throw new PastEnd();
-      const chunk = await this.bytes(at, want);
+      const chunk = this.bytes(at, want);
       const nul = chunk.indexOf(0);
       if (nul >= 0) {
         chunks.push(chunk.subarray(0, nul));
@@ -137,16 +138,12 @@ class FileReader {
   }
 }
 
-/** Read `handle` (a regular file of `size` bytes) as ldconfig does for `machine`. */
-export async function readElfLibrary(
-  handle: FileHandle,
-  size: number,
-  machine: LdconfigMachine,
-): Promise<ElfLibraryReading> {
-  const file = new FileReader(handle, size);
+/** Read the open file `fd` (a regular file of `size` bytes) as ldconfig does for `machine`. */
+export function readElfLibrary(fd: number, size: number, machine: LdconfigMachine): ElfLibraryReading {
+  const file = new FileReader(fd, size);
   try {
     if (size < MIN_SIZE) return { kind: "skip", why: "too small" };
-    const head = await file.bytes(0, 64);
+    const head = file.bytes(0, 64);
     if (AOUT_MAGICS.has(head.readUInt16LE(0))) return { kind: "unsupported", why: "an a.out library" };
     if (head.readUInt32BE(0) !== 0x7f454c46) return { kind: "skip", why: "not ELF" };
     if (head.readUInt16LE(16) !== ET_DYN) return { kind: "skip", why: "not a shared object" };
@@ -158,7 +155,7 @@ export async function readElfLibrary(
       if (eMachine !== EM_X86_64) return { kind: "skip", why: `machine ${eMachine}` };
     } else if (elfClass === 1) return { kind: "unsupported", why: "a 32-bit library" };
     if (elfClass !== 2) return { kind: "skip", why: "not ELFCLASS64" };
-    return await readElf64(file, head, machine);
+    return readElf64(file, head, machine);
   } catch (e) {
     if (e instanceof PastEnd)
       return { kind: "unsupported", why: "a header that reaches past the end of the file" };
@@ -166,11 +163,7 @@ export async function readElfLibrary(
   }
 }
 
-async function readElf64(
-  file: FileReader,
-  head: Buffer,
-  machine: LdconfigMachine,
-): Promise<ElfLibraryReading> {
+function readElf64(file: FileReader, head: Buffer, machine: LdconfigMachine): ElfLibraryReading {
   const phoff = head.readBigUInt64LE(32);
   const phnum = head.readUInt16LE(56);
   if (!file.inRange(phoff)) return { kind: "skip", why: "truncated" };
@@ -182,7 +175,7 @@ async function readElf64(
   for (let i = 0; i < phnum; i++) {
     const at = phoff + BigInt(i * 56);
     if (!file.inRange(at)) return { kind: "skip", why: "truncated" };
-    const ph = await file.bytes(at, 56);
+    const ph = file.bytes(at, 56);
     const type = ph.readUInt32LE(0);
     const offset = ph.readBigUInt64LE(8);
     const vaddr = ph.readBigUInt64LE(16);
@@ -196,10 +189,10 @@ async function readElf64(
       dynamicSize = filesz;
     } else if (type === PT_INTERP) {
       if (!file.inRange(offset)) return { kind: "skip", why: "truncated" };
-      const interp = (await file.cString(offset)).toString("latin1");
+      const interp = file.cString(offset).toString("latin1");
       if (INTERPRETERS[machine].has(interp)) flag = FLAG_ELF_LIBC6;
     } else if (type === PT_GNU_PROPERTY && machine === "x86-64" && align === 8n) {
-      isaLevel = (await x86IsaLevel(file, offset, filesz, align)) ?? isaLevel;
+      isaLevel = x86IsaLevel(file, offset, filesz, align) ?? isaLevel;
     }
   }
   if (dynamicSize === 0n) return { kind: "skip", why: "no dynamic section" };
@@ -208,7 +201,7 @@ async function readElf64(
   // The first DT_STRTAB, placed through the PT_LOAD segment holding its address.
   let strings: bigint | undefined;
   for (let at = dynamicAddr; ; at += 16n) {
-    const dyn = await file.bytes(at, 16);
+    const dyn = file.bytes(at, 16);
     const tag = dyn.readBigInt64LE(0);
     if (tag === DT_NULL) break;
     if (tag !== DT_STRTAB) continue;
@@ -223,13 +216,13 @@ async function readElf64(
 
   let soname: string | undefined;
   for (let at = dynamicAddr; ; at += 16n) {
-    const dyn = await file.bytes(at, 16);
+    const dyn = file.bytes(at, 16);
     const tag = dyn.readBigInt64LE(0);
     if (tag === DT_NULL) break;
     if (tag !== DT_NEEDED && tag !== DT_SONAME) continue;
     const name = BigInt.asUintN(64, strings + dyn.readBigUInt64LE(8));
     if (!file.inRange(name)) return { kind: "skip", why: "truncated" };
-    const text = await file.cString(name);
+    const text = file.cString(name);
     if (tag === DT_NEEDED) {
       if (flag === FLAG_ELF && KNOWN_LIBS.has(text.toString("latin1"))) flag = FLAG_ELF_LIBC6;
     } else {
@@ -247,26 +240,21 @@ async function readElf64(
  * GNU_PROPERTY_X86_ISA_1_NEEDED), as sysdeps/unix/sysv/linux/x86/elf-read-prop.h reads it;
  * undefined when the segment does not say.
  */
-async function x86IsaLevel(
-  file: FileReader,
-  offset: bigint,
-  size: bigint,
-  align: bigint,
-): Promise<number | undefined> {
+function x86IsaLevel(file: FileReader, offset: bigint, size: bigint, align: bigint): number | undefined {
   const alignUp = (n: bigint) => (n + align - 1n) & ~(align - 1n);
   let note = offset;
   while (note + 12n - offset < size) {
-    const nhdr = await file.bytes(note, 12);
+    const nhdr = file.bytes(note, 12);
     const namesz = nhdr.readUInt32LE(0);
     const descsz = nhdr.readUInt32LE(4);
     const type = nhdr.readUInt32LE(8);
-    if (namesz === 4 && type === NT_GNU_PROPERTY_TYPE_0 && (await file.bytes(note + 12n, 4)).equals(GNU)) {
+    if (namesz === 4 && type === NT_GNU_PROPERTY_TYPE_0 && file.bytes(note + 12n, 4).equals(GNU)) {
       if (descsz < 8 || descsz % 8 !== 0) return undefined;
       let ptr = note + 16n;
       const end = ptr + BigInt(descsz);
       let lastType = 0;
       do {
-        const prop = await file.bytes(ptr, 8);
+        const prop = file.bytes(ptr, 8);
         const ptype = prop.readUInt32LE(0);
         const datasz = prop.readUInt32LE(4);
         if (ptype < lastType) return undefined;
@@ -276,7 +264,7 @@ async function x86IsaLevel(
         if (ptype > GNU_PROPERTY_X86_ISA_1_NEEDED) return undefined;
         if (ptype === GNU_PROPERTY_X86_ISA_1_NEEDED) {
           if (datasz !== 4) return undefined;
-          const needed = (await file.bytes(ptr, 4)).readUInt32LE(0);
+          const needed = file.bytes(ptr, 4).readUInt32LE(0);
           return needed === 0 ? undefined : 31 - Math.clz32(needed);
         }
         ptr += (BigInt(datasz) + 7n) & ~7n;

@@ -34,8 +34,17 @@
  * runs instead.
  */
 import { createHash } from "node:crypto";
-import type { Dirent, Stats } from "node:fs";
-import { open, readdir, readFile, stat, symlink, unlink } from "node:fs/promises";
+import {
+  closeSync,
+  type Dirent,
+  openSync,
+  readdirSync,
+  readFileSync,
+  type Stats,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+} from "node:fs";
 import { writeFileAtomic } from "../../../../../fs/atomic.ts";
 import { fnmatchRegExp } from "../../../../../fs/fnmatch.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
@@ -85,8 +94,6 @@ const LD_SO_CACHE = "/etc/ld.so.cache";
 const GLIBC_HWCAPS = "glibc-hwcaps";
 /** Includes nested deeper than this are refused (ldconfig itself would recurse until it crashed). */
 const MAX_INCLUDE_DEPTH = 16;
-/** Library files whose headers are read at once. */
-const READS_AT_ONCE = 16;
 
 /**
  * Legacy hwcap and platform names: a directory named so is searched with a hwcap mask, which
@@ -108,6 +115,28 @@ export type LdconfigResult =
 
 class Unsupported extends Error {}
 
+/*
+ * File system calls here are synchronous, as in fs/in-root.ts: ldconfig makes a few calls per
+ * library, and a threadpool round trip each cost seconds on a loaded machine for a few hundred.
+ */
+
+/** stat(2), following links; undefined when it fails (as ldconfig treats a failed stat). */
+function statOrUndefined(host: string): Stats | undefined {
+  try {
+    return statSync(host);
+  } catch {
+    return undefined;
+  }
+}
+
+function readdirOrEmpty(host: string): Dirent<Buffer>[] {
+  try {
+    return readdirSync(host, { withFileTypes: true, encoding: "buffer" });
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Run one recorded `ldconfig` call natively (`args` as the program got them; with no arguments
  * or `-r /`, the only ones Debian's scripts pass). `program` is the image's ldconfig, whose build
@@ -121,8 +150,10 @@ export async function runLdconfig(root: string, args: readonly string[]): Promis
     // A pass that only reads, so an unsupported tree is found before anything changes; then the
     // pass that makes the links as it goes (a later directory sees them, as with ldconfig).
     const readings: Readings = new Map();
-    await scan(root, build, false, readings);
-    const result = await scan(root, build, true, readings);
+    const planned = await scan(root, build, false, readings);
+    // With no link to make or remove, the second pass would find the same tree.
+    const result =
+      planned.linksMade || planned.linksRemoved ? await scan(root, build, true, readings) : planned;
     await writeCache(root, result.cache);
     return {
       done: true,
@@ -187,7 +218,7 @@ async function scan(
 
   const identityOf = async (path: string): Promise<string | undefined> => {
     const host = await resolveInRoot(root, path);
-    const st = host ? await stat(host).catch(() => undefined) : undefined;
+    const st = host ? statOrUndefined(host) : undefined;
     return st ? `${st.dev}:${st.ino}` : undefined;
   };
   const addSingle = (entry: DirEntry): boolean => {
@@ -210,7 +241,7 @@ async function scan(
     // that resolves to a directory.
     const hwcapsHost = await resolveInRoot(root, `${path}/${GLIBC_HWCAPS}`);
     if (!hwcapsHost) return;
-    const names = await readdir(hwcapsHost, { withFileTypes: true, encoding: "buffer" }).catch(() => []);
+    const names = readdirOrEmpty(hwcapsHost);
     for (const d of names) {
       const raw = d.name;
       if (raw[0] === 0x2e || d.isFile() || raw.includes(0x3a)) continue;
@@ -218,7 +249,7 @@ async function scan(
       if (name === undefined) throw new Unsupported(`a glibc-hwcaps name that is not UTF-8 in ${path}`);
       const sub = `${path}/${GLIBC_HWCAPS}/${name}`;
       const host = await resolveInRoot(root, sub);
-      const st = host ? await stat(host).catch(() => undefined) : undefined;
+      const st = host ? statOrUndefined(host) : undefined;
       if (!st?.isDirectory()) continue;
       strings.add(name);
       hwcapsSeen.add(name);
@@ -252,11 +283,11 @@ async function parseConf(root: string, file: string, addDir: (line: string) => P
   if (depth > MAX_INCLUDE_DEPTH) throw new Unsupported(`includes nested deeper than ${MAX_INCLUDE_DEPTH}`);
   const host = await resolveInRoot(root, file);
   if (!host) return;
-  const st = await stat(host).catch(() => undefined);
+  const st = statOrUndefined(host);
   if (!st) return;
   if (st.isDirectory()) return; // getline fails at once: no lines
   if (!st.isFile()) throw new Unsupported(`${file} is not a regular file`);
-  const text = decodeUtf8(await readFile(host));
+  const text = decodeUtf8(readFileSync(host));
   if (text === undefined) throw new Unsupported(`${file} is not UTF-8`);
   if (text.includes("\0")) throw new Unsupported(`${file} has a NUL byte`);
   const lines = text.split("\n");
@@ -292,7 +323,7 @@ async function globInRoot(root: string, from: string, pattern: string): Promise<
   if (!/[*?[\\]/.test(last)) return [full];
   const host = await resolveInRoot(root, dir);
   if (!host) return [];
-  const names = await readdir(host, { encoding: "buffer" }).catch(() => [] as Buffer[]);
+  const names = readdirOrEmpty(host).map((d) => d.name);
   const re = fnmatchRegExp(last);
   const out: Buffer[] = [];
   for (const raw of names) {
@@ -335,12 +366,7 @@ async function searchDir(
   const none = { entries: [], linksMade: 0, linksRemoved: 0 };
   const dirHost = await resolveInRoot(root, entry.path);
   if (!dirHost) return none;
-  let listing: Dirent<Buffer>[];
-  try {
-    listing = await readdir(dirHost, { withFileTypes: true, encoding: "buffer" });
-  } catch {
-    return none;
-  }
+  const listing = readdirOrEmpty(dirHost);
   let linksRemoved = 0;
   const candidates: { name: string; filePath: string; isLnk: boolean; target: Stats; targetHost: string }[] =
     [];
@@ -366,12 +392,12 @@ async function searchDir(
     let targetHost: string;
     if (isLnk) {
       const host = await resolveInRoot(root, filePath);
-      const st = host ? await stat(host).catch(() => undefined) : undefined;
+      const st = host ? statOrUndefined(host) : undefined;
       if (!host || !st) {
         // A dangling link ldconfig removes (it only looks like one of its own).
         if (name.includes(".so.")) {
           linksRemoved++;
-          if (apply) await unlink(`${dirHost}/${name}`);
+          if (apply) unlinkSync(`${dirHost}/${name}`);
         }
         continue;
       }
@@ -379,7 +405,7 @@ async function searchDir(
       targetHost = host;
     } else {
       targetHost = `${dirHost}/${name}`;
-      target = await stat(targetHost);
+      target = statSync(targetHost);
     }
     if (target.isDirectory()) continue; // not mappable: ldconfig skips it
     if (!target.isFile()) throw new Unsupported(`${filePath} is neither a file nor a link to one`);
@@ -387,32 +413,21 @@ async function searchDir(
     candidates.push({ name, filePath, isLnk, target, targetHost });
   }
 
-  // The files' headers are read side by side (each file once for both passes); what they say is
-  // then taken in directory order, as ldconfig does.
-  const read = async ({ target, targetHost }: (typeof candidates)[number]): Promise<ElfLibraryReading> => {
+  // Each file is read once for both passes; what the files say is taken in directory order.
+  const results = candidates.map(({ target, targetHost }): ElfLibraryReading => {
     const key = `${target.dev}:${target.ino}:${target.size}:${target.mtimeMs}:${target.ctimeMs}`;
     let reading = readings.get(key);
     if (!reading) {
-      const handle = await open(targetHost, "r");
+      const fd = openSync(targetHost, "r");
       try {
-        reading = await readElfLibrary(handle, target.size, build.machine);
+        reading = readElfLibrary(fd, target.size, build.machine);
       } finally {
-        await handle.close();
+        closeSync(fd);
       }
       readings.set(key, reading);
     }
     return reading;
-  };
-  const results: ElfLibraryReading[] = new Array(candidates.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(READS_AT_ONCE, candidates.length) }, async () => {
-      while (next < candidates.length) {
-        const i = next++;
-        results[i] = await read(candidates[i]!);
-      }
-    }),
-  );
+  });
 
   const dlibs = new Map<string, Dlib>();
   for (const [i, { name, filePath, isLnk }] of candidates.entries()) {
@@ -467,11 +482,11 @@ async function createLinks(
   const at = walkInRoot(root, sonamePath, { followFinal: false, mustExist: false });
   if (at.kind === "not-directory") throw new Unsupported(`${sonamePath} is below a file`);
   const sonameHost = await resolveInRoot(root, sonamePath);
-  const soStat = sonameHost ? await stat(sonameHost).catch(() => undefined) : undefined;
+  const soStat = sonameHost ? statOrUndefined(sonameHost) : undefined;
   let remove: boolean;
   if (soStat) {
     const libHost = await resolveInRoot(root, `${dir}/${libname}`);
-    const libStat = libHost ? await stat(libHost).catch(() => undefined) : undefined;
+    const libStat = libHost ? statOrUndefined(libHost) : undefined;
     if (!libStat) return false;
     if (libStat.dev === soStat.dev && libStat.ino === soStat.ino) return false;
     if (at.kind === "found" && !at.stat.isSymbolicLink()) return false; // "is not a symbolic link"
@@ -482,8 +497,8 @@ async function createLinks(
   if (soname.startsWith("ld-") || soname.startsWith("ld.so") || soname.startsWith("ld64"))
     throw new Unsupported(`the dynamic linker ${dir}/${libname} is not named by its soname`);
   if (apply) {
-    if (remove) await unlink(at.host);
-    await symlink(libname, at.host);
+    if (remove) unlinkSync(at.host);
+    symlinkSync(libname, at.host);
   }
   return true;
 }
@@ -618,7 +633,7 @@ function cacheBytes(unsorted: CacheEntry[], strings: Set<string>, build: Ldconfi
 
 async function writeCache(root: string, cache: Buffer): Promise<void> {
   const etc = await resolveInRoot(root, "/etc");
-  if (!etc || !(await stat(etc)).isDirectory()) throw new Unsupported("/etc is not a directory");
+  if (!etc || !statOrUndefined(etc)?.isDirectory()) throw new Unsupported("/etc is not a directory");
   if (walkInRoot(root, `${LD_SO_CACHE}~`, { followFinal: false, mustExist: false }).kind === "found")
     throw new Unsupported(`${LD_SO_CACHE}~ exists`);
   const at = walkInRoot(root, LD_SO_CACHE, { followFinal: false, mustExist: false });
