@@ -34,6 +34,12 @@ export interface NativeHook {
   hook: string;
   /** The program's path in the image. */
   program: string;
+  /**
+   * The calls recorded, as a shell `case` pattern over `"$*"`; any other call runs the real
+   * program at once (one whose output or effect the script uses right away: `ldconfig -p`).
+   * Without it every call is recorded.
+   */
+  records?: string;
   /** SHA-256 of each program text this stands for, with the package versions that ship it. */
   texts: ReadonlyMap<string, string>;
   /** Do one recorded call natively; `unsupported` means: run the real program for it. */
@@ -113,6 +119,7 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
     anyPackage: true,
     hook: "ldconfig",
     program: LDCONFIG_PROGRAM,
+    records: `''|'-r /'|'-r '`,
     texts: new Map([...LDCONFIG_BUILDS].map(([hash, build]) => [hash, build.versions])),
     async run(root, args) {
       const r = await runLdconfig(root, args);
@@ -240,6 +247,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
         "nl='",
         "'",
         `case "$*" in *"$nl"*) exec ${real} "$@" ;; esac`,
+        ...(hook.records ? [`case "$*" in ${hook.records}) ;; *) exec ${real} "$@" ;; esac`] : []),
         `printf '%s\\n' "call $#" "$@" >> ${calls}`,
         "",
       ].join("\n");
