@@ -36,6 +36,7 @@
 import { createHash } from "node:crypto";
 import {
   closeSync,
+  constants,
   type Dirent,
   openSync,
   readdirSync,
@@ -45,6 +46,7 @@ import {
   symlinkSync,
   unlinkSync,
 } from "node:fs";
+import { describeCause } from "../../../../../errors/errors.ts";
 import { writeFileAtomic } from "../../../../../fs/atomic.ts";
 import { fnmatchRegExp } from "../../../../../fs/fnmatch.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
@@ -163,7 +165,8 @@ export async function runLdconfig(root: string, args: readonly string[]): Promis
     };
   } catch (e) {
     if (e instanceof Unsupported) return { done: false, unsupported: e.message };
-    throw e;
+    // A file system error (a file gone or unreadable): the real program judges the tree.
+    return { done: false, unsupported: describeCause(e) };
   }
 }
 
@@ -405,7 +408,9 @@ async function searchDir(
       targetHost = host;
     } else {
       targetHost = `${dirHost}/${name}`;
-      target = statSync(targetHost);
+      const st = statOrUndefined(targetHost);
+      if (!st) continue; // gone since the listing: ldconfig's lstat fails too
+      target = st;
     }
     if (target.isDirectory()) continue; // not mappable: ldconfig skips it
     if (!target.isFile()) throw new Unsupported(`${filePath} is neither a file nor a link to one`);
@@ -418,7 +423,8 @@ async function searchDir(
     const key = `${target.dev}:${target.ino}:${target.size}:${target.mtimeMs}:${target.ctimeMs}`;
     let reading = readings.get(key);
     if (!reading) {
-      const fd = openSync(targetHost, "r");
+      // The host path is resolved inside the root; the file itself is never a link here.
+      const fd = openSync(targetHost, constants.O_RDONLY | constants.O_NOFOLLOW);
       try {
         reading = readElfLibrary(fd, target.size, build.machine);
       } finally {
