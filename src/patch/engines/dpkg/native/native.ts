@@ -22,7 +22,7 @@ import {
   type Targets,
 } from "../../engine.ts";
 import { aptEnv, aptFailure } from "../run-apt.ts";
-import { placeStandIns } from "./hooks/stand-ins.ts";
+import { NATIVE_TRIGGERS, placeStandIns } from "./hooks/stand-ins.ts";
 import { updateCaCertificates } from "./hooks/update-ca-certificates.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { openImageRepositories } from "./repositories.ts";
@@ -267,13 +267,20 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
  * Whether configuring these unpacked packages needs the image's runtime (runc, and QEMU for a
  * foreign platform): true when any maintainer-script call or trigger activation lacks a native
  * equivalent. The native hooks (hooks/stand-ins.ts) stand in for programs and blocks inside
- * scripts, not for whole scripts, so today this is true exactly when there is a script to run or
- * a trigger to process; a package with neither (most `-data`/`-common` packages) needs no runtime.
+ * scripts, not for whole scripts, so any maintainer script still needs the runtime; of the
+ * triggers, those whose whole processing is one program with a native equivalent do not
+ * (`nativeTriggers`, by default hooks/stand-ins.ts's NATIVE_TRIGGERS: libc-bin's `ldconfig`,
+ * whose postinst only runs `ldconfig`). So a library-only update (packages whose only control
+ * hook is debhelper's `activate-noawait ldconfig`), or one of `-data`/`-common` packages with
+ * neither, needs no runtime. Whether the image's ldconfig is one the native equivalent
+ * reproduces is decided when it runs (hooks/ld-so-cache.ts, `runLdconfig`: `unsupported` means
+ * run the real one); a caller without a runtime refuses then.
  */
 export function scriptsNeedRuntime(
   unpacked: readonly Pick<UnpackSummary, "scripts" | "triggers">[],
+  nativeTriggers: { has(trigger: string): boolean } = NATIVE_TRIGGERS,
 ): boolean {
-  return unpacked.some((u) => u.scripts.length > 0 || u.triggers.length > 0);
+  return unpacked.some((u) => u.scripts.length > 0 || u.triggers.some((t) => !nativeTriggers.has(t)));
 }
 
 function versions(db: DpkgDatabase): Map<string, string> {

@@ -4,6 +4,7 @@ import { SutureError } from "../../../../../errors/errors.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
+import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
 
 const CA_SELECTION = "--suture-ca-selection";
@@ -24,10 +25,21 @@ const CA_SELECTION = "--suture-ca-selection";
 export interface NativeHook {
   /** The package that ships the program; the row applies when this package is being configured. */
   package: string;
+  /**
+   * The row applies whenever any package is configured (a program other packages' scripts and
+   * triggers call, such as ldconfig), not only when its own package is.
+   */
+  anyPackage?: boolean;
   /** What the report calls it: "update-ca-certificates". */
   hook: string;
   /** The program's path in the image. */
   program: string;
+  /**
+   * The calls recorded, as a shell `case` pattern over `"$*"`; any other call runs the real
+   * program at once (one whose output or effect the script uses right away: `ldconfig -p`).
+   * Without it every call is recorded.
+   */
+  records?: string;
   /** SHA-256 of each program text this stands for, with the package versions that ship it. */
   texts: ReadonlyMap<string, string>;
   /** Do one recorded call natively; `unsupported` means: run the real program for it. */
@@ -100,7 +112,49 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
       functionsEnd: 'case "$1" in\n',
     },
   },
+  {
+    // libc-bin's ldconfig: its trigger (`interest-await ldconfig`, activated by nearly every
+    // library package) runs `ldconfig -r /` from libc-bin's postinst; some postinsts call it too.
+    package: "libc-bin",
+    anyPackage: true,
+    hook: "ldconfig",
+    program: LDCONFIG_PROGRAM,
+    records: `''|'-r /'|'-r '`,
+    texts: new Map([...LDCONFIG_BUILDS].map(([hash, build]) => [hash, build.versions])),
+    async run(root, args) {
+      const r = await runLdconfig(root, args);
+      return r.done
+        ? {
+            done: true,
+            detail: `${r.libraries} libraries cached, ${r.linksMade} links made, ${r.linksRemoved} removed`,
+          }
+        : r;
+    },
+  },
 ];
+
+/**
+ * Triggers whose whole processing is one call of a program with a native equivalent above
+ * (scriptsNeedRuntime in native.ts): the interested package, the SHA-256 of its postinst texts
+ * whose `triggered` branch only makes that call, and the call. A caller that processes the trigger
+ * without the image's runtime checks the postinst against these texts first.
+ */
+export const NATIVE_TRIGGERS: ReadonlyMap<
+  string,
+  { package: string; postinst: ReadonlyMap<string, string>; call: readonly string[] }
+> = new Map([
+  [
+    "ldconfig",
+    {
+      package: "libc-bin",
+      // `if [ "$1" = "triggered" ] || …; then ldconfig -r "$DPKG_ROOT/" || ldconfig --verbose …; exit 0; fi`
+      postinst: new Map([
+        ["3daa7e3ffd429c1d77287f0fc840a490a607697906d2303452f70578647ce0d4", "2.36-9+deb12u14 (bookworm)"],
+      ]),
+      call: [LDCONFIG_PROGRAM, "-r", "/"],
+    },
+  ],
+]);
 
 /** A stand-in in place during `dpkg --configure`. */
 interface PlacedStandIn {
@@ -169,7 +223,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
   };
   try {
     for (const hook of NATIVE_HOOKS) {
-      if (!configuring.has(hook.package)) continue;
+      if (!(hook.anyPackage ? configuring.size > 0 : configuring.has(hook.package))) continue;
       const walk = walkInRoot(root, hook.program, { followFinal: false, mustExist: true });
       if (walk.kind !== "found" || !walk.stat.isFile()) continue;
       const text = await readFile(walk.host);
@@ -193,6 +247,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
         "nl='",
         "'",
         `case "$*" in *"$nl"*) exec ${real} "$@" ;; esac`,
+        ...(hook.records ? [`case "$*" in ${hook.records}) ;; *) exec ${real} "$@" ;; esac`] : []),
         `printf '%s\\n' "call $#" "$@" >> ${calls}`,
         "",
       ].join("\n");
