@@ -7,7 +7,7 @@
  * a real dockerd; the registry and the archive mirror are on the host's loopback (`--network host`).
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -242,4 +242,61 @@ test("seccomp=unconfined: the same container patches nginx in a user namespace (
     const now = versions.get(fix.name);
     assert.ok(now && compareDebVersions(now, fix.fixed) >= 0, `${fix.name}: ${now} ≥ ${fix.fixed}`);
   }
+});
+
+test("seccomp=unconfined: SIGINT mid-patch (user namespace, no pid namespace in a container) exits 130 and leaves no work dir", async () => {
+  const scratch = await scratchDir("interrupt");
+  const name = `suture-interrupt-${process.pid}`;
+  const child = spawn(
+    "docker",
+    [
+      "run",
+      "--rm",
+      "--name",
+      name,
+      "--user",
+      "1000:1000",
+      "--network",
+      "host",
+      "--security-opt",
+      "seccomp=unconfined",
+      "-v",
+      `${scratch}:/tmp`,
+      sutureImage,
+      "patch",
+      "-i",
+      `docker://${registry.host}/lab/nginx:1`,
+      "-t",
+      `${registry.host}/lab/nginx:interrupted`,
+      "--push",
+      "--progress",
+      "plain",
+    ],
+    { env: dockerd.env, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // Interrupt once layers are being extracted: the namespace is up and the work dir exists.
+  const deadline = Date.now() + 300_000;
+  while (!/extracting layer/.test(stderr)) {
+    assert.ok(Date.now() < deadline && child.exitCode === null, `no extraction seen: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await run("docker", ["kill", "--signal", "INT", name], { env: dockerd.env });
+  assert.equal(await exited, 130, stderr);
+  assert.match(stderr, /mode: user-namespace/);
+  // What stays on purpose: the cache (XDG_CACHE_HOME) and Node's compile cache (src/cli/main.ts
+  // enables it in the temp dir), which the next run reuses.
+  const left = (await readdir(scratch)).filter((n) => n !== "suture-cache" && n !== "node-compile-cache");
+  assert.deepEqual(left, [], "no work or temp dir is left in /tmp");
+  const cache = await readdir(join(scratch, "suture-cache", "suture")).catch(() => [] as string[]);
+  assert.deepEqual(
+    cache.filter((n) => n.startsWith("patch-")),
+    [],
+    "no patch work dir is left in the cache",
+  );
+  assert.equal(await tagExists("lab/nginx:interrupted"), false, "nothing is pushed");
 });
