@@ -14,8 +14,8 @@
  * Each thin layer is an uncompressed tar, cached in the lab cache under `sutureDockerLayers/` by
  * the hash of its inputs (the node binary; package-lock.json and the installed packages' names;
  * every project file), so only the project layer is rebuilt when the sources change. The image
- * layout (`sutureDocker-<hash>/oci`, blobs hard-linked) is keyed by the base recipe's hash and the
- * three layer digests. `loadSutureDockerImage` copies it into a (lab) Docker daemon with skopeo.
+ * layout (`sutureDocker-<hash>/oci`, its blobs hard links to those) is keyed by the base recipe's
+ * hash and the three layer digests. `loadSutureDockerImage` copies it into a (lab) Docker daemon with skopeo.
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -23,6 +23,7 @@ import { createReadStream, existsSync, realpathSync } from "node:fs";
 import {
   chmod,
   cp,
+  link,
   lstat,
   mkdir,
   mkdtemp,
@@ -160,7 +161,7 @@ function nodeBinary(): string {
 }
 
 async function nodeKey(): Promise<string> {
-  return (await fileDigest(nodeBinary())).digest;
+  return (await fileDigest(nodeBinary())).digest.slice("sha256:".length);
 }
 
 async function stageNode(root: string): Promise<string> {
@@ -252,9 +253,10 @@ async function assemble(entry: string, baseLayout: string, layers: CachedLayer[]
     for (const l of manifest.layers) await writer.reuse(baseLayout, l.digest);
     const created = new Date(LAB_EPOCH * 1000).toISOString();
     for (const l of layers) {
+      // Hard links: an entry per source change costs no copy of the node and deps layers.
       const to = join(layout, "blobs", "sha256", l.digest.slice(7));
       await rm(to, { force: true });
-      await cp(l.path, to);
+      await link(l.path, to).catch(() => cp(l.path, to));
       manifest.layers.push({
         mediaType: "application/vnd.oci.image.layer.v1.tar",
         digest: l.digest,
