@@ -9,7 +9,7 @@ import { hostPathOf, MOUNT_POLICY, walkInRoot } from "../fs/in-root.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import { registerCleanup } from "./cleanup.ts";
 import { execTool, findOnPath, firstLine } from "./exec.ts";
-import { inUserNamespace } from "./userns.ts";
+import { inUserNamespace, procIsBorrowed } from "./userns.ts";
 
 /**
  * Docker's default capability set: what apt and dpkg need (chown, setuid to _apt, setgroups,
@@ -122,7 +122,16 @@ function ensureBasics(env: string[]): string[] {
 /** The mounts every sandbox gets, Docker-like, plus the host's resolv.conf. */
 export function defaultMounts(resolvConf = "/etc/resolv.conf"): SandboxMount[] {
   return [
-    { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+    // In a user namespace inside a container (masked /proc paths) no proc can be mounted: the
+    // namespace's own /proc is bound instead (see procIsBorrowed).
+    procIsBorrowed()
+      ? {
+          destination: "/proc",
+          type: "bind",
+          source: "/proc",
+          options: ["rbind", "nosuid", "noexec", "nodev"],
+        }
+      : { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
     {
       destination: "/dev",
       type: "tmpfs",

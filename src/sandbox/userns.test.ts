@@ -27,6 +27,12 @@ test("subordinate ranges map through newuidmap (--map-auto); without them only t
   }
 });
 
+test("where no /proc of its own can be mounted (a container's masked paths), no pid namespace either", () => {
+  const a = unshareArgs(true, false);
+  for (const f of ["--pid", "--mount-proc"]) assert.ok(!a.includes(f), f);
+  for (const f of ["--map-auto", "--map-root-user", "--mount", "--fork"]) assert.ok(a.includes(f), f);
+});
+
 test("the mode line names the mapping the user got", () => {
   // This test process runs in whatever namespace it was started in; both lines are well-formed.
   const line = describePatchMode({ [USERNS_ENV]: "single" });

@@ -93,19 +93,49 @@ export async function hasSubordinateIds(user: string | undefined, uid: number): 
 
 /**
  * The unshare(1) arguments that run a command as root of a new user + mount + pid namespace: ids
- * mapped from the caller's subordinate ranges (`--map-auto`, via the setuid newuidmap), or only
- * the caller's own id when it has none. A pid namespace makes every process the patch starts die
- * with it.
+ * mapped from the caller's subordinate ranges (`--map-auto`, via newuidmap), or only the caller's
+ * own id when it has none. A pid namespace makes every process the patch starts die with it. It
+ * needs a /proc of its own, which the kernel may refuse (see `freshProcAllowed`): then there is
+ * no pid namespace, as runc reads `/proc/<pid>` of the processes it starts by the pids it sees.
  */
-export function unshareArgs(subordinateIds: boolean): string[] {
+export function unshareArgs(subordinateIds: boolean, ownProc = true): string[] {
   return [
     ...(subordinateIds ? ["--map-auto"] : []),
     "--map-root-user",
     "--mount",
-    "--pid",
-    "--fork",
-    "--mount-proc",
+    ...(ownProc ? ["--pid", "--fork", "--mount-proc"] : ["--fork"]),
   ];
+}
+
+/** Set (to "host") for a re-executed patch whose namespace could not mount a /proc of its own. */
+export const USERNS_PROC_ENV = "SUTURE_USERNS_PROC";
+
+/**
+ * Whether a new user namespace may mount a fresh proc here. The kernel refuses it (EPERM) while
+ * the /proc we see has mounts over parts of it that hide something, as a container runtime's
+ * masked paths do (Docker's /proc/kcore, /proc/sys read-only, …): a new proc would reveal them.
+ */
+export async function freshProcAllowed(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = spawn(
+      "unshare",
+      ["--map-root-user", "--mount", "--pid", "--fork", "--mount-proc", "true"],
+      {
+        stdio: "ignore",
+      },
+    );
+    probe.once("error", () => resolve(false));
+    probe.once("exit", (code) => resolve(code === 0));
+  });
+}
+
+/**
+ * Whether this process's namespace runs on the outer /proc (no fresh one could be mounted, and so
+ * no pid namespace): the sandbox's runc cannot mount one either and binds it instead (runc allows
+ * binding a procfs onto /proc).
+ */
+export function procIsBorrowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  return inUserNamespace() && env[USERNS_PROC_ENV] === "host";
 }
 
 /**
@@ -125,9 +155,17 @@ export async function reexecInUserNamespace(): Promise<{ code: number; subordina
     HOME: process.env.HOME ?? userInfo().homedir,
   };
   if (!env.TMPDIR && env.XDG_RUNTIME_DIR) env.TMPDIR = env.XDG_RUNTIME_DIR;
+  const mountProc = await freshProcAllowed();
+  if (!mountProc) env[USERNS_PROC_ENV] = "host";
   const child = spawn(
     "unshare",
-    [...unshareArgs(subordinateIds), "--", process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+    [
+      ...unshareArgs(subordinateIds, mountProc),
+      "--",
+      process.execPath,
+      ...process.execArgv,
+      ...process.argv.slice(1),
+    ],
     { stdio: "inherit", env, detached: true },
   );
   const forward = (signal: NodeJS.Signals) => {
