@@ -1,0 +1,47 @@
+import { ownersRecorded, recordOwnersInstead } from "../fs/owners.ts";
+import { execTool } from "./exec.ts";
+
+/**
+ * The no-namespaces patch mode (issue 16, mode 3): a caller that is not root and cannot create a
+ * user namespace (a pod with the default seccomp profile, no CAP_SYS_ADMIN) still patches, with
+ * the native engines only: layers are extracted as the caller with their real facts recorded,
+ * the engine works in a private copy of the merged layers (plain-tree.ts), the patch layer is
+ * that copy's difference from the layers, and no code of the image runs.
+ *
+ * Selected by the environment variable `SUTURE_PATCH_MODE=no-namespaces`: the CLI sets it for
+ * itself when a non-root caller cannot create a user namespace (and a caller may set it to force
+ * the mode, e.g. tests, or a CI job that wants no namespaces even where they work). The library
+ * (`patchImage`) reads it at the start of a patch.
+ */
+export const PATCH_MODE_ENV = "SUTURE_PATCH_MODE";
+export const NO_NAMESPACES = "no-namespaces";
+
+/** Whether this process patches in mode 3; switches owner recording on when it does. */
+export function enterNoNamespacesModeIfSelected(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env[PATCH_MODE_ENV] === NO_NAMESPACES) recordOwnersInstead();
+  return ownersRecorded();
+}
+
+/** Whether this process patches in mode 3 (after enterNoNamespacesModeIfSelected). */
+export function inNoNamespacesMode(): boolean {
+  return ownersRecorded();
+}
+
+/**
+ * For a non-root CLI patch: mode 3 when it is forced, or when `unshare` cannot create a user
+ * namespace here (what mode 2's re-run would need); else undefined (re-run in a user namespace).
+ * Sets the environment variable, so the library and any child see the same choice.
+ */
+export async function chooseNoNamespaces(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  const forced = env[PATCH_MODE_ENV];
+  if (forced === NO_NAMESPACES) return true;
+  if (forced !== undefined && forced !== "") return false;
+  const probe = await execTool("unshare", ["--user", "--map-root-user", "true"]).catch(() => undefined);
+  if (probe?.code === 0) return false;
+  env[PATCH_MODE_ENV] = NO_NAMESPACES;
+  return true;
+}
+
+/** The `--progress` mode line of mode 3. */
+export const NO_NAMESPACES_MODE_LINE =
+  "mode: no-namespaces (no root, no user namespace: native engines in a private working tree, owners from the layers' metadata, no scripts run)";
