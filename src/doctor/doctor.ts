@@ -27,7 +27,7 @@ export interface HostCheck {
 export interface HostDiagnosis {
   /** The mode a patch uses on this host. */
   mode: PatchMode;
-  /** Whether this build of suture patches in that mode (root, and user-namespace with kernel overlayfs). */
+  /** Whether this build of suture patches in that mode (root, user-namespace with kernel overlayfs, no-namespaces). */
   supported: boolean;
   /** Why this mode, and what would enable a stronger one. */
   reason: string;
@@ -70,8 +70,9 @@ export function decideMode(f: HostFacts): Pick<HostDiagnosis, "mode" | "supporte
   }
   return {
     mode: "no-namespaces",
-    supported: false,
-    reason: `no user namespaces here (a locked-down pod: default seccomp or no CAP_SYS_ADMIN); ${rootless}`,
+    supported: true,
+    reason:
+      "no mounts and no user namespaces here (a locked-down pod: default seccomp or no CAP_SYS_ADMIN): suture patch uses the no-namespaces mode (Debian and Ubuntu images, native engine in a private working tree, owners from the layers' metadata, no code of the image run; a package that needs its maintainer scripts is refused); run it as root, or where user namespaces work, to patch everything",
   };
 }
 

@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { ownersRecorded, recordOwnersInstead } from "../fs/owners.ts";
 import { execTool } from "./exec.ts";
 
@@ -38,6 +39,21 @@ export async function chooseNoNamespaces(env: NodeJS.ProcessEnv = process.env): 
   if (forced !== undefined && forced !== "") return false;
   const probe = await execTool("unshare", ["--user", "--map-root-user", "true"]).catch(() => undefined);
   if (probe?.code === 0) return false;
+  env[PATCH_MODE_ENV] = NO_NAMESPACES;
+  return true;
+}
+
+/**
+ * Root that cannot mount (a container's root without CAP_SYS_ADMIN, e.g. Docker's defaults): root
+ * mode would fail at its first overlay mount, so the CLI patches in mode 3 instead, unless
+ * SUTURE_PATCH_MODE names another mode. Inside mode 2's namespace root holds every capability.
+ */
+export async function rootCannotMount(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  if (process.geteuid?.() !== 0 || (env[PATCH_MODE_ENV] ?? "") !== "") return false;
+  const status = await readFile("/proc/self/status", "utf8").catch(() => "");
+  const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1] ?? "0"}`);
+  const CAP_SYS_ADMIN = 21n;
+  if (((capEff >> CAP_SYS_ADMIN) & 1n) === 1n) return false;
   env[PATCH_MODE_ENV] = NO_NAMESPACES;
   return true;
 }

@@ -174,7 +174,18 @@ test("nginx with a library report: refused in one line naming the packages whose
   await chmod(report.path, 0o644);
   const src = await pushLab(nginx.reference, "lab/nginx");
   const failed = await asUser(
-    ["patch", "-i", src, "-r", report.path, "--push", "-t", `${registry.host}/lab/nginx:user`],
+    [
+      "patch",
+      "-i",
+      src,
+      "-r",
+      report.path,
+      "--push",
+      "-t",
+      `${registry.host}/lab/nginx:user`,
+      "--progress",
+      "quiet",
+    ],
     {
       SUTURE_PATCH_MODE: "no-namespaces",
     },
@@ -185,7 +196,11 @@ test("nginx with a library report: refused in one line naming the packages whose
   assert.equal(failed.code, 1);
   const lines = failed.stderr.trim().split("\n");
   assert.equal(lines.length, 1, failed.stderr);
-  assert.match(lines[0]!, /^error: the no-namespaces mode runs no code of the image, and .*libssl3 \(/);
+  // openssl's postinst has no native equivalent (the libraries' ldconfig trigger gets one soon).
+  assert.match(
+    lines[0]!,
+    /^error: the no-namespaces mode runs no code of the image, and .*openssl \(postinst\)/,
+  );
   assert.match(lines[0]!, /patch as root, or where user namespaces work/);
   assert.match(lines[0]!, /\[NEEDS_RUNTIME\]$/);
   assert.equal(await tagExists("lab/nginx", "user"), false, "nothing was pushed");

@@ -11,7 +11,7 @@ import type { Compression } from "../../oci/media-types.ts";
 import type { EngineChoice } from "../../patch/engines/engine.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { chooseNoNamespaces } from "../../sandbox/no-namespaces.ts";
+import { chooseNoNamespaces, rootCannotMount } from "../../sandbox/no-namespaces.ts";
 import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import {
@@ -91,6 +91,7 @@ export async function runBulkCommand(configFile: string, flags: BulkFlags): Prom
     process.exitCode = (await reexecInUserNamespace()).code;
     return;
   }
+  await rootCannotMount();
   const config = await readBulkConfig(configFile);
   const timeoutMs = parseDuration(flags.timeout);
   const jobs = parseJobs(flags.jobs);

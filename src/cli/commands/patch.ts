@@ -8,7 +8,7 @@ import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { chooseNoNamespaces } from "../../sandbox/no-namespaces.ts";
+import { chooseNoNamespaces, rootCannotMount } from "../../sandbox/no-namespaces.ts";
 import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
 import { SBOM_FORMATS } from "../../sbom/sbom.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
@@ -129,6 +129,7 @@ export function registerPatch(program: Command): void {
       process.exitCode = (await reexecInUserNamespace()).code;
       return;
     }
+    await rootCannotMount();
     if (flags.config !== undefined) return runBulkFromPatch(flags.config, flags);
     if (flags.image === undefined)
       throw new SutureError(
