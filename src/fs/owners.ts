@@ -42,8 +42,17 @@ export function inodeKey(st: BigIntStats): string {
   return `${st.dev}:${st.ino}:${st.birthtimeNs}`;
 }
 
+/** Inodes re-owned through the *OrRecord calls: changed, though their change time is not. */
+const reowned = new Set<string>();
+
+/** Whether this inode was chowned (recorded) by this process: a change the filesystem does not show. */
+export function reownedByRecord(st: BigIntStats): boolean {
+  return reowned.has(inodeKey(st));
+}
+
 function merge(st: BigIntStats, facts: Partial<RecordedFacts> & { uid: number; gid: number }): void {
   const k = inodeKey(st);
+  reowned.add(k);
   // chown(2) by root leaves a regular file's or directory's mode to the chmod that follows it:
   // a recorded full mode (a copy of a lower entry) no longer describes it once it is chowned again.
   table!.set(k, { ...table!.get(k), mode: undefined, ...facts });

@@ -15,9 +15,9 @@ import {
 } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { setImmediate, setTimeout as sleep } from "node:timers/promises";
 import { SutureError } from "../errors/errors.ts";
-import { inodeKey, recordFacts } from "../fs/owners.ts";
+import { inodeKey, recordFacts, reownedByRecord } from "../fs/owners.ts";
 import type { Image } from "../image/image.ts";
 import { LowerView } from "../layer/lower-view.ts";
 import type { PlainTree } from "../layer/patch-layer.ts";
@@ -74,7 +74,7 @@ export async function withPlainTree<T>(
     });
     const plainTree: PlainTree = {
       lowerFacts: facts,
-      untouched: (st) => snapshot.times.get(inodeKey(st)) === st.ctimeNs,
+      untouched: (st) => snapshot.times.get(inodeKey(st)) === st.ctimeNs && !reownedByRecord(st),
     };
     const env = mergeEnv(image.config.config?.Env, options.env ?? ["DEBIAN_FRONTEND=noninteractive"]);
     const sandbox: Sandbox = {
@@ -118,7 +118,9 @@ async function copyMerged(view: LowerView, root: string, signal: AbortSignal | u
       if (!entry) continue;
       const st = entry.stat;
       const dst = join(abs, name);
-      count++;
+      // Let a SIGINT's handler (a macrotask) run now and then: the copy is otherwise one long turn.
+      if (++count % 512 === 0) await setImmediate();
+      signal?.throwIfAborted();
       if (st.isDirectory()) {
         mkdirSync(dst, { mode: 0o700 });
         chmodSync(dst, (Number(st.mode) & 0o777) | 0o700);

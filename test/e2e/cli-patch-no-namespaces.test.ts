@@ -234,10 +234,10 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
   child.stderr.on("data", (d) => {
     stderr += d;
   });
-  // Interrupt once the working tree is being made: layers are extracted and the tree is half copied.
+  // Interrupt while the working tree is being copied: layers are extracted, the tree half made.
   await new Promise<void>((resolve, reject) => {
     const t = setInterval(() => {
-      if (/working tree|extracting layer/i.test(stderr)) {
+      if (/into a private working tree/.test(stderr)) {
         clearInterval(t);
         resolve();
       }
