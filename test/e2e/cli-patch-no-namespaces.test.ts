@@ -133,6 +133,14 @@ async function tagExists(repo: string, tag: string): Promise<boolean> {
   return r.ok;
 }
 
+test("suture doctor, where unshare fails for the user: no-namespaces, supported (exit 0)", async () => {
+  const { stdout } = await asUser(["doctor", "--format", "json"]);
+  const d = JSON.parse(stdout) as { mode: string; supported: boolean; checks: { id: string; ok: boolean }[] };
+  assert.equal(d.mode, "no-namespaces");
+  assert.equal(d.supported, true);
+  assert.equal(d.checks.find((c) => c.id === "user-namespaces")?.ok, false);
+});
+
 test("distroless, no user namespace possible: mode 3 is chosen and its patch layer is root mode's, entry for entry", async () => {
   const lab = await distrolessLabImage();
   const src = await pushLab(lab.reference, "lab/distroless");
