@@ -1,8 +1,9 @@
 import { constants } from "node:fs";
-import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { access, readFile, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { execTool } from "../sandbox/exec.ts";
+import { probeOverlayInUserNamespace } from "../sandbox/no-namespaces.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { describeEngine, resolveEngineEndpoint } from "../transports/daemon/engine.ts";
 
@@ -193,30 +194,6 @@ async function probe(file: string, args: string[]): Promise<{ ok: boolean; out: 
       out: "",
       why: (e as NodeJS.ErrnoException).code === "ENOENT" ? `${file} not found` : String(e),
     };
-  }
-}
-
-/** Mount an overlay in a new user + mount namespace, as the user-namespace mode would. */
-async function probeOverlayInUserNamespace(): Promise<{ ok: boolean; why: string }> {
-  const dir = await mkdtemp(join(process.env.TMPDIR || "/tmp", "suture-doctor-"));
-  try {
-    for (const d of ["lower", "upper", "work", "merged"]) await mkdir(join(dir, d));
-    const opts = `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work,userxattr`;
-    const r = await probe("unshare", [
-      "--user",
-      "--map-root-user",
-      "--mount",
-      "mount",
-      "-t",
-      "overlay",
-      "-o",
-      opts,
-      "overlay",
-      join(dir, "merged"),
-    ]);
-    return { ok: r.ok, why: r.ok ? "" : `cannot mount overlayfs in a user namespace: ${r.why}` };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
 }
 

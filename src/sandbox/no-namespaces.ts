@@ -1,4 +1,6 @@
-import { readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ownersRecorded, recordOwnersInstead } from "../fs/owners.ts";
 import { execTool } from "./exec.ts";
 
@@ -29,18 +31,40 @@ export function inNoNamespacesMode(): boolean {
 }
 
 /**
- * For a non-root CLI patch: mode 3 when it is forced, or when `unshare` cannot create a user
- * namespace here (what mode 2's re-run would need); else undefined (re-run in a user namespace).
+ * For a non-root CLI patch: mode 3 when it is forced, or when this user cannot mount an overlay in
+ * a user namespace of its own (what mode 2's re-run needs); false: re-run in a user namespace.
  * Sets the environment variable, so the library and any child see the same choice.
  */
 export async function chooseNoNamespaces(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   const forced = env[PATCH_MODE_ENV];
   if (forced === NO_NAMESPACES) return true;
   if (forced !== undefined && forced !== "") return false;
-  const probe = await execTool("unshare", ["--user", "--map-root-user", "true"]).catch(() => undefined);
-  if (probe?.code === 0) return false;
+  // Mode 2 needs an overlay mount in the namespace, not only the namespace: some hosts allow the
+  // one without the other (kernels before 5.11; AppArmor's unprivileged-userns restriction).
+  if ((await probeOverlayInUserNamespace()).ok) return false;
   env[PATCH_MODE_ENV] = NO_NAMESPACES;
   return true;
+}
+
+/** Mount an overlay in a new user + mount namespace, as the user-namespace mode would. */
+export async function probeOverlayInUserNamespace(): Promise<{ ok: boolean; why: string }> {
+  const dir = await mkdtemp(join(process.env.TMPDIR || tmpdir(), "suture-probe-"));
+  try {
+    for (const d of ["lower", "upper", "work", "merged"]) await mkdir(join(dir, d));
+    const opts = `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work,userxattr`;
+    const args = ["--user", "--map-root-user", "--mount", "mount", "-t", "overlay", "-o", opts, "overlay"];
+    const r = await execTool("unshare", [...args, join(dir, "merged")]).catch((e: NodeJS.ErrnoException) => ({
+      code: -1,
+      stderr: e.code === "ENOENT" ? "unshare not found" : String(e),
+    }));
+    const why = r.stderr.trim().split("\n")[0] || `exit ${r.code}`;
+    return {
+      ok: r.code === 0,
+      why: r.code === 0 ? "" : `cannot mount overlayfs in a user namespace: ${why}`,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /**
