@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { decompressAuto } from "../../src/archive/compression.ts";
 import { readTar } from "../../src/archive/tar/read.ts";
+import { alpineLabImage } from "../lab/alpine-lab.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
@@ -282,4 +283,26 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
   const left = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("patch-"));
   assert.deepEqual(left, [], "no patch work dir (and so no working tree) is left in the cache");
   assert.equal(await tagExists("lab/nginx", "int3"), false);
+});
+
+test("an Alpine image is refused in one line naming the modes that patch it, nothing written", async () => {
+  const lab = await alpineLabImage("app");
+  const out = join(userHome, "alpine-out");
+  const failed = await asUser(
+    ["patch", "-i", lab.ref, "--oci-dir", out, "-t", "patched", "--progress", "quiet"],
+    {
+      SUTURE_PATCH_MODE: "no-namespaces",
+    },
+  ).then(
+    () => assert.fail("the patch must be refused"),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(failed.code, 1);
+  const lines = failed.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, failed.stderr);
+  assert.match(
+    lines[0]!,
+    /no-namespaces mode patches Debian and Ubuntu \(dpkg\) images only so far.*\[NEEDS_RUNTIME\]$/,
+  );
+  assert.equal(await stat(out).catch(() => undefined), undefined, "no output was written");
 });
