@@ -11,11 +11,11 @@ const none: HostFacts = {
   fuseOverlayfs: false,
 };
 
-test("the patch mode follows what the host allows, strongest first; root and kernel-overlay user namespaces are built", () => {
+test("the patch mode follows what the host allows, strongest first; root, kernel-overlay user namespaces and no namespaces are built", () => {
   const cases: [Partial<HostFacts>, string, boolean, RegExp][] = [
     [{ uid: 0, capSysAdmin: true }, "root", true, /CAP_SYS_ADMIN/],
     // root without CAP_SYS_ADMIN (a container's root): cannot mount.
-    [{ uid: 0 }, "no-namespaces", false, /no user namespaces/],
+    [{ uid: 0 }, "no-namespaces", true, /no user namespaces/],
     [
       { userNamespaces: true, overlayInUserNamespace: true, subordinateIds: true },
       "user-namespace",
@@ -29,8 +29,8 @@ test("the patch mode follows what the host allows, strongest first; root and ker
       /fuse-overlayfs.*single-id mapping/,
     ],
     // Namespaces but no overlay of either kind: nothing to patch over.
-    [{ userNamespaces: true }, "no-namespaces", false, /locked-down/],
-    [{}, "no-namespaces", false, /run it as root/],
+    [{ userNamespaces: true }, "no-namespaces", true, /locked-down/],
+    [{}, "no-namespaces", true, /uses the no-namespaces mode .*run it as root/],
   ];
   for (const [facts, mode, supported, reason] of cases) {
     const d = decideMode({ ...none, ...facts });

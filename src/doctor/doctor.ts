@@ -1,8 +1,9 @@
 import { constants } from "node:fs";
-import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { access, readFile, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { execTool } from "../sandbox/exec.ts";
+import { probeOverlayInUserNamespace } from "../sandbox/no-namespaces.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
 import { describeEngine, resolveEngineEndpoint } from "../transports/daemon/engine.ts";
 
@@ -27,7 +28,7 @@ export interface HostCheck {
 export interface HostDiagnosis {
   /** The mode a patch uses on this host. */
   mode: PatchMode;
-  /** Whether this build of suture patches in that mode (root, and user-namespace with kernel overlayfs). */
+  /** Whether this build of suture patches in that mode (root, user-namespace with kernel overlayfs, no-namespaces). */
   supported: boolean;
   /** Why this mode, and what would enable a stronger one. */
   reason: string;
@@ -70,8 +71,9 @@ export function decideMode(f: HostFacts): Pick<HostDiagnosis, "mode" | "supporte
   }
   return {
     mode: "no-namespaces",
-    supported: false,
-    reason: `no user namespaces here (a locked-down pod: default seccomp or no CAP_SYS_ADMIN); ${rootless}`,
+    supported: true,
+    reason:
+      "no mounts and no user namespaces here (a locked-down pod: default seccomp or no CAP_SYS_ADMIN): suture patch uses the no-namespaces mode (Debian and Ubuntu images, native engine in a private working tree, owners from the layers' metadata, no code of the image run; a package that needs its maintainer scripts is refused); run it as root, or where user namespaces work, to patch everything",
   };
 }
 
@@ -192,30 +194,6 @@ async function probe(file: string, args: string[]): Promise<{ ok: boolean; out: 
       out: "",
       why: (e as NodeJS.ErrnoException).code === "ENOENT" ? `${file} not found` : String(e),
     };
-  }
-}
-
-/** Mount an overlay in a new user + mount namespace, as the user-namespace mode would. */
-async function probeOverlayInUserNamespace(): Promise<{ ok: boolean; why: string }> {
-  const dir = await mkdtemp(join(process.env.TMPDIR || "/tmp", "suture-doctor-"));
-  try {
-    for (const d of ["lower", "upper", "work", "merged"]) await mkdir(join(dir, d));
-    const opts = `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work,userxattr`;
-    const r = await probe("unshare", [
-      "--user",
-      "--map-root-user",
-      "--mount",
-      "mount",
-      "-t",
-      "overlay",
-      "-o",
-      opts,
-      "overlay",
-      join(dir, "merged"),
-    ]);
-    return { ok: r.ok, why: r.ok ? "" : `cannot mount overlayfs in a user namespace: ${r.why}` };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -40,6 +40,11 @@ export type ErrorCode =
   | "UNTRUSTED"
   /** The package manager failed inside the sandbox, or a package did not reach its target version. */
   | "PATCH_FAILED"
+  /**
+   * A package's maintainer scripts or triggers would have to run, with no native equivalent, and
+   * the patch mode cannot run the image's code (no-namespaces mode).
+   */
+  | "NEEDS_RUNTIME"
   /** The OCI runtime, overlay mount or other sandbox plumbing failed. */
   | "SANDBOX"
   /** The operation ran past --timeout or was interrupted. */

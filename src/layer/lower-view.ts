@@ -1,13 +1,23 @@
-import { type BigIntStats, lstatSync } from "node:fs";
+import { type BigIntStats, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { SutureError } from "../errors/errors.ts";
+import { type PathFacts, withFacts } from "../fs/owners.ts";
 import { isWhiteout, readOpaque } from "./overlay.ts";
 
 /** The entry a path resolves to in the lower layers. */
 export interface LowerEntry {
   /** Absolute path on disk, inside the lower dir that supplies it. */
   path: string;
+  /** As the layer says: for a mode-3 layer, with the recorded type, mode, owner and device. */
   stat: BigIntStats;
+  /** A mode-3 layer's recorded content xattrs (its files carry none); undefined: read the file's. */
+  xattrs?: ReadonlyMap<string, Buffer>;
+}
+
+interface Contributor {
+  path: string;
+  /** Index into the top-first layer list. */
+  layer: number;
 }
 
 /**
@@ -24,13 +34,61 @@ export interface LowerEntry {
  */
 export class LowerView {
   readonly #topFirst: readonly string[];
+  readonly #facts: readonly (ReadonlyMap<string, PathFacts> | undefined)[];
   readonly #upperDir: string | undefined;
-  readonly #dirs = new Map<string, string[]>();
+  readonly #dirs = new Map<string, Contributor[]>();
 
-  /** `lowerDirs` bottom first, as overlayfs' lowerdir= lists them reversed. */
-  constructor(lowerDirs: readonly string[], options: { upperDir?: string } = {}) {
+  /**
+   * `lowerDirs` bottom first, as overlayfs' lowerdir= lists them reversed. `facts` (mode 3, one
+   * per lower dir, same order): each layer's recorded facts by path, which replace what the
+   * filesystem says (owners, modes, devices and whiteouts stored as placeholders, opaque dirs).
+   */
+  constructor(
+    lowerDirs: readonly string[],
+    options: { upperDir?: string; facts?: readonly (ReadonlyMap<string, PathFacts> | undefined)[] } = {},
+  ) {
     this.#topFirst = [...lowerDirs].reverse();
+    this.#facts = options.facts ? [...options.facts].reverse() : [];
     this.#upperDir = options.upperDir;
+  }
+
+  /** lstat of `rel` in one layer, with its recorded facts when the layer has a record. */
+  #stat(c: Contributor, name: string, rel: string): LowerEntry | undefined {
+    const path = join(c.path, name);
+    const stat = lstatOrUndefined(path);
+    if (!stat) return undefined;
+    const facts = this.#facts[c.layer]?.get(rel);
+    if (!facts) return { path, stat };
+    return { path, stat: withFacts(stat, facts), xattrs: facts.xattrs ?? new Map() };
+  }
+
+  #opaque(c: Contributor, rel: string): boolean {
+    const facts = this.#facts[c.layer];
+    return facts ? facts.get(rel)?.opaque === true : readOpaque(c.path);
+  }
+
+  /**
+   * The names the lowers show in directory `rel` (whiteouts and what they hide left out), in no
+   * particular order. Used where no upper dir records deletions (mode 3's plain working tree).
+   */
+  names(rel: string): string[] {
+    const seen = new Set<string>();
+    const visible: string[] = [];
+    for (const c of this.#contributors(rel)) {
+      let names: string[];
+      try {
+        names = readdirSync(c.path);
+      } catch (e) {
+        throw new SutureError("IO", `cannot list ${c.path}: ${(e as Error).message}`, { cause: e });
+      }
+      for (const name of names) {
+        if (seen.has(name)) continue;
+        seen.add(name);
+        const entry = this.#stat(c, name, rel === "" ? name : `${rel}/${name}`);
+        if (entry && !isWhiteout(entry.stat)) visible.push(name);
+      }
+    }
+    return visible;
   }
 
   /** The topmost visible lower entry at `rel`, or undefined when the lowers show nothing there. */
@@ -39,18 +97,17 @@ export class LowerView {
     const slash = rel.lastIndexOf("/");
     const parent = slash === -1 ? "" : rel.slice(0, slash);
     const name = rel.slice(slash + 1);
-    for (const dir of this.#contributors(parent)) {
-      const path = join(dir, name);
-      const stat = lstatOrUndefined(path);
-      if (!stat) continue;
-      if (isWhiteout(stat)) return undefined;
-      return { path, stat };
+    for (const c of this.#contributors(parent)) {
+      const entry = this.#stat(c, name, rel);
+      if (!entry) continue;
+      if (isWhiteout(entry.stat)) return undefined;
+      return entry;
     }
     return undefined;
   }
 
   /** The on-disk directories, top first, whose contents merge into directory `rel`. */
-  #contributors(rel: string): string[] {
+  #contributors(rel: string): Contributor[] {
     let cached = this.#dirs.get(rel);
     if (!cached) {
       cached = this.#resolveContributors(rel);
@@ -59,17 +116,22 @@ export class LowerView {
     return cached;
   }
 
-  #resolveContributors(rel: string): string[] {
+  #resolveContributors(rel: string): Contributor[] {
     if (this.#upperDir !== undefined && rel !== "" && upperIsOpaque(join(this.#upperDir, rel))) return [];
-    const candidates =
-      rel === "" ? this.#topFirst : this.#contributors(parentOf(rel)).map((d) => join(d, baseOf(rel)));
-    const merged: string[] = [];
-    for (const path of candidates) {
-      const stat = lstatOrUndefined(path);
-      if (!stat) continue;
-      if (!stat.isDirectory()) break; // a whiteout or a file hides the layers below
-      merged.push(path);
-      if (readOpaque(path)) break;
+    if (rel === "") {
+      const roots = this.#topFirst.map((path, layer) => ({ path, layer }));
+      // A layer's root can be opaque too; nothing below it shows.
+      const cut = roots.findIndex((c) => this.#opaque(c, ""));
+      return cut === -1 ? roots : roots.slice(0, cut + 1);
+    }
+    const merged: Contributor[] = [];
+    for (const parent of this.#contributors(parentOf(rel))) {
+      const entry = this.#stat(parent, baseOf(rel), rel);
+      if (!entry) continue;
+      if (!entry.stat.isDirectory()) break; // a whiteout or a file hides the layers below
+      const c = { path: entry.path, layer: parent.layer };
+      merged.push(c);
+      if (this.#opaque(c, rel)) break;
     }
     return merged;
   }

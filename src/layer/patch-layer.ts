@@ -40,6 +40,7 @@ import { compressor } from "../archive/compression.ts";
 import { compareBytes, type TarWriteEntry, writeTar } from "../archive/tar/write.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { placeFile, tempPathBeside } from "../fs/atomic.ts";
+import { effectiveStat, type PathFacts, recordedFacts } from "../fs/owners.ts";
 import { DigestingStream } from "../image/digest.ts";
 import type { Compression } from "../oci/media-types.ts";
 import { type ProgressSink, silentProgress, withStep } from "../progress/events.ts";
@@ -70,8 +71,25 @@ export interface BuildPatchLayerOptions {
    * time get `LayerTimes.epoch`. Without it, every entry keeps its mtime in the upper dir.
    */
   times?: LayerTimes;
+  /**
+   * The no-namespaces mode (issue 16, mode 3): `upperDir` is not an overlay's upper dir but a
+   * full working tree (sandbox/plain-tree.ts) copied from the lowers, whose owners, modes, devices
+   * and xattrs are recorded (fs/owners.ts) rather than on disk. The layer is the difference
+   * between the tree and the lowers, by the same rules: an entry whose inode is untouched since
+   * the copy is the lowers' own and is skipped without reading it; a lower path missing from a
+   * changed directory of the tree becomes a whiteout; there are no opaque directories.
+   */
+  plainTree?: PlainTree;
   progress?: ProgressSink;
   signal?: AbortSignal;
+}
+
+/** What the layer builder needs to know of a mode-3 working tree (see BuildPatchLayerOptions.plainTree). */
+export interface PlainTree {
+  /** Each lower dir's recorded facts, bottom first (the order of `lowerDirs`). */
+  lowerFacts: readonly (ReadonlyMap<string, PathFacts> | undefined)[];
+  /** Whether a tree entry (its lstat) is exactly as the copy made it. */
+  untouched(st: BigIntStats): boolean;
 }
 
 /**
@@ -187,6 +205,8 @@ interface UpperChild {
   whiteout: boolean;
   /** Base name the entry gets in the tar (".wh.NAME" for whiteouts): the sibling sort key. */
   tarBase: string;
+  /** A mode-3 whiteout (a lower path gone from the tree): it has no inode of its own. */
+  synthetic?: boolean;
 }
 
 interface PendingDir {
@@ -220,11 +240,16 @@ class UpperWalker {
   readonly #signal: AbortSignal | undefined;
   readonly #keepTouchedFiles: boolean;
   readonly #times: LayerTimes | undefined;
+  readonly #plain: PlainTree | undefined;
   readonly #groups = new Map<string, LinkGroup>();
 
   constructor(options: BuildPatchLayerOptions, progress: ProgressSink) {
     this.#upperDir = options.upperDir;
-    this.#lower = new LowerView(options.lowerDirs, { upperDir: options.upperDir });
+    this.#plain = options.plainTree;
+    this.#lower = new LowerView(
+      options.lowerDirs,
+      this.#plain ? { facts: this.#plain.lowerFacts } : { upperDir: options.upperDir },
+    );
     this.#exclude = options.exclude ?? defaultExclude;
     this.#progress = progress;
     this.#signal = options.signal;
@@ -233,8 +258,9 @@ class UpperWalker {
   }
 
   /** An entry's tar mtime: its own, or the epoch when this run wrote it (see LayerTimes). */
-  #mtime(st: BigIntStats): number {
-    const own = seconds(st.mtimeNs);
+  #mtime(st: BigIntStats | undefined): number {
+    // A mode-3 whiteout was written by this run (an overlay whiteout would carry its time).
+    const own = st ? seconds(st.mtimeNs) : Math.floor(Date.now() / 1000);
     if (!this.#times || own < this.#times.writtenSince) return own;
     this.stats.clampedTimes++;
     return this.#times.epoch;
@@ -249,6 +275,7 @@ class UpperWalker {
       this.#signal?.throwIfAborted();
       for (const child of this.#readChildren(rel, abs)) {
         if (child.whiteout || this.#exclude(`/${child.rel}`, excludeInfo(child.stat))) continue;
+        if (this.#plain?.untouched(child.stat) && !child.stat.isDirectory()) continue;
         if (child.stat.isDirectory()) visit(child.rel, child.abs);
         else if (child.stat.isFile() && child.stat.nlink > 1n) {
           const key = `${child.stat.dev}:${child.stat.ino}`;
@@ -263,17 +290,52 @@ class UpperWalker {
   }
 
   async *entries(): AsyncGenerator<TarWriteEntry> {
-    for await (const entry of this.#walkDir("", this.#upperDir, [])) {
+    for await (const entry of this.#walkDir("", this.#upperDir, [], true)) {
       this.entryCount++;
       yield entry;
     }
   }
 
-  async *#walkDir(rel: string, abs: string, pending: PendingDir[]): AsyncGenerator<TarWriteEntry> {
+  /** `listChanged`: the directory's entries may differ from the lowers' (mode 3 looks for removals). */
+  async *#walkDir(
+    rel: string,
+    abs: string,
+    pending: PendingDir[],
+    listChanged: boolean,
+  ): AsyncGenerator<TarWriteEntry> {
     this.#signal?.throwIfAborted();
-    for (const child of this.#readChildren(rel, abs)) {
+    const children = this.#readChildren(rel, abs);
+    if (this.#plain && listChanged) {
+      const present = new Set(children.map((c) => c.name));
+      for (const name of this.#lower.names(rel)) {
+        if (present.has(name)) continue;
+        children.push({
+          name,
+          rel: rel === "" ? name : `${rel}/${name}`,
+          abs: join(abs, name),
+          stat: undefined as unknown as BigIntStats,
+          whiteout: true,
+          tarBase: `.wh.${name}`,
+          synthetic: true,
+        });
+      }
+      children.sort((a, b) => compareBytes(a.tarBase, b.tarBase));
+    }
+    for (const child of children) {
       const st = child.stat;
       const path = `/${child.rel}`;
+      if (!child.whiteout && this.#plain?.untouched(st)) {
+        // Exactly as copied from the lowers: nothing to write, but changes may lie below.
+        if (st.isDirectory()) {
+          pending.push({
+            entry: baseEntry(child, "directory", this.#mtime(st), this.#xattrsOf(child)),
+            written: false,
+          });
+          yield* this.#walkDir(child.rel, child.abs, pending, false);
+          pending.pop();
+        }
+        continue;
+      }
       if (child.whiteout) {
         if (this.#exclude(path, { type: "whiteout", size: 0 })) {
           this.stats.excluded++;
@@ -281,7 +343,7 @@ class UpperWalker {
           this.stats.droppedUnchanged++; // deleting what the image never had
         } else {
           yield* flush(pending);
-          yield marker(rel, child.tarBase, this.#mtime(st));
+          yield marker(rel, child.tarBase, this.#mtime(child.synthetic ? undefined : st));
           this.stats.whiteouts++;
         }
         continue;
@@ -290,7 +352,7 @@ class UpperWalker {
         this.stats.excluded++;
         continue;
       }
-      const xattrs = readXattrs(child.abs);
+      const xattrs = this.#xattrsOf(child);
       assertExpressible(xattrs, child.abs);
       const lower = this.#lower.lookup(child.rel);
 
@@ -304,7 +366,7 @@ class UpperWalker {
           yield marker(child.rel, ".wh..wh..opq", this.#mtime(st));
           this.stats.opaqueDirs++;
         }
-        yield* this.#walkDir(child.rel, child.abs, pending);
+        yield* this.#walkDir(child.rel, child.abs, pending, true);
         pending.pop();
         continue;
       }
@@ -379,7 +441,7 @@ class UpperWalker {
       const a = readlinkSync(abs, { encoding: "buffer" });
       if (!a.equals(readlinkSync(lower.path, { encoding: "buffer" }))) return false;
     }
-    if (!sameXattrs(xattrs.content, readXattrs(lower.path).content)) return false;
+    if (!sameXattrs(xattrs.content, lower.xattrs ?? readXattrs(lower.path).content)) return false;
     if (st.isFile()) return sameContent(abs, lower.path, Number(st.size));
     return true;
   }
@@ -391,6 +453,12 @@ class UpperWalker {
       if (!this.#sameAsLower(join(this.#upperDir, rel), st, xattrs, lower)) return true;
     }
     return false;
+  }
+
+  /** An entry's content xattrs: in mode 3 the recorded ones (its file carries none). */
+  #xattrsOf(child: UpperChild): EntryXattrs {
+    if (!this.#plain) return readXattrs(child.abs);
+    return { content: new Map(recordedFacts(child.stat)?.xattrs ?? []), overlay: new Map() };
   }
 
   /** A directory's entries with their lstat, in tar order (byte order of their tar base names). */
@@ -416,7 +484,9 @@ class UpperWalker {
       } catch (e) {
         throw asSutureError(e, "IO", `cannot inspect ${childAbs}`);
       }
-      const whiteout = isWhiteout(stat);
+      // Mode 3: the facts the engine recorded (owners it could not set), or root's 0:0.
+      if (this.#plain) stat = effectiveStat(stat);
+      const whiteout = !this.#plain && isWhiteout(stat);
       if (!whiteout && name.startsWith(".wh."))
         throw new SutureError(
           "UNSAFE_LAYER",

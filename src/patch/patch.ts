@@ -32,6 +32,7 @@ import {
 import { checkReportMatchesImage } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { readReport, readReportDirectory } from "../report/read.ts";
+import { enterNoNamespacesModeIfSelected } from "../sandbox/no-namespaces.ts";
 import { describePatchMode } from "../sandbox/userns.ts";
 import { type SbomFormat, sourceDateEpoch } from "../sbom/sbom.ts";
 import { daemonAvailable } from "../transports/daemon/daemon.ts";
@@ -170,7 +171,8 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       `the patched image would replace the source ${targetName}: choose another -t`,
     );
   }
-  assertRoot();
+  // Mode 3 (no namespaces, SUTURE_PATCH_MODE) patches as any user; the other modes need root here.
+  if (!enterNoNamespacesModeIfSelected()) assertRoot();
   // Outputs are checked before any work: patching for minutes and then failing to write helps nobody.
   await assertWritableOutput(sinkRef, targetName, transport);
   if (options.vexFile) await assertWritableFile(options.vexFile, "-o");
@@ -518,7 +520,7 @@ function assertRoot(): void {
   if (uid === undefined || uid === 0) return;
   throw new SutureError(
     "SANDBOX",
-    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo), or through the suture CLI, which re-runs itself in a user namespace; suture doctor says what this host allows`,
+    `suture patch needs root (it extracts layers with their owners, mounts overlayfs and runs runc), and runs as uid ${uid}: run it as root (sudo), or through the suture CLI, which re-runs itself in a user namespace, or set SUTURE_PATCH_MODE=no-namespaces (native engines only, no scripts); suture doctor says what this host allows`,
   );
 }
 

@@ -13,6 +13,8 @@ import { formatPlatform } from "../oci/platform.ts";
 import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
+import { inNoNamespacesMode } from "../sandbox/no-namespaces.ts";
+import { withPlainTree } from "../sandbox/plain-tree.ts";
 import { type Sandbox, withSandbox } from "../sandbox/sandbox.ts";
 import { osIdentity, RELEASE_FILES } from "../sbom/os-identity.ts";
 import { sourceDateEpoch } from "../sbom/sbom.ts";
@@ -142,6 +144,7 @@ export async function patchPlatformImage(
   const prepare = (distro: DistroInfo) => {
     result.eol = checkEndOfLife(distro.osRelease, ctx, progress, warn);
     const { manager, engine } = selectEngine(ctx.engine ?? "auto", distro, PACKAGE_MANAGERS);
+    if (inNoNamespacesMode()) assertNoNamespacesCanPatch(manager, engine);
     result.engine = engine.kind;
     if (plan) {
       const identity = {
@@ -173,7 +176,7 @@ export async function patchPlatformImage(
     result.status = "dry-run";
     return { result };
   }
-  const layer = await withSandbox(
+  const layer = await (inNoNamespacesMode() ? withPlainTree : withSandbox)(
     base,
     { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
     async (sb): Promise<PatchLayerFile | undefined> => {
@@ -256,6 +259,23 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/**
+ * The no-namespaces mode runs no code of the image and has only the dpkg engine's owner records
+ * so far: refuse the rest in one line, before anything is extracted, naming the mode that patches it.
+ */
+function assertNoNamespacesCanPatch(manager: PackageManager, engine: PatchEngine): void {
+  if (engine.kind !== "native")
+    throw new SutureError(
+      "NEEDS_RUNTIME",
+      `--engine ${engine.kind} runs the image's own package manager, which the no-namespaces mode cannot run: use --engine native, or patch as root or where user namespaces work (suture doctor)`,
+    );
+  if (manager.name !== "dpkg")
+    throw new SutureError(
+      "NEEDS_RUNTIME",
+      `the no-namespaces mode patches Debian and Ubuntu (dpkg) images only so far, and this is a ${manager.serves.replace(/ images$/, "")} image: patch it as root, or where user namespaces work (suture doctor)`,
+    );
 }
 
 /**
@@ -350,6 +370,7 @@ async function validateAndLayer(
     compression: run.compression,
     keepTouchedFiles: manager.verifiesFileTimes ?? false,
     times: run.times,
+    plainTree: sb.plainTree,
     progress: (e) => ctx.progress({ ...e, platform: result.platform }),
     signal: ctx.signal,
   });

@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { decompressAuto } from "../archive/compression.ts";
 import { extractTar } from "../archive/tar/extract.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { placeDirectory } from "../fs/atomic.ts";
+import { type PathFacts, parsePathFacts, serializePathFacts } from "../fs/owners.ts";
 import { digestHex } from "../image/digest.ts";
 import type { Image } from "../image/image.ts";
 import type { BlobProvider } from "../image/source.ts";
@@ -54,7 +55,20 @@ export function layerCacheDir(cacheDir: string, diffID: string): string {
  * `user.overlay.opaque` (and their owners are mapped ids): the two never share a tree.
  */
 function layersDirName(): string {
-  return overlayFlavour() === "root" ? "layers" : "layers-userxattr";
+  const flavour = overlayFlavour();
+  return flavour === "root" ? "layers" : flavour === "plain" ? "layers-plain" : "layers-userxattr";
+}
+
+/** Mode 3's record of a cached layer's real owners, modes, devices and xattrs (see PathFacts). */
+const FACTS_FILE = "owners.json";
+
+/**
+ * The real facts of a mode-3 cached layer, by path (its tree on disk has the caller's owner and
+ * placeholders for devices and whiteouts). Undefined for layers of the other modes.
+ */
+export async function readLayerFacts(lowerDir: string): Promise<Map<string, PathFacts> | undefined> {
+  const text = await readFile(join(dirname(lowerDir), FACTS_FILE), "utf8").catch(() => undefined);
+  return text === undefined ? undefined : parsePathFacts(text);
 }
 
 /** The overlay lower dir of a cached layer. */
@@ -198,7 +212,13 @@ async function materializeUncached(
   try {
     await mkdir(tmp, { mode: 0o700 });
     await mkdir(join(tmp, "diff"), { mode: 0o755 });
-    const stats = await extractLayerBlob(blobs, descriptor, diffID, join(tmp, "diff"), options.signal, label);
+    const record = overlayFlavour() === "plain" ? new Map<string, PathFacts>() : undefined;
+    const stats = await extractLayerBlob(blobs, descriptor, diffID, join(tmp, "diff"), {
+      signal: options.signal,
+      label,
+      record,
+    });
+    if (record) await writeFile(join(tmp, FACTS_FILE), serializePathFacts(record));
     const marker: LayerCacheMarker = {
       format: CACHE_FORMAT,
       diffID,
@@ -239,8 +259,7 @@ async function extractLayerBlob(
   descriptor: Descriptor,
   diffID: string,
   into: string,
-  signal: AbortSignal | undefined,
-  label: string,
+  { signal, label, record }: { signal?: AbortSignal; label: string; record?: Map<string, PathFacts> },
 ) {
   digestHex(diffID);
   signal?.throwIfAborted();
@@ -266,6 +285,7 @@ async function extractLayerBlob(
     const stats = await extractTar(hashed(plain), into, {
       whiteouts: "overlay",
       opaqueXattr: `${overlayXattrPrefix()}opaque`,
+      record,
       signal,
     });
     const actual = `sha256:${hash.digest("hex")}`;

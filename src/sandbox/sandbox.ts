@@ -2,6 +2,7 @@ import { chmod, chown, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { SutureError } from "../errors/errors.ts";
 import type { Image } from "../image/image.ts";
+import type { PlainTree } from "../layer/patch-layer.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import { once, registerCleanup } from "./cleanup.ts";
 import { materializeLayers } from "./layer-cache.ts";
@@ -51,6 +52,11 @@ export interface Sandbox {
    * per-run copies of caches are kept for mounting into commands.
    */
   readonly scratchDir: string;
+  /**
+   * The no-namespaces mode's working tree (plain-tree.ts): `mergedDir` is a full private copy,
+   * not an overlay, and this says how to tell what changed. Undefined for overlay sandboxes.
+   */
+  readonly plainTree?: PlainTree;
   run(args: string[], options?: SandboxRunOptions): Promise<RunResult>;
 }
 

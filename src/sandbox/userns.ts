@@ -2,6 +2,8 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
+import { ownersRecorded } from "../fs/owners.ts";
+import { NO_NAMESPACES_MODE_LINE } from "./no-namespaces.ts";
 
 /**
  * The user-namespace patch mode (issue 16, mode 2): a non-root caller's patch runs as uid 0 of a
@@ -44,7 +46,9 @@ export function overlayXattrPrefix(): "trusted.overlay." | "user.overlay." {
  * Names the flavour of overlay lower dirs this process makes (it decides the layer cache dir):
  * a tree with `trusted.overlay.opaque` dirs reads wrong under a `userxattr` mount and vice versa.
  */
-export function overlayFlavour(): "root" | "userxattr" {
+export function overlayFlavour(): "root" | "userxattr" | "plain" {
+  // Mode 3 (no namespaces) mounts nothing: its trees carry their owners in a record beside them.
+  if (ownersRecorded()) return "plain";
   return inUserNamespace() ? "userxattr" : "root";
 }
 
@@ -215,6 +219,7 @@ function childrenOf(pid: number | undefined): number[] {
 
 /** The mode line `--progress` shows: which of issue 16's modes this patch runs in. */
 export function describePatchMode(env: NodeJS.ProcessEnv = process.env): string {
+  if (ownersRecorded()) return NO_NAMESPACES_MODE_LINE;
   if (!inUserNamespace()) return "mode: root (overlayfs and runc as root)";
   const ids =
     env[USERNS_ENV] === "single"

@@ -20,6 +20,7 @@ import {
 import { join } from "node:path";
 import { setAttributeSync } from "@napi-rs/xattr";
 import { asSutureError, describeCause, quoteUntrusted, SutureError } from "../../errors/errors.ts";
+import { type PathFacts, S_IFMT_BITS } from "../../fs/owners.ts";
 import { applyXattrs } from "../../fs/xattrs.ts";
 import type { TarEntry } from "./entry.ts";
 import { normaliseEntryPath, refuseLayerEntry as unsafe } from "./member-path.ts";
@@ -34,6 +35,15 @@ export interface ExtractOptions {
   whiteouts: "overlay" | "keep";
   /** The opaque marker's name: `user.overlay.opaque` for a `userxattr` mount in a user namespace. */
   opaqueXattr?: "trusted.overlay.opaque" | "user.overlay.opaque";
+  /**
+   * No-namespaces mode (issue 16, mode 3: not root, no user namespace): owners, device nodes,
+   * whiteouts, opaque dirs and xattrs cannot be made on disk, so every entry's real facts go into
+   * this map (layer path → facts) instead. On disk, files and directories get the archive's
+   * permission bits plus the owner's read/write (and search) bits, so the tree stays readable and
+   * removable by its owner; device nodes, fifos and whiteouts become empty regular files (placeholders
+   * that hide the layers below, as the real ones do). Nothing is chowned.
+   */
+  record?: Map<string, PathFacts>;
   signal?: AbortSignal;
 }
 
@@ -148,6 +158,8 @@ class Extractor {
       const st = this.#created.has(rel) ? lstatSync(this.#abs(rel), { throwIfNoEntry: false }) : undefined;
       if (st === undefined) {
         mkdirSync(this.#abs(rel), { mode: 0o755 });
+        // What root's extraction gives a parent the archive does not list.
+        this.#options.record?.set(rel, { mode: S_IFMT_BITS.dir | 0o755, uid: 0, gid: 0 });
       } else if (st.isSymbolicLink()) {
         throw unsafe(entryName, `would be written through the symlink ${quoteUntrusted(rel)}`);
       } else if (!st.isDirectory()) {
@@ -189,15 +201,19 @@ class Extractor {
     const path = this.#abs(rel);
     const st = lstatSync(path, { throwIfNoEntry: false });
     if (!st) return false;
+    const record = this.#options.record;
     if (st.isDirectory()) {
       if (keepDir) return true;
       rmSync(path, { recursive: true, force: true });
+      if (record)
+        for (const p of [...record.keys()]) if (p === rel || p.startsWith(`${rel}/`)) record.delete(p);
       const under = (d: string) => d === rel || d.startsWith(`${rel}/`);
       for (const d of [...this.#knownDirs]) if (under(d)) this.#knownDirs.delete(d);
       for (const d of [...this.#dirTimes.keys()]) if (under(d)) this.#dirTimes.delete(d);
       return false;
     }
     unlinkSync(path);
+    record?.delete(rel);
     return false;
   }
 
@@ -237,10 +253,15 @@ class Extractor {
             for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
             this.stats.bytes += chunk.length;
           }
-          // chown clears setuid/setgid and capabilities, so: owner, then mode, then xattrs.
-          fchownSync(fd, header.uid, header.gid);
-          fchmodSync(fd, header.mode);
-          this.#setXattrs(path, rel, header.xattrs, false);
+          if (this.#options.record) {
+            fchmodSync(fd, (header.mode & 0o777) | 0o600);
+            this.#record(rel, S_IFMT_BITS.file, header);
+          } else {
+            // chown clears setuid/setgid and capabilities, so: owner, then mode, then xattrs.
+            fchownSync(fd, header.uid, header.gid);
+            fchmodSync(fd, header.mode);
+            this.#setXattrs(path, rel, header.xattrs, false);
+          }
           futimesSync(fd, header.mtime, header.mtime);
         } finally {
           closeSync(fd);
@@ -255,8 +276,12 @@ class Extractor {
         this.#clear(rel, false);
         symlinkSync(header.linkname, path);
         this.#created.add(rel);
-        lchownSync(path, header.uid, header.gid);
-        this.#setXattrs(path, rel, header.xattrs, true);
+        if (this.#options.record) {
+          this.#record(rel, S_IFMT_BITS.symlink, { ...header, mode: 0o777 });
+        } else {
+          lchownSync(path, header.uid, header.gid);
+          this.#setXattrs(path, rel, header.xattrs, true);
+        }
         lutimesSync(path, header.mtime, header.mtime);
         return;
       }
@@ -278,12 +303,27 @@ class Extractor {
         this.#clear(rel, false);
         linkSync(this.#abs(target), path);
         this.#created.add(rel);
+        const facts = this.#options.record?.get(target);
+        if (facts) this.#options.record!.set(rel, facts);
         return;
       }
       case "char":
       case "block":
       case "fifo": {
         this.#clear(rel, false);
+        this.stats.specialFiles++;
+        if (this.#options.record) {
+          const kind = header.type === "char" ? "char" : header.type === "block" ? "block" : "fifo";
+          this.#placeholder(rel, {
+            mode: S_IFMT_BITS[kind] | (header.mode & 0o7777),
+            uid: header.uid,
+            gid: header.gid,
+            rdev: kind === "fifo" ? undefined : makeDev(header.devmajor, header.devminor),
+            xattrs: contentXattrs(header.xattrs),
+          });
+          lutimesSync(path, header.mtime, header.mtime);
+          return;
+        }
         this.#pending.set(rel, {
           rel,
           kind: header.type === "char" ? "c" : header.type === "block" ? "b" : "p",
@@ -295,7 +335,6 @@ class Extractor {
           mtime: header.mtime,
           xattrs: header.xattrs,
         });
-        this.stats.specialFiles++;
         return;
       }
     }
@@ -307,7 +346,13 @@ class Extractor {
     const dirRel = dirParts.join("/");
     if (base === ".wh..wh..opq") {
       this.#ensureDir(dirParts, name);
-      setAttributeSync(this.#abs(dirRel), this.#options.opaqueXattr ?? "trusted.overlay.opaque", "y");
+      const record = this.#options.record;
+      if (record) {
+        const facts = record.get(dirRel) ?? { mode: S_IFMT_BITS.dir | 0o755, uid: 0, gid: 0 };
+        record.set(dirRel, { ...facts, opaque: true });
+      } else {
+        setAttributeSync(this.#abs(dirRel), this.#options.opaqueXattr ?? "trusted.overlay.opaque", "y");
+      }
       this.stats.opaqueDirs++;
       return;
     }
@@ -319,6 +364,12 @@ class Extractor {
     this.#ensureDir(dirParts, name);
     const rel = dirRel === "" ? hidden : `${dirRel}/${hidden}`;
     this.#clear(rel, false);
+    this.stats.whiteouts++;
+    if (this.#options.record) {
+      // A 0/0 character device, as overlayfs spells a deletion: LowerView reads it from the record.
+      this.#placeholder(rel, { mode: S_IFMT_BITS.char, uid: 0, gid: 0, rdev: 0n });
+      return;
+    }
     this.#pending.set(rel, {
       rel,
       kind: "c",
@@ -330,15 +381,40 @@ class Extractor {
       mtime: 0,
       xattrs: new Map(),
     });
-    this.stats.whiteouts++;
   }
 
   #applyDirMeta(rel: string, header: TarEntry): void {
     const path = this.#abs(rel);
-    lchownSync(path, header.uid, header.gid);
-    chmodSync(path, header.mode);
-    this.#setXattrs(path, rel, header.xattrs, false);
+    const record = this.#options.record;
+    if (record) {
+      chmodSync(path, (header.mode & 0o777) | 0o700);
+      const opaque = record.get(rel)?.opaque;
+      this.#record(rel, S_IFMT_BITS.dir, header);
+      if (opaque) record.set(rel, { ...record.get(rel)!, opaque });
+    } else {
+      lchownSync(path, header.uid, header.gid);
+      chmodSync(path, header.mode);
+      this.#setXattrs(path, rel, header.xattrs, false);
+    }
     this.#dirTimes.set(rel, header.mtime);
+  }
+
+  /** Mode 3: the entry's facts as the archive gives them. */
+  #record(rel: string, type: number, header: Pick<TarEntry, "mode" | "uid" | "gid" | "xattrs">): void {
+    const xattrs = contentXattrs(header.xattrs);
+    this.#options.record!.set(rel, {
+      mode: type | (header.mode & 0o7777),
+      uid: header.uid,
+      gid: header.gid,
+      ...(xattrs ? { xattrs } : {}),
+    });
+  }
+
+  /** Mode 3: an empty regular file standing for a node that cannot be made (device, fifo, whiteout). */
+  #placeholder(rel: string, facts: PathFacts): void {
+    closeSync(openSync(this.#abs(rel), CREATE_FLAGS, 0o600));
+    this.#created.add(rel);
+    this.#options.record!.set(rel, facts);
   }
 
   #setXattrs(path: string, rel: string, xattrs: Map<string, Buffer>, isSymlink: boolean): void {
@@ -377,6 +453,21 @@ class Extractor {
     const dirs = [...this.#dirTimes.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
     for (const [rel, mtime] of dirs) lutimesSync(this.#abs(rel), mtime, mtime);
   }
+}
+
+/** Linux's dev_t layout (glibc's gnu_dev_makedev). */
+function makeDev(major: number, minor: number): bigint {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffn) << 8n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n) | ((ma & ~0xfffn) << 32n);
+}
+
+/** An archive's xattrs without overlayfs' own (never from an image), or undefined when none are left. */
+function contentXattrs(xattrs: ReadonlyMap<string, Buffer>): Map<string, Buffer> | undefined {
+  const kept = new Map(
+    [...xattrs].filter(([k]) => !k.startsWith("trusted.overlay.") && !k.startsWith("user.overlay.")),
+  );
+  return kept.size ? kept : undefined;
 }
 
 function depth(rel: string): number {

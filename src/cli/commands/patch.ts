@@ -8,6 +8,7 @@ import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
+import { chooseNoNamespaces, rootCannotMount } from "../../sandbox/no-namespaces.ts";
 import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
 import { SBOM_FORMATS } from "../../sbom/sbom.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
@@ -123,10 +124,12 @@ export function registerPatch(program: Command): void {
       ),
   ).action(async (flags) => {
     // Not root: the whole patch runs again as root of a user namespace (issue 16, mode 2).
-    if (needsUserNamespace()) {
+    // …unless it cannot create one, or SUTURE_PATCH_MODE=no-namespaces forces mode 3 (no namespaces).
+    if (needsUserNamespace() && !(await chooseNoNamespaces())) {
       process.exitCode = (await reexecInUserNamespace()).code;
       return;
     }
+    await rootCannotMount();
     if (flags.config !== undefined) return runBulkFromPatch(flags.config, flags);
     if (flags.image === undefined)
       throw new SutureError(

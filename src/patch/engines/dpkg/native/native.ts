@@ -9,9 +9,11 @@ import {
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
+import { SutureError } from "../../../../errors/errors.ts";
 import { readFileInRoot, resolveInRoot } from "../../../../fs/in-root.ts";
 import { withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
+import { inNoNamespacesMode } from "../../../../sandbox/no-namespaces.ts";
 import {
   beginApply,
   type EngineContext,
@@ -85,7 +87,7 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     warnings: resolution.warnings,
     database: db,
     runScripts,
-    reuseKey: [`scripts=${runScripts}`],
+    reuseKey: [`scripts=${runScripts && !inNoNamespacesMode()}`],
   };
 }
 
@@ -107,7 +109,10 @@ async function applyNative(
   const before = versions(db);
   const install = plan.items;
   if (install.length === 0) return { before, after: before, failed, warnings, scriptsMs: 0 };
-  const { runScripts } = plan;
+  // The no-namespaces mode runs no code of the image: what the scripts would do is done natively
+  // where suture can, and a package needing more is refused after the unpack (into a private tree).
+  const noNamespaces = inNoNamespacesMode();
+  const runScripts = plan.runScripts && !noNamespaces;
   if (runScripts) await assertCanRun(ctx.platform);
 
   // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
@@ -125,6 +130,8 @@ async function applyNative(
     ),
   );
   const scriptsNotRun: string[] = [];
+  /** Per package, the scripts and triggers the image would have run (no-namespaces mode). */
+  const needs = new Map<string, Pick<UnpackSummary, "scripts" | "triggers">>();
   await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
     // While one package is unpacked, the data archives of the next ones are decompressed (xz, each
     // in its own process): unpacking mostly waits for xz, and two of them use both cores.
@@ -156,6 +163,7 @@ async function applyNative(
           pathFilter: dpkgConfig.pathFilter,
         });
         if (!runScripts) scriptsNotRun.push(...summary.scripts);
+        if (noNamespaces && plan.runScripts) needs.set(item.entry.package, summary);
         progress({
           type: "package",
           name: item.entry.package,
@@ -175,6 +183,7 @@ async function applyNative(
         );
     }
   });
+  if (needs.size) refuseScriptsWithoutEquivalent(needs);
   let scriptsMs = 0;
   if (runScripts) {
     const t = performance.now();
@@ -215,7 +224,7 @@ async function applyNative(
       );
     }
     warn(
-      `the image has no shell, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)`,
+      `${noNamespaces && plan.runScripts ? "the no-namespaces mode runs no code of the image" : "the image has no shell"}, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)`,
     );
   }
 
@@ -261,6 +270,41 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
     upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
     recommendsMatter: config.getBool("APT::Install-Recommends", true),
   });
+}
+
+/**
+ * What the no-namespaces mode does itself of what a package's configure would run: the
+ * ca-certificates package's own scripts (the selection rewrite and `update-ca-certificates`,
+ * regenerated after the unpack) and the trigger that package is interested in. A native
+ * ldconfig (libc-bin's `ldconfig` trigger) belongs here once suture writes ld.so.cache itself.
+ */
+const SCRIPTS_DONE_NATIVELY = new Set(["ca-certificates"]);
+const TRIGGERS_DONE_NATIVELY = new Set(["update-ca-certificates"]);
+
+/**
+ * Refuse, in one line naming each package and what it needed, when any unpacked package has a
+ * maintainer script or activates a trigger with no native equivalent: only running the image's
+ * code would give the image root mode gives, and this mode cannot.
+ */
+function refuseScriptsWithoutEquivalent(
+  needs: Map<string, Pick<UnpackSummary, "scripts" | "triggers">>,
+): void {
+  const caUpdated = needs.has("ca-certificates");
+  const left: string[] = [];
+  for (const [name, summary] of needs) {
+    const scripts = SCRIPTS_DONE_NATIVELY.has(name)
+      ? []
+      : [...new Set(summary.scripts.map((s) => s.split(" ")[1]!))];
+    const triggers = summary.triggers.filter((t) => !(caUpdated && TRIGGERS_DONE_NATIVELY.has(t)));
+    const what = [...scripts, ...triggers.map((t) => `trigger ${t}`)];
+    if (what.length) left.push(`${name} (${what.join(", ")})`);
+  }
+  if (left.length === 0) return;
+  const shown = left.length > 6 ? [...left.slice(0, 6), `${left.length - 6} more`] : left;
+  throw new SutureError(
+    "NEEDS_RUNTIME",
+    `the no-namespaces mode runs no code of the image, and ${shown.join(", ")} need${left.length === 1 ? "s" : ""} maintainer scripts or triggers with no native equivalent: patch as root, or where user namespaces work (the user-namespace mode runs them; suture doctor says what this host allows); nothing was written`,
+  );
 }
 
 /**

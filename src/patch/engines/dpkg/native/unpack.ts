@@ -1,13 +1,11 @@
 import { createHash } from "node:crypto";
 import {
+  type BigIntStats,
   chmodSync,
-  chownSync,
   closeSync,
   fchmodSync,
-  fchownSync,
   constants as fsConstants,
   futimesSync,
-  lchownSync,
   linkSync,
   lstatSync,
   lutimesSync,
@@ -20,7 +18,7 @@ import {
   utimesSync,
   writeSync,
 } from "node:fs";
-import { chmod, chown, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
+import { chmod, lstat, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { posix } from "node:path";
 import { normaliseEntryPath } from "../../../../archive/tar/member-path.ts";
 import { imageIds } from "../../../../distro/accounts.ts";
@@ -41,6 +39,7 @@ import type { FilteredEntryType, PathFilter } from "../../../../distro/dpkg/dpkg
 import { quoteUntrusted } from "../../../../distro/package-syntax.ts";
 import { describeCause, isSutureError, SutureError } from "../../../../errors/errors.ts";
 import { childPath, walkInRoot } from "../../../../fs/in-root.ts";
+import { chownOrRecord, effectiveStat, fchownOrRecord, lchownOrRecord } from "../../../../fs/owners.ts";
 import type { ProgressSink } from "../../../../progress/events.ts";
 import {
   decideConffile,
@@ -95,7 +94,7 @@ export interface UnpackSummary {
   removed: string[];
   /**
    * Maintainer script invocations dpkg would make for this step that were not run, in order
-   * (`libfoo prerm upgrade 1.2-2`, …; `postinst configure` included only for `unpacked`).
+   * (`libfoo prerm upgrade 1.2-2`, …, `libfoo postinst configure 1.2-1`).
    */
   scripts: string[];
   /** Triggers this unpack activated (explicit names and file-trigger paths). */
@@ -254,7 +253,7 @@ export async function unpackDeb(
           }
           if (fd === undefined && !same?.atEnd()) startWriting();
           if (fd !== undefined) {
-            fchownSync(fd, uid, gid);
+            fchownOrRecord(fd, uid, gid);
             fchmodSync(fd, mode & 0o7777);
             futimesSync(fd, h.mtime, h.mtime);
           }
@@ -285,7 +284,7 @@ export async function unpackDeb(
           continue;
         }
         symlinkSync(h.linkname, staged);
-        lchownSync(staged, uid, gid);
+        lchownOrRecord(staged, uid, gid);
         lutimesSync(staged, h.mtime, h.mtime);
       } else {
         const targetParts = packageMemberPath(deb, h.linkname, `hardlink ${pkgPath} target`);
@@ -421,11 +420,13 @@ export async function unpackDeb(
   const fields = newStanza(deb, old, db, state, records);
   const record = db.setPackage(fields);
   await db.writeInfoFiles(record, infoFiles, old);
-  if (state === "unpacked") {
-    summary.triggers = await activateTriggers(db, explicitTriggers, [...listed, ...summary.removed]);
-    if (hasScript("postinst"))
-      summary.scripts.push(`${deb.name} postinst configure ${old ? old.version : ""}`.trimEnd());
-  }
+  // Installed outright (nothing will configure it), the triggers are only named: what a
+  // configure would have run, for the caller to report or refuse.
+  summary.triggers = await activateTriggers(db, explicitTriggers, [...listed, ...summary.removed], {
+    record: state === "unpacked",
+  });
+  if (hasScript("postinst"))
+    summary.scripts.push(`${deb.name} postinst configure ${old ? old.version : ""}`.trimEnd());
   await db.commit();
   return summary;
 }
@@ -471,12 +472,14 @@ function newStanza(
 
 /**
  * Activate the package's explicit triggers (its `triggers` control file) and the file triggers
- * its paths match, as `Triggers-Pending` on the interested installed packages.
+ * its paths match, as `Triggers-Pending` on the interested installed packages (only named, not
+ * recorded, without `record`).
  */
 async function activateTriggers(
   db: DpkgDatabase,
   explicit: readonly string[],
   paths: string[],
+  options: { record: boolean },
 ): Promise<string[]> {
   if (db.layout !== "classic") return [];
   const activated = new Map<string, { package: string }[]>();
@@ -489,6 +492,8 @@ async function activateTriggers(
       fileInterests.filter((f) => f.path === path).map((f) => f.interest),
     );
   }
+  // Only named: a trigger no installed package is interested in would run nothing.
+  if (!options.record) return [...activated].filter(([, i]) => i.length > 0).map(([name]) => name);
   for (const [trigger, interests] of activated) {
     for (const interest of interests) {
       const [name, arch] = interest.package.split(":");
@@ -560,18 +565,19 @@ const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_
  * regular file (not a symlink) of the same size, mode and owner. Undefined otherwise.
  */
 function sameFileReader(path: string, size: number, uid: number, gid: number, mode: number) {
-  let st: ReturnType<typeof lstatSync> | undefined;
+  let st: BigIntStats | undefined;
   try {
-    st = lstatSync(path);
+    // The owner and mode the image has (in no-namespaces mode, the recorded ones).
+    st = effectiveStat(lstatSync(path, { bigint: true }));
   } catch {
     return undefined;
   }
   if (
     !st?.isFile() ||
-    st.size !== size ||
-    st.uid !== uid ||
-    st.gid !== gid ||
-    (st.mode & 0o7777) !== (mode & 0o7777)
+    st.size !== BigInt(size) ||
+    st.uid !== BigInt(uid) ||
+    st.gid !== BigInt(gid) ||
+    (st.mode & 0o7777n) !== BigInt(mode & 0o7777)
   )
     return undefined;
   const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
@@ -617,10 +623,11 @@ async function md5OfFile(path: string): Promise<string> {
 }
 
 async function copyOwnershipAndMode(from: string, to: string): Promise<void> {
-  const st = await lstat(from).catch(() => undefined);
-  if (!st?.isFile()) return;
-  await chown(to, st.uid, st.gid);
-  await chmod(to, st.mode & 0o7777);
+  const raw = await lstat(from, { bigint: true }).catch(() => undefined);
+  if (!raw?.isFile()) return;
+  const st = effectiveStat(raw);
+  chownOrRecord(to, Number(st.uid), Number(st.gid));
+  await chmod(to, Number(st.mode & 0o7777n));
 }
 
 /**
@@ -718,7 +725,7 @@ class RootResolver {
     const st = lstatSync(host, { throwIfNoEntry: false });
     if (!st) {
       mkdirSync(host, { mode: 0o700 });
-      chownSync(host, meta.uid, meta.gid);
+      chownOrRecord(host, meta.uid, meta.gid);
       chmodSync(host, meta.mode & 0o7777);
       utimesSync(host, meta.mtime, meta.mtime);
       this.#dirs.set(key, host);

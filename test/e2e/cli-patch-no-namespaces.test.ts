@@ -1,0 +1,308 @@
+/**
+ * Patching with no namespaces at all (issue 16, mode 3): an unprivileged user that cannot create a
+ * user namespace (a locked-down pod) patches with the native engine in a private working tree,
+ * owners taken from the layers' metadata. The patch layer must be the one root mode writes; an
+ * image whose fix needs maintainer scripts is refused in one line and nothing is pushed; an
+ * interrupt leaves nothing behind.
+ */
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { decompressAuto } from "../../src/archive/compression.ts";
+import { readTar } from "../../src/archive/tar/read.ts";
+import { alpineLabImage } from "../lab/alpine-lab.ts";
+import { useArchiveMirror } from "../lab/archive-mirror.ts";
+import { distrolessLabImage } from "../lab/distroless.ts";
+import { labImage, trivyReportFor } from "../lab/images.ts";
+import { ensureRootlessUser, ROOTLESS_USER } from "../lab/podman.ts";
+import { type LabRegistry, startRegistry } from "../lab/registry.ts";
+import { requiring } from "../lab/requirements.ts";
+
+const { after, before, test } = await requiring("root", "loopback", "tool:runuser");
+
+before(useArchiveMirror);
+
+const run = promisify(execFile);
+const suture = join(import.meta.dirname, "../../bin/suture");
+// Libraries whose packages have maintainer scripts or the ldconfig trigger: root mode runs them.
+const LIB_PACKAGES = ["libssl3", "openssl", "libexpat1", "liblzma5", "libpcre2-8-0"];
+
+let work: string;
+let userHome: string;
+/** A directory first on the user's PATH whose `unshare` always fails, as in a default-seccomp pod. */
+let noUnshare: string;
+let registry: LabRegistry;
+
+before(async () => {
+  await ensureRootlessUser();
+  work = await mkdtemp(join(tmpdir(), "suture-nons-"));
+  await chmod(work, 0o755);
+  userHome = join(work, "home");
+  noUnshare = join(work, "no-unshare");
+  await mkdir(userHome);
+  await mkdir(noUnshare);
+  await writeFile(
+    join(noUnshare, "unshare"),
+    "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n",
+    { mode: 0o755 },
+  );
+  const uid = Number((await run("id", ["-u", ROOTLESS_USER])).stdout.trim());
+  const gid = Number((await run("id", ["-g", ROOTLESS_USER])).stdout.trim());
+  await chown(userHome, uid, gid);
+  registry = await startRegistry();
+});
+after(async () => {
+  await registry?.stop();
+  // Everything the user wrote is its own (no subordinate ids in this mode): root removes it.
+  await rm(work, { recursive: true, force: true });
+});
+
+/** The unprivileged user's environment: its own home (and so cache), and an `unshare` that fails. */
+function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: `${noUnshare}:${process.env.PATH}`,
+    HOME: userHome,
+    CI: "true",
+    http_proxy: process.env.http_proxy,
+    HTTP_PROXY: process.env.HTTP_PROXY,
+    no_proxy: process.env.no_proxy,
+    NO_PROXY: process.env.NO_PROXY,
+    ...extra,
+  };
+}
+
+const asRoot = (args: string[]) =>
+  run(suture, args[0] === "patch" ? [...args, "--cache-dir", join(work, "root-cache")] : args, {
+    env: { ...process.env, CI: "true" },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+
+/** runuser keeps the environment it is given with -p... so the variables go through env(1). */
+function userArgs(args: string[], extra: NodeJS.ProcessEnv = {}): string[] {
+  const env = Object.entries(userEnv(extra))
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${v}`);
+  return ["-u", ROOTLESS_USER, "--", "env", ...env, suture, ...args];
+}
+
+const asUser = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
+  run("runuser", userArgs(args, extra), { env: userEnv(extra), cwd: userHome, maxBuffer: 64 * 1024 * 1024 });
+
+/** Every entry of the image's top layer: name, type, owner, mode, link, content hash (no times). */
+async function topLayerListing(reference: string, name: string): Promise<string[]> {
+  const layout = join(work, `layout-${name}`);
+  await asRoot(["copy", reference, `oci:${layout}:x`]);
+  const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8"));
+  const blob = (d: string) => join(layout, "blobs", ...d.split(":"));
+  const manifest = JSON.parse(await readFile(blob(index.manifests[0].digest), "utf8"));
+  const top = manifest.layers.at(-1).digest as string;
+  const out: string[] = [];
+  for await (const { header, body } of readTar(decompressAuto(createReadStream(blob(top))))) {
+    const h = createHash("sha256");
+    for await (const c of body) h.update(c);
+    out.push(
+      [
+        header.path,
+        header.type,
+        `${header.uid}:${header.gid}`,
+        header.mode.toString(8),
+        header.linkname,
+        header.size,
+        h.digest("hex").slice(0, 16),
+      ].join(" "),
+    );
+  }
+  return out;
+}
+
+async function pushLab(reference: string, repo: string): Promise<string> {
+  const ref = `docker://${registry.host}/${repo}:1`;
+  await asRoot(["copy", reference, ref]);
+  return ref;
+}
+
+async function tagExists(repo: string, tag: string): Promise<boolean> {
+  const r = await fetch(`http://${registry.host}/v2/${repo}/manifests/${tag}`, {
+    method: "HEAD",
+    headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+  });
+  return r.ok;
+}
+
+test("suture doctor, where unshare fails for the user: no-namespaces, supported (exit 0)", async () => {
+  const { stdout } = await asUser(["doctor", "--format", "json"]);
+  const d = JSON.parse(stdout) as { mode: string; supported: boolean; checks: { id: string; ok: boolean }[] };
+  assert.equal(d.mode, "no-namespaces");
+  assert.equal(d.supported, true);
+  assert.equal(d.checks.find((c) => c.id === "user-namespaces")?.ok, false);
+});
+
+test("distroless, no user namespace possible: mode 3 is chosen and its patch layer is root mode's, entry for entry", async () => {
+  const lab = await distrolessLabImage();
+  const src = await pushLab(lab.reference, "lab/distroless");
+  const userRun = await asUser([
+    "patch",
+    "-i",
+    src,
+    "--push",
+    "-t",
+    `${registry.host}/lab/distroless:user`,
+    "--progress",
+    "plain",
+  ]);
+  assert.match(userRun.stderr, /mode: no-namespaces/);
+  await asRoot(["patch", "-i", src, "--push", "-t", `${registry.host}/lab/distroless:root`]);
+  const user = await topLayerListing(`docker://${registry.host}/lab/distroless:user`, "dl-user");
+  const root = await topLayerListing(`docker://${registry.host}/lab/distroless:root`, "dl-root");
+  assert.ok(root.length > 5, `root mode wrote a real layer (${root.length} entries)`);
+  assert.deepEqual(user, root);
+  const { uid } = await idOf();
+  assert.ok(
+    user.every((l) => !l.includes(` ${uid}:`)),
+    "no entry carries the unprivileged user's own id",
+  );
+});
+
+let ids: { uid: number } | undefined;
+async function idOf(): Promise<{ uid: number }> {
+  ids ??= { uid: Number((await run("id", ["-u", ROOTLESS_USER])).stdout.trim()) };
+  return ids;
+}
+
+test("nginx with a library report: refused in one line naming the packages whose scripts must run, nothing pushed", async () => {
+  const nginx = await labImage("bookwormNginx");
+  const report = await trivyReportFor("bookwormNginx", {
+    only: LIB_PACKAGES,
+    outFile: join(work, "lib.json"),
+  });
+  await chmod(report.path, 0o644);
+  const src = await pushLab(nginx.reference, "lab/nginx");
+  const failed = await asUser(
+    [
+      "patch",
+      "-i",
+      src,
+      "-r",
+      report.path,
+      "--push",
+      "-t",
+      `${registry.host}/lab/nginx:user`,
+      "--progress",
+      "quiet",
+    ],
+    {
+      SUTURE_PATCH_MODE: "no-namespaces",
+    },
+  ).then(
+    () => assert.fail("the patch must be refused"),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(failed.code, 1);
+  const lines = failed.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, failed.stderr);
+  // openssl's postinst has no native equivalent (the libraries' ldconfig trigger gets one soon).
+  assert.match(
+    lines[0]!,
+    /^error: the no-namespaces mode runs no code of the image, and .*openssl \(postinst\)/,
+  );
+  assert.match(lines[0]!, /patch as root, or where user namespaces work/);
+  assert.match(lines[0]!, /\[NEEDS_RUNTIME\]$/);
+  assert.equal(await tagExists("lab/nginx", "user"), false, "nothing was pushed");
+});
+
+test("SIGINT mid-patch leaves no process, temp dir or working tree of the user behind", async () => {
+  const nginx = await labImage("bookwormNginx");
+  await pushLab(nginx.reference, "lab/nginx");
+  const src = `docker://${registry.host}/lab/nginx:1`;
+  const cache = join(userHome, "int-cache");
+  const child = spawn(
+    "runuser",
+    userArgs(
+      [
+        "patch",
+        "-i",
+        src,
+        "--push",
+        "-t",
+        `${registry.host}/lab/nginx:int3`,
+        "--cache-dir",
+        cache,
+        "--progress",
+        "plain",
+      ],
+      { SUTURE_PATCH_MODE: "no-namespaces" },
+    ),
+    { env: userEnv(), cwd: userHome, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  // Interrupt while the working tree is being copied: layers are extracted, the tree half made.
+  await new Promise<void>((resolve, reject) => {
+    const t = setInterval(() => {
+      if (/into a private working tree/.test(stderr)) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 50);
+    child.once("exit", () => {
+      clearInterval(t);
+      reject(new Error(`suture exited before the interrupt: ${stderr}`));
+    });
+  });
+  // ^C reaches suture itself (the process env(1) became under runuser), as a terminal's would.
+  const cli = (await readFile(`/proc/${child.pid}/task/${child.pid}/children`, "utf8")).trim().split(/\s+/);
+  assert.equal(cli.length, 1);
+  process.kill(Number(cli[0]), "SIGINT");
+  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+  assert.equal(code, 130, stderr);
+  const { stdout: ps } = await run("ps", ["-u", ROOTLESS_USER, "-o", "pid=,args="]).catch((e) => ({
+    stdout: String(e.stdout ?? ""),
+  }));
+  assert.equal(
+    ps
+      .split("\n")
+      .filter((l) => l.includes(cache))
+      .join("\n"),
+    "",
+    "no process of this patch is left",
+  );
+  const uid = (await idOf()).uid;
+  const tmpLeft: string[] = [];
+  for (const name of await readdir(tmpdir())) {
+    const st = await stat(join(tmpdir(), name)).catch(() => undefined);
+    if (st?.uid === uid) tmpLeft.push(name);
+  }
+  assert.deepEqual(tmpLeft, [], "no temp file of the user is left");
+  const left = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("patch-"));
+  assert.deepEqual(left, [], "no patch work dir (and so no working tree) is left in the cache");
+  assert.equal(await tagExists("lab/nginx", "int3"), false);
+});
+
+test("an Alpine image is refused in one line naming the modes that patch it, nothing written", async () => {
+  const lab = await alpineLabImage("app");
+  const out = join(userHome, "alpine-out");
+  const failed = await asUser(
+    ["patch", "-i", lab.ref, "--oci-dir", out, "-t", "patched", "--progress", "quiet"],
+    {
+      SUTURE_PATCH_MODE: "no-namespaces",
+    },
+  ).then(
+    () => assert.fail("the patch must be refused"),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(failed.code, 1);
+  const lines = failed.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, failed.stderr);
+  assert.match(
+    lines[0]!,
+    /no-namespaces mode patches Debian and Ubuntu \(dpkg\) images only so far.*\[NEEDS_RUNTIME\]$/,
+  );
+  assert.equal(await stat(out).catch(() => undefined), undefined, "no output was written");
+});
