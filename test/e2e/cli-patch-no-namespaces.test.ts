@@ -7,18 +7,15 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { decompressAuto } from "../../src/archive/compression.ts";
-import { readTar } from "../../src/archive/tar/read.ts";
 import { alpineLabImage } from "../lab/alpine-lab.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { topLayerListing as layerListing } from "../lab/layer-listing.ts";
 import { ensureRootlessUser, ROOTLESS_USER } from "../lab/podman.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
@@ -31,6 +28,8 @@ const run = promisify(execFile);
 const suture = join(import.meta.dirname, "../../bin/suture");
 // Libraries whose packages have maintainer scripts or the ldconfig trigger: root mode runs them.
 const LIB_PACKAGES = ["libssl3", "openssl", "libexpat1", "liblzma5", "libpcre2-8-0"];
+// Libraries whose packages have no maintainer scripts: only the ldconfig trigger runs for them.
+const TRIGGER_ONLY_PACKAGES = ["libexpat1", "liblzma5", "libpcre2-8-0"];
 
 let work: string;
 let userHome: string;
@@ -93,31 +92,11 @@ function userArgs(args: string[], extra: NodeJS.ProcessEnv = {}): string[] {
 const asUser = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
   run("runuser", userArgs(args, extra), { env: userEnv(extra), cwd: userHome, maxBuffer: 64 * 1024 * 1024 });
 
-/** Every entry of the image's top layer: name, type, owner, mode, link, content hash (no times). */
+/** The top layer of `reference`, entry by entry (test/lab/layer-listing.ts). */
 async function topLayerListing(reference: string, name: string): Promise<string[]> {
   const layout = join(work, `layout-${name}`);
   await asRoot(["copy", reference, `oci:${layout}:x`]);
-  const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8"));
-  const blob = (d: string) => join(layout, "blobs", ...d.split(":"));
-  const manifest = JSON.parse(await readFile(blob(index.manifests[0].digest), "utf8"));
-  const top = manifest.layers.at(-1).digest as string;
-  const out: string[] = [];
-  for await (const { header, body } of readTar(decompressAuto(createReadStream(blob(top))))) {
-    const h = createHash("sha256");
-    for await (const c of body) h.update(c);
-    out.push(
-      [
-        header.path,
-        header.type,
-        `${header.uid}:${header.gid}`,
-        header.mode.toString(8),
-        header.linkname,
-        header.size,
-        h.digest("hex").slice(0, 16),
-      ].join(" "),
-    );
-  }
-  return out;
+  return layerListing(layout);
 }
 
 async function pushLab(reference: string, repo: string): Promise<string> {
@@ -213,6 +192,34 @@ test("nginx with a library report: refused in one line naming the packages whose
   assert.match(lines[0]!, /patch as root, or where user namespaces work/);
   assert.match(lines[0]!, /\[NEEDS_RUNTIME\]$/);
   assert.equal(await tagExists("lab/nginx", "user"), false, "nothing was pushed");
+});
+
+test("nginx, libraries whose only hook is the ldconfig trigger: mode 3 rebuilds ld.so.cache natively, as root mode's image has it", async () => {
+  const nginx = await labImage("bookwormNginx");
+  // No maintainer scripts of their own: configuring them is libc-bin's ldconfig trigger alone.
+  const report = await trivyReportFor("bookwormNginx", {
+    only: TRIGGER_ONLY_PACKAGES,
+    outFile: join(work, "trigger-only.json"),
+  });
+  await chmod(report.path, 0o644);
+  const src = await pushLab(nginx.reference, "lab/nginx-trigger");
+  const flags = ["patch", "-i", src, "-r", report.path, "--push"];
+  const userRun = await asUser(
+    [...flags, "-t", `${registry.host}/lab/nginx-trigger:user`, "--progress", "plain"],
+    {
+      SUTURE_PATCH_MODE: "no-namespaces",
+    },
+  );
+  assert.match(userRun.stderr, /mode: no-namespaces/);
+  assert.match(userRun.stderr, /hook +libc-bin ldconfig/);
+  await asRoot([...flags, "-t", `${registry.host}/lab/nginx-trigger:root`]);
+  const user = await topLayerListing(`docker://${registry.host}/lab/nginx-trigger:user`, "trigger-user");
+  const root = await topLayerListing(`docker://${registry.host}/lab/nginx-trigger:root`, "trigger-root");
+  // dpkg's own bookkeeping of a configure run (status-old, the triggers dir) is root mode's alone;
+  // every file of the image proper must be the same, ld.so.cache and the soname links included
+  // (the cache is in neither layer when the libraries kept their file names).
+  const image = (listing: string[]) => listing.filter((l) => !l.startsWith("var/lib/dpkg/"));
+  assert.deepEqual(image(user), image(root));
 });
 
 test("SIGINT mid-patch leaves no process, temp dir or working tree of the user behind", async () => {

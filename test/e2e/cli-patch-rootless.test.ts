@@ -5,17 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { decompressAuto } from "../../src/archive/compression.ts";
-import { readTar } from "../../src/archive/tar/read.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
+import { topLayerListing as layerListing } from "../lab/layer-listing.ts";
 import { ensureRootlessUser, ROOTLESS_USER } from "../lab/podman.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
@@ -88,34 +85,13 @@ const asUser = (args: string[]) =>
     maxBuffer: 64 * 1024 * 1024,
   });
 
-/** Every entry of the image's top layer: name, type, owner, mode, link, content hash (no times). */
+/** The top layer of `reference`, entry by entry (test/lab/layer-listing.ts). */
 async function topLayerListing(reference: string, name: string): Promise<string[]> {
   const layout = join(work, `layout-${name}`);
   await asRoot(["copy", reference, `oci:${layout}:x`]);
-  const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8"));
-  const blob = (d: string) => join(layout, "blobs", ...d.split(":"));
-  const manifest = JSON.parse(await readFile(blob(index.manifests[0].digest), "utf8"));
-  const top = manifest.layers.at(-1).digest as string;
-  const out: string[] = [];
-  for await (const { header, body } of readTar(decompressAuto(createReadStream(blob(top))))) {
-    const h = createHash("sha256");
-    // ldconfig's aux-cache records the inode numbers and ctimes of the libraries it scanned: it
-    // differs between any two runs, root or not. Its presence, owner, mode and size still count.
-    if (header.path.endsWith("var/cache/ldconfig/aux-cache")) h.update("inodes");
-    else for await (const c of body) h.update(c);
-    out.push(
-      [
-        header.path,
-        header.type,
-        `${header.uid}:${header.gid}`,
-        header.mode.toString(8),
-        header.linkname,
-        header.size,
-        h.digest("hex").slice(0, 16),
-      ].join(" "),
-    );
-  }
-  return out;
+  // ldconfig's aux-cache records the inode numbers and ctimes of the libraries it scanned: it
+  // differs between any two runs, root or not. Its presence, owner, mode and size still count.
+  return layerListing(layout, (path) => path.endsWith("var/cache/ldconfig/aux-cache"));
 }
 
 async function pushLab(reference: string, repo: string): Promise<string> {

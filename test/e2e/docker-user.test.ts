@@ -32,15 +32,6 @@ const { after, before, test } = await requiring(
   "tool:umoci",
 );
 
-/**
- * The no-namespaces mode (mode 3) is built in parallel (branch wt-mode3). Until it is merged the
- * tests that need it run as `todo` (their failures do not fail the file): delete this once mode 3
- * is in, so they count.
- */
-const MODE3_PENDING = {
-  todo: "needs mode 3 (no namespaces), from wt-mode3: remove MODE3_PENDING once merged",
-};
-
 const run = promisify(execFile);
 // The libraries of the bench's "lib" workload: a report the native engine patches without scripts.
 const LIB_PACKAGES = ["libssl3", "openssl", "libexpat1", "liblzma5", "libpcre2-8-0"];
@@ -157,59 +148,51 @@ test("default seccomp, no capabilities: suture doctor says no namespaces can be 
   assert.equal(check("user-namespaces"), false, "the profile refuses unshare(CLONE_NEWUSER)");
 });
 
-test(
-  "default seccomp, no capabilities: the distroless image is patched without namespaces (mode 3)",
-  MODE3_PENDING,
-  async () => {
-    const { stderr } = await inDocker([
-      "patch",
-      "-i",
-      `docker://${registry.host}/lab/distroless:1`,
-      "-t",
-      `${registry.host}/lab/distroless:docker`,
-      "--push",
-      "--progress",
-      "plain",
-    ]);
-    assert.match(stderr, /mode: no-namespaces/);
-    const lab = await distrolessLabImage();
-    const versions = await installed(await unpackPushed("lab/distroless:docker"));
-    for (const name of ["libssl3", "tzdata", "ca-certificates"]) {
-      assert.equal(compareDebVersions(versions.get(name)!, lab.packages.get(name)!), 1, `${name} upgraded`);
-    }
-  },
-);
+test("default seccomp, no capabilities: the distroless image is patched without namespaces (mode 3)", async () => {
+  const { stderr } = await inDocker([
+    "patch",
+    "-i",
+    `docker://${registry.host}/lab/distroless:1`,
+    "-t",
+    `${registry.host}/lab/distroless:docker`,
+    "--push",
+    "--progress",
+    "plain",
+  ]);
+  assert.match(stderr, /mode: no-namespaces/);
+  const lab = await distrolessLabImage();
+  const versions = await installed(await unpackPushed("lab/distroless:docker"));
+  for (const name of ["libssl3", "tzdata", "ca-certificates"]) {
+    assert.equal(compareDebVersions(versions.get(name)!, lab.packages.get(name)!), 1, `${name} upgraded`);
+  }
+});
 
-test(
-  "default seccomp, no capabilities: a fix whose maintainer scripts have no native stand-in is refused in one line",
-  MODE3_PENDING,
-  async () => {
-    // nginx-common's postinst (users, log dirs, service) has no native equivalent: only a mode that
-    // runs the image's scripts (root or a user namespace) may install it.
-    const report = await trivyReportFor("bookwormNginx", {
-      only: ["nginx", "nginx-common"],
-      outFile: join(work, "nginx-scripts.json"),
-    });
-    await chmod(report.path, 0o644);
-    await assert.rejects(
-      inDocker(
-        [
-          "patch",
-          "-i",
-          `docker://${registry.host}/lab/nginx:1`,
-          "-r",
-          report.path,
-          "-t",
-          `${registry.host}/lab/nginx:refused`,
-          "--push",
-        ],
-        { files: [report.path] },
-      ),
-      oneLineError(/nginx.*(user-namespace|root)|(user-namespace|root).*nginx/),
-    );
-    assert.equal(await tagExists("lab/nginx:refused"), false, "nothing is pushed");
-  },
-);
+test("default seccomp, no capabilities: a fix whose maintainer scripts have no native stand-in is refused in one line", async () => {
+  // nginx-common's postinst (users, log dirs, service) has no native equivalent: only a mode that
+  // runs the image's scripts (root or a user namespace) may install it.
+  const report = await trivyReportFor("bookwormNginx", {
+    only: ["nginx", "nginx-common"],
+    outFile: join(work, "nginx-scripts.json"),
+  });
+  await chmod(report.path, 0o644);
+  await assert.rejects(
+    inDocker(
+      [
+        "patch",
+        "-i",
+        `docker://${registry.host}/lab/nginx:1`,
+        "-r",
+        report.path,
+        "-t",
+        `${registry.host}/lab/nginx:refused`,
+        "--push",
+      ],
+      { files: [report.path] },
+    ),
+    oneLineError(/nginx.*(user-namespace|root)|(user-namespace|root).*nginx/),
+  );
+  assert.equal(await tagExists("lab/nginx:refused"), false, "nothing is pushed");
+});
 
 test("seccomp=unconfined: the same container patches nginx in a user namespace (mode 2)", async () => {
   const { path: reportPath, fixes } = await trivyReportFor("bookwormNginx", {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { dpkgArchitecture } from "../../../../distro/dpkg/architecture.ts";
 import {
@@ -24,6 +25,7 @@ import {
   type Targets,
 } from "../../engine.ts";
 import { aptEnv, aptFailure } from "../run-apt.ts";
+import { runLdconfig } from "./hooks/ld-so-cache.ts";
 import { NATIVE_TRIGGERS, placeStandIns } from "./hooks/stand-ins.ts";
 import { updateCaCertificates } from "./hooks/update-ca-certificates.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
@@ -183,7 +185,10 @@ async function applyNative(
         );
     }
   });
-  if (needs.size) refuseScriptsWithoutEquivalent(needs);
+  // Triggers this mode processes natively: those whose interested package's postinst is a text
+  // the native equivalent stands for (libc-bin's `ldconfig`).
+  const nativeTriggers = needs.size ? await reproducibleTriggers(root) : new Map<string, readonly string[]>();
+  if (needs.size) refuseScriptsWithoutEquivalent(needs, nativeTriggers);
   let scriptsMs = 0;
   if (runScripts) {
     const t = performance.now();
@@ -211,8 +216,28 @@ async function applyNative(
       },
     );
     scriptsMs = performance.now() - t;
-  } else if (scriptsNotRun.length) {
+  } else if (scriptsNotRun.length || needs.size) {
     const done: string[] = [];
+    const ldconfig = nativeTriggers.get("ldconfig");
+    if (ldconfig && [...needs.values()].some((n) => n.triggers.includes("ldconfig"))) {
+      const started = performance.now();
+      const r = await runLdconfig(root, ldconfig.slice(1));
+      if (!r.done)
+        throw new SutureError(
+          "NEEDS_RUNTIME",
+          `the no-namespaces mode runs no code of the image, and libc-bin's ldconfig trigger cannot be done natively here (${r.unsupported}): patch as root, or where user namespaces work (suture doctor says what this host allows); nothing was written`,
+        );
+      progress({
+        type: "hook",
+        package: "libc-bin",
+        hook: "ldconfig",
+        calls: 1,
+        ran: "native",
+        detail: `${r.libraries} libraries cached, ${r.linksMade} links made, ${r.linksRemoved} removed`,
+        elapsedMs: performance.now() - started,
+      });
+      done.push("libc-bin's ldconfig trigger (ld.so.cache rebuilt natively)");
+    }
     if (install.some((i) => i.entry.package === "ca-certificates") && (await regenerateCaBundle(root))) {
       // With the selection rewritten, the links in /etc/ssl/certs follow it as the program makes them.
       // Without a selection file the program would start afresh, which a shell-less image never did.
@@ -223,9 +248,11 @@ async function applyNative(
         `ca-certificates' update-ca-certificates (${links?.done ? "bundle and links" : "bundle"} rebuilt natively)`,
       );
     }
-    warn(
-      `${noNamespaces && plan.runScripts ? "the no-namespaces mode runs no code of the image" : "the image has no shell"}, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)`,
-    );
+    const ldconfigDone = done.some((d) => d.startsWith("libc-bin"));
+    if (scriptsNotRun.length)
+      warn(
+        `${noNamespaces && plan.runScripts ? "the no-namespaces mode runs no code of the image" : "the image has no shell"}, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them${ldconfigDone ? "" : " (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)"}`,
+      );
   }
 
   const after = versions(await readDpkgDatabase(root));
@@ -275,11 +302,25 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
 /**
  * What the no-namespaces mode does itself of what a package's configure would run: the
  * ca-certificates package's own scripts (the selection rewrite and `update-ca-certificates`,
- * regenerated after the unpack) and the trigger that package is interested in. A native
- * ldconfig (libc-bin's `ldconfig` trigger) belongs here once suture writes ld.so.cache itself.
+ * regenerated after the unpack) and the trigger that package is interested in; libc-bin's
+ * `ldconfig` trigger is processed natively too (reproducibleTriggers, hooks/ld-so-cache.ts).
  */
 const SCRIPTS_DONE_NATIVELY = new Set(["ca-certificates"]);
 const TRIGGERS_DONE_NATIVELY = new Set(["update-ca-certificates"]);
+
+/**
+ * The triggers of NATIVE_TRIGGERS whose interested package's postinst in this image is one of the
+ * texts the native equivalent stands for, with the call that processes them.
+ */
+async function reproducibleTriggers(root: string): Promise<Map<string, readonly string[]>> {
+  const out = new Map<string, readonly string[]>();
+  for (const [trigger, native] of NATIVE_TRIGGERS) {
+    const text = await readFileInRoot(root, `/var/lib/dpkg/info/${native.package}.postinst`);
+    if (text && native.postinst.has(createHash("sha256").update(text).digest("hex")))
+      out.set(trigger, native.call);
+  }
+  return out;
+}
 
 /**
  * Refuse, in one line naming each package and what it needed, when any unpacked package has a
@@ -288,6 +329,7 @@ const TRIGGERS_DONE_NATIVELY = new Set(["update-ca-certificates"]);
  */
 function refuseScriptsWithoutEquivalent(
   needs: Map<string, Pick<UnpackSummary, "scripts" | "triggers">>,
+  nativeTriggers: ReadonlyMap<string, unknown>,
 ): void {
   const caUpdated = needs.has("ca-certificates");
   const left: string[] = [];
@@ -295,7 +337,9 @@ function refuseScriptsWithoutEquivalent(
     const scripts = SCRIPTS_DONE_NATIVELY.has(name)
       ? []
       : [...new Set(summary.scripts.map((s) => s.split(" ")[1]!))];
-    const triggers = summary.triggers.filter((t) => !(caUpdated && TRIGGERS_DONE_NATIVELY.has(t)));
+    const triggers = summary.triggers.filter(
+      (t) => !(caUpdated && TRIGGERS_DONE_NATIVELY.has(t)) && !nativeTriggers.has(t),
+    );
     const what = [...scripts, ...triggers.map((t) => `trigger ${t}`)];
     if (what.length) left.push(`${name} (${what.join(", ")})`);
   }
