@@ -745,7 +745,7 @@ rules:
           "--cache-dir",
           join(dir, "serve-cache"),
         ],
-        { stdio: ["ignore", "ignore", "ignore"] },
+        { stdio: ["ignore", "ignore", "inherit"] },
       ),
     );
     let done: JobRecord[] = [];
@@ -757,7 +757,11 @@ rules:
         done = list;
         break;
       }
-      if (children.some((c) => c.exitCode !== null)) throw new Error("a service process exited");
+      const gone = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+      if (gone)
+        throw new Error(
+          `a service process ended (${gone.exitCode ?? gone.signalCode}): ${gone.spawnargs[1]}`,
+        );
       await new Promise((r) => setTimeout(r, 250));
     }
     const wallMs = performance.now() - started;
@@ -777,10 +781,9 @@ rules:
       packages: done[0]?.result?.changed.length ?? 0,
     };
   } finally {
-    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
-    await Promise.all(
-      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)),
-    );
+    const alive = children.filter((c) => c.exitCode === null && c.signalCode === null);
+    for (const c of alive) c.kill("SIGTERM");
+    await Promise.all(alive.map((c) => new Promise((r) => c.once("exit", r))));
     await queue.close();
   }
 }
