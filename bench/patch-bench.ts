@@ -708,7 +708,7 @@ kind: ServeRules
 rules:
   - id: ${prefix}
     image: ${host}/${repository}
-    tags: { strategy: pattern, pattern: "^${prefix}-[0-9]+$" }
+    tags: { strategy: list, list: [${Array.from({ length: jobs }, (_, i) => `"${prefix}-${i}"`).join(", ")}] }
     target: { tag: "{{ .SourceTag }}-patched" }
     interval: 1h
 `,
@@ -757,6 +757,8 @@ rules:
         done = list;
         break;
       }
+      if (list.length < jobs && performance.now() - started > 120_000)
+        throw new Error(`serve queued ${list.length} of ${jobs} jobs in 2 minutes`);
       const gone = children.find((c) => c.exitCode !== null || c.signalCode !== null);
       if (gone)
         throw new Error(
