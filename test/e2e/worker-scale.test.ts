@@ -401,8 +401,9 @@ ${BASES.map(
         `${JOBS - reused.size} built one (median ${ms(records.filter((r) => !reused.has(r.jobId)))}); ` +
         `${patchLayers.size} distinct patch layers`,
     );
-    // One build per base, give or take a race between the two workers' first jobs.
-    assert.ok(JOBS - reused.size <= 2 * BASES.length, `${JOBS - reused.size} jobs rebuilt the patch layer`);
+    // A base's layer is built by each job of it that starts before the first build is kept: the
+    // two workers' first jobs, and the killed job's second run (measured: 3 and 4 builds in all).
+    assert.ok(JOBS - reused.size <= 3 * BASES.length, `${JOBS - reused.size} jobs rebuilt the patch layer`);
   } finally {
     await stop(children);
     await queue.close();
