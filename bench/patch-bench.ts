@@ -2,7 +2,8 @@
  * suture vs the apt-in-runc baseline (what copa does, minus BuildKit), measured in one run on this
  * machine. See bench/README.md for what each number means.
  *
- *   npm run bench [-- --only full,lib,alpine,rpm,multi,big] [--reps 3] [--json FILE]
+ *   npm run bench [-- --only full,lib,alpine,rpm,multi,big,service] [--reps 3] [--json FILE]
+ *                 [--service-jobs 6]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -16,6 +17,8 @@ import { defaultExclude } from "../src/layer/excludes.ts";
 import { hostPlatform } from "../src/oci/platform.ts";
 import { parseTransportReference } from "../src/ref/transport.ts";
 import { withSandbox } from "../src/sandbox/sandbox.ts";
+import type { JobRecord } from "../src/serve/queue.ts";
+import { BullmqJobQueue } from "../src/serve/queue-bullmq.ts";
 import { openSource } from "../src/transports/index.ts";
 import {
   ALPINE_LAB_FIXES,
@@ -26,6 +29,8 @@ import {
 import { bigLabImage } from "../test/lab/big-image.ts";
 import { labImage, trivyReportFor } from "../test/lab/images.ts";
 import { labIndex } from "../test/lab/lab-index.ts";
+import { startPostgres } from "../test/lab/postgres.ts";
+import { freePort, startRedis } from "../test/lab/redis.ts";
 import { startRegistry } from "../test/lab/registry.ts";
 import { rpmLabFixes, rpmLabImage, rpmLabReport, startRpmTestRepo } from "../test/lab/rpm-lab.ts";
 
@@ -47,6 +52,7 @@ const { values: args } = parseArgs({
     only: { type: "string", default: "full,lib,alpine,rpm,multi" },
     json: { type: "string" },
     reps: { type: "string", default: "3" },
+    "service-jobs": { type: "string", default: "6" },
   },
 });
 const reps = Math.max(1, Number(args.reps));
@@ -71,6 +77,8 @@ const results: {
   runs: Run[];
   /** Figures a workload compares itself by (the big image's against the plain one). */
   ratios?: Record<string, number>;
+  /** Other figures, printed as they are. */
+  notes?: string[];
 }[] = [];
 
 /**
@@ -422,6 +430,7 @@ try {
     );
   }
   if (only.has("big")) await bigWorkload(nginx.reference);
+  if (only.has("service")) await serviceWorkload(registry.host);
   if (only.has("alpine")) {
     // The Alpine lab image (3.20.3 + an app layer) and its signed loopback repository of edge's
     // real newer builds (test/lab/alpine-lab.ts); the report names every package with a fix.
@@ -559,6 +568,228 @@ async function bigWorkload(plainReference: string) {
   });
 }
 
+/**
+ * Issue 17's service line: `suture serve --redis --database --concurrency 0` queues N update-all
+ * jobs from a rule, and 1, then 2, `suture worker` processes run them; against the bare CLI
+ * patching the same kind of image with the same warm cache. Each job's source is a copy of the
+ * bookworm minbase lab image with its own config label, so every job really patches (resolves,
+ * unpacks, runs the scripts, builds and pushes its layer: the result cache, keyed by config, never
+ * hits) while layers, indexes and packages come from the shared cache, as in a running service.
+ */
+async function serviceWorkload(registryHost: string) {
+  const jobs = Math.max(1, Number(args["service-jobs"]));
+  const repository = "lab/svc";
+  await copyImageTo((await labImage("bookwormMinbase")).reference, `${registryHost}/${repository}:base`);
+  const copies = [
+    ...Array.from({ length: reps }, (_, i) => `cli-${i}`),
+    ...[1, 2].flatMap((w) => Array.from({ length: jobs }, (_, i) => `w${w}-${i}`)),
+  ];
+  for (const tag of copies) await labelledCopy(registryHost, repository, tag);
+  console.error(`» service: ${jobs} update-all jobs per run, 1 and 2 workers, against the CLI`);
+  const [redis, postgres] = await Promise.all([startRedis(), startPostgres()]);
+  const cache = join(work, "cache-service");
+  try {
+    // The first patch fills the shared cache (layers, indexes, packages); it is not counted.
+    const cold = await sutureRun("suture CLI (cold cache, not counted)", [
+      "patch",
+      "-i",
+      `${registryHost}/${repository}:base`,
+      "-t",
+      `${registryHost}/${repository}:base-patched`,
+      "--push",
+      "--cache-dir",
+      cache,
+    ]);
+    const cli: Run[] = [];
+    for (let i = 0; i < reps; i++) {
+      const source = `${registryHost}/${repository}:cli-${i}`;
+      cli.push(
+        await sutureRun("suture CLI (warm cache)", [
+          "patch",
+          "-i",
+          source,
+          "-t",
+          `${source}-patched`,
+          "--push",
+          "--cache-dir",
+          cache,
+        ]),
+      );
+    }
+    const service: Run[] = [];
+    const perMinute: Record<number, number> = {};
+    let packages = 0;
+    const handlerMs: Record<number, number> = {};
+    for (const workers of [1, 2]) {
+      const r = await serviceRun(registryHost, repository, `w${workers}`, workers, jobs, {
+        redis: redis.url,
+        database: await postgres.createDatabase(`bench${workers}`),
+        cache,
+      });
+      service.push(r.run);
+      perMinute[workers] = (jobs / r.spanMs) * 60_000;
+      handlerMs[workers] = r.medianJobMs;
+      packages = r.packages;
+    }
+    const cliMedian = median(cli);
+    results.push({
+      workload: `service: ${jobs} update-all jobs (bookworm minbase copies, own config each), Redis + Postgres + loopback registry`,
+      packages,
+      runs: [cold, cliMedian, ...service],
+      ratios: {
+        "service per job (1 worker, queue to done) / CLI patch": service[0]!.wallMs / jobs / cliMedian.wallMs,
+        "service job handler (median) / CLI patch": handlerMs[1]! / cliMedian.wallMs,
+        "throughput, 2 workers / 1 worker": perMinute[2]! / perMinute[1]!,
+      },
+      notes: [
+        `throughput: ${perMinute[1]!.toFixed(2)} patches/min with 1 worker, ${perMinute[2]!.toFixed(2)} with 2 (first job queued to last job done)`,
+        `CLI: ${(cliMedian.wallMs / 1000).toFixed(1)} s per patch (median of ${cli.length}); job handler median ${(handlerMs[1]! / 1000).toFixed(1)} s (1 worker), ${(handlerMs[2]! / 1000).toFixed(1)} s (2 workers)`,
+      ],
+    });
+  } finally {
+    await Promise.all([redis.stop(), postgres.stop()]);
+  }
+}
+
+/** `repository:tag`, a copy of `:base` whose config carries its own label: another config digest. */
+async function labelledCopy(host: string, repository: string, tag: string): Promise<void> {
+  const types =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+  const res = await fetch(`http://${host}/v2/${repository}/manifests/base`, { headers: { accept: types } });
+  const mediaType = res.headers.get("content-type") ?? "";
+  const manifest = (await res.json()) as { config: { digest: string; size: number } };
+  const config = (await (
+    await fetch(`http://${host}/v2/${repository}/blobs/${manifest.config.digest}`)
+  ).json()) as {
+    config?: { Labels?: Record<string, string> };
+  };
+  config.config = { ...config.config, Labels: { ...config.config?.Labels, "org.example.copy": tag } };
+  const bytes = Buffer.from(JSON.stringify(config));
+  const digest = `sha256:${sha(bytes)}`;
+  const start = await fetch(`http://${host}/v2/${repository}/blobs/uploads/`, { method: "POST" });
+  const location = new URL(start.headers.get("location")!, `http://${host}`);
+  location.searchParams.set("digest", digest);
+  const put = await fetch(location, {
+    method: "PUT",
+    headers: { "content-type": "application/octet-stream" },
+    body: bytes,
+  });
+  if (put.status !== 201) throw new Error(`config upload: ${put.status} ${await put.text()}`);
+  const copy = { ...manifest, config: { ...manifest.config, digest, size: bytes.length } };
+  const m = await fetch(`http://${host}/v2/${repository}/manifests/${tag}`, {
+    method: "PUT",
+    headers: { "content-type": mediaType },
+    body: JSON.stringify(copy),
+  });
+  if (m.status !== 201) throw new Error(`manifest of ${tag}: ${m.status} ${await m.text()}`);
+}
+
+/**
+ * One service run: workers started and idle, then serve queues the rule's tags (`prefix-N`); the
+ * run ends when every job has. Wall: serve's start to the last job's end; span: the first job
+ * queued to the last done (what throughput divides).
+ */
+async function serviceRun(
+  host: string,
+  repository: string,
+  prefix: string,
+  workers: number,
+  jobs: number,
+  parts: { redis: string; database: string; cache: string },
+): Promise<{ run: Run; spanMs: number; medianJobMs: number; packages: number }> {
+  const dir = await mkdtemp(join(work, `service-${prefix}-`));
+  const queueName = `bench-${prefix}`;
+  const common = ["--redis", parts.redis, "--database", parts.database, "--queue-name", queueName];
+  const rules = join(dir, "rules.yaml");
+  await writeFile(
+    rules,
+    `apiVersion: suture.dev/v1alpha1
+kind: ServeRules
+rules:
+  - id: ${prefix}
+    image: ${host}/${repository}
+    tags: { strategy: list, list: [${Array.from({ length: jobs }, (_, i) => `"${prefix}-${i}"`).join(", ")}] }
+    target: { tag: "{{ .SourceTag }}-patched" }
+    interval: 1h
+`,
+  );
+  await writeFile(join(dir, "token"), sha(Buffer.from(dir)), { mode: 0o600 });
+  const children: import("node:child_process").ChildProcess[] = [];
+  const queue = new BullmqJobQueue({ url: parts.redis, name: queueName });
+  try {
+    for (let i = 0; i < workers; i++) {
+      children.push(
+        spawn(suture, ["worker", ...common, "--cache-dir", parts.cache, "--work-dir", dir], {
+          stdio: ["ignore", "ignore", "inherit"],
+        }),
+      );
+    }
+    await settle();
+    const started = performance.now();
+    children.push(
+      spawn(
+        suture,
+        [
+          "serve",
+          ...common,
+          "--rules",
+          rules,
+          "--listen",
+          `127.0.0.1:${await freePort()}`,
+          "--token-file",
+          join(dir, "token"),
+          "--concurrency",
+          "0",
+          "--fixes-interval",
+          "0",
+          "--cache-dir",
+          join(dir, "serve-cache"),
+        ],
+        { stdio: ["ignore", "ignore", "inherit"] },
+      ),
+    );
+    let done: JobRecord[] = [];
+    for (;;) {
+      const list = await queue.list({ limit: 1000 });
+      if (list.some((j) => j.state === "failed" || j.state === "cancelled"))
+        throw new Error(`a service job failed: ${JSON.stringify(list.find((j) => j.state !== "succeeded"))}`);
+      if (list.length === jobs && list.every((j) => j.state === "succeeded")) {
+        done = list;
+        break;
+      }
+      if (list.length < jobs && performance.now() - started > 120_000)
+        throw new Error(`serve queued ${list.length} of ${jobs} jobs in 2 minutes`);
+      const gone = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+      if (gone)
+        throw new Error(
+          `a service process ended (${gone.exitCode ?? gone.signalCode}): ${gone.spawnargs[1]}`,
+        );
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const wallMs = performance.now() - started;
+    const times = (f: (j: JobRecord) => string | undefined) => done.map((j) => Date.parse(f(j)!));
+    const spanMs = Math.max(...times((j) => j.finishedAt)) - Math.min(...times((j) => j.createdAt));
+    const handler = done
+      .map((j) => Date.parse(j.finishedAt!) - Date.parse(j.startedAt!))
+      .sort((a, b) => a - b);
+    return {
+      run: {
+        name: `suture serve + ${workers} worker${workers > 1 ? "s" : ""} (${jobs} jobs)`,
+        wallMs,
+        phases: {},
+      },
+      spanMs,
+      medianJobMs: handler[handler.length >> 1]!,
+      packages: done[0]?.result?.changed.length ?? 0,
+    };
+  } finally {
+    const alive = children.filter((c) => c.exitCode === null && c.signalCode === null);
+    for (const c of alive) c.kill("SIGTERM");
+    await Promise.all(alive.map((c) => new Promise((r) => c.once("exit", r))));
+    await queue.close();
+  }
+}
+
 async function copyImageTo(from: string, to: string): Promise<void> {
   const r = spawnSync(suture, ["copy", from, `docker://${to}`], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`suture copy failed: ${r.stderr}`);
@@ -592,6 +823,7 @@ function print() {
       );
     }
     for (const [k, v] of Object.entries(w.ratios ?? {})) console.log(`- ${k}: ${v.toFixed(2)}×`);
+    for (const note of w.notes ?? []) console.log(`- ${note}`);
   }
 }
 

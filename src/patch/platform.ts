@@ -211,7 +211,10 @@ export async function patchPlatformImage(
       if (readsFixes) result.os = await scannerOs(sb.mergedDir, distro);
       const cached = withResultCache(engine, {
         cacheDir: ctx.cacheDir,
-        imageDigest: base.manifest.digest,
+        // The config names the layers by diff_id (the layer cache checks each against it) and
+        // the platform: the lower tree the engine sees. The manifest digest would also change
+        // with annotations or layer compression, which shape nothing in the patch layer.
+        imageConfigDigest: base.parsed.config.digest,
         compression,
         layerEpoch: times.epoch,
         keepsFixes: readsFixes,

@@ -8,10 +8,13 @@ import { installedChanges, type PackageFix, type PatchEngine } from "./engines/e
 
 /**
  * Patch layers kept for a second patch of the same base: a native engine's result is a function
- * of the image (manifest digest: layers and config), the exact packages installed (by digest),
- * what else its plan says shapes it (whether scripts ran), and the layer compression, so the same
- * inputs may reuse the layer built before instead of unpacking and configuring again. The file is
- * re-hashed before reuse.
+ * of the image (its config digest: the layers by diff_id, each checked by the layer cache when it
+ * is extracted, and the platform; not the manifest digest, which annotations and the layers'
+ * compression change without changing the tree), the exact packages installed (by digest), what
+ * else its plan says shapes it (whether scripts ran), and the layer compression, so the same
+ * inputs may reuse the layer built before instead of unpacking and configuring again. A fleet's
+ * copies of one image (re-tagged, annotated, re-compressed by a registry) share one entry. The
+ * file is re-hashed before reuse.
  */
 interface CachedPatch {
   layer: { digest: string; size: number; diffID: string; uncompressedSize: number; droppedUnchanged: number };
@@ -108,7 +111,8 @@ export function withResultCache(
   engine: PatchEngine,
   options: {
     cacheDir: string;
-    imageDigest: string;
+    /** The source's config digest (after the old patch layer is stripped). */
+    imageConfigDigest: string;
     compression: string;
     /** The layer's clamped time (LayerTimes.epoch): SOURCE_DATE_EPOCH may change it for the same image. */
     layerEpoch: number;
@@ -130,7 +134,7 @@ export function withResultCache(
       if (!planned.reuseKey || planned.install.length === 0)
         return engine.apply(sandbox, targets, ctx, planned);
       const key = await patchResultKey([
-        options.imageDigest,
+        `config ${options.imageConfigDigest}`,
         options.compression,
         `epoch ${options.layerEpoch}`,
         ...planned.reuseKey,

@@ -44,6 +44,12 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     queue,
     transport: options.transport,
     cacheDir: options.cacheDir,
+    patch: {
+      mirrors: options.mirrors,
+      keyringFiles: options.keyringFiles,
+      allowInsecureRepositories: options.allowInsecureRepositories,
+      engine: options.engine,
+    },
     fixesIntervalSeconds: options.fixesIntervalSeconds,
     onEvent: options.onEvent,
   });

@@ -9,7 +9,7 @@ import { z } from "zod";
 import type { BulkImageSpec, TagStrategy } from "../bulk/config.ts";
 import { discoverTags, mapLimited, selectTags } from "../bulk/discover.ts";
 import { formatPlatform } from "../oci/platform.ts";
-import { patchImage } from "../patch/patch.ts";
+import { type PatchOptions, patchImage } from "../patch/patch.ts";
 import { formatReference } from "../ref/reference.ts";
 import type { TransportOptions } from "../transports/index.ts";
 import { resolveManifest } from "../transports/registry/registry.ts";
@@ -28,6 +28,8 @@ export type WatchEvent =
       duplicate: boolean;
     }
   | { type: "warning"; ruleId?: string; message: string }
+  /** One new-fixes check: how many patched images it dry-ran and how many got a job. */
+  | { type: "fixes"; checked: number; queued: number }
   /** A push notification of a tag, and what came of it for one rule (or for none). */
   | {
       type: "hook";
@@ -43,6 +45,11 @@ export interface WatcherOptions {
   /** Seconds between new-fixes checks of patched images (0: never). */
   fixesIntervalSeconds?: number;
   cacheDir?: string;
+  /**
+   * The jobs' patch options that decide which repositories a patch reads: the new-fixes dry run
+   * must see the fixes a job would install, through the same mirrors and keys.
+   */
+  patch?: Pick<PatchOptions, "mirrors" | "keyringFiles" | "allowInsecureRepositories" | "engine">;
   onEvent?: (e: WatchEvent) => void;
 }
 
@@ -205,31 +212,44 @@ export class Watcher {
   /**
    * New fixes for images already patched: a dry run of each rule's last patched source; when its
    * packages would now go to versions the last patch did not reach, the source is patched again.
+   * One image's failed dry run is a warning; the others are still checked.
    */
-  async checkNewFixes(): Promise<void> {
-    const latest = new Map<string, PatchRecord>();
-    for (const r of await this.#o.store.results.recent(1000)) {
-      const key = `${r.ruleId}\n${r.repository}\n${r.tag}`;
-      if (!latest.has(key) && r.state === "succeeded" && r.outcome?.status === "patched") latest.set(key, r);
-    }
-    for (const r of latest.values()) {
-      if (this.#stopped) return;
+  async checkNewFixes(): Promise<{ checked: number; queued: number }> {
+    const latest = await this.#latestPatched();
+    let checked = 0;
+    let queued = 0;
+    for (const [key, r] of latest) {
+      if (this.#stopped) break;
       const rule = await this.#o.store.rules.get(r.ruleId);
       if (!rule || rule.scanner) continue; // a scanner's report decides, not update-all: its next poll does
       const spec = ruleSpec(rule);
       const target = formatReference({ ...spec.targetRepository, tag: spec.tagTemplate.render(r.tag) });
-      const dry = await patchImage({
-        image: `docker://${r.source}`,
-        tag: target,
-        push: true,
-        dryRun: true,
-        platforms: spec.platforms,
-        cacheDir: this.#o.cacheDir,
-        transport: this.#o.transport,
-      });
-      const reached = new Set((r.outcome?.changed ?? []).map((c) => `${c.name}\n${c.to}`));
-      const fresh = dry.platforms.some((p) => p.changed.some((c) => !reached.has(`${c.name}\n${c.to}`)));
-      if (!fresh) continue;
+      let fresh: boolean;
+      try {
+        checked++;
+        const dry = await patchImage({
+          ...this.#o.patch,
+          image: `docker://${r.source}`,
+          tag: target,
+          push: true,
+          dryRun: true,
+          platforms: spec.platforms,
+          cacheDir: this.#o.cacheDir,
+          transport: this.#o.transport,
+        });
+        const reached = new Set((r.outcome?.changed ?? []).map((c) => `${c.name}\n${c.to}`));
+        // A dry run plans (`planned`); it changes nothing (`changed` stays empty).
+        fresh = dry.platforms.some((p) => (p.planned ?? []).some((c) => !reached.has(`${c.name}\n${c.to}`)));
+      } catch (e) {
+        this.#emit({
+          type: "warning",
+          ruleId: rule.id,
+          message: `new-fixes check of ${r.source}: ${(e as Error).message}`,
+        });
+        continue;
+      }
+      // A job of this tag that ended during the dry run already patched with what it saw.
+      if (!fresh || (await this.#latestPatched()).get(key)?.jobId !== r.jobId) continue;
       const { job, duplicate } = await this.#o.queue.enqueue({
         ruleId: rule.id,
         source: r.source,
@@ -237,6 +257,7 @@ export class Watcher {
         ...(spec.platforms ? { platforms: spec.platforms.map(formatPlatform) } : {}),
         reason: "new-fixes",
       });
+      if (!duplicate) queued++;
       this.#emit({
         type: "queued",
         ruleId: rule.id,
@@ -246,6 +267,23 @@ export class Watcher {
         duplicate,
       });
     }
+    this.#emit({ type: "fixes", checked, queued });
+    return { checked, queued };
+  }
+
+  /**
+   * Each rule's tag's newest success, when it patched (up to date: nothing of ours to improve on;
+   * a failure says nothing about what the target holds).
+   */
+  async #latestPatched(): Promise<Map<string, PatchRecord>> {
+    const newest = new Map<string, PatchRecord>();
+    for (const r of await this.#o.store.results.recent(1000)) {
+      const key = `${r.ruleId}\n${r.repository}\n${r.tag}`;
+      if (r.state === "succeeded" && !newest.has(key)) newest.set(key, r);
+    }
+    const patched = new Map<string, PatchRecord>();
+    for (const [key, r] of newest) if (r.outcome?.status === "patched") patched.set(key, r);
+    return patched;
   }
 }
 

@@ -66,6 +66,8 @@ function describe(e: WatchEvent): string {
       return `hook: push of ${e.reference}: ${e.outcome}${e.ruleId ? ` (rule ${e.ruleId})` : ""}`;
     case "warning":
       return `warning: ${e.ruleId ? `rule ${e.ruleId}: ` : ""}${e.message}`;
+    case "fixes":
+      return `new-fixes check: ${e.checked} patched images dry-run, ${e.queued} new jobs`;
   }
 }
 
