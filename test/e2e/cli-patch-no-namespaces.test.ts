@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -15,98 +15,42 @@ import { alpineLabImage } from "../lab/alpine-lab.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
-import { topLayerListing as layerListing } from "../lab/layer-listing.ts";
-import { ensureRootlessUser, ROOTLESS_USER } from "../lab/podman.ts";
-import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
+import { startUnprivilegedLab, type UnprivilegedLab } from "../lab/unprivileged.ts";
 
 const { after, before, test } = await requiring("root", "loopback", "tool:runuser");
 
 before(useArchiveMirror);
 
 const run = promisify(execFile);
-const suture = join(import.meta.dirname, "../../bin/suture");
 // Libraries whose packages have maintainer scripts or the ldconfig trigger: root mode runs them.
 const LIB_PACKAGES = ["libssl3", "openssl", "libexpat1", "liblzma5", "libpcre2-8-0"];
 // Libraries whose packages have no maintainer scripts: only the ldconfig trigger runs for them.
 const TRIGGER_ONLY_PACKAGES = ["libexpat1", "liblzma5", "libpcre2-8-0"];
 
-let work: string;
-let userHome: string;
+let ulab: UnprivilegedLab;
 /** A directory first on the user's PATH whose `unshare` always fails, as in a default-seccomp pod. */
 let noUnshare: string;
-let registry: LabRegistry;
 
 before(async () => {
-  await ensureRootlessUser();
-  work = await mkdtemp(join(tmpdir(), "suture-nons-"));
-  await chmod(work, 0o755);
-  userHome = join(work, "home");
-  noUnshare = join(work, "no-unshare");
-  await mkdir(userHome);
-  await mkdir(noUnshare);
+  noUnshare = await mkdtemp(join(tmpdir(), "suture-no-unshare-"));
+  await chmod(noUnshare, 0o755);
   await writeFile(
     join(noUnshare, "unshare"),
     "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n",
     { mode: 0o755 },
   );
-  const uid = Number((await run("id", ["-u", ROOTLESS_USER])).stdout.trim());
-  const gid = Number((await run("id", ["-g", ROOTLESS_USER])).stdout.trim());
-  await chown(userHome, uid, gid);
-  registry = await startRegistry();
+  ulab = await startUnprivilegedLab({ prefix: "suture-nons-", pathFirst: noUnshare });
 });
 after(async () => {
-  await registry?.stop();
-  // Everything the user wrote is its own (no subordinate ids in this mode): root removes it.
-  await rm(work, { recursive: true, force: true });
+  await ulab?.close();
+  await rm(noUnshare, { recursive: true, force: true });
 });
 
-/** The unprivileged user's environment: its own home (and so cache), and an `unshare` that fails. */
-function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: `${noUnshare}:${process.env.PATH}`,
-    HOME: userHome,
-    CI: "true",
-    http_proxy: process.env.http_proxy,
-    HTTP_PROXY: process.env.HTTP_PROXY,
-    no_proxy: process.env.no_proxy,
-    NO_PROXY: process.env.NO_PROXY,
-    ...extra,
-  };
-}
-
-const asRoot = (args: string[]) =>
-  run(suture, args[0] === "patch" ? [...args, "--cache-dir", join(work, "root-cache")] : args, {
-    env: { ...process.env, CI: "true" },
-    maxBuffer: 64 * 1024 * 1024,
-  });
-
-/** runuser keeps the environment it is given with -p... so the variables go through env(1). */
-function userArgs(args: string[], extra: NodeJS.ProcessEnv = {}): string[] {
-  const env = Object.entries(userEnv(extra))
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${v}`);
-  return ["-u", ROOTLESS_USER, "--", "env", ...env, suture, ...args];
-}
-
-const asUser = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
-  run("runuser", userArgs(args, extra), { env: userEnv(extra), cwd: userHome, maxBuffer: 64 * 1024 * 1024 });
-
-/** The top layer of `reference`, entry by entry (test/lab/layer-listing.ts). */
-async function topLayerListing(reference: string, name: string): Promise<string[]> {
-  const layout = join(work, `layout-${name}`);
-  await asRoot(["copy", reference, `oci:${layout}:x`]);
-  return layerListing(layout);
-}
-
-async function pushLab(reference: string, repo: string): Promise<string> {
-  const ref = `docker://${registry.host}/${repo}:1`;
-  await asRoot(["copy", reference, ref]);
-  return ref;
-}
+const topLayerListing = (reference: string, name: string) => ulab.topLayer(reference, name);
 
 async function tagExists(repo: string, tag: string): Promise<boolean> {
-  const r = await fetch(`http://${registry.host}/v2/${repo}/manifests/${tag}`, {
+  const r = await fetch(`http://${ulab.registry.host}/v2/${repo}/manifests/${tag}`, {
     method: "HEAD",
     headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
   });
@@ -114,7 +58,7 @@ async function tagExists(repo: string, tag: string): Promise<boolean> {
 }
 
 test("suture doctor, where unshare fails for the user: no-namespaces, supported (exit 0)", async () => {
-  const { stdout } = await asUser(["doctor", "--format", "json"]);
+  const { stdout } = await ulab.asUser(["doctor", "--format", "json"]);
   const d = JSON.parse(stdout) as { mode: string; supported: boolean; checks: { id: string; ok: boolean }[] };
   assert.equal(d.mode, "no-namespaces");
   assert.equal(d.supported, true);
@@ -123,64 +67,60 @@ test("suture doctor, where unshare fails for the user: no-namespaces, supported 
 
 test("distroless, no user namespace possible: mode 3 is chosen and its patch layer is root mode's, entry for entry", async () => {
   const lab = await distrolessLabImage();
-  const src = await pushLab(lab.reference, "lab/distroless");
-  const userRun = await asUser([
+  const src = await ulab.pushLab(lab.reference, "lab/distroless");
+  const userRun = await ulab.asUser([
     "patch",
     "-i",
     src,
     "--push",
     "-t",
-    `${registry.host}/lab/distroless:user`,
+    `${ulab.registry.host}/lab/distroless:user`,
     "--progress",
     "plain",
   ]);
   assert.match(userRun.stderr, /mode: no-namespaces/);
-  await asRoot(["patch", "-i", src, "--push", "-t", `${registry.host}/lab/distroless:root`]);
-  const user = await topLayerListing(`docker://${registry.host}/lab/distroless:user`, "dl-user");
-  const root = await topLayerListing(`docker://${registry.host}/lab/distroless:root`, "dl-root");
+  await ulab.asRoot(["patch", "-i", src, "--push", "-t", `${ulab.registry.host}/lab/distroless:root`]);
+  const user = await topLayerListing(`docker://${ulab.registry.host}/lab/distroless:user`, "dl-user");
+  const root = await topLayerListing(`docker://${ulab.registry.host}/lab/distroless:root`, "dl-root");
   assert.ok(root.length > 5, `root mode wrote a real layer (${root.length} entries)`);
   assert.deepEqual(user, root);
-  const { uid } = await idOf();
+  const { uid } = ulab.user;
   assert.ok(
     user.every((l) => !l.includes(` ${uid}:`)),
     "no entry carries the unprivileged user's own id",
   );
 });
 
-let ids: { uid: number } | undefined;
-async function idOf(): Promise<{ uid: number }> {
-  ids ??= { uid: Number((await run("id", ["-u", ROOTLESS_USER])).stdout.trim()) };
-  return ids;
-}
-
 test("nginx with a library report: refused in one line naming the packages whose scripts must run, nothing pushed", async () => {
   const nginx = await labImage("bookwormNginx");
   const report = await trivyReportFor("bookwormNginx", {
     only: LIB_PACKAGES,
-    outFile: join(work, "lib.json"),
+    outFile: join(ulab.work, "lib.json"),
   });
   await chmod(report.path, 0o644);
-  const src = await pushLab(nginx.reference, "lab/nginx");
-  const failed = await asUser(
-    [
-      "patch",
-      "-i",
-      src,
-      "-r",
-      report.path,
-      "--push",
-      "-t",
-      `${registry.host}/lab/nginx:user`,
-      "--progress",
-      "quiet",
-    ],
-    {
-      SUTURE_PATCH_MODE: "no-namespaces",
-    },
-  ).then(
-    () => assert.fail("the patch must be refused"),
-    (e: { code: number; stderr: string }) => e,
-  );
+  const src = await ulab.pushLab(nginx.reference, "lab/nginx");
+  const failed = await ulab
+    .asUser(
+      [
+        "patch",
+        "-i",
+        src,
+        "-r",
+        report.path,
+        "--push",
+        "-t",
+        `${ulab.registry.host}/lab/nginx:user`,
+        "--progress",
+        "quiet",
+      ],
+      {
+        SUTURE_PATCH_MODE: "no-namespaces",
+      },
+    )
+    .then(
+      () => assert.fail("the patch must be refused"),
+      (e: { code: number; stderr: string }) => e,
+    );
   assert.equal(failed.code, 1);
   const lines = failed.stderr.trim().split("\n");
   assert.equal(lines.length, 1, failed.stderr);
@@ -199,22 +139,22 @@ test("nginx, libraries whose only hook is the ldconfig trigger: mode 3 rebuilds 
   // No maintainer scripts of their own: configuring them is libc-bin's ldconfig trigger alone.
   const report = await trivyReportFor("bookwormNginx", {
     only: TRIGGER_ONLY_PACKAGES,
-    outFile: join(work, "trigger-only.json"),
+    outFile: join(ulab.work, "trigger-only.json"),
   });
   await chmod(report.path, 0o644);
-  const src = await pushLab(nginx.reference, "lab/nginx-trigger");
+  const src = await ulab.pushLab(nginx.reference, "lab/nginx-trigger");
   const flags = ["patch", "-i", src, "-r", report.path, "--push"];
-  const userRun = await asUser(
-    [...flags, "-t", `${registry.host}/lab/nginx-trigger:user`, "--progress", "plain"],
+  const userRun = await ulab.asUser(
+    [...flags, "-t", `${ulab.registry.host}/lab/nginx-trigger:user`, "--progress", "plain"],
     {
       SUTURE_PATCH_MODE: "no-namespaces",
     },
   );
   assert.match(userRun.stderr, /mode: no-namespaces/);
   assert.match(userRun.stderr, /hook +libc-bin ldconfig/);
-  await asRoot([...flags, "-t", `${registry.host}/lab/nginx-trigger:root`]);
-  const user = await topLayerListing(`docker://${registry.host}/lab/nginx-trigger:user`, "trigger-user");
-  const root = await topLayerListing(`docker://${registry.host}/lab/nginx-trigger:root`, "trigger-root");
+  await ulab.asRoot([...flags, "-t", `${ulab.registry.host}/lab/nginx-trigger:root`]);
+  const user = await topLayerListing(`docker://${ulab.registry.host}/lab/nginx-trigger:user`, "trigger-user");
+  const root = await topLayerListing(`docker://${ulab.registry.host}/lab/nginx-trigger:root`, "trigger-root");
   // dpkg's own bookkeeping of a configure run (status-old, the triggers dir) is root mode's alone;
   // every file of the image proper must be the same, ld.so.cache and the soname links included
   // (the cache is in neither layer when the libraries kept their file names).
@@ -224,19 +164,19 @@ test("nginx, libraries whose only hook is the ldconfig trigger: mode 3 rebuilds 
 
 test("SIGINT mid-patch leaves no process, temp dir or working tree of the user behind", async () => {
   const nginx = await labImage("bookwormNginx");
-  await pushLab(nginx.reference, "lab/nginx");
-  const src = `docker://${registry.host}/lab/nginx:1`;
-  const cache = join(userHome, "int-cache");
+  await ulab.pushLab(nginx.reference, "lab/nginx");
+  const src = `docker://${ulab.registry.host}/lab/nginx:1`;
+  const cache = join(ulab.userHome, "int-cache");
   const child = spawn(
     "runuser",
-    userArgs(
+    ulab.userArgs(
       [
         "patch",
         "-i",
         src,
         "--push",
         "-t",
-        `${registry.host}/lab/nginx:int3`,
+        `${ulab.registry.host}/lab/nginx:int3`,
         "--cache-dir",
         cache,
         "--progress",
@@ -244,7 +184,7 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
       ],
       { SUTURE_PATCH_MODE: "no-namespaces" },
     ),
-    { env: userEnv(), cwd: userHome, stdio: ["ignore", "pipe", "pipe"] },
+    { env: ulab.userEnv(), cwd: ulab.userHome, stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";
   child.stderr.on("data", (d) => {
@@ -269,7 +209,7 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
   process.kill(Number(cli[0]), "SIGINT");
   const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
   assert.equal(code, 130, stderr);
-  const { stdout: ps } = await run("ps", ["-u", ROOTLESS_USER, "-o", "pid=,args="]).catch((e) => ({
+  const { stdout: ps } = await run("ps", ["-u", ulab.user.name, "-o", "pid=,args="]).catch((e) => ({
     stdout: String(e.stdout ?? ""),
   }));
   assert.equal(
@@ -280,7 +220,7 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
     "",
     "no process of this patch is left",
   );
-  const uid = (await idOf()).uid;
+  const uid = ulab.user.uid;
   const tmpLeft: string[] = [];
   for (const name of await readdir(tmpdir())) {
     const st = await stat(join(tmpdir(), name)).catch(() => undefined);
@@ -294,16 +234,15 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
 
 test("an Alpine image is refused in one line naming the modes that patch it, nothing written", async () => {
   const lab = await alpineLabImage("app");
-  const out = join(userHome, "alpine-out");
-  const failed = await asUser(
-    ["patch", "-i", lab.ref, "--oci-dir", out, "-t", "patched", "--progress", "quiet"],
-    {
+  const out = join(ulab.userHome, "alpine-out");
+  const failed = await ulab
+    .asUser(["patch", "-i", lab.ref, "--oci-dir", out, "-t", "patched", "--progress", "quiet"], {
       SUTURE_PATCH_MODE: "no-namespaces",
-    },
-  ).then(
-    () => assert.fail("the patch must be refused"),
-    (e: { code: number; stderr: string }) => e,
-  );
+    })
+    .then(
+      () => assert.fail("the patch must be refused"),
+      (e: { code: number; stderr: string }) => e,
+    );
   assert.equal(failed.code, 1);
   const lines = failed.stderr.trim().split("\n");
   assert.equal(lines.length, 1, failed.stderr);

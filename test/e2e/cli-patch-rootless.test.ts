@@ -5,115 +5,56 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { chmod, readdir, readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
-import { topLayerListing as layerListing } from "../lab/layer-listing.ts";
-import { ensureRootlessUser, ROOTLESS_USER } from "../lab/podman.ts";
-import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
+import { startUnprivilegedLab, type UnprivilegedLab } from "../lab/unprivileged.ts";
 
 const { after, before, test } = await requiring("root", "loopback", "tool:runuser", "tool:unshare");
 
 before(useArchiveMirror);
 
 const run = promisify(execFile);
-const suture = join(import.meta.dirname, "../../bin/suture");
+
 // The libraries of the bench's "lib" workload: a report the native engine patches without scripts.
 const LIB_PACKAGES = ["libssl3", "openssl", "libexpat1", "liblzma5", "libpcre2-8-0"];
 
-let work: string;
-let userHome: string;
-let registry: LabRegistry;
-
+let ulab: UnprivilegedLab;
 before(async () => {
-  await ensureRootlessUser();
-  work = await mkdtemp(join(tmpdir(), "suture-rootless-"));
-  await chmod(work, 0o755);
-  userHome = join(work, "home");
-  await mkdir(userHome);
-  const { stdout } = await run("id", ["-u", ROOTLESS_USER]);
-  const uid = Number(stdout.trim());
-  const gid = Number((await run("id", ["-g", ROOTLESS_USER])).stdout.trim());
-  await chown(userHome, uid, gid);
-  registry = await startRegistry();
+  ulab = await startUnprivilegedLab({ prefix: "suture-rootless-" });
 });
-after(async () => {
-  await registry?.stop();
-  // The user's cache holds files of its subordinate ids: remove it as the user, in its namespace.
-  await run("runuser", [
-    "-u",
-    ROOTLESS_USER,
-    "--",
-    "unshare",
-    "--map-auto",
-    "--map-root-user",
-    "rm",
-    "-rf",
-    join(userHome, ".cache"),
-  ]).catch(() => {});
-  await rm(work, { recursive: true, force: true });
-});
+after(() => ulab?.close());
 
-/** The unprivileged user's environment: its own home (and so cache), no root paths. */
-function userEnv(): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH,
-    HOME: userHome,
-    CI: "true",
-    http_proxy: process.env.http_proxy,
-    HTTP_PROXY: process.env.HTTP_PROXY,
-    no_proxy: process.env.no_proxy,
-    NO_PROXY: process.env.NO_PROXY,
-  };
-}
-
-const asRoot = (args: string[]) =>
-  run(suture, args[0] === "patch" ? [...args, "--cache-dir", join(work, "root-cache")] : args, {
-    env: { ...process.env, CI: "true" },
-    maxBuffer: 64 * 1024 * 1024,
-  });
-
-const asUser = (args: string[]) =>
-  run("runuser", ["-u", ROOTLESS_USER, "--", "env", `HOME=${userHome}`, suture, ...args], {
-    env: userEnv(),
-    cwd: userHome,
-    maxBuffer: 64 * 1024 * 1024,
-  });
-
-/** The top layer of `reference`, entry by entry (test/lab/layer-listing.ts). */
-async function topLayerListing(reference: string, name: string): Promise<string[]> {
-  const layout = join(work, `layout-${name}`);
-  await asRoot(["copy", reference, `oci:${layout}:x`]);
-  // ldconfig's aux-cache records the inode numbers and ctimes of the libraries it scanned: it
-  // differs between any two runs, root or not. Its presence, owner, mode and size still count.
-  return layerListing(layout, (path) => path.endsWith("var/cache/ldconfig/aux-cache"));
-}
-
-async function pushLab(reference: string, repo: string): Promise<string> {
-  const ref = `docker://${registry.host}/${repo}:1`;
-  await asRoot(["copy", reference, ref]);
-  return ref;
-}
+// ldconfig's aux-cache records the inode numbers and ctimes of the libraries it scanned: it
+// differs between any two runs, root or not. Its presence, owner, mode and size still count.
+const topLayerListing = (reference: string, name: string) =>
+  ulab.topLayer(reference, name, (path) => path.endsWith("var/cache/ldconfig/aux-cache"));
 
 test("nginx with a library report: the unprivileged user's patch layer is root mode's, entry for entry", async () => {
   const nginx = await labImage("bookwormNginx");
   const report = await trivyReportFor("bookwormNginx", {
     only: LIB_PACKAGES,
-    outFile: join(work, "lib.json"),
+    outFile: join(ulab.work, "lib.json"),
   });
   await chmod(report.path, 0o644);
-  const src = await pushLab(nginx.reference, "lab/nginx");
+  const src = await ulab.pushLab(nginx.reference, "lab/nginx");
   const flags = ["patch", "-i", src, "-r", report.path, "--push"];
-  const userRun = await asUser([...flags, "-t", `${registry.host}/lab/nginx:user`, "--progress", "plain"]);
+  const userRun = await ulab.asUser([
+    ...flags,
+    "-t",
+    `${ulab.registry.host}/lab/nginx:user`,
+    "--progress",
+    "plain",
+  ]);
   assert.match(userRun.stderr, /mode: user-namespace \(ids mapped from your subordinate ranges\)/);
-  await asRoot([...flags, "-t", `${registry.host}/lab/nginx:root`]);
-  const user = await topLayerListing(`docker://${registry.host}/lab/nginx:user`, "nginx-user");
-  const root = await topLayerListing(`docker://${registry.host}/lab/nginx:root`, "nginx-root");
+  await ulab.asRoot([...flags, "-t", `${ulab.registry.host}/lab/nginx:root`]);
+  const user = await topLayerListing(`docker://${ulab.registry.host}/lab/nginx:user`, "nginx-user");
+  const root = await topLayerListing(`docker://${ulab.registry.host}/lab/nginx:root`, "nginx-root");
   assert.ok(root.length > 10, `root mode wrote a real layer (${root.length} entries)`);
   assert.deepEqual(user, root);
   assert.ok(
@@ -124,51 +65,45 @@ test("nginx with a library report: the unprivileged user's patch layer is root m
 
 test("distroless: the unprivileged user's patch layer is root mode's, entry for entry", async () => {
   const lab = await distrolessLabImage();
-  const src = await pushLab(lab.reference, "lab/distroless");
-  const userRun = await asUser([
+  const src = await ulab.pushLab(lab.reference, "lab/distroless");
+  const userRun = await ulab.asUser([
     "patch",
     "-i",
     src,
     "--push",
     "-t",
-    `${registry.host}/lab/distroless:user`,
+    `${ulab.registry.host}/lab/distroless:user`,
     "--progress",
     "plain",
   ]);
   assert.match(userRun.stderr, /mode: user-namespace/);
-  await asRoot(["patch", "-i", src, "--push", "-t", `${registry.host}/lab/distroless:root`]);
-  const user = await topLayerListing(`docker://${registry.host}/lab/distroless:user`, "dl-user");
-  const root = await topLayerListing(`docker://${registry.host}/lab/distroless:root`, "dl-root");
+  await ulab.asRoot(["patch", "-i", src, "--push", "-t", `${ulab.registry.host}/lab/distroless:root`]);
+  const user = await topLayerListing(`docker://${ulab.registry.host}/lab/distroless:user`, "dl-user");
+  const root = await topLayerListing(`docker://${ulab.registry.host}/lab/distroless:root`, "dl-root");
   assert.ok(root.length > 5);
   assert.deepEqual(user, root);
 });
 
 test("SIGINT mid-patch leaves no mount, process or temp dir of the user behind", async () => {
   const nginx = await labImage("bookwormNginx");
-  const src = `docker://${registry.host}/lab/nginx:1`;
-  await pushLab(nginx.reference, "lab/nginx");
-  const cache = join(userHome, "int-cache");
+  const src = `docker://${ulab.registry.host}/lab/nginx:1`;
+  await ulab.pushLab(nginx.reference, "lab/nginx");
+  const cache = join(ulab.userHome, "int-cache");
   const child = spawn(
     "runuser",
-    [
-      "-u",
-      ROOTLESS_USER,
-      "--",
-      "env",
-      `HOME=${userHome}`,
-      suture,
+    ulab.userArgs([
       "patch",
       "-i",
       src,
       "--push",
       "-t",
-      `${registry.host}/lab/nginx:int`,
+      `${ulab.registry.host}/lab/nginx:int`,
       "--cache-dir",
       cache,
       "--progress",
       "plain",
-    ],
-    { env: userEnv(), cwd: userHome, stdio: ["ignore", "pipe", "pipe"] },
+    ]),
+    { env: ulab.userEnv(), cwd: ulab.userHome, stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";
   child.stderr.on("data", (d) => {
@@ -195,12 +130,12 @@ test("SIGINT mid-patch leaves no mount, process or temp dir of the user behind",
   process.kill(Number(sutureCli[0]), "SIGINT");
   const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
   assert.equal(code, 130, stderr);
-  const { stdout: ps } = await run("ps", ["-u", ROOTLESS_USER, "-o", "pid=,args="]).catch((e) => ({
+  const { stdout: ps } = await run("ps", ["-u", ulab.user.name, "-o", "pid=,args="]).catch((e) => ({
     stdout: String(e.stdout ?? ""),
   }));
   assert.equal(ps.trim(), "", "no process of the user is left");
   assert.equal((await run("findmnt", ["-rn", "-o", "TARGET"])).stdout.includes(cache), false);
-  const uid = Number((await run("id", ["-u", ROOTLESS_USER])).stdout.trim());
+  const { uid } = ulab.user;
   const tmpLeft: string[] = [];
   for (const name of await readdir(tmpdir())) {
     const st = await stat(join(tmpdir(), name)).catch(() => undefined);

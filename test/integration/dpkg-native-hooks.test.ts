@@ -22,7 +22,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
-import { type Image, openImage } from "../../src/image/image.ts";
+import type { Image } from "../../src/image/image.ts";
 import { placeStandIns } from "../../src/patch/engines/dpkg/native/hooks/stand-ins.ts";
 import { updateCaCertificates } from "../../src/patch/engines/dpkg/native/hooks/update-ca-certificates.ts";
 import {
@@ -31,8 +31,7 @@ import {
 } from "../../src/patch/engines/dpkg/native/hooks/x509-name-hash.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { openLayoutSource } from "../../src/transports/layout/layout.ts";
-import { labImage } from "../lab/images.ts";
+import { labImage, labImageValue } from "../lab/images.ts";
 import { requiring } from "../lab/requirements.ts";
 
 const { after, before, test } = await requiring("root", "runc", "tool:mmdebstrap");
@@ -43,10 +42,7 @@ let image: Image;
 before(async () => {
   work = await (await import("node:fs/promises")).mkdtemp("/var/tmp/suture-native-hooks-");
   const lab = await labImage("bookwormNginx");
-  image = await openImage(await openLayoutSource(lab.layoutDir, lab.tag, {}), {
-    os: "linux",
-    architecture: "amd64",
-  });
+  image = await labImageValue(lab);
 });
 after(() => rm(work, { recursive: true, force: true }));
 

@@ -25,13 +25,12 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
-import { type Image, openImage } from "../../src/image/image.ts";
+import type { Image } from "../../src/image/image.ts";
 import { runLdconfig } from "../../src/patch/engines/dpkg/native/hooks/ld-so-cache.ts";
 import { NATIVE_TRIGGERS, placeStandIns } from "../../src/patch/engines/dpkg/native/hooks/stand-ins.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { openLayoutSource } from "../../src/transports/layout/layout.ts";
-import { labCacheDir, labImage, labRecipeHash } from "../lab/images.ts";
+import { labCacheDir, labImage, labImageValue, labRecipeHash } from "../lab/images.ts";
 import { requiring } from "../lab/requirements.ts";
 
 const { after, before, test } = await requiring("root", "runc", "tool:mmdebstrap");
@@ -44,10 +43,7 @@ let arm64: Image | undefined;
 before(async () => {
   work = await mkdtemp("/var/tmp/suture-native-ldconfig-");
   const lab = await labImage("bookwormNginx");
-  amd64 = await openImage(await openLayoutSource(lab.layoutDir, lab.tag, {}), {
-    os: "linux",
-    architecture: "amd64",
-  });
+  amd64 = await labImageValue(lab);
   const armEntry = join(
     labCacheDir(),
     `bookwormMinbaseArm64-${(await labRecipeHash("bookwormMinbaseArm64")).slice(0, 16)}`,
@@ -55,10 +51,7 @@ before(async () => {
   const binfmt = await readFile("/proc/sys/fs/binfmt_misc/qemu-aarch64", "utf8").catch(() => "");
   if ((await lstat(join(armEntry, "lab-image.json")).catch(() => undefined)) && /flags:.*F/.test(binfmt)) {
     const arm = await labImage("bookwormMinbaseArm64");
-    arm64 = await openImage(await openLayoutSource(arm.layoutDir, arm.tag, {}), {
-      os: "linux",
-      architecture: "arm64",
-    });
+    arm64 = await labImageValue(arm, "arm64");
   }
 });
 after(() => rm(work, { recursive: true, force: true }));

@@ -42,6 +42,8 @@ import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { xz } from "@napi-rs/lzma";
 import { SutureError } from "../../src/errors/errors.ts";
+import { type Image, openImage } from "../../src/image/image.ts";
+import { openLayoutSource } from "../../src/transports/layout/layout.ts";
 import { archiveMirror, archiveProxyEnv } from "./archive-mirror.ts";
 import { acquireLock, labCacheDir, releaseLock } from "./cache.ts";
 
@@ -1365,4 +1367,12 @@ async function changelogOf(deb: SecurityPackage): Promise<string> {
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A lab image opened as the library's Image value (its one platform), for tests below the CLI. */
+export async function labImageValue(
+  lab: LabImage,
+  architecture: "amd64" | "arm64" = "amd64",
+): Promise<Image> {
+  return openImage(await openLayoutSource(lab.layoutDir, lab.tag, {}), { os: "linux", architecture });
 }
