@@ -10,9 +10,8 @@
  * key the image trusts), then the whole repository, as when a distribution publishes a fix.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -27,9 +26,9 @@ import { ALPINE_COMMUNITY_URL, ALPINE_REPO_URL, alpineLabImage } from "../lab/al
 import { alpineTestRepoFiles } from "../lab/alpine-repo.ts";
 import { buildApkIndex } from "../lab/apk.ts";
 import { SUTURE } from "../lab/cli.ts";
-import { freePort } from "../lab/redis.ts";
 import { type LabRegistry, startRegistry } from "../lab/registry.ts";
 import { requiring } from "../lab/requirements.ts";
+import { type ServeProcess, startServe } from "../lab/serve.ts";
 
 const { after, before, test } = await requiring("root", "runc", "loopback", "tool:docker-registry");
 
@@ -41,10 +40,8 @@ const MAIN_INDEX = "v3.20/main/x86_64/APKINDEX.tar.gz";
 let registry: LabRegistry;
 let work: string;
 let repo: { url: string; communityUrl: string; publish(): void; server: Server };
-let service: ChildProcess | undefined;
-let log = "";
-let api: string;
-const token = randomBytes(24).toString("hex");
+let service: ServeProcess | undefined;
+const log = () => service?.log() ?? "";
 
 /**
  * The lab repository, served with a switch: `withheld` is its main index without LATE's record,
@@ -98,11 +95,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (service && service.exitCode === null) {
-    const exited = new Promise((r) => service!.once("exit", r));
-    service.kill("SIGTERM");
-    await exited;
-  }
+  await service?.stop();
   repo?.server.closeAllConnections();
   await new Promise((r) => repo?.server.close(r));
   await registry?.stop();
@@ -114,14 +107,17 @@ async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | un
   for (;;) {
     const v = await f();
     if (v !== undefined) return v;
-    if (service?.exitCode !== null) throw new Error(`suture serve exited while waiting for ${what}:\n${log}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; service log:\n${log}`);
+    if (service?.child.exitCode !== null)
+      throw new Error(`suture serve exited while waiting for ${what}:\n${log()}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; service log:\n${log()}`);
     await sleep(250);
   }
 }
 
 async function get<T>(path: string): Promise<T> {
-  const res = await fetch(`${api}${path}`, { headers: { authorization: `Bearer ${token}` } });
+  const res = await fetch(`${service!.url}${path}`, {
+    headers: { authorization: `Bearer ${service!.token}` },
+  });
   assert.equal(res.status, 200, path);
   return (await res.json()) as T;
 }
@@ -138,7 +134,7 @@ async function tagDigest(tag: string): Promise<string | undefined> {
 
 /** The new-fixes checks logged so far that dry-ran the patched image: how many queued a job. */
 function checks(): { queued: number }[] {
-  return [...log.matchAll(/new-fixes check: 1 patched images dry-run, (\d+) new jobs/g)].map((m) => ({
+  return [...log().matchAll(/new-fixes check: 1 patched images dry-run, (\d+) new jobs/g)].map((m) => ({
     queued: Number(m[1]),
   }));
 }
@@ -151,12 +147,9 @@ async function moreChecks(since: number, n: number): Promise<{ queued: number }[
 }
 
 test("a patched image gets a new job when its repository publishes a newer fix, and none while nothing changed", async () => {
-  const port = await freePort();
-  api = `http://127.0.0.1:${port}`;
-  const rules = join(work, "rules.yaml");
-  await writeFile(
-    rules,
-    `apiVersion: suture.dev/v1alpha1
+  service = await startServe({
+    work,
+    rules: `apiVersion: suture.dev/v1alpha1
 kind: ServeRules
 rules:
   - id: alpine
@@ -165,22 +158,7 @@ rules:
     target: { tag: "{{ .SourceTag }}-patched" }
     interval: 1h
 `,
-  );
-  await writeFile(join(work, "token"), token, { mode: 0o600 });
-  service = spawn(
-    SUTURE,
-    [
-      "serve",
-      "--rules",
-      rules,
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--token-file",
-      join(work, "token"),
-      "--state-dir",
-      join(work, "state"),
-      "--cache-dir",
-      join(work, "cache"),
+    args: [
       "--fixes-interval",
       "2s",
       "--mirror",
@@ -188,10 +166,6 @@ rules:
       "--mirror",
       `${ALPINE_COMMUNITY_URL}=${repo.communityUrl}`,
     ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  service.stderr!.setEncoding("utf8").on("data", (s: string) => {
-    log += s;
   });
 
   // The first poll patches the tag with what the repository has: every fix but zlib's.
@@ -210,7 +184,7 @@ rules:
 
   // Nothing changed in the repository: the scheduled dry runs queue nothing.
   const quiet = await moreChecks(checks().length, 2);
-  assert.deepEqual(quiet, [{ queued: 0 }, { queued: 0 }], log);
+  assert.deepEqual(quiet, [{ queued: 0 }, { queued: 0 }], log());
   assert.equal((await jobs()).length, 1);
   assert.equal(await tagDigest("3.20-patched"), firstDigest);
 
@@ -243,6 +217,6 @@ rules:
 
   // And with that patch in, the repository holds nothing newer: no further jobs.
   const settled = await moreChecks(checks().length, 2);
-  assert.deepEqual(settled, [{ queued: 0 }, { queued: 0 }], log);
+  assert.deepEqual(settled, [{ queued: 0 }, { queued: 0 }], log());
   assert.equal((await jobs()).length, 2);
 });
