@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ownersRecorded, recordOwnersInstead } from "../fs/owners.ts";
 import { execTool } from "./exec.ts";
+import { needsUserNamespace, reexecInUserNamespace } from "./userns.ts";
 
 /**
  * The no-namespaces patch mode (issue 16, mode 3): a caller that is not root and cannot create a
@@ -85,3 +86,16 @@ export async function rootCannotMount(env: NodeJS.ProcessEnv = process.env): Pro
 /** The `--progress` mode line of mode 3. */
 export const NO_NAMESPACES_MODE_LINE =
   "mode: no-namespaces (no root, no user namespace: native engines in a private working tree, owners from the layers' metadata, no scripts run)";
+
+/**
+ * Settle where a patching command (patch, bulk, serve, worker) runs, before it does anything:
+ * a non-root caller re-runs the whole command as root of a user namespace (mode 2) unless it
+ * cannot mount an overlay there or mode 3 is forced (then mode 3 here); root without
+ * CAP_SYS_ADMIN takes mode 3. Returns the re-run's exit code when the command ran again in a
+ * namespace (the caller only hands it on), undefined when the command goes on in this process.
+ */
+export async function reexecOrSettleMode(): Promise<number | undefined> {
+  if (needsUserNamespace() && !(await chooseNoNamespaces())) return (await reexecInUserNamespace()).code;
+  await rootCannotMount();
+  return undefined;
+}

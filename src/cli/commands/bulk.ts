@@ -11,8 +11,7 @@ import type { Compression } from "../../oci/media-types.ts";
 import type { EngineChoice } from "../../patch/engines/engine.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { chooseNoNamespaces, rootCannotMount } from "../../sandbox/no-namespaces.ts";
-import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
+import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import {
   addPatchJobOptions,
@@ -87,11 +86,12 @@ async function checkSummaryFile(file: string | undefined): Promise<void> {
  */
 export async function runBulkCommand(configFile: string, flags: BulkFlags): Promise<void> {
   // Not root: the whole run happens again as root of a user namespace (issue 16, mode 2).
-  if (needsUserNamespace() && !flags.dryRun && !(await chooseNoNamespaces())) {
-    process.exitCode = (await reexecInUserNamespace()).code;
+  // A dry run changes nothing: it runs here, as whoever calls it.
+  const reran = flags.dryRun ? undefined : await reexecOrSettleMode();
+  if (reran !== undefined) {
+    process.exitCode = reran;
     return;
   }
-  await rootCannotMount();
   const config = await readBulkConfig(configFile);
   const timeoutMs = parseDuration(flags.timeout);
   const jobs = parseJobs(flags.jobs);

@@ -8,8 +8,7 @@ import { type PlatformResult, patchImage } from "../../patch/patch.ts";
 import { parseReportSizeLimit } from "../../report/limits.ts";
 import { formatPlanTable, table } from "../../report/render.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { chooseNoNamespaces, rootCannotMount } from "../../sandbox/no-namespaces.ts";
-import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
+import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
 import { SBOM_FORMATS } from "../../sbom/sbom.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { ExitCode } from "../exit.ts";
@@ -125,11 +124,11 @@ export function registerPatch(program: Command): void {
   ).action(async (flags) => {
     // Not root: the whole patch runs again as root of a user namespace (issue 16, mode 2).
     // …unless it cannot create one, or SUTURE_PATCH_MODE=no-namespaces forces mode 3 (no namespaces).
-    if (needsUserNamespace() && !(await chooseNoNamespaces())) {
-      process.exitCode = (await reexecInUserNamespace()).code;
+    const reran = await reexecOrSettleMode();
+    if (reran !== undefined) {
+      process.exitCode = reran;
       return;
     }
-    await rootCannotMount();
     if (flags.config !== undefined) return runBulkFromPatch(flags.config, flags);
     if (flags.image === undefined)
       throw new SutureError(

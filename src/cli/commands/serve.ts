@@ -5,7 +5,7 @@ import { type Command, Option } from "@commander-js/extra-typings";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { defaultCacheDir } from "../../patch/patch.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
+import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
 import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
 import type { JobQueue } from "../../serve/queue.ts";
 import { readRulesFile } from "../../serve/rules.ts";
@@ -115,8 +115,9 @@ export function registerServe(program: Command): void {
     const choice = queueChoiceFrom(flags);
     // Not root and patching here: the whole service runs again as root of a user namespace, as
     // `suture patch` does (issue 16, mode 2); its listener and files are the caller's.
-    if (needsUserNamespace() && Number(flags.concurrency) > 0) {
-      process.exitCode = (await reexecInUserNamespace()).code;
+    const reran = Number(flags.concurrency) > 0 ? await reexecOrSettleMode() : undefined;
+    if (reran !== undefined) {
+      process.exitCode = reran;
       return;
     }
     const stateDir = flags.stateDir ?? defaultStateDir();

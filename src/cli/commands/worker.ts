@@ -6,7 +6,7 @@
 import type { Command } from "@commander-js/extra-typings";
 import { redact, SutureError } from "../../errors/errors.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
-import { needsUserNamespace, reexecInUserNamespace } from "../../sandbox/userns.ts";
+import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
 import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
 import { patchJobHandler } from "../../serve/job.ts";
 import type { JobHandler } from "../../serve/queue.ts";
@@ -37,8 +37,9 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
       `invalid --concurrency ${JSON.stringify(flags.concurrency)}: give a number of jobs at once, e.g. 1`,
     );
   // Not root: the worker runs again as root of a user namespace, as `suture patch` does (issue 16).
-  if (needsUserNamespace()) {
-    process.exitCode = (await reexecInUserNamespace()).code;
+  const reran = await reexecOrSettleMode();
+  if (reran !== undefined) {
+    process.exitCode = reran;
     return;
   }
   const choice = queueChoiceFrom(flags);
