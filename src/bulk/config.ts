@@ -5,8 +5,8 @@
  */
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
-import { asSutureError, quoteUntrusted, SutureError } from "../errors/errors.ts";
-import { readFileCapped } from "../fs/read-capped.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
+import { readConfigText } from "../fs/read-capped.ts";
 import type { Platform } from "../oci/manifest.ts";
 import { formatPlatform, parsePlatform } from "../oci/platform.ts";
 import { type ImageReference, parseReference } from "../ref/reference.ts";
@@ -171,17 +171,7 @@ function fieldName(path: Path): string {
 
 /** Read and check a PatchConfig file. */
 export async function readBulkConfig(file: string): Promise<BulkConfig> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFileCapped(file, {
-      limit: MAX_CONFIG_BYTES,
-      what: `bulk config ${file}`,
-      regularOnly: true,
-    });
-  } catch (e) {
-    throw asSutureError(e, "IO", `cannot read bulk config ${file}`);
-  }
-  return parseBulkConfig(bytes.toString("utf8"), file);
+  return parseBulkConfig(await readConfigText(file, MAX_CONFIG_BYTES, `bulk config ${file}`), file);
 }
 
 /** Check a PatchConfig's text; `file` names it in messages. */

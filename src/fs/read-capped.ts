@@ -1,6 +1,6 @@
 import { constants } from "node:fs";
 import { open } from "node:fs/promises";
-import { SutureError } from "../errors/errors.ts";
+import { asSutureError, SutureError } from "../errors/errors.ts";
 
 export interface ReadCappedOptions {
   /** The most bytes the file may have. */
@@ -64,5 +64,17 @@ export async function readFileCapped(path: string, options: ReadCappedOptions): 
     return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * A configuration file the user names (a bulk config, serve's rules) as UTF-8 text: a regular
+ * file of at most `limit` bytes; any failure to read it is IO, "cannot read <what>: <cause>".
+ */
+export async function readConfigText(path: string, limit: number, what: string): Promise<string> {
+  try {
+    return (await readFileCapped(path, { limit, what, regularOnly: true })).toString("utf8");
+  } catch (e) {
+    throw asSutureError(e, "IO", `cannot read ${what}`);
   }
 }

@@ -7,8 +7,8 @@
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { type BulkImageSpec, ImageEntry, imageSpecOf, type Path } from "../bulk/config.ts";
-import { asSutureError, quoteUntrusted, SutureError } from "../errors/errors.ts";
-import { readFileCapped } from "../fs/read-capped.ts";
+import { quoteUntrusted, SutureError } from "../errors/errors.ts";
+import { readConfigText } from "../fs/read-capped.ts";
 import type { Rule } from "./store.ts";
 
 export const RULES_API_VERSION = "suture.dev/v1alpha1";
@@ -121,17 +121,7 @@ export function ruleFromJson(body: unknown, id?: string): { rule: Rule; spec: Bu
 
 /** Read and check a rules file. */
 export async function readRulesFile(file: string): Promise<Rule[]> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFileCapped(file, {
-      limit: MAX_RULES_BYTES,
-      what: `rules file ${file}`,
-      regularOnly: true,
-    });
-  } catch (e) {
-    throw asSutureError(e, "IO", `cannot read rules file ${file}`);
-  }
-  return parseRules(bytes.toString("utf8"), file);
+  return parseRules(await readConfigText(file, MAX_RULES_BYTES, `rules file ${file}`), file);
 }
 
 /** Check a rules file's text; `file` names it in messages (`file:line: rules[1].tags: …`). */
