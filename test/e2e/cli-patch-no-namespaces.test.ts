@@ -47,8 +47,6 @@ after(async () => {
   await rm(noUnshare, { recursive: true, force: true });
 });
 
-const topLayerListing = (reference: string, name: string) => ulab.topLayer(reference, name);
-
 async function tagExists(repo: string, tag: string): Promise<boolean> {
   const r = await fetch(`http://${ulab.registry.host}/v2/${repo}/manifests/${tag}`, {
     method: "HEAD",
@@ -68,20 +66,8 @@ test("suture doctor, where unshare fails for the user: no-namespaces, supported 
 test("distroless, no user namespace possible: mode 3 is chosen and its patch layer is root mode's, entry for entry", async () => {
   const lab = await distrolessLabImage();
   const src = await ulab.pushLab(lab.reference, "lab/distroless");
-  const userRun = await ulab.asUser([
-    "patch",
-    "-i",
-    src,
-    "--push",
-    "-t",
-    `${ulab.registry.host}/lab/distroless:user`,
-    "--progress",
-    "plain",
-  ]);
-  assert.match(userRun.stderr, /mode: no-namespaces/);
-  await ulab.asRoot(["patch", "-i", src, "--push", "-t", `${ulab.registry.host}/lab/distroless:root`]);
-  const user = await topLayerListing(`docker://${ulab.registry.host}/lab/distroless:user`, "dl-user");
-  const root = await topLayerListing(`docker://${ulab.registry.host}/lab/distroless:root`, "dl-root");
+  const { userStderr, user, root } = await ulab.patchAsUserAndRoot(src, "lab/distroless", []);
+  assert.match(userStderr, /mode: no-namespaces/);
   assert.ok(root.length > 5, `root mode wrote a real layer (${root.length} entries)`);
   assert.deepEqual(user, root);
   const { uid } = ulab.user;
@@ -99,32 +85,24 @@ test("nginx with a library report: refused in one line naming the packages whose
   });
   await chmod(report.path, 0o644);
   const src = await ulab.pushLab(nginx.reference, "lab/nginx");
-  const failed = await ulab
-    .asUser(
-      [
-        "patch",
-        "-i",
-        src,
-        "-r",
-        report.path,
-        "--push",
-        "-t",
-        `${ulab.registry.host}/lab/nginx:user`,
-        "--progress",
-        "quiet",
-      ],
-      {
-        SUTURE_PATCH_MODE: "no-namespaces",
-      },
-    )
-    .then(
-      () => assert.fail("the patch must be refused"),
-      (e: { code: number; stderr: string }) => e,
-    );
-  assert.equal(failed.code, 1);
-  const lines = failed.stderr.trim().split("\n");
-  assert.equal(lines.length, 1, failed.stderr);
-  // openssl's postinst has no native equivalent (the libraries' ldconfig trigger gets one soon).
+  const { code, lines } = await ulab.refusedAsUser(
+    [
+      "patch",
+      "-i",
+      src,
+      "-r",
+      report.path,
+      "--push",
+      "-t",
+      `${ulab.registry.host}/lab/nginx:user`,
+      "--progress",
+      "quiet",
+    ],
+    { SUTURE_PATCH_MODE: "no-namespaces" },
+  );
+  assert.equal(code, 1);
+  assert.equal(lines.length, 1, lines.join("\n"));
+  // openssl's postinst has no native equivalent (the libraries' ldconfig trigger has one).
   assert.match(
     lines[0]!,
     /^error: the no-namespaces mode runs no code of the image, and .*openssl \(postinst\)/,
@@ -143,18 +121,16 @@ test("nginx, libraries whose only hook is the ldconfig trigger: mode 3 rebuilds 
   });
   await chmod(report.path, 0o644);
   const src = await ulab.pushLab(nginx.reference, "lab/nginx-trigger");
-  const flags = ["patch", "-i", src, "-r", report.path, "--push"];
-  const userRun = await ulab.asUser(
-    [...flags, "-t", `${ulab.registry.host}/lab/nginx-trigger:user`, "--progress", "plain"],
+  const { userStderr, user, root } = await ulab.patchAsUserAndRoot(
+    src,
+    "lab/nginx-trigger",
+    ["-r", report.path],
     {
-      SUTURE_PATCH_MODE: "no-namespaces",
+      extra: { SUTURE_PATCH_MODE: "no-namespaces" },
     },
   );
-  assert.match(userRun.stderr, /mode: no-namespaces/);
-  assert.match(userRun.stderr, /hook +libc-bin ldconfig/);
-  await ulab.asRoot([...flags, "-t", `${ulab.registry.host}/lab/nginx-trigger:root`]);
-  const user = await topLayerListing(`docker://${ulab.registry.host}/lab/nginx-trigger:user`, "trigger-user");
-  const root = await topLayerListing(`docker://${ulab.registry.host}/lab/nginx-trigger:root`, "trigger-root");
+  assert.match(userStderr, /mode: no-namespaces/);
+  assert.match(userStderr, /hook +libc-bin ldconfig/);
   // dpkg's own bookkeeping of a configure run (status-old, the triggers dir) is root mode's alone;
   // every file of the image proper must be the same, ld.so.cache and the soname links included
   // (the cache is in neither layer when the libraries kept their file names).
@@ -235,17 +211,12 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
 test("an Alpine image is refused in one line naming the modes that patch it, nothing written", async () => {
   const lab = await alpineLabImage("app");
   const out = join(ulab.userHome, "alpine-out");
-  const failed = await ulab
-    .asUser(["patch", "-i", lab.ref, "--oci-dir", out, "-t", "patched", "--progress", "quiet"], {
-      SUTURE_PATCH_MODE: "no-namespaces",
-    })
-    .then(
-      () => assert.fail("the patch must be refused"),
-      (e: { code: number; stderr: string }) => e,
-    );
-  assert.equal(failed.code, 1);
-  const lines = failed.stderr.trim().split("\n");
-  assert.equal(lines.length, 1, failed.stderr);
+  const { code, lines } = await ulab.refusedAsUser(
+    ["patch", "-i", lab.ref, "--oci-dir", out, "-t", "patched", "--progress", "quiet"],
+    { SUTURE_PATCH_MODE: "no-namespaces" },
+  );
+  assert.equal(code, 1);
+  assert.equal(lines.length, 1, lines.join("\n"));
   assert.match(
     lines[0]!,
     /no-namespaces mode patches Debian and Ubuntu \(dpkg\) images only so far.*\[NEEDS_RUNTIME\]$/,

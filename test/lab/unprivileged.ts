@@ -33,6 +33,19 @@ export interface UnprivilegedLab {
   pushLab(reference: string, repo: string): Promise<string>;
   /** The top layer of `reference`, entry by entry (layer-listing.ts), copied as root into `work`. */
   topLayer(reference: string, name: string, contentIgnored?: (path: string) => boolean): Promise<string[]>;
+  /**
+   * `patch -i src <flags> --push` once as the user (to `<repo>:user`, `--progress plain`, with
+   * `extra` in its environment) and once as root (to `<repo>:root`); both top layers, entry by
+   * entry (`contentIgnored` as for topLayer), and the user's progress output.
+   */
+  patchAsUserAndRoot(
+    src: string,
+    repo: string,
+    flags: string[],
+    options?: { extra?: NodeJS.ProcessEnv; contentIgnored?: (path: string) => boolean },
+  ): Promise<{ userStderr: string; user: string[]; root: string[] }>;
+  /** Run `suture args…` as the user where it must fail: its exit code and its stderr's lines. */
+  refusedAsUser(args: string[], extra?: NodeJS.ProcessEnv): Promise<{ code: number; lines: string[] }>;
   close(): Promise<void>;
 }
 
@@ -74,6 +87,17 @@ export async function startUnprivilegedLab(options: {
       env: { ...process.env, CI: "true" },
       maxBuffer: 64 * 1024 * 1024,
     });
+  const asUser = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
+    run("runuser", userArgs(args, extra), {
+      env: userEnv(extra),
+      cwd: userHome,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  const topLayer = async (reference: string, name: string, contentIgnored?: (path: string) => boolean) => {
+    const layout = join(work, `layout-${name}`);
+    await asRoot(["copy", reference, `oci:${layout}:x`]);
+    return topLayerListing(layout, contentIgnored);
+  };
   return {
     work,
     userHome,
@@ -93,10 +117,27 @@ export async function startUnprivilegedLab(options: {
       await asRoot(["copy", reference, ref]);
       return ref;
     },
-    async topLayer(reference, name, contentIgnored) {
-      const layout = join(work, `layout-${name}`);
-      await asRoot(["copy", reference, `oci:${layout}:x`]);
-      return topLayerListing(layout, contentIgnored);
+    topLayer,
+    async patchAsUserAndRoot(src, repo, flags, options = {}) {
+      const target = (who: string) => `${registry.host}/${repo}:${who}`;
+      const base = ["patch", "-i", src, ...flags, "--push", "-t"];
+      const userRun = await asUser([...base, target("user"), "--progress", "plain"], options.extra);
+      await asRoot([...base, target("root")]);
+      const name = repo.replaceAll("/", "-");
+      return {
+        userStderr: userRun.stderr,
+        user: await topLayer(`docker://${target("user")}`, `${name}-user`, options.contentIgnored),
+        root: await topLayer(`docker://${target("root")}`, `${name}-root`, options.contentIgnored),
+      };
+    },
+    async refusedAsUser(args, extra = {}) {
+      const failed = await asUser(args, extra).then(
+        () => {
+          throw new Error(`suture ${args.join(" ")} was not refused`);
+        },
+        (e: { code: number; stderr: string }) => e,
+      );
+      return { code: failed.code, lines: failed.stderr.trim().split("\n") };
     },
     async close() {
       await registry.stop();
