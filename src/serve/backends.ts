@@ -7,10 +7,9 @@ import { join } from "node:path";
 import { quoteUntrusted, redact, SutureError } from "../errors/errors.ts";
 import { MemoryQueue } from "./memory-queue.ts";
 import type { JobQueue } from "./queue.ts";
-import { BullmqJobQueue, type BullmqQueueOptions } from "./queue-bullmq.ts";
+import type { BullmqQueueOptions } from "./queue-bullmq.ts";
 import { openSqliteStore } from "./sqlite-store.ts";
 import type { ServiceStore } from "./store.ts";
-import { openPostgresStore } from "./store-postgres.ts";
 
 /** The embedded store's file in a service's state directory. */
 export const EMBEDDED_STATE_FILE = "state.db";
@@ -25,6 +24,9 @@ export async function openServiceQueue(choice: QueueChoice): Promise<JobQueue> {
   if (choice.redis === undefined)
     return new MemoryQueue({ maxAttempts: choice.attempts, backoffMs: choice.backoffMs });
   checkUrl("--redis", choice.redis, ["redis:", "rediss:"], "redis://HOST:6379");
+  // BullMQ, ioredis and pg (with theirs) are loaded only by the process that uses them: every other
+  // command starts without them.
+  const { BullmqJobQueue } = await import("./queue-bullmq.ts");
   const queue = new BullmqJobQueue({ ...choice, url: choice.redis });
   try {
     await queue.ready();
@@ -42,6 +44,7 @@ export async function openServiceStore(choice: {
 }): Promise<ServiceStore> {
   if (choice.database !== undefined) {
     checkUrl("--database", choice.database, ["postgres:", "postgresql:"], "postgres://USER@HOST:5432/DB");
+    const { openPostgresStore } = await import("./store-postgres.ts");
     return openPostgresStore(choice.database);
   }
   if (choice.stateDir === undefined)

@@ -3,13 +3,11 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { type Command, Option } from "@commander-js/extra-typings";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
-import { defaultCacheDir } from "../../patch/patch.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
 import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
 import type { JobQueue } from "../../serve/queue.ts";
 import { readRulesFile } from "../../serve/rules.ts";
-import { startService } from "../../serve/service.ts";
 import type { WatchEvent } from "../../serve/watcher.ts";
 import { cancelOnSignals } from "../cancel.ts";
 import { addTransportOptions, parseDuration } from "../options.ts";
@@ -103,6 +101,11 @@ export function registerServe(program: Command): void {
       ),
     ),
   ).action(async (flags) => {
+    // The service and the patch pipeline are loaded by this command only (other commands start faster).
+    const [{ startService }, { defaultCacheDir }] = await Promise.all([
+      import("../../serve/service.ts"),
+      import("../../patch/patch.ts"),
+    ]);
     const rules = await readRulesFile(flags.rules);
     const token = await readToken(flags.tokenFile);
     const listen = parseListen(flags.listen);

@@ -8,7 +8,6 @@ import { redact, SutureError } from "../../errors/errors.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
 import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
-import { patchJobHandler } from "../../serve/job.ts";
 import type { JobHandler } from "../../serve/queue.ts";
 import { addTransportOptions, type CommonFlags } from "../options.ts";
 import {
@@ -47,6 +46,8 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
   try {
     const context = jobContextFrom(flags, store);
     const queue = await openServiceQueue(choice);
+    // The patch pipeline is loaded by this command only (other commands start faster).
+    const { patchJobHandler } = await import("../../serve/job.ts");
     const handler = patchJobHandler(context);
     // One line per job start and end: what an operator tails; progress itself goes to the queue.
     const logged: JobHandler = async (job, ctx) => {
