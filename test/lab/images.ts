@@ -160,6 +160,18 @@ export const bookwormMinbaseArm64: LabRecipe = {
 };
 
 /**
+ * bookwormNginx for arm64 (on bookwormMinbaseArm64), built under qemu-user emulation: the image of
+ * issue 15's "full report as an amd64 + arm64 index within copa's 5-minute timeout" bench line.
+ * Not built by the tests (several minutes cold); `npm run bench -- --only multi-full` builds it.
+ */
+export const bookwormNginxArm64: LabRecipe = {
+  ...bookwormNginx,
+  name: "bookwormNginxArm64",
+  arch: "arm64",
+  parent: bookwormMinbaseArm64,
+};
+
+/**
  * bookwormMinbase plus one tiny layer (/etc/suture-lab/marker): a two-layer image that builds in
  * seconds once bookwormMinbase is cached (no mmdebstrap run), for tests of the cache itself.
  */
@@ -292,6 +304,7 @@ export const labRecipes = {
   bookwormMinbase,
   bookwormNginx,
   bookwormMinbaseArm64,
+  bookwormNginxArm64,
   bookwormMinbaseMarked,
   bookwormSlim,
   bookwormBackports,

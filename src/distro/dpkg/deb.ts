@@ -242,6 +242,7 @@ function memberPieces(path: string, member: ArMember, maxBytes?: number): AsyncG
   return decompress(openArMember(path, member), format, {
     what: `the ${member.name} member of ${path}`,
     fix: DEB_FIX,
+    inputSize: member.size,
     ...(maxBytes === undefined ? {} : { maxBytes }),
   });
 }
