@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { extractTar } from "../archive/tar/extract.ts";
+import { type ExtractOptions, extractTar } from "../archive/tar/extract.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { placeDirectory } from "../fs/atomic.ts";
 import { type PathFacts, parsePathFacts, serializePathFacts } from "../fs/owners.ts";
@@ -100,6 +100,33 @@ export async function materializeLayers(
   options: MaterializeOptions = {},
 ): Promise<string[]> {
   const diffIDs = image.config.rootfs.diff_ids;
+  const layers = distinctLayers(image);
+  await pruneStaleTemp(cacheDir);
+  const dirs = new Array<string>(layers.length);
+  await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (l, slot) => {
+    dirs[slot] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
+      ...options,
+      label: `layer ${l.index + 1}/${diffIDs.length}`,
+    });
+  });
+  return dirs;
+}
+
+/** One layer of an image as the sandbox stacks it. */
+export interface StackedLayer {
+  descriptor: Descriptor;
+  diffID: string;
+  /** Its position in the manifest (0 = bottom). */
+  index: number;
+}
+
+/**
+ * The layers an overlay stacks, bottom first: each diff_id once, at its topmost occurrence (see
+ * materializeLayers). INVALID_MANIFEST when the config's diff_ids do not match the layers;
+ * TOO_LARGE past overlayfs' stacking limit, before anything is fetched.
+ */
+export function distinctLayers(image: Image): StackedLayer[] {
+  const diffIDs = image.config.rootfs.diff_ids;
   if (diffIDs.length !== image.parsed.layers.length) {
     throw new SutureError(
       "INVALID_MANIFEST",
@@ -118,28 +145,30 @@ export async function materializeLayers(
       `image has ${topmost.size} distinct layers; overlayfs stacks at most ${MAX_LOWER_DIRS}: squash the image`,
     );
   }
-  const layers = [...topmost.values()].map((i) => ({
+  return [...topmost.values()].map((i) => ({
     descriptor: image.parsed.layers[i]!,
     diffID: diffIDs[i]!,
     index: i,
   }));
-  await pruneStaleTemp(cacheDir);
-  const dirs = new Array<string>(layers.length);
+}
+
+/** Run `fn` over `items`, at most `concurrency` at a time; the first failure rejects. */
+export async function forEachAtOnce<T>(
+  items: readonly T[],
+  concurrency: number,
+  signal: AbortSignal | undefined,
+  fn: (item: T, slot: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const worker = async () => {
-    while (next < layers.length) {
+    while (next < items.length) {
       const slot = next++;
-      const l = layers[slot]!;
-      options.signal?.throwIfAborted();
-      dirs[slot] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
-        ...options,
-        label: `layer ${l.index + 1}/${diffIDs.length}`,
-      });
+      signal?.throwIfAborted();
+      await fn(items[slot]!, slot);
     }
   };
-  const n = Math.max(1, Math.min(options.concurrency ?? 2, layers.length));
+  const n = Math.max(1, Math.min(concurrency, items.length));
   await Promise.all(Array.from({ length: n }, worker));
-  return dirs;
 }
 
 /** The kernel's overlayfs stacks at most this many lower dirs (OVL_MAX_STACK). */
@@ -254,12 +283,27 @@ async function commit(tmp: string, dir: string, tmpRoot: string): Promise<void> 
   });
 }
 
-async function extractLayerBlob(
+/**
+ * Stream one layer blob into `into` with extractTar: decompressed by sniffing, its uncompressed
+ * digest checked against `diffID` at the end (DIGEST_MISMATCH), errors named by `label`. `sparse`
+ * passes extractTar's select/deferred/rootHasEntries through (sandbox/sparse-layers.ts).
+ */
+export async function extractLayerBlob(
   blobs: BlobProvider,
   descriptor: Descriptor,
   diffID: string,
   into: string,
-  { signal, label, record }: { signal?: AbortSignal; label: string; record?: Map<string, PathFacts> },
+  {
+    signal,
+    label,
+    record,
+    sparse,
+  }: {
+    signal?: AbortSignal;
+    label: string;
+    record?: Map<string, PathFacts>;
+    sparse?: Pick<ExtractOptions, "select" | "deferred" | "rootHasEntries">;
+  },
 ) {
   digestHex(diffID);
   signal?.throwIfAborted();
@@ -287,6 +331,7 @@ async function extractLayerBlob(
       opaqueXattr: `${overlayXattrPrefix()}opaque`,
       record,
       signal,
+      ...sparse,
     });
     const actual = `sha256:${hash.digest("hex")}`;
     if (actual !== diffID) {
