@@ -121,7 +121,7 @@ describe("sparse lowers", () => {
         events.some(
           (e) => e.type === "step-done" && /^layer 2\/3: .*; 6 files \(\d+ bytes\) left out/.test(e.message ?? ""),
         ),
-        events.map((e) => e.message).join("\n"),
+        events.map((e) => ("message" in e ? e.message : "")).join("\n"),
       );
 
       // Through the image's symlink, as the unpacker names a package's path; a hardlink with its target.
