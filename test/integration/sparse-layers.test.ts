@@ -119,7 +119,8 @@ describe("sparse lowers", () => {
       );
       assert.ok(
         events.some(
-          (e) => e.type === "step-done" && /^layer 2\/3: .*; 6 files \(\d+ bytes\) left out/.test(e.message ?? ""),
+          (e) =>
+            e.type === "step-done" && /^layer 2\/3: .*; 6 files \(\d+ bytes\) left out/.test(e.message ?? ""),
         ),
         events.map((e) => ("message" in e ? e.message : "")).join("\n"),
       );
