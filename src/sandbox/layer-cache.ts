@@ -234,13 +234,8 @@ async function materializeUncached(
   const short = descriptor.digest.slice(0, 19);
   progress({ type: "step", step: "extract-layer", message: `extracting ${label} ${short}` });
 
-  const tmpRoot = join(cacheDir, "tmp");
-  await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
-  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
-  const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+  const tmp = await newExtraction(cacheDir, diffID);
   try {
-    await mkdir(tmp, { mode: 0o700 });
-    await mkdir(join(tmp, "diff"), { mode: 0o755 });
     const record = overlayFlavour() === "plain" ? new Map<string, PathFacts>() : undefined;
     const stats = await extractLayerBlob(blobs, descriptor, diffID, join(tmp, "diff"), {
       signal: options.signal,
@@ -248,16 +243,7 @@ async function materializeUncached(
       record,
     });
     if (record) await writeFile(join(tmp, FACTS_FILE), serializePathFacts(record));
-    const marker: LayerCacheMarker = {
-      format: CACHE_FORMAT,
-      diffID,
-      digest: descriptor.digest,
-      extractedAt: new Date().toISOString(),
-      entries: stats.entries,
-      bytes: stats.bytes,
-    };
-    await writeFile(join(tmp, "complete"), JSON.stringify(marker));
-    await commit(tmp, dir, tmpRoot);
+    await commitExtraction(tmp, cacheDir, descriptor, diffID, stats);
     progress({
       type: "step-done",
       step: "extract-layer",
@@ -268,6 +254,48 @@ async function materializeUncached(
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * A fresh extraction dir in the cache's tmp/ (the same filesystem, so it can be renamed into
+ * place): `<tmp>/diff` is the empty root to extract into. The caller removes `<tmp>` unless
+ * commitExtraction moved it.
+ */
+export async function newExtraction(cacheDir: string, diffID: string): Promise<string> {
+  const tmpRoot = join(cacheDir, "tmp");
+  await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
+  const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+  await mkdir(tmp, { mode: 0o700 });
+  await mkdir(join(tmp, "diff"), { mode: 0o755 });
+  return tmp;
+}
+
+/**
+ * Make a finished extraction (newExtraction's dir, its `diff` now the layer's whole tree) the
+ * cache's entry for `diffID`, marker included; returns the cached lower dir. If another process
+ * got there first, theirs is kept (and used). Only for a tree that is exactly the layer's: an
+ * extraction that left anything out never comes here.
+ */
+export async function commitExtraction(
+  tmp: string,
+  cacheDir: string,
+  descriptor: Descriptor,
+  diffID: string,
+  stats: { entries: number; bytes: number },
+): Promise<string> {
+  const marker: LayerCacheMarker = {
+    format: CACHE_FORMAT,
+    diffID,
+    digest: descriptor.digest,
+    extractedAt: new Date().toISOString(),
+    entries: stats.entries,
+    bytes: stats.bytes,
+  };
+  await writeFile(join(tmp, "complete"), JSON.stringify(marker));
+  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
+  const dir = layerCacheDir(cacheDir, diffID);
+  await commit(tmp, dir, join(cacheDir, "tmp"));
+  return join(dir, "diff");
 }
 
 /**

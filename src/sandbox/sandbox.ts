@@ -111,8 +111,10 @@ export async function withSandbox<T>(
   const mergedDir = join(dir, "merged");
   const scratchDir = join(dir, "scratch");
   let mounted = false;
+  let disposeSparse: (() => Promise<void> | undefined) | undefined;
   const cleanup = once(async () => {
     if (mounted) await unmount(mergedDir);
+    await disposeSparse?.();
     await rm(dir, { recursive: true, force: true });
   });
   const unregister = registerCleanup(`sandbox ${dir}`, cleanup);
@@ -124,11 +126,12 @@ export async function withSandbox<T>(
       mkdir(scratchDir, { mode: 0o700 }),
     ]);
     const sparse = options.sparse
-      ? await SparseLayers.extract(image, options.cacheDir, join(dir, "sparse"), {
+      ? await SparseLayers.extract(image, options.cacheDir, {
           progress: options.progress,
           signal: options.signal,
         })
       : undefined;
+    disposeSparse = () => sparse?.dispose();
     if (sparse) lowerDirs = sparse.lowerDirs;
     const lowers = () => (lowerDirs.length > 0 ? lowerDirs : [join(dir, "empty")]);
     if (lowerDirs.length === 0) await mkdir(join(dir, "empty"), { mode: 0o755 });
@@ -162,12 +165,9 @@ export async function withSandbox<T>(
       completion ??= (async () => {
         if (!sparse || sparse.deferredCount === 0) return;
         // Programs of the image read whatever they like: only the full layers are sound for them.
-        const full = await materializeLayers(image, options.cacheDir, {
-          progress: options.progress,
-          signal: options.signal,
-        });
         await remountAround(async () => {
-          lowerDirs = full;
+          await sparse.complete();
+          lowerDirs = sparse.lowerDirs;
         });
       })();
       return completion;

@@ -1,14 +1,16 @@
-import { mkdir } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DeferredMember } from "../archive/tar/extract.ts";
 import type { Image } from "../image/image.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import {
+  commitExtraction,
   distinctLayers,
   extractLayerBlob,
   forEachAtOnce,
   isLayerCached,
   layerLowerDir,
+  newExtraction,
   type StackedLayer,
 } from "./layer-cache.ts";
 
@@ -80,10 +82,14 @@ function wantedBelowUsrLocal(rel: string): boolean {
 /** One lower dir of a sparse stack. */
 export interface SparseLower {
   layer: StackedLayer;
-  /** The overlay lower dir: the layer cache's full tree, or this run's sparse tree. */
+  /** The overlay lower dir: the layer cache's full tree, or this run's sparse tree (`<tmp>/diff`). */
   dir: string;
   /** Members left out, by layer path; undefined for a full layer from the cache. */
   deferred?: Map<string, DeferredMember>;
+  /** A sparse tree's extraction dir in the cache's tmp/ (removed by dispose, or committed when complete). */
+  tmp?: string;
+  /** What the first pass extracted, plus what came in since (the cache marker's figures). */
+  stats?: { entries: number; bytes: number };
 }
 
 export interface SparseOptions {
@@ -96,66 +102,103 @@ export interface SparseOptions {
 /**
  * The lower dirs of a sparse sandbox, and what each left out. A layer already complete in the
  * layer cache is used as it is; every other layer is streamed once (the layer cache's own
- * decompress + diff_id verification, extractLayerBlob) into `<intoDir>/<n>`, a dir private to this
- * run: a sparse tree never enters the shared cache, where a reader would take it for the layer.
+ * decompress + diff_id verification, extractLayerBlob) into an extraction dir of the cache's tmp/.
+ * A layer that left nothing out is a full extraction and is committed to the cache at once (the
+ * next patch finds it); one that left something out stays private to this run until `complete`
+ * brings the rest in and commits it: a sparse tree never enters the shared cache, where a reader
+ * would take it for the layer.
  */
 export class SparseLayers {
   readonly lowers: readonly SparseLower[];
   readonly #image: Image;
   readonly #options: SparseOptions;
 
-  private constructor(image: Image, lowers: SparseLower[], options: SparseOptions) {
+  readonly #cacheDir: string;
+
+  private constructor(image: Image, cacheDir: string, lowers: SparseLower[], options: SparseOptions) {
     this.#image = image;
+    this.#cacheDir = cacheDir;
     this.lowers = lowers;
     this.#options = options;
   }
 
-  static async extract(
-    image: Image,
-    cacheDir: string,
-    intoDir: string,
-    options: SparseOptions = {},
-  ): Promise<SparseLayers> {
+  static async extract(image: Image, cacheDir: string, options: SparseOptions = {}): Promise<SparseLayers> {
     const layers = distinctLayers(image);
     const count = image.config.rootfs.diff_ids.length;
     const lowers = new Array<SparseLower>(layers.length);
     const progress = options.progress ?? (() => {});
-    await mkdir(intoDir, { recursive: true, mode: 0o700 });
-    await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (layer, slot) => {
-      if (await isLayerCached(cacheDir, layer.diffID)) {
-        lowers[slot] = { layer, dir: layerLowerDir(cacheDir, layer.diffID) };
-        return;
+    const made = new SparseLayers(image, cacheDir, lowers, options);
+    try {
+      await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (layer, slot) => {
+        if (await isLayerCached(cacheDir, layer.diffID)) {
+          lowers[slot] = { layer, dir: layerLowerDir(cacheDir, layer.diffID) };
+          return;
+        }
+        const label = `layer ${layer.index + 1}/${count}`;
+        const tmp = await newExtraction(cacheDir, layer.diffID);
+        const lower: SparseLower = { layer, dir: join(tmp, "diff"), tmp, deferred: new Map() };
+        lowers[slot] = lower;
+        const started = performance.now();
+        progress({
+          type: "step",
+          step: "extract-layer",
+          message: `extracting ${label} ${layer.descriptor.digest.slice(0, 19)} (sparse)`,
+        });
+        const stats = await extractLayerBlob(image.blobs, layer.descriptor, layer.diffID, lower.dir, {
+          signal: options.signal,
+          label,
+          sparse: {
+            deferred: lower.deferred!,
+            select: (rel, type) =>
+              (type === "file" || type === "hardlink") && !wantedInSparseLower(rel) ? "defer" : "extract",
+          },
+        });
+        lower.stats = { entries: stats.entries, bytes: stats.bytes };
+        let deferredBytes = 0;
+        for (const m of lower.deferred!.values()) deferredBytes += m.size;
+        progress({
+          type: "step-done",
+          step: "extract-layer",
+          message: `${label}: ${stats.entries} entries, ${stats.bytes} bytes; ${lower.deferred!.size} files (${deferredBytes} bytes) left out until needed`,
+          elapsedMs: Math.round(performance.now() - started),
+        });
+        if (lower.deferred!.size === 0) await made.#commit(lower);
+      });
+    } catch (e) {
+      await made.dispose();
+      throw e;
+    }
+    return made;
+  }
+
+  /** A sparse tree that left nothing out (any more) is the layer's: it becomes the cache's entry. */
+  async #commit(lower: SparseLower): Promise<void> {
+    const { layer, tmp, stats } = lower;
+    if (!tmp || !stats) return;
+    lower.dir = await commitExtraction(tmp, this.#cacheDir, layer.descriptor, layer.diffID, stats);
+    lower.tmp = undefined;
+    lower.deferred = undefined;
+    await rm(tmp, { recursive: true, force: true });
+  }
+
+  /**
+   * Bring in everything every layer left out (one more pass over each such layer's blob, writing
+   * only what the first left out) and commit the completed trees to the layer cache: the lowers
+   * are then the full layers. The caller unmounts the overlay around this, as for `ensure`.
+   */
+  async complete(): Promise<void> {
+    for (const lower of this.lowers)
+      if (lower.deferred?.size) await this.ensureIn(lower, [...lower.deferred.keys()]);
+    for (const lower of this.lowers) await this.#commit(lower);
+  }
+
+  /** Remove the sparse trees still private to this run. */
+  async dispose(): Promise<void> {
+    for (const lower of this.lowers)
+      if (lower?.tmp) {
+        await rm(lower.tmp, { recursive: true, force: true });
+        lower.tmp = undefined;
       }
-      const label = `layer ${layer.index + 1}/${count}`;
-      const dir = join(intoDir, String(slot));
-      await mkdir(dir, { mode: 0o755 });
-      const deferred = new Map<string, DeferredMember>();
-      const started = performance.now();
-      progress({
-        type: "step",
-        step: "extract-layer",
-        message: `extracting ${label} ${layer.descriptor.digest.slice(0, 19)} (sparse)`,
-      });
-      const stats = await extractLayerBlob(image.blobs, layer.descriptor, layer.diffID, dir, {
-        signal: options.signal,
-        label,
-        sparse: {
-          deferred,
-          select: (rel, type) =>
-            (type === "file" || type === "hardlink") && !wantedInSparseLower(rel) ? "defer" : "extract",
-        },
-      });
-      let deferredBytes = 0;
-      for (const m of deferred.values()) deferredBytes += m.size;
-      progress({
-        type: "step-done",
-        step: "extract-layer",
-        message: `${label}: ${stats.entries} entries, ${stats.bytes} bytes; ${deferred.size} files (${deferredBytes} bytes) left out until needed`,
-        elapsedMs: Math.round(performance.now() - started),
-      });
-      lowers[slot] = { layer, dir, deferred };
-    });
-    return new SparseLayers(image, lowers, options);
   }
 
   /** The lower dirs, bottom first (what overlayfs stacks). */
@@ -200,62 +243,64 @@ export class SparseLayers {
    * copy-up would carry into the patch layer). Returns how many members came in.
    */
   async ensure(rels: Iterable<string>): Promise<number> {
-    const work: { lower: SparseLower; want: Set<string> }[] = [];
     const asked = [...rels];
-    for (const lower of this.lowers) {
-      const deferred = lower.deferred;
-      if (!deferred?.size) continue;
-      const want = new Set<string>();
-      const add = (rel: string) => {
-        // A hardlink needs its target first (it comes before it in the archive, as extraction requires).
-        for (let r: string | undefined = rel; r !== undefined && !want.has(r); ) {
-          const m = deferred.get(r);
-          if (!m) break;
-          want.add(r);
-          r = m.linkname;
-        }
-      };
-      for (const rel of asked) add(rel);
-      if (want.size) work.push({ lower, want });
-    }
-    if (work.length === 0) return 0;
     let brought = 0;
-    const count = this.#image.config.rootfs.diff_ids.length;
     await forEachAtOnce(
-      work,
+      this.lowers.filter((l) => l.deferred?.size),
       this.#options.concurrency ?? 2,
       this.#options.signal,
-      async ({ lower, want }) => {
-        const ancestors = new Set<string>([""]);
-        for (const rel of want)
-          for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1))
-            ancestors.add(rel.slice(0, i));
-        const label = `layer ${lower.layer.index + 1}/${count}`;
-        const started = performance.now();
-        await extractLayerBlob(this.#image.blobs, lower.layer.descriptor, lower.layer.diffID, lower.dir, {
-          signal: this.#options.signal,
-          label,
-          sparse: {
-            rootHasEntries: true,
-            // Directories on the way are visited only to set their times back (extractTar's finish).
-            select: (rel, type) =>
-              type === "directory"
-                ? ancestors.has(rel)
-                  ? "extract"
-                  : "skip"
-                : (type === "file" || type === "hardlink") && want.has(rel)
-                  ? "extract"
-                  : "skip",
-          },
-        });
-        for (const rel of want) lower.deferred!.delete(rel);
-        brought += want.size;
-        this.#options.progress?.({
-          type: "info",
-          message: `${label}: ${want.size} left-out files brought in (${Math.round(performance.now() - started)} ms)`,
-        });
+      async (lower) => {
+        brought += await this.ensureIn(lower, asked);
       },
     );
     return brought;
+  }
+
+  /** `ensure` in one layer; returns how many members came in. */
+  private async ensureIn(lower: SparseLower, asked: readonly string[]): Promise<number> {
+    const deferred = lower.deferred;
+    if (!deferred?.size) return 0;
+    const want = new Set<string>();
+    let bytes = 0;
+    const add = (rel: string) => {
+      // A hardlink needs its target first (it comes before it in the archive, as extraction requires).
+      for (let r: string | undefined = rel; r !== undefined && !want.has(r); ) {
+        const m = deferred.get(r);
+        if (!m) break;
+        want.add(r);
+        bytes += m.size;
+        r = m.linkname;
+      }
+    };
+    for (const rel of asked) add(rel);
+    if (want.size === 0) return 0;
+    const ancestors = new Set<string>([""]);
+    for (const rel of want)
+      for (let i = rel.indexOf("/"); i !== -1; i = rel.indexOf("/", i + 1)) ancestors.add(rel.slice(0, i));
+    const label = `layer ${lower.layer.index + 1}/${this.#image.config.rootfs.diff_ids.length}`;
+    const started = performance.now();
+    await extractLayerBlob(this.#image.blobs, lower.layer.descriptor, lower.layer.diffID, lower.dir, {
+      signal: this.#options.signal,
+      label,
+      sparse: {
+        rootHasEntries: true,
+        // Directories on the way are visited only to set their times back (extractTar's finish).
+        select: (rel, type) =>
+          type === "directory"
+            ? ancestors.has(rel)
+              ? "extract"
+              : "skip"
+            : (type === "file" || type === "hardlink") && want.has(rel)
+              ? "extract"
+              : "skip",
+      },
+    });
+    for (const rel of want) deferred.delete(rel);
+    if (lower.stats) lower.stats.bytes += bytes;
+    this.#options.progress?.({
+      type: "info",
+      message: `${label}: ${want.size} left-out files brought in (${Math.round(performance.now() - started)} ms)`,
+    });
+    return want.size;
   }
 }
