@@ -264,6 +264,7 @@ async function materializeUncached(
 export async function newExtraction(cacheDir: string, diffID: string): Promise<string> {
   const tmpRoot = join(cacheDir, "tmp");
   await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
+  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
   const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
   await mkdir(tmp, { mode: 0o700 });
   await mkdir(join(tmp, "diff"), { mode: 0o755 });
