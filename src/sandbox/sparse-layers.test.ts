@@ -18,6 +18,8 @@ test("what sparse lowers extract: everything Debian packages may own, not an app
     "usr/local/lib/aarch64-linux-gnu/glibc-hwcaps/power10/libfoo.so",
     // update-ca-certificates adds these to the bundle.
     "usr/local/share/ca-certificates/corp/root.crt",
+    // A base layer's own dotfiles.
+    "root/.bashrc",
   ])
     assert.equal(wantedInSparseLower(rel), true, rel);
   for (const rel of [

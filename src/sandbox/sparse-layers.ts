@@ -33,7 +33,8 @@ import {
  *   native ldconfig (engines/dpkg/native/hooks/ld-so-cache.ts) reads every library there. Dirs
  *   other ld.so.conf.d files name are brought in when the sandbox is made (sandbox.ts);
  * - /usr/local/share/ca-certificates: update-ca-certificates (and its native equivalent) adds the
- *   local certificates found there to the bundle.
+ *   local certificates found there to the bundle;
+ * - /root's direct children (a base layer's dotfiles; see below).
  *
  * Anything else that reads a deferred file is made sound by completion on demand: `ensure` brings
  * named paths in (the packages being replaced, the upper dir's paths before the layer is built),
@@ -42,6 +43,10 @@ import {
 export function wantedInSparseLower(rel: string): boolean {
   const slash = rel.indexOf("/");
   const top = slash === -1 ? rel : rel.slice(0, slash);
+  // /root's own dotfiles (.bashrc, .profile) are in nearly every Debian base layer: leaving them
+  // out would cost that whole layer a second pass when the image's programs run. What lives
+  // deeper (.cache/pip, …) stays out.
+  if (top === "root") return !rel.slice("root/".length).includes("/");
   if (!FHS_TOP_LEVEL.has(top)) return false;
   if (top === "usr") return !rel.startsWith("usr/local/") || wantedBelowUsrLocal(rel);
   if (top === "var") return !rel.startsWith("var/tmp/");
