@@ -179,7 +179,7 @@ const inFlight = new Map<string, Promise<string>>();
 /** Extractions older than this in tmp/ belong to a process that died; they are removed. */
 const STALE_TEMP_MS = 24 * 60 * 60 * 1000;
 
-async function pruneStaleTemp(cacheDir: string): Promise<void> {
+export async function pruneStaleTemp(cacheDir: string): Promise<void> {
   const tmpRoot = join(cacheDir, "tmp");
   const names = await readdir(tmpRoot).catch(() => [] as string[]);
   const now = Date.now();

@@ -11,6 +11,7 @@ import {
   isLayerCached,
   layerLowerDir,
   newExtraction,
+  pruneStaleTemp,
   type StackedLayer,
 } from "./layer-cache.ts";
 
@@ -133,6 +134,8 @@ export class SparseLayers {
     const lowers = new Array<SparseLower>(layers.length);
     const progress = options.progress ?? (() => {});
     const made = new SparseLayers(image, cacheDir, lowers, options);
+    // A run that died leaves its sparse trees in tmp/ too; they go as the layer cache's do.
+    await pruneStaleTemp(cacheDir);
     try {
       await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (layer, slot) => {
         if (await isLayerCached(cacheDir, layer.diffID)) {
