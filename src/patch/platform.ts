@@ -178,10 +178,13 @@ export async function patchPlatformImage(
   }
   const layer = await (inNoNamespacesMode() ? withPlainTree : withSandbox)(
     base,
-    { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal },
+    { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal, sparse: sparseLowersPay(ctx) },
     async (sb): Promise<PatchLayerFile | undefined> => {
       const distro = await detectDistroInRoot(sb.mergedDir);
       const { manager, engine, filtered } = prepare(distro);
+      // Sparse lowers serve suture's own deb engine, which reads packages' paths only; apk and
+      // rpm engines and the image's own tools read more, so they get the whole tree.
+      if (sb.complete && !(manager.name === "dpkg" && engine.kind === "native")) await sb.complete();
       if (filtered && filtered.updates.length === 0) return undefined;
       const targets: Targets = filtered
         ? filtered.updates.map((u) => ({
@@ -262,6 +265,16 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/**
+ * Whether the sandbox starts with sparse lowers (sandbox/sparse-layers.ts): where the patch may
+ * need no program of the image and the lowers are an overlay's — not in the no-namespaces mode
+ * (a plain copy of the tree), not for a dry run (nothing is layered), not with `--engine
+ * sandbox` (apt reads everything). `SUTURE_SPARSE=0` turns it off (the differential test, the bench).
+ */
+function sparseLowersPay(ctx: PatchPlatformContext, env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.SUTURE_SPARSE !== "0" && !ctx.dryRun && ctx.engine !== "sandbox" && !inNoNamespacesMode();
 }
 
 /**
@@ -365,6 +378,8 @@ async function validateAndLayer(
   }
   if (applied.reusedLayer) return applied.reusedLayer;
   const file = join(run.workDir, "layer.tar");
+  // "Unchanged from the lowers" must compare with the real lower files, not with a left-out one.
+  await sb.ensureUpperPaths?.();
   // buildPatchLayer reports its own step events.
   const built = await buildPatchLayer({
     upperDir: sb.upperDir,

@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { decompressAuto } from "../archive/compression.ts";
-import { extractTar } from "../archive/tar/extract.ts";
+import { type ExtractOptions, extractTar } from "../archive/tar/extract.ts";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 import { placeDirectory } from "../fs/atomic.ts";
 import { type PathFacts, parsePathFacts, serializePathFacts } from "../fs/owners.ts";
@@ -100,6 +100,33 @@ export async function materializeLayers(
   options: MaterializeOptions = {},
 ): Promise<string[]> {
   const diffIDs = image.config.rootfs.diff_ids;
+  const layers = distinctLayers(image);
+  await pruneStaleTemp(cacheDir);
+  const dirs = new Array<string>(layers.length);
+  await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (l, slot) => {
+    dirs[slot] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
+      ...options,
+      label: `layer ${l.index + 1}/${diffIDs.length}`,
+    });
+  });
+  return dirs;
+}
+
+/** One layer of an image as the sandbox stacks it. */
+export interface StackedLayer {
+  descriptor: Descriptor;
+  diffID: string;
+  /** Its position in the manifest (0 = bottom). */
+  index: number;
+}
+
+/**
+ * The layers an overlay stacks, bottom first: each diff_id once, at its topmost occurrence (see
+ * materializeLayers). INVALID_MANIFEST when the config's diff_ids do not match the layers;
+ * TOO_LARGE past overlayfs' stacking limit, before anything is fetched.
+ */
+export function distinctLayers(image: Image): StackedLayer[] {
+  const diffIDs = image.config.rootfs.diff_ids;
   if (diffIDs.length !== image.parsed.layers.length) {
     throw new SutureError(
       "INVALID_MANIFEST",
@@ -118,28 +145,30 @@ export async function materializeLayers(
       `image has ${topmost.size} distinct layers; overlayfs stacks at most ${MAX_LOWER_DIRS}: squash the image`,
     );
   }
-  const layers = [...topmost.values()].map((i) => ({
+  return [...topmost.values()].map((i) => ({
     descriptor: image.parsed.layers[i]!,
     diffID: diffIDs[i]!,
     index: i,
   }));
-  await pruneStaleTemp(cacheDir);
-  const dirs = new Array<string>(layers.length);
+}
+
+/** Run `fn` over `items`, at most `concurrency` at a time; the first failure rejects. */
+export async function forEachAtOnce<T>(
+  items: readonly T[],
+  concurrency: number,
+  signal: AbortSignal | undefined,
+  fn: (item: T, slot: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const worker = async () => {
-    while (next < layers.length) {
+    while (next < items.length) {
       const slot = next++;
-      const l = layers[slot]!;
-      options.signal?.throwIfAborted();
-      dirs[slot] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
-        ...options,
-        label: `layer ${l.index + 1}/${diffIDs.length}`,
-      });
+      signal?.throwIfAborted();
+      await fn(items[slot]!, slot);
     }
   };
-  const n = Math.max(1, Math.min(options.concurrency ?? 2, layers.length));
+  const n = Math.max(1, Math.min(concurrency, items.length));
   await Promise.all(Array.from({ length: n }, worker));
-  return dirs;
 }
 
 /** The kernel's overlayfs stacks at most this many lower dirs (OVL_MAX_STACK). */
@@ -150,7 +179,7 @@ const inFlight = new Map<string, Promise<string>>();
 /** Extractions older than this in tmp/ belong to a process that died; they are removed. */
 const STALE_TEMP_MS = 24 * 60 * 60 * 1000;
 
-async function pruneStaleTemp(cacheDir: string): Promise<void> {
+export async function pruneStaleTemp(cacheDir: string): Promise<void> {
   const tmpRoot = join(cacheDir, "tmp");
   const names = await readdir(tmpRoot).catch(() => [] as string[]);
   const now = Date.now();
@@ -205,13 +234,8 @@ async function materializeUncached(
   const short = descriptor.digest.slice(0, 19);
   progress({ type: "step", step: "extract-layer", message: `extracting ${label} ${short}` });
 
-  const tmpRoot = join(cacheDir, "tmp");
-  await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
-  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
-  const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+  const tmp = await newExtraction(cacheDir, diffID);
   try {
-    await mkdir(tmp, { mode: 0o700 });
-    await mkdir(join(tmp, "diff"), { mode: 0o755 });
     const record = overlayFlavour() === "plain" ? new Map<string, PathFacts>() : undefined;
     const stats = await extractLayerBlob(blobs, descriptor, diffID, join(tmp, "diff"), {
       signal: options.signal,
@@ -219,16 +243,7 @@ async function materializeUncached(
       record,
     });
     if (record) await writeFile(join(tmp, FACTS_FILE), serializePathFacts(record));
-    const marker: LayerCacheMarker = {
-      format: CACHE_FORMAT,
-      diffID,
-      digest: descriptor.digest,
-      extractedAt: new Date().toISOString(),
-      entries: stats.entries,
-      bytes: stats.bytes,
-    };
-    await writeFile(join(tmp, "complete"), JSON.stringify(marker));
-    await commit(tmp, dir, tmpRoot);
+    await commitExtraction(tmp, cacheDir, descriptor, diffID, stats);
     progress({
       type: "step-done",
       step: "extract-layer",
@@ -239,6 +254,49 @@ async function materializeUncached(
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * A fresh extraction dir in the cache's tmp/ (the same filesystem, so it can be renamed into
+ * place): `<tmp>/diff` is the empty root to extract into. The caller removes `<tmp>` unless
+ * commitExtraction moved it.
+ */
+export async function newExtraction(cacheDir: string, diffID: string): Promise<string> {
+  const tmpRoot = join(cacheDir, "tmp");
+  await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
+  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
+  const tmp = join(tmpRoot, `${digestHex(diffID).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+  await mkdir(tmp, { mode: 0o700 });
+  await mkdir(join(tmp, "diff"), { mode: 0o755 });
+  return tmp;
+}
+
+/**
+ * Make a finished extraction (newExtraction's dir, its `diff` now the layer's whole tree) the
+ * cache's entry for `diffID`, marker included; returns the cached lower dir. If another process
+ * got there first, theirs is kept (and used). Only for a tree that is exactly the layer's: an
+ * extraction that left anything out never comes here.
+ */
+export async function commitExtraction(
+  tmp: string,
+  cacheDir: string,
+  descriptor: Descriptor,
+  diffID: string,
+  stats: { entries: number; bytes: number },
+): Promise<string> {
+  const marker: LayerCacheMarker = {
+    format: CACHE_FORMAT,
+    diffID,
+    digest: descriptor.digest,
+    extractedAt: new Date().toISOString(),
+    entries: stats.entries,
+    bytes: stats.bytes,
+  };
+  await writeFile(join(tmp, "complete"), JSON.stringify(marker));
+  await mkdir(join(cacheDir, layersDirName()), { recursive: true, mode: 0o755 });
+  const dir = layerCacheDir(cacheDir, diffID);
+  await commit(tmp, dir, join(cacheDir, "tmp"));
+  return join(dir, "diff");
 }
 
 /**
@@ -254,12 +312,27 @@ async function commit(tmp: string, dir: string, tmpRoot: string): Promise<void> 
   });
 }
 
-async function extractLayerBlob(
+/**
+ * Stream one layer blob into `into` with extractTar: decompressed by sniffing, its uncompressed
+ * digest checked against `diffID` at the end (DIGEST_MISMATCH), errors named by `label`. `sparse`
+ * passes extractTar's select/deferred/rootHasEntries through (sandbox/sparse-layers.ts).
+ */
+export async function extractLayerBlob(
   blobs: BlobProvider,
   descriptor: Descriptor,
   diffID: string,
   into: string,
-  { signal, label, record }: { signal?: AbortSignal; label: string; record?: Map<string, PathFacts> },
+  {
+    signal,
+    label,
+    record,
+    sparse,
+  }: {
+    signal?: AbortSignal;
+    label: string;
+    record?: Map<string, PathFacts>;
+    sparse?: Pick<ExtractOptions, "select" | "deferred" | "rootHasEntries">;
+  },
 ) {
   digestHex(diffID);
   signal?.throwIfAborted();
@@ -287,6 +360,7 @@ async function extractLayerBlob(
       opaqueXattr: `${overlayXattrPrefix()}opaque`,
       record,
       signal,
+      ...sparse,
     });
     const actual = `sha256:${hash.digest("hex")}`;
     if (actual !== diffID) {

@@ -44,7 +44,32 @@ export interface ExtractOptions {
    * that hide the layers below, as the real ones do). Nothing is chowned.
    */
   record?: Map<string, PathFacts>;
+  /**
+   * Sparse extraction (sandbox/sparse-layers.ts), per member by its layer path ("" is the root;
+   * a whiteout is asked about as `whiteout` at its own `.wh.` path): "extract" as usual; "defer"
+   * (regular files and hardlinks only) records the member in `deferred` and writes nothing of it;
+   * "skip" neither writes nor records it. Default: extract everything.
+   */
+  select?: (rel: string, type: TarEntry["type"] | "whiteout") => "extract" | "defer" | "skip";
+  /**
+   * Where deferred members are recorded, by layer path, in archive order; a later member at the
+   * same path replaces the record (or, extracted, removes it), as it replaces the file.
+   */
+  deferred?: Map<string, DeferredMember>;
+  /**
+   * The root already holds a tree (a later pass that brings deferred members into a sparse
+   * layer): every path is checked with lstat before it is created or replaced.
+   */
+  rootHasEntries?: boolean;
   signal?: AbortSignal;
+}
+
+/** A member a sparse extraction left out: enough to know it is there and to bring it in later. */
+export interface DeferredMember {
+  type: "file" | "hardlink";
+  size: number;
+  /** A hardlink's target (layer path). */
+  linkname?: string;
 }
 
 export interface ExtractStats {
@@ -155,7 +180,10 @@ class Extractor {
       if (this.#knownDirs.has(rel)) continue;
       if (this.#pending.has(rel))
         throw unsafe(entryName, `has parent ${quoteUntrusted(rel)} that is a device node`);
-      const st = this.#created.has(rel) ? lstatSync(this.#abs(rel), { throwIfNoEntry: false }) : undefined;
+      const st =
+        this.#created.has(rel) || this.#options.rootHasEntries
+          ? lstatSync(this.#abs(rel), { throwIfNoEntry: false })
+          : undefined;
       if (st === undefined) {
         mkdirSync(this.#abs(rel), { mode: 0o755 });
         // What root's extraction gives a parent the archive does not list.
@@ -197,7 +225,8 @@ class Extractor {
     if (this.#pending.size)
       for (const p of [...this.#pending.keys()])
         if (p === rel || p.startsWith(`${rel}/`)) this.#pending.delete(p);
-    if (!this.#created.has(rel) && !this.#knownDirs.has(rel)) return false;
+    this.#options.deferred?.delete(rel);
+    if (!this.#options.rootHasEntries && !this.#created.has(rel) && !this.#knownDirs.has(rel)) return false;
     const path = this.#abs(rel);
     const st = lstatSync(path, { throwIfNoEntry: false });
     if (!st) return false;
@@ -210,6 +239,8 @@ class Extractor {
       const under = (d: string) => d === rel || d.startsWith(`${rel}/`);
       for (const d of [...this.#knownDirs]) if (under(d)) this.#knownDirs.delete(d);
       for (const d of [...this.#dirTimes.keys()]) if (under(d)) this.#dirTimes.delete(d);
+      const deferred = this.#options.deferred;
+      if (deferred) for (const p of [...deferred.keys()]) if (under(p)) deferred.delete(p);
       return false;
     }
     unlinkSync(path);
@@ -223,8 +254,16 @@ class Extractor {
     const parts = normaliseEntryPath(name);
     const base = parts.at(-1);
 
+    const select = this.#options.select;
     if (this.#options.whiteouts === "overlay" && base?.startsWith(".wh.")) {
+      if (select?.(parts.join("/"), "whiteout") === "skip") return;
       this.#whiteout(parts, name);
+      return;
+    }
+    const choice = select?.(parts.join("/"), header.type) ?? "extract";
+    if (choice === "skip") return;
+    if (choice === "defer" && (header.type === "file" || header.type === "hardlink")) {
+      this.#defer(parts, name, header);
       return;
     }
     if (parts.length === 0) {
@@ -290,6 +329,11 @@ class Extractor {
         if (targetParts.length === 0) throw unsafe(name, "is a hardlink to the layer root");
         const target = targetParts.join("/");
         if (target === rel) return;
+        // A link to a member this pass left out is left out with it (and brought in after it).
+        if (this.#options.deferred?.has(target) && !this.#options.rootHasEntries) {
+          this.#defer(parts, name, header);
+          return;
+        }
         this.#checkExistingParents(targetParts.slice(0, -1), name);
         if (this.#pending.has(target)) await this.#flushPending();
         const st = lstatSync(this.#abs(target), { throwIfNoEntry: false });
@@ -337,6 +381,22 @@ class Extractor {
         });
         return;
       }
+    }
+  }
+
+  /** Record a file or hardlink member without writing it; its parents are made as usual. */
+  #defer(parts: string[], name: string, header: TarEntry): void {
+    const rel = parts.join("/");
+    this.#ensureDir(parts.slice(0, -1), name);
+    // What an earlier member put there is replaced, as extraction would replace it.
+    this.#clear(rel, false);
+    const deferred = this.#options.deferred;
+    if (!deferred) throw new SutureError("INTERNAL", "extractTar: members deferred without a deferred map");
+    if (header.type === "hardlink") {
+      const target = normaliseEntryPath(header.linkname, `${name} -> ${header.linkname}`).join("/");
+      deferred.set(rel, { type: "hardlink", size: 0, linkname: target });
+    } else {
+      deferred.set(rel, { type: "file", size: header.size });
     }
   }
 

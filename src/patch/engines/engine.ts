@@ -42,6 +42,12 @@ export interface EngineSandbox {
     args: string[],
     options?: { env?: string[]; timeoutMs?: number; mounts?: SandboxMount[] },
   ): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+  /**
+   * A sandbox whose lowers left files out (sandbox/sparse-layers.ts) brings in whatever it left
+   * out at these image paths; an engine calls it for paths it reads, replaces or removes that a
+   * package does not ship where it writes (the replaced versions' files). Absent: nothing is left out.
+   */
+  ensurePaths?(paths: Iterable<string>): Promise<void>;
 }
 
 /**

@@ -29,6 +29,7 @@ import { runLdconfig } from "./hooks/ld-so-cache.ts";
 import { NATIVE_TRIGGERS, placeStandIns } from "./hooks/stand-ins.ts";
 import { updateCaCertificates } from "./hooks/update-ca-certificates.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
+import { pathsReplacedBy } from "./replaced-paths.ts";
 import { openImageRepositories } from "./repositories.ts";
 import { regenerateCaBundle } from "./script-effects.ts";
 import { type UnpackSummary, unpackDeb } from "./unpack.ts";
@@ -131,6 +132,8 @@ async function applyNative(
       { cacheDir: join(ctx.cacheDir, "apt-native"), progress, signal: ctx.signal },
     ),
   );
+  // A sparse sandbox brings in what it left out where the replaced versions had files.
+  if (sandbox.ensurePaths) await sandbox.ensurePaths(await pathsReplacedBy(db, install));
   const scriptsNotRun: string[] = [];
   /** Per package, the scripts and triggers the image would have run (no-namespaces mode). */
   const needs = new Map<string, Pick<UnpackSummary, "scripts" | "triggers">>();
