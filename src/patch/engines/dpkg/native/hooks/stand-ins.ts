@@ -6,6 +6,7 @@ import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
 import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
+import { linkUsrLibSsl, type ScriptOutcome } from "./whole-scripts.ts";
 
 const CA_SELECTION = "--suture-ca-selection";
 
@@ -155,6 +156,36 @@ export const NATIVE_TRIGGERS: ReadonlyMap<
     },
   ],
 ]);
+
+/**
+ * Whole maintainer scripts with a native equivalent, by package and script: the SHA-256 of each
+ * script text the equivalent was written and proven against (test/integration/
+ * dpkg-native-configure.test.ts runs the real one as the oracle), with the versions that ship it.
+ * Any other text of the script runs for real. Unlike NATIVE_HOOKS these replace the script
+ * outright, so they are only for scripts whose every effect is reproduced (no debconf).
+ */
+export interface NativeScript {
+  package: string;
+  script: "postinst";
+  texts: ReadonlyMap<string, string>;
+  /** Do what the script does for these arguments (`configure <old version>`). */
+  run(root: string, args: readonly string[]): Promise<ScriptOutcome> | ScriptOutcome;
+}
+
+export const NATIVE_SCRIPTS: readonly NativeScript[] = [
+  {
+    // `if [ ! -e /usr/lib/ssl ]; then …; ln -sf /etc/ssl /usr/lib/ssl; fi`, for every `$1`.
+    package: "openssl",
+    script: "postinst",
+    texts: new Map([
+      [
+        "625ae8f649ec61f00e1ab53568a84f85f964f10fdbd9f25b800cc229205d1714",
+        "3.0.20-1~deb12u2, 3.0.22-1~deb12u2 (bookworm, bookworm-security)",
+      ],
+    ]),
+    run: (root) => linkUsrLibSsl(root),
+  },
+];
 
 /** A stand-in in place during `dpkg --configure`. */
 interface PlacedStandIn {
