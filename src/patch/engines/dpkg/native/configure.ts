@@ -33,7 +33,8 @@ export interface ConfigureFacts {
     triggers: readonly string[];
     /** Triggers pending on it (it is interested in one another package activated). */
     triggersPending?: readonly string[];
-    postinst?: string;
+    /** The SHA-256 of each call's script text (UnpackSummary.scriptSha256). */
+    scriptSha256: readonly string[];
   }[];
   /** Every other package of the database that is not `installed`: its state and pending triggers. */
   unsettled: readonly { package: string; state: string; triggersPending: readonly string[] }[];
@@ -76,10 +77,11 @@ export function decideConfigure(facts: ConfigureFacts): ConfigureWork {
       if (u.scripts.length) work.approximate.push(`${u.package}'s scripts`);
       continue;
     }
-    for (const call of u.scripts) {
+    for (const [i, call] of u.scripts.entries()) {
       const [, script, ...args] = call.split(" ");
+      const text = u.scriptSha256[i];
       const equivalent = table.find(
-        (s) => s.package === u.package && s.script === script && u.postinst && s.texts.has(u.postinst),
+        (s) => s.package === u.package && s.script === script && text !== undefined && s.texts.has(text),
       );
       if (equivalent) work.scripts.push({ package: u.package, equivalent, args });
       else need(u.package, script!);
@@ -118,26 +120,23 @@ export function decideConfigure(facts: ConfigureFacts): ConfigureWork {
 export async function readConfigureFacts(
   root: string,
   db: DpkgDatabase,
-  unpacked: readonly Pick<UnpackSummary, "package" | "architecture" | "scripts" | "triggers">[],
+  unpacked: readonly Pick<
+    UnpackSummary,
+    "package" | "architecture" | "scripts" | "scriptSha256" | "triggers"
+  >[],
 ): Promise<ConfigureFacts> {
   const ours = new Set(unpacked.map((u) => `${u.package}:${u.architecture}`));
   const facts: ConfigureFacts = {
-    unpacked: await Promise.all(
-      unpacked.map(async (u) => {
-        const pkg = db.find(u.package, u.architecture);
-        const text =
-          pkg && u.scripts.some((s) => s.split(" ")[1] === "postinst")
-            ? await db.readInfoFile(pkg, "postinst")
-            : undefined;
-        return {
-          package: u.package,
-          scripts: u.scripts,
-          triggers: u.triggers,
-          triggersPending: pkg ? words(fieldValue(pkg.fields, "Triggers-Pending")) : [],
-          ...(text ? { postinst: sha256(text) } : {}),
-        };
-      }),
-    ),
+    unpacked: unpacked.map((u) => {
+      const pkg = db.find(u.package, u.architecture);
+      return {
+        package: u.package,
+        scripts: u.scripts,
+        scriptSha256: u.scriptSha256,
+        triggers: u.triggers,
+        triggersPending: pkg ? words(fieldValue(pkg.fields, "Triggers-Pending")) : [],
+      };
+    }),
     unsettled: db.packages
       .filter((p) => !ours.has(`${p.name}:${p.architecture}`) && stateOf(p) !== "installed")
       .filter(

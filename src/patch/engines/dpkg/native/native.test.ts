@@ -18,12 +18,12 @@ test("decideConfigure: library packages (the ldconfig trigger) and openssl's kno
   const work = decideConfigure(
     facts({
       unpacked: [
-        { package: "libssl3", scripts: [], triggers: ["ldconfig"] },
+        { package: "libssl3", scripts: [], scriptSha256: [], triggers: ["ldconfig"] },
         {
           package: "openssl",
           scripts: ["openssl postinst configure 3.0.20-1~deb12u2"],
+          scriptSha256: [OPENSSL_POSTINST],
           triggers: [],
-          postinst: OPENSSL_POSTINST,
         },
       ],
       unsettled: [libcPending],
@@ -48,12 +48,13 @@ test("decideConfigure: a changed script text, other scripts, other triggers and 
         {
           package: "openssl",
           scripts: ["openssl postinst configure 1"],
+          scriptSha256: ["0".repeat(64)],
           triggers: [],
-          postinst: "0".repeat(64),
         },
         {
           package: "libfoo1",
           scripts: ["libfoo1 preinst upgrade 1"],
+          scriptSha256: ["1".repeat(64)],
           triggers: ["ldconfig", "/usr/share/man"],
         },
       ],
@@ -80,7 +81,12 @@ test("decideConfigure: ca-certificates is only approximated (debconf does not ru
   const work = decideConfigure(
     facts({
       unpacked: [
-        { package: "ca-certificates", scripts: ["ca-certificates postinst configure 1"], triggers: [] },
+        {
+          package: "ca-certificates",
+          scripts: ["ca-certificates postinst configure 1"],
+          scriptSha256: ["2".repeat(64)],
+          triggers: [],
+        },
       ],
       unsettled: [
         {

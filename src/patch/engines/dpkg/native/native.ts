@@ -88,7 +88,11 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     warnings: resolution.warnings,
     database: db,
     runScripts,
-    reuseKey: [`scripts=${runScripts && !inNoNamespacesMode()}`],
+    reuseKey: [
+      `scripts=${runScripts && !inNoNamespacesMode()}`,
+      // The oracle's layer is never reused for the native configure's, nor the reverse.
+      ...(process.env[FORCE_RUNC_CONFIGURE] === "1" ? ["configure=runc"] : []),
+    ],
   };
 }
 
@@ -293,7 +297,11 @@ async function configure(
         `the no-namespaces mode runs no code of the image, and ${outcome.unsupported}, so it cannot be done natively here: patch as root, or where user namespaces work (suture doctor says what this host allows); nothing was written`,
       );
     progress({ type: "info", message: `configuring in the image: ${outcome.unsupported}` });
-  }
+  } else if (work.missing.length || work.approximate.length)
+    progress({
+      type: "info",
+      message: `configuring in the image: no native equivalent for ${[...work.missing, ...work.approximate].join(", ")}`,
+    });
   await assertCanRun(ctx.platform);
   await withStep(
     progress,

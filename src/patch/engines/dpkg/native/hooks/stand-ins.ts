@@ -6,7 +6,7 @@ import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
 import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
-import { linkUsrLibSsl, type ScriptOutcome } from "./whole-scripts.ts";
+import { linkUsrLibSsl, type ScriptOutcome, updateMimeIfPresent } from "./whole-scripts.ts";
 
 const CA_SELECTION = "--suture-ca-selection";
 
@@ -166,7 +166,7 @@ export const NATIVE_TRIGGERS: ReadonlyMap<
  */
 export interface NativeScript {
   package: string;
-  script: "postinst";
+  script: "postinst" | "postrm";
   texts: ReadonlyMap<string, string>;
   /** Do what the script does for these arguments (`configure <old version>`). */
   run(root: string, args: readonly string[]): Promise<ScriptOutcome> | ScriptOutcome;
@@ -184,6 +184,30 @@ export const NATIVE_SCRIPTS: readonly NativeScript[] = [
       ],
     ]),
     run: (root) => linkUsrLibSsl(root),
+  },
+  {
+    // `if [ "$1" = "configure" ] && [ -x "`which update-mime 2> /dev/null`" ]; then update-mime; fi`
+    package: "unzip",
+    script: "postinst",
+    texts: new Map([
+      [
+        "6ecdb1415319c81c14a94114a279186a8054c221fe6c63b8a8a2ce38b8b39966",
+        "6.0-28, 6.0-28+deb12u1 (bookworm)",
+      ],
+    ]),
+    run: (root, args) => updateMimeIfPresent(root, args, "configure"),
+  },
+  {
+    // `if which update-mime > /dev/null 2>&1; then update-mime; fi`, for every `$1`.
+    package: "unzip",
+    script: "postrm",
+    texts: new Map([
+      [
+        "27793cfe5796bf9b694e2e2ce532d62917dcad70b64b8a160947f84fd279008a",
+        "6.0-28, 6.0-28+deb12u1 (bookworm)",
+      ],
+    ]),
+    run: (root, args) => updateMimeIfPresent(root, args),
   },
 ];
 

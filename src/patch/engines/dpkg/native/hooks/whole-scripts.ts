@@ -32,3 +32,29 @@ export function linkUsrLibSsl(root: string): ScriptOutcome {
   lchownOrRecord(link.host, 0, 0);
   return { done: true, detail: "/usr/lib/ssl linked to /etc/ssl" };
 }
+
+/** The directories dpkg requires on a maintainer script's PATH, in its order. */
+const SCRIPT_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/**
+ * A script whose only effect is running `update-mime` when `which` finds it (unzip's postinst
+ * for `configure` and its postrm): without an executable `update-mime` on the path there is
+ * nothing to do; with one, the real script runs (update-mime rewrites /etc/mailcap from every
+ * package's entries, which is not reproduced here).
+ */
+export function updateMimeIfPresent(root: string, args: readonly string[], onlyFor?: string): ScriptOutcome {
+  if (onlyFor !== undefined && args[0] !== onlyFor)
+    return { done: true, detail: `nothing to do for ${args[0]}` };
+  for (const dir of SCRIPT_PATH) {
+    let found: ReturnType<typeof walkInRoot>;
+    try {
+      found = walkInRoot(root, `${dir}/update-mime`, { followFinal: true, mustExist: true });
+    } catch {
+      return { done: false, unsupported: `${dir}/update-mime cannot be resolved` };
+    }
+    // `which` takes the first regular file with an execute bit.
+    if (found.kind === "found" && found.stat.isFile() && (found.stat.mode & 0o111) !== 0)
+      return { done: false, unsupported: `the image has ${dir}/update-mime` };
+  }
+  return { done: true, detail: "no update-mime in the image: nothing to do" };
+}
