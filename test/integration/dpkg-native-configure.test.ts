@@ -183,7 +183,7 @@ test("library-only nginx patch: configured natively without runc, the same image
       "libc-bin",
     ]);
     assert.equal(r.exitCode, 0, r.output);
-    for (const line of r.output.trim().split("\n")) assert.match(line, /^ii {2}/, line);
+    for (const line of r.output.trim().split("\n")) assert.match(line, /^ii /, line);
   });
 });
 
