@@ -46,6 +46,8 @@ test("nginx with a library report: the unprivileged user's patch layer is root m
     contentIgnored: auxCache,
   });
   assert.match(userStderr, /mode: user-namespace \(ids mapped from your subordinate ranges\)/);
+  // Every script and trigger here has a native equivalent: configured without runc, as in root mode.
+  assert.match(userStderr, /configuring natively/);
   assert.ok(root.length > 10, `root mode wrote a real layer (${root.length} entries)`);
   assert.deepEqual(user, root);
   assert.ok(

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { dpkgArchitecture } from "../../../../distro/dpkg/architecture.ts";
 import {
@@ -25,8 +24,8 @@ import {
   type Targets,
 } from "../../engine.ts";
 import { aptEnv, aptFailure } from "../run-apt.ts";
-import { runLdconfig } from "./hooks/ld-so-cache.ts";
-import { NATIVE_TRIGGERS, placeStandIns } from "./hooks/stand-ins.ts";
+import { configureNatively, decideConfigure, readConfigureFacts } from "./configure.ts";
+import { placeStandIns } from "./hooks/stand-ins.ts";
 import { updateCaCertificates } from "./hooks/update-ca-certificates.ts";
 import { type InstallItem, resolveInstallSet } from "./install-set.ts";
 import { pathsReplacedBy } from "./replaced-paths.ts";
@@ -90,7 +89,11 @@ async function planNative(sandbox: EngineSandbox, targets: Targets, ctx: EngineC
     warnings: resolution.warnings,
     database: db,
     runScripts,
-    reuseKey: [`scripts=${runScripts && !inNoNamespacesMode()}`],
+    reuseKey: [
+      `scripts=${runScripts && !inNoNamespacesMode()}`,
+      // The oracle's layer is never reused for the native configure's, nor the reverse.
+      ...(process.env[FORCE_RUNC_CONFIGURE] === "1" ? ["configure=runc"] : []),
+    ],
   };
 }
 
@@ -114,9 +117,9 @@ async function applyNative(
   if (install.length === 0) return { before, after: before, failed, warnings, scriptsMs: 0 };
   // The no-namespaces mode runs no code of the image: what the scripts would do is done natively
   // where suture can, and a package needing more is refused after the unpack (into a private tree).
+  // Root and the user-namespace mode do the same when native equivalents cover everything, and
+  // start runc for `dpkg --configure` otherwise.
   const noNamespaces = inNoNamespacesMode();
-  const runScripts = plan.runScripts && !noNamespaces;
-  if (runScripts) await assertCanRun(ctx.platform);
 
   // The image's dpkg honours its path-exclude/path-include rules on every unpack (slim images
   // drop docs, man pages and locales this way); read them once, before anything is downloaded.
@@ -134,9 +137,7 @@ async function applyNative(
   );
   // A sparse sandbox brings in what it left out where the replaced versions had files.
   if (sandbox.ensurePaths) await sandbox.ensurePaths(await pathsReplacedBy(db, install));
-  const scriptsNotRun: string[] = [];
-  /** Per package, the scripts and triggers the image would have run (no-namespaces mode). */
-  const needs = new Map<string, Pick<UnpackSummary, "scripts" | "triggers">>();
+  const unpacked: UnpackSummary[] = [];
   await withStep(progress, "install", `unpacking ${paths.length} packages into the image`, async () => {
     // While one package is unpacked, the data archives of the next ones are decompressed (xz, each
     // in its own process): unpacking mostly waits for xz, and two of them use both cores.
@@ -156,7 +157,9 @@ async function applyNative(
         const deb = await opened[i]!;
         const item = install[i]!;
         const summary = await unpackDeb(root, deb, db, {
-          state: runScripts ? "unpacked" : "installed",
+          // Configured afterwards, natively or by the image's dpkg; an image that cannot run
+          // scripts at all gets its packages recorded configured at once.
+          state: plan.runScripts ? "unpacked" : "installed",
           progress,
           // The .deb matched the entry's SHA-256; its own control must name the same package,
           // or the signed index vouched for something other than what gets installed.
@@ -167,8 +170,7 @@ async function applyNative(
           },
           pathFilter: dpkgConfig.pathFilter,
         });
-        if (!runScripts) scriptsNotRun.push(...summary.scripts);
-        if (noNamespaces && plan.runScripts) needs.set(item.entry.package, summary);
+        unpacked.push(summary);
         progress({
           type: "package",
           name: item.entry.package,
@@ -188,59 +190,14 @@ async function applyNative(
         );
     }
   });
-  // Triggers this mode processes natively: those whose interested package's postinst is a text
-  // the native equivalent stands for (libc-bin's `ldconfig`).
-  const nativeTriggers = needs.size ? await reproducibleTriggers(root) : new Map<string, readonly string[]>();
-  if (needs.size) refuseScriptsWithoutEquivalent(needs, nativeTriggers);
   let scriptsMs = 0;
-  if (runScripts) {
+  if (plan.runScripts) {
     const t = performance.now();
-    await withStep(
-      progress,
-      "configure",
-      "running maintainer scripts and triggers (dpkg --configure)",
-      async () => {
-        // Programs with a native equivalent (hooks/stand-ins.ts) only record their calls while
-        // dpkg runs the scripts; the calls are done natively right after.
-        const standIns = await placeStandIns(root, new Set(install.map((i) => i.entry.package)));
-        try {
-          const r = await sandbox.run(
-            ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
-            { env: aptEnv(), timeoutMs: ctx.timeoutMs },
-          );
-          if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
-          await standIns.replay(async (args) => {
-            const run = await sandbox.run(args, { env: aptEnv(), timeoutMs: ctx.timeoutMs });
-            if (run.exitCode !== 0) throw aptFailure(args[0]!, run.exitCode, run.stderr || run.stdout);
-          }, progress);
-        } finally {
-          await standIns.restore();
-        }
-      },
-    );
+    await configure(sandbox, root, db, unpacked, install, ctx, { noNamespaces, warn });
     scriptsMs = performance.now() - t;
-  } else if (scriptsNotRun.length || needs.size) {
+  } else {
+    const scriptsNotRun = unpacked.flatMap((u) => u.scripts);
     const done: string[] = [];
-    const ldconfig = nativeTriggers.get("ldconfig");
-    if (ldconfig && [...needs.values()].some((n) => n.triggers.includes("ldconfig"))) {
-      const started = performance.now();
-      const r = await runLdconfig(root, ldconfig.slice(1));
-      if (!r.done)
-        throw new SutureError(
-          "NEEDS_RUNTIME",
-          `the no-namespaces mode runs no code of the image, and libc-bin's ldconfig trigger cannot be done natively here (${r.unsupported}): patch as root, or where user namespaces work (suture doctor says what this host allows); nothing was written`,
-        );
-      progress({
-        type: "hook",
-        package: "libc-bin",
-        hook: "ldconfig",
-        calls: 1,
-        ran: "native",
-        detail: `${r.libraries} libraries cached, ${r.linksMade} links made, ${r.linksRemoved} removed`,
-        elapsedMs: performance.now() - started,
-      });
-      done.push("libc-bin's ldconfig trigger (ld.so.cache rebuilt natively)");
-    }
     if (install.some((i) => i.entry.package === "ca-certificates") && (await regenerateCaBundle(root))) {
       // With the selection rewritten, the links in /etc/ssl/certs follow it as the program makes them.
       // Without a selection file the program would start afresh, which a shell-less image never did.
@@ -251,10 +208,9 @@ async function applyNative(
         `ca-certificates' update-ca-certificates (${links?.done ? "bundle and links" : "bundle"} rebuilt natively)`,
       );
     }
-    const ldconfigDone = done.some((d) => d.startsWith("libc-bin"));
     if (scriptsNotRun.length)
       warn(
-        `${noNamespaces && plan.runScripts ? "the no-namespaces mode runs no code of the image" : "the image has no shell"}, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them${ldconfigDone ? "" : " (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)"}`,
+        `the image has no shell, so maintainer scripts did not run (${summariseScripts(scriptsNotRun)})${done.length ? `; done instead: ${done.join(", ")}` : ""}; the packages' files and database are updated as an image build without scripts leaves them (library upgrades within a stable release keep their sonames, so no ldconfig run is needed)`,
       );
   }
 
@@ -303,75 +259,96 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
 }
 
 /**
- * What the no-namespaces mode does itself of what a package's configure would run: the
- * ca-certificates package's own scripts (the selection rewrite and `update-ca-certificates`,
- * regenerated after the unpack) and the trigger that package is interested in; libc-bin's
- * `ldconfig` trigger is processed natively too (reproducibleTriggers, hooks/ld-so-cache.ts).
+ * Configure the unpacked packages as `dpkg --configure --pending` would: natively when
+ * decideConfigure finds an equivalent for every script and trigger (no runc is started, no code
+ * of the image runs), else by the image's own dpkg in runc, with the stand-ins of
+ * hooks/stand-ins.ts. A native hook that finds this image's case beyond it falls back to runc
+ * too. The no-namespaces mode has no runc: it accepts ca-certificates' approximate equivalent and
+ * refuses, in one line, what has none.
  */
-const SCRIPTS_DONE_NATIVELY = new Set(["ca-certificates"]);
-const TRIGGERS_DONE_NATIVELY = new Set(["update-ca-certificates"]);
-
-/**
- * The triggers of NATIVE_TRIGGERS whose interested package's postinst in this image is one of the
- * texts the native equivalent stands for, with the call that processes them.
- */
-async function reproducibleTriggers(root: string): Promise<Map<string, readonly string[]>> {
-  const out = new Map<string, readonly string[]>();
-  for (const [trigger, native] of NATIVE_TRIGGERS) {
-    const text = await readFileInRoot(root, `/var/lib/dpkg/info/${native.package}.postinst`);
-    if (text && native.postinst.has(createHash("sha256").update(text).digest("hex")))
-      out.set(trigger, native.call);
-  }
-  return out;
-}
-
-/**
- * Refuse, in one line naming each package and what it needed, when any unpacked package has a
- * maintainer script or activates a trigger with no native equivalent: only running the image's
- * code would give the image root mode gives, and this mode cannot.
- */
-function refuseScriptsWithoutEquivalent(
-  needs: Map<string, Pick<UnpackSummary, "scripts" | "triggers">>,
-  nativeTriggers: ReadonlyMap<string, unknown>,
-): void {
-  const caUpdated = needs.has("ca-certificates");
-  const left: string[] = [];
-  for (const [name, summary] of needs) {
-    const scripts = SCRIPTS_DONE_NATIVELY.has(name)
-      ? []
-      : [...new Set(summary.scripts.map((s) => s.split(" ")[1]!))];
-    const triggers = summary.triggers.filter(
-      (t) => !(caUpdated && TRIGGERS_DONE_NATIVELY.has(t)) && !nativeTriggers.has(t),
+async function configure(
+  sandbox: EngineSandbox,
+  root: string,
+  db: DpkgDatabase,
+  unpacked: readonly UnpackSummary[],
+  install: readonly InstallItem[],
+  ctx: EngineContext,
+  mode: { noNamespaces: boolean; warn: (message: string) => void },
+): Promise<void> {
+  const { progress } = ctx;
+  const work = decideConfigure(await readConfigureFacts(root, db, unpacked));
+  const forced = !mode.noNamespaces && process.env[FORCE_RUNC_CONFIGURE] === "1";
+  const exactly = work.missing.length === 0 && work.approximate.length === 0 && !forced;
+  if (mode.noNamespaces && work.missing.length) refuseNeedsRuntime(work.missing);
+  if (exactly || mode.noNamespaces) {
+    const outcome = await withStep(
+      progress,
+      "configure",
+      "configuring natively (maintainer scripts and triggers with native equivalents; no runc)",
+      () => configureNatively(root, db, unpacked, work, progress),
     );
-    const what = [...scripts, ...triggers.map((t) => `trigger ${t}`)];
-    if (what.length) left.push(`${name} (${what.join(", ")})`);
-  }
-  if (left.length === 0) return;
-  const shown = left.length > 6 ? [...left.slice(0, 6), `${left.length - 6} more`] : left;
-  throw new SutureError(
-    "NEEDS_RUNTIME",
-    `the no-namespaces mode runs no code of the image, and ${shown.join(", ")} need${left.length === 1 ? "s" : ""} maintainer scripts or triggers with no native equivalent: patch as root, or where user namespaces work (the user-namespace mode runs them; suture doctor says what this host allows); nothing was written`,
+    if (outcome.done) {
+      if (work.approximate.length)
+        mode.warn(
+          `the no-namespaces mode runs no code of the image, so ${work.approximate.join(", ")} did not run; done instead: ${outcome.notes.join(", ") || "nothing (the image has no CA bundle)"}`,
+        );
+      return;
+    }
+    if (mode.noNamespaces)
+      throw new SutureError(
+        "NEEDS_RUNTIME",
+        `the no-namespaces mode runs no code of the image, and ${outcome.unsupported}, so it cannot be done natively here: patch as root, or where user namespaces work (suture doctor says what this host allows); nothing was written`,
+      );
+    progress({ type: "info", message: `configuring in the image: ${outcome.unsupported}` });
+  } else if (work.missing.length || work.approximate.length)
+    progress({
+      type: "info",
+      message: `configuring in the image: no native equivalent for ${[...work.missing, ...work.approximate].join(", ")}`,
+    });
+  await assertCanRun(ctx.platform);
+  await withStep(
+    progress,
+    "configure",
+    "running maintainer scripts and triggers (dpkg --configure)",
+    async () => {
+      // Programs with a native equivalent (hooks/stand-ins.ts) only record their calls while
+      // dpkg runs the scripts; the calls are done natively right after.
+      const standIns = await placeStandIns(root, new Set(install.map((i) => i.entry.package)));
+      try {
+        const r = await sandbox.run(
+          ["dpkg", "--configure", "--pending", "--force-confold", "--force-confdef", "--force-unsafe-io"],
+          { env: aptEnv(), timeoutMs: ctx.timeoutMs },
+        );
+        if (r.exitCode !== 0) throw aptFailure("dpkg --configure", r.exitCode, r.stderr || r.stdout);
+        await standIns.replay(async (args) => {
+          const run = await sandbox.run(args, { env: aptEnv(), timeoutMs: ctx.timeoutMs });
+          if (run.exitCode !== 0) throw aptFailure(args[0]!, run.exitCode, run.stderr || run.stdout);
+        }, progress);
+      } finally {
+        await standIns.restore();
+      }
+    },
   );
 }
 
 /**
- * Whether configuring these unpacked packages needs the image's runtime (runc, and QEMU for a
- * foreign platform): true when any maintainer-script call or trigger activation lacks a native
- * equivalent. The native hooks (hooks/stand-ins.ts) stand in for programs and blocks inside
- * scripts, not for whole scripts, so any maintainer script still needs the runtime; of the
- * triggers, those whose whole processing is one program with a native equivalent do not
- * (`nativeTriggers`, by default hooks/stand-ins.ts's NATIVE_TRIGGERS: libc-bin's `ldconfig`,
- * whose postinst only runs `ldconfig`). So a library-only update (packages whose only control
- * hook is debhelper's `activate-noawait ldconfig`), or one of `-data`/`-common` packages with
- * neither, needs no runtime. Whether the image's ldconfig is one the native equivalent
- * reproduces is decided when it runs (hooks/ld-so-cache.ts, `runLdconfig`: `unsupported` means
- * run the real one); a caller without a runtime refuses then.
+ * Set to `1`, root and the user-namespace mode configure with the image's dpkg in runc even when
+ * native equivalents cover everything: the differential tests' oracle
+ * (test/integration/dpkg-native-configure.test.ts). Not a user option.
  */
-export function scriptsNeedRuntime(
-  unpacked: readonly Pick<UnpackSummary, "scripts" | "triggers">[],
-  nativeTriggers: { has(trigger: string): boolean } = NATIVE_TRIGGERS,
-): boolean {
-  return unpacked.some((u) => u.scripts.length > 0 || u.triggers.some((t) => !nativeTriggers.has(t)));
+export const FORCE_RUNC_CONFIGURE = "SUTURE_FORCE_RUNC_CONFIGURE";
+
+/**
+ * Refuse, in one line naming each package and what it needed, when a package has a maintainer
+ * script or activates a trigger with no native equivalent: only running the image's code would
+ * give the image root mode gives, and the no-namespaces mode cannot.
+ */
+function refuseNeedsRuntime(missing: readonly string[]): never {
+  const shown = missing.length > 6 ? [...missing.slice(0, 6), `${missing.length - 6} more`] : missing;
+  throw new SutureError(
+    "NEEDS_RUNTIME",
+    `the no-namespaces mode runs no code of the image, and ${shown.join(", ")} need${missing.length === 1 ? "s" : ""} maintainer scripts or triggers with no native equivalent: patch as root, or where user namespaces work (the user-namespace mode runs them; suture doctor says what this host allows); nothing was written`,
+  );
 }
 
 function versions(db: DpkgDatabase): Map<string, string> {

@@ -97,6 +97,8 @@ export interface UnpackSummary {
    * (`libfoo prerm upgrade 1.2-2`, …, `libfoo postinst configure 1.2-1`).
    */
   scripts: string[];
+  /** The SHA-256 of the script text each call of `scripts` runs (the old version's for prerm/postrm). */
+  scriptSha256: string[];
   /** Triggers this unpack activated (explicit names and file-trigger paths). */
   triggers: string[];
 }
@@ -161,16 +163,23 @@ export async function unpackDeb(
     conffilesInstalled: [],
     removed: [],
     scripts: [],
+    scriptSha256: [],
     triggers: [],
   };
   const hasScript = (kind: string) => deb.controlMembers.has(kind);
-  const oldHasScript = async (kind: string) =>
-    old ? (await db.readInfoFile(old, kind)) !== undefined : false;
-  if (old && (await oldHasScript("prerm"))) summary.scripts.push(`${old.name} prerm upgrade ${deb.version}`);
+  const script = (call: string, text: Buffer) => {
+    summary.scripts.push(call);
+    summary.scriptSha256.push(createHash("sha256").update(text).digest("hex"));
+  };
+  const oldPrerm = old ? await db.readInfoFile(old, "prerm") : undefined;
+  const oldPostrm = old ? await db.readInfoFile(old, "postrm") : undefined;
+  if (old && oldPrerm) script(`${old.name} prerm upgrade ${deb.version}`, oldPrerm);
   if (hasScript("preinst"))
-    summary.scripts.push(old ? `${deb.name} preinst upgrade ${old.version}` : `${deb.name} preinst install`);
-  if (old && (await oldHasScript("postrm")))
-    summary.scripts.push(`${old.name} postrm upgrade ${deb.version}`);
+    script(
+      old ? `${deb.name} preinst upgrade ${old.version}` : `${deb.name} preinst install`,
+      deb.controlMembers.get("preinst")!,
+    );
+  if (old && oldPostrm) script(`${old.name} postrm upgrade ${deb.version}`, oldPostrm);
 
   const conffileSet = new Set(deb.conffiles);
   const listed: string[] = [];
@@ -426,7 +435,10 @@ export async function unpackDeb(
     record: state === "unpacked",
   });
   if (hasScript("postinst"))
-    summary.scripts.push(`${deb.name} postinst configure ${old ? old.version : ""}`.trimEnd());
+    script(
+      `${deb.name} postinst configure ${old ? old.version : ""}`.trimEnd(),
+      deb.controlMembers.get("postinst")!,
+    );
   await db.commit();
   return summary;
 }

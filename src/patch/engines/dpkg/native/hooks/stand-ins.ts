@@ -6,6 +6,7 @@ import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
 import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
+import { linkUsrLibSsl, type ScriptOutcome, updateMimeIfPresent } from "./whole-scripts.ts";
 
 const CA_SELECTION = "--suture-ca-selection";
 
@@ -155,6 +156,60 @@ export const NATIVE_TRIGGERS: ReadonlyMap<
     },
   ],
 ]);
+
+/**
+ * Whole maintainer scripts with a native equivalent, by package and script: the SHA-256 of each
+ * script text the equivalent was written and proven against (test/integration/
+ * dpkg-native-configure.test.ts runs the real one as the oracle), with the versions that ship it.
+ * Any other text of the script runs for real. Unlike NATIVE_HOOKS these replace the script
+ * outright, so they are only for scripts whose every effect is reproduced (no debconf).
+ */
+export interface NativeScript {
+  package: string;
+  script: "postinst" | "postrm";
+  texts: ReadonlyMap<string, string>;
+  /** Do what the script does for these arguments (`configure <old version>`). */
+  run(root: string, args: readonly string[]): Promise<ScriptOutcome> | ScriptOutcome;
+}
+
+export const NATIVE_SCRIPTS: readonly NativeScript[] = [
+  {
+    // `if [ ! -e /usr/lib/ssl ]; then …; ln -sf /etc/ssl /usr/lib/ssl; fi`, for every `$1`.
+    package: "openssl",
+    script: "postinst",
+    texts: new Map([
+      [
+        "625ae8f649ec61f00e1ab53568a84f85f964f10fdbd9f25b800cc229205d1714",
+        "3.0.20-1~deb12u2, 3.0.22-1~deb12u2 (bookworm, bookworm-security)",
+      ],
+    ]),
+    run: (root) => linkUsrLibSsl(root),
+  },
+  {
+    // `if [ "$1" = "configure" ] && [ -x "`which update-mime 2> /dev/null`" ]; then update-mime; fi`
+    package: "unzip",
+    script: "postinst",
+    texts: new Map([
+      [
+        "6ecdb1415319c81c14a94114a279186a8054c221fe6c63b8a8a2ce38b8b39966",
+        "6.0-28, 6.0-28+deb12u1 (bookworm)",
+      ],
+    ]),
+    run: (root, args) => updateMimeIfPresent(root, args, "configure"),
+  },
+  {
+    // `if which update-mime > /dev/null 2>&1; then update-mime; fi`, for every `$1`.
+    package: "unzip",
+    script: "postrm",
+    texts: new Map([
+      [
+        "27793cfe5796bf9b694e2e2ce532d62917dcad70b64b8a160947f84fd279008a",
+        "6.0-28, 6.0-28+deb12u1 (bookworm)",
+      ],
+    ]),
+    run: (root, args) => updateMimeIfPresent(root, args),
+  },
+];
 
 /** A stand-in in place during `dpkg --configure`. */
 interface PlacedStandIn {
