@@ -4,7 +4,9 @@ import { SutureError } from "../../../../../errors/errors.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
+import { caConfigLoopOutcome, type PlacedConfigLoop, placeCaConfigLoop } from "./ca-certificates-config.ts";
 import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
+import { MAINTSCRIPT_HELPER } from "./maintscript-helper.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
 
 const CA_SELECTION = "--suture-ca-selection";
@@ -40,6 +42,12 @@ export interface NativeHook {
    * Without it every call is recorded.
    */
   records?: string;
+  /**
+   * Shell run by the stand-in before it records a call, given the real program's path: it
+   * `exec`s the real program for any call it cannot show to be recordable (when the decision
+   * needs the environment or the filesystem at the time of the call, which `records` cannot see).
+   */
+  decides?: (real: string) => string;
   /** SHA-256 of each program text this stands for, with the package versions that ship it. */
   texts: ReadonlyMap<string, string>;
   /** Do one recorded call natively; `unsupported` means: run the real program for it. */
@@ -112,6 +120,8 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
       functionsEnd: 'case "$1" in\n',
     },
   },
+  // dpkg-maintscript-helper's calls that do nothing (maintscript-helper.ts).
+  MAINTSCRIPT_HELPER,
   {
     // libc-bin's ldconfig: its trigger (`interest-await ldconfig`, activated by nearly every
     // library package) runs `ldconfig -r /` from libc-bin's postinst; some postinsts call it too.
@@ -210,6 +220,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
   const placed: PlacedStandIn[] = [];
   const rewritten: RewrittenScript[] = [];
   let restored = false;
+  let configLoop: PlacedConfigLoop | undefined;
   const restore = async () => {
     if (restored) return;
     restored = true;
@@ -248,12 +259,18 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
         "'",
         `case "$*" in *"$nl"*) exec ${real} "$@" ;; esac`,
         ...(hook.records ? [`case "$*" in ${hook.records}) ;; *) exec ${real} "$@" ;; esac`] : []),
+        ...(hook.decides ? [hook.decides(real)] : []),
         `printf '%s\\n' "call $#" "$@" >> ${calls}`,
         "",
       ].join("\n");
       await writeFile(walk.host, script, { mode: walk.stat.mode & 0o7777 });
       const block = hook.scriptBlock ? await replaceScriptBlock(root, hook, calls, rewritten) : undefined;
       if (block) placed.at(-1)!.blockScript = block;
+    }
+    // ca-certificates' debconf config script: its certificate loop precomputed, behind a guard.
+    if (configuring.has("ca-certificates")) {
+      configLoop = await placeCaConfigLoop(root);
+      if (configLoop) rewritten.push(configLoop.rewrite);
     }
   } catch (e) {
     // Whatever was placed goes back before the error is reported.
@@ -265,6 +282,11 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
     async replay(runReal, progress) {
       await restore();
       const outcomes: HookOutcome[] = [];
+      const loop = configLoop && (await caConfigLoopOutcome(root, configLoop));
+      if (loop) {
+        progress({ type: "hook", ...loop });
+        outcomes.push(loop);
+      }
       for (const p of placed) {
         const text = (await readFileInRoot(root, p.callsPath))?.toString("utf8") ?? "";
         await rm(await hostOf(root, p.callsPath), { force: true });
