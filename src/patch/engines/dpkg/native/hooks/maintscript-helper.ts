@@ -5,8 +5,8 @@ import type { NativeHook } from "./stand-ins.ts";
  * debhelper writes one call per moved directory or conffile into every maintainer script
  * (tzdata's postinst: 16 `dir_to_symlink … -- "$@"`), and each is a shell that forks `basename`
  * and `dpkg --validate-version` before it finds there is nothing to do: tens of ms a call under
- * QEMU. In a postinst (dpkg 1.21.22, bookworm) the four commands act only on leftovers of an
- * interrupted switch:
+ * QEMU. In a postinst (dpkg 1.21.22 and 1.21.23, bookworm) the four commands act only on
+ * leftovers of an interrupted switch:
  * - `dir_to_symlink`: `configure`, `<dir>.dpkg-backup` a directory, `<dir>` a real directory with
  *   `.dpkg-staging-dir` in it (there is no version guard here: see the helper's own comment);
  * - `symlink_to_dir`: `configure` and `<link>.dpkg-backup` a symlink;
@@ -82,8 +82,10 @@ export const MAINTSCRIPT_HELPER: NativeHook = {
   anyPackage: true,
   hook: "dpkg-maintscript-helper",
   program: "/usr/bin/dpkg-maintscript-helper",
+  // The two texts differ only in their version string.
   texts: new Map([
     ["aa4036297b2b85b7dce70653e3f41437f771c1b5c78f8d3646914a2333e6d32e", "1.21.22 (bookworm)"],
+    ["ab44bb8f3454a2ef0991dcfd832c99e89747f6a9624ffc7095786530f627e2ff", "1.21.23 (bookworm)"],
   ]),
   decides: DECIDES,
   async run(_root, args) {
