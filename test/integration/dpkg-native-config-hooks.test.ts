@@ -242,7 +242,7 @@ test("dpkg-maintscript-helper: tzdata's 16 dir_to_symlink calls are recorded as 
   const helper = outcomes.find((o) => o.hook === "dpkg-maintscript-helper");
   assert.equal(helper?.calls, 16);
   assert.equal(helper?.ran, "native");
-  assert.match(helper!.detail, /nothing to do: dir_to_symlink \/usr\/share\/zoneinfo\/posix\/Africa/);
+  assert.equal(helper!.detail, "dir_to_symlink with nothing to do ×16");
 });
 
 test("dpkg-maintscript-helper: a dir_to_symlink left half done (a staging directory and its backup) runs the real helper, which finishes it alike", async () => {

@@ -89,6 +89,6 @@ export const MAINTSCRIPT_HELPER: NativeHook = {
   ]),
   decides: DECIDES,
   async run(_root, args) {
-    return { done: true, detail: `nothing to do: ${args[0]} ${args[1]}` };
+    return { done: true, detail: `${args[0]} with nothing to do` };
   },
 };

@@ -319,7 +319,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
           hook: p.hook.hook,
           calls: calls.length,
           ran,
-          detail: details.join("; "),
+          detail: withRepeatsCounted(details),
           elapsedMs: Math.round(performance.now() - started),
         };
         progress({ type: "hook", ...outcome });
@@ -383,6 +383,15 @@ async function hostOf(root: string, path: string): Promise<string> {
 
 async function exists(path: string): Promise<boolean> {
   return (await lstat(path).catch(() => undefined)) !== undefined;
+}
+
+/** Details joined, a run of equal ones said once with its count (`… ×16`). */
+function withRepeatsCounted(details: readonly string[]): string {
+  const runs: { detail: string; count: number }[] = [];
+  for (const detail of details)
+    if (runs.at(-1)?.detail === detail) runs.at(-1)!.count++;
+    else runs.push({ detail, count: 1 });
+  return runs.map((r) => (r.count > 1 ? `${r.detail} ×${r.count}` : r.detail)).join("; ");
 }
 
 /** The stand-in's record: `call N` then N argument lines, per call. */
