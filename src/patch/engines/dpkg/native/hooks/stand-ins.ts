@@ -4,7 +4,9 @@ import { SutureError } from "../../../../../errors/errors.ts";
 import { readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
 import type { ProgressSink } from "../../../../../progress/events.ts";
 import { rewriteCaSelection } from "./ca-certificates-conf.ts";
+import { caConfigLoopOutcome, type PlacedConfigLoop, placeCaConfigLoop } from "./ca-certificates-config.ts";
 import { LDCONFIG_BUILDS, LDCONFIG_PROGRAM, runLdconfig } from "./ld-so-cache.ts";
+import { MAINTSCRIPT_HELPER } from "./maintscript-helper.ts";
 import { updateCaCertificates } from "./update-ca-certificates.ts";
 import { linkUsrLibSsl, type ScriptOutcome, updateMimeIfPresent } from "./whole-scripts.ts";
 
@@ -41,6 +43,12 @@ export interface NativeHook {
    * Without it every call is recorded.
    */
   records?: string;
+  /**
+   * Shell run by the stand-in before it records a call, given the real program's path: it
+   * `exec`s the real program for any call it cannot show to be recordable (when the decision
+   * needs the environment or the filesystem at the time of the call, which `records` cannot see).
+   */
+  decides?: (real: string) => string;
   /** SHA-256 of each program text this stands for, with the package versions that ship it. */
   texts: ReadonlyMap<string, string>;
   /** Do one recorded call natively; `unsupported` means: run the real program for it. */
@@ -113,6 +121,8 @@ export const NATIVE_HOOKS: readonly NativeHook[] = [
       functionsEnd: 'case "$1" in\n',
     },
   },
+  // dpkg-maintscript-helper's calls that do nothing (maintscript-helper.ts).
+  MAINTSCRIPT_HELPER,
   {
     // libc-bin's ldconfig: its trigger (`interest-await ldconfig`, activated by nearly every
     // library package) runs `ldconfig -r /` from libc-bin's postinst; some postinsts call it too.
@@ -265,6 +275,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
   const placed: PlacedStandIn[] = [];
   const rewritten: RewrittenScript[] = [];
   let restored = false;
+  let configLoop: PlacedConfigLoop | undefined;
   const restore = async () => {
     if (restored) return;
     restored = true;
@@ -303,12 +314,18 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
         "'",
         `case "$*" in *"$nl"*) exec ${real} "$@" ;; esac`,
         ...(hook.records ? [`case "$*" in ${hook.records}) ;; *) exec ${real} "$@" ;; esac`] : []),
+        ...(hook.decides ? [hook.decides(real)] : []),
         `printf '%s\\n' "call $#" "$@" >> ${calls}`,
         "",
       ].join("\n");
       await writeFile(walk.host, script, { mode: walk.stat.mode & 0o7777 });
       const block = hook.scriptBlock ? await replaceScriptBlock(root, hook, calls, rewritten) : undefined;
       if (block) placed.at(-1)!.blockScript = block;
+    }
+    // ca-certificates' debconf config script: its certificate loop precomputed, behind a guard.
+    if (configuring.has("ca-certificates")) {
+      configLoop = await placeCaConfigLoop(root);
+      if (configLoop) rewritten.push(configLoop.rewrite);
     }
   } catch (e) {
     // Whatever was placed goes back before the error is reported.
@@ -320,6 +337,11 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
     async replay(runReal, progress) {
       await restore();
       const outcomes: HookOutcome[] = [];
+      const loop = configLoop && (await caConfigLoopOutcome(root, configLoop));
+      if (loop) {
+        progress({ type: "hook", ...loop });
+        outcomes.push(loop);
+      }
       for (const p of placed) {
         const text = (await readFileInRoot(root, p.callsPath))?.toString("utf8") ?? "";
         await rm(await hostOf(root, p.callsPath), { force: true });
@@ -352,7 +374,7 @@ export async function placeStandIns(root: string, configuring: ReadonlySet<strin
           hook: p.hook.hook,
           calls: calls.length,
           ran,
-          detail: details.join("; "),
+          detail: withRepeatsCounted(details),
           elapsedMs: Math.round(performance.now() - started),
         };
         progress({ type: "hook", ...outcome });
@@ -416,6 +438,15 @@ async function hostOf(root: string, path: string): Promise<string> {
 
 async function exists(path: string): Promise<boolean> {
   return (await lstat(path).catch(() => undefined)) !== undefined;
+}
+
+/** Details joined, a run of equal ones said once with its count (`… ×16`). */
+function withRepeatsCounted(details: readonly string[]): string {
+  const runs: { detail: string; count: number }[] = [];
+  for (const detail of details)
+    if (runs.at(-1)?.detail === detail) runs.at(-1)!.count++;
+    else runs.push({ detail, count: 1 });
+  return runs.map((r) => (r.count > 1 ? `${r.detail} ×${r.count}` : r.detail)).join("; ");
 }
 
 /** The stand-in's record: `call N` then N argument lines, per call. */
