@@ -213,6 +213,18 @@ describe("extractTar", () => {
     assert.ok(lstatSync(join(root, "d")).isSymbolicLink());
   });
 
+  test("parents the archive does not list get a fixed time, so layers built over them do not depend on when they were extracted", async () => {
+    const { root } = freshRoot();
+    const bytes = await tarOf([
+      { name: "usr/share/listed/", type: "directory", mtime: 1_700_000_000 },
+      { name: "usr/share/listed/f", content: "f" },
+    ]);
+    await extract(bytes, root);
+    assert.equal(lstatSync(join(root, "usr")).mtimeMs, 0);
+    assert.equal(lstatSync(join(root, "usr/share")).mtimeMs, 0);
+    assert.equal(lstatSync(join(root, "usr/share/listed")).mtimeMs, 1_700_000_000_000);
+  });
+
   test("ignores trusted.overlay.* xattrs from the archive", async () => {
     const { root } = freshRoot();
     const bytes = await tarOf([

@@ -186,8 +186,12 @@ class Extractor {
           : undefined;
       if (st === undefined) {
         mkdirSync(this.#abs(rel), { mode: 0o755 });
-        // What root's extraction gives a parent the archive does not list.
+        // What root's extraction gives a parent the archive does not list, and a fixed time (1970)
+        // rather than the extraction's: overlayfs shows this layer's copy of the directory over
+        // the real one below, and a patch that copies it up would otherwise carry the moment the
+        // layer happened to be extracted (the same patch gave different layers per cache).
         this.#options.record?.set(rel, { mode: S_IFMT_BITS.dir | 0o755, uid: 0, gid: 0 });
+        this.#dirTimes.set(rel, 0);
       } else if (st.isSymbolicLink()) {
         throw unsafe(entryName, `would be written through the symlink ${quoteUntrusted(rel)}`);
       } else if (!st.isDirectory()) {
