@@ -27,25 +27,12 @@ import {
   startAlpineTestRepo,
 } from "../test/lab/alpine-lab.ts";
 import { bigLabImage } from "../test/lab/big-image.ts";
-import { labImage, trivyReportFor } from "../test/lab/images.ts";
+import { LIBRARY_REPORT_PACKAGES, labImage, trivyReportFor } from "../test/lab/images.ts";
 import { labIndex } from "../test/lab/lab-index.ts";
 import { startPostgres } from "../test/lab/postgres.ts";
 import { freePort, startRedis } from "../test/lab/redis.ts";
 import { startRegistry } from "../test/lab/registry.ts";
 import { rpmLabFixes, rpmLabImage, rpmLabReport, startRpmTestRepo } from "../test/lab/rpm-lab.ts";
-
-const LIB_PACKAGES = [
-  "libssl3",
-  "openssl",
-  "libexpat1",
-  "unzip",
-  "liblzma5",
-  "libbrotli1",
-  "libssh2-1",
-  "libpcre2-8-0",
-  "libsasl2-2",
-  "libsasl2-modules-db",
-];
 
 const { values: args } = parseArgs({
   options: {
@@ -420,7 +407,10 @@ try {
     );
   }
   if (only.has("lib")) {
-    const r = await trivyReportFor("bookwormNginx", { only: LIB_PACKAGES, outFile: join(work, "lib.json") });
+    const r = await trivyReportFor("bookwormNginx", {
+      only: LIBRARY_REPORT_PACKAGES,
+      outFile: join(work, "lib.json"),
+    });
     await workload(
       "library-only report",
       nginx.reference,
@@ -557,11 +547,11 @@ async function bigWorkload(plainReference: string) {
   const bigReference = plainReference.replace(/\/nginx:base$/, "/nginx-big:base");
   await copyImageTo(big.reference, bigReference);
   const r = await trivyReportFor("bookwormNginx", {
-    only: LIB_PACKAGES,
+    only: LIBRARY_REPORT_PACKAGES,
     outFile: join(work, "big-lib.json"),
   });
   console.error(
-    `» big image: ${LIB_PACKAGES.length} packages, +${(big.addedBytes / 2 ** 30).toFixed(2)} GiB in ten layers`,
+    `» big image: ${LIBRARY_REPORT_PACKAGES.length} packages, +${(big.addedBytes / 2 ** 30).toFixed(2)} GiB in ten layers`,
   );
   const colds: Record<string, Run[]> = { plain: [], big: [] };
   for (let rep = 0; rep < reps; rep++) {
@@ -596,7 +586,7 @@ async function bigWorkload(plainReference: string) {
   const bigRun = median(colds.big!);
   results.push({
     workload: `big image (nginx + ${(big.addedBytes / 2 ** 30).toFixed(2)} GiB in ten layers), library-only report`,
-    packages: LIB_PACKAGES.length,
+    packages: LIBRARY_REPORT_PACKAGES.length,
     runs: [plain, bigRun],
     ratios: {
       "cold time, big / plain": bigRun.wallMs / plain.wallMs,

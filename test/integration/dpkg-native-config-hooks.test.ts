@@ -9,29 +9,16 @@
  * config loop alone takes 10-20 s on a loaded machine, and runs in every oracle).
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import {
-  copyFile,
-  lstat,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  readlink,
-  rm,
-  writeFile,
-} from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
-import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
-import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import type { Image } from "../../src/image/image.ts";
 import { type HookOutcome, placeStandIns } from "../../src/patch/engines/dpkg/native/hooks/stand-ins.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
-import { parseKeyring } from "../../src/trust/keyring.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
+import { assertSameTrees, treeSnapshot } from "../lab/file-tree.ts";
 import { labImage, labImageValue } from "../lab/images.ts";
 import { requiring } from "../lab/requirements.ts";
+import { newerSecurityDebs } from "../lab/security-debs.ts";
 
 const { after, before, test } = await requiring("root", "runc", "tool:mmdebstrap");
 
@@ -45,23 +32,8 @@ before(async () => {
   work = await mkdtemp("/var/tmp/suture-config-hooks-");
   const lab = await labImage("bookwormNginx");
   image = await labImageValue(lab);
-  const keyring = await parseKeyring(
-    await readFile("/usr/share/keyrings/debian-archive-keyring.gpg"),
-    "debian-archive-keyring.gpg",
-  );
-  const cacheDir = join(work, "apt");
-  const security = await openRepository(
-    { uri: "http://security.debian.org/debian-security", suite: "bookworm-security", components: ["main"] },
-    { arch: "amd64", cacheDir, keyring },
-  );
-  const entries = ["ca-certificates", "tzdata"].map((name) => {
-    const e = newestCandidate([security], name, "amd64");
-    assert.ok(e, `bookworm-security has ${name}`);
-    assert.notEqual(e.version, lab.packages.get(name), `bookworm-security has a newer ${name}`);
-    return e;
-  });
-  const paths = await downloadPackages(entries, { cacheDir });
-  for (const [i, e] of entries.entries()) debs.set(e.package, { version: e.version, path: paths[i]! });
+  for (const d of await newerSecurityDebs(["ca-certificates", "tzdata"], lab, join(work, "apt")))
+    debs.set(d.name, { version: d.version, path: d.path });
 });
 after(() => rm(work, { recursive: true, force: true }));
 
@@ -73,44 +45,6 @@ async function run(sb: Sandbox, args: string[]): Promise<string> {
   const r = await sb.run(args, { timeoutMs: 900_000, env: ENV });
   assert.equal(r.exitCode, 0, `${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
-}
-
-/** Every entry below `dir` of `root`: type, mode, owner, and the link target or content hash. */
-async function snapshot(root: string, dir: string, keep: (path: string) => boolean = () => true) {
-  const out = new Map<string, string>();
-  const walk = async (rel: string) => {
-    for (const name of await readdir(join(root, rel))) {
-      const path = `${rel}/${name}`;
-      if (!keep(path)) continue;
-      const st = await lstat(join(root, path));
-      const mode = (st.mode & 0o7777).toString(8);
-      if (st.isSymbolicLink()) out.set(path, `link ${await readlink(join(root, path))}`);
-      else if (st.isDirectory()) {
-        out.set(path, `dir ${mode} ${st.uid}:${st.gid}`);
-        await walk(path);
-      } else
-        out.set(
-          path,
-          `file ${mode} ${st.uid}:${st.gid} ${createHash("sha256")
-            .update(await readFile(join(root, path)))
-            .digest("hex")}`,
-        );
-    }
-  };
-  await walk(dir);
-  return out;
-}
-
-function assertSameTrees(oracle: Map<string, string>, native: Map<string, string>, what: string) {
-  const diff: string[] = [];
-  for (const path of new Set([...oracle.keys(), ...native.keys()]))
-    if (oracle.get(path) !== native.get(path))
-      diff.push(`${path}: real ${oracle.get(path) ?? "absent"} / native ${native.get(path) ?? "absent"}`);
-  assert.deepEqual(
-    diff,
-    [],
-    `${what}: the native result differs from the real scripts':\n${diff.join("\n")}`,
-  );
 }
 
 /**
@@ -137,8 +71,8 @@ async function configureBothWays(
         await rm(join(sb.mergedDir, "suture-new.deb"));
         await prepare(sb, side);
       }
-      const info = await snapshot(native.mergedDir, "/var/lib/dpkg/info");
-      const programs = await snapshot(native.mergedDir, "/usr/bin");
+      const info = await treeSnapshot(native.mergedDir, "/var/lib/dpkg/info");
+      const programs = await treeSnapshot(native.mergedDir, "/usr/bin");
       const standIns = await placeStandIns(native.mergedDir, new Set([pkg]));
       await betweenPlaceAndRun(native);
       let outcomes: HookOutcome[];
@@ -154,12 +88,20 @@ async function configureBothWays(
       }
       assertSameTrees(
         info,
-        await snapshot(native.mergedDir, "/var/lib/dpkg/info"),
+        await treeSnapshot(native.mergedDir, "/var/lib/dpkg/info"),
         "the scripts after the run",
       );
-      assertSameTrees(programs, await snapshot(native.mergedDir, "/usr/bin"), "the programs after the run");
+      assertSameTrees(
+        programs,
+        await treeSnapshot(native.mergedDir, "/usr/bin"),
+        "the programs after the run",
+      );
       for (const dir of dirs)
-        assertSameTrees(await snapshot(real.mergedDir, dir), await snapshot(native.mergedDir, dir), dir);
+        assertSameTrees(
+          await treeSnapshot(real.mergedDir, dir),
+          await treeSnapshot(native.mergedDir, dir),
+          dir,
+        );
       const status = (sb: Sandbox) => readFile(join(sb.mergedDir, "var/lib/dpkg/status"), "utf8");
       assert.equal(await status(native), await status(real), "the dpkg status file");
       return outcomes;

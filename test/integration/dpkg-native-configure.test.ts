@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, readlink, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -21,7 +21,8 @@ import { FORCE_RUNC_CONFIGURE } from "../../src/patch/engines/dpkg/native/native
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { patchIntoOciDir } from "../lab/cli.ts";
-import { labImage, labImageValue, trivyReportFor } from "../lab/images.ts";
+import { treeDifferences, treeSnapshot } from "../lab/file-tree.ts";
+import { LIBRARY_REPORT_PACKAGES, labImage, labImageValue, trivyReportFor } from "../lab/images.ts";
 import { inLayoutImage } from "../lab/in-image.ts";
 import { requiring } from "../lab/requirements.ts";
 
@@ -30,60 +31,12 @@ const { after, before, test } = await requiring("root", "runc", "tool:mmdebstrap
 before(useArchiveMirror);
 
 const run = promisify(execFile);
-/** The bench's library-only report (bench/patch-bench.ts). */
-const LIB_PACKAGES = [
-  "libssl3",
-  "openssl",
-  "libexpat1",
-  "unzip",
-  "liblzma5",
-  "libbrotli1",
-  "libssh2-1",
-  "libpcre2-8-0",
-  "libsasl2-2",
-  "libsasl2-modules-db",
-];
 
 let work: string;
 before(async () => {
   work = await mkdtemp(join(tmpdir(), "suture-native-configure-"));
 });
 after(() => rm(work, { recursive: true, force: true }));
-
-interface Entry {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  digest?: string;
-  target?: string;
-}
-
-async function tree(root: string): Promise<Map<string, Entry>> {
-  const out = new Map<string, Entry>();
-  const walk = async (rel: string) => {
-    for (const name of await readdir(join(root, rel))) {
-      const p = `${rel}/${name}`;
-      const st = await lstat(join(root, p));
-      const e: Entry = { type: "other", mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
-      if (st.isDirectory()) {
-        e.type = "dir";
-        await walk(p);
-      } else if (st.isSymbolicLink()) {
-        e.type = "symlink";
-        e.target = await readlink(join(root, p));
-      } else if (st.isFile()) {
-        e.type = "file";
-        e.digest = createHash("sha256")
-          .update(await readFile(join(root, p)))
-          .digest("hex");
-      }
-      out.set(p, e);
-    }
-  };
-  await walk("");
-  return out;
-}
 
 async function patched(name: string, report: string, reference: string, forceRunc: boolean) {
   const out = join(work, name);
@@ -113,7 +66,7 @@ async function sslOf(root: string): Promise<string[]> {
   const st = await lstat(path).catch(() => undefined);
   if (!st) return ["absent"];
   const self = `${st.isSymbolicLink() ? `link ${await readlink(path)}` : st.isDirectory() ? "dir" : "file"} ${st.uid}:${st.gid} ${(st.mode & 0o7777).toString(8)}`;
-  const below = st.isDirectory() ? [...(await tree(path))].map(([p, e]) => `${p} ${JSON.stringify(e)}`) : [];
+  const below = st.isDirectory() ? [...(await treeSnapshot(path))].map(([p, e]) => `${p} ${e}`) : [];
   return [self, ...below];
 }
 
@@ -125,7 +78,7 @@ async function inImage(sb: Sandbox, args: string[]): Promise<{ exitCode: number;
 test("library-only nginx patch: configured natively without runc, the same image and dpkg database as the real dpkg --configure leaves", async () => {
   const lab = await labImage("bookwormNginx");
   const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
-    only: LIB_PACKAGES,
+    only: LIBRARY_REPORT_PACKAGES,
     outFile: join(work, "lib.json"),
   });
   assert.ok(fixes.length >= 8, `a real library report (${fixes.map((f) => f.name).join(", ")})`);
@@ -139,28 +92,18 @@ test("library-only nginx patch: configured natively without runc, the same image
   assert.match(native.stderr, /hook +libc-bin ldconfig: done natively/);
   assert.match(oracle.stderr, /running maintainer scripts and triggers \(dpkg --configure\)/);
 
-  const [a, b] = [await tree(oracle.rootfs), await tree(native.rootfs)];
-  const differ: string[] = [];
-  for (const path of new Set([...a.keys(), ...b.keys()])) {
-    if (path.startsWith("/var/lib/dpkg/")) continue;
-    const [x, y] = [a.get(path), b.get(path)];
-    if (JSON.stringify(x) !== JSON.stringify(y))
-      differ.push(
-        `${path}: runc ${x ? JSON.stringify(x) : "absent"} / native ${y ? JSON.stringify(y) : "absent"}`,
-      );
-  }
+  const [a, b] = [await treeSnapshot(oracle.rootfs), await treeSnapshot(native.rootfs)];
+  const differ = treeDifferences(a, b, ["runc", "native"]).filter((d) => !d.startsWith("/var/lib/dpkg/"));
   assert.deepEqual(differ, [], `files outside var/lib/dpkg differ:\n${differ.join("\n")}`);
   const status = (root: string) => readFile(join(root, "var/lib/dpkg/status"), "utf8");
   assert.equal(await status(native.rootfs), await status(oracle.rootfs), "var/lib/dpkg/status");
-  const triggers = (m: Map<string, Entry>) =>
-    [...m]
-      .filter(([p]) => p.startsWith("/var/lib/dpkg/triggers/"))
-      .map(([p, e]) => `${p} ${JSON.stringify(e)}`);
+  const triggers = (m: Map<string, string>) =>
+    [...m].filter(([p]) => p.startsWith("/var/lib/dpkg/triggers/")).map(([p, e]) => `${p} ${e}`);
   // dpkg's Lock is its own run's; everything else it keeps about triggers must match.
   const noLock = (l: string[]) => l.filter((p) => !p.startsWith("/var/lib/dpkg/triggers/Lock "));
   assert.deepEqual(noLock(triggers(b)), noLock(triggers(a)), "var/lib/dpkg/triggers/");
-  const infoOf = (m: Map<string, Entry>) =>
-    [...m].filter(([p]) => p.startsWith("/var/lib/dpkg/info/")).map(([p, e]) => `${p} ${JSON.stringify(e)}`);
+  const infoOf = (m: Map<string, string>) =>
+    [...m].filter(([p]) => p.startsWith("/var/lib/dpkg/info/")).map(([p, e]) => `${p} ${e}`);
   assert.deepEqual(infoOf(b), infoOf(a), "var/lib/dpkg/info/");
 
   // The judge: the image's own dpkg and apt find nothing half-done in the native result.
@@ -179,7 +122,7 @@ test("library-only nginx patch: configured natively without runc, the same image
       "-W",
       "-f",
       "${db:Status-Abbrev}${Package}\\n",
-      ...LIB_PACKAGES,
+      ...LIBRARY_REPORT_PACKAGES,
       "libc-bin",
     ]);
     assert.equal(r.exitCode, 0, r.output);

@@ -8,19 +8,7 @@
  * unknown one is left alone). Needs root, runc and the lab image. About a minute.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import {
-  appendFile,
-  copyFile,
-  lstat,
-  mkdir,
-  readdir,
-  readFile,
-  readlink,
-  rm,
-  symlink,
-  writeFile,
-} from "node:fs/promises";
+import { appendFile, copyFile, mkdir, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Image } from "../../src/image/image.ts";
 import { placeStandIns } from "../../src/patch/engines/dpkg/native/hooks/stand-ins.ts";
@@ -31,6 +19,7 @@ import {
 } from "../../src/patch/engines/dpkg/native/hooks/x509-name-hash.ts";
 import type { ProgressEvent } from "../../src/progress/events.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
+import { assertSameTrees, treeSnapshot } from "../lab/file-tree.ts";
 import { labImage, labImageValue } from "../lab/images.ts";
 import { requiring } from "../lab/requirements.ts";
 
@@ -52,43 +41,6 @@ async function run(sb: Sandbox, args: string[]): Promise<string> {
   const r = await sb.run(args, { timeoutMs: 600_000, env: ["LC_ALL=C"] });
   assert.equal(r.exitCode, 0, `${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
-}
-
-/** Every entry below `dir` of `root`: type, mode, and the link target or content hash. */
-async function snapshot(root: string, dir: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (rel: string) => {
-    for (const name of await readdir(join(root, rel))) {
-      const path = `${rel}/${name}`;
-      const st = await lstat(join(root, path));
-      const mode = (st.mode & 0o7777).toString(8);
-      if (st.isSymbolicLink()) out.set(path, `link ${await readlink(join(root, path))}`);
-      else if (st.isDirectory()) {
-        out.set(path, `dir ${mode}`);
-        await walk(path);
-      } else
-        out.set(
-          path,
-          `file ${mode} ${st.uid}:${st.gid} ${createHash("sha256")
-            .update(await readFile(join(root, path)))
-            .digest("hex")}`,
-        );
-    }
-  };
-  await walk(dir);
-  return out;
-}
-
-function assertSameTrees(oracle: Map<string, string>, native: Map<string, string>, what: string) {
-  const diff: string[] = [];
-  for (const path of new Set([...oracle.keys(), ...native.keys()]))
-    if (oracle.get(path) !== native.get(path))
-      diff.push(`${path}: real ${oracle.get(path) ?? "absent"} / native ${native.get(path) ?? "absent"}`);
-  assert.deepEqual(
-    diff,
-    [],
-    `${what}: the native result differs from the real program's:\n${diff.join("\n")}`,
-  );
 }
 
 /**
@@ -164,13 +116,13 @@ test("update-ca-certificates: the native equivalent leaves /etc/ssl/certs byte-i
         );
         const what = `update-ca-certificates ${args.join(" ") || "(no arguments)"}`;
         assertSameTrees(
-          await snapshot(real.mergedDir, "/etc/ssl"),
-          await snapshot(native.mergedDir, "/etc/ssl"),
+          await treeSnapshot(real.mergedDir, "/etc/ssl"),
+          await treeSnapshot(native.mergedDir, "/etc/ssl"),
           what,
         );
         assertSameTrees(
-          await snapshot(real.mergedDir, "/etc/ca-certificates"),
-          await snapshot(native.mergedDir, "/etc/ca-certificates"),
+          await treeSnapshot(real.mergedDir, "/etc/ca-certificates"),
+          await treeSnapshot(native.mergedDir, "/etc/ca-certificates"),
           what,
         );
       }
@@ -180,9 +132,9 @@ test("update-ca-certificates: the native equivalent leaves /etc/ssl/certs byte-i
 
 test("update-ca-certificates: a hook to run or an argument it does not know is left to the real script, with nothing written", async () => {
   await withSandbox(image, sandboxOptions(), async (sb) => {
-    const before = await snapshot(sb.mergedDir, "/etc/ssl");
+    const before = await treeSnapshot(sb.mergedDir, "/etc/ssl");
     await perturb(sb.mergedDir);
-    const perturbed = await snapshot(sb.mergedDir, "/etc/ssl");
+    const perturbed = await treeSnapshot(sb.mergedDir, "/etc/ssl");
     assert.notDeepEqual(perturbed, before);
     const hook = join(sb.mergedDir, "etc/ca-certificates/update.d/jks-keystore");
     await writeFile(hook, "#!/bin/sh\ncat >/dev/null\n", { mode: 0o755 });
@@ -190,7 +142,7 @@ test("update-ca-certificates: a hook to run or an argument it does not know is l
     assert.deepEqual(r, { done: false, unsupported: "hooks in /etc/ca-certificates/update.d" });
     const unknown = await updateCaCertificates(sb.mergedDir, ["--sysroot", "/x"]);
     assert.equal(unknown.done, false);
-    assertSameTrees(perturbed, await snapshot(sb.mergedDir, "/etc/ssl"), "an unsupported call");
+    assertSameTrees(perturbed, await treeSnapshot(sb.mergedDir, "/etc/ssl"), "an unsupported call");
   });
 });
 
@@ -200,7 +152,7 @@ test("stand-ins: while dpkg runs the scripts the program only records its calls;
       await perturb(real.mergedDir);
       await perturb(native.mergedDir);
       const program = join(native.mergedDir, "usr/sbin/update-ca-certificates");
-      const original = await snapshot(native.mergedDir, "/usr/sbin");
+      const original = await treeSnapshot(native.mergedDir, "/usr/sbin");
       const standIns = await placeStandIns(native.mergedDir, new Set(["ca-certificates"]));
       assert.match(await readFile(program, "utf8"), /records this call/);
       // What ca-certificates' postinst and its trigger run, through the image's shell.
@@ -216,10 +168,14 @@ test("stand-ins: while dpkg runs the scripts the program only records its calls;
         [["ca-certificates", "update-ca-certificates", 2, "native"]],
       );
       assert.equal(events.filter((e) => e.type === "hook").length, 1, "a hook event says it ran natively");
-      assertSameTrees(original, await snapshot(native.mergedDir, "/usr/sbin"), "the program after the run");
       assertSameTrees(
-        await snapshot(real.mergedDir, "/etc/ssl"),
-        await snapshot(native.mergedDir, "/etc/ssl"),
+        original,
+        await treeSnapshot(native.mergedDir, "/usr/sbin"),
+        "the program after the run",
+      );
+      assertSameTrees(
+        await treeSnapshot(real.mergedDir, "/etc/ssl"),
+        await treeSnapshot(native.mergedDir, "/etc/ssl"),
         "stand-in",
       );
     });
@@ -257,7 +213,7 @@ test("ca-certificates' postinst: with its selection rewrite and update-ca-certif
   await withSandbox(image, sandboxOptions(), async (real) => {
     await withSandbox(image, sandboxOptions(), async (native) => {
       for (const sb of [real, native]) await perturbSelection(sb.mergedDir);
-      const info = await snapshot(native.mergedDir, "/var/lib/dpkg/info");
+      const info = await treeSnapshot(native.mergedDir, "/var/lib/dpkg/info");
       const standIns = await placeStandIns(native.mergedDir, new Set(["ca-certificates"]));
       assert.match(
         await readFile(join(native.mergedDir, postinst[0]!), "utf8"),
@@ -283,11 +239,15 @@ test("ca-certificates' postinst: with its selection rewrite and update-ca-certif
       assert.match(outcomes[1]!.detail, /^selection rewritten; \d+ added, \d+ removed$/);
       assertSameTrees(
         info,
-        await snapshot(native.mergedDir, "/var/lib/dpkg/info"),
+        await treeSnapshot(native.mergedDir, "/var/lib/dpkg/info"),
         "the scripts after the run",
       );
       for (const dir of ["/etc", "/var/cache/debconf", "/usr/local/share/ca-certificates"])
-        assertSameTrees(await snapshot(real.mergedDir, dir), await snapshot(native.mergedDir, dir), dir);
+        assertSameTrees(
+          await treeSnapshot(real.mergedDir, dir),
+          await treeSnapshot(native.mergedDir, dir),
+          dir,
+        );
     });
   });
 });
@@ -298,10 +258,10 @@ test("stand-ins: a program text the table does not know is not replaced (it runs
       join(sb.mergedDir, "usr/sbin/update-ca-certificates"),
       "# changed by the administrator\n",
     );
-    const before = await snapshot(sb.mergedDir, "/usr/sbin");
+    const before = await treeSnapshot(sb.mergedDir, "/usr/sbin");
     const standIns = await placeStandIns(sb.mergedDir, new Set(["ca-certificates"]));
     // ldconfig's stand-in (any package being configured) is placed; update-ca-certificates' is not.
-    const during = await snapshot(sb.mergedDir, "/usr/sbin");
+    const during = await treeSnapshot(sb.mergedDir, "/usr/sbin");
     for (const path of ["/usr/sbin/ldconfig", "/usr/sbin/ldconfig.suture-real"]) during.delete(path);
     const unchanged = new Map(before);
     unchanged.delete("/usr/sbin/ldconfig");
@@ -313,6 +273,6 @@ test("stand-ins: a program text the table does not know is not replaced (it runs
       ),
       [],
     );
-    assertSameTrees(before, await snapshot(sb.mergedDir, "/usr/sbin"), "after the run");
+    assertSameTrees(before, await treeSnapshot(sb.mergedDir, "/usr/sbin"), "after the run");
   });
 });

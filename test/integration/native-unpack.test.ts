@@ -22,22 +22,19 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { copyFile, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { readDpkgDatabase } from "../../src/distro/dpkg/database.ts";
 import { parseDpkgConfig, readDpkgConfig } from "../../src/distro/dpkg/dpkg-config.ts";
-import { downloadPackages } from "../../src/distro/dpkg/fetch-debs.ts";
-import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
-import { openRepository } from "../../src/distro/dpkg/repository.ts";
 import { type Image, openImage } from "../../src/image/image.ts";
 import type { ImageSource } from "../../src/image/source.ts";
 import { type UnpackSummary, unpackDeb } from "../../src/patch/engines/dpkg/native/unpack.ts";
 import { type Sandbox, withSandbox } from "../../src/sandbox/sandbox.ts";
 import { openLayoutSource } from "../../src/transports/layout/layout.ts";
-import { parseKeyring } from "../../src/trust/keyring.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { labImage } from "../lab/images.ts";
 import { requiring } from "../lab/requirements.ts";
+import { newerSecurityDebs } from "../lab/security-debs.ts";
 
 const { after, before, test } = await requiring("root", "runc", "tool:dpkg-deb", "tool:mmdebstrap");
 
@@ -57,27 +54,7 @@ before(async () => {
   const lab = await labImage("bookwormNginx");
   source = await openLayoutSource(lab.layoutDir, lab.tag, {});
   image = await openImage(source, { os: "linux", architecture: "amd64" });
-  const keyring = await parseKeyring(
-    await readFile("/usr/share/keyrings/debian-archive-keyring.gpg"),
-    "debian-archive-keyring.gpg",
-  );
-  const cacheDir = join(work, "apt");
-  const security = await openRepository(
-    { uri: "http://security.debian.org/debian-security", suite: "bookworm-security", components: ["main"] },
-    { arch: "amd64", cacheDir, keyring },
-  );
-  const entries = PACKAGES.map((name) => {
-    const e = newestCandidate([security], name, "amd64");
-    assert.ok(e, `bookworm-security has ${name}`);
-    assert.notEqual(
-      e.version,
-      lab.packages.get(name),
-      `bookworm-security has a newer ${name} than the lab image`,
-    );
-    return e;
-  });
-  const paths = await downloadPackages(entries, { cacheDir });
-  debs = entries.map((e, i) => ({ name: e.package, version: e.version, path: paths[i]! }));
+  debs = await newerSecurityDebs(PACKAGES, lab, join(work, "apt"));
 });
 after(async () => {
   await source?.close();

@@ -160,6 +160,24 @@ export const bookwormMinbaseArm64: LabRecipe = {
 };
 
 /**
+ * The bench's "library-only report" on bookwormNginx (bench/README.md): libraries whose updates
+ * carry no maintainer script but the ldconfig trigger, plus openssl and unzip, whose scripts have
+ * native equivalents, so the patch runs no code of the image.
+ */
+export const LIBRARY_REPORT_PACKAGES: readonly string[] = [
+  "libssl3",
+  "openssl",
+  "libexpat1",
+  "unzip",
+  "liblzma5",
+  "libbrotli1",
+  "libssh2-1",
+  "libpcre2-8-0",
+  "libsasl2-2",
+  "libsasl2-modules-db",
+];
+
+/**
  * bookwormNginx for arm64 (on bookwormMinbaseArm64), built under qemu-user emulation: the image of
  * issue 15's "full report as an amd64 + arm64 index within copa's 5-minute timeout" bench line.
  * Not built by the tests (several minutes cold); `npm run bench -- --only multi-full` builds it.
