@@ -213,13 +213,15 @@ export function startCountingProxy(upstream: string, faults: ProxyFaults = {}): 
       const parts: Buffer[] = [];
       req.on("data", (c: Buffer) => parts.push(c));
       req.on("end", () => forward.end(faults.alterBody!(seen, Buffer.concat(parts)) ?? Buffer.concat(parts)));
+      // A request paused for `intercept` stays paused when a data listener is added.
+      req.resume();
     };
     if (!faults.intercept) return pass();
     req.pause();
     Promise.resolve(faults.intercept(seen)).then(
       (status) => {
         if (res.destroyed || req.destroyed) return;
-        // pipe() and a data listener resume the paused request themselves.
+        // pipe() resumes the paused request; pass() resumes it for alterBody.
         if (status === undefined) return pass();
         req.resume();
         req.on("end", () => res.writeHead(status, { "content-length": "0" }).end());
