@@ -80,18 +80,20 @@ class StreamedUpload implements StreamingBlobUpload {
     if (this.#gaveUp !== undefined || chunk.length === 0) return;
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
-    if (this.#pendingBytes >= this.#chunkSize) await this.#sendPending();
+    if (this.#pendingBytes >= this.#chunkSize) await this.#sendPending(false);
   }
 
   /**
    * Hand the bytes gathered so far to a PATCH once the previous one is answered (the registry
    * takes chunks in order, one at a time). Resolves when that PATCH has started, so the writer
-   * fills the next chunk while this one is on the wire.
+   * fills the next chunk while this one is on the wire. Only the last chunk may be short of the
+   * chunk size (which the session's answer may have raised meanwhile).
    */
-  async #sendPending(): Promise<void> {
+  async #sendPending(last: boolean): Promise<void> {
     await this.#started;
     await this.#inflight;
-    if (this.#gaveUp !== undefined) return;
+    if (this.#gaveUp !== undefined || this.#pendingBytes === 0) return;
+    if (!last && this.#pendingBytes < this.#chunkSize) return;
     const body = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending);
     this.#pending = [];
     this.#pendingBytes = 0;
@@ -130,7 +132,7 @@ class StreamedUpload implements StreamingBlobUpload {
   }
 
   async finish(blob: { digest: string; size: number }): Promise<boolean> {
-    if (this.#pendingBytes > 0) await this.#sendPending();
+    await this.#sendPending(true);
     await this.#started;
     await this.#inflight;
     if (this.#gaveUp !== undefined) {
