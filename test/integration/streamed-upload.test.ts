@@ -101,6 +101,16 @@ describe("a blob uploaded as it is written", () => {
     });
   }
 
+  test("two blobs streamed at once into one sink (an index's platforms) each get their own session", async () => {
+    const r = await lab("token");
+    const p = await proxyTo(r);
+    const sink = await openRegistrySink(parseReference(`${p.host}/index/x:1`), options(r, []));
+    const blobs = [randomBytes(3 * CHUNK + 7), randomBytes(2 * CHUNK + 9)];
+    assert.deepEqual(await Promise.all(blobs.map((b) => stream(sink.beginBlobUpload!(), b))), [true, true]);
+    assert.equal(uploads(p, "POST", "index/x").length, 2);
+    for (const b of blobs) assert.equal(await sink.hasBlob(descriptor(b)), true);
+  });
+
   for (const status of [416, 503]) {
     test(`a ${status} to a PATCH: the session is dropped, finish says false, and the sink uploads the blob whole`, async () => {
       const r = await lab("none");
