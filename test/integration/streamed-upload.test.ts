@@ -87,10 +87,14 @@ describe("a blob uploaded as it is written", () => {
       assert.equal(await stream(sink.beginBlobUpload!(), bytes), true);
 
       assert.equal(uploads(p, "POST", `streamed/${auth}`).length, 1, "one session");
-      assert.equal(uploads(p, "PATCH", `streamed/${auth}`).length, 6, "five full chunks and the rest");
+      // Chunks of 1-2 MiB (the writer fills on while one is sent), so 3 to 6 of them.
+      const chunks = uploads(p, "PATCH", `streamed/${auth}`).length;
+      assert.ok(chunks >= 3 && chunks <= 6, `${chunks} chunks`);
       assert.equal(uploads(p, "PUT", `streamed/${auth}`).length, 1, "closed once, by digest");
       assert.ok(
-        events.some((e) => e.type === "info" && /uploaded as it was written \(6 chunks\)/.test(e.message)),
+        events.some(
+          (e) => e.type === "info" && e.message.includes(`uploaded as it was written (${chunks} chunks)`),
+        ),
       );
 
       const d = descriptor(bytes);
