@@ -58,6 +58,26 @@ export interface ImageSink {
   writeManifest(manifest: RawManifest): Promise<void>;
   commit(root: RawManifest): Promise<void>;
   abort(): Promise<void>;
+  /**
+   * Start sending a blob whose bytes are still being produced (the patch layer, as it is
+   * compressed), before its digest is known. Only sinks that gain from it offer it (a registry).
+   */
+  beginBlobUpload?(options?: { progress?: ProgressSink }): StreamingBlobUpload;
+}
+
+/**
+ * One blob sent while it is written. It never fails what feeds it: a refused or broken upload is
+ * cancelled, said as an info event, and `finish` answers false, so the caller's sink uploads the
+ * blob whole later. The one exception is a registry refusing the finished blob's digest: the
+ * bytes arrived altered, and `finish` throws DIGEST_MISMATCH.
+ */
+export interface StreamingBlobUpload {
+  /** Queue the next bytes; resolves once they are accepted for sending (backpressure). */
+  write(chunk: Buffer): Promise<void>;
+  /** Send what is left and close the upload under `digest`: true when the blob is now stored. */
+  finish(blob: { digest: string; size: number }): Promise<boolean>;
+  /** Drop the upload (an aborted or failed build), best effort. */
+  cancel(): Promise<void>;
 }
 
 export interface WriteBlobOptions {

@@ -34,7 +34,7 @@ import {
   readlinkSync,
 } from "node:fs";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { compressor } from "../archive/compression.ts";
 import { compareBytes, type TarWriteEntry, writeTar } from "../archive/tar/write.ts";
@@ -42,6 +42,7 @@ import { asSutureError, SutureError } from "../errors/errors.ts";
 import { placeFile, tempPathBeside } from "../fs/atomic.ts";
 import { effectiveStat, type PathFacts, recordedFacts } from "../fs/owners.ts";
 import { DigestingStream } from "../image/digest.ts";
+import type { StreamingBlobUpload } from "../image/source.ts";
 import type { Compression } from "../oci/media-types.ts";
 import { type ProgressSink, silentProgress, withStep } from "../progress/events.ts";
 import { readFully, sameContent, sameMetadata, sameXattrs } from "./compare.ts";
@@ -80,6 +81,12 @@ export interface BuildPatchLayerOptions {
    * changed directory of the tree becomes a whiteout; there are no opaque directories.
    */
   plainTree?: PlainTree;
+  /**
+   * Also send the compressed bytes somewhere as they are produced (a registry upload session,
+   * opened when the build starts): same bytes, same digest, the file is still written. Its
+   * failures never fail the build (see StreamingBlobUpload), but a registry refusing the digest does.
+   */
+  upload?: () => StreamingBlobUpload;
   progress?: ProgressSink;
   signal?: AbortSignal;
 }
@@ -140,11 +147,13 @@ export interface PatchLayer {
   /** Tar entries written (PAX headers not counted). */
   entries: number;
   stats: PatchLayerStats;
+  /** The blob is already stored where BuildPatchLayerOptions.upload sent it. */
+  uploaded?: boolean;
 }
 
 /**
  * Build the patch layer and write it to `outFile`. Streams end to end (tar → diffID hash →
- * compressor → digest hash → file); nothing is held in memory but one chunk and the hardlink
+ * compressor → digest hash → [upload →] file); nothing is held in memory but one chunk and the hardlink
  * groups. The output appears atomically: on any error the temporary file is removed and
  * `outFile` is untouched. Deterministic: the same directories give the same bytes.
  *
@@ -160,18 +169,22 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
     const tmp = tempPathBeside(options.outFile);
     const diff = new DigestingStream();
     const blob = new DigestingStream();
+    let upload: StreamingBlobUpload | undefined;
     try {
+      upload = options.upload?.();
       walker.collectHardlinks();
       await pipeline(
         Readable.from(writeTar(walker.entries()), { objectMode: false }),
         diff,
         ...compressor(options.compression),
         blob,
+        ...(upload ? [tee(upload)] : []),
         createWriteStream(tmp),
         { signal: options.signal },
       );
       await placeFile(tmp, options.outFile, `cannot write the patch layer to ${options.outFile}`);
     } catch (e) {
+      await upload?.cancel();
       await fs.rm(tmp, { force: true });
       if (options.signal?.aborted)
         throw new SutureError("CANCELLED", "building the patch layer was cancelled", { cause: e });
@@ -184,12 +197,22 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
       entries: walker.entryCount,
       stats: walker.stats,
     };
+    if (upload) result.uploaded = await upload.finish(result.descriptorFields);
     const s = result.stats;
     progress({
       type: "info",
       message: `patch layer: ${result.entries} entries, ${s.files} files, ${s.whiteouts} whiteouts, ${s.opaqueDirs} opaque dirs; dropped ${s.droppedUnchanged} unchanged (${s.droppedUnchangedBytes} bytes), excluded ${s.excluded}; ${s.clampedTimes} times set to the patch epoch`,
     });
     return result;
+  });
+}
+
+/** Passes the compressed bytes on to the file, each handed to the upload first (its backpressure included). */
+function tee(upload: StreamingBlobUpload): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      upload.write(chunk).then(() => callback(null, chunk), callback);
+    },
   });
 }
 

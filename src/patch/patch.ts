@@ -204,6 +204,9 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
   options.progress?.({ type: "info", message: describePatchMode() });
 
   const source = await openSource(srcRef, transport);
+  // A registry sink is opened first: each patch layer goes up into it while it is built.
+  const registrySink =
+    sinkRef.transport === "registry" && !options.dryRun ? await openSink(sinkRef, transport) : undefined;
   const workRoot = await mkdtemp(join(options.cacheDir ?? tmpdir(), "patch-"));
   try {
     const srcImageRef = sourceImageReference(srcRef);
@@ -229,6 +232,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       now: options.now,
       repository: srcImageRef?.repository,
       imageAliases,
+      layerUpload: registrySink?.beginBlobUpload,
       progress,
       signal: options.signal,
     });
@@ -258,7 +262,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
       const result = summarise(targetName, [one]);
       if (replaced) result.replacedPatchLayers.push(one.platform);
       if (!patched) return result;
-      const sink = await openSink(sinkRef, transport);
+      const sink = registrySink ?? (await openSink(sinkRef, transport));
       await withStep(progress, "write", `writing ${targetName}`, () =>
         writeImage(patched, sink, { progress, signal: options.signal, mountFrom }),
       );
@@ -339,7 +343,7 @@ export async function patchImage(options: PatchOptions): Promise<PatchResult> {
 
     const { raw, dropped } = patchedIndex(root, patchedByDigest);
     result.droppedAttestations = dropped;
-    const sink = await openSink(sinkRef, transport);
+    const sink = registrySink ?? (await openSink(sinkRef, transport));
     await withStep(
       progress,
       "write",

@@ -6,6 +6,7 @@ import { type EolState, type EolTable, eolState } from "../eol/table.ts";
 import { SutureError } from "../errors/errors.ts";
 import { readFileInRoot } from "../fs/in-root.ts";
 import { type Image, imagePlatform } from "../image/image.ts";
+import type { ImageSink } from "../image/source.ts";
 import { buildPatchLayer, type LayerTimes } from "../layer/patch-layer.ts";
 import { appendPatchLayer, recordedOriginalConfig, withoutSuturePatchLayer } from "../mutate/suture-patch.ts";
 import { type Compression, layerMediaTypeFor } from "../oci/media-types.ts";
@@ -102,6 +103,8 @@ export interface PatchPlatformContext {
   exitOnEol?: boolean;
   /** The day EOL states are for (default today). */
   now?: Date;
+  /** Where the patch layer is uploaded as it is built (the registry sink's), if anywhere. */
+  layerUpload?: ImageSink["beginBlobUpload"];
   progress: ProgressSink;
   signal?: AbortSignal;
 }
@@ -389,6 +392,9 @@ async function validateAndLayer(
     keepTouchedFiles: manager.verifiesFileTimes ?? false,
     times: run.times,
     plainTree: sb.plainTree,
+    upload:
+      ctx.layerUpload &&
+      (() => ctx.layerUpload!({ progress: (e) => ctx.progress({ ...e, platform: result.platform }) })),
     progress: (e) => ctx.progress({ ...e, platform: result.platform }),
     signal: ctx.signal,
   });

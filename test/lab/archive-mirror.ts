@@ -167,33 +167,67 @@ export async function startArchiveMirror(options: ArchiveMirrorOptions = {}): Pr
   return { ...server, upstreamFetches: recording.upstreamFetches };
 }
 
+/** Failure injection for {@link startCountingProxy}: what a real registry will not do on demand. */
+export interface ProxyFaults {
+  /**
+   * Called before a request is forwarded (after it was logged): may wait (to hold a request in
+   * flight) and may answer a status itself instead of forwarding (an empty body).
+   */
+  intercept?: (request: ProxiedRequest) => Promise<number | undefined> | number | undefined;
+  /** Replace a forwarded request's body (read whole first; Content-Length kept), or undefined. */
+  alterBody?: (request: ProxiedRequest, body: Buffer) => Buffer | undefined;
+}
+
 /**
  * A loopback HTTP proxy in front of a lab registry (`127.0.0.1:PORT`, plain HTTP) that passes
  * every request on unchanged, keeping the Host the client used so the registry's Location headers
  * (upload sessions) lead back through the proxy, and logs it. suture's first TLS attempt on a
  * loopback registry is not HTTP: the proxy hangs up on it at once, so the client falls back to
- * plain HTTP without waiting.
+ * plain HTTP without waiting. `faults` turn it into a misbehaving registry for failure tests.
  */
-export function startCountingProxy(upstream: string): Promise<LoopbackProxy> {
+export function startCountingProxy(upstream: string, faults: ProxyFaults = {}): Promise<LoopbackProxy> {
   return listen((req, res, log) => {
     log(upstream, req.url ?? "");
-    const forward = http.request(
-      `http://${upstream}${req.url}`,
-      { method: req.method, headers: req.headers },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
+    const seen: ProxiedRequest = { method: req.method ?? "", path: req.url ?? "", host: upstream };
+    const pass = () => {
+      const forward = http.request(
+        `http://${upstream}${req.url}`,
+        { method: req.method, headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      forward.on("error", () => res.destroy());
+      // A client that hangs up mid-body must look the same to the registry.
+      req.on("close", () => {
+        if (!req.complete) forward.destroy();
+      });
+      res.on("close", () => {
+        if (!res.writableFinished) forward.destroy();
+      });
+      if (!faults.alterBody) {
+        req.pipe(forward);
+        return;
+      }
+      const parts: Buffer[] = [];
+      req.on("data", (c: Buffer) => parts.push(c));
+      req.on("end", () => forward.end(faults.alterBody!(seen, Buffer.concat(parts)) ?? Buffer.concat(parts)));
+      // A request paused for `intercept` stays paused when a data listener is added.
+      req.resume();
+    };
+    if (!faults.intercept) return pass();
+    req.pause();
+    Promise.resolve(faults.intercept(seen)).then(
+      (status) => {
+        if (res.destroyed || req.destroyed) return;
+        // pipe() resumes the paused request; pass() resumes it for alterBody.
+        if (status === undefined) return pass();
+        req.resume();
+        req.on("end", () => res.writeHead(status, { "content-length": "0" }).end());
       },
+      () => res.destroy(),
     );
-    forward.on("error", () => res.destroy());
-    // A client that hangs up mid-body must look the same to the registry.
-    req.on("close", () => {
-      if (!req.complete) forward.destroy();
-    });
-    res.on("close", () => {
-      if (!res.writableFinished) forward.destroy();
-    });
-    req.pipe(forward);
   });
 }
 

@@ -320,7 +320,7 @@ export async function getBlob(
 }
 
 /** Where an upload continues: the Location of the last answer, resolved against its URL. */
-function uploadLocation(res: HttpResponse, registry: string, operation: string): string {
+export function uploadLocation(res: HttpResponse, registry: string, operation: string): string {
   const location = header(res, "location");
   if (!location) {
     throw new SutureError(
@@ -331,18 +331,21 @@ function uploadLocation(res: HttpResponse, registry: string, operation: string):
   return new URL(location, res.url).href;
 }
 
-function withQuery(location: string, name: string, value: string): string {
+export function withQuery(location: string, name: string, value: string): string {
   const url = new URL(location);
   url.search = `${url.search ? `${url.search}&` : "?"}${name}=${encodeURIComponent(value)}`;
   return url.href;
 }
 
-/** POST to start an upload session; returns its Location. */
-async function startUpload(
+/**
+ * POST to start an upload session; returns its Location and the smallest chunk (but the last)
+ * the registry takes in a PATCH (`OCI-Chunk-Min-Length`, 0 when it names none).
+ */
+export async function startUploadSession(
   client: RegistryClient,
   repository: string,
   options: CallOptions,
-): Promise<string> {
+): Promise<{ location: string; minChunk: number }> {
   const res = await client.request({
     method: "POST",
     path: `/v2/${repository}/blobs/uploads/`,
@@ -353,7 +356,11 @@ async function startUpload(
     retry: false,
   });
   await discard(res);
-  return uploadLocation(res, client.registry, options.operation);
+  const min = Number(header(res, "oci-chunk-min-length") ?? 0);
+  return {
+    location: uploadLocation(res, client.registry, options.operation),
+    minChunk: Number.isSafeInteger(min) && min > 0 ? min : 0,
+  };
 }
 
 /**
@@ -461,7 +468,7 @@ export async function uploadBlob(
   let preset = options.location;
   await withRetries(
     async () => {
-      const location = preset ?? (await startUpload(client, repository, call));
+      const location = preset ?? (await startUploadSession(client, repository, call)).location;
       preset = undefined;
       let current = location;
       let source: Readable | undefined;
@@ -557,7 +564,7 @@ export async function uploadBlob(
   );
 }
 
-function checkStoredDigest(res: HttpResponse, d: Descriptor, registry: string): void {
+export function checkStoredDigest(res: HttpResponse, d: Descriptor, registry: string): void {
   const stored = header(res, "docker-content-digest")?.trim();
   if (stored?.startsWith("sha256:") && stored !== d.digest) {
     throw new SutureError(
@@ -576,7 +583,11 @@ const CANCEL_UPLOAD_TIMEOUT_MS = 10_000;
  * distribution refuses it for a session whose request was broken off mid-body: its state token
  * no longer matches what it stored, and only its upload purging removes that data.)
  */
-async function cancelUpload(client: RegistryClient, location: string, call: CallOptions): Promise<void> {
+export async function cancelUpload(
+  client: RegistryClient,
+  location: string,
+  call: CallOptions,
+): Promise<void> {
   try {
     const res = await client.request({
       method: "DELETE",

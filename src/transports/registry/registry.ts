@@ -25,6 +25,7 @@ import {
   type PushableArtifact,
   pushArtifact,
 } from "./referrers.ts";
+import { beginStreamedUpload } from "./streamed-upload.ts";
 
 /** Transport options plus knobs of the registry transport that only tests and tuning need. */
 export interface RegistryOptions extends TransportOptions {
@@ -33,6 +34,8 @@ export interface RegistryOptions extends TransportOptions {
   chunkThreshold?: number;
   /** Chunk size for chunked uploads (default 16 MiB). */
   chunkSize?: number;
+  /** Chunk size of a blob uploaded as it is written (default DEFAULT_STREAM_CHUNK_SIZE, 4 MiB). */
+  streamChunkSize?: number;
   /** Use these credentials instead of the Docker/Podman config; `null` forces anonymous access. */
   credentials?: Credentials | null;
 }
@@ -148,6 +151,14 @@ export async function openRegistrySink(
     },
 
     async abort(): Promise<void> {},
+
+    // The patch layer goes up while it is compressed; writeBlob then finds it present (HEAD).
+    beginBlobUpload: (uploadOptions = {}) =>
+      beginStreamedUpload(client, repo, {
+        call,
+        chunkSize: options.streamChunkSize,
+        progress: uploadOptions.progress ?? options.progress,
+      }),
   };
 }
 
