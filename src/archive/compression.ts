@@ -187,6 +187,9 @@ const HOST_BZIP2: string | undefined = ["/usr/bin/bzip2", "/bin/bzip2"].find((p)
  */
 export const SMALL_XZ_INPUT = 64 * 1024;
 
+/** Whether the in-process binding is here: the Action's bundle leaves it out (src/action/native/lzma.ts). */
+const IN_PROCESS_XZ = !("unavailable" in xz);
+
 /**
  * Without a host xz, xz and lzma inputs are decompressed in memory by the binding (it has no
  * streaming API): inputs larger than this are refused rather than read whole.
@@ -273,7 +276,7 @@ async function* decodedPieces(
       if (
         HOST_XZ &&
         options.hostTools !== false &&
-        !(options.inputSize !== undefined && options.inputSize < SMALL_XZ_INPUT)
+        !(IN_PROCESS_XZ && options.inputSize !== undefined && options.inputSize < SMALL_XZ_INPUT)
       ) {
         yield* hostDecoderStream(
           HOST_XZ,

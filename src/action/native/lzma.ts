@@ -14,5 +14,6 @@ async function noBinding(): Promise<Buffer> {
   );
 }
 
-export const xz = { decompress: noBinding };
-export const lzma = { decompress: noBinding };
+/** `unavailable` tells compression.ts to use the host's xz even for the small inputs it would decode in process. */
+export const xz = { decompress: noBinding, unavailable: true };
+export const lzma = { decompress: noBinding, unavailable: true };
