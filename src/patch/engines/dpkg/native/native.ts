@@ -247,15 +247,20 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
         signal: ctx.signal,
       }),
   );
-  return resolveInstallSet({
-    installed: installedPackages(db.packages),
-    indexes: repositories.flatMap((r) => r.indexes),
-    arch,
-    targets,
-    policy,
-    upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
-    recommendsMatter: config.getBool("APT::Install-Recommends", true),
-  });
+  try {
+    return resolveInstallSet({
+      installed: installedPackages(db.packages),
+      indexes: repositories.flatMap((r) => r.indexes),
+      arch,
+      targets,
+      policy,
+      upgradeAllowsNew: config.getBool("APT::Get::Upgrade-Allow-New", false),
+      recommendsMatter: config.getBool("APT::Install-Recommends", true),
+    });
+  } finally {
+    // The resolution holds the entries it picked; the indexes (most of the peak memory) go now.
+    for (const r of repositories) for (const index of r.indexes) index.release?.();
+  }
 }
 
 /**
