@@ -232,6 +232,22 @@ export async function readFileInRoot(
   }
 }
 
+/** Read access to an image's files, by absolute path as the image sees it. */
+export interface ImageFileAccess {
+  /** The file's bytes, or undefined when it does not exist (or is a directory). */
+  readFile(path: string): Promise<Uint8Array | undefined>;
+  /** Names (not paths) in a directory, sorted; empty when it does not exist. */
+  listDir(path: string): Promise<string[]>;
+}
+
+/** File access over an unpacked or mounted root filesystem; symlinks never leave `root`. */
+export function fileAccessFromRoot(root: string): ImageFileAccess {
+  return {
+    readFile: (path) => readFileInRoot(root, path),
+    listDir: (path) => listDirInRoot(root, path),
+  };
+}
+
 /** The names in a directory of the image, sorted; empty when it is missing or no directory. */
 export async function listDirInRoot(root: string, path: string): Promise<string[]> {
   const p = await resolveInRoot(root, path);

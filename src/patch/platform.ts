@@ -14,12 +14,15 @@ import { formatPlatform } from "../oci/platform.ts";
 import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
+import { EarlyLayerView } from "../sandbox/early-view.ts";
+import { distinctLayers } from "../sandbox/layer-cache.ts";
 import { inNoNamespacesMode } from "../sandbox/no-namespaces.ts";
 import { withPlainTree } from "../sandbox/plain-tree.ts";
 import { type Sandbox, withSandbox } from "../sandbox/sandbox.ts";
 import { osIdentity, RELEASE_FILES } from "../sbom/os-identity.ts";
 import { sourceDateEpoch } from "../sbom/sbom.ts";
 import {
+  type EarlyContext,
   type EngineChoice,
   type EngineContext,
   type EngineKind,
@@ -179,9 +182,14 @@ export async function patchPlatformImage(
     result.status = "dry-run";
     return { result };
   }
+  const sparse = sparseLowersPay(ctx);
+  // With sparse lowers, engines can start what needs only a few early files of the image (the
+  // native deb engine opens its repositories) while the rest of the layers is extracted.
+  const earlyView = sparse ? new EarlyLayerView(distinctLayers(base).length) : undefined;
+  const early = earlyView ? startEarlyWork(earlyView, ctx, platform) : [];
   const layer = await (inNoNamespacesMode() ? withPlainTree : withSandbox)(
     base,
-    { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal, sparse: sparseLowersPay(ctx) },
+    { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal, sparse, early: earlyView },
     async (sb): Promise<PatchLayerFile | undefined> => {
       const distro = await detectDistroInRoot(sb.mergedDir);
       const { manager, engine, filtered } = prepare(distro);
@@ -208,6 +216,7 @@ export async function patchPlatformImage(
         timeoutMs: ctx.timeoutMs,
         progress,
         signal: ctx.signal,
+        early,
       };
       if (ctx.dryRun) {
         await dryRun(manager, engine, sb, engineCtx, result);
@@ -238,7 +247,11 @@ export async function patchPlatformImage(
         distro,
       });
     },
-  );
+  ).finally(async () => {
+    // What no engine took (another engine patched, nothing to update, a failure) stops here.
+    earlyView?.close();
+    await Promise.all(early.map((w) => w.cancel()));
+  });
   if (!layer) return { result };
 
   const patched = appendPatchLayer(
@@ -268,6 +281,28 @@ export async function patchPlatformImage(
     droppedUnchanged: layer.droppedUnchanged,
   };
   return { result, image: patched };
+}
+
+/**
+ * Each engine's early work that `--engine` allows; each decides from the files whether the image is
+ * its kind. `SUTURE_EARLY=0` turns it off (the bench's and tests' comparison).
+ */
+function startEarlyWork(
+  files: EarlyLayerView,
+  ctx: PatchPlatformContext,
+  platform: EarlyContext["platform"],
+) {
+  if (ctx.dryRun || process.env.SUTURE_EARLY === "0") return [];
+  const engines = PACKAGE_MANAGERS.map((m) => (ctx.engine === "sandbox" ? m.sandbox : m.native));
+  const earlyCtx: EarlyContext = {
+    platform,
+    cacheDir: ctx.cacheDir,
+    mirrors: ctx.mirrors,
+    keyringFiles: ctx.keyringFiles,
+    allowInsecureRepositories: ctx.allowInsecureRepositories,
+    signal: ctx.signal,
+  };
+  return engines.flatMap((e) => e?.startEarly?.(files, earlyCtx) ?? []);
 }
 
 /**

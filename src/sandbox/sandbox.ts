@@ -8,6 +8,7 @@ import type { Image } from "../image/image.ts";
 import type { PlainTree } from "../layer/patch-layer.ts";
 import type { ProgressSink } from "../progress/events.ts";
 import { once, registerCleanup } from "./cleanup.ts";
+import type { EarlyLayerView } from "./early-view.ts";
 import { materializeLayers } from "./layer-cache.ts";
 import { mountOverlay, unmount } from "./overlay.ts";
 import { mergeEnv, type RunResult, runInSandbox, type SandboxMount } from "./runtime.ts";
@@ -34,6 +35,8 @@ export interface SandboxOptions {
    * `complete`). For patches that read and write only packages' paths (the native dpkg engine).
    */
   sparse?: boolean;
+  /** With `sparse`: follows the extraction so that small files can be read before it ends (early-view.ts). */
+  early?: EarlyLayerView;
 }
 
 export interface SandboxRunOptions {
@@ -103,6 +106,8 @@ export async function withSandbox<T>(
         progress: options.progress,
         signal: options.signal,
       });
+  // Only sparse extraction reports its progress to an early view.
+  if (!options.sparse) options.early?.close();
   options.signal?.throwIfAborted();
   await mkdir(options.workRoot, { recursive: true });
   const dir = await mkdtemp(join(options.workRoot, "sandbox-"));
@@ -129,7 +134,8 @@ export async function withSandbox<T>(
       ? await SparseLayers.extract(image, options.cacheDir, {
           progress: options.progress,
           signal: options.signal,
-        })
+          early: options.early,
+        }).finally(() => options.early?.close())
       : undefined;
     disposeSparse = () => sparse?.dispose();
     if (sparse) lowerDirs = sparse.lowerDirs;

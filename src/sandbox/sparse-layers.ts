@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { DeferredMember } from "../archive/tar/extract.ts";
 import type { Image } from "../image/image.ts";
 import type { ProgressSink } from "../progress/events.ts";
+import type { EarlyLayerView } from "./early-view.ts";
 import {
   commitExtraction,
   distinctLayers,
@@ -103,6 +104,8 @@ export interface SparseOptions {
   signal?: AbortSignal;
   /** Layers extracted at the same time (default 2, as the layer cache). */
   concurrency?: number;
+  /** Told where each layer is written and how far its extraction got (early-view.ts). */
+  early?: EarlyLayerView;
 }
 
 /**
@@ -140,12 +143,14 @@ export class SparseLayers {
       await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (layer, slot) => {
         if (await isLayerCached(cacheDir, layer.diffID)) {
           lowers[slot] = { layer, dir: layerLowerDir(cacheDir, layer.diffID) };
+          options.early?.done(slot, lowers[slot].dir);
           return;
         }
         const label = `layer ${layer.index + 1}/${count}`;
         const tmp = await newExtraction(cacheDir, layer.diffID);
         const lower: SparseLower = { layer, dir: join(tmp, "diff"), tmp, deferred: new Map() };
         lowers[slot] = lower;
+        options.early?.started(slot, lower.dir);
         const started = performance.now();
         progress({
           type: "step",
@@ -157,8 +162,12 @@ export class SparseLayers {
           label,
           sparse: {
             deferred: lower.deferred!,
-            select: (rel, type) =>
-              (type === "file" || type === "hardlink") && !wantedInSparseLower(rel) ? "defer" : "extract",
+            select: (rel, type) => {
+              options.early?.member(slot, rel);
+              return (type === "file" || type === "hardlink") && !wantedInSparseLower(rel)
+                ? "defer"
+                : "extract";
+            },
           },
         });
         lower.stats = { entries: stats.entries, bytes: stats.bytes };
@@ -171,6 +180,7 @@ export class SparseLayers {
           elapsedMs: Math.round(performance.now() - started),
         });
         if (lower.deferred!.size === 0) await made.#commit(lower);
+        options.early?.done(slot, lower.dir);
       });
     } catch (e) {
       await made.dispose();

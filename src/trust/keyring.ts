@@ -1,5 +1,6 @@
 import { type PublicKey, readKeys } from "openpgp";
 import { describeCause, SutureError } from "../errors/errors.ts";
+import type { ImageFileAccess } from "../fs/in-root.ts";
 
 /**
  * A set of trusted OpenPGP public keys, with where they came from (for messages).
@@ -14,11 +15,8 @@ export interface Keyring {
 /** Which keys may sign a source (structurally the same as `SignedBy` in distro/dpkg/sources.ts). */
 export type KeySelector = { path: string } | { inline: string } | { paths: string[]; fingerprints: string[] };
 
-/** Read access to an image's files (structurally `ImageFileAccess` in distro/dpkg/sources.ts). */
-export interface KeyFileAccess {
-  readFile(path: string): Promise<Uint8Array | undefined>;
-  listDir(path: string): Promise<string[]>;
-}
+/** Read access to an image's files. */
+export type KeyFileAccess = ImageFileAccess;
 
 export function keyringOf(keys: readonly PublicKey[], sources: readonly string[]): Keyring {
   return { keys: [...keys], sources: [...sources] };

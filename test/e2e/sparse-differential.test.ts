@@ -8,6 +8,9 @@
  *   replaces a left-out file, which must come in to be compared (and dropped as unchanged);
  * - the big lab image (nginx + 1.5 GiB in ten layers) from the library-only report: dpkg's
  *   configure runs in runc today, which completes the layers first (the sparse path's fallback).
+ * Also the repositories opened early, from the layers being extracted (sandbox/early-view.ts),
+ * against opening them afterwards (`SUTURE_EARLY=0`): an application layer out of tar order adds
+ * apt configuration after the early read, which must be noticed and read again.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -43,12 +46,18 @@ interface Outcome {
 }
 
 /** Patch cold (a fresh cache) into an OCI layout; the patch layer and the patched dpkg status. */
-async function patch(reference: string, report: string, sparse: boolean, name: string): Promise<Outcome> {
+async function patch(
+  reference: string,
+  report: string,
+  sparse: boolean,
+  name: string,
+  env: Record<string, string> = {},
+): Promise<Outcome> {
   const out = join(work, `${name}-${sparse ? "sparse" : "full"}`);
   const cache = join(work, `cache-${name}-${sparse ? "sparse" : "full"}`);
   const args = ["patch", "-i", reference, "-r", report, "-t", "x", "--oci-dir", out, "--cache-dir", cache];
   const { stderr } = await run(SUTURE, [...args, "--ignore-report-image"], {
-    env: { ...process.env, CI: "true", SUTURE_SPARSE: sparse ? "1" : "0" },
+    env: { ...process.env, CI: "true", SUTURE_SPARSE: sparse ? "1" : "0", ...env },
     maxBuffer: 64 * 1024 * 1024,
   });
   await rm(cache, { recursive: true, force: true });
@@ -152,4 +161,27 @@ test("the big lab image from the library-only report: the same patch layer with 
   const full = await patch(big.reference, report, false, "big");
   assertSame(sparse, full);
   assert.match(sparse.stderr, /left out until needed/);
+});
+
+test("apt configuration a layer adds after the early read (out of tar order) is noticed: the repositories are read again, the same patch layer as without early reads", async () => {
+  const lab = await distrolessLabImage();
+  const report = await distrolessLibsslReport(lab, join(work, "distroless-early.json"));
+  // Written as an unsorted archive would be: /usr first (a long write the early reads overtake),
+  // then apt configuration the image had none of, read from below while /usr was written.
+  const app = await tarOf([
+    { name: "usr/", type: "directory" },
+    { name: "usr/share/", type: "directory" },
+    { name: "usr/share/app/", type: "directory" },
+    { name: "usr/share/app/model.bin", content: Buffer.alloc(256 * 1024 * 1024, 7) },
+    { name: "etc/", type: "directory" },
+    { name: "etc/apt/", type: "directory" },
+    { name: "etc/apt/apt.conf.d/", type: "directory" },
+    { name: "etc/apt/apt.conf.d/99app", content: 'APT::Install-Recommends "false";\n', mtime: MTIME },
+  ]);
+  const reference = await withLayer(lab.layoutDir, app, join(work, "distroless-unsorted"));
+  const early = await patch(reference, report, true, "early");
+  const late = await patch(reference, report, true, "late", { SUTURE_EARLY: "0" });
+  assertSame(early, late);
+  assert.match(early.stderr, /apt\.conf\.d changed after the early read/, "the early result was discarded");
+  assert.doesNotMatch(late.stderr, /early read/);
 });

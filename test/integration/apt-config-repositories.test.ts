@@ -90,7 +90,7 @@ test("Acquire::AllowInsecureRepositories in the image is refused in one UNTRUSTE
     "deb http://127.0.0.1:9/unsigned ./\n", // nothing listens there: a fetch would fail differently
   );
   await assert.rejects(
-    openImageRepositories(root, undefined, { arch: "amd64", cacheDir }),
+    openImageRepositories(fileAccessFromRoot(root), undefined, { arch: "amd64", cacheDir }),
     (e: unknown) =>
       isSutureError(e, "UNTRUSTED") &&
       /AllowInsecureRepositories/.test(e.message) &&
@@ -99,7 +99,7 @@ test("Acquire::AllowInsecureRepositories in the image is refused in one UNTRUSTE
   );
   // With the flag, the refusal is lifted and the (unreachable) source is tried.
   await assert.rejects(
-    openImageRepositories(root, undefined, {
+    openImageRepositories(fileAccessFromRoot(root), undefined, {
       arch: "amd64",
       cacheDir,
       allowInsecureRepositories: true,

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKey } from "openpgp";
 import { newestCandidate } from "../../src/distro/dpkg/packages-index.ts";
+import { fileAccessFromRoot } from "../../src/distro/dpkg/sources.ts";
 import { parseOsRelease } from "../../src/distro/os-release.ts";
 import { isSutureError } from "../../src/errors/errors.ts";
 import { openImageRepositories } from "../../src/patch/engines/dpkg/native/repositories.ts";
@@ -39,7 +40,7 @@ after(() => rm(work, { recursive: true, force: true }));
 
 test("an image without apt sources gets its release's official suites, verified with the archive keyring", async () => {
   const { sources, repositories, imageSources } = await openImageRepositories(
-    root,
+    fileAccessFromRoot(root),
     parseOsRelease(OS_RELEASE),
     {
       arch: "amd64",
@@ -66,7 +67,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
   const wrong = join(work, "wrong.asc");
   await writeFile(wrong, publicKey);
   await assert.rejects(
-    openImageRepositories(root, parseOsRelease(OS_RELEASE), {
+    openImageRepositories(fileAccessFromRoot(root), parseOsRelease(OS_RELEASE), {
       arch: "amd64",
       cacheDir: join(work, "c2"),
       keyringFiles: [wrong],
@@ -87,7 +88,7 @@ test("a --keyring that did not sign the archive is refused with the fix; a mirro
       "http://deb.debian.org/debian-security": `${mirror.url}/debian-security`,
     };
     await assert.rejects(
-      openImageRepositories(root, parseOsRelease(OS_RELEASE), {
+      openImageRepositories(fileAccessFromRoot(root), parseOsRelease(OS_RELEASE), {
         arch: "amd64",
         cacheDir: join(work, "c3"),
         mirrors,

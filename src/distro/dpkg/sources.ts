@@ -1,6 +1,9 @@
 import { posix } from "node:path";
 import { quoteUntrusted, SutureError } from "../../errors/errors.ts";
-import { listDirInRoot, readFileInRoot } from "../../fs/in-root.ts";
+import type { ImageFileAccess } from "../../fs/in-root.ts";
+
+export { fileAccessFromRoot, type ImageFileAccess } from "../../fs/in-root.ts";
+
 import { mirroredUrl } from "../mirrors.ts";
 import type { OsRelease } from "../os-release.ts";
 import { field, parseControl } from "./control.ts";
@@ -32,22 +35,6 @@ export interface AptSource {
   checkValidUntil?: boolean;
   /** The file (in the image) the entry came from, for messages. */
   origin?: string;
-}
-
-/** Read access to an image's files, by absolute path as the image sees it. */
-export interface ImageFileAccess {
-  /** The file's bytes, or undefined when it does not exist (or is a directory). */
-  readFile(path: string): Promise<Uint8Array | undefined>;
-  /** Names (not paths) in a directory, sorted; empty when it does not exist. */
-  listDir(path: string): Promise<string[]>;
-}
-
-/** File access over an unpacked or mounted root filesystem; symlinks never leave `root`. */
-export function fileAccessFromRoot(root: string): ImageFileAccess {
-  return {
-    readFile: (path) => readFileInRoot(root, path),
-    listDir: (path) => listDirInRoot(root, path),
-  };
 }
 
 /** File access over files already read from an image (e.g. `DistroInfo.files`). */

@@ -1,9 +1,11 @@
 import type { FixSource } from "../../distro/changelog-ids.ts";
 import type { DistroInfo } from "../../distro/detect.ts";
 import { SutureError } from "../../errors/errors.ts";
+import type { ImageFileAccess } from "../../fs/in-root.ts";
 import type { Platform } from "../../oci/manifest.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import type { SandboxMount } from "../../sandbox/runtime.ts";
+import type { EarlyWork } from "./early-work.ts";
 
 /**
  * The contract every package manager's engines share. A package manager (dpkg today; apk and rpm
@@ -81,7 +83,15 @@ export interface EngineContext {
   timeoutMs?: number;
   progress: ProgressSink;
   signal?: AbortSignal;
+  /** Work engines started while the layers were extracted (`startEarly`); each takes its own. */
+  early?: readonly EarlyWork<unknown>[];
 }
+
+/** What an engine's early work is told: the run's settings known before the image is unpacked. */
+export type EarlyContext = Pick<
+  EngineContext,
+  "platform" | "cacheDir" | "mirrors" | "keyringFiles" | "allowInsecureRepositories" | "signal"
+>;
 
 /** One package an engine resolved to install, before anything is downloaded. */
 export interface PlannedPackage {
@@ -189,6 +199,12 @@ export interface PatchEngine {
     ctx: EngineContext,
     plan?: EnginePlan,
   ): Promise<EngineResult>;
+  /**
+   * Start, from the image's files as the layers are being extracted, work this engine will need
+   * (patch/early-work.ts): it must decide from those files alone whether the image is its kind
+   * (answering undefined when not) and read them only through `files`.
+   */
+  startEarly?(files: ImageFileAccess, ctx: EarlyContext): EarlyWork<unknown>;
 }
 
 /** A package manager suture can patch with, and its engines. */

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { dpkgArchitecture } from "../../../../distro/dpkg/architecture.ts";
 import {
   type DpkgDatabase,
@@ -9,13 +10,21 @@ import {
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
+import { type OsRelease, parseOsRelease } from "../../../../distro/os-release.ts";
 import { SutureError } from "../../../../errors/errors.ts";
-import { readFileInRoot, resolveInRoot } from "../../../../fs/in-root.ts";
-import { withStep } from "../../../../progress/events.ts";
+import {
+  fileAccessFromRoot,
+  type ImageFileAccess,
+  readFileInRoot,
+  resolveInRoot,
+} from "../../../../fs/in-root.ts";
+import { type ProgressSink, withStep } from "../../../../progress/events.ts";
 import { assertCanRun } from "../../../../sandbox/emulation.ts";
 import { inNoNamespacesMode } from "../../../../sandbox/no-namespaces.ts";
+import { EarlyWork } from "../../early-work.ts";
 import {
   beginApply,
+  type EarlyContext,
   type EngineContext,
   type EnginePlan,
   type EngineResult,
@@ -62,7 +71,47 @@ export const nativeDebEngine: PatchEngine = {
   description: "updating packages with suture's deb engine",
   plan: planNative,
   apply: (sandbox, targets, ctx, plan) => applyNative(sandbox, targets, ctx, plan),
+  startEarly: (files, ctx) =>
+    new EarlyWork(nativeDebEngine, files, ctx.signal, (f, progress, signal) =>
+      openEarly(f, ctx, progress, signal),
+    ),
 };
+
+/** The repositories, opened early: what resolveFromRepositories would open, with the os-release it read. */
+interface EarlyRepositories {
+  os: OsRelease | undefined;
+  opened: Awaited<ReturnType<typeof openImageRepositories>>;
+}
+
+/**
+ * Open the image's repositories from the early view of its layers (patch/early-work.ts), while
+ * the rest is extracted: fetching and verifying the indexes costs as much as extracting a base
+ * layer, and needs only the apt configuration, the keyrings and os-release, which come early in
+ * tar order. Only for Debian-family images; which engine patches is known later.
+ */
+async function openEarly(
+  files: ImageFileAccess,
+  ctx: EarlyContext,
+  progress: ProgressSink,
+  signal: AbortSignal,
+): Promise<EarlyRepositories | undefined> {
+  // The same files, in the same order, as detection reads for the distro's os-release.
+  const text = (await files.readFile("/etc/os-release")) ?? (await files.readFile("/usr/lib/os-release"));
+  const os = text ? parseOsRelease(Buffer.from(text).toString("utf8")) : undefined;
+  if (!os || ![os.id, ...os.idLike].some((id) => id === "debian" || id === "ubuntu")) return undefined;
+  const opened = await withStep(progress, "repositories", "verifying the image's apt repositories", () =>
+    openImageRepositories(files, os, {
+      arch: dpkgArchitecture(ctx.platform.architecture, ctx.platform.variant),
+      cacheDir: ctx.cacheDir,
+      mirrors: ctx.mirrors,
+      keyringFiles: ctx.keyringFiles,
+      allowInsecureRepositories: ctx.allowInsecureRepositories,
+      progress,
+      signal,
+    }),
+  );
+  return { os, opened };
+}
 
 /**
  * What the engine would install, resolved against the image's verified repositories, without
@@ -232,21 +281,24 @@ async function applyNative(
 async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: Targets, ctx: EngineContext) {
   const { progress, platform } = ctx;
   const arch = dpkgArchitecture(platform.architecture, platform.variant);
-  const { repositories, policy, config } = await withStep(
-    progress,
-    "repositories",
-    "verifying the image's apt repositories",
-    () =>
-      openImageRepositories(root, ctx.distro.osRelease, {
-        arch,
-        cacheDir: ctx.cacheDir,
-        mirrors: ctx.mirrors,
-        keyringFiles: ctx.keyringFiles,
-        allowInsecureRepositories: ctx.allowInsecureRepositories,
-        progress,
-        signal: ctx.signal,
-      }),
-  );
+  const files = fileAccessFromRoot(root);
+  const early = ctx.early?.find((w): w is EarlyWork<EarlyRepositories> => w.owner === nativeDebEngine);
+  const taken = await early?.take(files, progress);
+  // Opened early from the same files; the os-release detection read must be the one it used too.
+  const { repositories, policy, config } =
+    taken && isDeepStrictEqual(taken.value.os, ctx.distro.osRelease)
+      ? taken.value.opened
+      : await withStep(progress, "repositories", "verifying the image's apt repositories", () =>
+          openImageRepositories(files, ctx.distro.osRelease, {
+            arch,
+            cacheDir: ctx.cacheDir,
+            mirrors: ctx.mirrors,
+            keyringFiles: ctx.keyringFiles,
+            allowInsecureRepositories: ctx.allowInsecureRepositories,
+            progress,
+            signal: ctx.signal,
+          }),
+        );
   try {
     return resolveInstallSet({
       installed: installedPackages(db.packages),

@@ -7,7 +7,7 @@ import {
   type AptSource,
   applyMirrors,
   defaultSourcesFor,
-  fileAccessFromRoot,
+  type ImageFileAccess,
   readAptSources,
   refuseSourcesMarkedTrusted,
 } from "../../../../distro/dpkg/sources.ts";
@@ -63,7 +63,7 @@ const INSECURE_SETTINGS = [
  * (UNTRUSTED) unless `allowInsecureRepositories`.
  */
 export async function openImageRepositories(
-  root: string,
+  files: ImageFileAccess,
   os: OsRelease | undefined,
   options: ImageRepositoriesOptions,
 ): Promise<{
@@ -73,7 +73,6 @@ export async function openImageRepositories(
   policy: CandidatePolicy;
   config: AptConfig;
 }> {
-  const files = fileAccessFromRoot(root);
   const warn = (message: string) => options.progress?.({ type: "warning", message });
   const config = await readAptConfig(files, { warn });
   const insecure = INSECURE_SETTINGS.filter((k) => config.getBool(k, false));

@@ -1,0 +1,155 @@
+import { lstat, readdir, readlink } from "node:fs/promises";
+import { join, posix } from "node:path";
+import { SutureError } from "../errors/errors.ts";
+import { type ImageFileAccess, readFileInRoot, resolveInRoot } from "../fs/in-root.ts";
+
+/**
+ * The image's files while its layers are still being extracted, so that work needing a few small
+ * files (the apt configuration and keyrings) can start before the large layers end.
+ *
+ * Each layer's extraction reports the member it is at. Layer tars are written in tar order (names
+ * sorted within each directory, depth first: `tar --sort=name`, BuildKit, mmdebstrap), so once a
+ * layer has moved past a path in that order, the layer's copy of the path is on disk and final. A
+ * read waits until every layer has moved past the path or ended, then looks it up top layer
+ * first, as overlayfs would (a whiteout hides the layers below).
+ *
+ * Nothing here is trusted to be the image's final view: an archive in another order, an opaque
+ * directory, a symlinked parent or a file replaced while read can make an answer differ. Whoever
+ * uses it records what it read and compares every read with the merged tree afterwards
+ * (patch/early-work.ts); a difference discards the early result.
+ */
+export class EarlyLayerView implements ImageFileAccess {
+  readonly #layers: { dir?: string; at?: string[]; done: boolean }[];
+  #waiters: { rel: string[]; subtree: boolean; wake: () => void; fail: (e: unknown) => void }[] = [];
+  #closed?: SutureError;
+
+  /** `count` layers, bottom first (the overlay's stacking order). */
+  constructor(count: number) {
+    this.#layers = Array.from({ length: count }, () => ({ done: false }));
+  }
+
+  /** Layer `slot` (0 = bottom) is being written into `dir`. */
+  started(slot: number, dir: string): void {
+    const layer = this.#layers[slot];
+    if (layer) layer.dir = dir;
+  }
+
+  /** Layer `slot`'s extraction reached the member at layer path `rel`; every member before it is written. */
+  member(slot: number, rel: string): void {
+    const layer = this.#layers[slot];
+    if (!layer || layer.done) return;
+    layer.at = rel === "" ? [] : rel.split("/");
+    if (this.#waiters.length) this.#wake();
+  }
+
+  /** Layer `slot` is complete, now in `dir` (where the layer cache committed it). */
+  done(slot: number, dir: string): void {
+    const layer = this.#layers[slot];
+    if (!layer) return;
+    layer.dir = dir;
+    layer.done = true;
+    this.#wake();
+  }
+
+  /** No more progress will come (the extraction ended, failed, or the sandbox is gone): waiting reads fail. */
+  close(): void {
+    this.#closed ??= new SutureError("CANCELLED", "the layers' early view was closed");
+    for (const w of this.#waiters) w.fail(this.#closed);
+    this.#waiters = [];
+  }
+
+  async readFile(path: string, depth = 0): Promise<Uint8Array | undefined> {
+    const parts = relOf(path);
+    await this.#waitPast(parts, false);
+    const rel = parts.join("/");
+    for (let slot = this.#layers.length - 1; slot >= 0; slot--) {
+      const found = await this.#lookup(slot, rel);
+      if (found === "absent") continue;
+      if (found === "hidden" || found.isDirectory()) return undefined;
+      if (found.isSymbolicLink()) {
+        // Followed through the layers, as the merged tree would; the target may sit in a lower layer.
+        if (depth >= 16) return undefined;
+        const parent = await resolveInRoot(this.#dir(slot), posix.dirname(`/${rel}`));
+        if (!parent) return undefined;
+        const target = await readlink(join(parent, posix.basename(rel)));
+        return this.readFile(posix.resolve(posix.dirname(`/${rel}`), target), depth + 1);
+      }
+      return found.isFile() ? readFileInRoot(this.#dir(slot), `/${rel}`) : undefined;
+    }
+    return undefined;
+  }
+
+  async listDir(path: string): Promise<string[]> {
+    const parts = relOf(path);
+    await this.#waitPast(parts, true);
+    const rel = parts.join("/");
+    const names = new Set<string>();
+    const hidden = new Set<string>();
+    for (let slot = this.#layers.length - 1; slot >= 0; slot--) {
+      const dir = await resolveInRoot(this.#dir(slot), `/${rel}`);
+      if (!dir) continue;
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) {
+        if (hidden.has(e.name) || names.has(e.name)) continue;
+        if (e.isCharacterDevice()) hidden.add(e.name);
+        else names.add(e.name);
+      }
+    }
+    return [...names].sort();
+  }
+
+  #dir(slot: number): string {
+    const dir = this.#layers[slot]?.dir;
+    if (!dir) throw new SutureError("INTERNAL", `layer ${slot + 1} has no directory in the early view`);
+    return dir;
+  }
+
+  /** The layer's own entry at `rel`: its lstat, a whiteout ("hidden"), or nothing there. */
+  async #lookup(slot: number, rel: string) {
+    const parent = await resolveInRoot(this.#dir(slot), posix.dirname(`/${rel}`));
+    if (!parent) return "absent" as const;
+    const st = await lstat(join(parent, posix.basename(rel))).catch(() => undefined);
+    if (!st) return "absent" as const;
+    return st.isCharacterDevice() && st.rdev === 0 ? ("hidden" as const) : st;
+  }
+
+  #waitPast(rel: string[], subtree: boolean): Promise<void> {
+    if (this.#allPast(rel, subtree)) return Promise.resolve();
+    if (this.#closed) return Promise.reject(this.#closed);
+    return new Promise((wake, fail) => this.#waiters.push({ rel, subtree, wake, fail }));
+  }
+
+  #wake(): void {
+    this.#waiters = this.#waiters.filter((w) => {
+      if (!this.#allPast(w.rel, w.subtree)) return true;
+      w.wake();
+      return false;
+    });
+  }
+
+  #allPast(rel: string[], subtree: boolean): boolean {
+    return this.#layers.every(
+      (l) => l.done || (l.dir !== undefined && l.at !== undefined && isPast(l.at, rel, subtree)),
+    );
+  }
+}
+
+function relOf(path: string): string[] {
+  const normal = posix.normalize(`/${path}`).replace(/^\/+|\/+$/g, "");
+  return normal === "" ? [] : normal.split("/");
+}
+
+/**
+ * Whether a layer at member `at` has written `rel` (and, for a directory's listing, all of it):
+ * `at` comes after `rel` in tar order (component by component) and is not inside it.
+ */
+function isPast(at: readonly string[], rel: readonly string[], subtree: boolean): boolean {
+  const n = Math.min(at.length, rel.length);
+  for (let i = 0; i < n; i++) {
+    if (at[i] === rel[i]) continue;
+    return at[i]! > rel[i]!;
+  }
+  // One is a prefix of the other: `at` is `rel` itself or inside it (not past it when the whole
+  // directory is wanted), or an ancestor of `rel` (not there yet).
+  return at.length > rel.length && !subtree;
+}
