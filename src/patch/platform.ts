@@ -186,7 +186,7 @@ export async function patchPlatformImage(
   // With sparse lowers, engines can start what needs only a few early files of the image (the
   // native deb engine opens its repositories) while the rest of the layers is extracted.
   const earlyView = sparse ? new EarlyLayerView(distinctLayers(base).length) : undefined;
-  const early = earlyView ? startEarlyWork(earlyView, ctx, platform) : [];
+  const early = earlyView ? startEarlyWork(earlyView, ctx, platform, plan) : [];
   const layer = await (inNoNamespacesMode() ? withPlainTree : withSandbox)(
     base,
     { cacheDir: ctx.cacheDir, workRoot: workDir, progress, signal: ctx.signal, sparse, early: earlyView },
@@ -291,6 +291,7 @@ function startEarlyWork(
   files: EarlyLayerView,
   ctx: PatchPlatformContext,
   platform: EarlyContext["platform"],
+  plan: UpdatePlan | undefined,
 ) {
   if (ctx.dryRun || process.env.SUTURE_EARLY === "0") return [];
   const engines = PACKAGE_MANAGERS.map((m) => (ctx.engine === "sandbox" ? m.sandbox : m.native));
@@ -301,6 +302,7 @@ function startEarlyWork(
     keyringFiles: ctx.keyringFiles,
     allowInsecureRepositories: ctx.allowInsecureRepositories,
     signal: ctx.signal,
+    targets: plan?.updates.map((u) => ({ name: u.name, fixedVersion: u.fixedVersion })),
   };
   return engines.flatMap((e) => e?.startEarly?.(files, earlyCtx) ?? []);
 }

@@ -26,7 +26,10 @@ async function layerDir(name: string, files: Record<string, string | { link: str
 /** Settles within the tick or not at all: whether a read is still waiting. */
 async function pending(p: Promise<unknown>): Promise<boolean> {
   const marker = Symbol();
-  const r = await Promise.race([p.then(() => undefined), new Promise((ok) => setTimeout(() => ok(marker), 20))]);
+  const r = await Promise.race([
+    p.then(() => undefined),
+    new Promise((ok) => setTimeout(() => ok(marker), 20)),
+  ]);
   return r === marker;
 }
 

@@ -36,12 +36,18 @@ test("the early result is handed over, with its progress, when every read agrees
 
 test("a file the finished tree has otherwise discards the early result and says why", async () => {
   const early = { "/etc/apt/sources.list.d/debian.sources": "URIs: http://deb.debian.org/debian" };
-  const finished = { ...early, "/etc/apt/sources.list.d/extra.sources": "URIs: http://mirror.example/debian" };
+  const finished = {
+    ...early,
+    "/etc/apt/sources.list.d/extra.sources": "URIs: http://mirror.example/debian",
+  };
   const work = new EarlyWork(owner, filesOf(early), undefined, readSources);
   const events: ProgressEvent[] = [];
   assert.equal(await work.take(filesOf(finished), (e) => events.push(e)), undefined);
   assert.equal(events.length, 1);
-  assert.match(String((events[0] as { message: string }).message), /sources\.list\.d changed after the early read/);
+  assert.match(
+    String((events[0] as { message: string }).message),
+    /sources\.list\.d changed after the early read/,
+  );
 });
 
 test("its failure is the answer when the reads agree; a failed early read only discards it", async () => {
@@ -50,7 +56,10 @@ test("its failure is the answer when the reads agree; a failed early read only d
     await files.readFile("/etc/apt/sources.list.d/x.sources");
     throw new Error("malformed sources");
   });
-  await assert.rejects(failing.take(filesOf(tree), () => {}), /malformed sources/);
+  await assert.rejects(
+    failing.take(filesOf(tree), () => {}),
+    /malformed sources/,
+  );
 
   const broken: ImageFileAccess = {
     readFile: async () => {

@@ -91,7 +91,10 @@ export interface EngineContext {
 export type EarlyContext = Pick<
   EngineContext,
   "platform" | "cacheDir" | "mirrors" | "keyringFiles" | "allowInsecureRepositories" | "signal"
->;
+> & {
+  /** The report's packages and fixed versions, before they are matched against what is installed. */
+  targets?: readonly Pick<PackageTarget, "name" | "fixedVersion">[];
+};
 
 /** One package an engine resolved to install, before anything is downloaded. */
 export interface PlannedPackage {

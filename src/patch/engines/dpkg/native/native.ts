@@ -10,6 +10,7 @@ import {
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
+import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
 import { type OsRelease, parseOsRelease } from "../../../../distro/os-release.ts";
 import { SutureError } from "../../../../errors/errors.ts";
 import {
@@ -99,17 +100,34 @@ async function openEarly(
   const text = (await files.readFile("/etc/os-release")) ?? (await files.readFile("/usr/lib/os-release"));
   const os = text ? parseOsRelease(Buffer.from(text).toString("utf8")) : undefined;
   if (!os || ![os.id, ...os.idLike].some((id) => id === "debian" || id === "ubuntu")) return undefined;
-  const opened = await withStep(progress, "repositories", "verifying the image's apt repositories", () =>
-    openImageRepositories(files, os, {
-      arch: dpkgArchitecture(ctx.platform.architecture, ctx.platform.variant),
-      cacheDir: ctx.cacheDir,
-      mirrors: ctx.mirrors,
-      keyringFiles: ctx.keyringFiles,
-      allowInsecureRepositories: ctx.allowInsecureRepositories,
-      progress,
-      signal,
-    }),
+  const opened = await withStep(
+    progress,
+    "repositories",
+    "verifying the image's apt repositories (while the layers are extracted)",
+    () =>
+      openImageRepositories(files, os, {
+        arch: dpkgArchitecture(ctx.platform.architecture, ctx.platform.variant),
+        cacheDir: ctx.cacheDir,
+        mirrors: ctx.mirrors,
+        keyringFiles: ctx.keyringFiles,
+        allowInsecureRepositories: ctx.allowInsecureRepositories,
+        progress,
+        signal,
+      }),
   );
+  // The report's packages at apt's candidate, when it reaches the fixed version: what the
+  // resolution will almost surely pick, fetched while the layers are still being extracted. The
+  // download cache is by SHA-256 from the signed index, so a wrong guess costs a download, never a
+  // result; the download step then finds them (and fetches what the guess missed).
+  const guesses = (ctx.targets ?? []).flatMap((t) => {
+    const candidate = opened.policy.candidate(t.name);
+    const entry = candidate?.entries[0];
+    return entry && compareDebVersions(candidate.version, t.fixedVersion) >= 0 ? [entry] : [];
+  });
+  if (guesses.length)
+    await downloadPackages(guesses, { cacheDir: join(ctx.cacheDir, "apt-native"), progress, signal }).catch(
+      () => undefined,
+    );
   return { os, opened };
 }
 
