@@ -271,7 +271,7 @@ test("seccomp=unconfined: SIGINT mid-patch (user namespace, no pid namespace in 
   await run("docker", ["kill", "--signal", "INT", name], { env: dockerd.env });
   assert.equal(await exited, 130, stderr);
   assert.match(stderr, /mode: user-namespace/);
-  // What stays on purpose: the cache (XDG_CACHE_HOME) and Node's compile cache (src/cli/main.ts
+  // What stays on purpose: the cache (XDG_CACHE_HOME) and Node's compile cache (src/cli/main.mjs
   // enables it in the temp dir), which the next run reuses.
   const left = (await readdir(scratch)).filter((n) => n !== "suture-cache" && n !== "node-compile-cache");
   assert.deepEqual(left, [], "no work or temp dir is left in /tmp");

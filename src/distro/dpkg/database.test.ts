@@ -165,6 +165,8 @@ test("info files are written under the multi-arch name and stale ones removed, o
   const outside = join(work, "outside-target");
   writeFileSync(outside, "keep me");
   symlinkSync(outside, join(info, "libfoo1:amd64.md5sums"));
+  // Read (and kept) before the write: what is written replaces what was read.
+  assert.deepEqual(await db.ownersOf("/usr/lib/libfoo.so.1"), ["libfoo1:amd64"]);
   await db.writeInfoFiles(
     libfoo,
     new Map([
@@ -185,6 +187,8 @@ test("info files are written under the multi-arch name and stale ones removed, o
   assert.equal(readFileSync(outside, "utf8"), "keep me");
   assert.equal(readFileSync(join(info, "libfoo1:amd64.postinst")).length > 0, true);
   assert.deepEqual(await db.ownersOf("/usr/lib/libfoo.so.1.1"), ["libfoo1:amd64"]);
+  assert.deepEqual(await db.ownersOf("/usr/lib/libfoo.so.1"), []);
+  assert.deepEqual(await db.fileList(libfoo), ["/.", "/usr", "/usr/lib", "/usr/lib/libfoo.so.1.1"]);
 });
 
 test("a distroless status.d database reads and writes its stanza and md5sums pair", async () => {

@@ -471,6 +471,13 @@ export class DpkgDatabase {
   readonly #dirtyStatusD = new Set<string>();
   #statusDirty = false;
   #owners: Map<string, Set<string>> | undefined;
+  /**
+   * File lists read so far, by the info file they come from (`info/<name>.list`,
+   * `status.d/<file>.md5sums`); an entry is dropped when writeInfoFiles writes or removes that
+   * file. The ownership map is rebuilt after every unpacked package: without this, each rebuild
+   * read every installed package's list again (0.1-0.3 s per package of a 26-package patch).
+   */
+  readonly #fileLists = new Map<string, string[] | undefined>();
 
   constructor(root: string, layout: DatabaseLayout, state: ClassicState | StatusDState) {
     this.root = root;
@@ -532,15 +539,28 @@ export class DpkgDatabase {
    * (directories are not recorded there). Undefined when the database has no record.
    */
   async fileList(pkg: DatabasePackage): Promise<string[] | undefined> {
+    return (await this.#fileList(pkg))?.slice();
+  }
+
+  async #fileList(pkg: DatabasePackage): Promise<readonly string[] | undefined> {
+    const key =
+      this.layout === "classic"
+        ? `info/${this.#infoFileName(pkg, "list")}`
+        : `status.d/${pkg.statusFile}.md5sums`;
+    if (this.#fileLists.has(key)) return this.#fileLists.get(key);
+    let paths: string[] | undefined;
     if (this.layout === "classic") {
       const list = await this.readInfoFile(pkg, "list");
-      return list
+      paths = list
         ?.toString("utf8")
         .split("\n")
         .filter((l) => l !== "");
+    } else {
+      const sums = await this.readInfoFile(pkg, "md5sums");
+      paths = sums ? md5sumsPaths(sums.toString("utf8")) : undefined;
     }
-    const sums = await this.readInfoFile(pkg, "md5sums");
-    return sums ? md5sumsPaths(sums.toString("utf8")) : undefined;
+    this.#fileLists.set(key, paths);
+    return paths;
   }
 
   /** Packages (by info name) whose file lists contain `path`, except `except`. */
@@ -549,7 +569,7 @@ export class DpkgDatabase {
       const owners = new Map<string, Set<string>>();
       for (const pkg of this.packages) {
         if (!isInstalled(pkg)) continue;
-        for (const p of (await this.fileList(pkg)) ?? []) {
+        for (const p of (await this.#fileList(pkg)) ?? []) {
           const set = owners.get(p) ?? new Set<string>();
           set.add(infoName(pkg));
           owners.set(p, set);
@@ -659,6 +679,7 @@ export class DpkgDatabase {
       if (pkg.statusFile === undefined)
         throw new SutureError("INTERNAL", `writeInfoFiles: ${pkg.name} has no status.d file`);
       const dir = await this.#dbDir("status.d");
+      this.#fileLists.delete(`status.d/${pkg.statusFile}.md5sums`);
       if (sums)
         await writeFileReplacing(
           childPath(dir, `${pkg.statusFile}.md5sums`, "dpkg status.d file"),
@@ -676,6 +697,7 @@ export class DpkgDatabase {
     if (previous) checkRecordIdentity(previous, stanzaWhere(previous));
     for (const { kind, data, file } of named) {
       const mode = ["preinst", "postinst", "prerm", "postrm", "config"].includes(kind) ? 0o755 : 0o644;
+      this.#fileLists.delete(`info/${file}`);
       await writeFileReplacing(childPath(dir, file, "dpkg info file"), data, mode);
       infoFiles.add(file);
     }
@@ -687,6 +709,7 @@ export class DpkgDatabase {
         const kind = file.slice(base.length + 1);
         // A dot in the rest means another package whose name merely starts with `base.`.
         if (!INFO_KIND.test(kind) || (base === newBase && files.has(kind))) continue;
+        this.#fileLists.delete(`info/${file}`);
         await rm(childPath(dir, file, "dpkg info file"), { force: true });
         infoFiles.delete(file);
       }

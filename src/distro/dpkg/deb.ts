@@ -6,6 +6,7 @@ import { describeCause, isSutureError, quoteUntrusted, SutureError } from "../..
 import { readAll } from "../../image/image.ts";
 import { checkPackageFields } from "../package-syntax.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
+import { cachedDataPieces, type DebDataCache } from "./deb-data-cache.ts";
 
 /**
  * An opened binary package (.deb, deb(5) format 2.0): its control metadata read eagerly (it is
@@ -48,6 +49,12 @@ export interface OpenDebOptions {
    * overlaps with unpacking the package before this one.
    */
   readAhead?: number;
+  /**
+   * Keep the decompressed data archive by the .deb's SHA-256 and read it from there next time
+   * (deb-data-cache.ts). The caller vouches that the file at `path` is the one with that digest
+   * (the package store proved it).
+   */
+  dataCache?: DebDataCache;
 }
 
 /** Largest control.tar we accept uncompressed (tzdata's, with its templates, is ~400 kB). */
@@ -162,7 +169,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
   }
 
   let ahead = options.readAhead
-    ? new ReadAhead(dataBytes(path, dataMember, bad), options.readAhead)
+    ? new ReadAhead(dataBytes(path, dataMember, bad, options.dataCache), options.readAhead)
     : undefined;
   return {
     path,
@@ -176,7 +183,7 @@ export async function openDeb(path: string, options: OpenDebOptions = {}): Promi
     conffiles,
     removeOnUpgrade,
     dataEntries: () => {
-      const source = ahead ?? dataBytes(path, dataMember, bad);
+      const source = ahead ?? dataBytes(path, dataMember, bad, options.dataCache);
       ahead = undefined;
       return readDataEntries(source, bad);
     },
@@ -219,12 +226,14 @@ async function* dataBytes(
   path: string,
   member: ArMember,
   bad: (why: string, cause?: unknown) => SutureError,
+  cache: DebDataCache | undefined,
 ): AsyncGenerator<Buffer> {
   if (member.name.endsWith(".bz2"))
     throw bad("bzip2-compressed data archives are not supported (dpkg-deb no longer builds them)");
   // xz streams through the host's xz where there is one (perl-modules' data.tar is tens of MB,
   // and patches unpack several such packages).
-  yield* memberPieces(path, member);
+  if (cache) yield* cachedDataPieces(cache, () => memberPieces(path, member));
+  else yield* memberPieces(path, member);
 }
 
 /** A member's compression, by its name as dpkg-deb decides it (checked against CONTROL_MEMBER/DATA_MEMBER). */

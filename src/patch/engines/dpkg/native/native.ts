@@ -211,7 +211,16 @@ async function applyNative(
     const opened: Promise<DebPackage>[] = [];
     const openUpTo = (end: number) => {
       for (let j = opened.length; j < Math.min(end, paths.length); j++) {
-        const deb = openDeb(paths[j]!, { readAhead: DEB_READ_AHEAD_BYTES });
+        const deb = openDeb(paths[j]!, {
+          readAhead: DEB_READ_AHEAD_BYTES,
+          // A second patch of the same packages reads their data archives decoded (no xz).
+          dataCache: {
+            dir: join(ctx.cacheDir, "apt-native", "decoded"),
+            debSha256: install[j]!.entry.sha256,
+            onDamaged: (path, why) =>
+              progress({ type: "info", message: `${path} was damaged (${why}); decoding the package again` }),
+          },
+        });
         deb.catch(() => {}); // reported when its turn comes, not as an unhandled rejection now
         opened.push(deb);
       }

@@ -11,6 +11,7 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  readlinkSync,
   readSync,
   renameSync,
   rmSync,
@@ -83,7 +84,7 @@ export interface UnpackSummary {
   toVersion: string;
   /** Regular files, symlinks and hardlinks written. */
   filesWritten: number;
-  /** Regular files left as they were because the image already had them byte for byte. */
+  /** Regular files and symlinks left as they were because the image already had them as shipped. */
   filesUnchanged: number;
   bytesWritten: number;
   /** Conffiles whose image copy stayed (edited by the image's author, as --force-confold keeps them). */
@@ -182,6 +183,9 @@ export async function unpackDeb(
   if (old && oldPostrm) script(`${old.name} postrm upgrade ${deb.version}`, oldPostrm);
 
   const conffileSet = new Set(deb.conffiles);
+  // Files' MD5s are wanted for conffiles and for packages that ship no md5sums (dpkg generates
+  // them); otherwise the shipped md5sums are recorded as they are and hashing would be wasted.
+  const hashAll = !deb.controlMembers.has("md5sums");
   const listed: string[] = [];
   const listedSet = new Set<string>();
   const fileHashes = new Map<string, string>();
@@ -193,6 +197,8 @@ export async function unpackDeb(
   const conffiles: PendingConffile[] = [];
   /** Package paths the path filter skipped. */
   const filtered = new Set<string>();
+  /** Host directories of symlinks left as they were. */
+  const linkDirs = new Set<string>();
 
   try {
     for await (const entry of deb.dataEntries()) {
@@ -233,7 +239,7 @@ export async function unpackDeb(
       // Sync calls: thousands of small files, where a thread-pool round trip per call dominates.
       rmSync(staged, { force: true });
       if (h.type === "file") {
-        const md5 = createHash("md5");
+        const md5 = isConffile || hashAll ? createHash("md5") : undefined;
         // Most files of an upgraded package are byte-identical to the installed ones: read along
         // the installed copy and only start writing at the first difference. An identical file is
         // left as it is (only its mtime would differ, which the patch layer ignores anyway), so
@@ -251,7 +257,7 @@ export async function unpackDeb(
         try {
           if (!same) startWriting();
           for await (const chunk of entry.body as AsyncIterable<Buffer>) {
-            md5.update(chunk);
+            md5?.update(chunk);
             if (fd === undefined && same?.matches(chunk)) {
               pending.push(chunk);
               continue;
@@ -270,8 +276,8 @@ export async function unpackDeb(
           if (fd !== undefined) closeSync(fd);
           same?.close();
         }
-        const hash = md5.digest("hex");
-        fileHashes.set(pkgPath, hash);
+        const hash = md5?.digest("hex") ?? "";
+        if (md5) fileHashes.set(pkgPath, hash);
         if (fd === undefined) {
           // Identical: later hardlinks of the package link to the installed file.
           stagedByPath.set(pkgPath, final);
@@ -290,6 +296,16 @@ export async function unpackDeb(
             type: "warning",
             message: `${deb.name}: ${pkgPath} is a directory in the image; the package's symlink to ${h.linkname} was not installed`,
           });
+          continue;
+        }
+        if (sameSymlink(final, h.linkname, uid, gid)) {
+          // As for identical files: left as it is, so no overlay copy-up and nothing to compare.
+          // dpkg would have renamed a new link into its directory, giving that directory the run's
+          // time, which the patch layer keeps (as its epoch): the directory is touched instead.
+          linkDirs.add(posix.dirname(final));
+          stagedByPath.set(pkgPath, final);
+          written.add(final);
+          summary.filesUnchanged++;
           continue;
         }
         symlinkSync(h.linkname, staged);
@@ -317,6 +333,8 @@ export async function unpackDeb(
       written.add(final);
       summary.filesWritten++;
     }
+    const now = Date.now() / 1000;
+    for (const dir of linkDirs) lutimesSync(dir, now, now);
     for (const { staged, final } of renames) {
       try {
         renameSync(staged, final);
@@ -612,6 +630,22 @@ function sameFileReader(path: string, size: number, uid: number, gid: number, mo
     atEnd: () => equal && offset === size,
     close: () => closeSync(fd),
   };
+}
+
+/** Whether `path` is already the symlink a package ships: same target bytes, same owner. */
+function sameSymlink(path: string, target: string, uid: number, gid: number): boolean {
+  let st: BigIntStats | undefined;
+  try {
+    st = effectiveStat(lstatSync(path, { bigint: true }));
+  } catch {
+    return false;
+  }
+  if (!st?.isSymbolicLink() || st.uid !== BigInt(uid) || st.gid !== BigInt(gid)) return false;
+  try {
+    return readlinkSync(path, { encoding: "buffer" }).equals(Buffer.from(target));
+  } catch {
+    return false;
+  }
 }
 
 function writeFully(fd: number, chunk: Buffer): void {
