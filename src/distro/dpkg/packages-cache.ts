@@ -12,8 +12,8 @@
  * - a header: magic, counts, the plain file's size, the key both files are named by;
  * - per stanza, grouped by package name and in index order within a name: offset, length and
  *   CRC-32 of its bytes in the plain file;
- * - the package names, sorted by their UTF-8 bytes, as offsets into one string blob, each with the
- *   range of its stanzas (a lookup is a binary search, no Map is built);
+ * - the package names, sorted, as offsets into one UTF-8 blob, each with the range of its stanzas
+ *   (a lookup is a binary search, no Map is built);
  * - the virtual names that stanzas' `Provides` list, the same way, each with its providers' stanzas;
  * - a SHA-256 of all of the above.
  * A table that is missing, cut short, of another format or key, or whose plain file has another
@@ -241,14 +241,14 @@ class TableBuilder {
     }
     const names = sortedNames(this.#names);
     // Stanzas grouped by name rank, index order kept within a name (a counting sort).
-    const nameFirst = new Uint32Array(names.ids.length + 1);
+    const nameFirst = new Uint32Array(names.count + 1);
     for (let s = 0; s < stanzas; s++) {
       const id = this.#nameOf.data[s]!;
       if (id !== NONE) nameFirst[names.rankOf[id]! + 1]!++;
     }
-    for (let r = 0; r < names.ids.length; r++) nameFirst[r + 1]! += nameFirst[r]!;
-    const placed = nameFirst[names.ids.length]!;
-    const next = nameFirst.slice(0, names.ids.length);
+    for (let r = 0; r < names.count; r++) nameFirst[r + 1]! += nameFirst[r]!;
+    const placed = nameFirst[names.count]!;
+    const next = nameFirst.slice(0, names.count);
     const position = new Uint32Array(stanzas).fill(NONE);
     const offsets = new Uint32Array(placed);
     const lengths = new Uint32Array(placed);
@@ -270,18 +270,18 @@ class TableBuilder {
       pairs.push([virtuals.rankOf[this.#provides.data[i]!]!, this.#provides.data[i + 1]!]);
     pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
     const links: number[] = [];
-    const virtualFirst = new Uint32Array(virtuals.ids.length + 1);
+    const virtualFirst = new Uint32Array(virtuals.count + 1);
     for (const [rank, s] of pairs) {
       links.push(position[s]!);
       virtualFirst[rank + 1]!++;
     }
-    for (let r = 0; r < virtuals.ids.length; r++) virtualFirst[r + 1]! += virtualFirst[r]!;
+    for (let r = 0; r < virtuals.count; r++) virtualFirst[r + 1]! += virtualFirst[r]!;
 
     const header = new Uint32Array([
       BYTE_ORDER,
       placed,
-      names.ids.length,
-      virtuals.ids.length,
+      names.count,
+      virtuals.count,
       links.length,
       plainSize,
       names.blob.length,
@@ -316,27 +316,24 @@ function idOf(map: Map<string, number>, name: string): number {
   return id;
 }
 
-/** Names sorted by their UTF-8 bytes (the order lookups compare in), as one blob with offsets. */
+/**
+ * Names sorted as JS compares strings (UTF-16 code units; lookups compare the same way), as one
+ * UTF-8 blob with offsets, and each name's rank by its id.
+ */
 function sortedNames(map: Map<string, number>): {
-  ids: number[];
+  count: number;
   rankOf: Uint32Array;
   textOffsets: Uint32Array;
   blob: Buffer;
 } {
-  const items = [...map].map(([name, id]) => ({ bytes: Buffer.from(name, "utf8"), id }));
-  items.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  const names = [...map.keys()].sort();
   const rankOf = new Uint32Array(map.size);
-  const textOffsets = new Uint32Array(items.length + 1);
-  for (const [rank, item] of items.entries()) {
-    rankOf[item.id] = rank;
-    textOffsets[rank + 1] = textOffsets[rank]! + item.bytes.length;
+  const textOffsets = new Uint32Array(names.length + 1);
+  for (const [rank, name] of names.entries()) {
+    rankOf[map.get(name)!] = rank;
+    textOffsets[rank + 1] = textOffsets[rank]! + Buffer.byteLength(name, "utf8");
   }
-  return {
-    ids: items.map((i) => i.id),
-    rankOf,
-    textOffsets,
-    blob: Buffer.concat(items.map((i) => i.bytes)),
-  };
+  return { count: names.length, rankOf, textOffsets, blob: Buffer.from(names.join(""), "utf8") };
 }
 
 function u8(a: Uint32Array): Buffer {
@@ -438,16 +435,19 @@ function decodeTable(bytes: Buffer, key: string): Table | undefined {
   return table;
 }
 
-/** Index of `name` among the table's sorted names (`text` offsets into `blob`), or -1. */
+/**
+ * Index of `name` among the table's sorted names (`text` offsets into `blob`), or -1. Probes are
+ * decoded and compared as the names were sorted (names come from decoded UTF-8, so they survive
+ * the round trip unchanged).
+ */
 function findName(blob: Buffer, text: Uint32Array, count: number, name: string): number {
-  const wanted = Buffer.from(name, "utf8");
   let lo = 0;
   let hi = count - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1;
-    const c = wanted.compare(blob, text[mid]!, text[mid + 1]!);
-    if (c === 0) return mid;
-    if (c < 0) hi = mid - 1;
+    const probe = blob.toString("utf8", text[mid]!, text[mid + 1]!);
+    if (name === probe) return mid;
+    if (name < probe) hi = mid - 1;
     else lo = mid + 1;
   }
   return -1;
