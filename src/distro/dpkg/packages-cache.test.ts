@@ -262,3 +262,27 @@ test("the table holds no JS object per package: a 60,000-stanza index's table st
   assert.ok(providers > 800);
   assert.equal(index.byProvides.get("virtual3")?.length, providers);
 });
+
+test("Provides is found as the entry's own reader reads it: any case, continuation lines, a later duplicate, look-alike lines", async (t) => {
+  const dir = await scratch(t);
+  const text = [
+    `${stanza({ Package: "pa", Version: "1" })}\nPROVIDES : va1,\n va2 (= 1)`,
+    // A description line that looks like the field is no field: nothing is provided.
+    `${stanza({ Package: "pb", Version: "1", Description: "x\n provides: vb" })}`,
+    // The later duplicate wins, as paragraphOf reads it; a colon-less line does not end a field.
+    `${stanza({ Package: "pc", Version: "1", Provides: "vc-old" })}\nprovides: vc1\nnot-a-field\n vc2`,
+  ].join("\n\n");
+  const { index } = await cached(dir, text);
+  const memory = makePackagesIndex(META, parsePackagesIndex(text, { repoUri: REPO }));
+  for (const virtual of ["va1", "va2", "vb", "vc-old", "vc1", "vc2"]) {
+    assert.deepEqual(
+      index.byProvides.get(virtual)?.map((e) => e.package),
+      memory.byProvides.get(virtual)?.map((e) => e.package),
+      virtual,
+    );
+  }
+  assert.deepEqual(
+    ["va1", "va2", "vb", "vc-old", "vc1", "vc2"].map((v) => index.byProvides.has(v)),
+    [true, true, false, false, true, true],
+  );
+});

@@ -231,6 +231,7 @@ class TableBuilder {
     }
   }
 
+  /** The table file's bytes, laid out in place in one buffer (what it costs in memory is its size). */
   encode(key: string, plainSize: number): Buffer {
     const stanzas = this.#offset.length;
     if (stanzas > 0 && this.#names.size === 0) {
@@ -240,19 +241,52 @@ class TableBuilder {
       );
     }
     const names = sortedNames(this.#names);
+    const virtuals = sortedNames(this.#virtuals);
+    let placed = 0;
+    for (let s = 0; s < stanzas; s++) if (this.#nameOf.data[s] !== NONE) placed++;
+    const links = this.#provides.length / 2;
+    const nameBytes = names.textOffsets[names.count]!;
+    const virtualBytes = virtuals.textOffsets[virtuals.count]!;
+    const words = 3 * placed + 2 * (names.count + 1) + 2 * (virtuals.count + 1) + links;
+    const bodyLength = HEADER_BYTES + words * 4 + nameBytes + virtualBytes;
+    // Buffer.alloc: a buffer of its own, so the u32 views below are aligned.
+    const out = Buffer.alloc(bodyLength + 32);
+    MAGIC.copy(out, 0);
+    let at = out.byteOffset + MAGIC.length;
+    const take = (count: number) => {
+      const view = new Uint32Array(out.buffer, at, count);
+      at += count * 4;
+      return view;
+    };
+    take(HEADER_WORDS).set([
+      BYTE_ORDER,
+      placed,
+      names.count,
+      virtuals.count,
+      links,
+      plainSize,
+      nameBytes,
+      virtualBytes,
+      0,
+    ]);
+    out.write(key, MAGIC.length + HEADER_WORDS * 4, "hex");
+    at = out.byteOffset + HEADER_BYTES;
+    const offsets = take(placed);
+    const lengths = take(placed);
+    const crcs = take(placed);
+    const nameFirst = take(names.count + 1);
+    take(names.count + 1).set(names.textOffsets);
+    const virtualFirst = take(virtuals.count + 1);
+    take(virtuals.count + 1).set(virtuals.textOffsets);
+    const linkTo = take(links);
     // Stanzas grouped by name rank, index order kept within a name (a counting sort).
-    const nameFirst = new Uint32Array(names.count + 1);
     for (let s = 0; s < stanzas; s++) {
       const id = this.#nameOf.data[s]!;
       if (id !== NONE) nameFirst[names.rankOf[id]! + 1]!++;
     }
     for (let r = 0; r < names.count; r++) nameFirst[r + 1]! += nameFirst[r]!;
-    const placed = nameFirst[names.count]!;
     const next = nameFirst.slice(0, names.count);
-    const position = new Uint32Array(stanzas).fill(NONE);
-    const offsets = new Uint32Array(placed);
-    const lengths = new Uint32Array(placed);
-    const crcs = new Uint32Array(placed);
+    const position = new Uint32Array(stanzas);
     for (let s = 0; s < stanzas; s++) {
       const id = this.#nameOf.data[s]!;
       if (id === NONE) continue;
@@ -262,48 +296,18 @@ class TableBuilder {
       lengths[p] = this.#length.data[s]!;
       crcs[p] = this.#crc.data[s]!;
     }
-    // Providers grouped by virtual-name rank, each stanza once per name.
-    const virtuals = sortedNames(this.#virtuals);
-    // (rank, stanza in index order) pairs; the links are the stanzas' positions in the table.
-    const pairs: [number, number][] = [];
-    for (let i = 0; i < this.#provides.length; i += 2)
-      pairs.push([virtuals.rankOf[this.#provides.data[i]!]!, this.#provides.data[i + 1]!]);
-    pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-    const links: number[] = [];
-    const virtualFirst = new Uint32Array(virtuals.count + 1);
-    for (const [rank, s] of pairs) {
-      links.push(position[s]!);
-      virtualFirst[rank + 1]!++;
-    }
+    // Providers grouped by virtual-name rank, in index order (the pairs were added in it).
+    const pairs = this.#provides.data;
+    for (let i = 0; i < links; i++) virtualFirst[virtuals.rankOf[pairs[2 * i]!]! + 1]!++;
     for (let r = 0; r < virtuals.count; r++) virtualFirst[r + 1]! += virtualFirst[r]!;
-
-    const header = new Uint32Array([
-      BYTE_ORDER,
-      placed,
-      names.count,
-      virtuals.count,
-      links.length,
-      plainSize,
-      names.blob.length,
-      virtuals.blob.length,
-      0,
-    ]);
-    const body = Buffer.concat([
-      MAGIC,
-      u8(header),
-      Buffer.from(key, "hex"),
-      u8(offsets),
-      u8(lengths),
-      u8(crcs),
-      u8(nameFirst),
-      u8(names.textOffsets),
-      u8(virtualFirst),
-      u8(virtuals.textOffsets),
-      u8(Uint32Array.from(links)),
-      names.blob,
-      virtuals.blob,
-    ]);
-    return Buffer.concat([body, createHash("sha256").update(body).digest()]);
+    const nextLink = virtualFirst.slice(0, virtuals.count);
+    for (let i = 0; i < links; i++)
+      linkTo[nextLink[virtuals.rankOf[pairs[2 * i]!]!]!++] = position[pairs[2 * i + 1]!]!;
+    const textAt = HEADER_BYTES + words * 4;
+    out.write(names.text, textAt, "utf8");
+    out.write(virtuals.text, textAt + nameBytes, "utf8");
+    createHash("sha256").update(out.subarray(0, bodyLength)).digest().copy(out, bodyLength);
+    return out;
   }
 }
 
@@ -324,7 +328,7 @@ function sortedNames(map: Map<string, number>): {
   count: number;
   rankOf: Uint32Array;
   textOffsets: Uint32Array;
-  blob: Buffer;
+  text: string;
 } {
   const names = [...map.keys()].sort();
   const rankOf = new Uint32Array(map.size);
@@ -333,11 +337,7 @@ function sortedNames(map: Map<string, number>): {
     rankOf[map.get(name)!] = rank;
     textOffsets[rank + 1] = textOffsets[rank]! + Buffer.byteLength(name, "utf8");
   }
-  return { count: names.length, rankOf, textOffsets, blob: Buffer.from(names.join(""), "utf8") };
-}
-
-function u8(a: Uint32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  return { count: names.length, rankOf, textOffsets, text: names.join("") };
 }
 
 /** The `Package:` value of a stanza (normally its first line), as the index scanner always read it. */
@@ -360,17 +360,52 @@ function packageName(bytes: Buffer): string | undefined {
   return undefined;
 }
 
-/** A line that may start a Provides field, in any case (a cheap test before the real parse). */
-const MAYBE_PROVIDES = /^\s*provides\s*:/im;
+/**
+ * Lines that may start a Provides field, in any case: anything before the first colon that holds
+ * "provides" (the real reader trims Unicode blanks around a name; this looks at bytes as latin1).
+ */
+const MAYBE_PROVIDES = /^[^:\n]*provides[^:\n]*:/gim;
 
 /**
- * The virtual names a stanza's `Provides` lists, by the same reader the entry is parsed with later
- * (so the table names every stanza whose entry provides a name). A malformed field indexes nothing:
- * reading that entry fails anyway.
+ * The virtual names a stanza's `Provides` lists, by the reader the entry is parsed with later
+ * (parseFields, paragraphOf, parseRelations), so the table names every stanza whose entry
+ * provides a name (a few more at worst: lookups check the entry). Only the lines that can make the
+ * field's value are parsed: from the first line that may start it (an earlier line cannot change
+ * it; parsed first, a continuation line would at worst add names) to the first field after the last
+ * such line (a later line can only start another field or continue one). A malformed field
+ * indexes nothing: reading that entry fails anyway.
  */
 function providedNames(bytes: Buffer): string[] {
-  if (!MAYBE_PROVIDES.test(bytes.toString("latin1"))) return [];
-  const value = paragraphOf(parseFields(bytes.toString("utf8"))).get("provides");
+  const text = bytes.toString("latin1");
+  MAYBE_PROVIDES.lastIndex = 0;
+  let first = -1;
+  let last = -1;
+  for (let m = MAYBE_PROVIDES.exec(text); m; m = MAYBE_PROVIDES.exec(text)) {
+    if (first < 0) first = m.index;
+    last = m.index;
+  }
+  if (first < 0) return [];
+  // The end: the first line after the last candidate that starts a field (not empty, not a
+  // comment, not a continuation, a colon after its first byte), as fieldsOfLines decides.
+  let end = text.length;
+  for (let line = text.indexOf("\n", last) + 1; line > 0 && line < text.length; ) {
+    const nl = text.indexOf("\n", line);
+    const stop = nl < 0 ? text.length : nl;
+    const c = text[line];
+    if (
+      stop > line &&
+      c !== "#" &&
+      c !== " " &&
+      c !== "\t" &&
+      text.indexOf(":", line) - line > 0 &&
+      text.indexOf(":", line) < stop
+    ) {
+      end = line;
+      break;
+    }
+    line = stop + 1;
+  }
+  const value = paragraphOf(parseFields(bytes.toString("utf8", first, end))).get("provides");
   try {
     return [...new Set(parseRelations(value).flatMap((group) => group.map((r) => r.name)))];
   } catch {
