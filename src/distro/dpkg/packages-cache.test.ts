@@ -270,7 +270,7 @@ test("Provides is found as the entry's own reader reads it: any case, continuati
     // A description line that looks like the field is no field: nothing is provided.
     `${stanza({ Package: "pb", Version: "1", Description: "x\n provides: vb" })}`,
     // The later duplicate wins, as paragraphOf reads it; a colon-less line does not end a field.
-    `${stanza({ Package: "pc", Version: "1", Provides: "vc-old" })}\nprovides: vc1\nnot-a-field\n vc2`,
+    `${stanza({ Package: "pc", Version: "1", Provides: "vc-old" })}\nprovides: vc1,\nnot-a-field\n vc2`,
   ].join("\n\n");
   const { index } = await cached(dir, text);
   const memory = makePackagesIndex(META, parsePackagesIndex(text, { repoUri: REPO }));
