@@ -312,6 +312,64 @@ test("a correctly signed local repository opens, resolves and downloads; reopeni
   assert.equal(f.mirror.served("binary-amd64/by-hash/"), 1);
 });
 
+test("the decompressed index and its name table are cached; a damaged one is derived again from the cached index, never read wrong", async (t) => {
+  const f = await fixture(t);
+  const source = f.mirror.source();
+  const first = await openRepository(source, f.options());
+  first.indexes[0]!.release?.();
+  const files = await cacheFiles(f.cacheDir);
+  const table = join(f.cacheDir, files.find((p) => p.endsWith(".names"))!);
+  const plain = join(f.cacheDir, files.find((p) => p.endsWith(".plain"))!);
+  assert.ok(
+    files.some((p) => /^indexes\/[0-9a-f]{64}$/.test(p)),
+    "the verified compressed index is kept",
+  );
+  const version = async () => {
+    const repo = await openRepository(source, f.options());
+    try {
+      return newestCandidate([repo], "suture-hello", "amd64")?.version;
+    } finally {
+      repo.indexes[0]!.release?.();
+    }
+  };
+
+  // A table cut short (a crash, a full disk) is not used: both files are derived again, no download.
+  await writeFile(table, (await readFile(table)).subarray(0, 100));
+  f.mirror.requests.length = 0;
+  assert.equal(await version(), "1.2-1");
+  assert.equal(f.mirror.served("binary-amd64/"), 0, "derived from the cached compressed index");
+  // A plain file of another size: the same.
+  await writeFile(plain, Buffer.concat([await readFile(plain), Buffer.from("\n")]));
+  assert.equal(await version(), "1.2-1");
+  assert.ok((await readFile(table)).length > 100, "the table is whole again");
+
+  // A stanza changed on disk (same size) after its table checked out: a one-line IO error, not an
+  // entry with another version; the table is removed, so the next open derives it again.
+  const bytes = await readFile(plain);
+  const at = bytes.indexOf("Version: 1.2-1");
+  assert.ok(at >= 0);
+  bytes.write("Version: 1.3-1", at, "latin1");
+  await writeFile(plain, bytes);
+  await assert.rejects(version(), (e: unknown) => {
+    assert.ok(isSutureError(e, "IO"), String(e));
+    assert.match(
+      e.message,
+      /^the cached copy of .*Packages\.xz \(.*\.plain\) is damaged at byte \d+: .*run the command again$/,
+    );
+    return true;
+  });
+  assert.equal(
+    (await cacheFiles(f.cacheDir)).some((p) => p.endsWith(".names")),
+    false,
+  );
+  assert.equal(await version(), "1.2-1");
+  assert.deepEqual(
+    (await cacheFiles(f.cacheDir)).filter((p) => p.startsWith("tmp/")),
+    [],
+    "no leftovers in tmp",
+  );
+});
+
 test("tampered InRelease (one byte of the signed text changed) is a bad signature; nothing cached", async (t) => {
   const f = await fixture(t);
   f.mirror.tamper(`dists/${SUITE}/InRelease`, (b) =>

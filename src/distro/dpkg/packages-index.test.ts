@@ -4,7 +4,6 @@ import { isSutureError } from "../../errors/errors.ts";
 import {
   debUrl,
   entryParagraph,
-  lazyPackagesIndex,
   makePackagesIndex,
   newestCandidate,
   type PackageEntry,
@@ -186,36 +185,4 @@ test("an index entry whose identity could name a path is refused as UNTRUSTED, n
       field,
     );
   }
-});
-
-test("a released lazy index frees its bytes at once, keeps the entries it gave, and refuses new reads", () => {
-  // As the index decoder allocates it: a buffer of its own.
-  const bytes = Buffer.alloc(Buffer.byteLength(SECURITY), SECURITY);
-  const meta = {
-    uri: "http://r",
-    suite: "s",
-    component: "main",
-    arch: "amd64",
-    url: "http://r/x",
-    sha256: H("0"),
-  };
-  const lazy = lazyPackagesIndex(meta, bytes, { repoUri: "http://r", what: "the test index" });
-  const [libssl] = lazy.byName.get("libssl3") ?? [];
-  assert.equal(libssl?.version, "3.0.15-1~deb12u1");
-  lazy.release?.();
-  // The whole index is detached (its memory returned), not waiting for a full collection.
-  assert.equal(bytes.buffer.byteLength, 0);
-  assert.equal(lazy.byName.get("libssl3")?.[0]?.sha256, H("a"));
-  assert.throws(
-    () => lazy.byName.get("tzdata"),
-    (e) => isSutureError(e, "INTERNAL"),
-  );
-
-  // A tiny index in Node's shared pool is left to the collector: other buffers share that memory.
-  const pooled = Buffer.from("Package: a\nVersion: 1\n");
-  const other = Buffer.from("kept");
-  const small = lazyPackagesIndex(meta, pooled, { repoUri: "http://r" });
-  small.release?.();
-  if (pooled.buffer === other.buffer) assert.equal(other.toString(), "kept");
-  assert.ok(pooled.buffer.byteLength > 0);
 });

@@ -49,14 +49,19 @@ export interface PackagesIndex {
   url: string;
   /** SHA-256 of the index file as downloaded, from the signed Release file. */
   sha256: string;
-  /** Every usable entry (for a lazy index: parsed when first asked for, so avoid it in hot paths). */
+  /**
+   * Every usable entry. A cached index (packages-cache.ts) reads and parses every stanza for it:
+   * listings and tests only, never a patch's hot path (which asks byName and byProvides).
+   */
   readonly entries: PackageEntry[];
   /** Entries by package name, in index order. */
   byName: PackagesByName;
+  /** Entries whose `Provides` names a virtual package, in index order (any version; check it). */
+  byProvides: PackagesByName;
   /**
-   * Frees what the index holds now instead of at V8's next full collection (a lazy index's
-   * decompressed bytes: Debian's main index is 50 MB). Entries already handed out stay valid;
-   * asking for an entry not parsed before is then an INTERNAL error.
+   * Frees what the index holds now (a cached index's open file and name table) instead of when it
+   * is collected. Entries already handed out stay valid; asking for an entry not read before is
+   * then an INTERNAL error.
    */
   release?(): void;
 }
@@ -101,7 +106,7 @@ export function parsePackagesIndex(
     const stanza = text.slice(pos, end);
     pos = end + 2;
     stanzas++;
-    const entry = parseStanza(stanza, options.repoUri, options.what);
+    const entry = packageEntryOf(stanza, options.repoUri, options.what);
     if (entry) out.push(entry);
   }
   if (stanzas > 0 && out.length === 0) {
@@ -113,7 +118,15 @@ export function parsePackagesIndex(
   return out;
 }
 
-function parseStanza(stanza: string, repoUri: string, what = "Packages index"): PackageEntry | undefined {
+/**
+ * One stanza's entry, or undefined when it lacks what a verifiable install needs (see
+ * parsePackagesIndex). Throws UNTRUSTED for an identity no dpkg could build.
+ */
+export function packageEntryOf(
+  stanza: string,
+  repoUri: string,
+  what = "Packages index",
+): PackageEntry | undefined {
   const fields: Record<string, string> = {};
   for (const [name, value] of paragraphOf(parseFields(stanza))) {
     // Own keys only: a field named `constructor` is not one of them.
@@ -198,17 +211,27 @@ export function sourceOf(entry: PackageEntry): { name: string; version: string }
   return { name: m?.[1] ?? entry.package, version: m?.[2]?.trim() ?? entry.version };
 }
 
+/**
+ * An index over entries already in memory (tests, and lists built from parsePackagesIndex). A
+ * repository's indexes are cached on disk instead (packages-cache.ts).
+ */
 export function makePackagesIndex(
-  meta: Omit<PackagesIndex, "entries" | "byName">,
+  meta: Omit<PackagesIndex, "entries" | "byName" | "byProvides">,
   entries: PackageEntry[],
 ): PackagesIndex {
   const byName = new Map<string, PackageEntry[]>();
-  for (const e of entries) {
-    const list = byName.get(e.package);
+  const byProvides = new Map<string, PackageEntry[]>();
+  const add = (map: Map<string, PackageEntry[]>, name: string, e: PackageEntry) => {
+    const list = map.get(name);
     if (list) list.push(e);
-    else byName.set(e.package, [e]);
+    else map.set(name, [e]);
+  };
+  for (const e of entries) {
+    add(byName, e.package, e);
+    for (const name of new Set(parseRelations(e.provides).flatMap((g) => g.map((r) => r.name))))
+      add(byProvides, name, e);
   }
-  return { ...meta, entries, byName };
+  return { ...meta, entries, byName, byProvides };
 }
 
 /**
@@ -277,100 +300,4 @@ export function parseRelations(text: string | undefined): Relation[][] {
         return r;
       }),
   );
-}
-
-/**
- * A Packages index kept as its decompressed bytes, parsed per package on first use. A Debian
- * `main` index is ~47 MB with ~63,000 stanzas, and a patch needs the few hundred the image has
- * installed: scanning only the `Package:` line of each stanza keeps memory at the size of the
- * bytes (no 2-byte JS string of the whole file, no 63,000 objects) and parsing to milliseconds.
- * Throws INVALID_MANIFEST when the bytes hold stanzas but none names a package.
- */
-export function lazyPackagesIndex(
-  meta: Omit<PackagesIndex, "entries" | "byName">,
-  bytes: Buffer,
-  options: { repoUri: string; what?: string },
-): PackagesIndex {
-  const spans = new Map<string, number[]>();
-  let stanzas = 0;
-  let pos = 0;
-  const n = bytes.length;
-  while (pos < n) {
-    while (pos < n && (bytes[pos] === 0x0a || bytes[pos] === 0x0d)) pos++;
-    if (pos >= n) break;
-    let end = bytes.indexOf("\n\n", pos);
-    if (end < 0) end = n;
-    stanzas++;
-    const name = packageName(bytes, pos, end);
-    if (name) {
-      const list = spans.get(name);
-      if (list) list.push(pos, end);
-      else spans.set(name, [pos, end]);
-    }
-    pos = end + 2;
-  }
-  if (stanzas > 0 && spans.size === 0) {
-    throw new SutureError(
-      "INVALID_MANIFEST",
-      `${options.what ?? "Packages index"} has ${stanzas} stanzas but none with a Package field`,
-    );
-  }
-  const parsed = new Map<string, readonly PackageEntry[]>();
-  let released = false;
-  const get = (name: string): readonly PackageEntry[] | undefined => {
-    let out = parsed.get(name);
-    if (out) return out;
-    if (released)
-      throw new SutureError("INTERNAL", `${options.what ?? "Packages index"} was read after it was released`);
-    const s = spans.get(name);
-    if (!s) return undefined;
-    const list: PackageEntry[] = [];
-    for (let i = 0; i < s.length; i += 2) {
-      const e = parseStanza(bytes.toString("utf8", s[i], s[i + 1]), options.repoUri, options.what);
-      if (e && e.package === name) list.push(e);
-    }
-    out = list;
-    parsed.set(name, out);
-    return out.length ? out : undefined;
-  };
-  const byName: PackagesByName = { get, has: (name) => get(name) !== undefined };
-  return {
-    ...meta,
-    byName,
-    release() {
-      released = true;
-      spans.clear();
-      // Detaching the buffer frees its memory at once. The bytes are garbage once the resolution
-      // is made, but V8 collects external memory only after ~64 MB more of it has piled up, so the
-      // dead index stayed resident to the end of the patch (~50 MB of its peak RSS). A buffer
-      // sharing Node's pool (a tiny index) is left to the collector.
-      const whole = bytes.buffer;
-      if (whole instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === whole.byteLength)
-        // ES2024's transfer(); the project's TypeScript lib predates it.
-        (whole as ArrayBuffer & { transfer(length: number): ArrayBuffer }).transfer(0);
-    },
-    // Rarely wanted (whole-index listings): parsed on demand.
-    get entries() {
-      return [...spans.keys()].flatMap((k) => get(k) ?? []);
-    },
-  };
-}
-
-/** The `Package:` value of the stanza at bytes[start, end) (normally its first line). */
-function packageName(bytes: Buffer, start: number, end: number): string | undefined {
-  let lineStart = start;
-  while (lineStart < end) {
-    let nl = bytes.indexOf(0x0a, lineStart);
-    if (nl < 0 || nl > end) nl = end;
-    // "Package:" case-insensitively (P/p), as control fields are.
-    if (
-      nl - lineStart > 8 &&
-      (bytes[lineStart] | 0x20) === 0x70 &&
-      bytes.toString("latin1", lineStart, lineStart + 8).toLowerCase() === "package:"
-    ) {
-      return bytes.toString("utf8", lineStart + 8, nl).trim();
-    }
-    lineStart = nl + 1;
-  }
-  return undefined;
 }

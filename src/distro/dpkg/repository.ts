@@ -7,7 +7,7 @@ import { isSutureError, quoteUntrusted, redact, SutureError } from "../../errors
 import { placeFile } from "../../fs/atomic.ts";
 import { defaultHttpFetch, fetchBytes, fetchToFile, type HttpFetch } from "../../http/fetch.ts";
 import type { ProgressSink } from "../../progress/events.ts";
-import { bytesChecksum, checksumError, type ExpectedChecksum, fileChecksum } from "../../stream/checksum.ts";
+import { checksumError, type ExpectedChecksum, fileChecksum } from "../../stream/checksum.ts";
 import type { Keyring } from "../../trust/keyring.ts";
 import {
   type Signer,
@@ -16,7 +16,8 @@ import {
   verifyDetached,
 } from "../../trust/signature.ts";
 import { type ControlParagraph, field, parseControl } from "./control.ts";
-import { lazyPackagesIndex, type PackagesIndex } from "./packages-index.ts";
+import { buildPackagesCache, openPackagesCache, packagesCacheFiles } from "./packages-cache.ts";
+import type { PackagesIndex } from "./packages-index.ts";
 import type { AptSource } from "./sources.ts";
 
 /** The signed `Release` metadata of one suite. */
@@ -86,9 +87,12 @@ const COMPRESSED_INDEXES = ["Packages.xz", "Packages.gz", "Packages"] as const;
  * 4. for each component, fetch `COMPONENT/binary-ARCH/Packages.xz` (else .gz, else plain), via
  *    `by-hash/SHA256/<hex>` when the Release says `Acquire-By-Hash: yes`, verifying size and SHA256
  *    against the signed list before decompressing, then the decompressed text too when listed;
- *    an index already cached under the newly signed hash is reused without a download.
+ *    an index already cached under the newly signed hash is reused without a download (and, when
+ *    its name table is there, without decompressing or reading it: packages-cache.ts).
  *
  * Cache layout under `cacheDir`: `indexes/<sha256>` (verified compressed indexes, by hash),
+ * `indexes/<sha256>.plain` and `.names` (the decompressed index and its name table, by the hash
+ * they were verified against: packages-cache.ts; a warm open reads only the table),
  * `releases/<key>/{InRelease,meta.json}` (last verified signed file with its ETag/Last-Modified),
  * `tmp/` (in-flight files). Writes are atomic renames done only after every check of the call
  * passed: a failed open leaves the cache as it was.
@@ -146,10 +150,16 @@ export async function openRepository(source: AptSource, options: OpenRepositoryO
         loadIndex(fetch, { distUrl, repoUri, label, release, stage, ...t, source, suite, flat, options }),
       ),
     );
-    const failed = settled.find((r) => r.status === "rejected");
-    if (failed) throw failed.reason;
     const indexes = settled.flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
-    await stage.commit();
+    try {
+      const failed = settled.find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
+      await stage.commit();
+    } catch (e) {
+      // The indexes that did open hold their files open.
+      for (const index of indexes) index.release?.();
+      throw e;
+    }
     return { source, arch, releaseUrl: meta.url, release, signers: meta.signers, indexes };
   } finally {
     await stage.cleanup();
@@ -176,12 +186,16 @@ export async function openRepositories(
       }
     }),
   );
-  const failed = settled.find(
-    (r) => r.status === "rejected" && !(isSutureError(r.reason) && r.reason.code === "CANCELLED"),
-  );
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-  const cancelled = settled.find((r) => r.status === "rejected");
-  if (cancelled) throw (cancelled as PromiseRejectedResult).reason;
+  const failed =
+    settled.find(
+      (r) => r.status === "rejected" && !(isSutureError(r.reason) && r.reason.code === "CANCELLED"),
+    ) ?? settled.find((r) => r.status === "rejected");
+  if (failed) {
+    // The repositories that did open hold their indexes' files open.
+    for (const r of settled)
+      if (r.status === "fulfilled") for (const index of r.value.indexes) index.release?.();
+    throw (failed as PromiseRejectedResult).reason;
+  }
   return settled.map((r) => (r as PromiseFulfilledResult<Repository>).value);
 }
 
@@ -436,11 +450,28 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
   const expected = t.release.files.get(path)!;
   const url = `${t.distUrl}/${path}`;
   const what = `${redact(url)}`;
-  const finalPath = join(t.options.cacheDir, "indexes", expected.sha256);
+  const indexesDir = join(t.options.cacheDir, "indexes");
   const progress = t.options.progress;
   const digest = `sha256:${expected.sha256}`;
-  let file = finalPath;
-  if (await matchesFile(finalPath, expected)) {
+  const meta = { uri: t.source.uri, suite: t.suite, component: t.component, arch: t.arch, url };
+  // The decompressed index and its name table are named by the hash they were verified against:
+  // the uncompressed index's own SHA-256 when the signed Release lists it (Debian's do), checked as
+  // it is decompressed; else the compressed file's, which was checked before decompressing and so
+  // stands for what it decompresses to.
+  const plainExpected = name === "Packages" ? expected : t.release.files.get(`${dir}Packages`);
+  const key = plainExpected?.sha256 ?? expected.sha256;
+  const files = packagesCacheFiles(indexesDir, key);
+  const options = { repoUri: t.repoUri, what };
+  const cached = await openPackagesCache(files, { ...meta, sha256: expected.sha256, key }, options);
+  if (cached) {
+    progress?.({ type: "blob", action: "exists", digest, bytes: expected.size, total: expected.size });
+    return cached;
+  }
+  // The compressed index is kept too (except a plain one, which is its own .plain): a damaged
+  // table or plain file is then derived again without a download.
+  const compressedPath = join(indexesDir, expected.sha256);
+  let file = compressedPath;
+  if (name !== "Packages" && (await matchesFile(compressedPath, expected))) {
     progress?.({ type: "blob", action: "exists", digest, bytes: expected.size, total: expected.size });
   } else {
     file = await t.stage.temp(`index-${expected.sha256}`);
@@ -463,37 +494,33 @@ async function loadIndex(fetch: HttpFetch, t: IndexTarget): Promise<PackagesInde
       if (!isSutureError(e, "NOT_FOUND")) throw e;
       await fetchToFile(fetch, url, file, expected, fetchOptions);
     }
-    t.stage.add(file, finalPath);
+    if (name !== "Packages") t.stage.add(file, compressedPath);
   }
-  // The decompressed index is cached under its own signed hash: decompressing Debian's main
-  // index (xz, 47 MB) costs more time and memory than everything else a patch does with it.
-  const plainExpected = t.release.files.get(`${dir}Packages`);
-  const plainPath = plainExpected && join(t.options.cacheDir, "indexes", `${plainExpected.sha256}.plain`);
-  let plain: Buffer | undefined =
-    plainPath && plainExpected && name !== "Packages"
-      ? await readVerifiedFile(plainPath, plainExpected)
-      : undefined;
-  if (!plain) {
-    const decompressed = await decompressIndex(file, name, what, plainExpected?.size);
-    plain = decompressed.bytes;
-    if (plainExpected && name !== "Packages") {
-      const err = checksumError(
-        decompressed.checksum,
-        plainExpected,
-        `decompressed ${what}`,
-        "the index is corrupt",
-      );
-      if (err) throw err;
-      const tmp = await t.stage.temp(`plain-${plainExpected.sha256}`);
-      await writeFile(tmp, plain);
-      t.stage.add(tmp, plainPath!);
-    }
-  }
-  return lazyPackagesIndex(
-    { uri: t.source.uri, suite: t.suite, component: t.component, arch: t.arch, url, sha256: expected.sha256 },
-    plain,
-    { repoUri: t.repoUri, what },
+  // One pass: decompress straight to the plain file, hash it, and build the name table.
+  const plainTmp = await t.stage.temp(`plain-${key}`);
+  const built = await buildPackagesCache(
+    decompress(createReadStream(file), indexFormat(name), {
+      what,
+      ...(plainExpected ? { maxBytes: plainExpected.size, fix: "the index is corrupt" } : {}),
+    }),
+    plainTmp,
+    { key, hash: plainExpected !== undefined && name !== "Packages", what },
   );
+  if (built.checksum && plainExpected) {
+    const err = checksumError(built.checksum, plainExpected, `decompressed ${what}`, "the index is corrupt");
+    if (err) throw err;
+  }
+  const tableTmp = await t.stage.write(`names-${key}`, built.table);
+  t.stage.add(plainTmp, files.plain);
+  t.stage.add(tableTmp, files.table);
+  // Read from the temporaries until the stage commits them (the open file survives the rename).
+  const index = await openPackagesCache(
+    { plain: plainTmp, table: tableTmp },
+    { ...meta, sha256: expected.sha256, key },
+    { ...options, table: built.table },
+  );
+  if (!index) throw new SutureError("INTERNAL", `the name table just built for ${what} does not read back`);
+  return index;
 }
 
 /** An index's compression, by the name the signed Release lists it under. */
@@ -501,50 +528,6 @@ function indexFormat(name: string): DecodeFormat {
   if (name.endsWith(".xz")) return "xz";
   if (name.endsWith(".gz")) return "gzip";
   return "none";
-}
-
-/**
- * A verified index file's decompressed bytes and their checksum, hashed as the decoder delivers
- * them (with the host's xz, the hashing overlaps the decompression).
- */
-async function decompressIndex(
-  file: string,
-  name: string,
-  what: string,
-  size?: number,
-): Promise<{ bytes: Buffer; checksum: ExpectedChecksum }> {
-  // Straight into one buffer of the signed size: collecting chunks and concatenating them held
-  // Debian's 50 MB main index twice, the peak of a whole patch.
-  const out = size !== undefined ? Buffer.allocUnsafe(size) : undefined;
-  const chunks: Buffer[] = [];
-  const hash = createHash("sha256");
-  let got = 0;
-  for await (const chunk of decompress(createReadStream(file), indexFormat(name), { what })) {
-    if (out) {
-      if (got + chunk.length > out.length)
-        throw new SutureError(
-          "INVALID_ARCHIVE",
-          `cannot decompress ${what}: it is larger than the ${size} bytes signed`,
-        );
-      chunk.copy(out, got);
-    } else chunks.push(chunk);
-    hash.update(chunk);
-    got += chunk.length;
-  }
-  const bytes = out ? out.subarray(0, got) : Buffer.concat(chunks);
-  return { bytes, checksum: { size: got, sha256: hash.digest("hex") } };
-}
-
-/** A cached file's bytes when it is exactly the signed one (re-hashed: damage on disk must not pass). */
-async function readVerifiedFile(path: string, expected: ExpectedChecksum): Promise<Buffer | undefined> {
-  try {
-    const st = await stat(path);
-    if (!st.isFile() || st.size !== expected.size) return undefined;
-    const bytes = await readFile(path);
-    return bytesChecksum(bytes).sha256 === expected.sha256 ? bytes : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 async function matchesFile(path: string, expected: ExpectedChecksum): Promise<boolean> {

@@ -125,14 +125,21 @@ export async function openImageRepositories(
     checkValidUntil: config.getBool("Acquire::Check-Valid-Until", true),
     allowUnsigned,
   });
-  const policy = new CandidatePolicy({
-    indexes: repositories.flatMap((r) =>
-      r.indexes.map((index) => ({ index, file: policyFile(r.release, index) })),
-    ),
-    pins,
-    defaultRelease: config.get("APT::Default-Release") || undefined,
-    arch: options.arch,
-  });
+  let policy: CandidatePolicy;
+  try {
+    policy = new CandidatePolicy({
+      indexes: repositories.flatMap((r) =>
+        r.indexes.map((index) => ({ index, file: policyFile(r.release, index) })),
+      ),
+      pins,
+      defaultRelease: config.get("APT::Default-Release") || undefined,
+      arch: options.arch,
+    });
+  } catch (e) {
+    // The indexes hold their cached files open (a service runs many patches in one process).
+    for (const r of repositories) for (const index of r.indexes) index.release?.();
+    throw e;
+  }
   return { sources, repositories, imageSources, policy, config };
 }
 
