@@ -84,3 +84,20 @@ test("cancel stops work that waits on the view, and a cancelled work is never ta
   await work.cancel();
   assert.equal(await work.take(filesOf({}), () => {}), undefined);
 });
+
+test("a result nobody takes, or that the finished tree contradicts, is disposed of (its open files closed)", async () => {
+  const tree = { "/etc/os-release": "ID=debian" };
+  const disposed: string[] = [];
+  const run = async (files: ImageFileAccess) =>
+    Buffer.from((await files.readFile("/etc/os-release"))!).toString();
+  const untaken = new EarlyWork(owner, filesOf(tree), undefined, run, (v) => disposed.push(`untaken ${v}`));
+  await untaken.cancel();
+  const contradicted = new EarlyWork(owner, filesOf(tree), undefined, run, (v) =>
+    disposed.push(`contradicted ${v}`),
+  );
+  assert.equal(await contradicted.take(filesOf({ "/etc/os-release": "ID=ubuntu" }), () => {}), undefined);
+  const taken = new EarlyWork(owner, filesOf(tree), undefined, run, (v) => disposed.push(`taken ${v}`));
+  assert.deepEqual(await taken.take(filesOf(tree), () => {}), { value: "ID=debian" });
+  await taken.cancel();
+  assert.deepEqual(disposed, ["untaken ID=debian", "contradicted ID=debian"]);
+});

@@ -8,6 +8,12 @@ type Read =
   | { path: string; names: string[] }
   | { path: string; failed: true };
 
+/** Early work as the pipeline holds it: whose it is, and how to stop it. */
+export interface StartedEarly {
+  readonly owner: object;
+  cancel(): Promise<void>;
+}
+
 /**
  * Work an engine starts from the image's files while the layers are still being extracted
  * (sandbox/early-view.ts), such as opening the repositories the image's apt configuration names.
@@ -18,13 +24,14 @@ type Read =
  * its failure included. Its progress events are held until then, so a discarded attempt says
  * nothing.
  */
-export class EarlyWork<T> {
+export class EarlyWork<T> implements StartedEarly {
   /** The engine that started it; only that engine takes it. */
   readonly owner: object;
   readonly #reads: Read[] = [];
   readonly #events: ProgressEvent[] = [];
   readonly #abort = new AbortController();
   readonly #outcome: Promise<{ value: T | undefined } | { error: unknown }>;
+  readonly #dispose?: (value: T) => void;
   #taken = false;
 
   constructor(
@@ -32,8 +39,11 @@ export class EarlyWork<T> {
     files: ImageFileAccess,
     signal: AbortSignal | undefined,
     run: (files: ImageFileAccess, progress: ProgressSink, signal: AbortSignal) => Promise<T | undefined>,
+    /** Frees what a result holds (open files) when nobody takes it. */
+    dispose?: (value: T) => void,
   ) {
     this.owner = owner;
+    this.#dispose = dispose;
     // A read that failed is recorded too: the early view's own trouble (a layer dir renamed as
     // it was read) must discard the attempt, not come back as the work's error.
     const record = async <R>(path: string, read: () => Promise<R>, as: (r: R) => Read): Promise<R> => {
@@ -83,6 +93,7 @@ export class EarlyWork<T> {
           ? isDeepStrictEqual(asComparable(await files.readFile(read.path)), asComparable(read.file))
           : "names" in read && isDeepStrictEqual(await files.listDir(read.path), read.names);
       if (!same) {
+        this.#disposeOf(outcome);
         progress({
           type: "info",
           message: `${read.path} changed after the early read (a later layer, or an archive not in tar order): read again from the finished tree`,
@@ -99,10 +110,16 @@ export class EarlyWork<T> {
     return outcome.value === undefined ? undefined : { value: outcome.value };
   }
 
-  /** Stop it, if it still runs, and wait until it has. */
+  /** Stop it, if it still runs, and wait until it has; a result nobody took is disposed of. */
   async cancel(): Promise<void> {
+    const untaken = !this.#taken && !this.#abort.signal.aborted;
     this.#abort.abort();
-    await this.#outcome;
+    const outcome = await this.#outcome;
+    if (untaken) this.#disposeOf(outcome);
+  }
+
+  #disposeOf(outcome: { value: T | undefined } | { error: unknown }): void {
+    if ("value" in outcome && outcome.value !== undefined) this.#dispose?.(outcome.value);
   }
 }
 

@@ -5,7 +5,7 @@ import type { ImageFileAccess } from "../../fs/in-root.ts";
 import type { Platform } from "../../oci/manifest.ts";
 import type { ProgressSink } from "../../progress/events.ts";
 import type { SandboxMount } from "../../sandbox/runtime.ts";
-import type { EarlyWork } from "./early-work.ts";
+import type { StartedEarly } from "./early-work.ts";
 
 /**
  * The contract every package manager's engines share. A package manager (dpkg today; apk and rpm
@@ -84,7 +84,7 @@ export interface EngineContext {
   progress: ProgressSink;
   signal?: AbortSignal;
   /** Work engines started while the layers were extracted (`startEarly`); each takes its own. */
-  early?: readonly EarlyWork<unknown>[];
+  early?: readonly StartedEarly[];
 }
 
 /** What an engine's early work is told: the run's settings known before the image is unpacked. */
@@ -207,7 +207,7 @@ export interface PatchEngine {
    * (patch/early-work.ts): it must decide from those files alone whether the image is its kind
    * (answering undefined when not) and read them only through `files`.
    */
-  startEarly?(files: ImageFileAccess, ctx: EarlyContext): EarlyWork<unknown>;
+  startEarly?(files: ImageFileAccess, ctx: EarlyContext): StartedEarly;
 }
 
 /** A package manager suture can patch with, and its engines. */

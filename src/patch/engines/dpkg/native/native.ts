@@ -10,6 +10,7 @@ import {
 import { type DebPackage, openDeb } from "../../../../distro/dpkg/deb.ts";
 import { readDpkgConfig } from "../../../../distro/dpkg/dpkg-config.ts";
 import { downloadPackages } from "../../../../distro/dpkg/fetch-debs.ts";
+import type { Repository } from "../../../../distro/dpkg/repository.ts";
 import { compareDebVersions } from "../../../../distro/dpkg/version.ts";
 import { type OsRelease, parseOsRelease } from "../../../../distro/os-release.ts";
 import { SutureError } from "../../../../errors/errors.ts";
@@ -73,8 +74,12 @@ export const nativeDebEngine: PatchEngine = {
   plan: planNative,
   apply: (sandbox, targets, ctx, plan) => applyNative(sandbox, targets, ctx, plan),
   startEarly: (files, ctx) =>
-    new EarlyWork(nativeDebEngine, files, ctx.signal, (f, progress, signal) =>
-      openEarly(f, ctx, progress, signal),
+    new EarlyWork(
+      nativeDebEngine,
+      files,
+      ctx.signal,
+      (f, progress, signal) => openEarly(f, ctx, progress, signal),
+      (early) => releaseIndexes(early.opened.repositories),
     ),
 };
 
@@ -309,9 +314,13 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
   const { progress, platform } = ctx;
   const arch = dpkgArchitecture(platform.architecture, platform.variant);
   const files = fileAccessFromRoot(root);
-  const early = ctx.early?.find((w): w is EarlyWork<EarlyRepositories> => w.owner === nativeDebEngine);
+  const early = ctx.early?.find(
+    (w): w is EarlyWork<EarlyRepositories> => w instanceof EarlyWork && w.owner === nativeDebEngine,
+  );
   const taken = await early?.take(files, progress);
   // Opened early from the same files; the os-release detection read must be the one it used too.
+  if (taken && !isDeepStrictEqual(taken.value.os, ctx.distro.osRelease))
+    releaseIndexes(taken.value.opened.repositories);
   const { repositories, policy, config } =
     taken && isDeepStrictEqual(taken.value.os, ctx.distro.osRelease)
       ? taken.value.opened
@@ -338,8 +347,13 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
     });
   } finally {
     // The resolution holds the entries it picked; the indexes (most of the peak memory) go now.
-    for (const r of repositories) for (const index of r.indexes) index.release?.();
+    releaseIndexes(repositories);
   }
+}
+
+/** Close the indexes' cached files (a service runs many patches in one process). */
+function releaseIndexes(repositories: readonly Repository[]): void {
+  for (const r of repositories) for (const index of r.indexes) index.release?.();
 }
 
 /**
