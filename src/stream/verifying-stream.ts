@@ -1,5 +1,13 @@
 import { createHash, type Hash } from "node:crypto";
 import { PassThrough, type Readable, Transform, type TransformCallback } from "node:stream";
+import { BackgroundSha256 } from "./background-sha256.ts";
+
+/**
+ * Streams at least this large (by their expected size) are hashed on the worker thread
+ * (BackgroundSha256): image layers, mostly. Smaller ones (manifests, indexes' parts, packages of a
+ * few MB) are not worth a hand-over.
+ */
+const BACKGROUND_HASH_BYTES = 16 * 1024 * 1024;
 
 /** What a stream must turn out to be: its SHA-256 (lower-case hex) and size. */
 export interface StreamExpectation {
@@ -34,7 +42,8 @@ export interface VerifyFailures {
  * as untrusted until the stream ends cleanly.
  */
 export class VerifyingStream extends Transform {
-  readonly #hash: Hash;
+  readonly #hash: Hash | undefined;
+  readonly #background: BackgroundSha256 | undefined;
   readonly #expected: StreamExpectation;
   readonly #failures: VerifyFailures;
   /** Bytes seen so far. */
@@ -42,7 +51,10 @@ export class VerifyingStream extends Transform {
 
   constructor(expected: StreamExpectation, failures: VerifyFailures) {
     super();
-    this.#hash = createHash(expected.algorithm ?? "sha256");
+    const algorithm = expected.algorithm ?? "sha256";
+    if (algorithm === "sha256" && expected.size >= BACKGROUND_HASH_BYTES)
+      this.#background = new BackgroundSha256();
+    else this.#hash = createHash(algorithm);
     this.#expected = expected;
     this.#failures = failures;
   }
@@ -53,7 +65,11 @@ export class VerifyingStream extends Transform {
       callback(this.#failures.tooLarge(this.#expected.size));
       return;
     }
-    this.#hash.update(chunk);
+    if (this.#background) {
+      this.#background.update(chunk).then(() => callback(null, chunk), callback);
+      return;
+    }
+    this.#hash!.update(chunk);
     callback(null, chunk);
   }
 
@@ -62,9 +78,17 @@ export class VerifyingStream extends Transform {
       callback(this.#failures.sizeMismatch(this.bytes, this.#expected.size));
       return;
     }
-    const actual = this.#hash.digest("hex");
-    const ok = this.#expected.sha256 === undefined || actual === this.#expected.sha256;
-    callback(ok ? undefined : this.#failures.digestMismatch(actual));
+    const check = (actual: string) => {
+      const ok = this.#expected.sha256 === undefined || actual === this.#expected.sha256;
+      callback(ok ? undefined : this.#failures.digestMismatch(actual));
+    };
+    if (this.#background) this.#background.digest().then(check, callback);
+    else check(this.#hash!.digest("hex"));
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#background?.dispose();
+    callback(error);
   }
 }
 
