@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
@@ -12,7 +12,6 @@ import type { Image } from "../image/image.ts";
 import type { BlobProvider } from "../image/source.ts";
 import type { Descriptor } from "../oci/manifest.ts";
 import type { ProgressSink } from "../progress/events.ts";
-import { BackgroundSha256 } from "../stream/background-sha256.ts";
 import { inUserNamespace, overlayFlavour, overlayXattrPrefix } from "./userns.ts";
 
 /** Bumped when the on-disk form of an extracted layer changes; older entries are re-extracted. */
@@ -348,12 +347,10 @@ export async function extractLayerBlob(
     plain.destroy(reason);
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  // The diff_id hash runs on a worker thread: it is the main thread's largest per-byte item, and
-  // the main thread (tar parsing, file creation) is the busier of the two cores here.
-  const hash = new BackgroundSha256();
+  const hash = createHash("sha256");
   async function* hashed(stream: Readable) {
     for await (const chunk of stream) {
-      await hash.update(chunk as Buffer);
+      hash.update(chunk as Buffer);
       yield chunk as Buffer;
     }
   }
@@ -365,7 +362,7 @@ export async function extractLayerBlob(
       signal,
       ...sparse,
     });
-    const actual = `sha256:${await hash.digest()}`;
+    const actual = `sha256:${hash.digest("hex")}`;
     if (actual !== diffID) {
       throw new SutureError(
         "DIGEST_MISMATCH",
@@ -389,7 +386,6 @@ export async function extractLayerBlob(
     throw asSutureError(e, "IO", `cannot extract ${label} (${descriptor.digest})`);
   } finally {
     signal?.removeEventListener("abort", onAbort);
-    hash.dispose();
     blob.destroy();
     plain.destroy();
   }

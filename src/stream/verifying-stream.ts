@@ -1,13 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
 import { PassThrough, type Readable, Transform, type TransformCallback } from "node:stream";
-import { BackgroundSha256 } from "./background-sha256.ts";
-
-/**
- * Streams at least this large (by their expected size) are hashed on the worker thread
- * (BackgroundSha256): image layers, mostly. Smaller ones (manifests, indexes' parts, packages of a
- * few MB) are not worth a hand-over.
- */
-const BACKGROUND_HASH_BYTES = 16 * 1024 * 1024;
 
 /** What a stream must turn out to be: its SHA-256 (lower-case hex) and size. */
 export interface StreamExpectation {
@@ -42,8 +34,7 @@ export interface VerifyFailures {
  * as untrusted until the stream ends cleanly.
  */
 export class VerifyingStream extends Transform {
-  readonly #hash: Hash | undefined;
-  readonly #background: BackgroundSha256 | undefined;
+  readonly #hash: Hash;
   readonly #expected: StreamExpectation;
   readonly #failures: VerifyFailures;
   /** Bytes seen so far. */
@@ -51,10 +42,7 @@ export class VerifyingStream extends Transform {
 
   constructor(expected: StreamExpectation, failures: VerifyFailures) {
     super();
-    const algorithm = expected.algorithm ?? "sha256";
-    if (algorithm === "sha256" && expected.size >= BACKGROUND_HASH_BYTES)
-      this.#background = new BackgroundSha256();
-    else this.#hash = createHash(algorithm);
+    this.#hash = createHash(expected.algorithm ?? "sha256");
     this.#expected = expected;
     this.#failures = failures;
   }
@@ -65,11 +53,7 @@ export class VerifyingStream extends Transform {
       callback(this.#failures.tooLarge(this.#expected.size));
       return;
     }
-    if (this.#background) {
-      this.#background.update(chunk).then(() => callback(null, chunk), callback);
-      return;
-    }
-    this.#hash!.update(chunk);
+    this.#hash.update(chunk);
     callback(null, chunk);
   }
 
@@ -78,17 +62,9 @@ export class VerifyingStream extends Transform {
       callback(this.#failures.sizeMismatch(this.bytes, this.#expected.size));
       return;
     }
-    const check = (actual: string) => {
-      const ok = this.#expected.sha256 === undefined || actual === this.#expected.sha256;
-      callback(ok ? undefined : this.#failures.digestMismatch(actual));
-    };
-    if (this.#background) this.#background.digest().then(check, callback);
-    else check(this.#hash!.digest("hex"));
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#background?.dispose();
-    callback(error);
+    const actual = this.#hash.digest("hex");
+    const ok = this.#expected.sha256 === undefined || actual === this.#expected.sha256;
+    callback(ok ? undefined : this.#failures.digestMismatch(actual));
   }
 }
 
