@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { Transform, type TransformCallback } from "node:stream";
+import { type Readable, Transform, type TransformCallback } from "node:stream";
 import { SutureError } from "../errors/errors.ts";
 import type { Descriptor } from "../oci/manifest.ts";
 import { VerifyingStream } from "../stream/verifying-stream.ts";
@@ -64,6 +64,27 @@ export class DescriptorVerifyingStream extends VerifyingStream {
       },
     );
   }
+}
+
+/**
+ * The verifier a sink puts behind a blob it stores, or none when `input` already is a source's
+ * verifying stream for the same digest and size. That stream fails with DIGEST_MISMATCH before
+ * its end (more bytes than named) or at it (wrong digest or size), which fails the sink's pipeline
+ * before anything is placed, so hashing the same bytes a second time proves nothing more: copying
+ * the big lab image's 0.72 GiB of layers into an OCI layout hashed every byte twice.
+ */
+export function sinkVerifiers(input: Readable, expected: Pick<Descriptor, "digest" | "size">, what: string) {
+  if (input instanceof VerifyingStream) {
+    const has = input.expectation;
+    if (
+      (has.algorithm ?? "sha256") === "sha256" &&
+      has.sha256 === digestHex(expected.digest) &&
+      has.size === expected.size &&
+      expected.size >= 0
+    )
+      return [];
+  }
+  return [new DescriptorVerifyingStream(expected, what)];
 }
 
 /** Hashes and counts a stream without checking it: for content we produce ourselves. */

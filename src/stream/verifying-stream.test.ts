@@ -81,3 +81,20 @@ test("a short or altered stream fails at its end, with each caller's code and wo
     assert.match((error as Error).message, message);
   }
 });
+
+test("a sink adds no second hash behind a source stream that already checks the same digest and size", async () => {
+  const { sinkVerifiers } = await import("../image/digest.ts");
+  const d = { digest: `sha256:${hex}`, size: content.length };
+  assert.deepEqual(sinkVerifiers(descriptor(content.length), d, "blob x"), []);
+  // Anything else is checked by the sink itself: another digest, an unknown size, a plain stream.
+  for (const input of [
+    descriptor(content.length, `sha256:${"0".repeat(64)}`),
+    descriptor(-1),
+    Readable.from([content]),
+  ]) {
+    const verifiers = sinkVerifiers(input, d, "blob x");
+    assert.equal(verifiers.length, 1);
+    const { error } = await run(verifiers[0]!, [Buffer.from("not the named bytes")]);
+    assert.ok(isSutureError(error) && error.code === "DIGEST_MISMATCH");
+  }
+});

@@ -47,6 +47,11 @@ export class VerifyingStream extends Transform {
     this.#failures = failures;
   }
 
+  /** What this stream checks the bytes against. */
+  get expectation(): Readonly<StreamExpectation> {
+    return this.#expected;
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.#expected.size >= 0 && this.bytes > this.#expected.size) {

@@ -28,6 +28,8 @@ const TAR_TRUNCATION: TruncationErrors = {
   data: () => new SutureError("INVALID_ARCHIVE", "tar archive is truncated inside a file's data"),
 };
 
+const EMPTY = Buffer.alloc(0);
+
 /**
  * Pulls exact byte counts out of a chunk source: the one buffered reader of the streaming archive
  * readers (tar here, rpm's cpio payloads in distro/rpm/cpio.ts).
@@ -35,7 +37,7 @@ const TAR_TRUNCATION: TruncationErrors = {
 export class ByteReader {
   readonly #it: AsyncIterator<Uint8Array>;
   readonly #truncated: TruncationErrors;
-  #buf: Buffer = Buffer.alloc(0);
+  #buf: Buffer = EMPTY;
   #done = false;
 
   constructor(source: ByteSource, truncated: TruncationErrors = TAR_TRUNCATION) {
@@ -48,28 +50,52 @@ export class ByteReader {
           })();
   }
 
-  async #fill(): Promise<boolean> {
-    if (this.#done) return false;
+  /** The source's next chunk, or null at its end. */
+  async #next(): Promise<Buffer | null> {
+    if (this.#done) return null;
     const n = await this.#it.next();
     if (n.done) {
       this.#done = true;
-      return false;
+      return null;
     }
-    const chunk = Buffer.isBuffer(n.value) ? n.value : Buffer.from(n.value);
-    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk;
-    return true;
+    return Buffer.isBuffer(n.value) ? n.value : Buffer.from(n.value);
   }
 
-  /** Exactly `n` bytes, or null at a clean end of input; a short read is a truncated archive. */
+  /**
+   * Exactly `n` bytes, or null at a clean end of input; a short read is a truncated archive.
+   * Bytes that straddle chunks are copied, only `n` of them: appending each new 256 KiB chunk to
+   * the few bytes left of the last one copied whole chunks, once per header that crossed a
+   * chunk boundary.
+   */
   async read(n: number): Promise<Buffer | null> {
-    while (this.#buf.length < n) {
-      if (!(await this.#fill())) {
-        if (this.#buf.length === 0) return null;
+    if (this.#buf.length >= n) {
+      const out = this.#buf.subarray(0, n);
+      this.#buf = this.#buf.subarray(n);
+      return out;
+    }
+    const pieces: Buffer[] = this.#buf.length ? [this.#buf] : [];
+    let have = this.#buf.length;
+    this.#buf = EMPTY;
+    while (have < n) {
+      const chunk = await this.#next();
+      if (chunk === null) {
+        if (have === 0) return null;
         throw this.#truncated.record();
       }
+      pieces.push(chunk);
+      have += chunk.length;
     }
-    const out = this.#buf.subarray(0, n);
-    this.#buf = this.#buf.subarray(n);
+    const last = pieces.pop()!;
+    const fromLast = n - (have - last.length);
+    if (pieces.length === 0) {
+      this.#buf = last.subarray(fromLast);
+      return last.subarray(0, fromLast);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    for (const p of pieces) off += p.copy(out, off);
+    last.copy(out, off, 0, fromLast);
+    this.#buf = last.subarray(fromLast);
     return out;
   }
 
@@ -77,8 +103,10 @@ export class ByteReader {
   async *chunks(n: number): AsyncGenerator<Buffer> {
     let left = n;
     while (left > 0) {
-      if (this.#buf.length === 0 && !(await this.#fill())) {
-        throw this.#truncated.data();
+      if (this.#buf.length === 0) {
+        const chunk = await this.#next();
+        if (chunk === null) throw this.#truncated.data();
+        this.#buf = chunk;
       }
       const take = Math.min(left, this.#buf.length);
       const out = this.#buf.subarray(0, take);
@@ -88,9 +116,18 @@ export class ByteReader {
     }
   }
 
+  /** Pass over `n` bytes without handing them to anyone (no generator step per chunk). */
   async skip(n: number): Promise<void> {
-    for await (const _ of this.chunks(n)) {
-      // discard
+    let left = n;
+    while (left > 0) {
+      if (this.#buf.length === 0) {
+        const chunk = await this.#next();
+        if (chunk === null) throw this.#truncated.data();
+        this.#buf = chunk;
+      }
+      const take = Math.min(left, this.#buf.length);
+      this.#buf = this.#buf.subarray(take);
+      left -= take;
     }
   }
 
@@ -99,7 +136,7 @@ export class ByteReader {
    * behind it (the host's xz, a file stream) otherwise stays open, holding the process.
    */
   async close(): Promise<void> {
-    this.#buf = Buffer.alloc(0);
+    this.#buf = EMPTY;
     if (this.#done) return;
     this.#done = true;
     await this.#it.return?.();
@@ -107,8 +144,10 @@ export class ByteReader {
 
   /** Read and discard everything left, so upstream digests cover the whole stream. */
   async drain(): Promise<void> {
-    this.#buf = Buffer.alloc(0);
-    while (await this.#fill()) this.#buf = Buffer.alloc(0);
+    this.#buf = EMPTY;
+    while ((await this.#next()) !== null) {
+      // discard
+    }
   }
 }
 

@@ -8,7 +8,7 @@ import { decompressor, sniffCompression } from "../../archive/compression.ts";
 import { type TarWriteEntry, writeTar } from "../../archive/tar/write.ts";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { placeFile, streamToFile, tempPathBeside } from "../../fs/atomic.ts";
-import { DescriptorVerifyingStream, DigestingStream, digestHex, verifyBytes } from "../../image/digest.ts";
+import { DigestingStream, digestHex, sinkVerifiers, verifyBytes } from "../../image/digest.ts";
 import type { ImageSink, WriteBlobOptions } from "../../image/source.ts";
 import { WriteTracker } from "../../image/write-tracker.ts";
 import {
@@ -96,11 +96,8 @@ export class ArchiveSpool {
     await this.#writes.run(`${this.#name} blob ${d.digest}`, async (track) => {
       const dir = await this.#scratch();
       const raw = join(dir, `${digestHex(d.digest)}.${randomBytes(4).toString("hex")}.blob`);
-      await streamToFile(
-        track(await openBlob()),
-        [new DescriptorVerifyingStream(d, `${this.#name} blob ${d.digest}`)],
-        raw,
-      );
+      const input = track(await openBlob());
+      await streamToFile(input, sinkVerifiers(input, d, `${this.#name} blob ${d.digest}`), raw);
       if (layerCompression(d.mediaType) !== undefined) await this.#toLayer(d.digest, raw, track);
       else this.#raw.set(d.digest, raw);
     });

@@ -5,7 +5,13 @@ import { PassThrough, pipeline, type Readable } from "node:stream";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { placeFile, streamToFile, writeFileAtomic } from "../../fs/atomic.ts";
 import { readFileCapped } from "../../fs/read-capped.ts";
-import { DescriptorVerifyingStream, digestHex, sha256Digest, verifyBytes } from "../../image/digest.ts";
+import {
+  DescriptorVerifyingStream,
+  digestHex,
+  sha256Digest,
+  sinkVerifiers,
+  verifyBytes,
+} from "../../image/digest.ts";
 import { checkBlobSize, DEFAULT_MAX_BLOB_SIZE } from "../../image/limits.ts";
 import type { ImageSink, ImageSource, WriteBlobOptions } from "../../image/source.ts";
 import { WriteTracker } from "../../image/write-tracker.ts";
@@ -313,8 +319,12 @@ class LayoutSink implements ImageSink {
     await this.#writes.run(`${this.name} blob ${descriptor.digest}`, async (track) => {
       await this.#prepare();
       const tmp = join(this.#tmpDir!, randomBytes(8).toString("hex"));
-      const verifier = new DescriptorVerifyingStream(descriptor, `${this.name} blob ${descriptor.digest}`);
-      await streamToFile(track(await openBlob()), [verifier], tmp);
+      const input = track(await openBlob());
+      await streamToFile(
+        input,
+        sinkVerifiers(input, descriptor, `${this.name} blob ${descriptor.digest}`),
+        tmp,
+      );
       await this.#place(tmp, descriptor.digest);
     });
     (options?.progress ?? this.#options.progress)?.({
