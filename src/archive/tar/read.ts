@@ -103,11 +103,7 @@ export class ByteReader {
   async *chunks(n: number): AsyncGenerator<Buffer> {
     let left = n;
     while (left > 0) {
-      if (this.#buf.length === 0) {
-        const chunk = await this.#next();
-        if (chunk === null) throw this.#truncated.data();
-        this.#buf = chunk;
-      }
+      if (this.#buf.length === 0) await this.#refillForData();
       const take = Math.min(left, this.#buf.length);
       const out = this.#buf.subarray(0, take);
       this.#buf = this.#buf.subarray(take);
@@ -120,15 +116,18 @@ export class ByteReader {
   async skip(n: number): Promise<void> {
     let left = n;
     while (left > 0) {
-      if (this.#buf.length === 0) {
-        const chunk = await this.#next();
-        if (chunk === null) throw this.#truncated.data();
-        this.#buf = chunk;
-      }
+      if (this.#buf.length === 0) await this.#refillForData();
       const take = Math.min(left, this.#buf.length);
       this.#buf = this.#buf.subarray(take);
       left -= take;
     }
+  }
+
+  /** The next chunk into the empty buffer; a member's data cut short by the input's end is an error. */
+  async #refillForData(): Promise<void> {
+    const chunk = await this.#next();
+    if (chunk === null) throw this.#truncated.data();
+    this.#buf = chunk;
   }
 
   /**
