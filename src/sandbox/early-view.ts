@@ -1,7 +1,9 @@
-import { lstat, readdir, readlink } from "node:fs/promises";
-import { join, posix } from "node:path";
+import { readlink } from "node:fs/promises";
+import { posix } from "node:path";
 import { SutureError } from "../errors/errors.ts";
-import { type ImageFileAccess, readFileInRoot, resolveInRoot } from "../fs/in-root.ts";
+import { type ImageFileAccess, MAX_IMAGE_FILE_BYTES } from "../fs/in-root.ts";
+import { readFileCapped } from "../fs/read-capped.ts";
+import { LowerView } from "../layer/lower-view.ts";
 
 /**
  * The image's files while its layers are still being extracted, so that work needing a few small
@@ -61,56 +63,39 @@ export class EarlyLayerView implements ImageFileAccess {
   async readFile(path: string, depth = 0): Promise<Uint8Array | undefined> {
     const parts = relOf(path);
     await this.#waitPast(parts, false);
-    const rel = parts.join("/");
-    for (let slot = this.#layers.length - 1; slot >= 0; slot--) {
-      const found = await this.#lookup(slot, rel);
-      if (found === "absent") continue;
-      if (found === "hidden" || found.isDirectory()) return undefined;
-      if (found.isSymbolicLink()) {
-        // Followed through the layers, as the merged tree would; the target may sit in a lower layer.
-        if (depth >= 16) return undefined;
-        const parent = await resolveInRoot(this.#dir(slot), posix.dirname(`/${rel}`));
-        if (!parent) return undefined;
-        const target = await readlink(join(parent, posix.basename(rel)));
-        return this.readFile(posix.resolve(posix.dirname(`/${rel}`), target), depth + 1);
-      }
-      return found.isFile() ? readFileInRoot(this.#dir(slot), `/${rel}`) : undefined;
+    const entry = this.#view().lookup(parts.join("/"));
+    if (!entry || entry.stat.isDirectory()) return undefined;
+    if (entry.stat.isSymbolicLink()) {
+      // Followed through the layers, as the merged tree would; the target may sit in another layer.
+      if (depth >= 16) return undefined;
+      const target = await readlink(entry.path);
+      return this.readFile(posix.resolve(`/${parts.slice(0, -1).join("/")}`, target), depth + 1);
     }
-    return undefined;
+    if (!entry.stat.isFile()) return undefined;
+    return readFileCapped(entry.path, {
+      limit: MAX_IMAGE_FILE_BYTES,
+      what: `${path} in the image`,
+      noFollow: true,
+      regularOnly: true,
+    });
   }
 
   async listDir(path: string): Promise<string[]> {
     const parts = relOf(path);
     await this.#waitPast(parts, true);
-    const rel = parts.join("/");
-    const names = new Set<string>();
-    const hidden = new Set<string>();
-    for (let slot = this.#layers.length - 1; slot >= 0; slot--) {
-      const dir = await resolveInRoot(this.#dir(slot), `/${rel}`);
-      if (!dir) continue;
-      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-      for (const e of entries) {
-        if (hidden.has(e.name) || names.has(e.name)) continue;
-        if (e.isCharacterDevice()) hidden.add(e.name);
-        else names.add(e.name);
-      }
-    }
-    return [...names].sort();
+    return this.#view().names(parts.join("/")).sort();
   }
 
-  #dir(slot: number): string {
-    const dir = this.#layers[slot]?.dir;
-    if (!dir) throw new SutureError("INTERNAL", `layer ${slot + 1} has no directory in the early view`);
-    return dir;
+  /**
+   * The layers as overlayfs would stack them (whiteouts, opaque dirs). Made per read: a layer's
+   * directory moves when the layer cache commits it, and the view caches directories.
+   */
+  #view(): LowerView {
+    return new LowerView(this.#layers.map((l, slot) => l.dir ?? this.#missing(slot)));
   }
 
-  /** The layer's own entry at `rel`: its lstat, a whiteout ("hidden"), or nothing there. */
-  async #lookup(slot: number, rel: string) {
-    const parent = await resolveInRoot(this.#dir(slot), posix.dirname(`/${rel}`));
-    if (!parent) return "absent" as const;
-    const st = await lstat(join(parent, posix.basename(rel))).catch(() => undefined);
-    if (!st) return "absent" as const;
-    return st.isCharacterDevice() && st.rdev === 0 ? ("hidden" as const) : st;
+  #missing(slot: number): never {
+    throw new SutureError("INTERNAL", `layer ${slot + 1} has no directory in the early view`);
   }
 
   #waitPast(rel: string[], subtree: boolean): Promise<void> {
