@@ -17,7 +17,7 @@ import { distrolessLabImage } from "../lab/distroless.ts";
 import { labImage, trivyReportFor } from "../lab/images.ts";
 import { inLayoutImage } from "../lab/in-image.ts";
 import { requiring } from "../lab/requirements.ts";
-import { startUnprivilegedLab, type UnprivilegedLab } from "../lab/unprivileged.ts";
+import { leftIn, startUnprivilegedLab, type UnprivilegedLab } from "../lab/unprivileged.ts";
 
 const { after, before, test } = await requiring("root", "loopback", "runc", "tool:runuser");
 
@@ -159,6 +159,7 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
   await ulab.pushLab(nginx.reference, "lab/nginx");
   const src = `docker://${ulab.registry.host}/lab/nginx:1`;
   const cache = join(ulab.userHome, "int-cache");
+  const tmp = await ulab.privateTmp("interrupted");
   const child = spawn(
     "runuser",
     ulab.userArgs(
@@ -174,9 +175,9 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
         "--progress",
         "plain",
       ],
-      { SUTURE_PATCH_MODE: "no-namespaces" },
+      { SUTURE_PATCH_MODE: "no-namespaces", TMPDIR: tmp },
     ),
-    { env: ulab.userEnv(), cwd: ulab.userHome, stdio: ["ignore", "pipe", "pipe"] },
+    { env: ulab.userEnv({ TMPDIR: tmp }), cwd: ulab.userHome, stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";
   child.stderr.on("data", (d) => {
@@ -212,13 +213,7 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
     "",
     "no process of this patch is left",
   );
-  const uid = ulab.user.uid;
-  const tmpLeft: string[] = [];
-  for (const name of await readdir(tmpdir())) {
-    const st = await stat(join(tmpdir(), name)).catch(() => undefined);
-    if (st?.uid === uid) tmpLeft.push(name);
-  }
-  assert.deepEqual(tmpLeft, [], "no temp file of the user is left");
+  assert.deepEqual(await leftIn(tmp), [], "no temp file of the user is left");
   const left = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("patch-"));
   assert.deepEqual(left, [], "no patch work dir (and so no working tree) is left in the cache");
   assert.equal(await tagExists("lab/nginx", "int3"), false);

@@ -4,7 +4,7 @@
  * work dir, a loopback registry, suture run as root or as that user, and the top layer of a result.
  */
 import { execFile } from "node:child_process";
-import { chmod, chown, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { chmod, chown, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -14,6 +14,14 @@ import { type LabRegistry, startRegistry } from "./registry.ts";
 
 const run = promisify(execFile);
 export const SUTURE_BIN = join(import.meta.dirname, "../../bin/suture");
+
+/**
+ * What a run left in `dir` (its TMPDIR): every entry but Node's compile cache, which Node keeps
+ * there on purpose (bin/suture's entry turns it on) and is not a leftover of the run.
+ */
+export async function leftIn(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name !== "node-compile-cache");
+}
 
 export interface UnprivilegedLab {
   /** Root's scratch dir (mode 755): layouts, reports, root mode's cache. */
@@ -44,6 +52,11 @@ export interface UnprivilegedLab {
     flags: string[],
     options?: { extra?: NodeJS.ProcessEnv; contentIgnored?: (path: string) => boolean },
   ): Promise<{ userStderr: string; user: string[]; root: string[] }>;
+  /**
+   * A temp dir of the user's own (pass it as TMPDIR) for a run whose leftovers a test checks: the
+   * lab's user is shared by test files running at the same time, so /tmp holds their work too.
+   */
+  privateTmp(name: string): Promise<string>;
   /** Run `suture args…` as the user where it must fail: its exit code and its stderr's lines. */
   refusedAsUser(args: string[], extra?: NodeJS.ProcessEnv): Promise<{ code: number; lines: string[] }>;
   close(): Promise<void>;
@@ -118,6 +131,12 @@ export async function startUnprivilegedLab(options: {
       return ref;
     },
     topLayer,
+    async privateTmp(name) {
+      const dir = join(work, `tmp-${name}`);
+      await mkdir(dir, { mode: 0o700 });
+      await chown(dir, uid, gid);
+      return dir;
+    },
     async patchAsUserAndRoot(src, repo, flags, options = {}) {
       const target = (who: string) => `${registry.host}/${repo}:${who}`;
       const base = ["patch", "-i", src, ...flags, "--push", "-t"];
