@@ -88,6 +88,10 @@ rules:
   assert.equal(layers(inspect.stdout), layers(source.stdout) + 1);
 
   await running.stop();
-  const left = await run("pgrep", ["-u", ulab.user.name, "-f", "suture"]).catch(() => ({ stdout: "" }));
+  // The lab's user is shared with test files running at the same time: the service's processes are
+  // the ones naming its home (its cache, rules and work dirs are there).
+  const left = await run("pgrep", ["-a", "-u", ulab.user.name, "-f", ulab.userHome]).catch(() => ({
+    stdout: "",
+  }));
   assert.equal(left.stdout.trim(), "", `processes of the service left running:\n${left.stdout}`);
 });
