@@ -67,10 +67,9 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
       }
     };
     queue.work(logged, { concurrency: Number(flags.concurrency) });
-    process.stderr.write(
-      `suture worker: taking jobs from ${redact(flags.redis)} (queue ${choice.name}), ${flags.concurrency} at once\n`,
-    );
-    await new Promise<void>((resolve) => {
+    // The signals are ours before the line below says the worker runs: a supervisor (or a test)
+    // may stop it the moment it reads that line, and a SIGTERM before this would kill it outright.
+    const stopped = new Promise<void>((resolve) => {
       const stop = () => {
         process.off("SIGINT", stop);
         process.off("SIGTERM", stop);
@@ -80,6 +79,10 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
       process.on("SIGINT", stop);
       process.on("SIGTERM", stop);
     });
+    process.stderr.write(
+      `suture worker: taking jobs from ${redact(flags.redis)} (queue ${choice.name}), ${flags.concurrency} at once\n`,
+    );
+    await stopped;
     await queue.close();
   } finally {
     await store.close();
