@@ -109,16 +109,7 @@ async function openEarly(
     progress,
     "repositories",
     "verifying the image's apt repositories (while the layers are extracted)",
-    () =>
-      openImageRepositories(files, os, {
-        arch: dpkgArchitecture(ctx.platform.architecture, ctx.platform.variant),
-        cacheDir: ctx.cacheDir,
-        mirrors: ctx.mirrors,
-        keyringFiles: ctx.keyringFiles,
-        allowInsecureRepositories: ctx.allowInsecureRepositories,
-        progress,
-        signal,
-      }),
+    () => openImageRepositories(files, os, repositoryOptions(ctx, progress, signal)),
   );
   // The report's packages at apt's candidate, when it reaches the fixed version: what the
   // resolution will almost surely pick, fetched while the layers are still being extracted. The
@@ -319,22 +310,13 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
   );
   const taken = await early?.take(files, progress);
   // Opened early from the same files; the os-release detection read must be the one it used too.
-  if (taken && !isDeepStrictEqual(taken.value.os, ctx.distro.osRelease))
-    releaseIndexes(taken.value.opened.repositories);
+  const usable = taken && isDeepStrictEqual(taken.value.os, ctx.distro.osRelease) ? taken.value : undefined;
+  if (taken && !usable) releaseIndexes(taken.value.opened.repositories);
   const { repositories, policy, config } =
-    taken && isDeepStrictEqual(taken.value.os, ctx.distro.osRelease)
-      ? taken.value.opened
-      : await withStep(progress, "repositories", "verifying the image's apt repositories", () =>
-          openImageRepositories(files, ctx.distro.osRelease, {
-            arch,
-            cacheDir: ctx.cacheDir,
-            mirrors: ctx.mirrors,
-            keyringFiles: ctx.keyringFiles,
-            allowInsecureRepositories: ctx.allowInsecureRepositories,
-            progress,
-            signal: ctx.signal,
-          }),
-        );
+    usable?.opened ??
+    (await withStep(progress, "repositories", "verifying the image's apt repositories", () =>
+      openImageRepositories(files, ctx.distro.osRelease, repositoryOptions(ctx, progress, ctx.signal)),
+    ));
   try {
     return resolveInstallSet({
       installed: installedPackages(db.packages),
@@ -349,6 +331,19 @@ async function resolveFromRepositories(root: string, db: DpkgDatabase, targets: 
     // The resolution holds the entries it picked; the indexes (most of the peak memory) go now.
     releaseIndexes(repositories);
   }
+}
+
+/** What opening the image's repositories takes from the run, early or not. */
+function repositoryOptions(ctx: EarlyContext, progress: ProgressSink, signal: AbortSignal | undefined) {
+  return {
+    arch: dpkgArchitecture(ctx.platform.architecture, ctx.platform.variant),
+    cacheDir: ctx.cacheDir,
+    mirrors: ctx.mirrors,
+    keyringFiles: ctx.keyringFiles,
+    allowInsecureRepositories: ctx.allowInsecureRepositories,
+    progress,
+    signal,
+  };
 }
 
 /** Close the indexes' cached files (a service runs many patches in one process). */
