@@ -15,7 +15,7 @@ import { type ProgressSink, withStep } from "../progress/events.ts";
 import { checkReportMatchesImage, type ImageDigests } from "../report/image-match.ts";
 import { filterPlanByInstalled, type UpdatePlan } from "../report/plan.ts";
 import { EarlyLayerView } from "../sandbox/early-view.ts";
-import { distinctLayers } from "../sandbox/layer-cache.ts";
+import { distinctLayers, LAYERS_AT_ONCE } from "../sandbox/layer-cache.ts";
 import { inNoNamespacesMode } from "../sandbox/no-namespaces.ts";
 import { withPlainTree } from "../sandbox/plain-tree.ts";
 import { type Sandbox, withSandbox } from "../sandbox/sandbox.ts";
@@ -184,8 +184,11 @@ export async function patchPlatformImage(
   }
   const sparse = sparseLowersPay(ctx);
   // With sparse lowers, engines can start what needs only a few early files of the image (the
-  // native deb engine opens its repositories) while the rest of the layers is extracted.
-  const earlyView = sparse ? new EarlyLayerView(distinctLayers(base).length) : undefined;
+  // native deb engine opens its repositories) while the rest of the layers is extracted. Its reads
+  // wait for the first wave of layers only (early-view.ts).
+  const earlyView = sparse
+    ? new EarlyLayerView(distinctLayers(base).length, { waitFor: LAYERS_AT_ONCE })
+    : undefined;
   const early = earlyView ? startEarlyWork(earlyView, ctx, platform, plan) : [];
   const layer = await (inNoNamespacesMode() ? withPlainTree : withSandbox)(
     base,

@@ -82,3 +82,22 @@ test("a whiteout in a higher layer hides the file below", { skip: process.getuid
   assert.equal(await view.readFile("/etc/apt/sources.list"), undefined);
   assert.deepEqual(await view.listDir("/etc/apt"), ["keep"]);
 });
+
+test("reads wait for the first wave of layers only; a layer above it counts once complete", async () => {
+  const base = await layerDir("b4", { "etc/apt/sources.list": "base", "usr/share/keyrings/k.gpg": "key" });
+  const app = await layerDir("a4", { "etc/apt/sources.list": "app", "usr/local/lib/big.so": "x" });
+  const view = new EarlyLayerView(3, { waitFor: 1 });
+  view.started(0, base);
+  view.member(0, "usr/share/keyrings/k.gpg");
+  const keyring = view.readFile("/usr/share/keyrings/k.gpg");
+  assert.ok(await pending(keyring), "the base layer is writing the keyring");
+  view.member(0, "usr/share/zoneinfo");
+  // Layer 2 is streaming its /usr/local and layer 3 has not started: neither holds the read back.
+  view.started(1, app);
+  view.member(1, "usr/local/lib/big.so");
+  assert.equal(Buffer.from((await keyring)!).toString(), "key");
+  assert.equal(Buffer.from((await view.readFile("/etc/apt/sources.list"))!).toString(), "base");
+  // Complete, layer 2's copy wins, as in the merged tree.
+  view.done(1, app);
+  assert.equal(Buffer.from((await view.readFile("/etc/apt/sources.list"))!).toString(), "app");
+});

@@ -12,8 +12,14 @@ import { LowerView } from "../layer/lower-view.ts";
  * Each layer's extraction reports the member it is at. Layer tars are written in tar order (names
  * sorted within each directory, depth first: `tar --sort=name`, BuildKit, mmdebstrap), so once a
  * layer has moved past a path in that order, the layer's copy of the path is on disk and final. A
- * read waits until every layer has moved past the path or ended, then looks it up top layer
- * first, as overlayfs would (a whiteout hides the layers below).
+ * read waits until the layers it waits for have moved past the path or ended, then looks it up top
+ * layer first, as overlayfs would (a whiteout hides the layers below).
+ *
+ * It waits for the bottom `waitFor` layers only, the extraction's first wave, where a Debian
+ * image's base system is; a layer above them is looked at once it is complete and assumed until
+ * then not to hold the path. Waiting for every layer would hold the reads until the last layer
+ * had streamed past `/usr/share/keyrings`: in an image whose upper layers are an application's
+ * (`/usr/local`, `/opt`), all but the end of the extraction.
  *
  * Nothing here is trusted to be the image's final view: an archive in another order, an opaque
  * directory, a symlinked parent or a file replaced while read can make an answer differ. Whoever
@@ -22,12 +28,14 @@ import { LowerView } from "../layer/lower-view.ts";
  */
 export class EarlyLayerView implements ImageFileAccess {
   readonly #layers: { dir?: string; at?: string[]; done: boolean }[];
+  readonly #waitFor: number;
   #waiters: { rel: string[]; subtree: boolean; wake: () => void; fail: (e: unknown) => void }[] = [];
   #closed?: SutureError;
 
-  /** `count` layers, bottom first (the overlay's stacking order). */
-  constructor(count: number) {
+  /** `count` layers, bottom first (the overlay's stacking order); reads wait for the bottom `waitFor`. */
+  constructor(count: number, { waitFor = count }: { waitFor?: number } = {}) {
     this.#layers = Array.from({ length: count }, () => ({ done: false }));
+    this.#waitFor = waitFor;
   }
 
   /** Layer `slot` (0 = bottom) is being written into `dir`. */
@@ -91,7 +99,12 @@ export class EarlyLayerView implements ImageFileAccess {
    * directory moves when the layer cache commits it, and the view caches directories.
    */
   #view(): LowerView {
-    return new LowerView(this.#layers.map((l, slot) => l.dir ?? this.#missing(slot)));
+    const dirs: string[] = [];
+    for (const [slot, l] of this.#layers.entries()) {
+      if (slot < this.#waitFor) dirs.push(l.dir ?? this.#missing(slot));
+      else if (l.done && l.dir !== undefined) dirs.push(l.dir);
+    }
+    return new LowerView(dirs);
   }
 
   #missing(slot: number): never {
@@ -114,7 +127,10 @@ export class EarlyLayerView implements ImageFileAccess {
 
   #allPast(rel: string[], subtree: boolean): boolean {
     return this.#layers.every(
-      (l) => l.done || (l.dir !== undefined && l.at !== undefined && isPast(l.at, rel, subtree)),
+      (l, slot) =>
+        slot >= this.#waitFor ||
+        l.done ||
+        (l.dir !== undefined && l.at !== undefined && isPast(l.at, rel, subtree)),
     );
   }
 }

@@ -17,10 +17,13 @@ import { inUserNamespace, overlayFlavour, overlayXattrPrefix } from "./userns.ts
 /** Bumped when the on-disk form of an extracted layer changes; older entries are re-extracted. */
 const CACHE_FORMAT = 1;
 
+/** Layers extracted at the same time unless told otherwise: extraction is CPU- and disk-bound. */
+export const LAYERS_AT_ONCE = 2;
+
 export interface MaterializeOptions {
   progress?: ProgressSink;
   signal?: AbortSignal;
-  /** Layers extracted at the same time (default 2: extraction is CPU- and disk-bound). */
+  /** Layers extracted at the same time (default LAYERS_AT_ONCE). */
   concurrency?: number;
 }
 
@@ -103,7 +106,7 @@ export async function materializeLayers(
   const layers = distinctLayers(image);
   await pruneStaleTemp(cacheDir);
   const dirs = new Array<string>(layers.length);
-  await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (l, slot) => {
+  await forEachAtOnce(layers, options.concurrency ?? LAYERS_AT_ONCE, options.signal, async (l, slot) => {
     dirs[slot] = await materializeLayer(image.blobs, l.descriptor, l.diffID, cacheDir, {
       ...options,
       label: `layer ${l.index + 1}/${diffIDs.length}`,

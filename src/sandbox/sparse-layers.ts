@@ -10,6 +10,7 @@ import {
   extractLayerBlob,
   forEachAtOnce,
   isLayerCached,
+  LAYERS_AT_ONCE,
   layerLowerDir,
   newExtraction,
   pruneStaleTemp,
@@ -102,7 +103,7 @@ export interface SparseLower {
 export interface SparseOptions {
   progress?: ProgressSink;
   signal?: AbortSignal;
-  /** Layers extracted at the same time (default 2, as the layer cache). */
+  /** Layers extracted at the same time (default LAYERS_AT_ONCE, as the layer cache). */
   concurrency?: number;
   /** Told where each layer is written and how far its extraction got (early-view.ts). */
   early?: EarlyLayerView;
@@ -140,48 +141,53 @@ export class SparseLayers {
     // A run that died leaves its sparse trees in tmp/ too; they go as the layer cache's do.
     await pruneStaleTemp(cacheDir);
     try {
-      await forEachAtOnce(layers, options.concurrency ?? 2, options.signal, async (layer, slot) => {
-        if (await isLayerCached(cacheDir, layer.diffID)) {
-          lowers[slot] = { layer, dir: layerLowerDir(cacheDir, layer.diffID) };
-          options.early?.done(slot, lowers[slot].dir);
-          return;
-        }
-        const label = `layer ${layer.index + 1}/${count}`;
-        const tmp = await newExtraction(cacheDir, layer.diffID);
-        const lower: SparseLower = { layer, dir: join(tmp, "diff"), tmp, deferred: new Map() };
-        lowers[slot] = lower;
-        options.early?.started(slot, lower.dir);
-        const started = performance.now();
-        progress({
-          type: "step",
-          step: "extract-layer",
-          message: `extracting ${label} ${layer.descriptor.digest.slice(0, 19)} (sparse)`,
-        });
-        const stats = await extractLayerBlob(image.blobs, layer.descriptor, layer.diffID, lower.dir, {
-          signal: options.signal,
-          label,
-          sparse: {
-            deferred: lower.deferred!,
-            select: (rel, type) => {
-              options.early?.member(slot, rel);
-              return (type === "file" || type === "hardlink") && !wantedInSparseLower(rel)
-                ? "defer"
-                : "extract";
+      await forEachAtOnce(
+        layers,
+        options.concurrency ?? LAYERS_AT_ONCE,
+        options.signal,
+        async (layer, slot) => {
+          if (await isLayerCached(cacheDir, layer.diffID)) {
+            lowers[slot] = { layer, dir: layerLowerDir(cacheDir, layer.diffID) };
+            options.early?.done(slot, lowers[slot].dir);
+            return;
+          }
+          const label = `layer ${layer.index + 1}/${count}`;
+          const tmp = await newExtraction(cacheDir, layer.diffID);
+          const lower: SparseLower = { layer, dir: join(tmp, "diff"), tmp, deferred: new Map() };
+          lowers[slot] = lower;
+          options.early?.started(slot, lower.dir);
+          const started = performance.now();
+          progress({
+            type: "step",
+            step: "extract-layer",
+            message: `extracting ${label} ${layer.descriptor.digest.slice(0, 19)} (sparse)`,
+          });
+          const stats = await extractLayerBlob(image.blobs, layer.descriptor, layer.diffID, lower.dir, {
+            signal: options.signal,
+            label,
+            sparse: {
+              deferred: lower.deferred!,
+              select: (rel, type) => {
+                options.early?.member(slot, rel);
+                return (type === "file" || type === "hardlink") && !wantedInSparseLower(rel)
+                  ? "defer"
+                  : "extract";
+              },
             },
-          },
-        });
-        lower.stats = { entries: stats.entries, bytes: stats.bytes };
-        let deferredBytes = 0;
-        for (const m of lower.deferred!.values()) deferredBytes += m.size;
-        progress({
-          type: "step-done",
-          step: "extract-layer",
-          message: `${label}: ${stats.entries} entries, ${stats.bytes} bytes; ${lower.deferred!.size} files (${deferredBytes} bytes) left out until needed`,
-          elapsedMs: Math.round(performance.now() - started),
-        });
-        if (lower.deferred!.size === 0) await made.#commit(lower);
-        options.early?.done(slot, lower.dir);
-      });
+          });
+          lower.stats = { entries: stats.entries, bytes: stats.bytes };
+          let deferredBytes = 0;
+          for (const m of lower.deferred!.values()) deferredBytes += m.size;
+          progress({
+            type: "step-done",
+            step: "extract-layer",
+            message: `${label}: ${stats.entries} entries, ${stats.bytes} bytes; ${lower.deferred!.size} files (${deferredBytes} bytes) left out until needed`,
+            elapsedMs: Math.round(performance.now() - started),
+          });
+          if (lower.deferred!.size === 0) await made.#commit(lower);
+          options.early?.done(slot, lower.dir);
+        },
+      );
     } catch (e) {
       await made.dispose();
       throw e;
@@ -265,7 +271,7 @@ export class SparseLayers {
     let brought = 0;
     await forEachAtOnce(
       this.lowers.filter((l) => l.deferred?.size),
-      this.#options.concurrency ?? 2,
+      this.#options.concurrency ?? LAYERS_AT_ONCE,
       this.#options.signal,
       async (lower) => {
         brought += await this.ensureIn(lower, asked);

@@ -14,6 +14,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -82,22 +83,25 @@ function assertSame(sparse: Outcome, full: Outcome) {
   assert.equal(sparse.digest, full.digest, "the same patch layer blob (gzip is deterministic)");
 }
 
-/** `base`'s layout with one more gzip layer of `entries`, written to `dir`. */
-async function withLayer(baseLayout: string, tar: Buffer, dir: string): Promise<string> {
+/** `base`'s layout with more gzip layers (each a tar), written to `dir`. */
+async function withLayers(baseLayout: string, tars: Buffer[], dir: string): Promise<string> {
   const writer = await layoutWriter(dir);
   const blob = (digest: string) => readFile(join(baseLayout, "blobs", "sha256", digest.slice(7)));
   const index = JSON.parse(await readFile(join(baseLayout, "index.json"), "utf8"));
   const manifest = JSON.parse((await blob(index.manifests[0].digest)).toString());
   const config = JSON.parse((await blob(manifest.config.digest)).toString());
   for (const l of manifest.layers) await writer.reuse(baseLayout, l.digest);
-  const gz = zlib.gzipSync(tar);
-  const layer = await writer.put(gz);
-  const diffID = `sha256:${(await import("node:crypto")).createHash("sha256").update(tar).digest("hex")}`;
-  config.rootfs.diff_ids.push(diffID);
-  config.history = [...(config.history ?? []), { created: "2026-01-01T00:00:00Z", created_by: "app layer" }];
+  for (const tar of tars) {
+    const layer = await writer.put(zlib.gzipSync(tar));
+    config.rootfs.diff_ids.push(`sha256:${createHash("sha256").update(tar).digest("hex")}`);
+    config.history = [
+      ...(config.history ?? []),
+      { created: "2026-01-01T00:00:00Z", created_by: "app layer" },
+    ];
+    manifest.layers.push({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer });
+  }
   const configDesc = await writer.put(Buffer.from(JSON.stringify(config)));
   manifest.config = { ...manifest.config, ...configDesc };
-  manifest.layers.push({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer });
   const manifestDesc = await writer.put(Buffer.from(JSON.stringify(manifest)));
   await writer.tag(index.manifests[0].mediaType, manifestDesc);
   return `oci:${dir}:latest`;
@@ -134,7 +138,7 @@ test("distroless with an application layer: sparse lowers give the same patch la
     { name: "usr/share/doc/.wh.libssl3", content: "" },
     { name: "usr/share/doc/libssl3", type: "symlink", linkname: "/opt/doc/libssl3" },
   ]);
-  const reference = await withLayer(lab.layoutDir, app, join(work, "distroless-app"));
+  const reference = await withLayers(lab.layoutDir, [app], join(work, "distroless-app"));
   const sparse = await patch(reference, report, true, "distroless");
   const full = await patch(reference, report, false, "distroless");
   assertSame(sparse, full);
@@ -178,10 +182,36 @@ test("apt configuration a layer adds after the early read (out of tar order) is 
     { name: "etc/apt/apt.conf.d/", type: "directory" },
     { name: "etc/apt/apt.conf.d/99app", content: 'APT::Install-Recommends "false";\n', mtime: MTIME },
   ]);
-  const reference = await withLayer(lab.layoutDir, app, join(work, "distroless-unsorted"));
+  const reference = await withLayers(lab.layoutDir, [app], join(work, "distroless-unsorted"));
   const early = await patch(reference, report, true, "early");
   const late = await patch(reference, report, true, "late", { SUTURE_EARLY: "0" });
   assertSame(early, late);
   assert.match(early.stderr, /apt\.conf\.d changed after the early read/, "the early result was discarded");
   assert.doesNotMatch(late.stderr, /early read/);
+});
+
+test("apt configuration in a layer above the ones the early reads wait for is noticed: the same patch layer as without early reads", async () => {
+  const lab = await distrolessLabImage();
+  const report = await distrolessLibsslReport(lab, join(work, "distroless-above.json"));
+  // The early reads wait for the bottom two layers only (sandbox/early-view.ts). The third added
+  // layer is in tar order, but its long /usr write keeps it from completing before they are made.
+  const small = await tarOf([
+    { name: "srv/", type: "directory" },
+    { name: "srv/app.txt", content: Buffer.from("app\n"), mtime: MTIME },
+  ]);
+  const above = await tarOf([
+    { name: "etc/", type: "directory" },
+    { name: "etc/apt/", type: "directory" },
+    { name: "etc/apt/apt.conf.d/", type: "directory" },
+    { name: "etc/apt/apt.conf.d/99app", content: 'APT::Install-Recommends "false";\n', mtime: MTIME },
+    { name: "usr/", type: "directory" },
+    { name: "usr/share/", type: "directory" },
+    { name: "usr/share/app/", type: "directory" },
+    { name: "usr/share/app/model.bin", content: Buffer.alloc(256 * 1024 * 1024, 7) },
+  ]);
+  const reference = await withLayers(lab.layoutDir, [small, above], join(work, "distroless-above"));
+  const early = await patch(reference, report, true, "above");
+  const late = await patch(reference, report, true, "above-late", { SUTURE_EARLY: "0" });
+  assertSame(early, late);
+  assert.match(early.stderr, /apt\.conf\.d changed after the early read/, "the early result was discarded");
 });
