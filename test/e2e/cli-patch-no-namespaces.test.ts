@@ -6,11 +6,9 @@
  * interrupt leaves nothing behind.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { alpineLabImage } from "../lab/alpine-lab.ts";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
 import { distrolessLabImage } from "../lab/distroless.ts";
@@ -23,7 +21,6 @@ const { after, before, test } = await requiring("root", "loopback", "runc", "too
 
 before(useArchiveMirror);
 
-const run = promisify(execFile);
 // A fix whose package's maintainer scripts have no native equivalent (nginx-common's).
 const SCRIPT_PACKAGES = ["libssl3", "openssl", "nginx-common", "libexpat1"];
 // Libraries whose configure is the ldconfig trigger, and openssl's and unzip's scripts, all of
@@ -158,61 +155,15 @@ test("SIGINT mid-patch leaves no process, temp dir or working tree of the user b
   const nginx = await labImage("bookwormNginx");
   await ulab.pushLab(nginx.reference, "lab/nginx");
   const src = `docker://${ulab.registry.host}/lab/nginx:1`;
-  const cache = join(ulab.userHome, "int-cache");
-  const tmp = await ulab.privateTmp("interrupted");
-  const child = spawn(
-    "runuser",
-    ulab.userArgs(
-      [
-        "patch",
-        "-i",
-        src,
-        "--push",
-        "-t",
-        `${ulab.registry.host}/lab/nginx:int3`,
-        "--cache-dir",
-        cache,
-        "--progress",
-        "plain",
-      ],
-      { SUTURE_PATCH_MODE: "no-namespaces", TMPDIR: tmp },
-    ),
-    { env: ulab.userEnv({ TMPDIR: tmp }), cwd: ulab.userHome, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    stderr += d;
+  // Interrupted while the working tree is being copied: layers are extracted, the tree half made.
+  const { code, stderr, tmp, cache, processesLeft } = await ulab.interruptedPatch({
+    src,
+    target: `${ulab.registry.host}/lab/nginx:int3`,
+    when: /into a private working tree/,
+    extra: { SUTURE_PATCH_MODE: "no-namespaces" },
   });
-  // Interrupt while the working tree is being copied: layers are extracted, the tree half made.
-  await new Promise<void>((resolve, reject) => {
-    const t = setInterval(() => {
-      if (/into a private working tree/.test(stderr)) {
-        clearInterval(t);
-        resolve();
-      }
-    }, 50);
-    child.once("exit", () => {
-      clearInterval(t);
-      reject(new Error(`suture exited before the interrupt: ${stderr}`));
-    });
-  });
-  // ^C reaches suture itself (the process env(1) became under runuser), as a terminal's would.
-  const cli = (await readFile(`/proc/${child.pid}/task/${child.pid}/children`, "utf8")).trim().split(/\s+/);
-  assert.equal(cli.length, 1);
-  process.kill(Number(cli[0]), "SIGINT");
-  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
   assert.equal(code, 130, stderr);
-  const { stdout: ps } = await run("ps", ["-u", ulab.user.name, "-o", "pid=,args="]).catch((e) => ({
-    stdout: String(e.stdout ?? ""),
-  }));
-  assert.equal(
-    ps
-      .split("\n")
-      .filter((l) => l.includes(cache))
-      .join("\n"),
-    "",
-    "no process of this patch is left",
-  );
+  assert.equal(processesLeft, "", "no process of this patch is left");
   assert.deepEqual(await leftIn(tmp), [], "no temp file of the user is left");
   const left = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("patch-"));
   assert.deepEqual(left, [], "no patch work dir (and so no working tree) is left in the cache");

@@ -4,8 +4,8 @@
  * be the one root mode writes: same entries, owners, modes and content.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { chmod, readdir, readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { chmod, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { useArchiveMirror } from "../lab/archive-mirror.ts";
@@ -70,65 +70,14 @@ test("SIGINT mid-patch leaves no mount, process or temp dir of the user behind",
   const nginx = await labImage("bookwormNginx");
   const src = `docker://${ulab.registry.host}/lab/nginx:1`;
   await ulab.pushLab(nginx.reference, "lab/nginx");
-  const cache = join(ulab.userHome, "int-cache");
-  const tmp = await ulab.privateTmp("interrupted");
-  const child = spawn(
-    "runuser",
-    ulab.userArgs(
-      [
-        "patch",
-        "-i",
-        src,
-        "--push",
-        "-t",
-        `${ulab.registry.host}/lab/nginx:int`,
-        "--cache-dir",
-        cache,
-        "--progress",
-        "plain",
-      ],
-      { TMPDIR: tmp },
-    ),
-    { env: ulab.userEnv({ TMPDIR: tmp }), cwd: ulab.userHome, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    stderr += d;
+  // Interrupted once the layers are being extracted (the namespace is up and the work dir exists).
+  const { code, stderr, cache, tmp, processesLeft } = await ulab.interruptedPatch({
+    src,
+    target: `${ulab.registry.host}/lab/nginx:int`,
+    when: /extract|layer/i,
   });
-  // Interrupt once the layers are being extracted (the namespace is up and the work dir exists).
-  await new Promise<void>((resolve, reject) => {
-    const t = setInterval(() => {
-      if (/extract|layer/i.test(stderr)) {
-        clearInterval(t);
-        resolve();
-      }
-    }, 100);
-    child.once("exit", () => {
-      clearInterval(t);
-      reject(new Error(`suture exited before the interrupt: ${stderr}`));
-    });
-  });
-  // ^C reaches suture itself (the node process runuser started), as a terminal's would.
-  const sutureCli = (await readFile(`/proc/${child.pid}/task/${child.pid}/children`, "utf8"))
-    .trim()
-    .split(/\s+/);
-  assert.equal(sutureCli.length, 1);
-  process.kill(Number(sutureCli[0]), "SIGINT");
-  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
   assert.equal(code, 130, stderr);
-  const { stdout: ps } = await run("ps", ["-u", ulab.user.name, "-o", "pid=,args="]).catch((e) => ({
-    stdout: String(e.stdout ?? ""),
-  }));
-  // The lab's user is shared with test files running at the same time: this patch's processes are
-  // the ones that name its cache dir or its private TMPDIR.
-  assert.equal(
-    ps
-      .split("\n")
-      .filter((l) => l.includes(cache) || l.includes(tmp))
-      .join("\n"),
-    "",
-    "no process of this patch is left",
-  );
+  assert.equal(processesLeft, "", "no process of this patch is left");
   assert.equal((await run("findmnt", ["-rn", "-o", "TARGET"])).stdout.includes(cache), false);
   assert.deepEqual(await leftIn(tmp), [], "no temp file of the user is left");
   const left = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("patch-"));

@@ -3,8 +3,8 @@
  * serve-rootless): the lab's unprivileged user (test/lab/podman.ts) with a home of its own in a
  * work dir, a loopback registry, suture run as root or as that user, and the top layer of a result.
  */
-import { execFile } from "node:child_process";
-import { chmod, chown, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -53,10 +53,17 @@ export interface UnprivilegedLab {
     options?: { extra?: NodeJS.ProcessEnv; contentIgnored?: (path: string) => boolean },
   ): Promise<{ userStderr: string; user: string[]; root: string[] }>;
   /**
-   * A temp dir of the user's own (pass it as TMPDIR) for a run whose leftovers a test checks: the
-   * lab's user is shared by test files running at the same time, so /tmp holds their work too.
+   * `patch -i src --push -t target --progress plain` as the user, with its own cache dir in the
+   * user's home and a private TMPDIR, interrupted with SIGINT (to suture itself, as a terminal's ^C
+   * would reach it) once its stderr matches `when`. Returns its exit code and output, where it
+   * worked, and the user's processes that name either dir (this run's own: the user is shared).
    */
-  privateTmp(name: string): Promise<string>;
+  interruptedPatch(options: {
+    src: string;
+    target: string;
+    when: RegExp;
+    extra?: NodeJS.ProcessEnv;
+  }): Promise<{ code: number | null; stderr: string; cache: string; tmp: string; processesLeft: string }>;
   /** Run `suture args…` as the user where it must fail: its exit code and its stderr's lines. */
   refusedAsUser(args: string[], extra?: NodeJS.ProcessEnv): Promise<{ code: number; lines: string[] }>;
   close(): Promise<void>;
@@ -131,12 +138,6 @@ export async function startUnprivilegedLab(options: {
       return ref;
     },
     topLayer,
-    async privateTmp(name) {
-      const dir = join(work, `tmp-${name}`);
-      await mkdir(dir, { mode: 0o700 });
-      await chown(dir, uid, gid);
-      return dir;
-    },
     async patchAsUserAndRoot(src, repo, flags, options = {}) {
       const target = (who: string) => `${registry.host}/${repo}:${who}`;
       const base = ["patch", "-i", src, ...flags, "--push", "-t"];
@@ -148,6 +149,52 @@ export async function startUnprivilegedLab(options: {
         user: await topLayer(`docker://${target("user")}`, `${name}-user`, options.contentIgnored),
         root: await topLayer(`docker://${target("root")}`, `${name}-root`, options.contentIgnored),
       };
+    },
+    async interruptedPatch({ src, target, when, extra = {} }) {
+      const cache = join(userHome, "int-cache");
+      // A temp dir of the user's own: the lab's user is shared by test files running at the same
+      // time, so /tmp holds their work too.
+      const tmp = join(work, "tmp-interrupted");
+      await mkdir(tmp, { mode: 0o700 });
+      await chown(tmp, uid, gid);
+      const env = { ...extra, TMPDIR: tmp };
+      const args = ["patch", "-i", src, "--push", "-t", target, "--cache-dir", cache, "--progress", "plain"];
+      const child = spawn("runuser", userArgs(args, env), {
+        env: userEnv(env),
+        cwd: userHome,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.on("data", (d) => {
+        stderr += d;
+      });
+      await new Promise<void>((resolve, reject) => {
+        const t = setInterval(() => {
+          if (when.test(stderr)) {
+            clearInterval(t);
+            resolve();
+          }
+        }, 50);
+        child.once("exit", () => {
+          clearInterval(t);
+          reject(new Error(`suture exited before the interrupt: ${stderr}`));
+        });
+      });
+      // runuser's one child is the process env(1) became: suture.
+      const cli = (await readFile(`/proc/${child.pid}/task/${child.pid}/children`, "utf8"))
+        .trim()
+        .split(/\s+/);
+      if (cli.length !== 1) throw new Error(`runuser has ${cli.length} children, expected suture alone`);
+      process.kill(Number(cli[0]), "SIGINT");
+      const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+      const { stdout: ps } = await run("ps", ["-u", ROOTLESS_USER, "-o", "pid=,args="]).catch((e) => ({
+        stdout: String(e.stdout ?? ""),
+      }));
+      const processesLeft = ps
+        .split("\n")
+        .filter((l) => l.includes(cache) || l.includes(tmp))
+        .join("\n");
+      return { code, stderr, cache, tmp, processesLeft };
     },
     async refusedAsUser(args, extra = {}) {
       const failed = await asUser(args, extra).then(
