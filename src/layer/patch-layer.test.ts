@@ -268,3 +268,79 @@ test("what the run wrote without a package-given time gets the epoch; packaged t
     "var/lib/dpkg/status": 1_500_000_000,
   });
 });
+
+test("compiled Python made from a source the layer drops records the time of the source the image keeps", async (t) => {
+  const dir = await tempDir(t);
+  const lower = join(dir, "lower");
+  const upper = join(dir, "upper");
+  const lib = "usr/lib/python3/dist-packages";
+  // Compiled by the host's Python, as py3compile would (timestamp-based, PEP 552).
+  const compile = async (root: string, name: string) => {
+    await fs.mkdir(join(root, lib, "__pycache__"), { recursive: true });
+    await run(
+      "python3",
+      [
+        "-c",
+        "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)",
+        // Relative to the root, as in the image: the code records the path it was compiled from.
+        `${lib}/${name}.py`,
+        `${lib}/__pycache__/${name}.cpython-3.pyc`,
+      ],
+      { cwd: root },
+    );
+    await fs.utimes(join(root, lib, "__pycache__", `${name}.cpython-3.pyc`), 1_700_000_500, 1_700_000_500);
+  };
+  const recordedTime = (pyc: Buffer) => pyc.readUInt32LE(8);
+  const same = "def f():\n    return 1\n";
+  // abc: the same bytes rewritten by the upgrade (new mtime) and compiled again; the lowers had its pyc.
+  await write(lower, `${lib}/abc.py`, same, 1_600_000_000);
+  await compile(lower, "abc");
+  await write(upper, `${lib}/abc.py`, same, 1_700_000_000);
+  await compile(upper, "abc");
+  // other: the same, but the lowers had no pyc for it.
+  await write(lower, `${lib}/other.py`, same, 1_600_000_000);
+  await write(upper, `${lib}/other.py`, same, 1_700_000_000);
+  await compile(upper, "other");
+  // linked: a link to other.py, rewritten as it was (Debian's _sysconfigdata__linux_*.py); Python
+  // records the time of what it points to.
+  for (const root of [lower, upper]) await fs.symlink("other.py", join(root, lib, "linked.py"));
+  await compile(upper, "linked");
+  // new: a changed source goes in the layer, and its pyc as compiled.
+  await write(lower, `${lib}/new.py`, same, 1_600_000_000);
+  await write(upper, `${lib}/new.py`, "def f():\n    return 2\n", 1_700_000_000);
+  await compile(upper, "new");
+  const out = join(dir, "l.tar");
+  const layer = await buildPatchLayer({
+    upperDir: upper,
+    lowerDirs: [lower],
+    outFile: out,
+    compression: "none",
+  });
+  const members = await listTar(await fs.readFile(out), { bodies: true });
+  assert.deepEqual(
+    members.filter((m) => m.type === "file").map((m) => m.name),
+    [
+      `${lib}/__pycache__/linked.cpython-3.pyc`,
+      `${lib}/__pycache__/new.cpython-3.pyc`,
+      `${lib}/__pycache__/other.cpython-3.pyc`,
+      `${lib}/new.py`,
+    ],
+    "abc's pyc, given the kept time, is the lowers' own; the unchanged sources stay below",
+  );
+  const content = (name: string) =>
+    members.find((m) => m.name === `${lib}/__pycache__/${name}.cpython-3.pyc`)!.body;
+  assert.equal(recordedTime(content("other")), 1_600_000_000, "the time of the other.py the image keeps");
+  assert.equal(
+    recordedTime(content("linked")),
+    1_600_000_000,
+    "the time of the file the kept link points to",
+  );
+  assert.equal(
+    recordedTime(content("new")),
+    1_700_000_000,
+    "new.py is in the layer with the time it was compiled from",
+  );
+  const upperOther = await fs.readFile(join(upper, lib, "__pycache__", "other.cpython-3.pyc"));
+  assert.deepEqual(content("other").subarray(16), upperOther.subarray(16), "only the header's time differs");
+  assert.equal(layer.stats.pycTimesKept, 2);
+});

@@ -33,7 +33,7 @@ import {
   readdirSync,
   readlinkSync,
 } from "node:fs";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { compressor } from "../archive/compression.ts";
@@ -49,6 +49,7 @@ import { readFully, sameContent, sameMetadata, sameXattrs } from "./compare.ts";
 import { defaultExclude, type ExcludeInfo, type ExcludePredicate } from "./excludes.ts";
 import { type LowerEntry, LowerView } from "./lower-view.ts";
 import { assertExpressible, type EntryXattrs, isOpaque, isWhiteout, readXattrs } from "./overlay.ts";
+import { asRecorded, MAX_PYC_BYTES, pycSourceOf, recordedSource, withRecordedTime } from "./pyc.ts";
 
 export interface BuildPatchLayerOptions {
   /** The overlay upper dir; it must not change while the layer is built (unmount first, or stop writers). */
@@ -136,6 +137,8 @@ export interface PatchLayerStats {
   excluded: number;
   /** Upper entries given `LayerTimes.epoch` instead of the time of the run (directories also when not written). */
   clampedTimes: number;
+  /** Compiled Python files given the time of the source the image keeps (pyc.ts). */
+  pycTimesKept: number;
 }
 
 export interface PatchLayer {
@@ -201,7 +204,7 @@ export async function buildPatchLayer(options: BuildPatchLayerOptions): Promise<
     const s = result.stats;
     progress({
       type: "info",
-      message: `patch layer: ${result.entries} entries, ${s.files} files, ${s.whiteouts} whiteouts, ${s.opaqueDirs} opaque dirs; dropped ${s.droppedUnchanged} unchanged (${s.droppedUnchangedBytes} bytes), excluded ${s.excluded}; ${s.clampedTimes} times set to the patch epoch`,
+      message: `patch layer: ${result.entries} entries, ${s.files} files, ${s.whiteouts} whiteouts, ${s.opaqueDirs} opaque dirs; dropped ${s.droppedUnchanged} unchanged (${s.droppedUnchangedBytes} bytes), excluded ${s.excluded}; ${s.clampedTimes} times set to the patch epoch${s.pycTimesKept ? `; ${s.pycTimesKept} compiled Python files given their kept sources' times` : ""}`,
     });
     return result;
   });
@@ -254,6 +257,7 @@ class UpperWalker {
     droppedUnchangedBytes: 0,
     excluded: 0,
     clampedTimes: 0,
+    pycTimesKept: 0,
   };
   entryCount = 0;
   readonly #upperDir: string;
@@ -398,9 +402,14 @@ class UpperWalker {
         const size = Number(st.size);
         const group = st.nlink > 1n ? this.#groups.get(`${st.dev}:${st.ino}`) : undefined;
         let changed: boolean;
+        // Set when a compiled Python file must carry its kept source's time (pyc.ts).
+        const pyc = group ? undefined : this.#pycForKeptSource(child.rel, child.abs, size);
         if (group) {
           group.changed ??= this.#groupChanged(group, st, xattrs);
           changed = group.changed;
+        } else if (pyc) {
+          changed = !this.#sameBytesAsLower(pyc, st, xattrs, lower);
+          if (changed) this.stats.pycTimesKept++;
         } else {
           changed = !this.#sameAsLower(child.abs, st, xattrs, lower);
         }
@@ -417,7 +426,7 @@ class UpperWalker {
           yield {
             ...baseEntry(child, "file", this.#mtime(st), xattrs),
             size,
-            body: () => readNoFollow(child.abs, size),
+            body: () => (pyc ? [pyc] : readNoFollow(child.abs, size)),
           };
         }
         this.stats.files++;
@@ -447,6 +456,71 @@ class UpperWalker {
         };
       }
       this.stats.files++;
+    }
+  }
+
+  /**
+   * A compiled Python file at `rel` made from an upper source this layer drops as unchanged: its
+   * bytes with the time of the lowers' source, which the image keeps (pyc.ts). Undefined when it
+   * was not compiled from that upper source, the source goes in the layer, or the times agree.
+   * Overlay mode only: mode 3's tree carries copied times of its own.
+   */
+  #pycForKeptSource(rel: string, abs: string, size: number): Buffer | undefined {
+    let sourceRel = pycSourceOf(rel);
+    if (!sourceRel || this.#plain || size > MAX_PYC_BYTES) return undefined;
+    let sourceAbs = join(this.#upperDir, sourceRel);
+    let source = lstatSync(sourceAbs, { bigint: true, throwIfNoEntry: false });
+    let lowerSource = this.#lower.lookup(sourceRel);
+    if (source?.isSymbolicLink()) {
+      // Python stats through a link (Debian's _sysconfigdata__linux_*.py): one level, the link
+      // itself unchanged, its target an image path read in the upper dir without following anything.
+      if (!lowerSource || !this.#sameAsLower(sourceAbs, source, readXattrs(sourceAbs), lowerSource))
+        return undefined;
+      const target = linkTargetRel(sourceRel, readlinkSync(sourceAbs, "utf8"));
+      if (target === undefined) return undefined;
+      sourceRel = target;
+      sourceAbs = join(this.#upperDir, sourceRel);
+      source = lstatSync(sourceAbs, { bigint: true, throwIfNoEntry: false });
+      lowerSource = this.#lower.lookup(sourceRel);
+    }
+    if (!source?.isFile() || !lowerSource?.stat.isFile()) return undefined;
+    const keptTime = wholeSeconds(lowerSource.stat.mtimeNs);
+    if (wholeSeconds(source.mtimeNs) === keptTime) return undefined;
+    const fd = openSync(abs, READ_NO_FOLLOW);
+    let bytes: Buffer;
+    try {
+      const buf = Buffer.allocUnsafe(size);
+      bytes = buf.subarray(0, readFully(fd, buf, size, 0));
+    } finally {
+      closeSync(fd);
+    }
+    const recorded = recordedSource(bytes);
+    if (
+      !recorded ||
+      recorded.mtime !== asRecorded(wholeSeconds(source.mtimeNs)) ||
+      recorded.size !== asRecorded(source.size) ||
+      !this.#sameAsLower(sourceAbs, source, readXattrs(sourceAbs), lowerSource)
+    )
+      return undefined;
+    return withRecordedTime(bytes, Number(keptTime));
+  }
+
+  /** Whether the lowers show exactly `bytes`, with this metadata, at `lower` (ignoring times). */
+  #sameBytesAsLower(
+    bytes: Buffer,
+    st: BigIntStats,
+    xattrs: EntryXattrs,
+    lower: LowerEntry | undefined,
+  ): boolean {
+    if (!lower?.stat.isFile() || !sameMetadata(st, lower.stat) || lower.stat.size !== BigInt(bytes.length))
+      return false;
+    if (!sameXattrs(xattrs.content, lower.xattrs ?? readXattrs(lower.path).content)) return false;
+    const fd = openSync(lower.path, READ_NO_FOLLOW);
+    try {
+      const buf = Buffer.allocUnsafe(bytes.length);
+      return readFully(fd, buf, buf.length, 0) === bytes.length && buf.equals(bytes);
+    } finally {
+      closeSync(fd);
     }
   }
 
@@ -611,6 +685,15 @@ async function* readNoFollow(path: string, size: number): AsyncGenerator<Buffer>
   } finally {
     await handle.close();
   }
+}
+
+/** A symlink's target as a layer path (absolute targets are image paths); undefined above the root. */
+function linkTargetRel(linkRel: string, target: string): string | undefined {
+  const resolved = posix.normalize(
+    target.startsWith("/") ? target : posix.join(posix.dirname(linkRel), target),
+  );
+  const rel = resolved.replace(/^\/+/, "");
+  return rel === "" || rel === ".." || rel.startsWith("../") ? undefined : rel;
 }
 
 function readLinkText(path: string): string {

@@ -67,11 +67,17 @@ async function patchWith(
 }
 
 test("the native engine and the image's own apt produce the same tree and package database", async () => {
-  const lab = await labImage("bookwormNginx");
-  const { path: report, fixes } = await trivyReportFor("bookwormNginx", {
+  // The nginx lab image with python3: its full report updates perl, tzdata, ca-certificates,
+  // nginx and python3.11, whose scripts byte-compile the standard library (py3compile).
+  const lab = await labImage("bookwormNginxPython");
+  const { path: report, fixes } = await trivyReportFor("bookwormNginxPython", {
     outFile: join(work, "report.json"),
   });
   assert.ok(fixes.length > 5, "a real multi-package report");
+  assert.ok(
+    fixes.some((f) => f.name === "python3.11-minimal"),
+    "python among the fixes",
+  );
   const sandbox = await patchWith("sandbox", report, lab.reference);
   const native = await patchWith("native", report, lab.reference);
 

@@ -230,6 +230,7 @@ test("a layer from a real overlay upper dir holds exactly the changes, and umoci
     excluded: 4,
     // no LayerTimes given: every time is the file's own
     clampedTimes: 0,
+    pycTimesKept: 0,
   });
   assert.equal(layer.entries, entries.length);
 

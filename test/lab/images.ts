@@ -150,6 +150,21 @@ export const bookwormNginx: LabRecipe = {
 };
 
 /**
+ * bookwormNginx (its three layers, same blobs) plus python3 from bookworm main (layer 4): issue
+ * 15's "full report on an image whose fixes include ca-certificates, tzdata, perl and python".
+ * bookworm main had python3.11 3.11.2-6+deb12u8 and bookworm-security 3.11.2-6+deb12u9 when it was
+ * added (2026-12-02), so its full report also updates python3.11, python3.11-minimal,
+ * libpython3.11-minimal and libpython3.11-stdlib, whose scripts byte-compile the standard library
+ * (py3compile) and have no native equivalent: they run in runc.
+ */
+export const bookwormNginxPython: LabRecipe = {
+  ...bookwormNginx,
+  name: "bookwormNginxPython",
+  parent: bookwormNginx,
+  steps: [{ kind: "apt-install", packages: ["python3"] }],
+};
+
+/**
  * bookwormMinbase for arm64, bootstrapped under qemu-user emulation (about 4 minutes on 2 cores).
  * Not built by the default tests; requesting it installs qemu-user-static and enables binfmt.
  */
@@ -187,6 +202,17 @@ export const bookwormNginxArm64: LabRecipe = {
   name: "bookwormNginxArm64",
   arch: "arm64",
   parent: bookwormMinbaseArm64,
+};
+
+/**
+ * bookwormNginxPython for arm64 (on bookwormNginxArm64), built under qemu-user emulation: the
+ * python image as an amd64 + arm64 index (`npm run bench -- --only multi-full`). Not built by the tests.
+ */
+export const bookwormNginxPythonArm64: LabRecipe = {
+  ...bookwormNginxPython,
+  name: "bookwormNginxPythonArm64",
+  arch: "arm64",
+  parent: bookwormNginxArm64,
 };
 
 /**
@@ -321,8 +347,10 @@ export const bookwormDefaultReleaseGlob: LabRecipe = {
 export const labRecipes = {
   bookwormMinbase,
   bookwormNginx,
+  bookwormNginxPython,
   bookwormMinbaseArm64,
   bookwormNginxArm64,
+  bookwormNginxPythonArm64,
   bookwormMinbaseMarked,
   bookwormSlim,
   bookwormBackports,
