@@ -213,8 +213,8 @@ export interface PatchEngine {
 /**
  * An engine whose implementation module is imported when the pipeline first calls it. Every
  * package manager is listed to match an image against, but a patch runs one engine: imported up
- * front, the rpm and apk engines were ~50 modules (XML parsers, rpm database writers) of every
- * Debian patch's start, read from disk on a cold cache. `shape` is what the pipeline reads before
+ * front, the rpm and apk engines and apt's sandbox engine were ~55 modules (XML parsers, rpm
+ * database writers) of every native Debian patch's start, read from disk on a cold cache. `shape` is what the pipeline reads before
  * calling the engine (its kind, the apply step's text, whether it plans); `load` resolves to the
  * engine itself, of that shape (engines.test.ts compares them).
  */
