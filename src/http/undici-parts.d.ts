@@ -14,3 +14,6 @@ declare module "undici/lib/api/api-request.js" {
   function request(this: Dispatcher, options: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData>;
   export default request;
 }
+declare module "undici/lib/core/util.js" {
+  export function parseURL(url: string | URL): URL;
+}

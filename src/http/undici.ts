@@ -8,6 +8,7 @@
  */
 import type { Dispatcher } from "undici";
 import requestOn from "undici/lib/api/api-request.js";
+import { parseURL } from "undici/lib/core/util.js";
 import AgentClass from "undici/lib/dispatcher/agent.js";
 import EnvHttpProxyAgentClass from "undici/lib/dispatcher/env-http-proxy-agent.js";
 
@@ -16,13 +17,14 @@ export const EnvHttpProxyAgent = EnvHttpProxyAgentClass;
 
 /**
  * undici's `request(url, { dispatcher, ... })` on a given dispatcher: the index's `request` only
- * splits the URL into origin and path, which is done here.
+ * checks the URL with undici's own `parseURL` (http and https only, the same errors) and splits it
+ * into origin and path, which is done here.
  */
 export function request(
   url: string,
   options: Omit<Dispatcher.RequestOptions, "origin" | "path"> & { dispatcher: Dispatcher },
 ): Promise<Dispatcher.ResponseData> {
   const { dispatcher, ...rest } = options;
-  const u = new URL(url);
+  const u = parseURL(url);
   return requestOn.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` });
 }
