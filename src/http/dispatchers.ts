@@ -1,4 +1,5 @@
-import { Agent, type Dispatcher, EnvHttpProxyAgent } from "undici";
+import type { Dispatcher } from "undici";
+import { Agent, EnvHttpProxyAgent } from "./undici.ts";
 
 /**
  * Where a request's connection goes. Every client of suture (registry, apt repositories, Docker

@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
 import type { SutureError } from "../errors/errors.ts";
+import { request } from "./undici.ts";
 
 /** What one HTTP exchange answered; the caller must consume or discard `body`. */
 export interface HttpResponse {

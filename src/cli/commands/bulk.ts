@@ -2,9 +2,6 @@ import { stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { dirname, resolve } from "node:path";
 import { type Command, Option } from "@commander-js/extra-typings";
-import { readBulkConfig } from "../../bulk/config.ts";
-import { runBulk } from "../../bulk/run.ts";
-import { bulkSummary } from "../../bulk/summary.ts";
 import { SutureError } from "../../errors/errors.ts";
 import { writeFileAtomic } from "../../fs/atomic.ts";
 import type { Compression } from "../../oci/media-types.ts";
@@ -22,7 +19,6 @@ import {
   parseMirrors,
 } from "../options.ts";
 import { progressMode } from "../progress-render.ts";
-import { createBulkRenderer, formatResultTable } from "./bulk-table.ts";
 
 /** The flags a bulk run takes: `suture patch`'s global ones (as copa's bulk mode takes copa's). */
 export interface BulkFlags extends CommonFlags {
@@ -80,6 +76,21 @@ async function checkSummaryFile(file: string | undefined): Promise<void> {
 }
 
 /**
+ * Bulk's implementation, loaded when a bulk run starts: the program registers every command, so
+ * what a command's module imports at its top every other command loads too (bulk's YAML parser,
+ * semver and tag discovery are about 130 modules `suture patch` never runs).
+ */
+async function loadBulk() {
+  const [config, run, summary, table] = await Promise.all([
+    import("../../bulk/config.ts"),
+    import("../../bulk/run.ts"),
+    import("../../bulk/summary.ts"),
+    import("./bulk-table.ts"),
+  ]);
+  return { ...config, ...run, ...summary, ...table };
+}
+
+/**
  * Run a PatchConfig as `suture bulk CONFIG` and `suture patch --config CONFIG` do: everything is
  * checked (config, flags, output paths) before the first registry request; the final table goes to
  * stdout, progress to stderr. Failed jobs make the exit code 1 unless --ignore-errors (copa).
@@ -92,6 +103,7 @@ export async function runBulkCommand(configFile: string, flags: BulkFlags): Prom
     process.exitCode = reran;
     return;
   }
+  const { readBulkConfig, runBulk, bulkSummary, createBulkRenderer, formatResultTable } = await loadBulk();
   const config = await readBulkConfig(configFile);
   const timeoutMs = parseDuration(flags.timeout);
   const jobs = parseJobs(flags.jobs);

@@ -1,5 +1,4 @@
 import type { Command } from "@commander-js/extra-typings";
-import { copyImage } from "../../index.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
 import { addTransportOptions, transportOptionsFrom } from "../options.ts";
 
@@ -17,6 +16,9 @@ export function registerCopy(program: Command): void {
         "for destinations that hold one image (docker-archive, daemon): which platform",
       ),
   ).action(async (source, destination, flags) => {
+    // The library surface (index.ts) is loaded by the commands that use it only: it brings bulk's
+    // modules, which `suture patch` never needs (every command module is imported to build the program).
+    const { copyImage } = await import("../../index.ts");
     // Interrupted, the copy stops its transfers and the destination removes what it wrote
     // (partial blobs, temp files, upload sessions) before we exit 130.
     const controller = new AbortController();

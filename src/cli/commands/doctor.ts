@@ -1,5 +1,5 @@
 import { type Command, Option } from "@commander-js/extra-typings";
-import { diagnoseHost, type HostDiagnosis } from "../../doctor/doctor.ts";
+import type { HostDiagnosis } from "../../doctor/doctor.ts";
 import { defaultCacheDir } from "../../patch/patch.ts";
 
 export function registerDoctor(program: Command): void {
@@ -9,6 +9,8 @@ export function registerDoctor(program: Command): void {
     .option("--cache-dir <dir>", "the cache directory patch would use")
     .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
     .action(async (flags) => {
+      // Loaded by this command only (every command module is imported to build the program).
+      const { diagnoseHost } = await import("../../doctor/doctor.ts");
       const diagnosis = await diagnoseHost({ cacheDir: flags.cacheDir ?? defaultCacheDir() });
       process.stdout.write(
         flags.format === "json" ? `${JSON.stringify(diagnosis, null, 2)}\n` : renderDiagnosis(diagnosis),

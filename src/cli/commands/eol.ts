@@ -2,7 +2,6 @@ import { type Command, Option } from "@commander-js/extra-typings";
 import { EOL_PRODUCTS, type EolTable, eolCacheFile, loadEolTable, releaseState } from "../../eol/table.ts";
 import { DEFAULT_EOL_API, updateEolTable } from "../../eol/update.ts";
 import { SutureError } from "../../errors/errors.ts";
-import { inspectImage } from "../../index.ts";
 import { defaultCacheDir } from "../../patch/patch.ts";
 import { printable, table } from "../../report/render.ts";
 import { abortReasonOr, cancelOnSignals } from "../cancel.ts";
@@ -59,6 +58,8 @@ export function registerEol(program: Command): void {
         );
         return;
       }
+      // Loaded here only: see inspect.ts.
+      const { inspectImage } = await import("../../index.ts");
       const result = await inspectImage(image, {
         ...transport,
         cacheDir,

@@ -1,5 +1,5 @@
 import { type Command, Option } from "@commander-js/extra-typings";
-import { type InspectResult, inspectImage } from "../../index.ts";
+import type { InspectResult } from "../../index.ts";
 import { printable } from "../../report/render.ts";
 import { addTransportOptions, parsePlatformList, transportOptionsFrom } from "../options.ts";
 
@@ -13,6 +13,9 @@ export function registerInspect(program: Command): void {
       .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
       .option("--no-layers", "read manifests and configs only (no OS or package detection)"),
   ).action(async (image, flags) => {
+    // The library surface (index.ts) is loaded by the commands that use it only: it brings bulk's
+    // modules, which `suture patch` never needs (every command module is imported to build the program).
+    const { inspectImage } = await import("../../index.ts");
     const { finish, ...transport } = transportOptionsFrom(flags);
     const result = await inspectImage(image, {
       ...transport,

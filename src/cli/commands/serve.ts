@@ -5,9 +5,7 @@ import { type Command, Option } from "@commander-js/extra-typings";
 import { asSutureError, SutureError } from "../../errors/errors.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
-import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
 import type { JobQueue } from "../../serve/queue.ts";
-import { readRulesFile } from "../../serve/rules.ts";
 import type { WatchEvent } from "../../serve/watcher.ts";
 import { cancelOnSignals } from "../cancel.ts";
 import { addTransportOptions, parseDuration } from "../options.ts";
@@ -102,10 +100,13 @@ export function registerServe(program: Command): void {
     ),
   ).action(async (flags) => {
     // The service and the patch pipeline are loaded by this command only (other commands start faster).
-    const [{ startService }, { defaultCacheDir }] = await Promise.all([
-      import("../../serve/service.ts"),
-      import("../../patch/patch.ts"),
-    ]);
+    const [{ startService }, { defaultCacheDir }, { openServiceQueue, openServiceStore }, { readRulesFile }] =
+      await Promise.all([
+        import("../../serve/service.ts"),
+        import("../../patch/patch.ts"),
+        import("../../serve/backends.ts"),
+        import("../../serve/rules.ts"),
+      ]);
     const rules = await readRulesFile(flags.rules);
     const token = await readToken(flags.tokenFile);
     const listen = parseListen(flags.listen);

@@ -7,7 +7,6 @@ import type { Command } from "@commander-js/extra-typings";
 import { redact, SutureError } from "../../errors/errors.ts";
 import { runSandboxCleanups } from "../../sandbox/cleanup.ts";
 import { reexecOrSettleMode } from "../../sandbox/no-namespaces.ts";
-import { openServiceQueue, openServiceStore } from "../../serve/backends.ts";
 import type { JobHandler } from "../../serve/queue.ts";
 import { addTransportOptions, type CommonFlags } from "../options.ts";
 import {
@@ -42,6 +41,8 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
     return;
   }
   const choice = queueChoiceFrom(flags);
+  // Loaded by this command only, like the service and the patch pipeline (other commands start faster).
+  const { openServiceQueue, openServiceStore } = await import("../../serve/backends.ts");
   const store = await openServiceStore({ database: flags.database, stateDir: flags.stateDir });
   try {
     const context = jobContextFrom(flags, store);

@@ -210,6 +210,36 @@ export interface PatchEngine {
   startEarly?(files: ImageFileAccess, ctx: EarlyContext): StartedEarly;
 }
 
+/**
+ * An engine whose implementation module is imported when the pipeline first calls it. Every
+ * package manager is listed to match an image against, but a patch runs one engine: imported up
+ * front, the rpm and apk engines and apt's sandbox engine were ~55 modules (XML parsers, rpm
+ * database writers) of every native Debian patch's start, read from disk on a cold cache. `shape` is what the pipeline reads before
+ * calling the engine (its kind, the apply step's text, whether it plans); `load` resolves to the
+ * engine itself, of that shape (engines.test.ts compares them).
+ */
+export function engineOnDemand(
+  shape: { kind: EngineKind; description: string; plans: boolean },
+  load: () => Promise<PatchEngine>,
+): PatchEngine {
+  let loaded: Promise<PatchEngine> | undefined;
+  const engine = () => {
+    loaded ??= load();
+    return loaded;
+  };
+  return {
+    kind: shape.kind,
+    description: shape.description,
+    ...(shape.plans && {
+      plan: async (sandbox: EngineSandbox, targets: Targets, ctx: EngineContext) => {
+        const e = await engine();
+        return e.plan!(sandbox, targets, ctx);
+      },
+    }),
+    apply: async (sandbox, targets, ctx, plan) => (await engine()).apply(sandbox, targets, ctx, plan),
+  };
+}
+
 /** A package manager suture can patch with, and its engines. */
 export interface PackageManager {
   /** `dpkg`, `apk`, `rpm`: the package database family. */

@@ -4,8 +4,16 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { detectFromFiles } from "../../distro/detect.ts";
 import { isSutureError } from "../../errors/errors.ts";
-import { selectEngine } from "./engine.ts";
+import { apkPackageManager } from "./apk/apk.ts";
+import { nativeApkEngine } from "./apk/native/native.ts";
+import { apkSandboxEngine } from "./apk/sandbox.ts";
+import { dpkgPackageManager } from "./dpkg/dpkg.ts";
+import { aptSandboxEngine } from "./dpkg/sandbox.ts";
+import { type PatchEngine, selectEngine } from "./engine.ts";
 import { PACKAGE_MANAGERS } from "./package-managers.ts";
+import { nativeRpmEngine } from "./rpm/native/native.ts";
+import { rpmPackageManager } from "./rpm/rpm.ts";
+import { rpmSandboxEngine } from "./rpm/sandbox.ts";
 
 const ALPINE_DB = "P:musl\nV:1.2.5-r0\nA:x86_64\n\nP:busybox\nV:1.36.1-r29\nA:x86_64\n\n";
 
@@ -80,4 +88,21 @@ test("apk images go to the apk package manager: native by default, sandbox only 
           `--engine sandbox needs apk in the image, and ${osRelease ? "Chainguard" : "an unknown OS"} has none: use --engine native (or leave --engine out)`,
     );
   }
+});
+
+// The sandbox engines and the rpm and apk native engines are listed by what the pipeline reads
+// before calling them and loaded on first use (engineOnDemand): what they say up front must be
+// what the engines themselves say.
+const shape = (e: PatchEngine | undefined) =>
+  e && { kind: e.kind, description: e.description, plans: !!e.plan };
+
+test("an engine loaded on demand is listed as the engine itself describes itself", () => {
+  for (const [listed, engine] of [
+    [dpkgPackageManager.sandbox, aptSandboxEngine],
+    [rpmPackageManager.native, nativeRpmEngine],
+    [rpmPackageManager.sandbox, rpmSandboxEngine],
+    [apkPackageManager.native, nativeApkEngine],
+    [apkPackageManager.sandbox, apkSandboxEngine],
+  ] as const)
+    assert.deepEqual(shape(listed), shape(engine));
 });

@@ -1,7 +1,5 @@
 import { compareApkVersions } from "../../../distro/apk/version.ts";
-import type { PackageManager } from "../engine.ts";
-import { nativeApkEngine } from "./native/native.ts";
-import { apkSandboxEngine } from "./sandbox.ts";
+import { engineOnDemand, type PackageManager } from "../engine.ts";
 
 /**
  * Alpine, Wolfi and Chainguard images, and any image with apk's database
@@ -13,8 +11,15 @@ export const apkPackageManager: PackageManager = {
   serves: "Alpine, Wolfi and Chainguard images (apk)",
   handles: (distro) => distro.packageDb === "apk",
   compareVersions: compareApkVersions,
-  native: nativeApkEngine,
-  sandbox: apkSandboxEngine,
+  // Loaded when an apk image is patched (see engineOnDemand).
+  native: engineOnDemand(
+    { kind: "native", description: "updating apk packages with suture's apk engine", plans: true },
+    async () => (await import("./native/native.ts")).nativeApkEngine,
+  ),
+  sandbox: engineOnDemand(
+    { kind: "sandbox", description: "updating packages with the image's apk (runc)", plans: false },
+    async () => (await import("./sandbox.ts")).apkSandboxEngine,
+  ),
   sandboxUnavailable: (distro, os) =>
     distro.packageManager === "apk" ? undefined : `needs apk in the image, and ${os} has none`,
 };

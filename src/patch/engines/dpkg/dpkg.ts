@@ -1,9 +1,8 @@
 import { debChangelogFixes, readDebChangelogs, type UpdatedDeb } from "../../../distro/dpkg/changelog.ts";
 import { openDeb } from "../../../distro/dpkg/deb.ts";
 import { compareDebVersions } from "../../../distro/dpkg/version.ts";
-import type { PackageFix, PackageManager, UpdatedPackageFile } from "../engine.ts";
+import { engineOnDemand, type PackageFix, type PackageManager, type UpdatedPackageFile } from "../engine.ts";
 import { nativeDebEngine } from "./native/native.ts";
-import { aptSandboxEngine } from "./sandbox.ts";
 
 /**
  * Debian and Ubuntu images, classic (`/var/lib/dpkg/status`) or distroless (`status.d`). The native
@@ -16,7 +15,11 @@ export const dpkgPackageManager: PackageManager = {
   handles: (distro) => distro.packageDb === "dpkg" || distro.packageDb === "dpkg-status.d",
   compareVersions: compareDebVersions,
   native: nativeDebEngine,
-  sandbox: aptSandboxEngine,
+  // Loaded when asked for (--engine sandbox): the native engine is the default (see engineOnDemand).
+  sandbox: engineOnDemand(
+    { kind: "sandbox", description: "updating packages with the image's apt (runc)", plans: false },
+    async () => (await import("./sandbox.ts")).aptSandboxEngine,
+  ),
   sandboxUnavailable: (distro, os) =>
     distro.packageManager === "apt" ? undefined : `needs apt in the image, and ${os} has none`,
   readFixes: readDebFixes,

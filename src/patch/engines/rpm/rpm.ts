@@ -1,12 +1,9 @@
 import type { DistroInfo } from "../../../distro/detect.ts";
-import { rpmChangelog, rpmCvesSince } from "../../../distro/rpm/changelog.ts";
 import { formatRpmEvr } from "../../../distro/rpm/header.ts";
 import { isRpmPublicKey } from "../../../distro/rpm/installed.ts";
-import { openRpm } from "../../../distro/rpm/package.ts";
 import { compareRpmVersions } from "../../../distro/rpm/version.ts";
-import type { PackageFix, PackageManager, UpdatedPackageFile } from "../engine.ts";
-import { nativeRpmEngine } from "./native/native.ts";
-import { rpmSandboxEngine, rpmSandboxUnavailable } from "./sandbox.ts";
+import { engineOnDemand, type PackageFix, type PackageManager, type UpdatedPackageFile } from "../engine.ts";
+import { rpmSandboxUnavailable } from "./sandbox-tool.ts";
 
 /**
  * RHEL/UBI, Rocky, Alma, Oracle, CentOS, Fedora, Amazon Linux, Azure Linux and SUSE images: any
@@ -20,8 +17,19 @@ export const rpmPackageManager: PackageManager = {
   serves: "RHEL, Fedora, Amazon Linux, Azure Linux and SUSE images (rpm)",
   handles: (distro) => distro.packageDb === "rpm",
   compareVersions: compareRpmVersions,
-  native: nativeRpmEngine,
-  sandbox: rpmSandboxEngine,
+  // Loaded when an rpm image is patched (see engineOnDemand).
+  native: engineOnDemand(
+    { kind: "native", description: "updating rpm packages with suture's rpm engine", plans: true },
+    async () => (await import("./native/native.ts")).nativeRpmEngine,
+  ),
+  sandbox: engineOnDemand(
+    {
+      kind: "sandbox",
+      description: "updating packages with the image's dnf/yum/microdnf/tdnf/zypper (runc)",
+      plans: false,
+    },
+    async () => (await import("./sandbox.ts")).rpmSandboxEngine,
+  ),
   sandboxUnavailable: rpmSandboxUnavailable,
   // rpm -V compares every file's mtime with the header's: files an upgrade only touched must
   // reach the layer with their new times.
@@ -37,6 +45,10 @@ async function readRpmFixes(
   updated: readonly UpdatedPackageFile[],
   { distro, signal }: { distro: DistroInfo; signal?: AbortSignal },
 ): Promise<PackageFix[]> {
+  const [{ rpmChangelog, rpmCvesSince }, { openRpm }] = await Promise.all([
+    import("../../../distro/rpm/changelog.ts"),
+    import("../../../distro/rpm/package.ts"),
+  ]);
   const installed = new Map<string, ReturnType<typeof rpmChangelog>>();
   for (const pkg of distro.rpm?.packages ?? []) {
     if (isRpmPublicKey(pkg) || !pkg.header) continue;

@@ -1,6 +1,5 @@
 import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import type { DistroInfo } from "../../../distro/detect.ts";
 import { formatRpmNevra } from "../../../distro/rpm/header.ts";
 import {
   type InstalledRpm,
@@ -41,6 +40,7 @@ import {
   saveRepodata,
   sharesMetadataCache,
 } from "./sandbox-cache.ts";
+import { type RpmSandboxTool, rpmSandboxTool, rpmSandboxUnavailable } from "./sandbox-tool.ts";
 
 /**
  * The image's own dnf, yum, microdnf, tdnf or zypper in runc over the overlay, as copa patches
@@ -72,29 +72,7 @@ import {
  *   created it.
  */
 
-/** The rpm family's front ends this engine runs, as detection names them. */
-export type RpmSandboxTool = "dnf" | "dnf5" | "yum" | "microdnf" | "tdnf" | "zypper";
-
-const SANDBOX_TOOLS: readonly RpmSandboxTool[] = ["dnf", "dnf5", "yum", "microdnf", "tdnf", "zypper"];
-
-/** The image's package manager, when this engine can run it. */
-export function rpmSandboxTool(distro: Pick<DistroInfo, "packageManager">): RpmSandboxTool | undefined {
-  return (SANDBOX_TOOLS as readonly string[]).includes(distro.packageManager)
-    ? (distro.packageManager as RpmSandboxTool)
-    : undefined;
-}
-
-/**
- * Why this engine cannot patch an rpm image, completing "--engine sandbox …" (for the package
- * manager's `sandboxUnavailable`); undefined when it can.
- */
-export function rpmSandboxUnavailable(distro: DistroInfo, os: string): string | undefined {
-  if (distro.rpm?.database.backend === "manifest")
-    return `needs rpm and a package manager in the image, and ${os} only lists its packages in ${distro.rpm.database.path} (a distroless image)`;
-  if (!rpmSandboxTool(distro))
-    return `needs dnf, yum, microdnf, tdnf or zypper in the image, and ${os} has ${distro.packageManager === "rpm" ? "only rpm" : "none"}`;
-  return undefined;
-}
+export { type RpmSandboxTool, rpmSandboxTool, rpmSandboxUnavailable } from "./sandbox-tool.ts";
 
 /** Which configuration layout a tool reads (dnf5 and microdnf read dnf's). */
 export function repoConfigTool(tool: RpmSandboxTool): RpmRepoTool {
