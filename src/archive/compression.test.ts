@@ -3,10 +3,18 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { test } from "node:test";
-import { gzipSync, zstdCompressSync } from "node:zlib";
+import { gunzipSync, gzipSync, zstdCompressSync } from "node:zlib";
 import { lzma, xz } from "@napi-rs/lzma";
 import { formatBytes, isSutureError, SutureError } from "../errors/errors.ts";
-import { type DecodeFormat, decompress, decompressAll, HOST_XZ, unixGzipHeader } from "./compression.ts";
+import {
+  compressor,
+  type DecodeFormat,
+  decompress,
+  decompressAll,
+  GZIP_BLOCK,
+  HOST_XZ,
+  unixGzipHeader,
+} from "./compression.ts";
 
 /** Text with repeats (compresses) and random bytes (does not): 1 MiB, several decoder pieces. */
 const PLAIN = Buffer.concat([
@@ -143,5 +151,33 @@ test("a new layer's gzip header says Unix whatever OS zlib was built for, even w
       assert.equal(fixed[9], 3);
       assert.deepEqual(fixed.subarray(10), built.subarray(10));
     }
+  }
+});
+
+test("a new layer's gzip, compressed in blocks at once, reads back with zlib and with gzip(1), the same bytes every time", async () => {
+  const text = Buffer.from("usr/lib/x86_64-linux-gnu/libssl.so.3 ".repeat(90_000));
+  const inputs = [
+    Buffer.alloc(0),
+    Buffer.from("x"),
+    text.subarray(0, GZIP_BLOCK - 1),
+    text.subarray(0, GZIP_BLOCK),
+    text.subarray(0, GZIP_BLOCK + 1),
+    Buffer.concat([text, randomBytes(GZIP_BLOCK / 2), text.subarray(0, 3 * 1024 * 1024)]),
+  ];
+  const compress = async (input: Buffer, cut: number) => {
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < input.length; at += cut) pieces.push(input.subarray(at, at + cut));
+    const out: Buffer[] = [];
+    for await (const c of Readable.from(pieces).pipe(compressor("gzip")[0]!)) out.push(c as Buffer);
+    return Buffer.concat(out);
+  };
+  for (const input of inputs) {
+    const gz = await compress(input, 300_000);
+    assert.equal(gz[9], 3, "OS Unix");
+    assert.equal(gz.readUInt32LE(4), 0, "mtime 0");
+    assert.ok(gunzipSync(gz).equals(input), `zlib reads ${input.length} bytes back`);
+    assert.ok(execFileSync("gzip", ["-dc"], { input: gz, maxBuffer: 1 << 28 }).equals(input), "gzip(1) too");
+    execFileSync("gzip", ["-t"], { input: gz });
+    assert.ok((await compress(input, 65_536)).equals(gz), "pieces of another size give the same bytes");
   }
 });
