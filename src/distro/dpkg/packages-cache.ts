@@ -25,7 +25,7 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readSync, unlinkSync } from "node:fs";
-import { open, readFile } from "node:fs/promises";
+import { type FileHandle, open, readFile } from "node:fs/promises";
 import { crc32 } from "node:zlib";
 import { SutureError } from "../../errors/errors.ts";
 import type { ExpectedChecksum } from "../../stream/checksum.ts";
@@ -89,7 +89,7 @@ export async function buildPackagesCache(
   const builder = new TableBuilder(what);
   const splitter = new StanzaSplitter(what, (bytes, offset) => builder.add(bytes, offset));
   const hash = options.hash ? createHash("sha256") : undefined;
-  const out = await open(plainFile, "wx", 0o644);
+  const out = new PlainWriter(await open(plainFile, "wx", 0o644), plainFile);
   let size = 0;
   try {
     for await (const piece of pieces) {
@@ -99,17 +99,75 @@ export async function buildPackagesCache(
           "TOO_LARGE",
           `${what} decompresses to more than 4 GiB, the most suture indexes: the repository is malformed`,
         );
+      await out.add(piece);
       splitter.push(piece);
       hash?.update(piece);
-      // Sequential writes: the decoder's pieces are written as they come, never gathered.
-      await out.write(piece);
     }
     splitter.end();
+    await out.end();
   } finally {
     await out.close();
   }
   const table = builder.encode(options.key, size);
   return { table, size, checksum: hash ? { size, sha256: hash.digest("hex") } : undefined };
+}
+
+/** Pieces gathered before one write: about 16 of the xz pipe's (its reads give at most 64 KiB). */
+const WRITE_BATCH = 1024 * 1024;
+
+/**
+ * The plain file, written in batches of the decoder's pieces (one writev each, no copy), one batch
+ * in flight while the next is gathered and scanned. A write per piece, awaited before the piece
+ * was scanned, was a threadpool round trip per 64 KiB (~800 for Debian's main index, queued
+ * behind the layers' inflate while they are extracted) and held the scan and the pipe meanwhile.
+ * Pieces are kept until written: the decoders hand out fresh buffers.
+ */
+class PlainWriter {
+  readonly #file: FileHandle;
+  readonly #path: string;
+  #batch: Buffer[] = [];
+  #batched = 0;
+  #writing: Promise<void> | undefined;
+
+  constructor(file: FileHandle, path: string) {
+    this.#file = file;
+    this.#path = path;
+  }
+
+  /** Takes `piece` (it must not change afterwards); waits only when the previous batch is still being written. */
+  async add(piece: Buffer): Promise<void> {
+    this.#batch.push(piece);
+    this.#batched += piece.length;
+    if (this.#batched >= WRITE_BATCH) await this.#flush();
+  }
+
+  /** Writes what is gathered and waits until every byte is written. */
+  async end(): Promise<void> {
+    await this.#flush();
+    await this.#writing;
+  }
+
+  /** Closes the file once no write is in flight (an error of one was reported by add or end, or is moot). */
+  async close(): Promise<void> {
+    await this.#writing?.catch(() => undefined);
+    await this.#file.close();
+  }
+
+  async #flush(): Promise<void> {
+    await this.#writing;
+    if (this.#batched === 0) return;
+    const batch = this.#batch;
+    const length = this.#batched;
+    this.#batch = [];
+    this.#batched = 0;
+    const writing = this.#file.writev(batch).then(({ bytesWritten }) => {
+      if (bytesWritten !== length)
+        throw new SutureError("IO", `short write to ${this.#path} (${bytesWritten} of ${length} bytes)`);
+    });
+    // Observed at once: it is awaited by the next add, end or close, maybe ticks later.
+    writing.catch(() => undefined);
+    this.#writing = writing;
+  }
 }
 
 /**
@@ -281,30 +339,37 @@ class TableBuilder {
     const virtualFirst = take(virtuals.count + 1);
     take(virtuals.count + 1).set(virtuals.textOffsets);
     const linkTo = take(links);
-    // Stanzas grouped by name rank, index order kept within a name (a counting sort).
+    // Stanzas grouped by name rank, index order kept within a name (a counting sort). The columns
+    // are read through locals: this runs once per index, mostly before the JIT has optimised it.
+    const nameOf = this.#nameOf.data;
+    const rankOf = names.rankOf;
     for (let s = 0; s < stanzas; s++) {
-      const id = this.#nameOf.data[s]!;
-      if (id !== NONE) nameFirst[names.rankOf[id]! + 1]!++;
+      const id = nameOf[s]!;
+      if (id !== NONE) nameFirst[rankOf[id]! + 1]!++;
     }
     for (let r = 0; r < names.count; r++) nameFirst[r + 1]! += nameFirst[r]!;
     const next = nameFirst.slice(0, names.count);
     const position = new Uint32Array(stanzas);
+    const offset = this.#offset.data;
+    const length = this.#length.data;
+    const crc = this.#crc.data;
     for (let s = 0; s < stanzas; s++) {
-      const id = this.#nameOf.data[s]!;
+      const id = nameOf[s]!;
       if (id === NONE) continue;
-      const p = next[names.rankOf[id]!]!++;
+      const p = next[rankOf[id]!]!++;
       position[s] = p;
-      offsets[p] = this.#offset.data[s]!;
-      lengths[p] = this.#length.data[s]!;
-      crcs[p] = this.#crc.data[s]!;
+      offsets[p] = offset[s]!;
+      lengths[p] = length[s]!;
+      crcs[p] = crc[s]!;
     }
     // Providers grouped by virtual-name rank, in index order (the pairs were added in it).
     const pairs = this.#provides.data;
-    for (let i = 0; i < links; i++) virtualFirst[virtuals.rankOf[pairs[2 * i]!]! + 1]!++;
+    const virtualRank = virtuals.rankOf;
+    for (let i = 0; i < links; i++) virtualFirst[virtualRank[pairs[2 * i]!]! + 1]!++;
     for (let r = 0; r < virtuals.count; r++) virtualFirst[r + 1]! += virtualFirst[r]!;
     const nextLink = virtualFirst.slice(0, virtuals.count);
     for (let i = 0; i < links; i++)
-      linkTo[nextLink[virtuals.rankOf[pairs[2 * i]!]!]!++] = position[pairs[2 * i + 1]!]!;
+      linkTo[nextLink[virtualRank[pairs[2 * i]!]!]!++] = position[pairs[2 * i + 1]!]!;
     const textAt = HEADER_BYTES + words * 4;
     names.text.copy(out, textAt);
     virtuals.text.copy(out, textAt + nameBytes);
@@ -421,9 +486,10 @@ class NameArena {
     const next = this.#next.data;
     const wide = this.#wide;
     const text = (slot: number) => arena.toString("utf8", start[slot], end[slot]);
-    // Equal names end up side by side, in slot (index) order.
-    const order = new Uint32Array(count);
-    for (let i = 0; i < count; i++) order[i] = i;
+    // Equal names end up side by side, in slot (index) order. An Array, not a Uint32Array: its sort
+    // (TimSort) takes the runs an index sorted by source package has, half the comparisons.
+    const order: number[] = [];
+    for (let i = 0; i < count; i++) order.push(i);
     order.sort((x, y) => {
       if (wide.size > 0 && (wide.has(x) || wide.has(y))) {
         const tx = text(x);
@@ -457,9 +523,14 @@ class NameArena {
     }
     const textOffsets = new Uint32Array(distinct + 1);
     const out = Buffer.allocUnsafe(bytes);
-    for (let r = 0; r < distinct; r++) {
+    for (let r = 0, at = 0; r < distinct; r++) {
       const slot = firstOf[r]!;
-      textOffsets[r + 1] = textOffsets[r]! + arena.copy(out, textOffsets[r]!, start[slot]!, end[slot]!);
+      const from = start[slot]!;
+      const length = end[slot]! - from;
+      if (length > 32) arena.copy(out, at, from, from + length);
+      else for (let k = 0; k < length; k++) out[at + k] = arena[from + k]!;
+      at += length;
+      textOffsets[r + 1] = at;
     }
     return { count: distinct, rankOf, textOffsets, text: out };
   }
