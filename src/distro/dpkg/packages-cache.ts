@@ -266,9 +266,16 @@ class TableBuilder {
   /** Per stanza: its slot in #names, NONE for a stanza without a package name. */
   readonly #nameOf = new U32List();
   readonly #names = new NameArena();
-  readonly #virtuals = new Map<string, number>();
-  /** (virtual id, stanza) pairs, flat. */
-  readonly #provides = new U32List();
+  /** The virtual names stanzas provide, one slot per name and stanza (a stanza may repeat one). */
+  readonly #virtuals = new NameArena();
+  /** Per slot of #virtuals: the stanza providing it. */
+  readonly #providedBy = new U32List();
+  /** The stanza being added, for #addVirtual. */
+  #stanza = 0;
+  readonly #addVirtual = (source: Buffer, from: number, to: number): void => {
+    this.#virtuals.add(source, from, to);
+    this.#providedBy.push(this.#stanza);
+  };
 
   constructor(what: string) {
     this.#what = what;
@@ -286,10 +293,8 @@ class TableBuilder {
     }
     const end = bytes.indexOf(0x0a, value);
     this.#nameOf.push(this.#names.add(bytes, value, end < 0 ? bytes.length : end));
-    for (const virtual of providedNames(bytes)) {
-      this.#provides.push(idOf(this.#virtuals, virtual));
-      this.#provides.push(stanza);
-    }
+    this.#stanza = stanza;
+    providedNames(bytes, this.#addVirtual);
   }
 
   /** The table file's bytes, laid out in place in one buffer (what it costs in memory is its size). */
@@ -302,9 +307,21 @@ class TableBuilder {
       );
     }
     const names = this.#names.sorted();
-    const virtuals = sortedNames(this.#virtuals);
+    const virtuals = this.#virtuals.sorted();
     const placed = this.#names.count;
-    const links = this.#provides.length / 2;
+    // Links: each name's providers in index order (its slots sort so), a stanza once per name.
+    const providedBy = this.#providedBy.data;
+    let links = 0;
+    for (let i = 0; i < virtuals.order.length; i++) {
+      const slot = virtuals.order[i]!;
+      const before = virtuals.order[i - 1];
+      if (
+        before === undefined ||
+        virtuals.rankOf[before] !== virtuals.rankOf[slot] ||
+        providedBy[before] !== providedBy[slot]
+      )
+        links++;
+    }
     const nameBytes = names.textOffsets[names.count]!;
     const virtualBytes = virtuals.textOffsets[virtuals.count]!;
     const words = 3 * placed + 2 * (names.count + 1) + 2 * (virtuals.count + 1) + links;
@@ -362,14 +379,18 @@ class TableBuilder {
       lengths[p] = length[s]!;
       crcs[p] = crc[s]!;
     }
-    // Providers grouped by virtual-name rank, in index order (the pairs were added in it).
-    const pairs = this.#provides.data;
     const virtualRank = virtuals.rankOf;
-    for (let i = 0; i < links; i++) virtualFirst[virtualRank[pairs[2 * i]!]! + 1]!++;
-    for (let r = 0; r < virtuals.count; r++) virtualFirst[r + 1]! += virtualFirst[r]!;
-    const nextLink = virtualFirst.slice(0, virtuals.count);
-    for (let i = 0; i < links; i++)
-      linkTo[nextLink[virtualRank[pairs[2 * i]!]!]!++] = position[pairs[2 * i + 1]!]!;
+    for (let i = 0, link = 0, rank = -1, stanza = -1; i < virtuals.order.length; i++) {
+      const slot = virtuals.order[i]!;
+      if (virtualRank[slot] === rank && providedBy[slot] === stanza) continue;
+      if (virtualRank[slot] !== rank) {
+        rank = virtualRank[slot]!;
+        virtualFirst[rank] = link;
+      }
+      stanza = providedBy[slot]!;
+      linkTo[link++] = position[stanza]!;
+    }
+    virtualFirst[virtuals.count] = links;
     const textAt = HEADER_BYTES + words * 4;
     names.text.copy(out, textAt);
     virtuals.text.copy(out, textAt + nameBytes);
@@ -378,37 +399,18 @@ class TableBuilder {
   }
 }
 
-function idOf(map: Map<string, number>, name: string): number {
-  let id = map.get(name);
-  if (id === undefined) {
-    id = map.size;
-    map.set(name, id);
-  }
-  return id;
-}
-
 /**
  * Sorted distinct names as the table stores them: sorted as JS compares strings (UTF-16 code
- * units; lookups compare the same way), one UTF-8 blob with offsets, and each id's rank.
+ * units; lookups compare the same way), one UTF-8 blob with offsets, and each slot's rank.
  */
 interface SortedNames {
   count: number;
-  /** By id (a Map's insertion number, a NameArena's slot): the rank of its name. */
+  /** By slot: the rank of its name. */
   rankOf: Uint32Array;
+  /** The slots by rank, a name's slots in the order they were added. */
+  order: readonly number[];
   textOffsets: Uint32Array;
   text: Buffer;
-}
-
-/** The names of a Map (the virtual names: a few thousand), each id being its insertion number. */
-function sortedNames(map: Map<string, number>): SortedNames {
-  const names = [...map.keys()].sort();
-  const rankOf = new Uint32Array(map.size);
-  const textOffsets = new Uint32Array(names.length + 1);
-  for (const [rank, name] of names.entries()) {
-    rankOf[map.get(name)!] = rank;
-    textOffsets[rank + 1] = textOffsets[rank]! + Buffer.byteLength(name, "utf8");
-  }
-  return { count: names.length, rankOf, textOffsets, text: Buffer.from(names.join(""), "utf8") };
 }
 
 /**
@@ -532,7 +534,7 @@ class NameArena {
       at += length;
       textOffsets[r + 1] = at;
     }
-    return { count: distinct, rankOf, textOffsets, text: out };
+    return { count: distinct, rankOf, order, textOffsets, text: out };
   }
 
   #same(x: number, y: number): boolean {
@@ -617,9 +619,9 @@ function providesSpan(bytes: Buffer): { first: number; last: number } | undefine
  * a match starts at a line start with no newline before its "provides", so none starts before
  * that first line, and none can end past the last line.
  */
-function providedNames(bytes: Buffer): string[] {
+function providedNames(bytes: Buffer, add: (source: Buffer, from: number, to: number) => void): void {
   const span = providesSpan(bytes);
-  if (!span) return [];
+  if (!span) return;
   const n = bytes.length;
   // The shape of every real Provides: one `Provides:` line, followed by another field or nothing.
   // Its value is read here when it is a plain list (simpleRelationNames); the reader below would
@@ -632,8 +634,11 @@ function providedNames(bytes: Buffer): string[] {
     let lineEnd = bytes.indexOf(0x0a, span.first);
     if (lineEnd < 0) lineEnd = n;
     if (lineEnd + 1 >= n || startsField(bytes, lineEnd + 1)) {
-      const names = simpleRelationNames(bytes, span.first + 9, lineEnd);
-      if (names) return names;
+      RANGES.length = 0;
+      if (simpleRelationNames(bytes, span.first + 9, lineEnd, RANGES)) {
+        for (let i = 0; i < RANGES.length; i += 2) add(bytes, RANGES[i]!, RANGES[i + 1]!);
+        return;
+      }
     }
   }
   const from = bytes.lastIndexOf(0x0a, span.first) + 1;
@@ -647,7 +652,7 @@ function providedNames(bytes: Buffer): string[] {
     if (first < 0) first = from + m.index;
     last = from + m.index;
   }
-  if (first < 0) return [];
+  if (first < 0) return;
   // The end: the first line after the last candidate that starts a field.
   let end = n;
   for (let line = bytes.indexOf(0x0a, last) + 1; line > 0 && line < n; ) {
@@ -659,12 +664,20 @@ function providedNames(bytes: Buffer): string[] {
     line = nl < 0 ? n : nl + 1;
   }
   const value = paragraphOf(parseFields(bytes.toString("utf8", first, end))).get("provides");
+  let names: string[];
   try {
-    return [...new Set(parseRelations(value).flatMap((group) => group.map((r) => r.name)))];
+    names = parseRelations(value).flatMap((group) => group.map((r) => r.name));
   } catch {
-    return [];
+    return;
+  }
+  for (const name of names) {
+    const utf8 = Buffer.from(name, "utf8");
+    add(utf8, 0, utf8.length);
   }
 }
+
+/** simpleRelationNames' output, reused: most stanzas with a Provides list a few names. */
+const RANGES: number[] = [];
 
 /**
  * Whether the line at `line` starts a field, as fieldsOfLines decides: not empty, not a comment,
@@ -683,35 +696,34 @@ function startsField(bytes: Buffer, line: number): boolean {
  * The names of a relation list in `bytes[from, to)` when it is a plain one: `name [(= version)]`
  * separated by commas, names and versions of the bytes Debian uses, blanks being spaces and tabs.
  * parseRelations reads such a list to the same names (no `|`, `[`, `<`, `:` qualifier or
- * other operator to handle). Undefined for anything else, which the caller parses in full.
+ * other operator to handle). Pushes each name's start and end to `ranges` and says true; false
+ * for anything else, which the caller parses in full.
  */
-function simpleRelationNames(bytes: Buffer, from: number, to: number): string[] | undefined {
-  const names: string[] = [];
+function simpleRelationNames(bytes: Buffer, from: number, to: number, ranges: number[]): boolean {
   let i = from;
   for (;;) {
     while (i < to && isBlank(bytes[i]!)) i++;
     const start = i;
     while (i < to && isNameByte(bytes[i]!)) i++;
-    if (i === start) return undefined;
-    const name = bytes.toString("latin1", start, i);
+    if (i === start) return false;
+    ranges.push(start, i);
     while (i < to && isBlank(bytes[i]!)) i++;
     if (i < to && bytes[i] === 0x28) {
       i++;
       while (i < to && isBlank(bytes[i]!)) i++;
-      if (bytes[i] !== 0x3d || i >= to) return undefined;
+      if (bytes[i] !== 0x3d || i >= to) return false;
       i++;
       while (i < to && isBlank(bytes[i]!)) i++;
       const version = i;
       while (i < to && (isNameByte(bytes[i]!) || bytes[i] === 0x3a || bytes[i] === 0x7e)) i++;
-      if (i === version) return undefined;
+      if (i === version) return false;
       while (i < to && isBlank(bytes[i]!)) i++;
-      if (bytes[i] !== 0x29 || i >= to) return undefined;
+      if (bytes[i] !== 0x29 || i >= to) return false;
       i++;
       while (i < to && isBlank(bytes[i]!)) i++;
     }
-    if (!names.includes(name)) names.push(name);
-    if (i === to) return names;
-    if (bytes[i] !== 0x2c) return undefined;
+    if (i === to) return true;
+    if (bytes[i] !== 0x2c) return false;
     i++;
   }
 }
