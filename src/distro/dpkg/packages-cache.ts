@@ -414,13 +414,14 @@ interface SortedNames {
 }
 
 /**
- * The package names of one pass, one slot per named stanza, kept as the UTF-8 bytes the table
- * stores them in, back to back in one growing buffer: no JS string or Map entry per stanza (for
- * Debian's main index, a Map of its 63,000 names cost more main-thread CPU than the scan).
+ * Names of one pass, one slot per occurrence (a named stanza's package name; each name a stanza's
+ * `Provides` lists), kept as the UTF-8 bytes the table stores them in, back to back in one growing
+ * buffer: no JS string or Map entry per name (for Debian's main index, Maps of its 63,000 names
+ * and 35,000 virtual names cost more main-thread CPU than the scan).
  *
- * A name is the `Package:` value decoded as UTF-8 and trimmed as String#trim does. An ASCII name
- * (every real one) is trimmed and compared as bytes, which orders it as JS orders strings; a name
- * with another byte is decoded, trimmed and compared as a JS string, as it always was.
+ * A name is its bytes decoded as UTF-8 and trimmed as String#trim does. An ASCII name (every real
+ * one) is trimmed and compared as bytes, which orders it as JS orders strings; a name with another
+ * byte is decoded, trimmed and compared as a JS string, as it always was.
  */
 class NameArena {
   #bytes = Buffer.allocUnsafe(1 << 16);
@@ -437,7 +438,7 @@ class NameArena {
     return this.#start.length;
   }
 
-  /** The slot of the name in `bytes[from, to)` (a `Package:` value as written). */
+  /** The slot of the name in `bytes[from, to)`, as written (a `Package:` value, a virtual name). */
   add(bytes: Buffer, from: number, to: number): number {
     let a = from;
     let b = to;
