@@ -11,7 +11,13 @@ import {
   packagesCacheFiles,
   StanzaSplitter,
 } from "./packages-cache.ts";
-import { makePackagesIndex, type PackagesIndex, parsePackagesIndex } from "./packages-index.ts";
+import {
+  makePackagesIndex,
+  type PackageEntry,
+  type PackagesIndex,
+  parsePackagesIndex,
+  parseRelations,
+} from "./packages-index.ts";
 
 const H = (c: string) => c.repeat(64);
 const KEY = H("7");
@@ -285,4 +291,95 @@ test("Provides is found as the entry's own reader reads it: any case, continuati
     ["va1", "va2", "vb", "vc-old", "vc1", "vc2"].map((v) => index.byProvides.has(v)),
     [true, true, false, false, true, true],
   );
+});
+
+test("the byte scan's edges answer as the parsed text does: Provides on the last line, CRLF, in a continuation line, plain and not-so-plain lists, non-ASCII names, a stanza larger than the pieces", async (t) => {
+  const dir = await scratch(t);
+  const long = `x\n${" line of a long description\n".repeat(12_000)} end`;
+  const texts = [
+    // The last stanza's last line is Provides, without a newline; then with one.
+    `${stanza({ Package: "pa", Version: "1" })}\n\n${stanza({ Package: "pb", Version: "1" })}\nProvides: vb (= 1), vb2`,
+    `${stanza({ Package: "pa", Version: "1" })}\nProvides: va\n`,
+    // CRLF line ends within stanzas, Provides included (a blank line is still `\n\n`).
+    [
+      stanza({ Package: "pa", Version: "1", Provides: "va, vb (= 2)" }),
+      stanza({ Package: "pb", Version: "1", Provides: "vb" }),
+    ]
+      .map((s) => `${s.replaceAll("\n", "\r\n")}\r`)
+      .join("\n\n"),
+    // "Provides:" starting a continuation line (after its blank) is part of the description.
+    stanza({ Package: "pa", Version: "1", Description: "x\n Provides: vd\n provides: vd2" }),
+    stanza({ Package: "pa", Version: "1", Description: "x\n\tProvides: vd" }),
+    // Lists the byte reader leaves to the full one: qualifiers, alternatives, other operators,
+    // a trailing comma, an empty list, tabs, a malformed entry (the in-memory index refuses it).
+    ...[
+      "va:any, vb",
+      "va | vb",
+      "va (>= 1), vb (<< 2)",
+      "va, vb,",
+      "",
+      "\tva\t,\tvb (\t= 1\t)\t",
+      "va (= 1) vb",
+      "va [amd64], vb <!nocheck>",
+    ].map((provides) => stanza({ Package: "pa", Version: "1", Provides: provides })),
+    // The field name in another case, spaced before its colon, or the field continued on the next line.
+    `${stanza({ Package: "pa", Version: "1" })}\nPROVIDES: va\n\n${stanza({ Package: "pb", Version: "1" })}\nProvides : vb`,
+    `${stanza({ Package: "pa", Version: "1" })}\nProvides: va,\n vb\n\n${stanza({ Package: "pb", Version: "1" })}\nProvides: vb\n#comment\n vc`,
+    // A stanza much larger than the pieces and than a write batch.
+    `${stanza({ Package: "pa", Version: "1", Description: long })}\n\n${stanza({ Package: "pb", Version: "1", Provides: "vb" })}`,
+  ];
+  for (const text of texts) {
+    const entries = parsePackagesIndex(text, { repoUri: REPO });
+    // A malformed Provides makes the in-memory index refuse the whole list; the table indexes
+    // nothing for that entry alone.
+    const provided = new Map<string, PackageEntry[]>();
+    for (const e of entries) {
+      let names: string[] = [];
+      try {
+        names = [...new Set(parseRelations(e.provides).flatMap((g) => g.map((r) => r.name)))];
+      } catch {}
+      for (const name of names) provided.set(name, [...(provided.get(name) ?? []), e]);
+    }
+    for (const size of [7, 64 * 1024]) {
+      const { index } = await cached(dir, text, size);
+      const what = `${JSON.stringify(text.slice(-80))} in pieces of ${size}`;
+      for (const e of entries)
+        assert.deepEqual(
+          index.byName.get(e.package),
+          entries.filter((x) => x.package === e.package),
+          `${e.package}: ${what}`,
+        );
+      for (const name of ["va", "vb", "vb2", "vc", "vd", "vd2"])
+        assert.deepEqual(
+          index.byProvides.get(name)?.map((x) => x.package),
+          provided.get(name)?.map((x) => x.package),
+          `${name}: ${what}`,
+        );
+      index.release?.();
+    }
+  }
+  // Names outside ASCII (refused when their entry is read) sort as lookups compare them, JS
+  // strings' UTF-16 order, not UTF-8's: every name is found, Unicode blanks around it trimmed.
+  const wide = [
+    "zz",
+    "\u00e9t\u00e9",
+    "bb",
+    "\u{1f600}",
+    "\uff21",
+    "\u00a0\u00e9t\u00e9\u3000",
+    "aa",
+    "\ufb01",
+    "cc",
+  ];
+  const { index } = await cached(
+    dir,
+    wide.map((name, i) => stanza({ Package: name, Version: `${i}` })).join("\n\n"),
+  );
+  for (const name of ["aa", "bb", "cc", "zz"]) assert.equal(index.byName.get(name)?.length, 1, name);
+  for (const name of ["\u00e9t\u00e9", "\u{1f600}", "\uff21", "\ufb01"])
+    assert.throws(
+      () => index.byName.get(name),
+      (e: unknown) => isSutureError(e, "UNTRUSTED") && e.message.includes("Debian Policy"),
+      name,
+    );
 });

@@ -25,7 +25,7 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readSync, unlinkSync } from "node:fs";
-import { open, readFile } from "node:fs/promises";
+import { type FileHandle, open, readFile } from "node:fs/promises";
 import { crc32 } from "node:zlib";
 import { SutureError } from "../../errors/errors.ts";
 import type { ExpectedChecksum } from "../../stream/checksum.ts";
@@ -70,6 +70,8 @@ const MAX_PLAIN_BYTES = 0xffff_ffff;
 /** Longest stanza accepted (Debian's longest is a few tens of kB): bounds what one stanza holds in memory. */
 const MAX_STANZA_BYTES = 8 * 1024 * 1024;
 const NONE = 0xffff_ffff;
+/** What ends a stanza, as bytes: a string needle is converted on every search. */
+const BLANK_LINE = Buffer.from("\n\n", "latin1");
 
 /**
  * Decompressed index pieces -> `files.plain` (written here) and the name table's bytes (returned;
@@ -87,7 +89,7 @@ export async function buildPackagesCache(
   const builder = new TableBuilder(what);
   const splitter = new StanzaSplitter(what, (bytes, offset) => builder.add(bytes, offset));
   const hash = options.hash ? createHash("sha256") : undefined;
-  const out = await open(plainFile, "wx", 0o644);
+  const out = new PlainWriter(await open(plainFile, "wx", 0o644), plainFile);
   let size = 0;
   try {
     for await (const piece of pieces) {
@@ -97,17 +99,75 @@ export async function buildPackagesCache(
           "TOO_LARGE",
           `${what} decompresses to more than 4 GiB, the most suture indexes: the repository is malformed`,
         );
+      await out.add(piece);
       splitter.push(piece);
       hash?.update(piece);
-      // Sequential writes: the decoder's pieces are written as they come, never gathered.
-      await out.write(piece);
     }
     splitter.end();
+    await out.end();
   } finally {
     await out.close();
   }
   const table = builder.encode(options.key, size);
   return { table, size, checksum: hash ? { size, sha256: hash.digest("hex") } : undefined };
+}
+
+/** Pieces gathered before one write: about 16 of the xz pipe's (its reads give at most 64 KiB). */
+const WRITE_BATCH = 1024 * 1024;
+
+/**
+ * The plain file, written in batches of the decoder's pieces (one writev each, no copy), one batch
+ * in flight while the next is gathered and scanned. A write per piece, awaited before the piece
+ * was scanned, was a threadpool round trip per 64 KiB (~800 for Debian's main index, queued
+ * behind the layers' inflate while they are extracted) and held the scan and the pipe meanwhile.
+ * Pieces are kept until written: the decoders hand out fresh buffers.
+ */
+class PlainWriter {
+  readonly #file: FileHandle;
+  readonly #path: string;
+  #batch: Buffer[] = [];
+  #batched = 0;
+  #writing: Promise<void> | undefined;
+
+  constructor(file: FileHandle, path: string) {
+    this.#file = file;
+    this.#path = path;
+  }
+
+  /** Takes `piece` (it must not change afterwards); waits only when the previous batch is still being written. */
+  async add(piece: Buffer): Promise<void> {
+    this.#batch.push(piece);
+    this.#batched += piece.length;
+    if (this.#batched >= WRITE_BATCH) await this.#flush();
+  }
+
+  /** Writes what is gathered and waits until every byte is written. */
+  async end(): Promise<void> {
+    await this.#flush();
+    await this.#writing;
+  }
+
+  /** Closes the file once no write is in flight (an error of one was reported by add or end, or is moot). */
+  async close(): Promise<void> {
+    await this.#writing?.catch(() => undefined);
+    await this.#file.close();
+  }
+
+  async #flush(): Promise<void> {
+    await this.#writing;
+    if (this.#batched === 0) return;
+    const batch = this.#batch;
+    const length = this.#batched;
+    this.#batch = [];
+    this.#batched = 0;
+    const writing = this.#file.writev(batch).then(({ bytesWritten }) => {
+      if (bytesWritten !== length)
+        throw new SutureError("IO", `short write to ${this.#path} (${bytesWritten} of ${length} bytes)`);
+    });
+    // Observed at once: it is awaited by the next add, end or close, maybe ticks later.
+    writing.catch(() => undefined);
+    this.#writing = writing;
+  }
 }
 
 /**
@@ -149,7 +209,7 @@ export class StanzaSplitter {
         if (pos >= n) break;
         this.#start = this.#offset + pos;
       }
-      const end = chunk.indexOf("\n\n", pos, "latin1");
+      const end = chunk.indexOf(BLANK_LINE, pos);
       if (end < 0) {
         this.#pieces.push(chunk.subarray(pos));
         this.#pending += n - pos;
@@ -203,12 +263,19 @@ class TableBuilder {
   readonly #offset = new U32List();
   readonly #length = new U32List();
   readonly #crc = new U32List();
-  /** Per stanza: id of its package name in #names, NONE for a stanza without one. */
+  /** Per stanza: its slot in #names, NONE for a stanza without a package name. */
   readonly #nameOf = new U32List();
-  readonly #names = new Map<string, number>();
-  readonly #virtuals = new Map<string, number>();
-  /** (virtual id, stanza) pairs, flat. */
-  readonly #provides = new U32List();
+  readonly #names = new NameArena();
+  /** The virtual names stanzas provide, one slot per name and stanza (a stanza may repeat one). */
+  readonly #virtuals = new NameArena();
+  /** Per slot of #virtuals: the stanza providing it. */
+  readonly #providedBy = new U32List();
+  /** The stanza being added, for #addVirtual. */
+  #stanza = 0;
+  readonly #addVirtual = (source: Buffer, from: number, to: number): void => {
+    this.#virtuals.add(source, from, to);
+    this.#providedBy.push(this.#stanza);
+  };
 
   constructor(what: string) {
     this.#what = what;
@@ -219,32 +286,42 @@ class TableBuilder {
     this.#offset.push(offset);
     this.#length.push(bytes.length);
     this.#crc.push(crc32(bytes));
-    const name = packageName(bytes);
-    if (name === undefined) {
+    const value = packageValueAt(bytes);
+    if (value < 0) {
       this.#nameOf.push(NONE);
       return;
     }
-    this.#nameOf.push(idOf(this.#names, name));
-    for (const virtual of providedNames(bytes)) {
-      this.#provides.push(idOf(this.#virtuals, virtual));
-      this.#provides.push(stanza);
-    }
+    const end = bytes.indexOf(0x0a, value);
+    this.#nameOf.push(this.#names.add(bytes, value, end < 0 ? bytes.length : end));
+    this.#stanza = stanza;
+    providedNames(bytes, this.#addVirtual);
   }
 
   /** The table file's bytes, laid out in place in one buffer (what it costs in memory is its size). */
   encode(key: string, plainSize: number): Buffer {
     const stanzas = this.#offset.length;
-    if (stanzas > 0 && this.#names.size === 0) {
+    if (stanzas > 0 && this.#names.count === 0) {
       throw new SutureError(
         "INVALID_MANIFEST",
         `${this.#what} has ${stanzas} stanzas but none with a Package field`,
       );
     }
-    const names = sortedNames(this.#names);
-    const virtuals = sortedNames(this.#virtuals);
-    let placed = 0;
-    for (let s = 0; s < stanzas; s++) if (this.#nameOf.data[s] !== NONE) placed++;
-    const links = this.#provides.length / 2;
+    const names = this.#names.sorted();
+    const virtuals = this.#virtuals.sorted();
+    const placed = this.#names.count;
+    // Links: each name's providers in index order (its slots sort so), a stanza once per name.
+    const providedBy = this.#providedBy.data;
+    let links = 0;
+    for (let i = 0; i < virtuals.order.length; i++) {
+      const slot = virtuals.order[i]!;
+      const before = virtuals.order[i - 1];
+      if (
+        before === undefined ||
+        virtuals.rankOf[before] !== virtuals.rankOf[slot] ||
+        providedBy[before] !== providedBy[slot]
+      )
+        links++;
+    }
     const nameBytes = names.textOffsets[names.count]!;
     const virtualBytes = virtuals.textOffsets[virtuals.count]!;
     const words = 3 * placed + 2 * (names.count + 1) + 2 * (virtuals.count + 1) + links;
@@ -279,85 +356,230 @@ class TableBuilder {
     const virtualFirst = take(virtuals.count + 1);
     take(virtuals.count + 1).set(virtuals.textOffsets);
     const linkTo = take(links);
-    // Stanzas grouped by name rank, index order kept within a name (a counting sort).
+    // Stanzas grouped by name rank, index order kept within a name (a counting sort). The columns
+    // are read through locals: this runs once per index, mostly before the JIT has optimised it.
+    const nameOf = this.#nameOf.data;
+    const rankOf = names.rankOf;
     for (let s = 0; s < stanzas; s++) {
-      const id = this.#nameOf.data[s]!;
-      if (id !== NONE) nameFirst[names.rankOf[id]! + 1]!++;
+      const id = nameOf[s]!;
+      if (id !== NONE) nameFirst[rankOf[id]! + 1]!++;
     }
     for (let r = 0; r < names.count; r++) nameFirst[r + 1]! += nameFirst[r]!;
     const next = nameFirst.slice(0, names.count);
     const position = new Uint32Array(stanzas);
+    const offset = this.#offset.data;
+    const length = this.#length.data;
+    const crc = this.#crc.data;
     for (let s = 0; s < stanzas; s++) {
-      const id = this.#nameOf.data[s]!;
+      const id = nameOf[s]!;
       if (id === NONE) continue;
-      const p = next[names.rankOf[id]!]!++;
+      const p = next[rankOf[id]!]!++;
       position[s] = p;
-      offsets[p] = this.#offset.data[s]!;
-      lengths[p] = this.#length.data[s]!;
-      crcs[p] = this.#crc.data[s]!;
+      offsets[p] = offset[s]!;
+      lengths[p] = length[s]!;
+      crcs[p] = crc[s]!;
     }
-    // Providers grouped by virtual-name rank, in index order (the pairs were added in it).
-    const pairs = this.#provides.data;
-    for (let i = 0; i < links; i++) virtualFirst[virtuals.rankOf[pairs[2 * i]!]! + 1]!++;
-    for (let r = 0; r < virtuals.count; r++) virtualFirst[r + 1]! += virtualFirst[r]!;
-    const nextLink = virtualFirst.slice(0, virtuals.count);
-    for (let i = 0; i < links; i++)
-      linkTo[nextLink[virtuals.rankOf[pairs[2 * i]!]!]!++] = position[pairs[2 * i + 1]!]!;
+    const virtualRank = virtuals.rankOf;
+    for (let i = 0, link = 0, rank = -1, stanza = -1; i < virtuals.order.length; i++) {
+      const slot = virtuals.order[i]!;
+      if (virtualRank[slot] === rank && providedBy[slot] === stanza) continue;
+      if (virtualRank[slot] !== rank) {
+        rank = virtualRank[slot]!;
+        virtualFirst[rank] = link;
+      }
+      stanza = providedBy[slot]!;
+      linkTo[link++] = position[stanza]!;
+    }
+    virtualFirst[virtuals.count] = links;
     const textAt = HEADER_BYTES + words * 4;
-    out.write(names.text, textAt, "utf8");
-    out.write(virtuals.text, textAt + nameBytes, "utf8");
+    names.text.copy(out, textAt);
+    virtuals.text.copy(out, textAt + nameBytes);
     createHash("sha256").update(out.subarray(0, bodyLength)).digest().copy(out, bodyLength);
     return out;
   }
 }
 
-function idOf(map: Map<string, number>, name: string): number {
-  let id = map.get(name);
-  if (id === undefined) {
-    id = map.size;
-    map.set(name, id);
-  }
-  return id;
+/**
+ * Sorted distinct names as the table stores them: sorted as JS compares strings (UTF-16 code
+ * units; lookups compare the same way), one UTF-8 blob with offsets, and each slot's rank.
+ */
+interface SortedNames {
+  count: number;
+  /** By slot: the rank of its name. */
+  rankOf: Uint32Array;
+  /** The slots by rank, a name's slots in the order they were added. */
+  order: readonly number[];
+  textOffsets: Uint32Array;
+  text: Buffer;
 }
 
 /**
- * Names sorted as JS compares strings (UTF-16 code units; lookups compare the same way), as one
- * UTF-8 blob with offsets, and each name's rank by its id.
+ * Names of one pass, one slot per occurrence (a named stanza's package name; each name a stanza's
+ * `Provides` lists), kept as the UTF-8 bytes the table stores them in, back to back in one growing
+ * buffer: no JS string or Map entry per name (for Debian's main index, Maps of its 63,000 names
+ * and 35,000 virtual names cost more main-thread CPU than the scan).
+ *
+ * A name is its bytes decoded as UTF-8 and trimmed as String#trim does. An ASCII name (every real
+ * one) is trimmed and compared as bytes, which orders it as JS orders strings; a name with another
+ * byte is decoded, trimmed and compared as a JS string, as it always was.
  */
-function sortedNames(map: Map<string, number>): {
-  count: number;
-  rankOf: Uint32Array;
-  textOffsets: Uint32Array;
-  text: string;
-} {
-  const names = [...map.keys()].sort();
-  const rankOf = new Uint32Array(map.size);
-  const textOffsets = new Uint32Array(names.length + 1);
-  for (const [rank, name] of names.entries()) {
-    rankOf[map.get(name)!] = rank;
-    textOffsets[rank + 1] = textOffsets[rank]! + Buffer.byteLength(name, "utf8");
+class NameArena {
+  #bytes = Buffer.allocUnsafe(1 << 16);
+  #used = 0;
+  readonly #start = new U32List();
+  readonly #end = new U32List();
+  /** A slot's first four bytes and the next four, big-endian, zero-padded: most comparisons end there. */
+  readonly #head = new U32List();
+  readonly #next = new U32List();
+  /** Slots whose name is not ASCII. */
+  readonly #wide = new Set<number>();
+
+  get count(): number {
+    return this.#start.length;
   }
-  return { count: names.length, rankOf, textOffsets, text: names.join("") };
+
+  /** The slot of the name in `bytes[from, to)`, as written (a `Package:` value, a virtual name). */
+  add(bytes: Buffer, from: number, to: number): number {
+    let a = from;
+    let b = to;
+    while (a < b && isAsciiBlank(bytes[a]!)) a++;
+    while (b > a && isAsciiBlank(bytes[b - 1]!)) b--;
+    let source = bytes;
+    const slot = this.#start.length;
+    for (let i = a; i < b; i++) {
+      if (bytes[i]! >= 0x80) {
+        // Trimmed here of Unicode blanks too; written back as UTF-8 from the string, as before.
+        source = Buffer.from(bytes.toString("utf8", from, to).trim(), "utf8");
+        a = 0;
+        b = source.length;
+        this.#wide.add(slot);
+        break;
+      }
+    }
+    const length = b - a;
+    if (this.#used + length > this.#bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.#bytes.length * 2, this.#used + length));
+      this.#bytes.copy(grown, 0, 0, this.#used);
+      this.#bytes = grown;
+    }
+    const arena = this.#bytes;
+    const at = this.#used;
+    if (length > 32) source.copy(arena, at, a, b);
+    else for (let i = 0; i < length; i++) arena[at + i] = source[a + i]!;
+    this.#used += length;
+    this.#start.push(at);
+    this.#end.push(at + length);
+    let head = 0;
+    let next = 0;
+    for (let i = 0; i < 4; i++) {
+      head = head * 256 + (i < length ? source[a + i]! : 0);
+      next = next * 256 + (i + 4 < length ? source[a + i + 4]! : 0);
+    }
+    this.#head.push(head);
+    this.#next.push(next);
+    return slot;
+  }
+
+  sorted(): SortedNames {
+    const count = this.#start.length;
+    const arena = this.#bytes;
+    const start = this.#start.data;
+    const end = this.#end.data;
+    const head = this.#head.data;
+    const next = this.#next.data;
+    const wide = this.#wide;
+    const text = (slot: number) => arena.toString("utf8", start[slot], end[slot]);
+    // Equal names end up side by side, in slot (index) order. An Array, not a Uint32Array: its sort
+    // (TimSort) takes the runs an index sorted by source package has, half the comparisons.
+    const order: number[] = [];
+    for (let i = 0; i < count; i++) order.push(i);
+    order.sort((x, y) => {
+      if (wide.size > 0 && (wide.has(x) || wide.has(y))) {
+        const tx = text(x);
+        const ty = text(y);
+        return tx < ty ? -1 : tx > ty ? 1 : x - y;
+      }
+      if (head[x] !== head[y]) return head[x]! - head[y]!;
+      if (next[x] !== next[y]) return next[x]! - next[y]!;
+      const ax = start[x]!;
+      const ay = start[y]!;
+      const lx = end[x]! - ax;
+      const ly = end[y]! - ay;
+      const n = Math.min(lx, ly);
+      for (let k = n >= 8 ? 8 : 0; k < n; k++) {
+        const d = arena[ax + k]! - arena[ay + k]!;
+        if (d !== 0) return d;
+      }
+      return lx - ly || x - y;
+    });
+    const rankOf = new Uint32Array(count);
+    const firstOf = new Uint32Array(count);
+    let distinct = 0;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const slot = order[i]!;
+      if (i === 0 || !this.#same(order[i - 1]!, slot)) {
+        firstOf[distinct++] = slot;
+        bytes += end[slot]! - start[slot]!;
+      }
+      rankOf[slot] = distinct - 1;
+    }
+    const textOffsets = new Uint32Array(distinct + 1);
+    const out = Buffer.allocUnsafe(bytes);
+    for (let r = 0, at = 0; r < distinct; r++) {
+      const slot = firstOf[r]!;
+      const from = start[slot]!;
+      const length = end[slot]! - from;
+      if (length > 32) arena.copy(out, at, from, from + length);
+      else for (let k = 0; k < length; k++) out[at + k] = arena[from + k]!;
+      at += length;
+      textOffsets[r + 1] = at;
+    }
+    return { count: distinct, rankOf, order, textOffsets, text: out };
+  }
+
+  #same(x: number, y: number): boolean {
+    const arena = this.#bytes;
+    const ax = this.#start.data[x]!;
+    const ay = this.#start.data[y]!;
+    const length = this.#end.data[x]! - ax;
+    if (length !== this.#end.data[y]! - ay) return false;
+    for (let k = 0; k < length; k++) if (arena[ax + k] !== arena[ay + k]) return false;
+    return true;
+  }
 }
 
-/** The `Package:` value of a stanza (normally its first line), as the index scanner always read it. */
-function packageName(bytes: Buffer): string | undefined {
+/** The blanks String#trim removes that are ASCII (tab, line feed, vertical tab, form feed, carriage return, space). */
+function isAsciiBlank(byte: number): boolean {
+  return byte === 0x20 || (byte >= 0x09 && byte <= 0x0d);
+}
+
+/**
+ * Where the `Package:` value of a stanza starts (normally on its first line): the first line that
+ * is longer than `Package:` and starts with it in any case, as the index scanner always read it;
+ * -1 without one. The value runs to the end of that line.
+ */
+function packageValueAt(bytes: Buffer): number {
   const end = bytes.length;
   let lineStart = 0;
   while (lineStart < end) {
     let nl = bytes.indexOf(0x0a, lineStart);
     if (nl < 0) nl = end;
-    // "Package:" case-insensitively (P/p), as control fields are.
-    if (
-      nl - lineStart > 8 &&
-      (bytes[lineStart]! | 0x20) === 0x70 &&
-      bytes.toString("latin1", lineStart, lineStart + 8).toLowerCase() === "package:"
-    ) {
-      return bytes.toString("utf8", lineStart + 8, nl).trim();
+    if (nl - lineStart > 8 && bytes[lineStart + 7] === 0x3a && hasWordAt(bytes, lineStart, "package")) {
+      return lineStart + 8;
     }
     lineStart = nl + 1;
   }
-  return undefined;
+  return -1;
+}
+
+/** Whether `bytes` holds `word` (lower-case ASCII letters) at `at`, in any case. */
+function hasWordAt(bytes: Buffer, at: number, word: string): boolean {
+  if (at < 0 || at + word.length > bytes.length) return false;
+  // `| 0x20` folds exactly the ASCII upper-case letters onto their lower case (for a letter
+  // target no other byte lands on it), which is what the `i` regexps here match in latin1 text.
+  for (let i = 0; i < word.length; i++) if ((bytes[at + i]! | 0x20) !== word.charCodeAt(i)) return false;
+  return true;
 }
 
 /**
@@ -367,6 +589,24 @@ function packageName(bytes: Buffer): string | undefined {
 const MAYBE_PROVIDES = /^[^:\n]*provides[^:\n]*:/gim;
 
 /**
+ * Where "provides" occurs in `bytes` in any case: the first and the last occurrence's offsets, or
+ * undefined. Found by its `v` (a byte search each for `v` and `V`, then the seven bytes around):
+ * most stanzas hold a few (`Version`, `-dev`), and no JS string is made of the stanza.
+ */
+function providesSpan(bytes: Buffer): { first: number; last: number } | undefined {
+  let first = -1;
+  let last = -1;
+  for (const v of [0x76, 0x56]) {
+    for (let i = bytes.indexOf(v, 3); i >= 0; i = bytes.indexOf(v, i + 1)) {
+      if (!hasWordAt(bytes, i - 3, "provides")) continue;
+      if (first < 0 || i - 3 < first) first = i - 3;
+      if (i - 3 > last) last = i - 3;
+    }
+  }
+  return first < 0 ? undefined : { first, last };
+}
+
+/**
  * The virtual names a stanza's `Provides` lists, by the reader the entry is parsed with later
  * (parseFields, paragraphOf, parseRelations), so the table names every stanza whose entry
  * provides a name (a few more at worst: lookups check the entry). Only the lines that can make the
@@ -374,43 +614,136 @@ const MAYBE_PROVIDES = /^[^:\n]*provides[^:\n]*:/gim;
  * it; parsed first, a continuation line would at worst add names) to the first field after the last
  * such line (a later line can only start another field or continue one). A malformed field
  * indexes nothing: reading that entry fails anyway.
+ *
+ * Most stanzas hold no "provides" at all and cost two byte searches. For the others, MAYBE_PROVIDES
+ * runs only over the lines from the one holding the first occurrence to the one holding the last:
+ * a match starts at a line start with no newline before its "provides", so none starts before
+ * that first line, and none can end past the last line.
  */
-function providedNames(bytes: Buffer): string[] {
-  const text = bytes.toString("latin1");
+function providedNames(bytes: Buffer, add: (source: Buffer, from: number, to: number) => void): void {
+  const span = providesSpan(bytes);
+  if (!span) return;
+  const n = bytes.length;
+  // The shape of every real Provides: one `Provides:` line, followed by another field or nothing.
+  // Its value is read here when it is a plain list (simpleRelationNames); the reader below would
+  // parse the same line alone, and give the same names.
+  if (
+    span.first === span.last &&
+    (span.first === 0 || bytes[span.first - 1] === 0x0a) &&
+    bytes[span.first + 8] === 0x3a
+  ) {
+    let lineEnd = bytes.indexOf(0x0a, span.first);
+    if (lineEnd < 0) lineEnd = n;
+    if (lineEnd + 1 >= n || startsField(bytes, lineEnd + 1)) {
+      RANGES.length = 0;
+      if (simpleRelationNames(bytes, span.first + 9, lineEnd, RANGES)) {
+        for (let i = 0; i < RANGES.length; i += 2) add(bytes, RANGES[i]!, RANGES[i + 1]!);
+        return;
+      }
+    }
+  }
+  const from = bytes.lastIndexOf(0x0a, span.first) + 1;
+  let to = bytes.indexOf(0x0a, span.last);
+  if (to < 0) to = n;
+  const text = bytes.toString("latin1", from, to);
   MAYBE_PROVIDES.lastIndex = 0;
   let first = -1;
   let last = -1;
   for (let m = MAYBE_PROVIDES.exec(text); m; m = MAYBE_PROVIDES.exec(text)) {
-    if (first < 0) first = m.index;
-    last = m.index;
+    if (first < 0) first = from + m.index;
+    last = from + m.index;
   }
-  if (first < 0) return [];
-  // The end: the first line after the last candidate that starts a field (not empty, not a
-  // comment, not a continuation, a colon after its first byte), as fieldsOfLines decides.
-  let end = text.length;
-  for (let line = text.indexOf("\n", last) + 1; line > 0 && line < text.length; ) {
-    const nl = text.indexOf("\n", line);
-    const stop = nl < 0 ? text.length : nl;
-    const c = text[line];
-    if (
-      stop > line &&
-      c !== "#" &&
-      c !== " " &&
-      c !== "\t" &&
-      text.indexOf(":", line) - line > 0 &&
-      text.indexOf(":", line) < stop
-    ) {
+  if (first < 0) return;
+  // The end: the first line after the last candidate that starts a field.
+  let end = n;
+  for (let line = bytes.indexOf(0x0a, last) + 1; line > 0 && line < n; ) {
+    if (startsField(bytes, line)) {
       end = line;
       break;
     }
-    line = stop + 1;
+    const nl = bytes.indexOf(0x0a, line);
+    line = nl < 0 ? n : nl + 1;
   }
   const value = paragraphOf(parseFields(bytes.toString("utf8", first, end))).get("provides");
+  let names: string[];
   try {
-    return [...new Set(parseRelations(value).flatMap((group) => group.map((r) => r.name)))];
+    names = parseRelations(value).flatMap((group) => group.map((r) => r.name));
   } catch {
-    return [];
+    return;
   }
+  for (const name of names) {
+    const utf8 = Buffer.from(name, "utf8");
+    add(utf8, 0, utf8.length);
+  }
+}
+
+/** simpleRelationNames' output, reused: most stanzas with a Provides list a few names. */
+const RANGES: number[] = [];
+
+/**
+ * Whether the line at `line` starts a field, as fieldsOfLines decides: not empty, not a comment,
+ * not a continuation, a colon after its first byte.
+ */
+function startsField(bytes: Buffer, line: number): boolean {
+  const c = bytes[line];
+  if (c === undefined || c === 0x0a || c === 0x23 || c === 0x20 || c === 0x09 || c === 0x3a) return false;
+  const colon = bytes.indexOf(0x3a, line + 1);
+  if (colon < 0) return false;
+  const nl = bytes.indexOf(0x0a, line);
+  return nl < 0 || colon < nl;
+}
+
+/**
+ * The names of a relation list in `bytes[from, to)` when it is a plain one: `name [(= version)]`
+ * separated by commas, names and versions of the bytes Debian uses, blanks being spaces and tabs.
+ * parseRelations reads such a list to the same names (no `|`, `[`, `<`, `:` qualifier or
+ * other operator to handle). Pushes each name's start and end to `ranges` and says true; false
+ * for anything else, which the caller parses in full.
+ */
+function simpleRelationNames(bytes: Buffer, from: number, to: number, ranges: number[]): boolean {
+  let i = from;
+  for (;;) {
+    while (i < to && isBlank(bytes[i]!)) i++;
+    const start = i;
+    while (i < to && isNameByte(bytes[i]!)) i++;
+    if (i === start) return false;
+    ranges.push(start, i);
+    while (i < to && isBlank(bytes[i]!)) i++;
+    if (i < to && bytes[i] === 0x28) {
+      i++;
+      while (i < to && isBlank(bytes[i]!)) i++;
+      if (bytes[i] !== 0x3d || i >= to) return false;
+      i++;
+      while (i < to && isBlank(bytes[i]!)) i++;
+      const version = i;
+      while (i < to && (isNameByte(bytes[i]!) || bytes[i] === 0x3a || bytes[i] === 0x7e)) i++;
+      if (i === version) return false;
+      while (i < to && isBlank(bytes[i]!)) i++;
+      if (bytes[i] !== 0x29 || i >= to) return false;
+      i++;
+      while (i < to && isBlank(bytes[i]!)) i++;
+    }
+    if (i === to) return true;
+    if (bytes[i] !== 0x2c) return false;
+    i++;
+  }
+}
+
+function isBlank(byte: number): boolean {
+  return byte === 0x20 || byte === 0x09;
+}
+
+/** ASCII letters, digits, `+`, `-`, `.`, `_`. */
+function isNameByte(byte: number): boolean {
+  return (
+    (byte >= 0x61 && byte <= 0x7a) ||
+    (byte >= 0x30 && byte <= 0x39) ||
+    (byte >= 0x41 && byte <= 0x5a) ||
+    byte === 0x2b ||
+    byte === 0x2d ||
+    byte === 0x2e ||
+    byte === 0x5f
+  );
 }
 
 /** A decoded table: typed views over the file's one buffer. */
