@@ -30,6 +30,11 @@ async function write(root: string, rel: string, content: string, mtime = 1_600_0
   await fs.utimes(path, mtime, mtime);
 }
 
+/** The patch layer of `upper` over `lowers`, as a plain tar in `out`. */
+function uncompressedLayer(upper: string, lowers: string[], out: string) {
+  return buildPatchLayer({ upperDir: upper, lowerDirs: lowers, outFile: out, compression: "none" });
+}
+
 /** The layer's members as Python's tarfile (an independent reader) lists them; hardlinks with their target. */
 async function names(file: string): Promise<string[]> {
   return (await listTar(await fs.readFile(file))).map((m) =>
@@ -49,12 +54,7 @@ test("a hardlink group equal to the lowers is dropped whole; a changed one is wr
   await write(upper, "mixed/a", "y");
   await fs.link(join(upper, "mixed/a"), join(upper, "mixed/new"));
   const out = join(dir, "l.tar");
-  const layer = await buildPatchLayer({
-    upperDir: upper,
-    lowerDirs: [lower],
-    outFile: out,
-    compression: "none",
-  });
+  const layer = await uncompressedLayer(upper, [lower], out);
   assert.deepEqual(await names(out), ["mixed/", "mixed/a", "mixed/new -> mixed/a"]);
   assert.equal(layer.stats.droppedUnchanged, 2);
 });
@@ -137,12 +137,7 @@ test(
     await run("mknod", [join(upper, "kept/x"), "c", "0", "0"]); // inside an opaque dir: redundant
     await run("mknod", [join(upper, "never-existed"), "c", "0", "0"]);
     const out = join(dir, "l.tar");
-    const layer = await buildPatchLayer({
-      upperDir: upper,
-      lowerDirs: [lower],
-      outFile: out,
-      compression: "none",
-    });
+    const layer = await uncompressedLayer(upper, [lower], out);
     assert.deepEqual(await names(out), [
       "fresh/",
       "fresh/y",
@@ -164,10 +159,7 @@ test("a real file named like a whiteout is refused, and the output file is left 
   await write(upper, "etc/.wh.sneaky", "x");
   const out = join(dir, "l.tar");
   await fs.writeFile(out, "previous");
-  await assert.rejects(
-    buildPatchLayer({ upperDir: upper, lowerDirs: [], outFile: out, compression: "none" }),
-    { code: "UNSAFE_LAYER" },
-  );
+  await assert.rejects(uncompressedLayer(upper, [], out), { code: "UNSAFE_LAYER" });
   assert.equal(await fs.readFile(out, "utf8"), "previous");
   assert.deepEqual((await fs.readdir(dir)).sort(), ["l.tar", "upper"]);
 });
@@ -310,12 +302,7 @@ test("compiled Python made from a source the layer drops records the time of the
   await write(upper, `${lib}/new.py`, "def f():\n    return 2\n", 1_700_000_000);
   await compile(upper, "new");
   const out = join(dir, "l.tar");
-  const layer = await buildPatchLayer({
-    upperDir: upper,
-    lowerDirs: [lower],
-    outFile: out,
-    compression: "none",
-  });
+  const layer = await uncompressedLayer(upper, [lower], out);
   const members = await listTar(await fs.readFile(out), { bodies: true });
   assert.deepEqual(
     members.filter((m) => m.type === "file").map((m) => m.name),

@@ -486,14 +486,7 @@ class UpperWalker {
     if (!source?.isFile() || !lowerSource?.stat.isFile()) return undefined;
     const keptTime = wholeSeconds(lowerSource.stat.mtimeNs);
     if (wholeSeconds(source.mtimeNs) === keptTime) return undefined;
-    const fd = openSync(abs, READ_NO_FOLLOW);
-    let bytes: Buffer;
-    try {
-      const buf = Buffer.allocUnsafe(size);
-      bytes = buf.subarray(0, readFully(fd, buf, size, 0));
-    } finally {
-      closeSync(fd);
-    }
+    const bytes = readNoFollowSync(abs, size);
     const recorded = recordedSource(bytes);
     if (
       !recorded ||
@@ -515,13 +508,7 @@ class UpperWalker {
     if (!lower?.stat.isFile() || !sameMetadata(st, lower.stat) || lower.stat.size !== BigInt(bytes.length))
       return false;
     if (!sameXattrs(xattrs.content, lower.xattrs ?? readXattrs(lower.path).content)) return false;
-    const fd = openSync(lower.path, READ_NO_FOLLOW);
-    try {
-      const buf = Buffer.allocUnsafe(bytes.length);
-      return readFully(fd, buf, buf.length, 0) === bytes.length && buf.equals(bytes);
-    } finally {
-      closeSync(fd);
-    }
+    return readNoFollowSync(lower.path, bytes.length).equals(bytes);
   }
 
   /** Whether the lowers show exactly this at `lower` (ignoring times; see compare.ts). */
@@ -666,16 +653,21 @@ function splitDev(rdev: bigint): { major: number; minor: number } {
 /** Files up to this size are read in one synchronous call (most files of a package are small). */
 const SMALL_FILE = 1024 * 1024;
 
+/** Up to `size` bytes of the file at `path`, in one synchronous read that follows no link. */
+function readNoFollowSync(path: string, size: number): Buffer {
+  const fd = openSync(path, READ_NO_FOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(size);
+    return buf.subarray(0, readFully(fd, buf, size, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function* readNoFollow(path: string, size: number): AsyncGenerator<Buffer> {
   if (size <= SMALL_FILE) {
-    const fd = openSync(path, READ_NO_FOLLOW);
-    try {
-      // One byte more than expected, so a file that grew is noticed by writeTar's size check.
-      const buf = Buffer.allocUnsafe(size + 1);
-      yield buf.subarray(0, readFully(fd, buf, buf.length, 0));
-    } finally {
-      closeSync(fd);
-    }
+    // One byte more than expected, so a file that grew is noticed by writeTar's size check.
+    yield readNoFollowSync(path, size + 1);
     return;
   }
   const handle = await fs.open(path, READ_NO_FOLLOW);
