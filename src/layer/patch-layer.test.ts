@@ -297,6 +297,10 @@ test("compiled Python made from a source the layer drops records the time of the
   // records the time of what it points to.
   for (const root of [lower, upper]) await fs.symlink("other.py", join(root, lib, "linked.py"));
   await compile(upper, "linked");
+  // deep: the same file through a path with a directory in it, which the builder does not follow.
+  for (const root of [lower, upper])
+    await fs.symlink("../dist-packages/other.py", join(root, lib, "deep.py"));
+  await compile(upper, "deep");
   // new: a changed source goes in the layer, and its pyc as compiled.
   await write(lower, `${lib}/new.py`, same, 1_600_000_000);
   await write(upper, `${lib}/new.py`, "def f():\n    return 2\n", 1_700_000_000);
@@ -307,6 +311,7 @@ test("compiled Python made from a source the layer drops records the time of the
   assert.deepEqual(
     members.filter((m) => m.type === "file").map((m) => m.name),
     [
+      `${lib}/__pycache__/deep.cpython-3.pyc`,
       `${lib}/__pycache__/linked.cpython-3.pyc`,
       `${lib}/__pycache__/new.cpython-3.pyc`,
       `${lib}/__pycache__/other.cpython-3.pyc`,
@@ -317,6 +322,11 @@ test("compiled Python made from a source the layer drops records the time of the
   const content = (name: string) =>
     members.find((m) => m.name === `${lib}/__pycache__/${name}.cpython-3.pyc`)!.body;
   assert.equal(recordedTime(content("other")), 1_600_000_000, "the time of the other.py the image keeps");
+  assert.equal(
+    recordedTime(content("deep")),
+    1_700_000_000,
+    "a link through a directory is left as compiled",
+  );
   assert.equal(
     recordedTime(content("linked")),
     1_600_000_000,

@@ -473,10 +473,10 @@ class UpperWalker {
     let lowerSource = this.#lower.lookup(sourceRel);
     if (source?.isSymbolicLink()) {
       // Python stats through a link (Debian's _sysconfigdata__linux_*.py): one level, the link
-      // itself unchanged, its target an image path read in the upper dir without following anything.
+      // itself unchanged, its target a file beside it.
       if (!lowerSource || !this.#sameAsLower(sourceAbs, source, readXattrs(sourceAbs), lowerSource))
         return undefined;
-      const target = linkTargetRel(sourceRel, readlinkSync(sourceAbs, "utf8"));
+      const target = sameDirLinkTarget(sourceRel, readlinkSync(sourceAbs, "utf8"));
       if (target === undefined) return undefined;
       sourceRel = target;
       sourceAbs = join(this.#upperDir, sourceRel);
@@ -679,13 +679,14 @@ async function* readNoFollow(path: string, size: number): AsyncGenerator<Buffer>
   }
 }
 
-/** A symlink's target as a layer path (absolute targets are image paths); undefined above the root. */
-function linkTargetRel(linkRel: string, target: string): string | undefined {
-  const resolved = posix.normalize(
-    target.startsWith("/") ? target : posix.join(posix.dirname(linkRel), target),
-  );
-  const rel = resolved.replace(/^\/+/, "");
-  return rel === "" || rel === ".." || rel.startsWith("../") ? undefined : rel;
+/**
+ * A symlink's target as a layer path, when it names a file in the link's own directory (as
+ * Debian's `_sysconfigdata__linux_*.py` does); undefined otherwise. The directory was walked in
+ * the upper dir, so reading the target there goes through no link on the host's side.
+ */
+function sameDirLinkTarget(linkRel: string, target: string): string | undefined {
+  if (target === "" || target === "." || target === ".." || target.includes("/")) return undefined;
+  return posix.join(posix.dirname(linkRel), target);
 }
 
 function readLinkText(path: string): string {
