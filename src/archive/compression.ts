@@ -164,10 +164,7 @@ export class BlockGzip extends Transform {
   #finalStarted = false;
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
-    if (!this.#started) {
-      this.#started = true;
-      this.push(Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]));
-    }
+    this.#header();
     this.#crc = zlib.crc32(chunk, this.#crc);
     this.#size += chunk.length;
     this.#pieces.push(chunk);
@@ -176,10 +173,7 @@ export class BlockGzip extends Transform {
   }
 
   override _flush(done: (error?: Error | null) => void): void {
-    if (!this.#started) {
-      this.#started = true;
-      this.push(Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]));
-    }
+    this.#header();
     this.#drain(true).then(() => {
       const trailer = Buffer.alloc(8);
       trailer.writeUInt32LE(this.#crc >>> 0, 0);
@@ -187,6 +181,13 @@ export class BlockGzip extends Transform {
       this.push(trailer);
       done();
     }, done);
+  }
+
+  /** The gzip header, once, before anything else: deflate, no flags, mtime 0, OS Unix. */
+  #header(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.push(Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]));
   }
 
   /** Start every whole block (and at the end the rest), passing on finished ones in order. */

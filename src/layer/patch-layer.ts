@@ -408,7 +408,7 @@ class UpperWalker {
           group.changed ??= this.#groupChanged(group, st, xattrs);
           changed = group.changed;
         } else if (pyc) {
-          changed = !this.#sameBytesAsLower(pyc, st, xattrs, lower);
+          changed = !this.#sameAsLower(child.abs, st, xattrs, lower, pyc);
           if (changed) this.stats.pycTimesKept++;
         } else {
           changed = !this.#sameAsLower(child.abs, st, xattrs, lower);
@@ -498,23 +498,19 @@ class UpperWalker {
     return withRecordedTime(bytes, Number(keptTime));
   }
 
-  /** Whether the lowers show exactly `bytes`, with this metadata, at `lower` (ignoring times). */
-  #sameBytesAsLower(
-    bytes: Buffer,
+  /**
+   * Whether the lowers show exactly this at `lower` (ignoring times; see compare.ts). `content`:
+   * the bytes the layer would carry for this file instead of its own (a compiled Python file's).
+   */
+  #sameAsLower(
+    abs: string,
     st: BigIntStats,
     xattrs: EntryXattrs,
     lower: LowerEntry | undefined,
+    content?: Buffer,
   ): boolean {
-    if (!lower?.stat.isFile() || !sameMetadata(st, lower.stat) || lower.stat.size !== BigInt(bytes.length))
-      return false;
-    if (!sameXattrs(xattrs.content, lower.xattrs ?? readXattrs(lower.path).content)) return false;
-    return readNoFollowSync(lower.path, bytes.length).equals(bytes);
-  }
-
-  /** Whether the lowers show exactly this at `lower` (ignoring times; see compare.ts). */
-  #sameAsLower(abs: string, st: BigIntStats, xattrs: EntryXattrs, lower: LowerEntry | undefined): boolean {
     if (!lower || !sameMetadata(st, lower.stat)) return false;
-    if (st.isFile() && st.size !== lower.stat.size) return false;
+    if (st.isFile() && (content ? BigInt(content.length) : st.size) !== lower.stat.size) return false;
     if (
       st.isFile() &&
       this.#keepTouchedFiles &&
@@ -526,7 +522,10 @@ class UpperWalker {
       if (!a.equals(readlinkSync(lower.path, { encoding: "buffer" }))) return false;
     }
     if (!sameXattrs(xattrs.content, lower.xattrs ?? readXattrs(lower.path).content)) return false;
-    if (st.isFile()) return sameContent(abs, lower.path, Number(st.size));
+    if (st.isFile())
+      return content
+        ? readNoFollowSync(lower.path, content.length).equals(content)
+        : sameContent(abs, lower.path, Number(st.size));
     return true;
   }
 
