@@ -1,9 +1,9 @@
-import { readdirSync } from "node:fs";
+import { lstatSync, readdirSync } from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { SutureError } from "../errors/errors.ts";
 import { fnmatchRegExp } from "../fs/fnmatch.ts";
-import { type InRootWalk, listDirInRoot, readFileInRoot, walkInRoot } from "../fs/in-root.ts";
+import { hostPathOf, type InRootWalk, listDirInRoot, readFileInRoot, walkInRoot } from "../fs/in-root.ts";
 import type { Image } from "../image/image.ts";
 import type { PlainTree } from "../layer/patch-layer.ts";
 import type { ProgressSink } from "../progress/events.ts";
@@ -35,6 +35,11 @@ export interface SandboxOptions {
    * `complete`). For patches that read and write only packages' paths (the native dpkg engine).
    */
   sparse?: boolean;
+  /**
+   * With `sparse`: layers whose blob is at most this many bytes are extracted whole (default
+   * SMALL_LAYER_BYTES). Tests of the sparse mechanism itself set 0, since their layers are tiny.
+   */
+  wholeLayersUpTo?: number;
   /** With `sparse`: follows the extraction so that small files can be read before it ends (early-view.ts). */
   early?: EarlyLayerView;
 }
@@ -135,6 +140,7 @@ export async function withSandbox<T>(
           progress: options.progress,
           signal: options.signal,
           early: options.early,
+          wholeLayersUpTo: options.wholeLayersUpTo,
         }).finally(() => options.early?.close())
       : undefined;
     disposeSparse = () => sparse?.dispose();
@@ -236,17 +242,41 @@ export async function withSandbox<T>(
  */
 function layerPathsOf(mergedDir: string, paths: Iterable<string>): Set<string> {
   const out = new Set<string>();
-  for (const path of paths)
-    for (const followFinal of [false, true]) {
-      let walk: InRootWalk;
-      try {
-        walk = walkInRoot(mergedDir, path, { followFinal, mustExist: false });
-      } catch {
-        continue; // a symlink loop: nothing there to bring in
-      }
-      // `path` of a missing walk is where it would be; below a non-directory nothing can be.
-      if (walk.kind !== "not-directory" && walk.path !== "/") out.add(walk.path.slice(1));
+  const walk = (path: string, followFinal: boolean): InRootWalk | undefined => {
+    try {
+      return walkInRoot(mergedDir, path, { followFinal, mustExist: false });
+    } catch {
+      return undefined; // a symlink loop: nothing there to bring in
     }
+  };
+  const add = (w: InRootWalk | undefined) => {
+    // `path` of a missing walk is where it would be; below a non-directory nothing can be.
+    if (w && w.kind !== "not-directory" && w.path !== "/") out.add(w.path.slice(1));
+  };
+  // A package's thousands of files sit in a few hundred directories: each directory is resolved
+  // once, and only a final symlink needs a walk of its own.
+  const dirs = new Map<string, InRootWalk | undefined>();
+  for (const path of paths) {
+    const slash = path.lastIndexOf("/");
+    const dir = path.slice(0, slash) || "/";
+    const base = path.slice(slash + 1);
+    if (slash === -1 || base === "" || base === "." || base === "..") {
+      add(walk(path, false));
+      add(walk(path, true));
+      continue;
+    }
+    if (!dirs.has(dir)) dirs.set(dir, walk(dir, true));
+    const parent = dirs.get(dir);
+    if (!parent || parent.kind === "not-directory" || (parent.kind === "found" && !parent.stat.isDirectory()))
+      continue;
+    const at = parent.path === "/" ? `/${base}` : `${parent.path}/${base}`;
+    out.add(at.slice(1));
+    if (
+      parent.kind === "found" &&
+      lstatSync(hostPathOf(mergedDir, at), { throwIfNoEntry: false })?.isSymbolicLink()
+    )
+      add(walk(path, true));
+  }
   return out;
 }
 

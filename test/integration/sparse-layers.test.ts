@@ -80,6 +80,8 @@ function options(events: ProgressEvent[] = []) {
     cacheDir: join(work, `cache-${n++}`),
     workRoot: join(work, "sandboxes"),
     progress: (e: ProgressEvent) => void events.push(e),
+    // These layers are tiny on purpose: sparse extraction is what is tested, not the small-layer rule.
+    wholeLayersUpTo: 0,
   };
 }
 
@@ -206,6 +208,27 @@ describe("sparse lowers", () => {
       assert.ok(sb.lowerDirs.every((d) => d.includes("/layers/")));
       assert.ok(readFileSync(join(sb.mergedDir, "opt/model.bin")).equals(MODEL));
     });
+  });
+
+  test("a small layer is extracted whole and goes into the layer cache at once; a larger one stays sparse", async () => {
+    const image = await appImage();
+    const events: ProgressEvent[] = [];
+    const opts = { ...options(events), wholeLayersUpTo: undefined };
+    // The app layer's blob is about 1 KB: with a bound below it the layer stays sparse, as above.
+    await withSandbox(image, { ...opts, sparse: true, wholeLayersUpTo: 512 }, async (sb) => {
+      assert.ok(!sb.lowerDirs[1]!.includes("/layers/"), "the app layer is this run's sparse tree");
+    });
+    await withSandbox(image, { ...opts, sparse: true }, async (sb) => {
+      assert.ok(
+        sb.lowerDirs.every((d) => d.includes("/layers/")),
+        "every layer (all below SMALL_LAYER_BYTES) is the layer cache's",
+      );
+      assert.ok(readFileSync(join(sb.mergedDir, "opt/model.bin")).equals(MODEL), "nothing left out");
+    });
+    assert.ok(
+      events.some((e) => e.type === "step" && /whole: a small layer/.test(e.message ?? "")),
+      "the progress says why the layer was not sparse",
+    );
   });
 
   test("run() on a sparse sandbox sees the full tree", async (t) => {
