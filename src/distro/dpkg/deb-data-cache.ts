@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { type FileHandle, mkdir, open, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { SutureError } from "../../errors/errors.ts";
 import { tempPathBeside } from "../../fs/atomic.ts";
+import { BatchedWriter } from "../../fs/batched-writer.ts";
 
 /**
  * Decompressed data archives of .debs, kept by the .deb's SHA-256, so a second patch of the same
@@ -134,47 +135,52 @@ async function* decodeIntoEntry(
   pieces: AsyncGenerator<Buffer>,
 ): AsyncGenerator<Buffer> {
   const tmp = tempPathBeside(path);
-  let handle: FileHandle | undefined = await mkdir(dir, { recursive: true })
+  const file = await mkdir(dir, { recursive: true })
     .then(() => open(tmp, "wx", 0o644))
     .catch(() => undefined);
+  // Batched, one write in flight: the unpack is not held for a write per piece.
+  let out = file && new BatchedWriter(file, tmp);
   const hash = createHash("sha256");
   let size = 0;
-  const write = async (bytes: Buffer, at: number) => {
+  const add = async (bytes: Buffer) => {
     try {
-      await handle?.write(bytes, 0, bytes.length, at);
+      await out?.add(bytes);
     } catch {
-      await handle?.close().catch(() => {});
-      handle = undefined;
+      await out?.close().catch(() => {});
+      out = undefined;
     }
   };
   try {
-    await write(Buffer.alloc(HEADER_BYTES, " "), 0);
+    await add(Buffer.alloc(HEADER_BYTES, " "));
     for await (const piece of pieces) {
-      if (handle) {
+      if (out) {
         hash.update(piece);
-        await write(piece, HEADER_BYTES + size);
+        await add(piece);
       }
       size += piece.length;
       yield piece;
     }
-    if (!handle) return;
+    const done = out;
+    out = undefined;
+    if (!done) return;
     const header = Buffer.alloc(HEADER_BYTES, " ");
     header.write(`${MAGIC} ${hash.digest("hex")} ${size}`, "latin1");
     header[HEADER_BYTES - 1] = 0x0a;
-    await write(header, 0);
     // No fsync: an entry cut short by a crash fails its hash check and is decoded again.
-    const done = handle;
-    handle = undefined;
-    if (
-      done &&
-      (await done.close().then(
+    const written = await done
+      .end()
+      .then(() => done.file.write(header, 0, HEADER_BYTES, 0))
+      .then(
         () => true,
         () => false,
-      ))
-    )
-      await rename(tmp, path).catch(() => {});
+      );
+    const closed = await done.close().then(
+      () => true,
+      () => false,
+    );
+    if (written && closed) await rename(tmp, path).catch(() => {});
   } finally {
-    await handle?.close().catch(() => {});
+    await out?.close().catch(() => {});
     await rm(tmp, { force: true }).catch(() => {});
   }
 }

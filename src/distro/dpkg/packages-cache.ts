@@ -25,9 +25,10 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readSync, unlinkSync } from "node:fs";
-import { type FileHandle, open, readFile } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { crc32 } from "node:zlib";
 import { SutureError } from "../../errors/errors.ts";
+import { BatchedWriter } from "../../fs/batched-writer.ts";
 import type { ExpectedChecksum } from "../../stream/checksum.ts";
 import { paragraphOf, parseFields } from "./control.ts";
 import {
@@ -89,7 +90,7 @@ export async function buildPackagesCache(
   const builder = new TableBuilder(what);
   const splitter = new StanzaSplitter(what, (bytes, offset) => builder.add(bytes, offset));
   const hash = options.hash ? createHash("sha256") : undefined;
-  const out = new PlainWriter(await open(plainFile, "wx", 0o644), plainFile);
+  const out = new BatchedWriter(await open(plainFile, "wx", 0o644), plainFile);
   let size = 0;
   try {
     for await (const piece of pieces) {
@@ -110,64 +111,6 @@ export async function buildPackagesCache(
   }
   const table = builder.encode(options.key, size);
   return { table, size, checksum: hash ? { size, sha256: hash.digest("hex") } : undefined };
-}
-
-/** Pieces gathered before one write: about 16 of the xz pipe's (its reads give at most 64 KiB). */
-const WRITE_BATCH = 1024 * 1024;
-
-/**
- * The plain file, written in batches of the decoder's pieces (one writev each, no copy), one batch
- * in flight while the next is gathered and scanned. A write per piece, awaited before the piece
- * was scanned, was a threadpool round trip per 64 KiB (~800 for Debian's main index, queued
- * behind the layers' inflate while they are extracted) and held the scan and the pipe meanwhile.
- * Pieces are kept until written: the decoders hand out fresh buffers.
- */
-class PlainWriter {
-  readonly #file: FileHandle;
-  readonly #path: string;
-  #batch: Buffer[] = [];
-  #batched = 0;
-  #writing: Promise<void> | undefined;
-
-  constructor(file: FileHandle, path: string) {
-    this.#file = file;
-    this.#path = path;
-  }
-
-  /** Takes `piece` (it must not change afterwards); waits only when the previous batch is still being written. */
-  async add(piece: Buffer): Promise<void> {
-    this.#batch.push(piece);
-    this.#batched += piece.length;
-    if (this.#batched >= WRITE_BATCH) await this.#flush();
-  }
-
-  /** Writes what is gathered and waits until every byte is written. */
-  async end(): Promise<void> {
-    await this.#flush();
-    await this.#writing;
-  }
-
-  /** Closes the file once no write is in flight (an error of one was reported by add or end, or is moot). */
-  async close(): Promise<void> {
-    await this.#writing?.catch(() => undefined);
-    await this.#file.close();
-  }
-
-  async #flush(): Promise<void> {
-    await this.#writing;
-    if (this.#batched === 0) return;
-    const batch = this.#batch;
-    const length = this.#batched;
-    this.#batch = [];
-    this.#batched = 0;
-    const writing = this.#file.writev(batch).then(({ bytesWritten }) => {
-      if (bytesWritten !== length)
-        throw new SutureError("IO", `short write to ${this.#path} (${bytesWritten} of ${length} bytes)`);
-    });
-    // Observed at once: it is awaited by the next add, end or close, maybe ticks later.
-    writing.catch(() => undefined);
-    this.#writing = writing;
-  }
 }
 
 /**

@@ -5,7 +5,16 @@
  * outside `root`, and the package's files are not installed.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -137,4 +146,19 @@ test("a .deb that is not the package it was resolved as is UNTRUSTED before anyt
       isSutureError(e, "UNTRUSTED") && /says Version "2" where its signed index says "3"/.test(e.message),
   );
   assert.equal(existsSync(join(root, "usr/bin/demo")), false);
+});
+
+test("a .dpkg-new the image left beside a package file (a file, or a symlink out of the root) is replaced, never followed", async () => {
+  const { root, parent } = imageRoot("leftover-staged");
+  mkdirSync(join(root, "usr/bin"), { recursive: true });
+  writeFileSync(join(root, "usr/bin/demo"), "v1\n");
+  writeFileSync(join(root, "usr/bin/demo.dpkg-new"), "an interrupted run's\n");
+  const outside = join(parent, "outside");
+  symlinkSync(outside, join(root, "etc/demo.conf.dpkg-new"));
+  await unpackDeb(root, await demoDeb("leftover"), await readDpkgDatabase(root));
+  assert.equal(readFileSync(join(root, "usr/bin/demo"), "utf8"), "v2\n");
+  assert.equal(readFileSync(join(root, "etc/demo.conf"), "utf8"), "a=2\n");
+  assert.equal(existsSync(join(root, "usr/bin/demo.dpkg-new")), false);
+  assert.equal(existsSync(join(root, "etc/demo.conf.dpkg-new")), false);
+  assert.deepEqual(readdirSync(parent), ["root"], "nothing written through the link");
 });
