@@ -2,7 +2,13 @@ import { createHash } from "node:crypto";
 import { lstatSync, opendirSync, readdirSync, readlinkSync, rmSync, type Stats, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileReplacing } from "../../../../../distro/dpkg/database.ts";
-import { childPath, readFileInRootSync, resolveInRootSync, walkInRoot } from "../../../../../fs/in-root.ts";
+import {
+  childPath,
+  READ_POLICY,
+  readFileInRootSync,
+  resolveInRootSync,
+  walkInRoot,
+} from "../../../../../fs/in-root.ts";
 import { certificateSubject, DerError, subjectNameHash } from "./x509-name-hash.ts";
 
 /**
@@ -96,11 +102,13 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
   let removed = 0;
   const bundle: Buffer[] = [];
   let bundleStarted = false;
-  const add = (cert: string) => {
+  const add = (cert: string, justFound: boolean) => {
     const base = basenameWithout(cert, ".crt");
     const pem = `${base.replace(/ /g, "_").replace(/[()]/g, "=").replace(/,/g, "_")}.pem`;
     const path = linkPath(pem);
-    if (!exists(pem) || !isLink(pem) || readlinkSync(path) !== cert) {
+    // The script's `[ -e ]` test is asked only of a certificate not just found to be a file: a link
+    // naming one that was resolves (a resolution per certificate and call saved).
+    if (!(isLink(pem) && readlinkSync(path) === cert && (justFound || exists(pem)))) {
       // `ln -sf` into an existing directory (or a link to one) makes the link inside it.
       const resolved = resolveInRootSync(root, `${ETCCERTSDIR}/${pem}`);
       if (resolved && lstatSync(resolved).isDirectory()) throw new Unsupported(`directory ${pem}`);
@@ -131,11 +139,12 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
   }
   for (const crt of selected) {
     const cert = `${CERTSDIR}/${crt}`;
-    const host = resolveInRootSync(root, cert);
-    if (!host || !lstatSync(host).isFile()) continue; // the script warns and goes on
-    add(cert);
+    const found = walkInRoot(root, cert, READ_POLICY);
+    if (found.kind !== "found" || !found.stat.isFile()) continue; // the script warns and goes on
+    add(cert, true);
   }
-  for (const cert of local) add(cert);
+  // Found before the links above were made; one could lead through them.
+  for (const cert of local) add(cert, false);
 
   if (added > 0 || removed > 0) {
     for (const name of entries()) if (isLink(name) && !exists(name)) rmSync(linkPath(name));
