@@ -12,6 +12,7 @@ import {
   MOUNT_POLICY,
   READ_POLICY,
   readFileInRoot,
+  readFileInRootSync,
   resolveInRoot,
   walkInRoot,
 } from "./in-root.ts";
@@ -128,9 +129,11 @@ test("file reads follow the image's links inside the root only", async () => {
   assert.equal((await readFileInRoot(root, "/abs-etc/passwd"))?.toString(), "image passwd\n");
   assert.equal(await readFileInRoot(root, "/to-root"), undefined, "a directory is no file");
   assert.equal(await readFileInRoot(root, "/file-link/x"), undefined);
+  assert.equal(readFileInRootSync(root, "/abs-etc/passwd")?.toString(), "image passwd\n");
+  assert.equal(readFileInRootSync(root, "/to-root"), undefined, "a directory is no file");
 });
 
-test("readFileInRoot reads regular files only, up to a limit", async () => {
+test("readFileInRoot (and its synchronous twin) reads regular files only, up to a limit", async () => {
   const root = await mkdtemp(join(tmpdir(), "suture-in-root-read-"));
   try {
     await writeFile(join(root, "conf"), "0123456789");
@@ -140,6 +143,13 @@ test("readFileInRoot reads regular files only, up to a limit", async () => {
     assert.equal((await readFileInRoot(root, "/conf"))?.toString(), "0123456789");
     await assert.rejects(readFileInRoot(root, "/conf", { limit: 4 }), (e: unknown) =>
       isSutureError(e, "TOO_LARGE"),
+    );
+    assert.equal(readFileInRootSync(root, "/fifo"), undefined);
+    assert.equal(readFileInRootSync(root, "/missing"), undefined);
+    assert.equal(readFileInRootSync(root, "/conf")?.toString(), "0123456789");
+    assert.throws(
+      () => readFileInRootSync(root, "/conf", { limit: 4 }),
+      (e: unknown) => isSutureError(e, "TOO_LARGE"),
     );
   } finally {
     await rm(root, { recursive: true, force: true });

@@ -1,8 +1,8 @@
 import { lstatSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
-import { lstat, readdir } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describeCause, SutureError } from "../errors/errors.ts";
-import { readFileCapped } from "./read-capped.ts";
+import { type ReadCappedOptions, readFileCapped, readFileCappedSync } from "./read-capped.ts";
 
 /**
  * Paths of an image's root filesystem resolved the way the image itself would see them, on the
@@ -196,6 +196,15 @@ export async function resolveInRoot(
   path: string,
   policy: InRootPolicy = READ_POLICY,
 ): Promise<string | undefined> {
+  return resolveInRootSync(root, path, policy);
+}
+
+/** resolveInRoot for a caller that resolves path after path in synchronous calls. */
+export function resolveInRootSync(
+  root: string,
+  path: string,
+  policy: InRootPolicy = READ_POLICY,
+): string | undefined {
   const walk = walkInRoot(root, path, policy);
   if (walk.kind === "found") return walk.host;
   if (walk.kind === "missing" && !policy.mustExist) return walk.host;
@@ -215,21 +224,51 @@ export async function readFileInRoot(
   path: string,
   options: { limit?: number } = {},
 ): Promise<Buffer | undefined> {
-  const p = await resolveInRoot(root, path);
-  if (!p) return undefined;
+  const host = regularFileInRoot(root, path);
+  if (!host) return undefined;
   try {
-    if (!(await lstat(p)).isFile()) return undefined;
-    return await readFileCapped(p, {
-      limit: options.limit ?? MAX_IMAGE_FILE_BYTES,
-      what: `${path} in the image`,
-      noFollow: true,
-      regularOnly: true,
-    });
+    return await readFileCapped(host, inRootReadOptions(path, options));
   } catch (e) {
-    if (e instanceof SutureError && e.code === "TOO_LARGE") throw e;
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
+    return readInRootFailed(path, e);
   }
+}
+
+/** readFileInRoot in synchronous calls, for a caller that reads many small files in a row. */
+export function readFileInRootSync(
+  root: string,
+  path: string,
+  options: { limit?: number } = {},
+): Buffer | undefined {
+  const host = regularFileInRoot(root, path);
+  if (!host) return undefined;
+  try {
+    return readFileCappedSync(host, inRootReadOptions(path, options));
+  } catch (e) {
+    return readInRootFailed(path, e);
+  }
+}
+
+/** The host path of `path` when it resolves to a regular file (the walk's own lstat says so). */
+function regularFileInRoot(root: string, path: string): string | undefined {
+  const walk = walkInRoot(root, path, READ_POLICY);
+  return walk.kind === "found" && walk.stat.isFile() ? walk.host : undefined;
+}
+
+/** The file as resolved: a link put there since is refused, and so is anything but a regular file. */
+function inRootReadOptions(path: string, options: { limit?: number }): ReadCappedOptions {
+  return {
+    limit: options.limit ?? MAX_IMAGE_FILE_BYTES,
+    what: `${path} in the image`,
+    noFollow: true,
+    regularOnly: true,
+  };
+}
+
+/** A file gone since it was resolved reads as missing; TOO_LARGE stays; anything else is IO. */
+function readInRootFailed(path: string, e: unknown): undefined {
+  if (e instanceof SutureError && e.code === "TOO_LARGE") throw e;
+  if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+  throw new SutureError("IO", `cannot read ${path} in the image: ${describeCause(e)}`, { cause: e });
 }
 
 /** Read access to an image's files, by absolute path as the image sees it. */

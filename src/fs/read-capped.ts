@@ -1,4 +1,4 @@
-import { constants } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import { open } from "node:fs/promises";
 import { asSutureError, SutureError } from "../errors/errors.ts";
 
@@ -31,6 +31,41 @@ export interface ReadCappedOptions {
  * for the caller to decide on by their code.
  */
 export async function readFileCapped(path: string, options: ReadCappedOptions): Promise<Buffer> {
+  const read = cappedRead(options);
+  const handle = await open(path, read.flags);
+  try {
+    const piece = read.pieceSize(await handle.stat());
+    for (;;) {
+      const buf = read.nextBuffer(piece);
+      if (!read.took(buf, (await handle.read(buf, 0, buf.length, null)).bytesRead)) break;
+    }
+    return read.bytes();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * readFileCapped in synchronous calls, for a caller that reads many small files one after the
+ * other (a threadpool round trip per open, stat, read and close costs more than the work).
+ */
+export function readFileCappedSync(path: string, options: ReadCappedOptions): Buffer {
+  const read = cappedRead(options);
+  const fd = openSync(path, read.flags);
+  try {
+    const piece = read.pieceSize(fstatSync(fd));
+    for (;;) {
+      const buf = read.nextBuffer(piece);
+      if (!read.took(buf, readSync(fd, buf, 0, buf.length, null))) break;
+    }
+    return read.bytes();
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What readFileCapped and readFileCappedSync share: the open flags, the checks, the pieces read. */
+function cappedRead(options: ReadCappedOptions) {
   const { limit } = options;
   const tooLarge =
     options.tooLarge ??
@@ -42,29 +77,30 @@ export async function readFileCapped(path: string, options: ReadCappedOptions): 
   let flags = constants.O_RDONLY;
   if (options.noFollow) flags |= constants.O_NOFOLLOW;
   if (options.regularOnly) flags |= constants.O_NONBLOCK;
-  const handle = await open(path, flags);
-  try {
-    const st = await handle.stat();
-    if (options.regularOnly && !st.isFile())
-      throw new SutureError("IO", `${options.what} is not a regular file`);
-    if (st.isFile() && st.size > limit) throw tooLarge(st.size, limit);
-    // A regular file's size is known; anything else is read in pieces until EOF or the limit.
-    const chunks: Buffer[] = [];
-    let total = 0;
-    const piece = st.isFile() && st.size > 0 ? st.size + 1 : 1024 * 1024;
-    for (;;) {
-      const buf = Buffer.allocUnsafe(Math.min(piece, limit + 1 - total));
-      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  return {
+    flags,
+    /** Checks the open file; the size of the pieces to read it in. */
+    pieceSize(st: Stats): number {
+      if (options.regularOnly && !st.isFile())
+        throw new SutureError("IO", `${options.what} is not a regular file`);
+      if (st.isFile() && st.size > limit) throw tooLarge(st.size, limit);
+      // A regular file's size is known; anything else is read in pieces until EOF or the limit.
+      return st.isFile() && st.size > 0 ? st.size + 1 : 1024 * 1024;
+    },
+    nextBuffer: (piece: number) => Buffer.allocUnsafe(Math.min(piece, limit + 1 - total)),
+    /** Keeps what a read put in `buf`; false at EOF. */
+    took(buf: Buffer, bytesRead: number): boolean {
+      if (bytesRead === 0) return false;
       chunks.push(buf.subarray(0, bytesRead));
       total += bytesRead;
       // A file that grew since the stat, or a stream, past the limit.
       if (total > limit) throw tooLarge(undefined, limit);
-    }
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
-  } finally {
-    await handle.close();
-  }
+      return true;
+    },
+    bytes: () => (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total)),
+  };
 }
 
 /**

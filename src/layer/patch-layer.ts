@@ -269,6 +269,12 @@ class UpperWalker {
   readonly #times: LayerTimes | undefined;
   readonly #plain: PlainTree | undefined;
   readonly #groups = new Map<string, LinkGroup>();
+  /**
+   * What #sameAsLower said of the sources (and source links) a compiled Python file's decision
+   * compared with the lowers, by upper path: the walk takes the answer when it reaches them, so
+   * each is compared (read whole, beside its lower) once.
+   */
+  readonly #sourceVerdicts = new Map<string, boolean>();
 
   constructor(options: BuildPatchLayerOptions, progress: ProgressSink) {
     this.#upperDir = options.upperDir;
@@ -411,7 +417,7 @@ class UpperWalker {
           changed = !this.#sameAsLower(child.abs, st, xattrs, lower, pyc);
           if (changed) this.stats.pycTimesKept++;
         } else {
-          changed = !this.#sameAsLower(child.abs, st, xattrs, lower);
+          changed = !(this.#sourceVerdicts.get(child.rel) ?? this.#sameAsLower(child.abs, st, xattrs, lower));
         }
         if (!changed) {
           this.stats.droppedUnchanged++;
@@ -438,7 +444,7 @@ class UpperWalker {
         this.#progress({ type: "warning", message: `${path} is a socket; sockets are not put in layers` });
         continue;
       }
-      if (this.#sameAsLower(child.abs, st, xattrs, lower)) {
+      if (this.#sourceVerdicts.get(child.rel) ?? this.#sameAsLower(child.abs, st, xattrs, lower)) {
         this.stats.droppedUnchanged++;
         continue;
       }
@@ -474,7 +480,7 @@ class UpperWalker {
     if (source?.isSymbolicLink()) {
       // Python stats through a link (Debian's _sysconfigdata__linux_*.py): one level, the link
       // itself unchanged, its target a file beside it.
-      if (!lowerSource || !this.#sameAsLower(sourceAbs, source, readXattrs(sourceAbs), lowerSource))
+      if (!lowerSource || !this.#sourceSameAsLower(sourceRel, sourceAbs, source, lowerSource))
         return undefined;
       const target = sameDirLinkTarget(sourceRel, readlinkSync(sourceAbs, "utf8"));
       if (target === undefined) return undefined;
@@ -492,10 +498,20 @@ class UpperWalker {
       !recorded ||
       recorded.mtime !== asRecorded(wholeSeconds(source.mtimeNs)) ||
       recorded.size !== asRecorded(source.size) ||
-      !this.#sameAsLower(sourceAbs, source, readXattrs(sourceAbs), lowerSource)
+      !this.#sourceSameAsLower(sourceRel, sourceAbs, source, lowerSource)
     )
       return undefined;
     return withRecordedTime(bytes, Number(keptTime));
+  }
+
+  /** #sameAsLower for a compiled Python file's source at `rel`, kept for the walk (#sourceVerdicts). */
+  #sourceSameAsLower(rel: string, abs: string, st: BigIntStats, lower: LowerEntry): boolean {
+    let same = this.#sourceVerdicts.get(rel);
+    if (same === undefined) {
+      same = this.#sameAsLower(abs, st, readXattrs(abs), lower);
+      this.#sourceVerdicts.set(rel, same);
+    }
+    return same;
   }
 
   /**

@@ -252,19 +252,8 @@ class TableBuilder {
     const names = this.#names.sorted();
     const virtuals = this.#virtuals.sorted();
     const placed = this.#names.count;
-    // Links: each name's providers in index order (its slots sort so), a stanza once per name.
-    const providedBy = this.#providedBy.data;
-    let links = 0;
-    for (let i = 0; i < virtuals.order.length; i++) {
-      const slot = virtuals.order[i]!;
-      const before = virtuals.order[i - 1];
-      if (
-        before === undefined ||
-        virtuals.rankOf[before] !== virtuals.rankOf[slot] ||
-        providedBy[before] !== providedBy[slot]
-      )
-        links++;
-    }
+    const providers = providerLinks(virtuals, this.#providedBy.data);
+    const links = providers.stanza.length;
     const nameBytes = names.textOffsets[names.count]!;
     const virtualBytes = virtuals.textOffsets[virtuals.count]!;
     const words = 3 * placed + 2 * (names.count + 1) + 2 * (virtuals.count + 1) + links;
@@ -322,24 +311,42 @@ class TableBuilder {
       lengths[p] = length[s]!;
       crcs[p] = crc[s]!;
     }
-    const virtualRank = virtuals.rankOf;
-    for (let i = 0, link = 0, rank = -1, stanza = -1; i < virtuals.order.length; i++) {
-      const slot = virtuals.order[i]!;
-      if (virtualRank[slot] === rank && providedBy[slot] === stanza) continue;
-      if (virtualRank[slot] !== rank) {
-        rank = virtualRank[slot]!;
-        virtualFirst[rank] = link;
-      }
-      stanza = providedBy[slot]!;
-      linkTo[link++] = position[stanza]!;
-    }
-    virtualFirst[virtuals.count] = links;
+    virtualFirst.set(providers.first);
+    const linkStanza = providers.stanza;
+    for (let l = 0; l < links; l++) linkTo[l] = position[linkStanza[l]!]!;
     const textAt = HEADER_BYTES + words * 4;
     names.text.copy(out, textAt);
     virtuals.text.copy(out, textAt + nameBytes);
     createHash("sha256").update(out.subarray(0, bodyLength)).digest().copy(out, bodyLength);
     return out;
   }
+}
+
+/**
+ * The table's links, grouped in one place: each virtual name's providers in index order (its
+ * slots sort so), a stanza once per name. `stanza` is each link's stanza (index order), `first`
+ * each name's first link by rank, and the link count after the last.
+ */
+function providerLinks(
+  virtuals: SortedNames,
+  providedBy: ArrayLike<number>,
+): { stanza: Uint32Array; first: Uint32Array } {
+  const stanzaOf = new Uint32Array(virtuals.order.length);
+  const first = new Uint32Array(virtuals.count + 1);
+  const rankOf = virtuals.rankOf;
+  let links = 0;
+  for (let i = 0, rank = -1, stanza = -1; i < virtuals.order.length; i++) {
+    const slot = virtuals.order[i]!;
+    if (rankOf[slot] === rank && providedBy[slot] === stanza) continue;
+    if (rankOf[slot] !== rank) {
+      rank = rankOf[slot]!;
+      first[rank] = links;
+    }
+    stanza = providedBy[slot]!;
+    stanzaOf[links++] = stanza;
+  }
+  first[virtuals.count] = links;
+  return { stanza: stanzaOf.subarray(0, links), first };
 }
 
 /**

@@ -214,9 +214,10 @@ export interface PatchEngine {
  * An engine whose implementation module is imported when the pipeline first calls it. Every
  * package manager is listed to match an image against, but a patch runs one engine: imported up
  * front, the rpm and apk engines and apt's sandbox engine were ~55 modules (XML parsers, rpm
- * database writers) of every native Debian patch's start, read from disk on a cold cache. `shape` is what the pipeline reads before
- * calling the engine (its kind, the apply step's text, whether it plans); `load` resolves to the
- * engine itself, of that shape (engines.test.ts compares them).
+ * database writers) of every native Debian patch's start, read from disk on a cold cache. `shape`
+ * is what the pipeline reads before calling the engine (its kind, the apply step's text, whether
+ * it plans); `load` resolves to the engine itself, of that shape (package-managers.test.ts
+ * compares them, and the first call refuses an engine that differs).
  */
 export function engineOnDemand(
   shape: { kind: EngineKind; description: string; plans: boolean },
@@ -224,20 +225,48 @@ export function engineOnDemand(
 ): PatchEngine {
   let loaded: Promise<PatchEngine> | undefined;
   const engine = () => {
-    loaded ??= load();
+    loaded ??= load().then((e) => sameShape(standIn, e));
     return loaded;
   };
-  return {
+  // Every member of PatchEngine is named here: one added to the interface does not compile until
+  // this says how a stand-in forwards it, so none is dropped without a word.
+  const members: { [K in keyof Required<PatchEngine>]: PatchEngine[K] | undefined } = {
     kind: shape.kind,
     description: shape.description,
-    ...(shape.plans && {
-      plan: async (sandbox: EngineSandbox, targets: Targets, ctx: EngineContext) => {
-        const e = await engine();
-        return e.plan!(sandbox, targets, ctx);
-      },
-    }),
+    plan: shape.plans
+      ? async (sandbox: EngineSandbox, targets: Targets, ctx: EngineContext) =>
+          (await engine()).plan!(sandbox, targets, ctx)
+      : undefined,
     apply: async (sandbox, targets, ctx, plan) => (await engine()).apply(sandbox, targets, ctx, plan),
+    // Early work is asked of every engine on every patch, before one is chosen, and synchronously:
+    // forwarding it would import the module on every patch. An engine with early work is imported
+    // up front (as dpkg's native engine is); sameShape refuses one loaded on demand.
+    startEarly: undefined,
   };
+  const standIn = Object.fromEntries(
+    Object.entries(members).filter(([, value]) => value !== undefined),
+  ) as unknown as PatchEngine;
+  return standIn;
+}
+
+/** The names of the members an engine has (those that are not undefined), sorted. */
+export function engineMembers(engine: PatchEngine): string[] {
+  return Object.entries(engine)
+    .filter(([, value]) => value !== undefined)
+    .map(([name]) => name)
+    .sort();
+}
+
+/** `loaded` when it has the stand-in's kind, description and members; INTERNAL otherwise. */
+function sameShape(standIn: PatchEngine, loaded: PatchEngine): PatchEngine {
+  const listed = engineMembers(standIn).join(", ");
+  const has = engineMembers(loaded).join(", ");
+  if (standIn.kind !== loaded.kind || standIn.description !== loaded.description || listed !== has)
+    throw new SutureError(
+      "INTERNAL",
+      `the ${loaded.kind} engine loaded on demand (${has}; "${loaded.description}") is not the one listed (${listed}; "${standIn.description}")`,
+    );
+  return loaded;
 }
 
 /** A package manager suture can patch with, and its engines. */

@@ -9,7 +9,15 @@ import { nativeApkEngine } from "./apk/native/native.ts";
 import { apkSandboxEngine } from "./apk/sandbox.ts";
 import { dpkgPackageManager } from "./dpkg/dpkg.ts";
 import { aptSandboxEngine } from "./dpkg/sandbox.ts";
-import { type PatchEngine, selectEngine } from "./engine.ts";
+import {
+  type EngineContext,
+  type EngineSandbox,
+  engineMembers,
+  engineOnDemand,
+  type PatchEngine,
+  selectEngine,
+  type Targets,
+} from "./engine.ts";
 import { PACKAGE_MANAGERS } from "./package-managers.ts";
 import { nativeRpmEngine } from "./rpm/native/native.ts";
 import { rpmPackageManager } from "./rpm/rpm.ts";
@@ -91,12 +99,12 @@ test("apk images go to the apk package manager: native by default, sandbox only 
 });
 
 // The sandbox engines and the rpm and apk native engines are listed by what the pipeline reads
-// before calling them and loaded on first use (engineOnDemand): what they say up front must be
-// what the engines themselves say.
+// before calling them and loaded on first use (engineOnDemand): what they say up front, and the
+// members they have, must be what the engines themselves have.
 const shape = (e: PatchEngine | undefined) =>
-  e && { kind: e.kind, description: e.description, plans: !!e.plan };
+  e && { kind: e.kind, description: e.description, members: engineMembers(e) };
 
-test("an engine loaded on demand is listed as the engine itself describes itself", () => {
+test("an engine loaded on demand is listed as the engine itself describes itself, member for member", () => {
   for (const [listed, engine] of [
     [dpkgPackageManager.sandbox, aptSandboxEngine],
     [rpmPackageManager.native, nativeRpmEngine],
@@ -105,4 +113,29 @@ test("an engine loaded on demand is listed as the engine itself describes itself
     [apkPackageManager.sandbox, apkSandboxEngine],
   ] as const)
     assert.deepEqual(shape(listed), shape(engine));
+});
+
+test("an engine loaded on demand with a member its listing lacks is refused on first use, not run without it", async () => {
+  const apply = async () => ({ before: new Map(), after: new Map(), failed: [], warnings: [] });
+  const withEarlyWork = engineOnDemand({ kind: "native", description: "d", plans: false }, async () => ({
+    kind: "native",
+    description: "d",
+    apply,
+    startEarly: () => ({ owner: {}, cancel: async () => {} }),
+  }));
+  assert.deepEqual(engineMembers(withEarlyWork), ["apply", "description", "kind"]);
+  await assert.rejects(
+    withEarlyWork.apply({} as EngineSandbox, { packages: [] } as unknown as Targets, {} as EngineContext),
+    (e: unknown) =>
+      isSutureError(e, "INTERNAL") && e.message.includes("apply, description, kind, startEarly"),
+  );
+  const planning = engineOnDemand({ kind: "native", description: "d", plans: true }, async () => ({
+    kind: "native",
+    description: "d",
+    apply,
+  }));
+  await assert.rejects(
+    planning.apply({} as EngineSandbox, { packages: [] } as unknown as Targets, {} as EngineContext),
+    (e: unknown) => isSutureError(e, "INTERNAL"),
+  );
 });

@@ -1,8 +1,14 @@
 import { createHash } from "node:crypto";
-import { lstat, opendir, readdir, readlink, rm, symlink } from "node:fs/promises";
+import { lstatSync, opendirSync, readdirSync, readlinkSync, rmSync, type Stats, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileReplacing } from "../../../../../distro/dpkg/database.ts";
-import { childPath, readFileInRoot, resolveInRoot, walkInRoot } from "../../../../../fs/in-root.ts";
+import {
+  childPath,
+  READ_POLICY,
+  readFileInRootSync,
+  resolveInRootSync,
+  walkInRoot,
+} from "../../../../../fs/in-root.ts";
 import { certificateSubject, DerError, subjectNameHash } from "./x509-name-hash.ts";
 
 /**
@@ -51,22 +57,24 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
   // The hooks (ca-certificates-java's keystore, …) are other programs: run for real when any exist.
   if (hooksDir !== "") {
     if (hooksDir !== HOOKSDIR) throw new Unsupported(`hooks directory ${hooksDir}`);
-    const hooks = await resolveInRoot(root, HOOKSDIR);
-    if (hooks && (await readdir(hooks).catch(() => [])).length) throw new Unsupported(`hooks in ${HOOKSDIR}`);
+    const hooks = resolveInRootSync(root, HOOKSDIR);
+    if (hooks && listOrEmpty(hooks).length) throw new Unsupported(`hooks in ${HOOKSDIR}`);
   }
 
   const etc = walkInRoot(root, ETCCERTSDIR, { followFinal: false, mustExist: true });
   if (etc.kind !== "found" || !etc.stat.isDirectory())
     throw new Unsupported(`${ETCCERTSDIR} is not a directory`);
   const certsDir = etc.host;
-  const entries = async () => (await readdir(certsDir)).sort(byteOrder);
-  for (const name of await entries())
-    if ((await lstat(join(certsDir, name))).isDirectory())
+  // Per-entry work below is synchronous: a threadpool round trip per lstat, readlink or small
+  // read cost more than the work, over the few hundred entries of /etc/ssl/certs.
+  const entries = () => readdirSync(certsDir).sort(byteOrder);
+  for (const name of entries())
+    if (lstatSync(join(certsDir, name)).isDirectory())
       throw new Unsupported(`directory ${ETCCERTSDIR}/${name}`);
-  if (await lstat(join(certsDir, `${CERTBUNDLE}.new`)).catch(() => undefined))
+  if (lstatOrUndefined(join(certsDir, `${CERTBUNDLE}.new`)))
     throw new Unsupported(`a leftover ${CERTBUNDLE}.new`);
 
-  const confBytes = await readFileInRoot(root, CERTSCONF);
+  const confBytes = readFileInRootSync(root, CERTSCONF);
   if (!confBytes?.length) fresh = true;
   const confText = confBytes?.toString("utf8") ?? "";
   if (confBytes && !Buffer.from(confText).equals(confBytes))
@@ -78,38 +86,38 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
     return line.replace(/^[ \t\n]+|[ \t\n]+$/g, "");
   };
   const linkPath = (name: string) => childPath(certsDir, name, "certificate link");
-  const exists = async (name: string) => (await resolveInRoot(root, `${ETCCERTSDIR}/${name}`)) !== undefined;
-  const isLink = async (name: string) =>
-    (await lstat(linkPath(name)).catch(() => undefined))?.isSymbolicLink() ?? false;
+  const exists = (name: string) => resolveInRootSync(root, `${ETCCERTSDIR}/${name}`) !== undefined;
+  const isLink = (name: string) => lstatOrUndefined(linkPath(name))?.isSymbolicLink() ?? false;
 
   if (fresh) {
-    for (const name of await entries()) {
-      if (!(await isLink(name))) continue;
-      const target = await readlink(linkPath(name));
-      if (target.startsWith(CERTSDIR) || target.startsWith(LOCALCERTSDIR)) await rm(linkPath(name));
+    for (const name of entries()) {
+      if (!isLink(name)) continue;
+      const target = readlinkSync(linkPath(name));
+      if (target.startsWith(CERTSDIR) || target.startsWith(LOCALCERTSDIR)) rmSync(linkPath(name));
     }
-    for (const name of await entries())
-      if ((await isLink(name)) && !(await exists(name))) await rm(linkPath(name));
+    for (const name of entries()) if (isLink(name) && !exists(name)) rmSync(linkPath(name));
   }
 
   let added = 0;
   let removed = 0;
   const bundle: Buffer[] = [];
   let bundleStarted = false;
-  const add = async (cert: string) => {
+  const add = (cert: string, justFound: boolean) => {
     const base = basenameWithout(cert, ".crt");
     const pem = `${base.replace(/ /g, "_").replace(/[()]/g, "=").replace(/,/g, "_")}.pem`;
     const path = linkPath(pem);
-    if (!(await exists(pem)) || !(await isLink(pem)) || (await readlink(path)) !== cert) {
+    // The script's `[ -e ]` test is asked only of a certificate not just found to be a file: a link
+    // naming one that was resolves (a resolution per certificate and call saved).
+    if (!(isLink(pem) && readlinkSync(path) === cert && (justFound || exists(pem)))) {
       // `ln -sf` into an existing directory (or a link to one) makes the link inside it.
-      const resolved = await resolveInRoot(root, `${ETCCERTSDIR}/${pem}`);
-      if (resolved && (await lstat(resolved)).isDirectory()) throw new Unsupported(`directory ${pem}`);
-      await rm(path, { force: true });
-      await symlink(cert, path);
+      const resolved = resolveInRootSync(root, `${ETCCERTSDIR}/${pem}`);
+      if (resolved && lstatSync(resolved).isDirectory()) throw new Unsupported(`directory ${pem}`);
+      rmSync(path, { force: true });
+      symlinkSync(cert, path);
       added++;
     }
     bundleStarted = true;
-    const bytes = (await readFileInRoot(root, cert)) ?? Buffer.alloc(0);
+    const bytes = readFileInRootSync(root, cert) ?? Buffer.alloc(0);
     bundle.push(bytes);
     if (bytes.length && bytes[bytes.length - 1] !== 0x0a) bundle.push(Buffer.from("\n"));
   };
@@ -120,27 +128,27 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
   const selected = confLines
     .filter((l) => l !== "" && !l.startsWith("#") && !l.startsWith("!"))
     .map(readName);
-  const local = (await findCrt(root, LOCALCERTSDIR)).sort(byteOrder);
+  const local = findCrt(root, LOCALCERTSDIR).sort(byteOrder);
 
   for (const crt of deselected) {
     const pem = `${basenameWithout(`${CERTSDIR}/${crt}`, ".crt")}.pem`;
-    if (await isLink(pem)) {
-      await rm(linkPath(pem), { force: true });
+    if (isLink(pem)) {
+      rmSync(linkPath(pem), { force: true });
       removed++;
     }
   }
   for (const crt of selected) {
     const cert = `${CERTSDIR}/${crt}`;
-    const host = await resolveInRoot(root, cert);
-    if (!host || !(await lstat(host)).isFile()) continue; // the script warns and goes on
-    await add(cert);
+    const found = walkInRoot(root, cert, READ_POLICY);
+    if (found.kind !== "found" || !found.stat.isFile()) continue; // the script warns and goes on
+    add(cert, true);
   }
-  for (const cert of local) await add(cert);
+  // Found before the links above were made; one could lead through them.
+  for (const cert of local) add(cert, false);
 
   if (added > 0 || removed > 0) {
-    for (const name of await entries())
-      if ((await isLink(name)) && !(await exists(name))) await rm(linkPath(name));
-    await rehash(root, certsDir, await directoryOrder(certsDir));
+    for (const name of entries()) if (isLink(name) && !exists(name)) rmSync(linkPath(name));
+    rehash(root, certsDir, directoryOrder(certsDir));
   }
   if (bundleStarted) await writeFileReplacing(join(certsDir, CERTBUNDLE), Buffer.concat(bundle), 0o644);
   return { added, removed };
@@ -160,26 +168,25 @@ function basenameWithout(path: string, suffix: string): string {
 }
 
 /** `find -L DIR -type f -name '*.crt'`: image paths, symlinks followed inside the root. */
-async function findCrt(root: string, dir: string): Promise<string[]> {
+function findCrt(root: string, dir: string): string[] {
   const out: string[] = [];
-  const walk = async (path: string, depth: number) => {
+  const walk = (path: string, depth: number) => {
     if (depth > 32) throw new Unsupported(`${dir} nests too deep`);
-    const host = await resolveInRoot(root, path);
+    const host = resolveInRootSync(root, path);
     if (!host) return;
-    const st = await lstat(host);
-    if (!st.isDirectory()) return;
-    for (const name of await readdir(host)) {
+    if (!lstatSync(host).isDirectory()) return;
+    for (const name of readdirSync(host)) {
       const child = `${path}/${name}`;
       if (name.includes("\n") || name.includes("\\"))
         throw new Unsupported(`the file name ${JSON.stringify(child)}`);
-      const resolved = await resolveInRoot(root, child);
+      const resolved = resolveInRootSync(root, child);
       if (!resolved) continue;
-      const cst = await lstat(resolved);
-      if (cst.isDirectory()) await walk(child, depth + 1);
-      else if (cst.isFile() && name.endsWith(".crt")) out.push(child);
+      const st = lstatSync(resolved);
+      if (st.isDirectory()) walk(child, depth + 1);
+      else if (st.isFile() && name.endsWith(".crt")) out.push(child);
     }
   };
-  await walk(dir, 0);
+  walk(dir, 0);
   return out;
 }
 
@@ -199,7 +206,7 @@ const NO_ID = 0xffff;
  * lowest free number per hash, and links nothing needs any more are removed. Entries are visited in
  * directory order (see directoryOrder); a duplicate certificate (same SHA-1 fingerprint) gets no link.
  */
-async function rehash(root: string, certsDir: string, names: string[]): Promise<void> {
+function rehash(root: string, certsDir: string, names: string[]): void {
   const buckets = new Map<string, { hash: string; type: "" | "r"; entries: HashEntry[]; needed: number }>();
   const entryFor = (b: { entries: HashEntry[] }, filename: string): HashEntry => {
     const found = b.entries.find((e) => e.filename === filename);
@@ -216,20 +223,20 @@ async function rehash(root: string, certsDir: string, names: string[]): Promise<
   };
   for (const name of names) {
     const path = join(certsDir, name);
-    const st = await lstat(path).catch(() => undefined);
+    const st = lstatOrUndefined(path);
     if (!st) continue;
     const m = st.isSymbolicLink() ? HASH_LINK.exec(name) : null;
     if (m) {
       const id = m[3] === "" ? 0 : Number(m[3]);
       const b = bucket(m[1]!.toLowerCase(), m[2] ? "r" : "");
-      const target = await readlink(path);
+      const target = readlinkSync(path);
       const entry = entryFor(b, target);
       entry.oldId = Math.min(entry.oldId, id);
       continue;
     }
     const ext = name.includes(".") ? name.slice(name.lastIndexOf(".") + 1).toLowerCase() : "";
     if (!["pem", "crt", "cer", "crl"].includes(ext)) continue;
-    const bytes = await readFileInRoot(root, `${ETCCERTSDIR}/${name}`);
+    const bytes = readFileInRootSync(root, `${ETCCERTSDIR}/${name}`);
     if (!bytes) continue;
     const der = singleCertificate(bytes, name);
     if (!der) continue; // rehash skips it ("does not contain exactly one certificate or CRL")
@@ -259,11 +266,11 @@ async function rehash(root: string, certsDir: string, names: string[]): Promise<
       if (e.needLink) {
         while (used.has(next)) next++;
         const link = childPath(certsDir, `${b.hash}.${b.type}${next}`, "hash link");
-        await rm(link, { force: true });
-        await symlink(e.filename, link);
+        rmSync(link, { force: true });
+        symlinkSync(e.filename, link);
         used.add(next);
       } else {
-        await rm(childPath(certsDir, `${b.hash}.${b.type}${e.oldId}`, "hash link"), { force: true });
+        rmSync(childPath(certsDir, `${b.hash}.${b.type}${e.oldId}`, "hash link"), { force: true });
       }
     }
   }
@@ -294,10 +301,33 @@ function singleCertificate(bytes: Buffer, name: string): Buffer | undefined {
  * A directory's names in the order readdir(3) returns them. rehash means to sort them but gives its
  * list no comparison function, so it works in this order (node's readdir sorts, opendir does not).
  */
-async function directoryOrder(dir: string): Promise<string[]> {
+function directoryOrder(dir: string): string[] {
   const names: string[] = [];
-  for await (const entry of await opendir(dir)) names.push(entry.name);
+  const handle = opendirSync(dir);
+  try {
+    for (let entry = handle.readSync(); entry; entry = handle.readSync()) names.push(entry.name);
+  } finally {
+    handle.closeSync();
+  }
   return names;
+}
+
+/** lstat, or undefined when the path cannot be looked at (missing, mostly): the script's `[ -L ]` is false then. */
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A directory's names, or none when it cannot be read (`ls` of a missing hooks directory). */
+function listOrEmpty(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 /** `sort`/`strcmp` order of names. */
