@@ -218,7 +218,9 @@ export class BlockGzip extends Transform {
         level: 6,
         // The whole output in one buffer: with zlib's 16 KiB default, each block came back to the
         // main thread some 25 times (a threadpool round trip each, waiting on whatever the main
-        // thread was doing) before it was done. The bytes are the same.
+        // thread was doing) before it was done. The output no longer depends on where a buffer
+        // ends: zlib adds an empty stored block when a sync flush finds 6 bytes or fewer of output
+        // space, which the 16 KiB buffers could hit now and then and this bound never does.
         chunkSize: block.length + (block.length >>> 8) + 1024,
         ...(dictionary ? { dictionary } : {}),
         finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,

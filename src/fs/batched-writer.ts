@@ -13,17 +13,17 @@ const WRITE_BATCH = 1024 * 1024;
  * caller must not change them afterwards (decoders hand out fresh buffers).
  *
  * Writes go to the file's current position, so a caller may fill a placeholder first and rewrite
- * it by position once `end` has returned.
+ * it with `rewriteAt` once `end` has returned.
  */
 export class BatchedWriter {
-  readonly file: FileHandle;
+  readonly #file: FileHandle;
   readonly #path: string;
   #batch: Buffer[] = [];
   #batched = 0;
   #writing: Promise<void> | undefined;
 
   constructor(file: FileHandle, path: string) {
-    this.file = file;
+    this.#file = file;
     this.#path = path;
   }
 
@@ -40,10 +40,18 @@ export class BatchedWriter {
     await this.#writing;
   }
 
+  /** Overwrites `bytes` at `position`, after every batch is written (a header filled in last). */
+  async rewriteAt(bytes: Buffer, position: number): Promise<void> {
+    await this.end();
+    const { bytesWritten } = await this.#file.write(bytes, 0, bytes.length, position);
+    if (bytesWritten !== bytes.length)
+      throw new SutureError("IO", `short write to ${this.#path} (${bytesWritten} of ${bytes.length} bytes)`);
+  }
+
   /** Closes the file once no write is in flight (an error of one was reported by add or end, or is moot). */
   async close(): Promise<void> {
     await this.#writing?.catch(() => undefined);
-    await this.file.close();
+    await this.#file.close();
   }
 
   async #flush(): Promise<void> {
@@ -53,7 +61,7 @@ export class BatchedWriter {
     const length = this.#batched;
     this.#batch = [];
     this.#batched = 0;
-    const writing = this.file.writev(batch).then(({ bytesWritten }) => {
+    const writing = this.#file.writev(batch).then(({ bytesWritten }) => {
       if (bytesWritten !== length)
         throw new SutureError("IO", `short write to ${this.#path} (${bytesWritten} of ${length} bytes)`);
     });

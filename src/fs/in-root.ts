@@ -255,7 +255,10 @@ function regularFileInRoot(root: string, path: string): string | undefined {
 }
 
 /** The file as resolved: a link put there since is refused, and so is anything but a regular file. */
-function inRootReadOptions(path: string, options: { limit?: number }): ReadCappedOptions {
+function inRootReadOptions(
+  path: string,
+  options: { limit?: number },
+): ReadCappedOptions & { regularOnly: true } {
   return {
     limit: options.limit ?? MAX_IMAGE_FILE_BYTES,
     what: `${path} in the image`,

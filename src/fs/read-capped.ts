@@ -47,9 +47,10 @@ export async function readFileCapped(path: string, options: ReadCappedOptions): 
 
 /**
  * readFileCapped in synchronous calls, for a caller that reads many small files one after the
- * other (a threadpool round trip per open, stat, read and close costs more than the work).
+ * other (a threadpool round trip per open, stat, read and close costs more than the work). Regular
+ * files only: a FIFO opened without O_NONBLOCK would block the event loop, with no way to abort.
  */
-export function readFileCappedSync(path: string, options: ReadCappedOptions): Buffer {
+export function readFileCappedSync(path: string, options: ReadCappedOptions & { regularOnly: true }): Buffer {
   const read = cappedRead(options);
   const fd = openSync(path, read.flags);
   try {

@@ -101,3 +101,16 @@ test("reads wait for the first wave of layers only; a layer above it counts once
   view.done(1, app);
   assert.equal(Buffer.from((await view.readFile("/etc/apt/sources.list"))!).toString(), "app");
 });
+
+test("a layer moving into the layer cache is waited for, then read at its new dir", async () => {
+  const extracting = await layerDir("m1", { "etc/os-release": "ID=debian" });
+  const committed = await layerDir("m2", { "etc/os-release": "ID=debian (committed)" });
+  const view = new EarlyLayerView(1);
+  view.started(0, extracting);
+  view.member(0, "usr");
+  view.moving(0);
+  const read = view.readFile("/etc/os-release");
+  assert.ok(await pending(read), "the layer's dir is being renamed");
+  view.done(0, committed);
+  assert.equal(Buffer.from((await read)!).toString(), "ID=debian (committed)");
+});

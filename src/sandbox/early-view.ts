@@ -52,6 +52,16 @@ export class EarlyLayerView implements ImageFileAccess {
     if (this.#waiters.length) this.#wake();
   }
 
+  /**
+   * Layer `slot` is complete and about to move into the layer cache: reads wait for `done` with its
+   * new dir, rather than look it up at the old one while it is renamed away (which would discard
+   * the early result).
+   */
+  moving(slot: number): void {
+    const layer = this.#layers[slot];
+    if (layer && !layer.done) layer.at = undefined;
+  }
+
   /** Layer `slot` is complete, now in `dir` (where the layer cache committed it). */
   done(slot: number, dir: string): void {
     const layer = this.#layers[slot];

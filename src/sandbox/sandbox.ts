@@ -1,4 +1,4 @@
-import { lstatSync, readdirSync } from "node:fs";
+import { lstatSync, readdirSync, type Stats } from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { SutureError } from "../errors/errors.ts";
@@ -270,12 +270,15 @@ function layerPathsOf(mergedDir: string, paths: Iterable<string>): Set<string> {
     if (!parent || parent.kind === "not-directory" || (parent.kind === "found" && !parent.stat.isDirectory()))
       continue;
     const at = parent.path === "/" ? `/${base}` : `${parent.path}/${base}`;
+    let final: Stats | undefined;
+    try {
+      final =
+        parent.kind === "found" ? lstatSync(hostPathOf(mergedDir, at), { throwIfNoEntry: false }) : undefined;
+    } catch {
+      continue; // a name the host cannot look up (too long, a NUL): as a failed walk, nothing to bring in
+    }
     out.add(at.slice(1));
-    if (
-      parent.kind === "found" &&
-      lstatSync(hostPathOf(mergedDir, at), { throwIfNoEntry: false })?.isSymbolicLink()
-    )
-      add(walk(path, true));
+    if (final?.isSymbolicLink()) add(walk(path, true));
   }
   return out;
 }

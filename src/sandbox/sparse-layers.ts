@@ -115,8 +115,9 @@ export interface SparseOptions {
  * A layer blob this small is extracted whole: whatever it could leave out costs next to nothing to
  * write, and a complete layer goes into the layer cache, where the next patch of the same base
  * finds it instead of streaming the layer again (the nginx lab image's third layer, 5.5 KB with one
- * 35-byte file in /srv, was extracted on every layer-rebuilt patch). Its uncompressed size is
- * bounded by deflate's ratio (about 1:1000), the same bound every full extraction lives with.
+ * 35-byte file in /srv, was extracted on every layer-rebuilt patch). What it expands to is bounded
+ * only as any full extraction's is (deflate's ratio is about 1:1000; zstd's is far higher), which
+ * every layer that goes into the cache gets anyway.
  */
 export const SMALL_LAYER_BYTES = 64 * 1024;
 
@@ -196,7 +197,10 @@ export class SparseLayers {
             message: `${label}: ${stats.entries} entries, ${stats.bytes} bytes; ${lower.deferred!.size} files (${deferredBytes} bytes) left out until needed`,
             elapsedMs: Math.round(performance.now() - started),
           });
-          if (lower.deferred!.size === 0) await made.#commit(lower);
+          if (lower.deferred!.size === 0) {
+            options.early?.moving(slot);
+            await made.#commit(lower);
+          }
           options.early?.done(slot, lower.dir);
         },
       );

@@ -167,13 +167,10 @@ async function* decodeIntoEntry(
     header.write(`${MAGIC} ${hash.digest("hex")} ${size}`, "latin1");
     header[HEADER_BYTES - 1] = 0x0a;
     // No fsync: an entry cut short by a crash fails its hash check and is decoded again.
-    const written = await done
-      .end()
-      .then(() => done.file.write(header, 0, HEADER_BYTES, 0))
-      .then(
-        () => true,
-        () => false,
-      );
+    const written = await done.rewriteAt(header, 0).then(
+      () => true,
+      () => false,
+    );
     const closed = await done.close().then(
       () => true,
       () => false,

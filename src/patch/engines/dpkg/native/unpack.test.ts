@@ -162,3 +162,17 @@ test("a .dpkg-new the image left beside a package file (a file, or a symlink out
   assert.equal(existsSync(join(root, "etc/demo.conf.dpkg-new")), false);
   assert.deepEqual(readdirSync(parent), ["root"], "nothing written through the link");
 });
+
+test("a leftover .dpkg-new beside a member the upgrade leaves as it is goes too, as with dpkg; a directory there is removed whole", async () => {
+  const { root } = imageRoot("leftover-unchanged");
+  mkdirSync(join(root, "usr/bin"), { recursive: true });
+  writeFileSync(join(root, "usr/bin/demo"), "v2\n", { mode: 0o644 });
+  mkdirSync(join(root, "usr/bin/demo.dpkg-new/inner"), { recursive: true });
+  writeFileSync(join(root, "usr/bin/demo.dpkg-new/inner/file"), "left\n");
+  writeFileSync(join(root, "usr/bin/other.dpkg-new"), "not the package's member\n");
+  const summary = await unpackDeb(root, await demoDeb("leftover-unchanged"), await readDpkgDatabase(root));
+  assert.equal(summary.filesUnchanged >= 1, true, "usr/bin/demo was identical");
+  assert.equal(readFileSync(join(root, "usr/bin/demo"), "utf8"), "v2\n");
+  assert.equal(existsSync(join(root, "usr/bin/demo.dpkg-new")), false);
+  assert.equal(existsSync(join(root, "usr/bin/other.dpkg-new")), true, "only the members' own are removed");
+});

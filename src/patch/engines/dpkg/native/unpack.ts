@@ -11,6 +11,7 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readlinkSync,
   readSync,
   renameSync,
@@ -199,6 +200,7 @@ export async function unpackDeb(
   const filtered = new Set<string>();
   /** Host directories of symlinks left as they were. */
   const linkDirs = new Set<string>();
+  const leftovers = new LeftoverStaged();
 
   try {
     for await (const entry of deb.dataEntries()) {
@@ -279,6 +281,7 @@ export async function unpackDeb(
         if (md5) fileHashes.set(pkgPath, hash);
         if (fd === undefined) {
           // Identical: later hardlinks of the package link to the installed file.
+          leftovers.remove(staged);
           stagedByPath.set(pkgPath, final);
           written.add(final);
           summary.filesUnchanged++;
@@ -302,6 +305,7 @@ export async function unpackDeb(
           // dpkg would have renamed a new link into its directory, giving that directory the run's
           // time, which the patch layer keeps (as its epoch): the directory is touched instead.
           linkDirs.add(posix.dirname(final));
+          leftovers.remove(staged);
           stagedByPath.set(pkgPath, final);
           written.add(final);
           summary.filesUnchanged++;
@@ -589,17 +593,41 @@ function packageMemberPath(deb: DebPackage, raw: string, what: string): string[]
 
 /**
  * `create()` makes `staged` (it fails with EEXIST when something is there); a leftover `.dpkg-new`
- * (an interrupted run's, or the image's own) is removed and the creation tried again, as dpkg
- * replaces it. Creating first: the path almost never exists, and an lstat of every staged path, most
- * of them never created (identical files), cost 55 ms of unpacking the python report's packages.
+ * (an interrupted run's, or the image's own) is removed, whole tree and all as dpkg's
+ * path_remove_tree does, and the creation tried again. Creating first: the path almost never
+ * exists, and an lstat of every staged path cost 55 ms of unpacking the python report's packages.
+ * The staged path's parent was resolved inside the root, and rmSync does not follow links.
  */
 function createStaged<T>(staged: string, create: () => T): T {
   try {
     return create();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    rmSync(staged, { force: true });
+    rmSync(staged, { recursive: true, force: true });
     return create();
+  }
+}
+
+/**
+ * dpkg removes a member's leftover `.dpkg-new` whether or not it then writes the member; members
+ * left as they are (identical files and links) create nothing that would meet one. Their
+ * directories are listed once each, instead of an lstat per member: most members of an upgrade
+ * are identical, and a directory holds many of them.
+ */
+class LeftoverStaged {
+  readonly #byDir = new Map<string, Set<string>>();
+
+  remove(staged: string): void {
+    const dir = posix.dirname(staged);
+    let names = this.#byDir.get(dir);
+    if (!names) {
+      names = new Set();
+      for (const name of readdirSync(dir)) if (name.endsWith(".dpkg-new")) names.add(name);
+      this.#byDir.set(dir, names);
+    }
+    const name = posix.basename(staged);
+    if (!names.delete(name)) return;
+    rmSync(staged, { recursive: true, force: true });
   }
 }
 
