@@ -12,6 +12,7 @@ import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { build } from "esbuild";
+import { bundleOptions } from "./bundle.ts";
 
 const repo = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { outdir: { type: "string" } } });
@@ -22,29 +23,14 @@ await mkdir(outdir, { recursive: true });
 for (const name of await readdir(outdir)) await rm(join(outdir, name), { recursive: true, force: true });
 
 await build({
-  absWorkingDir: repo,
-  entryPoints: ["src/action/main.ts"],
-  outfile: join(outdir, "index.mjs"),
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  target: "node24",
+  ...bundleOptions(repo, "src/action/main.ts", join(outdir, "index.mjs")),
   minify: true,
-  // Licences of the bundled packages stay with the code they cover.
-  legalComments: "eof",
-  sourcemap: false,
   // The native bindings cannot be bundled: xattr is shipped beside the bundle and loaded by path,
   // lzma is left out (the host's xz does that work). Why, in each substitute's comment.
   alias: {
     "@napi-rs/xattr": "./src/action/native/xattr.ts",
     "@napi-rs/lzma": "./src/action/native/lzma.ts",
   },
-  // CommonJS dependencies (undici, commander's helpers) call require() for Node's built-ins,
-  // which an ES module does not have: give the bundle one.
-  banner: {
-    js: 'import { createRequire as __sutureCreateRequire } from "node:module"; const require = __sutureCreateRequire(import.meta.url);',
-  },
-  logLevel: "warning",
 });
 
 await copyFile(

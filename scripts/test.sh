@@ -13,6 +13,8 @@ fi
 export PATH="$PWD/node_modules/.bin:$PATH"
 echo "== typecheck"; tsc --noEmit -p .
 echo "== lint"; biome check --diagnostic-level=error .
+# The end-to-end tests run bin/suture as users do: from the CLI's bundle, built from these sources.
+echo "== bundle"; node scripts/build-cli.ts
 echo "== tests"
 shopt -s globstar nullglob
 files=(src/**/*.test.ts test/**/*.test.ts)

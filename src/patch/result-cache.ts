@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { bundled } from "../cli/bundled.ts";
 import { placeDirectory } from "../fs/atomic.ts";
 import { fileChecksum } from "../stream/checksum.ts";
 import { installedChanges, type PackageFix, type PatchEngine } from "./engines/engine.ts";
@@ -38,22 +39,27 @@ let fingerprint: Promise<string> | undefined;
 
 /**
  * A hash of the code that shapes a patch layer (the engines, package databases, tar, the layer
- * builder), so a changed suture never reuses a layer an older one built. suture runs from its
- * sources; when they cannot be read the FORMAT constant alone stands in.
+ * builder), so a changed suture never reuses a layer an older one built. From the sources beside
+ * this file, or in the CLI's bundle the same hash, taken of the same sources when it was built.
  */
 function codeFingerprint(): Promise<string> {
-  fingerprint ??= (async () => {
-    const hash = createHash("sha256");
-    for (const dir of ["engines", "../layer", "../distro", "../archive"]) {
-      const abs = fileURLToPath(new URL(`./${dir}/`, import.meta.url));
-      const names = (await readdir(abs, { recursive: true }).catch(() => [] as string[]))
-        .filter((n) => n.endsWith(".ts") && !n.endsWith(".test.ts"))
-        .sort();
-      for (const n of names) hash.update(n).update(await readFile(join(abs, n)));
-    }
-    return hash.digest("hex");
-  })();
+  fingerprint ??= bundled
+    ? Promise.resolve(bundled.codeFingerprint)
+    : codeFingerprintOf(fileURLToPath(new URL(".", import.meta.url)));
   return fingerprint;
+}
+
+/** codeFingerprint of the sources whose src/patch directory is `patchDir`. */
+export async function codeFingerprintOf(patchDir: string): Promise<string> {
+  const hash = createHash("sha256");
+  for (const dir of ["engines", "../layer", "../distro", "../archive"]) {
+    const abs = join(patchDir, dir);
+    const names = (await readdir(abs, { recursive: true }).catch(() => [] as string[]))
+      .filter((n) => n.endsWith(".ts") && !n.endsWith(".test.ts"))
+      .sort();
+    for (const n of names) hash.update(n).update(await readFile(join(abs, n)));
+  }
+  return hash.digest("hex");
 }
 
 function entryDir(cacheDir: string, key: string): string {

@@ -19,8 +19,12 @@ import { stripTypeScriptTypes } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Context, Hono } from "hono";
+import { bundled } from "../../cli/bundled.ts";
 
-const HERE = import.meta.dirname;
+// In the CLI's bundle this module is dist/cli/suture.mjs; the app's files stay in the sources.
+const HERE = bundled
+  ? fileURLToPath(new URL("../../src/serve/dashboard/", import.meta.url))
+  : import.meta.dirname;
 const APP_DIR = join(HERE, "app");
 
 /** Bare specifiers the app and the vendor modules import, and the file each is served as. */

@@ -1,0 +1,26 @@
+/**
+ * What every bundle of suture shares (the GitHub Action's, `scripts/build-action.ts`; the CLI's,
+ * `scripts/build-cli.ts`): one ES module for Node 24 holding the sources and their dependencies.
+ */
+import type { BuildOptions } from "esbuild";
+
+export function bundleOptions(repo: string, entry: string, outfile: string): BuildOptions {
+  return {
+    absWorkingDir: repo,
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node24",
+    // Licences of the bundled packages stay with the code they cover.
+    legalComments: "eof",
+    sourcemap: false,
+    // CommonJS dependencies (undici, commander's helpers) call require() for Node's built-ins,
+    // which an ES module does not have: give the bundle one.
+    banner: {
+      js: 'import { createRequire as __sutureCreateRequire } from "node:module"; const require = __sutureCreateRequire(import.meta.url);',
+    },
+    logLevel: "warning",
+  };
+}
