@@ -23,7 +23,7 @@ await mkdir(outdir, { recursive: true });
 for (const name of await readdir(outdir)) await rm(join(outdir, name), { recursive: true, force: true });
 
 await build({
-  ...bundleOptions(repo, "src/action/main.ts", join(outdir, "index.mjs")),
+  ...(await bundleOptions(repo, "src/action/main.ts", join(outdir, "index.mjs"))),
   minify: true,
   // The native bindings cannot be bundled: xattr is shipped beside the bundle and loaded by path,
   // lzma is left out (the host's xz does that work). Why, in each substitute's comment.

@@ -14,7 +14,6 @@
 import { rename, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { codeFingerprintOf } from "../src/patch/result-cache.ts";
 
 const repo = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { "if-possible": { type: "boolean" } } });
@@ -38,7 +37,7 @@ const staging = `${outdir}.${process.pid}.tmp`;
 try {
   await rm(staging, { recursive: true, force: true });
   await esbuild.build({
-    ...bundleOptions(repo, "src/cli/program.ts", join(staging, "suture.mjs")),
+    ...(await bundleOptions(repo, "src/cli/program.ts", join(staging, "suture.mjs"))),
     outfile: undefined,
     outdir: staging,
     entryNames: "suture",
@@ -52,9 +51,6 @@ try {
     minifySyntax: true,
     // Native bindings stay in node_modules, which Node finds from dist/cli as from src.
     external: ["@napi-rs/xattr", "@napi-rs/lzma"],
-    define: {
-      SUTURE_BUNDLE_CODE_FINGERPRINT: JSON.stringify(await codeFingerprintOf(join(repo, "src", "patch"))),
-    },
   });
   await rm(outdir, { recursive: true, force: true });
   await rename(staging, outdir);

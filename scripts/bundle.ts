@@ -2,9 +2,11 @@
  * What every bundle of suture shares (the GitHub Action's, `scripts/build-action.ts`; the CLI's,
  * `scripts/build-cli.ts`): one ES module for Node 24 holding the sources and their dependencies.
  */
+import { join } from "node:path";
 import type { BuildOptions } from "esbuild";
+import { codeFingerprintOf } from "../src/patch/result-cache.ts";
 
-export function bundleOptions(repo: string, entry: string, outfile: string): BuildOptions {
+export async function bundleOptions(repo: string, entry: string, outfile: string): Promise<BuildOptions> {
   return {
     absWorkingDir: repo,
     entryPoints: [entry],
@@ -20,6 +22,10 @@ export function bundleOptions(repo: string, entry: string, outfile: string): Bui
     // which an ES module does not have: give the bundle one.
     banner: {
       js: 'import { createRequire as __sutureCreateRequire } from "node:module"; const require = __sutureCreateRequire(import.meta.url);',
+    },
+    // What code that finds files beside its own source cannot find in a bundle (src/cli/bundled.ts).
+    define: {
+      SUTURE_BUNDLE_CODE_FINGERPRINT: JSON.stringify(await codeFingerprintOf(join(repo, "src", "patch"))),
     },
     logLevel: "warning",
   };

@@ -1,7 +1,7 @@
 /**
- * What scripts/build-cli.ts writes into the CLI's bundle (esbuild `define`); undefined when suture
- * runs from its sources. Code that finds files next to its own source (import.meta.url) asks
- * here, since in the bundle its module is dist/cli/suture.mjs.
+ * What scripts/bundle.ts writes into suture's bundles (esbuild `define`: the CLI's dist/cli, the
+ * Action's dist/action); undefined when suture runs from its sources. Code that finds files next
+ * to its own source (import.meta.url) asks here, since in a bundle its module is elsewhere.
  */
 declare const SUTURE_BUNDLE_CODE_FINGERPRINT: string | undefined;
 
