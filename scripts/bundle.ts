@@ -23,7 +23,7 @@ export async function bundleOptions(repo: string, entry: string, outfile: string
     banner: {
       js: 'import { createRequire as __sutureCreateRequire } from "node:module"; const require = __sutureCreateRequire(import.meta.url);',
     },
-    // What code that finds files beside its own source cannot find in a bundle (src/cli/bundled.ts).
+    // What code that finds files beside its own source cannot find in a bundle (src/build/bundled.ts).
     define: {
       SUTURE_BUNDLE_CODE_FINGERPRINT: JSON.stringify(await codeFingerprintOf(join(repo, "src", "patch"))),
     },

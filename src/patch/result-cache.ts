@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundled } from "../cli/bundled.ts";
+import { bundled } from "../build/bundled.ts";
 import { placeDirectory } from "../fs/atomic.ts";
 import { fileChecksum } from "../stream/checksum.ts";
 import { installedChanges, type PackageFix, type PatchEngine } from "./engines/engine.ts";

@@ -19,7 +19,7 @@ import { stripTypeScriptTypes } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Context, Hono } from "hono";
-import { bundled } from "../../cli/bundled.ts";
+import { bundled } from "../../build/bundled.ts";
 
 // In the CLI's bundle this module is dist/cli/suture.mjs; the app's files stay in the sources.
 const HERE = bundled
