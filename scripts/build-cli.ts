@@ -11,9 +11,10 @@
  *   node scripts/build-cli.ts [--if-possible]   (--if-possible: no esbuild, as in a production
  *                                                install, is a note and exit 0, not a failure)
  */
-import { rename, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { placeDirectory } from "../src/fs/atomic.ts";
 
 const repo = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { "if-possible": { type: "boolean" } } });
@@ -31,8 +32,8 @@ try {
 const { bundleOptions } = await import("./bundle.ts");
 
 const outdir = join(repo, "dist", "cli");
-// Built beside and put in place whole: a suture starting meanwhile finds the old bundle, the new
-// one, or none (and runs from its sources), never a mix.
+// Built beside and put in place whole (the one directory swap, fs/atomic.ts): a suture starting
+// meanwhile finds the old bundle, the new one, or none (and runs from its sources), never a mix.
 const staging = `${outdir}.${process.pid}.tmp`;
 try {
   await rm(staging, { recursive: true, force: true });
@@ -52,8 +53,7 @@ try {
     // Native bindings stay in node_modules, which Node finds from dist/cli as from src.
     external: ["@napi-rs/xattr", "@napi-rs/lzma"],
   });
-  await rm(outdir, { recursive: true, force: true });
-  await rename(staging, outdir);
+  await placeDirectory(staging, outdir);
 } finally {
   await rm(staging, { recursive: true, force: true });
 }
