@@ -1,6 +1,6 @@
 /**
  * What every bundle of suture shares (the GitHub Action's, `scripts/build-action.ts`; the CLI's,
- * `scripts/build-cli.ts`): one ES module for Node 24 holding the sources and their dependencies.
+ * `scripts/build-cli.ts`): ES modules for Node 24 holding the sources and their dependencies.
  */
 import { join } from "node:path";
 import type { BuildOptions } from "esbuild";

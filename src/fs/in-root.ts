@@ -248,10 +248,20 @@ export function readFileInRootSync(
   }
 }
 
-/** The host path of `path` when it resolves to a regular file (the walk's own lstat says so). */
-function regularFileInRoot(root: string, path: string): string | undefined {
+/**
+ * What `path` resolves to inside `root` (READ_POLICY): its host path and the walk's own lstat of
+ * it, so a caller asking "is it a file / a directory" needs no second lstat. Undefined when
+ * nothing is there.
+ */
+export function foundInRoot(root: string, path: string): { host: string; stat: Stats } | undefined {
   const walk = walkInRoot(root, path, READ_POLICY);
-  return walk.kind === "found" && walk.stat.isFile() ? walk.host : undefined;
+  return walk.kind === "found" ? { host: walk.host, stat: walk.stat } : undefined;
+}
+
+/** The host path of `path` when it resolves to a regular file. */
+function regularFileInRoot(root: string, path: string): string | undefined {
+  const found = foundInRoot(root, path);
+  return found?.stat.isFile() ? found.host : undefined;
 }
 
 /** The file as resolved: a link put there since is refused, and so is anything but a regular file. */

@@ -40,7 +40,8 @@ let fingerprint: Promise<string> | undefined;
 /**
  * A hash of the code that shapes a patch layer (the engines, package databases, tar, the layer
  * builder), so a changed suture never reuses a layer an older one built. From the sources beside
- * this file, or in the CLI's bundle the same hash, taken of the same sources when it was built.
+ * this file, or in a bundle (the CLI's, the Action's) the same hash, taken of the same sources
+ * when it was built.
  */
 function codeFingerprint(): Promise<string> {
   fingerprint ??= bundled

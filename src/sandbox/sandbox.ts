@@ -1,9 +1,9 @@
-import { lstatSync, readdirSync, type Stats } from "node:fs";
+import { readdirSync, type Stats } from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { SutureError } from "../errors/errors.ts";
 import { fnmatchRegExp } from "../fs/fnmatch.ts";
-import { hostPathOf, type InRootWalk, listDirInRoot, readFileInRoot, walkInRoot } from "../fs/in-root.ts";
+import { hostTree, type InRootWalk, listDirInRoot, readFileInRoot, walkInRoot } from "../fs/in-root.ts";
 import type { Image } from "../image/image.ts";
 import type { PlainTree } from "../layer/patch-layer.ts";
 import type { ProgressSink } from "../progress/events.ts";
@@ -256,6 +256,7 @@ function layerPathsOf(mergedDir: string, paths: Iterable<string>): Set<string> {
   // A package's thousands of files sit in a few hundred directories: each directory is resolved
   // once, and only a final symlink needs a walk of its own.
   const dirs = new Map<string, InRootWalk | undefined>();
+  const tree = hostTree(mergedDir);
   for (const path of paths) {
     const slash = path.lastIndexOf("/");
     const dir = path.slice(0, slash) || "/";
@@ -272,8 +273,8 @@ function layerPathsOf(mergedDir: string, paths: Iterable<string>): Set<string> {
     const at = parent.path === "/" ? `/${base}` : `${parent.path}/${base}`;
     let final: Stats | undefined;
     try {
-      final =
-        parent.kind === "found" ? lstatSync(hostPathOf(mergedDir, at), { throwIfNoEntry: false }) : undefined;
+      // The resolver's own lookup of one more component below a resolved directory.
+      final = parent.kind === "found" ? tree.lookup(at) : undefined;
     } catch {
       continue; // a name the host cannot look up (too long, a NUL): as a failed walk, nothing to bring in
     }

@@ -1,6 +1,6 @@
 import { rename } from "node:fs/promises";
 import { writeFileReplacing } from "../../../../../distro/dpkg/database.ts";
-import { READ_POLICY, readFileInRootSync, walkInRoot } from "../../../../../fs/in-root.ts";
+import { foundInRoot, readFileInRootSync, walkInRoot } from "../../../../../fs/in-root.ts";
 
 /**
  * The part of ca-certificates' postinst (bookworm) that rewrites `/etc/ca-certificates.conf` from
@@ -54,10 +54,7 @@ export async function rewriteCaSelection(
     return values.some((v) => whole.test(v));
   };
   // Synchronous, as per-entry filesystem work is: a line of the file each.
-  const isFile = (path: string) => {
-    const walk = walkInRoot(root, path, READ_POLICY);
-    return walk.kind === "found" && walk.stat.isFile();
-  };
+  const isFile = (path: string) => foundInRoot(root, path)?.stat.isFile() ?? false;
 
   const out: string[] = [];
   for (const line of lines) {

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { writeFileReplacing } from "../../../../../distro/dpkg/database.ts";
 import {
   childPath,
-  READ_POLICY,
+  foundInRoot,
   readFileInRootSync,
   resolveInRootSync,
   walkInRoot,
@@ -110,8 +110,8 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
     // naming one that was resolves (a resolution per certificate and call saved).
     if (!(isLink(pem) && readlinkSync(path) === cert && (justFound || exists(pem)))) {
       // `ln -sf` into an existing directory (or a link to one) makes the link inside it.
-      const resolved = resolveInRootSync(root, `${ETCCERTSDIR}/${pem}`);
-      if (resolved && lstatSync(resolved).isDirectory()) throw new Unsupported(`directory ${pem}`);
+      if (foundInRoot(root, `${ETCCERTSDIR}/${pem}`)?.stat.isDirectory())
+        throw new Unsupported(`directory ${pem}`);
       rmSync(path, { force: true });
       symlinkSync(cert, path);
       added++;
@@ -139,8 +139,7 @@ async function update(root: string, args: readonly string[]): Promise<{ added: n
   }
   for (const crt of selected) {
     const cert = `${CERTSDIR}/${crt}`;
-    const found = walkInRoot(root, cert, READ_POLICY);
-    if (found.kind !== "found" || !found.stat.isFile()) continue; // the script warns and goes on
+    if (!foundInRoot(root, cert)?.stat.isFile()) continue; // the script warns and goes on
     add(cert, true);
   }
   // Found before the links above were made; one could lead through them.
@@ -172,16 +171,14 @@ function findCrt(root: string, dir: string): string[] {
   const out: string[] = [];
   const walk = (path: string, depth: number) => {
     if (depth > 32) throw new Unsupported(`${dir} nests too deep`);
-    const host = resolveInRootSync(root, path);
-    if (!host) return;
-    if (!lstatSync(host).isDirectory()) return;
-    for (const name of readdirSync(host)) {
+    const found = foundInRoot(root, path);
+    if (!found?.stat.isDirectory()) return;
+    for (const name of readdirSync(found.host)) {
       const child = `${path}/${name}`;
       if (name.includes("\n") || name.includes("\\"))
         throw new Unsupported(`the file name ${JSON.stringify(child)}`);
-      const resolved = resolveInRootSync(root, child);
-      if (!resolved) continue;
-      const st = lstatSync(resolved);
+      const st = foundInRoot(root, child)?.stat;
+      if (!st) continue;
       if (st.isDirectory()) walk(child, depth + 1);
       else if (st.isFile() && name.endsWith(".crt")) out.push(child);
     }
